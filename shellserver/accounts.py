@@ -1,0 +1,405 @@
+"""The account store: users, roles, password hashes and login history in SQLite.
+
+``AccountDB`` is synchronous and used from one thread at a time: the server's
+single database thread, or the offline CLI directly. ``AccountStore`` is the
+asynchronous face the server uses; it never blocks the reactor, running SQL
+on the database thread and hashing on the hashing pool.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.python.filepath import FilePath
+
+from shellserver.datadir import DataDir
+from shellserver.passwords import dummy_hash, hash_password, verify_password
+from shellserver.threads import Runner
+
+ROLE_USER = "user"
+ROLE_ADMIN = "admin"
+ROLES = (ROLE_USER, ROLE_ADMIN)
+RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
+SCHEMA_VERSION = 1
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    pass
+
+
+class UserExists(StoreError):
+    pass
+
+
+class NoSuchUser(StoreError):
+    pass
+
+
+class StoreTooNew(StoreError):
+    pass
+
+
+class LoginFailed(StoreError):
+    """Unknown user or wrong password: deliberately the same."""
+
+
+class AccountLocked(StoreError):
+    """The password was right, but the account is locked."""
+
+
+def username_problem(name: str, registering: bool = False) -> str | None:
+    if _NAME.match(name) is None:
+        return "Usernames are 1-32 characters: a-z, 0-9, _ and -, starting with a letter."
+    if registering and name in RESERVED_NAMES:
+        return "That name is reserved; choose another."
+    return None
+
+
+def password_problem(password: str) -> str | None:
+    if len(password) < 8:
+        return "Passwords must be at least 8 characters."
+    return None
+
+
+@frozen
+class Account:
+    name: str
+    role: str
+    locked: bool
+    created: float
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ROLE_ADMIN
+
+
+@frozen
+class LoginRecord:
+    id: int
+    user: str
+    tty: str
+    peer: str
+    login: float
+    logout: float | None
+
+
+def _schema_v1(db: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would COMMIT the migration's transaction.
+    script = (
+        """
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+            pw_hash TEXT NOT NULL,
+            locked INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL
+        );
+        CREATE TABLE logins (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            tty TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            login REAL NOT NULL,
+            logout REAL
+        );
+        CREATE INDEX logins_user ON logins (user, login);
+        """
+    )
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+#: MIGRATIONS[v] brings a store from version v to v + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _schema_v1}
+
+_USER_COLS = "name, role, locked, created"
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    return Account(row[0], row[1], bool(row[2]), row[3])
+
+
+def _record(row: tuple[Any, ...]) -> LoginRecord:
+    return LoginRecord(*row)
+
+
+class AccountDB:
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self._db = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str) -> AccountDB:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            db = cls(conn, path)
+            db._migrate()
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"the store at {self.path} has schema version {version}, newer than this "
+                f"server understands ({SCHEMA_VERSION}); upgrade shellserver"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        has_tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if has_tables:  # an older store with data: keep a copy before changing it
+            backup = sqlite3.connect(f"{self.path}.v{version}.bak")
+            with backup:
+                self._db.backup(backup)
+            backup.close()
+        with self._transaction():
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](self._db)
+                version += 1
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _transaction(self) -> sqlite3.Connection:
+        return _Transaction(self._db)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- users -----------------------------------------------------------------
+
+    def get(self, name: str) -> Account | None:
+        row = self._db.execute(f"SELECT {_USER_COLS} FROM users WHERE name=?", (name,)).fetchone()
+        return None if row is None else _account(row)
+
+    def get_hash(self, name: str) -> tuple[Account, str] | None:
+        row = self._db.execute(
+            f"SELECT {_USER_COLS}, pw_hash FROM users WHERE name=?", (name,)
+        ).fetchone()
+        return None if row is None else (_account(row), row[4])
+
+    def create(
+        self, name: str, pw_hash: str, role: str = ROLE_USER, now: float | None = None
+    ) -> Account:
+        created = time.time() if now is None else now
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO users (name, role, pw_hash, locked, created) VALUES (?,?,?,0,?)",
+                    (name, role, pw_hash, created),
+                )
+        except sqlite3.IntegrityError as e:
+            if "UNIQUE" in str(e):
+                raise UserExists(name) from None
+            raise
+        return Account(name, role, False, created)
+
+    def _update(self, sql: str, *params: Any) -> None:
+        with self._transaction():
+            if self._db.execute(sql, params).rowcount == 0:
+                raise NoSuchUser(params[-1])
+
+    def set_password_hash(self, name: str, pw_hash: str) -> None:
+        self._update("UPDATE users SET pw_hash=? WHERE name=?", pw_hash, name)
+
+    def set_role(self, name: str, role: str) -> None:
+        self._update("UPDATE users SET role=? WHERE name=?", role, name)
+
+    def set_locked(self, name: str, locked: bool) -> None:
+        self._update("UPDATE users SET locked=? WHERE name=?", int(locked), name)
+
+    def delete(self, name: str) -> None:
+        self._update("DELETE FROM users WHERE name=?", name)
+
+    def users(self) -> list[Account]:
+        rows = self._db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY name").fetchall()
+        return [_account(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM users").fetchone()[0])
+
+    def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> None:
+        """Create or update every (name, hash, role) in one transaction: all or nothing."""
+        with self._transaction():
+            for name, pw_hash, role in entries:
+                cur = self._db.execute(
+                    "UPDATE users SET pw_hash=?, role=coalesce(?, role) WHERE name=?",
+                    (pw_hash, role, name),
+                )
+                if cur.rowcount == 0:
+                    self._db.execute(
+                        "INSERT INTO users (name, role, pw_hash, locked, created) "
+                        "VALUES (?,?,?,0,?)",
+                        (name, role or ROLE_USER, pw_hash, time.time()),
+                    )
+
+    # -- login history -----------------------------------------------------------
+
+    def record_login(self, name: str, tty: str, peer: str, when: float) -> int:
+        with self._transaction():
+            cur = self._db.execute(
+                "INSERT INTO logins (user, tty, peer, login) VALUES (?,?,?,?)",
+                (name, tty, peer, when),
+            )
+        return int(cur.lastrowid or 0)
+
+    def record_logout(self, record_id: int, when: float) -> None:
+        with self._transaction():
+            self._db.execute("UPDATE logins SET logout=? WHERE id=?", (when, record_id))
+
+    def close_open_logins(self, when: float) -> int:
+        """Sessions a crashed server left open end when the next one starts."""
+        with self._transaction():
+            cur = self._db.execute("UPDATE logins SET logout=? WHERE logout IS NULL", (when,))
+        return cur.rowcount
+
+    def history(self, name: str | None = None, limit: int = 50) -> list[LoginRecord]:
+        cols = "id, user, tty, peer, login, logout"
+        if name is None:
+            rows = self._db.execute(
+                f"SELECT {cols} FROM logins ORDER BY login DESC, id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {cols} FROM logins WHERE user=? ORDER BY login DESC, id DESC LIMIT ?",
+                (name, limit),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def last_login(self, name: str) -> LoginRecord | None:
+        found = self.history(name, 1)
+        return found[0] if found else None
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+
+def ensure_initial_admin(db: AccountDB, datadir: DataDir, cost: int) -> FilePath[str] | None:
+    """On an empty store, create ``admin`` and leave its password in a 0600 file."""
+    if db.count():
+        return None
+    password = secrets.token_urlsafe(12)
+    db.create("admin", hash_password(password, cost), ROLE_ADMIN)
+    target = datadir.admin_password_path
+    datadir.write_secret(target, password + "\n")
+    return target
+
+
+@define(eq=False)
+class AccountStore:
+    db: AccountDB
+    run_db: Runner
+    run_hash: Runner
+    hash_cost: int
+    _dummy: str | None = field(default=None, init=False)
+
+    def _dummy_hash(self) -> str:
+        if self._dummy is None:
+            self._dummy = dummy_hash(self.hash_cost)
+        return self._dummy
+
+    def authenticate(self, name: str, password: str) -> Deferred[Account]:
+        return self._d(self._authenticate(name, password))
+
+    async def _authenticate(self, name: str, password: str) -> Account:
+        found = await self.run_db(self.db.get_hash, name)
+        stored = found[1] if found is not None else self._dummy_hash()
+        ok = await self.run_hash(verify_password, password, stored)
+        if not ok or found is None:
+            raise LoginFailed()
+        account: Account = found[0]
+        if account.locked:
+            raise AccountLocked(account.name)
+        return account
+
+    def _d(self, coro: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(coro)
+
+    def check_password(self, name: str, password: str) -> Deferred[bool]:
+        async def check() -> bool:
+            found = await self.run_db(self.db.get_hash, name)
+            stored = found[1] if found is not None else self._dummy_hash()
+            ok: bool = await self.run_hash(verify_password, password, stored)
+            return ok and found is not None
+
+        return self._d(check())
+
+    def hash(self, password: str) -> Deferred[str]:
+        return self.run_hash(hash_password, password, self.hash_cost)
+
+    def create_user(self, name: str, password: str, role: str = ROLE_USER) -> Deferred[Account]:
+        async def create() -> Account:
+            pw_hash = await self.hash(password)
+            account: Account = await self.run_db(self.db.create, name, pw_hash, role)
+            return account
+
+        return self._d(create())
+
+    def set_password(self, name: str, password: str) -> Deferred[None]:
+        async def change() -> None:
+            pw_hash = await self.hash(password)
+            await self.run_db(self.db.set_password_hash, name, pw_hash)
+
+        return self._d(change())
+
+    def get(self, name: str) -> Deferred[Account | None]:
+        return self.run_db(self.db.get, name)
+
+    def users(self) -> Deferred[list[Account]]:
+        return self.run_db(self.db.users)
+
+    def count(self) -> Deferred[int]:
+        return self.run_db(self.db.count)
+
+    def delete(self, name: str) -> Deferred[None]:
+        return self.run_db(self.db.delete, name)
+
+    def set_locked(self, name: str, locked: bool) -> Deferred[None]:
+        return self.run_db(self.db.set_locked, name, locked)
+
+    def set_role(self, name: str, role: str) -> Deferred[None]:
+        return self.run_db(self.db.set_role, name, role)
+
+    def record_login(self, name: str, tty: str, peer: str, when: float) -> Deferred[int]:
+        return self.run_db(self.db.record_login, name, tty, peer, when)
+
+    def record_logout(self, record_id: int, when: float) -> Deferred[None]:
+        return self.run_db(self.db.record_logout, record_id, when)
+
+    def history(self, name: str | None = None, limit: int = 50) -> Deferred[list[LoginRecord]]:
+        return self.run_db(self.db.history, name, limit)
+
+    def last_login(self, name: str) -> Deferred[LoginRecord | None]:
+        return self.run_db(self.db.last_login, name)
+
+    def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> Deferred[None]:
+        return self.run_db(self.db.apply_batch, entries)

@@ -1,0 +1,16 @@
+"""The shell's commands. Importing this package registers them all in ``REGISTRY``."""
+
+from shellserver.commands import account, admin, info, messaging
+from shellserver.commands.registry import REGISTRY, Command, Context, Registry, UsageError
+
+__all__ = [
+    "REGISTRY",
+    "Command",
+    "Context",
+    "Registry",
+    "UsageError",
+    "account",
+    "admin",
+    "info",
+    "messaging",
+]

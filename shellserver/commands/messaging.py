@@ -1,0 +1,137 @@
+"""write, wall and mesg: people talking to each other, as util-linux does it."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from shellserver.commands.registry import Context, UsageError, command
+from shellserver.hub import Message
+from shellserver.sanitize import careful
+from shellserver.session import Session
+from shellserver.terminal import EndOfInput, Interrupted
+from shellserver.wrap import hard_wrap
+
+_TTY = re.compile(r"^[a-z]+/\d+$")
+
+
+@command(
+    "write",
+    usage="write USER [TTY] [TEXT...]",
+    help="""
+Send a message to another user's terminal.
+
+With TEXT, that one line is sent. Without it, every line you type is sent
+until a line with only "." or ^D; the other side then sees EOF. When USER
+has several sessions, the least idle one that accepts messages is chosen;
+name a TTY (as shown by who) to pick one.
+""",
+)
+async def write(ctx: Context, args: list[str]) -> None:
+    if not args:
+        raise UsageError()
+    me = ctx.session
+    if not me.mesg:
+        ctx.fail("you have write permission turned off")
+        return
+    user, rest = args[0], args[1:]
+    tty = rest.pop(0) if rest and _TTY.match(rest[0]) else None
+    target = await _choose_target(ctx, user, tty)
+    if target is None:
+        return
+    stamp = time.strftime("%H:%M", time.localtime(ctx.now()))
+    header = f"Message from {me.user}@{ctx.server.config.hostname} on {me.tty} at {stamp} ...\n"
+    if rest:
+        await _send(ctx, target, header + careful(" ".join(rest)) + "\nEOF\n")
+        return
+    if not await _send(ctx, target, header):
+        return
+    while True:
+        try:
+            line = await ctx.read_line()
+        except (EndOfInput, Interrupted):
+            break
+        if line == ".":
+            break
+        me.last_active = ctx.now()
+        if not target.terminal.connected:
+            ctx.fail(f"{careful(user)} has logged out")
+            return
+        if not target.mesg:
+            ctx.fail(f"{careful(user)} has messages disabled")
+            return
+        await _send(ctx, target, careful(line) + "\n")
+    if target.terminal.connected:
+        await _send(ctx, target, "EOF\n")
+
+
+async def _choose_target(ctx: Context, user: str, tty: str | None) -> Session | None:
+    """util-linux's choice: skip mesg n, prefer the least idle session."""
+    shown = careful(user)
+    sessions = await ctx.server.hub.sessions_of(user)
+    if not sessions:
+        ctx.fail(f"{shown} is not logged in")
+        return None
+    if tty is not None:
+        for s in sessions:
+            if s.tty == tty:
+                if not s.mesg:
+                    ctx.fail(f"{shown} has messages disabled")
+                    return None
+                return s
+        ctx.fail(f"{shown} is not logged in on {tty}")
+        return None
+    open_ = [s for s in sessions if s.mesg]
+    if not open_:
+        ctx.fail(f"{shown} has messages disabled")
+        return None
+    now = ctx.now()
+    target = min(open_, key=lambda s: s.idle(now))
+    if len(sessions) > 1:
+        ctx.fail(f"{shown} is logged in more than once; writing to {target.tty}")
+    return target
+
+
+async def _send(ctx: Context, target: Session, text: str) -> bool:
+    if await ctx.server.hub.deliver(target, Message.of(text)):
+        return True
+    ctx.fail(f"{careful(target.user)} is not reading; message dropped")
+    return False
+
+
+def wall_message(sender: Session, hostname: str, when: float, text: str) -> Message:
+    """The util-linux wall layout, wrapped at 79 columns once for every recipient."""
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(when))
+    header = f"Broadcast message from {sender.user}@{hostname} ({sender.tty}) ({stamp}):"
+    return Message.of("\n".join([header, "", *hard_wrap(careful(text), 79)]) + "\n")
+
+
+@command(
+    "wall",
+    usage="wall TEXT...",
+    admin=True,
+    help="Broadcast TEXT to every session, including those with messages off.",
+)
+async def wall(ctx: Context, args: list[str]) -> None:
+    if not args:
+        raise UsageError()
+    text = " ".join(args)
+    me = ctx.session
+    reached = await ctx.server.hub.broadcast(
+        wall_message(me, ctx.server.config.hostname, ctx.now(), text)
+    )
+    ctx.server.admin_action(me.user, f"{me.tty} from {me.peer}", "wall", text=text, reached=reached)
+
+
+@command(
+    "mesg",
+    usage="mesg [y|n]",
+    help="Allow (y) or refuse (n) messages from write on this session; alone, show the setting.",
+)
+def mesg(ctx: Context, args: list[str]) -> None:
+    if not args:
+        ctx.write("is y\n" if ctx.session.mesg else "is n\n")
+    elif len(args) == 1 and args[0] in ("y", "n"):
+        ctx.session.mesg = args[0] == "y"
+    else:
+        raise UsageError()

@@ -1,0 +1,99 @@
+"""Commands are plain functions over a :class:`Context`; the registry maps names to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any
+
+from attrs import define, frozen
+from twisted.internet.defer import Deferred
+
+from shellserver.argsplit import CommandLine
+from shellserver.session import Session
+
+if TYPE_CHECKING:
+    from shellserver.server import Server
+
+CommandResult = Coroutine[Any, Any, None] | None
+CommandFunc = Callable[["Context", list[str]], CommandResult]
+
+
+class UsageError(Exception):
+    """Wrong arguments: the shell prints the command's ``Usage:`` line (after the message, if any)."""
+
+
+@define(eq=False)
+class Context:
+    """What a running command may use: its session, the server, the line it came from."""
+
+    server: Server
+    session: Session
+    line: CommandLine
+    name: str
+
+    def write(self, text: str) -> None:
+        self.session.write(text)
+
+    def read_line(self, prompt: str = "", hidden: bool = False) -> Deferred[str]:
+        d = self.session.terminal.read_line(prompt, hidden)
+        d.addCallback(self._active)
+        return d
+
+    def _active(self, line: str) -> str:
+        self.session.last_active = self.server.clock.seconds()
+        return line
+
+    def now(self) -> float:
+        return self.server.clock.seconds()
+
+    def fail(self, message: str) -> None:
+        """``name: message`` — the form Unix commands complain in."""
+        self.write(f"{self.name}: {message}\n")
+
+
+@frozen
+class Command:
+    name: str
+    func: CommandFunc
+    usage: str
+    help: str
+    admin: bool = False
+    redirect: bool = False
+    aliases: tuple[str, ...] = ()
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+        self._primary: dict[str, Command] = {}
+
+    def command(
+        self,
+        name: str,
+        usage: str,
+        help: str,
+        admin: bool = False,
+        redirect: bool = False,
+        aliases: tuple[str, ...] = (),
+    ) -> Callable[[CommandFunc], CommandFunc]:
+        def register(func: CommandFunc) -> CommandFunc:
+            cmd = Command(name, func, usage, help.strip(), admin, redirect, aliases)
+            self._primary[name] = cmd
+            for n in (name, *aliases):
+                if n in self._commands:
+                    raise ValueError(f"command {n!r} registered twice")
+                self._commands[n] = cmd
+            return func
+
+        return register
+
+    def get(self, name: str) -> Command | None:
+        return self._commands.get(name)
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(sorted(self._primary.values(), key=lambda c: c.name))
+
+
+#: The registry the command modules add themselves to.
+REGISTRY = Registry()
+command = REGISTRY.command

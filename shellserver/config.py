@@ -1,0 +1,48 @@
+"""The server's settings, parsed once from the command line and then passed around frozen."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+from attrs import field, frozen
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)[bB]?\s*$")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``10M``-style text, as ``--quota`` and ``--max-output`` take it."""
+    m = _SIZE.match(text)
+    if m is None:
+        raise ValueError(f"not a size: {text!r} (use bytes or a K/M/G suffix, e.g. 10M)")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def default_hostname() -> str:
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+@frozen
+class Config:
+    """Everything tunable about a running server; defaults match SPEC §2."""
+
+    data: str = "./shellserver-data"
+    telnet: tuple[str, ...] = ("tcp:2323",)
+    control: str | None = None
+    hostname: str = field(factory=default_hostname)
+    registration: bool = True
+    max_sessions: int = 0
+    on_max: str = "refuse"
+    idle_timeout: int = 3600
+    motd: str | None = None
+    quota: int = 10 * 1024**2
+    max_connections: int = 20000
+    max_unauth: int = 200
+    max_unauth_per_addr: int = 20
+    cmd_burst: int = 40
+    cmd_rate: float = 10.0
+    max_output: int = 256 * 1024
+    hash_cost: int = 14
+    login_timeout: float = 60.0
+    max_line: int = 4096

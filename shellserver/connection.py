@@ -1,0 +1,144 @@
+"""One connection's life: login timeout, login, the session, and cleaning up after it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from shellserver.accounts import Account
+from shellserver.hub import Message
+from shellserver.login import login_dialogue
+from shellserver.sanitize import careful
+from shellserver.session import Session
+from shellserver.shell import Shell
+from shellserver.timefmt import format_login_time
+from shellserver.terminal import Disconnected, EndOfInput, IWire, Terminal
+
+if TYPE_CHECKING:
+    from shellserver.server import Server
+
+log = Logger()
+
+
+class Connection:
+    def __init__(self, server: Server, wire: IWire) -> None:
+        self.server = server
+        self.wire = wire
+        self.terminal = Terminal(wire)
+        self.session: Session | None = None
+        self._timer: IDelayedCall | None = None
+
+    def start(self) -> None:
+        self.server.connections.add(self)
+        self.terminal.on_disconnect = self._lost
+        timeout = self.server.config.login_timeout
+        if timeout > 0:
+            self._timer = self.server.clock.callLater(timeout, self._timed_out)
+        d = Deferred.fromCoroutine(self._run())
+        d.addErrback(self._crashed)
+
+    async def _run(self) -> None:
+        try:
+            account = await login_dialogue(self.server, self.terminal, self.wire.peer)
+            self._cancel_timer()
+            if account is None or not await self._begin(account):
+                self.wire.close()
+        except EndOfInput:
+            self.wire.close()
+        except Disconnected:
+            pass
+
+    async def _begin(self, account: Account) -> bool:
+        """Attach a session; False when the login is refused after all."""
+        server, term, name = self.server, self.terminal, account.name
+        refusal = server.login_refusal(account)
+        if refusal:
+            term.write(refusal + "\n")
+            return False
+        if not await self._make_room(name):
+            return False
+        previous = await server.store.last_login(name)
+        now = server.clock.seconds()
+        session = Session(
+            id=server.next_id(),
+            user=name,
+            role=account.role,
+            tty=server.hub.allocate_tty(self.wire.kind),
+            peer=self.wire.peer,
+            login_time=now,
+            terminal=term,
+            last_active=now,
+        )
+        if not term.connected:
+            return False
+        self.session = session
+        await server.hub.attach(session)
+        session.login_record = await server.store.record_login(
+            name, session.tty, session.peer, now
+        )
+        log.info(
+            "{user} logged in on {tty} from {peer}", user=name, tty=session.tty, peer=session.peer
+        )
+        term.write(server.motd())
+        if previous is None:
+            term.write("This is your first login.\n")
+        else:
+            when = format_login_time(previous.login)
+            term.write(f"Last login: {when} from {careful(previous.peer)}\n")
+        term.write(server.login_notice())
+        shell = Shell(server, session)
+        term.on_eof = shell.logout
+        term.set_handler(shell.line, shell.prompt)
+        return True
+
+    async def _make_room(self, name: str) -> bool:
+        """Apply ``--max-sessions``/``--on-max``: refuse, or end the oldest sessions."""
+        limit = self.server.config.max_sessions
+        if not limit:
+            return True
+        mine = await self.server.hub.sessions_of(name)
+        if len(mine) < limit:
+            return True
+        if self.server.config.on_max == "refuse":
+            self.terminal.write(
+                f"Too many sessions for {name} (limit {limit}); log out elsewhere first.\n"
+            )
+            return False
+        notice = Message.of(f"\nSession replaced by a new login from {careful(self.wire.peer)}.")
+        for old in mine[: len(mine) - limit + 1]:
+            old.deliver(notice.body)
+            old.disconnect()
+            await self.server.hub.detach(old)
+        return True
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        secs = int(self.server.config.login_timeout)
+        self.terminal.write(f"\nLogin timed out after {secs} seconds.\n")
+        self.wire.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _lost(self) -> None:
+        self.server.connections.discard(self)
+        self._cancel_timer()
+        session, self.session = self.session, None
+        if session is None:
+            return
+        self.server.hub.detach(session)
+        if session.login_record is not None:
+            d = self.server.store.record_logout(session.login_record, self.server.clock.seconds())
+            d.addErrback(lambda f: log.failure("recording logout failed", f))
+        log.info("{user} logged out from {tty}", user=session.user, tty=session.tty)
+
+    def _crashed(self, failure: Failure) -> None:
+        log.failure("connection handler failed", failure)
+        self.wire.close()

@@ -1,0 +1,107 @@
+"""The login dialogue (SPEC §3): ``login:``, ``Password:``, ``new`` registration."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.task import deferLater
+
+from shellserver.accounts import (
+    Account,
+    AccountLocked,
+    UserExists,
+    password_problem,
+    username_problem,
+)
+from shellserver.auth import IAccount
+from shellserver.terminal import Interrupted, Terminal
+
+if TYPE_CHECKING:
+    from shellserver.server import Server
+
+MAX_TRIES = 3
+TOO_MANY = "Too many failed logins; try again later\n"
+
+
+async def login_dialogue(server: Server, term: Terminal, peer: str) -> Account | None:
+    """The account that logged in, or None when the connection should close.
+
+    EndOfInput and Disconnected from the terminal propagate to the caller.
+    """
+    term.write(server.banner())
+    failures = 0
+    while True:
+        if server.failed_logins.blocked(peer, server.clock.seconds()):
+            term.write(TOO_MANY)
+            return None
+        try:
+            name = (await term.read_line("login: ")).strip()
+            if not name:
+                continue
+            if name == "new":
+                if not server.config.registration:
+                    term.write("Registration is closed; ask an administrator for an account.\n")
+                    continue
+                account = await register(server, term)
+                if account is not None:
+                    return account
+                continue
+            password = await term.read_line("Password: ", hidden=True)
+        except Interrupted:
+            continue
+        try:
+            return await authenticate(server, name, password)
+        except UnauthorizedLogin:
+            pass
+        except AccountLocked:
+            term.write("Your account is locked; contact an administrator.\n")
+            return None
+        failures += 1
+        server.failed_logins.record(peer, server.clock.seconds())
+        await deferLater(server.clock, 2 ** (failures - 1))
+        term.write("Login incorrect\n")
+        if failures >= MAX_TRIES:
+            return None
+
+
+async def authenticate(server: Server, name: str, password: str) -> Account:
+    creds = UsernamePassword(
+        name.encode("utf-8", "surrogateescape"), password.encode("utf-8", "surrogateescape")
+    )
+    _, account, _ = await server.portal.login(creds, None, IAccount)
+    assert isinstance(account, Account)
+    return account
+
+
+async def register(server: Server, term: Terminal) -> Account | None:
+    """Ask for a name and a password twice; None (back to ``login:``) on an empty name."""
+    store = server.store
+    while True:
+        name = (await term.read_line("Username: ")).strip()
+        if not name:
+            return None
+        problem = username_problem(name, registering=True)
+        if problem is None and await store.get(name) is not None:
+            problem = "That name is taken; choose another."
+        if problem is None:
+            break
+        term.write(problem + "\n")
+    while True:
+        password = await term.read_line("Password: ", hidden=True)
+        problem = password_problem(password)
+        if problem is not None:
+            term.write(problem + "\n")
+            continue
+        if await term.read_line("Password again: ", hidden=True) == password:
+            break
+        term.write("Passwords do not match; try again.\n")
+    try:
+        account = await store.create_user(name, password)
+    except UserExists:
+        term.write("That name was taken a moment ago; choose another.\n")
+        return None
+    await server.account_created(account, by=None, peer=None)
+    term.write(f"Welcome, {name}! Your account is ready.\n")
+    return account

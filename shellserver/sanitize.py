@@ -1,0 +1,41 @@
+"""util-linux "careful" text: what may reach another person's terminal.
+
+Printable text of any script and TAB pass; other C0 controls and DEL become
+caret notation, C1 controls the octal of their UTF-8 bytes, invalid input
+bytes (kept as lone surrogates by ``surrogateescape``) their octal, and bidi
+overrides/isolates ``\\u202e`` notation, so nobody can move another person's
+cursor, retitle their window or reverse their text.
+"""
+
+from __future__ import annotations
+
+_BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A))
+
+
+def _char(ch: str, keep_newlines: bool) -> str:
+    o = ord(ch)
+    if o < 0x20:
+        if ch == "\t" or (keep_newlines and ch == "\n"):
+            return ch
+        return "^" + chr(o + 0x40)
+    if o == 0x7F:
+        return "^?"
+    if 0x80 <= o <= 0x9F:
+        return "".join(f"\\{b:03o}" for b in ch.encode("utf-8"))
+    if 0xDC80 <= o <= 0xDCFF:
+        return f"\\{o - 0xDC00:03o}"
+    if 0xD800 <= o <= 0xDFFF or o in _BIDI:
+        return f"\\u{o:04x}"
+    return ch
+
+
+def careful(text: str, keep_newlines: bool = False) -> str:
+    # isprintable() is False for every character treated above, so plain text costs one scan.
+    if text.isprintable():
+        return text
+    return "".join([_char(ch, keep_newlines) for ch in text])
+
+
+def careful_lines(text: str) -> str:
+    """Multi-line text (motd, .plan): newlines kept, CR LF read as one."""
+    return careful(text.replace("\r\n", "\n"), keep_newlines=True)

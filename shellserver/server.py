@@ -1,0 +1,132 @@
+"""The running server's shared state, handed to every connection and command.
+
+It holds the long-lived pieces (config, clock, hub, store, portal, command
+registry) and the few hooks other features fill in (home directories,
+shutdown). Nothing here touches bytes or sockets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+
+from attrs import define, field
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from shellserver.accounts import Account, AccountStore
+from shellserver.auth import make_portal
+from shellserver.commands.registry import Registry
+from shellserver.config import Config
+from shellserver.connection import Connection
+from shellserver.hub import Hub
+from shellserver.sanitize import careful_lines
+from shellserver.terminal import IWire, Terminal
+from shellserver.throttle import FailedLogins
+
+log = Logger()
+MOTD_LIMIT = 16 * 1024
+
+
+@define(eq=False)
+class Server:
+    config: Config
+    clock: IReactorTime
+    store: AccountStore
+    registry: Registry
+    hub: Hub = field(factory=Hub)
+    started: float = 0.0
+    failed_logins: FailedLogins = field(factory=FailedLogins)
+    portal: Portal = field()
+    #: Called with an account's name when it is created or deleted (home directories).
+    on_account_created: list[Callable[[str], Deferred[None] | None]] = field(factory=list)
+    on_account_deleted: list[Callable[[str], Deferred[None] | None]] = field(factory=list)
+    #: Returns a user's sanitised ``.plan`` for finger (home directories), or None.
+    plan_source: Callable[[str], Deferred[str | None]] | None = None
+    connections: set[Connection] = field(factory=set)
+    _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
+
+    @portal.default
+    def _portal(self) -> Portal:
+        return make_portal(self.store)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.started:
+            self.started = self.clock.seconds()
+
+    def new_connection(self, wire: IWire) -> Terminal:
+        connection = Connection(self, wire)
+        connection.start()
+        return connection.terminal
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def banner(self) -> str:
+        text = f"shellserver on {self.config.hostname}\n"
+        if self.config.registration:
+            text += "Type 'new' at the login prompt to create an account.\n"
+        return text + "\n"
+
+    def motd(self) -> str:
+        path = self.config.motd
+        if not path:
+            return ""
+        try:
+            with open(path, "rb") as f:
+                text = f.read(MOTD_LIMIT).decode("utf-8", "surrogateescape")
+        except OSError as e:
+            log.warn("cannot read motd {path}: {error}", path=path, error=os.strerror(e.errno or 0))
+            return ""
+        text = careful_lines(text)
+        return text if text.endswith("\n") else text + "\n"
+
+    def login_refusal(self, account: Account) -> str | None:
+        """Why ``account`` may not log in now (a shutdown about to happen), or None."""
+        return None
+
+    def login_notice(self) -> str:
+        """Text every new login is told (a scheduled shutdown)."""
+        return ""
+
+    async def account_created(self, account: Account, by: str | None, peer: str | None) -> None:
+        for hook in self.on_account_created:
+            result = hook(account.name)
+            if result is not None:
+                await result
+        log.info(
+            "account {user} ({role}) created by {by} from {peer}",
+            user=account.name,
+            role=account.role,
+            by=by or "registration",
+            peer=peer or "-",
+        )
+
+    async def account_deleted(self, name: str) -> None:
+        for hook in self.on_account_deleted:
+            result = hook(name)
+            if result is not None:
+                await result
+
+    async def plan_of(self, name: str) -> str | None:
+        if self.plan_source is None:
+            return None
+        return await self.plan_source(name)
+
+    def uptime(self) -> float:
+        return self.clock.seconds() - self.started
+
+
+
+    def admin_action(self, who: str, where: str, action: str, **details: object) -> None:
+        """Every admin action is logged with who did it and from where (SPEC §6)."""
+        log.info(
+            "admin {action} by {who} ({where}): {details}",
+            action=action,
+            who=who,
+            where=where,
+            details=", ".join(f"{k}={v!r}" for k, v in sorted(details.items())),
+        )

@@ -1,0 +1,148 @@
+"""The twistd service: data dir, store, thread pools, listeners, and a clean stop.
+
+Everything that can fail at start-up (data dir, lock, store version, binding
+a port) is done in :meth:`ShellService.prepare`, called from ``makeService``
+before the reactor runs, so a failure is one line on stderr and exit status 1
+under both ``twistd`` and ``twist`` (a failing ``startService`` is only logged
+by them, and the process would keep running without its listener). Threads
+are started in ``startService``, after twistd has daemonised.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+from twisted.python.threadpool import ThreadPool
+
+from shellserver.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
+from shellserver.config import Config
+from shellserver.datadir import DataDir, DataDirLocked
+from shellserver.factory import TelnetFactory
+from shellserver.idle import IdleWatch
+from shellserver.server import Server
+from shellserver.threads import make_pool, pool_runner
+
+log = Logger()
+IDLE_SCAN = 5.0
+
+
+def with_backlog(description: str) -> str:
+    """Listen with a deep accept queue: a burst of logins must not meet SYN drops."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "unix", "ssl") and "backlog=" not in description:
+        return description + ":backlog=1024"
+    return description
+
+
+class ShellService(Service):
+    name = "shellserver"
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.ports: list[IListeningPort] = []
+        self.pools: list[ThreadPool] = []
+        self._idle: task.LoopingCall | None = None
+
+    def prepare(self) -> None:
+        """Claim the data dir, open the store and bind every listener, or exit 1 saying why."""
+        cfg = self.config
+        self.datadir = DataDir(FilePath(os.path.abspath(cfg.data)))
+        try:
+            self.datadir.create()
+            self.datadir.lock()
+            self.db = AccountDB.open(self.datadir.db_path.path)
+        except (OSError, DataDirLocked, StoreError) as e:
+            raise SystemExit(f"shellserver: {e}") from None
+        self.db.close_open_logins(time.time())
+        created = ensure_initial_admin(self.db, self.datadir, cfg.hash_cost)
+        if created is not None:
+            log.warn(
+                "Created account 'admin'; its password is in {path}", path=created.path
+            )
+        db_pool = make_pool("shellserver-db", 1)
+        hash_pool = make_pool("shellserver-hash", max(1, (os.cpu_count() or 2) - 1))
+        self.pools = [db_pool, hash_pool]
+        store = AccountStore(
+            self.db,
+            pool_runner(self.reactor, db_pool),
+            pool_runner(self.reactor, hash_pool),
+            cfg.hash_cost,
+        )
+        from shellserver.commands import REGISTRY
+
+        self.server = Server(cfg, self.reactor, store, REGISTRY)
+        factory = TelnetFactory(self.server, self.reactor)
+        for description in cfg.telnet:
+            self.ports.append(self._listen(description, factory))
+
+    def _listen(self, description: str, factory: TelnetFactory) -> IListeningPort:
+        results: list[Any] = []
+        try:
+            endpoint = serverFromString(self.reactor, with_backlog(description))
+            endpoint.listen(factory).addBoth(results.append)
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"shellserver: bad listen endpoint {description!r}: {e}") from None
+        if not results:
+            raise SystemExit(f"shellserver: listening on {description} did not complete")
+        if isinstance(results[0], Failure):
+            raise SystemExit(
+                f"shellserver: cannot listen on {description}: {results[0].getErrorMessage()}"
+            )
+        port: IListeningPort = results[0]
+        log.info("telnet listening on {address}", address=port.getHost())
+        return port
+
+    def startService(self) -> None:
+        super().startService()
+        for pool in self.pools:
+            pool.start()
+        self.server.started = self.reactor.seconds()
+        watch = IdleWatch(self.server.hub, self.config.idle_timeout)
+        if self.config.idle_timeout > 0:
+            self._idle = task.LoopingCall(lambda: watch.scan(self.reactor.seconds()))
+            self._idle.clock = self.reactor
+            self._idle.start(min(IDLE_SCAN, self.config.idle_timeout), now=False)
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        if self._idle is not None and self._idle.running:
+            self._idle.stop()
+        stopped = [defer.maybeDeferred(port.stopListening) for port in self.ports]
+        for connection in list(self.server.connections):
+            connection.wire.close()
+        d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
+        d.addBoth(lambda _: self._wait_for_connections(3.0))
+        d.addBoth(self._release)
+        return d
+
+    def _wait_for_connections(self, timeout: float) -> defer.Deferred[None]:
+        deadline = self.reactor.seconds() + timeout
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def poll() -> None:
+            if not self.server.connections or self.reactor.seconds() >= deadline:
+                for connection in list(self.server.connections):
+                    connection.wire.abort()
+                done.callback(None)
+            else:
+                self.reactor.callLater(0.05, poll)
+
+        poll()
+        return done
+
+    def _release(self, _: object) -> None:
+        for pool in self.pools:
+            if pool.started:
+                pool.stop()
+        self.db.close()
+        self.datadir.unlock()

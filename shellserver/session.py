@@ -1,0 +1,47 @@
+"""One logged-in connection: who, where from, since when, and where its output goes."""
+
+from __future__ import annotations
+
+from attrs import define
+
+from shellserver.terminal import Terminal
+
+
+@define(eq=False)
+class Session:
+    """Per-connection state (the seed's "companion object", attached at login).
+
+    Other sessions never hold a reference to this; they reach it through the hub.
+    """
+
+    id: int
+    user: str
+    role: str
+    tty: str
+    peer: str
+    login_time: float
+    terminal: Terminal
+    last_active: float
+    mesg: bool = True
+    cwd: str = ""
+    doing: str = "-sh"
+    login_record: int | None = None
+    #: ``last_active`` at the time of the idle warning, so one idle stretch warns once.
+    idle_warned: float = -1.0
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def idle(self, now: float) -> float:
+        return max(0.0, now - self.last_active)
+
+    def write(self, text: str) -> None:
+        self.terminal.write(text)
+
+    def deliver(self, body: bytes) -> bool:
+        """Someone else's encoded message; False when it was dropped."""
+        return self.terminal.notify(body)
+
+    def disconnect(self) -> None:
+        self.terminal.wire.close()

@@ -1,0 +1,102 @@
+"""The command loop of one session: parse a line, check it, run the command."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from shellserver.argsplit import SplitError, split_line
+from shellserver.commands.registry import Command, Context, UsageError
+from shellserver.sanitize import careful
+from shellserver.session import Session
+from shellserver.terminal import Disconnected, EndOfInput, Interrupted
+from shellserver.throttle import TokenBucket
+
+if TYPE_CHECKING:
+    from shellserver.server import Server
+
+log = Logger()
+IDLE = "-sh"
+
+
+@define(eq=False)
+class Shell:
+    server: Server
+    session: Session
+    bucket: TokenBucket = field()
+
+    @bucket.default
+    def _bucket(self) -> TokenBucket:
+        cfg = self.server.config
+        return TokenBucket(cfg.cmd_rate, cfg.cmd_burst)
+
+    def prompt(self) -> str:
+        s = self.session
+        path = f"~/{s.cwd}" if s.cwd else "~"
+        return f"{s.user}@{self.server.config.hostname}:{careful(path)}$ "
+
+    def logout(self) -> None:
+        self.session.write("logout\n")
+        self.session.disconnect()
+
+    def line(self, line: str) -> Deferred[Any] | None:
+        """One typed line; a Deferred while a command is still running."""
+        session = self.session
+        now = self.server.clock.seconds()
+        session.last_active = now
+        if not line or line.isspace():
+            return None
+        if not self.bucket.take(now):
+            session.write("shellserver: too many commands; slow down and try again.\n")
+            return None
+        try:
+            parsed = split_line(line)
+        except SplitError as e:
+            session.write(f"shellserver: {e}\n")
+            return None
+        if not parsed.words:
+            return None
+        name = parsed.words[0]
+        cmd = self.server.registry.get(name)
+        if cmd is None:
+            session.write(f"{careful(name)}: command not found\n")
+            return None
+        if cmd.admin and not session.is_admin:
+            session.write(f"{name}: permission denied\n")
+            return None
+        if parsed.redirect is not None and not cmd.redirect:
+            session.write(f"{name}: output redirection is not supported by this command\n")
+            return None
+        ctx = Context(self.server, session, parsed, name)
+        try:
+            result = cmd.func(ctx, list(parsed.words[1:]))
+        except UsageError as e:
+            _usage(ctx, cmd, e)
+            return None
+        if result is None:
+            return None
+        session.doing = careful(line[:60])
+        d = Deferred.fromCoroutine(result)
+        d.addErrback(self._failed, ctx, cmd)
+        d.addBoth(self._finished)
+        return d
+
+    def _failed(self, failure: Failure, ctx: Context, cmd: Command) -> None:
+        if failure.check(UsageError):
+            _usage(ctx, cmd, failure.value)  # type: ignore[arg-type]
+        elif failure.check(Interrupted, EndOfInput, Disconnected) is None:
+            log.failure("{cmd} failed for {user}", failure, cmd=cmd.name, user=ctx.session.user)
+            ctx.fail("internal error")
+
+    def _finished(self, _: object) -> None:
+        self.session.doing = IDLE
+
+
+def _usage(ctx: Context, cmd: Command, error: BaseException) -> None:
+    if str(error):
+        ctx.fail(str(error))
+    ctx.write(f"Usage: {cmd.usage}\n")

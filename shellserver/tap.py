@@ -1,0 +1,147 @@
+"""``twistd shellserver`` / ``twist shellserver``: options and the service they make."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.testing import MemoryReactor
+from twisted.python import usage
+
+from shellserver.config import Config, default_hostname, parse_size
+from shellserver.passwords import MAX_COST, MIN_COST
+
+
+def _count(option: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise usage.UsageError(f"--{option} takes a whole number >= 0, not {text!r}")
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise usage.UsageError(f"--cmd-rate takes a number of commands per second >= 0, not {text!r}")
+    return value
+
+
+def _size(option: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return parse_size(text)
+        except ValueError as e:
+            raise usage.UsageError(f"--{option}: {e}") from None
+
+    return parse
+
+
+def _choice(option: str, *choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise usage.UsageError(f"--{option} takes {' or '.join(choices)}, not {text!r}")
+        return text
+
+    return parse
+
+
+def _endpoint(option: str, text: str) -> str:
+    try:
+        serverFromString(MemoryReactor(), text)
+    except Exception as e:
+        raise usage.UsageError(f"--{option}: not a listen endpoint: {text!r} ({e})") from None
+    return text
+
+
+def _hash_cost(text: str) -> int:
+    cost = _count("hash-cost")(text)
+    if not MIN_COST <= cost <= MAX_COST:
+        raise usage.UsageError(f"--hash-cost takes {MIN_COST} to {MAX_COST}, not {text!r}")
+    return cost
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "A multi-user shell server: telnet in, see who is online, write, wall."
+
+    optParameters: list[list[Any]] = [
+        ["data", None, "./shellserver-data", "Data directory (store, homes); created 0700."],
+        ["control", None, None, "Admin control endpoint [default: unix:<data>/control.sock]."],
+        ["hostname", None, None, "Host name shown in prompts and banners."],
+        ["registration", None, "open", "open|closed: may 'new' create accounts?",
+         _choice("registration", "open", "closed")],
+        ["max-sessions", None, 0, "Sessions per user (0 = unlimited).", _count("max-sessions")],
+        ["on-max", None, "refuse", "refuse|replace: a login over --max-sessions.",
+         _choice("on-max", "refuse", "replace")],
+        ["idle-timeout", None, 3600, "Seconds before idle sessions are logged out (0 = off).",
+         _count("idle-timeout")],
+        ["motd", None, None, "File shown after login."],
+        ["quota", None, "10M", "Per-user home quota (bytes, or K/M/G).", _size("quota")],
+        ["max-connections", None, 20000, "All connections (0 = unlimited).",
+         _count("max-connections")],
+        ["max-unauth", None, 200, "Connections not yet logged in (0 = unlimited).",
+         _count("max-unauth")],
+        ["max-unauth-per-addr", None, 20, "The same, per client address (0 = unlimited).",
+         _count("max-unauth-per-addr")],
+        ["cmd-burst", None, 40, "Command lines allowed at once.", _count("cmd-burst")],
+        ["cmd-rate", None, 10.0, "Command lines per second after the burst (0 = off).", _rate],
+        ["max-output", None, "256K", "Pending output per session before messages are dropped.",
+         _size("max-output")],
+        ["hash-cost", None, 14, "scrypt cost (log2 n) for new password hashes.", _hash_cost],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["telnet"] = []
+
+    def opt_telnet(self, endpoint: str) -> None:
+        """Telnet listen endpoint, e.g. tcp:2323 (repeatable) [default: tcp:2323]."""
+        self["telnet"].append(_endpoint("telnet", endpoint))
+
+    def postOptions(self) -> None:
+        if self["control"] is not None:
+            _endpoint("control", self["control"])
+        if isinstance(self["quota"], str):
+            self["quota"] = parse_size(self["quota"])
+        if isinstance(self["max-output"], str):
+            self["max-output"] = parse_size(self["max-output"])
+        self.config = Config(
+            data=self["data"],
+            telnet=tuple(self["telnet"]) or ("tcp:2323",),
+            control=self["control"],
+            hostname=self["hostname"] or default_hostname(),
+            registration=self["registration"] == "open",
+            max_sessions=self["max-sessions"],
+            on_max=self["on-max"],
+            idle_timeout=self["idle-timeout"],
+            motd=self["motd"],
+            quota=self["quota"],
+            max_connections=self["max-connections"],
+            max_unauth=self["max-unauth"],
+            max_unauth_per_addr=self["max-unauth-per-addr"],
+            cmd_burst=self["cmd-burst"],
+            cmd_rate=float(self["cmd-rate"]),
+            max_output=self["max-output"],
+            hash_cost=self["hash-cost"],
+        )
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    from shellserver.service import ShellService
+
+    service = ShellService(options.config, reactor)
+    service.prepare()
+    return service

@@ -1,0 +1,72 @@
+"""Rate limits that keep one client from costing everyone else: commands and failed logins."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from attrs import define, field
+
+
+@define
+class TokenBucket:
+    """``burst`` commands at once, then ``rate`` per second; pasting a few lines works."""
+
+    rate: float
+    burst: int
+    tokens: float = -1.0
+    stamp: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        if self.tokens < 0:
+            self.tokens = float(self.burst)
+        else:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@define
+class FailedLogins:
+    """Per-address failure counts: ``limit`` failures in ``window`` seconds block for ``block``."""
+
+    limit: int = 10
+    window: float = 600.0
+    block: float = 300.0
+    max_addresses: int = 100_000
+    _fails: dict[str, deque[float]] = field(factory=dict)
+    _blocked: dict[str, float] = field(factory=dict)
+
+    def blocked(self, addr: str, now: float) -> bool:
+        until = self._blocked.get(addr)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._blocked[addr]
+        return False
+
+    def record(self, addr: str, now: float) -> None:
+        fails = self._fails.get(addr)
+        if fails is None:
+            if len(self._fails) >= self.max_addresses:
+                self.prune(now)
+            fails = self._fails[addr] = deque(maxlen=self.limit)
+        fails.append(now)
+        while fails and fails[0] <= now - self.window:
+            fails.popleft()
+        if len(fails) >= self.limit:
+            self._blocked[addr] = now + self.block
+            fails.clear()
+
+    def prune(self, now: float) -> None:
+        """Forget addresses with no failure inside the window (bounds memory under attack)."""
+        cutoff = now - self.window
+        for addr in [a for a, f in self._fails.items() if not f or f[-1] <= cutoff]:
+            del self._fails[addr]
+        for addr in [a for a, t in self._blocked.items() if t <= now]:
+            del self._blocked[addr]

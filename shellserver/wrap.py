@@ -1,0 +1,40 @@
+"""Column wrapping as util-linux wall does it: a hard cut at the column, not a word wrap."""
+
+from __future__ import annotations
+
+import unicodedata
+
+_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\ufe0e\ufe0f")
+
+
+def char_width(ch: str) -> int:
+    if ch in _ZERO_WIDTH or unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    return sum(map(char_width, text))
+
+
+def hard_wrap(text: str, width: int = 79) -> list[str]:
+    """Pieces of at most ``width`` columns; a wide character never straddles a cut."""
+    pieces: list[str] = []
+    for line in text.split("\n"):
+        if line.isascii():
+            if len(line) <= width:
+                pieces.append(line)
+            else:
+                pieces.extend(line[i : i + width] for i in range(0, len(line), width))
+            continue
+        start, used = 0, 0
+        for i, ch in enumerate(line):
+            w = char_width(ch)
+            if used + w > width:
+                pieces.append(line[start:i])
+                start, used = i, 0
+            used += w
+        pieces.append(line[start:])
+    return pieces

@@ -1,0 +1,47 @@
+"""Shared fixtures: an error observer so unhandled errors fail the test that caused them."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.logger import globalLogPublisher
+
+
+class LoggedErrors:
+    """Errors logged during a test; a test that expects some takes them with :meth:`flush`."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            self.events.append(event)
+
+    def flush(self, *types: type[BaseException]) -> list[dict[str, Any]]:
+        taken = [
+            e
+            for e in self.events
+            if not types or (e.get("log_failure") is not None and e["log_failure"].check(*types))
+        ]
+        self.events = [e for e in self.events if e not in taken]
+        return taken
+
+
+@pytest.fixture(autouse=True)
+def logged_errors() -> Iterator[LoggedErrors]:
+    errors = LoggedErrors()
+    globalLogPublisher.addObserver(errors)
+    try:
+        yield errors
+        gc.collect()  # unhandled errors in garbage Deferreds are logged now
+    finally:
+        globalLogPublisher.removeObserver(errors)
+    if errors.events:
+        lines = []
+        for event in errors.events:
+            failure = event.get("log_failure")
+            lines.append(failure.getTraceback() if failure is not None else repr(event))
+        pytest.fail("errors were logged during the test:\n" + "\n".join(lines))

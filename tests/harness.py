@@ -1,0 +1,88 @@
+"""A whole server without sockets: real store (SQLite in tmp), fake clock, telnet over
+StringTransport."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from attrs import evolve
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from shellserver.accounts import ROLE_ADMIN, AccountDB, AccountStore
+from shellserver.commands import REGISTRY
+from shellserver.config import Config
+from shellserver.server import Server
+from shellserver.telnet import TelnetProtocol
+from shellserver.threads import inline_runner
+
+COST = 4
+_IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)
+
+
+def make_server(tmp_path: Path, **overrides: Any) -> Server:
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    store = AccountStore(db, inline_runner, inline_runner, COST)
+    config = evolve(Config(hostname="testhost", hash_cost=COST), **overrides)
+    return Server(config, Clock(), store, REGISTRY)
+
+
+def add_user(server: Server, name: str, password: str = "password1", admin: bool = False) -> None:
+    role = ROLE_ADMIN if admin else "user"
+    d = server.store.create_user(name, password, role)
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert not failures, failures
+
+
+class Client:
+    """A telnet client that never negotiates (like nc), speaking to a TelnetProtocol."""
+
+    def __init__(self, server: Server, peer: str = "10.0.0.1") -> None:
+        self.server = server
+        self.clock: Clock = server.clock  # type: ignore[assignment]
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
+        self.protocol = TelnetProtocol(
+            server.new_connection, self.clock, server.config.max_line, server.config.max_output
+        )
+        self.protocol.makeConnection(self.transport)
+        self.closed = False
+
+    def raw(self) -> bytes:
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def output(self) -> str:
+        """What the user would see: negotiation removed, CR LF as newlines."""
+        data = _IAC_SEQ.sub(b"", self.raw()).replace(b"\xff\xff", b"\xff")
+        return data.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def send(self, line: str) -> None:
+        self.protocol.dataReceived(line.encode("utf-8", "surrogateescape") + b"\r\n")
+
+    def send_bytes(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def login(self, name: str, password: str = "password1") -> str:
+        self.send(name)
+        self.send(password)
+        return self.output()
+
+    def run(self, line: str) -> str:
+        """Type a command, return its output (including the next prompt)."""
+        self.output()
+        self.send(line)
+        return self.output()
+
+    @property
+    def disconnecting(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+    def drop(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.protocol.connectionLost()

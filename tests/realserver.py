@@ -1,0 +1,129 @@
+"""The real server as users meet it: ``twistd -n shellserver`` in a subprocess, on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_LISTENING = re.compile(r"telnet listening on .*port=(\d+)")
+_IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+class RealServer:
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.workdir = workdir
+        self.data = workdir / "data"
+        self.log = workdir / "twistd.log"
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 20.0) -> RealServer:
+        cmd = [
+            TWISTD, "-n", "--pidfile=", "--logfile", str(self.log), "shellserver",
+            "--telnet", "tcp:0:interface=127.0.0.1", "--data", str(self.data),
+            "--hostname", "testhost", "--hash-cost", "4", *self.args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log.exists():
+                m = _LISTENING.search(self.log.read_text())
+                if m:
+                    self.port = int(m.group(1))
+                    return self
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {out}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("server did not start listening in time")
+
+    def admin_password(self) -> str:
+        return (self.data / "initial-admin-password").read_text().strip()
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+class RawClient:
+    """A client that never answers negotiation, like nc."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.buffer = b""
+        self.raw_seen = b""
+
+    def send_line(self, text: str, end: bytes = b"\r\n") -> None:
+        self.sock.sendall(text.encode() + end)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def expect(self, text: str, timeout: float = 10.0) -> str:
+        """Read until ``text`` shows; return everything up to and including it."""
+        want = text.replace("\n", "\r\n").encode()
+        deadline = time.monotonic() + timeout
+        while want not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"did not see {text!r}; got {self.buffer!r}")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise AssertionError(f"connection closed before {text!r}; got {self.buffer!r}")
+            self.raw_seen += chunk
+            self.buffer += _IAC_SEQ.sub(b"", chunk)
+        i = self.buffer.index(want) + len(want)
+        seen, self.buffer = self.buffer[:i], self.buffer[i:]
+        return seen.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def closed(self, timeout: float = 10.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buffer += _IAC_SEQ.sub(b"", chunk)
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def have_telnet() -> str | None:
+    return shutil.which("telnet")
+
+
+def env_without_venv_leaks() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}

@@ -1,0 +1,332 @@
+"""Commands through the whole stack (telnet bytes to hub and back), without sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import Client, add_user, make_server
+
+from shellserver.server import Server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    srv = make_server(tmp_path)
+    add_user(srv, "alice")
+    add_user(srv, "bob")
+    add_user(srv, "root1", admin=True)
+    return srv
+
+
+def online(
+    server: Server, name: str, peer: str = "10.0.0.1", password: str = "password1"
+) -> Client:
+    c = Client(server, peer=peer)
+    assert f"{name}@testhost" in c.login(name, password)
+    c.output()
+    return c
+
+
+def test_unknown_command_and_usage(server: Server) -> None:
+    a = online(server, "alice")
+    assert a.run("frobnicate now").startswith("frobnicate: command not found\n")
+    assert a.run("mesg maybe").startswith("Usage: mesg [y|n]\n")
+    assert a.run("write").startswith("Usage: write USER [TTY] [TEXT...]\n")
+    assert a.run('echo "unterminated').startswith("shellserver: syntax error")
+
+
+def test_escape_in_unknown_command_is_sanitised(server: Server) -> None:
+    a = online(server, "alice")
+    assert a.run("\x1b[2Jx").startswith("^[[2Jx: command not found")
+
+
+def test_admin_commands_are_refused_to_users(server: Server) -> None:
+    a = online(server, "alice")
+    for cmd in ["wall hi", "kick bob", "useradd carol", "userdel bob", "lock bob", "unlock bob"]:
+        name = cmd.split()[0]
+        assert a.run(cmd).startswith(f"{name}: permission denied\n")
+
+
+def test_help_lists_and_explains(server: Server) -> None:
+    a = online(server, "alice")
+    out = a.run("help")
+    assert "write" in out and "who" in out and "wall" not in out
+    assert "wall" in online(server, "root1").run("help")
+    assert a.run("help write").startswith("Usage: write USER [TTY] [TEXT...]\n")
+    assert "Administrators only" in a.run("help kick")
+    assert a.run("help nope").startswith("help: no help for nope")
+
+
+def test_who_and_w(server: Server) -> None:
+    a = online(server, "alice", peer="10.1.1.1")
+    online(server, "bob", peer="10.2.2.2")
+    out = a.run("who")
+    lines = out.splitlines()
+    assert lines[0].split() == ["USER", "TTY", "LOGIN", "IDLE", "MESG"]
+    assert lines[1].startswith("alice") and "tel/0" in lines[1]
+    assert lines[2].startswith("bob") and "tel/1" in lines[2]
+    assert "10.2.2.2" not in out
+    admin = online(server, "root1")
+    assert "10.2.2.2" in admin.run("who")
+    out = a.run("w")
+    assert " up " in out.splitlines()[0] and "3 sessions" in out and "3 users" in out
+    assert "WHAT" in out
+
+
+def test_idle_column(server: Server) -> None:
+    a = online(server, "alice")
+    online(server, "bob")
+    server.clock.advance(125)  # type: ignore[attr-defined]
+    row = [line for line in a.run("who").splitlines() if line.startswith("bob")][0]
+    assert " 0:02 " in row
+
+
+def test_whoami_id_date_uptime_clear(server: Server) -> None:
+    a = online(server, "alice")
+    assert a.run("whoami").startswith("alice\n")
+    assert a.run("id").startswith("user=alice role=user\n")
+    assert len(a.run("date").splitlines()[0].split()) == 6
+    assert "1 session" in a.run("uptime")
+    assert a.run("clear").startswith("\x1b[H\x1b[2J")
+
+
+def test_mesg(server: Server) -> None:
+    a = online(server, "alice")
+    assert a.run("mesg").startswith("is y\n")
+    a.run("mesg n")
+    assert a.run("mesg").startswith("is n\n")
+    assert "-" in [line for line in a.run("who").splitlines() if "alice" in line][0]
+
+
+def test_write_one_line(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    a.run("write bob hello there")
+    out = b.output()
+    assert out.startswith("\nMessage from alice@testhost on tel/0 at ")
+    assert "hello there\nEOF\nbob@testhost:~$ " in out
+
+
+def test_write_multi_line_until_dot_and_ctrl_d(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    a.run("write bob")
+    assert "Message from alice" in b.output()
+    a.send("first")
+    a.send("second")
+    assert b.output() == "\r\x1b[Kfirst\nbob@testhost:~$ \r\x1b[Ksecond\nbob@testhost:~$ "
+    a.send(".")
+    assert "EOF" in b.output()
+    assert a.output().endswith("alice@testhost:~$ ")
+    a.run("write bob")
+    a.send("again")
+    a.send_bytes(b"\x04")
+    out = b.output()
+    assert "again" in out and "EOF" in out
+    assert a.output().endswith("alice@testhost:~$ ")
+
+
+def test_write_sanitises_text(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    a.send_bytes(b"write bob \x1b]0;pwned\x07 \xc2\x9b \x9b \xe2\x80\xae caf\xc3\xa9 \xf0\x9f\x98\x80\r\n")
+    out = b.output()
+    assert "^[]0;pwned^G \\302\\233 \\233 \\u202e café 😀" in out
+    assert "\x1b" not in out
+
+
+def test_write_errors(server: Server) -> None:
+    a = online(server, "alice")
+    assert a.run("write carol hi").startswith("write: carol is not logged in\n")
+    b = online(server, "bob")
+    b.run("mesg n")
+    assert a.run("write bob hi").startswith("write: bob has messages disabled\n")
+    b.run("mesg y")
+    assert a.run("write bob tel/9 hi").startswith("write: bob is not logged in on tel/9\n")
+    a.run("mesg n")
+    assert a.run("write bob hi").startswith("write: you have write permission turned off\n")
+
+
+def test_write_target_choice(server: Server) -> None:
+    a = online(server, "alice")
+    b1 = online(server, "bob")  # tel/1
+    b2 = online(server, "bob")  # tel/2
+    b3 = online(server, "bob")  # tel/3
+    server.clock.advance(100)  # type: ignore[attr-defined]
+    b2.run("whoami")  # least idle
+    b3.run("mesg n")  # more recent still, but refuses messages
+    out = a.run("write bob hi")
+    assert out.startswith("write: bob is logged in more than once; writing to tel/2\n")
+    assert "hi" in b2.output()
+    assert "hi" not in b1.output() and "hi" not in b3.output()
+    a.run("write bob tel/1 direct")
+    assert "direct" in b1.output()
+
+
+def test_write_to_a_client_that_stopped_reading_tells_the_sender(tmp_path: Path) -> None:
+    server = make_server(tmp_path, max_output=8000)
+    add_user(server, "alice")
+    add_user(server, "bob")
+    a = online(server, "alice")
+    b = online(server, "bob")
+    b.protocol.pauseProducing()
+    big = "x" * 3000
+    told = ""
+    for _ in range(5):
+        told = a.run(f"write bob {big}")
+        if "not reading" in told:
+            break
+    assert "write: bob is not reading; message dropped" in told
+
+
+def test_wall_reaches_everyone_even_mesg_n(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    b.run("mesg n")
+    admin = online(server, "root1")
+    outputs = [admin.run("wall " + "word " * 30), a.output(), b.output()]
+    for out in outputs:
+        lines = out.splitlines()
+        i = next(n for n, line in enumerate(lines) if line.startswith("Broadcast message"))
+        assert lines[i].startswith("Broadcast message from root1@testhost (tel/2) (")
+        assert lines[i + 1] == ""
+        assert all(len(line) <= 79 for line in lines[i + 2 :])
+        assert "word word" in out
+
+
+def test_kick(server: Server) -> None:
+    b = online(server, "bob")
+    b2 = online(server, "bob")
+    admin = online(server, "root1")
+    assert admin.run("kick bob spamming").startswith("kick: ended 2 sessions of bob\n")
+    for c in (b, b2):
+        assert "You have been logged out by root1: spamming" in c.output()
+        assert c.disconnecting
+    assert admin.run("kick nobody").startswith("kick: nobody is not logged in\n")
+
+
+def test_exit_aliases_and_ctrl_d(server: Server) -> None:
+    for word in ["exit", "logout", "quit"]:
+        c = online(server, "alice")
+        assert c.run(word).startswith("logout")
+        assert c.disconnecting
+    c = online(server, "alice")
+    c.send_bytes(b"\x04")
+    assert c.disconnecting
+
+
+def test_passwd(server: Server) -> None:
+    a = online(server, "alice")
+    a.send("passwd")
+    a.send("password1")
+    a.send("newpassword")
+    a.send("newpassword")
+    assert "password updated successfully" in a.output()
+    a.drop()
+    c = Client(server)
+    assert "alice@testhost" in c.login("alice", "newpassword")
+
+
+def test_passwd_wrong_old_password(server: Server) -> None:
+    a = online(server, "alice")
+    a.send("passwd")
+    a.send("not-it-at-all")
+    server.clock.advance(1)  # type: ignore[attr-defined]
+    assert "wrong password" in a.output()
+
+
+def test_useradd_userdel_lock_unlock(server: Server) -> None:
+    admin = online(server, "root1")
+    admin.send("useradd carol")
+    admin.send("carolpass1")
+    admin.send("carolpass1")
+    assert "useradd: created user account carol" in admin.output()
+    assert admin.run("useradd carol").startswith("useradd: user 'carol' already exists")
+    assert admin.run("useradd Bad!").startswith("useradd: Usernames are")
+    carol = online(server, "carol", password="carolpass1")
+    assert admin.run("lock carol").startswith("lock: carol is locked")
+    assert "locked by root1" in carol.output() and carol.disconnecting
+    assert "locked" in Client(server).login("carol", "carolpass1")
+    admin.run("unlock carol")
+    assert "carol@testhost" in Client(server).login("carol", "carolpass1")
+    assert admin.run("userdel carol").startswith("userdel: deleted carol")
+    assert admin.run("userdel carol").startswith("userdel: user 'carol' does not exist")
+    assert admin.run("lock root1").startswith("lock: you cannot do that to your own account")
+
+
+def test_useradd_admin_role(server: Server) -> None:
+    admin = online(server, "root1")
+    admin.send("useradd dave --admin")
+    admin.send("davepass12")
+    admin.send("davepass12")
+    assert "created admin account dave" in admin.output()
+
+
+def test_finger_and_last(server: Server) -> None:
+    a = online(server, "alice", peer="10.1.1.1")
+    out = a.run("finger bob")
+    assert "Login: bob" in out and "Never logged in." in out
+    b = online(server, "bob", peer="10.2.2.2")
+    out = a.run("finger bob")
+    assert "On since" in out and "on tel/1" in out and "10.2.2.2" not in out
+    b.run("exit")
+    b.drop()
+    out = a.run("finger bob")
+    assert "Last login" in out
+    out = a.run("last")
+    lines = out.splitlines()
+    assert lines[0].startswith("bob") and "-   " in lines[0]
+    assert lines[1].startswith("alice") and "still logged in" in lines[1] and "10.1.1.1" in lines[1]
+    assert a.run("finger ghost").startswith("finger: ghost: no such user.")
+
+
+def test_command_rate_limit(tmp_path: Path) -> None:
+    server = make_server(tmp_path, cmd_burst=3, cmd_rate=1.0)
+    add_user(server, "alice")
+    a = online(server, "alice")
+    outs = [a.run("whoami") for _ in range(4)]
+    assert all(o.startswith("alice") for o in outs[:3])
+    assert "too many commands" in outs[3]
+    server.clock.advance(1)  # type: ignore[attr-defined]
+    assert a.run("whoami").startswith("alice")
+
+
+def test_long_line_is_refused_with_one_message(server: Server) -> None:
+    a = online(server, "alice")
+    a.send("x" * 5000)
+    out = a.output()
+    assert out.count("Line too long") == 1
+    assert a.run("whoami").startswith("alice")
+
+
+def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
+    from shellserver.idle import IdleWatch
+
+    a = online(server, "alice")
+    watch = IdleWatch(server.hub, 600)
+    clock = server.clock
+    clock.advance(539)  # type: ignore[attr-defined]
+    watch.scan(clock.seconds())
+    assert a.output() == ""
+    clock.advance(1)  # type: ignore[attr-defined]
+    watch.scan(clock.seconds())
+    assert "logged out in a minute" in a.output()
+    watch.scan(clock.seconds())
+    assert a.output() == ""  # warned once
+    clock.advance(60)  # type: ignore[attr-defined]
+    watch.scan(clock.seconds())
+    assert "logging you out" in a.output() and a.disconnecting
+
+
+def test_disconnect_detaches_and_records_logout(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    b.drop()
+    assert a.run("write bob hi").startswith("write: bob is not logged in")
+    records = []
+    server.store.history("bob", 5).addCallback(records.extend)
+    assert records[0].logout is not None
+    c = online(server, "bob")
+    assert "tel/1" in [line for line in a.run("who").splitlines() if "bob" in line][0]
+    c.drop()

@@ -1,0 +1,249 @@
+"""The telnet byte layer: line ends, IAC handling, negotiation, limits — no sockets."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from shellserver import telnet
+from shellserver.telnet import (
+    DO,
+    DONT,
+    ECHO,
+    IAC,
+    NAWS,
+    SB,
+    SE,
+    SGA,
+    WILL,
+    WONT,
+    TelnetProtocol,
+    iac,
+)
+from shellserver.terminal import ILineReceiver, IWire
+
+
+@implementer(ILineReceiver)
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def line_received(self, line: str) -> None:
+        self.events.append(line)
+
+    def eof_received(self) -> None:
+        self.events.append("<EOF>")
+
+    def interrupted(self) -> None:
+        self.events.append("<INT>")
+
+    def line_too_long(self, limit: int) -> None:
+        self.events.append(f"<LONG {limit}>")
+
+    def connection_lost(self) -> None:
+        self.events.append("<LOST>")
+
+
+def connect(max_line: int = 4096, max_output: int = 1000) -> tuple[
+    TelnetProtocol, StringTransport, Recorder, Clock
+]:
+    rec = Recorder()
+    clock = Clock()
+
+    def attach(wire: IWire) -> ILineReceiver:
+        return rec
+
+    proto = TelnetProtocol(attach, clock, max_line, max_output)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 1234))
+    proto.makeConnection(transport)
+    return proto, transport, rec, clock
+
+
+def test_connect_asks_for_window_size_only() -> None:
+    proto, transport, _, _ = connect()
+    assert transport.value() == iac(DO, NAWS)
+    assert proto.peer == "192.0.2.7"
+
+
+@pytest.mark.parametrize(
+    "chunks, lines",
+    [
+        ([b"who\r\n"], ["who"]),
+        ([b"who\n"], ["who"]),
+        ([b"who\r\x00"], ["who"]),
+        ([b"who\r"], ["who"]),
+        ([b"a\rb\r\n"], ["a", "b"]),
+        ([b"a\r", b"\nb\r\n"], ["a", "b"]),
+        ([b"a\r", b"\x00b\n"], ["a", "b"]),
+        ([b"one\r\ntwo\r\n"], ["one", "two"]),
+        ([b"\r\n\r\n"], ["", ""]),
+        ([b"\n\n"], ["", ""]),
+        ([b"sp", b"lit\r", b"\n"], ["split"]),
+        ([b"a\x00b\r\n"], ["ab"]),
+        ([b"caf\xc3\xa9 \xe6\xbc\xa2\r\n"], ["café 漢"]),
+    ],
+)
+def test_each_line_end_ends_exactly_one_line(chunks: list[bytes], lines: list[str]) -> None:
+    proto, _, rec, _ = connect()
+    for chunk in chunks:
+        proto.dataReceived(chunk)
+    assert rec.events == lines
+
+
+def test_invalid_utf8_survives_as_surrogates() -> None:
+    proto, _, rec, _ = connect()
+    proto.dataReceived(b"x\x9by\r\n")
+    assert rec.events == ["x\udc9by"]
+
+
+def test_negotiation_never_shows_up_as_text() -> None:
+    proto, transport, rec, _ = connect()
+    transport.clear()
+    data = (
+        b"he"
+        + iac(WILL, NAWS)
+        + bytes([IAC, SB, NAWS, 0, 120, 0, 40, IAC, SE])
+        + iac(DO, 99)
+        + b"llo"
+        + bytes([IAC, 241])  # NOP
+        + b"\r\n"
+    )
+    proto.dataReceived(data)
+    assert rec.events == ["hello"]
+    assert proto.width == 120 and proto.height == 40
+    # We asked for NAWS, so WILL NAWS is the answer and needs no reply; DO 99 is refused.
+    assert transport.value() == iac(WONT, 99)
+
+
+def test_iac_split_across_packets() -> None:
+    proto, transport, rec, _ = connect()
+    for byte in b"a" + iac(DO, SGA) + b"b\r\n":
+        proto.dataReceived(bytes([byte]))
+    assert rec.events == ["ab"]
+    assert transport.value().endswith(iac(WILL, SGA))
+
+
+def test_unknown_and_broken_sequences_do_not_raise() -> None:
+    proto, _, rec, _ = connect()
+    proto.dataReceived(bytes([IAC, 0x01]) + b"x" + bytes([IAC, SB, 1, 2, IAC, 7]) + b"y\r\n")
+    assert rec.events == ["xy"]
+
+
+def test_doubled_iac_is_a_data_byte() -> None:
+    proto, _, rec, _ = connect()
+    proto.dataReceived(b"a\xff\xffb\r\n")
+    assert rec.events == ["a\udcffb"]
+
+
+def test_runaway_subnegotiation_is_abandoned() -> None:
+    proto, _, rec, _ = connect()
+    proto.dataReceived(bytes([IAC, SB, NAWS]) + b"x" * 2000 + b"ok\r\n")
+    assert rec.events[-1].endswith("ok")
+
+
+def test_control_keys() -> None:
+    proto, _, rec, _ = connect()
+    proto.dataReceived(b"\x04")  # ^D on an empty line
+    proto.dataReceived(b"abc\x04\r\n")  # ^D mid-line is not EOF
+    proto.dataReceived(b"half\x03")  # ^C abandons the line
+    proto.dataReceived(b"ab\x7fc\x08d\r\n")  # DEL and BS erase
+    proto.dataReceived(bytes([IAC, telnet.IP]))
+    proto.dataReceived(bytes([IAC, telnet.EOF]))
+    proto.dataReceived("é\x7f!\r\n".encode())  # erase removes a whole UTF-8 character
+    assert rec.events == ["<EOF>", "abc", "<INT>", "ad", "<INT>", "<EOF>", "!"]
+
+
+def test_are_you_there_is_answered() -> None:
+    proto, transport, _, _ = connect()
+    transport.clear()
+    proto.dataReceived(bytes([IAC, telnet.AYT]))
+    assert b"[Yes]" in transport.value()
+
+
+def test_long_line_refused_and_rest_discarded_without_buffering() -> None:
+    proto, _, rec, _ = connect(max_line=10)
+    proto.dataReceived(b"0123456789\r\n")  # exactly the limit is fine
+    proto.dataReceived(b"0123456")
+    proto.dataReceived(b"789AB")
+    assert rec.events == ["0123456789", "<LONG 10>"]
+    proto.dataReceived(b"x" * 100_000)
+    assert len(proto._buf) == 0
+    proto.dataReceived(b"tail\r\nnext\r\n")
+    assert rec.events == ["0123456789", "<LONG 10>", "next"]
+    proto.dataReceived(b"y" * 11 + b"\r\n")  # fast path honours the limit too
+    assert rec.events[-1] == "<LONG 10>"
+
+
+def test_echo_off_and_on_never_waits() -> None:
+    proto, transport, _, _ = connect()
+    transport.clear()
+    proto.set_echo(False)
+    assert transport.value() == iac(WILL, ECHO)
+    # nc never answers; turning echo back on still sends WONT at once.
+    proto.set_echo(True)
+    assert transport.value() == iac(WILL, ECHO) + iac(WONT, ECHO)
+    transport.clear()
+    proto.set_echo(False)
+    proto.dataReceived(iac(DO, ECHO))  # telnet(1) agrees: no reply expected
+    assert transport.value() == iac(WILL, ECHO)
+    proto.set_echo(True)
+    proto.dataReceived(iac(DONT, ECHO))
+    assert transport.value() == iac(WILL, ECHO) + iac(WONT, ECHO)
+
+
+def test_client_asking_us_to_echo_in_line_mode_is_refused() -> None:
+    proto, transport, _, _ = connect()
+    transport.clear()
+    proto.dataReceived(iac(DO, ECHO))
+    assert transport.value() == iac(WONT, ECHO)
+    proto.dataReceived(iac(DO, ECHO))  # asking again gets the same answer, no loop
+    assert transport.value() == iac(WONT, ECHO) * 2
+
+
+def test_output_is_crlf_utf8_with_iac_doubled() -> None:
+    proto, transport, _, _ = connect()
+    transport.clear()
+    proto.send("héllo\nworld\udcff\n")
+    assert transport.value() == "héllo\r\nworld".encode() + b"\xff\xff\r\n"
+
+
+def test_messages_are_dropped_over_the_cap_and_a_stalled_client_aborted() -> None:
+    proto, transport, _, clock = connect(max_output=100)
+    proto.pauseProducing()  # the transport says the client stopped reading
+    assert proto.send_message([b"x" * 60])
+    assert not proto.send_message([b"y" * 60])
+    proto.send("own output is kept\n")
+    assert transport.value() == iac(DO, NAWS)
+    clock.advance(9)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting  # aborted
+
+
+def test_resume_flushes_in_order_and_cancels_the_abort() -> None:
+    proto, transport, _, clock = connect(max_output=100)
+    transport.clear()
+    proto.pauseProducing()
+    proto.send_message([b"a" * 50])
+    assert not proto.send_message([b"b" * 60])
+    proto.send("c")
+    proto.resumeProducing()
+    assert transport.value() == b"a" * 50 + b"c"
+    clock.advance(60)
+    assert not transport.disconnecting
+
+
+def test_close_of_a_client_that_does_not_read_aborts() -> None:
+    proto, transport, _, _ = connect()
+    proto.pauseProducing()
+    proto.close()
+    assert transport.disconnecting
+
+
+def test_connection_lost_reaches_the_receiver() -> None:
+    proto, _, rec, _ = connect()
+    proto.connectionLost()
+    assert rec.events == ["<LOST>"]

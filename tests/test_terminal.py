@@ -1,0 +1,204 @@
+"""The line discipline: readers, the shell handler, typeahead, messages while typing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from shellserver.terminal import Disconnected, EndOfInput, Interrupted, IWire, Terminal
+from shellserver.wire import encode
+
+
+@implementer(IWire)
+class FakeWire:
+    kind = "tel"
+    peer = "192.0.2.1"
+    width = 80
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.echo: list[bool] = []
+        self.accept = True
+        self.closed = False
+
+    def send(self, text: str) -> None:
+        self.out.append(encode(text))
+
+    def send_message(self, chunks: Sequence[bytes]) -> bool:
+        if self.accept:
+            self.out.extend(chunks)
+        return self.accept
+
+    def set_echo(self, on: bool) -> None:
+        self.echo.append(on)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def text(self) -> str:
+        data = b"".join(self.out).decode().replace("\r\n", "\n")
+        self.out.clear()
+        return data
+
+
+def result(d: Deferred[str]) -> object:
+    box: list[object] = []
+    d.addBoth(box.append)
+    assert box, "Deferred has not fired"
+    return box[0]
+
+
+def test_read_line_shows_prompt_and_returns_the_line() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    d = term.read_line("login: ")
+    assert wire.text() == "login: "
+    term.line_received("alice")
+    assert result(d) == "alice"
+
+
+def test_hidden_read_turns_echo_off_then_on_and_ends_the_line() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    d = term.read_line("Password: ", hidden=True)
+    assert wire.echo == [False]
+    term.line_received("secret")
+    assert result(d) == "secret"
+    assert wire.echo == [False, True]
+    assert wire.text() == "Password: \n"
+
+
+@pytest.mark.parametrize(
+    "event, exc",
+    [("eof_received", EndOfInput), ("interrupted", Interrupted), ("connection_lost", Disconnected)],
+)
+def test_reader_fails_on_eof_interrupt_disconnect(event: str, exc: type[Exception]) -> None:
+    term = Terminal(FakeWire())
+    d = term.read_line("x ", hidden=True)
+    getattr(term, event)()
+    failure = result(d)
+    assert failure.check(exc)  # type: ignore[attr-defined]
+
+
+def test_handler_gets_lines_and_prompt_is_shown_after_each() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    seen: list[str] = []
+
+    def handler(line: str) -> None:
+        seen.append(line)
+        term.write(f"ran {line}\n")
+
+    term.set_handler(handler, lambda: "$ ")
+    term.line_received("a")
+    term.line_received("b")
+    assert seen == ["a", "b"]
+    assert wire.text() == "$ ran a\n$ ran b\n$ "
+
+
+def test_lines_typed_during_a_slow_command_wait_their_turn() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    pending: list[Deferred[None]] = []
+    seen: list[str] = []
+
+    def handler(line: str) -> Deferred[None] | None:
+        seen.append(line)
+        if line == "slow":
+            pending.append(Deferred())
+            return pending[-1]
+        return None
+
+    term.set_handler(handler, lambda: "$ ")
+    term.line_received("slow")
+    term.line_received("next")
+    assert seen == ["slow"]
+    pending[0].callback(None)
+    assert seen == ["slow", "next"]
+    assert wire.text() == "$ $ "  # one prompt per finished command, none doubled
+
+
+def test_a_command_can_read_typeahead() -> None:
+    term = Terminal(FakeWire())
+    got: list[object] = []
+
+    def handler(line: str) -> Deferred[None] | None:
+        if line == "ask":
+            d = term.read_line("? ")
+            d.addCallback(got.append)
+            return d
+        return None
+
+    gate: Deferred[None] = Deferred()
+    term.set_handler(lambda line: gate if line == "block" else handler(line), lambda: "$ ")
+    term.line_received("block")
+    term.line_received("ask")
+    term.line_received("answer")
+    gate.callback(None)
+    assert got == ["answer"]
+
+
+def test_message_while_at_prompt_goes_on_its_own_line_then_prompt_again() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    term.set_handler(lambda line: None, lambda: "$ ")
+    wire.text()
+    assert term.notify(encode("hello\n"))
+    assert wire.text() == "\nhello\n$ "
+
+
+def test_a_run_of_messages_replaces_the_reprinted_prompt() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    term.set_handler(lambda line: None, lambda: "$ ")
+    wire.text()
+    term.notify(encode("one\n"))
+    term.notify(encode("two\n"))
+    assert wire.text() == "\none\n$ \r\x1b[Ktwo\n$ "
+    term.line_received("typed")  # the user typed after it: nothing is erased
+    wire.text()
+    term.notify(encode("three\n"))
+    assert wire.text() == "\nthree\n$ "
+
+
+def test_message_at_start_of_line_needs_no_extra_newline() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    d = term.read_line("")
+    term.notify(encode("hi\n"))
+    assert wire.text() == "\nhi\n"  # a reader with an empty prompt still may have typed text
+    d.cancel()
+    d.addErrback(lambda f: None)
+
+
+def test_dropped_message_reports_false() -> None:
+    wire = FakeWire()
+    wire.accept = False
+    term = Terminal(wire)
+    assert not term.notify(b"x")
+
+
+def test_eof_at_idle_prompt_logs_out() -> None:
+    term = Terminal(FakeWire())
+    calls: list[str] = []
+    term.on_eof = lambda: calls.append("eof")
+    term.set_handler(lambda line: None, lambda: "$ ")
+    term.eof_received()
+    assert calls == ["eof"]
+
+
+def test_failing_handler_reports_internal_error_and_keeps_going(logged_errors) -> None:  # type: ignore[no-untyped-def]
+    wire = FakeWire()
+    term = Terminal(wire)
+    d: Deferred[None] = Deferred()
+    term.set_handler(lambda line: d, lambda: "$ ")
+    term.line_received("boom")
+    d.errback(RuntimeError("boom"))
+    assert "internal error" in wire.text()
+    assert logged_errors.flush(RuntimeError)

@@ -1,0 +1,10 @@
+"""Makes ``twistd shellserver`` and ``twist shellserver`` find the server."""
+
+from twisted.application.service import ServiceMaker
+
+shellserver = ServiceMaker(
+    "shellserver",
+    "shellserver.tap",
+    "A multi-user shell server: telnet in, who, write, wall.",
+    "shellserver",
+)
