@@ -95,8 +95,7 @@ class LoginRecord:
 
 def _schema_v1(db: sqlite3.Connection) -> None:
     # Statement by statement: executescript() would COMMIT the migration's transaction.
-    script = (
-        """
+    script = """
         CREATE TABLE users (
             name TEXT PRIMARY KEY,
             role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
@@ -114,7 +113,6 @@ def _schema_v1(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX logins_user ON logins (user, login);
         """
-    )
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)

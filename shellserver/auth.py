@@ -26,10 +26,10 @@ class StoreChecker:
     def __init__(self, store: AccountStore) -> None:
         self.store = store
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         name = credentials.username.decode("utf-8", "surrogateescape")
         password = credentials.password.decode("utf-8", "surrogateescape")
-        d = self.store.authenticate(name, password)
+        d: Deferred[Any] = self.store.authenticate(name, password)
         d.addCallbacks(lambda account: account.name.encode(), _unauthorized)
         return d
 

@@ -15,8 +15,8 @@ from shellserver.login import login_dialogue
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.shell import Shell
-from shellserver.timefmt import format_login_time
 from shellserver.terminal import Disconnected, EndOfInput, IWire, Terminal
+from shellserver.timefmt import format_login_time
 
 if TYPE_CHECKING:
     from shellserver.server import Server

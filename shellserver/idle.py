@@ -35,5 +35,7 @@ class IdleWatch:
             elif idle >= warn_after and s.idle_warned != s.last_active:
                 s.idle_warned = s.last_active
                 s.deliver(
-                    Message.of("You have been idle a long time; you will be logged out in a minute.").body
+                    Message.of(
+                        "You have been idle a long time; you will be logged out in a minute."
+                    ).body
                 )

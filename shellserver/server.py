@@ -79,7 +79,9 @@ class Server:
             with open(path, "rb") as f:
                 text = f.read(MOTD_LIMIT).decode("utf-8", "surrogateescape")
         except OSError as e:
-            log.warn("cannot read motd {path}: {error}", path=path, error=os.strerror(e.errno or 0))
+            log.warn(
+                "cannot read motd {path}: {error}", path=path, error=os.strerror(e.errno or 0)
+            )
             return ""
         text = careful_lines(text)
         return text if text.endswith("\n") else text + "\n"
@@ -118,8 +120,6 @@ class Server:
 
     def uptime(self) -> float:
         return self.clock.seconds() - self.started
-
-
 
     def admin_action(self, who: str, where: str, action: str, **details: object) -> None:
         """Every admin action is logged with who did it and from where (SPEC §6)."""

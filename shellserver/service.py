@@ -66,9 +66,7 @@ class ShellService(Service):
         self.db.close_open_logins(time.time())
         created = ensure_initial_admin(self.db, self.datadir, cfg.hash_cost)
         if created is not None:
-            log.warn(
-                "Created account 'admin'; its password is in {path}", path=created.path
-            )
+            log.warn("Created account 'admin'; its password is in {path}", path=created.path)
         db_pool = make_pool("shellserver-db", 1)
         hash_pool = make_pool("shellserver-hash", max(1, (os.cpu_count() or 2) - 1))
         self.pools = [db_pool, hash_pool]

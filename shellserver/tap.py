@@ -33,7 +33,9 @@ def _rate(text: str) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0 or value == float("inf"):
-        raise usage.UsageError(f"--cmd-rate takes a number of commands per second >= 0, not {text!r}")
+        raise usage.UsageError(
+            f"--cmd-rate takes a number of commands per second >= 0, not {text!r}"
+        )
     return value
 
 
@@ -79,25 +81,60 @@ class Options(usage.Options):
         ["data", None, "./shellserver-data", "Data directory (store, homes); created 0700."],
         ["control", None, None, "Admin control endpoint [default: unix:<data>/control.sock]."],
         ["hostname", None, None, "Host name shown in prompts and banners."],
-        ["registration", None, "open", "open|closed: may 'new' create accounts?",
-         _choice("registration", "open", "closed")],
+        [
+            "registration",
+            None,
+            "open",
+            "open|closed: may 'new' create accounts?",
+            _choice("registration", "open", "closed"),
+        ],
         ["max-sessions", None, 0, "Sessions per user (0 = unlimited).", _count("max-sessions")],
-        ["on-max", None, "refuse", "refuse|replace: a login over --max-sessions.",
-         _choice("on-max", "refuse", "replace")],
-        ["idle-timeout", None, 3600, "Seconds before idle sessions are logged out (0 = off).",
-         _count("idle-timeout")],
+        [
+            "on-max",
+            None,
+            "refuse",
+            "refuse|replace: a login over --max-sessions.",
+            _choice("on-max", "refuse", "replace"),
+        ],
+        [
+            "idle-timeout",
+            None,
+            3600,
+            "Seconds before idle sessions are logged out (0 = off).",
+            _count("idle-timeout"),
+        ],
         ["motd", None, None, "File shown after login."],
         ["quota", None, "10M", "Per-user home quota (bytes, or K/M/G).", _size("quota")],
-        ["max-connections", None, 20000, "All connections (0 = unlimited).",
-         _count("max-connections")],
-        ["max-unauth", None, 200, "Connections not yet logged in (0 = unlimited).",
-         _count("max-unauth")],
-        ["max-unauth-per-addr", None, 20, "The same, per client address (0 = unlimited).",
-         _count("max-unauth-per-addr")],
+        [
+            "max-connections",
+            None,
+            20000,
+            "All connections (0 = unlimited).",
+            _count("max-connections"),
+        ],
+        [
+            "max-unauth",
+            None,
+            200,
+            "Connections not yet logged in (0 = unlimited).",
+            _count("max-unauth"),
+        ],
+        [
+            "max-unauth-per-addr",
+            None,
+            20,
+            "The same, per client address (0 = unlimited).",
+            _count("max-unauth-per-addr"),
+        ],
         ["cmd-burst", None, 40, "Command lines allowed at once.", _count("cmd-burst")],
         ["cmd-rate", None, 10.0, "Command lines per second after the burst (0 = off).", _rate],
-        ["max-output", None, "256K", "Pending output per session before messages are dropped.",
-         _size("max-output")],
+        [
+            "max-output",
+            None,
+            "256K",
+            "Pending output per session before messages are dropped.",
+            _size("max-output"),
+        ],
         ["hash-cost", None, 14, "scrypt cost (log2 n) for new password hashes.", _hash_cost],
     ]
 

@@ -93,7 +93,7 @@ class TelnetProtocol(Protocol):
         self._request(self._him, NAWS, True, DO, DONT)
         self.receiver = self._attach(self)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._out.stop()
         self.receiver.connection_lost()
 

@@ -130,7 +130,9 @@ def test_write_multi_line_until_dot_and_ctrl_d(server: Server) -> None:
 def test_write_sanitises_text(server: Server) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
-    a.send_bytes(b"write bob \x1b]0;pwned\x07 \xc2\x9b \x9b \xe2\x80\xae caf\xc3\xa9 \xf0\x9f\x98\x80\r\n")
+    a.send_bytes(
+        b"write bob \x1b]0;pwned\x07 \xc2\x9b \x9b \xe2\x80\xae caf\xc3\xa9 \xf0\x9f\x98\x80\r\n"
+    )
     out = b.output()
     assert "^[]0;pwned^G \\302\\233 \\233 \\u202e café 😀" in out
     assert "\x1b" not in out
@@ -277,7 +279,9 @@ def test_finger_and_last(server: Server) -> None:
     out = a.run("last")
     lines = out.splitlines()
     assert lines[0].startswith("bob") and "-   " in lines[0]
-    assert lines[1].startswith("alice") and "still logged in" in lines[1] and "10.1.1.1" in lines[1]
+    assert (
+        lines[1].startswith("alice") and "still logged in" in lines[1] and "10.1.1.1" in lines[1]
+    )
     assert a.run("finger ghost").startswith("finger: ghost: no such user.")
 
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from realserver import TWISTD, RawClient, RealServer, have_telnet
 
 pytestmark = pytest.mark.integration

@@ -47,9 +47,9 @@ class Recorder:
         self.events.append("<LOST>")
 
 
-def connect(max_line: int = 4096, max_output: int = 1000) -> tuple[
-    TelnetProtocol, StringTransport, Recorder, Clock
-]:
+def connect(
+    max_line: int = 4096, max_output: int = 1000
+) -> tuple[TelnetProtocol, StringTransport, Recorder, Clock]:
     rec = Recorder()
     clock = Clock()
 

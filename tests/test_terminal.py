@@ -76,7 +76,11 @@ def test_hidden_read_turns_echo_off_then_on_and_ends_the_line() -> None:
 
 @pytest.mark.parametrize(
     "event, exc",
-    [("eof_received", EndOfInput), ("interrupted", Interrupted), ("connection_lost", Disconnected)],
+    [
+        ("eof_received", EndOfInput),
+        ("interrupted", Interrupted),
+        ("connection_lost", Disconnected),
+    ],
 )
 def test_reader_fails_on_eof_interrupt_disconnect(event: str, exc: type[Exception]) -> None:
     term = Terminal(FakeWire())

@@ -120,7 +120,9 @@ async def wall(ctx: Context, args: list[str]) -> None:
     reached = await ctx.server.hub.broadcast(
         wall_message(me, ctx.server.config.hostname, ctx.now(), text)
     )
-    ctx.server.admin_action(me.user, f"{me.tty} from {me.peer}", "wall", text=text, reached=reached)
+    ctx.server.admin_action(
+        me.user, f"{me.tty} from {me.peer}", "wall", text=text, reached=reached
+    )
 
 
 @command(

@@ -19,7 +19,7 @@ CommandFunc = Callable[["Context", list[str]], CommandResult]
 
 
 class UsageError(Exception):
-    """Wrong arguments: the shell prints the command's ``Usage:`` line (after the message, if any)."""
+    """Wrong arguments: the shell prints the message, if any, then the ``Usage:`` line."""
 
 
 @define(eq=False)
