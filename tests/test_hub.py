@@ -1,0 +1,117 @@
+"""The hub without any protocol: tables, tty names, delivery, broadcast, logout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from shellserver.hub import Hub, IHub, Message
+from shellserver.session import Session
+from shellserver.terminal import IWire, Terminal
+
+
+@implementer(IWire)
+class Sink:
+    kind = "tel"
+    peer = "192.0.2.1"
+    width = 80
+
+    def __init__(self, accept: bool = True) -> None:
+        self.got: list[bytes] = []
+        self.accept = accept
+        self.closed = False
+
+    def send(self, text: str) -> None:
+        self.got.append(text.encode())
+
+    def send_message(self, chunks: Sequence[bytes]) -> bool:
+        if self.accept:
+            self.got.append(b"".join(chunks))
+        return self.accept
+
+    def set_echo(self, on: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def result(d: Deferred[Any]) -> Any:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    return box[0]
+
+
+def session(hub: Hub, user: str, n: int, accept: bool = True) -> tuple[Session, Sink]:
+    sink = Sink(accept)
+    s = Session(n, user, "user", hub.allocate_tty("tel"), "p", 0.0, Terminal(sink), 0.0)
+    hub.attach(s)
+    return s, sink
+
+
+def test_provides_the_interface() -> None:
+    assert verifyObject(IHub, Hub())
+
+
+def test_tables_by_user_and_login_order() -> None:
+    hub = Hub()
+    a1, _ = session(hub, "alice", 1)
+    b, _ = session(hub, "bob", 2)
+    a2, _ = session(hub, "alice", 3)
+    assert result(hub.sessions()) == [a1, b, a2]
+    assert result(hub.sessions_of("alice")) == [a1, a2]
+    assert result(hub.sessions_of("nobody")) == []
+    assert (len(hub), hub.users()) == (3, 2)
+    hub.detach(a1)
+    hub.detach(a1)  # twice is harmless
+    assert result(hub.sessions_of("alice")) == [a2]
+    hub.detach(a2)
+    assert hub.users() == 1
+
+
+def test_tty_names_reuse_the_lowest_free_number() -> None:
+    hub = Hub()
+    s0, _ = session(hub, "a", 1)
+    s1, _ = session(hub, "b", 2)
+    s2, _ = session(hub, "c", 3)
+    assert [s0.tty, s1.tty, s2.tty] == ["tel/0", "tel/1", "tel/2"]
+    hub.detach(s1)
+    hub.detach(s0)
+    assert hub.allocate_tty("tel") == "tel/0"
+    assert hub.allocate_tty("tel") == "tel/1"
+    assert hub.allocate_tty("tel") == "tel/3"
+    assert hub.allocate_tty("ssh") == "ssh/0"
+
+
+def test_broadcast_encodes_once_and_counts_who_got_it() -> None:
+    hub = Hub()
+    sinks = [session(hub, f"u{i}", i)[1] for i in range(3)]
+    session(hub, "slow", 9, accept=False)
+    msg = Message.of("hello\nwörld")
+    assert msg.body == "hello\r\nwörld\r\n".encode()
+    assert result(hub.broadcast(msg)) == 3
+    for sink in sinks:
+        assert sink.got[-1].endswith(msg.body)
+
+
+def test_deliver_reports_a_drop() -> None:
+    hub = Hub()
+    s, _ = session(hub, "slow", 1, accept=False)
+    assert result(hub.deliver(s, Message.of("x"))) is False
+
+
+def test_logout_user_tells_then_closes_only_that_user() -> None:
+    hub = Hub()
+    _, a = session(hub, "alice", 1)
+    _, b = session(hub, "bob", 2)
+    assert result(hub.logout_user("alice", Message.of("bye"))) == 1
+    assert a.closed and b"bye" in a.got[-1]
+    assert not b.closed
+    assert result(hub.logout_user("nobody", None)) == 0
