@@ -8,6 +8,7 @@ on the database thread and hashing on the hashing pool.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import sqlite3
@@ -141,6 +142,7 @@ class AccountDB:
     def open(cls, path: str) -> AccountDB:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
+            os.chmod(path, 0o600)  # password hashes: owner only (-wal/-shm copy this mode)
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -234,8 +236,12 @@ class AccountDB:
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM users").fetchone()[0])
 
-    def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> None:
-        """Create or update every (name, hash, role) in one transaction: all or nothing."""
+    def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> list[str]:
+        """Create or update every (name, hash, role) in one transaction: all or nothing.
+
+        Returns the names that were created.
+        """
+        created: list[str] = []
         with self._transaction():
             for name, pw_hash, role in entries:
                 cur = self._db.execute(
@@ -248,6 +254,8 @@ class AccountDB:
                         "VALUES (?,?,?,0,?)",
                         (name, role or ROLE_USER, pw_hash, time.time()),
                     )
+                    created.append(name)
+        return created
 
     # -- login history -----------------------------------------------------------
 
@@ -399,5 +407,5 @@ class AccountStore:
     def last_login(self, name: str) -> Deferred[LoginRecord | None]:
         return self.run_db(self.db.last_login, name)
 
-    def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> Deferred[None]:
+    def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> Deferred[list[str]]:
         return self.run_db(self.db.apply_batch, entries)

@@ -24,6 +24,7 @@ from shellserver.config import Config
 from shellserver.connection import Connection
 from shellserver.hub import Hub
 from shellserver.sanitize import careful_lines
+from shellserver.shutdown import Shutdown
 from shellserver.terminal import IWire, Terminal
 from shellserver.throttle import FailedLogins
 
@@ -47,6 +48,8 @@ class Server:
     #: Returns a user's sanitised ``.plan`` for finger (home directories), or None.
     plan_source: Callable[[str], Deferred[str | None]] | None = None
     connections: set[Connection] = field(factory=set)
+    #: The scheduled shutdown, when the service provides one.
+    shutdown: Shutdown | None = None
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
 
     @portal.default
@@ -88,11 +91,13 @@ class Server:
 
     def login_refusal(self, account: Account) -> str | None:
         """Why ``account`` may not log in now (a shutdown about to happen), or None."""
-        return None
+        if self.shutdown is None or account.is_admin:  # admins may still come in to cancel
+            return None
+        return self.shutdown.login_refusal()
 
     def login_notice(self) -> str:
         """Text every new login is told (a scheduled shutdown)."""
-        return ""
+        return "" if self.shutdown is None else self.shutdown.login_notice()
 
     async def account_created(self, account: Account, by: str | None, peer: str | None) -> None:
         for hook in self.on_account_created:

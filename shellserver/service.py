@@ -18,6 +18,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
@@ -25,10 +26,12 @@ from twisted.python.threadpool import ThreadPool
 
 from shellserver.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.config import Config
+from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.factory import TelnetFactory
 from shellserver.idle import IdleWatch
 from shellserver.server import Server
+from shellserver.shutdown import Shutdown
 from shellserver.threads import make_pool, pool_runner
 
 log = Logger()
@@ -79,11 +82,23 @@ class ShellService(Service):
         from shellserver.commands import REGISTRY
 
         self.server = Server(cfg, self.reactor, store, REGISTRY)
+        self.server.shutdown = Shutdown(self.server, self.reactor.stop)
         factory = TelnetFactory(self.server, self.reactor)
         for description in cfg.telnet:
-            self.ports.append(self._listen(description, factory))
+            self.ports.append(self._listen(description, factory, "telnet"))
+        self.ports.append(
+            self._listen(self._control_endpoint(), ControlFactory(self.server), "control")
+        )
 
-    def _listen(self, description: str, factory: TelnetFactory) -> IListeningPort:
+    def _control_endpoint(self) -> str:
+        if self.config.control is not None:
+            return self.config.control
+        sock = self.datadir.control_socket
+        if sock.exists() or sock.islink():
+            sock.remove()  # left by a server that died: we hold the lock, so it is not in use
+        return f"unix:{sock.path}:mode=600:lockfile=0"
+
+    def _listen(self, description: str, factory: Factory, what: str) -> IListeningPort:
         results: list[Any] = []
         try:
             endpoint = serverFromString(self.reactor, with_backlog(description))
@@ -97,11 +112,12 @@ class ShellService(Service):
                 f"shellserver: cannot listen on {description}: {results[0].getErrorMessage()}"
             )
         port: IListeningPort = results[0]
-        log.info("telnet listening on {address}", address=port.getHost())
+        log.info("{what} listening on {address}", what=what, address=port.getHost())
         return port
 
     def startService(self) -> None:
         super().startService()
+        self.datadir.write_pid()
         for pool in self.pools:
             pool.start()
         self.server.started = self.reactor.seconds()
@@ -116,6 +132,8 @@ class ShellService(Service):
         if self._idle is not None and self._idle.running:
             self._idle.stop()
         stopped = [defer.maybeDeferred(port.stopListening) for port in self.ports]
+        if self.server.shutdown is not None:
+            self.server.shutdown.final_notice()
         for connection in list(self.server.connections):
             connection.wire.close()
         d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
@@ -143,4 +161,6 @@ class ShellService(Service):
             if pool.started:
                 pool.stop()
         self.db.close()
+        if self.config.control is None and self.datadir.control_socket.exists():
+            self.datadir.control_socket.remove()
         self.datadir.unlock()

@@ -1,16 +1,15 @@
-"""Administrators' commands: kick, useradd, userdel, lock, unlock."""
+"""Administrators' commands in a session: kick, useradd, userdel, lock, unlock, shutdown."""
 
 from __future__ import annotations
 
+import time
+
+from shellserver import adminops
 from shellserver.accounts import ROLE_ADMIN, ROLE_USER, NoSuchUser, UserExists, username_problem
 from shellserver.commands.account import ask_new_password
 from shellserver.commands.registry import Context, UsageError, command
-from shellserver.hub import Message
 from shellserver.sanitize import careful
-
-
-def _where(ctx: Context) -> str:
-    return f"{ctx.session.tty} from {ctx.session.peer}"
+from shellserver.shutdown import parse_when
 
 
 @command(
@@ -24,14 +23,11 @@ async def kick(ctx: Context, args: list[str]) -> None:
         raise UsageError()
     user = args[0]
     reason = " ".join(args[1:]) or "no reason given"
-    me = ctx.session.user
-    notice = Message.of(f"You have been logged out by {me}: {careful(reason)}")
-    count = await ctx.server.hub.logout_user(user, notice)
+    count = await adminops.kick(ctx.server, ctx.session.user, ctx.where(), user, reason)
     if not count:
         ctx.fail(f"{careful(user)} is not logged in")
         return
     ctx.write(f"kick: ended {count} session{'s' if count != 1 else ''} of {user}\n")
-    ctx.server.admin_action(me, _where(ctx), "kick", user=user, reason=reason, sessions=count)
 
 
 @command(
@@ -50,30 +46,21 @@ async def useradd(ctx: Context, args: list[str]) -> None:
     if problem is not None:
         ctx.fail(problem)
         return
-    store = ctx.server.store
-    if await store.get(name) is not None:
+    if await ctx.server.store.get(name) is not None:
         ctx.fail(f"user '{name}' already exists")
         return
     password = await ask_new_password(ctx)
     if password is None:
         return
     try:
-        account = await store.create_user(name, password, role)
+        await adminops.add_user(ctx.server, ctx.session.user, ctx.where(), name, password, role)
     except UserExists:
         ctx.fail(f"user '{name}' already exists")
         return
-    me = ctx.session
-    await ctx.server.account_created(account, by=me.user, peer=me.peer)
     ctx.write(f"useradd: created {role} account {name}\n")
-    ctx.server.admin_action(me.user, _where(ctx), "useradd", user=name, role=role)
 
 
-async def _end_sessions(ctx: Context, user: str, what: str) -> None:
-    notice = Message.of(f"Your account has been {what} by {ctx.session.user}.")
-    await ctx.server.hub.logout_user(user, notice)
-
-
-def _one_other_user(ctx: Context, args: list[str]) -> str | None:
+def _other_user(ctx: Context, args: list[str]) -> str | None:
     if len(args) != 1:
         raise UsageError()
     if args[0] == ctx.session.user:
@@ -84,34 +71,27 @@ def _one_other_user(ctx: Context, args: list[str]) -> str | None:
 
 @command("userdel", usage="userdel NAME", admin=True, help="Delete an account (logs it out).")
 async def userdel(ctx: Context, args: list[str]) -> None:
-    name = _one_other_user(ctx, args)
+    name = _other_user(ctx, args)
     if name is None:
         return
     try:
-        await ctx.server.store.delete(name)
+        await adminops.delete_user(ctx.server, ctx.session.user, ctx.where(), name)
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
         return
-    await _end_sessions(ctx, name, "deleted")
-    await ctx.server.account_deleted(name)
     ctx.write(f"userdel: deleted {name}\n")
-    ctx.server.admin_action(ctx.session.user, _where(ctx), "userdel", user=name)
 
 
 async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
-    name = _one_other_user(ctx, args)
+    name = _other_user(ctx, args)
     if name is None:
         return
     try:
-        await ctx.server.store.set_locked(name, locked)
+        await adminops.set_locked(ctx.server, ctx.session.user, ctx.where(), name, locked)
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
         return
-    action = "lock" if locked else "unlock"
-    if locked:
-        await _end_sessions(ctx, name, "locked")
-    ctx.write(f"{action}: {name} is {'locked' if locked else 'unlocked'}\n")
-    ctx.server.admin_action(ctx.session.user, _where(ctx), action, user=name)
+    ctx.write(f"{ctx.name}: {name} is {'locked' if locked else 'unlocked'}\n")
 
 
 @command("lock", usage="lock NAME", admin=True, help="Lock an account and log it out.")
@@ -122,3 +102,37 @@ async def lock(ctx: Context, args: list[str]) -> None:
 @command("unlock", usage="unlock NAME", admin=True, help="Unlock a locked account.")
 async def unlock(ctx: Context, args: list[str]) -> None:
     await _set_locked(ctx, args, False)
+
+
+@command(
+    "shutdown",
+    usage="shutdown [+MIN|now] [TEXT...] | shutdown -c",
+    admin=True,
+    help="""
+Stop the server in MIN minutes (default 1), or now, telling everyone.
+
+Everyone is warned at once and again at 180, 150, 130, 100, 70, 55, 40 and
+25 minutes left, then every minute for the last 10. New logins are refused
+in the last 5 minutes. 'shutdown -c' cancels and tells everyone.
+""",
+)
+def shutdown(ctx: Context, args: list[str]) -> None:
+    schedule = ctx.server.shutdown
+    if schedule is None:
+        ctx.fail("not available in this server")
+        return
+    me = ctx.session
+    if args == ["-c"]:
+        if not schedule.cancel(me.user, me.tty, ctx.where()):
+            ctx.fail("no shutdown is scheduled")
+        return
+    minutes = 1
+    if args and (args[0] == "now" or args[0].startswith("+")):
+        parsed = parse_when(args.pop(0))
+        if parsed is None:
+            raise UsageError("invalid time")
+        minutes = parsed
+    at = schedule.schedule(minutes, " ".join(args), me.user, me.tty, ctx.where())
+    if minutes:
+        stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(at))
+        ctx.write(f"Shutdown scheduled for {stamp}, use 'shutdown -c' to cancel.\n")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import time
 
+from shellserver import adminops
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.hub import Message
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.terminal import EndOfInput, Interrupted
-from shellserver.wrap import hard_wrap
 
 _TTY = re.compile(r"^[a-z]+/\d+$")
 
@@ -99,13 +99,6 @@ async def _send(ctx: Context, target: Session, text: str) -> bool:
     return False
 
 
-def wall_message(sender: Session, hostname: str, when: float, text: str) -> Message:
-    """The util-linux wall layout, wrapped at 79 columns once for every recipient."""
-    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(when))
-    header = f"Broadcast message from {sender.user}@{hostname} ({sender.tty}) ({stamp}):"
-    return Message.of("\n".join([header, "", *hard_wrap(careful(text), 79)]) + "\n")
-
-
 @command(
     "wall",
     usage="wall TEXT...",
@@ -115,14 +108,8 @@ def wall_message(sender: Session, hostname: str, when: float, text: str) -> Mess
 async def wall(ctx: Context, args: list[str]) -> None:
     if not args:
         raise UsageError()
-    text = " ".join(args)
     me = ctx.session
-    reached = await ctx.server.hub.broadcast(
-        wall_message(me, ctx.server.config.hostname, ctx.now(), text)
-    )
-    ctx.server.admin_action(
-        me.user, f"{me.tty} from {me.peer}", "wall", text=text, reached=reached
-    )
+    await adminops.wall(ctx.server, me.user, me.tty, ctx.where(), " ".join(args))
 
 
 @command(

@@ -46,6 +46,10 @@ class Context:
     def now(self) -> float:
         return self.server.clock.seconds()
 
+    def where(self) -> str:
+        """For the admin log: which session, from which address."""
+        return f"{self.session.tty} from {self.session.peer}"
+
     def fail(self, message: str) -> None:
         """``name: message`` — the form Unix commands complain in."""
         self.write(f"{self.name}: {message}\n")

@@ -1,0 +1,75 @@
+"""What an administrator can do, whether from a session or from the control socket.
+
+Each operation logs who did it and from where (SPEC §6) and goes through the
+hub, so online sessions see the effect: a kicked, locked or deleted user is
+told and logged out.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from shellserver.accounts import Account, NoSuchUser
+from shellserver.hub import Message
+from shellserver.sanitize import careful
+from shellserver.wrap import hard_wrap
+
+if TYPE_CHECKING:
+    from shellserver.server import Server
+
+
+def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: str) -> Message:
+    """The util-linux wall layout, wrapped at 79 columns once for every recipient."""
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(when))
+    header = f"Broadcast message from {careful(sender)}@{hostname} ({tty}) ({stamp}):"
+    return Message.of("\n".join([header, "", *hard_wrap(careful(text), 79)]) + "\n")
+
+
+async def wall(server: Server, by: str, tty: str, where: str, text: str) -> int:
+    message = broadcast_message(by, server.config.hostname, tty, server.clock.seconds(), text)
+    reached = await server.hub.broadcast(message)
+    server.admin_action(by, where, "wall", text=text, reached=reached)
+    return reached
+
+
+async def kick(server: Server, by: str, where: str, user: str, reason: str) -> int:
+    notice = Message.of(f"You have been logged out by {careful(by)}: {careful(reason)}")
+    count = await server.hub.logout_user(user, notice)
+    server.admin_action(by, where, "kick", user=user, reason=reason, sessions=count)
+    return count
+
+
+async def add_user(
+    server: Server, by: str, where: str, name: str, password: str, role: str
+) -> Account:
+    """Raises UserExists."""
+    account = await server.store.create_user(name, password, role)
+    await server.account_created(account, by=by, peer=where)
+    server.admin_action(by, where, "useradd", user=name, role=role)
+    return account
+
+
+async def set_password(server: Server, by: str, where: str, name: str, password: str) -> None:
+    """Raises NoSuchUser."""
+    await server.store.set_password(name, password)
+    server.admin_action(by, where, "passwd", user=name)
+
+
+async def delete_user(server: Server, by: str, where: str, name: str) -> None:
+    """Raises NoSuchUser. The user's sessions are told and ended."""
+    await server.store.delete(name)
+    await server.hub.logout_user(name, Message.of(f"Your account has been deleted by {by}."))
+    await server.account_deleted(name)
+    server.admin_action(by, where, "userdel", user=name)
+
+
+async def set_locked(server: Server, by: str, where: str, name: str, locked: bool) -> None:
+    """Raises NoSuchUser. Locking also ends the user's sessions."""
+    await server.store.set_locked(name, locked)
+    if locked:
+        await server.hub.logout_user(name, Message.of(f"Your account has been locked by {by}."))
+    server.admin_action(by, where, "lock" if locked else "unlock", user=name)
+
+
+__all__ = ["NoSuchUser", "add_user", "delete_user", "kick", "set_locked", "set_password", "wall"]

@@ -1,0 +1,352 @@
+"""``shellserver``: the operator's command line, talking to the running server's control socket.
+
+Account commands also work with the server stopped: they then take the data
+dir's lock (so a server cannot start half-way through) and change the store
+directly. Exit codes: 0 done, 1 refused, 2 usage, 3 server not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import pwd
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.error import ConnectError
+from twisted.logger import Logger, textFileLogObserver
+from twisted.protocols import amp
+from twisted.python.filepath import FilePath
+
+from shellserver import control
+from shellserver.accounts import (
+    ROLE_ADMIN,
+    ROLE_USER,
+    AccountDB,
+    NoSuchUser,
+    StoreError,
+    UserExists,
+    password_problem,
+    username_problem,
+)
+from shellserver.datadir import DataDir, DataDirLocked
+from shellserver.passwords import MAX_COST, MIN_COST, hash_password
+from shellserver.shutdown import parse_when
+from shellserver.timefmt import format_idle, format_uptime
+
+OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
+OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel"})
+DEFAULT_COST = 14
+
+
+class Failed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def refuse(message: str) -> Failed:
+    return Failed(REFUSED, message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shellserver", description="Control a running shellserver.")
+    p.add_argument("--data", default="./shellserver-data", help="the server's data directory")
+    p.add_argument("--control", help="control endpoint [default: unix:DATA/control.sock]")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("status", help="is it running? pid, uptime, sessions, users")
+    s = sub.add_parser("wall", help="broadcast TEXT to every session")
+    s.add_argument("text", nargs="+")
+    s = sub.add_parser("who", help="list sessions")
+    s.add_argument("--json", action="store_true", help="one JSON object (see docs/admin.md)")
+    s = sub.add_parser("kick", help="end all of USER's sessions")
+    s.add_argument("user")
+    s.add_argument("--reason", default="no reason given")
+    s = sub.add_parser("shutdown", help="shutdown [+MIN|now] [TEXT], or shutdown -c")
+    s.add_argument("-c", dest="cancel", action="store_true", help="cancel a scheduled shutdown")
+    s.add_argument("words", nargs="*", metavar="[+MIN|now] [TEXT]")
+    s = sub.add_parser("useradd", help="create an account")
+    s.add_argument("name")
+    s.add_argument("--admin", action="store_true")
+    s.add_argument("--password-stdin", action="store_true")
+    s = sub.add_parser("newusers", help="create or update accounts from name:password[:admin]")
+    s.add_argument("--hash-cost", type=int, default=DEFAULT_COST)
+    s = sub.add_parser("passwd", help="set an account's password")
+    s.add_argument("name")
+    s.add_argument("--password-stdin", action="store_true")
+    s = sub.add_parser("userdel", help="delete an account (its sessions are logged out)")
+    s.add_argument("name")
+    return p
+
+
+# -- input ------------------------------------------------------------------------
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """From stdin with --password-stdin, else twice from the terminal with echo off."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise Failed(USAGE, "no terminal to ask for the password; use --password-stdin")
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Retype new password: ") != password:
+            raise refuse("passwords do not match")
+    problem = password_problem(password)
+    if problem is not None:
+        raise refuse(problem)
+    return password
+
+
+def read_newusers(cost: int) -> list[tuple[str, str, str | None]]:
+    """Lines ``name:password[:admin]`` (newusers(8)); any bad line refuses the whole file."""
+    if not MIN_COST <= cost <= MAX_COST:
+        raise Failed(USAGE, f"--hash-cost takes {MIN_COST} to {MAX_COST}")
+    entries: list[tuple[str, str, str | None]] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(sys.stdin, start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        if len(parts) not in (2, 3):
+            raise refuse(f"line {number}: expected name:password[:admin]")
+        name, password = parts[0], parts[1]
+        role_field = parts[2] if len(parts) == 3 else ""
+        problem = username_problem(name) or password_problem(password)
+        if role_field not in ("", ROLE_ADMIN, ROLE_USER):
+            problem = f"unknown role {role_field!r} (use admin or user)"
+        if name in seen:
+            problem = f"{name} appears twice"
+        if problem is not None:
+            raise refuse(f"line {number}: {problem}")
+        seen.add(name)
+        entries.append((name, hash_password(password, cost), role_field or None))
+    if not entries:
+        raise refuse("no users on standard input")
+    return entries
+
+
+# -- offline: the server is not running ---------------------------------------------
+
+
+def operator() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
+def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
+    """Change the store directly, holding the data dir's lock so no server starts meanwhile."""
+    password = read_password(args) if args.command in ("useradd", "passwd") else ""
+    entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
+    datadir.create()
+    try:
+        datadir.lock()
+    except DataDirLocked:
+        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
+    try:
+        db = AccountDB.open(datadir.db_path.path)
+        try:
+            result = _offline_change(args, db, password, entries)
+        finally:
+            db.close()
+        with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
+            Logger(observer=textFileLogObserver(f)).info(
+                "admin {command} by {who} (command line, server stopped): {detail}",
+                command=args.command,
+                who=operator(),
+                detail=result,
+            )
+        return result
+    finally:
+        datadir.unlock()
+
+
+def _offline_change(
+    args: argparse.Namespace, db: AccountDB, password: str, entries: list[Any]
+) -> str:
+    cost = DEFAULT_COST
+    try:
+        if args.command == "useradd":
+            role = ROLE_ADMIN if args.admin else ROLE_USER
+            problem = username_problem(args.name)
+            if problem is not None:
+                raise refuse(problem)
+            db.create(args.name, hash_password(password, cost), role)
+            return f"created {role} account {args.name}"
+        if args.command == "passwd":
+            db.set_password_hash(args.name, hash_password(password, cost))
+            return f"password of {args.name} changed"
+        if args.command == "userdel":
+            db.delete(args.name)
+            return f"deleted {args.name}"
+        created = db.apply_batch(entries)
+        return f"{len(created)} created, {len(entries) - len(created)} updated"
+    except UserExists:
+        raise refuse(f"user '{args.name}' already exists") from None
+    except NoSuchUser:
+        raise refuse(f"user '{args.name}' does not exist") from None
+
+
+# -- online: through the control socket ---------------------------------------------------
+
+
+async def connect(reactor: Any, endpoint: str) -> amp.AMP:
+    try:
+        client = clientFromString(reactor, endpoint)
+    except (ValueError, KeyError, TypeError) as e:
+        raise Failed(USAGE, f"bad --control endpoint {endpoint!r}: {e}") from None
+    try:
+        protocol: amp.AMP = await connectProtocol(client, amp.AMP())
+    except (ConnectError, OSError) as e:
+        raise Failed(UNREACHABLE, f"cannot reach the server at {endpoint}: {e}") from None
+    return protocol
+
+
+async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> str:
+    password = read_password(args) if args.command in ("useradd", "passwd") else ""
+    entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
+    conn = await connect(reactor, endpoint)
+    try:
+        return await _online(conn, args, password, entries)
+    except (control.BadRequest, control.NoShutdown) as e:
+        raise refuse(str(e)) from None
+    except UserExists:
+        raise refuse(f"user '{args.name}' already exists") from None
+    except NoSuchUser:
+        raise refuse(f"user '{args.name}' does not exist") from None
+    except amp.UnknownRemoteError as e:
+        raise refuse(f"the server failed: {e}") from None
+    finally:
+        conn.transport.loseConnection()  # type: ignore[union-attr]
+
+
+async def _online(
+    conn: amp.AMP, args: argparse.Namespace, password: str, entries: list[Any]
+) -> str:
+    call = conn.callRemote
+    cmd = args.command
+    if cmd == "status":
+        r = await call(control.Status)
+        text = (
+            f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
+            f"up {format_uptime(r['uptime']).strip()}, "
+            f"{r['sessions']} sessions, {r['users']} users"
+        )
+        if r.get("shutdown_at") is not None:
+            stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
+            text += f"\nshutdown scheduled for {stamp}"
+        return text
+    if cmd == "wall":
+        r = await call(control.Wall, text=" ".join(args.text))
+        return f"delivered to {r['reached']} sessions"
+    if cmd == "who":
+        data, total = b"", 1
+        while len(data) < total:
+            r = await call(control.Who, offset=len(data))
+            data, total = data + r["chunk"], r["total"]
+            if not r["chunk"] and len(data) < total:
+                raise refuse("the session list changed while reading it; try again")
+        document = json.loads(data)
+        return json.dumps(document) if args.json else who_table(document)
+    if cmd == "kick":
+        r = await call(control.Kick, user=args.user, reason=args.reason)
+        if not r["sessions"]:
+            raise refuse(f"{args.user} is not logged in")
+        return f"ended {r['sessions']} sessions of {args.user}"
+    if cmd == "shutdown":
+        return await _shutdown(call, args)
+    if cmd == "useradd":
+        await call(control.UserAdd, name=args.name, password=password, admin=args.admin)
+        return f"created {'admin' if args.admin else 'user'} account {args.name}"
+    if cmd == "passwd":
+        await call(control.Passwd, name=args.name, password=password)
+        return f"password of {args.name} changed"
+    if cmd == "userdel":
+        await call(control.UserDel, name=args.name)
+        return f"deleted {args.name}"
+    raw = json.dumps(entries).encode()
+    batch = ""
+    for i in range(0, len(raw), control.PAGE):
+        batch = (await call(control.NewUsersPage, batch=batch, page=raw[i : i + control.PAGE]))[
+            "batch"
+        ]
+    r = await call(control.NewUsersCommit, batch=batch)
+    return f"{r['created']} created, {r['updated']} updated"
+
+
+async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
+    if args.cancel:
+        if args.words:
+            raise Failed(USAGE, "shutdown -c takes no other arguments")
+        await call(control.Shutdown, cancel=True, text="")
+        return "shutdown cancelled"
+    words = list(args.words)
+    minutes = 1
+    if words and (words[0] == "now" or words[0].startswith("+")):
+        parsed = parse_when(words.pop(0))
+        if parsed is None:
+            raise Failed(USAGE, "shutdown: the time is +MINUTES or now")
+        minutes = parsed
+    r = await call(control.Shutdown, minutes=minutes, text=" ".join(words), cancel=False)
+    stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["at"]))
+    return f"shutdown scheduled for {stamp}" if minutes else "shutting down now"
+
+
+def who_table(document: dict[str, Any]) -> str:
+    rows = [f"{'USER':<12} {'TTY':<8} {'ROLE':<6} {'LOGIN':<25} {'IDLE':>5} MESG FROM"]
+    for s in document["sessions"]:
+        rows.append(
+            f"{s['user']:<12} {s['tty']:<8} {s['role']:<6} {s['login']:<25} "
+            f"{format_idle(s['idle_s']):>5} {'+' if s['mesg'] else '-':<4} {s['peer']}"
+        )
+    return "\n".join(rows)
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = parser().parse_args(argv)
+    datadir = DataDir(FilePath(os.path.abspath(args.data)))
+    endpoint = args.control or f"unix:{datadir.control_socket.path}"
+    try:
+        if args.control is None and args.command in OFFLINE_COMMANDS and not datadir.is_locked():
+            print(run_offline(args, datadir))
+            sys.exit(OK)
+        if args.control is None and not datadir.is_locked():
+            raise Failed(UNREACHABLE, f"no server is running on {datadir.path.path}")
+    except Failed as e:
+        _die(args.command, e)
+    except (OSError, StoreError) as e:
+        _die(args.command, Failed(REFUSED, str(e)))
+
+    def start(reactor: Any) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(_online_main(reactor, args, endpoint))
+
+    task.react(start)
+    raise AssertionError("react returned")  # pragma: no cover
+
+
+async def _online_main(reactor: Any, args: argparse.Namespace, endpoint: str) -> None:
+    try:
+        print(await run_online(reactor, args, endpoint))
+    except Failed as e:
+        _die(args.command, e)
+    raise SystemExit(OK)
+
+
+def _die(command: str, error: Failed) -> NoReturn:
+    print(f"shellserver {command}: {error}", file=sys.stderr)
+    raise SystemExit(error.code)
+
+
+__all__ = ["main"]

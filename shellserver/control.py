@@ -1,0 +1,283 @@
+"""The control socket: AMP commands an operator's ``shellserver`` CLI sends to the server.
+
+File permissions are the authentication (the socket is 0600 inside a 0700
+data dir). The peer's user and pid (SO_PEERCRED) are what the admin log
+records as "who" and "from where".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.protocol import Factory
+from twisted.protocols import amp
+
+from shellserver import adminops
+from shellserver.accounts import (
+    ROLE_ADMIN,
+    ROLE_USER,
+    Account,
+    NoSuchUser,
+    UserExists,
+    username_problem,
+)
+
+if TYPE_CHECKING:
+    from shellserver.server import Server
+
+#: AMP values are at most 65,535 bytes; larger answers and uploads go in pages of this size.
+PAGE = 60_000
+
+
+class BadRequest(Exception):
+    pass
+
+
+class NoShutdown(Exception):
+    pass
+
+
+_ERRORS: dict[type[Exception], bytes] = {
+    UserExists: b"USER_EXISTS",
+    NoSuchUser: b"NO_SUCH_USER",
+    BadRequest: b"BAD_REQUEST",
+    NoShutdown: b"NO_SHUTDOWN",
+}
+
+
+class Status(amp.Command):
+    arguments = []
+    response = [
+        (b"pid", amp.Integer()),
+        (b"uptime", amp.Float()),
+        (b"sessions", amp.Integer()),
+        (b"users", amp.Integer()),
+        (b"hostname", amp.Unicode()),
+        (b"shutdown_at", amp.Float(optional=True)),
+    ]
+
+
+class Wall(amp.Command):
+    arguments = [(b"text", amp.Unicode())]
+    response = [(b"reached", amp.Integer())]
+
+
+class Who(amp.Command):
+    """A page of the JSON document; offset 0 takes a fresh snapshot."""
+
+    arguments = [(b"offset", amp.Integer())]
+    response = [(b"chunk", amp.String()), (b"total", amp.Integer())]
+
+
+class Kick(amp.Command):
+    arguments = [(b"user", amp.Unicode()), (b"reason", amp.Unicode())]
+    response = [(b"sessions", amp.Integer())]
+
+
+class Shutdown(amp.Command):
+    arguments = [
+        (b"minutes", amp.Integer(optional=True)),
+        (b"text", amp.Unicode()),
+        (b"cancel", amp.Boolean()),
+    ]
+    response = [(b"at", amp.Float(optional=True))]
+    errors = _ERRORS
+
+
+class UserAdd(amp.Command):
+    arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode()), (b"admin", amp.Boolean())]
+    response = []
+    errors = _ERRORS
+
+
+class Passwd(amp.Command):
+    arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode())]
+    response = []
+    errors = _ERRORS
+
+
+class UserDel(amp.Command):
+    arguments = [(b"name", amp.Unicode())]
+    response = []
+    errors = _ERRORS
+
+
+class NewUsersPage(amp.Command):
+    """Upload one page of a JSON list of [name, hash, role|null]; "" starts a new batch."""
+
+    arguments = [(b"batch", amp.Unicode()), (b"page", amp.String())]
+    response = [(b"batch", amp.Unicode())]
+    errors = _ERRORS
+
+
+class NewUsersCommit(amp.Command):
+    arguments = [(b"batch", amp.Unicode())]
+    response = [(b"created", amp.Integer()), (b"updated", amp.Integer())]
+    errors = _ERRORS
+
+
+def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
+    """The stable ``who --json`` schema (docs/admin.md)."""
+    now = server.clock.seconds()
+    return {
+        "sessions": [
+            {
+                "user": s.user,
+                "tty": s.tty,
+                "role": s.role,
+                "login": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(s.login_time)),
+                "idle_s": int(s.idle(now)),
+                "mesg": s.mesg,
+                "peer": s.peer,
+            }
+            for s in sessions
+        ]
+    }
+
+
+class ControlProtocol(amp.AMP):
+    def __init__(self, server: Server) -> None:
+        super().__init__()
+        self.server = server
+        self._who = b""
+        self._batch: list[bytes] = []
+
+    # -- who is asking ---------------------------------------------------------
+
+    def _caller(self) -> tuple[str, str]:
+        """(who, where) for the admin log: the peer's OS user and pid, or its address."""
+        transport: Any = self.transport
+        try:
+            sock = transport.getHandle()
+            if sock.family == socket.AF_UNIX:
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                pid, uid, _ = struct.unpack("3i", creds)
+                try:
+                    name = pwd.getpwuid(uid).pw_name
+                except KeyError:
+                    name = f"uid {uid}"
+                return name, f"control socket, pid {pid}"
+        except (AttributeError, OSError):
+            pass
+        peer = transport.getPeer() if transport is not None else None
+        return "operator", f"control {getattr(peer, 'host', peer)}"
+
+    # -- responders ----------------------------------------------------------------
+
+    @Status.responder
+    def status(self) -> dict[str, Any]:
+        hub, shutdown = self.server.hub, self.server.shutdown
+        result: dict[str, Any] = {
+            "pid": os.getpid(),
+            "uptime": self.server.uptime(),
+            "sessions": len(hub),
+            "users": hub.users(),
+            "hostname": self.server.config.hostname,
+        }
+        if shutdown is not None and shutdown.at is not None:
+            result["shutdown_at"] = shutdown.at
+        return result
+
+    @Wall.responder
+    async def wall(self, text: str) -> dict[str, Any]:
+        who, where = self._caller()
+        return {"reached": await adminops.wall(self.server, who, "control", where, text)}
+
+    @Who.responder
+    async def who(self, offset: int) -> dict[str, Any]:
+        if offset == 0:
+            sessions = await self.server.hub.sessions()
+            document = who_document(self.server, sessions)
+            self._who = json.dumps(document, separators=(",", ":")).encode()
+        return {"chunk": self._who[offset : offset + PAGE], "total": len(self._who)}
+
+    @Kick.responder
+    async def kick(self, user: str, reason: str) -> dict[str, Any]:
+        who, where = self._caller()
+        return {"sessions": await adminops.kick(self.server, who, where, user, reason)}
+
+    @Shutdown.responder
+    def shutdown(self, text: str, cancel: bool, minutes: int | None = None) -> dict[str, Any]:
+        schedule = self.server.shutdown
+        if schedule is None:
+            raise NoShutdown("this server cannot schedule a shutdown")
+        who, where = self._caller()
+        if cancel:
+            if not schedule.cancel(who, "control", where):
+                raise NoShutdown("no shutdown is scheduled")
+            return {}
+        if minutes is None or minutes < 0:
+            raise BadRequest("minutes must be 0 or more")
+        return {"at": schedule.schedule(minutes, text, who, "control", where)}
+
+    @UserAdd.responder
+    async def useradd(self, name: str, password: str, admin: bool) -> dict[str, Any]:
+        problem = username_problem(name)
+        if problem is not None:
+            raise BadRequest(problem)
+        who, where = self._caller()
+        role = ROLE_ADMIN if admin else ROLE_USER
+        await adminops.add_user(self.server, who, where, name, password, role)
+        return {}
+
+    @Passwd.responder
+    async def passwd(self, name: str, password: str) -> dict[str, Any]:
+        who, where = self._caller()
+        await adminops.set_password(self.server, who, where, name, password)
+        return {}
+
+    @UserDel.responder
+    async def userdel(self, name: str) -> dict[str, Any]:
+        who, where = self._caller()
+        await adminops.delete_user(self.server, who, where, name)
+        return {}
+
+    @NewUsersPage.responder
+    def newusers_page(self, batch: str, page: bytes) -> dict[str, Any]:
+        if not batch:
+            self._batch = []
+        elif batch != "open":
+            raise BadRequest("unknown batch")
+        self._batch.append(page)
+        if sum(map(len, self._batch)) > 256 * 1024 * 1024:
+            self._batch = []
+            raise BadRequest("batch too large")
+        return {"batch": "open"}
+
+    @NewUsersCommit.responder
+    async def newusers_commit(self, batch: str) -> dict[str, Any]:
+        if batch != "open" or not self._batch:
+            raise BadRequest("no batch was uploaded")
+        raw, self._batch = b"".join(self._batch), []
+        try:
+            entries = [
+                (str(n), str(h), None if r is None else str(r)) for n, h, r in json.loads(raw)
+            ]
+        except (ValueError, TypeError) as e:
+            raise BadRequest(f"malformed batch: {e}") from None
+        who, where = self._caller()
+        created = await self.server.store.apply_batch(entries)
+        now = self.server.clock.seconds()
+        roles = {name: role or ROLE_USER for name, _, role in entries}
+        for name in created:
+            await self.server.account_created(Account(name, roles[name], False, now), who, where)
+        self.server.admin_action(who, where, "newusers", created=len(created), total=len(entries))
+        return {"created": len(created), "updated": len(entries) - len(created)}
+
+
+class ControlFactory(Factory):
+    noisy = False
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def buildProtocol(self, addr: Any) -> ControlProtocol:
+        protocol = ControlProtocol(self.server)
+        protocol.factory = self
+        return protocol

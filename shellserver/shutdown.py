@@ -1,0 +1,144 @@
+"""A scheduled shutdown: warnings on systemd's cadence, logins refused at the end, a clean stop.
+
+The schedule lives here; the stop itself is the service's (``stop`` is
+``reactor.stop`` in production), so SIGTERM and a countdown reaching zero end
+the same way: a final notice to every session, then the connections close.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from attrs import define, field
+from twisted.internet.interfaces import IDelayedCall
+
+from shellserver.adminops import broadcast_message
+
+if TYPE_CHECKING:
+    from shellserver.server import Server
+
+#: Minutes left at which everyone is warned (systemd's cadence).
+CADENCE = (180, 150, 130, 100, 70, 55, 40, 25, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+NOLOGIN_MINUTES = 5
+
+
+def _stamp(when: float) -> str:
+    return time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(when))
+
+
+def parse_when(text: str) -> int | None:
+    """Minutes from ``+MIN`` or ``now``; None when it is neither."""
+    if text == "now":
+        return 0
+    digits = text[1:] if text.startswith("+") else text
+    if digits.isdigit() and len(digits) <= 6:
+        return int(digits)
+    return None
+
+
+@define(eq=False)
+class Shutdown:
+    server: Server
+    stop: Callable[[], None]
+    at: float | None = None
+    text: str = ""
+    by: str = ""
+    tty: str = ""
+    final_sent: bool = False
+    _timer: IDelayedCall | None = field(default=None)
+
+    def minutes_left(self) -> int:
+        if self.at is None:
+            return 0
+        return max(0, round((self.at - self.server.clock.seconds()) / 60))
+
+    def schedule(self, minutes: int, text: str, by: str, tty: str, where: str) -> float:
+        """Replace any earlier schedule; warn everyone now. Returns the shutdown time."""
+        self._cancel_timer()
+        now = self.server.clock.seconds()
+        self.at, self.text, self.by, self.tty = now + minutes * 60, text, by, tty
+        self.server.admin_action(by, where, "shutdown", minutes=minutes, text=text)
+        if minutes == 0:
+            self._zero()
+        else:
+            self._warn(minutes)
+            self._arm()
+        return self.at
+
+    def cancel(self, by: str, tty: str, where: str) -> bool:
+        if self.at is None:
+            return False
+        self._cancel_timer()
+        self.at, self.text, self.by, self.tty = None, "", "", ""
+        self.server.admin_action(by, where, "shutdown cancel")
+        self._broadcast(by, tty, "The system shutdown has been cancelled.")
+        return True
+
+    def login_refusal(self) -> str | None:
+        if self.final_sent or (
+            self.at is not None and self.at - self.server.clock.seconds() <= NOLOGIN_MINUTES * 60
+        ):
+            return "The system is going down shortly; new logins are refused. Try again later."
+        return None
+
+    def login_notice(self) -> str:
+        if self.at is None:
+            return ""
+        left = self.minutes_left()
+        extra = f": {self.text}" if self.text else ""
+        return (
+            f"The system is going down for shutdown at {_stamp(self.at)} "
+            f"(in {left} minute{'s' if left != 1 else ''}){extra}\n"
+        )
+
+    def final_notice(self) -> None:
+        """Tell everyone once, whether the countdown ended or SIGTERM came."""
+        if self.final_sent:
+            return
+        self.final_sent = True
+        self._broadcast(self.by or "root", self.tty or "console", "The system is going down NOW!")
+
+    # -- internals -------------------------------------------------------------
+
+    def _warn(self, minutes: int) -> None:
+        assert self.at is not None
+        text = (
+            f"The system is going down for shutdown at {_stamp(self.at)} "
+            f"(in {minutes} minute{'s' if minutes != 1 else ''})!"
+        )
+        if self.text:
+            text += "\n" + self.text
+        self._broadcast(self.by, self.tty, text)
+
+    def _broadcast(self, by: str, tty: str, text: str) -> None:
+        hostname = self.server.config.hostname
+        message = broadcast_message(by, hostname, tty, self.server.clock.seconds(), text)
+        self.server.hub.broadcast(message)
+
+    def _arm(self) -> None:
+        """Sleep until the next cadence point, or zero."""
+        assert self.at is not None
+        left = self.at - self.server.clock.seconds()
+        upcoming = [m for m in CADENCE if m * 60 < left - 0.5]
+        if upcoming:
+            minutes = upcoming[0]
+            self._timer = self.server.clock.callLater(left - minutes * 60, self._tick, minutes)
+        else:
+            self._timer = self.server.clock.callLater(max(0.0, left), self._zero)
+
+    def _tick(self, minutes: int) -> None:
+        self._timer = None
+        self._warn(minutes)
+        self._arm()
+
+    def _zero(self) -> None:
+        self._timer = None
+        self.final_notice()
+        self.stop()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None

@@ -1,0 +1,198 @@
+"""The real `shellserver` CLI against a real server on a temporary unix socket."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from realserver import RawClient, RealServer
+
+pytestmark = pytest.mark.integration
+CLI = str(Path(sys.executable).with_name("shellserver"))
+
+
+def cli(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "--data", str(data), *args], input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RealServer]:
+    srv = RealServer(tmp_path).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def login(port: int, name: str, password: str) -> RawClient:
+    c = RawClient(port)
+    c.expect("login: ")
+    c.send_line(name)
+    c.expect("Password: ")
+    c.send_line(password)
+    c.expect(f"{name}@testhost:~$ ")
+    return c
+
+
+def test_control_socket_is_private(server: RealServer) -> None:
+    sock = server.data / "control.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode)
+    assert sock.stat().st_mode & 0o777 == 0o600
+    assert server.data.stat().st_mode & 0o777 == 0o700
+
+
+def test_status_who_wall_kick(server: RealServer) -> None:
+    r = cli(server.data, "status")
+    assert r.returncode == 0 and "is running: pid" in r.stdout and "0 sessions" in r.stdout
+    admin = login(server.port, "admin", server.admin_password())
+    r = cli(server.data, "who", "--json")
+    assert r.returncode == 0
+    doc = json.loads(r.stdout)
+    [s] = doc["sessions"]
+    assert set(s) == {"user", "tty", "role", "login", "idle_s", "mesg", "peer"}
+    assert (s["user"], s["tty"], s["role"], s["mesg"], s["peer"]) == (
+        "admin", "tel/0", "admin", True, "127.0.0.1"
+    )  # fmt: skip
+    assert s["login"][10] == "T" and s["login"][-5] in "+-"
+    assert "admin" in cli(server.data, "who").stdout
+    r = cli(server.data, "wall", "maintenance at 18:00")
+    assert r.returncode == 0
+    got = admin.expect("maintenance at 18:00")
+    assert "Broadcast message from" in got and "(control)" in got
+    r = cli(server.data, "kick", "admin", "--reason", "testing")
+    assert r.returncode == 0
+    assert "logged out by" in admin.expect("testing")
+    assert admin.closed()
+    r = cli(server.data, "kick", "admin")
+    assert r.returncode == 1 and "not logged in" in r.stderr
+    assert "kick" in server.log_text() and "control socket, pid" in server.log_text()
+
+
+def test_accounts_through_the_running_server(server: RealServer) -> None:
+    r = cli(server.data, "useradd", "bob", "--password-stdin", stdin="bobspassword\n")
+    assert r.returncode == 0, r.stderr
+    bob = login(server.port, "bob", "bobspassword")
+    r = cli(server.data, "useradd", "bob", "--password-stdin", stdin="bobspassword\n")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = cli(server.data, "passwd", "bob", "--password-stdin", stdin="newpassword\n")
+    assert r.returncode == 0
+    login(server.port, "bob", "newpassword").close()
+    r = cli(server.data, "userdel", "bob")
+    assert r.returncode == 0
+    assert "deleted" in bob.expect("deleted")
+    assert bob.closed()
+    r = cli(server.data, "userdel", "bob")
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = cli(server.data, "passwd", "ghost", "--password-stdin", stdin="whatever12\n")
+    assert r.returncode == 1
+
+
+def test_newusers_is_all_or_nothing(server: RealServer) -> None:
+    bad = "carol:carolpass1\ndave:short\n"
+    r = cli(server.data, "newusers", "--hash-cost", "4", stdin=bad)
+    assert r.returncode == 1 and "line 2" in r.stderr
+    good = "carol:carolpass1\ndave:davepass12:admin\n# comment\n\n"
+    r = cli(server.data, "newusers", "--hash-cost", "4", stdin=good)
+    assert r.returncode == 0 and "2 created, 0 updated" in r.stdout
+    dave = login(server.port, "dave", "davepass12")
+    dave.send_line("id")
+    assert "role=admin" in dave.expect("$ ")
+    r = cli(server.data, "newusers", "--hash-cost", "4", stdin="carol:otherpass1\n")
+    assert "0 created, 1 updated" in r.stdout
+    login(server.port, "carol", "otherpass1").close()
+
+
+def test_large_who_is_paged(server: RealServer) -> None:
+    clients = [login(server.port, "admin", server.admin_password()) for _ in range(40)]
+    r = cli(server.data, "who", "--json")
+    assert len(json.loads(r.stdout)["sessions"]) == 40
+    for c in clients:
+        c.close()
+
+
+def test_shutdown_countdown_cancel_and_now(server: RealServer) -> None:
+    admin = login(server.port, "admin", server.admin_password())
+    r = cli(server.data, "shutdown", "+30", "new kernel")
+    assert r.returncode == 0 and "scheduled" in r.stdout
+    assert "new kernel" in admin.expect("new kernel")
+    assert "shutdown scheduled" in cli(server.data, "status").stdout
+    r = cli(server.data, "shutdown", "-c")
+    assert r.returncode == 0
+    assert "cancelled" in admin.expect("cancelled")
+    assert cli(server.data, "shutdown", "-c").returncode == 1
+    assert cli(server.data, "shutdown", "+soon").returncode == 2
+    r = cli(server.data, "shutdown", "now")
+    assert r.returncode == 0
+    assert "going down NOW" in admin.expect("NOW")
+    assert admin.closed()
+    assert server.proc is not None
+    assert server.proc.wait(20) == 0
+
+
+def test_login_during_countdown_is_told(server: RealServer) -> None:
+    cli(server.data, "shutdown", "+30")
+    c = RawClient(server.port)
+    c.expect("login: ")
+    c.send_line("admin")
+    c.expect("Password: ")
+    c.send_line(server.admin_password())
+    out = c.expect("admin@testhost:~$ ")
+    assert "The system is going down for shutdown at" in out
+
+
+def test_sigterm_sends_the_final_notice_and_exits_0(server: RealServer) -> None:
+    admin = login(server.port, "admin", server.admin_password())
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    assert "going down NOW" in admin.expect("NOW")
+    assert admin.closed()
+    # twistd stops cleanly, then reports the signal that stopped it, as Unix daemons do.
+    assert server.proc.wait(20) in (0, -signal.SIGTERM)
+    assert "Server Shut Down." in server.log_text()
+    assert not (server.data / "control.sock").exists()
+
+
+def test_server_not_reachable_is_exit_3(tmp_path: Path) -> None:
+    r = cli(tmp_path / "nothing-here", "status")
+    assert r.returncode == 3 and "no server is running" in r.stderr
+    r = subprocess.run(
+        [CLI, "--control", f"unix:{tmp_path}/absent.sock", "wall", "hi"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 3 and "cannot reach the server" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_usage_is_exit_2(tmp_path: Path) -> None:
+    assert cli(tmp_path, "frobnicate").returncode == 2
+    assert cli(tmp_path, "kick").returncode == 2
+    r = cli(tmp_path, "useradd", "bob")  # no terminal and no --password-stdin
+    assert r.returncode == 2 and "--password-stdin" in r.stderr
+
+
+def test_accounts_with_the_server_stopped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    r = cli(data, "useradd", "bob", "--admin", "--password-stdin", stdin="bobspassword\n")
+    assert r.returncode == 0, r.stderr
+    r = cli(data, "newusers", "--hash-cost", "4", stdin="carol:carolpass1\n")
+    assert r.returncode == 0
+    assert "useradd" in (data / "admin.log").read_text()
+    srv = RealServer(tmp_path).start()
+    try:
+        assert not (data / "initial-admin-password").exists()  # the store was not empty
+        bob = login(srv.port, "bob", "bobspassword")
+        bob.send_line("id")
+        assert "role=admin" in bob.expect("$ ")
+        login(srv.port, "carol", "carolpass1").close()
+    finally:
+        srv.stop()
+    assert cli(data, "userdel", "carol").returncode == 0
+    assert cli(data, "userdel", "carol").returncode == 1

@@ -1,0 +1,117 @@
+"""The shutdown countdown with a fake clock: cadence, refusing logins, cancel, the stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import Client, add_user, make_server
+
+from shellserver.server import Server
+from shellserver.shutdown import CADENCE, Shutdown, parse_when
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    srv = make_server(tmp_path)
+    add_user(srv, "alice")
+    add_user(srv, "root1", admin=True)
+    return srv
+
+
+def stopper(server: Server) -> list[str]:
+    stops: list[str] = []
+    server.shutdown = Shutdown(server, lambda: stops.append("stop"))
+    return stops
+
+
+def online(server: Server, name: str) -> Client:
+    c = Client(server)
+    c.login(name)
+    c.output()
+    return c
+
+
+def warnings_in(text: str) -> list[int]:
+    found = []
+    for part in text.split("(in ")[1:]:
+        found.append(int(part.split(" ")[0]))
+    return found
+
+
+def test_parse_when() -> None:
+    assert parse_when("now") == 0
+    assert parse_when("+15") == 15
+    assert parse_when("15") == 15
+    assert parse_when("+x") is None
+    assert parse_when("soon") is None
+
+
+def test_warnings_follow_the_systemd_cadence_then_stop(server: Server) -> None:
+    stops = stopper(server)
+    a = online(server, "alice")
+    assert server.shutdown is not None
+    server.shutdown.schedule(200, "new kernel", "root1", "tel/1", "test")
+    seen = warnings_in(a.output())
+    assert seen == [200]
+    clock = server.clock
+    for _ in range(200 * 60):
+        clock.advance(1)  # type: ignore[attr-defined]
+        seen += warnings_in(a.output())
+        if stops:
+            break
+    assert seen == [200, *CADENCE]
+    assert stops == ["stop"]
+    assert server.shutdown.final_sent
+
+
+def test_new_logins_refused_in_the_last_five_minutes_but_not_admins(server: Server) -> None:
+    stopper(server)
+    assert server.shutdown is not None
+    server.shutdown.schedule(6, "", "root1", "tel/1", "test")
+    c = Client(server)
+    out = c.login("alice")
+    assert "going down for shutdown" in out and "(in 6 minutes)" in out
+    server.clock.advance(61)  # type: ignore[attr-defined]
+    c2 = Client(server)
+    out = c2.login("alice")
+    assert "new logins are refused" in out and c2.disconnecting
+    assert "root1@testhost" in Client(server).login("root1")
+
+
+def test_cancel_tells_everyone_and_stops_the_countdown(server: Server) -> None:
+    stops = stopper(server)
+    admin = online(server, "root1")
+    a = online(server, "alice")
+    out = admin.run("shutdown +10 back soon")
+    assert "Shutdown scheduled for" in out
+    assert "back soon" in a.output()
+    admin.run("shutdown -c")
+    assert "The system shutdown has been cancelled." in a.output()
+    server.clock.advance(3600)  # type: ignore[attr-defined]
+    assert stops == []
+    assert admin.run("shutdown -c").startswith("shutdown: no shutdown is scheduled")
+
+
+def test_shutdown_now_and_usage(server: Server) -> None:
+    stops = stopper(server)
+    admin = online(server, "root1")
+    assert admin.run("shutdown +x").startswith("shutdown: invalid time\nUsage:")
+    a = online(server, "alice")
+    admin.run("shutdown now")
+    assert "The system is going down NOW!" in a.output()
+    assert stops == ["stop"]
+
+
+def test_shutdown_is_admin_only(server: Server) -> None:
+    stopper(server)
+    assert online(server, "alice").run("shutdown now").startswith("shutdown: permission denied")
+
+
+def test_final_notice_is_sent_once(server: Server) -> None:
+    stopper(server)
+    a = online(server, "alice")
+    assert server.shutdown is not None
+    server.shutdown.final_notice()
+    server.shutdown.final_notice()
+    assert a.output().count("going down NOW") == 1
