@@ -1,0 +1,238 @@
+"""The account store on real SQLite files, password hashing, the data dir."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.python.filepath import FilePath
+
+from shellserver import accounts
+from shellserver.accounts import (
+    ROLE_ADMIN,
+    AccountDB,
+    AccountLocked,
+    AccountStore,
+    LoginFailed,
+    NoSuchUser,
+    StoreTooNew,
+    UserExists,
+    ensure_initial_admin,
+    password_problem,
+    username_problem,
+)
+from shellserver.datadir import DataDir, DataDirLocked
+from shellserver.passwords import dummy_hash, hash_password, verify_password
+from shellserver.threads import inline_runner
+
+COST = 4
+
+
+def result(d: Deferred[Any]) -> Any:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, "not fired"
+    return box[0]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> AccountDB:
+    return AccountDB.open(str(tmp_path / "a.sqlite3"))
+
+
+@pytest.fixture
+def store(db: AccountDB) -> AccountStore:
+    return AccountStore(db, inline_runner, inline_runner, COST)
+
+
+# -- passwords ----------------------------------------------------------------------
+
+
+def test_hash_roundtrip_and_parameters_travel_with_the_hash() -> None:
+    h = hash_password("correct horse", COST)
+    assert h.startswith("$scrypt$ln=4,r=8,p=1$")
+    assert verify_password("correct horse", h)
+    assert not verify_password("correct horsf", h)
+    assert hash_password("correct horse", COST) != h  # salted
+
+
+@pytest.mark.parametrize("bad", ["", "plain", "$scrypt$ln=99,r=8,p=1$AA$AA", "$scrypt$ln=4$x$y"])
+def test_malformed_hashes_never_match_and_never_raise(bad: str) -> None:
+    assert not verify_password("anything", bad)
+
+
+def test_dummy_hash_is_a_real_hash() -> None:
+    assert dummy_hash(COST).startswith("$scrypt$ln=4,")
+
+
+# -- rules ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Bob", "9lives", "x" * 33, "", "a b", "bob!", "_x", "é"])
+def test_bad_names(name: str) -> None:
+    assert username_problem(name) is not None
+
+
+def test_reserved_names_only_matter_when_registering() -> None:
+    assert username_problem("root", registering=True) == "That name is reserved; choose another."
+    assert username_problem("root") is None
+    assert username_problem("a" * 32, registering=True) is None
+    assert password_problem("1234567") is not None
+    assert password_problem("12345678") is None
+
+
+# -- the store --------------------------------------------------------------------------
+
+
+def test_create_get_duplicate_delete(db: AccountDB) -> None:
+    acc = db.create("alice", "h", now=10.0)
+    assert (acc.name, acc.role, acc.locked, acc.created) == ("alice", "user", False, 10.0)
+    assert db.get("alice") == acc
+    with pytest.raises(UserExists):
+        db.create("alice", "h")
+    db.set_role("alice", ROLE_ADMIN)
+    db.set_locked("alice", True)
+    got = db.get("alice")
+    assert got is not None and got.is_admin and got.locked
+    db.delete("alice")
+    assert db.get("alice") is None
+    for op in (lambda: db.delete("alice"), lambda: db.set_locked("alice", False)):
+        with pytest.raises(NoSuchUser):
+            op()
+
+
+def test_wal_mode_and_private_file(tmp_path: Path, db: AccountDB) -> None:
+    conn = sqlite3.connect(db.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    assert os.stat(db.path).st_mode & 0o777 == 0o600
+
+
+def test_login_history(db: AccountDB) -> None:
+    first = db.record_login("alice", "tel/0", "10.0.0.1", 100.0)
+    db.record_login("bob", "tel/1", "10.0.0.2", 200.0)
+    db.record_logout(first, 150.0)
+    third = db.record_login("alice", "tel/2", "10.0.0.3", 300.0)
+    assert [r.id for r in db.history()] == [third, 2, first]
+    assert [r.tty for r in db.history("alice")] == ["tel/2", "tel/0"]
+    last = db.last_login("alice")
+    assert last is not None and last.login == 300.0 and last.logout is None
+    assert db.close_open_logins(400.0) == 2
+    assert all(r.logout is not None for r in db.history())
+    assert db.last_login("nobody") is None
+
+
+def test_apply_batch_is_all_or_nothing(db: AccountDB) -> None:
+    db.create("alice", "old")
+    with pytest.raises(sqlite3.IntegrityError):
+        db.apply_batch([("alice", "new", None), ("bob", "h", "bogus-role")])
+    assert db.get_hash("alice") == (db.get("alice"), "old")
+    assert db.get("bob") is None
+    created = db.apply_batch([("alice", "new", ROLE_ADMIN), ("bob", "h", None)])
+    assert created == ["bob"]
+    alice = db.get("alice")
+    assert alice is not None and alice.is_admin
+    assert db.get_hash("alice") == (alice, "new")
+
+
+def test_newer_store_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "new.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(StoreTooNew, match="schema version 99"):
+        AccountDB.open(path)
+
+
+def test_older_store_is_copied_then_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "old.sqlite3")
+    AccountDB.open(path).close()  # version 1
+
+    def add_column(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE users ADD COLUMN shell TEXT")
+
+    monkeypatch.setattr(accounts, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(accounts.MIGRATIONS, 1, add_column)
+    db = AccountDB.open(path)
+    db.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "shell" in [row[1] for row in conn.execute("PRAGMA table_info(users)")]
+    conn.close()
+    backup = sqlite3.connect(path + ".v1.bak")
+    assert backup.execute("PRAGMA user_version").fetchone()[0] == 1
+    backup.close()
+
+
+# -- the async face ---------------------------------------------------------------------
+
+
+def test_authenticate(store: AccountStore) -> None:
+    result(store.create_user("alice", "password1"))
+    assert result(store.authenticate("alice", "password1")).name == "alice"
+    assert result(store.authenticate("alice", "wrong")).check(LoginFailed)
+    assert result(store.authenticate("ghost", "password1")).check(LoginFailed)
+    store.db.set_locked("alice", True)
+    assert result(store.authenticate("alice", "wrong")).check(LoginFailed)
+    assert result(store.authenticate("alice", "password1")).check(AccountLocked)
+
+
+def test_unknown_users_are_hashed_too(store: AccountStore) -> None:
+    calls: list[str] = []
+
+    def counting(f: Any, *args: Any) -> Deferred[Any]:
+        calls.append(f.__name__)
+        return inline_runner(f, *args)
+
+    store.run_hash = counting
+    result(store.authenticate("ghost", "x"))
+    assert calls == ["verify_password"]
+
+
+def test_old_cost_hashes_still_verify(store: AccountStore) -> None:
+    store.db.create("old", hash_password("password1", 5))
+    assert result(store.authenticate("old", "password1")).name == "old"
+
+
+def test_set_and_check_password(store: AccountStore) -> None:
+    result(store.create_user("alice", "password1"))
+    result(store.set_password("alice", "password2"))
+    assert result(store.check_password("alice", "password2")) is True
+    assert result(store.check_password("alice", "password1")) is False
+    assert result(store.check_password("ghost", "password1")) is False
+
+
+# -- the data dir -----------------------------------------------------------------------
+
+
+def test_data_dir_is_private_and_locked_once(tmp_path: Path) -> None:
+    path = FilePath(str(tmp_path / "data"))
+    d = DataDir(path)
+    d.create()
+    assert os.stat(path.path).st_mode & 0o777 == 0o700
+    d.lock()
+    assert d.is_locked()
+    with pytest.raises(DataDirLocked, match=rf"pid {os.getpid()}"):
+        DataDir(path).lock()
+    d.unlock()
+    assert not d.is_locked()
+    DataDir(path).lock()
+
+
+def test_initial_admin_written_0600_only_on_an_empty_store(tmp_path: Path, db: AccountDB) -> None:
+    d = DataDir(FilePath(str(tmp_path / "data")))
+    d.create()
+    written = ensure_initial_admin(db, d, COST)
+    assert written is not None
+    assert os.stat(written.path).st_mode & 0o777 == 0o600
+    password = written.getContent().decode().strip()
+    admin = db.get_hash("admin")
+    assert admin is not None and admin[0].is_admin and verify_password(password, admin[1])
+    assert ensure_initial_admin(db, d, COST) is None
+    assert sorted(p.basename() for p in d.path.children()) == ["home", "initial-admin-password"]

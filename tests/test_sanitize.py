@@ -1,0 +1,79 @@
+"""util-linux careful text (SPEC §7) and wall's column wrap."""
+
+from __future__ import annotations
+
+import pytest
+
+from shellserver.sanitize import careful, careful_lines
+from shellserver.wrap import display_width, hard_wrap
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("\x1b[2J", "^[[2J"),
+        ("bell\x07", "bell^G"),
+        ("a\rb", "a^Mb"),
+        ("nul\x00", "nul^@"),
+        ("del\x7f", "del^?"),
+        ("tab\there", "tab\there"),
+        ("line\nnext", "line^Jnext"),
+        ("\u009b31m", "\\302\\23331m"),
+        (b"\x9b".decode("utf-8", "surrogateescape"), "\\233"),
+        (b"ok\xff\xfe".decode("utf-8", "surrogateescape"), "ok\\377\\376"),
+        ("evil\u202etxt.exe", "evil\\u202etxt.exe"),
+        ("\u2066iso\u2069", "\\u2066iso\\u2069"),
+        ("\ud800", "\\ud800"),
+    ],
+)
+def test_dangerous_characters_are_made_visible(raw: str, shown: str) -> None:
+    assert careful(raw) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain ascii",
+        "café",
+        "漢字テキスト",
+        "😀",
+        "👩‍💻",
+        "🇫🇷",
+        "é",
+        "Ελληνικά",
+        "עברית",
+        "e\u0301",
+    ],
+)
+def test_ordinary_unicode_passes_unchanged(text: str) -> None:
+    assert careful(text) == text
+
+
+def test_every_special_character_fails_the_fast_path_check() -> None:
+    specials = [chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]]
+    specials += [chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]]
+    specials += [chr(c) for c in range(0xDC80, 0xDD00)]
+    assert not any(ch.isprintable() for ch in specials)
+
+
+def test_multi_line_text_keeps_newlines() -> None:
+    assert careful_lines("hello\r\nworld\x1b\n") == "hello\nworld^[\n"
+
+
+def test_display_width() -> None:
+    assert display_width("abc") == 3
+    assert display_width("漢字") == 4
+    assert display_width("e\u0301") == 1
+    assert display_width("👩\u200d💻") == 4
+
+
+def test_hard_wrap_at_79_columns() -> None:
+    assert hard_wrap("x" * 79) == ["x" * 79]
+    assert hard_wrap("x" * 80) == ["x" * 79, "x"]
+    assert hard_wrap("a\n\nb") == ["a", "", "b"]
+    assert hard_wrap("") == [""]
+    wide = "漢" * 40  # 80 columns: a wide char never straddles the cut
+    pieces = hard_wrap(wide)
+    assert pieces == ["漢" * 39, "漢"]
+    assert all(display_width(p) <= 79 for p in pieces)
+    assert hard_wrap("ab" + "é" * 100, 10)[0] == "ab" + "é" * 8

@@ -1,0 +1,56 @@
+"""Command-line options become a Config; bad values are usage errors naming the option."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.python.usage import UsageError
+
+from shellserver.tap import Options
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_defaults_follow_the_spec() -> None:
+    cfg = parse().config
+    assert cfg.telnet == ("tcp:2323",)
+    assert cfg.data == "./shellserver-data"
+    assert cfg.registration and cfg.on_max == "refuse" and cfg.max_sessions == 0
+    assert (cfg.idle_timeout, cfg.quota, cfg.max_output) == (3600, 10 * 1024**2, 256 * 1024)
+    assert (cfg.cmd_burst, cfg.cmd_rate, cfg.hash_cost) == (40, 10.0, 14)
+    assert cfg.control is None and cfg.hostname
+
+
+def test_values_are_parsed() -> None:
+    cfg = parse(
+        "--telnet", "tcp:1", "--telnet", "unix:/tmp/x.sock", "--registration", "closed",
+        "--max-sessions", "2", "--on-max", "replace", "--idle-timeout", "0", "--quota", "5K",
+        "--max-output", "1M", "--cmd-rate", "0.5", "--hash-cost", "4", "--hostname", "box",
+    ).config  # fmt: skip
+    assert cfg.telnet == ("tcp:1", "unix:/tmp/x.sock")
+    assert not cfg.registration and cfg.max_sessions == 2 and cfg.on_max == "replace"
+    assert (cfg.idle_timeout, cfg.quota, cfg.max_output) == (0, 5120, 1024**2)
+    assert (cfg.cmd_rate, cfg.hash_cost, cfg.hostname) == (0.5, 4, "box")
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--max-sessions", "-1"], "--max-sessions"),
+        (["--idle-timeout", "soon"], "--idle-timeout"),
+        (["--on-max", "kill"], "--on-max"),
+        (["--registration", "yes"], "--registration"),
+        (["--quota", "10X"], "--quota"),
+        (["--max-output", ""], "--max-output"),
+        (["--cmd-rate", "nan"], "--cmd-rate"),
+        (["--hash-cost", "0"], "--hash-cost"),
+        (["--telnet", "nonsense:1"], "--telnet"),
+        (["--control", "tcp:notaport"], "--control"),
+    ],
+)
+def test_bad_values(args: list[str], option: str) -> None:
+    with pytest.raises(UsageError, match=option):
+        parse(*args)
