@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from shellserver.accounts import Account, NoSuchUser
+from shellserver.accounts import Account
 from shellserver.hub import Message
 from shellserver.sanitize import careful
 from shellserver.wrap import hard_wrap
@@ -70,6 +70,3 @@ async def set_locked(server: Server, by: str, where: str, name: str, locked: boo
     if locked:
         await server.hub.logout_user(name, Message.of(f"Your account has been locked by {by}."))
     server.admin_action(by, where, "lock" if locked else "unlock", user=name)
-
-
-__all__ = ["NoSuchUser", "add_user", "delete_user", "kick", "set_locked", "set_password", "wall"]

@@ -14,10 +14,12 @@ from pathlib import Path
 _LISTENING = re.compile(r"telnet listening on .*port=(\d+)")
 _IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+TWIST = str(Path(sys.executable).with_name("twist"))
 
 
 class RealServer:
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, runner: str = "twistd") -> None:
+        self.runner = runner
         self.workdir = workdir
         self.data = workdir / "data"
         self.log = workdir / "twistd.log"
@@ -26,8 +28,12 @@ class RealServer:
         self.port = 0
 
     def start(self, timeout: float = 20.0) -> RealServer:
+        if self.runner == "twist":
+            prefix = [TWIST, "--log-file", str(self.log), "--log-format", "text"]
+        else:
+            prefix = [TWISTD, "-n", "--pidfile=", "--logfile", str(self.log)]
         cmd = [
-            TWISTD, "-n", "--pidfile=", "--logfile", str(self.log), "shellserver",
+            *prefix, "shellserver",
             "--telnet", "tcp:0:interface=127.0.0.1", "--data", str(self.data),
             "--hostname", "testhost", "--hash-cost", "4", *self.args,
         ]  # fmt: skip

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,29 +148,13 @@ def test_bad_option_is_a_usage_error(tmp_path: Path, args: list[str], words: str
 
 
 def test_twist_runner_starts_it_too(tmp_path: Path) -> None:
-    twist = str(Path(sys.executable).with_name("twist"))
-    proc = subprocess.Popen(
-        [twist, "shellserver", "--telnet", "tcp:0:interface=127.0.0.1",
-         "--data", str(tmp_path / "d"), "--hash-cost", "4"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    srv = RealServer(tmp_path, runner="twist").start()
     try:
-        assert proc.stdout is not None
-        port = 0
-        for raw in proc.stdout:
-            line = raw.decode()
-            if "telnet listening on" in line:
-                port = int(line.rsplit("port=", 1)[1].split(")")[0])
-                break
-        assert port
-        c = RawClient(port)
+        c = RawClient(srv.port)
         assert "login: " in c.expect("login: ")
         c.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+        srv.stop()
 
 
 @pytest.mark.skipif(not have_telnet(), reason="the telnet client is not installed")

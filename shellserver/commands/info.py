@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from shellserver.commands.registry import REGISTRY, Context, UsageError, command
+from shellserver.commands.registry import Context, UsageError, command
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.timefmt import format_idle, format_login_time, format_uptime
@@ -181,6 +181,3 @@ async def last(ctx: Context, args: list[str]) -> None:
     if not rows:
         rows.append("no logins recorded" + (f" for {careful(args[0])}" if args else ""))
     ctx.write("\n".join(rows) + "\n")
-
-
-__all__ = ["REGISTRY"]
