@@ -6,7 +6,7 @@ typed line would cost more than a pass over the table every few seconds.
 
 from __future__ import annotations
 
-from attrs import define
+from attrs import define, field
 
 from shellserver.hub import Hub, Message
 from shellserver.session import Session
@@ -18,6 +18,15 @@ WARNING = 60.0
 class IdleWatch:
     hub: Hub
     timeout: float
+    _warning: Message = field(init=False)
+    _logout: Message = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        minutes = int(self.timeout // 60)
+        self._warning = Message.of(
+            "You have been idle a long time; you will be logged out in a minute."
+        )
+        self._logout = Message.of(f"Idle for {minutes} minutes; logging you out.")
 
     def scan(self, now: float) -> None:
         if self.timeout <= 0:
@@ -29,13 +38,8 @@ class IdleWatch:
         for s in sessions:
             idle = s.idle(now)
             if idle >= self.timeout:
-                minutes = int(self.timeout // 60)
-                s.deliver(Message.of(f"Idle for {minutes} minutes; logging you out.").body)
+                s.deliver(self._logout.body)
                 s.disconnect()
             elif idle >= warn_after and s.idle_warned != s.last_active:
                 s.idle_warned = s.last_active
-                s.deliver(
-                    Message.of(
-                        "You have been idle a long time; you will be logged out in a minute."
-                    ).body
-                )
+                s.deliver(self._warning.body)
