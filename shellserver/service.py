@@ -36,6 +36,7 @@ from shellserver.threads import make_pool, pool_runner
 
 log = Logger()
 IDLE_SCAN = 5.0
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 
 
 def with_backlog(description: str) -> str:
@@ -94,6 +95,12 @@ class ShellService(Service):
         if self.config.control is not None:
             return self.config.control
         sock = self.datadir.control_socket
+        if len(os.fsencode(sock.path)) > UNIX_PATH_MAX:
+            raise SystemExit(
+                f"shellserver: the control socket path {sock.path} is longer than "
+                f"{UNIX_PATH_MAX} bytes, the limit for unix sockets; use a shorter --data "
+                "or give --control"
+            )
         if sock.exists() or sock.islink():
             sock.remove()  # left by a server that died: we hold the lock, so it is not in use
         return f"unix:{sock.path}:mode=600:lockfile=0"

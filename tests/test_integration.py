@@ -179,3 +179,15 @@ def test_stock_telnet_client(server: RealServer) -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_too_long_control_socket_path_is_a_clear_error(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    proc = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "shellserver", "--telnet", "tcp:0:interface=127.0.0.1",
+         "--data", str(deep), "--hash-cost", "4"],
+        cwd=tmp_path, capture_output=True, timeout=60,
+    )  # fmt: skip
+    out = (proc.stderr + proc.stdout).decode()
+    assert proc.returncode == 1
+    assert "longer than 107 bytes" in out and "Traceback" not in out
