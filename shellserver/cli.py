@@ -36,8 +36,10 @@ from shellserver.accounts import (
     username_problem,
 )
 from shellserver.datadir import DataDir, DataDirLocked
+from shellserver.homefs import Homes
 from shellserver.passwords import MAX_COST, MIN_COST, hash_password
 from shellserver.shutdown import parse_when
+from shellserver.threads import inline_runner
 from shellserver.timefmt import format_idle, format_uptime
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -156,6 +158,8 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         db = AccountDB.open(datadir.db_path.path)
         try:
             result = _offline_change(args, db, password, entries)
+            if args.command == "userdel":
+                Homes(datadir.home_root, 0, inline_runner).delete(args.name)
         finally:
             db.close()
         with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:

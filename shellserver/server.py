@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
 
 from attrs import define, field
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -22,6 +20,7 @@ from shellserver.auth import make_portal
 from shellserver.commands.registry import Registry
 from shellserver.config import Config
 from shellserver.connection import Connection
+from shellserver.homefs import Homes
 from shellserver.hub import Hub
 from shellserver.sanitize import careful_lines
 from shellserver.shutdown import Shutdown
@@ -42,12 +41,9 @@ class Server:
     started: float = 0.0
     failed_logins: FailedLogins = field(factory=FailedLogins)
     portal: Portal = field()
-    #: Called with an account's name when it is created or deleted (home directories).
-    on_account_created: list[Callable[[str], Deferred[None] | None]] = field(factory=list)
-    on_account_deleted: list[Callable[[str], Deferred[None] | None]] = field(factory=list)
-    #: Returns a user's sanitised ``.plan`` for finger (home directories), or None.
-    plan_source: Callable[[str], Deferred[str | None]] | None = None
     connections: set[Connection] = field(factory=set)
+    #: Users' home directories, when the service provides them.
+    homes: Homes | None = None
     #: The scheduled shutdown, when the service provides one.
     shutdown: Shutdown | None = None
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
@@ -100,10 +96,8 @@ class Server:
         return "" if self.shutdown is None else self.shutdown.login_notice()
 
     async def account_created(self, account: Account, by: str | None, peer: str | None) -> None:
-        for hook in self.on_account_created:
-            result = hook(account.name)
-            if result is not None:
-                await result
+        if self.homes is not None:
+            self.homes.create(account.name)
         log.info(
             "account {user} ({role}) created by {by} from {peer}",
             user=account.name,
@@ -113,15 +107,14 @@ class Server:
         )
 
     async def account_deleted(self, name: str) -> None:
-        for hook in self.on_account_deleted:
-            result = hook(name)
-            if result is not None:
-                await result
+        if self.homes is not None:
+            self.homes.delete(name)
 
     async def plan_of(self, name: str) -> str | None:
-        if self.plan_source is None:
+        """The finger text for ``name``'s ``~/.plan``."""
+        if self.homes is None:
             return None
-        return await self.plan_source(name)
+        return await self.homes.plan(name)
 
     def uptime(self) -> float:
         return self.clock.seconds() - self.started

@@ -29,6 +29,7 @@ from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.factory import TelnetFactory
+from shellserver.homefs import Homes
 from shellserver.idle import IdleWatch
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
@@ -73,7 +74,8 @@ class ShellService(Service):
             log.warn("Created account 'admin'; its password is in {path}", path=created.path)
         db_pool = make_pool("shellserver-db", 1)
         hash_pool = make_pool("shellserver-hash", max(1, (os.cpu_count() or 2) - 1))
-        self.pools = [db_pool, hash_pool]
+        io_pool = make_pool("shellserver-io", 4)
+        self.pools = [db_pool, hash_pool, io_pool]
         store = AccountStore(
             self.db,
             pool_runner(self.reactor, db_pool),
@@ -84,6 +86,9 @@ class ShellService(Service):
 
         self.server = Server(cfg, self.reactor, store, REGISTRY)
         self.server.shutdown = Shutdown(self.server, self.reactor.stop)
+        self.server.homes = Homes(
+            self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)
+        )
         factory = TelnetFactory(self.server, self.reactor)
         for description in cfg.telnet:
             self.ports.append(self._listen(description, factory, "telnet"))

@@ -11,10 +11,12 @@ from attrs import evolve
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.filepath import FilePath
 
 from shellserver.accounts import ROLE_ADMIN, AccountDB, AccountStore
 from shellserver.commands import REGISTRY
 from shellserver.config import Config
+from shellserver.homefs import Homes
 from shellserver.server import Server
 from shellserver.telnet import TelnetProtocol
 from shellserver.threads import inline_runner
@@ -27,7 +29,11 @@ def make_server(tmp_path: Path, **overrides: Any) -> Server:
     db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
     store = AccountStore(db, inline_runner, inline_runner, COST)
     config = evolve(Config(hostname="testhost", hash_cost=COST), **overrides)
-    return Server(config, Clock(), store, REGISTRY)
+    server = Server(config, Clock(), store, REGISTRY)
+    home_root = tmp_path / "home"
+    home_root.mkdir(mode=0o700, exist_ok=True)
+    server.homes = Homes(FilePath(str(home_root)), config.quota, inline_runner)
+    return server
 
 
 def add_user(server: Server, name: str, password: str = "password1", admin: bool = False) -> None:

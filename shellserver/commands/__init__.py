@@ -1,6 +1,6 @@
 """The shell's commands. Importing this package registers them all in ``REGISTRY``."""
 
-from shellserver.commands import account, admin, info, messaging
+from shellserver.commands import account, admin, files, info, messaging
 from shellserver.commands.registry import REGISTRY, Command, Context, Registry, UsageError
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "UsageError",
     "account",
     "admin",
+    "files",
     "info",
     "messaging",
 ]

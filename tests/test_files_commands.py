@@ -1,0 +1,206 @@
+"""The file commands through the whole stack, on real files in a temp home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from harness import Client, add_user, make_server
+
+from shellserver.server import Server
+from shellserver.telnet import IAC, NAWS, SB, SE
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    srv = make_server(tmp_path, quota=2000)
+    add_user(srv, "alice")
+    add_user(srv, "root1", admin=True)
+    return srv
+
+
+@pytest.fixture
+def alice(server: Server) -> Client:
+    assert server.homes is not None
+    server.homes.create("alice")
+    c = Client(server)
+    assert "alice@testhost" in c.login("alice")
+    return c
+
+
+def home(server: Server, user: str = "alice") -> Path:
+    assert server.homes is not None
+    return Path(server.homes.root.path) / user
+
+
+def test_pwd_cd_and_prompt(alice: Client) -> None:
+    assert alice.run("pwd") == "/home/alice\nalice@testhost:~$ "
+    alice.run("mkdir -p a/b")
+    assert alice.run("cd a/b").endswith("alice@testhost:~/a/b$ ")
+    assert alice.run("pwd").startswith("/home/alice/a/b\n")
+    assert alice.run("cd ..").endswith("~/a$ ")
+    assert alice.run("cd /home/alice/a/b").endswith("~/a/b$ ")
+    assert alice.run("cd").endswith("alice@testhost:~$ ")
+    assert alice.run("cd ../../..").endswith("alice@testhost:~$ ")  # .. stops at home
+    assert alice.run("cd nope").startswith("cd: nope: No such file or directory\n")
+    alice.run("touch f")
+    assert alice.run("cd f").startswith("cd: f: Not a directory\n")
+    assert alice.run("cd /etc").startswith("cd: /etc: Permission denied\n")
+    assert alice.run("cd ~root1").startswith("cd: ~root1: Permission denied\n")
+
+
+def test_echo_redirect_and_cat(alice: Client, server: Server) -> None:
+    assert alice.run("echo hello   world").startswith("hello world\n")
+    alice.run("echo first > notes")
+    alice.run("echo second >> notes")
+    assert (home(server) / "notes").read_text() == "first\nsecond\n"
+    assert alice.run("cat notes").startswith("first\nsecond\n")
+    alice.run("echo 'a > b' >notes")
+    assert alice.run("cat notes").startswith("a > b\n")
+    assert alice.run("cat nope").startswith("cat: nope: No such file or directory\n")
+    alice.run("mkdir d")
+    assert alice.run("cat d").startswith("cat: d: Is a directory\n")
+    assert alice.run("echo x > d").startswith("echo: d: Is a directory\n")
+    assert alice.run("echo x > /etc/passwd").startswith("echo: /etc/passwd: Permission denied\n")
+    assert alice.run("who > f").startswith("who: output redirection is not supported")
+
+
+def test_cat_sanitises_and_limits(alice: Client, server: Server) -> None:
+    (home(server) / "evil").write_bytes(b"\x1b]0;owned\x07text\n")
+    assert alice.run("cat evil").startswith("^[]0;owned^Gtext\n")
+    server.homes.quota = 10**8  # type: ignore[union-attr]
+    (home(server) / "huge").write_bytes(b"x" * (1024 * 1024 + 1))
+    assert "file too large to show" in alice.run("cat huge")
+
+
+def test_ls_plain_long_all_and_columns(alice: Client, server: Server) -> None:
+    for name in ["b.txt", "a.txt", ".hidden", "c.md"]:
+        alice.run(f"touch {name}")
+    alice.run("mkdir dir")
+    assert alice.run("ls").startswith("a.txt  b.txt  c.md  dir\n")
+    out = alice.run("ls -a")
+    assert out.startswith(".  ..  .hidden  a.txt  b.txt  c.md  dir\n")
+    long = alice.run("ls -l").splitlines()
+    assert long[0].startswith("-rw-------") and long[0].endswith(" a.txt")
+    assert long[3].startswith("drwx------") and long[3].endswith(" dir")
+    assert alice.run("ls -la").startswith("drwx")
+    assert alice.run("ls nope").startswith("ls: cannot access 'nope': No such file or directory\n")
+    assert alice.run("ls -z").startswith("ls: invalid option -- 'z'\nUsage: ls")
+    out = alice.run("ls a.txt dir")
+    assert out.startswith("a.txt\n\ndir:\n")
+
+
+def test_ls_columns_follow_the_terminal_width(alice: Client) -> None:
+    for i in range(30):
+        alice.run(f"touch file-number-{i:02d}")
+    wide = alice.run("ls").splitlines()[:-1]
+    assert all(len(line) <= 80 for line in wide) and len(wide) < 30
+    alice.send_bytes(bytes([IAC, SB, NAWS, 0, 40, 0, 24, IAC, SE]))
+    narrow = alice.run("ls").splitlines()[:-1]
+    assert all(len(line) <= 40 for line in narrow) and len(narrow) > len(wide)
+
+
+def test_ls_sanitises_names(alice: Client, server: Server) -> None:
+    (home(server) / "bad\x1b[2Jname").write_text("")
+    assert "bad^[[2Jname" in alice.run("ls")
+
+
+def test_globs(alice: Client) -> None:
+    for name in ["a.txt", "b.txt", "c.md", ".h.txt"]:
+        alice.run(f"touch {name}")
+    assert alice.run("echo *.txt").startswith("a.txt b.txt\n")
+    assert alice.run("echo '*.txt'").startswith("*.txt\n")
+    assert alice.run("echo *.none").startswith("*.none\n")
+    assert alice.run("echo ?.md [ab].txt").startswith("c.md a.txt b.txt\n")
+    alice.run("mkdir d")
+    alice.run("touch d/x.txt")
+    assert alice.run("echo */*.txt").startswith("d/x.txt\n")
+    alice.run("rm *.txt")
+    assert alice.run("ls").startswith("c.md  d\n")
+
+
+def test_mkdir_rmdir_rm(alice: Client, server: Server) -> None:
+    alice.run("mkdir d")
+    assert alice.run("mkdir d").startswith("mkdir: cannot create directory 'd': File exists\n")
+    assert alice.run("mkdir x/y").startswith(
+        "mkdir: cannot create directory 'x/y': No such file or directory\n"
+    )
+    alice.run("mkdir -p x/y/z")
+    assert (home(server) / "x/y/z").is_dir()
+    alice.run("touch d/f")
+    assert alice.run("rmdir d").startswith("rmdir: failed to remove 'd': Directory not empty\n")
+    assert alice.run("rm d").startswith("rm: cannot remove 'd': Is a directory\n")
+    alice.run("rm d/f")
+    alice.run("rmdir d")
+    assert not (home(server) / "d").exists()
+    alice.run("rm -r x")
+    assert not (home(server) / "x").exists()
+    assert alice.run("rm nope").startswith("rm: cannot remove 'nope': No such file or directory\n")
+    assert alice.run("rm -f nope") == "alice@testhost:~$ "
+    assert alice.run("rmdir .").startswith("rmdir: failed to remove '.': Permission denied\n")
+    assert alice.run("rm -r ~").startswith("rm: cannot remove '~': Permission denied\n")
+
+
+def test_mv_and_cp(alice: Client, server: Server) -> None:
+    alice.run("echo data > a")
+    alice.run("cp a b")
+    assert (home(server) / "b").read_text() == "data\n"
+    alice.run("mkdir d")
+    alice.run("mv a d")
+    assert (home(server) / "d/a").read_text() == "data\n"
+    alice.run("mv b c")
+    assert not (home(server) / "b").exists() and (home(server) / "c").exists()
+    alice.run("cp c d/a d")  # several sources into a directory
+    assert alice.run("cp c").startswith("cp: missing destination file operand\nUsage:")
+    assert alice.run("cp nope x").startswith("cp: cannot stat 'nope': No such file or directory\n")
+    assert alice.run("cp d e").startswith("cp: -r not supported; omitting directory 'd'\n")
+    assert alice.run("mv d d/inner").startswith("mv: cannot move 'd': Invalid argument\n")
+    assert alice.run("mv c /home/root1/c").startswith("mv: cannot access '/home/root1/c'")
+    assert alice.run("cp c c2 c3").startswith("cp: target 'c3' is not a directory\n")
+
+
+def test_quota_on_every_write_path(alice: Client, server: Server) -> None:
+    line = "x" * 900
+    alice.run(f"echo {line} > one")
+    alice.run(f"echo {line} > two")
+    assert alice.run(f"echo {line} > three").startswith("echo: three: Disk quota exceeded\n")
+    assert alice.run(f"echo {line} >> two").startswith("echo: two: Disk quota exceeded\n")
+    assert alice.run("cp one copy").startswith("cp: cannot copy 'one': Disk quota exceeded\n")
+    alice.run("echo " + "x" * 197 + " > fill")  # exactly full now
+    assert alice.run("touch empty").startswith("touch: cannot touch 'empty': Disk quota exceeded")
+    assert sorted(os.listdir(home(server))) == ["fill", "one", "two"]
+
+
+def test_home_created_and_removed_with_the_account(server: Server) -> None:
+    c = Client(server)
+    c.send("new")
+    for line in ["carol", "carolpass1", "carolpass1"]:
+        c.send(line)
+    assert "carol@testhost" in c.output()
+    assert home(server, "carol").is_dir()
+    admin = Client(server)
+    admin.login("root1")
+    admin.send("useradd dave")
+    admin.send("davepass12")
+    admin.send("davepass12")
+    assert home(server, "dave").is_dir()
+    admin.run("userdel dave")
+    assert not home(server, "dave").exists()
+
+
+def test_finger_shows_the_plan(alice: Client) -> None:
+    assert "No Plan." in alice.run("finger alice")
+    alice.run("echo 'Build the best shell server.' > .plan")
+    out = alice.run("finger alice")
+    assert "Plan:\nBuild the best shell server.\n" in out
+
+
+def test_cwd_removed_behind_the_session(alice: Client, server: Server) -> None:
+    alice.run("mkdir gone")
+    alice.run("cd gone")
+    (home(server) / "gone").rmdir()
+    assert alice.run("pwd").startswith("/home/alice/gone\n")
+    assert alice.run("ls").startswith("ls: cannot access '.': No such file or directory\n")
+    assert alice.run("echo x > f").startswith("echo: f: No such file or directory\n")
+    assert alice.run("cd ..").endswith("alice@testhost:~$ ")
