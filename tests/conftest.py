@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from realserver import RealServer
 from twisted.logger import globalLogPublisher
 
 
@@ -45,3 +47,13 @@ def logged_errors() -> Iterator[LoggedErrors]:
             failure = event.get("log_failure")
             lines.append(failure.getTraceback() if failure is not None else repr(event))
         pytest.fail("errors were logged during the test:\n" + "\n".join(lines))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RealServer]:
+    """The real server (twistd -n shellserver) on loopback, in a temp dir."""
+    srv = RealServer(tmp_path).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -127,6 +127,17 @@ class RawClient:
         self.sock.close()
 
 
+def login(port: int, name: str, password: str) -> RawClient:
+    """A raw client logged in at its prompt."""
+    c = RawClient(port)
+    c.expect("login: ")
+    c.send_line(name)
+    c.expect("Password: ")
+    c.send_line(password)
+    c.expect(f"{name}@testhost:~$ ")
+    return c
+
+
 def have_telnet() -> str | None:
     return shutil.which("telnet")
 

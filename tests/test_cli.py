@@ -7,11 +7,10 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realserver import RawClient, RealServer
+from realserver import RawClient, RealServer, login
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("shellserver"))
@@ -21,25 +20,6 @@ def cli(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[
     return subprocess.run(
         [CLI, "--data", str(data), *args], input=stdin, capture_output=True, text=True, timeout=60
     )
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RealServer]:
-    srv = RealServer(tmp_path).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def login(port: int, name: str, password: str) -> RawClient:
-    c = RawClient(port)
-    c.expect("login: ")
-    c.send_line(name)
-    c.expect("Password: ")
-    c.send_line(password)
-    c.expect(f"{name}@testhost:~$ ")
-    return c
 
 
 def test_control_socket_is_private(server: RealServer) -> None:

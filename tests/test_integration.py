@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realserver import TWISTD, RawClient, RealServer, have_telnet
+from realserver import TWISTD, RawClient, RealServer, have_telnet, login
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RealServer]:
-    srv = RealServer(tmp_path).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def register(port: int, name: str, password: str = "correct horse") -> RawClient:
@@ -31,16 +21,6 @@ def register(port: int, name: str, password: str = "correct horse") -> RawClient
     c.expect("Password: ")
     c.send_line(password)
     c.expect("Password again: ")
-    c.send_line(password)
-    c.expect(f"{name}@testhost:~$ ")
-    return c
-
-
-def login(port: int, name: str, password: str) -> RawClient:
-    c = RawClient(port)
-    c.expect("login: ")
-    c.send_line(name)
-    c.expect("Password: ")
     c.send_line(password)
     c.expect(f"{name}@testhost:~$ ")
     return c

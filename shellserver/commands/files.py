@@ -4,6 +4,7 @@ mv, cp, echo."""
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 
 from shellserver.commands.registry import Context, UsageError, command
@@ -163,35 +164,43 @@ async def cat(ctx: Context, args: list[str]) -> None:
         ctx.write(text if not text or text.endswith("\n") else text + "\n")
 
 
+def _each(
+    ctx: Context,
+    paths: list[str],
+    template: str,
+    op: Callable[[Home, list[str]], None],
+    quiet_missing: bool = False,
+) -> None:
+    """Apply ``op`` to each operand, complaining Unix-style about each one that fails."""
+    home = home_of(ctx)
+    for typed in operands(ctx, paths):
+        try:
+            op(home, home.resolve(ctx.session.cwd, typed))
+        except FsError as e:
+            if not (quiet_missing and e.reason == ENOENT):
+                _complain(ctx, template, typed, e)
+
+
+def _make_parents(home: Home, parts: list[str]) -> None:
+    for i in range(1, len(parts) + 1):
+        if not home.is_dir(parts[:i]):
+            home.mkdir(parts[:i])
+
+
 @command("mkdir", usage="mkdir [-p] DIR...", help="Make directories (-p: parents too).")
 def mkdir(ctx: Context, args: list[str]) -> None:
     flags, paths = options(ctx, args, "p")
     if not paths:
         raise UsageError()
-    home = home_of(ctx)
-    for typed in paths:
-        try:
-            parts = home.resolve(ctx.session.cwd, typed)
-            if "p" not in flags:
-                home.mkdir(parts)
-                continue
-            for i in range(1, len(parts) + 1):
-                if not home.is_dir(parts[:i]):
-                    home.mkdir(parts[:i])
-        except FsError as e:
-            _complain(ctx, "cannot create directory '{}'", typed, e)
+    op = _make_parents if "p" in flags else Home.mkdir
+    _each(ctx, paths, "cannot create directory '{}'", op)
 
 
 @command("rmdir", usage="rmdir DIR...", help="Remove empty directories.")
 def rmdir(ctx: Context, args: list[str]) -> None:
     if not args:
         raise UsageError()
-    home = home_of(ctx)
-    for typed in operands(ctx, args):
-        try:
-            home.rmdir(home.resolve(ctx.session.cwd, typed))
-        except FsError as e:
-            _complain(ctx, "failed to remove '{}'", typed, e)
+    _each(ctx, args, "failed to remove '{}'", Home.rmdir)
 
 
 @command("rm", usage="rm [-r] [-f] FILE...", help="Remove files (-r: directories too).")
@@ -199,25 +208,21 @@ def rm(ctx: Context, args: list[str]) -> None:
     flags, paths = options(ctx, args, "rRf")
     if not paths and "f" not in flags:
         raise UsageError()
-    home = home_of(ctx)
-    for typed in operands(ctx, paths):
-        try:
-            home.remove(home.resolve(ctx.session.cwd, typed), bool(flags & {"r", "R"}))
-        except FsError as e:
-            if not ("f" in flags and e.reason == ENOENT):
-                _complain(ctx, "cannot remove '{}'", typed, e)
+    recursive = bool(flags & {"r", "R"})
+    _each(
+        ctx,
+        paths,
+        "cannot remove '{}'",
+        lambda home, parts: home.remove(parts, recursive),
+        quiet_missing="f" in flags,
+    )
 
 
 @command("touch", usage="touch FILE...", help="Create empty files, or update their time.")
 def touch(ctx: Context, args: list[str]) -> None:
     if not args:
         raise UsageError()
-    home = home_of(ctx)
-    for typed in operands(ctx, args):
-        try:
-            home.touch(home.resolve(ctx.session.cwd, typed))
-        except FsError as e:
-            _complain(ctx, "cannot touch '{}'", typed, e)
+    _each(ctx, args, "cannot touch '{}'", Home.touch)
 
 
 def _targets(
