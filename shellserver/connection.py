@@ -62,6 +62,8 @@ class Connection:
         if not await self._make_room(name):
             return False
         previous = await server.store.last_login(name)
+        if not term.connected:  # gone while the store answered: allocate nothing
+            return False
         now = server.clock.seconds()
         session = Session(
             id=server.next_id(),
@@ -73,13 +75,14 @@ class Connection:
             terminal=term,
             last_active=now,
         )
-        if not term.connected:
-            return False
         self.session = session
         await server.hub.attach(session)
         session.login_record = await server.store.record_login(
             name, session.tty, session.peer, now
         )
+        if not term.connected:  # gone while the login was recorded: close the record too
+            self._record_logout(session)
+            return False
         log.info(
             "{user} logged in on {tty} from {peer}", user=name, tty=session.tty, peer=session.peer
         )
@@ -134,10 +137,13 @@ class Connection:
         if session is None:
             return
         self.server.hub.detach(session)
+        self._record_logout(session)
+        log.info("{user} logged out from {tty}", user=session.user, tty=session.tty)
+
+    def _record_logout(self, session: Session) -> None:
         if session.login_record is not None:
             d = self.server.store.record_logout(session.login_record, self.server.clock.seconds())
             d.addErrback(lambda f: log.failure("recording logout failed", f))
-        log.info("{user} logged out from {tty}", user=session.user, tty=session.tty)
 
     def _crashed(self, failure: Failure) -> None:
         log.failure("connection handler failed", failure)

@@ -169,3 +169,19 @@ def test_max_sessions(tmp_path: Path, on_max: str) -> None:
         assert out.endswith("alice@testhost:~$ ")
         assert "replaced by a new login from 10.0.0.2" in first.output()
         assert first.disconnecting and not second.disconnecting
+
+
+def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) -> None:
+    from twisted.internet.defer import Deferred
+
+    pending: Deferred[None] = Deferred()
+    real = server.store.last_login
+    server.store.last_login = lambda name: pending  # type: ignore[method-assign]
+    c = Client(server)
+    c.login("alice")
+    c.drop()
+    pending.callback(None)
+    server.store.last_login = real  # type: ignore[method-assign]
+    assert len(server.hub) == 0
+    assert server.hub.allocate_tty("tel") == "tel/0"
+    assert not server.connections
