@@ -172,16 +172,22 @@ def test_max_sessions(tmp_path: Path, on_max: str) -> None:
 
 
 def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) -> None:
+    from typing import Any
+
     from twisted.internet.defer import Deferred
 
+    from shellserver.threads import inline_runner
+
     pending: Deferred[None] = Deferred()
-    real = server.store.last_login
-    server.store.last_login = lambda name: pending  # type: ignore[method-assign]
+
+    def run_db(f: Any, *args: Any) -> Deferred[Any]:
+        return pending if f.__name__ == "last_login" else inline_runner(f, *args)
+
+    server.store.run_db = run_db
     c = Client(server)
     c.login("alice")
     c.drop()
     pending.callback(None)
-    server.store.last_login = real  # type: ignore[method-assign]
     assert len(server.hub) == 0
     assert server.hub.allocate_tty("tel") == "tel/0"
     assert not server.connections
