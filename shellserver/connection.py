@@ -46,9 +46,9 @@ class Connection:
             account = await login_dialogue(self.server, self.terminal, self.wire.peer)
             self._cancel_timer()
             if account is None or not await self._begin(account):
-                self.wire.close()
+                self.terminal.close()
         except EndOfInput:
-            self.wire.close()
+            self.terminal.close()
         except Disconnected:
             pass
 
@@ -122,7 +122,7 @@ class Connection:
         self._timer = None
         secs = int(self.server.config.login_timeout)
         self.terminal.write(f"\nLogin timed out after {secs} seconds.\n")
-        self.wire.close()
+        self.terminal.close()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -147,4 +147,4 @@ class Connection:
 
     def _crashed(self, failure: Failure) -> None:
         log.failure("connection handler failed", failure)
-        self.wire.close()
+        self.terminal.close()

@@ -147,7 +147,7 @@ class ShellService(Service):
         if self.server.shutdown is not None:
             self.server.shutdown.final_notice()
         for connection in list(self.server.connections):
-            connection.wire.close()
+            connection.terminal.close()
         d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
         d.addBoth(lambda _: self._wait_for_connections(3.0))
         d.addBoth(self._release)

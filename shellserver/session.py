@@ -44,4 +44,4 @@ class Session:
         return self.terminal.notify(body)
 
     def disconnect(self) -> None:
-        self.terminal.wire.close()
+        self.terminal.close()

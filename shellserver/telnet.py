@@ -31,8 +31,9 @@ WILL, WONT, DO, DONT, IAC = 251, 252, 253, 254, 255
 EOF, SUSP, ABORT = 236, 237, 238
 ECHO, SGA, TTYPE, NAWS, LINEMODE = 1, 3, 24, 31, 34
 
-# Option states (RFC 1143).
-NO, YES, WANTNO, WANTYES = 0, 1, 2, 3
+# Option states (RFC 1143); the _OPP states carry the queue bit "opposite".
+NO, YES, WANTNO, WANTYES, WANTNO_OPP, WANTYES_OPP = 0, 1, 2, 3, 4, 5
+_BASE = {WANTNO_OPP: WANTNO, WANTYES_OPP: WANTYES}
 
 _DATA, _IAC, _OPT, _SB, _SB_IAC = range(5)
 _SPECIAL = re.compile(rb"[\x00\x03\x04\x08\r\n\x7f\xff]")
@@ -76,6 +77,8 @@ class TelnetProtocol(Protocol):
         self._sb_len = 0
         self._us: dict[int, int] = {}
         self._him: dict[int, int] = {}
+        #: Has the client ever negotiated? Until it does, nothing is queued.
+        self._negotiating = False
         self._closing = False
         self.width = 80
         self.height = 24
@@ -295,14 +298,15 @@ class TelnetProtocol(Protocol):
     # -- negotiation (RFC 1143, no queue) ------------------------------------
 
     def _negotiate(self, cmd: int, opt: int) -> None:
+        self._negotiating = True
         if cmd == WILL:
             self._peer_enables(self._him, opt, opt in self.accept_him, DO, DONT)
         elif cmd == WONT:
-            self._peer_disables(self._him, opt, DONT)
+            self._peer_disables(self._him, opt, DONT, DO)
         elif cmd == DO:
             self._peer_enables(self._us, opt, opt in self.accept_us, WILL, WONT)
         else:
-            self._peer_disables(self._us, opt, WONT)
+            self._peer_disables(self._us, opt, WONT, WILL)
 
     def _peer_enables(
         self, table: dict[int, int], opt: int, acceptable: bool, yes: int, no: int
@@ -314,28 +318,59 @@ class TelnetProtocol(Protocol):
                 self._out.write(iac(yes, opt))
             else:
                 self._out.write(iac(no, opt))
-        elif state == WANTYES:
+        elif state in (WANTNO, WANTYES):
+            # WANTNO answered with a yes is a broken peer (RFC 1143 says NO);
+            # WANTYES: our request was granted.
+            table[opt] = NO if state == WANTNO else YES
+        elif state == WANTNO_OPP:
             table[opt] = YES
-        elif state == WANTNO:
-            table[opt] = NO
+        elif state == WANTYES_OPP:
+            # Granted, but we have since changed our mind: ask to turn it off.
+            table[opt] = WANTNO
+            self._out.write(iac(no, opt))
 
-    def _peer_disables(self, table: dict[int, int], opt: int, no: int) -> None:
+    def _peer_disables(self, table: dict[int, int], opt: int, no: int, yes: int) -> None:
         state = table.get(opt, NO)
         if state == YES:
             table[opt] = NO
             self._out.write(iac(no, opt))
-        elif state != NO:
+        elif state == WANTNO_OPP:
+            # Our "off" was acknowledged, and an "on" waited for that answer.
+            table[opt] = WANTYES
+            self._out.write(iac(yes, opt))
+        else:
             table[opt] = NO
 
     def _request(self, table: dict[int, int], opt: int, enable: bool, yes: int, no: int) -> None:
-        """Ask for a change and carry on: the answer, if any, only updates the table."""
+        """Ask for a change and carry on: the answer, if any, only updates the table.
+
+        A request made while an earlier one is unanswered is queued (RFC 1143),
+        so the late answer to the first is never mistaken for the second's.
+        A client that has never negotiated (nc) is not expected to answer at
+        all: it gets each request at once, so the bytes SPEC §3 promises are
+        sent and nothing is left waiting for an answer that will not come.
+        """
         state = table.get(opt, NO)
-        if enable and state in (NO, WANTNO):
-            table[opt] = WANTYES
-            self._out.write(iac(yes, opt))
-        elif not enable and state in (YES, WANTYES):
-            table[opt] = WANTNO
-            self._out.write(iac(no, opt))
+        if not self._negotiating and state in (WANTYES, WANTNO):
+            state = YES if state == WANTYES else NO
+        if enable:
+            if state == NO:
+                table[opt] = WANTYES
+                self._out.write(iac(yes, opt))
+            elif state == WANTNO:
+                table[opt] = WANTNO_OPP
+            elif state == WANTYES_OPP:
+                table[opt] = WANTYES
+        else:
+            if state == YES:
+                table[opt] = WANTNO
+                self._out.write(iac(no, opt))
+            elif state == WANTYES:
+                table[opt] = WANTYES_OPP
+            elif state == WANTNO_OPP:
+                table[opt] = WANTNO
 
     def option_state(self, opt: int, ours: bool = True) -> int:
-        return (self._us if ours else self._him).get(opt, NO)
+        """NO, YES, WANTNO or WANTYES (a queued reversal is not shown)."""
+        state = (self._us if ours else self._him).get(opt, NO)
+        return _BASE.get(state, state)

@@ -93,6 +93,8 @@ class Terminal:
         self._prompt_bytes = b""
         self._reader: Deferred[str] | None = None
         self._hidden = False
+        self._echo_off = False
+        self._closing = False
         self._handler: LineHandler | None = None
         self._handler_prompt: Callable[[], str] = str
         self._busy = False
@@ -108,6 +110,7 @@ class Terminal:
 
     def write(self, text: str) -> None:
         if text:
+            self._echo_on()
             self.wire.send(text)
             self._at_bol = text.endswith("\n")
             self._reprinted = False
@@ -146,13 +149,16 @@ class Terminal:
             d.errback(Disconnected())
             return d
         if self._typeahead and not hidden:
+            self._echo_on()
             self.write(prompt)
             d.callback(self._typeahead.popleft())
             return d
         self._reader = d
         if hidden:
             self._hidden = True
-            self.wire.set_echo(False)
+            if not self._echo_off:
+                self._echo_off = True
+                self.wire.set_echo(False)
         self._show(prompt)
         return d
 
@@ -171,8 +177,11 @@ class Terminal:
             self._prompt = None
             self._at_bol = True
             if self._hidden:
+                # Echo stays off until something other than another hidden
+                # question is shown: turning it on between "Password:" and
+                # "Password again:" would race the client's answer and could
+                # echo the second password.
                 self._hidden = False
-                self.wire.set_echo(True)
                 self.wire.send("\n")  # the client echoed nothing, not even the newline
             reader.callback(line)
         elif self._busy or self._handler is None:
@@ -206,6 +215,12 @@ class Terminal:
         if self._prompt is not None:
             self.write(self._prompt)
 
+    def close(self) -> None:
+        """End the connection after pending output; show no prompt meanwhile."""
+        self._closing = True
+        self._typeahead.clear()
+        self.wire.close()
+
     def connection_lost(self) -> None:
         self.connected = False
         self._typeahead.clear()
@@ -216,7 +231,15 @@ class Terminal:
 
     # -- internals -----------------------------------------------------------
 
+    def _echo_on(self) -> None:
+        """Echo back on, unless a hidden line is being read."""
+        if self._echo_off and not self._hidden:
+            self._echo_off = False
+            if self.connected:
+                self.wire.set_echo(True)
+
     def _show(self, prompt: str) -> None:
+        self._echo_on()
         self._reprinted = False
         self._prompt = prompt
         self._prompt_bytes = encode(prompt)
@@ -227,10 +250,8 @@ class Terminal:
     def _fail_reader(self, exc: Exception) -> None:
         reader, self._reader = self._reader, None
         self._prompt = None
-        if self._hidden:
-            self._hidden = False
-            if self.connected:
-                self.wire.set_echo(True)
+        self._hidden = False
+        self._echo_on()
         assert reader is not None
         reader.errback(exc)
 
@@ -260,7 +281,12 @@ class Terminal:
             return
         self._looping = True
         try:
-            while self.connected and self._handler is not None and not self._busy:
+            while (
+                self.connected
+                and not self._closing
+                and self._handler is not None
+                and not self._busy
+            ):
                 if self._reader is not None:
                     return
                 if not self._typeahead:

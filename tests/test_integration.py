@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from pathlib import Path
@@ -156,7 +157,45 @@ def test_stock_telnet_client(server: RealServer) -> None:
         child.expect(r"carol\r?\n")
         child.expect(r"\$ ")
         child.sendline("logout")
+        child.expect("logout\r?\n")
         child.expect(pexpect.EOF)
+        assert "$ " not in child.before  # no prompt after logging out
+    finally:
+        child.close(force=True)
+
+
+@pytest.mark.skipif(not have_telnet(), reason="the telnet client is not installed")
+def test_stock_telnet_client_registers_without_echoing_either_password(
+    server: RealServer,
+) -> None:
+    """Two hidden questions in a row: the client must not echo the second one."""
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        "telnet", ["127.0.0.1", str(server.port)], encoding="utf-8", timeout=10,
+        env={**os.environ, "TERM": "dumb"},
+    )  # fmt: skip
+    try:
+        seen = io.StringIO()
+        child.logfile_read = seen
+        child.expect("login: ")
+        child.sendline("new")
+        child.expect("Username: ")
+        child.sendline("dave")
+        for prompt, answer in [
+            ("Password: ", "short"),  # refused: the question again
+            ("Password: ", "first secret"),
+            ("Password again: ", "other secret"),  # mismatch: start over
+            ("Password: ", "correct horse"),
+            ("Password again: ", "correct horse"),
+        ]:
+            child.expect(prompt)
+            child.sendline(answer)
+        child.expect(r"dave@testhost:~\$ ")
+        for secret in ("short", "first secret", "other secret", "correct horse"):
+            assert secret not in seen.getvalue()
+        child.sendline("whoami")  # echo is back on for ordinary input
+        child.expect(r"whoami\r?\n")
+        child.expect(r"dave\r?\n")
     finally:
         child.close(force=True)
 

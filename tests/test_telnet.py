@@ -15,11 +15,14 @@ from shellserver.telnet import (
     ECHO,
     IAC,
     NAWS,
+    NO,
     SB,
     SE,
     SGA,
+    WANTYES,
     WILL,
     WONT,
+    YES,
     TelnetProtocol,
     iac,
 )
@@ -189,8 +192,41 @@ def test_echo_off_and_on_never_waits() -> None:
     proto.set_echo(False)
     proto.dataReceived(iac(DO, ECHO))  # telnet(1) agrees: no reply expected
     assert transport.value() == iac(WILL, ECHO)
+    assert proto.option_state(ECHO) == YES
     proto.set_echo(True)
     proto.dataReceived(iac(DONT, ECHO))
+    assert transport.value() == iac(WILL, ECHO) + iac(WONT, ECHO)
+    assert proto.option_state(ECHO) == NO
+
+
+def test_late_answer_is_not_taken_for_the_answer_to_a_newer_request() -> None:
+    """Two hidden prompts in a row: WONT then WILL before the client answers the WONT."""
+    proto, transport, _, _ = connect()
+    proto.set_echo(False)
+    proto.dataReceived(iac(DO, ECHO))
+    transport.clear()
+    proto.set_echo(True)
+    proto.set_echo(False)
+    assert transport.value() == iac(WONT, ECHO)  # the WILL waits for the DONT
+    proto.dataReceived(iac(DONT, ECHO))
+    assert transport.value() == iac(WONT, ECHO) + iac(WILL, ECHO)
+    proto.dataReceived(iac(DO, ECHO))
+    assert transport.value() == iac(WONT, ECHO) + iac(WILL, ECHO)  # no WONT in reply
+    assert proto.option_state(ECHO) == YES
+
+
+def test_request_reversed_before_its_answer_is_reversed_after_it() -> None:
+    proto, transport, _, _ = connect()
+    proto.dataReceived(iac(WILL, NAWS))  # a client that negotiates
+    transport.clear()
+    proto.set_echo(False)
+    proto.set_echo(True)
+    assert transport.value() == iac(WILL, ECHO)  # the WONT waits for the answer
+    assert proto.option_state(ECHO) == WANTYES
+    proto.dataReceived(iac(DO, ECHO))  # the answer to WILL arrives late
+    assert transport.value() == iac(WILL, ECHO) + iac(WONT, ECHO)
+    proto.dataReceived(iac(DONT, ECHO))
+    assert proto.option_state(ECHO) == NO
     assert transport.value() == iac(WILL, ECHO) + iac(WONT, ECHO)
 
 

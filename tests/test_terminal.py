@@ -70,8 +70,35 @@ def test_hidden_read_turns_echo_off_then_on_and_ends_the_line() -> None:
     assert wire.echo == [False]
     term.line_received("secret")
     assert result(d) == "secret"
-    assert wire.echo == [False, True]
     assert wire.text() == "Password: \n"
+    # A second hidden question keeps echo off: no WONT/WILL pair to race
+    # the client's answers, so "Password again:" is never echoed.
+    d = term.read_line("Password again: ", hidden=True)
+    term.line_received("secret")
+    assert result(d) == "secret"
+    assert wire.echo == [False]
+    term.write("Welcome\n")
+    assert wire.echo == [False, True]
+    assert wire.text().endswith("Password again: \nWelcome\n")
+
+
+def test_hidden_read_then_a_prompt_turns_echo_back_on() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    d = term.read_line("Password: ", hidden=True)
+    term.line_received("secret")
+    result(d)
+    term.read_line("login: ")
+    assert wire.echo == [False, True]
+
+
+def test_no_prompt_after_close() -> None:
+    wire = FakeWire()
+    term = Terminal(wire)
+    term.set_handler(lambda line: term.close() if line == "exit" else None, lambda: "$ ")
+    term.line_received("exit")
+    assert wire.closed
+    assert wire.text() == "$ "
 
 
 @pytest.mark.parametrize(
