@@ -20,10 +20,15 @@ if TYPE_CHECKING:
 
 
 def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: str) -> Message:
-    """The util-linux wall layout, wrapped at 79 columns once for every recipient."""
+    """The util-linux wall layout, wrapped at 79 columns once for every recipient.
+
+    Newlines in ``text`` (a multi-line wall from the CLI, a shutdown warning
+    with the admin's reason) stay line breaks; everything else is sanitised.
+    """
     stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(when))
     header = f"Broadcast message from {careful(sender)}@{hostname} ({tty}) ({stamp}):"
-    return Message.of("\n".join([header, "", *hard_wrap(careful(text), 79)]) + "\n")
+    body = [piece for line in text.split("\n") for piece in hard_wrap(careful(line), 79)]
+    return Message.of("\n".join([header, "", *body]) + "\n")
 
 
 async def wall(server: Server, by: str, tty: str, where: str, text: str) -> int:

@@ -41,6 +41,7 @@ from shellserver.passwords import MAX_COST, MIN_COST, hash_password
 from shellserver.shutdown import parse_when
 from shellserver.threads import inline_runner
 from shellserver.timefmt import format_idle, format_uptime
+from shellserver.words import counted
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel"})
@@ -243,7 +244,7 @@ async def _online(
         text = (
             f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
             f"up {format_uptime(r['uptime']).strip()}, "
-            f"{r['sessions']} sessions, {r['users']} users"
+            f"{counted(r['sessions'], 'session')}, {counted(r['users'], 'user')}"
         )
         if r.get("shutdown_at") is not None:
             stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
@@ -251,7 +252,7 @@ async def _online(
         return text
     if cmd == "wall":
         r = await call(control.Wall, text=" ".join(args.text))
-        return f"delivered to {r['reached']} sessions"
+        return f"delivered to {counted(r['reached'], 'session')}"
     if cmd == "who":
         data, total = b"", 1
         while len(data) < total:
@@ -265,7 +266,7 @@ async def _online(
         r = await call(control.Kick, user=args.user, reason=args.reason)
         if not r["sessions"]:
             raise refuse(f"{args.user} is not logged in")
-        return f"ended {r['sessions']} sessions of {args.user}"
+        return f"ended {counted(r['sessions'], 'session')} of {args.user}"
     if cmd == "shutdown":
         return await _shutdown(call, args)
     if cmd == "useradd":
@@ -298,7 +299,7 @@ async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
     if words and (words[0] == "now" or words[0].startswith("+")):
         parsed = parse_when(words.pop(0))
         if parsed is None:
-            raise Failed(USAGE, "shutdown: the time is +MINUTES or now")
+            raise Failed(USAGE, "the time is +MINUTES or now")
         minutes = parsed
     r = await call(control.Shutdown, minutes=minutes, text=" ".join(words), cancel=False)
     stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["at"]))

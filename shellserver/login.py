@@ -44,7 +44,7 @@ async def login_dialogue(server: Server, term: Terminal, peer: str) -> Account |
                 if not server.config.registration:
                     term.write("Registration is closed; ask an administrator for an account.\n")
                     continue
-                account = await register(server, term)
+                account = await register(server, term, peer)
                 if account is not None:
                     return account
                 continue
@@ -75,7 +75,7 @@ async def authenticate(server: Server, name: str, password: str) -> Account:
     return account
 
 
-async def register(server: Server, term: Terminal) -> Account | None:
+async def register(server: Server, term: Terminal, peer: str) -> Account | None:
     """Ask for a name and a password twice; None (back to ``login:``) on an empty name."""
     store = server.store
     while True:
@@ -102,6 +102,6 @@ async def register(server: Server, term: Terminal) -> Account | None:
     except UserExists:
         term.write("That name was taken a moment ago; choose another.\n")
         return None
-    await server.account_created(account, by=None, peer=None)
+    await server.account_created(account, by=None, peer=peer)
     term.write(f"Welcome, {name}! Your account is ready.\n")
     return account

@@ -15,6 +15,7 @@ from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall
 
 from shellserver.adminops import broadcast_message
+from shellserver.sanitize import careful
 
 if TYPE_CHECKING:
     from shellserver.server import Server
@@ -87,9 +88,9 @@ class Shutdown:
         if self.at is None:
             return ""
         left = self.minutes_left()
-        extra = f": {self.text}" if self.text else ""
+        extra = f": {careful(self.text)}" if self.text else ""
         return (
-            f"The system is going down for shutdown at {_stamp(self.at)} "
+            f"The system is going down at {_stamp(self.at)} "
             f"(in {left} minute{'s' if left != 1 else ''}){extra}\n"
         )
 
@@ -103,9 +104,10 @@ class Shutdown:
     # -- internals -------------------------------------------------------------
 
     def _warn(self, minutes: int) -> None:
+        # Short enough (about 72 columns) that wall's hard cut at 79 never splits a word.
         assert self.at is not None
         text = (
-            f"The system is going down for shutdown at {_stamp(self.at)} "
+            f"The system is going down at {_stamp(self.at)} "
             f"(in {minutes} minute{'s' if minutes != 1 else ''})!"
         )
         if self.text:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from harness import Client, add_user, make_server
 
+from shellserver.adminops import broadcast_message
 from shellserver.server import Server
 
 
@@ -195,6 +196,12 @@ def test_wall_reaches_everyone_even_mesg_n(server: Server) -> None:
         assert lines[i + 1] == ""
         assert all(len(line) <= 79 for line in lines[i + 2 :])
         assert "word word" in out
+
+
+def test_broadcast_keeps_line_breaks_and_sanitises_each_line() -> None:
+    msg = broadcast_message("root1", "testhost", "control", 0.0, "one\n\x1b[31mtwo\r")
+    lines = msg.body.decode().split("\r\n")
+    assert lines[1:] == ["", "one", "^[[31mtwo^M", ""]
 
 
 def test_kick(server: Server) -> None:

@@ -71,7 +71,7 @@ def test_new_logins_refused_in_the_last_five_minutes_but_not_admins(server: Serv
     server.shutdown.schedule(6, "", "root1", "tel/1", "test")
     c = Client(server)
     out = c.login("alice")
-    assert "going down for shutdown" in out and "(in 6 minutes)" in out
+    assert "The system is going down at" in out and "(in 6 minutes)" in out
     server.clock.advance(61)  # type: ignore[attr-defined]
     c2 = Client(server)
     out = c2.login("alice")
@@ -85,7 +85,8 @@ def test_cancel_tells_everyone_and_stops_the_countdown(server: Server) -> None:
     a = online(server, "alice")
     out = admin.run("shutdown +10 back soon")
     assert "Shutdown scheduled for" in out
-    assert "back soon" in a.output()
+    # The reason stands on its own line after the warning, not as "^J".
+    assert "(in 10 minutes)!\nback soon\n" in a.output()
     admin.run("shutdown -c")
     assert "The system shutdown has been cancelled." in a.output()
     server.clock.advance(3600)  # type: ignore[attr-defined]
@@ -115,3 +116,15 @@ def test_final_notice_is_sent_once(server: Server) -> None:
     server.shutdown.final_notice()
     server.shutdown.final_notice()
     assert a.output().count("going down NOW") == 1
+
+
+def test_the_reason_is_sanitised_everywhere_it_is_shown(server: Server) -> None:
+    stopper(server)
+    admin = online(server, "root1")
+    a = online(server, "alice")
+    assert server.shutdown is not None
+    server.shutdown.schedule(30, "evil \x1b[2J reason", "root1", "tel/1", "test")
+    assert "evil ^[[2J reason" in a.output()
+    out = Client(server).login("alice")
+    assert "evil ^[[2J reason" in out and "\x1b[2J" not in out
+    admin.drop()

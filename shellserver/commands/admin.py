@@ -10,6 +10,7 @@ from shellserver.commands.account import ask_new_password
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.sanitize import careful
 from shellserver.shutdown import parse_when
+from shellserver.words import counted
 
 
 @command(
@@ -27,7 +28,7 @@ async def kick(ctx: Context, args: list[str]) -> None:
     if not count:
         ctx.fail(f"{careful(user)} is not logged in")
         return
-    ctx.write(f"kick: ended {count} session{'s' if count != 1 else ''} of {user}\n")
+    ctx.write(f"kick: ended {counted(count, 'session')} of {user}\n")
 
 
 @command(

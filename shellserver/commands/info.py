@@ -10,6 +10,7 @@ from shellserver.commands.registry import Context, UsageError, command
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.timefmt import format_idle, format_login_time, format_uptime
+from shellserver.words import counted
 
 
 def _loadavg() -> str:
@@ -23,8 +24,8 @@ def uptime_line(ctx: Context, sessions: int, users: int) -> str:
     now = time.strftime("%H:%M:%S", time.localtime(ctx.now()))
     return (
         f" {now} up {format_uptime(ctx.server.uptime())},  "
-        f"{sessions} session{'s' if sessions != 1 else ''},  "
-        f"{users} user{'s' if users != 1 else ''},  load average: {_loadavg()}\n"
+        f"{counted(sessions, 'session')},  "
+        f"{counted(users, 'user')},  load average: {_loadavg()}\n"
     )
 
 
