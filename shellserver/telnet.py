@@ -295,7 +295,7 @@ class TelnetProtocol(Protocol):
             if height:
                 self.height = min(height, 1000)
 
-    # -- negotiation (RFC 1143, no queue) ------------------------------------
+    # -- negotiation (RFC 1143) ---------------------------------------------------
 
     def _negotiate(self, cmd: int, opt: int) -> None:
         self._negotiating = True
