@@ -31,10 +31,27 @@ class Connection:
         self.terminal = Terminal(wire)
         self.session: Session | None = None
         self._timer: IDelayedCall | None = None
+        self._admitted = False
+        self._logged_in = False
 
     def start(self) -> None:
         self.server.connections.add(self)
         self.terminal.on_disconnect = self._lost
+        admission = self.server.admission
+        refusal = admission.admit(self.wire.peer)
+        if refusal is not None:
+            count = admission.refusals_to_log(self.server.clock.seconds())
+            if count:
+                log.warn(
+                    "refused {count} connection(s) over the limits; latest from {peer}: {why}",
+                    count=count,
+                    peer=self.wire.peer,
+                    why=refusal,
+                )
+            self.terminal.write(refusal + "\n")
+            self.terminal.close()
+            return
+        self._admitted = True
         timeout = self.server.config.login_timeout
         if timeout > 0:
             self._timer = self.server.clock.callLater(timeout, self._timed_out)
@@ -76,6 +93,8 @@ class Connection:
             last_active=now,
         )
         self.session = session
+        self._logged_in = True
+        server.admission.logged_in(self.wire.peer)
         await server.hub.attach(session)
         session.login_record = await server.store.record_login(
             name, session.tty, session.peer, now
@@ -133,6 +152,9 @@ class Connection:
     def _lost(self) -> None:
         self.server.connections.discard(self)
         self._cancel_timer()
+        if self._admitted:
+            self._admitted = False
+            self.server.admission.gone(self.wire.peer, self._logged_in)
         session, self.session = self.session, None
         if session is None:
             return

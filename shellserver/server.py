@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from shellserver.accounts import Account, AccountStore
+from shellserver.admission import Admission
 from shellserver.auth import make_portal
 from shellserver.commands.registry import Registry
 from shellserver.config import Config
@@ -42,6 +43,7 @@ class Server:
     failed_logins: FailedLogins = field(factory=FailedLogins)
     portal: Portal = field()
     connections: set[Connection] = field(factory=set)
+    admission: Admission = field()
     #: Users' home directories, when the service provides them.
     homes: Homes | None = None
     #: The scheduled shutdown, when the service provides one.
@@ -51,6 +53,11 @@ class Server:
     @portal.default
     def _portal(self) -> Portal:
         return make_portal(self.store)
+
+    @admission.default
+    def _admission(self) -> Admission:
+        cfg = self.config
+        return Admission(cfg.max_connections, cfg.max_unauth, cfg.max_unauth_per_addr)
 
     def __attrs_post_init__(self) -> None:
         if not self.started:

@@ -25,6 +25,7 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
 from shellserver.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
+from shellserver.admission import Admission, connection_limit, raise_fd_limit
 from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
@@ -85,6 +86,9 @@ class ShellService(Service):
         from shellserver.commands import REGISTRY
 
         self.server = Server(cfg, self.reactor, store, REGISTRY)
+        self.server.admission = Admission(
+            self._connection_limit(), cfg.max_unauth, cfg.max_unauth_per_addr
+        )
         self.server.shutdown = Shutdown(self.server, self.reactor.stop)
         self.server.homes = Homes(
             self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)
@@ -95,6 +99,22 @@ class ShellService(Service):
         self.ports.append(
             self._listen(self._control_endpoint(), ControlFactory(self.server), "control")
         )
+
+    def _connection_limit(self) -> int:
+        """``--max-connections``, with the descriptor limit raised to fit (SPEC §2)."""
+        wanted = self.config.max_connections
+        soft, fds = raise_fd_limit(wanted)
+        limit = connection_limit(wanted, soft)
+        if wanted and limit < wanted:
+            log.warn(
+                "the file descriptor limit is {soft} ({fds} wanted): accepting at most "
+                "{limit} connections; raise the hard limit (ulimit -Hn, LimitNOFILE=) "
+                "or lower --max-connections",
+                soft=soft,
+                fds=fds,
+                limit=limit,
+            )
+        return limit
 
     def _control_endpoint(self) -> str:
         if self.config.control is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from attrs import define
+from attrs import define, field
 
 from shellserver.terminal import Terminal
+from shellserver.throttle import TokenBucket
 
 
 @define(eq=False)
@@ -28,6 +29,8 @@ class Session:
     login_record: int | None = None
     #: ``last_active`` at the time of the idle warning, so one idle stretch warns once.
     idle_warned: float = -1.0
+    #: Lines this session may send (commands, and the lines of a multi-line ``write``).
+    bucket: TokenBucket = field(factory=lambda: TokenBucket(0, 0))
 
     @property
     def is_admin(self) -> bool:

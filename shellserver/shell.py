@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from attrs import define, field
+from attrs import define
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,12 +27,10 @@ IDLE = "-sh"
 class Shell:
     server: Server
     session: Session
-    bucket: TokenBucket = field()
 
-    @bucket.default
-    def _bucket(self) -> TokenBucket:
+    def __attrs_post_init__(self) -> None:
         cfg = self.server.config
-        return TokenBucket(cfg.cmd_rate, cfg.cmd_burst)
+        self.session.bucket = TokenBucket(cfg.cmd_rate, cfg.cmd_burst)
 
     def prompt(self) -> str:
         s = self.session
@@ -50,7 +48,7 @@ class Shell:
         session.last_active = now
         if not line or line.isspace():
             return None
-        if not self.bucket.take(now):
+        if not session.bucket.take(now):
             session.write("shellserver: too many commands; slow down and try again.\n")
             return None
         try:

@@ -24,10 +24,17 @@ class TokenBucket:
         else:
             self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - 1e-9:  # a wait() of exactly the right length suffices
+            self.tokens = max(0.0, self.tokens - 1.0)
             return True
         return False
+
+    def wait(self, now: float) -> float:
+        """Seconds until :meth:`take` would succeed (0 when it would now)."""
+        if self.rate <= 0 or self.tokens < 0:
+            return 0.0
+        tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
 
 @define

@@ -303,6 +303,27 @@ def test_command_rate_limit(tmp_path: Path) -> None:
     assert a.run("whoami").startswith("alice")
 
 
+def test_multi_line_write_is_paced_by_the_same_bucket(tmp_path: Path) -> None:
+    server = make_server(tmp_path, cmd_burst=3, cmd_rate=2.0)
+    add_user(server, "alice")
+    add_user(server, "bob")
+    a, b = online(server, "alice"), online(server, "bob")
+    a.run("write bob")  # one token
+    b.output()
+    for n in range(6):
+        a.send(f"line {n}")
+    assert b.output().count("line ") == 2  # the rest of the burst
+    server.clock.advance(0.5)  # type: ignore[attr-defined]
+    assert b.output().count("line ") == 1  # then two a second, none lost
+    server.clock.advance(1.5)  # type: ignore[attr-defined]
+    got = b.output()
+    assert [f"line {n}" in got for n in range(3, 6)] == [True] * 3
+    a.send(".")
+    server.clock.advance(1)  # type: ignore[attr-defined]
+    assert "EOF" in b.output()
+    assert a.output().endswith("alice@testhost:~$ ")
+
+
 def test_long_line_is_refused_with_one_message(server: Server) -> None:
     a = online(server, "alice")
     a.send("x" * 5000)

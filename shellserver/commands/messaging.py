@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import time
 
+from twisted.internet.task import deferLater
+
 from shellserver import adminops
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.hub import Message
@@ -53,6 +55,12 @@ async def write(ctx: Context, args: list[str]) -> None:
             break
         if line == ".":
             break
+        # Each line costs a command token: a paste is paced, not refused, and a
+        # flood reaches the other terminal no faster than commands would.
+        delay = me.bucket.wait(ctx.now())
+        if delay:
+            await deferLater(ctx.server.clock, delay)
+        me.bucket.take(ctx.now())
         me.last_active = ctx.now()
         if not target.terminal.connected:
             ctx.fail(f"{careful(user)} has logged out")

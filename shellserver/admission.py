@@ -1,0 +1,117 @@
+"""Who may connect at all: ``--max-connections``, ``--max-unauth``, ``--max-unauth-per-addr``.
+
+A login costs a password hash on a thread; connections that never log in
+cost a file descriptor and a timer for 60 s. Counting them, in total and per
+address (like OpenSSH's MaxStartups), keeps one noisy address from filling
+the login queue for everyone else, and keeps the process inside its file
+descriptor limit (see :func:`raise_fd_limit`).
+"""
+
+from __future__ import annotations
+
+import resource
+from collections import Counter
+
+from attrs import define, field
+
+TOO_MANY = "Too many connections; try again later."
+TOO_MANY_UNAUTH = "Too many connections waiting to log in; try again later."
+TOO_MANY_FROM_YOU = "Too many connections from your address waiting to log in; try again later."
+
+#: Descriptors kept for everything that is not a client: store, logs, listeners, threads.
+FD_HEADROOM = 64
+
+
+@define(eq=False)
+class Admission:
+    """Counts of open connections; every limit of 0 means unlimited."""
+
+    max_connections: int = 0
+    max_unauth: int = 0
+    max_unauth_per_addr: int = 0
+    connections: int = 0
+    unauth: int = 0
+    _unauth_by_addr: Counter[str] = field(factory=Counter)
+    #: Refusals not yet logged, and when the last log line was written.
+    _unlogged: int = 0
+    _logged_at: float = float("-inf")
+
+    def admit(self, peer: str) -> str | None:
+        """Count a new connection from ``peer``; or say why it is refused (and count nothing)."""
+        if self.max_connections and self.connections >= self.max_connections:
+            return self._refuse(TOO_MANY)
+        if self.max_unauth and self.unauth >= self.max_unauth:
+            return self._refuse(TOO_MANY_UNAUTH)
+        if (
+            self.max_unauth_per_addr
+            and self._unauth_by_addr.get(peer, 0) >= self.max_unauth_per_addr
+        ):
+            return self._refuse(TOO_MANY_FROM_YOU)
+        self.connections += 1
+        self.unauth += 1
+        self._unauth_by_addr[peer] += 1
+        return None
+
+    def logged_in(self, peer: str) -> None:
+        """An admitted connection has a session now: it no longer waits to log in."""
+        self._forget_unauth(peer)
+
+    def gone(self, peer: str, logged_in: bool) -> None:
+        """An admitted connection closed."""
+        self.connections -= 1
+        if not logged_in:
+            self._forget_unauth(peer)
+
+    def waiting_from(self, peer: str) -> int:
+        return self._unauth_by_addr.get(peer, 0)
+
+    def refusals_to_log(self, now: float, every: float = 60.0) -> int:
+        """How many refusals to report now: at most one log line a minute under a flood."""
+        if not self._unlogged or now - self._logged_at < every:
+            return 0
+        count, self._unlogged, self._logged_at = self._unlogged, 0, now
+        return count
+
+    def _refuse(self, why: str) -> str:
+        self._unlogged += 1
+        return why
+
+    def _forget_unauth(self, peer: str) -> None:
+        self.unauth -= 1
+        left = self._unauth_by_addr[peer] - 1
+        if left > 0:
+            self._unauth_by_addr[peer] = left
+        else:
+            del self._unauth_by_addr[peer]
+
+
+def raise_fd_limit(max_connections: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to fit ``max_connections`` (0: as far as allowed).
+
+    Returns (the soft limit now, the descriptors wanted). The hard limit is
+    not ours to raise; when it is too low the caller says so and admits
+    fewer connections, so clients are refused with a message instead of
+    meeting EMFILE at accept.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    if max_connections:
+        wanted = max_connections + FD_HEADROOM
+    else:
+        wanted = hard if hard != infinite else 1 << 20
+    target = wanted if hard == infinite else min(wanted, hard)
+    if soft != infinite and target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == infinite:
+        soft = max(wanted, 1 << 20)
+    return soft, wanted
+
+
+def connection_limit(max_connections: int, fd_soft_limit: int) -> int:
+    """The limit to enforce: the configured one, but never past what descriptors allow."""
+    fit = max(1, fd_soft_limit - FD_HEADROOM)
+    return min(max_connections, fit) if max_connections else fit

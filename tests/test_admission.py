@@ -1,0 +1,136 @@
+"""Connection limits: the counting alone, then through the login path, then the fd limit."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness import Client, add_user, make_server
+from realserver import RawClient, RealServer
+
+from shellserver.admission import (
+    FD_HEADROOM,
+    TOO_MANY,
+    TOO_MANY_FROM_YOU,
+    TOO_MANY_UNAUTH,
+    Admission,
+    connection_limit,
+)
+
+
+def test_zero_means_unlimited() -> None:
+    a = Admission(0, 0, 0)
+    for _ in range(1000):
+        assert a.admit("192.0.2.1") is None
+    assert (a.connections, a.unauth) == (1000, 1000)
+
+
+def test_per_address_limit_counts_only_those_waiting_to_log_in() -> None:
+    a = Admission(0, 0, 2)
+    assert a.admit("192.0.2.1") is None
+    assert a.admit("192.0.2.1") is None
+    assert a.admit("192.0.2.1") == TOO_MANY_FROM_YOU
+    assert a.admit("192.0.2.2") is None  # others are not affected
+    a.logged_in("192.0.2.1")  # one of them logged in: room for another
+    assert a.admit("192.0.2.1") is None
+    assert a.waiting_from("192.0.2.1") == 2
+    a.gone("192.0.2.1", logged_in=False)
+    assert a.waiting_from("192.0.2.1") == 1
+    assert a.connections == 3
+
+
+def test_total_and_unauth_limits() -> None:
+    a = Admission(3, 2, 0)
+    assert a.admit("a") is None
+    assert a.admit("b") is None
+    assert a.admit("c") == TOO_MANY_UNAUTH
+    a.logged_in("a")
+    assert a.admit("c") is None
+    assert a.admit("d") == TOO_MANY
+    a.gone("a", logged_in=True)
+    a.logged_in("b")
+    assert a.admit("d") is None
+    assert (a.connections, a.unauth) == (3, 2)
+
+
+def test_refusals_are_logged_at_most_once_a_minute() -> None:
+    a = Admission(1, 0, 0)
+    a.admit("a")
+    for _ in range(5):
+        assert a.admit("b") == TOO_MANY
+    assert a.refusals_to_log(100.0) == 5
+    a.admit("b")
+    assert a.refusals_to_log(130.0) == 0  # within the minute: held back
+    a.admit("b")
+    assert a.refusals_to_log(161.0) == 2
+    assert a.refusals_to_log(300.0) == 0  # nothing new
+
+
+def test_connection_limit_never_passes_the_descriptor_limit() -> None:
+    assert connection_limit(20000, 1_000_000) == 20000
+    assert connection_limit(20000, 1024) == 1024 - FD_HEADROOM
+    assert connection_limit(0, 1024) == 1024 - FD_HEADROOM  # "unlimited" is what fits
+
+
+def test_fd_soft_limit_is_raised_to_fit() -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1000 + FD_HEADROOM:
+        pytest.skip(f"the hard descriptor limit here ({hard}) is too low for this test")
+    code = (
+        "import json, resource\n"
+        "from shellserver.admission import raise_fd_limit\n"
+        "N = resource.RLIMIT_NOFILE\n"
+        "resource.setrlimit(N, (256, resource.getrlimit(N)[1]))\n"
+        "got = raise_fd_limit(1000)\n"
+        "print(json.dumps([got, resource.getrlimit(N)[0]]))\n"
+    )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    (now, wanted), actual = json.loads(out.stdout)
+    assert wanted == 1000 + FD_HEADROOM
+    assert now == actual == wanted
+
+
+def test_over_the_limit_a_connection_is_told_and_closed(tmp_path: Path) -> None:
+    server = make_server(tmp_path, max_unauth_per_addr=2, max_connections=3)
+    add_user(server, "alice")
+    first, second = Client(server), Client(server)
+    third = Client(server)
+    assert third.output() == TOO_MANY_FROM_YOU + "\n"
+    assert third.disconnecting
+    third.drop()
+    assert "alice@testhost:~$ " in first.login("alice")
+    other = Client(server, peer="10.0.0.2")  # the third connection in all
+    assert "login: " in other.output()
+    assert Client(server, peer="10.0.0.3").output() == TOO_MANY + "\n"
+    first.drop()
+    second.drop()
+    assert "login: " in Client(server).output()
+    assert (server.admission.connections, server.admission.unauth) == (2, 2)
+
+
+@pytest.mark.integration
+def test_real_server_refuses_a_fourth_waiting_connection_from_one_address(
+    tmp_path: Path,
+) -> None:
+    srv = RealServer(tmp_path, "--max-unauth-per-addr", "3").start()
+    try:
+        waiting = [RawClient(srv.port) for _ in range(3)]
+        for c in waiting:
+            c.expect("login: ")
+        extra = RawClient(srv.port)
+        assert TOO_MANY_FROM_YOU in extra.expect("later.")
+        assert extra.closed()
+        waiting[0].close()
+        time.sleep(0.2)  # let the server see it go
+        again = RawClient(srv.port)
+        again.expect("login: ")
+        for c in [*waiting[1:], again]:
+            c.close()
+    finally:
+        srv.stop()
+    assert "refused 1 connection(s) over the limits" in srv.log_text()
