@@ -62,9 +62,6 @@ class Admission:
         if not logged_in:
             self._forget_unauth(peer)
 
-    def waiting_from(self, peer: str) -> int:
-        return self._unauth_by_addr.get(peer, 0)
-
     def refusals_to_log(self, now: float, every: float = 60.0) -> int:
         """How many refusals to report now: at most one log line a minute under a flood."""
         if not self._unlogged or now - self._logged_at < every:

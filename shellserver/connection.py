@@ -16,6 +16,7 @@ from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.shell import Shell
 from shellserver.terminal import Disconnected, EndOfInput, IWire, Terminal
+from shellserver.throttle import TokenBucket
 from shellserver.timefmt import format_login_time
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ class Connection:
         self.session: Session | None = None
         self._timer: IDelayedCall | None = None
         self._admitted = False
-        self._logged_in = False
 
     def start(self) -> None:
         self.server.connections.add(self)
@@ -91,9 +91,9 @@ class Connection:
             login_time=now,
             terminal=term,
             last_active=now,
+            bucket=TokenBucket(server.config.cmd_rate, server.config.cmd_burst),
         )
         self.session = session
-        self._logged_in = True
         server.admission.logged_in(self.wire.peer)
         await server.hub.attach(session)
         session.login_record = await server.store.record_login(
@@ -152,10 +152,10 @@ class Connection:
     def _lost(self) -> None:
         self.server.connections.discard(self)
         self._cancel_timer()
+        session, self.session = self.session, None
         if self._admitted:
             self._admitted = False
-            self.server.admission.gone(self.wire.peer, self._logged_in)
-        session, self.session = self.session, None
+            self.server.admission.gone(self.wire.peer, logged_in=session is not None)
         if session is None:
             return
         self.server.hub.detach(session)

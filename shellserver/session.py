@@ -29,7 +29,8 @@ class Session:
     login_record: int | None = None
     #: ``last_active`` at the time of the idle warning, so one idle stretch warns once.
     idle_warned: float = -1.0
-    #: Lines this session may send (commands, and the lines of a multi-line ``write``).
+    #: Lines this session may send (commands, and the lines of a multi-line ``write``);
+    #: unlimited unless the connection sets ``--cmd-burst``/``--cmd-rate``.
     bucket: TokenBucket = field(factory=lambda: TokenBucket(0, 0))
 
     @property

@@ -14,7 +14,6 @@ from shellserver.commands.registry import Command, Context, UsageError
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
-from shellserver.throttle import TokenBucket
 
 if TYPE_CHECKING:
     from shellserver.server import Server
@@ -27,10 +26,6 @@ IDLE = "-sh"
 class Shell:
     server: Server
     session: Session
-
-    def __attrs_post_init__(self) -> None:
-        cfg = self.server.config
-        self.session.bucket = TokenBucket(cfg.cmd_rate, cfg.cmd_burst)
 
     def prompt(self) -> str:
         s = self.session

@@ -34,6 +34,16 @@ ECHO, SGA, TTYPE, NAWS, LINEMODE = 1, 3, 24, 31, 34
 # Option states (RFC 1143); the _OPP states carry the queue bit "opposite".
 NO, YES, WANTNO, WANTYES, WANTNO_OPP, WANTYES_OPP = 0, 1, 2, 3, 4, 5
 _BASE = {WANTNO_OPP: WANTNO, WANTYES_OPP: WANTYES}
+#: Our own request (RFC 1143 section 7): (state, enable) -> (new state, send it now?).
+#: Pairs not listed change nothing (already there, or already asked).
+_REQUEST = {
+    (NO, True): (WANTYES, True),
+    (WANTNO, True): (WANTNO_OPP, False),
+    (WANTYES_OPP, True): (WANTYES, False),
+    (YES, False): (WANTNO, True),
+    (WANTYES, False): (WANTYES_OPP, False),
+    (WANTNO_OPP, False): (WANTNO, False),
+}
 
 _DATA, _IAC, _OPT, _SB, _SB_IAC = range(5)
 _SPECIAL = re.compile(rb"[\x00\x03\x04\x08\r\n\x7f\xff]")
@@ -353,22 +363,11 @@ class TelnetProtocol(Protocol):
         state = table.get(opt, NO)
         if not self._negotiating and state in (WANTYES, WANTNO):
             state = YES if state == WANTYES else NO
-        if enable:
-            if state == NO:
-                table[opt] = WANTYES
-                self._out.write(iac(yes, opt))
-            elif state == WANTNO:
-                table[opt] = WANTNO_OPP
-            elif state == WANTYES_OPP:
-                table[opt] = WANTYES
-        else:
-            if state == YES:
-                table[opt] = WANTNO
-                self._out.write(iac(no, opt))
-            elif state == WANTYES:
-                table[opt] = WANTYES_OPP
-            elif state == WANTNO_OPP:
-                table[opt] = WANTNO
+        step = _REQUEST.get((state, enable))
+        if step is not None:
+            table[opt], send = step
+            if send:
+                self._out.write(iac(yes if enable else no, opt))
 
     def option_state(self, opt: int, ours: bool = True) -> int:
         """NO, YES, WANTNO or WANTYES (a queued reversal is not shown)."""

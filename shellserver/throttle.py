@@ -19,11 +19,7 @@ class TokenBucket:
     def take(self, now: float) -> bool:
         if self.rate <= 0:
             return True
-        if self.tokens < 0:
-            self.tokens = float(self.burst)
-        else:
-            self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        self.tokens, self.stamp = self._level(now), now
         if self.tokens >= 1.0 - 1e-9:  # a wait() of exactly the right length suffices
             self.tokens = max(0.0, self.tokens - 1.0)
             return True
@@ -31,10 +27,15 @@ class TokenBucket:
 
     def wait(self, now: float) -> float:
         """Seconds until :meth:`take` would succeed (0 when it would now)."""
-        if self.rate <= 0 or self.tokens < 0:
+        if self.rate <= 0:
             return 0.0
-        tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        return max(0.0, 1.0 - self._level(now)) / self.rate
+
+    def _level(self, now: float) -> float:
+        """Tokens at ``now``: full at first use, then refilled at ``rate`` up to ``burst``."""
+        if self.tokens < 0:
+            return float(self.burst)
+        return min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
 
 
 @define

@@ -38,10 +38,10 @@ def test_per_address_limit_counts_only_those_waiting_to_log_in() -> None:
     assert a.admit("192.0.2.2") is None  # others are not affected
     a.logged_in("192.0.2.1")  # one of them logged in: room for another
     assert a.admit("192.0.2.1") is None
-    assert a.waiting_from("192.0.2.1") == 2
-    a.gone("192.0.2.1", logged_in=False)
-    assert a.waiting_from("192.0.2.1") == 1
-    assert a.connections == 3
+    assert a.admit("192.0.2.1") == TOO_MANY_FROM_YOU  # two waiting again
+    a.gone("192.0.2.1", logged_in=False)  # one of those gave up
+    assert a.admit("192.0.2.1") is None
+    assert (a.connections, a.unauth) == (4, 3)
 
 
 def test_total_and_unauth_limits() -> None:
