@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
@@ -137,6 +137,10 @@ class Terminal:
             self._reprinted = self._prompt is not None
             self._at_bol = self._prompt is None
         return sent
+
+    def drain(self) -> Deferred[None]:
+        """Fires when own output may continue (see ``Context.drain``)."""
+        return succeed(None)
 
     # -- input -------------------------------------------------------------
 

@@ -39,6 +39,15 @@ class Context:
         d.addCallback(self._active)
         return d
 
+    def drain(self) -> Deferred[None]:
+        """Fires when the session's own output has room again.
+
+        A command that writes a lot (``cat``, ``ls`` of a big directory)
+        awaits this between chunks, so a client that stops reading holds the
+        command instead of the server's memory (SPEC §7).
+        """
+        return self.session.terminal.drain()
+
     def _active(self, line: str) -> str:
         self.session.last_active = self.server.clock.seconds()
         return line
