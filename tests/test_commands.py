@@ -348,7 +348,19 @@ def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
     assert a.output() == ""  # warned once
     clock.advance(60)  # type: ignore[attr-defined]
     watch.scan(clock.seconds())
-    assert "logging you out" in a.output() and a.disconnecting
+    assert "Idle for 10 minutes; logging you out." in a.output() and a.disconnecting
+
+
+@pytest.mark.parametrize(
+    "timeout, said", [(62, "1 minute"), (120, "2 minutes"), (30, "30 seconds"), (1, "1 second")]
+)
+def test_idle_logout_counts_its_noun(server: Server, timeout: int, said: str) -> None:
+    from shellserver.idle import IdleWatch
+
+    a = online(server, "alice")
+    server.clock.advance(timeout)  # type: ignore[attr-defined]
+    IdleWatch(server.hub, timeout).scan(server.clock.seconds())
+    assert f"Idle for {said}; logging you out." in a.output()
 
 
 def test_disconnect_detaches_and_records_logout(server: Server) -> None:
