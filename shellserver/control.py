@@ -66,6 +66,7 @@ class Status(amp.Command):
 class Wall(amp.Command):
     arguments = [(b"text", amp.Unicode())]
     response = [(b"reached", amp.Integer())]
+    errors = _ERRORS
 
 
 class Who(amp.Command):
@@ -186,6 +187,8 @@ class ControlProtocol(amp.AMP):
 
     @Wall.responder
     async def wall(self, text: str) -> dict[str, Any]:
+        if not text.strip():
+            raise BadRequest("no text to broadcast")
         who, where = self._caller()
         return {"reached": await adminops.wall(self.server, who, "control", where, text)}
 
@@ -218,7 +221,7 @@ class ControlProtocol(amp.AMP):
 
     @UserAdd.responder
     async def useradd(self, name: str, password: str, admin: bool) -> dict[str, Any]:
-        problem = username_problem(name)
+        problem = username_problem(name, registering=True)
         if problem is not None:
             raise BadRequest(problem)
         who, where = self._caller()
@@ -261,6 +264,10 @@ class ControlProtocol(amp.AMP):
             ]
         except (ValueError, TypeError) as e:
             raise BadRequest(f"malformed batch: {e}") from None
+        for number, (name, _, _) in enumerate(entries, start=1):
+            problem = username_problem(name, registering=True)
+            if problem is not None:
+                raise BadRequest(f"entry {number}: {problem}")
         who, where = self._caller()
         created = await self.server.store.apply_batch(entries)
         now = self.server.clock.seconds()

@@ -177,3 +177,46 @@ def test_accounts_with_the_server_stopped(tmp_path: Path) -> None:
         srv.stop()
     assert cli(data, "userdel", "carol").returncode == 0
     assert cli(data, "userdel", "carol").returncode == 1
+
+
+def run_bytes(*args: str | bytes) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["wall", b"x\xffy"],
+        ["kick", "bob", "--reason", b"x\xffy"],
+        ["shutdown", "+5", b"x\xffy"],
+        ["useradd", b"x\xffy", "--password-stdin"],
+    ],
+)
+def test_arguments_that_are_not_utf8_are_a_usage_error(
+    tmp_path: Path, args: list[str | bytes]
+) -> None:
+    r = run_bytes("--data", str(tmp_path), *args)
+    assert (r.returncode, r.stderr) == (2, "shellserver: argument 'x\\xffy' is not valid UTF-8\n")
+
+
+def test_wall_without_text_is_a_usage_error(server: RealServer) -> None:
+    admin = login(server.port, "admin", server.admin_password())
+    for text in ["", "   ", "\t"]:
+        r = cli(server.data, "wall", text)
+        assert r.returncode == 2, r
+        assert r.stderr.startswith("shellserver wall: no text to broadcast")
+        assert r.stdout == ""
+    r = cli(server.data, "wall", "hello")
+    assert r.returncode == 0
+    assert admin.expect("hello").count("Broadcast message") == 1  # the empty ones sent nothing
+    assert cli(server.data.parent / "elsewhere", "wall", " ").returncode == 2  # before "no server"
+
+
+def test_new_names_are_checked_whole_and_reserved_names_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for name in ["evil\n", "root", "all", "admin"]:
+        r = cli(data, "useradd", name, "--password-stdin", stdin="goodpassword\n")
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, (name, r)
+    r = cli(data, "newusers", "--hash-cost", "4", stdin="carol:carolpass1\nguest:guestpass1\n")
+    assert r.returncode == 1 and "line 2: That name is reserved" in r.stderr
+    assert not (data / "home" / "evil\n").exists()
