@@ -31,6 +31,8 @@ class Config:
     telnet: tuple[str, ...] = ("tcp:2323",)
     control: str | None = None
     hostname: str = field(factory=default_hostname)
+    #: This server's name in who --json; a cluster (later) names each node, one server is its host.
+    node: str = field(factory=default_hostname)
     registration: bool = True
     max_sessions: int = 0
     on_max: str = "refuse"

@@ -12,11 +12,12 @@ import os
 import pwd
 import socket
 import struct
-import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from shellserver import adminops
 from shellserver.accounts import (
@@ -123,6 +124,11 @@ class NewUsersCommit(amp.Command):
     errors = _ERRORS
 
 
+def rfc3339(when: float) -> str:
+    """Local time with the offset as RFC 3339 writes it: ``2026-11-26T11:28:57+00:00``."""
+    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
+
+
 def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
     """The stable ``who --json`` schema (docs/admin.md)."""
     now = server.clock.seconds()
@@ -132,10 +138,12 @@ def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
                 "user": s.user,
                 "tty": s.tty,
                 "role": s.role,
-                "login": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(s.login_time)),
+                "login": rfc3339(s.login_time),
                 "idle_s": int(s.idle(now)),
                 "mesg": s.mesg,
                 "peer": s.peer,
+                "term": s.term,
+                "node": server.config.node,
             }
             for s in sessions
         ]
@@ -148,6 +156,17 @@ class ControlProtocol(amp.AMP):
         self.server = server
         self._who = b""
         self._batch: list[bytes] = []
+
+    # -- quiet connections ---------------------------------------------------------
+    # AMP logs "connection established/lost" for every connection; each CLI call
+    # is one connection, and the admin action it carries is what gets logged.
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
 
     # -- who is asking ---------------------------------------------------------
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -37,11 +39,12 @@ def test_status_who_wall_kick(server: RealServer) -> None:
     assert r.returncode == 0
     doc = json.loads(r.stdout)
     [s] = doc["sessions"]
-    assert set(s) == {"user", "tty", "role", "login", "idle_s", "mesg", "peer"}
-    assert (s["user"], s["tty"], s["role"], s["mesg"], s["peer"]) == (
-        "admin", "tel/0", "admin", True, "127.0.0.1"
+    assert set(s) == {"user", "tty", "role", "login", "idle_s", "mesg", "peer", "term", "node"}
+    assert (s["user"], s["tty"], s["role"], s["mesg"], s["peer"], s["term"]) == (
+        "admin", "tel/0", "admin", True, "127.0.0.1", ""
     )  # fmt: skip
-    assert s["login"][10] == "T" and s["login"][-5] in "+-"
+    assert s["node"] == socket.gethostname().split(".")[0]  # one server: its short host name
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", s["login"])  # RFC 3339
     assert "admin" in cli(server.data, "who").stdout
     assert "1 session, 1 user" in cli(server.data, "status").stdout
     r = cli(server.data, "wall", "maintenance at 18:00")
@@ -55,6 +58,9 @@ def test_status_who_wall_kick(server: RealServer) -> None:
     r = cli(server.data, "kick", "admin")
     assert r.returncode == 1 and "not logged in" in r.stderr
     assert "kick" in server.log_text() and "control socket, pid" in server.log_text()
+    # The admin actions are logged, not each CLI call's connection.
+    assert "connection established" not in server.log_text()
+    assert "connection lost" not in server.log_text()
 
 
 def test_accounts_through_the_running_server(server: RealServer) -> None:
