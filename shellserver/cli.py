@@ -35,6 +35,7 @@ from shellserver.accounts import (
     password_problem,
     username_problem,
 )
+from shellserver.config import DATA_ENV, default_data
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.homefs import Homes
 from shellserver.passwords import MAX_COST, MIN_COST, hash_password
@@ -60,7 +61,11 @@ def refuse(message: str) -> Failed:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shellserver", description="Control a running shellserver.")
-    p.add_argument("--data", default="./shellserver-data", help="the server's data directory")
+    p.add_argument(
+        "--data",
+        default=default_data(),
+        help=f"the server's data directory [default: %(default)s; ${DATA_ENV} sets it]",
+    )
     p.add_argument("--control", help="control endpoint [default: unix:DATA/control.sock]")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", help="is it running? pid, uptime, sessions, users")
@@ -363,7 +368,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
             print(run_offline(args, datadir))
             sys.exit(OK)
         if args.control is None and not datadir.is_locked():
-            raise Failed(UNREACHABLE, f"no server is running on {datadir.path.path}")
+            raise Failed(
+                UNREACHABLE,
+                f"no server is running on {datadir.path.path}; if the server keeps its "
+                f"data elsewhere, give --data DIR or set {DATA_ENV}",
+            )
     except Failed as e:
         _die(args.command, e)
     except (OSError, StoreError) as e:

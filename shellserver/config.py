@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 
@@ -19,6 +20,16 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
+#: Where the server keeps its data and the CLI looks for it, unless ``--data`` says otherwise.
+DATA_ENV = "SHELLSERVER_DATA"
+DEFAULT_DATA = "./shellserver-data"
+
+
+def default_data() -> str:
+    """``$SHELLSERVER_DATA``, else ``./shellserver-data``: read by server and CLI alike."""
+    return os.environ.get(DATA_ENV) or DEFAULT_DATA
+
+
 def default_hostname() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
@@ -27,7 +38,7 @@ def default_hostname() -> str:
 class Config:
     """Everything tunable about a running server; defaults match SPEC §2."""
 
-    data: str = "./shellserver-data"
+    data: str = field(factory=default_data)
     telnet: tuple[str, ...] = ("tcp:2323",)
     control: str | None = None
     hostname: str = field(factory=default_hostname)

@@ -10,7 +10,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
-from shellserver.config import Config, default_hostname, parse_size
+from shellserver.config import (
+    DATA_ENV,
+    DEFAULT_DATA,
+    Config,
+    default_data,
+    default_hostname,
+    parse_size,
+)
 from shellserver.passwords import MAX_COST, MIN_COST
 
 
@@ -78,7 +85,12 @@ class Options(usage.Options):
     longdesc = "A multi-user shell server: telnet in, see who is online, write, wall."
 
     optParameters: list[list[Any]] = [
-        ["data", None, "./shellserver-data", "Data directory (store, homes); created 0700."],
+        [
+            "data",
+            None,
+            DEFAULT_DATA,
+            f"Data directory (store, homes); created 0700. ${DATA_ENV} sets the default.",
+        ],
         ["control", None, None, "Admin control endpoint [default: unix:<data>/control.sock]."],
         ["hostname", None, None, "Host name shown in prompts and banners."],
         [
@@ -141,6 +153,8 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["telnet"] = []
+        # Read when parsing, not at import, so --help shows the default in force.
+        self["data"] = self.defaults["data"] = default_data()
 
     def opt_telnet(self, endpoint: str) -> None:
         """Telnet listen endpoint, e.g. tcp:2323 (repeatable) [default: tcp:2323]."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -149,7 +150,10 @@ def test_sigterm_sends_the_final_notice_and_exits_0(server: RealServer) -> None:
 
 def test_server_not_reachable_is_exit_3(tmp_path: Path) -> None:
     r = cli(tmp_path / "nothing-here", "status")
-    assert r.returncode == 3 and "no server is running" in r.stderr
+    assert r.returncode == 3 and r.stderr == (
+        f"shellserver status: no server is running on {tmp_path}/nothing-here; if the server "
+        "keeps its data elsewhere, give --data DIR or set SHELLSERVER_DATA\n"
+    )
     r = subprocess.run(
         [CLI, "--control", f"unix:{tmp_path}/absent.sock", "wall", "hi"],
         capture_output=True, text=True, timeout=60,
@@ -226,3 +230,15 @@ def test_new_names_are_checked_whole_and_reserved_names_refused(tmp_path: Path) 
     r = cli(data, "newusers", "--hash-cost", "4", stdin="carol:carolpass1\nguest:guestpass1\n")
     assert r.returncode == 1 and "line 2: That name is reserved" in r.stderr
     assert not (data / "home" / "evil\n").exists()
+
+
+def test_shellserver_data_points_the_cli_at_the_server(server: RealServer, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "SHELLSERVER_DATA": str(server.data), "COLUMNS": "1000"}
+    r = subprocess.run(
+        [CLI, "status"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and "is running" in r.stdout, r.stderr
+    r = subprocess.run([CLI, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert f"[default: {server.data};" in " ".join(r.stdout.split())
