@@ -248,16 +248,7 @@ async def _online(
     call = conn.callRemote
     cmd = args.command
     if cmd == "status":
-        r = await call(control.Status)
-        text = (
-            f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
-            f"up {format_uptime(r['uptime']).strip()}, "
-            f"{counted(r['sessions'], 'session')}, {counted(r['users'], 'user')}"
-        )
-        if r.get("shutdown_at") is not None:
-            stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
-            text += f"\nshutdown scheduled for {stamp}"
-        return text
+        return status_text(await call(control.Status))
     if cmd == "wall":
         r = await call(control.Wall, text=args.wall_text)
         return f"delivered to {counted(r['reached'], 'session')}"
@@ -312,6 +303,18 @@ async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
     r = await call(control.Shutdown, minutes=minutes, text=" ".join(words), cancel=False)
     stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["at"]))
     return f"shutdown scheduled for {stamp}" if minutes else "shutting down now"
+
+
+def status_text(r: dict[str, Any]) -> str:
+    text = (
+        f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
+        f"up {' '.join(format_uptime(r['uptime']).split())}, "
+        f"{counted(r['sessions'], 'session')}, {counted(r['users'], 'user')}"
+    )
+    if r.get("shutdown_at") is not None:
+        stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
+        text += f"\nshutdown scheduled for {stamp}"
+    return text
 
 
 def who_table(document: dict[str, Any]) -> str:

@@ -30,6 +30,9 @@ def default_data() -> str:
     return os.environ.get(DATA_ENV) or DEFAULT_DATA
 
 
+DEFAULT_MAX_CONNECTIONS = 20000
+
+
 def default_hostname() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
@@ -50,7 +53,10 @@ class Config:
     idle_timeout: int = 3600
     motd: str | None = None
     quota: int = 10 * 1024**2
-    max_connections: int = 20000
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: False when ``max_connections`` is the default, which the service lowers to what the
+    #: descriptor hard limit allows (quietly: a plain start must not warn).
+    max_connections_given: bool = False
     max_unauth: int = 200
     max_unauth_per_addr: int = 20
     cmd_burst: int = 40
