@@ -24,16 +24,16 @@ def start(tmp_path: Path, *args: str, runner: str = TWISTD) -> subprocess.Comple
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("runner, name", [(TWISTD, "twistd"), (TWIST, "twist")])
 @pytest.mark.parametrize(
-    "args, said",
+    "runner, name, args, said",
     [
-        (["--bad-value"], "option --bad-value not recognized"),
-        (["--idle-timeout", "soon"], "--idle-timeout takes a whole number >= 0, not 'soon'"),
-        (["--telnet", "nonsense:1"], "--telnet: not a listen endpoint: 'nonsense:1'"),
-        (["--data"], "option --data requires argument"),
+        (TWISTD, "twistd", ["--bad-value"], "option --bad-value not recognized"),
+        (TWIST, "twist", ["--bad-value"], "option --bad-value not recognized"),
+        (TWISTD, "twistd", ["--telnet", "nonsense:1"], "--telnet: not a listen endpoint"),
+        (TWIST, "twist", ["--idle-timeout", "soon"], "--idle-timeout takes a whole number"),
+        (TWISTD, "twistd", ["--data"], "option --data requires argument"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_option_is_one_line_and_exit_1(
     tmp_path: Path, runner: str, name: str, args: list[str], said: str
 ) -> None:
