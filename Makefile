@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
 
-.PHONY: run test lint install clean
+.PHONY: run cli test lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --force-reinstall .
 
+# make run ARGS="--telnet tcp:2323:interface=127.0.0.1 --registration closed"
 run: install
-	$(BIN)/twistd -n --pidfile= shellserver
+	$(BIN)/twistd -n --pidfile= shellserver $(ARGS)
+
+# make cli ARGS="status" -- the shellserver command, without activating .venv
+cli: install
+	@$(BIN)/shellserver $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -30,7 +30,8 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
 SCHEMA_VERSION = 1
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 T = TypeVar("T")
 
 
@@ -59,7 +60,8 @@ class AccountLocked(StoreError):
 
 
 def username_problem(name: str, registering: bool = False) -> str | None:
-    if _NAME.match(name) is None:
+    """Why ``name`` cannot be a user name; ``registering``: a new account, not a system one."""
+    if _NAME.fullmatch(name) is None:
         return "Usernames are 1-32 characters: a-z, 0-9, _ and -, starting with a letter."
     if registering and name in RESERVED_NAMES:
         return "That name is reserved; choose another."

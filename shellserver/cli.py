@@ -35,6 +35,7 @@ from shellserver.accounts import (
     password_problem,
     username_problem,
 )
+from shellserver.config import DATA_ENV, default_data
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.homefs import Homes
 from shellserver.passwords import MAX_COST, MIN_COST, hash_password
@@ -60,7 +61,11 @@ def refuse(message: str) -> Failed:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shellserver", description="Control a running shellserver.")
-    p.add_argument("--data", default="./shellserver-data", help="the server's data directory")
+    p.add_argument(
+        "--data",
+        default=default_data(),
+        help=f"the server's data directory [default: %(default)s; ${DATA_ENV} sets it]",
+    )
     p.add_argument("--control", help="control endpoint [default: unix:DATA/control.sock]")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", help="is it running? pid, uptime, sessions, users")
@@ -94,7 +99,10 @@ def parser() -> argparse.ArgumentParser:
 def read_password(args: argparse.Namespace) -> str:
     """From stdin with --password-stdin, else twice from the terminal with echo off."""
     if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
+        try:
+            password = sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise refuse("the password on standard input is not valid UTF-8") from None
     else:
         if not sys.stdin.isatty():
             raise Failed(USAGE, "no terminal to ask for the password; use --password-stdin")
@@ -113,8 +121,11 @@ def read_newusers(cost: int) -> list[tuple[str, str, str | None]]:
         raise Failed(USAGE, f"--hash-cost takes {MIN_COST} to {MAX_COST}")
     entries: list[tuple[str, str, str | None]] = []
     seen: set[str] = set()
-    for number, raw in enumerate(sys.stdin, start=1):
-        line = raw.rstrip("\r\n")
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise refuse(f"line {number}: not valid UTF-8") from None
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split(":")
@@ -122,7 +133,7 @@ def read_newusers(cost: int) -> list[tuple[str, str, str | None]]:
             raise refuse(f"line {number}: expected name:password[:admin]")
         name, password = parts[0], parts[1]
         role_field = parts[2] if len(parts) == 3 else ""
-        problem = username_problem(name) or password_problem(password)
+        problem = username_problem(name, registering=True) or password_problem(password)
         if role_field not in ("", ROLE_ADMIN, ROLE_USER):
             problem = f"unknown role {role_field!r} (use admin or user)"
         if name in seen:
@@ -182,9 +193,6 @@ def _offline_change(
     try:
         if args.command == "useradd":
             role = ROLE_ADMIN if args.admin else ROLE_USER
-            problem = username_problem(args.name)
-            if problem is not None:
-                raise refuse(problem)
             db.create(args.name, hash_password(password, cost), role)
             return f"created {role} account {args.name}"
         if args.command == "passwd":
@@ -240,18 +248,9 @@ async def _online(
     call = conn.callRemote
     cmd = args.command
     if cmd == "status":
-        r = await call(control.Status)
-        text = (
-            f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
-            f"up {format_uptime(r['uptime']).strip()}, "
-            f"{counted(r['sessions'], 'session')}, {counted(r['users'], 'user')}"
-        )
-        if r.get("shutdown_at") is not None:
-            stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
-            text += f"\nshutdown scheduled for {stamp}"
-        return text
+        return status_text(await call(control.Status))
     if cmd == "wall":
-        r = await call(control.Wall, text=" ".join(args.text))
+        r = await call(control.Wall, text=args.wall_text)
         return f"delivered to {counted(r['reached'], 'session')}"
     if cmd == "who":
         data, total = b"", 1
@@ -306,6 +305,18 @@ async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
     return f"shutdown scheduled for {stamp}" if minutes else "shutting down now"
 
 
+def status_text(r: dict[str, Any]) -> str:
+    text = (
+        f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
+        f"up {' '.join(format_uptime(r['uptime']).split())}, "
+        f"{counted(r['sessions'], 'session')}, {counted(r['users'], 'user')}"
+    )
+    if r.get("shutdown_at") is not None:
+        stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
+        text += f"\nshutdown scheduled for {stamp}"
+    return text
+
+
 def who_table(document: dict[str, Any]) -> str:
     rows = [f"{'USER':<12} {'TTY':<8} {'ROLE':<6} {'LOGIN':<25} {'IDLE':>5} MESG FROM"]
     for s in document["sessions"]:
@@ -319,8 +330,40 @@ def who_table(document: dict[str, Any]) -> str:
 # -- entry point -----------------------------------------------------------------------------
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Bad arguments are found before the server, the store or the terminal is touched."""
+    if args.command == "useradd":
+        # Reserved names are for the system (the initial admin is made by the server itself).
+        problem = username_problem(args.name, registering=True)
+        if problem is not None:
+            raise refuse(problem)
+    if args.command == "wall":
+        args.wall_text = " ".join(args.text)
+        if not args.wall_text.strip():
+            raise Failed(USAGE, "no text to broadcast (usage: shellserver wall TEXT...)")
+
+
+def not_utf8(argv: list[str]) -> str | None:
+    """The first argument that is not valid UTF-8 (Python keeps its bad bytes as surrogates)."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return ascii(arg.encode("utf-8", "surrogateescape"))[2:-1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
+    argv = sys.argv[1:] if argv is None else argv
+    bad = not_utf8(argv)
+    if bad is not None:
+        print(f"shellserver: argument '{bad}' is not valid UTF-8", file=sys.stderr)
+        raise SystemExit(USAGE)
     args = parser().parse_args(argv)
+    try:
+        check_arguments(args)
+    except Failed as e:
+        _die(args.command, e)
     datadir = DataDir(FilePath(os.path.abspath(args.data)))
     endpoint = args.control or f"unix:{datadir.control_socket.path}"
     try:
@@ -328,7 +371,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
             print(run_offline(args, datadir))
             sys.exit(OK)
         if args.control is None and not datadir.is_locked():
-            raise Failed(UNREACHABLE, f"no server is running on {datadir.path.path}")
+            raise Failed(
+                UNREACHABLE,
+                f"no server is running on {datadir.path.path}; if the server keeps its "
+                f"data elsewhere, give --data DIR or set {DATA_ENV}",
+            )
     except Failed as e:
         _die(args.command, e)
     except (OSError, StoreError) as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 
@@ -19,6 +20,19 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
+#: Where the server keeps its data and the CLI looks for it, unless ``--data`` says otherwise.
+DATA_ENV = "SHELLSERVER_DATA"
+DEFAULT_DATA = "./shellserver-data"
+
+
+def default_data() -> str:
+    """``$SHELLSERVER_DATA``, else ``./shellserver-data``: read by server and CLI alike."""
+    return os.environ.get(DATA_ENV) or DEFAULT_DATA
+
+
+DEFAULT_MAX_CONNECTIONS = 20000
+
+
 def default_hostname() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
@@ -27,17 +41,22 @@ def default_hostname() -> str:
 class Config:
     """Everything tunable about a running server; defaults match SPEC §2."""
 
-    data: str = "./shellserver-data"
+    data: str = field(factory=default_data)
     telnet: tuple[str, ...] = ("tcp:2323",)
     control: str | None = None
     hostname: str = field(factory=default_hostname)
+    #: This server's name in who --json; a cluster (later) names each node, one server is its host.
+    node: str = field(factory=default_hostname)
     registration: bool = True
     max_sessions: int = 0
     on_max: str = "refuse"
     idle_timeout: int = 3600
     motd: str | None = None
     quota: int = 10 * 1024**2
-    max_connections: int = 20000
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: False when ``max_connections`` is the default, which the service lowers to what the
+    #: descriptor hard limit allows (quietly: a plain start must not warn).
+    max_connections_given: bool = False
     max_unauth: int = 200
     max_unauth_per_addr: int = 20
     cmd_burst: int = 40

@@ -12,11 +12,12 @@ import os
 import pwd
 import socket
 import struct
-import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from shellserver import adminops
 from shellserver.accounts import (
@@ -66,6 +67,7 @@ class Status(amp.Command):
 class Wall(amp.Command):
     arguments = [(b"text", amp.Unicode())]
     response = [(b"reached", amp.Integer())]
+    errors = _ERRORS
 
 
 class Who(amp.Command):
@@ -122,6 +124,11 @@ class NewUsersCommit(amp.Command):
     errors = _ERRORS
 
 
+def rfc3339(when: float) -> str:
+    """Local time with the offset as RFC 3339 writes it: ``2026-11-26T11:28:57+00:00``."""
+    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
+
+
 def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
     """The stable ``who --json`` schema (docs/admin.md)."""
     now = server.clock.seconds()
@@ -131,10 +138,12 @@ def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
                 "user": s.user,
                 "tty": s.tty,
                 "role": s.role,
-                "login": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(s.login_time)),
+                "login": rfc3339(s.login_time),
                 "idle_s": int(s.idle(now)),
                 "mesg": s.mesg,
                 "peer": s.peer,
+                "term": s.term,
+                "node": server.config.node,
             }
             for s in sessions
         ]
@@ -147,6 +156,17 @@ class ControlProtocol(amp.AMP):
         self.server = server
         self._who = b""
         self._batch: list[bytes] = []
+
+    # -- quiet connections ---------------------------------------------------------
+    # AMP logs "connection established/lost" for every connection; each CLI call
+    # is one connection, and the admin action it carries is what gets logged.
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
 
     # -- who is asking ---------------------------------------------------------
 
@@ -186,6 +206,8 @@ class ControlProtocol(amp.AMP):
 
     @Wall.responder
     async def wall(self, text: str) -> dict[str, Any]:
+        if not text.strip():
+            raise BadRequest("no text to broadcast")
         who, where = self._caller()
         return {"reached": await adminops.wall(self.server, who, "control", where, text)}
 
@@ -218,7 +240,7 @@ class ControlProtocol(amp.AMP):
 
     @UserAdd.responder
     async def useradd(self, name: str, password: str, admin: bool) -> dict[str, Any]:
-        problem = username_problem(name)
+        problem = username_problem(name, registering=True)
         if problem is not None:
             raise BadRequest(problem)
         who, where = self._caller()
@@ -261,6 +283,10 @@ class ControlProtocol(amp.AMP):
             ]
         except (ValueError, TypeError) as e:
             raise BadRequest(f"malformed batch: {e}") from None
+        for number, (name, _, _) in enumerate(entries, start=1):
+            problem = username_problem(name, registering=True)
+            if problem is not None:
+                raise BadRequest(f"entry {number}: {problem}")
         who, where = self._caller()
         created = await self.server.store.apply_batch(entries)
         now = self.server.clock.seconds()

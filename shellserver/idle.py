@@ -10,6 +10,7 @@ from attrs import define, field
 
 from shellserver.hub import Hub, Message
 from shellserver.session import Session
+from shellserver.words import counted
 
 WARNING = 60.0
 
@@ -23,10 +24,11 @@ class IdleWatch:
 
     def __attrs_post_init__(self) -> None:
         minutes = int(self.timeout // 60)
+        span = counted(minutes, "minute") if minutes else counted(int(self.timeout), "second")
         self._warning = Message.of(
             "You have been idle a long time; you will be logged out in a minute."
         )
-        self._logout = Message.of(f"Idle for {minutes} minutes; logging you out.")
+        self._logout = Message.of(f"Idle for {span}; logging you out.")
 
     def scan(self, now: float) -> None:
         if self.timeout <= 0:

@@ -11,6 +11,7 @@ are started in ``startService``, after twistd has daemonised.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
 from shellserver.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
-from shellserver.admission import Admission, connection_limit, raise_fd_limit
+from shellserver.admission import FD_HEADROOM, Admission, connection_limit, raise_fd_limit
 from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
@@ -49,6 +50,30 @@ def with_backlog(description: str) -> str:
     return description
 
 
+def default_max_connections(default: int, hard_fd_limit: int) -> int:
+    """The default ``--max-connections``, lowered to what the descriptor hard limit allows."""
+    if hard_fd_limit == resource.RLIM_INFINITY:
+        return default
+    return max(1, min(default, hard_fd_limit - FD_HEADROOM))
+
+
+class _Pending(Factory):
+    """Holds a listener's place until the server exists (nothing is accepted before then)."""
+
+    noisy = False
+    factory: Factory | None = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def logPrefix(self) -> str:
+        return self.name
+
+    def buildProtocol(self, addr: Any) -> Any:
+        assert self.factory is not None, "a connection before the server was ready"
+        return self.factory.buildProtocol(addr)
+
+
 class ShellService(Service):
     name = "shellserver"
 
@@ -60,12 +85,34 @@ class ShellService(Service):
         self._idle: task.LoopingCall | None = None
 
     def prepare(self) -> None:
-        """Claim the data dir, open the store and bind every listener, or exit 1 saying why."""
+        """Bind every listener, claim the data dir and open the store, or exit 1 saying why.
+
+        The listeners are bound first (the control socket, which lives in the
+        data dir, excepted), so a start that fails on a port in use creates
+        nothing: no data dir, no ``admin`` account, no password file. No
+        connection is accepted before the reactor runs, so the telnet factory
+        can be completed afterwards.
+        """
         cfg = self.config
         self.datadir = DataDir(FilePath(os.path.abspath(cfg.data)))
+        control = self._control_endpoint()
+        locked = False
+        try:
+            if self.datadir.path.isdir():
+                self.datadir.lock()  # "another shellserver is running" beats "port in use"
+                locked = True
+        except (OSError, DataDirLocked) as e:
+            raise SystemExit(f"shellserver: {e}") from None
+        telnet = _Pending("TelnetFactory")
+        for description in cfg.telnet:
+            self.ports.append(self._listen(description, telnet, "telnet"))
+        control_factory = _Pending("ControlFactory")
+        if cfg.control is not None:
+            self.ports.append(self._listen(control, control_factory, "control"))
         try:
             self.datadir.create()
-            self.datadir.lock()
+            if not locked:
+                self.datadir.lock()
             self.db = AccountDB.open(self.datadir.db_path.path)
         except (OSError, DataDirLocked, StoreError) as e:
             raise SystemExit(f"shellserver: {e}") from None
@@ -93,16 +140,40 @@ class ShellService(Service):
         self.server.homes = Homes(
             self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)
         )
-        factory = TelnetFactory(self.server, self.reactor)
-        for description in cfg.telnet:
-            self.ports.append(self._listen(description, factory, "telnet"))
-        self.ports.append(
-            self._listen(self._control_endpoint(), ControlFactory(self.server), "control")
-        )
+        telnet.factory = TelnetFactory(self.server, self.reactor)
+        control_factory.factory = ControlFactory(self.server)
+        if cfg.control is None:
+            try:
+                self.ports.append(self._listen(control, control_factory, "control"))
+            except SystemExit as e:
+                if created is None:
+                    raise
+                raise SystemExit(
+                    f"{e} (this start created {self.datadir.path.path} and the account "
+                    f"'admin', whose password is in {created.path})"
+                ) from None
 
     def _connection_limit(self) -> int:
-        """``--max-connections``, with the descriptor limit raised to fit (SPEC §2)."""
-        wanted = self.config.max_connections
+        """``--max-connections``, with the descriptor limit raised to fit (SPEC §2).
+
+        The default (20,000) is lowered quietly to what the hard limit allows; a
+        limit the operator gave that does not fit is warned about.
+        """
+        cfg = self.config
+        wanted = cfg.max_connections
+        if not cfg.max_connections_given:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            fitting = default_max_connections(wanted, hard)
+            if fitting < wanted:
+                log.info(
+                    "accepting at most {limit} connections, as the file descriptor hard "
+                    "limit ({hard}) allows; raise it (ulimit -Hn, LimitNOFILE=) for the "
+                    "default {default}, or set --max-connections",
+                    limit=fitting,
+                    hard=hard,
+                    default=wanted,
+                )
+            wanted = fitting
         soft, fds = raise_fd_limit(wanted)
         limit = connection_limit(wanted, soft)
         if wanted and limit < wanted:
@@ -126,11 +197,13 @@ class ShellService(Service):
                 f"{UNIX_PATH_MAX} bytes, the limit for unix sockets; use a shorter --data "
                 "or give --control"
             )
-        if sock.exists() or sock.islink():
-            sock.remove()  # left by a server that died: we hold the lock, so it is not in use
         return f"unix:{sock.path}:mode=600:lockfile=0"
 
     def _listen(self, description: str, factory: Factory, what: str) -> IListeningPort:
+        if what == "control" and self.config.control is None:
+            sock = self.datadir.control_socket
+            if sock.exists() or sock.islink():
+                sock.remove()  # left by a server that died: we hold the lock, so it is not in use
         results: list[Any] = []
         try:
             endpoint = serverFromString(self.reactor, with_backlog(description))

@@ -26,6 +26,7 @@ class Session:
     mesg: bool = True
     cwd: str = ""
     doing: str = "-sh"
+    term: str = ""
     login_record: int | None = None
     #: ``last_active`` at the time of the idle warning, so one idle stretch warns once.
     idle_warned: float = -1.0

@@ -99,7 +99,10 @@ class Shutdown:
         if self.final_sent:
             return
         self.final_sent = True
-        self._broadcast(self.by or "root", self.tty or "console", "The system is going down NOW!")
+        text = "The system is going down NOW!"
+        if self.text:
+            text += "\n" + self.text
+        self._broadcast(self.by or "root", self.tty or "console", text)
 
     # -- internals -------------------------------------------------------------
 

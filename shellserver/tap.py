@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,15 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
-from shellserver.config import Config, default_hostname, parse_size
+from shellserver.config import (
+    DATA_ENV,
+    DEFAULT_DATA,
+    DEFAULT_MAX_CONNECTIONS,
+    Config,
+    default_data,
+    default_hostname,
+    parse_size,
+)
 from shellserver.passwords import MAX_COST, MIN_COST
 
 
@@ -78,7 +87,12 @@ class Options(usage.Options):
     longdesc = "A multi-user shell server: telnet in, see who is online, write, wall."
 
     optParameters: list[list[Any]] = [
-        ["data", None, "./shellserver-data", "Data directory (store, homes); created 0700."],
+        [
+            "data",
+            None,
+            DEFAULT_DATA,
+            f"Data directory (store, homes); created 0700. ${DATA_ENV} sets the default.",
+        ],
         ["control", None, None, "Admin control endpoint [default: unix:<data>/control.sock]."],
         ["hostname", None, None, "Host name shown in prompts and banners."],
         [
@@ -108,8 +122,9 @@ class Options(usage.Options):
         [
             "max-connections",
             None,
-            20000,
-            "All connections (0 = unlimited).",
+            None,
+            "All connections (0 = unlimited) [default: 20000, or fewer if the file "
+            "descriptor hard limit allows fewer].",
             _count("max-connections"),
         ],
         [
@@ -141,6 +156,26 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["telnet"] = []
+        # Read when parsing, not at import, so --help shows the default in force.
+        self["data"] = self.defaults["data"] = default_data()
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Under twistd/twist, a bad option is one line and exit 1, not 40 lines of usage.
+
+        Both runners print their whole usage text before the error (twistd: then
+        exit 1; twist: exit 64); SPEC §2 wants the error naming the option. Parsed
+        on its own (no parent runner), the UsageError is raised as usual.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            runner = "twist" if type(self.parent).__name__ == "TwistOptions" else "twistd"
+            print(
+                f"{runner} shellserver: {e} (see '{runner} shellserver --help')", file=sys.stderr
+            )
+            raise SystemExit(1) from None
 
     def opt_telnet(self, endpoint: str) -> None:
         """Telnet listen endpoint, e.g. tcp:2323 (repeatable) [default: tcp:2323]."""
@@ -164,7 +199,12 @@ class Options(usage.Options):
             idle_timeout=self["idle-timeout"],
             motd=self["motd"],
             quota=self["quota"],
-            max_connections=self["max-connections"],
+            max_connections=(
+                DEFAULT_MAX_CONNECTIONS
+                if self["max-connections"] is None
+                else self["max-connections"]
+            ),
+            max_connections_given=self["max-connections"] is not None,
             max_unauth=self["max-unauth"],
             max_unauth_per_addr=self["max-unauth-per-addr"],
             cmd_burst=self["cmd-burst"],

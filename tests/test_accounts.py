@@ -72,7 +72,9 @@ def test_dummy_hash_is_a_real_hash() -> None:
 # -- rules ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["Bob", "9lives", "x" * 33, "", "a b", "bob!", "_x", "é"])
+@pytest.mark.parametrize(
+    "name", ["Bob", "9lives", "x" * 33, "", "a b", "bob!", "_x", "é", "evil\n", "bob\n\n"]
+)
 def test_bad_names(name: str) -> None:
     assert username_problem(name) is not None
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -37,11 +40,12 @@ def test_status_who_wall_kick(server: RealServer) -> None:
     assert r.returncode == 0
     doc = json.loads(r.stdout)
     [s] = doc["sessions"]
-    assert set(s) == {"user", "tty", "role", "login", "idle_s", "mesg", "peer"}
-    assert (s["user"], s["tty"], s["role"], s["mesg"], s["peer"]) == (
-        "admin", "tel/0", "admin", True, "127.0.0.1"
+    assert set(s) == {"user", "tty", "role", "login", "idle_s", "mesg", "peer", "term", "node"}
+    assert (s["user"], s["tty"], s["role"], s["mesg"], s["peer"], s["term"]) == (
+        "admin", "tel/0", "admin", True, "127.0.0.1", ""
     )  # fmt: skip
-    assert s["login"][10] == "T" and s["login"][-5] in "+-"
+    assert s["node"] == socket.gethostname().split(".")[0]  # one server: its short host name
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", s["login"])  # RFC 3339
     assert "admin" in cli(server.data, "who").stdout
     assert "1 session, 1 user" in cli(server.data, "status").stdout
     r = cli(server.data, "wall", "maintenance at 18:00")
@@ -55,6 +59,9 @@ def test_status_who_wall_kick(server: RealServer) -> None:
     r = cli(server.data, "kick", "admin")
     assert r.returncode == 1 and "not logged in" in r.stderr
     assert "kick" in server.log_text() and "control socket, pid" in server.log_text()
+    # The admin actions are logged, not each CLI call's connection.
+    assert "connection established" not in server.log_text()
+    assert "connection lost" not in server.log_text()
 
 
 def test_accounts_through_the_running_server(server: RealServer) -> None:
@@ -143,7 +150,10 @@ def test_sigterm_sends_the_final_notice_and_exits_0(server: RealServer) -> None:
 
 def test_server_not_reachable_is_exit_3(tmp_path: Path) -> None:
     r = cli(tmp_path / "nothing-here", "status")
-    assert r.returncode == 3 and "no server is running" in r.stderr
+    assert r.returncode == 3 and r.stderr == (
+        f"shellserver status: no server is running on {tmp_path}/nothing-here; if the server "
+        "keeps its data elsewhere, give --data DIR or set SHELLSERVER_DATA\n"
+    )
     r = subprocess.run(
         [CLI, "--control", f"unix:{tmp_path}/absent.sock", "wall", "hi"],
         capture_output=True, text=True, timeout=60,
@@ -177,3 +187,58 @@ def test_accounts_with_the_server_stopped(tmp_path: Path) -> None:
         srv.stop()
     assert cli(data, "userdel", "carol").returncode == 0
     assert cli(data, "userdel", "carol").returncode == 1
+
+
+def run_bytes(*args: str | bytes) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["wall", b"x\xffy"],
+        ["kick", "bob", "--reason", b"x\xffy"],
+        ["shutdown", "+5", b"x\xffy"],
+        ["useradd", b"x\xffy", "--password-stdin"],
+    ],
+)
+def test_arguments_that_are_not_utf8_are_a_usage_error(
+    tmp_path: Path, args: list[str | bytes]
+) -> None:
+    r = run_bytes("--data", str(tmp_path), *args)
+    assert (r.returncode, r.stderr) == (2, "shellserver: argument 'x\\xffy' is not valid UTF-8\n")
+
+
+def test_wall_without_text_is_a_usage_error(server: RealServer) -> None:
+    admin = login(server.port, "admin", server.admin_password())
+    for text in ["", "   ", "\t"]:
+        r = cli(server.data, "wall", text)
+        assert r.returncode == 2, r
+        assert r.stderr.startswith("shellserver wall: no text to broadcast")
+        assert r.stdout == ""
+    r = cli(server.data, "wall", "hello")
+    assert r.returncode == 0
+    assert admin.expect("hello").count("Broadcast message") == 1  # the empty ones sent nothing
+    assert cli(server.data.parent / "elsewhere", "wall", " ").returncode == 2  # before "no server"
+
+
+def test_new_names_are_checked_whole_and_reserved_names_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for name in ["evil\n", "root", "all", "admin"]:
+        r = cli(data, "useradd", name, "--password-stdin", stdin="goodpassword\n")
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, (name, r)
+    r = cli(data, "newusers", "--hash-cost", "4", stdin="carol:carolpass1\nguest:guestpass1\n")
+    assert r.returncode == 1 and "line 2: That name is reserved" in r.stderr
+    assert not (data / "home" / "evil\n").exists()
+
+
+def test_shellserver_data_points_the_cli_at_the_server(server: RealServer, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "SHELLSERVER_DATA": str(server.data), "COLUMNS": "1000"}
+    r = subprocess.run(
+        [CLI, "status"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and "is running" in r.stdout, r.stderr
+    r = subprocess.run([CLI, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert f"[default: {server.data};" in " ".join(r.stdout.split())

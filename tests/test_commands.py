@@ -53,6 +53,11 @@ def test_help_lists_and_explains(server: Server) -> None:
     a = online(server, "alice")
     out = a.run("help")
     assert "write" in out and "who" in out and "wall" not in out
+    listed = {line.split()[0]: line for line in out.splitlines()[1:-2]}
+    assert listed["exit"].split(None, 1)[1].startswith("Log out")
+    assert listed["logout"].split(None, 1)[1] == "Same as exit."
+    assert listed["quit"].split(None, 1)[1] == "Same as exit."
+    assert list(listed) == sorted(listed)
     assert "wall" in online(server, "root1").run("help")
     assert a.run("help write").startswith("Usage: write USER [TTY] [TEXT...]\n")
     assert "Administrators only" in a.run("help kick")
@@ -137,6 +142,27 @@ def test_write_sanitises_text(server: Server) -> None:
     out = b.output()
     assert "^[]0;pwned^G \\302\\233 \\233 \\u202e café 😀" in out
     assert "\x1b" not in out
+
+
+def test_only_existing_tty_kinds_are_ttys(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    assert a.run("write bob ab/12 hi") == "alice@testhost:~$ "
+    assert "\nab/12 hi\nEOF\n" in b.output()
+    for kind in ("tel", "ssh", "web"):
+        assert a.run(f"write bob {kind}/9 hi").startswith(
+            f"write: bob is not logged in on {kind}/9"
+        )
+    assert a.run("write bob tel/1 hi") == "alice@testhost:~$ "
+    assert "\nhi\nEOF\n" in b.output()
+
+
+def test_wall_without_text_is_a_usage_error(server: Server) -> None:
+    a = online(server, "alice")
+    admin = online(server, "root1")
+    for line in ["wall", 'wall ""', "wall '   '", "wall '' ' '"]:
+        assert admin.run(line).startswith("Usage: wall TEXT...\n"), line
+    assert a.output() == ""
 
 
 def test_write_errors(server: Server) -> None:
@@ -253,6 +279,7 @@ def test_useradd_userdel_lock_unlock(server: Server) -> None:
     assert "useradd: created user account carol" in admin.output()
     assert admin.run("useradd carol").startswith("useradd: user 'carol' already exists")
     assert admin.run("useradd Bad!").startswith("useradd: Usernames are")
+    assert admin.run("useradd root").startswith("useradd: That name is reserved")
     carol = online(server, "carol", password="carolpass1")
     assert admin.run("lock carol").startswith("lock: carol is locked")
     assert "locked by root1" in carol.output() and carol.disconnecting
@@ -348,7 +375,19 @@ def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
     assert a.output() == ""  # warned once
     clock.advance(60)  # type: ignore[attr-defined]
     watch.scan(clock.seconds())
-    assert "logging you out" in a.output() and a.disconnecting
+    assert "Idle for 10 minutes; logging you out." in a.output() and a.disconnecting
+
+
+@pytest.mark.parametrize(
+    "timeout, said", [(62, "1 minute"), (120, "2 minutes"), (30, "30 seconds"), (1, "1 second")]
+)
+def test_idle_logout_counts_its_noun(server: Server, timeout: int, said: str) -> None:
+    from shellserver.idle import IdleWatch
+
+    a = online(server, "alice")
+    server.clock.advance(timeout)  # type: ignore[attr-defined]
+    IdleWatch(server.hub, timeout).scan(server.clock.seconds())
+    assert f"Idle for {said}; logging you out." in a.output()
 
 
 def test_disconnect_detaches_and_records_logout(server: Server) -> None:

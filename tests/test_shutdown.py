@@ -99,8 +99,20 @@ def test_shutdown_now_and_usage(server: Server) -> None:
     admin = online(server, "root1")
     assert admin.run("shutdown +x").startswith("shutdown: invalid time\nUsage:")
     a = online(server, "alice")
-    admin.run("shutdown now")
-    assert "The system is going down NOW!" in a.output()
+    admin.run("shutdown now bye all")
+    # The admin's text is shown with the final notice, as with "+MIN TEXT" (SPEC §4).
+    assert "The system is going down NOW!\nbye all\n" in a.output()
+    assert stops == ["stop"]
+
+
+def test_the_final_notice_after_a_countdown_repeats_the_text(server: Server) -> None:
+    stops = stopper(server)
+    a = online(server, "alice")
+    assert server.shutdown is not None
+    server.shutdown.schedule(1, "new kernel", "root1", "tel/1", "test")
+    a.output()
+    server.clock.advance(60)  # type: ignore[attr-defined]
+    assert "The system is going down NOW!\nnew kernel\n" in a.output()
     assert stops == ["stop"]
 
 

@@ -54,3 +54,12 @@ def test_values_are_parsed() -> None:
 def test_bad_values(args: list[str], option: str) -> None:
     with pytest.raises(UsageError, match=option):
         parse(*args)
+
+
+def test_shellserver_data_sets_the_default_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHELLSERVER_DATA", "/srv/shell")
+    assert parse().config.data == "/srv/shell"
+    assert parse("--data", "/elsewhere").config.data == "/elsewhere"
+    assert "[default: /srv/shell]" in " ".join(str(Options()).split())  # --help shows it
+    monkeypatch.delenv("SHELLSERVER_DATA")
+    assert parse().config.data == "./shellserver-data"

@@ -43,7 +43,7 @@ async def useradd(ctx: Context, args: list[str]) -> None:
     if len(names) != 1 or any(f != "--admin" for f in flags):
         raise UsageError()
     name, role = names[0], ROLE_ADMIN if flags else ROLE_USER
-    problem = username_problem(name)
+    problem = username_problem(name, registering=True)
     if problem is not None:
         ctx.fail(problem)
         return

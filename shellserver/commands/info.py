@@ -109,8 +109,13 @@ def help_(ctx: Context, args: list[str]) -> None:
     registry = ctx.server.registry
     if not args:
         visible = [c for c in registry if not c.admin or ctx.session.is_admin]
-        width = max(len(c.name) for c in visible)
-        rows = [f"  {c.name:<{width}}  {c.help.splitlines()[0]}" for c in visible]
+        # Aliases are listed too (SPEC §4): a user looking for "logout" finds it.
+        names = sorted(((n, c) for c in visible for n in (c.name, *c.aliases)), key=lambda e: e[0])
+        width = max(len(n) for n, _ in names)
+        rows = [
+            f"  {n:<{width}}  {c.help.splitlines()[0] if n == c.name else f'Same as {c.name}.'}"
+            for n, c in names
+        ]
         ctx.write("Commands:\n" + "\n".join(rows) + "\nType 'help COMMAND' for more.\n")
         return
     if len(args) > 1:

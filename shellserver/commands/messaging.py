@@ -14,7 +14,8 @@ from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.terminal import EndOfInput, Interrupted
 
-_TTY = re.compile(r"^[a-z]+/\d+$")
+#: Only names of the tty kinds that exist are TTYs: ``write bob ab/12 hi`` sends "ab/12 hi".
+_TTY = re.compile(r"(?:tel|ssh|web)/\d{1,9}")
 
 
 @command(
@@ -37,7 +38,7 @@ async def write(ctx: Context, args: list[str]) -> None:
         ctx.fail("you have write permission turned off")
         return
     user, rest = args[0], args[1:]
-    tty = rest.pop(0) if rest and _TTY.match(rest[0]) else None
+    tty = rest.pop(0) if rest and _TTY.fullmatch(rest[0]) else None
     target = await _choose_target(ctx, user, tty)
     if target is None:
         return
@@ -114,10 +115,11 @@ async def _send(ctx: Context, target: Session, text: str) -> bool:
     help="Broadcast TEXT to every session, including those with messages off.",
 )
 async def wall(ctx: Context, args: list[str]) -> None:
-    if not args:
+    text = " ".join(args)
+    if not text.strip():
         raise UsageError()
     me = ctx.session
-    await adminops.wall(ctx.server, me.user, me.tty, ctx.where(), " ".join(args))
+    await adminops.wall(ctx.server, me.user, me.tty, ctx.where(), text)
 
 
 @command(
