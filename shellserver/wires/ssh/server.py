@@ -1,0 +1,341 @@
+"""The conch server side: transport with the pre-auth limits, authentication, refusals.
+
+What happens once a user is authenticated and asks for a shell or a command
+is handed to ``start`` (a :class:`SessionStart`): the seam where the shared
+session start attaches (docs/ssh-design.md). Everything SSH can do besides a
+session (port, agent and X11 forwarding, subsystems such as sftp) is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from attrs import define
+from twisted.conch.avatar import ConchUser
+from twisted.conch.error import ConchError
+from twisted.conch.interfaces import IConchUser
+from twisted.conch.ssh import common, connection, factory, transport, userauth
+from twisted.conch.ssh.channel import SSHChannel
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from shellserver.accounts import Account, AccountLocked
+from shellserver.admission import Admission
+from shellserver.wires.ssh.hostkeys import HostKeys
+
+log = Logger()
+
+#: Session channels one connection may have open at once (OpenSSH's MaxSessions is 10).
+MAX_CHANNELS = 4
+#: Authentication attempts before the connection is closed (OpenSSH's MaxAuthTries is 6).
+MAX_AUTH_TRIES = 6
+MAX_TERM = 64
+MAX_DIMENSION = 10_000
+REFUSED_CHANNELS = frozenset(
+    {b"direct-tcpip", b"forwarded-tcpip", b"x11", b"auth-agent@openssh.com"}
+)
+
+
+@define
+class Request:
+    """What the client asked for before its shell or command: the wire's view of a session."""
+
+    pty: bool = False
+    term: str = "dumb"
+    cols: int = 80
+    rows: int = 24
+    #: None for a shell, else the command line of an exec request.
+    command: str | None = None
+
+
+class SessionStart(Protocol):
+    """Attaches an authenticated session channel to a session (phase B: the shared start)."""
+
+    def __call__(self, channel: SessionChannel, account: Account, request: Request) -> None: ...
+
+
+NOT_YET = b"shellserver: the SSH shell is not available yet; log in with telnet.\r\n"
+
+
+def not_yet(channel: SessionChannel, account: Account, request: Request) -> None:
+    """Phase A: authentication works, sessions do not; say so and exit 1."""
+    channel.write(NOT_YET)
+    channel.exit(1)
+
+
+# -- the session channel ------------------------------------------------------------------
+
+
+class SessionChannel(SSHChannel):
+    """One ``session`` channel: records pty/env/window requests, then starts shell or exec."""
+
+    name = b"session"
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.request = Request()
+        self.started = False
+        #: Told the new (cols, rows) on window-change once started (phase B: the editor).
+        self.on_resize: Callable[[int, int], None] | None = None
+
+    @property
+    def user(self) -> ShellAvatar:
+        avatar: Any = self.avatar
+        return avatar  # type: ignore[no-any-return]
+
+    def request_pty_req(self, data: bytes) -> int:
+        term, cols, rows, _, _, _ = _parse_pty(data)
+        self.request.pty = True
+        self.request.term = term
+        self.request.cols, self.request.rows = cols, rows
+        return 1
+
+    def request_window_change(self, data: bytes) -> int:
+        cols, rows = _parse_size(data)
+        self.request.cols, self.request.rows = cols, rows
+        if self.on_resize is not None:
+            self.on_resize(cols, rows)
+        return 1
+
+    def request_env(self, data: bytes) -> int:
+        name, rest = common.getNS(data)
+        value, _ = common.getNS(rest)
+        if name != b"TERM" or self.started:
+            return 0
+        self.request.term = _term(value)
+        return 1
+
+    def request_shell(self, data: bytes) -> int:
+        return self._start(None)
+
+    def request_exec(self, data: bytes) -> int:
+        command, _ = common.getNS(data)
+        return self._start(command.decode("utf-8", "replace"))
+
+    # subsystem (sftp), x11-req and auth-agent-req have no handler: conch answers failure.
+
+    def _start(self, command: str | None) -> int:
+        if self.started:
+            return 0
+        self.started = True
+        self.request.command = command
+        self.user.start(self, self.user.account, self.request)
+        return 1
+
+    def exit(self, status: int) -> None:
+        """End the channel with an exit status, as ``ssh host CMD`` reports it."""
+        conn: Any = self.conn
+        conn.sendRequest(self, b"exit-status", status.to_bytes(4, "big"))
+        self.loseConnection()
+
+
+def _term(raw: bytes) -> str:
+    text = raw.decode("ascii", "replace")[:MAX_TERM]
+    return "".join(c for c in text if c.isalnum() or c in "-_.+") or "dumb"
+
+
+def _parse_size(data: bytes) -> tuple[int, int]:
+    cols, rows = int.from_bytes(data[0:4], "big"), int.from_bytes(data[4:8], "big")
+    if len(data) < 8:
+        raise ValueError("short window size")
+    return (min(cols, MAX_DIMENSION) or 80), (min(rows, MAX_DIMENSION) or 24)
+
+
+def _parse_pty(data: bytes) -> tuple[str, int, int, int, int, bytes]:
+    term, rest = common.getNS(data)
+    cols, rows = _parse_size(rest[:8])
+    return _term(term), cols, rows, 0, 0, b""
+
+
+# -- the avatar and the realm ------------------------------------------------------------
+
+
+class ShellAvatar(ConchUser):
+    """An authenticated account over SSH: sessions only."""
+
+    def __init__(self, account: Account, start: SessionStart) -> None:
+        super().__init__()
+        self.account = account
+        self.start = start
+        self.channelLookup[b"session"] = SessionChannel
+        self.open_channels = 0
+
+    def lookupChannel(
+        self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
+    ) -> SSHChannel:
+        if channelType in REFUSED_CHANNELS:
+            log.info(
+                "SSH {user}: {kind} channel refused",
+                user=self.account.name,
+                kind=channelType.decode("ascii", "replace"),
+            )
+            raise ConchError("forwarding is disabled", connection.OPEN_ADMINISTRATIVELY_PROHIBITED)
+        if channelType == b"session" and self.open_channels >= MAX_CHANNELS:
+            raise ConchError("too many sessions", connection.OPEN_RESOURCE_SHORTAGE)
+        channel: SSHChannel = super().lookupChannel(channelType, windowSize, maxPacket, data)
+        self.open_channels += 1
+        closed = channel.closed
+
+        def on_closed() -> None:
+            self.open_channels -= 1
+            closed()
+
+        channel.closed = on_closed  # type: ignore[method-assign]
+        return channel
+
+    def gotGlobalRequest(self, requestType: bytes, data: bytes) -> int:
+        """``tcpip-forward`` (``ssh -R``) and every other global request: refused."""
+        return 0
+
+    def logout(self) -> None:
+        """Phase B: the session start's logout (end the sessions this connection holds)."""
+
+
+@implementer(IRealm)
+class ShellRealm:
+    """Accounts from the store as conch avatars; locked or deleted accounts get none."""
+
+    def __init__(self, get_account: Callable[[str], Deferred[Any]], start: SessionStart) -> None:
+        self.get_account = get_account
+        self.start = start
+
+    def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Deferred[Any]:
+        if IConchUser not in interfaces:
+            raise NotImplementedError("only SSH users are served here")
+        return Deferred.fromCoroutine(self._avatar(avatarId))
+
+    async def _avatar(self, avatar_id: bytes) -> tuple[Any, ShellAvatar, Callable[[], None]]:
+        account: Account | None = await self.get_account(avatar_id.decode())
+        if account is None or account.locked:
+            raise UnauthorizedLogin()
+        avatar = ShellAvatar(account, self.start)
+        return IConchUser, avatar, avatar.logout
+
+
+@implementer(ICredentialsChecker)
+class PasswordChecker:
+    """The store's password checker, with a locked account one more failed login."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, checker: ICredentialsChecker) -> None:
+        self.checker = checker
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        d: Deferred[Any] = self.checker.requestAvatarId(credentials)
+        d.addErrback(_locked_is_unauthorized)
+        return d
+
+
+def _locked_is_unauthorized(failure: Failure) -> Failure:
+    if failure.check(AccountLocked):
+        return Failure(UnauthorizedLogin("account locked"))
+    return failure
+
+
+# -- transport, services, factory --------------------------------------------------------------
+
+
+class UserAuth(userauth.SSHUserAuthServer):
+    attemptsBeforeDisconnect = MAX_AUTH_TRIES
+
+
+class ShellTransport(transport.SSHServerTransport):
+    """Counts itself in the pre-auth limits and ends unauthenticated after the login timeout."""
+
+    factory: ShellSSHFactory
+    _timer: IDelayedCall | None = None
+    _admitted = False
+    _logged_in = False
+
+    def connectionMade(self) -> None:
+        f = self.factory
+        wire: Any = self.transport
+        self._peer = getattr(wire.getPeer(), "host", "?")
+        refusal = f.admission.admit(self._peer) if f.admission is not None else None
+        if refusal is not None:
+            wire.write(refusal.encode() + b"\r\n")
+            wire.loseConnection()
+            return
+        self._admitted = True
+        self._timer = f.clock.callLater(f.login_timeout, self._timed_out)
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._admitted:
+            super().dataReceived(data)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"login timed out")
+
+    def setService(self, service: Any) -> None:
+        if service.name == b"ssh-connection" and not self._logged_in:
+            self._logged_in = True
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            if self.factory.admission is not None:
+                self.factory.admission.logged_in(self._peer)
+        super().setService(service)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._admitted:
+            self._admitted = False
+            if self.factory.admission is not None:
+                self.factory.admission.gone(self._peer, self._logged_in)
+            super().connectionLost(reason)
+
+
+class ShellSSHFactory(factory.SSHFactory):
+    """The ``--ssh`` listener's factory."""
+
+    protocol = ShellTransport
+    noisy = False
+    services = {  # noqa: RUF012 (conch's own class attribute)
+        b"ssh-userauth": UserAuth,
+        b"ssh-connection": connection.SSHConnection,
+    }
+
+    def __init__(
+        self,
+        keys: HostKeys,
+        portal: Portal,
+        clock: Any,
+        login_timeout: float,
+        admission: Admission | None = None,
+    ) -> None:
+        self.keys = keys
+        self.publicKeys = keys.public_keys()
+        self.privateKeys = keys.private_keys()
+        self.portal = portal
+        self.clock = clock
+        self.login_timeout = login_timeout
+        self.admission = admission
+
+    def getPrimes(self) -> None:
+        """No moduli file: group-exchange is not offered (curve25519 and group14 are)."""
+        return None
+
+
+def make_factory(
+    keys: HostKeys,
+    checkers: list[ICredentialsChecker],
+    get_account: Callable[[str], Deferred[Any]],
+    clock: Any,
+    login_timeout: float,
+    admission: Admission | None = None,
+    start: SessionStart = not_yet,
+) -> ShellSSHFactory:
+    portal = Portal(ShellRealm(get_account, start), checkers)
+    return ShellSSHFactory(keys, portal, clock, login_timeout, admission)
