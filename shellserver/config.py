@@ -43,6 +43,8 @@ class Config:
 
     data: str = field(factory=default_data)
     telnet: tuple[str, ...] = ("tcp:2323",)
+    #: ``--ssh`` listeners (§9); none unless given.
+    ssh: tuple[str, ...] = ()
     control: str | None = None
     hostname: str = field(factory=default_hostname)
     #: This server's name in who --json; a cluster (later) names each node, one server is its host.

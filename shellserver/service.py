@@ -36,6 +36,8 @@ from shellserver.idle import IdleWatch
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
 from shellserver.threads import make_pool, pool_runner
+from shellserver.wires import tls
+from shellserver.wires.ssh import setup as ssh_setup
 
 log = Logger()
 IDLE_SCAN = 5.0
@@ -105,7 +107,12 @@ class ShellService(Service):
             raise SystemExit(f"shellserver: {e}") from None
         telnet = _Pending("TelnetFactory")
         for description in cfg.telnet:
-            self.ports.append(self._listen(description, telnet, "telnet"))
+            self.ports.append(
+                self._listen(description, tls.for_endpoint(description, telnet), "telnet")
+            )
+        ssh = _Pending("SSHFactory")
+        for description in cfg.ssh:
+            self.ports.append(self._listen(description, ssh, "ssh"))
         control_factory = _Pending("ControlFactory")
         if cfg.control is not None:
             self.ports.append(self._listen(control, control_factory, "control"))
@@ -141,7 +148,24 @@ class ShellService(Service):
             self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)
         )
         telnet.factory = TelnetFactory(self.server, self.reactor)
-        control_factory.factory = ControlFactory(self.server)
+        run_io = pool_runner(self.reactor, io_pool)
+        fingerprints: tuple[str, ...] = ()
+        if cfg.ssh:
+            keys = ssh_setup.host_keys(self.datadir.path)
+            fingerprints = tuple(keys.fingerprints())
+            ssh.factory = ssh_setup.ssh_factory(
+                keys,
+                store,
+                self.datadir.home_root,
+                run_io,
+                self.reactor,
+                cfg.login_timeout,
+                self.server.admission,
+            )
+        ssh_control = ssh_setup.SSHControl(
+            fingerprints, ssh_setup.key_adder(self.datadir.home_root, run_io)
+        )
+        control_factory.factory = ControlFactory(self.server, ssh_control)
         if cfg.control is None:
             try:
                 self.ports.append(self._listen(control, control_factory, "control"))

@@ -156,6 +156,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["telnet"] = []
+        self["ssh"] = []
         # Read when parsing, not at import, so --help shows the default in force.
         self["data"] = self.defaults["data"] = default_data()
 
@@ -181,6 +182,10 @@ class Options(usage.Options):
         """Telnet listen endpoint, e.g. tcp:2323 (repeatable) [default: tcp:2323]."""
         self["telnet"].append(_endpoint("telnet", endpoint))
 
+    def opt_ssh(self, endpoint: str) -> None:
+        """SSH listen endpoint, e.g. tcp:2222 (repeatable) [default: none]."""
+        self["ssh"].append(_endpoint("ssh", endpoint))
+
     def postOptions(self) -> None:
         if self["control"] is not None:
             _endpoint("control", self["control"])
@@ -191,6 +196,7 @@ class Options(usage.Options):
         self.config = Config(
             data=self["data"],
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
+            ssh=tuple(self["ssh"]),
             control=self["control"],
             hostname=self["hostname"] or default_hostname(),
             registration=self["registration"] == "open",

@@ -251,6 +251,8 @@ class UserAuth(userauth.SSHUserAuthServer):
 class ShellTransport(transport.SSHServerTransport):
     """Counts itself in the pre-auth limits and ends unauthenticated after the login timeout."""
 
+    ourVersionString = b"SSH-2.0-shellserver"
+
     factory: ShellSSHFactory
     _timer: IDelayedCall | None = None
     _admitted = False
@@ -322,10 +324,21 @@ class ShellSSHFactory(factory.SSHFactory):
         self.clock = clock
         self.login_timeout = login_timeout
         self.admission = admission
+        self.primes = None
 
-    def getPrimes(self) -> None:
-        """No moduli file: group-exchange is not offered (curve25519 and group14 are)."""
-        return None
+    def buildProtocol(self, addr: Any) -> ShellTransport:
+        """No moduli file, so no group exchange (curve25519, ECDH and group14/16 remain)."""
+        t = ShellTransport()
+        t.factory = self
+        t.supportedPublicKeys = [
+            algorithm
+            for key in self.privateKeys.values()
+            for algorithm in key.supportedSignatureAlgorithms()
+        ]
+        t.supportedKeyExchanges = [
+            kex for kex in t.supportedKeyExchanges if b"group-exchange" not in kex
+        ]
+        return t
 
 
 def make_factory(
