@@ -275,6 +275,7 @@ def test_forwarding_is_refused(sshd: RealServer) -> None:
         _, err = local.communicate(timeout=10)
     assert b"administratively prohibited" in err, err
     assert "direct-tcpip channel refused" in sshd.log_text()
+    assert "Traceback" not in sshd.log_text()
 
 
 @needs_ssh

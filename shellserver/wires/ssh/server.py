@@ -8,6 +8,7 @@ session (port, agent and X11 forwarding, subsystems such as sftp) is refused.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -38,6 +39,8 @@ MAX_CHANNELS = 4
 #: Authentication attempts before the connection is closed (OpenSSH's MaxAuthTries is 6).
 MAX_AUTH_TRIES = 6
 MAX_TERM = 64
+#: An exec request's command line, at most (the shell's own line limit is lower).
+MAX_COMMAND = 64 * 1024
 MAX_DIMENSION = 10_000
 REFUSED_CHANNELS = frozenset(
     {b"direct-tcpip", b"forwarded-tcpip", b"x11", b"auth-agent@openssh.com"}
@@ -91,11 +94,21 @@ class SessionChannel(SSHChannel):
         avatar: Any = self.avatar
         return avatar  # type: ignore[no-any-return]
 
+    def requestReceived(self, requestType: bytes, data: bytes) -> int:
+        """A malformed request is refused, never an error in the log."""
+        try:
+            answer: int = super().requestReceived(requestType, data)
+        except (ValueError, IndexError, struct.error):
+            return 0
+        return answer
+
     def request_pty_req(self, data: bytes) -> int:
-        term, cols, rows, _, _, _ = _parse_pty(data)
+        term, rest = _string(data)
+        if self.started:
+            return 0
         self.request.pty = True
-        self.request.term = term
-        self.request.cols, self.request.rows = cols, rows
+        self.request.term = _term(term)
+        self.request.cols, self.request.rows = _parse_size(rest)
         return 1
 
     def request_window_change(self, data: bytes) -> int:
@@ -106,8 +119,9 @@ class SessionChannel(SSHChannel):
         return 1
 
     def request_env(self, data: bytes) -> int:
-        name, rest = common.getNS(data)
-        value, _ = common.getNS(rest)
+        """Only TERM is taken (as OpenSSH's AcceptEnv would be configured for it)."""
+        name, rest = _string(data)
+        value, _ = _string(rest)
         if name != b"TERM" or self.started:
             return 0
         self.request.term = _term(value)
@@ -117,7 +131,9 @@ class SessionChannel(SSHChannel):
         return self._start(None)
 
     def request_exec(self, data: bytes) -> int:
-        command, _ = common.getNS(data)
+        command, _ = _string(data)
+        if len(command) > MAX_COMMAND:
+            return 0
         return self._start(command.decode("utf-8", "replace"))
 
     # subsystem (sftp), x11-req and auth-agent-req have no handler: conch answers failure.
@@ -137,22 +153,27 @@ class SessionChannel(SSHChannel):
         self.loseConnection()
 
 
+def _string(data: bytes) -> tuple[bytes, bytes]:
+    """An SSH string and the rest; ``ValueError`` if it runs past the data (conch's does not)."""
+    if len(data) < 4:
+        raise ValueError("short string")
+    (length,) = struct.unpack(">L", data[:4])
+    if len(data) < 4 + length:
+        raise ValueError("string runs past the packet")
+    return data[4 : 4 + length], data[4 + length :]
+
+
 def _term(raw: bytes) -> str:
     text = raw.decode("ascii", "replace")[:MAX_TERM]
     return "".join(c for c in text if c.isalnum() or c in "-_.+") or "dumb"
 
 
 def _parse_size(data: bytes) -> tuple[int, int]:
-    cols, rows = int.from_bytes(data[0:4], "big"), int.from_bytes(data[4:8], "big")
+    """Columns and rows from a pty-req/window-change; 0 (unknown) means the default."""
     if len(data) < 8:
         raise ValueError("short window size")
+    cols, rows = struct.unpack(">II", data[:8])
     return (min(cols, MAX_DIMENSION) or 80), (min(rows, MAX_DIMENSION) or 24)
-
-
-def _parse_pty(data: bytes) -> tuple[str, int, int, int, int, bytes]:
-    term, rest = common.getNS(data)
-    cols, rows = _parse_size(rest[:8])
-    return _term(term), cols, rows, 0, 0, b""
 
 
 # -- the avatar and the realm ------------------------------------------------------------
@@ -168,18 +189,27 @@ class ShellAvatar(ConchUser):
         self.channelLookup[b"session"] = SessionChannel
         self.open_channels = 0
 
-    def lookupChannel(
-        self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
-    ) -> SSHChannel:
+    def refusal(self, channelType: bytes) -> tuple[int, bytes] | None:
+        """Why a channel of this type may not be opened now (code, text), or None."""
         if channelType in REFUSED_CHANNELS:
             log.info(
                 "SSH {user}: {kind} channel refused",
                 user=self.account.name,
                 kind=channelType.decode("ascii", "replace"),
             )
-            raise ConchError("forwarding is disabled", connection.OPEN_ADMINISTRATIVELY_PROHIBITED)
-        if channelType == b"session" and self.open_channels >= MAX_CHANNELS:
-            raise ConchError("too many sessions", connection.OPEN_RESOURCE_SHORTAGE)
+            return connection.OPEN_ADMINISTRATIVELY_PROHIBITED, b"forwarding is disabled"
+        if channelType != b"session":
+            return connection.OPEN_UNKNOWN_CHANNEL_TYPE, b"unknown channel type"
+        if self.open_channels >= MAX_CHANNELS:
+            return connection.OPEN_RESOURCE_SHORTAGE, b"too many sessions"
+        return None
+
+    def lookupChannel(
+        self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
+    ) -> SSHChannel:
+        refused = self.refusal(channelType)
+        if refused is not None:
+            raise ConchError(refused[1].decode(), refused[0])
         channel: SSHChannel = super().lookupChannel(channelType, windowSize, maxPacket, data)
         self.open_channels += 1
         closed = channel.closed
@@ -244,6 +274,30 @@ def _locked_is_unauthorized(failure: Failure) -> Failure:
 # -- transport, services, factory --------------------------------------------------------------
 
 
+class Connection(connection.SSHConnection):
+    """Refuses unwanted channels itself: conch would log a traceback for each refusal."""
+
+    def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
+        avatar = getattr(self.transport, "avatar", None)
+        try:
+            kind, rest = _string(packet)
+            (sender,) = struct.unpack(">L", rest[:4])
+        except (ValueError, struct.error):
+            self.transport.sendDisconnect(  # type: ignore[union-attr]
+                transport.DISCONNECT_PROTOCOL_ERROR, b"malformed channel open"
+            )
+            return
+        refused = avatar.refusal(kind) if isinstance(avatar, ShellAvatar) else None
+        if refused is not None:
+            code, text = refused
+            self.transport.sendPacket(  # type: ignore[union-attr]
+                connection.MSG_CHANNEL_OPEN_FAILURE,
+                struct.pack(">2L", sender, code) + common.NS(text) + common.NS(b""),
+            )
+            return
+        super().ssh_CHANNEL_OPEN(packet)
+
+
 class UserAuth(userauth.SSHUserAuthServer):
     attemptsBeforeDisconnect = MAX_AUTH_TRIES
 
@@ -306,7 +360,7 @@ class ShellSSHFactory(factory.SSHFactory):
     noisy = False
     services = {  # noqa: RUF012 (conch's own class attribute)
         b"ssh-userauth": UserAuth,
-        b"ssh-connection": connection.SSHConnection,
+        b"ssh-connection": Connection,
     }
 
     def __init__(
