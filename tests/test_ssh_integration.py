@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from realserver import RawClient, RealServer
+from realserver import RawClient, RealServer, login
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("shellserver"))
@@ -193,6 +193,23 @@ def test_key_login_with_a_key_added_by_addkey(sshd: RealServer) -> None:
     assert b"the SSH shell is not available yet" in run.stdout, run.stderr
     assert run.returncode == 1
     assert "admin addkey by" in sshd.log_text()
+
+
+@needs_ssh
+def test_key_login_with_a_key_the_user_added_with_echo(sshd: RealServer) -> None:
+    key = user_key(sshd, "id_erin")
+    cli(sshd.data, "useradd", "erin", "--password-stdin", stdin=b"erinpass12\n")
+    session = login(sshd.port, "erin", "erinpass12")
+    session.send_line("mkdir .ssh")
+    session.expect("erin@testhost:~$ ")
+    public = key.with_suffix(".pub").read_text().strip()
+    session.send_line(f"echo '{public}' >> ~/.ssh/authorized_keys")
+    session.expect("erin@testhost:~$ ")
+    session.close()
+    run = subprocess.run(
+        ssh_args(sshd, "erin@127.0.0.1", "who", key=key), capture_output=True, timeout=30
+    )
+    assert b"the SSH shell is not available yet" in run.stdout, run.stderr
 
 
 @needs_ssh
