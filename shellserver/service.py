@@ -161,6 +161,7 @@ class ShellService(Service):
                 self.reactor,
                 cfg.login_timeout,
                 self.server.admission,
+                self.server.failed_logins,
             )
         ssh_control = ssh_setup.SSHControl(
             fingerprints, ssh_setup.key_adder(self.datadir.home_root, run_io)

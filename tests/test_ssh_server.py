@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.error import ConchError
 from twisted.conch.interfaces import IConchUser
-from twisted.conch.ssh import common, connection
+from twisted.conch.ssh import common, connection, userauth
 from twisted.conch.ssh.keys import Key
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -26,6 +26,7 @@ from shellserver.admission import TOO_MANY_FROM_YOU, Admission
 from shellserver.auth import StoreChecker
 from shellserver.passwords import hash_password
 from shellserver.threads import inline_runner
+from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh.hostkeys import HostKeys
 from shellserver.wires.ssh.server import (
     MAX_CHANNELS,
@@ -36,6 +37,7 @@ from shellserver.wires.ssh.server import (
     ShellAvatar,
     ShellRealm,
     ShellSSHFactory,
+    UserAuth,
 )
 
 ALICE = Account("alice", ROLE_USER, False, 0.0)
@@ -278,3 +280,85 @@ def test_no_group_exchange_without_moduli(keys: HostKeys) -> None:
     assert proto.supportedKeyExchanges
     assert not [k for k in proto.supportedKeyExchanges if b"group-exchange" in k]
     assert proto.supportedPublicKeys == [b"ssh-ed25519"]
+
+
+# -- password failures: growing pauses, the per-address lockout ----------------------------------
+
+
+class AuthTransport:
+    """What the userauth service sees of its transport: records what it sends."""
+
+    def __init__(self, factory: ShellSSHFactory, peer: str) -> None:
+        self.factory = factory
+        self.peer = peer
+        self.sent: list[Any] = []
+
+    def isEncrypted(self, direction: str) -> bool:
+        return True
+
+    def sendPacket(self, kind: int, data: bytes) -> None:
+        self.sent.append(kind)
+
+    def sendDisconnect(self, code: int, reason: bytes) -> None:
+        self.sent.append(("disconnect", code))
+
+    def setService(self, service: Any) -> None:
+        self.sent.append(("service", service.name))
+
+
+def password_request(user: bytes, password: bytes) -> bytes:
+    return (
+        common.NS(user)
+        + common.NS(b"ssh-connection")
+        + common.NS(b"password")
+        + b"\x00"
+        + common.NS(password)
+    )
+
+
+def test_password_failures_pause_and_count_toward_the_lockout(
+    keys: HostKeys, tmp_path: Path
+) -> None:
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    try:
+        store = AccountStore(db, inline_runner, inline_runner, 4)
+        db.create("alice", hash_password("alicepass1", 4), ROLE_USER)
+        clock, failed = Clock(), FailedLogins()
+        portal = Portal(ShellRealm(store.get, Started()), [PasswordChecker(StoreChecker(store))])
+        factory = ShellSSHFactory(keys, portal, clock, 60, None, failed)
+
+        def connection(peer: str = "192.0.2.9") -> tuple[UserAuth, AuthTransport]:
+            auth = UserAuth()
+            wire = AuthTransport(factory, peer)
+            auth.transport = wire  # type: ignore[assignment]
+            auth.serviceStarted()
+            return auth, wire
+
+        auth, wire = connection()
+        for delay in (1.0, 2.0, 4.0, 4.0):
+            auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"wrong"))
+            clock.advance(delay - 0.01)
+            assert wire.sent == []
+            clock.advance(0.01)
+            assert wire.sent == [userauth.MSG_USERAUTH_FAILURE]
+            wire.sent.clear()
+        auth.serviceStopped()
+        for _ in range(6):  # ten failures from one address in all
+            auth, wire = connection()
+            auth.ssh_USERAUTH_REQUEST(password_request(b"nobody", b"x"))
+            clock.advance(1)
+            auth.serviceStopped()
+        assert failed.blocked("192.0.2.9", clock.seconds())
+        auth, wire = connection()
+        auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"alicepass1"))
+        assert wire.sent == [userauth.MSG_USERAUTH_FAILURE]  # blocked: the right password too
+        auth.serviceStopped()
+        auth, wire = connection("198.51.100.3")
+        auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"alicepass1"))
+        assert wire.sent == [userauth.MSG_USERAUTH_SUCCESS, ("service", b"ssh-connection")]
+        clock.advance(300)
+        auth, wire = connection()
+        auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"alicepass1"))
+        assert wire.sent[0] == userauth.MSG_USERAUTH_SUCCESS  # the block has ended
+    finally:
+        db.close()

@@ -19,10 +19,10 @@ from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import common, connection, factory, transport, userauth
 from twisted.conch.ssh.channel import SSHChannel
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from shellserver.accounts import Account, AccountLocked
 from shellserver.admission import Admission
+from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh.hostkeys import HostKeys
 
 log = Logger()
@@ -38,6 +39,8 @@ log = Logger()
 MAX_CHANNELS = 4
 #: Authentication attempts before the connection is closed (OpenSSH's MaxAuthTries is 6).
 MAX_AUTH_TRIES = 6
+#: Pauses after the 1st, 2nd, 3rd and later failed passwords on a connection (telnet's login).
+PASSWORD_DELAYS = (1.0, 2.0, 4.0)
 MAX_TERM = 64
 #: An exec request's command line, at most (the shell's own line limit is lower).
 MAX_COMMAND = 64 * 1024
@@ -299,7 +302,52 @@ class Connection(connection.SSHConnection):
 
 
 class UserAuth(userauth.SSHUserAuthServer):
+    """Password failures pause and count toward the per-address lockout, as telnet's do.
+
+    A blocked address is refused every method while the block lasts. Offered
+    keys that are not listed are not counted (clients try every key they hold).
+    """
+
     attemptsBeforeDisconnect = MAX_AUTH_TRIES
+
+    def serviceStarted(self) -> None:
+        factory: ShellSSHFactory = self.transport.factory  # type: ignore[union-attr]
+        self.clock = factory.clock
+        self.password_failures = 0
+        super().serviceStarted()
+
+    def _shell_transport(self) -> ShellTransport:
+        wire: Any = self.transport
+        return wire  # type: ignore[no-any-return]
+
+    def tryAuth(self, kind: bytes, user: bytes, data: bytes) -> Deferred[Any]:
+        t = self._shell_transport()
+        failed = t.factory.failed_logins
+        if kind != b"none" and failed is not None and failed.blocked(t.peer, self.clock.seconds()):
+            log.info("SSH login refused: {peer} is blocked after failed logins", peer=t.peer)
+            return fail(UnauthorizedLogin("address blocked"))
+        d: Deferred[Any] = super().tryAuth(kind, user, data)
+        return d
+
+    def auth_password(self, packet: bytes) -> Deferred[Any]:
+        try:
+            password, _ = _string(packet[1:])
+            user: bytes = self.user or b""
+        except ValueError:
+            return fail(UnauthorizedLogin("malformed password request"))
+        d: Deferred[Any] = self.portal.login(UsernamePassword(user, password), None, IConchUser)
+        d.addErrback(self._password_failed)
+        return d
+
+    def _password_failed(self, failure: Failure) -> Deferred[Any]:
+        t = self._shell_transport()
+        if failure.check(UnauthorizedLogin) and t.factory.failed_logins is not None:
+            t.factory.failed_logins.record(t.peer, self.clock.seconds())
+        delay = PASSWORD_DELAYS[min(self.password_failures, len(PASSWORD_DELAYS) - 1)]
+        self.password_failures += 1
+        d: Deferred[Any] = Deferred()
+        self.clock.callLater(delay, d.errback, failure)
+        return d
 
 
 class ShellTransport(transport.SSHServerTransport):
@@ -315,8 +363,8 @@ class ShellTransport(transport.SSHServerTransport):
     def connectionMade(self) -> None:
         f = self.factory
         wire: Any = self.transport
-        self._peer = getattr(wire.getPeer(), "host", "?")
-        refusal = f.admission.admit(self._peer) if f.admission is not None else None
+        self.peer = getattr(wire.getPeer(), "host", "?")
+        refusal = f.admission.admit(self.peer) if f.admission is not None else None
         if refusal is not None:
             wire.write(refusal.encode() + b"\r\n")
             wire.loseConnection()
@@ -340,7 +388,7 @@ class ShellTransport(transport.SSHServerTransport):
                 self._timer.cancel()
             self._timer = None
             if self.factory.admission is not None:
-                self.factory.admission.logged_in(self._peer)
+                self.factory.admission.logged_in(self.peer)
         super().setService(service)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -349,7 +397,7 @@ class ShellTransport(transport.SSHServerTransport):
         if self._admitted:
             self._admitted = False
             if self.factory.admission is not None:
-                self.factory.admission.gone(self._peer, self._logged_in)
+                self.factory.admission.gone(self.peer, self._logged_in)
             super().connectionLost(reason)
 
 
@@ -370,8 +418,10 @@ class ShellSSHFactory(factory.SSHFactory):
         clock: Any,
         login_timeout: float,
         admission: Admission | None = None,
+        failed_logins: FailedLogins | None = None,
     ) -> None:
         self.keys = keys
+        self.failed_logins = failed_logins
         self.publicKeys = keys.public_keys()
         self.privateKeys = keys.private_keys()
         self.portal = portal
@@ -402,7 +452,8 @@ def make_factory(
     clock: Any,
     login_timeout: float,
     admission: Admission | None = None,
+    failed_logins: FailedLogins | None = None,
     start: SessionStart = not_yet,
 ) -> ShellSSHFactory:
     portal = Portal(ShellRealm(get_account, start), checkers)
-    return ShellSSHFactory(keys, portal, clock, login_timeout, admission)
+    return ShellSSHFactory(keys, portal, clock, login_timeout, admission, failed_logins)

@@ -14,6 +14,7 @@ from shellserver.accounts import AccountStore
 from shellserver.admission import Admission
 from shellserver.auth import StoreChecker
 from shellserver.threads import Runner
+from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh import authkeys, hostkeys
 from shellserver.wires.ssh.server import PasswordChecker, ShellSSHFactory, make_factory
 
@@ -56,6 +57,7 @@ def ssh_factory(
     clock: Any,
     login_timeout: float,
     admission: Admission | None,
+    failed_logins: FailedLogins | None,
 ) -> ShellSSHFactory:
     return make_factory(
         keys,
@@ -67,4 +69,5 @@ def ssh_factory(
         clock,
         login_timeout,
         admission,
+        failed_logins,
     )
