@@ -193,6 +193,9 @@ def test_key_login_with_a_key_added_by_addkey(sshd: RealServer) -> None:
     assert b"the SSH shell is not available yet" in run.stdout, run.stderr
     assert run.returncode == 1
     assert "admin addkey by" in sshd.log_text()
+    assert "SSH alice authenticated from 127.0.0.1 (publickey)" in sshd.log_text()
+    nobody = cli(sshd.data, "addkey", "zed", stdin=(key.with_suffix(".pub")).read_bytes())
+    assert nobody.returncode == 1 and b"user 'zed' does not exist" in nobody.stderr
 
 
 @needs_ssh

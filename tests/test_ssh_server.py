@@ -19,6 +19,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from shellserver.accounts import ROLE_USER, Account, AccountDB, AccountStore
@@ -27,6 +28,7 @@ from shellserver.auth import StoreChecker
 from shellserver.passwords import hash_password
 from shellserver.threads import inline_runner
 from shellserver.throttle import FailedLogins
+from shellserver.wires.ssh import server as server_module
 from shellserver.wires.ssh.hostkeys import HostKeys
 from shellserver.wires.ssh.server import (
     MAX_CHANNELS,
@@ -362,3 +364,21 @@ def test_password_failures_pause_and_count_toward_the_lockout(
         assert wire.sent[0] == userauth.MSG_USERAUTH_SUCCESS  # the block has ended
     finally:
         db.close()
+
+
+def test_conch_routine_logging_is_kept_out_of_the_log() -> None:
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        conch_log = server_module._conch_log
+        conch_log.debug("got data {data}", data=b"hunter2\r")
+        conch_log.info("channel open")
+        conch_log.error("Got remote error, code {code}", code=11)
+        conch_log.error("Got remote error, code {code}", code=2)
+        conch_log.warn("something odd")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert [(e["log_format"], e.get("code")) for e in seen] == [
+        ("Got remote error, code {code}", 2),
+        ("something odd", None),
+    ]

@@ -17,6 +17,7 @@ import binascii
 import errno
 import os
 import stat
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -256,11 +257,20 @@ def normalise(text: bytes) -> tuple[bytes, bytes]:
     return line + b"\n", key.blob()
 
 
+#: addkey runs on the io pool: two at once must not both pass the duplicate and size checks.
+_adding = threading.Lock()
+
+
 def add_key(home_root: FilePath[str], user: str, text: bytes) -> str:
     """Append the key on ``text`` to USER's authorized_keys; the fingerprint, or AddKeyRefused.
 
     Blocking: run it on a thread. Creates ``~/.ssh`` 0700 and the file 0600.
     """
+    with _adding:
+        return _add_key(home_root, user, text)
+
+
+def _add_key(home_root: FilePath[str], user: str, text: bytes) -> str:
     from shellserver.wires.ssh.hostkeys import fingerprint
 
     line, blob = normalise(text)

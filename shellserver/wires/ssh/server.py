@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from attrs import define
 from twisted.conch.avatar import ConchUser
@@ -24,7 +24,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -34,6 +34,25 @@ from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh.hostkeys import HostKeys
 
 log = Logger()
+
+
+def _conch_events(event: dict[str, Any]) -> None:
+    """What conch's own logging may pass on: warnings and worse, nothing routine.
+
+    At debug and info level conch logs every packet kind, channel open and
+    close, and a channel's *data* (what users type, passwords included), and a
+    client that disconnects normally is logged as an error.
+    """
+    level = event.get("log_level")
+    if level is None or level < LogLevel.warn:
+        return
+    if event.get("code") == transport.DISCONNECT_BY_APPLICATION:
+        return
+    globalLogPublisher(event)
+
+
+#: The logger conch's classes use here instead of their own (``_log``).
+_conch_log = Logger(observer=cast(ILogObserver, _conch_events))
 
 #: Session channels one connection may have open at once (OpenSSH's MaxSessions is 10).
 MAX_CHANNELS = 4
@@ -82,6 +101,8 @@ def not_yet(channel: SessionChannel, account: Account, request: Request) -> None
 
 class SessionChannel(SSHChannel):
     """One ``session`` channel: records pty/env/window requests, then starts shell or exec."""
+
+    _log = _conch_log
 
     name = b"session"
 
@@ -280,6 +301,8 @@ def _locked_is_unauthorized(failure: Failure) -> Failure:
 class Connection(connection.SSHConnection):
     """Refuses unwanted channels itself: conch would log a traceback for each refusal."""
 
+    _log = _conch_log
+
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
         avatar = getattr(self.transport, "avatar", None)
         try:
@@ -309,6 +332,7 @@ class UserAuth(userauth.SSHUserAuthServer):
     """
 
     attemptsBeforeDisconnect = MAX_AUTH_TRIES
+    _log = _conch_log
 
     def serviceStarted(self) -> None:
         factory: ShellSSHFactory = self.transport.factory  # type: ignore[union-attr]
@@ -354,6 +378,7 @@ class ShellTransport(transport.SSHServerTransport):
     """Counts itself in the pre-auth limits and ends unauthenticated after the login timeout."""
 
     ourVersionString = b"SSH-2.0-shellserver"
+    _log = _conch_log
 
     factory: ShellSSHFactory
     _timer: IDelayedCall | None = None
@@ -384,6 +409,13 @@ class ShellTransport(transport.SSHServerTransport):
     def setService(self, service: Any) -> None:
         if service.name == b"ssh-connection" and not self._logged_in:
             self._logged_in = True
+            avatar = getattr(self, "avatar", None)
+            log.info(
+                "SSH {user} authenticated from {peer} ({method})",
+                user=avatar.account.name if isinstance(avatar, ShellAvatar) else "?",
+                peer=self.peer,
+                method=getattr(self.service, "method", b"?").decode("ascii", "replace"),
+            )
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
             self._timer = None
