@@ -249,8 +249,14 @@ def test_pre_auth_limits_count_ssh_connections(keys: HostKeys) -> None:
     factory = ShellSSHFactory(keys, Portal(ShellRealm(succeed, Started())), Clock(), 60, admission)
     first, first_wire = connect(factory)
     assert first_wire.value().startswith(b"SSH-2.0-shellserver\r\n")
-    _, second_wire = connect(factory)
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        _, second_wire = connect(factory)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
     assert second_wire.value() == TOO_MANY_FROM_YOU.encode() + b"\r\n"
+    assert [(e["count"], e["peer"]) for e in seen if "count" in e] == [(1, "192.0.2.7")]
     assert second_wire.disconnecting
     other, _ = connect(factory, "198.51.100.1")
     assert admission.unauth == 2

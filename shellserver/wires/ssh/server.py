@@ -391,6 +391,14 @@ class ShellTransport(transport.SSHServerTransport):
         self.peer = getattr(wire.getPeer(), "host", "?")
         refusal = f.admission.admit(self.peer) if f.admission is not None else None
         if refusal is not None:
+            count = f.admission.refusals_to_log(f.clock.seconds()) if f.admission else 0
+            if count:
+                log.warn(
+                    "refused {count} connection(s) over the limits; latest from {peer}: {why}",
+                    count=count,
+                    peer=self.peer,
+                    why=refusal,
+                )
             wire.write(refusal.encode() + b"\r\n")
             wire.loseConnection()
             return
