@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -14,7 +15,7 @@ from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh.keys import Key
 from twisted.cred.credentials import SSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
@@ -312,3 +313,16 @@ def test_add_key_refuses_a_symlinked_ssh_dir(
     with pytest.raises(AddKeyRefused, match="symlink"):
         add_key(FilePath(str(tmp_path)), "alice", keys["ed25519"][1])
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_parsing_runs_where_the_server_says(keys: dict[str, tuple[Key, bytes]]) -> None:
+    key, line = keys["ed25519"]
+    ran: list[object] = []
+
+    def run(f: Any, *args: Any) -> Deferred[Any]:
+        ran.append(f)
+        return maybeDeferred(f, *args)
+
+    checker = AuthorizedKeysChecker(lambda user: succeed(line), run)
+    assert result(checker.requestAvatarId(creds(b"alice", key, True))) == b"alice"
+    assert ran == [parse]

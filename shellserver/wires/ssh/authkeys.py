@@ -33,7 +33,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from shellserver.accounts import username_problem
-from shellserver.threads import Runner
+from shellserver.threads import Runner, inline_runner
 
 log = Logger()
 
@@ -186,15 +186,21 @@ class AuthorizedKeysChecker:
     """Public-key logins against the user's own authorized_keys.
 
     ``read_authorized_keys(user)`` gives the file's bytes (or None) off the
-    reactor. A key that is not listed is refused before the client is asked
-    for a signature, so the server never says "sign with that" for a key it
-    would not accept (as OpenSSH).
+    reactor; ``run_parse`` parses them (a full file takes milliseconds: the
+    server gives a thread pool, tests run it inline). A key that is not listed
+    is refused before the client is asked for a signature, so the server never
+    says "sign with that" for a key it would not accept (as OpenSSH).
     """
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def __init__(self, read_authorized_keys: Callable[[str], Deferred[Any]]) -> None:
+    def __init__(
+        self,
+        read_authorized_keys: Callable[[str], Deferred[Any]],
+        run_parse: Runner = inline_runner,
+    ) -> None:
         self.read = read_authorized_keys
+        self.run_parse = run_parse
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._check(credentials))
@@ -210,7 +216,7 @@ class AuthorizedKeysChecker:
         if data is None:
             raise UnauthorizedLogin()
         try:
-            parsed = parse(data)
+            parsed: Parsed = await self.run_parse(parse, data)
         except FileTooLarge as e:
             log.info("{user}'s ~/.ssh/authorized_keys ignored: {why}", user=user, why=e)
             raise UnauthorizedLogin() from None

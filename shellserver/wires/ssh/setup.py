@@ -63,7 +63,7 @@ def ssh_factory(
         keys,
         [
             PasswordChecker(StoreChecker(store)),
-            authkeys.AuthorizedKeysChecker(authkeys.home_reader(home_root, run_io)),
+            authkeys.AuthorizedKeysChecker(authkeys.home_reader(home_root, run_io), run_io),
         ],
         store.get,
         clock,
