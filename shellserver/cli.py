@@ -122,9 +122,9 @@ def read_key() -> bytes:
     """The public key line on standard input (``shellserver addkey USER < key.pub``)."""
     if sys.stdin.isatty():
         raise Failed(USAGE, "give the public key on standard input: addkey USER < key.pub")
-    data = sys.stdin.buffer.read(authkeys.MAX_FILE + 1)
-    if len(data) > authkeys.MAX_FILE:
-        raise refuse("standard input is larger than 64 KiB; expected one public key line")
+    data = sys.stdin.buffer.read(authkeys.MAX_KEY_LINE + 1)
+    if len(data) > authkeys.MAX_KEY_LINE:
+        raise refuse("standard input is larger than 16 KiB; expected one public key line")
     return data
 
 

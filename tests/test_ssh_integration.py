@@ -314,3 +314,5 @@ def test_addkey_with_the_server_stopped(tmp_path: Path) -> None:
     assert missing.returncode == 1 and b"user 'nobody2' does not exist" in missing.stderr
     bad = cli(srv.data, "addkey", "admin", stdin=b"ssh-rsa AAAA\n")
     assert bad.returncode == 1 and b"malformed ssh-rsa key" in bad.stderr
+    big = cli(srv.data, "addkey", "admin", stdin=b"#" * 70_000)
+    assert big.returncode == 1 and b"larger than 16 KiB" in big.stderr

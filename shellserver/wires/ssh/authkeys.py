@@ -38,6 +38,8 @@ from shellserver.threads import Runner, inline_runner
 log = Logger()
 
 MAX_FILE = 64 * 1024
+#: What ``addkey`` takes on standard input (an RSA 16384 key line is under 3 KiB).
+MAX_KEY_LINE = 16 * 1024
 MIN_RSA_BITS = 2048
 #: Bad lines logged per read; the rest are counted in one line.
 MAX_LOGGED = 5
