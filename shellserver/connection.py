@@ -132,8 +132,7 @@ class Connection:
             return False
         notice = Message.of(f"\nSession replaced by a new login from {careful(self.wire.peer)}.")
         for old in mine[: len(mine) - limit + 1]:
-            old.deliver(notice.body)
-            old.disconnect()
+            await self.server.hub.end_session(old, notice)
             await self.server.hub.detach(old)
         return True
 
@@ -158,7 +157,8 @@ class Connection:
             self.server.admission.gone(self.wire.peer, logged_in=session is not None)
         if session is None:
             return
-        self.server.hub.detach(session)
+        d = self.server.hub.detach(session)
+        d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
         self._record_logout(session)
         log.info("{user} logged out from {tty}", user=session.user, tty=session.tty)
 
