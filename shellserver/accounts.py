@@ -18,11 +18,14 @@ from typing import Any, TypeVar
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
 from shellserver.datadir import DataDir
-from shellserver.passwords import dummy_hash, hash_password, verify_password
+from shellserver.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 from shellserver.threads import Runner
+
+log = Logger()
 
 ROLE_USER = "user"
 ROLE_ADMIN = "admin"
@@ -220,6 +223,14 @@ class AccountDB:
     def set_password_hash(self, name: str, pw_hash: str) -> None:
         self._update("UPDATE users SET pw_hash=? WHERE name=?", pw_hash, name)
 
+    def replace_hash(self, name: str, old: str, new: str) -> bool:
+        """Swap ``old`` for ``new`` only if nobody changed the password in between."""
+        with self._transaction():
+            cur = self._db.execute(
+                "UPDATE users SET pw_hash=? WHERE name=? AND pw_hash=?", (new, name, old)
+            )
+        return cur.rowcount == 1
+
     def set_role(self, name: str, role: str) -> None:
         self._update("UPDATE users SET role=? WHERE name=?", role, name)
 
@@ -345,7 +356,15 @@ class AccountStore:
         account: Account = found[0]
         if account.locked:
             raise AccountLocked(account.name)
+        if needs_rehash(stored, self.hash_cost):
+            rehash = self._d(self._rehash(name, stored, password))
+            rehash.addErrback(lambda f: log.failure("rehashing {user} failed", f, user=name))
         return account
+
+    async def _rehash(self, name: str, old: str, password: str) -> None:
+        """In the background: the login does not wait for a second hash."""
+        new = await self.hash(password)
+        await self.run_db(self.db.replace_hash, name, old, new)
 
     def _d(self, coro: Any) -> Deferred[Any]:
         return Deferred.fromCoroutine(coro)

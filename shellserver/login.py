@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from shellserver.server import Server
 
 MAX_TRIES = 3
+#: Seconds from a wrong password's arrival to ``Login incorrect``, by failure on the connection.
+FAILURE_DELAYS = (1.0, 2.0, 4.0)
 TOO_MANY = "Too many failed logins; try again later\n"
 
 
@@ -51,16 +53,27 @@ async def login_dialogue(server: Server, term: Terminal, peer: str) -> Account |
             password = await term.read_line("Password: ", hidden=True)
         except Interrupted:
             continue
+        arrived = server.clock.seconds()
+        if not server.failed_logins.attempt(peer, arrived):
+            term.write(TOO_MANY)
+            return None
         try:
-            return await authenticate(server, name, password)
+            account = await authenticate(server, name, password)
         except UnauthorizedLogin:
             pass
         except AccountLocked:
+            server.failed_logins.succeeded(peer, arrived)
             term.write("Your account is locked; contact an administrator.\n")
             return None
+        else:
+            server.failed_logins.succeeded(peer, arrived)
+            return account
         failures += 1
-        server.failed_logins.record(peer, server.clock.seconds())
-        await deferLater(server.clock, 2 ** (failures - 1))
+        # The answer comes at a moment fixed by when the password arrived, not by how long
+        # its hash took: a hash at another cost, or none, cannot be told apart by timing.
+        wait = arrived + FAILURE_DELAYS[failures - 1] - server.clock.seconds()
+        if wait > 0:
+            await deferLater(server.clock, wait)
         term.write("Login incorrect\n")
         if failures >= MAX_TRIES:
             return None

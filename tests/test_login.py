@@ -192,3 +192,70 @@ def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) 
     assert len(server.hub) == 0
     assert server.hub.allocate_tty("tel") == "tel/0"
     assert not server.connections
+
+
+def _clocked_hashing(server: Server, seconds_by_cost: dict[int, float]) -> list[str]:
+    """Hashing that takes clock time by cost, as a thread pool would; returns the calls made."""
+    from typing import Any
+
+    from twisted.internet.task import deferLater
+
+    calls: list[str] = []
+
+    def run(f: Any, *args: Any) -> Any:
+        calls.append(f.__name__)
+        stored = args[1] if f.__name__ == "verify_password" else f"ln={args[1]},"
+        cost = int(stored.split("ln=")[1].split(",")[0])
+        return deferLater(server.clock, seconds_by_cost[cost], f, *args)  # type: ignore[arg-type]
+
+    server.store.run_hash = run
+    return calls
+
+
+def test_failure_answers_at_the_same_moment_whatever_the_hashing_took(tmp_path: Path) -> None:
+    from shellserver.passwords import hash_password
+
+    server = make_server(tmp_path, hash_cost=5)
+    server.store.db.create("quick", hash_password("password1", 4))  # newusers --hash-cost 4
+    server.store.db.create("usual", hash_password("password1", 5))
+    calls = _clocked_hashing(server, {4: 0.002, 5: 0.15})
+    clients = {
+        name: Client(server, peer=f"10.1.1.{i}")
+        for i, name in enumerate(["quick", "usual", "nobody-at-all"])
+    }
+    for name, c in clients.items():
+        c.output()
+        c.login(name, "wrong-password")
+    assert calls == ["verify_password"] * 3  # the unknown name was hashed too
+    server.clock.advance(0.999)  # type: ignore[attr-defined]
+    assert all("Login incorrect" not in c.output() for c in clients.values())
+    server.clock.advance(0.001)  # type: ignore[attr-defined]
+    assert all(c.output() == "Login incorrect\nlogin: " for c in clients.values())
+
+
+def test_parallel_connections_get_ten_guesses_checked_in_all(server: Server) -> None:
+    calls = _clocked_hashing(server, {4: 0.01})
+    clients = [Client(server, peer="10.6.6.6") for _ in range(20)]
+    for round_ in range(3):
+        for c in clients:
+            if not c.disconnecting:
+                c.send("alice")
+                c.send("wrong-password")
+        server.clock.advance(5)  # type: ignore[attr-defined]
+    assert calls.count("verify_password") == 10
+    assert all(c.disconnecting for c in clients)
+    for c in clients:
+        c.drop()
+    assert "Too many failed logins" in Client(server, peer="10.6.6.6").output()
+
+
+def test_a_success_does_not_count_towards_the_block(server: Server) -> None:
+    for _ in range(20):
+        c = Client(server, peer="10.6.6.6")
+        assert "alice@testhost" in c.login("alice")
+        c.drop()
+    for delay in (1, 2, 4):
+        c = Client(server, peer="10.6.6.6")
+        c.login("alice", "nope-nope")
+        server.clock.advance(delay)  # type: ignore[attr-defined]
+    assert "alice@testhost" in Client(server, peer="10.6.6.6").login("alice")
