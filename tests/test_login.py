@@ -236,7 +236,7 @@ def test_failure_answers_at_the_same_moment_whatever_the_hashing_took(tmp_path: 
 def test_parallel_connections_get_ten_guesses_checked_in_all(server: Server) -> None:
     calls = _clocked_hashing(server, {4: 0.01})
     clients = [Client(server, peer="10.6.6.6") for _ in range(20)]
-    for round_ in range(3):
+    for _round in range(3):
         for c in clients:
             if not c.disconnecting:
                 c.send("alice")
