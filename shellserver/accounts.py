@@ -37,6 +37,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 T = TypeVar("T")
 
 
+#: What a full or failing disk raises from the store or the homes. The service is unavailable
+#: for a moment, not broken: logins and registrations say so and carry on (SPEC §7).
+UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
+
+
 class StoreError(Exception):
     pass
 

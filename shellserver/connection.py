@@ -9,9 +9,9 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from shellserver.accounts import Account
+from shellserver.accounts import UNAVAILABLE, Account
 from shellserver.hub import Message
-from shellserver.login import login_dialogue
+from shellserver.login import UNAVAILABLE_TEXT, login_dialogue
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.shell import Shell
@@ -33,6 +33,8 @@ class Connection:
         self.session: Session | None = None
         self._timer: IDelayedCall | None = None
         self._admitted = False
+        #: Counted by admission as logged in (no longer waiting to log in).
+        self._logged_in = False
 
     def start(self) -> None:
         self.server.connections.add(self)
@@ -60,10 +62,17 @@ class Connection:
 
     async def _run(self) -> None:
         try:
-            account = await login_dialogue(self.server, self.terminal, self.wire.peer)
-            self._cancel_timer()
-            if account is None or not await self._begin(account):
-                self.terminal.close()
+            banner = True
+            while True:
+                account = await login_dialogue(self.server, self.terminal, self.wire.peer, banner)
+                banner = False
+                try:
+                    if account is None or not await self._begin(account):
+                        self.terminal.close()
+                    break
+                except UNAVAILABLE as e:  # disk full at the login record: say so, stay
+                    self.server.unavailable(e, "login")
+                    self.terminal.write(UNAVAILABLE_TEXT)
         except EndOfInput:
             self.terminal.close()
         except Disconnected:
@@ -94,14 +103,21 @@ class Connection:
             bucket=TokenBucket(server.config.cmd_rate, server.config.cmd_burst),
         )
         self.session = session
-        server.admission.logged_in(self.wire.peer)
         await server.hub.attach(session)
-        session.login_record = await server.store.record_login(
-            name, session.tty, session.peer, now
-        )
+        try:
+            session.login_record = await server.store.record_login(
+                name, session.tty, session.peer, now
+            )
+        except BaseException:
+            self.session = None
+            await server.hub.detach(session)
+            raise
         if not term.connected:  # gone while the login was recorded: close the record too
             self._record_logout(session)
             return False
+        self._cancel_timer()
+        server.admission.logged_in(self.wire.peer)
+        self._logged_in = True
         log.info(
             "{user} logged in on {tty} from {peer}", user=name, tty=session.tty, peer=session.peer
         )
@@ -154,7 +170,7 @@ class Connection:
         session, self.session = self.session, None
         if self._admitted:
             self._admitted = False
-            self.server.admission.gone(self.wire.peer, logged_in=session is not None)
+            self.server.admission.gone(self.wire.peer, logged_in=self._logged_in)
         if session is None:
             return
         d = self.server.hub.detach(session)

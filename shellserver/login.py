@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 
 from shellserver.accounts import (
+    UNAVAILABLE,
     Account,
     AccountLocked,
     UserExists,
@@ -18,6 +20,8 @@ from shellserver.accounts import (
 from shellserver.auth import IAccount
 from shellserver.terminal import Interrupted, Terminal
 
+log = Logger()
+
 if TYPE_CHECKING:
     from shellserver.server import Server
 
@@ -25,14 +29,20 @@ MAX_TRIES = 3
 #: Seconds from a wrong password's arrival to ``Login incorrect``, by failure on the connection.
 FAILURE_DELAYS = (1.0, 2.0, 4.0)
 TOO_MANY = "Too many failed logins; try again later\n"
+UNAVAILABLE_TEXT = "Service temporarily unavailable\n"
 
 
-async def login_dialogue(server: Server, term: Terminal, peer: str) -> Account | None:
+async def login_dialogue(
+    server: Server, term: Terminal, peer: str, banner: bool = True
+) -> Account | None:
     """The account that logged in, or None when the connection should close.
 
     EndOfInput and Disconnected from the terminal propagate to the caller.
+    A store or disk failure (disk full) is told as ``Service temporarily
+    unavailable`` and the dialogue goes on: the connection stays.
     """
-    term.write(server.banner())
+    if banner:
+        term.write(server.banner())
     failures = 0
     while True:
         if server.failed_logins.blocked(peer, server.clock.seconds()):
@@ -46,7 +56,12 @@ async def login_dialogue(server: Server, term: Terminal, peer: str) -> Account |
                 if not server.config.registration:
                     term.write("Registration is closed; ask an administrator for an account.\n")
                     continue
-                account = await register(server, term, peer)
+                try:
+                    account = await register(server, term, peer)
+                except UNAVAILABLE as e:
+                    server.unavailable(e, "registration")
+                    term.write(UNAVAILABLE_TEXT)
+                    continue
                 if account is not None:
                     return account
                 continue
@@ -65,6 +80,11 @@ async def login_dialogue(server: Server, term: Terminal, peer: str) -> Account |
             server.failed_logins.succeeded(peer, arrived)
             term.write("Your account is locked; contact an administrator.\n")
             return None
+        except UNAVAILABLE as e:
+            server.failed_logins.succeeded(peer, arrived)
+            server.unavailable(e, "login")
+            term.write(UNAVAILABLE_TEXT)
+            continue
         else:
             server.failed_logins.succeeded(peer, arrived)
             return account
@@ -115,6 +135,12 @@ async def register(server: Server, term: Terminal, peer: str) -> Account | None:
     except UserExists:
         term.write("That name was taken a moment ago; choose another.\n")
         return None
-    await server.account_created(account, by=None, peer=peer)
+    try:
+        await server.account_created(account, by=None, peer=peer)
+    except UNAVAILABLE:
+        # No home for it (disk full): take the account back so the name can be tried again.
+        d = store.delete(name)
+        d.addErrback(lambda f: log.failure("removing half-made account {user}", f, user=name))
+        raise
     term.write(f"Welcome, {name}! Your account is ready.\n")
     return account

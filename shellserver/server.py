@@ -26,7 +26,7 @@ from shellserver.hub import Hub
 from shellserver.sanitize import careful_lines
 from shellserver.shutdown import Shutdown
 from shellserver.terminal import IWire, Terminal
-from shellserver.throttle import FailedLogins
+from shellserver.throttle import FailedLogins, LogLimit
 
 log = Logger()
 MOTD_LIMIT = 16 * 1024
@@ -49,6 +49,7 @@ class Server:
     #: The scheduled shutdown, when the service provides one.
     shutdown: Shutdown | None = None
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
+    _trouble: LogLimit = field(factory=LogLimit)
 
     @portal.default
     def _portal(self) -> Portal:
@@ -122,6 +123,18 @@ class Server:
         if self.homes is None:
             return None
         return await self.homes.plan(name)
+
+    def unavailable(self, error: BaseException, doing: str) -> None:
+        """The store or the disk failed (full, I/O error): one critical line a minute at most."""
+        count = self._trouble.due(self.clock.seconds())
+        if count:
+            log.critical(
+                "{doing} failed, service unavailable ({count} time(s) since the last report): "
+                "{error}",
+                doing=doing,
+                count=count,
+                error=f"{type(error).__name__}: {error}",
+            )
 
     def uptime(self) -> float:
         return self.clock.seconds() - self.started

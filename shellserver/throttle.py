@@ -97,3 +97,20 @@ class FailedLogins:
             del self._tries[addr]
         for addr in [a for a, t in self._blocked.items() if t <= now]:
             del self._blocked[addr]
+
+
+@define
+class LogLimit:
+    """At most one log line per ``every`` seconds for a repeating trouble; the rest are counted."""
+
+    every: float = 60.0
+    _count: int = 0
+    _logged_at: float = float("-inf")
+
+    def due(self, now: float) -> int:
+        """Count one occurrence; the number to report now, or 0 to stay quiet."""
+        self._count += 1
+        if now - self._logged_at < self.every:
+            return 0
+        count, self._count, self._logged_at = self._count, 0, now
+        return count

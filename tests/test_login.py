@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Client, add_user, make_server
@@ -173,7 +174,6 @@ def test_max_sessions(tmp_path: Path, on_max: str) -> None:
 
 
 def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) -> None:
-    from typing import Any
 
     from twisted.internet.defer import Deferred
 
@@ -196,7 +196,6 @@ def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) 
 
 def _clocked_hashing(server: Server, seconds_by_cost: dict[int, float]) -> list[str]:
     """Hashing that takes clock time by cost, as a thread pool would; returns the calls made."""
-    from typing import Any
 
     from twisted.internet.task import deferLater
 
@@ -259,3 +258,75 @@ def test_a_success_does_not_count_towards_the_block(server: Server) -> None:
         c.login("alice", "nope-nope")
         server.clock.advance(delay)  # type: ignore[attr-defined]
     assert "alice@testhost" in Client(server, peer="10.6.6.6").login("alice")
+
+
+def _disk_full(*args: object) -> None:
+    import sqlite3
+
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+@pytest.fixture
+def critical_lines() -> Any:
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") == LogLevel.critical:
+            lines.append(event["log_format"])
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest.mark.parametrize("where", ["get_hash", "record_login"])
+def test_disk_full_at_login_says_so_and_keeps_the_connection(
+    server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.setattr(server.store.db, where, _disk_full)
+    c = Client(server)
+    c.output()
+    for _ in range(3):
+        out = c.login("alice")
+        assert out.endswith("Service temporarily unavailable\nlogin: "), out
+        assert not c.disconnecting
+    assert len(critical_lines) == 1  # once a minute, however many fail
+    monkeypatch.undo()
+    assert c.login("alice").endswith("alice@testhost:~$ ")
+    monkeypatch.setattr(server.store.db, where, _disk_full)
+    server.clock.advance(59)  # type: ignore[attr-defined]
+    Client(server).login("alice")
+    assert len(critical_lines) == 1
+    server.clock.advance(2)  # type: ignore[attr-defined]
+    Client(server).login("alice")
+    assert len(critical_lines) == 2
+    assert len(server.hub) == 1
+
+
+@pytest.mark.parametrize("where", ["create", "homes"])
+def test_disk_full_at_registration_says_so_and_keeps_the_connection(
+    server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    import errno
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "create":
+        monkeypatch.setattr(server.store.db, "create", _disk_full)
+    else:
+        assert server.homes is not None
+        monkeypatch.setattr(type(server.homes), "create", no_space)
+    c = Client(server)
+    c.output()
+    for line in ["new", "bob", "longenough", "longenough"]:
+        c.send(line)
+    assert c.output().endswith("Service temporarily unavailable\nlogin: ")
+    assert not c.disconnecting and len(critical_lines) == 1
+    assert server.store.db.get("bob") is None  # nothing half-made
+    monkeypatch.undo()
+    for line in ["new", "bob", "longenough", "longenough"]:
+        c.send(line)
+    assert c.output().endswith("bob@testhost:~$ ")
