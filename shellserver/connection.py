@@ -56,7 +56,7 @@ class Connection:
         self._admitted = True
         timeout = self.server.config.login_timeout
         if timeout > 0:
-            self._timer = self.server.clock.callLater(timeout, self._timed_out)
+            self._arm_grace(admission.login_grace(timeout))
         d = Deferred.fromCoroutine(self._run())
         d.addErrback(self._crashed)
 
@@ -152,13 +152,27 @@ class Connection:
             await self.server.hub.detach(old)
         return True
 
-    def _timed_out(self) -> None:
-        self._timer = None
-        secs = int(self.server.config.login_timeout)
-        self.terminal.write(f"\nLogin timed out after {secs} seconds.\n")
+    def _arm_grace(self, grace: float) -> None:
+        """Time this login out after ``grace``; under pressure, also those already waiting
+        longer than it (oldest first, so this costs only the connections it ends)."""
+        now = self.server.clock.seconds()
+        waiting = self.server.waiting
+        while waiting:
+            oldest, started = next(iter(waiting.items()))
+            if started + grace > now:
+                break
+            oldest._timed_out(grace)
+        waiting[self] = now
+        self._timer = self.server.clock.callLater(grace, self._timed_out, grace)
+
+    def _timed_out(self, grace: float) -> None:
+        self._cancel_timer()
+        self.server.waiting.pop(self, None)
+        self.terminal.write(f"\nLogin timed out after {round(grace)} seconds.\n")
         self.terminal.close()
 
     def _cancel_timer(self) -> None:
+        self.server.waiting.pop(self, None)
         if self._timer is not None:
             if self._timer.active():
                 self._timer.cancel()

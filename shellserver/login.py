@@ -30,6 +30,7 @@ MAX_TRIES = 3
 FAILURE_DELAYS = (1.0, 2.0, 4.0)
 TOO_MANY = "Too many failed logins; try again later\n"
 UNAVAILABLE_TEXT = "Service temporarily unavailable\n"
+TOO_MANY_REGISTRATIONS = "Too many accounts created from your address; try again later.\n"
 
 
 async def login_dialogue(
@@ -55,6 +56,9 @@ async def login_dialogue(
             if name == "new":
                 if not server.config.registration:
                     term.write("Registration is closed; ask an administrator for an account.\n")
+                    continue
+                if server.registrations.full(peer, server.clock.seconds()):
+                    term.write(TOO_MANY_REGISTRATIONS)
                     continue
                 try:
                     account = await register(server, term, peer)
@@ -130,15 +134,24 @@ async def register(server: Server, term: Terminal, peer: str) -> Account | None:
         if await term.read_line("Password again: ", hidden=True) == password:
             break
         term.write("Passwords do not match; try again.\n")
+    taken = server.clock.seconds()
+    if not server.registrations.take(peer, taken):
+        term.write(TOO_MANY_REGISTRATIONS)
+        return None
     try:
         account = await store.create_user(name, password)
     except UserExists:
+        server.registrations.give_back(peer, taken)
         term.write("That name was taken a moment ago; choose another.\n")
         return None
+    except BaseException:
+        server.registrations.give_back(peer, taken)
+        raise
     try:
         await server.account_created(account, by=None, peer=peer)
     except UNAVAILABLE:
         # No home for it (disk full): take the account back so the name can be tried again.
+        server.registrations.give_back(peer, taken)
         d = store.delete(name)
         d.addErrback(lambda f: log.failure("removing half-made account {user}", f, user=name))
         raise

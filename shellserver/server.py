@@ -26,7 +26,7 @@ from shellserver.hub import Hub
 from shellserver.sanitize import careful_lines
 from shellserver.shutdown import Shutdown
 from shellserver.terminal import IWire, Terminal
-from shellserver.throttle import FailedLogins, LogLimit
+from shellserver.throttle import FailedLogins, LogLimit, Registrations
 
 log = Logger()
 MOTD_LIMIT = 16 * 1024
@@ -43,7 +43,10 @@ class Server:
     failed_logins: FailedLogins = field(factory=FailedLogins)
     portal: Portal = field()
     connections: set[Connection] = field(factory=set)
+    #: Connections waiting to log in, oldest first, with their deadline (login grace).
+    waiting: dict[Connection, float] = field(factory=dict)
     admission: Admission = field()
+    registrations: Registrations = field()
     #: Users' home directories, when the service provides them.
     homes: Homes | None = None
     #: The scheduled shutdown, when the service provides one.
@@ -59,6 +62,10 @@ class Server:
     def _admission(self) -> Admission:
         cfg = self.config
         return Admission(cfg.max_connections, cfg.max_unauth, cfg.max_unauth_per_addr)
+
+    @registrations.default
+    def _registrations(self) -> Registrations:
+        return Registrations(self.config.max_registrations)
 
     def __attrs_post_init__(self) -> None:
         if not self.started:

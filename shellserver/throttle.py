@@ -100,6 +100,57 @@ class FailedLogins:
 
 
 @define
+class Registrations:
+    """Accounts made with ``new`` per client address: ``limit`` an hour, 0 = unlimited.
+
+    One is counted just before the account is created and given back if that
+    fails, so registrations racing in parallel cannot pass the limit together.
+    """
+
+    limit: int = 5
+    window: float = 3600.0
+    max_addresses: int = 100_000
+    _made: dict[str, deque[float]] = field(factory=dict)
+
+    def full(self, addr: str, now: float) -> bool:
+        if not self.limit:
+            return False
+        made = self._made.get(addr)
+        if made is None:
+            return False
+        while made and made[0] <= now - self.window:
+            made.popleft()
+        if not made:
+            del self._made[addr]
+            return False
+        return len(made) >= self.limit
+
+    def take(self, addr: str, now: float) -> bool:
+        """Count one registration from ``addr``; False (nothing counted) when it is over."""
+        if not self.limit:
+            return True
+        if self.full(addr, now):
+            return False
+        made = self._made.get(addr)
+        if made is None:
+            if len(self._made) >= self.max_addresses:
+                self._prune(now)
+            made = self._made[addr] = deque(maxlen=self.limit)
+        made.append(now)
+        return True
+
+    def give_back(self, addr: str, taken: float) -> None:
+        made = self._made.get(addr)
+        if made is not None and taken in made:
+            made.remove(taken)
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self.window
+        for addr in [a for a, m in self._made.items() if not m or m[-1] <= cutoff]:
+            del self._made[addr]
+
+
+@define
 class LogLimit:
     """At most one log line per ``every`` seconds for a repeating trouble; the rest are counted."""
 

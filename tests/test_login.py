@@ -330,3 +330,54 @@ def test_disk_full_at_registration_says_so_and_keeps_the_connection(
     for line in ["new", "bob", "longenough", "longenough"]:
         c.send(line)
     assert c.output().endswith("bob@testhost:~$ ")
+
+
+def _register(c: Client, name: str) -> str:
+    for line in ["new", name, "longenough", "longenough"]:
+        c.send(line)
+    return c.output()
+
+
+def test_registrations_are_limited_per_address_per_hour(tmp_path: Path) -> None:
+    server = make_server(tmp_path, max_registrations=2)
+    for name in ["bob", "carol"]:
+        assert _register(Client(server, peer="10.3.3.3"), name).endswith(f"{name}@testhost:~$ ")
+    c = Client(server, peer="10.3.3.3")
+    c.output()
+    c.send("new")
+    assert c.output() == "Too many accounts created from your address; try again later.\nlogin: "
+    assert _register(Client(server, peer="10.4.4.4"), "dave").endswith("dave@testhost:~$ ")
+    server.clock.advance(3601)  # type: ignore[attr-defined]
+    assert _register(Client(server, peer="10.3.3.3"), "erin").endswith("erin@testhost:~$ ")
+
+
+def test_parallel_registrations_cannot_pass_the_limit_together(tmp_path: Path) -> None:
+    from twisted.internet.task import deferLater
+
+    server = make_server(tmp_path, max_registrations=2)
+    server.store.run_hash = lambda f, *a: deferLater(server.clock, 0.1, f, *a)  # type: ignore[misc]
+    clients = [Client(server, peer="10.3.3.3") for _ in range(5)]
+    outs = []
+    for i, c in enumerate(clients):
+        c.output()
+        outs.append(_register(c, f"user{i}"))  # all pass the check at 'new' before any is made
+    server.clock.advance(1)  # type: ignore[attr-defined]
+    outs = [o + c.output() for o, c in zip(outs, clients, strict=True)]
+    assert sum("Welcome" in o for o in outs) == 2
+    assert sum("Too many accounts created" in o for o in outs) == 3
+    assert server.store.db.count() == 2
+
+
+def test_a_failed_registration_is_not_counted(tmp_path: Path) -> None:
+    server = make_server(tmp_path, max_registrations=1)
+    add_user(server, "bob")
+    c = Client(server, peer="10.3.3.3")
+    from shellserver.accounts import UserExists
+
+    def raced(*args: object) -> None:
+        raise UserExists("carol")
+
+    server.store.db.create = raced  # type: ignore[method-assign]
+    assert "taken a moment ago" in _register(c, "carol")
+    del server.store.db.create
+    assert _register(c, "carol").endswith("carol@testhost:~$ ")
