@@ -40,6 +40,9 @@ class Connection:
         self.server.connections.add(self)
         self.terminal.on_disconnect = self._lost
         admission = self.server.admission
+        timeout = self.server.config.login_timeout
+        if timeout > 0:
+            self._expire_waiting(admission.login_grace(timeout))
         refusal = admission.admit(self.wire.peer)
         if refusal is not None:
             count = admission.refusals_to_log(self.server.clock.seconds())
@@ -54,11 +57,24 @@ class Connection:
             self.terminal.close()
             return
         self._admitted = True
-        timeout = self.server.config.login_timeout
         if timeout > 0:
-            self._arm_grace(admission.login_grace(timeout))
+            grace = admission.login_grace(timeout)
+            self.server.waiting[self] = self.server.clock.seconds()
+            self._timer = self.server.clock.callLater(grace, self._timed_out, grace)
         d = Deferred.fromCoroutine(self._run())
         d.addErrback(self._crashed)
+
+    def _expire_waiting(self, grace: float) -> None:
+        """Under pressure the grace is shorter for those already waiting too: time out, oldest
+        first, those waiting longer than it. Run before admission, so a full house of
+        half-open connections makes room for a newcomer once they are ``grace`` old."""
+        now = self.server.clock.seconds()
+        waiting = self.server.waiting
+        while waiting:
+            oldest, started = next(iter(waiting.items()))
+            if started + grace > now:
+                break
+            oldest._timed_out(grace)
 
     async def _run(self) -> None:
         try:
@@ -152,22 +168,9 @@ class Connection:
             await self.server.hub.detach(old)
         return True
 
-    def _arm_grace(self, grace: float) -> None:
-        """Time this login out after ``grace``; under pressure, also those already waiting
-        longer than it (oldest first, so this costs only the connections it ends)."""
-        now = self.server.clock.seconds()
-        waiting = self.server.waiting
-        while waiting:
-            oldest, started = next(iter(waiting.items()))
-            if started + grace > now:
-                break
-            oldest._timed_out(grace)
-        waiting[self] = now
-        self._timer = self.server.clock.callLater(grace, self._timed_out, grace)
-
     def _timed_out(self, grace: float) -> None:
         self._cancel_timer()
-        self.server.waiting.pop(self, None)
+        self._release()  # its slot is free now, not only when the close completes
         self.terminal.write(f"\nLogin timed out after {round(grace)} seconds.\n")
         self.terminal.close()
 
@@ -182,15 +185,18 @@ class Connection:
         self.server.connections.discard(self)
         self._cancel_timer()
         session, self.session = self.session, None
-        if self._admitted:
-            self._admitted = False
-            self.server.admission.gone(self.wire.peer, logged_in=self._logged_in)
+        self._release()
         if session is None:
             return
         d = self.server.hub.detach(session)
         d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
         self._record_logout(session)
         log.info("{user} logged out from {tty}", user=session.user, tty=session.tty)
+
+    def _release(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.server.admission.gone(self.wire.peer, logged_in=self._logged_in)
 
     def _record_logout(self, session: Session) -> None:
         if session.login_record is not None:

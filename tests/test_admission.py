@@ -118,10 +118,32 @@ def test_under_pressure_new_and_old_connections_get_the_shorter_grace(tmp_path: 
     assert [c.disconnecting for c in late] == [False] * 4 + [True]
     assert "Login timed out after 35 seconds." in late[4].output()
     late[4].drop()
-    newest = Client(server, peer="10.0.2.1")  # 15 waiting again: 35 s, for those waiting too
-    assert all(c.disconnecting for c in early + late)  # all waited 35 s or more
-    assert "Login timed out after 35 seconds." in early[0].output()
+    newest = Client(server, peer="10.0.2.1")  # 14 waiting: 40 s, for those waiting too
+    assert all(c.disconnecting for c in early)  # 55 s old
+    assert not any(c.disconnecting for c in late[:4])  # 35 s old
+    assert "Login timed out after 40 seconds." in early[0].output()
     assert not newest.disconnecting and "login: " in newest.output()
+    assert server.admission.unauth == 5  # the timed-out ones freed their slots at once
+
+
+def test_a_full_house_of_half_open_connections_makes_room_after_the_short_grace(
+    tmp_path: Path,
+) -> None:
+    server = make_server(tmp_path, max_unauth=4, max_unauth_per_addr=0)
+    server.admission.random = Draws()  # type: ignore[assignment]
+    squatters = [Client(server, peer="10.9.9.9") for _ in range(4)]
+    assert TOO_MANY_UNAUTH in Client(server, peer="10.0.0.1").output()
+    server.clock.advance(9.9)  # type: ignore[attr-defined]
+    assert TOO_MANY_UNAUTH in Client(server, peer="10.0.0.1").output()
+    server.clock.advance(0.1)  # type: ignore[attr-defined]
+    assert squatters[3].disconnecting  # admitted at full: 10 s grace
+    squatters[3].drop()
+    refill = Client(server, peer="10.9.9.9")  # the attacker refills the house at once
+    # The others were admitted with 60 or 35 s, but at a full house the grace is 10 s for
+    # them too: they end as the next connection arrives, before it is refused or admitted.
+    c = Client(server, peer="10.0.0.1")
+    assert all(s.disconnecting for s in squatters[:3]) and not refill.disconnecting
+    assert "login: " in c.output() and not c.disconnecting
 
 
 def test_refusals_are_logged_at_most_once_a_minute() -> None:
