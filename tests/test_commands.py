@@ -377,3 +377,13 @@ def test_admin_names_in_lock_and_userdel_notices_are_sanitised(server: Server) -
     shown = "ev^[]0;owned^Gil\\u202e"
     assert f"Your account has been locked by {shown}." in alice.output()
     assert f"Your account has been deleted by {shown}." in bob.output()
+
+
+def test_a_writer_hanging_up_mid_write_ends_it_with_eof(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    a.send("write bob")
+    a.send("hello there")
+    assert "hello there" in b.output()
+    a.drop()
+    assert "EOF\n" in b.output()
