@@ -344,9 +344,12 @@ class AccountStore:
     hash_cost: int
     _dummy: str | None = field(default=None, init=False)
 
-    def _dummy_hash(self) -> str:
+    async def _dummy_hash(self) -> str:
+        """Made once, on the hashing pool like every hash: never a stall of the reactor."""
         if self._dummy is None:
-            self._dummy = dummy_hash(self.hash_cost)
+            made: str = await self.run_hash(dummy_hash, self.hash_cost)
+            if self._dummy is None:
+                self._dummy = made
         return self._dummy
 
     def authenticate(self, name: str, password: str) -> Deferred[Account]:
@@ -354,7 +357,7 @@ class AccountStore:
 
     async def _authenticate(self, name: str, password: str) -> Account:
         found = await self.run_db(self.db.get_hash, name)
-        stored = found[1] if found is not None else self._dummy_hash()
+        stored = found[1] if found is not None else await self._dummy_hash()
         ok = await self.run_hash(verify_password, password, stored)
         if not ok or found is None:
             raise LoginFailed()
@@ -377,7 +380,7 @@ class AccountStore:
     def check_password(self, name: str, password: str) -> Deferred[bool]:
         async def check() -> bool:
             found = await self.run_db(self.db.get_hash, name)
-            stored = found[1] if found is not None else self._dummy_hash()
+            stored = found[1] if found is not None else await self._dummy_hash()
             ok: bool = await self.run_hash(verify_password, password, stored)
             return ok and found is not None
 
