@@ -133,3 +133,16 @@ def test_half_open_connections_from_ten_addresses_lock_nobody_out_for_long(
         for s in squatters:
             if s is not None:
                 s.close()
+
+
+def test_login_flood_from_one_address_meets_the_per_address_limit(arena: Arena) -> None:
+    source = arena.source()
+    flood = [arena.connect(source) for _ in range(50)]
+    greeted = [c.expect("\n", timeout=5) + c.drain(0.05).decode("utf-8", "replace") for c in flood]
+    waiting = sum("shellserver on testhost" in g for g in greeted)
+    refused = sum("Too many connections from your address" in g for g in greeted)
+    assert waiting <= 20 and waiting + refused == 50, greeted
+    arena.bystanders_ok()
+    arena.login("bob").close()  # from another address: in at once
+    for c in flood:
+        c.close()
