@@ -128,7 +128,8 @@ class Connection:
             self.session = None
             await server.hub.detach(session)
             raise
-        if not term.connected:  # gone while the login was recorded: close the record too
+        if not term.connected or not self._admitted:
+            # Gone, or timed out, while the login was recorded: close the record too.
             self._record_logout(session)
             return False
         self._cancel_timer()

@@ -383,3 +383,28 @@ def test_a_failed_registration_is_not_counted(tmp_path: Path) -> None:
     assert "taken a moment ago" in _register(c, "carol")
     del server.store.db.create
     assert _register(c, "carol").endswith("carol@testhost:~$ ")
+
+
+def test_login_grace_ending_while_the_login_is_recorded_counts_nothing_twice(
+    server: Server,
+) -> None:
+    from twisted.internet.defer import Deferred
+
+    from shellserver.threads import inline_runner
+
+    pending: Deferred[int] = Deferred()
+
+    def run_db(f: Any, *args: Any) -> Deferred[Any]:
+        return pending if f.__name__ == "record_login" else inline_runner(f, *args)
+
+    server.store.run_db = run_db
+    c = Client(server)
+    c.login("alice")
+    server.clock.advance(60)  # type: ignore[attr-defined]
+    assert "Login timed out" in c.output()
+    assert server.admission.unauth == 0
+    server.store.run_db = inline_runner
+    pending.callback(1)
+    c.drop()
+    assert (server.admission.unauth, server.admission.connections) == (0, 0)
+    assert len(server.hub) == 0
