@@ -18,11 +18,14 @@ from typing import Any, TypeVar
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
 from shellserver.datadir import DataDir
-from shellserver.passwords import dummy_hash, hash_password, verify_password
+from shellserver.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 from shellserver.threads import Runner
+
+log = Logger()
 
 ROLE_USER = "user"
 ROLE_ADMIN = "admin"
@@ -33,6 +36,11 @@ SCHEMA_VERSION = 1
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 T = TypeVar("T")
+
+
+#: What a full or failing disk raises from the store or the homes. The service is unavailable
+#: for a moment, not broken: logins and registrations say so and carry on (SPEC §7).
+UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
 
 
 class StoreError(Exception):
@@ -222,6 +230,14 @@ class AccountDB:
     def set_password_hash(self, name: str, pw_hash: str) -> None:
         self._update("UPDATE users SET pw_hash=? WHERE name=?", pw_hash, name)
 
+    def replace_hash(self, name: str, old: str, new: str) -> bool:
+        """Swap ``old`` for ``new`` only if nobody changed the password in between."""
+        with self._transaction():
+            cur = self._db.execute(
+                "UPDATE users SET pw_hash=? WHERE name=? AND pw_hash=?", (new, name, old)
+            )
+        return cur.rowcount == 1
+
     def set_role(self, name: str, role: str) -> None:
         self._update("UPDATE users SET role=? WHERE name=?", role, name)
 
@@ -330,9 +346,12 @@ class AccountStore:
     hash_cost: int
     _dummy: str | None = field(default=None, init=False)
 
-    def _dummy_hash(self) -> str:
+    async def _dummy_hash(self) -> str:
+        """Made once, on the hashing pool like every hash: never a stall of the reactor."""
         if self._dummy is None:
-            self._dummy = dummy_hash(self.hash_cost)
+            made: str = await self.run_hash(dummy_hash, self.hash_cost)
+            if self._dummy is None:
+                self._dummy = made
         return self._dummy
 
     def authenticate(self, name: str, password: str) -> Deferred[Account]:
@@ -340,14 +359,22 @@ class AccountStore:
 
     async def _authenticate(self, name: str, password: str) -> Account:
         found = await self.run_db(self.db.get_hash, name)
-        stored = found[1] if found is not None else self._dummy_hash()
+        stored = found[1] if found is not None else await self._dummy_hash()
         ok = await self.run_hash(verify_password, password, stored)
         if not ok or found is None:
             raise LoginFailed()
         account: Account = found[0]
         if account.locked:
             raise AccountLocked(account.name)
+        if needs_rehash(stored, self.hash_cost):
+            rehash = self._d(self._rehash(name, stored, password))
+            rehash.addErrback(lambda f: log.failure("rehashing {user} failed", f, user=name))
         return account
+
+    async def _rehash(self, name: str, old: str, password: str) -> None:
+        """In the background: the login does not wait for a second hash."""
+        new = await self.hash(password)
+        await self.run_db(self.db.replace_hash, name, old, new)
 
     def _d(self, coro: Any) -> Deferred[Any]:
         return Deferred.fromCoroutine(coro)
@@ -355,7 +382,7 @@ class AccountStore:
     def check_password(self, name: str, password: str) -> Deferred[bool]:
         async def check() -> bool:
             found = await self.run_db(self.db.get_hash, name)
-            stored = found[1] if found is not None else self._dummy_hash()
+            stored = found[1] if found is not None else await self._dummy_hash()
             ok: bool = await self.run_hash(verify_password, password, stored)
             return ok and found is not None
 

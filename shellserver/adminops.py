@@ -64,7 +64,9 @@ async def set_password(server: Server, by: str, where: str, name: str, password:
 async def delete_user(server: Server, by: str, where: str, name: str) -> None:
     """Raises NoSuchUser. The user's sessions are told and ended."""
     await server.store.delete(name)
-    await server.hub.logout_user(name, Message.of(f"Your account has been deleted by {by}."))
+    await server.hub.logout_user(
+        name, Message.of(f"Your account has been deleted by {careful(by)}.")
+    )
     await server.account_deleted(name)
     server.admin_action(by, where, "userdel", user=name)
 
@@ -73,5 +75,7 @@ async def set_locked(server: Server, by: str, where: str, name: str, locked: boo
     """Raises NoSuchUser. Locking also ends the user's sessions."""
     await server.store.set_locked(name, locked)
     if locked:
-        await server.hub.logout_user(name, Message.of(f"Your account has been locked by {by}."))
+        await server.hub.logout_user(
+            name, Message.of(f"Your account has been locked by {careful(by)}.")
+        )
     server.admin_action(by, where, "lock" if locked else "unlock", user=name)

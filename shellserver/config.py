@@ -48,7 +48,7 @@ class Config:
     #: This server's name in who --json; a cluster (later) names each node, one server is its host.
     node: str = field(factory=default_hostname)
     registration: bool = True
-    max_sessions: int = 0
+    max_sessions: int = 10
     on_max: str = "refuse"
     idle_timeout: int = 3600
     motd: str | None = None
@@ -62,6 +62,7 @@ class Config:
     cmd_burst: int = 40
     cmd_rate: float = 10.0
     max_output: int = 256 * 1024
+    max_registrations: int = 5
     hash_cost: int = 14
     login_timeout: float = 60.0
     max_line: int = 4096

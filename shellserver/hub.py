@@ -58,6 +58,9 @@ class IHub(Interface):
     def logout_user(user: str, message: Message | None) -> Deferred[int]:
         """Show ``message`` to each of ``user``'s sessions, then end them."""
 
+    def end_session(session: Session, message: Message | None) -> Deferred[None]:
+        """Show ``message`` to one session, then end it (idle logout, ``--on-max replace``)."""
+
 
 @implementer(IHub)
 class Hub:
@@ -121,6 +124,12 @@ class Hub:
                 session.deliver(message.body)
             session.disconnect()
         return succeed(len(mine))
+
+    def end_session(self, session: Session, message: Message | None) -> Deferred[None]:
+        if message is not None:
+            session.deliver(message.body)
+        session.disconnect()
+        return succeed(None)
 
 
 def _send_all(sessions: Iterable[Session], body: bytes) -> int:

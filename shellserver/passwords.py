@@ -70,6 +70,16 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
+def needs_rehash(stored: str, cost: int) -> bool:
+    """True when ``stored`` was not made at ``cost`` with our parameters (e.g. ``newusers
+    --hash-cost 4``): such a hash verifies faster or slower than the server's own, so it is
+    replaced at the next successful login and every account answers in the same time."""
+    m = _FORMAT.match(stored)
+    if m is None:
+        return True
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) != (cost, _R, _P)
+
+
 def dummy_hash(cost: int) -> str:
     """A real hash of a random secret: unknown users take the same path as known ones."""
     return hash_password(secrets.token_urlsafe(16), cost)

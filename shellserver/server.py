@@ -26,7 +26,7 @@ from shellserver.hub import Hub
 from shellserver.sanitize import careful_lines
 from shellserver.shutdown import Shutdown
 from shellserver.terminal import IWire, Terminal
-from shellserver.throttle import FailedLogins
+from shellserver.throttle import FailedLogins, LogLimit, Registrations
 
 log = Logger()
 MOTD_LIMIT = 16 * 1024
@@ -43,12 +43,16 @@ class Server:
     failed_logins: FailedLogins = field(factory=FailedLogins)
     portal: Portal = field()
     connections: set[Connection] = field(factory=set)
+    #: Connections waiting to log in, oldest first, with their deadline (login grace).
+    waiting: dict[Connection, float] = field(factory=dict)
     admission: Admission = field()
+    registrations: Registrations = field()
     #: Users' home directories, when the service provides them.
     homes: Homes | None = None
     #: The scheduled shutdown, when the service provides one.
     shutdown: Shutdown | None = None
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
+    _trouble: LogLimit = field(factory=LogLimit)
 
     @portal.default
     def _portal(self) -> Portal:
@@ -58,6 +62,10 @@ class Server:
     def _admission(self) -> Admission:
         cfg = self.config
         return Admission(cfg.max_connections, cfg.max_unauth, cfg.max_unauth_per_addr)
+
+    @registrations.default
+    def _registrations(self) -> Registrations:
+        return Registrations(self.config.max_registrations)
 
     def __attrs_post_init__(self) -> None:
         if not self.started:
@@ -122,6 +130,18 @@ class Server:
         if self.homes is None:
             return None
         return await self.homes.plan(name)
+
+    def unavailable(self, error: BaseException, doing: str) -> None:
+        """The store or the disk failed (full, I/O error): one critical line a minute at most."""
+        count = self._trouble.due(self.clock.seconds())
+        if count:
+            log.critical(
+                "{doing} failed, service unavailable ({count} time(s) since the last report): "
+                "{error}",
+                doing=doing,
+                count=count,
+                error=f"{type(error).__name__}: {error}",
+            )
 
     def uptime(self) -> float:
         return self.clock.seconds() - self.started

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 
 from shellserver.adminops import broadcast_message
 from shellserver.sanitize import careful
 
 if TYPE_CHECKING:
     from shellserver.server import Server
+
+log = Logger()
 
 #: Minutes left at which everyone is warned (systemd's cadence).
 CADENCE = (180, 150, 130, 100, 70, 55, 40, 25, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
@@ -120,7 +123,8 @@ class Shutdown:
     def _broadcast(self, by: str, tty: str, text: str) -> None:
         hostname = self.server.config.hostname
         message = broadcast_message(by, hostname, tty, self.server.clock.seconds(), text)
-        self.server.hub.broadcast(message)
+        d = self.server.hub.broadcast(message)
+        d.addErrback(lambda f: log.failure("shutdown notice failed", f))
 
     def _arm(self) -> None:
         """Sleep until the next cadence point, or zero."""

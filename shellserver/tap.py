@@ -102,7 +102,7 @@ class Options(usage.Options):
             "open|closed: may 'new' create accounts?",
             _choice("registration", "open", "closed"),
         ],
-        ["max-sessions", None, 0, "Sessions per user (0 = unlimited).", _count("max-sessions")],
+        ["max-sessions", None, 10, "Sessions per user (0 = unlimited).", _count("max-sessions")],
         [
             "on-max",
             None,
@@ -149,6 +149,13 @@ class Options(usage.Options):
             "256K",
             "Pending output per session before messages are dropped.",
             _size("max-output"),
+        ],
+        [
+            "max-registrations",
+            None,
+            5,
+            "Accounts made with 'new' per client address per hour (0 = unlimited).",
+            _count("max-registrations"),
         ],
         ["hash-cost", None, 14, "scrypt cost (log2 n) for new password hashes.", _hash_cost],
     ]
@@ -210,6 +217,7 @@ class Options(usage.Options):
             cmd_burst=self["cmd-burst"],
             cmd_rate=float(self["cmd-rate"]),
             max_output=self["max-output"],
+            max_registrations=self["max-registrations"],
             hash_cost=self["hash-cost"],
         )
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\ufe0e\ufe0f")
+#: What the sanitiser writes for one character (``^[``, ``\\377``, ``\\u202e``): a cut
+#: inside one would show half a notation on each line, so each is wrapped as a unit.
+_NOTATION = re.compile(r"\\u[0-9a-f]{4}|\\[0-7]{3}|\^[@-_?]")
 
 
 def char_width(ch: str) -> int:
@@ -20,21 +24,25 @@ def display_width(text: str) -> int:
 
 
 def hard_wrap(text: str, width: int = 79) -> list[str]:
-    """Pieces of at most ``width`` columns; a wide character never straddles a cut."""
+    """Pieces of at most ``width`` columns; no wide character or notation straddles a cut."""
     pieces: list[str] = []
     for line in text.split("\n"):
-        if line.isascii():
+        marked = "\\" in line or "^" in line
+        if line.isascii() and (len(line) <= width or not marked):
             if len(line) <= width:
                 pieces.append(line)
             else:
                 pieces.extend(line[i : i + width] for i in range(0, len(line), width))
             continue
-        start, used = 0, 0
-        for i, ch in enumerate(line):
-            w = char_width(ch)
-            if used + w > width:
+        units = {m.start(): m.end() for m in _NOTATION.finditer(line)} if marked else {}
+        start, used, i, end = 0, 0, 0, len(line)
+        while i < end:
+            after = units.get(i, i + 1)
+            w = after - i if after - i > 1 else char_width(line[i])
+            if used + w > width and i > start:
                 pieces.append(line[start:i])
                 start, used = i, 0
             used += w
+            i = after
         pieces.append(line[start:])
     return pieces

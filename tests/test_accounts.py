@@ -194,7 +194,9 @@ def test_unknown_users_are_hashed_too(store: AccountStore) -> None:
 
     store.run_hash = counting
     result(store.authenticate("ghost", "x"))
-    assert calls == ["verify_password"]
+    assert calls == ["dummy_hash", "verify_password"]  # the dummy is made on the pool, once
+    result(store.authenticate("ghost", "x"))
+    assert calls == ["dummy_hash", "verify_password", "verify_password"]
 
 
 def test_old_cost_hashes_still_verify(store: AccountStore) -> None:
@@ -238,3 +240,32 @@ def test_initial_admin_written_0600_only_on_an_empty_store(tmp_path: Path, db: A
     assert admin is not None and admin[0].is_admin and verify_password(password, admin[1])
     assert ensure_initial_admin(db, d, COST) is None
     assert sorted(p.basename() for p in d.path.children()) == ["home", "initial-admin-password"]
+
+
+def test_a_hash_at_another_cost_is_replaced_at_the_next_successful_login(
+    store: AccountStore,
+) -> None:
+    store.db.create("old", hash_password("password1", 5))
+    assert result(store.authenticate("old", "wrong-one")).check(LoginFailed)
+    found = store.db.get_hash("old")
+    assert found is not None and found[1].startswith("$scrypt$ln=5,")  # not on a failure
+    assert result(store.authenticate("old", "password1")).name == "old"
+    found = store.db.get_hash("old")
+    assert found is not None and found[1].startswith(f"$scrypt$ln={store.hash_cost},")
+    assert result(store.authenticate("old", "password1")).name == "old"
+
+
+def test_rehash_never_overwrites_a_password_changed_meanwhile(db: AccountDB) -> None:
+    db.create("alice", "$scrypt$ln=5,r=8,p=1$old$old")
+    db.set_password_hash("alice", "changed")
+    assert not db.replace_hash("alice", "$scrypt$ln=5,r=8,p=1$old$old", "rehashed")
+    assert db.get_hash("alice")[1] == "changed"  # type: ignore[index]
+    assert db.replace_hash("alice", "changed", "rehashed")
+
+
+def test_needs_rehash() -> None:
+    from shellserver.passwords import needs_rehash
+
+    assert not needs_rehash(hash_password("x", 4), 4)
+    assert needs_rehash(hash_password("x", 4), 5)
+    assert needs_rehash("garbage", 4)

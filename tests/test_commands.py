@@ -401,3 +401,28 @@ def test_disconnect_detaches_and_records_logout(server: Server) -> None:
     c = online(server, "bob")
     assert "tel/1" in [line for line in a.run("who").splitlines() if "bob" in line][0]
     c.drop()
+
+
+def test_admin_names_in_lock_and_userdel_notices_are_sanitised(server: Server) -> None:
+    from twisted.internet.defer import Deferred
+
+    from shellserver import adminops
+
+    alice = online(server, "alice")
+    bob = online(server, "bob")
+    evil = "ev\x1b]0;owned\x07il\u202e"
+    Deferred.fromCoroutine(adminops.set_locked(server, evil, "control", "alice", True))
+    Deferred.fromCoroutine(adminops.delete_user(server, evil, "control", "bob"))
+    shown = "ev^[]0;owned^Gil\\u202e"
+    assert f"Your account has been locked by {shown}." in alice.output()
+    assert f"Your account has been deleted by {shown}." in bob.output()
+
+
+def test_a_writer_hanging_up_mid_write_ends_it_with_eof(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    a.send("write bob")
+    a.send("hello there")
+    assert "hello there" in b.output()
+    a.drop()
+    assert "EOF\n" in b.output()

@@ -12,7 +12,7 @@ from shellserver.commands.registry import Context, UsageError, command
 from shellserver.hub import Message
 from shellserver.sanitize import careful
 from shellserver.session import Session
-from shellserver.terminal import EndOfInput, Interrupted
+from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 #: Only names of the tty kinds that exist are TTYs: ``write bob ab/12 hi`` sends "ab/12 hi".
 _TTY = re.compile(r"(?:tel|ssh|web)/\d{1,9}")
@@ -52,7 +52,7 @@ async def write(ctx: Context, args: list[str]) -> None:
     while True:
         try:
             line = await ctx.read_line()
-        except (EndOfInput, Interrupted):
+        except (EndOfInput, Interrupted, Disconnected):  # a hang-up ends it too, as in util-linux
             break
         if line == ".":
             break
