@@ -1,0 +1,349 @@
+"""What each file command does on the I/O thread: one job per command line, text out.
+
+A job gets the home's :class:`Tree`, the session's directory and the words
+as typed; it expands them (``~``, globs, bounded), does the work and returns
+the text to show, errors included in coreutils' words, in order. The
+command on the reactor side then streams that text with backpressure.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from attrs import define, field
+
+from shellserver.files.expand import Word, expand
+from shellserver.files.sandbox import EDQUOT, EISDIR, ENOENT, ENOSPC, FsError, Refusal
+from shellserver.files.tree import Tree, same_entry
+from shellserver.listing import columns, long_line
+from shellserver.sanitize import careful
+
+
+@define
+class Out:
+    """Text for the user, in order: output and ``cmd: message`` lines."""
+
+    name: str
+    pieces: list[str] = field(factory=list)
+
+    def write(self, text: str) -> None:
+        if text:
+            self.pieces.append(text)
+
+    def fail(self, message: str) -> None:
+        self.pieces.append(f"{self.name}: {message}\n")
+
+    def fail_at(self, template: str, typed: str, error: FsError) -> None:
+        self.fail(template.format(careful(typed)) + f": {error.reason}")
+
+
+def q(typed: str) -> str:
+    return f"'{careful(typed)}'"
+
+
+def operands(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    return expand(tree, cwd, name, words)
+
+
+# -- cd, ls -----------------------------------------------------------------------------
+
+
+def cd(tree: Tree, cwd: str, name: str, words: list[Word]) -> tuple[str | None, list[str]]:
+    """The new directory (or None), and what to say."""
+    out = Out(name)
+    args = operands(tree, cwd, name, words)
+    if len(args) > 1:
+        out.fail("too many arguments")
+        return None, out.pieces
+    typed = args[0] if args else "~"
+    try:
+        parts = tree.resolve(cwd, typed)
+        if not stat.S_ISDIR(tree.lstat(parts).st_mode):
+            raise FsError("Not a directory")
+    except FsError as e:
+        out.fail_at("{}", typed, e)
+        return None, out.pieces
+    return "/".join(parts), out.pieces
+
+
+def ls(
+    tree: Tree, cwd: str, name: str, words: list[Word], flags: set[str], width: int, now: float
+) -> list[str]:
+    out = Out(name)
+    typed_list = operands(tree, cwd, name, words) or ["."]
+    files: list[tuple[str, os.stat_result | None]] = []
+    dirs: list[tuple[str, list[str]]] = []
+    for typed in typed_list:
+        try:
+            parts = tree.resolve(cwd, typed)
+            st = tree.lstat(parts)
+        except FsError as e:
+            out.fail_at("cannot access '{}'", typed, e)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            dirs.append((typed, parts))
+        else:
+            files.append((typed, st))
+
+    def render(entries: list[tuple[str, os.stat_result | None]]) -> str:
+        if "l" not in flags:
+            return columns([careful(n) for n, _ in entries], width)
+        return "".join(f"{long_line(careful(n), st, now)}\n" for n, st in entries if st)
+
+    sections = []
+    if files:
+        sections.append(render(files))
+    for typed, parts in dirs:
+        try:
+            names = tree.listdir(parts)
+        except FsError as e:
+            out.fail_at("cannot open directory '{}'", typed, e)
+            continue
+        if "a" in flags:
+            names = [".", "..", *names]
+        else:
+            names = [n for n in names if not n.startswith(".")]
+        entries: list[tuple[str, os.stat_result | None]] = []
+        for n in names:
+            info: os.stat_result | None = None
+            if "l" in flags:
+                where = parts if n == "." else parts[:-1] if n == ".." else [*parts, n]
+                try:
+                    info = tree.lstat(where)
+                except FsError:
+                    continue
+            entries.append((n, info))
+        block = render(entries)
+        if len(typed_list) > 1:
+            block = f"{careful(typed)}:\n{block}"
+        sections.append(block)
+    out.write("\n".join(sections))
+    return out.pieces
+
+
+# -- making and removing -------------------------------------------------------------------
+
+
+def mkdir(tree: Tree, cwd: str, name: str, words: list[Word], parents: bool) -> list[str]:
+    out = Out(name)
+    for typed in operands(tree, cwd, name, words):
+        try:
+            parts = tree.resolve(cwd, typed)
+            if parents:
+                tree.make_parents(parts)
+            else:
+                tree.mkdir(parts)
+        except FsError as e:
+            out.fail_at("cannot create directory '{}'", typed, e)
+    return out.pieces
+
+
+def rmdir(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    out = Out(name)
+    for typed in operands(tree, cwd, name, words):
+        try:
+            tree.rmdir(tree.resolve(cwd, typed))
+        except FsError as e:
+            out.fail_at("failed to remove '{}'", typed, e)
+    return out.pieces
+
+
+def rm(tree: Tree, cwd: str, name: str, words: list[Word], flags: set[str]) -> list[str]:
+    out = Out(name)
+    recursive = bool(flags & {"r", "R"})
+    for typed in operands(tree, cwd, name, words):
+        if recursive and typed.rstrip("/").rsplit("/", 1)[-1] in (".", ".."):
+            out.fail(f"refusing to remove '.' or '..' directory: skipping {q(typed)}")
+            continue
+        try:
+            tree.remove(tree.resolve(cwd, typed), recursive)
+        except FsError as e:
+            if not ("f" in flags and e.reason == ENOENT):
+                out.fail_at("cannot remove '{}'", typed, e)
+    return out.pieces
+
+
+def touch(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    out = Out(name)
+    for typed in operands(tree, cwd, name, words):
+        try:
+            tree.touch(tree.resolve(cwd, typed))
+        except FsError as e:
+            out.fail_at("cannot touch '{}'", typed, e)
+    return out.pieces
+
+
+# -- mv and cp ------------------------------------------------------------------------------
+
+
+def _join(dest: str, base: str) -> str:
+    return dest + base if dest.endswith("/") else f"{dest}/{base}"
+
+
+def _targets(
+    tree: Tree, cwd: str, out: Out, args: list[str]
+) -> tuple[list[str], str, list[str], bool] | None:
+    """Sources, destination as typed and resolved, and whether it is a directory to move into."""
+    if not args:
+        out.fail("missing file operand")
+        return None
+    if len(args) == 1:
+        out.fail(f"missing destination file operand after {q(args[0])}")
+        return None
+    *sources, dest = args
+    try:
+        dest_parts = tree.resolve(cwd, dest)
+        dest_st = tree.stat_or_none(dest_parts)
+    except FsError as e:
+        out.fail_at("target '{}'" if len(sources) > 1 else "cannot access '{}'", dest, e)
+        return None
+    into = dest_st is not None and stat.S_ISDIR(dest_st.st_mode)
+    if len(sources) > 1 and not into:
+        if dest_st is None:
+            out.fail(f"target {q(dest)}: {ENOENT}")
+        else:
+            out.fail(f"target {q(dest)} is not a directory")
+        return None
+    return sources, dest, dest_parts, into
+
+
+def _source(tree: Tree, cwd: str, out: Out, typed: str) -> tuple[list[str], os.stat_result] | None:
+    try:
+        parts = tree.resolve(cwd, typed)
+        return parts, tree.lstat(parts)
+    except FsError as e:
+        out.fail_at("cannot stat '{}'", typed, e)
+        return None
+
+
+def mv(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    out = Out(name)
+    found = _targets(tree, cwd, out, operands(tree, cwd, name, words))
+    if found is None:
+        return out.pieces
+    sources, dest, dest_parts, into = found
+    for typed in sources:
+        src = _source(tree, cwd, out, typed)
+        if src is None:
+            continue
+        parts, s = src
+        if not parts:
+            out.fail(f"cannot move {q(typed)}: Permission denied")
+            continue
+        shown = _join(dest, parts[-1]) if into else dest
+        target = [*dest_parts, parts[-1]] if into else dest_parts
+        try:
+            _move(tree, parts, s, target, typed, shown)
+        except Refusal as r:
+            out.fail(r.message)
+        except FsError as e:
+            out.fail(f"cannot move {q(typed)} to {q(shown)}: {e.reason}")
+    return out.pieces
+
+
+def _move(
+    tree: Tree, parts: list[str], s: os.stat_result, target: list[str], typed: str, shown: str
+) -> None:
+    t = tree.stat_or_none(target)
+    if t is not None and same_entry(s, t):
+        raise Refusal(f"{q(typed)} and {q(shown)} are the same file")
+    if target[: len(parts)] == parts:
+        raise Refusal(f"cannot move {q(typed)} to a subdirectory of itself, {q(shown)}")
+    if t is not None:
+        if stat.S_ISDIR(t.st_mode) and not stat.S_ISDIR(s.st_mode):
+            raise Refusal(f"cannot overwrite directory {q(shown)} with non-directory")
+        if stat.S_ISDIR(s.st_mode) and not stat.S_ISDIR(t.st_mode):
+            raise Refusal(f"cannot overwrite non-directory {q(shown)} with directory {q(typed)}")
+    tree.rename(parts, target)
+
+
+def cp(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    out = Out(name)
+    found = _targets(tree, cwd, out, operands(tree, cwd, name, words))
+    if found is None:
+        return out.pieces
+    sources, dest, dest_parts, into = found
+    for typed in sources:
+        src = _source(tree, cwd, out, typed)
+        if src is None:
+            continue
+        parts, s = src
+        if stat.S_ISDIR(s.st_mode):
+            out.fail(f"-r not specified; omitting directory {q(typed)}")
+            continue
+        shown = _join(dest, parts[-1]) if into else dest
+        target = [*dest_parts, parts[-1]] if into else dest_parts
+        try:
+            t = tree.stat_or_none(target)
+            if t is not None and same_entry(s, t):
+                raise Refusal(f"{q(typed)} and {q(shown)} are the same file")
+            if t is not None and stat.S_ISDIR(t.st_mode):
+                raise Refusal(f"cannot overwrite directory {q(shown)} with non-directory")
+            tree.copy(parts, target)
+        except Refusal as r:
+            out.fail(r.message)
+        except FsError as e:
+            if e.reason in (EDQUOT, ENOSPC):
+                out.fail(f"error writing {q(shown)}: {e.reason}")
+            else:
+                out.fail(f"cannot create regular file {q(shown)}: {e.reason}")
+    return out.pieces
+
+
+# -- echo and cat's writing side -----------------------------------------------------------
+
+
+def words_of(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    """The expanded arguments (``echo``, ``cat``)."""
+    return operands(tree, cwd, name, words)
+
+
+def write_file(tree: Tree, cwd: str, typed: str, data: bytes, append: bool) -> None:
+    parts = tree.resolve(cwd, typed)
+    if not parts:
+        raise FsError(EISDIR)
+    tree.write(parts, data, append)
+
+
+def start_file(tree: Tree, cwd: str, typed: str, append: bool) -> None:
+    """``cat > FILE``: create (or empty) FILE before the typed lines come."""
+    parts = tree.resolve(cwd, typed)
+    if not parts:
+        raise FsError(EISDIR)
+    if append and tree.stat_or_none(parts) is not None:
+        tree.write(parts, b"", append=True)  # checks it is a file we may write
+        return
+    tree.write(parts, b"")
+
+
+def concatenate(tree: Tree, cwd: str, sources: list[str], target: str, append: bool) -> list[str]:
+    """``cat A B > C``: C gets A and B, within the quota; errors in cat's words."""
+    out = Out("cat")
+    data = bytearray()
+    try:
+        target_parts = tree.resolve(cwd, target)
+        target_st = tree.stat_or_none(target_parts) if target_parts else None
+    except FsError as e:
+        out.fail_at("{}", target, e)
+        return out.pieces
+    for typed in sources:
+        try:
+            parts = tree.resolve(cwd, typed)
+            st = tree.lstat(parts)
+            if target_st is not None and same_entry(st, target_st):
+                out.fail(f"{careful(typed)}: input file is output file")
+                continue
+            chunk = tree.read(parts, tree.quota)
+        except FsError as e:
+            out.fail_at("{}", typed, e)
+            continue
+        if len(chunk) + len(data) > tree.quota:
+            out.fail_at("{}", target, FsError(EDQUOT))
+            return out.pieces
+        data += chunk
+    try:
+        write_file(tree, cwd, target, bytes(data), append)
+    except FsError as e:
+        out.fail_at("{}", target, e)
+    return out.pieces
