@@ -159,9 +159,14 @@ def test_mv_and_cp(alice: Client, server: Server) -> None:
     assert alice.run("cp c").startswith("cp: missing destination file operand after 'c'\nUsage:")
     assert alice.run("cp nope x").startswith("cp: cannot stat 'nope': No such file or directory\n")
     assert alice.run("cp d e").startswith("cp: -r not specified; omitting directory 'd'\n")
-    assert alice.run("mv c /home/root1/c").startswith("mv: cannot access '/home/root1/c'")
+    assert alice.run("mv c /home/root1/c").startswith(
+        "mv: cannot move 'c' to '/home/root1/c': Permission denied\n"
+    )
+    assert alice.run("cp c /etc/c").startswith(
+        "cp: cannot create regular file '/etc/c': Permission denied\n"
+    )
     assert alice.run("cp c c2 c3").startswith("cp: target 'c3': No such file or directory\n")
-    assert alice.run("cp c c2 c").startswith("cp: target 'c' is not a directory\n")
+    assert alice.run("cp c c2 c").startswith("cp: target 'c': Not a directory\n")
 
 
 def test_quota_on_every_write_path(alice: Client, server: Server) -> None:
@@ -208,3 +213,116 @@ def test_cwd_removed_behind_the_session(alice: Client, server: Server) -> None:
     assert alice.run("ls").startswith("ls: cannot access '.': No such file or directory\n")
     assert alice.run("echo x > f").startswith("echo: f: No such file or directory\n")
     assert alice.run("cd ..").endswith("alice@testhost:~$ ")
+
+
+def test_quota_shows_usage_kept_up_to_date(alice: Client, server: Server) -> None:
+    (home(server) / "put-by-operator").write_bytes(b"x" * 100)  # before first use: counted
+    server.homes.quota = 10 * 1024**2  # type: ignore[union-attr]
+    assert alice.run("quota") == (
+        "Disk quota for alice: 100 of 10M used (0%), 1 of 10000 files\nalice@testhost:~$ "
+    )
+    alice.run("mkdir d")
+    alice.run("echo " + "y" * 1000 + " > d/f")
+    alice.run("cp d/f g")
+    assert alice.run("quota").startswith("Disk quota for alice: 2.1K of 10M used (0%), 4 of")
+    alice.run("rm -r d")
+    alice.run("mv g h")
+    assert alice.run("quota").startswith("Disk quota for alice: 1.1K of 10M used (0%), 2 of")
+    assert alice.run("quota x").startswith("Usage: quota\n")
+
+
+@pytest.mark.parametrize(
+    "size, shown",
+    [(0, "0"), (1023, "1023"), (1024, "1.0K"), (1228, "1.2K"), (1229, "1.3K"), (1300000, "1.3M"),
+     (10 * 1024**2, "10M"), (10 * 1024**2 + 1, "11M"), (5 * 1024**3, "5.0G")],
+)  # fmt: skip
+def test_sizes_read_like_ls_h(size: int, shown: str) -> None:
+    from shellserver.commands.files import human
+
+    assert human(size) == shown
+
+
+def test_tilde_expands_as_in_a_shell(alice: Client) -> None:
+    alice.run("mkdir sub")
+    assert alice.run("echo ~ ~/x ~alice/y '~' \\~ a~").startswith(
+        "/home/alice /home/alice/x /home/alice/y ~ ~ a~\n"
+    )
+    assert alice.run("echo ~root1").startswith("~root1\n")
+    alice.run("cd sub")
+    alice.run("touch ~/top")
+    assert alice.run("ls ~").startswith("sub  top\n")
+    out = alice.run("ls -l .. ~")
+    assert out.startswith("..:\n-rw") or out.startswith("..:\ndrwx")
+    assert "\n\n/home/alice:\n" in out  # a blank line between sections, as ls does
+
+
+def test_cat_writes_typed_lines_until_dot_or_eof(alice: Client, server: Server) -> None:
+    alice.run("cat > notes")
+    alice.send("first line")
+    alice.send("ünïcödé ☃")
+    alice.send(".")
+    assert alice.output().endswith("alice@testhost:~$ ")
+    assert (home(server) / "notes").read_text() == "first line\nünïcödé ☃\n"
+    alice.run("cat >> notes")
+    alice.send("more")
+    alice.send_bytes(b"\x04")  # ^D on an empty line ends it too
+    assert alice.output().endswith("alice@testhost:~$ ")
+    assert (home(server) / "notes").read_text() == "first line\nünïcödé ☃\nmore\n"
+    alice.run("cat notes notes > twice")
+    assert (home(server) / "twice").read_text() == 2 * "first line\nünïcödé ☃\nmore\n"
+    assert alice.run("cat twice > twice").startswith("cat: twice: input file is output file\n")
+    assert alice.run("cat > /etc/x").startswith("cat: /etc/x: Permission denied\n")
+
+
+def test_cat_typed_lines_respect_the_quota(alice: Client, server: Server) -> None:
+    alice.run("cat > big")
+    for _ in range(200):  # typed text is written every 16 KiB: the quota is met on the way
+        alice.send("z" * 99)
+    out = alice.output()
+    assert "cat: big: Disk quota exceeded\n" in out
+    alice.send("rm -r *")  # still typed into cat, not run
+    alice.send(".")
+    assert alice.output().endswith("alice@testhost:~$ ")
+    assert (home(server) / "big").exists()
+    assert os.path.getsize(home(server) / "big") <= 2000
+
+
+def test_nesting_is_limited_to_64_levels(alice: Client, server: Server) -> None:
+    deep = "/".join(["d"] * 64)
+    assert alice.run(f"mkdir -p {deep}") == "alice@testhost:~$ "
+    assert alice.run(f"mkdir {deep}/e").startswith(
+        f"mkdir: cannot create directory '{deep}/e': Too many levels of directories (at most 64)\n"
+    )
+    assert alice.run("mkdir -p " + "/".join(["x"] * 2000)).startswith(
+        "mkdir: cannot create directory 'x/x/x"
+    )
+    assert not (home(server) / "x").exists()
+    alice.run("mkdir -p a/b")
+    assert alice.run(f"mv a {'/'.join(['d'] * 63)}").startswith("mv: cannot move 'a' to ")
+    assert alice.run(f"mv a {'/'.join(['d'] * 62)}") == "alice@testhost:~$ "
+
+
+def test_expansion_is_bounded_like_arg_max(alice: Client, server: Server) -> None:
+    for i in range(100):
+        (home(server) / f"file-{i:03d}-{'n' * 100}").write_text("")
+    assert alice.run("echo * * * * * * * * * *").count("file-") == 1000
+    stars = " ".join(["*"] * 30)  # 3,000 names of ~110 bytes: over 256 KiB
+    assert alice.run(f"echo {stars}") == "echo: Argument list too long\nalice@testhost:~$ "
+    assert alice.run(f"rm {stars}") == "rm: Argument list too long\nalice@testhost:~$ "
+    assert len(os.listdir(home(server))) == 100
+
+
+def test_a_home_holds_at_most_10000_entries(alice: Client, server: Server) -> None:
+    server.homes.home("alice").tree.used().entries = 9999  # type: ignore[union-attr]
+    assert alice.run("touch one") == "alice@testhost:~$ "
+    assert alice.run("touch two").startswith("touch: cannot touch 'two': Disk quota exceeded\n")
+    assert alice.run("mkdir d").startswith("mkdir: cannot create directory 'd': Disk quota")
+
+
+def test_non_ascii_names(alice: Client, server: Server) -> None:
+    alice.run("mkdir 日本 'ça va'")
+    alice.run("echo ☃ > 日本/雪だるま.txt")
+    assert alice.run("ls").startswith("ça va  日本\n")
+    assert alice.run("cat 日本/*.txt").startswith("☃\n")
+    assert alice.run("mv 日本 'ça va'") == "alice@testhost:~$ "
+    assert (home(server) / "ça va" / "日本" / "雪だるま.txt").read_text() == "☃\n"

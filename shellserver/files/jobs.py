@@ -14,7 +14,18 @@ import stat
 from attrs import define, field
 
 from shellserver.files.expand import Word, expand
-from shellserver.files.sandbox import EDQUOT, EISDIR, ENOENT, ENOSPC, FsError, Refusal
+from shellserver.files.sandbox import (
+    EDQUOT,
+    EEXIST,
+    EISDIR,
+    ENOENT,
+    ENOSPC,
+    ENOTDIR,
+    MAX_DEPTH,
+    TOO_DEEP,
+    FsError,
+    Refusal,
+)
 from shellserver.files.tree import Tree, same_entry
 from shellserver.listing import columns, long_line
 from shellserver.sanitize import careful
@@ -131,12 +142,34 @@ def mkdir(tree: Tree, cwd: str, name: str, words: list[Word], parents: bool) -> 
         try:
             parts = tree.resolve(cwd, typed)
             if parents:
-                tree.make_parents(parts)
+                _make_parents(tree, cwd, typed, parts)
             else:
                 tree.mkdir(parts)
+        except Refusal as r:
+            out.fail(r.message)
         except FsError as e:
             out.fail_at("cannot create directory '{}'", typed, e)
     return out.pieces
+
+
+def _make_parents(tree: Tree, cwd: str, typed: str, parts: list[str]) -> None:
+    """``mkdir -p``: each missing level made in turn; a level that is a file is named."""
+    if len(parts) > MAX_DEPTH:
+        raise FsError(TOO_DEEP)
+    segments = typed.split("/")
+    for k in range(1, len(segments) + 1):
+        if segments[k - 1] in ("", ".", "..") and k < len(segments):
+            continue
+        prefix = "/".join(segments[:k])
+        level = tree.resolve(cwd, prefix)
+        if not level:
+            continue
+        st = tree.stat_or_none(level)
+        if st is None:
+            tree.mkdir(level)
+        elif not stat.S_ISDIR(st.st_mode):
+            reason = EEXIST if k == len(segments) else ENOTDIR
+            raise Refusal(f"cannot create directory {q(prefix)}: {reason}")
 
 
 def rmdir(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
@@ -183,7 +216,7 @@ def _join(dest: str, base: str) -> str:
 
 def _targets(
     tree: Tree, cwd: str, out: Out, args: list[str]
-) -> tuple[list[str], str, list[str], bool] | None:
+) -> tuple[list[str], str, list[str] | FsError, bool] | None:
     """Sources, destination as typed and resolved, and whether it is a directory to move into."""
     if not args:
         out.fail("missing file operand")
@@ -194,16 +227,25 @@ def _targets(
     *sources, dest = args
     try:
         dest_parts = tree.resolve(cwd, dest)
+    except FsError as e:
+        if len(sources) > 1:
+            out.fail_at("target '{}'", dest, e)
+            return None
+        # outside the home, or an impossible name: each source is told it cannot go there
+        return sources, dest, e, False
+    try:
         dest_st = tree.stat_or_none(dest_parts)
     except FsError as e:
-        out.fail_at("target '{}'" if len(sources) > 1 else "cannot access '{}'", dest, e)
-        return None
+        if e.reason != ENOENT or len(sources) > 1:  # a missing parent is the copy's own error
+            out.fail_at("target '{}'" if len(sources) > 1 else "cannot stat '{}'", dest, e)
+            return None
+        dest_st = None
     into = dest_st is not None and stat.S_ISDIR(dest_st.st_mode)
     if len(sources) > 1 and not into:
         if dest_st is None:
             out.fail(f"target {q(dest)}: {ENOENT}")
         else:
-            out.fail(f"target {q(dest)} is not a directory")
+            out.fail(f"target {q(dest)}: {ENOTDIR}")
         return None
     return sources, dest, dest_parts, into
 
@@ -228,6 +270,9 @@ def mv(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
         if src is None:
             continue
         parts, s = src
+        if isinstance(dest_parts, FsError):
+            out.fail(f"cannot move {q(typed)} to {q(dest)}: {dest_parts.reason}")
+            continue
         if not parts:
             out.fail(f"cannot move {q(typed)}: Permission denied")
             continue
@@ -271,6 +316,9 @@ def cp(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
         parts, s = src
         if stat.S_ISDIR(s.st_mode):
             out.fail(f"-r not specified; omitting directory {q(typed)}")
+            continue
+        if isinstance(dest_parts, FsError):
+            out.fail(f"cannot create regular file {q(dest)}: {dest_parts.reason}")
             continue
         shown = _join(dest, parts[-1]) if into else dest
         target = [*dest_parts, parts[-1]] if into else dest_parts

@@ -290,17 +290,6 @@ class Tree:
             raise self._os_error(e) from None
         self._account(0, 1)
 
-    def make_parents(self, parts: list[str]) -> None:
-        """``mkdir -p``: existing directories are fine."""
-        if len(parts) > MAX_DEPTH:
-            raise FsError(TOO_DEEP)
-        for i in range(1, len(parts) + 1):
-            st = self.stat_or_none(parts[:i])
-            if st is None:
-                self.mkdir(parts[:i])
-            elif not stat.S_ISDIR(st.st_mode):
-                raise FsError(EEXIST if i == len(parts) else ENOTDIR)
-
     # -- removing and moving -------------------------------------------------------------
 
     def rmdir(self, parts: list[str]) -> None:
