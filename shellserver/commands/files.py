@@ -73,6 +73,8 @@ async def send(ctx: Context, pieces: list[str]) -> None:
                 ctx.write("".join(buffered))
                 buffered, size = [], 0
                 await ctx.drain()
+                if not ctx.session.terminal.connected:
+                    return
     if buffered:
         ctx.write("".join(buffered))
 
@@ -234,7 +236,7 @@ async def _cat_one(ctx: Context, home: Home, typed: str) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
     ended = True
     try:
-        while True:
+        while ctx.session.terminal.connected:
             data = await home.io(os.read, fd, CHUNK)
             text = careful_lines(decoder.decode(data, final=not data))
             if text:
