@@ -35,6 +35,7 @@ from shellserver.files.sandbox import (
     ENOTDIR,
     FsError,
     Refusal,
+    from_os,
 )
 from shellserver.files.tree import Tree
 from shellserver.sanitize import careful_lines
@@ -78,6 +79,9 @@ class Home:
         try:
             result: T = await self.homes.run_io(job, self.tree, *args)
             return result
+        except OSError as e:  # one the job did not expect (an operator's chmod): still one line
+            log.warn("file work for {user} failed: {error}", user=self.user, error=e)
+            raise from_os(e) from None
         finally:
             if self.tree.out_of_space:
                 self.tree.out_of_space = False

@@ -326,3 +326,28 @@ def test_non_ascii_names(alice: Client, server: Server) -> None:
     assert alice.run("cat 日本/*.txt").startswith("☃\n")
     assert alice.run("mv 日本 'ça va'") == "alice@testhost:~$ "
     assert (home(server) / "ça va" / "日本" / "雪だるま.txt").read_text() == "☃\n"
+
+
+def test_userdel_is_all_or_nothing(server: Server, alice: Client) -> None:
+    admin = Client(server)
+    admin.login("root1")
+    alice.run("echo keep > notes")
+    stray = home(server, "ghost")  # a home with no account: userdel refuses and leaves it
+    stray.mkdir()
+    (stray / "f").write_text("x")
+    assert admin.run("userdel ghost").startswith("userdel: user 'ghost' does not exist\n")
+    assert (stray / "f").read_text() == "x"
+    (home(server) / "deep").mkdir()
+    d = home(server) / "deep"
+    for _ in range(50):
+        d = d / "d"
+        d.mkdir()
+    assert admin.run("userdel alice").startswith("userdel: deleted alice\n")
+    assert not home(server).exists()
+    trash = home(server).parent.parent / "trash"
+    assert os.listdir(trash) == []
+    add_user(server, "alice")  # the name again: an empty home
+    Deferred.fromCoroutine(server.homes.create("alice"))  # type: ignore[union-attr]
+    again = Client(server)
+    again.login("alice")
+    assert again.run("ls -a") == ".  ..\nalice@testhost:~$ "

@@ -357,3 +357,15 @@ def test_disk_full_says_no_space_and_is_logged_once_a_minute(
         monkeypatch.setattr(os, "replace", real_replace)
     assert len([e for e in logged if "no space left" in e.get("log_format", "")]) == 2
     assert home.tree.used().entries == 7  # nothing was counted for the failed writes
+
+
+def test_an_unexpected_os_error_is_still_one_clean_line(world: dict[str, Any]) -> None:
+    home = world["homes"].home("alice")
+
+    def job(tree: Tree) -> None:
+        os.utime(os.path.join(tree.root, "gone"))
+
+    with pytest.raises(Exception, match="No such file or directory") as caught:
+        result(home.run(job))
+    assert type(caught.value).__name__ == "FsError"
+    result(home.run(Tree.touch, ["after"]))  # the home's queue goes on
