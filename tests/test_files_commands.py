@@ -176,6 +176,13 @@ def test_quota_on_every_write_path(alice: Client, server: Server) -> None:
     assert alice.run(f"echo {line} > three").startswith("echo: three: Disk quota exceeded\n")
     assert alice.run(f"echo {line} >> two").startswith("echo: two: Disk quota exceeded\n")
     assert alice.run("cp one copy").startswith("cp: error writing 'copy': Disk quota exceeded\n")
+    assert alice.run("cat one > copy").startswith("cat: copy: Disk quota exceeded\n")
+    assert alice.run("cat one >> two").startswith("cat: two: Disk quota exceeded\n")
+    assert alice.run("cat > copy").startswith("")  # an empty file still fits ...
+    alice.send("y" * 900)
+    assert alice.run(".").startswith("cat: copy: Disk quota exceeded\n")  # ... its lines do not
+    alice.run("rm copy")
+    assert (home(server) / "two").read_text() == "x" * 900 + "\n"
     alice.run("echo " + "x" * 197 + " > fill")  # exactly full now
     assert alice.run("touch empty").startswith("touch: cannot touch 'empty': Disk quota exceeded")
     assert sorted(os.listdir(home(server))) == ["fill", "one", "two"]

@@ -368,30 +368,30 @@ def start_file(tree: Tree, cwd: str, typed: str, append: bool) -> None:
 def concatenate(tree: Tree, cwd: str, sources: list[str], target: str, append: bool) -> list[str]:
     """``cat A B > C``: C gets A and B, within the quota; errors in cat's words."""
     out = Out("cat")
-    data = bytearray()
     try:
         target_parts = tree.resolve(cwd, target)
-        target_st = tree.stat_or_none(target_parts) if target_parts else None
+        if not target_parts:
+            raise FsError(EISDIR)
+        target_st = tree.stat_or_none(target_parts)
     except FsError as e:
         out.fail_at("{}", target, e)
         return out.pieces
+    readable: list[list[str]] = []
     for typed in sources:
         try:
             parts = tree.resolve(cwd, typed)
             st = tree.lstat(parts)
-            if target_st is not None and same_entry(st, target_st):
-                out.fail(f"{careful(typed)}: input file is output file")
-                continue
-            chunk = tree.read(parts, tree.quota)
+            if stat.S_ISDIR(st.st_mode):
+                raise FsError(EISDIR)
         except FsError as e:
             out.fail_at("{}", typed, e)
             continue
-        if len(chunk) + len(data) > tree.quota:
-            out.fail_at("{}", target, FsError(EDQUOT))
-            return out.pieces
-        data += chunk
+        if target_st is not None and same_entry(st, target_st):
+            out.fail(f"{careful(typed)}: input file is output file")
+            continue
+        readable.append(parts)
     try:
-        write_file(tree, cwd, target, bytes(data), append)
+        tree.concat(readable, target_parts, append)
     except FsError as e:
         out.fail_at("{}", target, e)
     return out.pieces

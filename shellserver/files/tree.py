@@ -218,13 +218,16 @@ class Tree:
         self._account(len(data) - (old.st_size if old else 0), 0 if old else 1)
 
     def _append(self, target: str, size: int, data: bytes) -> None:
+        self._append_with(target, size, lambda f: f.write(data))
+
+    def _append_with(self, target: str, size: int, fill: object) -> None:
+        """Extend the file in place; if that fails, cut it back: all or nothing."""
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            with os.fdopen(os.dup(fd), "ab") as f:
+                fill(f)  # type: ignore[operator]
         except OSError as e:
-            os.ftruncate(fd, size)  # all or nothing
+            os.ftruncate(fd, size)
             raise self._os_error(e) from None
         finally:
             os.close(fd)
@@ -244,26 +247,43 @@ class Tree:
 
     def copy(self, src: list[str], dst: list[str]) -> None:
         """Copy a regular file (``cp``): room is reserved for its size first."""
-        fd = self.open_read(src)
+        self.concat([src], dst, append=False)
+
+    def concat(self, sources: list[list[str]], dst: list[str], append: bool) -> None:
+        """Files one after another into ``dst`` (``cat A B > C``), streamed, never held whole.
+
+        Room for all of them is reserved before the first byte is written;
+        each is copied no further than the size it had then.
+        """
+        fds: list[int] = []
         try:
-            size = os.fstat(fd).st_size
+            for src in sources:
+                fds.append(self.open_read(src))
+            sizes = [os.fstat(fd).st_size for fd in fds]
             target = self.path(dst, must_exist=False)
             old = self._existing_file(target)
-            self.check_room(size - (old.st_size if old else 0), 0 if old else 1)
+            kept = old.st_size if old and append else 0
+            grow = kept + sum(sizes) - (old.st_size if old else 0)
+            self.check_room(grow, 0 if old else 1)
 
             def fill(f: object) -> None:
-                left = size
-                while left > 0:
-                    chunk = os.read(fd, min(left, _COPY_CHUNK))
-                    if not chunk:
-                        break
-                    f.write(chunk)  # type: ignore[attr-defined]
-                    left -= len(chunk)
+                for fd, size in zip(fds, sizes, strict=True):
+                    left = size
+                    while left > 0:
+                        chunk = os.read(fd, min(left, _COPY_CHUNK))
+                        if not chunk:
+                            break
+                        f.write(chunk)  # type: ignore[attr-defined]
+                        left -= len(chunk)
 
-            self._replace(target, fill)
-            self._account(size - (old.st_size if old else 0), 0 if old else 1)
+            if append and old is not None:
+                self._append_with(target, old.st_size, fill)
+            else:
+                self._replace(target, fill)
+            self._account(grow, 0 if old else 1)
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
 
     def touch(self, parts: list[str]) -> None:
         target = self.path(parts, must_exist=False)
