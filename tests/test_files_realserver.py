@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,3 +84,29 @@ def test_the_quota_holds_when_many_sessions_copy_at_once(server: RealServer) -> 
     assert len(refused) == 16 and len(list(home.iterdir())) == 5  # big and four copies
     alice.send_line("quota")
     assert "Disk quota for alice: 9.8M of 10M used (97%), 5 of 10000 files" in alice.expect("$ ")
+
+
+def test_offline_useradd_and_userdel_keep_homes_all_or_nothing(tmp_path: Path) -> None:
+    cli = str(Path(sys.executable).with_name("shellserver"))
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [cli, "--data", str(data), *args], input=stdin, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+
+    data = tmp_path / "data"
+    (data / "home" / "dave").mkdir(parents=True)
+    (data / "home" / "dave" / "leftover").write_text("not dave's")
+    (data / "home" / "ghost").mkdir()
+    (data / "home" / "ghost" / "f").write_text("x")
+    assert run("useradd", "dave", "--password-stdin", stdin="davepassword\n").returncode == 0
+    assert not (data / "home" / "dave").exists()  # a new account starts empty (made on use)
+    assert run("userdel", "ghost").returncode == 1  # no such account: the home stays
+    assert (data / "home" / "ghost" / "f").read_text() == "x"
+    (data / "home" / "dave").mkdir()
+    (data / "home" / "dave" / "mine").write_text("dave's")
+    assert run("userdel", "dave").returncode == 0
+    assert not (data / "home" / "dave").exists()
+    assert os.listdir(data / "trash") == []
+    assert "userdel" in (data / "admin.log").read_text()
