@@ -358,3 +358,16 @@ def test_userdel_is_all_or_nothing(server: Server, alice: Client) -> None:
     again = Client(server)
     again.login("alice")
     assert again.run("ls -a") == ".  ..\nalice@testhost:~$ "
+
+
+def test_planted_links_are_shown_and_removable_never_followed(
+    alice: Client, server: Server
+) -> None:
+    os.symlink("/etc/passwd", home(server) / "planted")
+    out = alice.run("ls -l")
+    assert out.startswith("lrwxrwxrwx") and " planted\n" in out
+    assert alice.run("cat planted").startswith("cat: planted: Permission denied\n")
+    assert alice.run("echo x > planted").startswith("echo: planted: Permission denied\n")
+    assert alice.run("rm planted") == "alice@testhost:~$ "
+    assert not os.path.lexists(home(server) / "planted")
+    assert os.path.exists("/etc/passwd")

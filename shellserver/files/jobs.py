@@ -116,13 +116,13 @@ def ls(
         else:
             names = [n for n in names if not n.startswith(".")]
         entries: list[tuple[str, os.stat_result | None]] = []
+        base = tree.path(parts) if "l" in flags else ""
         for n in names:
             info: os.stat_result | None = None
             if "l" in flags:
-                where = parts if n == "." else parts[:-1] if n == ".." else [*parts, n]
-                try:
-                    info = tree.lstat(where)
-                except FsError:
+                try:  # lstat in the directory just walked: a planted link is shown, not followed
+                    info = tree.lstat(parts[:-1]) if n == ".." else os.lstat(os.path.join(base, n))
+                except (FsError, OSError):
                     continue
             entries.append((n, info))
         block = render(entries)

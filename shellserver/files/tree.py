@@ -322,7 +322,12 @@ class Tree:
         self._account(0, -1)
 
     def remove(self, parts: list[str], recursive: bool) -> None:
-        target = self.path(parts)
+        try:
+            target = self.path(parts)
+        except FsError as e:
+            if e.reason == EACCES and parts and self._remove_link(parts):
+                return
+            raise
         st = os.lstat(target)
         if stat.S_ISDIR(st.st_mode):
             if not recursive:
@@ -341,6 +346,18 @@ class Tree:
         except OSError as e:
             raise self._os_error(e) from None
         self._account(-st.st_size if stat.S_ISREG(st.st_mode) else 0, -1)
+
+    def _remove_link(self, parts: list[str]) -> bool:
+        """A symlink planted in the home may be removed (unlinking never follows it)."""
+        link = os.path.join(self.path(parts[:-1]), parts[-1])
+        try:
+            if not stat.S_ISLNK(os.lstat(link).st_mode):
+                return False
+            os.unlink(link)
+        except OSError as e:
+            raise self._os_error(e) from None
+        self._account(0, -1)
+        return True
 
     def rename(self, src: list[str], dst: list[str]) -> None:
         """Move ``src`` to exactly ``dst`` (the caller has applied "into a directory")."""
