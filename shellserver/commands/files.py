@@ -80,14 +80,47 @@ async def send(ctx: Context, pieces: list[str]) -> None:
 
 
 async def run(ctx: Context, job: Callable[..., list[str]], *args: Any) -> None:
-    """One job for this command line on the home's queue; its text to the session."""
+    """One job for this command line on the home's queue; its text to the session.
+
+    Long text (a big ``ls -l``) is not held while the client reads it: the
+    job leaves it in an unlinked file in ``<data>/tmp``, streamed from there.
+    """
     home = home_of(ctx)
     try:
-        pieces = await home.run(job, ctx.session.cwd, ctx.name, *args)
+        result = await home.run(jobs.spilled, job, ctx.session.cwd, ctx.name, *args)
     except FsError as e:
         ctx.fail(e.reason)  # the line as a whole (Argument list too long), or the home itself
         return
-    await send(ctx, pieces)
+    if isinstance(result, str):
+        await send(ctx, [result])
+    else:
+        await stream(ctx, home, result, careful_text=False)
+
+
+async def stream(ctx: Context, home: Home, fd: int, careful_text: bool = True) -> None:
+    """The bytes of ``fd`` as text, a chunk at a time as the client takes them; closes ``fd``.
+
+    A character split between two chunks stays whole; a last line without a
+    newline gets one, so the prompt starts on its own line.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    ended = True
+    try:
+        while ctx.session.terminal.connected:
+            data = await home.io(os.read, fd, CHUNK)
+            text = decoder.decode(data, final=not data)
+            if careful_text:
+                text = careful_lines(text)
+            if text:
+                ctx.write(text)
+                ended = text.endswith("\n")
+            if not data:
+                break
+            await ctx.drain()
+    finally:
+        await home.io(os.close, fd)
+    if not ended:
+        ctx.write("\n")
 
 
 @command("pwd", usage="pwd", help="Print the current directory.")
@@ -233,24 +266,10 @@ async def _cat_one(ctx: Context, home: Home, typed: str) -> None:
     except FsError as e:
         ctx.fail(f"{careful(typed)}: {e.reason}")
         return
-    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
-    ended = True
     try:
-        while ctx.session.terminal.connected:
-            data = await home.io(os.read, fd, CHUNK)
-            text = careful_lines(decoder.decode(data, final=not data))
-            if text:
-                ctx.write(text)
-                ended = text.endswith("\n")
-            if not data:
-                break
-            await ctx.drain()
+        await stream(ctx, home, fd)
     except OSError as e:
         ctx.fail(f"{careful(typed)}: {e.strerror}")
-    finally:
-        await home.io(os.close, fd)
-    if not ended:
-        ctx.write("\n")
 
 
 def _open(tree: Tree, cwd: str, typed: str) -> int:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
+from collections.abc import Callable
+from typing import Any
 
 from attrs import define, field
 
@@ -51,6 +54,24 @@ class Out:
 
 def q(typed: str) -> str:
     return f"'{careful(typed)}'"
+
+
+#: Job output longer than this waits in an unlinked file, not in memory, while it is sent.
+SPILL = 64 * 1024
+
+
+def spilled(tree: Tree, job: Callable[..., list[str]], *args: Any) -> str | int:
+    """Run ``job``; its text, or when long a descriptor of an unlinked file holding it."""
+    text = "".join(job(tree, *args))
+    if len(text) <= SPILL:
+        return text
+    os.makedirs(tree.tmp, mode=0o700, exist_ok=True)
+    with tempfile.TemporaryFile(dir=tree.tmp) as f:
+        f.write(text.encode("utf-8", "surrogateescape"))
+        f.flush()
+        fd = os.dup(f.fileno())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def operands(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
