@@ -29,6 +29,11 @@ ROWS: list[tuple[list[str], str, str]] = [
      "cp: cannot overwrite directory 'd/f' with non-directory"),
     (["touch a b"], "cp a b c", "cp: target 'c': No such file or directory"),
     (["touch a b c"], "cp a b c", "cp: target 'c': Not a directory"),
+    (["mkdir -p d/e"], "cp -r d d/x", "cp: cannot copy a directory, 'd', into itself, 'd/x'"),
+    (["mkdir -p d/e"], "cp -r d d", "cp: cannot copy a directory, 'd', into itself, 'd/d'"),
+    (["mkdir -p d/e", "touch f"], "cp -r d f",
+     "cp: cannot overwrite non-directory 'f' with directory 'd'"),
+    ([], "cp -r x y", "cp: cannot stat 'x': No such file or directory"),
     # mv
     (["touch b"], "mv b b", "mv: 'b' and 'b' are the same file"),
     (["mkdir -p a/b", "touch b"], "mv b a",

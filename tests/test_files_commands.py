@@ -397,3 +397,27 @@ def test_long_output_goes_out_as_the_client_takes_it(
             waits.pop().callback(None)
             got += alice.output()
         assert got.endswith("alice@testhost:~$ ") and len(got.splitlines()) == lines + 1
+
+
+def test_cp_r_copies_trees_within_quota_and_depth(alice: Client, server: Server) -> None:
+    alice.run("mkdir -p 日本/東京/渋谷 empty")
+    alice.run("echo ☃ > 日本/東京/雪")
+    alice.run("echo x > 日本/a")
+    assert alice.run("cp -r 日本 copy") == "alice@testhost:~$ "
+    assert (home(server) / "copy/東京/雪").read_text() == "☃\n"
+    assert (home(server) / "copy/東京/渋谷").is_dir() and (home(server) / "copy/a").exists()
+    assert alice.run("cp -R 日本 empty") == "alice@testhost:~$ "  # into an existing directory
+    assert (home(server) / "empty/日本/東京/雪").exists()
+    on_disk = sum(len(dirs) + len(files) for _, dirs, files in os.walk(home(server)))
+    assert on_disk == 16
+    assert alice.run("quota").startswith("Disk quota for alice: 18 of 2.0K used (0%), 16 of")
+    alice.run("echo " + "z" * 1980 + " > fill")
+    assert alice.run("cp -r 日本 more").startswith(
+        "cp: error writing 'more': Disk quota exceeded\n"
+    )
+    assert not (home(server) / "more").exists()
+    alice.run("rm fill")
+    alice.run("mkdir -p " + "/".join(["d"] * 62))
+    assert alice.run(f"cp -r 日本 {'/'.join(['d'] * 62)}").startswith(
+        "cp: cannot create directory '" + "/".join(["d"] * 62) + "/日本': Too many levels"
+    )

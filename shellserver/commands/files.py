@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shellserver.commands.registry import Context, UsageError, command
-from shellserver.files import jobs
+from shellserver.files import jobs, transfer
 from shellserver.files.expand import Word
 from shellserver.files.sandbox import MAX_ENTRIES
 from shellserver.files.tree import Tree
@@ -193,13 +193,14 @@ def _two_operands(args: list[str]) -> None:
 @command("mv", usage="mv SOURCE... DEST", help="Move or rename files and directories.")
 async def mv(ctx: Context, args: list[str]) -> None:
     _two_operands(args)
-    await run(ctx, jobs.mv, words(ctx, len(args)))
+    await run(ctx, transfer.mv, words(ctx, len(args)))
 
 
-@command("cp", usage="cp SOURCE... DEST", help="Copy files.")
+@command("cp", usage="cp [-r] SOURCE... DEST", help="Copy files (-r: directories too).")
 async def cp(ctx: Context, args: list[str]) -> None:
-    _two_operands(args)
-    await run(ctx, jobs.cp, words(ctx, len(args)))
+    flags, operands = options(ctx, args, "rR")
+    _two_operands([w.text for w in operands])
+    await run(ctx, transfer.cp, operands, bool(flags))
 
 
 @command(

@@ -97,12 +97,12 @@ class Tree:
         if full or u.bytes + grow > self.quota or u.entries + new_entries > MAX_ENTRIES:
             raise FsError(EDQUOT)
 
-    def _account(self, grow: int, entries: int = 0) -> None:
+    def account(self, grow: int, entries: int = 0) -> None:
         u = self.used()
         u.bytes = max(0, u.bytes + grow)
         u.entries = max(0, u.entries + entries)
 
-    def _os_error(self, e: OSError) -> FsError:
+    def os_error(self, e: OSError) -> FsError:
         error = from_os(e)
         if error.reason == ENOSPC:
             self.out_of_space = True
@@ -123,7 +123,7 @@ class Tree:
                     return here
                 raise FsError(ENOENT) from None
             except OSError as e:
-                raise self._os_error(e) from None
+                raise self.os_error(e) from None
             if stat.S_ISLNK(st.st_mode):
                 raise FsError(EACCES)
             if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
@@ -134,7 +134,7 @@ class Tree:
         try:
             return os.lstat(self.path(parts))
         except OSError as e:
-            raise self._os_error(e) from None
+            raise self.os_error(e) from None
 
     def stat_or_none(self, parts: list[str]) -> os.stat_result | None:
         """The entry's lstat, or None if it does not exist (its parent must)."""
@@ -144,7 +144,7 @@ class Tree:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise self._os_error(e) from None
+            raise self.os_error(e) from None
 
     def is_dir(self, parts: list[str]) -> bool:
         try:
@@ -159,7 +159,7 @@ class Tree:
                 raise FsError(ENOTDIR)
             return sorted(os.listdir(target))
         except OSError as e:
-            raise self._os_error(e) from None
+            raise self.os_error(e) from None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class Tree:
         try:
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as e:
-            raise self._os_error(e) from None
+            raise self.os_error(e) from None
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             os.close(fd)
             raise FsError(EISDIR)
@@ -195,7 +195,7 @@ class Tree:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise self._os_error(e) from None
+            raise self.os_error(e) from None
         if stat.S_ISDIR(st.st_mode):
             raise FsError(EISDIR)
         if stat.S_ISLNK(st.st_mode):
@@ -211,11 +211,11 @@ class Tree:
         if append and old is not None:
             self.check_room(len(data))
             self._append(target, old.st_size, data)
-            self._account(len(data))
+            self.account(len(data))
             return
         self.check_room(len(data) - (old.st_size if old else 0), 0 if old else 1)
-        self._replace(target, lambda f: f.write(data))
-        self._account(len(data) - (old.st_size if old else 0), 0 if old else 1)
+        self.replace_with(target, lambda f: f.write(data))
+        self.account(len(data) - (old.st_size if old else 0), 0 if old else 1)
 
     def _append(self, target: str, size: int, data: bytes) -> None:
         self._append_with(target, size, lambda f: f.write(data))
@@ -228,11 +228,11 @@ class Tree:
                 fill(f)  # type: ignore[operator]
         except OSError as e:
             os.ftruncate(fd, size)
-            raise self._os_error(e) from None
+            raise self.os_error(e) from None
         finally:
             os.close(fd)
 
-    def _replace(self, target: str, fill: object) -> None:
+    def replace_with(self, target: str, fill: object) -> None:
         """Write a temp file outside the home, then rename it over the target."""
         os.makedirs(self.tmp, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.tmp)
@@ -243,7 +243,7 @@ class Tree:
         except OSError as e:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-            raise self._os_error(e) from None
+            raise self.os_error(e) from None
 
     def copy(self, src: list[str], dst: list[str]) -> None:
         """Copy a regular file (``cp``): room is reserved for its size first."""
@@ -279,8 +279,8 @@ class Tree:
             if append and old is not None:
                 self._append_with(target, old.st_size, fill)
             else:
-                self._replace(target, fill)
-            self._account(grow, 0 if old else 1)
+                self.replace_with(target, fill)
+            self.account(grow, 0 if old else 1)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -294,8 +294,8 @@ class Tree:
         try:
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         except OSError as e:
-            raise self._os_error(e) from None
-        self._account(0, 1)
+            raise self.os_error(e) from None
+        self.account(0, 1)
 
     def mkdir(self, parts: list[str]) -> None:
         if len(parts) > MAX_DEPTH:
@@ -307,8 +307,8 @@ class Tree:
         try:
             os.mkdir(target, 0o700)
         except OSError as e:
-            raise self._os_error(e) from None
-        self._account(0, 1)
+            raise self.os_error(e) from None
+        self.account(0, 1)
 
     # -- removing and moving -------------------------------------------------------------
 
@@ -318,8 +318,8 @@ class Tree:
         try:
             os.rmdir(self.path(parts))
         except OSError as e:
-            raise self._os_error(e) from None
-        self._account(0, -1)
+            raise self.os_error(e) from None
+        self.account(0, -1)
 
     def remove(self, parts: list[str], recursive: bool) -> None:
         try:
@@ -338,14 +338,14 @@ class Tree:
                 totals = walk.remove_tree(target)
             except OSError as e:
                 self.usage = None  # partly removed: measure again on next use
-                raise self._os_error(e) from None
-            self._account(-totals.bytes, -totals.entries - 1)
+                raise self.os_error(e) from None
+            self.account(-totals.bytes, -totals.entries - 1)
             return
         try:
             os.unlink(target)
         except OSError as e:
-            raise self._os_error(e) from None
-        self._account(-st.st_size if stat.S_ISREG(st.st_mode) else 0, -1)
+            raise self.os_error(e) from None
+        self.account(-st.st_size if stat.S_ISREG(st.st_mode) else 0, -1)
 
     def _remove_link(self, parts: list[str]) -> bool:
         """A symlink planted in the home may be removed (unlinking never follows it)."""
@@ -355,8 +355,8 @@ class Tree:
                 return False
             os.unlink(link)
         except OSError as e:
-            raise self._os_error(e) from None
-        self._account(0, -1)
+            raise self.os_error(e) from None
+        self.account(0, -1)
         return True
 
     def rename(self, src: list[str], dst: list[str]) -> None:
@@ -376,9 +376,9 @@ class Tree:
         try:
             os.rename(source, target)
         except OSError as e:
-            raise self._os_error(e) from None
+            raise self.os_error(e) from None
         if t is not None and (s.st_ino, s.st_dev) != (t.st_ino, t.st_dev):
-            self._account(-t.st_size if stat.S_ISREG(t.st_mode) else 0, -1)
+            self.account(-t.st_size if stat.S_ISREG(t.st_mode) else 0, -1)
 
 
 def same_entry(a: os.stat_result, b: os.stat_result) -> bool:
