@@ -421,3 +421,15 @@ def test_cp_r_copies_trees_within_quota_and_depth(alice: Client, server: Server)
     assert alice.run(f"cp -r 日本 {'/'.join(['d'] * 62)}").startswith(
         "cp: cannot create directory '" + "/".join(["d"] * 62) + "/日本': Too many levels"
     )
+
+
+def test_cp_r_never_follows_a_link_planted_in_the_destination(
+    alice: Client, server: Server, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    alice.run("mkdir -p src/sub dst/src")
+    alice.run("echo x > src/sub/f")
+    os.symlink(outside, home(server) / "dst/src/sub")
+    alice.run("cp -r src dst")
+    assert os.listdir(outside) == []

@@ -38,7 +38,10 @@ def copy_tree(tree: Tree, src: list[str], dst: list[str]) -> None:
     while stack:
         here, there = stack.pop()
         try:
-            if not os.path.lexists(there):
+            try:
+                if not stat.S_ISDIR(os.lstat(there).st_mode):
+                    continue  # a file or a planted link where a directory would go: never entered
+            except FileNotFoundError:
                 os.mkdir(there, 0o700)
                 tree.account(0, 1)
             with os.scandir(here) as it:
