@@ -62,13 +62,25 @@ async def set_password(server: Server, by: str, where: str, name: str, password:
 
 
 async def delete_user(server: Server, by: str, where: str, name: str) -> None:
-    """Raises NoSuchUser. The user's sessions are told and ended."""
-    await server.store.delete(name)
+    """Raises NoSuchUser. The user's sessions are told and ended.
+
+    All or nothing (docs/files.md): the home is moved aside first, put back if
+    the account cannot be deleted, and removed off the reactor afterwards.
+    """
+    homes = server.homes
+    aside = await homes.set_aside(name) if homes is not None else None
+    try:
+        await server.store.delete(name)
+    except BaseException:
+        if homes is not None:
+            await homes.restore(name, aside)
+        raise
+    server.admin_action(by, where, "userdel", user=name)
     await server.hub.logout_user(
         name, Message.of(f"Your account has been deleted by {careful(by)}.")
     )
-    await server.account_deleted(name)
-    server.admin_action(by, where, "userdel", user=name)
+    if homes is not None:
+        await homes.purge(aside)
 
 
 async def set_locked(server: Server, by: str, where: str, name: str, locked: bool) -> None:

@@ -168,10 +168,19 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
     try:
         db = AccountDB.open(datadir.db_path.path)
+        homes = Homes(datadir.home_root, 0, inline_runner)
+        # userdel is all or nothing: the home moves aside first and comes back on failure;
+        # a new account never inherits a leftover home.
+        aside = homes.set_aside_now(args.name) if args.command == "userdel" else None
         try:
-            result = _offline_change(args, db, password, entries)
-            if args.command == "userdel":
-                Homes(datadir.home_root, 0, inline_runner).delete(args.name)
+            try:
+                result = _offline_change(args, db, password, entries)
+            except BaseException:
+                homes.restore_now(args.name, aside)
+                raise
+            if args.command == "useradd":
+                homes.purge_now(homes.set_aside_now(args.name))
+            homes.purge_now(aside)
         finally:
             db.close()
         with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:

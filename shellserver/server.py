@@ -112,7 +112,7 @@ class Server:
 
     async def account_created(self, account: Account, by: str | None, peer: str | None) -> None:
         if self.homes is not None:
-            self.homes.create(account.name)
+            await self.homes.create(account.name)
         log.info(
             "account {user} ({role}) created by {by} from {peer}",
             user=account.name,
@@ -120,10 +120,6 @@ class Server:
             by=by or "registration",
             peer=peer or "-",
         )
-
-    async def account_deleted(self, name: str) -> None:
-        if self.homes is not None:
-            self.homes.delete(name)
 
     async def plan_of(self, name: str) -> str | None:
         """The finger text for ``name``'s ``~/.plan``."""
