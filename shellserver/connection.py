@@ -29,7 +29,7 @@ class Connection:
     def __init__(self, server: Server, wire: IWire) -> None:
         self.server = server
         self.wire = wire
-        self.terminal = Terminal(wire)
+        self.terminal = Terminal(wire, server.redraws)
         self.session: Session | None = None
         self._timer: IDelayedCall | None = None
         self._admitted = False
@@ -88,6 +88,7 @@ class Connection:
             role=account.role,
             tty=server.hub.allocate_tty(self.wire.kind),
             peer=self.wire.peer,
+            term=self.wire.term,
             login_time=now,
             terminal=term,
             last_active=now,
@@ -114,7 +115,7 @@ class Connection:
         term.write(server.login_notice())
         shell = Shell(server, session)
         term.on_eof = shell.logout
-        term.set_handler(shell.line, shell.prompt)
+        term.set_handler(shell.line, shell.prompt, shell.complete)
         return True
 
     async def _make_room(self, name: str) -> bool:
@@ -132,7 +133,7 @@ class Connection:
             return False
         notice = Message.of(f"\nSession replaced by a new login from {careful(self.wire.peer)}.")
         for old in mine[: len(mine) - limit + 1]:
-            old.deliver(notice.body)
+            old.deliver(notice)
             old.disconnect()
             await self.server.hub.detach(old)
         return True

@@ -38,8 +38,8 @@ class IdleWatch:
         for s in sessions:
             idle = s.idle(now)
             if idle >= self.timeout:
-                s.deliver(self._logout.body)
+                s.deliver(self._logout)
                 s.disconnect()
             elif idle >= warn_after and s.idle_warned != s.last_active:
                 s.idle_warned = s.last_active
-                s.deliver(self._warning.body)
+                s.deliver(self._warning)

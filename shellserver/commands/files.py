@@ -104,7 +104,7 @@ def ls(ctx: Context, args: list[str]) -> None:
     flags, paths = options(ctx, args, "la")
     home = home_of(ctx)
     now = ctx.now()
-    width = int(getattr(ctx.session.terminal.wire, "width", 80) or 80)
+    width = ctx.session.width
     files: list[tuple[str, list[str]]] = []
     dirs: list[tuple[str, list[str]]] = []
     for typed in operands(ctx, paths) or ["."]:
