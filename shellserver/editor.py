@@ -299,8 +299,7 @@ class LineEditor:
         else:
             self._search = None
             self._hist_i = len(self.history)
-            if k not in ("\r", "\n", "\x03"):
-                self._render()
+            self._render()  # the line under its own prompt again
             return False
         return True
 
