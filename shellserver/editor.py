@@ -366,6 +366,8 @@ class LineEditor:
             for ch in text:
                 shown, w = cell(ch)
                 if col + w > width:
+                    if col < width:  # terminals differ here: break the row ourselves
+                        parts.append("\n")
                     row, col = row + 1, 0
                 col += w
                 parts.append(shown)
@@ -451,8 +453,14 @@ class LineEditor:
             return text, [1] * len(text), len(prompt)
         shown: list[str] = []
         widths: list[int] = []
+        width, col = self.width, 0
         for ch in text:
             s, w = cell(ch)
+            if col + w > width:
+                if col < width:  # a wide character that does not fit: break the row ourselves
+                    shown.append("\n")
+                col = 0
+            col += w
             shown.append(s)
             widths.append(w)
         return "".join(shown), widths, len(prompt)

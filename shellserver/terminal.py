@@ -378,24 +378,32 @@ class Terminal:
 
     def text_received(self, text: str) -> None:
         """Keystrokes (character mode): to the editor while a prompt waits, else held."""
-        parser, pending = self._parser, self._pending
-        if parser is None or pending is None:
+        parser = self._parser
+        if parser is None:
             return
         self.settle()
         for key in parser.feed(text):
+            pending = self._pending
             if not pending and self._prompt is not None and not self._completing:
                 self._key(key)
             elif key == "\x03" and self._prompt is None:
                 # ^C while a command runs: forget what was typed ahead.
-                pending.clear()
+                self._pending = None
                 self._pending_len = 0
                 self._typeahead.clear()
                 self.write("^C\n")
-            elif self._pending_len + len(key) <= MAX_PENDING:
+            else:
+                room = MAX_PENDING - self._pending_len
+                if len(key) > room:
+                    if self._screen is not None:
+                        self._screen.bell()
+                    if key[0] < " " or room <= 0:
+                        continue
+                    key = key[:room]  # the part of a paste that fits
+                if pending is None:  # made only when needed: idle sessions stay small
+                    pending = self._pending = deque()
                 pending.append(key)
                 self._pending_len += len(key)
-            elif self._screen is not None:
-                self._screen.bell()
         self._flush()
 
     def mode_changed(self, character: bool) -> None:
@@ -404,7 +412,6 @@ class Terminal:
             self._screen = Screen()
             self._editor = LineEditor(self._screen, self.width)
             self._parser = KeyParser()
-            self._pending = deque()
             if self._prompt is not None:
                 self._editor.start(self._prompt, self._hidden, drawn=True)
         elif not character and self._editor is not None:
