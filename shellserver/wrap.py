@@ -1,16 +1,17 @@
-"""Column wrapping as util-linux wall does it: a hard cut at the column, not a word wrap."""
+"""Column wrapping as util-linux wall does it: a hard cut at the column, not a word wrap.
+
+Display widths come from ``wcwidth`` (maintained with each Unicode release), the
+same tables the line editor uses.
+"""
 
 from __future__ import annotations
 
-import unicodedata
-
-_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\ufe0e\ufe0f")
+from wcwidth import wcwidth
 
 
 def char_width(ch: str) -> int:
-    if ch in _ZERO_WIDTH or unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    """Columns taken by ``ch``: 2 for wide, 0 for combining and other zero-width characters."""
+    return max(wcwidth(ch), 0)
 
 
 def display_width(text: str) -> int:

@@ -149,5 +149,5 @@ def login(port: int, name: str, password: str, cols: int = 80, rows: int = 24) -
     c.wait_for("Password: ")
     c.type(password + "\r")
     c.wait_for(f"{name}@testhost:~$")
-    c.settle(0.2)
+    c.settle(0.05)
     return c

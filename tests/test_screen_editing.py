@@ -50,7 +50,7 @@ def bob(srv: RealServer) -> Iterator[CharClient]:
 
 def typed(c: CharClient, keys: str) -> str:
     c.type(keys)
-    c.settle(0.12)
+    c.settle(0.08)
     return c.line_at_cursor()
 
 
