@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pyte
-from test_terminal import FakeWire
+from harness import Client, add_user, make_server
+from test_terminal import FakeWire, result
 
 from shellserver import keys
 from shellserver.editor import LineEditor
@@ -138,3 +140,23 @@ def test_an_idle_character_mode_session_costs_a_few_hundred_bytes_more() -> None
     line, char = idle_cost(False), idle_cost(True)
     print(f"idle terminal: line mode {line:.0f} B, character mode {char:.0f} B")
     assert char - line < 1024, (line, char)
+
+
+def test_terminal_type_and_window_size_reach_the_session(tmp_path: Path) -> None:
+    server = make_server(tmp_path)
+    add_user(server, "alice")
+    c = Client(server)
+    c.send_bytes(
+        bytes([255, 251, 24])  # WILL TTYPE
+        + bytes([255, 250, 24, 0])
+        + b"VT220"
+        + bytes([255, 240])
+        + bytes([255, 250, 31, 0, 40, 0, 12, 255, 240])  # NAWS 40x12
+    )
+    c.login("alice")
+    (session,) = result(server.hub.sessions())
+    assert (session.term, session.width, session.height) == ("vt220", 40, 12)
+    c.output()
+    c.send("touch " + " ".join(f"file{i:02}" for i in range(12)))
+    listing = c.run("ls").splitlines()
+    assert len(listing) > 2 and all(len(line) <= 40 for line in listing)

@@ -100,6 +100,10 @@ def test_tab_completes_commands_users_and_files(srv: RealServer, bob: CharClient
     bob.settle()
     assert typed(bob, "whoa\t") == (PROMPT + "whoami ").rstrip()
     assert bob.cursor()[1] == len(PROMPT + "whoami ")
+    assert typed(bob, "\x15wh\t") == (PROMPT + "who").rstrip()  # who, whoami: the common part
+    bob.type("\t")
+    bob.settle(0.1)
+    assert bob.lines()[bob.cursor()[0] - 1].split() == ["who", "whoami"]
     assert typed(bob, "\x15write al\t") == (PROMPT + "write alice ").rstrip()
     assert (
         typed(bob, "\x15finger bob\t") == (PROMPT + "finger bob").rstrip()
