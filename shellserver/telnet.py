@@ -172,10 +172,6 @@ class TelnetProtocol(Protocol):
     def drain(self) -> Deferred[None]:
         return self._out.drain()
 
-    @property
-    def character_mode(self) -> bool:
-        return self._char
-
     def set_echo(self, on: bool) -> None:
         """Echo off = we promise to echo (and echo nothing), so the client stops echoing.
 

@@ -160,3 +160,17 @@ def test_terminal_type_and_window_size_reach_the_session(tmp_path: Path) -> None
     c.send("touch " + " ".join(f"file{i:02}" for i in range(12)))
     listing = c.run("ls").splitlines()
     assert len(listing) > 2 and all(len(line) <= 40 for line in listing)
+
+
+def test_history_keeps_500_shell_lines_and_never_lines_read_by_a_command() -> None:
+    term, wire = term_in_char_mode()
+    for i in range(510):
+        term.text_received(f"echo {i}\r")
+    editor = term._editor
+    assert editor is not None
+    assert len(editor.history) == 500 and editor.history[0] == "echo 10"
+    d = term.read_line("")  # as write does for its message lines
+    term.text_received("secret message line\r")
+    assert result(d) == "secret message line"
+    assert "secret message line" not in editor.history
+    assert term.character_mode
