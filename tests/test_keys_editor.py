@@ -163,7 +163,7 @@ def test_terminal_type_and_window_size_reach_the_session(tmp_path: Path) -> None
 
 
 def test_history_keeps_500_shell_lines_and_never_lines_read_by_a_command() -> None:
-    term, wire = term_in_char_mode()
+    term, _ = term_in_char_mode()
     for i in range(510):
         term.text_received(f"echo {i}\r")
     editor = term._editor
