@@ -29,7 +29,7 @@ class Connection:
     def __init__(self, server: Server, wire: IWire) -> None:
         self.server = server
         self.wire = wire
-        self.terminal = Terminal(wire)
+        self.terminal = Terminal(wire, server.redraws)
         self.session: Session | None = None
         self._timer: IDelayedCall | None = None
         self._admitted = False
@@ -113,6 +113,7 @@ class Connection:
             role=account.role,
             tty=server.hub.allocate_tty(self.wire.kind),
             peer=self.wire.peer,
+            term=self.wire.term,
             login_time=now,
             terminal=term,
             last_active=now,
@@ -147,7 +148,7 @@ class Connection:
         term.write(server.login_notice())
         shell = Shell(server, session)
         term.on_eof = shell.logout
-        term.set_handler(shell.line, shell.prompt)
+        term.set_handler(shell.line, shell.prompt, shell.complete)
         return True
 
     async def _make_room(self, name: str) -> bool:

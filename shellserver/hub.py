@@ -9,28 +9,37 @@ Deferreds because a clustered hub (Redis) will be asynchronous; callers
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from attrs import frozen
+from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import Interface, implementer
 
 from shellserver.session import Session
-from shellserver.wire import encode
 
 
-@frozen
+@define(eq=False)
 class Message:
-    """Text for other terminals, encoded once for all its recipients."""
+    """Text for other terminals. Each kind of wire encodes it once, for all its recipients.
+
+    A wall to 10,000 telnet sessions encodes once: the first telnet recipient
+    fills the ``"tel"`` slot and the others reuse it.
+    """
 
     text: str
-    body: bytes
+    _encoded: dict[str, bytes] = field(factory=dict, repr=False)
 
     @classmethod
     def of(cls, text: str) -> Message:
         if not text.endswith("\n"):
             text += "\n"
-        return cls(text, encode(text))
+        return cls(text)
+
+    def encoded(self, kind: str, encode: Callable[[str], bytes]) -> bytes:
+        data = self._encoded.get(kind)
+        if data is None:
+            data = self._encoded[kind] = encode(self.text)
+        return data
 
 
 class IHub(Interface):
@@ -112,28 +121,28 @@ class Hub:
         return succeed(list(self._by_user.get(user, ())))
 
     def deliver(self, session: Session, message: Message) -> Deferred[bool]:
-        return succeed(session.deliver(message.body))
+        return succeed(session.deliver(message))
 
     def broadcast(self, message: Message) -> Deferred[int]:
-        return succeed(_send_all(self._by_id.values(), message.body))
+        return succeed(_send_all(self._by_id.values(), message))
 
     def logout_user(self, user: str, message: Message | None) -> Deferred[int]:
         mine = list(self._by_user.get(user, ()))
         for session in mine:
             if message is not None:
-                session.deliver(message.body)
+                session.deliver(message)
             session.disconnect()
         return succeed(len(mine))
 
     def end_session(self, session: Session, message: Message | None) -> Deferred[None]:
         if message is not None:
-            session.deliver(message.body)
+            session.deliver(message)
         session.disconnect()
         return succeed(None)
 
 
-def _send_all(sessions: Iterable[Session], body: bytes) -> int:
+def _send_all(sessions: Iterable[Session], message: Message) -> int:
     reached = 0
     for session in list(sessions):
-        reached += session.deliver(body)
+        reached += session.deliver(message)
     return reached

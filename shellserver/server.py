@@ -25,7 +25,7 @@ from shellserver.homefs import Homes
 from shellserver.hub import Hub
 from shellserver.sanitize import careful_lines
 from shellserver.shutdown import Shutdown
-from shellserver.terminal import IWire, Terminal
+from shellserver.terminal import IWire, Redraws, Terminal
 from shellserver.throttle import FailedLogins, LogLimit, Registrations
 
 log = Logger()
@@ -53,6 +53,12 @@ class Server:
     shutdown: Shutdown | None = None
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
     _trouble: LogLimit = field(factory=LogLimit)
+    #: Prompts drawn again after messages, once per reactor turn (terminal.py).
+    redraws: Redraws = field()
+
+    @redraws.default
+    def _redraws(self) -> Redraws:
+        return Redraws(self.clock)
 
     @portal.default
     def _portal(self) -> Portal:

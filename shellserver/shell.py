@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 
 from shellserver.argsplit import SplitError, split_line
 from shellserver.commands.registry import Command, Context, UsageError
+from shellserver.completion import complete
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
@@ -31,6 +32,10 @@ class Shell:
         s = self.session
         path = f"~/{s.cwd}" if s.cwd else "~"
         return f"{s.user}@{self.server.config.hostname}:{careful(path)}$ "
+
+    def complete(self, before: str) -> Deferred[tuple[int, list[str]]]:
+        """Tab in the line editor: see ``completion.py``."""
+        return Deferred.fromCoroutine(complete(self.server, self.session, before))
 
     def logout(self) -> None:
         self.session.write("logout\n")

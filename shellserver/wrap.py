@@ -1,20 +1,23 @@
-"""Column wrapping as util-linux wall does it: a hard cut at the column, not a word wrap."""
+"""Column wrapping as util-linux wall does it: a hard cut at the column, not a word wrap.
+
+Display widths come from ``wcwidth`` (maintained with each Unicode release), the
+same tables the line editor uses.
+"""
 
 from __future__ import annotations
 
 import re
-import unicodedata
 
-_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\ufe0e\ufe0f")
+from wcwidth import wcwidth
+
 #: What the sanitiser writes for one character (``^[``, ``\\377``, ``\\u202e``): a cut
 #: inside one would show half a notation on each line, so each is wrapped as a unit.
 _NOTATION = re.compile(r"\\u[0-9a-f]{4}|\\[0-7]{3}|\^[@-_?]")
 
 
 def char_width(ch: str) -> int:
-    if ch in _ZERO_WIDTH or unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    """Columns taken by ``ch``: 2 for wide, 0 for combining and other zero-width characters."""
+    return max(wcwidth(ch), 0)
 
 
 def display_width(text: str) -> int:

@@ -58,6 +58,7 @@ class Client:
         self.closed = False
 
     def raw(self) -> bytes:
+        self.clock.advance(0)  # the end of the reactor turn: prompts redrawn after messages
         data = self.transport.value()
         self.transport.clear()
         return data

@@ -38,9 +38,9 @@ def test_login_shows_first_login_then_prompt(server: Server) -> None:
 
 def test_password_prompt_turns_echo_off_and_back_on(server: Server) -> None:
     c = Client(server)
-    c.raw()
+    assert c.raw().startswith(b"\xff\xfb\x01")  # WILL ECHO is offered at connect
     c.send("alice")
-    assert c.raw() == b"\xff\xfb\x01Password: "
+    assert c.raw() == b"Password: "  # still ours: the client (never negotiating) echoes nothing
     c.send("password1")
     # The line ends at once; echo comes back with the first thing shown after it.
     assert c.raw().startswith(b"\r\n\xff\xfc\x01")

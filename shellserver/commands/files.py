@@ -147,7 +147,7 @@ async def cd(ctx: Context, args: list[str]) -> None:
 @command("ls", usage="ls [-l] [-a] [PATH...]", help="List directory contents.")
 async def ls(ctx: Context, args: list[str]) -> None:
     flags, operands = options(ctx, args, "la")
-    width = int(getattr(ctx.session.terminal.wire, "width", 80) or 80)
+    width = ctx.session.width
     await run(ctx, jobs.ls, operands, flags, width, ctx.now())
 
 
