@@ -115,6 +115,14 @@ def run_one(kind: str, n: int, full: bool, args: argparse.Namespace, tmp: Path) 
         "--writes", str(args.writes if full else 0), "--storm", str(storm),
         "--settle", str(args.settle), "--timeout", str(args.timeout),
     ]  # fmt: skip
+    spy = None
+    if args.profile and kind == "shellserver":
+        args.profile.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen(
+            [str(BIN / "py-spy"), "record", "--pid", str(server.proc.pid), "--format", "raw",
+             "--rate", "200", "--nonblocking", "-o", str(args.profile / f"{kind}-{n}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     try:
         t = time.monotonic()
         done = subprocess.run(gen, capture_output=True, text=True, timeout=args.timeout + 30)
@@ -124,6 +132,8 @@ def run_one(kind: str, n: int, full: bool, args: argparse.Namespace, tmp: Path) 
         result["elapsed_s"] = time.monotonic() - t
     finally:
         server.stop()
+        if spy is not None:
+            spy.wait(30)  # py-spy writes its file when the server exits
     print(f"  {kind:<11} N={n:<6} {_brief(result)}", file=sys.stderr, flush=True)
     return result
 
@@ -253,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--json", type=Path, help="write every result here")
     p.add_argument("--plot", type=Path, help="write the PNG here (needs matplotlib)")
+    p.add_argument("--profile", type=Path, help="py-spy shellserver into this directory (raw)")
     p.add_argument("--no-gate", action="store_true", help="exit 0 even when a target is missed")
     args = p.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x]
