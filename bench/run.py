@@ -138,6 +138,16 @@ def run_one(kind: str, n: int, full: bool, args: argparse.Namespace, tmp: Path) 
     return result
 
 
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per metric, the median of repeated runs (a shared machine is noisy)."""
+    out: dict[str, Any] = {}
+    for key in runs[0]:
+        values = sorted(r[key] for r in runs)
+        out[key] = values[len(values) // 2]
+    out["runs"] = len(runs)
+    return out
+
+
 def _brief(r: dict[str, Any]) -> str:
     return (
         f"{r['sessions']} sessions, login {r['login_cpu_ms']:.2f} ms CPU, "
@@ -260,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storm", type=int, default=1000)
     p.add_argument("--settle", type=float, default=1.0)
     p.add_argument("--timeout", type=float, default=300.0, help="per loadgen run, in seconds")
+    p.add_argument("--repeat", type=int, default=1, help="runs per N and server; medians")
     p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--json", type=Path, help="write every result here")
     p.add_argument("--plot", type=Path, help="write the PNG here (needs matplotlib)")
@@ -274,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="shellserver-bench-") as tmp:
             for n in sorted({*sizes, *sweep}):
+                runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in servers}
+                for _ in range(args.repeat):  # alternating, so both see the same machine
+                    for kind in servers:
+                        runs[kind].append(run_one(kind, n, n in sizes, args, Path(tmp)))
                 for kind in servers:
-                    results[kind][n] = run_one(kind, n, n in sizes, args, Path(tmp))
+                    results[kind][n] = _median(runs[kind])
     except (RuntimeError, subprocess.SubprocessError, OSError) as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
