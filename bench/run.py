@@ -106,7 +106,7 @@ def _roles(names: list[str]) -> list[tuple[str, str]]:
 def run_one(kind: str, n: int, full: bool, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     storm = args.storm if full else 0
     names = ["boss", "probe", *(f"u{i}" for i in range(n)), *(f"s{i}" for i in range(storm))]
-    server = Server(kind, tmp / f"{kind}-{n}", names).start()
+    server = Server(kind, Path(tempfile.mkdtemp(prefix=f"{kind}-{n}-", dir=tmp)), names).start()
     assert server.proc is not None
     walls = max(args.walls, args.deliveries // n)
     gen = [
