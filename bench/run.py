@@ -116,7 +116,7 @@ def run_one(kind: str, n: int, full: bool, args: argparse.Namespace, tmp: Path) 
         "--settle", str(args.settle), "--timeout", str(args.timeout),
     ]  # fmt: skip
     spy = None
-    if args.profile and kind == "shellserver":
+    if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         spy = subprocess.Popen(
             [str(BIN / "py-spy"), "record", "--pid", str(server.proc.pid), "--format", "raw",
