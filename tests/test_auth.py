@@ -1,0 +1,70 @@
+"""twisted.cred over the store: one store round trip for the account per password login."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+
+from shellserver.accounts import Account, AccountDB, AccountLocked, AccountStore
+from shellserver.auth import IAccount, make_portal
+from shellserver.threads import inline_runner
+
+
+class Counting:
+    """An inline runner that records which store functions ran."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        self.calls.append(f.__name__)
+        return inline_runner(f, *args, **kwargs)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> AccountStore:
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    s = AccountStore(db, Counting(), inline_runner, 4)
+    s.create_user("alice", "password1")
+    s.create_user("bob", "password1")
+    s.set_locked("bob", True)
+    s.run_db.calls.clear()  # type: ignore[attr-defined]
+    return s
+
+
+def _login(store: AccountStore, name: str, password: str) -> Any:
+    portal = make_portal(store)
+    results: list[Any] = []
+    portal.login(UsernamePassword(name.encode(), password.encode()), None, IAccount).addBoth(
+        results.append
+    )
+    return portal, results[0]
+
+
+def test_a_password_login_reads_the_account_once(store: AccountStore) -> None:
+    portal, (iface, account, _) = _login(store, "alice", "password1")
+    assert iface is IAccount and isinstance(account, Account) and account.name == "alice"
+    assert store.run_db.calls == ["get_hash"]  # type: ignore[attr-defined]
+    assert portal.realm.checked == {}  # type: ignore[attr-defined]
+
+
+def test_failed_and_locked_logins_leave_nothing_behind(store: AccountStore) -> None:
+    portal, failure = _login(store, "alice", "wrong-password")
+    assert failure.check(UnauthorizedLogin)
+    portal, failure = _login(store, "bob", "password1")
+    assert failure.check(AccountLocked)
+    assert portal.realm.checked == {}  # type: ignore[attr-defined]
+
+
+def test_the_realm_alone_reads_the_store(store: AccountStore) -> None:
+    portal = make_portal(store)
+    results: list[Any] = []
+    portal.realm.requestAvatar(b"alice", None, IAccount).addBoth(results.append)
+    assert results[0][1].name == "alice"
+    assert store.run_db.calls == ["get"]  # type: ignore[attr-defined]
