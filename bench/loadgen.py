@@ -36,6 +36,7 @@ from typing import Any
 PASSWORD = "benchpass1"
 _MARK = re.compile(rb"~([wm])(\d+)~")
 _TICK = os.sysconf("SC_CLK_TCK")
+_DO_ECHO_SGA = b"\xff\xfd\x01\xff\xfd\x03"
 
 
 class Proc:
@@ -62,8 +63,9 @@ class Proc:
 class Client(asyncio.Protocol):
     """One session. Buffers text while logging in; afterwards only scans for markers."""
 
-    def __init__(self, gen: Generator) -> None:
+    def __init__(self, gen: Generator, char_mode: bool = False) -> None:
         self.gen = gen
+        self.char_mode = char_mode
         self.buf = bytearray()
         self.want: bytes | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -75,6 +77,8 @@ class Client(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.char_mode:  # accept the server's WILL ECHO and WILL SGA, as telnet(1) does
+            transport.write(_DO_ECHO_SGA)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -158,9 +162,11 @@ class Generator:
 
     # -- sessions ---------------------------------------------------------
 
-    async def login(self, name: str) -> Client:
+    async def login(self, name: str, char_mode: bool = False) -> Client:
         loop = asyncio.get_running_loop()
-        _, client = await loop.create_connection(lambda: Client(self), "127.0.0.1", self.args.port)
+        _, client = await loop.create_connection(
+            lambda: Client(self, char_mode), "127.0.0.1", self.args.port
+        )
         await client.expect(b"login: ")
         client.send(name)
         await client.expect(b"Password: ")
@@ -173,7 +179,7 @@ class Generator:
 
         async def one(name: str) -> Client:
             async with sem:
-                c = await self.login(name)
+                c = await self.login(name, self.args.char_mode)
                 c.scan()
                 return c
 
@@ -332,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=200, help="writes in flight")
     p.add_argument("--storm", type=int, default=0, help="logins at once during the probe")
     p.add_argument("--timeout", type=float, default=300.0, help="the whole run, in seconds")
+    p.add_argument(
+        "--char-mode",
+        action="store_true",
+        help="sessions u0... accept WILL ECHO/SGA (character mode); they echo typed text, "
+        "so use it with --writes 0 --storm 0",
+    )
     p.add_argument("--storm-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -341,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
+    if args.char_mode and (args.writes or args.storm):
+        print("loadgen: --char-mode echoes the markers back; use --writes 0 --storm 0")
+        return 2
     if args.storm_child:
         asyncio.run(asyncio.wait_for(Generator(args).storm_child(), args.timeout))
         return 0

@@ -114,6 +114,7 @@ def run_one(kind: str, n: int, full: bool, args: argparse.Namespace, tmp: Path) 
         "--pid", str(server.proc.pid), "--n", str(n), "--walls", str(walls),
         "--writes", str(args.writes if full else 0), "--storm", str(storm),
         "--settle", str(args.settle), "--timeout", str(args.timeout),
+        *(["--char-mode"] if args.char_mode and kind == "shellserver" else []),
     ]  # fmt: skip
     spy = None
     if args.profile:
@@ -272,11 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="per loadgen run, in seconds")
     p.add_argument("--repeat", type=int, default=1, help="runs per N and server; medians")
     p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument(
+        "--char-mode",
+        action="store_true",
+        help="shellserver's sessions in character mode (login, RSS and wall only)",
+    )
     p.add_argument("--json", type=Path, help="write every result here")
     p.add_argument("--plot", type=Path, help="write the PNG here (needs matplotlib)")
     p.add_argument("--profile", type=Path, help="py-spy shellserver into this directory (raw)")
     p.add_argument("--no-gate", action="store_true", help="exit 0 even when a target is missed")
     args = p.parse_args(argv)
+    if args.char_mode:
+        args.writes = args.storm = 0
     sizes = [int(x) for x in args.sizes.split(",") if x]
     sweep = [int(x) for x in args.sweep.split(",") if x]
     servers = [s for s in args.servers.split(",") if s]
