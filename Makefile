@@ -34,9 +34,10 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	touch $(BENCH_STAMP)
 
 # Load runs on loopback (bench/README.md): N = 1,000 and 10,000 against the
-# floor and shellserver, a sweep for the plot; exits 1 when a target is missed.
+# floor and shellserver, a sweep for the plot, medians of 3 alternating runs;
+# exits 1 when a target is missed.
 bench: $(BENCH_STAMP) install
-	$(BIN)/python bench/run.py --sizes 1000,10000 --sweep 100,300,3000 \
+	$(BIN)/python bench/run.py --sizes 1000,10000 --sweep 100,300,3000 --repeat 3 \
 		--json bench/last-run.json --plot docs/img/bench.png
 
 clean:
