@@ -62,10 +62,10 @@ class AccountRealm:
         self.checked: dict[str, Account] = {} if checked is None else checked
 
     def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Deferred[Any]:
+        name = avatarId.decode() if isinstance(avatarId, bytes) else avatarId
+        account = self.checked.pop(name, None)  # first: never left behind to go stale
         if IAccount not in interfaces:
             raise NotImplementedError("only shell accounts are served")
-        name = avatarId.decode() if isinstance(avatarId, bytes) else avatarId
-        account = self.checked.pop(name, None)
         if account is not None:
             return succeed((IAccount, account, _no_logout))
         d = self.store.get(name)

@@ -10,6 +10,7 @@ import pytest
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
+from zope.interface import Interface
 
 from shellserver.accounts import Account, AccountDB, AccountLocked, AccountStore, LoginFailed
 from shellserver.auth import IAccount, make_portal
@@ -61,6 +62,15 @@ def test_failed_and_locked_logins_leave_nothing_behind(store: AccountStore) -> N
     assert failure.check(UnauthorizedLogin)
     portal, failure = _login(store, "bob", "password1")
     assert failure.check(AccountLocked)
+    assert portal.realm.checked == {}  # type: ignore[attr-defined]
+
+
+def test_a_refused_interface_leaves_nothing_behind(store: AccountStore) -> None:
+    portal = make_portal(store)
+    results: list[Any] = []
+    creds = UsernamePassword(b"alice", b"password1")
+    portal.login(creds, None, Interface).addBoth(results.append)
+    assert results[0].check(NotImplementedError)
     assert portal.realm.checked == {}  # type: ignore[attr-defined]
 
 
