@@ -173,6 +173,9 @@ ROWS: list[tuple[str, str, str, float | None, tuple[str, float] | None]] = [
     ("login_per_s", "login throughput (/s)", "{:.0f}", None, None),
     ("storm_s", "storm of logins (s)", "{:.2f}", None, None),
     ("probe_stall_ms", "longest probe stall (ms)", "{:.1f}", None, ("<=", 50.0)),
+    # The generator's own CPU over the whole run: it shares the machine, so read it with the rest.
+    ("gen_cpu_s", "generator CPU, whole run (s)", "{:.1f}", None, None),
+    ("elapsed_s", "run time (s)", "{:.1f}", None, None),
 ]
 
 
