@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from attrs import define
@@ -77,8 +79,22 @@ class Shell:
             return None
         if result is None:
             return None
+        # Run the coroutine by hand up to its first real wait. Awaiting an
+        # already-fired Deferred (the in-memory hub's answers) does not
+        # suspend, so a command that finishes at once (write, wall, who)
+        # costs no Deferred and no inlineCallbacks loop; only one that
+        # really waits is handed to Deferred.fromCoroutine from there.
         session.doing = careful(line[:60])
-        d = Deferred.fromCoroutine(result)
+        try:
+            waiting = result.send(None)
+        except StopIteration:
+            session.doing = IDLE
+            return None
+        except Exception:
+            session.doing = IDLE
+            self._failed(Failure(), ctx, cmd)
+            return None
+        d: Deferred[Any] = Deferred.fromCoroutine(_resume(result, waiting))
         d.addErrback(self._failed, ctx, cmd)
         d.addBoth(self._finished)
         return d
@@ -92,6 +108,32 @@ class Shell:
 
     def _finished(self, _: object) -> None:
         self.session.doing = IDLE
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """The rest of ``coro``, which has already run up to awaiting ``waiting``.
+
+    Yields what ``coro`` yields and passes results and exceptions back, so
+    ``Deferred.fromCoroutine`` drives it (cancellation included) as if it
+    had started it.
+    """
+    while True:
+        try:
+            value = yield waiting
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:
+            try:
+                waiting = coro.throw(e)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = coro.send(value)
+            except StopIteration:
+                return
 
 
 def _usage(ctx: Context, cmd: Command, error: BaseException) -> None:
