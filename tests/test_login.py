@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 from harness import Client, add_user, make_server
+from twisted.internet.defer import Deferred
 
 from shellserver.server import Server
+from shellserver.threads import inline_runner
 
 
 @pytest.fixture
@@ -16,6 +18,17 @@ def server(tmp_path: Path) -> Server:
     srv = make_server(tmp_path)
     add_user(srv, "alice")
     return srv
+
+
+def hold_db_call(server: Server, call: str) -> Deferred[Any]:
+    """The store's ``call`` waits for the returned Deferred; its other calls run at once."""
+    pending: Deferred[Any] = Deferred()
+
+    def run_db(f: Any, *args: Any) -> Deferred[Any]:
+        return pending if f.__name__ == call else inline_runner(f, *args)
+
+    server.store.run_db = run_db
+    return pending
 
 
 def test_banner_then_login_prompt(server: Server) -> None:
@@ -175,16 +188,7 @@ def test_max_sessions(tmp_path: Path, on_max: str) -> None:
 
 def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) -> None:
 
-    from twisted.internet.defer import Deferred
-
-    from shellserver.threads import inline_runner
-
-    pending: Deferred[None] = Deferred()
-
-    def run_db(f: Any, *args: Any) -> Deferred[Any]:
-        return pending if f.__name__ == "last_login" else inline_runner(f, *args)
-
-    server.store.run_db = run_db
+    pending = hold_db_call(server, "last_login")
     c = Client(server)
     c.login("alice")
     c.drop()
@@ -388,16 +392,7 @@ def test_a_failed_registration_is_not_counted(tmp_path: Path) -> None:
 def test_login_grace_ending_while_the_login_is_recorded_counts_nothing_twice(
     server: Server,
 ) -> None:
-    from twisted.internet.defer import Deferred
-
-    from shellserver.threads import inline_runner
-
-    pending: Deferred[int] = Deferred()
-
-    def run_db(f: Any, *args: Any) -> Deferred[Any]:
-        return pending if f.__name__ == "record_login" else inline_runner(f, *args)
-
-    server.store.run_db = run_db
+    pending = hold_db_call(server, "record_login")
     c = Client(server)
     c.login("alice")
     server.clock.advance(60)  # type: ignore[attr-defined]

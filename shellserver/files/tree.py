@@ -18,6 +18,8 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
+from typing import BinaryIO
 
 from attrs import define, field
 
@@ -220,25 +222,25 @@ class Tree:
     def _append(self, target: str, size: int, data: bytes) -> None:
         self._append_with(target, size, lambda f: f.write(data))
 
-    def _append_with(self, target: str, size: int, fill: object) -> None:
+    def _append_with(self, target: str, size: int, fill: Callable[[BinaryIO], object]) -> None:
         """Extend the file in place; if that fails, cut it back: all or nothing."""
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             with os.fdopen(os.dup(fd), "ab") as f:
-                fill(f)  # type: ignore[operator]
+                fill(f)
         except OSError as e:
             os.ftruncate(fd, size)
             raise self.os_error(e) from None
         finally:
             os.close(fd)
 
-    def replace_with(self, target: str, fill: object) -> None:
+    def replace_with(self, target: str, fill: Callable[[BinaryIO], object]) -> None:
         """Write a temp file outside the home, then rename it over the target."""
         os.makedirs(self.tmp, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.tmp)
         try:
             with os.fdopen(fd, "wb") as f:
-                fill(f)  # type: ignore[operator]
+                fill(f)
             os.replace(tmp, target)
         except OSError as e:
             if os.path.lexists(tmp):
@@ -266,15 +268,9 @@ class Tree:
             grow = kept + sum(sizes) - (old.st_size if old else 0)
             self.check_room(grow, 0 if old else 1)
 
-            def fill(f: object) -> None:
+            def fill(f: BinaryIO) -> None:
                 for fd, size in zip(fds, sizes, strict=True):
-                    left = size
-                    while left > 0:
-                        chunk = os.read(fd, min(left, _COPY_CHUNK))
-                        if not chunk:
-                            break
-                        f.write(chunk)  # type: ignore[attr-defined]
-                        left -= len(chunk)
+                    copy_out(fd, f, size)
 
             if append and old is not None:
                 self._append_with(target, old.st_size, fill)
@@ -379,6 +375,17 @@ class Tree:
             raise self.os_error(e) from None
         if t is not None and (s.st_ino, s.st_dev) != (t.st_ino, t.st_dev):
             self.account(-t.st_size if stat.S_ISREG(t.st_mode) else 0, -1)
+
+
+def copy_out(fd: int, f: BinaryIO, size: int) -> None:
+    """At most ``size`` bytes of ``fd`` into ``f``, a chunk at a time (less if it shrank)."""
+    left = size
+    while left > 0:
+        chunk = os.read(fd, min(left, _COPY_CHUNK))
+        if not chunk:
+            break
+        f.write(chunk)
+        left -= len(chunk)
 
 
 def same_entry(a: os.stat_result, b: os.stat_result) -> bool:
