@@ -433,3 +433,31 @@ def test_cp_r_never_follows_a_link_planted_in_the_destination(
     os.symlink(outside, home(server) / "dst/src/sub")
     alice.run("cp -r src dst")
     assert os.listdir(outside) == []
+
+
+def test_cat_keeps_the_typed_lines_when_the_connection_drops(
+    alice: Client, server: Server
+) -> None:
+    """Like cat on a terminal that hangs up: every line already entered is in the file."""
+    alice.run("cat > notes")
+    alice.send("typed before the line dropped")
+    alice.drop()
+    assert (home(server) / "notes").read_text() == "typed before the line dropped\n"
+
+
+def test_an_unexpected_disk_error_is_one_line_for_cat_into_a_file(
+    alice: Client, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's chmod under the home (an OSError no job expects) is told, never crashes."""
+    alice.run("echo a > a")
+    tree = server.homes.home("alice").tree  # type: ignore[union-attr]
+    tree.usage = None  # measured again on next use, which fails
+
+    def measure(path: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("shellserver.files.tree.walk.measure", measure)
+    for line in ["cat a > b", "ls"]:
+        out = alice.run(line)
+        assert "internal error" not in out, (line, out)
+        assert out.endswith("alice@testhost:~$ "), (line, out)
