@@ -118,6 +118,7 @@ class Homes:
         home = self._homes.get(user)
         if home is None or home.tree.quota != self.quota:
             tree = Tree(user, os.path.join(self.root.path, user), self.tmp, self.quota)
+            tree.away = home is not None and home.tree.away
             home = self._homes[user] = Home(self, tree)
         return home
 
@@ -139,21 +140,28 @@ class Homes:
         await self.home(user).run(Tree.open_home)
 
     async def set_aside(self, user: str) -> str | None:
-        """First step of userdel: the home moves to the trash (under the home's queue)."""
+        """First step of userdel: the home moves to the trash (under the home's queue).
+
+        Until :meth:`restore` the home is away: the user's sessions, still
+        logged in while the account is deleted, find nothing there and make
+        nothing (a home made again meanwhile would be left behind, or would
+        stop the old one from coming back).
+        """
         home = self.home(user)
         await home.lock.acquire()
         try:
             aside: str | None = await self.run_io(_move_aside, self.root.path, self.trash, user)
             home.tree.usage = None
+            home.tree.away = True
         finally:
             home.lock.release()
-        self._homes.pop(user, None)
         return aside
 
     async def restore(self, user: str, aside: str | None) -> None:
         """Undo :meth:`set_aside` (the account could not be deleted after all)."""
         if aside is not None:
             await self.run_io(os.rename, aside, os.path.join(self.root.path, user))
+        self.home(user).tree.away = False
 
     async def purge(self, aside: str | None) -> None:
         """Last step of userdel: the moved tree is removed on the pool; failures are logged."""

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, add_user, hold_db_call, make_server
 from twisted.internet.defer import Deferred
 
+from shellserver.accounts import NoSuchUser
 from shellserver.server import Server
 from shellserver.telnet import IAC, NAWS, SB, SE
+from shellserver.threads import inline_runner
 
 
 @pytest.fixture
@@ -461,3 +463,28 @@ def test_an_unexpected_disk_error_is_one_line_for_cat_into_a_file(
         out = alice.run(line)
         assert "internal error" not in out, (line, out)
         assert out.endswith("alice@testhost:~$ "), (line, out)
+
+
+@pytest.mark.parametrize("deleted", [True, False])
+def test_a_session_working_during_userdel_never_strands_the_home(
+    server: Server, alice: Client, deleted: bool
+) -> None:
+    """While the account is deleted the home is away: a command there finds nothing and makes
+    nothing, so the home is gone for good, or back whole if the account could not be deleted."""
+    admin = Client(server)
+    admin.login("root1")
+    alice.run("echo keep > notes")
+    pending = hold_db_call(server, "delete")
+    admin.run("userdel alice")  # the home is set aside; the store has not answered yet
+    out = alice.run("touch new")
+    assert out.startswith("touch: cannot touch 'new': No such file or directory\n"), out
+    server.store.run_db = inline_runner
+    if deleted:
+        pending.callback(None)
+        assert not home(server).exists()
+    else:
+        pending.errback(NoSuchUser("alice"))
+        assert "userdel: user 'alice' does not exist" in admin.output()
+        assert os.listdir(home(server)) == ["notes"]
+        assert alice.run("cat notes") == "keep\nalice@testhost:~$ "
+    assert os.listdir(home(server).parent.parent / "trash") == []

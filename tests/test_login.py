@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Client, add_user, make_server
-from twisted.internet.defer import Deferred
+from harness import Client, add_user, hold_db_call, make_server
 
 from shellserver.server import Server
 from shellserver.threads import inline_runner
@@ -18,17 +17,6 @@ def server(tmp_path: Path) -> Server:
     srv = make_server(tmp_path)
     add_user(srv, "alice")
     return srv
-
-
-def hold_db_call(server: Server, call: str) -> Deferred[Any]:
-    """The store's ``call`` waits for the returned Deferred; its other calls run at once."""
-    pending: Deferred[Any] = Deferred()
-
-    def run_db(f: Any, *args: Any) -> Deferred[Any]:
-        return pending if f.__name__ == call else inline_runner(f, *args)
-
-    server.store.run_db = run_db
-    return pending
 
 
 def test_banner_then_login_prompt(server: Server) -> None:

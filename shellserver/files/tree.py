@@ -60,6 +60,8 @@ class Tree:
     usage: Usage | None = None
     #: Set when the disk itself was full, for the reactor side to log (rate-limited).
     out_of_space: bool = field(default=False)
+    #: Set while userdel has the home in the trash: nothing may make it again meanwhile.
+    away: bool = field(default=False)
 
     # -- names ---------------------------------------------------------------------
 
@@ -73,6 +75,8 @@ class Tree:
 
     def open_home(self) -> None:
         """Make sure the home is a real directory (never a planted link), and measure it once."""
+        if self.away:
+            raise FsError(ENOENT)
         try:
             st = os.lstat(self.root)
         except FileNotFoundError:
