@@ -131,13 +131,21 @@ class Homes:
     # -- accounts --------------------------------------------------------------------
 
     async def create(self, user: str) -> None:
-        """A new account starts with an empty home: anything left under its name goes first."""
+        """A new account starts with an empty home: anything left under its name goes first.
+
+        Raises OSError when the home cannot be made (the disk is full).
+        """
         aside = await self.run_io(_move_aside, self.root.path, self.trash, user)
         self._homes.pop(user, None)
         if aside is not None:
             log.warn("removed a leftover home for new account {user}", user=user)
             await self.purge(aside)
-        await self.home(user).run(Tree.open_home)
+        home = self.home(user)
+        await home.lock.acquire()
+        try:  # an OSError (disk full) stays one: the caller tells the user the service is down
+            await self.run_io(Tree.open_home, home.tree)
+        finally:
+            home.lock.release()
 
     async def set_aside(self, user: str) -> str | None:
         """First step of userdel: the home moves to the trash (under the home's queue).

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from harness import Client, add_user, hold_db_call, make_server
 
+from shellserver.files.tree import Tree
 from shellserver.server import Server
 from shellserver.threads import inline_runner
 
@@ -299,7 +300,7 @@ def test_disk_full_at_login_says_so_and_keeps_the_connection(
     assert len(server.hub) == 1
 
 
-@pytest.mark.parametrize("where", ["create", "homes"])
+@pytest.mark.parametrize("where", ["create", "homes", "making the home"])
 def test_disk_full_at_registration_says_so_and_keeps_the_connection(
     server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -310,9 +311,11 @@ def test_disk_full_at_registration_says_so_and_keeps_the_connection(
 
     if where == "create":
         monkeypatch.setattr(server.store.db, "create", _disk_full)
-    else:
+    elif where == "homes":
         assert server.homes is not None
         monkeypatch.setattr(type(server.homes), "create", no_space)
+    else:  # the disk fills as the new home's directory is made, on the I/O thread
+        monkeypatch.setattr(Tree, "open_home", no_space)
     c = Client(server)
     c.output()
     for line in ["new", "bob", "longenough", "longenough"]:
