@@ -89,7 +89,7 @@ class Expansion:
         except FsError:
             return None
         if key not in self._dirs:
-            self.examined += 1
+            self.examined += len(key) or 1  # the walk down to it looks at each level
             if self.examined > MAX_EXAMINED:
                 raise FsError(E2BIG)
             try:
