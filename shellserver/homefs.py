@@ -118,8 +118,12 @@ class Homes:
         home = self._homes.get(user)
         if home is None or home.tree.quota != self.quota:
             tree = Tree(user, os.path.join(self.root.path, user), self.tmp, self.quota)
-            tree.away = home is not None and home.tree.away
-            home = self._homes[user] = Home(self, tree)
+            if home is None:
+                home = Home(self, tree)
+            else:  # measured again at the new quota, but still behind the same queue
+                tree.away = home.tree.away
+                home = Home(self, tree, home.lock)
+            self._homes[user] = home
         return home
 
     def note_out_of_space(self) -> None:
