@@ -488,3 +488,18 @@ def test_a_session_working_during_userdel_never_strands_the_home(
         assert os.listdir(home(server)) == ["notes"]
         assert alice.run("cat notes") == "keep\nalice@testhost:~$ "
     assert os.listdir(home(server).parent.parent / "trash") == []
+
+
+def test_touch_names_the_file_it_could_not_touch(
+    alice: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose time cannot be set (an operator's chattr) is named, as coreutils does."""
+    alice.run("touch f")
+
+    def utime(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("shellserver.files.tree.os.utime", utime)
+    assert alice.run("touch f") == (
+        "touch: cannot touch 'f': Permission denied\nalice@testhost:~$ "
+    )

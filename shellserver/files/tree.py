@@ -288,7 +288,10 @@ class Tree:
     def touch(self, parts: list[str]) -> None:
         target = self.path(parts, must_exist=False)
         if os.path.lexists(target):
-            os.utime(target, follow_symlinks=False)
+            try:
+                os.utime(target, follow_symlinks=False)
+            except OSError as e:
+                raise self.os_error(e) from None
             return
         self.check_room(0, 1)
         try:
@@ -328,7 +331,10 @@ class Tree:
             if e.reason == EACCES and parts and self._remove_link(parts):
                 return
             raise
-        st = os.lstat(target)
+        try:
+            st = os.lstat(target)
+        except OSError as e:
+            raise self.os_error(e) from None
         if stat.S_ISDIR(st.st_mode):
             if not recursive:
                 raise FsError(EISDIR)
@@ -367,12 +373,14 @@ class Tree:
             raise FsError(EINVAL)  # into itself
         source = self.path(src)
         target = self.path(dst, must_exist=False)
-        s = os.lstat(source)
         t = self.stat_or_none(dst)
-        if stat.S_ISDIR(s.st_mode):
-            below = walk.measure(source).depth + 1
-            if len(dst) - 1 + below > MAX_DEPTH:
-                raise FsError(TOO_DEEP)
+        try:
+            s = os.lstat(source)
+            below = walk.measure(source).depth + 1 if stat.S_ISDIR(s.st_mode) else 0
+        except OSError as e:
+            raise self.os_error(e) from None
+        if below and len(dst) - 1 + below > MAX_DEPTH:
+            raise FsError(TOO_DEEP)
         try:
             os.rename(source, target)
         except OSError as e:
