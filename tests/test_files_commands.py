@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Client, add_user, hold_db_call, make_server
 from twisted.internet.defer import Deferred
 
 from shellserver.accounts import NoSuchUser
+from shellserver.homefs import Home
 from shellserver.server import Server
 from shellserver.telnet import IAC, NAWS, SB, SE
 from shellserver.threads import inline_runner
@@ -503,3 +505,20 @@ def test_touch_names_the_file_it_could_not_touch(
     assert alice.run("touch f") == (
         "touch: cannot touch 'f': Permission denied\nalice@testhost:~$ "
     )
+
+
+def test_a_failing_read_of_long_output_is_one_line(
+    alice: Client, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long output waits in a temp file; if reading it back fails, that is said, not a crash."""
+    for i in range(1500):
+        (home(server) / f"file-with-a-longish-name-{i:04d}").touch()
+    real = Home.io
+
+    def io(self: Home, f: Any, *args: Any) -> Any:
+        if f is os.read:
+            raise OSError(5, "Input/output error")
+        return real(self, f, *args)
+
+    monkeypatch.setattr(Home, "io", io)
+    assert alice.run("ls -l") == "ls: Input/output error\nalice@testhost:~$ "

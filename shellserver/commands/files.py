@@ -93,8 +93,11 @@ async def run(ctx: Context, job: Callable[..., list[str]], *args: Any) -> None:
         return
     if isinstance(result, str):
         await send(ctx, [result])
-    else:
+        return
+    try:
         await stream(ctx, home, result, careful_text=False)
+    except OSError as e:  # reading back the spilled text failed (a disk error): one line
+        ctx.fail(e.strerror or "Input/output error")
 
 
 async def stream(ctx: Context, home: Home, fd: int, careful_text: bool = True) -> None:
