@@ -118,7 +118,12 @@ class Homes:
         home = self._homes.get(user)
         if home is None or home.tree.quota != self.quota:
             tree = Tree(user, os.path.join(self.root.path, user), self.tmp, self.quota)
-            home = self._homes[user] = Home(self, tree)
+            if home is None:
+                home = Home(self, tree)
+            else:  # measured again at the new quota, but still behind the same queue
+                tree.away = home.tree.away
+                home = Home(self, tree, home.lock)
+            self._homes[user] = home
         return home
 
     def note_out_of_space(self) -> None:
@@ -130,30 +135,45 @@ class Homes:
     # -- accounts --------------------------------------------------------------------
 
     async def create(self, user: str) -> None:
-        """A new account starts with an empty home: anything left under its name goes first."""
+        """A new account starts with an empty home: anything left under its name goes first.
+
+        Raises OSError when the home cannot be made (the disk is full).
+        """
         aside = await self.run_io(_move_aside, self.root.path, self.trash, user)
         self._homes.pop(user, None)
         if aside is not None:
             log.warn("removed a leftover home for new account {user}", user=user)
             await self.purge(aside)
-        await self.home(user).run(Tree.open_home)
+        home = self.home(user)
+        await home.lock.acquire()
+        try:  # an OSError (disk full) stays one: the caller tells the user the service is down
+            await self.run_io(Tree.open_home, home.tree)
+        finally:
+            home.lock.release()
 
     async def set_aside(self, user: str) -> str | None:
-        """First step of userdel: the home moves to the trash (under the home's queue)."""
+        """First step of userdel: the home moves to the trash (under the home's queue).
+
+        Until :meth:`restore` the home is away: the user's sessions, still
+        logged in while the account is deleted, find nothing there and make
+        nothing (a home made again meanwhile would be left behind, or would
+        stop the old one from coming back).
+        """
         home = self.home(user)
         await home.lock.acquire()
         try:
             aside: str | None = await self.run_io(_move_aside, self.root.path, self.trash, user)
             home.tree.usage = None
+            home.tree.away = True
         finally:
             home.lock.release()
-        self._homes.pop(user, None)
         return aside
 
     async def restore(self, user: str, aside: str | None) -> None:
         """Undo :meth:`set_aside` (the account could not be deleted after all)."""
         if aside is not None:
             await self.run_io(os.rename, aside, os.path.join(self.root.path, user))
+        self.home(user).tree.away = False
 
     async def purge(self, aside: str | None) -> None:
         """Last step of userdel: the moved tree is removed on the pool; failures are logged."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import TypeVar
 
-from attrs import define, field
+from attrs import Factory, define, field
+
+V = TypeVar("V")
 
 
 @define
@@ -39,6 +42,57 @@ class TokenBucket:
 
 
 @define
+class Recent:
+    """Per client address, the times of recent events (the last ``keep``, for ``window`` seconds).
+
+    At most ``max_addresses`` addresses are remembered: a new one past that
+    forgets the one first seen longest ago, at a constant cost, so a flood of
+    addresses holds bounded memory and never makes one attempt walk them all.
+    """
+
+    window: float
+    keep: int
+    max_addresses: int = 100_000
+    _times: dict[str, deque[float]] = field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def count(self, addr: str, now: float) -> int:
+        """Events from ``addr`` in the window ending at ``now`` (older ones are forgotten)."""
+        times = self._times.get(addr)
+        if times is None:
+            return 0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._times[addr]
+        return len(times)
+
+    def add(self, addr: str, now: float) -> None:
+        times = self._times.get(addr)
+        if times is None:
+            _make_room(self._times, self.max_addresses)
+            times = self._times[addr] = deque(maxlen=self.keep)
+        times.append(now)
+
+    def take_back(self, addr: str, when: float) -> None:
+        """The event at ``when`` does not count after all."""
+        times = self._times.get(addr)
+        if times is not None and when in times:
+            times.remove(when)
+
+    def forget(self, addr: str) -> None:
+        self._times.pop(addr, None)
+
+
+def _make_room(table: dict[str, V], most: int) -> None:
+    """Forget the entries first added, until one more fits within ``most``."""
+    while table and len(table) >= most:
+        del table[next(iter(table))]
+
+
+@define
 class FailedLogins:
     """Per-address login attempts: ``limit`` in ``window`` seconds block the address for ``block``.
 
@@ -52,7 +106,9 @@ class FailedLogins:
     window: float = 600.0
     block: float = 300.0
     max_addresses: int = 100_000
-    _tries: dict[str, deque[float]] = field(factory=dict)
+    _tries: Recent = field(
+        default=Factory(lambda self: Recent(self.window, self.limit, self.max_addresses), True)
+    )
     _blocked: dict[str, float] = field(factory=dict)
 
     def blocked(self, addr: str, now: float) -> bool:
@@ -61,42 +117,27 @@ class FailedLogins:
             if now < until:
                 return True
             del self._blocked[addr]
-        tries = self._tries.get(addr)
-        if tries is None:
+        if self._tries.count(addr, now) < self.limit:
             return False
-        while tries and tries[0] <= now - self.window:
-            tries.popleft()
-        if len(tries) < self.limit:
-            return False
+        self._tries.forget(addr)
+        _make_room(self._blocked, self.max_addresses)
         self._blocked[addr] = now + self.block
-        tries.clear()
         return True
 
     def attempt(self, addr: str, now: float) -> bool:
         """Count an attempt that starts now; False (and nothing counted) when blocked."""
         if self.blocked(addr, now):
             return False
-        tries = self._tries.get(addr)
-        if tries is None:
-            if len(self._tries) >= self.max_addresses:
-                self.prune(now)
-            tries = self._tries[addr] = deque(maxlen=self.limit)
-        tries.append(now)
+        self._tries.add(addr, now)
         return True
 
     def succeeded(self, addr: str, started: float) -> None:
         """The attempt started at ``started`` was not a failure after all."""
-        tries = self._tries.get(addr)
-        if tries is not None and started in tries:
-            tries.remove(started)
+        self._tries.take_back(addr, started)
 
-    def prune(self, now: float) -> None:
-        """Forget addresses with no attempt inside the window (bounds memory under attack)."""
-        cutoff = now - self.window
-        for addr in [a for a, f in self._tries.items() if not f or f[-1] <= cutoff]:
-            del self._tries[addr]
-        for addr in [a for a, t in self._blocked.items() if t <= now]:
-            del self._blocked[addr]
+    def addresses(self) -> int:
+        """Addresses remembered (attempting or blocked): bounded by ``max_addresses`` each."""
+        return len(self._tries) + len(self._blocked)
 
 
 @define
@@ -110,20 +151,14 @@ class Registrations:
     limit: int = 5
     window: float = 3600.0
     max_addresses: int = 100_000
-    _made: dict[str, deque[float]] = field(factory=dict)
+    _made: Recent = field(
+        default=Factory(
+            lambda self: Recent(self.window, max(1, self.limit), self.max_addresses), True
+        )
+    )
 
     def full(self, addr: str, now: float) -> bool:
-        if not self.limit:
-            return False
-        made = self._made.get(addr)
-        if made is None:
-            return False
-        while made and made[0] <= now - self.window:
-            made.popleft()
-        if not made:
-            del self._made[addr]
-            return False
-        return len(made) >= self.limit
+        return bool(self.limit) and self._made.count(addr, now) >= self.limit
 
     def take(self, addr: str, now: float) -> bool:
         """Count one registration from ``addr``; False (nothing counted) when it is over."""
@@ -131,23 +166,14 @@ class Registrations:
             return True
         if self.full(addr, now):
             return False
-        made = self._made.get(addr)
-        if made is None:
-            if len(self._made) >= self.max_addresses:
-                self._prune(now)
-            made = self._made[addr] = deque(maxlen=self.limit)
-        made.append(now)
+        self._made.add(addr, now)
         return True
 
     def give_back(self, addr: str, taken: float) -> None:
-        made = self._made.get(addr)
-        if made is not None and taken in made:
-            made.remove(taken)
+        self._made.take_back(addr, taken)
 
-    def _prune(self, now: float) -> None:
-        cutoff = now - self.window
-        for addr in [a for a, m in self._made.items() if not m or m[-1] <= cutoff]:
-            del self._made[addr]
+    def addresses(self) -> int:
+        return len(self._made)
 
 
 @define

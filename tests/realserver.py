@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypeVar
 
 _LISTENING = re.compile(r"telnet listening on .*port=(\d+)")
 _IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)
@@ -127,15 +128,43 @@ class RawClient:
         self.sock.close()
 
 
-def login(port: int, name: str, password: str) -> RawClient:
-    """A raw client logged in at its prompt."""
-    c = RawClient(port)
+#: The password the real-server tests give the accounts they register.
+PASSWORD = "correct horse"
+Client = TypeVar("Client", bound=RawClient)
+
+
+def sign_in(c: Client, name: str, password: str) -> Client:
+    """Log a fresh connection in: from the greeting to the user's prompt."""
     c.expect("login: ")
     c.send_line(name)
     c.expect("Password: ")
     c.send_line(password)
     c.expect(f"{name}@testhost:~$ ")
     return c
+
+
+def sign_up(c: Client, name: str, password: str = PASSWORD) -> Client:
+    """Register ``name`` on a fresh connection (``new`` at the greeting); ends at its prompt."""
+    c.expect("login: ")
+    for line, prompt in [
+        ("new", "Username: "),
+        (name, "Password: "),
+        (password, "Password again: "),
+        (password, f"{name}@testhost:~$ "),
+    ]:
+        c.send_line(line)
+        c.expect(prompt)
+    return c
+
+
+def login(port: int, name: str, password: str) -> RawClient:
+    """A raw client logged in at its prompt."""
+    return sign_in(RawClient(port), name, password)
+
+
+def register(port: int, name: str, password: str = PASSWORD) -> RawClient:
+    """A raw client that registered ``name`` and sits at its prompt."""
+    return sign_up(RawClient(port), name, password)
 
 
 def have_telnet() -> str | None:

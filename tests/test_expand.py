@@ -28,6 +28,11 @@ def tree(tmp_path: Path) -> Tree:
         ("*", True, False, ["a.txt", "b.txt", "sub"]),
         (".*", True, False, [".hidden"]),
         ("*/*.txt", True, False, ["sub/c.txt"]),
+        ("*/c.txt", True, False, ["sub/c.txt"]),  # only where it exists, as in sh
+        ("*/", True, False, ["sub/"]),  # directories only
+        ("*.txt/", True, False, ["*.txt/"]),  # files are not directories: no match
+        ("*/nope", True, False, ["*/nope"]),
+        ("*/../*.txt", True, False, ["sub/../a.txt", "sub/../b.txt"]),
         ("nomatch*", True, False, ["nomatch*"]),
         ("~", False, True, ["/home/alice"]),
         ("~/sub", False, True, ["/home/alice/sub"]),
@@ -47,7 +52,7 @@ def test_each_directory_is_listed_once_and_the_product_is_refused(
     tree: Tree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(150):
-        Path(tree.root, f"f{i:03d}").write_text("")
+        Path(tree.root, f"d{i:03d}").mkdir()
     listed: list[Any] = []
     real = Tree.listdir
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, add_user, hold_db_call, make_server
 from twisted.internet.defer import Deferred
 
+from shellserver.accounts import NoSuchUser
+from shellserver.homefs import Home
 from shellserver.server import Server
 from shellserver.telnet import IAC, NAWS, SB, SE
+from shellserver.threads import inline_runner
 
 
 @pytest.fixture
@@ -433,3 +437,88 @@ def test_cp_r_never_follows_a_link_planted_in_the_destination(
     os.symlink(outside, home(server) / "dst/src/sub")
     alice.run("cp -r src dst")
     assert os.listdir(outside) == []
+
+
+def test_cat_keeps_the_typed_lines_when_the_connection_drops(
+    alice: Client, server: Server
+) -> None:
+    """Like cat on a terminal that hangs up: every line already entered is in the file."""
+    alice.run("cat > notes")
+    alice.send("typed before the line dropped")
+    alice.drop()
+    assert (home(server) / "notes").read_text() == "typed before the line dropped\n"
+
+
+def test_an_unexpected_disk_error_is_one_line_for_cat_into_a_file(
+    alice: Client, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's chmod under the home (an OSError no job expects) is told, never crashes."""
+    alice.run("echo a > a")
+    tree = server.homes.home("alice").tree  # type: ignore[union-attr]
+    tree.usage = None  # measured again on next use, which fails
+
+    def measure(path: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("shellserver.files.tree.walk.measure", measure)
+    for line in ["cat a > b", "ls"]:
+        out = alice.run(line)
+        assert "internal error" not in out, (line, out)
+        assert out.endswith("alice@testhost:~$ "), (line, out)
+
+
+@pytest.mark.parametrize("deleted", [True, False])
+def test_a_session_working_during_userdel_never_strands_the_home(
+    server: Server, alice: Client, deleted: bool
+) -> None:
+    """While the account is deleted the home is away: a command there finds nothing and makes
+    nothing, so the home is gone for good, or back whole if the account could not be deleted."""
+    admin = Client(server)
+    admin.login("root1")
+    alice.run("echo keep > notes")
+    pending = hold_db_call(server, "delete")
+    admin.run("userdel alice")  # the home is set aside; the store has not answered yet
+    out = alice.run("touch new")
+    assert out.startswith("touch: cannot touch 'new': No such file or directory\n"), out
+    server.store.run_db = inline_runner
+    if deleted:
+        pending.callback(None)
+        assert not home(server).exists()
+    else:
+        pending.errback(NoSuchUser("alice"))
+        assert "userdel: user 'alice' does not exist" in admin.output()
+        assert os.listdir(home(server)) == ["notes"]
+        assert alice.run("cat notes") == "keep\nalice@testhost:~$ "
+    assert os.listdir(home(server).parent.parent / "trash") == []
+
+
+def test_touch_names_the_file_it_could_not_touch(
+    alice: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose time cannot be set (an operator's chattr) is named, as coreutils does."""
+    alice.run("touch f")
+
+    def utime(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("shellserver.files.tree.os.utime", utime)
+    assert alice.run("touch f") == (
+        "touch: cannot touch 'f': Permission denied\nalice@testhost:~$ "
+    )
+
+
+def test_a_failing_read_of_long_output_is_one_line(
+    alice: Client, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long output waits in a temp file; if reading it back fails, that is said, not a crash."""
+    for i in range(1500):
+        (home(server) / f"file-with-a-longish-name-{i:04d}").touch()
+    real = Home.io
+
+    def io(self: Home, f: Any, *args: Any) -> Any:
+        if f is os.read:
+            raise OSError(5, "Input/output error")
+        return real(self, f, *args)
+
+    monkeypatch.setattr(Home, "io", io)
+    assert alice.run("ls -l") == "ls: Input/output error\nalice@testhost:~$ "

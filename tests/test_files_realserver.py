@@ -12,20 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realserver import RawClient, RealServer, login
+from realserver import RealServer, login, register
 
 pytestmark = pytest.mark.integration
-
-
-def register(port: int, name: str, password: str = "correct horse") -> RawClient:
-    c = RawClient(port)
-    c.expect("login: ")
-    for line, prompt in [("new", "Username: "), (name, "Password: "), (password, "again: ")]:
-        c.send_line(line)
-        c.expect(prompt)
-    c.send_line(password)
-    c.expect(f"{name}@testhost:~$ ")
-    return c
 
 
 @pytest.fixture

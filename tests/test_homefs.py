@@ -226,6 +226,27 @@ def test_every_job_runs_through_the_runner_one_per_home_at_a_time(
     assert alice.tree.used().entries == 9
 
 
+def test_a_new_quota_keeps_the_home_behind_the_same_queue(world: dict[str, Any]) -> None:
+    """A job queued before the quota changed and one after still run one at a time."""
+    pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+    def runner(f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        pending.append((d, f, args))
+        return d
+
+    homes = Homes(world["homes"].root, 10**7, runner)
+    Deferred.fromCoroutine(homes.home("alice").run(Tree.touch, ["a"]))
+    homes.quota = 2 * 10**7
+    after = homes.home("alice")
+    Deferred.fromCoroutine(after.run(Tree.touch, ["b"]))
+    assert len(pending) == 1  # the second waits for the first
+    while pending:
+        d, f, args = pending.pop(0)
+        d.callback(f(*args))
+    assert after.tree.quota == 2 * 10**7 and after.tree.used().entries == 9
+
+
 def test_plan_is_sanitised_and_cut(world: dict[str, Any]) -> None:
     homes: Homes = world["homes"]
     assert result(homes.plan("alice")) == "No Plan."

@@ -9,23 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from realserver import TWISTD, RawClient, RealServer, have_telnet, login
+from realserver import TWISTD, RawClient, RealServer, have_telnet, login, register
 
 pytestmark = pytest.mark.integration
-
-
-def register(port: int, name: str, password: str = "correct horse") -> RawClient:
-    c = RawClient(port)
-    c.expect("login: ")
-    c.send_line("new")
-    c.expect("Username: ")
-    c.send_line(name)
-    c.expect("Password: ")
-    c.send_line(password)
-    c.expect("Password again: ")
-    c.send_line(password)
-    c.expect(f"{name}@testhost:~$ ")
-    return c
 
 
 def test_the_done_when_scenario(server: RealServer) -> None:

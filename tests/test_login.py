@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, add_user, hold_db_call, make_server
 
+from shellserver.files.tree import Tree
 from shellserver.server import Server
+from shellserver.threads import inline_runner
 
 
 @pytest.fixture
@@ -175,16 +177,7 @@ def test_max_sessions(tmp_path: Path, on_max: str) -> None:
 
 def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) -> None:
 
-    from twisted.internet.defer import Deferred
-
-    from shellserver.threads import inline_runner
-
-    pending: Deferred[None] = Deferred()
-
-    def run_db(f: Any, *args: Any) -> Deferred[Any]:
-        return pending if f.__name__ == "last_login" else inline_runner(f, *args)
-
-    server.store.run_db = run_db
+    pending = hold_db_call(server, "last_login")
     c = Client(server)
     c.login("alice")
     c.drop()
@@ -315,7 +308,7 @@ def test_disk_full_at_login_says_so_and_keeps_the_connection(
     assert len(server.hub) == 1
 
 
-@pytest.mark.parametrize("where", ["create", "homes"])
+@pytest.mark.parametrize("where", ["create", "homes", "making the home"])
 def test_disk_full_at_registration_says_so_and_keeps_the_connection(
     server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -326,9 +319,11 @@ def test_disk_full_at_registration_says_so_and_keeps_the_connection(
 
     if where == "create":
         monkeypatch.setattr(server.store.db, "create", _disk_full)
-    else:
+    elif where == "homes":
         assert server.homes is not None
         monkeypatch.setattr(type(server.homes), "create", no_space)
+    else:  # the disk fills as the new home's directory is made, on the I/O thread
+        monkeypatch.setattr(Tree, "open_home", no_space)
     c = Client(server)
     c.output()
     for line in ["new", "bob", "longenough", "longenough"]:
@@ -396,16 +391,7 @@ def test_a_failed_registration_is_not_counted(tmp_path: Path) -> None:
 def test_login_grace_ending_while_the_login_is_recorded_counts_nothing_twice(
     server: Server,
 ) -> None:
-    from twisted.internet.defer import Deferred
-
-    from shellserver.threads import inline_runner
-
-    pending: Deferred[int] = Deferred()
-
-    def run_db(f: Any, *args: Any) -> Deferred[Any]:
-        return pending if f.__name__ == "record_login" else inline_runner(f, *args)
-
-    server.store.run_db = run_db
+    pending = hold_db_call(server, "record_login")
     c = Client(server)
     c.login("alice")
     server.clock.advance(60)  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from shellserver.files.sandbox import MAX_ENTRIES
 from shellserver.files.tree import Tree
 from shellserver.homefs import FsError, Home
 from shellserver.sanitize import careful, careful_lines
-from shellserver.terminal import EndOfInput, Interrupted
+from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 #: Output goes to the session in pieces this big, each after the last has drained.
 CHUNK = 16 * 1024
@@ -93,8 +93,11 @@ async def run(ctx: Context, job: Callable[..., list[str]], *args: Any) -> None:
         return
     if isinstance(result, str):
         await send(ctx, [result])
-    else:
+        return
+    try:
         await stream(ctx, home, result, careful_text=False)
+    except OSError as e:  # reading back the spilled text failed (a disk error): one line
+        ctx.fail(e.strerror or "Input/output error")
 
 
 async def stream(ctx: Context, home: Home, fd: int, careful_text: bool = True) -> None:
@@ -252,7 +255,13 @@ async def cat(ctx: Context, args: list[str]) -> None:
     if redirect is not None:
         op, target = redirect
         if sources:
-            pieces = await home.run(jobs.concatenate, ctx.session.cwd, sources, target, op == ">>")
+            try:
+                pieces = await home.run(
+                    jobs.concatenate, ctx.session.cwd, sources, target, op == ">>"
+                )
+            except FsError as e:  # the home itself failed (see Home.run): one line, as for ls
+                ctx.fail(e.reason)
+                return
             await send(ctx, pieces)
         else:
             await _cat_typed(ctx, home, target, op == ">>")
@@ -278,7 +287,11 @@ def _open(tree: Tree, cwd: str, typed: str) -> int:
 
 
 async def _cat_typed(ctx: Context, home: Home, target: str, append: bool) -> None:
-    """``cat > FILE``: the lines that follow, until ``.`` or ^D, within the quota."""
+    """``cat > FILE``: the lines that follow, until ``.`` or ^D, within the quota.
+
+    A connection that drops ends it as ^D would: the lines already entered
+    are written, as cat on a terminal that hangs up has written them.
+    """
     cwd = ctx.session.cwd
     try:
         await home.run(jobs.start_file, cwd, target, append)
@@ -291,7 +304,7 @@ async def _cat_typed(ctx: Context, home: Home, target: str, append: bool) -> Non
     while True:
         try:
             line = await ctx.read_line()
-        except (EndOfInput, Interrupted):
+        except (EndOfInput, Interrupted, Disconnected):
             break
         if line == ".":
             break

@@ -15,9 +15,7 @@ import stat
 
 from shellserver.files import walk
 from shellserver.files.sandbox import EEXIST, MAX_DEPTH, TOO_DEEP, FsError
-from shellserver.files.tree import Tree
-
-_CHUNK = 1024 * 1024
+from shellserver.files.tree import Tree, copy_out
 
 
 def copy_tree(tree: Tree, src: list[str], dst: list[str]) -> None:
@@ -66,17 +64,7 @@ def _copy_file(tree: Tree, src: str, dst: str, size: int) -> None:
         return  # a directory or link where the file would go: left as it is
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-
-        def fill(f: object) -> None:
-            left = size
-            while left > 0:
-                chunk = os.read(fd, min(left, _CHUNK))
-                if not chunk:
-                    break
-                f.write(chunk)  # type: ignore[attr-defined]
-                left -= len(chunk)
-
-        tree.replace_with(dst, fill)
+        tree.replace_with(dst, lambda f: copy_out(fd, f, size))
     finally:
         os.close(fd)
     tree.account(size - (old.st_size if old else 0), 0 if old else 1)

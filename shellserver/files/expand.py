@@ -10,6 +10,7 @@ once, and the entries examined are counted against a budget too.
 
 from __future__ import annotations
 
+import stat
 from fnmatch import fnmatchcase
 
 from attrs import define, field
@@ -43,6 +44,7 @@ class Expansion:
     examined: int = 0
     _listings: dict[tuple[str, ...], list[str] | None] = field(factory=dict)
     _matches: dict[tuple[tuple[str, ...], str], list[str]] = field(factory=dict)
+    _dirs: dict[tuple[str, ...], bool | None] = field(factory=dict)
 
     def count(self, word: str) -> None:
         self.words += 1
@@ -80,18 +82,52 @@ class Expansion:
         self._matches[(key, seg)] = found
         return found
 
+    def _kind(self, path: str) -> bool | None:
+        """Whether ``path`` is a directory; None when it does not exist (or may not be seen)."""
+        try:
+            key = tuple(self.tree.resolve(self.cwd, path))
+        except FsError:
+            return None
+        if key not in self._dirs:
+            self.examined += len(key) or 1  # the walk down to it looks at each level
+            if self.examined > MAX_EXAMINED:
+                raise FsError(E2BIG)
+            try:
+                self._dirs[key] = stat.S_ISDIR(self.tree.lstat(list(key)).st_mode)
+            except FsError:
+                self._dirs[key] = None
+        return self._dirs[key]
+
+    def _there(self, path: str, sep: str) -> bool:
+        """``path`` exists, and is a directory if more of the word follows it."""
+        kind = self._kind(path)
+        return kind is True if sep else kind is not None
+
     def glob(self, word: str) -> list[str]:
-        """Matches of ``word``, sorted; the word itself when nothing matches."""
+        """Matches of ``word``, sorted; the word itself when nothing matches.
+
+        As in sh, every match exists: a name followed by ``/`` is a directory
+        (``*/`` lists directories only), and a plain part after a pattern
+        (``*/x``) is kept only where it is there.
+        """
         segments = word.split("/")
         candidates = [""]
+        matched = False
         for i, seg in enumerate(segments):
             sep = "" if i == len(segments) - 1 else "/"
             if not any(c in seg for c in _GLOB_CHARS):
                 candidates = [c + seg + sep for c in candidates]
+                if matched and seg not in ("", ".", ".."):  # (a directory's own names exist)
+                    candidates = [c for c in candidates if self._there(c, sep)]
+                    if not candidates:
+                        break
                 continue
+            matched = True
             found: list[str] = []
             for cand in candidates:
                 for name in self._match(cand, seg):
+                    if sep and not self._there(cand + name, sep):
+                        continue
                     found.append(cand + name + sep)
                     if len(found) > MAX_WORDS:
                         raise FsError(E2BIG)

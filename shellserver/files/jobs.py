@@ -191,14 +191,21 @@ def _make_parents(tree: Tree, cwd: str, typed: str, parts: list[str]) -> None:
             raise Refusal(f"cannot create directory {q(prefix)}: {reason}")
 
 
-def rmdir(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+def _each(
+    tree: Tree, cwd: str, name: str, words: list[Word], act: Callable[[list[str]], None], says: str
+) -> list[str]:
+    """``act`` on each operand in turn; a failure is told in ``says`` and the rest go on."""
     out = Out(name)
     for typed in operands(tree, cwd, name, words):
         try:
-            tree.rmdir(tree.resolve(cwd, typed))
+            act(tree.resolve(cwd, typed))
         except FsError as e:
-            out.fail_at("failed to remove '{}'", typed, e)
+            out.fail_at(says, typed, e)
     return out.pieces
+
+
+def rmdir(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    return _each(tree, cwd, name, words, tree.rmdir, "failed to remove '{}'")
 
 
 def rm(tree: Tree, cwd: str, name: str, words: list[Word], flags: set[str]) -> list[str]:
@@ -217,13 +224,7 @@ def rm(tree: Tree, cwd: str, name: str, words: list[Word], flags: set[str]) -> l
 
 
 def touch(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
-    out = Out(name)
-    for typed in operands(tree, cwd, name, words):
-        try:
-            tree.touch(tree.resolve(cwd, typed))
-        except FsError as e:
-            out.fail_at("cannot touch '{}'", typed, e)
-    return out.pieces
+    return _each(tree, cwd, name, words, tree.touch, "cannot touch '{}'")
 
 
 # -- echo and cat's writing side -----------------------------------------------------------

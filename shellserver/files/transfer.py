@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 
 from shellserver.files.copying import copy_tree
 from shellserver.files.expand import Word
@@ -61,17 +62,26 @@ def _source(tree: Tree, cwd: str, out: Out, typed: str) -> tuple[list[str], os.s
         return None
 
 
-def mv(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
-    out = Out(name)
+def _sources(
+    tree: Tree, cwd: str, out: Out, name: str, words: list[Word]
+) -> Iterator[tuple[str, list[str], os.stat_result, str, list[str] | FsError, bool]]:
+    """Each source that exists, with the destination: typed, resolved, and whether to go into it.
+
+    The operands' own errors (a missing destination, a missing source) are told on ``out``.
+    """
     found = _targets(tree, cwd, out, operands(tree, cwd, name, words))
     if found is None:
-        return out.pieces
+        return
     sources, dest, dest_parts, into = found
     for typed in sources:
         src = _source(tree, cwd, out, typed)
-        if src is None:
-            continue
-        parts, s = src
+        if src is not None:
+            yield typed, *src, dest, dest_parts, into
+
+
+def mv(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    out = Out(name)
+    for typed, parts, s, dest, dest_parts, into in _sources(tree, cwd, out, name, words):
         if isinstance(dest_parts, FsError):
             out.fail(f"cannot move {q(typed)} to {q(dest)}: {dest_parts.reason}")
             continue
@@ -107,15 +117,7 @@ def _move(
 
 def cp(tree: Tree, cwd: str, name: str, words: list[Word], recursive: bool = False) -> list[str]:
     out = Out(name)
-    found = _targets(tree, cwd, out, operands(tree, cwd, name, words))
-    if found is None:
-        return out.pieces
-    sources, dest, dest_parts, into = found
-    for typed in sources:
-        src = _source(tree, cwd, out, typed)
-        if src is None:
-            continue
-        parts, s = src
+    for typed, parts, s, dest, dest_parts, into in _sources(tree, cwd, out, name, words):
         if stat.S_ISDIR(s.st_mode) and not recursive:
             out.fail(f"-r not specified; omitting directory {q(typed)}")
             continue

@@ -18,6 +18,8 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
+from typing import BinaryIO
 
 from attrs import define, field
 
@@ -58,6 +60,8 @@ class Tree:
     usage: Usage | None = None
     #: Set when the disk itself was full, for the reactor side to log (rate-limited).
     out_of_space: bool = field(default=False)
+    #: Set while userdel has the home in the trash: nothing may make it again meanwhile.
+    away: bool = field(default=False)
 
     # -- names ---------------------------------------------------------------------
 
@@ -71,6 +75,8 @@ class Tree:
 
     def open_home(self) -> None:
         """Make sure the home is a real directory (never a planted link), and measure it once."""
+        if self.away:
+            raise FsError(ENOENT)
         try:
             st = os.lstat(self.root)
         except FileNotFoundError:
@@ -220,25 +226,25 @@ class Tree:
     def _append(self, target: str, size: int, data: bytes) -> None:
         self._append_with(target, size, lambda f: f.write(data))
 
-    def _append_with(self, target: str, size: int, fill: object) -> None:
+    def _append_with(self, target: str, size: int, fill: Callable[[BinaryIO], object]) -> None:
         """Extend the file in place; if that fails, cut it back: all or nothing."""
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             with os.fdopen(os.dup(fd), "ab") as f:
-                fill(f)  # type: ignore[operator]
+                fill(f)
         except OSError as e:
             os.ftruncate(fd, size)
             raise self.os_error(e) from None
         finally:
             os.close(fd)
 
-    def replace_with(self, target: str, fill: object) -> None:
+    def replace_with(self, target: str, fill: Callable[[BinaryIO], object]) -> None:
         """Write a temp file outside the home, then rename it over the target."""
         os.makedirs(self.tmp, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.tmp)
         try:
             with os.fdopen(fd, "wb") as f:
-                fill(f)  # type: ignore[operator]
+                fill(f)
             os.replace(tmp, target)
         except OSError as e:
             if os.path.lexists(tmp):
@@ -266,15 +272,9 @@ class Tree:
             grow = kept + sum(sizes) - (old.st_size if old else 0)
             self.check_room(grow, 0 if old else 1)
 
-            def fill(f: object) -> None:
+            def fill(f: BinaryIO) -> None:
                 for fd, size in zip(fds, sizes, strict=True):
-                    left = size
-                    while left > 0:
-                        chunk = os.read(fd, min(left, _COPY_CHUNK))
-                        if not chunk:
-                            break
-                        f.write(chunk)  # type: ignore[attr-defined]
-                        left -= len(chunk)
+                    copy_out(fd, f, size)
 
             if append and old is not None:
                 self._append_with(target, old.st_size, fill)
@@ -288,7 +288,10 @@ class Tree:
     def touch(self, parts: list[str]) -> None:
         target = self.path(parts, must_exist=False)
         if os.path.lexists(target):
-            os.utime(target, follow_symlinks=False)
+            try:
+                os.utime(target, follow_symlinks=False)
+            except OSError as e:
+                raise self.os_error(e) from None
             return
         self.check_room(0, 1)
         try:
@@ -328,7 +331,10 @@ class Tree:
             if e.reason == EACCES and parts and self._remove_link(parts):
                 return
             raise
-        st = os.lstat(target)
+        try:
+            st = os.lstat(target)
+        except OSError as e:
+            raise self.os_error(e) from None
         if stat.S_ISDIR(st.st_mode):
             if not recursive:
                 raise FsError(EISDIR)
@@ -367,18 +373,31 @@ class Tree:
             raise FsError(EINVAL)  # into itself
         source = self.path(src)
         target = self.path(dst, must_exist=False)
-        s = os.lstat(source)
         t = self.stat_or_none(dst)
-        if stat.S_ISDIR(s.st_mode):
-            below = walk.measure(source).depth + 1
-            if len(dst) - 1 + below > MAX_DEPTH:
-                raise FsError(TOO_DEEP)
+        try:
+            s = os.lstat(source)
+            below = walk.measure(source).depth + 1 if stat.S_ISDIR(s.st_mode) else 0
+        except OSError as e:
+            raise self.os_error(e) from None
+        if below and len(dst) - 1 + below > MAX_DEPTH:
+            raise FsError(TOO_DEEP)
         try:
             os.rename(source, target)
         except OSError as e:
             raise self.os_error(e) from None
         if t is not None and (s.st_ino, s.st_dev) != (t.st_ino, t.st_dev):
             self.account(-t.st_size if stat.S_ISREG(t.st_mode) else 0, -1)
+
+
+def copy_out(fd: int, f: BinaryIO, size: int) -> None:
+    """At most ``size`` bytes of ``fd`` into ``f``, a chunk at a time (less if it shrank)."""
+    left = size
+    while left > 0:
+        chunk = os.read(fd, min(left, _COPY_CHUNK))
+        if not chunk:
+            break
+        f.write(chunk)
+        left -= len(chunk)
 
 
 def same_entry(a: os.stat_result, b: os.stat_result) -> bool:

@@ -14,11 +14,10 @@ import socket
 import time
 
 import pytest
-from realserver import RawClient, RealServer
+from realserver import PASSWORD, RawClient, RealServer, sign_in, sign_up
 
 #: How long a bystander may wait for an answer after (or during) an attack.
 BYSTANDER_DEADLINE = 1.0
-PASSWORD = "correct horse"
 #: Bytes that must never reach another person's terminal raw (SPEC §7).
 DANGEROUS = [
     b"\x1b",
@@ -94,26 +93,10 @@ class Arena:
         return Peer(self.port, source or self.source())
 
     def register(self, name: str, source: str | None = None) -> Peer:
-        c = self.connect(source)
-        c.expect("login: ")
-        for line, prompt in [
-            ("new", "Username: "),
-            (name, "Password: "),
-            (PASSWORD, "Password again: "),
-            (PASSWORD, f"{name}@testhost:~$ "),
-        ]:
-            c.send_line(line)
-            c.expect(prompt)
-        return c
+        return sign_up(self.connect(source), name, PASSWORD)
 
     def login(self, name: str, password: str = PASSWORD, source: str | None = None) -> Peer:
-        c = self.connect(source)
-        c.expect("login: ")
-        c.send_line(name)
-        c.expect("Password: ")
-        c.send_line(password)
-        c.expect(f"{name}@testhost:~$ ")
-        return c
+        return sign_in(self.connect(source), name, password)
 
     def admin(self, source: str | None = None) -> Peer:
         return self.login("admin", self.server.admin_password(), source)

@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from realserver import RealServer
+from realserver import PASSWORD, RealServer, sign_in, sign_up
 
 from hostile.arena import Peer
 
 pytestmark = pytest.mark.integration
-PASSWORD = "correct horse"
 
 
 def _content(writer: int, n: int) -> bytes:
@@ -36,39 +35,22 @@ class Stream:
 
 
 def _register_loop(s: Stream, stop: threading.Event) -> None:
-    c = s.connect()
     n = 0
     try:
-        c.expect("login: ")
         while not stop.is_set():
             name = f"reg{n}"
             s.pending = name
-            for line, prompt in [
-                ("new", "Username: "),
-                (name, "Password: "),
-                (PASSWORD, "Password again: "),
-                (PASSWORD, f"{name}@testhost:~$ "),
-            ]:
-                c.send_line(line)
-                c.expect(prompt)
+            c = sign_up(s.connect(), name, PASSWORD)
             s.acked.append(name)
             c.send_line("exit")
             c.close()
-            c = s.connect()
-            c.expect("login: ")
             n += 1
     except (AssertionError, OSError) as e:
         s.error = e
 
 
 def _login(s: Stream, name: str, password: str) -> Peer:
-    c = s.connect()
-    c.expect("login: ")
-    c.send_line(name)
-    c.expect("Password: ")
-    c.send_line(password)
-    c.expect(f"{name}@testhost:~$ ")
-    return c
+    return sign_in(s.connect(), name, password)
 
 
 def _passwd_loop(s: Stream, stop: threading.Event) -> None:
@@ -111,17 +93,7 @@ def _write_loop(s: Stream, writer: int, stop: threading.Event) -> None:
 
 def _setup(server: RealServer) -> None:
     for name in ["changer", "writer0", "writer1"]:
-        c = Peer(server.port)
-        c.expect("login: ")
-        for line, prompt in [
-            ("new", "Username: "),
-            (name, "Password: "),
-            (PASSWORD, "Password again: "),
-            (PASSWORD, f"{name}@testhost:~$ "),
-        ]:
-            c.send_line(line)
-            c.expect(prompt)
-        c.close()
+        sign_up(Peer(server.port), name, PASSWORD).close()
 
 
 def test_kill_9_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import socket
 import time
 
 import pytest
+from realserver import sign_up
 
 from hostile.arena import Arena, Peer
 
@@ -65,16 +66,7 @@ def _sink(arena: Arena, name: str) -> Peer:
     sock.connect(("127.0.0.1", arena.port))
     sock.settimeout(10)
     c.sock, c.buffer, c.raw_seen = sock, b"", b""
-    for line, prompt in [("new", "Username: "), (name, "Password: ")]:
-        c.expect("login: " if line == "new" else "Username: ")
-        c.send_line(line)
-        if line != "new":
-            c.expect(prompt)
-    c.send_line("correct horse")
-    c.expect("Password again: ")
-    c.send_line("correct horse")
-    c.expect(f"{name}@testhost:~$ ")
-    return c
+    return sign_up(c, name)
 
 
 def test_never_reading_clients_during_wall_and_write_floods(arena: Arena) -> None:
