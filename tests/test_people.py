@@ -203,3 +203,18 @@ def test_userdel_takes_messages_and_ignores_along(server: Server) -> None:
     db = server.store.db._db
     assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM ignores").fetchone()[0] == 0
+
+
+def test_writing_to_someone_online_never_asks_the_store(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    b.run("ignore carol")
+    a.output()
+    b.output()
+
+    def no_store(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the online write path went to the store")
+
+    server.store.run_db = no_store  # type: ignore[method-assign]
+    assert a.run("write bob hi") == "alice@testhost:~$ "
+    assert "hi\nEOF\n" in b.output()
