@@ -171,6 +171,7 @@ def test_a_room_of_500_with_a_member_that_never_reads(tmp_path: Path) -> None:
         for name, c in zip(names, clients, strict=True):
             c.expect(f"{name}@testhost:~$ ", timeout=30)
             c.send_line("join #big")
+        for name, c in zip(names, clients, strict=True):
             if name != "u1":
                 c.expect(f"[#big] {name} has joined\n", timeout=30)
         sayer, writer = clients[0], clients[2]  # clients[1] (u1) never reads
@@ -179,9 +180,9 @@ def test_a_room_of_500_with_a_member_that_never_reads(tmp_path: Path) -> None:
         line = "z" * 4000
         dropped = False
         for _ in range(100):
-            writer.send_bytes((line + "\r\n").encode() * 20)
+            writer.send_bytes((line + "\r\n").encode() * 50)
             try:
-                writer.expect("write: u1 is not reading; message dropped", timeout=0.2)
+                writer.expect("write: u1 is not reading; message dropped", timeout=0.05)
                 dropped = True
                 break
             except AssertionError:
