@@ -37,7 +37,7 @@ ROLE_USER = "user"
 ROLE_ADMIN = "admin"
 ROLES = (ROLE_USER, ROLE_ADMIN)
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -135,8 +135,32 @@ def _schema_v1(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _schema_v2(db: sqlite3.Connection) -> None:
+    """Saved (offline) messages and ignore lists (SPEC §11); both go with their user."""
+    script = """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            recipient TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            sender TEXT NOT NULL,
+            sent REAL NOT NULL,
+            body TEXT NOT NULL,
+            read INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX messages_recipient ON messages (recipient, id);
+        CREATE TABLE ignores (
+            user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            ignored TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            PRIMARY KEY (user, ignored)
+        ) WITHOUT ROWID;
+        CREATE INDEX ignores_ignored ON ignores (ignored);
+        """
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 #: MIGRATIONS[v] brings a store from version v to v + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _schema_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _schema_v1, 1: _schema_v2}
 
 _USER_COLS = "name, role, locked, created"
 

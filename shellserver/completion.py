@@ -26,6 +26,8 @@ USER_COMMANDS = frozenset({"write", "finger", "kick"})
 FILE_COMMANDS = frozenset(
     {"ls", "cd", "cat", "mkdir", "rmdir", "rm", "touch", "mv", "cp", "echo", "more", "less"}
 )
+#: Commands whose first argument is a room (``who`` only when the word starts with ``#``).
+ROOM_COMMANDS = frozenset({"join", "part", "say", "topic", "who"})
 MAX_CANDIDATES = 10_000
 _SPECIAL = re.compile(r"([\s'\"\\*?\[\]>|;&$])")
 
@@ -48,6 +50,9 @@ async def complete(server: Server, session: Session, before: str) -> tuple[int, 
             if not cmd.admin or session.is_admin
             for name in (cmd.name, *cmd.aliases)
         ]
+    if words[0] in ROOM_COMMANDS and len(words) == 1 and (word.startswith("#") or word == ""):
+        if words[0] != "who" or word.startswith("#"):
+            return start, server.hub.room_names()
     if words[0] in USER_COMMANDS and len(words) == 1:
         online = await server.hub.sessions()
         return start, sorted({s.user for s in online})

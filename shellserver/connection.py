@@ -9,6 +9,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from shellserver import people
 from shellserver.accounts import UNAVAILABLE, Account
 from shellserver.hub import Message
 from shellserver.login import UNAVAILABLE_TEXT, login_dialogue
@@ -104,6 +105,7 @@ class Connection:
         if not await self._make_room(name):
             return False
         previous = await server.store.last_login(name)
+        new_messages = await people.session_starting(server, name)
         if not term.connected:  # gone while the store answered: allocate nothing
             return False
         now = server.clock.seconds()
@@ -146,6 +148,7 @@ class Connection:
             when = format_login_time(previous.login)
             term.write(f"Last login: {when} from {careful(previous.peer)}\n")
         term.write(server.login_notice())
+        term.write(new_messages)
         shell = Shell(server, session)
         term.on_eof = shell.logout
         term.set_handler(shell.line, shell.prompt, shell.complete)
@@ -192,6 +195,8 @@ class Connection:
             return
         d = self.server.hub.detach(session)
         d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
+        ended = Deferred.fromCoroutine(people.session_ended(self.server, session))
+        ended.addErrback(lambda f: log.failure("ending {tty} failed", f, tty=session.tty))
         self._record_logout(session)
         log.info("{user} logged out from {tty}", user=session.user, tty=session.tty)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from shellserver.passwords import dummy_hash, hash_password, verify_password
 from shellserver.threads import inline_runner
 
 COST = 4
+DATA = Path(__file__).parent / "data"
 
 
 def result(d: Deferred[Any]) -> Any:
@@ -154,20 +156,45 @@ def test_older_store_is_copied_then_migrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = str(tmp_path / "old.sqlite3")
-    AccountDB.open(path).close()  # version 1
+    AccountDB.open(path).close()  # today's version
+    current = accounts.SCHEMA_VERSION
 
     def add_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE users ADD COLUMN shell TEXT")
 
-    monkeypatch.setattr(accounts, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(accounts.MIGRATIONS, 1, add_column)
+    monkeypatch.setattr(accounts, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(accounts.MIGRATIONS, current, add_column)
     db = AccountDB.open(path)
     db.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == current + 1
     assert "shell" in [row[1] for row in conn.execute("PRAGMA table_info(users)")]
     conn.close()
-    backup = sqlite3.connect(path + ".v1.bak")
+    backup = sqlite3.connect(f"{path}.v{current}.bak")
+    assert backup.execute("PRAGMA user_version").fetchone()[0] == current
+    backup.close()
+
+
+def test_store_made_by_schema_1_code_is_migrated(tmp_path: Path) -> None:
+    """tests/data/store-v1.sqlite was made by the server before saved messages existed."""
+    path = tmp_path / "accounts.sqlite3"
+    shutil.copyfile(DATA / "store-v1.sqlite", path)
+    db = AccountDB.open(str(path))
+    try:
+        assert [a.name for a in db.users()] == ["admin", "alice", "bob"]
+        assert db.get_hash("alice") is not None
+        assert [r.user for r in db.history()] == ["alice"]
+        tables = {r[0] for r in db._db.execute("SELECT name FROM sqlite_master")}
+        assert {"messages", "ignores"} <= tables
+        assert db._db.execute("PRAGMA user_version").fetchone()[0] == accounts.SCHEMA_VERSION
+    finally:
+        db.close()
+    backup = sqlite3.connect(f"{path}.v1.bak")
+    assert [r[0] for r in backup.execute("SELECT name FROM users ORDER BY name")] == [
+        "admin",
+        "alice",
+        "bob",
+    ]
     assert backup.execute("PRAGMA user_version").fetchone()[0] == 1
     backup.close()
 

@@ -121,6 +121,16 @@ def test_tab_completes_commands_users_and_files(srv: RealServer, bob: CharClient
         c.close()
 
 
+def test_tab_completes_room_names(srv: RealServer, bob: CharClient) -> None:
+    other = login(srv.port, "alice", PW)
+    other.send_line("join #lounge")
+    other.expect("#lounge")
+    assert typed(bob, "join #lo\t") == (PROMPT + "join #lounge ").rstrip()
+    assert typed(bob, "\x15who #l\t") == (PROMPT + "who #lounge ").rstrip()
+    assert typed(bob, "\x15who al\t") == (PROMPT + "who al").rstrip()  # who USER is no room
+    other.close()
+
+
 def test_ctrl_c_ctrl_l_and_ctrl_d(bob: CharClient) -> None:
     assert typed(bob, "echo abandoned\x03") == PROMPT.rstrip()
     assert bob.lines()[bob.cursor()[0] - 1] == (PROMPT + "echo abandoned^C").rstrip()
