@@ -123,8 +123,8 @@ def test_tab_completes_commands_users_and_files(srv: RealServer, bob: CharClient
 
 def test_tab_completes_room_names(srv: RealServer, bob: CharClient) -> None:
     other = login(srv.port, "alice", PW)
-    other.send_line("join #lounge")
-    other.expect("#lounge")
+    other.type("join #lounge\r")
+    other.wait_for("[#lounge] alice has joined")
     assert typed(bob, "join #lo\t") == (PROMPT + "join #lounge ").rstrip()
     assert typed(bob, "\x15who #l\t") == (PROMPT + "who #lounge ").rstrip()
     assert typed(bob, "\x15who al\t") == (PROMPT + "who al").rstrip()  # who USER is no room
