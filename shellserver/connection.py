@@ -136,7 +136,13 @@ class Connection:
         server.admission.logged_in(self.wire.peer)
         self._logged_in = True
         log.info(
-            "{user} logged in on {tty} from {peer}", user=name, tty=session.tty, peer=session.peer
+            "{user} logged in on {tty} from {peer}",
+            event="login",
+            user=name,
+            role=account.role,
+            tty=session.tty,
+            peer=session.peer,
+            wire=self.wire.kind,
         )
         term.write(server.motd())
         if previous is None:
@@ -192,7 +198,14 @@ class Connection:
         d = self.server.hub.detach(session)
         d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
         self._record_logout(session)
-        log.info("{user} logged out from {tty}", user=session.user, tty=session.tty)
+        log.info(
+            "{user} logged out from {tty}",
+            event="logout",
+            user=session.user,
+            tty=session.tty,
+            peer=session.peer,
+            wire=self.wire.kind,
+        )
 
     def _release(self) -> None:
         if self._admitted:

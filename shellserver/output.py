@@ -76,3 +76,8 @@ class Output:
         self._stall = None
         if self.paused:
             self.on_stall()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held while the client does not read (``shellserver_output_held_bytes``)."""
+        return self._held_bytes

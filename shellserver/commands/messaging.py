@@ -102,7 +102,9 @@ async def _choose_target(ctx: Context, user: str, tty: str | None) -> Session | 
 
 
 async def _send(ctx: Context, target: Session, text: str) -> bool:
-    if await ctx.server.hub.deliver(target, Message.of(text)):
+    delivered = await ctx.server.hub.deliver(target, Message.of(text))
+    ctx.server.metrics.message("write", delivered)
+    if delivered:
         return True
     ctx.fail(f"{careful(target.user)} is not reading; message dropped")
     return False
