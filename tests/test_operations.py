@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -12,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from realserver import RawClient, RealServer, login
 
 pytestmark = pytest.mark.integration
+CLI = str(Path(sys.executable).with_name("shellserver"))
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -158,3 +162,50 @@ def test_twist_json_log_carries_each_events_fields(tmp_path: Path) -> None:
     one("stopping", by=None)
     # The text is there too, for humans: the format and its fields rebuild it.
     assert "admin kick by admin (tel/2 from 127.0.0.1)" in srv.log_text()
+
+
+def backup(data: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "--data", str(data), "backup", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def users_in(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return [r[0] for r in conn.execute("SELECT name FROM users ORDER BY name")]
+    finally:
+        conn.close()
+
+
+def test_backup_of_a_live_store_opens_as_a_copy(tmp_path: Path) -> None:
+    srv = RealServer(tmp_path).start()
+    out = tmp_path / "backups"
+    out.mkdir()
+    try:
+        alice = register(srv.port, "alice")  # a live session writing login records
+        r = backup(srv.data, out, "live.db")  # relative to the operator's directory
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"store copied to {out / 'live.db'} (")
+        assert users_in(out / "live.db") == ["admin", "alice"]
+        assert (out / "live.db").stat().st_mode & 0o777 == 0o600
+        r = backup(srv.data, out, str(out / "live.db"))
+        assert r.returncode == 1 and "exists; use --force" in r.stderr
+        register(srv.port, "bob").close()
+        r = backup(srv.data, out, "--force", str(out / "live.db"))
+        assert r.returncode == 0, r.stderr
+        assert users_in(out / "live.db") == ["admin", "alice", "bob"]
+        r = backup(srv.data, out, str(srv.data / "accounts.sqlite3"), "--force")
+        assert r.returncode == 1 and "is the live store" in r.stderr
+        alice.send_line("who")
+        assert "alice" in alice.expect("$ ")  # the server went on serving
+        alice.close()
+        assert "admin backup by" in srv.log_text()
+    finally:
+        srv.stop()
+    r = backup(srv.data, out, "stopped.db")  # with the server stopped: under the lock
+    assert r.returncode == 0, r.stderr
+    assert users_in(out / "stopped.db") == ["admin", "alice", "bob"]
+    assert sorted(p.name for p in out.iterdir()) == ["live.db", "stopped.db"]
