@@ -81,6 +81,7 @@ def test_metrics_move_with_sessions_failed_logins_and_dropped_messages(tmp_path:
         assert get(now, "shellserver_logins_total", result="failed") == 1
         assert get(now, "shellserver_store_seconds_count") > 0
         assert get(now, "shellserver_hash_queue") == 0
+        assert get(now, "process_open_fds") > 0  # the process collector, on the same registry
 
         alice.send_line("exit")
         assert alice.closed()
