@@ -94,7 +94,7 @@ class Options(usage.Options):
             f"Data directory (store, homes); created 0700. ${DATA_ENV} sets the default.",
         ],
         ["control", None, None, "Admin control endpoint [default: unix:<data>/control.sock]."],
-        ["metrics", None, None, "Prometheus endpoint serving /metrics, e.g. tcp:9100 [off]."],
+        ["metrics", None, None, "Prometheus text at /metrics, e.g. tcp:9323 [off]."],
         ["hostname", None, None, "Host name shown in prompts and banners."],
         [
             "registration",
