@@ -128,6 +128,11 @@ def test_twist_json_log_carries_each_events_fields(tmp_path: Path) -> None:
         admin.send_line("lock alice")
         assert alice.closed()
         admin.expect("$ ")
+        admin.send_line("shutdown +10 maintenance")
+        admin.expect("$ ")
+        admin.send_line("shutdown -c")
+        admin.expect("cancelled")
+        admin.expect("$ ")
         admin.send_line("logout")
         assert admin.closed()
         deadline = time.monotonic() + 10
@@ -158,6 +163,8 @@ def test_twist_json_log_carries_each_events_fields(tmp_path: Path) -> None:
     one("wall", by="admin", where="tel/2 from 127.0.0.1", text="tea is ready", reached=3)
     one("kick", by="admin", user="bob", reason="too loud", sessions=1)
     one("lock", by="admin", user="alice", action="lock")
+    one("shutdown", by="admin", minutes=10, text="maintenance")
+    one("shutdown_cancel", by="admin", action="shutdown cancel")
     for user, tty in (("alice", "tel/0"), ("bob", "tel/1"), ("admin", "tel/2")):
         one("logout", user=user, tty=tty, peer="127.0.0.1", wire="tel")
     one("stopping", by=None)
