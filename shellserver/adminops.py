@@ -33,7 +33,9 @@ def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: s
 
 async def wall(server: Server, by: str, tty: str, where: str, text: str) -> int:
     message = broadcast_message(by, server.config.hostname, tty, server.clock.seconds(), text)
+    sessions = len(server.hub)
     reached = await server.hub.broadcast(message)
+    server.metrics.messages("wall", reached, max(0, sessions - reached))
     server.admin_action(by, where, "wall", text=text, reached=reached)
     return reached
 

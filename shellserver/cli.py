@@ -35,6 +35,7 @@ from shellserver.accounts import (
     password_problem,
     username_problem,
 )
+from shellserver.backup import BackupError, backup_store
 from shellserver.config import DATA_ENV, default_data
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.homefs import Homes
@@ -45,7 +46,7 @@ from shellserver.timefmt import format_idle, format_uptime
 from shellserver.words import counted
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
-OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel"})
+OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel", "backup"})
 DEFAULT_COST = 14
 
 
@@ -90,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--password-stdin", action="store_true")
     s = sub.add_parser("userdel", help="delete an account (its sessions are logged out)")
     s.add_argument("name")
+    s = sub.add_parser("backup", help="copy the store to FILE (SQLite online backup)")
+    s.add_argument("file", help="written by the server while it runs: a path it may write")
+    s.add_argument("--force", action="store_true", help="replace FILE if it exists")
     return p
 
 
@@ -157,8 +161,27 @@ def operator() -> str:
         return f"uid {os.getuid()}"
 
 
+def backup_offline(args: argparse.Namespace, datadir: DataDir) -> str:
+    """Copy the store of a stopped server, holding the lock so none starts meanwhile."""
+    if not datadir.db_path.exists():
+        raise refuse(f"there is no store at {datadir.db_path.path}")
+    try:
+        datadir.lock()
+    except DataDirLocked:
+        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
+    try:
+        size = backup_store(datadir.db_path.path, args.file, args.force)
+    except BackupError as e:
+        raise refuse(str(e)) from None
+    finally:
+        datadir.unlock()
+    return f"store copied to {args.file} ({counted(size, 'byte')})"
+
+
 def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     """Change the store directly, holding the data dir's lock so no server starts meanwhile."""
+    if args.command == "backup":
+        return backup_offline(args, datadir)
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
     entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
     datadir.create()
@@ -239,7 +262,7 @@ async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> s
     conn = await connect(reactor, endpoint)
     try:
         return await _online(conn, args, password, entries)
-    except (control.BadRequest, control.NoShutdown) as e:
+    except (control.BadRequest, control.NoShutdown, BackupError) as e:
         raise refuse(str(e)) from None
     except UserExists:
         raise refuse(f"user '{args.name}' already exists") from None
@@ -286,6 +309,9 @@ async def _online(
     if cmd == "userdel":
         await call(control.UserDel, name=args.name)
         return f"deleted {args.name}"
+    if cmd == "backup":
+        r = await call(control.Backup, path=args.file, force=args.force)
+        return f"store copied to {args.file} ({counted(r['size'], 'byte')})"
     raw = json.dumps(entries).encode()
     batch = ""
     for i in range(0, len(raw), control.PAGE):
@@ -346,6 +372,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         problem = username_problem(args.name, registering=True)
         if problem is not None:
             raise refuse(problem)
+    if args.command == "backup":
+        args.file = os.path.abspath(args.file)  # the server's working directory is not ours
     if args.command == "wall":
         args.wall_text = " ".join(args.text)
         if not args.wall_text.strip():

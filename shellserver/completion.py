@@ -50,9 +50,9 @@ async def complete(server: Server, session: Session, before: str) -> tuple[int, 
             if not cmd.admin or session.is_admin
             for name in (cmd.name, *cmd.aliases)
         ]
-    if words[0] in ROOM_COMMANDS and len(words) == 1 and (word.startswith("#") or word == ""):
-        if words[0] != "who" or word.startswith("#"):
-            return start, server.hub.room_names()
+    room_word = word.startswith("#") or (word == "" and words[0] != "who")
+    if words[0] in ROOM_COMMANDS and len(words) == 1 and room_word:
+        return start, server.hub.room_names()
     if words[0] in USER_COMMANDS and len(words) == 1:
         online = await server.hub.sessions()
         return start, sorted({s.user for s in online})

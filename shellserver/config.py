@@ -44,6 +44,8 @@ class Config:
     data: str = field(factory=default_data)
     telnet: tuple[str, ...] = ("tcp:2323",)
     control: str | None = None
+    #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
+    metrics: str | None = None
     hostname: str = field(factory=default_hostname)
     #: This server's name in who --json; a cluster (later) names each node, one server is its host.
     node: str = field(factory=default_hostname)

@@ -139,7 +139,13 @@ class Connection:
         server.admission.logged_in(self.wire.peer)
         self._logged_in = True
         log.info(
-            "{user} logged in on {tty} from {peer}", user=name, tty=session.tty, peer=session.peer
+            "{user} logged in on {tty} from {peer}",
+            event="login",
+            user=name,
+            role=account.role,
+            tty=session.tty,
+            peer=session.peer,
+            wire=self.wire.kind,
         )
         term.write(server.motd())
         if previous is None:
@@ -198,7 +204,14 @@ class Connection:
         ended = Deferred.fromCoroutine(people.session_ended(self.server, session))
         ended.addErrback(lambda f: log.failure("ending {tty} failed", f, tty=session.tty))
         self._record_logout(session)
-        log.info("{user} logged out from {tty}", user=session.user, tty=session.tty)
+        log.info(
+            "{user} logged out from {tty}",
+            event="logout",
+            user=session.user,
+            tty=session.tty,
+            peer=session.peer,
+            wire=self.wire.kind,
+        )
 
     def _release(self) -> None:
         if self._admitted:

@@ -18,6 +18,7 @@ from shellserver.accounts import (
     username_problem,
 )
 from shellserver.auth import IAccount
+from shellserver.sanitize import careful
 from shellserver.terminal import Interrupted, Terminal
 
 log = Logger()
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from shellserver.server import Server
 
 MAX_TRIES = 3
+#: Characters of a typed login name kept in the log of a failed login.
+LOGGED_NAME = 64
 #: Seconds from a wrong password's arrival to ``Login incorrect``, by failure on the connection.
 FAILURE_DELAYS = (1.0, 2.0, 4.0)
 TOO_MANY = "Too many failed logins; try again later\n"
@@ -79,8 +82,9 @@ async def login_dialogue(
         try:
             account = await authenticate(server, name, password)
         except UnauthorizedLogin:
-            pass
+            failed(server, name, peer, "incorrect")
         except AccountLocked:
+            failed(server, name, peer, "locked")
             server.failed_logins.succeeded(peer, arrived)
             term.write("Your account is locked; contact an administrator.\n")
             return None
@@ -91,6 +95,7 @@ async def login_dialogue(
             continue
         else:
             server.failed_logins.succeeded(peer, arrived)
+            server.metrics.login(True)
             return account
         failures += 1
         # The answer comes at a moment fixed by when the password arrived, not by how long
@@ -101,6 +106,18 @@ async def login_dialogue(
         term.write("Login incorrect\n")
         if failures >= MAX_TRIES:
             return None
+
+
+def failed(server: Server, name: str, peer: str, reason: str) -> None:
+    """Counted and logged; the name is what was typed, so it is cut short and made careful."""
+    server.metrics.login(False)
+    log.info(
+        "failed login for {user} from {peer}: {reason}",
+        event="login_failed",
+        user=careful(name[:LOGGED_NAME]),
+        peer=peer,
+        reason=reason,
+    )
 
 
 async def authenticate(server: Server, name: str, password: str) -> Account:

@@ -35,10 +35,6 @@ class Output:
     _stall: IDelayedCall | None = None
     _waiters: list[Deferred[None]] = field(factory=list)
 
-    @property
-    def held(self) -> int:
-        return self._held_bytes
-
     def write(self, data: bytes) -> None:
         """Own output: in order, never dropped."""
         if self.paused:
@@ -110,3 +106,8 @@ class Output:
         self._stall = None
         if self.paused:
             self.on_stall()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held while the client does not read (``shellserver_output_held_bytes``)."""
+        return self._held_bytes

@@ -102,6 +102,12 @@ class Shutdown:
         if self.final_sent:
             return
         self.final_sent = True
+        log.info(
+            "going down now ({why})",
+            event="stopping",
+            why="shutdown scheduled by " + self.by if self.by else "signal or service stop",
+            by=self.by or None,
+        )
         text = "The system is going down NOW!"
         if self.text:
             text += "\n" + self.text
@@ -123,7 +129,13 @@ class Shutdown:
     def _broadcast(self, by: str, tty: str, text: str) -> None:
         hostname = self.server.config.hostname
         message = broadcast_message(by, hostname, tty, self.server.clock.seconds(), text)
+        sessions = len(self.server.hub)
         d = self.server.hub.broadcast(message)
+        d.addCallback(
+            lambda reached: self.server.metrics.messages(
+                "wall", reached, max(0, sessions - reached)
+            )
+        )
         d.addErrback(lambda f: log.failure("shutdown notice failed", f))
 
     def _arm(self) -> None:

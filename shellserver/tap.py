@@ -94,6 +94,7 @@ class Options(usage.Options):
             f"Data directory (store, homes); created 0700. ${DATA_ENV} sets the default.",
         ],
         ["control", None, None, "Admin control endpoint [default: unix:<data>/control.sock]."],
+        ["metrics", None, None, "Prometheus text at /metrics, e.g. tcp:9323 [off]."],
         ["hostname", None, None, "Host name shown in prompts and banners."],
         [
             "registration",
@@ -191,6 +192,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["control"] is not None:
             _endpoint("control", self["control"])
+        if self["metrics"] is not None:
+            _endpoint("metrics", self["metrics"])
         if isinstance(self["quota"], str):
             self["quota"] = parse_size(self["quota"])
         if isinstance(self["max-output"], str):
@@ -199,6 +202,7 @@ class Options(usage.Options):
             data=self["data"],
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
             control=self["control"],
+            metrics=self["metrics"],
             hostname=self["hostname"] or default_hostname(),
             registration=self["registration"] == "open",
             max_sessions=self["max-sessions"],

@@ -154,6 +154,11 @@ class TelnetProtocol(Protocol):
     def stopProducing(self) -> None:
         self._out.stop()
 
+    @property
+    def held_bytes(self) -> int:
+        """Output held for this client while it does not read (the metrics scrape sums it)."""
+        return self._out.held_bytes
+
     # -- IWire -------------------------------------------------------------
 
     def send(self, text: str) -> None:

@@ -23,6 +23,13 @@ def test_defaults_follow_the_spec() -> None:
     assert (cfg.idle_timeout, cfg.quota, cfg.max_output) == (3600, 10 * 1024**2, 256 * 1024)
     assert (cfg.cmd_burst, cfg.cmd_rate, cfg.hash_cost) == (40, 10.0, 14)
     assert cfg.control is None and cfg.hostname
+    assert cfg.metrics is None  # off unless asked for
+
+
+def test_metrics_endpoint() -> None:
+    assert parse("--metrics", "tcp:9100:interface=127.0.0.1").config.metrics == (
+        "tcp:9100:interface=127.0.0.1"
+    )
 
 
 def test_values_are_parsed() -> None:
@@ -53,6 +60,7 @@ def test_values_are_parsed() -> None:
         (["--hash-cost", "0"], "--hash-cost"),
         (["--telnet", "nonsense:1"], "--telnet"),
         (["--control", "tcp:notaport"], "--control"),
+        (["--metrics", "http://x"], "--metrics"),
     ],
 )
 def test_bad_values(args: list[str], option: str) -> None:

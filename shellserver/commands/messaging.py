@@ -109,7 +109,9 @@ def _choose_target(
 
 
 async def _send(ctx: Context, target: Session, text: str) -> bool:
-    if await ctx.server.hub.deliver(target, Message.of(text)):
+    delivered = await ctx.server.hub.deliver(target, Message.of(text))
+    ctx.server.metrics.message("write", delivered)
+    if delivered:
         return True
     ctx.fail(f"{careful(target.user)} is not reading; message dropped")
     return False
