@@ -76,27 +76,28 @@ async def login_dialogue(
         except Interrupted:
             continue
         arrived = server.clock.seconds()
-        if not server.failed_logins.attempt(peer, arrived):
+        if not await server.failed_logins.attempt(peer, arrived):
             term.write(TOO_MANY)
             return None
+        wrong = False
         try:
             account = await authenticate(server, name, password)
         except UnauthorizedLogin:
+            wrong = True
             failed(server, name, peer, "incorrect")
         except AccountLocked:
             failed(server, name, peer, "locked")
-            server.failed_logins.succeeded(peer, arrived)
             term.write("Your account is locked; contact an administrator.\n")
             return None
         except UNAVAILABLE as e:
-            server.failed_logins.succeeded(peer, arrived)
             server.unavailable(e, "login")
             term.write(UNAVAILABLE_TEXT)
             continue
         else:
-            server.failed_logins.succeeded(peer, arrived)
             server.metrics.login(True)
             return account
+        finally:
+            server.failed_logins.finished(peer, server.clock.seconds(), failed=wrong)
         failures += 1
         # The answer comes at a moment fixed by when the password arrived, not by how long
         # its hash took: a hash at another cost, or none, cannot be told apart by timing.

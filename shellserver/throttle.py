@@ -6,6 +6,7 @@ from collections import deque
 from typing import TypeVar
 
 from attrs import Factory, define, field
+from twisted.internet.defer import Deferred, succeed
 
 V = TypeVar("V")
 
@@ -94,22 +95,29 @@ def _make_room(table: dict[str, V], most: int) -> None:
 
 @define
 class FailedLogins:
-    """Per-address login attempts: ``limit`` in ``window`` seconds block the address for ``block``.
+    """Per-address password checks: ``limit`` failures in ``window`` seconds block the address
+    for ``block`` (SPEC §3: 10 per 10 minutes).
 
-    An attempt is counted when its password arrives, before it is checked, and
-    taken back when it succeeds. Counting only finished failures would let
-    parallel connections have many more guesses checked before the first
-    failure is known (SPEC §3: 10 per 10 minutes, whatever the parallelism).
+    A check takes a slot when its password arrives, before it is checked, and
+    there are never more than ``limit`` minus the recent failures in flight:
+    counting only finished failures would let parallel connections have many
+    more guesses checked before the first failure is known. A check over that
+    waits for a slot instead of being refused, so parallel logins from one
+    address (a NAT, a school, the benchmark) that succeed are only queued,
+    while an attacker's parallel guesses still get ``limit`` checks in all.
     """
 
     limit: int = 10
     window: float = 600.0
     block: float = 300.0
     max_addresses: int = 100_000
-    _tries: Recent = field(
+    _failures: Recent = field(
         default=Factory(lambda self: Recent(self.window, self.limit, self.max_addresses), True)
     )
     _blocked: dict[str, float] = field(factory=dict)
+    _in_flight: dict[str, int] = field(factory=dict)
+    #: Checks waiting for a slot, per address (bounded by its pre-auth connections).
+    _waiting: dict[str, deque[Deferred[bool]]] = field(factory=dict)
 
     def blocked(self, addr: str, now: float) -> bool:
         until = self._blocked.get(addr)
@@ -117,27 +125,63 @@ class FailedLogins:
             if now < until:
                 return True
             del self._blocked[addr]
-        if self._tries.count(addr, now) < self.limit:
+        if self._failures.count(addr, now) < self.limit:
             return False
-        self._tries.forget(addr)
+        self._failures.forget(addr)
         _make_room(self._blocked, self.max_addresses)
         self._blocked[addr] = now + self.block
         return True
 
-    def attempt(self, addr: str, now: float) -> bool:
-        """Count an attempt that starts now; False (and nothing counted) when blocked."""
-        if self.blocked(addr, now):
-            return False
-        self._tries.add(addr, now)
-        return True
+    def attempt(self, addr: str, now: float) -> Deferred[bool]:
+        """A slot for a check that starts now: True when it may go on, False when blocked.
 
-    def succeeded(self, addr: str, started: float) -> None:
-        """The attempt started at ``started`` was not a failure after all."""
-        self._tries.take_back(addr, started)
+        Fires at once unless ``limit`` checks from ``addr`` are already in
+        flight; then when one of them ends. Every True must be followed by
+        :meth:`finished`.
+        """
+        if self.blocked(addr, now):
+            return succeed(False)
+        if self._free(addr, now) and addr not in self._waiting:
+            self._in_flight[addr] = self._in_flight.get(addr, 0) + 1
+            return succeed(True)
+        queue = self._waiting.setdefault(addr, deque())
+        d: Deferred[bool] = Deferred(lambda d: _discard(queue, d))
+        queue.append(d)
+        return d
+
+    def finished(self, addr: str, now: float, failed: bool) -> None:
+        """The check that held a slot is over; a failure counts toward the block."""
+        left = self._in_flight.get(addr, 0) - 1
+        if left > 0:
+            self._in_flight[addr] = left
+        else:
+            self._in_flight.pop(addr, None)
+        if failed:
+            self._failures.add(addr, now)
+        queue = self._waiting.get(addr)
+        while queue:
+            if self.blocked(addr, now):
+                while queue:
+                    queue.popleft().callback(False)
+            elif self._free(addr, now):
+                self._in_flight[addr] = self._in_flight.get(addr, 0) + 1
+                queue.popleft().callback(True)
+            else:
+                break
+        if queue is not None and not queue:
+            del self._waiting[addr]
+
+    def _free(self, addr: str, now: float) -> bool:
+        return self._failures.count(addr, now) + self._in_flight.get(addr, 0) < self.limit
 
     def addresses(self) -> int:
-        """Addresses remembered (attempting or blocked): bounded by ``max_addresses`` each."""
-        return len(self._tries) + len(self._blocked)
+        """Addresses remembered (with failures or blocked): bounded by ``max_addresses`` each."""
+        return len(self._failures) + len(self._blocked)
+
+
+def _discard(queue: deque[Deferred[bool]], d: Deferred[bool]) -> None:
+    if d in queue:
+        queue.remove(d)
 
 
 @define
