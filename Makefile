@@ -1,10 +1,11 @@
-# Two entry points: `make run` and `make test`. Both build .venv from nothing.
+# Entry points: `make run`, `make test` and `make bench`. Each builds .venv from nothing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: run cli test lint install clean
+.PHONY: run cli test lint install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,17 @@ lint: $(STAMP)
 
 test: install lint
 	$(BIN)/pytest
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+# Load runs on loopback (bench/README.md): N = 1,000 and 10,000 against the
+# floor and shellserver, a sweep for the plot, medians of 3 alternating runs;
+# exits 1 when a target is missed.
+bench: $(BENCH_STAMP) install
+	$(BIN)/python bench/run.py --sizes 1000,10000 --sweep 100,300,3000 --repeat 3 \
+		--json bench/last-run.json --plot docs/img/bench.png
 
 clean:
 	rm -rf $(VENV) build dist shellserver-data twisted/plugins/dropin.cache

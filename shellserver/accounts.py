@@ -18,21 +18,35 @@ from typing import Any, TypeVar
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
 from shellserver.datadir import DataDir
-from shellserver.passwords import dummy_hash, hash_password, verify_password
+from shellserver.passwords import (
+    dummy_hash,
+    hash_password,
+    is_cheap,
+    needs_rehash,
+    verify_password,
+)
 from shellserver.threads import Runner
+
+log = Logger()
 
 ROLE_USER = "user"
 ROLE_ADMIN = "admin"
 ROLES = (ROLE_USER, ROLE_ADMIN)
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 T = TypeVar("T")
+
+
+#: What a full or failing disk raises from the store or the homes. The service is unavailable
+#: for a moment, not broken: logins and registrations say so and carry on (SPEC §7).
+UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
 
 
 class StoreError(Exception):
@@ -121,8 +135,32 @@ def _schema_v1(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _schema_v2(db: sqlite3.Connection) -> None:
+    """Saved (offline) messages and ignore lists (SPEC §11); both go with their user."""
+    script = """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            recipient TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            sender TEXT NOT NULL,
+            sent REAL NOT NULL,
+            body TEXT NOT NULL,
+            read INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX messages_recipient ON messages (recipient, id);
+        CREATE TABLE ignores (
+            user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            ignored TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            PRIMARY KEY (user, ignored)
+        ) WITHOUT ROWID;
+        CREATE INDEX ignores_ignored ON ignores (ignored);
+        """
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 #: MIGRATIONS[v] brings a store from version v to v + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _schema_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _schema_v1, 1: _schema_v2}
 
 _USER_COLS = "name, role, locked, created"
 
@@ -221,6 +259,14 @@ class AccountDB:
 
     def set_password_hash(self, name: str, pw_hash: str) -> None:
         self._update("UPDATE users SET pw_hash=? WHERE name=?", pw_hash, name)
+
+    def replace_hash(self, name: str, old: str, new: str) -> bool:
+        """Swap ``old`` for ``new`` only if nobody changed the password in between."""
+        with self._transaction():
+            cur = self._db.execute(
+                "UPDATE users SET pw_hash=? WHERE name=? AND pw_hash=?", (new, name, old)
+            )
+        return cur.rowcount == 1
 
     def set_role(self, name: str, role: str) -> None:
         self._update("UPDATE users SET role=? WHERE name=?", role, name)
@@ -330,24 +376,52 @@ class AccountStore:
     hash_cost: int
     _dummy: str | None = field(default=None, init=False)
 
-    def _dummy_hash(self) -> str:
+    async def _dummy_hash(self) -> str:
+        """Made once, on the hashing pool like every hash: never a stall of the reactor."""
         if self._dummy is None:
-            self._dummy = dummy_hash(self.hash_cost)
+            made: str = await self.run_hash(dummy_hash, self.hash_cost)
+            if self._dummy is None:
+                self._dummy = made
         return self._dummy
 
     def authenticate(self, name: str, password: str) -> Deferred[Account]:
         return self._d(self._authenticate(name, password))
 
     async def _authenticate(self, name: str, password: str) -> Account:
-        found = await self.run_db(self.db.get_hash, name)
-        stored = found[1] if found is not None else self._dummy_hash()
-        ok = await self.run_hash(verify_password, password, stored)
+        found, ok = await self.run_db(self._read_and_check_cheap, name, password)
+        stored = found[1] if found is not None else await self._dummy_hash()
+        if ok is None:
+            ok = await self.run_hash(verify_password, password, stored)
         if not ok or found is None:
             raise LoginFailed()
         account: Account = found[0]
         if account.locked:
             raise AccountLocked(account.name)
+        if needs_rehash(stored, self.hash_cost):
+            rehash = self._d(self._rehash(name, stored, password))
+            rehash.addErrback(lambda f: log.failure("rehashing {user} failed", f, user=name))
         return account
+
+    async def _rehash(self, name: str, old: str, password: str) -> None:
+        """In the background: the login does not wait for a second hash."""
+        new = await self.hash(password)
+        await self.run_db(self.db.replace_hash, name, old, new)
+
+    def _read_and_check_cheap(
+        self, name: str, password: str
+    ) -> tuple[tuple[Account, str] | None, bool | None]:
+        """On the database thread: the account and hash, and, for a cheap hash, the check.
+
+        A cheap hash (test and benchmark accounts, ``--hash-cost`` 5 or less)
+        is checked here rather than on the hashing pool: one thread round trip
+        per login instead of two. ``None`` for the check means "not done":
+        the hash is dear, or the user is unknown and the dummy hash is not made yet.
+        """
+        found = self.db.get_hash(name)
+        stored = found[1] if found is not None else self._dummy
+        if stored is not None and is_cheap(stored):
+            return found, verify_password(password, stored)
+        return found, None
 
     def _d(self, coro: Any) -> Deferred[Any]:
         return Deferred.fromCoroutine(coro)
@@ -355,7 +429,7 @@ class AccountStore:
     def check_password(self, name: str, password: str) -> Deferred[bool]:
         async def check() -> bool:
             found = await self.run_db(self.db.get_hash, name)
-            stored = found[1] if found is not None else self._dummy_hash()
+            stored = found[1] if found is not None else await self._dummy_hash()
             ok: bool = await self.run_hash(verify_password, password, stored)
             return ok and found is not None
 

@@ -33,7 +33,9 @@ def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: s
 
 async def wall(server: Server, by: str, tty: str, where: str, text: str) -> int:
     message = broadcast_message(by, server.config.hostname, tty, server.clock.seconds(), text)
+    sessions = len(server.hub)
     reached = await server.hub.broadcast(message)
+    server.metrics.messages("wall", reached, max(0, sessions - reached))
     server.admin_action(by, where, "wall", text=text, reached=reached)
     return reached
 
@@ -62,16 +64,32 @@ async def set_password(server: Server, by: str, where: str, name: str, password:
 
 
 async def delete_user(server: Server, by: str, where: str, name: str) -> None:
-    """Raises NoSuchUser. The user's sessions are told and ended."""
-    await server.store.delete(name)
-    await server.hub.logout_user(name, Message.of(f"Your account has been deleted by {by}."))
-    await server.account_deleted(name)
+    """Raises NoSuchUser. The user's sessions are told and ended.
+
+    All or nothing (docs/files.md): the home is moved aside first, put back if
+    the account cannot be deleted, and removed off the reactor afterwards.
+    """
+    homes = server.homes
+    aside = await homes.set_aside(name) if homes is not None else None
+    try:
+        await server.store.delete(name)
+    except BaseException:
+        if homes is not None:
+            await homes.restore(name, aside)
+        raise
     server.admin_action(by, where, "userdel", user=name)
+    await server.hub.logout_user(
+        name, Message.of(f"Your account has been deleted by {careful(by)}.")
+    )
+    if homes is not None:
+        await homes.purge(aside)
 
 
 async def set_locked(server: Server, by: str, where: str, name: str, locked: bool) -> None:
     """Raises NoSuchUser. Locking also ends the user's sessions."""
     await server.store.set_locked(name, locked)
     if locked:
-        await server.hub.logout_user(name, Message.of(f"Your account has been locked by {by}."))
+        await server.hub.logout_user(
+            name, Message.of(f"Your account has been locked by {careful(by)}.")
+        )
     server.admin_action(by, where, "lock" if locked else "unlock", user=name)

@@ -5,18 +5,30 @@ cost a file descriptor and a timer for 60 s. Counting them, in total and per
 address (like OpenSSH's MaxStartups), keeps one noisy address from filling
 the login queue for everyone else, and keeps the process inside its file
 descriptor limit (see :func:`raise_fd_limit`).
+
+Under pressure (from half of ``--max-unauth`` on) new connections are dropped
+at random with a chance growing from 30 % to 100 % at the limit, OpenSSH's
+``MaxStartups 100:30:200``, and the login grace shortens from 60 s towards
+10 s, so half-open connections churn instead of holding every slot for a
+minute. The random source is passed in, so tests decide every draw.
 """
 
 from __future__ import annotations
 
 import resource
 from collections import Counter
+from random import Random
 
 from attrs import define, field
 
 TOO_MANY = "Too many connections; try again later."
 TOO_MANY_UNAUTH = "Too many connections waiting to log in; try again later."
 TOO_MANY_FROM_YOU = "Too many connections from your address waiting to log in; try again later."
+
+#: The chance of a random early drop at half of ``--max-unauth`` (OpenSSH's ``rate``).
+EARLY_DROP = 0.30
+#: The shortest login grace, reached when ``--max-unauth`` connections are waiting.
+MIN_GRACE = 10.0
 
 #: Descriptors kept for everything that is not a client: store, logs, listeners, threads.
 FD_HEADROOM = 64
@@ -32,6 +44,7 @@ class Admission:
     connections: int = 0
     unauth: int = 0
     _unauth_by_addr: Counter[str] = field(factory=Counter)
+    random: Random = field(factory=Random)
     #: Refusals not yet logged, and when the last log line was written.
     _unlogged: int = 0
     _logged_at: float = float("-inf")
@@ -47,10 +60,32 @@ class Admission:
             and self._unauth_by_addr.get(peer, 0) >= self.max_unauth_per_addr
         ):
             return self._refuse(TOO_MANY_FROM_YOU)
+        pressure = self.pressure()
+        if (
+            pressure is not None
+            and self.random.random() < EARLY_DROP + (1 - EARLY_DROP) * pressure
+        ):
+            return self._refuse(TOO_MANY_UNAUTH)
         self.connections += 1
         self.unauth += 1
         self._unauth_by_addr[peer] += 1
         return None
+
+    def pressure(self) -> float | None:
+        """None below half of ``--max-unauth``; from there 0.0 rising to 1.0 at the limit."""
+        if not self.max_unauth:
+            return None
+        start = self.max_unauth // 2
+        if self.unauth < start:
+            return None
+        return min(1.0, (self.unauth - start) / max(1, self.max_unauth - start))
+
+    def login_grace(self, base: float) -> float:
+        """The login timeout for now: ``base``, shortened towards MIN_GRACE under pressure."""
+        pressure = self.pressure()
+        if pressure is None or base <= MIN_GRACE:
+            return base
+        return base - (base - MIN_GRACE) * pressure
 
     def logged_in(self, peer: str) -> None:
         """An admitted connection has a session now: it no longer waits to log in."""

@@ -7,10 +7,9 @@ Plain lines (no quote, backslash, redirection or glob character) take a
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
-from attrs import frozen
-
-_SLOW = re.compile(r"['\"\\><*?\[\t]")
+_SLOW = re.compile(r"['\"\\><*?\[\t~]")
 _GLOB = frozenset("*?[")
 
 
@@ -18,34 +17,46 @@ class SplitError(ValueError):
     """A line the shell cannot parse; its text is shown to the user as is."""
 
 
-@frozen
-class CommandLine:
+class CommandLine(NamedTuple):
+    """A split line. A named tuple, not an attrs class: one is built per typed line,
+    and a frozen attrs instance costs ~60% more to make."""
+
     words: tuple[str, ...]
     #: Per word: does it contain an unquoted ``*``, ``?`` or ``[`` (to be expanded)?
     globs: tuple[bool, ...]
     #: ``(">" or ">>", target)`` when the line redirects its output.
     redirect: tuple[str, str] | None = None
+    #: Per word: does it start with an unquoted ``~`` (to be expanded)?
+    tildes: tuple[bool, ...] = ()
 
 
 def split_line(line: str) -> CommandLine:
     if _SLOW.search(line) is None:
-        words = tuple([w for w in line.split(" ") if w])
-        return CommandLine(words, (False,) * len(words))
+        words = tuple(filter(None, line.split(" ")))
+        n = len(words)
+        plain = _NO_GLOBS[n] if n < len(_NO_GLOBS) else (False,) * n
+        return CommandLine(words, plain, None, plain)
     return _split_general(line)
+
+
+#: ``globs`` for plain lines of up to 63 words, made once.
+_NO_GLOBS = tuple((False,) * n for n in range(64))
 
 
 def _split_general(line: str) -> CommandLine:
     words: list[str] = []
     globs: list[bool] = []
+    tildes: list[bool] = []
     redirect: tuple[str, str] | None = None
     pending_op: str | None = None
     word: list[str] = []
     in_word = False
     glob = False
+    tilde = False
     i, n = 0, len(line)
 
     def finish() -> None:
-        nonlocal in_word, glob, pending_op, redirect
+        nonlocal in_word, glob, tilde, pending_op, redirect
         if not in_word:
             return
         text = "".join(word)
@@ -57,9 +68,11 @@ def _split_general(line: str) -> CommandLine:
         else:
             words.append(text)
             globs.append(glob)
+            tildes.append(tilde)
         word.clear()
         in_word = False
         glob = False
+        tilde = False
 
     while i < n:
         ch = line[i]
@@ -106,6 +119,8 @@ def _split_general(line: str) -> CommandLine:
             else:
                 pending_op, i = ">", i + 1
         else:
+            if ch == "~" and not in_word:
+                tilde = True
             if ch in _GLOB:
                 glob = True
             word.append(ch)
@@ -114,4 +129,4 @@ def _split_general(line: str) -> CommandLine:
     finish()
     if pending_op is not None:
         raise SplitError("syntax error near unexpected token `newline'")
-    return CommandLine(tuple(words), tuple(globs), redirect)
+    return CommandLine(tuple(words), tuple(globs), redirect, tuple(tildes))

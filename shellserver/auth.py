@@ -8,11 +8,11 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from shellserver.accounts import AccountStore, LoginFailed
+from shellserver.accounts import Account, AccountStore, LoginFailed
 
 
 class IAccount(Interface):
@@ -23,15 +23,21 @@ class IAccount(Interface):
 class StoreChecker:
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, store: AccountStore) -> None:
+    def __init__(self, store: AccountStore, checked: dict[str, Account] | None = None) -> None:
         self.store = store
+        #: Accounts just checked, for the realm (see ``AccountRealm.checked``).
+        self.checked: dict[str, Account] = {} if checked is None else checked
 
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         name = credentials.username.decode("utf-8", "surrogateescape")
         password = credentials.password.decode("utf-8", "surrogateescape")
         d: Deferred[Any] = self.store.authenticate(name, password)
-        d.addCallbacks(lambda account: account.name.encode(), _unauthorized)
+        d.addCallbacks(self._checked, _unauthorized)
         return d
+
+    def _checked(self, account: Account) -> bytes:
+        self.checked[account.name] = account
+        return account.name.encode()
 
 
 def _unauthorized(failure: Failure) -> Failure:
@@ -42,17 +48,35 @@ def _unauthorized(failure: Failure) -> Failure:
 
 @implementer(IRealm)
 class AccountRealm:
-    def __init__(self, store: AccountStore) -> None:
+    """Accounts for avatar ids.
+
+    ``Portal.login`` calls the realm in the same callback chain in which the
+    checker succeeded, so the account the checker has just read from the
+    store (``checked``, shared with the checker) is current: taking it saves
+    a second store round trip per login. Other avatar ids (another checker,
+    a direct call) are looked up in the store.
+    """
+
+    def __init__(self, store: AccountStore, checked: dict[str, Account] | None = None) -> None:
         self.store = store
+        self.checked: dict[str, Account] = {} if checked is None else checked
 
     def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Deferred[Any]:
+        name = avatarId.decode() if isinstance(avatarId, bytes) else avatarId
+        account = self.checked.pop(name, None)  # first: never left behind to go stale
         if IAccount not in interfaces:
             raise NotImplementedError("only shell accounts are served")
-        name = avatarId.decode() if isinstance(avatarId, bytes) else avatarId
+        if account is not None:
+            return succeed((IAccount, account, _no_logout))
         d = self.store.get(name)
-        d.addCallback(lambda account: (IAccount, account, lambda: None))
+        d.addCallback(lambda account: (IAccount, account, _no_logout))
         return d
 
 
+def _no_logout() -> None:
+    pass
+
+
 def make_portal(store: AccountStore) -> Portal:
-    return Portal(AccountRealm(store), [StoreChecker(store)])
+    checked: dict[str, Account] = {}
+    return Portal(AccountRealm(store, checked), [StoreChecker(store, checked)])

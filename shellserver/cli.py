@@ -35,6 +35,7 @@ from shellserver.accounts import (
     password_problem,
     username_problem,
 )
+from shellserver.backup import BackupError, backup_store
 from shellserver.config import DATA_ENV, default_data
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.homefs import Homes
@@ -46,7 +47,7 @@ from shellserver.wires.ssh import authkeys
 from shellserver.words import counted
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
-OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel", "addkey"})
+OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel", "addkey", "backup"})
 DEFAULT_COST = 14
 
 
@@ -93,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
     s.add_argument("name", metavar="USER")
+    s = sub.add_parser("backup", help="copy the store to FILE (SQLite online backup)")
+    s.add_argument("file", help="written by the server while it runs: a path it may write")
+    s.add_argument("--force", action="store_true", help="replace FILE if it exists")
     return p
 
 
@@ -170,8 +174,27 @@ def operator() -> str:
         return f"uid {os.getuid()}"
 
 
+def backup_offline(args: argparse.Namespace, datadir: DataDir) -> str:
+    """Copy the store of a stopped server, holding the lock so none starts meanwhile."""
+    if not datadir.db_path.exists():
+        raise refuse(f"there is no store at {datadir.db_path.path}")
+    try:
+        datadir.lock()
+    except DataDirLocked:
+        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
+    try:
+        size = backup_store(datadir.db_path.path, args.file, args.force)
+    except BackupError as e:
+        raise refuse(str(e)) from None
+    finally:
+        datadir.unlock()
+    return f"store copied to {args.file} ({counted(size, 'byte')})"
+
+
 def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     """Change the store directly, holding the data dir's lock so no server starts meanwhile."""
+    if args.command == "backup":
+        return backup_offline(args, datadir)
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
     entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
     key = read_key() if args.command == "addkey" else b""
@@ -182,13 +205,22 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
     try:
         db = AccountDB.open(datadir.db_path.path)
+        homes = Homes(datadir.home_root, 0, inline_runner)
+        # userdel is all or nothing: the home moves aside first and comes back on failure;
+        # a new account never inherits a leftover home.
+        aside = homes.set_aside_now(args.name) if args.command == "userdel" else None
         try:
-            if args.command == "addkey":
-                result = _offline_addkey(args.name, db, datadir, key)
-            else:
-                result = _offline_change(args, db, password, entries)
-            if args.command == "userdel":
-                Homes(datadir.home_root, 0, inline_runner).delete(args.name)
+            try:
+                if args.command == "addkey":
+                    result = _offline_addkey(args.name, db, datadir, key)
+                else:
+                    result = _offline_change(args, db, password, entries)
+            except BaseException:
+                homes.restore_now(args.name, aside)
+                raise
+            if args.command == "useradd":
+                homes.purge_now(homes.set_aside_now(args.name))
+            homes.purge_now(aside)
         finally:
             db.close()
         with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
@@ -265,7 +297,7 @@ async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> s
             r = await conn.callRemote(control.AddKey, name=args.name, key=key)
             return added_text(args.name, r["fingerprint"])
         return await _online(conn, args, password, entries)
-    except (control.BadRequest, control.NoShutdown) as e:
+    except (control.BadRequest, control.NoShutdown, BackupError) as e:
         raise refuse(str(e)) from None
     except UserExists:
         raise refuse(f"user '{args.name}' already exists") from None
@@ -312,6 +344,9 @@ async def _online(
     if cmd == "userdel":
         await call(control.UserDel, name=args.name)
         return f"deleted {args.name}"
+    if cmd == "backup":
+        r = await call(control.Backup, path=args.file, force=args.force)
+        return f"store copied to {args.file} ({counted(r['size'], 'byte')})"
     raw = json.dumps(entries).encode()
     batch = ""
     for i in range(0, len(raw), control.PAGE):
@@ -378,6 +413,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         problem = username_problem(args.name)
         if problem is not None:
             raise refuse(problem)
+    if args.command == "backup":
+        args.file = os.path.abspath(args.file)  # the server's working directory is not ours
     if args.command == "wall":
         args.wall_text = " ".join(args.text)
         if not args.wall_text.strip():

@@ -46,11 +46,13 @@ class Config:
     #: ``--ssh`` listeners (§9); none unless given.
     ssh: tuple[str, ...] = ()
     control: str | None = None
+    #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
+    metrics: str | None = None
     hostname: str = field(factory=default_hostname)
     #: This server's name in who --json; a cluster (later) names each node, one server is its host.
     node: str = field(factory=default_hostname)
     registration: bool = True
-    max_sessions: int = 0
+    max_sessions: int = 10
     on_max: str = "refuse"
     idle_timeout: int = 3600
     motd: str | None = None
@@ -64,6 +66,7 @@ class Config:
     cmd_burst: int = 40
     cmd_rate: float = 10.0
     max_output: int = 256 * 1024
+    max_registrations: int = 5
     hash_cost: int = 14
     login_timeout: float = 60.0
     max_line: int = 4096

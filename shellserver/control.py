@@ -28,6 +28,7 @@ from shellserver.accounts import (
     UserExists,
     username_problem,
 )
+from shellserver.backup import BackupError, backup_store
 from shellserver.wires.ssh.authkeys import AddKeyRefused
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ _ERRORS: dict[type[Exception], bytes] = {
     NoSuchUser: b"NO_SUCH_USER",
     BadRequest: b"BAD_REQUEST",
     NoShutdown: b"NO_SHUTDOWN",
+    BackupError: b"BACKUP_FAILED",
 }
 
 
@@ -132,6 +134,14 @@ class NewUsersPage(amp.Command):
 class NewUsersCommit(amp.Command):
     arguments = [(b"batch", amp.Unicode())]
     response = [(b"created", amp.Integer()), (b"updated", amp.Integer())]
+    errors = _ERRORS
+
+
+class Backup(amp.Command):
+    """Copy the store to ``path`` (absolute, written by the server) with SQLite's online backup."""
+
+    arguments = [(b"path", amp.Unicode()), (b"force", amp.Boolean())]
+    response = [(b"size", amp.Integer())]
     errors = _ERRORS
 
 
@@ -287,6 +297,17 @@ class ControlProtocol(amp.AMP):
             raise BadRequest(str(e)) from None
         self.server.admin_action(who, where, "addkey", user=name, key=fingerprint)
         return {"fingerprint": fingerprint}
+
+    @Backup.responder
+    async def backup(self, path: str, force: bool) -> dict[str, Any]:
+        if not os.path.isabs(path):
+            raise BadRequest("the backup file must be an absolute path")
+        who, where = self._caller()
+        store = self.server.store
+        # On the database thread: between two store calls, never alongside one.
+        size: int = await store.run_db(backup_store, store.db.path, path, force)
+        self.server.admin_action(who, where, "backup", file=path, size=size)
+        return {"size": size}
 
     @NewUsersPage.responder
     def newusers_page(self, batch: str, page: bytes) -> dict[str, Any]:

@@ -1,355 +1,231 @@
-"""Sandboxed home directories: every path a user types resolves inside their own home.
+"""Homes as the reactor sees them: file work handed to the I/O pool, one job per home at a time.
 
-Paths are resolved lexically first (``..`` stops at the home, as under
-chroot; ``/home/<user>`` and ``~`` name the home; any other absolute path or
-``~other`` is refused), then walked component by component on disk with
-``FilePath.child`` and ``lstat``: a symlink anywhere is refused, never
-followed, and files are finally opened with ``O_NOFOLLOW``. Nothing here
-creates a symlink, so one can only appear if someone with access to the data
-dir plants it, and then it leads nowhere.
+A command never touches the disk on the reactor thread. It hands a job (a
+plain function over the home's :class:`~shellserver.files.tree.Tree`) to
+:meth:`Home.run`, which queues it behind the home's earlier jobs and runs it
+on the I/O pool. Jobs of one home are serialised, so a quota check and the
+write it allows are one step even with 80 sessions of the user writing at
+once; jobs of different homes run side by side on the pool's threads.
+
+``userdel`` is all-or-nothing: the home is first renamed into ``<data>/trash``
+(a name no user can reach), then the account row is deleted (or, if that
+fails, the home renamed back), then the tree is removed on the pool.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import stat
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from attrs import define
-from twisted.python.filepath import FilePath, InsecurePath
+from attrs import define, field
+from twisted.internet.defer import DeferredLock
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
 
+from shellserver.files import walk
+from shellserver.files.sandbox import (
+    EACCES,
+    EDQUOT,
+    EISDIR,
+    ENOENT,
+    ENOSPC,
+    ENOTDIR,
+    FsError,
+    Refusal,
+    from_os,
+)
+from shellserver.files.tree import Tree
 from shellserver.sanitize import careful_lines
 from shellserver.threads import Runner
 
-ENOENT = "No such file or directory"
-ENOTDIR = "Not a directory"
-EISDIR = "Is a directory"
-EACCES = "Permission denied"
-EEXIST = "File exists"
-ENOTEMPTY = "Directory not empty"
-EDQUOT = "Disk quota exceeded"
-ENAMETOOLONG = "File name too long"
-EINVAL = "Invalid argument"
+__all__ = [
+    "EACCES",
+    "EDQUOT",
+    "EISDIR",
+    "ENOENT",
+    "ENOSPC",
+    "ENOTDIR",
+    "FsError",
+    "Home",
+    "Homes",
+    "Refusal",
+]
 
-MAX_NAME = 255
-MAX_PATH = 4096
-#: Files and directories one home may hold (inode quota).
-MAX_ENTRIES = 10_000
-#: Reads and writes larger than this go through a thread.
-THREAD_THRESHOLD = 64 * 1024
-
-_STRERROR = {
-    errno.ENOENT: ENOENT,
-    errno.ENOTDIR: ENOTDIR,
-    errno.EISDIR: EISDIR,
-    errno.EACCES: EACCES,
-    errno.EPERM: EACCES,
-    errno.ELOOP: EACCES,
-    errno.EEXIST: EEXIST,
-    errno.ENOTEMPTY: ENOTEMPTY,
-    errno.EDQUOT: EDQUOT,
-    errno.ENOSPC: EDQUOT,
-    errno.ENAMETOOLONG: ENAMETOOLONG,
-    errno.EINVAL: EINVAL,
-}
-
-
-class FsError(Exception):
-    """A reason in strerror words (``No such file or directory``), shown after the path."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def from_os(e: OSError) -> FsError:
-    return FsError(_STRERROR.get(e.errno or 0, e.strerror or "I/O error"))
-
-
-def _bad_name(name: str) -> str | None:
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in name):
-        return EINVAL
-    if len(name.encode("utf-8")) > MAX_NAME:
-        return ENAMETOOLONG
-    return None
+log = Logger()
+T = TypeVar("T")
+PLAN_LIMIT = 4096
+#: The disk being full is logged at most this often (seconds).
+NOSPACE_LOG_INTERVAL = 60.0
 
 
 @define(eq=False)
 class Home:
-    """One user's home. ``parts`` are lists of names below the home."""
+    """One user's home: the queue its file work waits in, and its tree."""
 
-    user: str
-    root: FilePath[str]
-    quota: int
-    run_io: Runner
+    homes: Homes
+    tree: Tree
+    lock: DeferredLock = field(factory=DeferredLock)
 
-    # -- names -------------------------------------------------------------------
+    @property
+    def user(self) -> str:
+        return self.tree.user
 
-    def resolve(self, cwd: str, typed: str) -> list[str]:
-        """The components below the home that ``typed`` names, seen from ``cwd``."""
-        if len(typed.encode("utf-8", "surrogateescape")) > MAX_PATH:
-            raise FsError(ENAMETOOLONG)
-        if "\x00" in typed:
-            raise FsError(EINVAL)
-        if typed == "~" or typed.startswith("~/"):
-            base: list[str] = []
-            rest = typed[1:]
-        elif typed.startswith("~"):
-            other = typed[1:].split("/", 1)[0]
-            if other != self.user:
-                raise FsError(EACCES)
-            base, rest = [], typed[1 + len(other) :]
-        elif typed.startswith("/"):
-            mine = f"/home/{self.user}"
-            if typed.rstrip("/") != mine and not typed.startswith(mine + "/"):
-                raise FsError(EACCES)
-            base, rest = [], typed[len(mine) :]
-        else:
-            base, rest = [p for p in cwd.split("/") if p], typed
-        parts = base
-        for name in rest.split("/"):
-            if name in ("", "."):
-                continue
-            if name == "..":
-                if parts:
-                    parts.pop()
-                continue
-            problem = _bad_name(name)
-            if problem is not None:
-                raise FsError(problem)
-            parts.append(name)
-        return parts
-
-    def shown(self, parts: list[str]) -> str:
-        return "/".join(["/home", self.user, *parts])
-
-    # -- walking -------------------------------------------------------------------
-
-    def ensure(self) -> FilePath[str]:
-        """The home directory, created on first use (accounts made with the server stopped)."""
-        if not self.root.isdir():
-            os.makedirs(self.root.path, mode=0o700, exist_ok=True)
-        return self.root
-
-    def path(self, parts: list[str], must_exist: bool = True) -> FilePath[str]:
-        """Walk to ``parts`` refusing symlinks; the last part may be missing unless required."""
-        here = self.ensure()
-        for i, name in enumerate(parts):
-            try:
-                here = here.child(name)
-            except InsecurePath:
-                raise FsError(EINVAL) from None
-            try:
-                st = os.lstat(here.path)
-            except FileNotFoundError:
-                if i == len(parts) - 1 and not must_exist:
-                    return here
-                raise FsError(ENOENT) from None
-            except OSError as e:
-                raise from_os(e) from None
-            if stat.S_ISLNK(st.st_mode):
-                raise FsError(EACCES)
-            if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
-                raise FsError(ENOTDIR)
-        return here
-
-    def lstat(self, parts: list[str]) -> os.stat_result:
-        return os.lstat(self.path(parts).path)
-
-    def is_dir(self, parts: list[str]) -> bool:
+    async def run(self, job: Callable[..., T], *args: Any) -> T:
+        """``job(tree, *args)`` on the I/O pool, after this home's earlier jobs."""
+        await self.lock.acquire()
         try:
-            return stat.S_ISDIR(self.lstat(parts).st_mode)
-        except FsError:
-            return False
-
-    def listdir(self, parts: list[str]) -> list[str]:
-        target = self.path(parts)
-        if not stat.S_ISDIR(os.lstat(target.path).st_mode):
-            raise FsError(ENOTDIR)
-        try:
-            return sorted(os.listdir(target.path))
-        except OSError as e:
+            result: T = await self.homes.run_io(job, self.tree, *args)
+            return result
+        except OSError as e:  # one the job did not expect (an operator's chmod): still one line
+            log.warn("file work for {user} failed: {error}", user=self.user, error=e)
             raise from_os(e) from None
+        finally:
+            if self.tree.out_of_space:
+                self.tree.out_of_space = False
+                self.homes.note_out_of_space()
+            self.lock.release()
 
-    # -- quota ---------------------------------------------------------------------
-
-    def _walk(self) -> Iterator[os.stat_result]:
-        stack = [self.ensure().path]
-        while stack:
-            try:
-                entries = list(os.scandir(stack.pop()))
-            except OSError:
-                continue
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                yield st
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
-
-    def usage(self) -> tuple[int, int]:
-        """(bytes in regular files, number of entries)."""
-        size = count = 0
-        for st in self._walk():
-            count += 1
-            if stat.S_ISREG(st.st_mode):
-                size += st.st_size
-        return size, count
-
-    def check_room(self, grow: int, new_entries: int = 0) -> None:
-        size, count = self.usage()
-        full = new_entries and size >= self.quota  # a full home takes no new files, even empty
-        if full or size + grow > self.quota or count + new_entries > MAX_ENTRIES:
-            raise FsError(EDQUOT)
-
-    # -- reading and writing -------------------------------------------------------------
-
-    async def read(self, parts: list[str], limit: int) -> bytes:
-        """The file's first ``limit`` bytes (and one more, so callers can tell it was cut)."""
-        target = self.path(parts)
-        st = os.lstat(target.path)
-        if stat.S_ISDIR(st.st_mode):
-            raise FsError(EISDIR)
-        if st.st_size > THREAD_THRESHOLD:
-            data: bytes = await self.run_io(_read, target.path, limit + 1)
-            return data
-        return _read(target.path, limit + 1)
-
-    async def write(self, parts: list[str], data: bytes, append: bool = False) -> None:
-        """Replace or extend a file, all or nothing, within the quota."""
-        target = self.path(parts, must_exist=False)
-        old = b""
-        existing = None
-        if target.exists():
-            existing = os.lstat(target.path)
-            if stat.S_ISDIR(existing.st_mode):
-                raise FsError(EISDIR)
-            if append:
-                old = await self.read(parts, self.quota)
-        grow = len(old) + len(data) - (existing.st_size if existing else 0)
-        self.check_room(grow, 0 if existing else 1)
-        content = old + data
-        if len(content) > THREAD_THRESHOLD:
-            await self.run_io(_replace, target, content)
-        else:
-            _replace(target, content)
-
-    async def copy(self, src: list[str], dst: list[str]) -> None:
-        data = await self.read(src, self.quota)
-        if len(data) > self.quota:
-            raise FsError(EDQUOT)
-        await self.write(dst, data)
-
-    def touch(self, parts: list[str]) -> None:
-        target = self.path(parts, must_exist=False)
-        if target.exists():
-            os.utime(target.path, follow_symlinks=False)
-            return
-        self.check_room(0, 1)
-        _replace(target, b"")
-
-    def mkdir(self, parts: list[str]) -> None:
-        target = self.path(parts, must_exist=False)
-        if target.exists() or os.path.lexists(target.path):
-            raise FsError(EEXIST)
-        self.check_room(0, 1)
-        try:
-            os.mkdir(target.path, 0o700)
-        except OSError as e:
-            raise from_os(e) from None
-
-    def rmdir(self, parts: list[str]) -> None:
-        if not parts:
-            raise FsError(EACCES)  # the home itself
-        try:
-            os.rmdir(self.path(parts).path)
-        except OSError as e:
-            raise from_os(e) from None
-
-    def remove(self, parts: list[str], recursive: bool) -> None:
-        target = self.path(parts)
-        if stat.S_ISDIR(os.lstat(target.path).st_mode):
-            if not recursive:
-                raise FsError(EISDIR)
-            if not parts:
-                raise FsError(EACCES)
-            shutil.rmtree(target.path)  # never follows symlinks
-        else:
-            os.unlink(target.path)
-
-    def rename(self, src: list[str], dst: list[str]) -> None:
-        if not src:
-            raise FsError(EACCES)
-        source = self.path(src)
-        target = self.path(dst, must_exist=False)
-        if dst[: len(src)] == src:
-            raise FsError(EINVAL)  # into itself
-        if target.exists() and stat.S_ISDIR(os.lstat(target.path).st_mode):
-            if stat.S_ISDIR(os.lstat(source.path).st_mode) and os.listdir(target.path):
-                raise FsError(ENOTEMPTY)
-            if not stat.S_ISDIR(os.lstat(source.path).st_mode):
-                raise FsError(EISDIR)
-        try:
-            os.rename(source.path, target.path)
-        except OSError as e:
-            raise from_os(e) from None
-
-
-def _read(path: str, limit: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        return f.read(limit)
-
-
-def _replace(target: FilePath[str], data: bytes) -> None:
-    """Write a sibling temp file, then rename it over the target: never a partial file."""
-    tmp = target.sibling(f".{target.basename()[:200]}.{os.getpid()}.tmp")
-    fd = os.open(tmp.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp.path, target.path)
-    except OSError as e:
-        if os.path.lexists(tmp.path):
-            os.unlink(tmp.path)
-        raise from_os(e) from None
+    async def io(self, f: Callable[..., T], *args: Any) -> T:
+        """``f(*args)`` on the pool without the home's queue (reading an open descriptor)."""
+        result: T = await self.homes.run_io(f, *args)
+        return result
 
 
 @define(eq=False)
 class Homes:
-    """All homes, under ``<data>/home``."""
+    """All homes, under ``<data>/home``; their temp files in ``<data>/tmp``, removed
+    homes in ``<data>/trash`` until they are gone."""
 
     root: FilePath[str]
     quota: int
     run_io: Runner
+    clock: Any = None
+    _homes: dict[str, Home] = field(factory=dict)
+    _nospace_logged: float | None = None
+
+    @property
+    def tmp(self) -> str:
+        return os.path.join(os.path.dirname(self.root.path), "tmp")
+
+    @property
+    def trash(self) -> str:
+        return os.path.join(os.path.dirname(self.root.path), "trash")
 
     def home(self, user: str) -> Home:
-        return Home(user, self.root.child(user), self.quota, self.run_io)
+        home = self._homes.get(user)
+        if home is None or home.tree.quota != self.quota:
+            tree = Tree(user, os.path.join(self.root.path, user), self.tmp, self.quota)
+            if home is None:
+                home = Home(self, tree)
+            else:  # measured again at the new quota, but still behind the same queue
+                tree.away = home.tree.away
+                home = Home(self, tree, home.lock)
+            self._homes[user] = home
+        return home
 
-    def create(self, user: str) -> None:
-        self.home(user).ensure()
+    def note_out_of_space(self) -> None:
+        now = self.clock.seconds() if self.clock is not None else _monotonic()
+        if self._nospace_logged is None or now - self._nospace_logged >= NOSPACE_LOG_INTERVAL:
+            self._nospace_logged = now
+            log.error("no space left on the device holding {root}", root=self.root.path)
 
-    def delete(self, user: str) -> None:
-        """userdel removes the home with everything in it (see docs/files.md)."""
-        path = self.root.child(user)
-        if os.path.lexists(path.path):
-            if path.islink() or not path.isdir():
-                os.unlink(path.path)
-            else:
-                shutil.rmtree(path.path)
+    # -- accounts --------------------------------------------------------------------
+
+    async def create(self, user: str) -> None:
+        """A new account starts with an empty home: anything left under its name goes first.
+
+        Raises OSError when the home cannot be made (the disk is full).
+        """
+        aside = await self.run_io(_move_aside, self.root.path, self.trash, user)
+        self._homes.pop(user, None)
+        if aside is not None:
+            log.warn("removed a leftover home for new account {user}", user=user)
+            await self.purge(aside)
+        home = self.home(user)
+        await home.lock.acquire()
+        try:  # an OSError (disk full) stays one: the caller tells the user the service is down
+            await self.run_io(Tree.open_home, home.tree)
+        finally:
+            home.lock.release()
+
+    async def set_aside(self, user: str) -> str | None:
+        """First step of userdel: the home moves to the trash (under the home's queue).
+
+        Until :meth:`restore` the home is away: the user's sessions, still
+        logged in while the account is deleted, find nothing there and make
+        nothing (a home made again meanwhile would be left behind, or would
+        stop the old one from coming back).
+        """
+        home = self.home(user)
+        await home.lock.acquire()
+        try:
+            aside: str | None = await self.run_io(_move_aside, self.root.path, self.trash, user)
+            home.tree.usage = None
+            home.tree.away = True
+        finally:
+            home.lock.release()
+        return aside
+
+    async def restore(self, user: str, aside: str | None) -> None:
+        """Undo :meth:`set_aside` (the account could not be deleted after all)."""
+        if aside is not None:
+            await self.run_io(os.rename, aside, os.path.join(self.root.path, user))
+        self.home(user).tree.away = False
+
+    async def purge(self, aside: str | None) -> None:
+        """Last step of userdel: the moved tree is removed on the pool; failures are logged."""
+        if aside is None:
+            return
+        try:
+            await self.run_io(_remove_any, aside)
+        except OSError as e:
+            log.error("could not remove {path}: {error}", path=aside, error=e)
+
+    # The same steps in this thread, for the CLI with the server stopped.
+
+    def set_aside_now(self, user: str) -> str | None:
+        return _move_aside(self.root.path, self.trash, user)
+
+    def restore_now(self, user: str, aside: str | None) -> None:
+        if aside is not None:
+            os.rename(aside, os.path.join(self.root.path, user))
+
+    def purge_now(self, aside: str | None) -> None:
+        if aside is not None:
+            _remove_any(aside)
 
     async def plan(self, user: str) -> str | None:
         home = self.home(user)
         try:
-            data = await home.read([".plan"], PLAN_LIMIT)
+            data = await home.run(Tree.read, [".plan"], PLAN_LIMIT)
         except (FsError, OSError):
             return "No Plan."
         text = careful_lines(data[:PLAN_LIMIT].decode("utf-8", "surrogateescape"))
         return "Plan:\n" + text.rstrip("\n")
 
 
-PLAN_LIMIT = 4096
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _move_aside(root: str, trash: str, user: str) -> str | None:
+    """Rename ``root/user`` (whatever it is) into the trash; None if there was nothing."""
+    path = os.path.join(root, user)
+    if not os.path.lexists(path):
+        return None
+    os.makedirs(trash, mode=0o700, exist_ok=True)
+    aside = os.path.join(trash, f"{user}.{uuid.uuid4().hex}")
+    os.rename(path, aside)
+    return aside
+
+
+def _remove_any(path: str) -> None:
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        walk.remove_tree(path)
+    else:
+        os.unlink(path)

@@ -7,17 +7,21 @@ typed line would cost more than a pass over the table every few seconds.
 from __future__ import annotations
 
 from attrs import define, field
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from shellserver.hub import Hub, Message
+from shellserver.hub import IHub, Message
 from shellserver.session import Session
 from shellserver.words import counted
+
+log = Logger()
 
 WARNING = 60.0
 
 
 @define(eq=False)
 class IdleWatch:
-    hub: Hub
+    hub: IHub
     timeout: float
     _warning: Message = field(init=False)
     _logout: Message = field(init=False)
@@ -33,15 +37,19 @@ class IdleWatch:
     def scan(self, now: float) -> None:
         if self.timeout <= 0:
             return
-        self.hub.sessions().addCallback(self._check, now)
+        d = self.hub.sessions()
+        d.addCallback(self._check, now)
+        d.addErrback(self._failed, "idle scan")
 
     def _check(self, sessions: list[Session], now: float) -> None:
         warn_after = max(0.0, self.timeout - WARNING)
         for s in sessions:
             idle = s.idle(now)
             if idle >= self.timeout:
-                s.deliver(self._logout.body)
-                s.disconnect()
+                self.hub.end_session(s, self._logout).addErrback(self._failed, "idle logout")
             elif idle >= warn_after and s.idle_warned != s.last_active:
                 s.idle_warned = s.last_active
-                s.deliver(self._warning.body)
+                self.hub.deliver(s, self._warning).addErrback(self._failed, "idle warning")
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        log.failure("{what} failed", failure, what=what)

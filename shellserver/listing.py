@@ -12,22 +12,39 @@ SIX_MONTHS = 182 * 86400
 
 
 def columns(names: list[str], width: int) -> str:
-    """Fill columns top to bottom, as ``ls -C`` does, using as few rows as fit."""
+    """Fill columns top to bottom, as ``ls -C`` does: the most columns that fit the width.
+
+    Like GNU ls, each candidate column count is tried from the most that
+    could fit, and a candidate is dropped as soon as its columns so far are
+    too wide, so a big directory costs little more than one pass.
+    """
     if not names:
         return ""
-    widths = [display_width(n) for n in names]
-    for rows in range(1, len(names) + 1):
-        cols = -(-len(names) // rows)
-        col_widths = [max(widths[c * rows : (c + 1) * rows]) for c in range(cols)]
-        if sum(col_widths) + 2 * (cols - 1) <= width or rows == len(names):
+    n = len(names)
+    widths = [display_width(name) for name in names]
+    rows, col_widths = n, [max(widths)]
+    for cols in range(max(1, min(n, (width + 2) // 3)), 1, -1):
+        r = -(-n // cols)
+        if -(-n // r) != cols:
+            continue  # the same layout as a smaller column count
+        total, found = -2, []
+        for c in range(cols):
+            w = max(widths[c * r : (c + 1) * r])
+            total += w + 2
+            if total > width:
+                break
+            found.append(w)
+        else:
+            rows, col_widths = r, found
             break
+    cols = len(col_widths)
     lines = []
     for r in range(rows):
         cells = []
         for c in range(cols):
             i = c * rows + r
-            if i < len(names):
-                last = (c + 1) * rows + r >= len(names)
+            if i < n:
+                last = (c + 1) * rows + r >= n
                 pad = "" if last else " " * (col_widths[c] - widths[i] + 2)
                 cells.append(names[i] + pad)
         lines.append("".join(cells))

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 
 from shellserver.accounts import (
+    UNAVAILABLE,
     Account,
     AccountLocked,
     UserExists,
@@ -16,21 +18,35 @@ from shellserver.accounts import (
     username_problem,
 )
 from shellserver.auth import IAccount
+from shellserver.sanitize import careful
 from shellserver.terminal import Interrupted, Terminal
+
+log = Logger()
 
 if TYPE_CHECKING:
     from shellserver.server import Server
 
 MAX_TRIES = 3
+#: Characters of a typed login name kept in the log of a failed login.
+LOGGED_NAME = 64
+#: Seconds from a wrong password's arrival to ``Login incorrect``, by failure on the connection.
+FAILURE_DELAYS = (1.0, 2.0, 4.0)
 TOO_MANY = "Too many failed logins; try again later\n"
+UNAVAILABLE_TEXT = "Service temporarily unavailable\n"
+TOO_MANY_REGISTRATIONS = "Too many accounts created from your address; try again later.\n"
 
 
-async def login_dialogue(server: Server, term: Terminal, peer: str) -> Account | None:
+async def login_dialogue(
+    server: Server, term: Terminal, peer: str, banner: bool = True
+) -> Account | None:
     """The account that logged in, or None when the connection should close.
 
     EndOfInput and Disconnected from the terminal propagate to the caller.
+    A store or disk failure (disk full) is told as ``Service temporarily
+    unavailable`` and the dialogue goes on: the connection stays.
     """
-    term.write(server.banner())
+    if banner:
+        term.write(server.banner())
     failures = 0
     while True:
         if server.failed_logins.blocked(peer, server.clock.seconds()):
@@ -44,26 +60,65 @@ async def login_dialogue(server: Server, term: Terminal, peer: str) -> Account |
                 if not server.config.registration:
                     term.write("Registration is closed; ask an administrator for an account.\n")
                     continue
-                account = await register(server, term, peer)
+                if server.registrations.full(peer, server.clock.seconds()):
+                    term.write(TOO_MANY_REGISTRATIONS)
+                    continue
+                try:
+                    account = await register(server, term, peer)
+                except UNAVAILABLE as e:
+                    server.unavailable(e, "registration")
+                    term.write(UNAVAILABLE_TEXT)
+                    continue
                 if account is not None:
                     return account
                 continue
             password = await term.read_line("Password: ", hidden=True)
         except Interrupted:
             continue
+        arrived = server.clock.seconds()
+        if not await server.failed_logins.attempt(peer, arrived):
+            term.write(TOO_MANY)
+            return None
+        wrong = False
         try:
-            return await authenticate(server, name, password)
+            account = await authenticate(server, name, password)
         except UnauthorizedLogin:
-            pass
+            wrong = True
+            failed(server, name, peer, "incorrect")
         except AccountLocked:
+            failed(server, name, peer, "locked")
             term.write("Your account is locked; contact an administrator.\n")
             return None
+        except UNAVAILABLE as e:
+            server.unavailable(e, "login")
+            term.write(UNAVAILABLE_TEXT)
+            continue
+        else:
+            server.metrics.login(True)
+            return account
+        finally:
+            server.failed_logins.finished(peer, server.clock.seconds(), failed=wrong)
         failures += 1
-        server.failed_logins.record(peer, server.clock.seconds())
-        await deferLater(server.clock, 2 ** (failures - 1))
+        # The answer comes at a moment fixed by when the password arrived, not by how long
+        # its hash took: a hash at another cost, or none, cannot be told apart by timing.
+        wait = arrived + FAILURE_DELAYS[failures - 1] - server.clock.seconds()
+        if wait > 0:
+            await deferLater(server.clock, wait)
         term.write("Login incorrect\n")
         if failures >= MAX_TRIES:
             return None
+
+
+def failed(server: Server, name: str, peer: str, reason: str) -> None:
+    """Counted and logged; the name is what was typed, so it is cut short and made careful."""
+    server.metrics.login(False)
+    log.info(
+        "failed login for {user} from {peer}: {reason}",
+        event="login_failed",
+        user=careful(name[:LOGGED_NAME]),
+        peer=peer,
+        reason=reason,
+    )
 
 
 async def authenticate(server: Server, name: str, password: str) -> Account:
@@ -97,11 +152,26 @@ async def register(server: Server, term: Terminal, peer: str) -> Account | None:
         if await term.read_line("Password again: ", hidden=True) == password:
             break
         term.write("Passwords do not match; try again.\n")
+    taken = server.clock.seconds()
+    if not server.registrations.take(peer, taken):
+        term.write(TOO_MANY_REGISTRATIONS)
+        return None
     try:
         account = await store.create_user(name, password)
     except UserExists:
+        server.registrations.give_back(peer, taken)
         term.write("That name was taken a moment ago; choose another.\n")
         return None
-    await server.account_created(account, by=None, peer=peer)
+    except BaseException:
+        server.registrations.give_back(peer, taken)
+        raise
+    try:
+        await server.account_created(account, by=None, peer=peer)
+    except UNAVAILABLE:
+        # No home for it (disk full): take the account back so the name can be tried again.
+        server.registrations.give_back(peer, taken)
+        d = store.delete(name)
+        d.addErrback(lambda f: log.failure("removing half-made account {user}", f, user=name))
+        raise
     term.write(f"Welcome, {name}! Your account is ready.\n")
     return account

@@ -1,10 +1,15 @@
-"""A session's output path: ordered, capped for other people's messages, never stalling others.
+"""A session's output path: ordered, with backpressure for its own output, capped for messages.
 
 The transport pauses us (``IPushProducer``) when its own buffer is full, which
-means the client has stopped reading. From then on output is held here. The
-session's own command output is always kept (it is bounded by the command),
-but messages from other people are dropped once ``limit`` bytes are held, and
-a client that stays over the limit for ``stall_timeout`` seconds is aborted.
+means the client has stopped reading. From then on output is held here:
+
+- The session's own command output is kept in order, but a command that
+  writes a lot waits for :meth:`drain` between chunks, and the terminal does
+  not run the next typed line while output is backlogged (SPEC §7), so what is
+  held stays within one chunk of the cap.
+- Messages from other people are dropped once ``limit`` bytes are held.
+- A client that stays paused for ``stall_timeout`` seconds while over the cap,
+  or while something waits for it to read, is aborted.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
 
@@ -27,12 +33,15 @@ class Output:
     _held: deque[bytes] = field(factory=deque)
     _held_bytes: int = 0
     _stall: IDelayedCall | None = None
+    _waiters: list[Deferred[None]] = field(factory=list)
 
     def write(self, data: bytes) -> None:
         """Own output: in order, never dropped."""
         if self.paused:
             self._held.append(data)
             self._held_bytes += len(data)
+            if self._held_bytes > self.limit:
+                self._arm()
         else:
             self.transport.write(data)
 
@@ -43,12 +52,20 @@ class Output:
             return True
         size = sum(map(len, chunks))
         if self._held_bytes + size > self.limit:
-            if self._stall is None:
-                self._stall = self.clock.callLater(self.stall_timeout, self._stalled)
+            self._arm()
             return False
         self._held.extend(chunks)
         self._held_bytes += size
         return True
+
+    def drain(self) -> Deferred[None]:
+        """Fires once the client reads again and nothing is held (at once when it reads)."""
+        if not self.paused:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        self._arm()
+        return d
 
     def pause(self) -> None:
         self.paused = True
@@ -60,19 +77,37 @@ class Output:
             data = held.popleft()
             self._held_bytes -= len(data)
             self.transport.write(data)
-        if not self.paused and self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
+        if not self.paused:
+            if self._stall is not None:
+                self._stall.cancel()
+                self._stall = None
+            self._wake()
 
     def stop(self) -> None:
-        """The connection is gone: forget what is held and any pending abort."""
+        """The connection is gone: forget what is held and any pending abort; let waiters go."""
         self._held.clear()
         self._held_bytes = 0
+        self.paused = False
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _arm(self) -> None:
+        if self._stall is None:
+            self._stall = self.clock.callLater(self.stall_timeout, self._stalled)
 
     def _stalled(self) -> None:
         self._stall = None
         if self.paused:
             self.on_stall()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held while the client does not read (``shellserver_output_held_bytes``)."""
+        return self._held_bytes

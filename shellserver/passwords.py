@@ -70,6 +70,30 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
+def needs_rehash(stored: str, cost: int) -> bool:
+    """True when ``stored`` was not made at ``cost`` with our parameters (e.g. ``newusers
+    --hash-cost 4``): such a hash verifies faster or slower than the server's own, so it is
+    replaced at the next successful login and every account answers in the same time."""
+    m = _FORMAT.match(stored)
+    if m is None:
+        return True
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) != (cost, _R, _P)
+
+
+#: Hashes needing at most this much scrypt work (n * r * p; cost 5 at r=8, p=1: 32 KiB,
+#: ~0.15 ms here) are cheap enough to check on the thread that read them from the store.
+CHEAP_WORK = (1 << 5) * 8
+
+
+def is_cheap(stored: str) -> bool:
+    """Is ``stored`` a well-formed hash whose check costs no more than ``CHEAP_WORK``?"""
+    m = _FORMAT.match(stored)
+    if m is None:
+        return False
+    cost, r, p = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    return cost <= MAX_COST and (1 << cost) * r * p <= CHEAP_WORK
+
+
 def dummy_hash(cost: int) -> str:
     """A real hash of a random secret: unknown users take the same path as known ones."""
     return hash_password(secrets.token_urlsafe(16), cost)

@@ -3,13 +3,21 @@
 Printable text of any script and TAB pass; other C0 controls and DEL become
 caret notation, C1 controls the octal of their UTF-8 bytes, invalid input
 bytes (kept as lone surrogates by ``surrogateescape``) their octal, and bidi
-overrides/isolates ``\\u202e`` notation, so nobody can move another person's
-cursor, retitle their window or reverse their text.
+overrides/isolates/marks, line and paragraph separators and the invisible
+characters ``\\u202e`` notation, so nobody can move another person's cursor,
+retitle their window, reverse their text or hide part of it.
 """
 
 from __future__ import annotations
 
-_BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A))
+#: Shown as ``\\uXXXX``: bidi overrides and isolates, the bidi marks (LRM, RLM, ALM),
+#: the line and paragraph separators, and the invisible zero-width space, word
+#: joiner, BOM and soft hyphen (SPEC §7). ZWJ/ZWNJ pass: emoji and scripts need them.
+_NOTATION = (
+    frozenset(range(0x202A, 0x202F))
+    | frozenset(range(0x2066, 0x206A))
+    | frozenset((0x200E, 0x200F, 0x061C, 0x2028, 0x2029, 0x200B, 0x2060, 0xFEFF, 0x00AD))
+)
 
 
 def _char(ch: str, keep_newlines: bool) -> str:
@@ -24,7 +32,7 @@ def _char(ch: str, keep_newlines: bool) -> str:
         return "".join(f"\\{b:03o}" for b in ch.encode("utf-8"))
     if 0xDC80 <= o <= 0xDCFF:
         return f"\\{o - 0xDC00:03o}"
-    if 0xD800 <= o <= 0xDFFF or o in _BIDI:
+    if 0xD800 <= o <= 0xDFFF or o in _NOTATION:
         return f"\\u{o:04x}"
     return ch
 

@@ -23,10 +23,11 @@ from shellserver.config import Config
 from shellserver.connection import Connection
 from shellserver.homefs import Homes
 from shellserver.hub import Hub
+from shellserver.metrics import Metrics
 from shellserver.sanitize import careful_lines
 from shellserver.shutdown import Shutdown
-from shellserver.terminal import IWire, Terminal
-from shellserver.throttle import FailedLogins
+from shellserver.terminal import IWire, Redraws, Terminal
+from shellserver.throttle import FailedLogins, LogLimit, Registrations
 
 log = Logger()
 MOTD_LIMIT = 16 * 1024
@@ -43,12 +44,24 @@ class Server:
     failed_logins: FailedLogins = field(factory=FailedLogins)
     portal: Portal = field()
     connections: set[Connection] = field(factory=set)
+    #: Connections waiting to log in, oldest first, with their deadline (login grace).
+    waiting: dict[Connection, float] = field(factory=dict)
     admission: Admission = field()
+    registrations: Registrations = field()
     #: Users' home directories, when the service provides them.
     homes: Homes | None = None
     #: The scheduled shutdown, when the service provides one.
     shutdown: Shutdown | None = None
+    #: Prometheus counters (SPEC §12); its own registry, served when ``--metrics`` is given.
+    metrics: Metrics = field(factory=Metrics)
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
+    _trouble: LogLimit = field(factory=LogLimit)
+    #: Prompts drawn again after messages, once per reactor turn (terminal.py).
+    redraws: Redraws = field()
+
+    @redraws.default
+    def _redraws(self) -> Redraws:
+        return Redraws(self.clock)
 
     @portal.default
     def _portal(self) -> Portal:
@@ -59,6 +72,10 @@ class Server:
         cfg = self.config
         return Admission(cfg.max_connections, cfg.max_unauth, cfg.max_unauth_per_addr)
 
+    @registrations.default
+    def _registrations(self) -> Registrations:
+        return Registrations(self.config.max_registrations)
+
     def __attrs_post_init__(self) -> None:
         if not self.started:
             self.started = self.clock.seconds()
@@ -67,6 +84,20 @@ class Server:
         connection = Connection(self, wire)
         connection.start()
         return connection.terminal
+
+    def session_counts(self) -> dict[tuple[str, str], int]:
+        """Logged-in sessions by (tty kind, role), for the metrics scrape."""
+        counts: dict[tuple[str, str], int] = {}
+        for connection in self.connections:
+            session = connection.session
+            if session is not None:
+                key = (session.tty.partition("/")[0], session.role)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def output_held_bytes(self) -> int:
+        """Output held for clients that are not reading, over every connection (a scrape)."""
+        return sum(getattr(c.wire, "held_bytes", 0) for c in self.connections)
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -104,18 +135,17 @@ class Server:
 
     async def account_created(self, account: Account, by: str | None, peer: str | None) -> None:
         if self.homes is not None:
-            self.homes.create(account.name)
+            await self.homes.create(account.name)
+        if by is None:
+            self.metrics.registered()
         log.info(
             "account {user} ({role}) created by {by} from {peer}",
+            event="registration" if by is None else "account_created",
             user=account.name,
             role=account.role,
             by=by or "registration",
             peer=peer or "-",
         )
-
-    async def account_deleted(self, name: str) -> None:
-        if self.homes is not None:
-            self.homes.delete(name)
 
     async def plan_of(self, name: str) -> str | None:
         """The finger text for ``name``'s ``~/.plan``."""
@@ -123,15 +153,33 @@ class Server:
             return None
         return await self.homes.plan(name)
 
+    def unavailable(self, error: BaseException, doing: str) -> None:
+        """The store or the disk failed (full, I/O error): one critical line a minute at most."""
+        count = self._trouble.due(self.clock.seconds())
+        if count:
+            log.critical(
+                "{doing} failed, service unavailable ({count} time(s) since the last report): "
+                "{error}",
+                doing=doing,
+                count=count,
+                error=f"{type(error).__name__}: {error}",
+            )
+
     def uptime(self) -> float:
         return self.clock.seconds() - self.started
 
     def admin_action(self, who: str, where: str, action: str, **details: object) -> None:
-        """Every admin action is logged with who did it and from where (SPEC §6)."""
+        """Every admin action is logged with who did it and from where (SPEC §6).
+
+        Each detail is a field of its own (``twist --log-format json`` carries
+        them), named in the format string too so the text log shows them.
+        """
+        shown = ", ".join(f"{key}={{{key}!r}}" for key in sorted(details))
         log.info(
-            "admin {action} by {who} ({where}): {details}",
+            "admin {action} by {by} ({where})" + (": " + shown if shown else ""),
+            event=action.replace(" ", "_"),
             action=action,
-            who=who,
+            by=who,
             where=where,
-            details=", ".join(f"{k}={v!r}" for k, v in sorted(details.items())),
+            **details,
         )

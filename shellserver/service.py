@@ -33,6 +33,9 @@ from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.factory import TelnetFactory
 from shellserver.homefs import Homes
 from shellserver.idle import IdleWatch
+from shellserver.lagprobe import LagProbe
+from shellserver.metrics import Metrics
+from shellserver.metricspage import metrics_site
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
 from shellserver.threads import make_pool, pool_runner
@@ -85,6 +88,8 @@ class ShellService(Service):
         self.ports: list[IListeningPort] = []
         self.pools: list[ThreadPool] = []
         self._idle: task.LoopingCall | None = None
+        self.metrics = Metrics()
+        self._probe = LagProbe(reactor, self.metrics.reactor_lag.observe)
 
     def prepare(self) -> None:
         """Bind every listener, claim the data dir and open the store, or exit 1 saying why.
@@ -113,6 +118,10 @@ class ShellService(Service):
         ssh = _Pending("SSHFactory")
         for description in cfg.ssh:
             self.ports.append(self._listen(description, ssh, "ssh"))
+        if cfg.metrics is not None:
+            self.ports.append(
+                self._listen(cfg.metrics, metrics_site(self.metrics.registry), "metrics")
+            )
         control_factory = _Pending("ControlFactory")
         if cfg.control is not None:
             self.ports.append(self._listen(control, control_factory, "control"))
@@ -133,13 +142,14 @@ class ShellService(Service):
         self.pools = [db_pool, hash_pool, io_pool]
         store = AccountStore(
             self.db,
-            pool_runner(self.reactor, db_pool),
-            pool_runner(self.reactor, hash_pool),
+            self.metrics.timed(pool_runner(self.reactor, db_pool)),
+            self.metrics.queued(pool_runner(self.reactor, hash_pool)),
             cfg.hash_cost,
         )
         from shellserver.commands import REGISTRY
 
-        self.server = Server(cfg, self.reactor, store, REGISTRY)
+        self.server = Server(cfg, self.reactor, store, REGISTRY, metrics=self.metrics)
+        self.metrics.watch(self.server)
         self.server.admission = Admission(
             self._connection_limit(), cfg.max_unauth, cfg.max_unauth_per_addr
         )
@@ -224,7 +234,7 @@ class ShellService(Service):
             )
         return f"unix:{sock.path}:mode=600:lockfile=0"
 
-    def _listen(self, description: str, factory: Factory, what: str) -> IListeningPort:
+    def _listen(self, description: str, factory: Any, what: str) -> IListeningPort:
         if what == "control" and self.config.control is None:
             sock = self.datadir.control_socket
             if sock.exists() or sock.islink():
@@ -256,11 +266,13 @@ class ShellService(Service):
             self._idle = task.LoopingCall(lambda: watch.scan(self.reactor.seconds()))
             self._idle.clock = self.reactor
             self._idle.start(min(IDLE_SCAN, self.config.idle_timeout), now=False)
+        self._probe.start()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
+        self._probe.stop()
         stopped = [defer.maybeDeferred(port.stopListening) for port in self.ports]
         if self.server.shutdown is not None:
             self.server.shutdown.final_notice()

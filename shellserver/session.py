@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from attrs import define, field
 
 from shellserver.terminal import Terminal
 from shellserver.throttle import TokenBucket
+
+if TYPE_CHECKING:
+    from shellserver.hub import Message
 
 
 @define(eq=False)
@@ -41,12 +46,21 @@ class Session:
     def idle(self, now: float) -> float:
         return max(0.0, now - self.last_active)
 
+    @property
+    def width(self) -> int:
+        """The window's columns (NAWS, later SSH and the browser); 80 when unknown."""
+        return self.terminal.width
+
+    @property
+    def height(self) -> int:
+        return self.terminal.height
+
     def write(self, text: str) -> None:
         self.terminal.write(text)
 
-    def deliver(self, body: bytes) -> bool:
-        """Someone else's encoded message; False when it was dropped."""
-        return self.terminal.notify(body)
+    def deliver(self, message: Message) -> bool:
+        """Someone else's message; False when it was dropped."""
+        return self.terminal.notify(message)
 
     def disconnect(self) -> None:
         self.terminal.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from attrs import define
@@ -11,6 +13,7 @@ from twisted.python.failure import Failure
 
 from shellserver.argsplit import SplitError, split_line
 from shellserver.commands.registry import Command, Context, UsageError
+from shellserver.completion import complete
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
@@ -31,6 +34,10 @@ class Shell:
         s = self.session
         path = f"~/{s.cwd}" if s.cwd else "~"
         return f"{s.user}@{self.server.config.hostname}:{careful(path)}$ "
+
+    def complete(self, before: str) -> Deferred[tuple[int, list[str]]]:
+        """Tab in the line editor: see ``completion.py``."""
+        return Deferred.fromCoroutine(complete(self.server, self.session, before))
 
     def logout(self) -> None:
         self.session.write("logout\n")
@@ -72,8 +79,22 @@ class Shell:
             return None
         if result is None:
             return None
+        # Run the coroutine by hand up to its first real wait. Awaiting an
+        # already-fired Deferred (the in-memory hub's answers) does not
+        # suspend, so a command that finishes at once (write, wall, who)
+        # costs no Deferred and no inlineCallbacks loop; only one that
+        # really waits is handed to Deferred.fromCoroutine from there.
         session.doing = careful(line[:60])
-        d = Deferred.fromCoroutine(result)
+        try:
+            waiting = result.send(None)
+        except StopIteration:
+            session.doing = IDLE
+            return None
+        except Exception:
+            session.doing = IDLE
+            self._failed(Failure(), ctx, cmd)
+            return None
+        d: Deferred[Any] = Deferred.fromCoroutine(_resume(result, waiting))
         d.addErrback(self._failed, ctx, cmd)
         d.addBoth(self._finished)
         return d
@@ -87,6 +108,32 @@ class Shell:
 
     def _finished(self, _: object) -> None:
         self.session.doing = IDLE
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """The rest of ``coro``, which has already run up to awaiting ``waiting``.
+
+    Yields what ``coro`` yields and passes results and exceptions back, so
+    ``Deferred.fromCoroutine`` drives it (cancellation included) as if it
+    had started it.
+    """
+    while True:
+        try:
+            value = yield waiting
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:
+            try:
+                waiting = coro.throw(e)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = coro.send(value)
+            except StopIteration:
+                return
 
 
 def _usage(ctx: Context, cmd: Command, error: BaseException) -> None:

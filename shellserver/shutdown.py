@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 
 from shellserver.adminops import broadcast_message
 from shellserver.sanitize import careful
 
 if TYPE_CHECKING:
     from shellserver.server import Server
+
+log = Logger()
 
 #: Minutes left at which everyone is warned (systemd's cadence).
 CADENCE = (180, 150, 130, 100, 70, 55, 40, 25, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
@@ -99,6 +102,12 @@ class Shutdown:
         if self.final_sent:
             return
         self.final_sent = True
+        log.info(
+            "going down now ({why})",
+            event="stopping",
+            why="shutdown scheduled by " + self.by if self.by else "signal or service stop",
+            by=self.by or None,
+        )
         text = "The system is going down NOW!"
         if self.text:
             text += "\n" + self.text
@@ -120,7 +129,14 @@ class Shutdown:
     def _broadcast(self, by: str, tty: str, text: str) -> None:
         hostname = self.server.config.hostname
         message = broadcast_message(by, hostname, tty, self.server.clock.seconds(), text)
-        self.server.hub.broadcast(message)
+        sessions = len(self.server.hub)
+        d = self.server.hub.broadcast(message)
+        d.addCallback(
+            lambda reached: self.server.metrics.messages(
+                "wall", reached, max(0, sessions - reached)
+            )
+        )
+        d.addErrback(lambda f: log.failure("shutdown notice failed", f))
 
     def _arm(self) -> None:
         """Sleep until the next cadence point, or zero."""

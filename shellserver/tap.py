@@ -94,6 +94,7 @@ class Options(usage.Options):
             f"Data directory (store, homes); created 0700. ${DATA_ENV} sets the default.",
         ],
         ["control", None, None, "Admin control endpoint [default: unix:<data>/control.sock]."],
+        ["metrics", None, None, "Prometheus text at /metrics, e.g. tcp:9323 [off]."],
         ["hostname", None, None, "Host name shown in prompts and banners."],
         [
             "registration",
@@ -102,7 +103,7 @@ class Options(usage.Options):
             "open|closed: may 'new' create accounts?",
             _choice("registration", "open", "closed"),
         ],
-        ["max-sessions", None, 0, "Sessions per user (0 = unlimited).", _count("max-sessions")],
+        ["max-sessions", None, 10, "Sessions per user (0 = unlimited).", _count("max-sessions")],
         [
             "on-max",
             None,
@@ -150,6 +151,13 @@ class Options(usage.Options):
             "Pending output per session before messages are dropped.",
             _size("max-output"),
         ],
+        [
+            "max-registrations",
+            None,
+            5,
+            "Accounts made with 'new' per client address per hour (0 = unlimited).",
+            _count("max-registrations"),
+        ],
         ["hash-cost", None, 14, "scrypt cost (log2 n) for new password hashes.", _hash_cost],
     ]
 
@@ -189,6 +197,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["control"] is not None:
             _endpoint("control", self["control"])
+        if self["metrics"] is not None:
+            _endpoint("metrics", self["metrics"])
         if isinstance(self["quota"], str):
             self["quota"] = parse_size(self["quota"])
         if isinstance(self["max-output"], str):
@@ -198,6 +208,7 @@ class Options(usage.Options):
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
             ssh=tuple(self["ssh"]),
             control=self["control"],
+            metrics=self["metrics"],
             hostname=self["hostname"] or default_hostname(),
             registration=self["registration"] == "open",
             max_sessions=self["max-sessions"],
@@ -216,6 +227,7 @@ class Options(usage.Options):
             cmd_burst=self["cmd-burst"],
             cmd_rate=float(self["cmd-rate"]),
             max_output=self["max-output"],
+            max_registrations=self["max-registrations"],
             hash_cost=self["hash-cost"],
         )
 

@@ -7,20 +7,26 @@ offers :class:`IWire` back. It deliberately does not use ``conch.telnet``
 ``ValueError("Stumped")`` on unknown commands (twisted #5381), and costs
 ~10x more per line than the fast path below.
 
-Negotiation follows RFC 1143 without queues and never waits for an answer,
-so clients that never negotiate (nc) work exactly like telnet(1).
+Negotiation follows RFC 1143 and never waits for an answer, so clients that
+never negotiate (nc) work exactly like telnet(1). A client that accepts our
+WILL ECHO and WILL SGA is in character mode: its bytes are decoded and handed
+up as keystrokes (``text_received``) for the line editor; otherwise lines are
+split here (line mode) with a fast path for a whole plain line in one packet.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from shellserver.hub import Message
 from shellserver.output import Output
 from shellserver.terminal import ILineReceiver, IWire
 from shellserver.wire import decode, encode
@@ -29,7 +35,8 @@ from shellserver.wire import decode, encode
 SE, NOP, DM, BRK, IP, AO, AYT, EC, EL, GA, SB = range(240, 251)
 WILL, WONT, DO, DONT, IAC = 251, 252, 253, 254, 255
 EOF, SUSP, ABORT = 236, 237, 238
-ECHO, SGA, TTYPE, NAWS, LINEMODE = 1, 3, 24, 31, 34
+BINARY, ECHO, SGA, TTYPE, NAWS, LINEMODE = 0, 1, 3, 24, 31, 34
+TTYPE_IS, TTYPE_SEND = 0, 1
 
 # Option states (RFC 1143); the _OPP states carry the queue bit "opposite".
 NO, YES, WANTNO, WANTYES, WANTNO_OPP, WANTYES_OPP = 0, 1, 2, 3, 4, 5
@@ -47,7 +54,20 @@ _REQUEST = {
 
 _DATA, _IAC, _OPT, _SB, _SB_IAC = range(5)
 _SPECIAL = re.compile(rb"[\x00\x03\x04\x08\r\n\x7f\xff]")
+#: Bytes that need a look in character mode: everything else is keystroke text.
+_CHAR_SPECIAL = re.compile(rb"[\x00\r\n\xff]")
 _MAX_SB = 1024
+_TERM_OK = re.compile(r"[^a-z0-9._+-]")
+#: Window size limits (SPEC §8): columns, rows.
+MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
+#: What is offered at connect, in this order (SPEC §3); nothing waits for the answers.
+_OFFERS: tuple[tuple[bool, int], ...] = ((True, ECHO), (True, SGA), (False, SGA))
+_OFFERS += ((True, BINARY), (False, BINARY), (False, NAWS), (False, TTYPE))
+_LEADS = {"": b"", "\n": b"\r\n", "\r\x1b[K": b"\r\x1b[K"}
+
+
+#: Telnet commands that are keys in character mode: IP/ABORT/BRK ^C, EOF ^D, EC erase, EL ^U.
+_KEY_COMMANDS = {IP: "\x03", ABORT: "\x03", BRK: "\x03", EOF: "\x04", EC: "\x7f", EL: "\x15"}
 
 
 def iac(cmd: int, opt: int) -> bytes:
@@ -60,9 +80,9 @@ class TelnetProtocol(Protocol):
 
     kind = "tel"
     #: Options we agree to turn on at our end when asked (DO).
-    accept_us: frozenset[int] = frozenset({SGA})
+    accept_us: frozenset[int] = frozenset({SGA, ECHO, BINARY})
     #: Options we let the peer turn on (WILL).
-    accept_him: frozenset[int] = frozenset({NAWS})
+    accept_him: frozenset[int] = frozenset({NAWS, TTYPE, SGA, BINARY})
 
     receiver: ILineReceiver
     _out: Output
@@ -90,9 +110,15 @@ class TelnetProtocol(Protocol):
         #: Has the client ever negotiated? Until it does, nothing is queued.
         self._negotiating = False
         self._closing = False
+        #: Character mode: the client accepted WILL ECHO and WILL SGA.
+        self._char = False
+        #: What the terminal wants of the client's own echo (off for a hidden line).
+        self._echo_wanted = True
+        self._utf8: codecs.IncrementalDecoder | None = None
         self.width = 80
         self.height = 24
         self.peer = ""
+        self.term = ""
 
     # -- connection ------------------------------------------------------
 
@@ -103,7 +129,11 @@ class TelnetProtocol(Protocol):
         self.peer = getattr(peer, "host", None) or "local"
         self._out = Output(transport, self._clock, self._max_output, self.abort)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        self._request(self._him, NAWS, True, DO, DONT)
+        for ours, opt in _OFFERS:
+            if ours:
+                self._request(self._us, opt, True, WILL, WONT)
+            else:
+                self._request(self._him, opt, True, DO, DONT)
         self.receiver = self._attach(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -124,17 +154,37 @@ class TelnetProtocol(Protocol):
     def stopProducing(self) -> None:
         self._out.stop()
 
+    @property
+    def held_bytes(self) -> int:
+        """Output held for this client while it does not read (the metrics scrape sums it)."""
+        return self._out.held_bytes
+
     # -- IWire -------------------------------------------------------------
 
     def send(self, text: str) -> None:
         self._out.write(encode(text))
 
-    def send_message(self, chunks: Sequence[bytes]) -> bool:
-        return self._out.offer(chunks)
+    def send_message(self, lead: str, message: Message) -> bool:
+        """``lead`` (this terminal's own few bytes), then the message, encoded once for all."""
+        body = message.encoded(self.kind, encode)
+        head = _LEADS.get(lead)
+        return self._out.offer((encode(lead) if head is None else head, body))
+
+    @property
+    def backlogged(self) -> bool:
+        return self._out.paused
+
+    def drain(self) -> Deferred[None]:
+        return self._out.drain()
 
     def set_echo(self, on: bool) -> None:
-        """Echo off = we promise to echo (and echo nothing), so the client stops echoing."""
-        self._request(self._us, ECHO, not on, WILL, WONT)
+        """Echo off = we promise to echo (and echo nothing), so the client stops echoing.
+
+        In character mode we echo anyway (the editor draws, or hides, the line).
+        """
+        self._echo_wanted = on
+        if not self._char:
+            self._request(self._us, ECHO, not on, WILL, WONT)
 
     def close(self) -> None:
         """Close after pending output; a client that does not read is aborted instead."""
@@ -158,6 +208,9 @@ class TelnetProtocol(Protocol):
     # -- input ---------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._char:
+            self._parse_keys(data)
+            return
         # Fast path: one whole plain line, which is what clients send nearly always.
         if self._state == _DATA and not self._cr and not self._buf and not self._discarding:
             if data.endswith(b"\r\n"):
@@ -206,6 +259,55 @@ class TelnetProtocol(Protocol):
                 self._eof()
             # NUL on its own is telnet padding: dropped.
 
+    def _parse_keys(self, data: bytes) -> None:
+        """Character mode: bytes to keystroke text; CR LF, CR NUL, CR and LF are one Enter."""
+        if self._state == _DATA and not self._cr and _CHAR_SPECIAL.search(data) is None:
+            self._keys(data)
+            return
+        keys = bytearray()
+        i, n = 0, len(data)
+        while i < n and self._char:
+            if self._state != _DATA:
+                if keys:
+                    self._keys(bytes(keys))
+                    keys.clear()
+                self._command_byte(data[i])
+                i += 1
+                continue
+            if self._cr:
+                self._cr = False
+                if data[i] in (0, 10):
+                    i += 1
+                    continue
+            m = _CHAR_SPECIAL.search(data, i)
+            j = n if m is None else m.start()
+            keys += data[i:j]
+            if m is None:
+                i = n
+                break
+            i = j + 1
+            b = data[j]
+            if b == IAC:
+                self._state = _IAC
+            elif b == 13:
+                keys.append(13)
+                self._cr = True
+            elif b == 10:
+                keys.append(13)
+            # NUL on its own is padding: dropped.
+        if keys:
+            self._keys(bytes(keys))
+        if i < n:  # the client left character mode mid-packet
+            self.dataReceived(data[i:])
+
+    def _keys(self, data: bytes) -> None:
+        decoder = self._utf8
+        if decoder is None:
+            decoder = self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        text = decoder.decode(data)
+        if text:
+            self.receiver.text_received(text)
+
     def _append(self, chunk: bytes) -> None:
         if self._discarding:
             return
@@ -248,7 +350,10 @@ class TelnetProtocol(Protocol):
         if state == _IAC:
             if b == IAC:
                 self._state = _DATA
-                self._append(b"\xff")
+                if self._char:
+                    self._keys(b"\xff")
+                else:
+                    self._append(b"\xff")
             elif WILL <= b <= DONT:
                 self._opt_cmd = b
                 self._state = _OPT
@@ -284,6 +389,13 @@ class TelnetProtocol(Protocol):
                 self._command_byte(b)
 
     def _command(self, b: int) -> None:
+        if self._char:
+            key = _KEY_COMMANDS.get(b)
+            if key is not None:
+                self.receiver.text_received(key)
+            elif b == AYT:
+                self._out.write(b"\a")
+            return
         if b in (IP, ABORT, BRK):
             self._interrupt()
         elif b == EOF:
@@ -300,23 +412,52 @@ class TelnetProtocol(Protocol):
         if len(sb) == 5 and sb[0] == NAWS:
             width = sb[1] << 8 | sb[2]
             height = sb[3] << 8 | sb[4]
+            size = (self.width, self.height)
             if width:
-                self.width = min(width, 1000)
+                self.width = max(MIN_W, min(width, MAX_W))
             if height:
-                self.height = min(height, 1000)
+                self.height = max(MIN_H, min(height, MAX_H))
+            if (self.width, self.height) != size:
+                self.receiver.resized()
+        elif len(sb) > 1 and sb[0] == TTYPE and sb[1] == TTYPE_IS:
+            self.term = _TERM_OK.sub("", sb[2:42].decode("ascii", "replace").lower())
 
     # -- negotiation (RFC 1143) ---------------------------------------------------
 
     def _negotiate(self, cmd: int, opt: int) -> None:
         self._negotiating = True
         if cmd == WILL:
+            ttype = self._him.get(TTYPE, NO)
             self._peer_enables(self._him, opt, opt in self.accept_him, DO, DONT)
+            if opt == TTYPE and ttype != YES and self._him.get(TTYPE) == YES:
+                self._out.write(bytes((IAC, SB, TTYPE, TTYPE_SEND, IAC, SE)))
         elif cmd == WONT:
             self._peer_disables(self._him, opt, DONT, DO)
         elif cmd == DO:
             self._peer_enables(self._us, opt, opt in self.accept_us, WILL, WONT)
         else:
             self._peer_disables(self._us, opt, WONT, WILL)
+        if opt in (ECHO, SGA):
+            self._settle_mode()
+
+    def _settle_mode(self) -> None:
+        """Character mode once the client took both WILL ECHO and WILL SGA (SPEC §8)."""
+        echo, sga = self._us.get(ECHO, NO), self._us.get(SGA, NO)
+        char = echo == YES and sga == YES
+        if char != self._char:
+            self._char = char
+            if char:
+                pending = decode(bytes(self._buf))
+                self._buf.clear()
+                self._discarding = False
+                self.receiver.mode_changed(True)
+                if pending:
+                    self.receiver.text_received(pending)
+            else:
+                self.receiver.mode_changed(False)
+        if not char and sga == NO and echo == YES and self._echo_wanted:
+            # It lets us echo but will not suppress go-ahead: stay in line mode, its echo.
+            self._request(self._us, ECHO, False, WILL, WONT)
 
     def _peer_enables(
         self, table: dict[int, int], opt: int, acceptable: bool, yes: int, no: int

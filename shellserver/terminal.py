@@ -1,28 +1,43 @@
-"""The line discipline between a wire (telnet, later ssh) and the shell.
+"""The line discipline between a wire (telnet, later ssh and the browser) and the shell.
 
-It knows about prompts, hidden input, lines read by a running command, and
-how a message from someone else is shown without corrupting the line being
-typed: on its own lines, followed by the prompt again. It knows nothing about
+It knows about prompts, hidden input, lines read by a running command,
+typeahead, and how a message from someone else is shown without corrupting
+the line being typed. Two input paths meet here: complete lines from a wire
+in line mode, and keystrokes from a wire in character mode, which go through
+the key parser and the line editor (``editor.py``). It knows nothing about
 bytes; the wire below encodes.
+
+A message shown while a prompt waits erases the prompt and input (character
+mode) or starts a fresh line (line mode); the prompt and input are drawn again
+at the end of the reactor turn (:class:`Redraws`). So a burst of messages is
+one block under one prompt, and a notice followed at once by ``close()``
+(kick, lock, idle, shutdown) is the last thing the client sees.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-from shellserver.wire import encode
+from shellserver.editor import COMPLETE, EOF, INTERRUPT, LINE, LineEditor
+from shellserver.keys import KeyParser
+from shellserver.screen import Screen
+
+if TYPE_CHECKING:
+    from shellserver.hub import Message
 
 log = Logger()
 
-_CRLF = b"\r\n"
-_ERASE_LINE = b"\r\x1b[K"
+_ERASE_LINE = "\r\x1b[K"
 MAX_TYPEAHEAD = 64
+#: Characters typed ahead in character mode while no prompt waits (a paste).
+MAX_PENDING = 64 * 1024
 
 
 class EndOfInput(Exception):
@@ -43,12 +58,18 @@ class IWire(Interface):
     kind = Attribute("Short name used in tty names: 'tel', later 'ssh'.")
     peer = Attribute("The client's address as text.")
     width = Attribute("Terminal width in columns (80 until the client says otherwise).")
+    height = Attribute("Terminal height in rows (24 until the client says otherwise).")
+    term = Attribute("The terminal type the client named (TTYPE), or ''.")
+    backlogged = Attribute("True while the client is not reading what we send.")
 
     def send(text: str) -> None:
         """Own output, encoded by the wire. Never dropped."""
 
-    def send_message(chunks: Sequence[bytes]) -> bool:
-        """Pre-encoded output from elsewhere; False when dropped (client not reading)."""
+    def send_message(lead: str, message: Message) -> bool:
+        """``lead``, then a message shared by many recipients; False when dropped."""
+
+    def drain() -> Deferred[None]:
+        """Fires when the client reads again (at once when it does)."""
 
     def set_echo(on: bool) -> None:
         """Turn the client's local echo on or off (off for passwords)."""
@@ -63,7 +84,17 @@ class IWire(Interface):
 class ILineReceiver(Interface):
     """What the terminal offers a protocol layer."""
 
-    def line_received(line: str) -> None: ...
+    def line_received(line: str) -> None:
+        """Line mode: one complete line."""
+
+    def text_received(text: str) -> None:
+        """Character mode: keystrokes, as decoded text (escape sequences included)."""
+
+    def mode_changed(character: bool) -> None:
+        """The client entered (or left) character mode."""
+
+    def resized() -> None:
+        """The wire's width or height changed."""
 
     def eof_received() -> None: ...
 
@@ -74,7 +105,32 @@ class ILineReceiver(Interface):
     def connection_lost() -> None: ...
 
 
+class Redraws:
+    """Prompts to draw again after messages, all at the end of the reactor turn.
+
+    One timer for every terminal that got a message in this turn, so a wall to
+    thousands of sessions adds one delayed call, not one per recipient.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._due: list[Terminal] = []
+        self._call: IDelayedCall | None = None
+
+    def add(self, terminal: Terminal) -> None:
+        self._due.append(terminal)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self.run)
+
+    def run(self) -> None:
+        self._call = None
+        due, self._due = self._due, []
+        for terminal in due:
+            terminal.settle()
+
+
 LineHandler = Callable[[str], "Deferred[Any] | None"]
+Completer = Callable[[str], "Deferred[tuple[int, list[str]]]"]
 
 
 @implementer(ILineReceiver)
@@ -83,64 +139,173 @@ class Terminal:
 
     A pending :meth:`read_line` gets the next line. Otherwise lines go to the
     handler (the shell); while the handler's Deferred runs, lines wait as
-    typeahead. The shell's common case (a command that finishes at once)
-    costs no Deferred at all.
+    typeahead, and none runs while the client is not reading our output. The
+    shell's common case (a command that finishes at once) costs no Deferred.
     """
 
-    def __init__(self, wire: IWire) -> None:
+    __slots__ = (
+        "_at_bol",
+        "_busy",
+        "_closing",
+        "_completer",
+        "_completing",
+        "_echo_off",
+        "_editor",
+        "_handler",
+        "_handler_prompt",
+        "_hidden",
+        "_looping",
+        "_noted_drop",
+        "_parser",
+        "_pending",
+        "_pending_len",
+        "_prompt",
+        "_reader",
+        "_redraw_due",
+        "_redraws",
+        "_replaying",
+        "_reprinted",
+        "_screen",
+        "_typeahead",
+        "_waiting_drain",
+        "connected",
+        "on_disconnect",
+        "on_eof",
+        "wire",
+    )
+
+    def __init__(self, wire: IWire, redraws: Redraws) -> None:
         self.wire = wire
+        self._redraws = redraws
         self._prompt: str | None = None  # shown and awaiting input
-        self._prompt_bytes = b""
         self._reader: Deferred[str] | None = None
         self._hidden = False
         self._echo_off = False
         self._closing = False
         self._handler: LineHandler | None = None
         self._handler_prompt: Callable[[], str] = str
+        self._completer: Completer | None = None
         self._busy = False
         self._looping = False
         self._typeahead: deque[str] = deque()
+        self._noted_drop = False
         self._at_bol = True
         self._reprinted = False
+        self._redraw_due = False
+        self._waiting_drain = False
+        # Character mode only (None in line mode, which costs nothing more).
+        self._editor: LineEditor | None = None
+        self._screen: Screen | None = None
+        self._parser: KeyParser | None = None
+        self._pending: deque[str] | None = None
+        self._pending_len = 0
+        self._completing = False
+        self._replaying = False
         self.on_disconnect: Callable[[], None] | None = None
         self.on_eof: Callable[[], None] | None = None
         self.connected = True
 
+    @property
+    def width(self) -> int:
+        return int(self.wire.width)
+
+    @property
+    def height(self) -> int:
+        return int(self.wire.height)
+
+    @property
+    def character_mode(self) -> bool:
+        return self._editor is not None
+
     # -- output ----------------------------------------------------------
 
     def write(self, text: str) -> None:
-        if text:
-            self._echo_on()
-            self.wire.send(text)
-            self._at_bol = text.endswith("\n")
-            self._reprinted = False
+        if not text:
+            return
+        self.settle()
+        self._echo_on()
+        editor = self._editor
+        if editor is not None and editor.drawn:
+            # Own text while a prompt is drawn: above it, then the prompt again.
+            editor.suspend()
+            editor.screen.write(text)
+            if not text.endswith("\n"):
+                editor.screen.newline()
+            editor.redraw()
+            self._flush()
+            return
+        self.wire.send(text)
+        self._at_bol = text.endswith("\n")
+        self._reprinted = False
 
-    def notify(self, body: bytes) -> bool:
-        """Show an encoded message from someone else on its own lines.
+    def notify(self, message: Message) -> bool:
+        """Show a message from someone else on its own lines, then the prompt again.
 
-        ``body`` is shared by every recipient; only the short lead and the
-        prompt after it are per session.
+        The message's bytes are shared by every recipient (the wire encodes it
+        once); only the short lead before it is this terminal's own.
         """
         if not self.connected:
             return False
-        chunks: list[bytes] = [body]
-        if self._reprinted:
-            # Only our own copy of the prompt is on that line: replace it, so a
-            # run of messages reads as one block with one prompt under it.
-            chunks.insert(0, _ERASE_LINE)
-        elif not self._at_bol or self._prompt is not None:
-            chunks.insert(0, _CRLF)
-        if self._prompt is not None:
-            chunks.append(self._prompt_bytes)
-        sent = self.wire.send_message(chunks)
-        if sent:
-            self._reprinted = self._prompt is not None
-            self._at_bol = self._prompt is None
-        return sent
+        editor = self._editor
+        if editor is not None and self._prompt is not None:
+            saved = editor.geometry()
+            editor.suspend()
+            lead = editor.screen.take()
+            if not lead and not self._at_bol and not self._redraw_due:
+                lead = "\n"
+            sent = self.wire.send_message(lead, message)
+            if not sent:
+                editor.restore(saved)
+                return False
+        else:
+            if self._redraw_due:
+                lead = ""
+            elif self._reprinted:
+                # Only our own copy of the prompt is on that line: replace it, so a
+                # run of messages reads as one block with one prompt under it.
+                lead = _ERASE_LINE
+            elif not self._at_bol or self._prompt is not None:
+                lead = "\n"
+            else:
+                lead = ""
+            if not self.wire.send_message(lead, message):
+                return False
+            self._reprinted = False
+        self._at_bol = True
+        if self._prompt is not None and not self._redraw_due:
+            self._redraw_due = True
+            self._redraws.add(self)
+        return True
+
+    def settle(self) -> None:
+        """Draw the prompt (and input) again after messages, unless the session is ending."""
+        if not self._redraw_due:
+            return
+        self._redraw_due = False
+        if not self.connected or self._closing or self._prompt is None:
+            return
+        if self._editor is not None:
+            self._editor.redraw()
+            self._flush()
+        elif self._prompt:
+            self.wire.send(self._prompt)
+            self._at_bol = False
+            self._reprinted = True
+        else:
+            self._reprinted = True
 
     def drain(self) -> Deferred[None]:
-        """Fires when own output may continue (see ``Context.drain``)."""
-        return succeed(None)
+        """Fires when own output may continue: the client is reading (see ``Context.drain``)."""
+        return self.wire.drain()
+
+    def _flush(self) -> None:
+        screen = self._screen
+        if screen is not None:
+            text = screen.take()
+            if text:
+                self.wire.send(text)
+                self._at_bol = text.endswith("\n")
+                self._reprinted = False
 
     # -- input -------------------------------------------------------------
 
@@ -166,14 +331,25 @@ class Terminal:
         self._show(prompt)
         return d
 
-    def set_handler(self, handler: LineHandler | None, prompt: Callable[[], str] = str) -> None:
-        """Lines not asked for by a reader go to ``handler``; show its prompt when idle."""
+    def set_handler(
+        self,
+        handler: LineHandler | None,
+        prompt: Callable[[], str] = str,
+        completer: Completer | None = None,
+    ) -> None:
+        """Lines not asked for by a reader go to ``handler``; show its prompt when idle.
+
+        ``completer`` answers Tab in character mode: given the line up to the
+        cursor, where the word being completed starts and its candidates.
+        """
         self._handler = handler
         self._handler_prompt = prompt
+        self._completer = completer
         if handler is not None and self._reader is None and not self._busy:
             self._next()
 
     def line_received(self, line: str) -> None:
+        self.settle()
         self._reprinted = False
         reader = self._reader
         if reader is not None:
@@ -186,19 +362,71 @@ class Terminal:
                 # "Password again:" would race the client's answer and could
                 # echo the second password.
                 self._hidden = False
-                self.wire.send("\n")  # the client echoed nothing, not even the newline
+                if self._editor is None:
+                    self.wire.send("\n")  # the client echoed nothing, not even the newline
             reader.callback(line)
         elif self._busy or self._handler is None:
             if len(self._typeahead) < MAX_TYPEAHEAD:
                 self._typeahead.append(line)
-            else:
-                self.write("Too much typed ahead; line dropped.\n")
+            elif not self._noted_drop:
+                self._noted_drop = True
+                self.write("Too much typed ahead; lines dropped.\n")
         else:
             self._prompt = None
             self._at_bol = True
             self._run(line)
 
+    def text_received(self, text: str) -> None:
+        """Keystrokes (character mode): to the editor while a prompt waits, else held."""
+        parser = self._parser
+        if parser is None:
+            return
+        self.settle()
+        for key in parser.feed(text):
+            pending = self._pending
+            if not pending and self._prompt is not None and not self._completing:
+                self._key(key)
+            elif key == "\x03" and self._prompt is None:
+                # ^C while a command runs: forget what was typed ahead.
+                self._pending = None
+                self._pending_len = 0
+                self._typeahead.clear()
+                self.write("^C\n")
+            else:
+                room = MAX_PENDING - self._pending_len
+                if len(key) > room:
+                    if self._screen is not None:
+                        self._screen.bell()
+                    if key[0] < " " or room <= 0:
+                        continue
+                    key = key[:room]  # the part of a paste that fits
+                if pending is None:  # made only when needed: idle sessions stay small
+                    pending = self._pending = deque()
+                pending.append(key)
+                self._pending_len += len(key)
+        self._flush()
+
+    def mode_changed(self, character: bool) -> None:
+        self.settle()
+        if character and self._editor is None:
+            self._screen = Screen()
+            self._editor = LineEditor(self._screen, self.width)
+            self._parser = KeyParser()
+            if self._prompt is not None:
+                self._editor.start(self._prompt, self._hidden, drawn=True)
+        elif not character and self._editor is not None:
+            self._editor = self._screen = self._parser = self._pending = None
+            self._pending_len = 0
+
+    def resized(self) -> None:
+        editor = self._editor
+        if editor is not None:
+            self.settle()
+            editor.resize(self.width)
+            self._flush()
+
     def eof_received(self) -> None:
+        self.settle()
         if self._reader is not None:
             self._fail_reader(EndOfInput())
         elif not self._busy and self.on_eof is not None:
@@ -206,12 +434,14 @@ class Terminal:
             self.on_eof()
 
     def interrupted(self) -> None:
+        self.settle()
         self._typeahead.clear()
         if self._reader is not None:
             self.write("^C\n")
             self._fail_reader(Interrupted())
         elif not self._busy and self._prompt is not None:
             self.write("^C\n")
+            self._prompt = None
             self._next()
 
     def line_too_long(self, limit: int) -> None:
@@ -228,10 +458,87 @@ class Terminal:
     def connection_lost(self) -> None:
         self.connected = False
         self._typeahead.clear()
+        if self._pending is not None:
+            self._pending.clear()
         if self._reader is not None:
             self._fail_reader(Disconnected())
         if self.on_disconnect is not None:
             self.on_disconnect()
+
+    # -- character mode --------------------------------------------------------
+
+    def _key(self, key: str) -> None:
+        editor = self._editor
+        assert editor is not None
+        result = editor.key(key)
+        if result is None:
+            return
+        kind, text = result
+        if kind == LINE:
+            if self._reader is None and not self._hidden:
+                editor.remember(text)
+            self._flush()
+            self.line_received(text)
+        elif kind == INTERRUPT:
+            self._typeahead.clear()
+            editor.finish("^C")
+            self._flush()
+            if self._reader is not None:
+                self._fail_reader(Interrupted())
+            elif not self._busy:
+                self._prompt = None
+                self._next()
+        elif kind == EOF:
+            if self._reader is not None:
+                editor.finish()
+                self._flush()
+                self._fail_reader(EndOfInput())
+            elif not self._busy and self.on_eof is not None:
+                editor.finish(newline=False)
+                self._flush()
+                self._prompt = None
+                self.on_eof()
+        elif kind == COMPLETE:
+            self._complete(text)
+
+    def _complete(self, before: str) -> None:
+        completer = self._completer
+        if completer is None or self._reader is not None:
+            assert self._screen is not None
+            self._screen.bell()
+            return
+        self._completing = True
+        d = completer(before)
+        d.addCallback(self._completed, before)
+        d.addErrback(self._completion_failed)
+
+    def _completed(self, answer: tuple[int, list[str]], before: str) -> None:
+        self._completing = False
+        editor = self._editor
+        if editor is not None and self._prompt is not None and editor.buf[: editor.pos] == before:
+            editor.complete(*answer)
+            self._flush()
+        self._replay()
+
+    def _completion_failed(self, failure: Any) -> None:
+        log.failure("completion failed", failure)
+        self._completing = False
+        self._replay()
+
+    def _replay(self) -> None:
+        """Feed keys typed while no prompt waited, now that one does. Never re-entered."""
+        pending = self._pending
+        if self._replaying or not pending:
+            return
+        self._replaying = True
+        try:
+            while pending and self._prompt is not None and not self._completing:
+                key = pending.popleft()
+                self._pending_len -= len(key)
+                self._key(key)
+            self._flush()
+        finally:
+            self._replaying = False
 
     # -- internals -----------------------------------------------------------
 
@@ -246,8 +553,14 @@ class Terminal:
         self._echo_on()
         self._reprinted = False
         self._prompt = prompt
-        self._prompt_bytes = encode(prompt)
-        if prompt:
+        editor = self._editor
+        if editor is not None:
+            if not self._at_bol:
+                editor.screen.newline()
+            editor.start(prompt, self._hidden)
+            self._flush()
+            self._replay()
+        elif prompt:
             self.wire.send(prompt)
             self._at_bol = False
 
@@ -260,7 +573,7 @@ class Terminal:
         reader.errback(exc)
 
     def _run(self, line: str) -> None:
-        self._typeahead.appendleft(line)
+        self._typeahead.append(line)  # empty, unless lines wait for the client to read
         self._next()
 
     def _start(self, line: str) -> None:
@@ -279,8 +592,16 @@ class Terminal:
         self._busy = False
         self._next()
 
+    def _drained(self, _: object) -> None:
+        self._waiting_drain = False
+        self._next()
+
     def _next(self) -> None:
-        """Run typeahead, or show the prompt and wait. Never re-entered."""
+        """Run typeahead, or show the prompt and wait. Never re-entered.
+
+        Nothing runs while the client is not reading: the next typed line waits
+        until the last command's output was taken (SPEC §7).
+        """
         if self._looping:
             return
         self._looping = True
@@ -293,9 +614,17 @@ class Terminal:
             ):
                 if self._reader is not None:
                     return
-                if not self._typeahead:
-                    self._show(self._handler_prompt())
+                if self.wire.backlogged:
+                    if not self._waiting_drain:
+                        self._waiting_drain = True
+                        self.wire.drain().addCallback(self._drained)
                     return
+                if not self._typeahead:
+                    self._noted_drop = False
+                    self._show(self._handler_prompt())
+                    if not self._typeahead:
+                        return
+                    continue
                 self._start(self._typeahead.popleft())
         finally:
             self._looping = False

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import TypeVar
 
-from attrs import define, field
+from attrs import Factory, define, field
+from twisted.internet.defer import Deferred, succeed
+
+V = TypeVar("V")
 
 
 @define
@@ -39,42 +43,195 @@ class TokenBucket:
 
 
 @define
+class Recent:
+    """Per client address, the times of recent events (the last ``keep``, for ``window`` seconds).
+
+    At most ``max_addresses`` addresses are remembered: a new one past that
+    forgets the one first seen longest ago, at a constant cost, so a flood of
+    addresses holds bounded memory and never makes one attempt walk them all.
+    """
+
+    window: float
+    keep: int
+    max_addresses: int = 100_000
+    _times: dict[str, deque[float]] = field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def count(self, addr: str, now: float) -> int:
+        """Events from ``addr`` in the window ending at ``now`` (older ones are forgotten)."""
+        times = self._times.get(addr)
+        if times is None:
+            return 0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._times[addr]
+        return len(times)
+
+    def add(self, addr: str, now: float) -> None:
+        times = self._times.get(addr)
+        if times is None:
+            _make_room(self._times, self.max_addresses)
+            times = self._times[addr] = deque(maxlen=self.keep)
+        times.append(now)
+
+    def take_back(self, addr: str, when: float) -> None:
+        """The event at ``when`` does not count after all."""
+        times = self._times.get(addr)
+        if times is not None and when in times:
+            times.remove(when)
+
+    def forget(self, addr: str) -> None:
+        self._times.pop(addr, None)
+
+
+def _make_room(table: dict[str, V], most: int) -> None:
+    """Forget the entries first added, until one more fits within ``most``."""
+    while table and len(table) >= most:
+        del table[next(iter(table))]
+
+
+@define
 class FailedLogins:
-    """Per-address failure counts: ``limit`` failures in ``window`` seconds block for ``block``."""
+    """Per-address password checks: ``limit`` failures in ``window`` seconds block the address
+    for ``block`` (SPEC §3: 10 per 10 minutes).
+
+    A check takes a slot when its password arrives, before it is checked, and
+    there are never more than ``limit`` minus the recent failures in flight:
+    counting only finished failures would let parallel connections have many
+    more guesses checked before the first failure is known. A check over that
+    waits for a slot instead of being refused, so parallel logins from one
+    address (a NAT, a school, the benchmark) that succeed are only queued,
+    while an attacker's parallel guesses still get ``limit`` checks in all.
+    """
 
     limit: int = 10
     window: float = 600.0
     block: float = 300.0
     max_addresses: int = 100_000
-    _fails: dict[str, deque[float]] = field(factory=dict)
+    _failures: Recent = field(
+        default=Factory(lambda self: Recent(self.window, self.limit, self.max_addresses), True)
+    )
     _blocked: dict[str, float] = field(factory=dict)
+    _in_flight: dict[str, int] = field(factory=dict)
+    #: Checks waiting for a slot, per address (bounded by its pre-auth connections).
+    _waiting: dict[str, deque[Deferred[bool]]] = field(factory=dict)
 
     def blocked(self, addr: str, now: float) -> bool:
         until = self._blocked.get(addr)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self._blocked[addr]
-        return False
-
-    def record(self, addr: str, now: float) -> None:
-        fails = self._fails.get(addr)
-        if fails is None:
-            if len(self._fails) >= self.max_addresses:
-                self.prune(now)
-            fails = self._fails[addr] = deque(maxlen=self.limit)
-        fails.append(now)
-        while fails and fails[0] <= now - self.window:
-            fails.popleft()
-        if len(fails) >= self.limit:
-            self._blocked[addr] = now + self.block
-            fails.clear()
-
-    def prune(self, now: float) -> None:
-        """Forget addresses with no failure inside the window (bounds memory under attack)."""
-        cutoff = now - self.window
-        for addr in [a for a, f in self._fails.items() if not f or f[-1] <= cutoff]:
-            del self._fails[addr]
-        for addr in [a for a, t in self._blocked.items() if t <= now]:
+        if until is not None:
+            if now < until:
+                return True
             del self._blocked[addr]
+        if self._failures.count(addr, now) < self.limit:
+            return False
+        self._failures.forget(addr)
+        _make_room(self._blocked, self.max_addresses)
+        self._blocked[addr] = now + self.block
+        return True
+
+    def attempt(self, addr: str, now: float) -> Deferred[bool]:
+        """A slot for a check that starts now: True when it may go on, False when blocked.
+
+        Fires at once unless ``limit`` checks from ``addr`` are already in
+        flight; then when one of them ends. Every True must be followed by
+        :meth:`finished`.
+        """
+        if self.blocked(addr, now):
+            return succeed(False)
+        if self._free(addr, now) and addr not in self._waiting:
+            self._in_flight[addr] = self._in_flight.get(addr, 0) + 1
+            return succeed(True)
+        queue = self._waiting.setdefault(addr, deque())
+        d: Deferred[bool] = Deferred(lambda d: _discard(queue, d))
+        queue.append(d)
+        return d
+
+    def finished(self, addr: str, now: float, failed: bool) -> None:
+        """The check that held a slot is over; a failure counts toward the block."""
+        left = self._in_flight.get(addr, 0) - 1
+        if left > 0:
+            self._in_flight[addr] = left
+        else:
+            self._in_flight.pop(addr, None)
+        if failed:
+            self._failures.add(addr, now)
+        queue = self._waiting.get(addr)
+        while queue:
+            if self.blocked(addr, now):
+                while queue:
+                    queue.popleft().callback(False)
+            elif self._free(addr, now):
+                self._in_flight[addr] = self._in_flight.get(addr, 0) + 1
+                queue.popleft().callback(True)
+            else:
+                break
+        if queue is not None and not queue:
+            del self._waiting[addr]
+
+    def _free(self, addr: str, now: float) -> bool:
+        return self._failures.count(addr, now) + self._in_flight.get(addr, 0) < self.limit
+
+    def addresses(self) -> int:
+        """Addresses remembered (with failures or blocked): bounded by ``max_addresses`` each."""
+        return len(self._failures) + len(self._blocked)
+
+
+def _discard(queue: deque[Deferred[bool]], d: Deferred[bool]) -> None:
+    if d in queue:
+        queue.remove(d)
+
+
+@define
+class Registrations:
+    """Accounts made with ``new`` per client address: ``limit`` an hour, 0 = unlimited.
+
+    One is counted just before the account is created and given back if that
+    fails, so registrations racing in parallel cannot pass the limit together.
+    """
+
+    limit: int = 5
+    window: float = 3600.0
+    max_addresses: int = 100_000
+    _made: Recent = field(
+        default=Factory(
+            lambda self: Recent(self.window, max(1, self.limit), self.max_addresses), True
+        )
+    )
+
+    def full(self, addr: str, now: float) -> bool:
+        return bool(self.limit) and self._made.count(addr, now) >= self.limit
+
+    def take(self, addr: str, now: float) -> bool:
+        """Count one registration from ``addr``; False (nothing counted) when it is over."""
+        if not self.limit:
+            return True
+        if self.full(addr, now):
+            return False
+        self._made.add(addr, now)
+        return True
+
+    def give_back(self, addr: str, taken: float) -> None:
+        self._made.take_back(addr, taken)
+
+    def addresses(self) -> int:
+        return len(self._made)
+
+
+@define
+class LogLimit:
+    """At most one log line per ``every`` seconds for a repeating trouble; the rest are counted."""
+
+    every: float = 60.0
+    _count: int = 0
+    _logged_at: float = float("-inf")
+
+    def due(self, now: float) -> int:
+        """Count one occurrence; the number to report now, or 0 to stay quiet."""
+        self._count += 1
+        if now - self._logged_at < self.every:
+            return 0
+        count, self._count, self._logged_at = self._count, 0, now
+        return count

@@ -9,6 +9,7 @@ from typing import Any
 
 from attrs import evolve
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.filepath import FilePath
@@ -44,6 +45,17 @@ def add_user(server: Server, name: str, password: str = "password1", admin: bool
     assert not failures, failures
 
 
+def hold_db_call(server: Server, call: str) -> Deferred[Any]:
+    """The store's ``call`` waits for the returned Deferred; its other calls run at once."""
+    pending: Deferred[Any] = Deferred()
+
+    def run_db(f: Any, *args: Any) -> Deferred[Any]:
+        return pending if f.__name__ == call else inline_runner(f, *args)
+
+    server.store.run_db = run_db
+    return pending
+
+
 class Client:
     """A telnet client that never negotiates (like nc), speaking to a TelnetProtocol."""
 
@@ -58,6 +70,7 @@ class Client:
         self.closed = False
 
     def raw(self) -> bytes:
+        self.clock.advance(0)  # the end of the reactor turn: prompts redrawn after messages
         data = self.transport.value()
         self.transport.clear()
         return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,8 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.logger import eventFromJSON, formatEvent
 
 _LISTENING = re.compile(r"telnet listening on .*port=(\d+)")
+_METRICS = re.compile(r"metrics listening on .*port=(\d+)")
 _IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 TWIST = str(Path(sys.executable).with_name("twist"))
@@ -26,10 +31,13 @@ class RealServer:
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        #: The --metrics port, when the server was started with one.
+        self.metrics_port = 0
 
     def start(self, timeout: float = 20.0) -> RealServer:
-        if self.runner == "twist":
-            prefix = [TWIST, "--log-file", str(self.log), "--log-format", "text"]
+        if self.runner in ("twist", "twist-json"):
+            form = "json" if self.runner == "twist-json" else "text"
+            prefix = [TWIST, "--log-file", str(self.log), "--log-format", form]
         else:
             prefix = [TWISTD, "-n", "--pidfile=", "--logfile", str(self.log)]
         cmd = [
@@ -43,9 +51,12 @@ class RealServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.log.exists():
-                m = _LISTENING.search(self.log.read_text())
+                text = self.log_text()
+                m = _LISTENING.search(text)
                 if m:
                     self.port = int(m.group(1))
+                    metrics = _METRICS.search(text)
+                    self.metrics_port = int(metrics.group(1)) if metrics else 0
                     return self
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode() if self.proc.stdout else ""
@@ -77,7 +88,21 @@ class RealServer:
         return self.proc.returncode
 
     def log_text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
+        """The log as text (a JSON log's events formatted, one per line)."""
+        if not self.log.exists():
+            return ""
+        if self.runner != "twist-json":
+            return self.log.read_text()
+        return "\n".join(formatEvent(eventFromJSON(e)) for e in self.json_lines())
+
+    def json_lines(self) -> list[str]:
+        """A ``--log-format json`` log's records (RFC 7464: each starts with RS, ends a line)."""
+        complete = self.log.read_text().split("\n")[:-1]  # the last may be half-written
+        return [line.lstrip("\x1e") for line in complete if line.strip()]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Each line of a JSON log parsed with json.loads, as a log shipper would."""
+        return [json.loads(line) for line in self.json_lines()]
 
 
 class RawClient:
@@ -132,15 +157,43 @@ class RawClient:
         self.sock.close()
 
 
-def login(port: int, name: str, password: str) -> RawClient:
-    """A raw client logged in at its prompt."""
-    c = RawClient(port)
+#: The password the real-server tests give the accounts they register.
+PASSWORD = "correct horse"
+Client = TypeVar("Client", bound=RawClient)
+
+
+def sign_in(c: Client, name: str, password: str) -> Client:
+    """Log a fresh connection in: from the greeting to the user's prompt."""
     c.expect("login: ")
     c.send_line(name)
     c.expect("Password: ")
     c.send_line(password)
     c.expect(f"{name}@testhost:~$ ")
     return c
+
+
+def sign_up(c: Client, name: str, password: str = PASSWORD) -> Client:
+    """Register ``name`` on a fresh connection (``new`` at the greeting); ends at its prompt."""
+    c.expect("login: ")
+    for line, prompt in [
+        ("new", "Username: "),
+        (name, "Password: "),
+        (password, "Password again: "),
+        (password, f"{name}@testhost:~$ "),
+    ]:
+        c.send_line(line)
+        c.expect(prompt)
+    return c
+
+
+def login(port: int, name: str, password: str) -> RawClient:
+    """A raw client logged in at its prompt."""
+    return sign_in(RawClient(port), name, password)
+
+
+def register(port: int, name: str, password: str = PASSWORD) -> RawClient:
+    """A raw client that registered ``name`` and sits at its prompt."""
+    return sign_up(RawClient(port), name, password)
 
 
 def have_telnet() -> str | None:

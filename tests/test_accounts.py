@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from shellserver.passwords import dummy_hash, hash_password, verify_password
 from shellserver.threads import inline_runner
 
 COST = 4
+DATA = Path(__file__).parent / "data"
 
 
 def result(d: Deferred[Any]) -> Any:
@@ -154,20 +156,45 @@ def test_older_store_is_copied_then_migrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = str(tmp_path / "old.sqlite3")
-    AccountDB.open(path).close()  # version 1
+    AccountDB.open(path).close()  # today's version
+    current = accounts.SCHEMA_VERSION
 
     def add_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE users ADD COLUMN shell TEXT")
 
-    monkeypatch.setattr(accounts, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(accounts.MIGRATIONS, 1, add_column)
+    monkeypatch.setattr(accounts, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(accounts.MIGRATIONS, current, add_column)
     db = AccountDB.open(path)
     db.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == current + 1
     assert "shell" in [row[1] for row in conn.execute("PRAGMA table_info(users)")]
     conn.close()
-    backup = sqlite3.connect(path + ".v1.bak")
+    backup = sqlite3.connect(f"{path}.v{current}.bak")
+    assert backup.execute("PRAGMA user_version").fetchone()[0] == current
+    backup.close()
+
+
+def test_store_made_by_schema_1_code_is_migrated(tmp_path: Path) -> None:
+    """tests/data/store-v1.sqlite was made by the server before saved messages existed."""
+    path = tmp_path / "accounts.sqlite3"
+    shutil.copyfile(DATA / "store-v1.sqlite", path)
+    db = AccountDB.open(str(path))
+    try:
+        assert [a.name for a in db.users()] == ["admin", "alice", "bob"]
+        assert db.get_hash("alice") is not None
+        assert [r.user for r in db.history()] == ["alice"]
+        tables = {r[0] for r in db._db.execute("SELECT name FROM sqlite_master")}
+        assert {"messages", "ignores"} <= tables
+        assert db._db.execute("PRAGMA user_version").fetchone()[0] == accounts.SCHEMA_VERSION
+    finally:
+        db.close()
+    backup = sqlite3.connect(f"{path}.v1.bak")
+    assert [r[0] for r in backup.execute("SELECT name FROM users ORDER BY name")] == [
+        "admin",
+        "alice",
+        "bob",
+    ]
     assert backup.execute("PRAGMA user_version").fetchone()[0] == 1
     backup.close()
 
@@ -185,16 +212,27 @@ def test_authenticate(store: AccountStore) -> None:
     assert result(store.authenticate("alice", "password1")).check(AccountLocked)
 
 
-def test_unknown_users_are_hashed_too(store: AccountStore) -> None:
-    calls: list[str] = []
+def test_unknown_users_are_hashed_too(
+    store: AccountStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pooled: list[str] = []
+    checked: list[str] = []
 
     def counting(f: Any, *args: Any) -> Deferred[Any]:
-        calls.append(f.__name__)
+        pooled.append(f.__name__)
         return inline_runner(f, *args)
 
+    def verify(password: str, stored: str) -> bool:
+        checked.append(stored)
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(accounts, "verify_password", verify)
     store.run_hash = counting
     result(store.authenticate("ghost", "x"))
-    assert calls == ["verify_password"]
+    result(store.authenticate("ghost", "x"))
+    assert pooled.count("dummy_hash") == 1  # the dummy is made on the pool, once
+    # ... and every unknown name is checked against it, as a known name is against its hash
+    assert len(checked) == 2 and checked[0] == checked[1]
 
 
 def test_old_cost_hashes_still_verify(store: AccountStore) -> None:
@@ -238,3 +276,32 @@ def test_initial_admin_written_0600_only_on_an_empty_store(tmp_path: Path, db: A
     assert admin is not None and admin[0].is_admin and verify_password(password, admin[1])
     assert ensure_initial_admin(db, d, COST) is None
     assert sorted(p.basename() for p in d.path.children()) == ["home", "initial-admin-password"]
+
+
+def test_a_hash_at_another_cost_is_replaced_at_the_next_successful_login(
+    store: AccountStore,
+) -> None:
+    store.db.create("old", hash_password("password1", 5))
+    assert result(store.authenticate("old", "wrong-one")).check(LoginFailed)
+    found = store.db.get_hash("old")
+    assert found is not None and found[1].startswith("$scrypt$ln=5,")  # not on a failure
+    assert result(store.authenticate("old", "password1")).name == "old"
+    found = store.db.get_hash("old")
+    assert found is not None and found[1].startswith(f"$scrypt$ln={store.hash_cost},")
+    assert result(store.authenticate("old", "password1")).name == "old"
+
+
+def test_rehash_never_overwrites_a_password_changed_meanwhile(db: AccountDB) -> None:
+    db.create("alice", "$scrypt$ln=5,r=8,p=1$old$old")
+    db.set_password_hash("alice", "changed")
+    assert not db.replace_hash("alice", "$scrypt$ln=5,r=8,p=1$old$old", "rehashed")
+    assert db.get_hash("alice")[1] == "changed"  # type: ignore[index]
+    assert db.replace_hash("alice", "changed", "rehashed")
+
+
+def test_needs_rehash() -> None:
+    from shellserver.passwords import needs_rehash
+
+    assert not needs_rehash(hash_password("x", 4), 4)
+    assert needs_rehash(hash_password("x", 4), 5)
+    assert needs_rehash("garbage", 4)

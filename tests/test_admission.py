@@ -44,8 +44,20 @@ def test_per_address_limit_counts_only_those_waiting_to_log_in() -> None:
     assert (a.connections, a.unauth) == (4, 3)
 
 
+class Draws:
+    """A random source that answers from a script (1.0, never dropping, when it runs out)."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+        self.drawn = 0
+
+    def random(self) -> float:
+        self.drawn += 1
+        return self.values.pop(0) if self.values else 1.0
+
+
 def test_total_and_unauth_limits() -> None:
-    a = Admission(3, 2, 0)
+    a = Admission(3, 2, 0, random=Draws())  # type: ignore[arg-type]
     assert a.admit("a") is None
     assert a.admit("b") is None
     assert a.admit("c") == TOO_MANY_UNAUTH
@@ -56,6 +68,82 @@ def test_total_and_unauth_limits() -> None:
     a.logged_in("b")
     assert a.admit("d") is None
     assert (a.connections, a.unauth) == (3, 2)
+
+
+def test_random_early_drop_from_half_of_max_unauth() -> None:
+    draws = Draws()
+    a = Admission(0, 200, 0, random=draws)  # type: ignore[arg-type]
+    for _ in range(100):
+        assert a.admit("192.0.2.1") is None
+    assert draws.drawn == 0  # below half: no drop, no draw
+    draws.values = [0.29, 0.31]  # at 100 waiting the chance is 30 %
+    assert a.admit("192.0.2.2") == TOO_MANY_UNAUTH
+    assert a.admit("192.0.2.2") is None
+    for _ in range(49):
+        a.admit("192.0.2.3")
+    assert a.unauth == 150
+    draws.values = [0.64, 0.66]  # halfway to the limit: 65 %
+    assert a.admit("192.0.2.4") == TOO_MANY_UNAUTH
+    assert a.admit("192.0.2.4") is None
+    for _ in range(49):
+        a.admit("192.0.2.5")
+    draws.values = [0.999]  # at the limit itself: the hard limit refuses
+    assert a.admit("192.0.2.6") == TOO_MANY_UNAUTH
+
+
+def test_login_grace_shortens_under_pressure() -> None:
+    a = Admission(0, 200, 0, random=Draws())  # type: ignore[arg-type]
+    for _ in range(99):
+        a.admit("192.0.2.1")
+    assert a.login_grace(60) == 60
+    for _ in range(51):
+        a.admit("192.0.2.1")
+    assert a.login_grace(60) == 35
+    for _ in range(50):
+        a.admit("192.0.2.1")
+    assert a.login_grace(60) == 10
+    assert a.login_grace(5) == 5
+    assert Admission(0, 0, 0).login_grace(60) == 60
+
+
+def test_under_pressure_new_and_old_connections_get_the_shorter_grace(tmp_path: Path) -> None:
+    server = make_server(tmp_path, max_unauth=20, max_unauth_per_addr=0)
+    server.admission.random = Draws()  # type: ignore[assignment]
+    early = [Client(server, peer=f"10.0.0.{i}") for i in range(10)]  # up to 10 waiting: 60 s
+    server.clock.advance(20)  # type: ignore[attr-defined]
+    late = [Client(server, peer=f"10.0.1.{i}") for i in range(5)]  # 11..15 waiting: 55..35 s
+    server.clock.advance(34.9)  # type: ignore[attr-defined]
+    assert not any(c.disconnecting for c in early + late)
+    server.clock.advance(0.1)  # type: ignore[attr-defined]
+    assert [c.disconnecting for c in late] == [False] * 4 + [True]
+    assert "Login timed out after 35 seconds." in late[4].output()
+    late[4].drop()
+    newest = Client(server, peer="10.0.2.1")  # 14 waiting: 40 s, for those waiting too
+    assert all(c.disconnecting for c in early)  # 55 s old
+    assert not any(c.disconnecting for c in late[:4])  # 35 s old
+    assert "Login timed out after 40 seconds." in early[0].output()
+    assert not newest.disconnecting and "login: " in newest.output()
+    assert server.admission.unauth == 5  # the timed-out ones freed their slots at once
+
+
+def test_a_full_house_of_half_open_connections_makes_room_after_the_short_grace(
+    tmp_path: Path,
+) -> None:
+    server = make_server(tmp_path, max_unauth=4, max_unauth_per_addr=0)
+    server.admission.random = Draws()  # type: ignore[assignment]
+    squatters = [Client(server, peer="10.9.9.9") for _ in range(4)]
+    assert TOO_MANY_UNAUTH in Client(server, peer="10.0.0.1").output()
+    server.clock.advance(9.9)  # type: ignore[attr-defined]
+    assert TOO_MANY_UNAUTH in Client(server, peer="10.0.0.1").output()
+    server.clock.advance(0.1)  # type: ignore[attr-defined]
+    assert squatters[3].disconnecting  # admitted at full: 10 s grace
+    squatters[3].drop()
+    refill = Client(server, peer="10.9.9.9")  # the attacker refills the house at once
+    # The others were admitted with 60 or 35 s, but at a full house the grace is 10 s for
+    # them too: they end as the next connection arrives, before it is refused or admitted.
+    c = Client(server, peer="10.0.0.1")
+    assert all(s.disconnecting for s in squatters[:3]) and not refill.disconnecting
+    assert "login: " in c.output() and not c.disconnecting
 
 
 def test_refusals_are_logged_at_most_once_a_minute() -> None:

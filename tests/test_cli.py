@@ -98,12 +98,16 @@ def test_newusers_is_all_or_nothing(server: RealServer) -> None:
     login(server.port, "carol", "otherpass1").close()
 
 
-def test_large_who_is_paged(server: RealServer) -> None:
-    clients = [login(server.port, "admin", server.admin_password()) for _ in range(40)]
-    r = cli(server.data, "who", "--json")
-    assert len(json.loads(r.stdout)["sessions"]) == 40
-    for c in clients:
-        c.close()
+def test_large_who_is_paged(tmp_path: Path) -> None:
+    server = RealServer(tmp_path, "--max-sessions", "0").start()  # 40 sessions of one account
+    try:
+        clients = [login(server.port, "admin", server.admin_password()) for _ in range(40)]
+        r = cli(server.data, "who", "--json")
+        assert len(json.loads(r.stdout)["sessions"]) == 40
+        for c in clients:
+            c.close()
+    finally:
+        server.stop()
 
 
 def test_shutdown_countdown_cancel_and_now(server: RealServer) -> None:

@@ -9,6 +9,7 @@ from harness import Client, add_user, make_server
 
 from shellserver.adminops import broadcast_message
 from shellserver.server import Server
+from shellserver.wire import encode
 
 
 @pytest.fixture
@@ -120,8 +121,12 @@ def test_write_multi_line_until_dot_and_ctrl_d(server: Server) -> None:
     a.run("write bob")
     assert "Message from alice" in b.output()
     a.send("first")
+    assert b.output() == "\r\x1b[Kfirst\nbob@testhost:~$ "
     a.send("second")
-    assert b.output() == "\r\x1b[Kfirst\nbob@testhost:~$ \r\x1b[Ksecond\nbob@testhost:~$ "
+    assert b.output() == "\r\x1b[Ksecond\nbob@testhost:~$ "
+    a.send("third")
+    a.send("fourth")  # in the same reactor turn: one block under one prompt
+    assert b.output() == "\r\x1b[Kthird\nfourth\nbob@testhost:~$ "
     a.send(".")
     assert "EOF" in b.output()
     assert a.output().endswith("alice@testhost:~$ ")
@@ -226,7 +231,7 @@ def test_wall_reaches_everyone_even_mesg_n(server: Server) -> None:
 
 def test_broadcast_keeps_line_breaks_and_sanitises_each_line() -> None:
     msg = broadcast_message("root1", "testhost", "control", 0.0, "one\n\x1b[31mtwo\r")
-    lines = msg.body.decode().split("\r\n")
+    lines = msg.encoded("tel", encode).decode().split("\r\n")
     assert lines[1:] == ["", "one", "^[[31mtwo^M", ""]
 
 
@@ -236,7 +241,7 @@ def test_kick(server: Server) -> None:
     admin = online(server, "root1")
     assert admin.run("kick bob spamming").startswith("kick: ended 2 sessions of bob\n")
     for c in (b, b2):
-        assert "You have been logged out by root1: spamming" in c.output()
+        assert c.output().endswith("You have been logged out by root1: spamming\n")  # no prompt
         assert c.disconnecting
     assert admin.run("kick nobody").startswith("kick: nobody is not logged in\n")
 
@@ -375,7 +380,8 @@ def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
     assert a.output() == ""  # warned once
     clock.advance(60)  # type: ignore[attr-defined]
     watch.scan(clock.seconds())
-    assert "Idle for 10 minutes; logging you out." in a.output() and a.disconnecting
+    out = a.output()
+    assert out.endswith("Idle for 10 minutes; logging you out.\n") and a.disconnecting  # no prompt
 
 
 @pytest.mark.parametrize(
@@ -401,3 +407,28 @@ def test_disconnect_detaches_and_records_logout(server: Server) -> None:
     c = online(server, "bob")
     assert "tel/1" in [line for line in a.run("who").splitlines() if "bob" in line][0]
     c.drop()
+
+
+def test_admin_names_in_lock_and_userdel_notices_are_sanitised(server: Server) -> None:
+    from twisted.internet.defer import Deferred
+
+    from shellserver import adminops
+
+    alice = online(server, "alice")
+    bob = online(server, "bob")
+    evil = "ev\x1b]0;owned\x07il\u202e"
+    Deferred.fromCoroutine(adminops.set_locked(server, evil, "control", "alice", True))
+    Deferred.fromCoroutine(adminops.delete_user(server, evil, "control", "bob"))
+    shown = "ev^[]0;owned^Gil\\u202e"
+    assert f"Your account has been locked by {shown}." in alice.output()
+    assert f"Your account has been deleted by {shown}." in bob.output()
+
+
+def test_a_writer_hanging_up_mid_write_ends_it_with_eof(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    a.send("write bob")
+    a.send("hello there")
+    assert "hello there" in b.output()
+    a.drop()
+    assert "EOF\n" in b.output()

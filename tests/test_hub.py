@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from shellserver.hub import Hub, IHub, Message
 from shellserver.session import Session
-from shellserver.terminal import IWire, Terminal
+from shellserver.terminal import IWire, Redraws, Terminal
+from shellserver.wire import encode
 
 
 @implementer(IWire)
@@ -19,6 +20,9 @@ class Sink:
     kind = "tel"
     peer = "192.0.2.1"
     width = 80
+    height = 24
+    term = ""
+    backlogged = False
 
     def __init__(self, accept: bool = True) -> None:
         self.got: list[bytes] = []
@@ -28,10 +32,13 @@ class Sink:
     def send(self, text: str) -> None:
         self.got.append(text.encode())
 
-    def send_message(self, chunks: Sequence[bytes]) -> bool:
+    def send_message(self, lead: str, message: Message) -> bool:
         if self.accept:
-            self.got.append(b"".join(chunks))
+            self.got.append(encode(lead) + message.encoded(self.kind, encode))
         return self.accept
+
+    def drain(self) -> Deferred[None]:
+        return Deferred()
 
     def set_echo(self, on: bool) -> None:
         pass
@@ -51,7 +58,9 @@ def result(d: Deferred[Any]) -> Any:
 
 def session(hub: Hub, user: str, n: int, accept: bool = True) -> tuple[Session, Sink]:
     sink = Sink(accept)
-    s = Session(n, user, "user", hub.allocate_tty("tel"), "p", 0.0, Terminal(sink), 0.0)
+    s = Session(
+        n, user, "user", hub.allocate_tty("tel"), "p", 0.0, Terminal(sink, Redraws(Clock())), 0.0
+    )
     hub.attach(s)
     return s, sink
 
@@ -95,10 +104,19 @@ def test_broadcast_encodes_once_and_counts_who_got_it() -> None:
     sinks = [session(hub, f"u{i}", i)[1] for i in range(3)]
     session(hub, "slow", 9, accept=False)
     msg = Message.of("hello\nwörld")
-    assert msg.body == "hello\r\nwörld\r\n".encode()
+    body = "hello\r\nwörld\r\n".encode()
+    calls: list[str] = []
+
+    def counting(text: str) -> bytes:
+        calls.append(text)
+        return encode(text)
+
+    assert msg.encoded("tel", counting) == body
     assert result(hub.broadcast(msg)) == 3
     for sink in sinks:
-        assert sink.got[-1].endswith(msg.body)
+        assert sink.got[-1].endswith(body)
+    assert msg.encoded("tel", counting) is msg.encoded("tel", counting)
+    assert len(calls) == 1  # once for every telnet recipient
 
 
 def test_deliver_reports_a_drop() -> None:

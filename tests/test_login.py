@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, add_user, hold_db_call, make_server
 
+from shellserver.files.tree import Tree
 from shellserver.server import Server
+from shellserver.threads import inline_runner
 
 
 @pytest.fixture
@@ -37,9 +40,9 @@ def test_login_shows_first_login_then_prompt(server: Server) -> None:
 
 def test_password_prompt_turns_echo_off_and_back_on(server: Server) -> None:
     c = Client(server)
-    c.raw()
+    assert c.raw().startswith(b"\xff\xfb\x01")  # WILL ECHO is offered at connect
     c.send("alice")
-    assert c.raw() == b"\xff\xfb\x01Password: "
+    assert c.raw() == b"Password: "  # still ours: the client (never negotiating) echoes nothing
     c.send("password1")
     # The line ends at once; echo comes back with the first thing shown after it.
     assert c.raw().startswith(b"\r\n\xff\xfc\x01")
@@ -173,18 +176,8 @@ def test_max_sessions(tmp_path: Path, on_max: str) -> None:
 
 
 def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) -> None:
-    from typing import Any
 
-    from twisted.internet.defer import Deferred
-
-    from shellserver.threads import inline_runner
-
-    pending: Deferred[None] = Deferred()
-
-    def run_db(f: Any, *args: Any) -> Deferred[Any]:
-        return pending if f.__name__ == "last_login" else inline_runner(f, *args)
-
-    server.store.run_db = run_db
+    pending = hold_db_call(server, "last_login")
     c = Client(server)
     c.login("alice")
     c.drop()
@@ -192,3 +185,220 @@ def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) 
     assert len(server.hub) == 0
     assert server.hub.allocate_tty("tel") == "tel/0"
     assert not server.connections
+
+
+def _clocked_hashing(server: Server, seconds_by_cost: dict[int, float]) -> list[str]:
+    """Hashing that takes clock time by cost, as a thread pool would; returns the calls made."""
+
+    from twisted.internet.task import deferLater
+
+    calls: list[str] = []
+
+    def run(f: Any, *args: Any) -> Any:
+        calls.append(f.__name__)
+        if f.__name__ == "verify_password":
+            cost = int(args[1].split("ln=")[1].split(",")[0])
+        else:  # hash_password(password, cost) or dummy_hash(cost)
+            cost = args[-1]
+        return deferLater(server.clock, seconds_by_cost[cost], f, *args)  # type: ignore[arg-type]
+
+    real_db = server.store.run_db
+
+    def db(f: Any, *args: Any) -> Any:
+        if f.__name__ == "_read_and_check_cheap":  # every hash goes to the pool, as dear ones do
+            return real_db(server.store.db.get_hash, args[0]).addCallback(lambda got: (got, None))
+        return real_db(f, *args)
+
+    server.store.run_hash = run
+    server.store.run_db = db
+    return calls
+
+
+def test_failure_answers_at_the_same_moment_whatever_the_hashing_took(tmp_path: Path) -> None:
+    from shellserver.passwords import hash_password
+
+    server = make_server(tmp_path, hash_cost=5)
+    server.store.db.create("quick", hash_password("password1", 4))  # newusers --hash-cost 4
+    server.store.db.create("usual", hash_password("password1", 5))
+    calls = _clocked_hashing(server, {4: 0.002, 5: 0.15})
+    clients = {
+        name: Client(server, peer=f"10.1.1.{i}")
+        for i, name in enumerate(["quick", "usual", "nobody-at-all"])
+    }
+    for name, c in clients.items():
+        c.output()
+        c.login(name, "wrong-password")
+    server.clock.advance(0.999)  # type: ignore[attr-defined]
+    assert calls.count("verify_password") == 3  # the unknown name was hashed too
+    assert all("Login incorrect" not in c.output() for c in clients.values())
+    server.clock.advance(0.002)  # type: ignore[attr-defined]
+    assert all(c.output() == "Login incorrect\nlogin: " for c in clients.values())
+
+
+def test_parallel_connections_get_ten_guesses_checked_in_all(server: Server) -> None:
+    calls = _clocked_hashing(server, {4: 0.01})
+    clients = [Client(server, peer="10.6.6.6") for _ in range(20)]
+    for _round in range(3):
+        for c in clients:
+            if not c.disconnecting:
+                c.send("alice")
+                c.send("wrong-password")
+        server.clock.advance(5)  # type: ignore[attr-defined]
+    assert calls.count("verify_password") == 10
+    assert all(c.disconnecting for c in clients)
+    for c in clients:
+        c.drop()
+    assert "Too many failed logins" in Client(server, peer="10.6.6.6").output()
+
+
+def test_a_success_does_not_count_towards_the_block(server: Server) -> None:
+    for _ in range(20):
+        c = Client(server, peer="10.6.6.6")
+        assert "alice@testhost" in c.login("alice")
+        c.drop()
+    for delay in (1, 2, 4):
+        c = Client(server, peer="10.6.6.6")
+        c.login("alice", "nope-nope")
+        server.clock.advance(delay)  # type: ignore[attr-defined]
+    assert "alice@testhost" in Client(server, peer="10.6.6.6").login("alice")
+
+
+def _disk_full(*args: object) -> None:
+    import sqlite3
+
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+@pytest.fixture
+def critical_lines() -> Any:
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") == LogLevel.critical:
+            lines.append(event["log_format"])
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest.mark.parametrize("where", ["get_hash", "record_login"])
+def test_disk_full_at_login_says_so_and_keeps_the_connection(
+    server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.setattr(server.store.db, where, _disk_full)
+    c = Client(server)
+    c.output()
+    for _ in range(3):
+        out = c.login("alice")
+        assert out.endswith("Service temporarily unavailable\nlogin: "), out
+        assert not c.disconnecting
+    assert len(critical_lines) == 1  # once a minute, however many fail
+    monkeypatch.undo()
+    assert c.login("alice").endswith("alice@testhost:~$ ")
+    monkeypatch.setattr(server.store.db, where, _disk_full)
+    server.clock.advance(59)  # type: ignore[attr-defined]
+    Client(server).login("alice")
+    assert len(critical_lines) == 1
+    server.clock.advance(2)  # type: ignore[attr-defined]
+    Client(server).login("alice")
+    assert len(critical_lines) == 2
+    assert len(server.hub) == 1
+
+
+@pytest.mark.parametrize("where", ["create", "homes", "making the home"])
+def test_disk_full_at_registration_says_so_and_keeps_the_connection(
+    server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    import errno
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "create":
+        monkeypatch.setattr(server.store.db, "create", _disk_full)
+    elif where == "homes":
+        assert server.homes is not None
+        monkeypatch.setattr(type(server.homes), "create", no_space)
+    else:  # the disk fills as the new home's directory is made, on the I/O thread
+        monkeypatch.setattr(Tree, "open_home", no_space)
+    c = Client(server)
+    c.output()
+    for line in ["new", "bob", "longenough", "longenough"]:
+        c.send(line)
+    assert c.output().endswith("Service temporarily unavailable\nlogin: ")
+    assert not c.disconnecting and len(critical_lines) == 1
+    assert server.store.db.get("bob") is None  # nothing half-made
+    monkeypatch.undo()
+    for line in ["new", "bob", "longenough", "longenough"]:
+        c.send(line)
+    assert c.output().endswith("bob@testhost:~$ ")
+
+
+def _register(c: Client, name: str) -> str:
+    for line in ["new", name, "longenough", "longenough"]:
+        c.send(line)
+    return c.output()
+
+
+def test_registrations_are_limited_per_address_per_hour(tmp_path: Path) -> None:
+    server = make_server(tmp_path, max_registrations=2)
+    for name in ["bob", "carol"]:
+        assert _register(Client(server, peer="10.3.3.3"), name).endswith(f"{name}@testhost:~$ ")
+    c = Client(server, peer="10.3.3.3")
+    c.output()
+    c.send("new")
+    assert c.output() == "Too many accounts created from your address; try again later.\nlogin: "
+    assert _register(Client(server, peer="10.4.4.4"), "dave").endswith("dave@testhost:~$ ")
+    server.clock.advance(3601)  # type: ignore[attr-defined]
+    assert _register(Client(server, peer="10.3.3.3"), "erin").endswith("erin@testhost:~$ ")
+
+
+def test_parallel_registrations_cannot_pass_the_limit_together(tmp_path: Path) -> None:
+    from twisted.internet.task import deferLater
+
+    server = make_server(tmp_path, max_registrations=2)
+    server.store.run_hash = lambda f, *a: deferLater(server.clock, 0.1, f, *a)  # type: ignore[misc]
+    clients = [Client(server, peer="10.3.3.3") for _ in range(5)]
+    outs = []
+    for i, c in enumerate(clients):
+        c.output()
+        outs.append(_register(c, f"user{i}"))  # all pass the check at 'new' before any is made
+    server.clock.advance(1)  # type: ignore[attr-defined]
+    outs = [o + c.output() for o, c in zip(outs, clients, strict=True)]
+    assert sum("Welcome" in o for o in outs) == 2
+    assert sum("Too many accounts created" in o for o in outs) == 3
+    assert server.store.db.count() == 2
+
+
+def test_a_failed_registration_is_not_counted(tmp_path: Path) -> None:
+    server = make_server(tmp_path, max_registrations=1)
+    add_user(server, "bob")
+    c = Client(server, peer="10.3.3.3")
+    from shellserver.accounts import UserExists
+
+    def raced(*args: object) -> None:
+        raise UserExists("carol")
+
+    server.store.db.create = raced  # type: ignore[method-assign]
+    assert "taken a moment ago" in _register(c, "carol")
+    del server.store.db.create
+    assert _register(c, "carol").endswith("carol@testhost:~$ ")
+
+
+def test_login_grace_ending_while_the_login_is_recorded_counts_nothing_twice(
+    server: Server,
+) -> None:
+    pending = hold_db_call(server, "record_login")
+    c = Client(server)
+    c.login("alice")
+    server.clock.advance(60)  # type: ignore[attr-defined]
+    assert "Login timed out" in c.output()
+    assert server.admission.unauth == 0
+    server.store.run_db = inline_runner
+    pending.callback(1)
+    c.drop()
+    assert (server.admission.unauth, server.admission.connections) == (0, 0)
+    assert len(server.hub) == 0

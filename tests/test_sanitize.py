@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from shellserver.sanitize import careful, careful_lines
@@ -24,6 +26,10 @@ from shellserver.wrap import display_width, hard_wrap
         ("evil\u202etxt.exe", "evil\\u202etxt.exe"),
         ("\u2066iso\u2069", "\\u2066iso\\u2069"),
         ("\ud800", "\\ud800"),
+        ("a\u200eb\u200fc\u061cd", "a\\u200eb\\u200fc\\u061cd"),
+        ("line\u2028sep\u2029", "line\\u2028sep\\u2029"),
+        ("zero\u200bwidth\u2060join", "zero\\u200bwidth\\u2060join"),
+        ("\ufeffbom soft\u00adhyphen", "\\ufeffbom soft\\u00adhyphen"),
     ],
 )
 def test_dangerous_characters_are_made_visible(raw: str, shown: str) -> None:
@@ -53,6 +59,8 @@ def test_every_special_character_fails_the_fast_path_check() -> None:
     specials = [chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]]
     specials += [chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]]
     specials += [chr(c) for c in range(0xDC80, 0xDD00)]
+    specials += [chr(c) for c in (0x200E, 0x200F, 0x061C, 0x2028, 0x2029, 0x200B, 0x2060)]
+    specials += ["\ufeff", "\u00ad"]
     assert not any(ch.isprintable() for ch in specials)
 
 
@@ -77,3 +85,23 @@ def test_hard_wrap_at_79_columns() -> None:
     assert pieces == ["漢" * 39, "漢"]
     assert all(display_width(p) <= 79 for p in pieces)
     assert hard_wrap("ab" + "é" * 100, 10)[0] == "ab" + "é" * 8
+
+
+@pytest.mark.parametrize(
+    "raw", ["\x1b", "\x9b", b"\xff".decode("utf-8", "surrogateescape"), "\u202e"]
+)
+@pytest.mark.parametrize("lead", range(70, 80))
+def test_hard_wrap_never_cuts_inside_a_notation(raw: str, lead: int) -> None:
+    line = careful("x" * lead + raw * 3 + "y" * 10)
+    pieces = hard_wrap(line)
+    assert "".join(pieces) == line
+    assert all(display_width(p) <= 79 for p in pieces)
+    for piece in pieces:
+        # every backslash in a piece starts a whole notation; no piece ends in half a caret one
+        assert "\\" not in re.sub(r"\\[0-7]{3}|\\u[0-9a-f]{4}", "", piece)
+        assert not piece.endswith("^") and not piece.startswith("[")
+
+
+def test_hard_wrap_notation_in_non_ascii_lines() -> None:
+    line = careful("é" * 78 + "\x1b[31m")
+    assert hard_wrap(line) == ["é" * 78, "^[[31m"]

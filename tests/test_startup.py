@@ -58,6 +58,21 @@ def test_a_port_in_use_creates_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # no data dir, no admin, no password file
 
 
+def test_a_metrics_port_in_use_stops_the_start_too(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = start(
+            tmp_path, "--telnet", "tcp:0:interface=127.0.0.1", "--data", "data",
+            "--metrics", f"tcp:{port}:interface=127.0.0.1",
+        )  # fmt: skip
+    assert r.returncode == 1
+    [line] = r.stderr.splitlines() or r.stdout.splitlines()
+    assert line.startswith(f"shellserver: cannot listen on tcp:{port}:interface=127.0.0.1: ")
+    assert not (tmp_path / "data").exists()
+
+
 def run_with_fd_limit(tmp_path: Path, hard: int, *args: str) -> str:
     """Start the real server under a descriptor hard limit; return its log once it listens."""
 

@@ -18,11 +18,19 @@ def test_defaults_follow_the_spec() -> None:
     cfg = parse().config
     assert cfg.telnet == ("tcp:2323",)
     assert cfg.data == "./shellserver-data"
-    assert cfg.registration and cfg.on_max == "refuse" and cfg.max_sessions == 0
+    assert cfg.registration and cfg.on_max == "refuse" and cfg.max_sessions == 10
+    assert (cfg.max_unauth, cfg.max_unauth_per_addr, cfg.max_registrations) == (200, 20, 5)
     assert (cfg.idle_timeout, cfg.quota, cfg.max_output) == (3600, 10 * 1024**2, 256 * 1024)
     assert (cfg.cmd_burst, cfg.cmd_rate, cfg.hash_cost) == (40, 10.0, 14)
     assert cfg.control is None and cfg.hostname
     assert cfg.ssh == ()
+    assert cfg.metrics is None  # off unless asked for
+
+
+def test_metrics_endpoint() -> None:
+    assert parse("--metrics", "tcp:9100:interface=127.0.0.1").config.metrics == (
+        "tcp:9100:interface=127.0.0.1"
+    )
 
 
 def test_values_are_parsed() -> None:
@@ -30,19 +38,21 @@ def test_values_are_parsed() -> None:
         "--telnet", "tcp:1", "--telnet", "unix:/tmp/x.sock", "--registration", "closed",
         "--max-sessions", "2", "--on-max", "replace", "--idle-timeout", "0", "--quota", "5K",
         "--max-output", "1M", "--cmd-rate", "0.5", "--hash-cost", "4", "--hostname", "box",
-        "--ssh", "tcp:2222", "--ssh", "tcp6:2222",
+        "--ssh", "tcp:2222", "--ssh", "tcp6:2222", "--max-registrations", "0",
     ).config  # fmt: skip
     assert cfg.ssh == ("tcp:2222", "tcp6:2222")
     assert cfg.telnet == ("tcp:1", "unix:/tmp/x.sock")
     assert not cfg.registration and cfg.max_sessions == 2 and cfg.on_max == "replace"
     assert (cfg.idle_timeout, cfg.quota, cfg.max_output) == (0, 5120, 1024**2)
     assert (cfg.cmd_rate, cfg.hash_cost, cfg.hostname) == (0.5, 4, "box")
+    assert cfg.max_registrations == 0
 
 
 @pytest.mark.parametrize(
     "args, option",
     [
         (["--max-sessions", "-1"], "--max-sessions"),
+        (["--max-registrations", "x"], "--max-registrations"),
         (["--idle-timeout", "soon"], "--idle-timeout"),
         (["--on-max", "kill"], "--on-max"),
         (["--registration", "yes"], "--registration"),
@@ -53,6 +63,7 @@ def test_values_are_parsed() -> None:
         (["--telnet", "nonsense:1"], "--telnet"),
         (["--ssh", "tcp:notaport"], "--ssh"),
         (["--control", "tcp:notaport"], "--control"),
+        (["--metrics", "http://x"], "--metrics"),
     ],
 )
 def test_bad_values(args: list[str], option: str) -> None:

@@ -9,7 +9,9 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from shellserver import telnet
+from shellserver.hub import Message
 from shellserver.telnet import (
+    BINARY,
     DO,
     DONT,
     ECHO,
@@ -19,6 +21,7 @@ from shellserver.telnet import (
     SB,
     SE,
     SGA,
+    TTYPE,
     WANTYES,
     WILL,
     WONT,
@@ -49,6 +52,15 @@ class Recorder:
     def connection_lost(self) -> None:
         self.events.append("<LOST>")
 
+    def text_received(self, text: str) -> None:
+        self.events.append(("keys", text))
+
+    def mode_changed(self, character: bool) -> None:
+        self.events.append(f"<CHAR {character}>")
+
+    def resized(self) -> None:
+        self.events.append("<SIZE>")
+
 
 def connect(
     max_line: int = 4096, max_output: int = 1000
@@ -65,9 +77,74 @@ def connect(
     return proto, transport, rec, clock
 
 
-def test_connect_asks_for_window_size_only() -> None:
+OFFERS = (
+    iac(WILL, ECHO)
+    + iac(WILL, SGA)
+    + iac(DO, SGA)
+    + iac(WILL, BINARY)
+    + iac(DO, BINARY)
+    + iac(DO, NAWS)
+    + iac(DO, TTYPE)
+)
+
+
+def test_connect_offers_character_mode_binary_naws_ttype_without_waiting() -> None:
+    _, transport, _, _ = connect()
+    assert transport.value() == OFFERS
+
+
+def char_mode() -> tuple[TelnetProtocol, StringTransport, Recorder, Clock]:
+    proto, transport, rec, clock = connect()
+    proto.dataReceived(iac(DO, ECHO) + iac(DO, SGA) + iac(WILL, SGA))
+    assert rec.events == ["<CHAR True>"]
+    rec.events.clear()
+    transport.clear()
+    return proto, transport, rec, clock
+
+
+def test_a_client_that_accepts_echo_and_sga_is_in_character_mode() -> None:
+    proto, transport, rec, _ = char_mode()
+    proto.dataReceived(b"ab\r\x00c\r\nd\n")
+    assert rec.events == [("keys", "ab\rc\rd\r")]
+    proto.set_echo(True)  # the editor echoes: nothing changes on the wire
+    proto.set_echo(False)
+    assert transport.value() == b""
+
+
+def test_character_mode_keeps_utf8_split_across_packets_and_maps_telnet_commands() -> None:
+    proto, _, rec, _ = char_mode()
+    data = "☃é".encode()
+    proto.dataReceived(data[:2])
+    proto.dataReceived(data[2:] + bytes([IAC, IAC]) + bytes([IAC, 244]) + bytes([IAC, 236]))
+    assert rec.events == [("keys", "☃é"), ("keys", "\udcff"), ("keys", "\x03"), ("keys", "\x04")]
+
+
+def test_refusing_sga_keeps_line_mode_and_gives_the_client_its_echo_back() -> None:
+    proto, transport, rec, _ = connect()
+    transport.clear()
+    proto.dataReceived(iac(DO, ECHO) + iac(DONT, SGA))
+    assert "<CHAR True>" not in rec.events
+    assert transport.value().endswith(iac(WONT, ECHO))
+    proto.dataReceived(b"ls\r\n")
+    assert rec.events[-1] == "ls"
+
+
+def test_terminal_type_is_asked_for_and_kept_bounded() -> None:
     proto, transport, _, _ = connect()
-    assert transport.value() == iac(DO, NAWS)
+    transport.clear()
+    proto.dataReceived(iac(WILL, TTYPE))
+    assert transport.value() == bytes([IAC, SB, TTYPE, 1, IAC, SE])
+    proto.dataReceived(bytes([IAC, SB, TTYPE, 0]) + b"XTERM-256COLOR\x1b[x" + bytes([IAC, SE]))
+    assert proto.term == "xterm-256colorx"
+
+
+def test_window_size_is_clamped_and_reported() -> None:
+    proto, _, rec, _ = connect()
+    proto.dataReceived(bytes([IAC, SB, NAWS, 0, 3, 3, 0, IAC, SE]))
+    assert (proto.width, proto.height) == (20, 200)
+    proto.dataReceived(bytes([IAC, SB, NAWS, 9, 0, 0, 1, IAC, SE]))
+    assert (proto.width, proto.height) == (500, 5)
+    assert rec.events == ["<SIZE>", "<SIZE>"]
     assert proto.peer == "192.0.2.7"
 
 
@@ -115,7 +192,7 @@ def test_negotiation_never_shows_up_as_text() -> None:
         + b"\r\n"
     )
     proto.dataReceived(data)
-    assert rec.events == ["hello"]
+    assert rec.events == ["<SIZE>", "hello"]
     assert proto.width == 120 and proto.height == 40
     # We asked for NAWS, so WILL NAWS is the answer and needs no reply; DO 99 is refused.
     assert transport.value() == iac(WONT, 99)
@@ -123,10 +200,10 @@ def test_negotiation_never_shows_up_as_text() -> None:
 
 def test_iac_split_across_packets() -> None:
     proto, transport, rec, _ = connect()
-    for byte in b"a" + iac(DO, SGA) + b"b\r\n":
+    for byte in b"a" + iac(DO, 99) + b"b\r\n":
         proto.dataReceived(bytes([byte]))
     assert rec.events == ["ab"]
-    assert transport.value().endswith(iac(WILL, SGA))
+    assert transport.value().endswith(iac(WONT, 99))
 
 
 def test_unknown_and_broken_sequences_do_not_raise() -> None:
@@ -184,10 +261,13 @@ def test_echo_off_and_on_never_waits() -> None:
     proto, transport, _, _ = connect()
     transport.clear()
     proto.set_echo(False)
-    assert transport.value() == iac(WILL, ECHO)
+    assert transport.value() == b""  # WILL ECHO went out at connect
     # nc never answers; turning echo back on still sends WONT at once.
     proto.set_echo(True)
-    assert transport.value() == iac(WILL, ECHO) + iac(WONT, ECHO)
+    assert transport.value() == iac(WONT, ECHO)
+    proto.set_echo(False)
+    assert transport.value() == iac(WONT, ECHO) + iac(WILL, ECHO)
+    proto.set_echo(True)
     transport.clear()
     proto.set_echo(False)
     proto.dataReceived(iac(DO, ECHO))  # telnet(1) agrees: no reply expected
@@ -199,9 +279,18 @@ def test_echo_off_and_on_never_waits() -> None:
     assert proto.option_state(ECHO) == NO
 
 
+def line_mode_client() -> tuple[TelnetProtocol, StringTransport, Recorder, Clock]:
+    """A telnet client that refused our echo at connect (a line-mode client)."""
+    proto, transport, rec, clock = connect()
+    proto.dataReceived(iac(DONT, ECHO) + iac(DONT, SGA))
+    assert proto.option_state(ECHO) == NO
+    transport.clear()
+    return proto, transport, rec, clock
+
+
 def test_late_answer_is_not_taken_for_the_answer_to_a_newer_request() -> None:
     """Two hidden prompts in a row: WONT then WILL before the client answers the WONT."""
-    proto, transport, _, _ = connect()
+    proto, transport, _, _ = line_mode_client()
     proto.set_echo(False)
     proto.dataReceived(iac(DO, ECHO))
     transport.clear()
@@ -216,9 +305,7 @@ def test_late_answer_is_not_taken_for_the_answer_to_a_newer_request() -> None:
 
 
 def test_request_reversed_before_its_answer_is_reversed_after_it() -> None:
-    proto, transport, _, _ = connect()
-    proto.dataReceived(iac(WILL, NAWS))  # a client that negotiates
-    transport.clear()
+    proto, transport, _, _ = line_mode_client()
     proto.set_echo(False)
     proto.set_echo(True)
     assert transport.value() == iac(WILL, ECHO)  # the WONT waits for the answer
@@ -230,13 +317,12 @@ def test_request_reversed_before_its_answer_is_reversed_after_it() -> None:
     assert transport.value() == iac(WILL, ECHO) + iac(WONT, ECHO)
 
 
-def test_client_asking_us_to_echo_in_line_mode_is_refused() -> None:
+def test_client_asking_again_gets_no_loop() -> None:
     proto, transport, _, _ = connect()
     transport.clear()
-    proto.dataReceived(iac(DO, ECHO))
-    assert transport.value() == iac(WONT, ECHO)
-    proto.dataReceived(iac(DO, ECHO))  # asking again gets the same answer, no loop
-    assert transport.value() == iac(WONT, ECHO) * 2
+    proto.dataReceived(iac(DO, 99))
+    proto.dataReceived(iac(DO, 99))  # asking again gets the same answer, no loop
+    assert transport.value() == iac(WONT, 99) * 2
 
 
 def test_output_is_crlf_utf8_with_iac_doubled() -> None:
@@ -249,10 +335,10 @@ def test_output_is_crlf_utf8_with_iac_doubled() -> None:
 def test_messages_are_dropped_over_the_cap_and_a_stalled_client_aborted() -> None:
     proto, transport, _, clock = connect(max_output=100)
     proto.pauseProducing()  # the transport says the client stopped reading
-    assert proto.send_message([b"x" * 60])
-    assert not proto.send_message([b"y" * 60])
+    assert proto.send_message("", Message.of("x" * 59))
+    assert not proto.send_message("", Message.of("y" * 59))
     proto.send("own output is kept\n")
-    assert transport.value() == iac(DO, NAWS)
+    assert transport.value() == OFFERS
     clock.advance(9)
     assert not transport.disconnecting
     clock.advance(1)
@@ -263,11 +349,11 @@ def test_resume_flushes_in_order_and_cancels_the_abort() -> None:
     proto, transport, _, clock = connect(max_output=100)
     transport.clear()
     proto.pauseProducing()
-    proto.send_message([b"a" * 50])
-    assert not proto.send_message([b"b" * 60])
+    proto.send_message("", Message.of("a" * 48))
+    assert not proto.send_message("", Message.of("b" * 59))
     proto.send("c")
     proto.resumeProducing()
-    assert transport.value() == b"a" * 50 + b"c"
+    assert transport.value() == b"a" * 48 + b"\r\nc"
     clock.advance(60)
     assert not transport.disconnecting
 
@@ -283,3 +369,25 @@ def test_connection_lost_reaches_the_receiver() -> None:
     proto, _, rec, _ = connect()
     proto.connectionLost()
     assert rec.events == ["<LOST>"]
+
+
+def test_own_output_waits_for_the_client_and_a_stalled_one_is_aborted() -> None:
+    proto, transport, _, clock = connect(max_output=100)
+    assert proto.drain().called
+    proto.pauseProducing()
+    waiting = proto.drain()
+    assert not waiting.called
+    proto.resumeProducing()
+    assert waiting.called
+    proto.pauseProducing()
+    proto.drain()
+    clock.advance(10)
+    assert transport.disconnecting  # a command waited 10 s for a client that never read
+
+
+def test_own_output_over_the_cap_starts_the_stall_timer() -> None:
+    proto, transport, _, clock = connect(max_output=100)
+    proto.pauseProducing()
+    proto.send("x" * 200)
+    clock.advance(10)
+    assert transport.disconnecting

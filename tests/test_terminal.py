@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from shellserver.terminal import Disconnected, EndOfInput, Interrupted, IWire, Terminal
+from shellserver.hub import Message
+from shellserver.terminal import (
+    Disconnected,
+    EndOfInput,
+    Interrupted,
+    IWire,
+    Redraws,
+    Terminal,
+)
 from shellserver.wire import encode
 
 
@@ -17,20 +24,27 @@ class FakeWire:
     kind = "tel"
     peer = "192.0.2.1"
     width = 80
+    height = 24
+    term = ""
 
     def __init__(self) -> None:
         self.out: list[bytes] = []
         self.echo: list[bool] = []
         self.accept = True
         self.closed = False
+        self.backlogged = False
+        self.clock = Clock()
 
     def send(self, text: str) -> None:
         self.out.append(encode(text))
 
-    def send_message(self, chunks: Sequence[bytes]) -> bool:
+    def send_message(self, lead: str, message: Message) -> bool:
         if self.accept:
-            self.out.extend(chunks)
+            self.out.append(encode(lead) + message.encoded(self.kind, encode))
         return self.accept
+
+    def drain(self) -> Deferred[None]:
+        return succeed(None)
 
     def set_echo(self, on: bool) -> None:
         self.echo.append(on)
@@ -42,9 +56,15 @@ class FakeWire:
         self.closed = True
 
     def text(self) -> str:
+        self.clock.advance(0)
         data = b"".join(self.out).decode().replace("\r\n", "\n")
         self.out.clear()
         return data
+
+
+def make_terminal() -> Terminal:
+    wire = FakeWire()
+    return Terminal(wire, Redraws(wire.clock))
 
 
 def result(d: Deferred[str]) -> object:
@@ -56,7 +76,7 @@ def result(d: Deferred[str]) -> object:
 
 def test_read_line_shows_prompt_and_returns_the_line() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     d = term.read_line("login: ")
     assert wire.text() == "login: "
     term.line_received("alice")
@@ -65,7 +85,7 @@ def test_read_line_shows_prompt_and_returns_the_line() -> None:
 
 def test_hidden_read_turns_echo_off_then_on_and_ends_the_line() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     d = term.read_line("Password: ", hidden=True)
     assert wire.echo == [False]
     term.line_received("secret")
@@ -84,7 +104,7 @@ def test_hidden_read_turns_echo_off_then_on_and_ends_the_line() -> None:
 
 def test_hidden_read_then_a_prompt_turns_echo_back_on() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     d = term.read_line("Password: ", hidden=True)
     term.line_received("secret")
     result(d)
@@ -94,7 +114,7 @@ def test_hidden_read_then_a_prompt_turns_echo_back_on() -> None:
 
 def test_no_prompt_after_close() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     term.set_handler(lambda line: term.close() if line == "exit" else None, lambda: "$ ")
     term.line_received("exit")
     assert wire.closed
@@ -110,7 +130,7 @@ def test_no_prompt_after_close() -> None:
     ],
 )
 def test_reader_fails_on_eof_interrupt_disconnect(event: str, exc: type[Exception]) -> None:
-    term = Terminal(FakeWire())
+    term = make_terminal()
     d = term.read_line("x ", hidden=True)
     getattr(term, event)()
     failure = result(d)
@@ -119,7 +139,7 @@ def test_reader_fails_on_eof_interrupt_disconnect(event: str, exc: type[Exceptio
 
 def test_handler_gets_lines_and_prompt_is_shown_after_each() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     seen: list[str] = []
 
     def handler(line: str) -> None:
@@ -135,7 +155,7 @@ def test_handler_gets_lines_and_prompt_is_shown_after_each() -> None:
 
 def test_lines_typed_during_a_slow_command_wait_their_turn() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     pending: list[Deferred[None]] = []
     seen: list[str] = []
 
@@ -156,7 +176,7 @@ def test_lines_typed_during_a_slow_command_wait_their_turn() -> None:
 
 
 def test_a_command_can_read_typeahead() -> None:
-    term = Terminal(FakeWire())
+    term = make_terminal()
     got: list[object] = []
 
     def handler(line: str) -> Deferred[None] | None:
@@ -177,32 +197,36 @@ def test_a_command_can_read_typeahead() -> None:
 
 def test_message_while_at_prompt_goes_on_its_own_line_then_prompt_again() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     term.set_handler(lambda line: None, lambda: "$ ")
     wire.text()
-    assert term.notify(encode("hello\n"))
+    assert term.notify(Message.of("hello\n"))
     assert wire.text() == "\nhello\n$ "
 
 
 def test_a_run_of_messages_replaces_the_reprinted_prompt() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     term.set_handler(lambda line: None, lambda: "$ ")
     wire.text()
-    term.notify(encode("one\n"))
-    term.notify(encode("two\n"))
-    assert wire.text() == "\none\n$ \r\x1b[Ktwo\n$ "
+    term.notify(Message.of("one\n"))
+    assert wire.text() == "\none\n$ "
+    term.notify(Message.of("two\n"))
+    assert wire.text() == "\r\x1b[Ktwo\n$ "
+    term.notify(Message.of("a\n"))
+    term.notify(Message.of("b\n"))  # a burst in one reactor turn: one block, one prompt
+    assert wire.text() == "\r\x1b[Ka\nb\n$ "
     term.line_received("typed")  # the user typed after it: nothing is erased
     wire.text()
-    term.notify(encode("three\n"))
+    term.notify(Message.of("three\n"))
     assert wire.text() == "\nthree\n$ "
 
 
 def test_message_at_start_of_line_needs_no_extra_newline() -> None:
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     d = term.read_line("")
-    term.notify(encode("hi\n"))
+    term.notify(Message.of("hi\n"))
     assert wire.text() == "\nhi\n"  # a reader with an empty prompt still may have typed text
     d.cancel()
     d.addErrback(lambda f: None)
@@ -211,12 +235,12 @@ def test_message_at_start_of_line_needs_no_extra_newline() -> None:
 def test_dropped_message_reports_false() -> None:
     wire = FakeWire()
     wire.accept = False
-    term = Terminal(wire)
-    assert not term.notify(b"x")
+    term = Terminal(wire, Redraws(wire.clock))
+    assert not term.notify(Message.of("x"))
 
 
 def test_eof_at_idle_prompt_logs_out() -> None:
-    term = Terminal(FakeWire())
+    term = make_terminal()
     calls: list[str] = []
     term.on_eof = lambda: calls.append("eof")
     term.set_handler(lambda line: None, lambda: "$ ")
@@ -226,10 +250,49 @@ def test_eof_at_idle_prompt_logs_out() -> None:
 
 def test_failing_handler_reports_internal_error_and_keeps_going(logged_errors) -> None:  # type: ignore[no-untyped-def]
     wire = FakeWire()
-    term = Terminal(wire)
+    term = Terminal(wire, Redraws(wire.clock))
     d: Deferred[None] = Deferred()
     term.set_handler(lambda line: d, lambda: "$ ")
     term.line_received("boom")
     d.errback(RuntimeError("boom"))
     assert "internal error" in wire.text()
     assert logged_errors.flush(RuntimeError)
+
+
+def test_a_notice_followed_by_close_is_the_last_thing_sent() -> None:
+    """Kick, lock, idle, shutdown: deliver then close in one turn; no prompt after it."""
+    wire = FakeWire()
+    term = Terminal(wire, Redraws(wire.clock))
+    term.set_handler(lambda line: None, lambda: "$ ")
+    wire.text()
+    term.notify(Message.of("You have been logged out by root: bye"))
+    term.close()
+    assert wire.text() == "\nYou have been logged out by root: bye\n"
+    assert wire.closed
+
+
+def test_next_line_waits_while_the_client_is_not_reading() -> None:
+    wire = FakeWire()
+    gates: list[Deferred[None]] = []
+
+    def drain() -> Deferred[None]:
+        gates.append(Deferred())
+        return gates[-1]
+
+    wire.drain = drain  # type: ignore[method-assign]
+    term = Terminal(wire, Redraws(wire.clock))
+    ran: list[str] = []
+
+    def handler(line: str) -> None:
+        ran.append(line)
+        wire.backlogged = True  # its output filled the client's window
+
+    term.set_handler(handler, lambda: "$ ")
+    term.line_received("one")
+    term.line_received("two")
+    term.line_received("three")
+    assert ran == ["one"]
+    assert len(gates) == 1  # one wait, however many lines are held
+    wire.backlogged = False
+    gates[0].callback(None)
+    assert ran == ["one", "two"]

@@ -1,6 +1,6 @@
 """The shell's commands. Importing this package registers them all in ``REGISTRY``."""
 
-from shellserver.commands import account, admin, files, info, messaging
+from shellserver.commands import account, admin, files, info, mailbox, messaging, rooms
 from shellserver.commands.registry import REGISTRY, Command, Context, Registry, UsageError
 
 __all__ = [
@@ -13,5 +13,7 @@ __all__ = [
     "admin",
     "files",
     "info",
+    "mailbox",
     "messaging",
+    "rooms",
 ]

@@ -28,7 +28,7 @@ async def kick(ctx: Context, args: list[str]) -> None:
     if not count:
         ctx.fail(f"{careful(user)} is not logged in")
         return
-    ctx.write(f"kick: ended {counted(count, 'session')} of {user}\n")
+    ctx.write(f"kick: ended {counted(count, 'session')} of {careful(user)}\n")
 
 
 @command(
@@ -48,7 +48,7 @@ async def useradd(ctx: Context, args: list[str]) -> None:
         ctx.fail(problem)
         return
     if await ctx.server.store.get(name) is not None:
-        ctx.fail(f"user '{name}' already exists")
+        ctx.fail(f"user '{careful(name)}' already exists")
         return
     password = await ask_new_password(ctx)
     if password is None:
@@ -56,7 +56,7 @@ async def useradd(ctx: Context, args: list[str]) -> None:
     try:
         await adminops.add_user(ctx.server, ctx.session.user, ctx.where(), name, password, role)
     except UserExists:
-        ctx.fail(f"user '{name}' already exists")
+        ctx.fail(f"user '{careful(name)}' already exists")
         return
     ctx.write(f"useradd: created {role} account {name}\n")
 
@@ -80,7 +80,7 @@ async def userdel(ctx: Context, args: list[str]) -> None:
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
         return
-    ctx.write(f"userdel: deleted {name}\n")
+    ctx.write(f"userdel: deleted {careful(name)}\n")
 
 
 async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
@@ -92,7 +92,7 @@ async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
         return
-    ctx.write(f"{ctx.name}: {name} is {'locked' if locked else 'unlocked'}\n")
+    ctx.write(f"{ctx.name}: {careful(name)} is {'locked' if locked else 'unlocked'}\n")
 
 
 @command("lock", usage="lock NAME", admin=True, help="Lock an account and log it out.")

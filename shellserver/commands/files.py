@@ -1,19 +1,32 @@
 """Files in the user's sandboxed home (SPEC §5): ls, cd, pwd, cat, mkdir, rmdir, rm, touch,
-mv, cp, echo."""
+mv, cp, echo, quota.
+
+Every command that touches the disk hands one job (shellserver.files.jobs) to
+its home's queue on the I/O pool and then streams the job's text to the
+session in chunks, waiting for room between them (``Context.drain``).
+"""
 
 from __future__ import annotations
 
-import stat
+import codecs
+import math
+import os
 from collections.abc import Callable
-from fnmatch import fnmatchcase
+from typing import Any
 
 from shellserver.commands.registry import Context, UsageError, command
-from shellserver.homefs import EISDIR, ENOENT, ENOTDIR, FsError, Home
-from shellserver.listing import columns, long_line
+from shellserver.files import jobs, transfer
+from shellserver.files.expand import Word
+from shellserver.files.sandbox import MAX_ENTRIES
+from shellserver.files.tree import Tree
+from shellserver.homefs import FsError, Home
 from shellserver.sanitize import careful, careful_lines
+from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
-CAT_LIMIT = 1024 * 1024
-MAX_EXPANSION = 10_000
+#: Output goes to the session in pieces this big, each after the last has drained.
+CHUNK = 16 * 1024
+#: ``cat > FILE`` writes what was typed whenever this much has gathered.
+TYPED_FLUSH = 16 * 1024
 
 
 def home_of(ctx: Context) -> Home:
@@ -23,267 +36,174 @@ def home_of(ctx: Context) -> Home:
     return homes.home(ctx.session.user)
 
 
-def options(ctx: Context, args: list[str], allowed: str) -> tuple[set[str], list[str]]:
+def options(ctx: Context, args: list[str], allowed: str) -> tuple[set[str], list[Word]]:
     """Single-letter flags (``-la``) before the operands; ``--`` ends them."""
     flags: set[str] = set()
-    rest = list(args)
-    while rest and rest[0].startswith("-") and rest[0] != "-":
-        arg = rest.pop(0)
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "-":
+        arg = args[i]
+        i += 1
         if arg == "--":
             break
         for letter in arg[1:]:
             if letter not in allowed:
                 raise UsageError(f"invalid option -- '{careful(letter)}'")
             flags.add(letter)
-    return flags, rest
+    return flags, words(ctx, len(args) - i)
 
 
-def operands(ctx: Context, args: list[str]) -> list[str]:
-    """Expand unquoted glob words inside the home, sorted; an unmatched pattern stays as typed."""
-    globs = ctx.line.globs[len(ctx.line.words) - len(args) :]  # args are the line's last words
+def words(ctx: Context, count: int) -> list[Word]:
+    """The line's last ``count`` words, with their glob and ``~`` marks."""
+    line = ctx.line
+    first = len(line.words) - count
+    tildes = line.tildes or (False,) * len(line.words)
+    return [Word(line.words[i], line.globs[i], tildes[i]) for i in range(first, len(line.words))]
+
+
+async def send(ctx: Context, pieces: list[str]) -> None:
+    """Write text in chunks, each once the session's output has room."""
+    buffered: list[str] = []
+    size = 0
+    for piece in pieces:
+        for start in range(0, len(piece), CHUNK):
+            part = piece[start : start + CHUNK]
+            buffered.append(part)
+            size += len(part)
+            if size >= CHUNK:
+                ctx.write("".join(buffered))
+                buffered, size = [], 0
+                await ctx.drain()
+                if not ctx.session.terminal.connected:
+                    return
+    if buffered:
+        ctx.write("".join(buffered))
+
+
+async def run(ctx: Context, job: Callable[..., list[str]], *args: Any) -> None:
+    """One job for this command line on the home's queue; its text to the session.
+
+    Long text (a big ``ls -l``) is not held while the client reads it: the
+    job leaves it in an unlinked file in ``<data>/tmp``, streamed from there.
+    """
     home = home_of(ctx)
-    out: list[str] = []
-    for arg, glob in zip(args, globs, strict=True):
-        out.extend(expand(home, ctx.session.cwd, arg) if glob else [arg])
-    return out
+    try:
+        result = await home.run(jobs.spilled, job, ctx.session.cwd, ctx.name, *args)
+    except FsError as e:
+        ctx.fail(e.reason)  # the line as a whole (Argument list too long), or the home itself
+        return
+    if isinstance(result, str):
+        await send(ctx, [result])
+        return
+    try:
+        await stream(ctx, home, result, careful_text=False)
+    except OSError as e:  # reading back the spilled text failed (a disk error): one line
+        ctx.fail(e.strerror or "Input/output error")
 
 
-def expand(home: Home, cwd: str, word: str) -> list[str]:
-    segments = word.split("/")
-    candidates = [""]
-    for i, seg in enumerate(segments):
-        sep = "" if i == len(segments) - 1 else "/"
-        if not any(c in seg for c in "*?["):
-            candidates = [c + seg + sep for c in candidates]
-            continue
-        found = []
-        for cand in candidates:
-            try:
-                names = home.listdir(home.resolve(cwd, cand or "."))
-            except FsError:
-                continue
-            found += [
-                cand + n + sep
-                for n in names
-                if (seg.startswith(".") or not n.startswith(".")) and fnmatchcase(n, seg)
-            ]
-        candidates = found[:MAX_EXPANSION]
-    return sorted(candidates) or [word]
+async def stream(ctx: Context, home: Home, fd: int, careful_text: bool = True) -> None:
+    """The bytes of ``fd`` as text, a chunk at a time as the client takes them; closes ``fd``.
 
-
-def _complain(ctx: Context, template: str, typed: str, error: FsError) -> None:
-    ctx.fail(template.format(careful(typed)) + f": {error.reason}")
+    A character split between two chunks stays whole; a last line without a
+    newline gets one, so the prompt starts on its own line.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    ended = True
+    try:
+        while ctx.session.terminal.connected:
+            data = await home.io(os.read, fd, CHUNK)
+            text = decoder.decode(data, final=not data)
+            if careful_text:
+                text = careful_lines(text)
+            if text:
+                ctx.write(text)
+                ended = text.endswith("\n")
+            if not data:
+                break
+            await ctx.drain()
+    finally:
+        await home.io(os.close, fd)
+    if not ended:
+        ctx.write("\n")
 
 
 @command("pwd", usage="pwd", help="Print the current directory.")
 def pwd(ctx: Context, args: list[str]) -> None:
     if args:
         raise UsageError()
-    ctx.write(careful(home_of(ctx).shown([p for p in ctx.session.cwd.split("/") if p])) + "\n")
+    parts = [p for p in ctx.session.cwd.split("/") if p]
+    ctx.write(careful("/".join(["/home", ctx.session.user, *parts])) + "\n")
 
 
 @command("cd", usage="cd [DIR]", help="Change directory; alone, go home.")
-def cd(ctx: Context, args: list[str]) -> None:
-    args = operands(ctx, args)
-    if len(args) > 1:
-        raise UsageError("too many arguments")
+async def cd(ctx: Context, args: list[str]) -> None:
     home = home_of(ctx)
-    typed = args[0] if args else "~"
     try:
-        parts = home.resolve(ctx.session.cwd, typed)
-        if not stat.S_ISDIR(home.lstat(parts).st_mode):
-            raise FsError(ENOTDIR)
+        cwd, pieces = await home.run(jobs.cd, ctx.session.cwd, ctx.name, words(ctx, len(args)))
     except FsError as e:
-        _complain(ctx, "{}", typed, e)
+        ctx.fail(e.reason)
         return
-    ctx.session.cwd = "/".join(parts)
+    if cwd is not None:
+        ctx.session.cwd = cwd
+    await send(ctx, pieces)
 
 
 @command("ls", usage="ls [-l] [-a] [PATH...]", help="List directory contents.")
-def ls(ctx: Context, args: list[str]) -> None:
-    flags, paths = options(ctx, args, "la")
-    home = home_of(ctx)
-    now = ctx.now()
-    width = int(getattr(ctx.session.terminal.wire, "width", 80) or 80)
-    files: list[tuple[str, list[str]]] = []
-    dirs: list[tuple[str, list[str]]] = []
-    for typed in operands(ctx, paths) or ["."]:
-        try:
-            parts = home.resolve(ctx.session.cwd, typed)
-            is_dir = stat.S_ISDIR(home.lstat(parts).st_mode)
-        except FsError as e:
-            _complain(ctx, "cannot access '{}'", typed, e)
-            continue
-        (dirs if is_dir else files).append((typed, parts))
-
-    def render(entries: list[tuple[str, list[str]]]) -> str:
-        if "l" not in flags:
-            return columns([careful(name) for name, _ in entries], width)
-        lines = []
-        for name, parts in entries:
-            try:
-                lines.append(long_line(careful(name), home.lstat(parts), now))
-            except (FsError, OSError):
-                continue
-        return "".join(line + "\n" for line in lines)
-
-    out = [render(files)] if files else []
-    for typed, parts in dirs:
-        try:
-            names = home.listdir(parts)
-        except FsError as e:
-            _complain(ctx, "cannot open directory '{}'", typed, e)
-            continue
-        if "a" in flags:
-            names = [".", "..", *names]
-        else:
-            names = [n for n in names if not n.startswith(".")]
-        block = render([(n, parts if n == "." else parts[:-1] if n == ".." else [*parts, n])
-                        for n in names])  # fmt: skip
-        if len(dirs) + len(files) > 1:
-            block = f"{careful(typed)}:\n{block}"
-        out.append(block)
-    ctx.write("\n".join(out))
-
-
-@command("cat", usage="cat FILE...", help="Show files (the first 1 MiB of each).")
-async def cat(ctx: Context, args: list[str]) -> None:
-    if not args:
-        raise UsageError()
-    home = home_of(ctx)
-    for typed in operands(ctx, args):
-        try:
-            data = await home.read(home.resolve(ctx.session.cwd, typed), CAT_LIMIT)
-        except FsError as e:
-            _complain(ctx, "{}", typed, e)
-            continue
-        if len(data) > CAT_LIMIT:
-            ctx.fail(f"{careful(typed)}: file too large to show (over 1 MiB)")
-            continue
-        text = careful_lines(data.decode("utf-8", "surrogateescape"))
-        ctx.write(text if not text or text.endswith("\n") else text + "\n")
-
-
-def _each(
-    ctx: Context,
-    paths: list[str],
-    template: str,
-    op: Callable[[Home, list[str]], None],
-    quiet_missing: bool = False,
-) -> None:
-    """Apply ``op`` to each operand, complaining Unix-style about each one that fails."""
-    home = home_of(ctx)
-    for typed in operands(ctx, paths):
-        try:
-            op(home, home.resolve(ctx.session.cwd, typed))
-        except FsError as e:
-            if not (quiet_missing and e.reason == ENOENT):
-                _complain(ctx, template, typed, e)
-
-
-def _make_parents(home: Home, parts: list[str]) -> None:
-    for i in range(1, len(parts) + 1):
-        if not home.is_dir(parts[:i]):
-            home.mkdir(parts[:i])
+async def ls(ctx: Context, args: list[str]) -> None:
+    flags, operands = options(ctx, args, "la")
+    width = ctx.session.width
+    await run(ctx, jobs.ls, operands, flags, width, ctx.now())
 
 
 @command("mkdir", usage="mkdir [-p] DIR...", help="Make directories (-p: parents too).")
-def mkdir(ctx: Context, args: list[str]) -> None:
-    flags, paths = options(ctx, args, "p")
-    if not paths:
-        raise UsageError()
-    op = _make_parents if "p" in flags else Home.mkdir
-    _each(ctx, paths, "cannot create directory '{}'", op)
+async def mkdir(ctx: Context, args: list[str]) -> None:
+    flags, operands = options(ctx, args, "p")
+    if not operands:
+        raise UsageError("missing operand")
+    await run(ctx, jobs.mkdir, operands, "p" in flags)
 
 
 @command("rmdir", usage="rmdir DIR...", help="Remove empty directories.")
-def rmdir(ctx: Context, args: list[str]) -> None:
+async def rmdir(ctx: Context, args: list[str]) -> None:
     if not args:
-        raise UsageError()
-    _each(ctx, args, "failed to remove '{}'", Home.rmdir)
+        raise UsageError("missing operand")
+    await run(ctx, jobs.rmdir, words(ctx, len(args)))
 
 
 @command("rm", usage="rm [-r] [-f] FILE...", help="Remove files (-r: directories too).")
-def rm(ctx: Context, args: list[str]) -> None:
-    flags, paths = options(ctx, args, "rRf")
-    if not paths and "f" not in flags:
-        raise UsageError()
-    recursive = bool(flags & {"r", "R"})
-    _each(
-        ctx,
-        paths,
-        "cannot remove '{}'",
-        lambda home, parts: home.remove(parts, recursive),
-        quiet_missing="f" in flags,
-    )
+async def rm(ctx: Context, args: list[str]) -> None:
+    flags, operands = options(ctx, args, "rRf")
+    if not operands:
+        if "f" in flags:
+            return
+        raise UsageError("missing operand")
+    await run(ctx, jobs.rm, operands, flags)
 
 
 @command("touch", usage="touch FILE...", help="Create empty files, or update their time.")
-def touch(ctx: Context, args: list[str]) -> None:
+async def touch(ctx: Context, args: list[str]) -> None:
     if not args:
-        raise UsageError()
-    _each(ctx, args, "cannot touch '{}'", Home.touch)
+        raise UsageError("missing file operand")
+    await run(ctx, jobs.touch, words(ctx, len(args)))
 
 
-def _targets(
-    ctx: Context, args: list[str]
-) -> tuple[Home, list[tuple[str, list[str]]], list[str], bool] | None:
-    """Sources and destination for mv/cp; whether the destination is a directory."""
-    paths = operands(ctx, args)
-    if len(paths) < 2:
-        raise UsageError("missing destination file operand")
-    home = home_of(ctx)
-    *sources, dest = paths
-    try:
-        dest_parts = home.resolve(ctx.session.cwd, dest)
-    except FsError as e:
-        _complain(ctx, "cannot access '{}'", dest, e)
-        return None
-    into = home.is_dir(dest_parts)
-    if len(sources) > 1 and not into:
-        ctx.fail(f"target '{careful(dest)}' is not a directory")
-        return None
-    resolved = []
-    for typed in sources:
-        try:
-            parts = home.resolve(ctx.session.cwd, typed)
-            home.lstat(parts)
-        except FsError as e:
-            _complain(ctx, "cannot stat '{}'", typed, e)
-            continue
-        resolved.append((typed, parts))
-    return home, resolved, dest_parts, into
+def _two_operands(args: list[str]) -> None:
+    if not args:
+        raise UsageError("missing file operand")
+    if len(args) == 1:
+        raise UsageError(f"missing destination file operand after '{careful(args[0])}'")
 
 
 @command("mv", usage="mv SOURCE... DEST", help="Move or rename files and directories.")
-def mv(ctx: Context, args: list[str]) -> None:
-    found = _targets(ctx, args)
-    if found is None:
-        return
-    home, sources, dest, into = found
-    for typed, parts in sources:
-        target = [*dest, parts[-1]] if into and parts else dest
-        try:
-            home.rename(parts, target)
-        except FsError as e:
-            _complain(ctx, "cannot move '{}'", typed, e)
+async def mv(ctx: Context, args: list[str]) -> None:
+    _two_operands(args)
+    await run(ctx, transfer.mv, words(ctx, len(args)))
 
 
-@command("cp", usage="cp SOURCE... DEST", help="Copy files.")
+@command("cp", usage="cp [-r] SOURCE... DEST", help="Copy files (-r: directories too).")
 async def cp(ctx: Context, args: list[str]) -> None:
-    found = _targets(ctx, args)
-    if found is None:
-        return
-    home, sources, dest, into = found
-    for typed, parts in sources:
-        if home.is_dir(parts):
-            ctx.fail(f"-r not supported; omitting directory '{careful(typed)}'")
-            continue
-        target = [*dest, parts[-1]] if into and parts else dest
-        try:
-            await home.copy(parts, target)
-        except FsError as e:
-            _complain(ctx, "cannot copy '{}'", typed, e)
+    flags, operands = options(ctx, args, "rR")
+    _two_operands([w.text for w in operands])
+    await run(ctx, transfer.cp, operands, bool(flags))
 
 
 @command(
@@ -293,16 +213,152 @@ async def cp(ctx: Context, args: list[str]) -> None:
     help="Print TEXT; with > FILE write it to a file, with >> FILE add it to the end.",
 )
 async def echo(ctx: Context, args: list[str]) -> None:
-    text = " ".join(operands(ctx, args)) + "\n"
-    if ctx.line.redirect is None:
-        ctx.write(careful(text[:-1]) + "\n")
+    line = ctx.line
+    if line.redirect is None and not any(line.globs) and not any(line.tildes):
+        ctx.write(careful(" ".join(args)) + "\n")  # nothing to expand: no file work at all
         return
-    op, typed = ctx.line.redirect
     home = home_of(ctx)
     try:
-        parts = home.resolve(ctx.session.cwd, typed)
-        if not parts:
-            raise FsError(EISDIR)
-        await home.write(parts, text.encode("utf-8", "surrogateescape"), append=op == ">>")
+        expanded = await home.run(jobs.words_of, ctx.session.cwd, ctx.name, words(ctx, len(args)))
     except FsError as e:
-        _complain(ctx, "{}", typed, e)
+        ctx.fail(e.reason)
+        return
+    text = " ".join(expanded) + "\n"
+    if line.redirect is None:
+        await send(ctx, [careful(text[:-1]) + "\n"])
+        return
+    op, typed = line.redirect
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+        await home.run(jobs.write_file, ctx.session.cwd, typed, data, op == ">>")
+    except FsError as e:
+        ctx.fail(f"{careful(typed)}: {e.reason}")
+
+
+@command(
+    "cat",
+    usage="cat FILE... | cat [FILE...] > FILE | cat >> FILE",
+    redirect=True,
+    help="Show files. With > FILE (or >> FILE) and no input file, the lines you type go\n"
+    "into FILE until a line with only '.' or ^D.",
+)
+async def cat(ctx: Context, args: list[str]) -> None:
+    home = home_of(ctx)
+    redirect = ctx.line.redirect
+    if not args and redirect is None:
+        raise UsageError()
+    try:
+        sources = await home.run(jobs.words_of, ctx.session.cwd, ctx.name, words(ctx, len(args)))
+    except FsError as e:
+        ctx.fail(e.reason)
+        return
+    if redirect is not None:
+        op, target = redirect
+        if sources:
+            try:
+                pieces = await home.run(
+                    jobs.concatenate, ctx.session.cwd, sources, target, op == ">>"
+                )
+            except FsError as e:  # the home itself failed (see Home.run): one line, as for ls
+                ctx.fail(e.reason)
+                return
+            await send(ctx, pieces)
+        else:
+            await _cat_typed(ctx, home, target, op == ">>")
+        return
+    for typed in sources:
+        await _cat_one(ctx, home, typed)
+
+
+async def _cat_one(ctx: Context, home: Home, typed: str) -> None:
+    try:
+        fd = await home.run(_open, ctx.session.cwd, typed)
+    except FsError as e:
+        ctx.fail(f"{careful(typed)}: {e.reason}")
+        return
+    try:
+        await stream(ctx, home, fd)
+    except OSError as e:
+        ctx.fail(f"{careful(typed)}: {e.strerror}")
+
+
+def _open(tree: Tree, cwd: str, typed: str) -> int:
+    return tree.open_read(tree.resolve(cwd, typed))
+
+
+async def _cat_typed(ctx: Context, home: Home, target: str, append: bool) -> None:
+    """``cat > FILE``: the lines that follow, until ``.`` or ^D, within the quota.
+
+    A connection that drops ends it as ^D would: the lines already entered
+    are written, as cat on a terminal that hangs up has written them.
+    """
+    cwd = ctx.session.cwd
+    try:
+        await home.run(jobs.start_file, cwd, target, append)
+    except FsError as e:
+        ctx.fail(f"{careful(target)}: {e.reason}")
+        return
+    buffered: list[bytes] = []
+    size = 0
+    failed: FsError | None = None
+    while True:
+        try:
+            line = await ctx.read_line()
+        except (EndOfInput, Interrupted, Disconnected):
+            break
+        if line == ".":
+            break
+        if failed is not None:
+            continue  # keep reading to the end, so typed text never runs as commands
+        data = (line + "\n").encode("utf-8", "surrogateescape")
+        buffered.append(data)
+        size += len(data)
+        if size >= TYPED_FLUSH:
+            failed = await _flush(home, cwd, target, buffered)
+            buffered, size = [], 0
+            if failed is not None:
+                ctx.fail(f"{careful(target)}: {failed.reason}")
+    if failed is None and buffered:
+        failed = await _flush(home, cwd, target, buffered)
+        if failed is not None:
+            ctx.fail(f"{careful(target)}: {failed.reason}")
+
+
+async def _flush(home: Home, cwd: str, target: str, data: list[bytes]) -> FsError | None:
+    try:
+        await home.run(jobs.write_file, cwd, target, b"".join(data), True)
+    except FsError as e:
+        return e
+    return None
+
+
+def human(n: int) -> str:
+    """Sizes as ``ls -h`` shows them: ``512``, ``1.2K``, ``10M`` (rounded up)."""
+    if n < 1024:
+        return str(n)
+    value = float(n)
+    for unit in "KMGTPE":
+        value /= 1024
+        if value < 1024 or unit == "E":
+            if value < 10:
+                return f"{math.ceil(value * 10) / 10:.1f}{unit}"
+            return f"{math.ceil(value)}{unit}"
+    raise AssertionError("unreachable")
+
+
+@command("quota", usage="quota", help="Show how much of your home's space and files you use.")
+async def quota(ctx: Context, args: list[str]) -> None:
+    if args:
+        raise UsageError()
+    home = home_of(ctx)
+    try:
+        used = await home.run(Tree.used)
+    except FsError as e:
+        ctx.fail(e.reason)
+        return
+    limit = home.tree.quota
+    percent = used.bytes * 100 // limit if limit else 0
+    ctx.write(
+        f"Disk quota for {ctx.session.user}: {human(used.bytes)} of {human(limit)} used "
+        f"({percent}%), {used.entries} of {MAX_ENTRIES} files\n"
+    )

@@ -7,6 +7,7 @@ import os
 import time
 
 from shellserver.commands.registry import Context, UsageError, command
+from shellserver.commands.rooms import member_ids
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.timefmt import format_idle, format_login_time, format_uptime
@@ -50,11 +51,21 @@ def session_rows(ctx: Context, sessions: list[Session], what: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-@command("who", usage="who", help="List the sessions online: user, tty, login time, idle, mesg.")
+@command(
+    "who",
+    usage="who [#ROOM]",
+    help="List the sessions online (or in a room): user, tty, login time, idle, mesg.",
+)
 async def who(ctx: Context, args: list[str]) -> None:
-    if args:
+    if len(args) > 1:
         raise UsageError()
-    ctx.write(session_rows(ctx, await ctx.server.hub.sessions(), what=False))
+    sessions = await ctx.server.hub.sessions()
+    if args:
+        ids = await member_ids(ctx, args[0])
+        if ids is None:
+            return
+        sessions = [s for s in sessions if s.id in ids]
+    ctx.write(session_rows(ctx, sessions, what=False))
 
 
 @command("w", usage="w", help="Show uptime, then who is online and what they are doing.")

@@ -8,11 +8,12 @@ import time
 from twisted.internet.task import deferLater
 
 from shellserver import adminops
+from shellserver.commands.mailbox import write_offline
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.hub import Message
 from shellserver.sanitize import careful
 from shellserver.session import Session
-from shellserver.terminal import EndOfInput, Interrupted
+from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 #: Only names of the tty kinds that exist are TTYs: ``write bob ab/12 hi`` sends "ab/12 hi".
 _TTY = re.compile(r"(?:tel|ssh|web)/\d{1,9}")
@@ -27,7 +28,8 @@ Send a message to another user's terminal.
 With TEXT, that one line is sent. Without it, every line you type is sent
 until a line with only "." or ^D; the other side then sees EOF. When USER
 has several sessions, the least idle one that accepts messages is chosen;
-name a TTY (as shown by who) to pick one.
+name a TTY (as shown by who) to pick one. When USER has no session, the
+message is saved for them (see help messages).
 """,
 )
 async def write(ctx: Context, args: list[str]) -> None:
@@ -39,7 +41,11 @@ async def write(ctx: Context, args: list[str]) -> None:
         return
     user, rest = args[0], args[1:]
     tty = rest.pop(0) if rest and _TTY.fullmatch(rest[0]) else None
-    target = await _choose_target(ctx, user, tty)
+    sessions = await ctx.server.hub.sessions_of(user)
+    if not sessions:  # saved for later (SPEC §11)
+        await write_offline(ctx, user, rest)
+        return
+    target = _choose_target(ctx, user, tty, sessions)
     if target is None:
         return
     stamp = time.strftime("%H:%M", time.localtime(ctx.now()))
@@ -52,7 +58,7 @@ async def write(ctx: Context, args: list[str]) -> None:
     while True:
         try:
             line = await ctx.read_line()
-        except (EndOfInput, Interrupted):
+        except (EndOfInput, Interrupted, Disconnected):  # a hang-up ends it too, as in util-linux
             break
         if line == ".":
             break
@@ -66,7 +72,7 @@ async def write(ctx: Context, args: list[str]) -> None:
         if not target.terminal.connected:
             ctx.fail(f"{careful(user)} has logged out")
             return
-        if not target.mesg:
+        if not target.mesg or me.user in ctx.server.hub.ignores(user):
             ctx.fail(f"{careful(user)} has messages disabled")
             return
         await _send(ctx, target, careful(line) + "\n")
@@ -74,12 +80,13 @@ async def write(ctx: Context, args: list[str]) -> None:
         await _send(ctx, target, "EOF\n")
 
 
-async def _choose_target(ctx: Context, user: str, tty: str | None) -> Session | None:
+def _choose_target(
+    ctx: Context, user: str, tty: str | None, sessions: list[Session]
+) -> Session | None:
     """util-linux's choice: skip mesg n, prefer the least idle session."""
     shown = careful(user)
-    sessions = await ctx.server.hub.sessions_of(user)
-    if not sessions:
-        ctx.fail(f"{shown} is not logged in")
+    if ctx.session.user in ctx.server.hub.ignores(user):
+        ctx.fail(f"{shown} has messages disabled")  # as mesg n: ignoring is not revealed
         return None
     if tty is not None:
         for s in sessions:
@@ -102,7 +109,9 @@ async def _choose_target(ctx: Context, user: str, tty: str | None) -> Session | 
 
 
 async def _send(ctx: Context, target: Session, text: str) -> bool:
-    if await ctx.server.hub.deliver(target, Message.of(text)):
+    delivered = await ctx.server.hub.deliver(target, Message.of(text))
+    ctx.server.metrics.message("write", delivered)
+    if delivered:
         return True
     ctx.fail(f"{careful(target.user)} is not reading; message dropped")
     return False

@@ -24,6 +24,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -359,19 +360,30 @@ class UserAuth(userauth.SSHUserAuthServer):
             user: bytes = self.user or b""
         except ValueError:
             return fail(UnauthorizedLogin("malformed password request"))
-        d: Deferred[Any] = self.portal.login(UsernamePassword(user, password), None, IConchUser)
-        d.addErrback(self._password_failed)
-        return d
+        return Deferred.fromCoroutine(self._check_password(user, password))
 
-    def _password_failed(self, failure: Failure) -> Deferred[Any]:
+    async def _check_password(self, user: bytes, password: bytes) -> Any:
+        """telnet's rule: a check slot per address, the answer timed from the arrival."""
         t = self._shell_transport()
-        if failure.check(UnauthorizedLogin) and t.factory.failed_logins is not None:
-            t.factory.failed_logins.record(t.peer, self.clock.seconds())
-        delay = PASSWORD_DELAYS[min(self.password_failures, len(PASSWORD_DELAYS) - 1)]
-        self.password_failures += 1
-        d: Deferred[Any] = Deferred()
-        self.clock.callLater(delay, d.errback, failure)
-        return d
+        failed = t.factory.failed_logins
+        arrived = self.clock.seconds()
+        if failed is not None and not await failed.attempt(t.peer, arrived):
+            raise UnauthorizedLogin("address blocked")
+        wrong = False
+        try:
+            return await self.portal.login(UsernamePassword(user, password), None, IConchUser)
+        except UnauthorizedLogin:
+            wrong = True
+            raise
+        finally:
+            if failed is not None:
+                failed.finished(t.peer, self.clock.seconds(), failed=wrong)
+            if wrong:
+                delay = PASSWORD_DELAYS[min(self.password_failures, len(PASSWORD_DELAYS) - 1)]
+                self.password_failures += 1
+                wait = arrived + delay - self.clock.seconds()
+                if wait > 0:
+                    await deferLater(self.clock, wait)
 
 
 class ShellTransport(transport.SSHServerTransport):

@@ -1,0 +1,380 @@
+"""The load generator: logs in N sessions on a loopback server and measures it from outside.
+
+It is its own process (asyncio, raw sockets, no telnet negotiation — like
+``nc``), drives shellserver and the floor with exactly the same lines, and
+reads the server's CPU (``utime + stime``) and RSS from ``/proc/<pid>``
+around each phase. Everything is bounded: a fixed number of sessions,
+walls, writes and storm logins, and ``--timeout`` seconds in all.
+
+Phases, in order:
+
+1. ``boss`` (an admin) and ``probe`` log in; the server's RSS is the baseline.
+2. login: N sessions ``u0``…, ``--concurrency`` at a time: logins/s, server
+   CPU per login. After a short settle, RSS per logged-in session.
+3. wall: ``--walls`` broadcasts from ``boss``, one at a time; each is done when
+   every session has it (fan-out latency); server CPU per delivery.
+4. write: ``--writes`` one-line ``write`` commands between sessions, at most
+   ``--window`` in flight; each is done when its recipient has it.
+5. storm: ``--storm`` more sessions log in all at once while ``probe`` runs
+   ``mesg`` every 10 ms; the longest probe round trip is the stall.
+
+Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import sys
+import time
+from typing import Any
+
+PASSWORD = "benchpass1"
+_MARK = re.compile(rb"~([wm])(\d+)~")
+_TICK = os.sysconf("SC_CLK_TCK")
+_DO_ECHO_SGA = b"\xff\xfd\x01\xff\xfd\x03"
+
+
+class Proc:
+    """The server process as /proc shows it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu(self) -> float:
+        """utime + stime of every thread, in seconds."""
+        with open(f"/proc/{self.pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+
+    def rss(self) -> int:
+        """Resident set size in bytes."""
+        with open(f"/proc/{self.pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+class Client(asyncio.Protocol):
+    """One session. Buffers text while logging in; afterwards only scans for markers."""
+
+    def __init__(self, gen: Generator, char_mode: bool = False) -> None:
+        self.gen = gen
+        self.char_mode = char_mode
+        self.buf = bytearray()
+        self.want: bytes | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.scanning = False
+        self.tail = b""
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.char_mode:  # accept the server's WILL ECHO and WILL SGA, as telnet(1) does
+            transport.write(_DO_ECHO_SGA)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("server closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        if self.scanning:
+            s = self.tail + data if self.tail else data
+            end = 0
+            for m in _MARK.finditer(s):
+                self.gen.mark(m.group(1), int(m.group(2)))
+                end = m.end()
+            self.tail = s[end:][-24:]
+            return
+        self.buf += data
+        if self.want is not None and self.want in self.buf:
+            self._take()
+
+    def _take(self) -> None:
+        assert self.want is not None and self.waiter is not None
+        i = self.buf.index(self.want) + len(self.want)
+        del self.buf[:i]
+        self.want = None
+        if not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def expect(self, want: bytes) -> None:
+        if self.lost:
+            raise ConnectionError("server closed the connection")
+        self.want = want
+        self.waiter = asyncio.get_running_loop().create_future()
+        if want in self.buf:
+            self._take()
+        await self.waiter
+
+    def send(self, line: str) -> None:
+        assert self.transport is not None
+        self.transport.write(line.encode() + b"\r\n")
+
+    def scan(self) -> None:
+        """From now on only markers matter; nothing is kept."""
+        self.buf = bytearray()
+        self.scanning = True
+
+
+class Generator:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.proc = Proc(args.pid)
+        self.users: list[Client] = []
+        self.wall_left: dict[int, int] = {}
+        self.wall_done: dict[int, asyncio.Future[None]] = {}
+        self.write_sent: dict[int, float] = {}
+        self.write_lat: list[float] = []
+        self.window: asyncio.Semaphore | None = None
+        self.writes_done: asyncio.Future[None] | None = None
+        self.writes_left = 0
+
+    # -- markers seen by clients ----------------------------------------
+
+    def mark(self, kind: bytes, n: int) -> None:
+        if kind == b"w":
+            left = self.wall_left.get(n)
+            if left is None:
+                return
+            left -= 1
+            self.wall_left[n] = left
+            if left == 0:
+                self.wall_done[n].set_result(None)
+        else:
+            sent = self.write_sent.pop(n, None)
+            if sent is None:
+                return
+            self.write_lat.append(time.perf_counter() - sent)
+            assert self.window is not None and self.writes_done is not None
+            self.window.release()
+            self.writes_left -= 1
+            if self.writes_left == 0:
+                self.writes_done.set_result(None)
+
+    # -- sessions ---------------------------------------------------------
+
+    async def login(self, name: str, char_mode: bool = False) -> Client:
+        loop = asyncio.get_running_loop()
+        _, client = await loop.create_connection(
+            lambda: Client(self, char_mode), "127.0.0.1", self.args.port
+        )
+        await client.expect(b"login: ")
+        client.send(name)
+        await client.expect(b"Password: ")
+        client.send(PASSWORD)
+        await client.expect(b":~$ ")
+        return client
+
+    async def login_many(self, names: list[str], concurrency: int) -> list[Client]:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(name: str) -> Client:
+            async with sem:
+                c = await self.login(name, self.args.char_mode)
+                c.scan()
+                return c
+
+        return list(await asyncio.gather(*(one(n) for n in names)))
+
+    # -- phases -----------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        a, proc, out = self.args, self.proc, {}
+        boss = await self.login("boss")
+        probe = await self.login("probe")
+        boss.scan()
+        await asyncio.sleep(0.2)
+        rss0 = proc.rss()
+
+        t0, c0 = time.perf_counter(), proc.cpu()
+        self.users = await self.login_many([f"u{i}" for i in range(a.n)], a.concurrency)
+        dt, dc = time.perf_counter() - t0, proc.cpu() - c0
+        out["login_per_s"] = a.n / dt
+        out["login_cpu_ms"] = dc / a.n * 1e3
+        await asyncio.sleep(a.settle)
+        rss1 = proc.rss()
+        out["rss_base_mib"] = rss0 / 2**20
+        out["rss_per_session_kib"] = (rss1 - rss0) / a.n / 1024
+        out["sessions"] = sum(1 for c in self.users if not c.lost)
+
+        # wall: one at a time; every session has it, boss and probe too
+        recipients = a.n + 1  # the ones that count markers: the users and boss
+        lat = []
+        c0 = proc.cpu()
+        for w in range(a.walls):
+            done = asyncio.get_running_loop().create_future()
+            self.wall_left[w], self.wall_done[w] = recipients, done
+            t = time.perf_counter()
+            boss.send(f"wall bench broadcast ~w{w}~ the quick brown fox")
+            await done
+            lat.append(time.perf_counter() - t)
+        dc = proc.cpu() - c0
+        out["wall_cpu_per_delivery_us"] = dc / (a.walls * (a.n + 2)) * 1e6
+        out["wall_p50_ms"] = _pct(lat, 50) * 1e3
+        out["wall_p99_ms"] = _pct(lat, 99) * 1e3
+
+        if a.writes:
+            out.update(await self.write_phase())
+        if a.storm:
+            out.update(await self.storm_phase(probe))
+        out["rss_end_mib"] = proc.rss() / 2**20
+        out["gen_cpu_s"] = _own_cpu()
+        return out
+
+    async def write_phase(self) -> dict[str, float]:
+        a, n = self.args, len(self.users)
+        self.window = asyncio.Semaphore(max(1, min(a.window, n // 2)))
+        self.writes_done = asyncio.get_running_loop().create_future()
+        self.writes_left = a.writes
+        t0, c0 = time.perf_counter(), self.proc.cpu()
+        for k in range(a.writes):
+            await self.window.acquire()
+            sender = k % n
+            target = (k * 7919 + 1) % n
+            if target == sender:
+                target = (target + 1) % n
+            self.write_sent[k] = time.perf_counter()
+            self.users[sender].send(f"write u{target} hello from the bench ~m{k}~")
+        await self.writes_done
+        dt, dc = time.perf_counter() - t0, self.proc.cpu() - c0
+        return {
+            "write_per_s": a.writes / dt,
+            "write_cpu_us": dc / a.writes * 1e6,
+            "write_p50_ms": _pct(self.write_lat, 50) * 1e3,
+            "write_p99_ms": _pct(self.write_lat, 99) * 1e3,
+        }
+
+    async def storm_phase(self, probe: Client) -> dict[str, float]:
+        """The storm logs in from a child process, so the probe's own loop stays idle."""
+        a = self.args
+        rtts: list[float] = []
+        stop = asyncio.Event()
+
+        async def probing() -> None:
+            while not stop.is_set():
+                t = time.perf_counter()
+                probe.send("mesg")
+                await probe.expect(b"is y")
+                await probe.expect(b":~$ ")
+                rtts.append(time.perf_counter() - t)
+                await asyncio.sleep(0.005)
+
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--storm-child", "--port", str(a.port), "--pid", str(a.pid),
+            "--n", "0", "--storm", str(a.storm),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert child.stdin is not None and child.stdout is not None
+        await child.stdout.readline()  # "ready": imported and connected nothing yet
+        task = asyncio.create_task(probing())
+        await asyncio.sleep(0.3)
+        quiet = max(rtts) if rtts else 0.0
+        rtts.clear()
+        t0, c0 = time.perf_counter(), self.proc.cpu()
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+        line = await child.stdout.readline()
+        dt, dc = time.perf_counter() - t0, self.proc.cpu() - c0
+        stop.set()
+        await task
+        child.stdin.close()
+        if await child.wait() != 0 or not line.startswith(b"done"):
+            raise ConnectionError(f"storm child failed: {line!r}")
+        return {
+            "storm_s": dt,
+            "storm_login_per_s": a.storm / dt,
+            "storm_login_cpu_ms": dc / a.storm * 1e3,
+            "probe_quiet_max_ms": quiet * 1e3,
+            "probe_stall_ms": max(rtts) * 1e3 if rtts else float("nan"),
+            "probe_samples": len(rtts),
+        }
+
+    async def storm_child(self) -> None:
+        """In the child: on "go", log in every storm account at once, say "done", then wait."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        print("ready", flush=True)
+        await reader.readline()
+        n = self.args.storm
+        clients = await self.login_many([f"s{i}" for i in range(n)], n)
+        print("done", flush=True)
+        await reader.read()  # the parent closes stdin when the probe has finished
+        for c in clients:
+            assert c.transport is not None
+            c.transport.close()
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def _own_cpu() -> float:
+    """This process and its finished children (the storm)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--pid", type=int, required=True, help="the server process, for /proc")
+    p.add_argument("--n", type=int, required=True, help="logged-in sessions")
+    p.add_argument("--concurrency", type=int, default=64, help="logins in flight")
+    p.add_argument("--settle", type=float, default=1.0)
+    p.add_argument("--walls", type=int, default=10)
+    p.add_argument("--writes", type=int, default=0)
+    p.add_argument("--window", type=int, default=200, help="writes in flight")
+    p.add_argument("--storm", type=int, default=0, help="logins at once during the probe")
+    p.add_argument("--timeout", type=float, default=300.0, help="the whole run, in seconds")
+    p.add_argument(
+        "--char-mode",
+        action="store_true",
+        help="sessions u0... accept WILL ECHO/SGA (character mode); they echo typed text, "
+        "so use it with --writes 0 --storm 0",
+    )
+    p.add_argument("--storm-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = args.n + args.storm + 64
+    if need > hard:
+        print(f"loadgen: needs {need} fds, the hard limit is {hard}", file=sys.stderr)
+        return 2
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    if args.char_mode and (args.writes or args.storm):
+        print("loadgen: --char-mode echoes the markers back; use --writes 0 --storm 0")
+        return 2
+    if args.storm_child:
+        asyncio.run(asyncio.wait_for(Generator(args).storm_child(), args.timeout))
+        return 0
+
+    async def bounded() -> dict[str, Any]:
+        return await asyncio.wait_for(Generator(args).run(), args.timeout)
+
+    try:
+        result = asyncio.run(bounded())
+    except (TimeoutError, ConnectionError, OSError) as e:
+        print(f"loadgen: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

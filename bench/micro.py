@@ -1,0 +1,74 @@
+"""CPU per command through the whole stack in one process, free of the machine's noise.
+
+The load runs (``run.py``) measure from outside, which is the truth but moves by
+±15% on a shared machine. This runs the same lines through the real stack —
+``TelnetProtocol`` → ``Terminal`` → ``Shell`` → command → ``Hub`` → the other
+session's ``Terminal`` — over ``StringTransport`` (no sockets, no syscalls) with
+``time.process_time``, so a change to our Python shows up to a tenth of a µs.
+
+Usage: ``python bench/micro.py [--lines 20000] [--profile]``. To compare two
+versions of the code, put one first on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness import Client, add_user, make_server
+
+CASES = {
+    "write": "write bob hello from the bench ~m1~",
+    "wall": "wall bench broadcast ~w1~ the quick brown fox",
+    "mesg": "mesg",
+}
+
+
+def run(lines: int, profile: bool) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = make_server(Path(tmp), cmd_rate=0.0)
+        add_user(server, "alice", admin=True)
+        add_user(server, "bob")
+        alice, bob = Client(server), Client(server)
+        alice.login("alice")
+        bob.login("bob")
+        out: dict[str, float] = {}
+        for name, text in CASES.items():
+            data = text.encode() + b"\r\n"
+
+            def loop(data: bytes = data) -> None:
+                for i in range(lines):
+                    alice.protocol.dataReceived(data)
+                    if i % 256 == 0:
+                        alice.transport.clear()
+                        bob.transport.clear()
+
+            t = time.process_time()
+            loop()
+            out[name] = (time.process_time() - t) / lines * 1e6
+            if profile and name == "write":
+                prof = cProfile.Profile()
+                prof.runcall(loop)
+                pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lines", type=int, default=20000)
+    p.add_argument("--profile", action="store_true", help="cProfile the write loop")
+    args = p.parse_args(argv)
+    for name, us in run(args.lines, args.profile).items():
+        print(f"{name:6s} {us:6.2f} µs per line (two sessions, whole stack, no sockets)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The hostile suite's arena: one real server per module, attackers and two bystanders.
+
+Every attack ends with :meth:`Arena.bystanders_ok`: two sessions that were
+logged in before it still get a ``who`` answered and a ``write`` delivered
+within a second. Attackers connect from their own loopback addresses
+(127.0.0.0/8 is all loopback on Linux), so a lockout or a per-address limit
+they trigger never touches the bystanders on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+
+import pytest
+from realserver import PASSWORD, RawClient, RealServer, sign_in, sign_up
+
+#: How long a bystander may wait for an answer after (or during) an attack.
+BYSTANDER_DEADLINE = 1.0
+#: Bytes that must never reach another person's terminal raw (SPEC §7).
+DANGEROUS = [
+    b"\x1b",
+    b"\x07",
+    b"\x9b",
+    *(chr(c).encode() for c in (0x202E, 0x2066, 0x200E, 0x200F, 0x061C, 0x2028, 0x2029)),
+    *(chr(c).encode() for c in (0x200B, 0x2060, 0xFEFF, 0x00AD)),
+]
+
+#: The server's own sequence: erase the prompt line before showing a message under it.
+SERVER_OWN = b"\r\x1b[K"
+
+pytestmark = pytest.mark.integration
+
+
+class Peer(RawClient):
+    """A raw client (never negotiates) from a chosen loopback address; keeps all it saw."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1", timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+        )
+        self.buffer = b""
+        self.raw_seen = b""
+
+    def drain(self, quiet: float = 0.05) -> bytes:
+        """Everything that arrives until the line is quiet for ``quiet`` seconds."""
+        got = b""
+        self.sock.settimeout(quiet)
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    break
+                got += chunk
+        except (TimeoutError, BlockingIOError):
+            pass
+        except ConnectionResetError:
+            pass
+        self.raw_seen += got
+        self.buffer = b""
+        return got
+
+    def run(self, line: str, prompt: str, timeout: float = 10.0) -> str:
+        """Type ``line`` (after reading what was pending) and read its output up to ``prompt``."""
+        self.drain(0.02)
+        self.send_bytes(line.encode("utf-8", "surrogateescape") + b"\r\n")
+        return self.expect(prompt, timeout)
+
+
+def assert_clean(data: bytes) -> None:
+    """No escape, C1 control or invisible/bidi character reached the terminal raw."""
+    data = data.replace(b"\xff\xff", b"").replace(SERVER_OWN, b"")
+    for bad in DANGEROUS:
+        assert bad not in data, (bad, data[-400:])
+
+
+class Arena:
+    def __init__(self, server: RealServer) -> None:
+        self.server = server
+        self.port = server.port
+        self._marks = itertools.count()
+        self._sources = itertools.count(10)
+        self.alice = self.register("alice", source="127.0.0.1")
+        self.bob = self.register("bob", source="127.0.0.1")
+
+    def source(self) -> str:
+        """A fresh loopback address for an attacker."""
+        n = next(self._sources)
+        return f"127.0.{n // 250}.{n % 250 + 2}"
+
+    def connect(self, source: str | None = None) -> Peer:
+        return Peer(self.port, source or self.source())
+
+    def register(self, name: str, source: str | None = None) -> Peer:
+        return sign_up(self.connect(source), name, PASSWORD)
+
+    def login(self, name: str, password: str = PASSWORD, source: str | None = None) -> Peer:
+        return sign_in(self.connect(source), name, password)
+
+    def admin(self, source: str | None = None) -> Peer:
+        return self.login("admin", self.server.admin_password(), source)
+
+    def bystanders_ok(self) -> None:
+        """The two bystanders get ``who`` and a ``write`` through within a second."""
+        a, b = self.alice, self.bob
+        a.drain()
+        b.drain()
+        mark = f"mark-{next(self._marks)}"
+        start = time.monotonic()
+        a.send_line("who")
+        a.send_line(f"echo {mark}")
+        out = a.expect(f"{mark}\n", BYSTANDER_DEADLINE)
+        assert "bob " in out and "alice " in out, out
+        a.send_line(f"write bob {mark}")
+        b.expect(mark, BYSTANDER_DEADLINE - (time.monotonic() - start) + 0.5)
+        assert time.monotonic() - start < 2 * BYSTANDER_DEADLINE

@@ -1,0 +1,94 @@
+"""Escape injection in every user-controlled field reaches others only as notation (SPEC §7)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hostile.arena import Arena, Peer, assert_clean
+
+#: ESC sequences (clear, retitle, colour), BEL, C1 CSI, bidi override and isolate, a bidi mark,
+#: separators and invisible characters: the lot, in one string.
+EVIL = "\x1b[2J\x1b]0;pwned\x07\u009b31m\u202eevil\u2066\u200f\u2028\u200b\ufeff\u00ad!"
+SHOWN = "^[[2J^[]0;pwned^G\\302\\23331m\\u202eevil\\u2066\\u200f\\u2028\\u200b\\ufeff\\u00ad!"
+
+pytestmark = pytest.mark.integration
+
+
+def _seen(peer: Peer) -> bytes:
+    peer.drain(0.2)
+    return peer.raw_seen
+
+
+def test_write_text(arena: Arena) -> None:
+    mallory = arena.register("mallory")
+    mallory.run(f"write bob {EVIL}", "mallory@testhost:~$ ")
+    out = arena.bob.expect("!")
+    assert SHOWN in out
+    assert_clean(_seen(arena.bob))
+    arena.bystanders_ok()
+
+
+def test_wall_and_shutdown_reason(arena: Arena) -> None:
+    admin = arena.admin()
+    admin.run(f"wall {EVIL}", "admin@testhost:~$ ")
+    assert SHOWN.replace("\\u2028", "") in arena.alice.expect("!").replace("\\u2028", "")
+    admin.run(f"shutdown +30 {EVIL}", "admin@testhost:~$ ")
+    arena.bob.expect("!")
+    admin.run("shutdown -c", "admin@testhost:~$ ")
+    arena.bob.expect("cancelled")
+    for who in (arena.alice, arena.bob):
+        assert_clean(_seen(who))
+    arena.bystanders_ok()
+
+
+def test_kick_reason_and_admin_notices(arena: Arena) -> None:
+    victim = arena.register("victim1")
+    admin = arena.admin()
+    admin.run(f"kick victim1 {EVIL}", "admin@testhost:~$ ")
+    assert SHOWN in victim.expect("!")
+    assert victim.closed()
+    assert_clean(victim.raw_seen)
+    arena.bystanders_ok()
+
+
+def test_names_typed_where_a_user_name_goes(arena: Arena) -> None:
+    mallory = arena.login("mallory")
+    for line in [f"write {EVIL} hi", f"finger {EVIL}", f"kick {EVIL}"]:
+        mallory.run(line, "mallory@testhost:~$ ")
+    c = arena.connect()
+    c.expect("login: ")
+    c.send_line("new")
+    c.expect("Username: ")
+    c.send_line(EVIL)
+    c.expect("Username: ")
+    c.send_line("")
+    c.expect("login: ")
+    c.send_line(EVIL)
+    c.expect("Password: ")
+    c.send_line("whatever1")
+    c.expect("Login incorrect")
+    assert_clean(_seen(mallory) + _seen(c))
+    arena.bystanders_ok()
+
+
+def test_file_names_in_ls_and_plan_in_finger(arena: Arena) -> None:
+    mallory = arena.login("mallory")
+    mallory.run("touch 'evil\u202etxt.exe' 'zero\u200bwidth'", "mallory@testhost:~$ ")
+    mallory.run(f"touch '{EVIL}'", "mallory@testhost:~$ ")  # refused, and said safely
+    out = mallory.run("ls -l", "mallory@testhost:~$ ")
+    assert "evil\\u202etxt.exe" in out and "zero\\u200bwidth" in out
+    mallory.run(f"echo '{EVIL}' > .plan", "mallory@testhost:~$ ")
+    out = arena.alice.run("finger mallory", "alice@testhost:~$ ")
+    assert SHOWN in out
+    assert_clean(_seen(mallory))
+    assert_clean(_seen(arena.alice))
+    arena.bystanders_ok()
+
+
+def test_motd(arena: Arena) -> None:
+    c = arena.login("mallory")
+    assert b"Welcome^[[2J^[]0;pwned^G \\u202e \\302\\23331m \\377 end" in c.raw_seen.replace(
+        b"\r\n", b"\n"
+    )
+    assert_clean(c.raw_seen)
+    arena.bystanders_ok()

@@ -1,0 +1,38 @@
+"""The load bench runs end to end (N = 200) and measures something; no number is judged here.
+
+Speed and memory targets are checked by ``make bench``, never by a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.integration
+def test_bench_smoke_run_produces_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    cmd = [
+        sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", "200", "--walls", "3",
+        "--deliveries", "0", "--writes", "300", "--storm", "50", "--settle", "0.1",
+        "--timeout", "40", "--no-gate", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert "| CPU per wall delivery (µs) | 200 |" in done.stdout
+    results = json.loads(out.read_text())["results"]
+    for kind in ("floor", "shellserver"):
+        run = results[kind]["200"]
+        assert run["sessions"] == 200
+        for key in (
+            "wall_cpu_per_delivery_us", "write_cpu_us", "wall_p99_ms", "write_per_s",
+            "rss_per_session_kib", "login_cpu_ms", "login_per_s", "probe_stall_ms",
+        ):  # fmt: skip
+            assert math.isfinite(run[key]), (kind, key, run[key])

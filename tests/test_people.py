@@ -1,0 +1,220 @@
+"""Saved messages and ignore lists (SPEC §11) through the whole stack, without sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import Client, add_user, make_server
+
+from shellserver import people
+from shellserver.people import MAILBOX_LIMIT
+from shellserver.server import Server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    srv = make_server(tmp_path)
+    for name in ("alice", "bob", "carol"):
+        add_user(srv, name)
+    add_user(srv, "root1", admin=True)
+    return srv
+
+
+def online(server: Server, name: str) -> Client:
+    c = Client(server)
+    out = c.login(name, "password1")
+    assert f"{name}@testhost" in out, out
+    return c
+
+
+def saved_count(server: Server, name: str) -> int:
+    return len(people.saved_messages(server.store.db, name))
+
+
+def test_write_to_an_offline_user_saves_it_and_login_counts_it(server: Server) -> None:
+    a = online(server, "alice")
+    a.output()
+    assert a.run("write bob hello bob") == (
+        "write: bob is not logged in; message saved\nalice@testhost:~$ "
+    )
+    a.run("write bob second one")
+    b = Client(server)
+    out = b.login("bob", "password1")
+    notice = "You have 2 new messages; type 'messages' to read them.\n"
+    assert "This is your first login.\n" + notice + "bob@testhost:~$ " in out
+    b.drop()
+    b = Client(server)
+    assert "You have 2 new messages" in b.login("bob", "password1")
+    b.run("messages read 1")
+    b.drop()
+    out = Client(server).login("bob", "password1")
+    assert "You have 1 new message; type 'messages' to read them.\n" in out
+
+
+def test_no_notice_without_new_messages(server: Server) -> None:
+    out = Client(server).login("bob", "password1")
+    assert "new message" not in out
+
+
+def test_unknown_and_bad_names_are_just_not_logged_in(server: Server) -> None:
+    a = online(server, "alice")
+    a.output()
+    assert a.run("write nosuch hi").startswith("write: nosuch is not logged in\n")
+    assert a.run("write B\x1bX hi").startswith("write: B^[X is not logged in\n")
+    assert a.run("write nosuch").startswith("write: nosuch is not logged in\n")
+
+
+def test_multi_line_write_to_an_offline_user(server: Server) -> None:
+    a = online(server, "alice")
+    a.run("write bob")
+    a.send("line one")
+    a.send("line \x1b two")
+    assert a.run(".").startswith("write: bob is not logged in; message saved\n")
+    b = online(server, "bob")
+    b.output()
+    out = b.run("messages read 1")
+    assert out.startswith("Message 1 from alice at ")
+    assert ":\nline one\nline ^[ two\nbob@testhost:~$ " in out
+
+
+def test_caps_per_message_and_per_recipient(server: Server) -> None:
+    a = online(server, "alice")
+    a.output()
+    # One line fits (lines are at most 4096 bytes); several may not.
+    a.run("write bob")
+    for _ in range(5):
+        a.send("y" * 1000)
+    a.send("after the limit is still part of the message")
+    assert a.run(".").startswith("write: message too long to save (at most 4096 bytes)\n")
+    assert saved_count(server, "bob") == 0
+    for i in range(MAILBOX_LIMIT):
+        people.save_message(server.store.db, "bob", "carol", b"m%d" % i, 1.0)
+    assert a.run("write bob one more").startswith("write: bob's mailbox is full\n")
+    assert a.run("write bob").startswith("write: bob's mailbox is full\n")
+    assert saved_count(server, "bob") == MAILBOX_LIMIT
+
+
+def test_messages_list_read_rm(server: Server) -> None:
+    a = online(server, "alice")
+    a.run("write bob first \x1b[31m message")
+    c = online(server, "carol")
+    c.run("write bob " + "z" * 200)
+    b = online(server, "bob")
+    b.output()
+    lines = b.run("messages").splitlines()
+    assert lines[0].startswith("1  alice  ") and lines[0].endswith("  first ^[[31m message")
+    assert lines[1].startswith("2  carol  ") and lines[1].endswith("z…")
+    assert len(lines[1]) == 79
+    assert lines[2] == "bob@testhost:~$ "
+    assert b.run("messages read 3").startswith("messages: 3: no such message\n")
+    assert b.run("messages read x").startswith("Usage: messages [read N|all] [rm N|all]\n")
+    assert b.run("messages delete 1").startswith("Usage: ")
+    out = b.run("messages read all")
+    assert "Message 1 from alice" in out and "Message 2 from carol" in out
+    assert all(m.read for m in people.saved_messages(server.store.db, "bob"))
+    assert b.run("messages rm 1") == "bob@testhost:~$ "
+    assert b.run("messages").startswith("1  carol  ")
+    b.run("messages rm all")
+    assert b.run("messages").startswith("No saved messages.\n")
+
+
+def test_ignore_commands_and_lists(server: Server) -> None:
+    b = online(server, "bob")
+    b.output()
+    assert b.run("ignore").startswith("You are not ignoring anyone.\n")
+    assert b.run("ignore alice").startswith("Ignoring alice.\n")
+    assert b.run("ignore alice").startswith("ignore: you are already ignoring alice\n")
+    assert b.run("ignore carol").startswith("Ignoring carol.\n")
+    assert b.run("ignore").startswith("alice\ncarol\nbob@")
+    assert b.run("ignore bob").startswith("ignore: you cannot ignore yourself\n")
+    assert b.run("ignore nosuch").startswith("ignore: no such user: nosuch\n")
+    assert b.run("ignore \x1b").startswith("ignore: no such user: ^[\n")
+    assert b.run("ignore a b").startswith("Usage: ignore [USER]\n")
+    assert b.run("unignore carol").startswith("No longer ignoring carol.\n")
+    assert b.run("unignore carol").startswith("unignore: you are not ignoring carol\n")
+    assert b.run("unignore").startswith("Usage: unignore USER\n")
+    assert people.ignore_list(server.store.db, "bob") == ["alice"]
+
+
+def test_ignored_writes_look_like_mesg_n(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    b.run("ignore alice")
+    b.output()
+    assert a.run("write bob hi").startswith("write: bob has messages disabled\n")
+    assert a.run("write bob tel/1 hi").startswith("write: bob has messages disabled\n")
+    assert b.output() == ""
+    c = online(server, "carol")
+    c.run("write bob hi from carol")
+    assert "hi from carol" in b.output()
+    # Mid-message: lines stop when bob starts ignoring.
+    b.run("unignore alice")
+    a.run("write bob")
+    a.send("one")
+    assert "one" in b.output()
+    b.run("ignore alice")
+    b.output()
+    assert a.run("two").startswith("write: bob has messages disabled\n")
+    assert b.output() == ""
+    # wall and admin notices are never ignored.
+    b.run("ignore root1")
+    admin = online(server, "root1")
+    admin.run("wall still reaches you")
+    assert "still reaches you" in b.output()
+    assert admin.run("write bob hi").startswith("write: bob has messages disabled\n")
+
+
+def test_ignore_reaches_every_session_and_offline_messages(server: Server) -> None:
+    b1 = online(server, "bob")
+    b2 = online(server, "bob")
+    b1.run("ignore alice")
+    a = online(server, "alice")
+    a.output()
+    assert a.run("write bob tel/1 hi").startswith("write: bob has messages disabled\n")
+    b1.drop()
+    b2.drop()
+    assert server.hub.ignores("bob") == frozenset()  # forgotten with the last session
+    assert a.run("write bob while away").startswith("write: bob has messages disabled\n")
+    assert saved_count(server, "bob") == 0
+    # Loaded again at the next login, from the store.
+    b = online(server, "bob")
+    assert server.hub.ignores("bob") == {"alice"}
+    assert a.run("write bob hi").startswith("write: bob has messages disabled\n")
+    b.drop()
+
+
+def test_ignoring_discards_what_they_saved(server: Server) -> None:
+    a = online(server, "alice")
+    a.run("write bob pest")
+    c = online(server, "carol")
+    c.run("write bob friend")
+    b = online(server, "bob")
+    b.run("ignore alice")
+    b.output()
+    assert b.run("messages").startswith("1  carol  ")
+
+
+def test_userdel_takes_messages_and_ignores_along(server: Server) -> None:
+    a = online(server, "alice")
+    a.run("write bob hi")
+    people.add_ignore(server.store.db, "carol", "bob")
+    server.store.db.delete("bob")
+    db = server.store.db._db
+    assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM ignores").fetchone()[0] == 0
+
+
+def test_writing_to_someone_online_never_asks_the_store(server: Server) -> None:
+    a = online(server, "alice")
+    b = online(server, "bob")
+    b.run("ignore carol")
+    a.output()
+    b.output()
+
+    def no_store(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the online write path went to the store")
+
+    server.store.run_db = no_store  # type: ignore[method-assign]
+    assert a.run("write bob hi") == "alice@testhost:~$ "
+    assert "hi\nEOF\n" in b.output()

@@ -1,0 +1,112 @@
+"""The shell's command loop: a command that finishes at once costs no Deferred."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import Client, add_user, make_server
+from twisted.internet.defer import CancelledError, Deferred
+
+from shellserver.commands.registry import REGISTRY, Context, Registry, UsageError
+from shellserver.server import Server
+from shellserver.session import Session
+from shellserver.shell import IDLE, Shell
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    srv = make_server(tmp_path)
+    add_user(srv, "alice")
+    add_user(srv, "bob")
+    return srv
+
+
+def online(server: Server, name: str) -> tuple[Client, Shell]:
+    c = Client(server)
+    assert f"{name}@testhost" in c.login(name)
+    c.output()
+    session = server.hub.sessions_of(name).result[-1]
+    assert isinstance(session, Session)
+    return c, Shell(server, session)
+
+
+def test_a_command_that_finishes_at_once_returns_no_deferred(server: Server) -> None:
+    _, shell = online(server, "alice")
+    bob, _ = online(server, "bob")
+    assert shell.line("write bob hello there") is None
+    assert "hello there\nEOF\n" in bob.output()
+    assert shell.session.doing == IDLE
+
+
+def test_a_command_that_waits_is_resumed_where_it_stopped(server: Server) -> None:
+    alice, shell = online(server, "alice")
+    bob, _ = online(server, "bob")
+    d = shell.line("write bob")
+    assert isinstance(d, Deferred) and not d.called
+    assert shell.session.doing == "write bob"
+    alice.send("first line")
+    alice.send(".")
+    assert d.called
+    seen = bob.output()
+    assert "first line\n" in seen and "EOF\n" in seen
+    assert shell.session.doing == IDLE
+
+
+def _registry_with(server: Server, name: str, func: object) -> Registry:
+    reg = Registry()
+    for cmd in REGISTRY:
+        reg._commands[cmd.name] = cmd
+    reg.command(name, usage=name, help="test")(func)  # type: ignore[arg-type]
+    server.registry = reg
+    return reg
+
+
+def test_errors_before_and_after_a_wait(server: Server, logged_errors: object) -> None:
+    gate: list[Deferred[None]] = []
+
+    async def flaky(ctx: Context, args: list[str]) -> None:
+        if args == ["now"]:
+            raise RuntimeError("at once")
+        if args == ["usage"]:
+            raise UsageError("bad")
+        d: Deferred[None] = Deferred()
+        gate.append(d)
+        await d
+        raise RuntimeError("later")
+
+    _registry_with(server, "flaky", flaky)
+    alice, shell = online(server, "alice")
+    assert shell.line("flaky now") is None
+    assert "flaky: internal error\n" in alice.output()
+    assert shell.line("flaky usage") is None
+    assert alice.output() == "flaky: bad\nUsage: flaky\n"
+    d = shell.line("flaky wait")
+    assert isinstance(d, Deferred)
+    gate.pop().callback(None)
+    assert d.called
+    assert "flaky: internal error\n" in alice.output()
+    assert shell.session.doing == IDLE
+    assert len(logged_errors.flush(RuntimeError)) == 2  # type: ignore[attr-defined]
+
+
+def test_cancelling_a_waiting_command_reaches_the_coroutine(
+    server: Server, logged_errors: object
+) -> None:
+    seen: list[str] = []
+
+    async def waiter(ctx: Context, args: list[str]) -> None:
+        try:
+            await Deferred()
+        except CancelledError:
+            seen.append("cancelled")
+            raise
+
+    _registry_with(server, "waiter", waiter)
+    _, shell = online(server, "alice")
+    d = shell.line("waiter")
+    assert isinstance(d, Deferred)
+    d.cancel()
+    assert seen == ["cancelled"]
+    assert shell.session.doing == IDLE
+    assert logged_errors.flush(CancelledError)  # type: ignore[attr-defined]
