@@ -39,7 +39,7 @@ from shellserver.metricspage import metrics_site
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
 from shellserver.threads import make_pool, pool_runner
-from shellserver.wires import tls
+from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
 
 log = Logger()
@@ -112,9 +112,7 @@ class ShellService(Service):
             raise SystemExit(f"shellserver: {e}") from None
         telnet = _Pending("TelnetFactory")
         for description in cfg.telnet:
-            self.ports.append(
-                self._listen(description, tls.for_endpoint(description, telnet), "telnet")
-            )
+            self.ports.append(self._listen(description, telnet, "telnet"))
         ssh = _Pending("SSHFactory")
         for description in cfg.ssh:
             self.ports.append(self._listen(description, ssh, "ssh"))
@@ -172,7 +170,9 @@ class ShellService(Service):
                 cfg.login_timeout,
                 self.server.admission,
                 self.server.failed_logins,
+                ssh_session.session_starter(self.server),
             )
+            ssh.factory.metrics = self.metrics
         ssh_control = ssh_setup.SSHControl(
             fingerprints, ssh_setup.key_adder(self.datadir.home_root, run_io)
         )

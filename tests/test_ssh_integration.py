@@ -189,9 +189,9 @@ def test_key_login_with_a_key_added_by_addkey(sshd: RealServer) -> None:
     run = subprocess.run(
         ssh_args(sshd, "alice@127.0.0.1", "who", key=key), capture_output=True, timeout=30
     )
-    # Phase A: authenticated, and told plainly that the shell is not attached yet.
-    assert b"the SSH shell is not available yet" in run.stdout, run.stderr
-    assert run.returncode == 1
+    assert run.returncode == 0, run.stderr
+    assert re.search(rb"^alice\s+ssh/\d+\s", run.stdout, re.M), run.stdout
+    assert b"\r\n" not in run.stdout  # no pty: plain lines, fit for a pipe
     assert "admin addkey by" in sshd.log_text()
     assert "SSH alice authenticated from 127.0.0.1 (publickey)" in sshd.log_text()
     nobody = cli(sshd.data, "addkey", "zed", stdin=(key.with_suffix(".pub")).read_bytes())
@@ -212,7 +212,8 @@ def test_key_login_with_a_key_the_user_added_with_echo(sshd: RealServer) -> None
     run = subprocess.run(
         ssh_args(sshd, "erin@127.0.0.1", "who", key=key), capture_output=True, timeout=30
     )
-    assert b"the SSH shell is not available yet" in run.stdout, run.stderr
+    assert run.returncode == 0, run.stderr
+    assert re.search(rb"^erin\s+ssh/\d+\s", run.stdout, re.M), run.stdout
 
 
 @needs_ssh
@@ -227,19 +228,17 @@ def test_bad_lines_in_authorized_keys_are_logged_and_skipped(sshd: RealServer) -
     run = subprocess.run(
         ssh_args(sshd, "bob@127.0.0.1", "who", key=key), capture_output=True, timeout=30
     )
-    assert b"the SSH shell is not available yet" in run.stdout, run.stderr
+    assert run.returncode == 0 and b"bob" in run.stdout, run.stderr
     assert "bob's ~/.ssh/authorized_keys line 1 skipped: not a key" in sshd.log_text()
 
 
 @needs_ssh
-def test_wrong_password_refused_then_right_one_accepted(sshd: RealServer) -> None:
+def test_password_login_with_a_pty_messages_resize_and_logout(sshd: RealServer) -> None:
+    """A wrong password waits, then the right one; the shell is telnet's character-mode shell."""
     pexpect = pytest.importorskip("pexpect")
     cli(sshd.data, "useradd", "carol", "--password-stdin", stdin=b"carolpass1\n")
-    child = pexpect.spawn(
-        ssh_args(sshd, "carol@127.0.0.1", "who")[0],
-        ssh_args(sshd, "carol@127.0.0.1", "who")[1:],
-        timeout=30,
-    )
+    args = ssh_args(sshd, "-o", "SetEnv=TERM=vt220", "carol@127.0.0.1")
+    child = pexpect.spawn(args[0], args[1:], timeout=30, dimensions=(24, 80))
     try:
         child.expect("password: ")
         started = time.monotonic()
@@ -247,11 +246,64 @@ def test_wrong_password_refused_then_right_one_accepted(sshd: RealServer) -> Non
         child.expect("password: ")
         assert time.monotonic() - started >= 0.9  # the failure is delayed
         child.sendline("carolpass1")
-        child.expect("the SSH shell is not available yet")
+        child.expect("This is your first login")
+        child.expect(r"carol@testhost:~\$ ")
+        child.send("who")  # half a line typed when a message comes
+        child.expect("who")
+        teller = login(sshd.port, "admin", sshd.admin_password())
+        teller.send_line("write carol hello over ssh")
+        teller.expect("admin@testhost:~$ ")
+        child.expect("hello over ssh")
+        child.expect(r"carol@testhost:~\$ who")  # the prompt and the half-typed line again
+        child.send("\r")
+        child.expect(r"carol\s+ssh/\d+")
+        child.expect(r"carol@testhost:~\$ ")
+        teller.send_line("who")
+        seen = teller.expect("admin@testhost:~$ ")
+        assert re.search(r"^carol\s+ssh/\d+\s", seen, re.M), seen
+        teller.close()
+        child.sendline("touch " + " ".join(f"file{n:02}" for n in range(30)))
+        child.expect(r"carol@testhost:~\$ ")
+
+        def ls() -> str:
+            child.send("ls\r")
+            child.expect("ls\r\n")
+            child.expect(r"carol@testhost:~\$ ")
+            return str(child.before.decode())
+
+        narrow = ls()
+        child.setwinsize(24, 200)  # window-change
+        wide = ls()
+        assert max(map(len, wide.splitlines())) > 80 >= max(map(len, narrow.splitlines()))
+        child.sendline("logout")
         child.expect(pexpect.EOF)
     finally:
         child.close()
-    assert child.exitstatus == 1
+    assert child.exitstatus == 0
+    log = sshd.log_text()
+    assert "failed login for carol from 127.0.0.1" in log
+
+
+@needs_ssh
+def test_exec_exit_status_and_tty_names(sshd: RealServer) -> None:
+    key = user_key(sshd, "id_frank")
+    cli(sshd.data, "useradd", "frank", "--password-stdin", stdin=b"frankpass1\n")
+    cli(sshd.data, "addkey", "frank", stdin=key.with_suffix(".pub").read_bytes())
+
+    def run(command: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ssh_args(sshd, "frank@127.0.0.1", command, key=key), capture_output=True, timeout=30
+        )
+
+    ok = run("who")
+    assert ok.returncode == 0 and re.search(rb"^frank\s+ssh/\d+", ok.stdout, re.M)
+    assert b"Last login" not in ok.stdout and b"$ " not in ok.stdout  # no greeting, no prompt
+    missing = run("nosuchcommand")
+    assert missing.returncode == 127 and b"nosuchcommand: command not found" in missing.stdout
+    usage = run("write")
+    assert usage.returncode == 1 and b"Usage: write" in usage.stdout
+    failed = run("cat nothing-here")
+    assert failed.returncode == 1, failed.stdout
 
 
 @needs_ssh

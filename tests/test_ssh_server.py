@@ -158,7 +158,12 @@ def test_pty_env_and_window_change_reach_the_request() -> None:
     assert ch.requestReceived(b"shell", b"") == 1
     assert started.calls == [(ALICE, Request(True, "screen", 132, 43, None))]
     sizes: list[tuple[int, int]] = []
-    ch.on_resize = lambda cols, rows: sizes.append((cols, rows))
+
+    class Wire:
+        def resize(self, cols: int, rows: int) -> None:
+            sizes.append((cols, rows))
+
+    ch.wire = Wire()  # type: ignore[assignment]
     assert ch.requestReceived(b"window-change", struct.pack(">4L", 100, 30, 0, 0)) == 1
     assert sizes == [(100, 30)]
 

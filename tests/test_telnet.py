@@ -391,3 +391,24 @@ def test_own_output_over_the_cap_starts_the_stall_timer() -> None:
     proto.send("x" * 200)
     clock.advance(10)
     assert transport.disconnecting
+
+
+def test_reading_pauses_only_once_the_client_has_spoken() -> None:
+    """Under TLS the greeting pauses the wire before the handshake: reading must go on."""
+    proto, transport, _, _ = connect()
+    proto.pauseProducing()
+    assert transport.producerState == "producing"  # still reading (the handshake)
+    proto.resumeProducing()
+    proto.dataReceived(b"x")
+    proto.pauseProducing()
+    assert transport.producerState == "paused"  # a client that sends but does not read
+    proto.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_close_unregisters_the_producer() -> None:
+    """TLS closes only once no producer is registered."""
+    proto, transport, _, _ = connect()
+    assert transport.producer is proto
+    proto.close()
+    assert transport.producer is None and transport.disconnecting

@@ -30,6 +30,8 @@ class Context:
     session: Session
     line: CommandLine
     name: str
+    #: The exit status (``ssh host CMD`` reports it): 1 once the command has failed.
+    status: int = 0
 
     def write(self, text: str) -> None:
         self.session.write(text)
@@ -60,7 +62,8 @@ class Context:
         return f"{self.session.tty} from {self.session.peer}"
 
     def fail(self, message: str) -> None:
-        """``name: message`` — the form Unix commands complain in."""
+        """``name: message`` — the form Unix commands complain in; the exit status is 1."""
+        self.status = 1
         self.write(f"{self.name}: {message}\n")
 
 

@@ -1,9 +1,10 @@
 """The conch server side: transport with the pre-auth limits, authentication, refusals.
 
 What happens once a user is authenticated and asks for a shell or a command
-is handed to ``start`` (a :class:`SessionStart`): the seam where the shared
-session start attaches (docs/ssh-design.md). Everything SSH can do besides a
-session (port, agent and X11 forwarding, subsystems such as sftp) is refused.
+is handed to ``start`` (a :class:`SessionStart`): ``session.py`` makes the
+channel a wire and enters the shared session start (``sessionstart.py``).
+Everything SSH can do besides a session (port, agent and X11 forwarding,
+subsystems such as sftp) is refused.
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ from zope.interface import implementer
 
 from shellserver.accounts import Account, AccountLocked
 from shellserver.admission import Admission
+from shellserver.login import LOGGED_NAME
+from shellserver.metrics import Metrics
+from shellserver.sanitize import careful
 from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh.hostkeys import HostKeys
+from shellserver.wires.ssh.session import SSHWire
 
 log = Logger()
 
@@ -83,18 +88,9 @@ class Request:
 
 
 class SessionStart(Protocol):
-    """Attaches an authenticated session channel to a session (phase B: the shared start)."""
+    """Attaches an authenticated session channel to a session (``session.session_starter``)."""
 
     def __call__(self, channel: SessionChannel, account: Account, request: Request) -> None: ...
-
-
-NOT_YET = b"shellserver: the SSH shell is not available yet; log in with telnet.\r\n"
-
-
-def not_yet(channel: SessionChannel, account: Account, request: Request) -> None:
-    """Phase A: authentication works, sessions do not; say so and exit 1."""
-    channel.write(NOT_YET)
-    channel.exit(1)
 
 
 # -- the session channel ------------------------------------------------------------------
@@ -111,8 +107,8 @@ class SessionChannel(SSHChannel):
         super().__init__(*args, **kw)
         self.request = Request()
         self.started = False
-        #: Told the new (cols, rows) on window-change once started (phase B: the editor).
-        self.on_resize: Callable[[int, int], None] | None = None
+        #: The session's wire once a shell or command has started (``session.py``).
+        self.wire: SSHWire | None = None
 
     @property
     def user(self) -> ShellAvatar:
@@ -139,8 +135,8 @@ class SessionChannel(SSHChannel):
     def request_window_change(self, data: bytes) -> int:
         cols, rows = _parse_size(data)
         self.request.cols, self.request.rows = cols, rows
-        if self.on_resize is not None:
-            self.on_resize(cols, rows)
+        if self.wire is not None:
+            self.wire.resize(cols, rows)
         return 1
 
     def request_env(self, data: bytes) -> int:
@@ -170,6 +166,27 @@ class SessionChannel(SSHChannel):
         self.request.command = command
         self.user.start(self, self.user.account, self.request)
         return 1
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.wire is not None:
+            self.wire.data_received(data)
+
+    def eofReceived(self) -> None:
+        if self.wire is not None:
+            self.wire.eof_received()
+
+    def stopWriting(self) -> None:
+        """The client's window is full: hold output as telnet does for a full socket."""
+        if self.wire is not None:
+            self.wire.pause()
+
+    def startWriting(self) -> None:
+        if self.wire is not None:
+            self.wire.resume()
+
+    def closed(self) -> None:
+        if self.wire is not None:
+            self.wire.connection_lost()
 
     def exit(self, status: int) -> None:
         """End the channel with an exit status, as ``ssh host CMD`` reports it."""
@@ -213,6 +230,8 @@ class ShellAvatar(ConchUser):
         self.start = start
         self.channelLookup[b"session"] = SessionChannel
         self.open_channels = 0
+        #: Channels opened on this connection and not yet closed.
+        self.channels: set[SessionChannel] = set()
 
     def refusal(self, channelType: bytes) -> tuple[int, bytes] | None:
         """Why a channel of this type may not be opened now (code, text), or None."""
@@ -237,10 +256,13 @@ class ShellAvatar(ConchUser):
             raise ConchError(refused[1].decode(), refused[0])
         channel: SSHChannel = super().lookupChannel(channelType, windowSize, maxPacket, data)
         self.open_channels += 1
+        assert isinstance(channel, SessionChannel)
+        self.channels.add(channel)
         closed = channel.closed
 
         def on_closed() -> None:
             self.open_channels -= 1
+            self.channels.discard(channel)
             closed()
 
         channel.closed = on_closed  # type: ignore[method-assign]
@@ -251,7 +273,11 @@ class ShellAvatar(ConchUser):
         return 0
 
     def logout(self) -> None:
-        """Phase B: the session start's logout (end the sessions this connection holds)."""
+        """The SSH connection is gone: end every session it still holds (once each)."""
+        for channel in list(self.channels):
+            if channel.wire is not None:
+                channel.wire.connection_lost()
+        self.channels.clear()
 
 
 @implementer(IRealm)
@@ -360,20 +386,44 @@ class UserAuth(userauth.SSHUserAuthServer):
             user: bytes = self.user or b""
         except ValueError:
             return fail(UnauthorizedLogin("malformed password request"))
-        return Deferred.fromCoroutine(self._check_password(user, password))
+        creds = UsernamePassword(user, password)
+        return Deferred.fromCoroutine(
+            self._counted(user, lambda: self.portal.login(creds, None, IConchUser))
+        )
 
-    async def _check_password(self, user: bytes, password: bytes) -> Any:
+    def auth_publickey(self, packet: bytes) -> Deferred[Any]:
+        """A signed key that fails counts as a failed login; a query (no signature) does not."""
+        if packet[:1] in (b"", b"\x00"):
+            d: Deferred[Any] = super().auth_publickey(packet)
+            return d
+        user: bytes = self.user or b""
+        return Deferred.fromCoroutine(
+            self._counted(user, lambda: super(UserAuth, self).auth_publickey(packet))
+        )
+
+    async def _counted(self, user: bytes, check: Callable[[], Deferred[Any]]) -> Any:
         """telnet's rule: a check slot per address, the answer timed from the arrival."""
         t = self._shell_transport()
-        failed = t.factory.failed_logins
+        failed, metrics = t.factory.failed_logins, t.factory.metrics
         arrived = self.clock.seconds()
         if failed is not None and not await failed.attempt(t.peer, arrived):
             raise UnauthorizedLogin("address blocked")
         wrong = False
         try:
-            return await self.portal.login(UsernamePassword(user, password), None, IConchUser)
-        except UnauthorizedLogin:
+            result = await check()
+        except UnauthorizedLogin as e:
             wrong = True
+            if metrics is not None:
+                metrics.login(False)
+            log.info(
+                "failed login for {user} from {peer}: {reason}",
+                event="login_failed",
+                user=careful(user.decode("utf-8", "replace")[:LOGGED_NAME]),
+                peer=t.peer,
+                reason="locked" if str(e) == "account locked" else "incorrect",
+                wire="ssh",
+                method=self.method.decode("ascii", "replace"),
+            )
             raise
         finally:
             if failed is not None:
@@ -384,6 +434,9 @@ class UserAuth(userauth.SSHUserAuthServer):
                 wait = arrived + delay - self.clock.seconds()
                 if wait > 0:
                     await deferLater(self.clock, wait)
+        if metrics is not None:
+            metrics.login(True)
+        return result
 
 
 class ShellTransport(transport.SSHServerTransport):
@@ -481,6 +534,8 @@ class ShellSSHFactory(factory.SSHFactory):
         self.login_timeout = login_timeout
         self.admission = admission
         self.primes = None
+        #: Login counters (SPEC §12), when the service provides them.
+        self.metrics: Metrics | None = None
 
     def buildProtocol(self, addr: Any) -> ShellTransport:
         """No moduli file, so no group exchange (curve25519, ECDH and group14/16 remain)."""
@@ -503,9 +558,9 @@ def make_factory(
     get_account: Callable[[str], Deferred[Any]],
     clock: Any,
     login_timeout: float,
+    start: SessionStart,
     admission: Admission | None = None,
     failed_logins: FailedLogins | None = None,
-    start: SessionStart = not_yet,
 ) -> ShellSSHFactory:
     portal = Portal(ShellRealm(get_account, start), checkers)
     return ShellSSHFactory(keys, portal, clock, login_timeout, admission, failed_logins)

@@ -16,7 +16,12 @@ from shellserver.auth import StoreChecker
 from shellserver.threads import Runner
 from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh import authkeys, hostkeys
-from shellserver.wires.ssh.server import PasswordChecker, ShellSSHFactory, make_factory
+from shellserver.wires.ssh.server import (
+    PasswordChecker,
+    SessionStart,
+    ShellSSHFactory,
+    make_factory,
+)
 
 log = Logger()
 
@@ -58,6 +63,7 @@ def ssh_factory(
     login_timeout: float,
     admission: Admission | None,
     failed_logins: FailedLogins | None,
+    start: SessionStart,
 ) -> ShellSSHFactory:
     return make_factory(
         keys,
@@ -68,6 +74,7 @@ def ssh_factory(
         store.get,
         clock,
         login_timeout,
+        start,
         admission,
         failed_logins,
     )
