@@ -30,7 +30,6 @@ from shellserver.admission import FD_HEADROOM, Admission, connection_limit, rais
 from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
-from shellserver.factory import TelnetFactory
 from shellserver.homefs import Homes
 from shellserver.idle import IdleWatch
 from shellserver.lagprobe import LagProbe
@@ -41,6 +40,7 @@ from shellserver.shutdown import Shutdown
 from shellserver.threads import make_pool, pool_runner
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
+from shellserver.wires.telnet import TelnetFactory
 
 log = Logger()
 IDLE_SCAN = 5.0
@@ -155,7 +155,9 @@ class ShellService(Service):
         self.server.homes = Homes(
             self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)
         )
-        telnet.factory = TelnetFactory(self.server, self.reactor)
+        telnet.factory = TelnetFactory(
+            self.server.new_connection, self.reactor, cfg.max_line, cfg.max_output
+        )
         run_io = pool_runner(self.reactor, io_pool)
         fingerprints: tuple[str, ...] = ()
         if cfg.ssh:

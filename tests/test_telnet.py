@@ -8,9 +8,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from shellserver import telnet
 from shellserver.hub import Message
-from shellserver.telnet import (
+from shellserver.terminal import ILineReceiver, IWire
+from shellserver.wires import telnet
+from shellserver.wires.telnet import (
     BINARY,
     DO,
     DONT,
@@ -29,7 +30,6 @@ from shellserver.telnet import (
     TelnetProtocol,
     iac,
 )
-from shellserver.terminal import ILineReceiver, IWire
 
 
 @implementer(ILineReceiver)

@@ -2,6 +2,6 @@
 
 Each wire turns its protocol's bytes into the same things (a login, a line
 typed, a window size) and hands them to the shared session start, editor and
-shell above it. ``ssh`` lives here; telnet (today ``shellserver.telnet``)
-and the browser terminal join it (see docs/ssh-design.md).
+shell above it (docs/architecture.md): ``telnet`` (also under TLS) and ``ssh``
+today, the browser terminal next.
 """

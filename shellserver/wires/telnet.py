@@ -19,10 +19,11 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -529,3 +530,27 @@ class TelnetProtocol(Protocol):
         """NO, YES, WANTNO or WANTYES (a queued reversal is not shown)."""
         state = (self._us if ours else self._him).get(opt, NO)
         return _BASE.get(state, state)
+
+
+class TelnetFactory(Factory):
+    """The ``--telnet`` listener's factory: each connection's wire is handed to ``attach``,
+    which runs the in-band login dialogue (``Server.new_connection``)."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        attach: Callable[[IWire], ILineReceiver],
+        clock: IReactorTime,
+        max_line: int,
+        max_output: int,
+    ) -> None:
+        self.attach = attach
+        self.clock = clock
+        self.max_line = max_line
+        self.max_output = max_output
+
+    def buildProtocol(self, addr: Any) -> TelnetProtocol:
+        protocol = TelnetProtocol(self.attach, self.clock, self.max_line, self.max_output)
+        protocol.factory = self
+        return protocol
