@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -11,18 +11,26 @@ from twisted.python.failure import Failure
 
 from shellserver import sessionstart
 from shellserver.accounts import UNAVAILABLE, Account
-from shellserver.login import UNAVAILABLE_TEXT, login_dialogue
+from shellserver.admission import Admission
+from shellserver.login import UNAVAILABLE_TEXT, LoginServices, login_dialogue
 from shellserver.session import Session
+from shellserver.sessionstart import SessionServices
 from shellserver.terminal import Disconnected, EndOfInput, IWire, Terminal
 
-if TYPE_CHECKING:
-    from shellserver.server import Server
+
+class ConnectionServices(SessionServices, LoginServices, Protocol):
+    """What an in-band login connection uses of the running server (``Server``)."""
+
+    admission: Admission
+    #: Connections waiting to log in, oldest first, with the time they started waiting.
+    waiting: dict[Connection, float]
+
 
 log = Logger()
 
 
 class Connection:
-    def __init__(self, server: Server, wire: IWire) -> None:
+    def __init__(self, server: ConnectionServices, wire: IWire) -> None:
         self.server = server
         self.wire = wire
         self.terminal = Terminal(wire, server.redraws)

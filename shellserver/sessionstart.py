@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from shellserver import people
 from shellserver.accounts import Account
+from shellserver.commands.registry import Services
 from shellserver.hub import Message
 from shellserver.sanitize import careful
 from shellserver.session import Session
@@ -27,7 +28,7 @@ from shellserver.throttle import TokenBucket
 from shellserver.timefmt import format_login_time
 
 if TYPE_CHECKING:
-    from shellserver.server import Server
+    from shellserver.terminal import Redraws
 
 log = Logger()
 
@@ -53,8 +54,25 @@ class Seat(Protocol):
     def session(self) -> Session | None: ...
 
 
+class SessionServices(Services, Protocol):
+    """What starting and ending a session use of the running server (``Server`` provides it)."""
+
+    redraws: Redraws
+    connections: set[Seat]
+
+    def next_id(self) -> int: ...
+
+    def motd(self) -> str: ...
+
+    def login_refusal(self, account: Account) -> str | None: ...
+
+    def login_notice(self) -> str: ...
+
+    def unavailable(self, error: BaseException, doing: str) -> None: ...
+
+
 async def begin(
-    server: Server,
+    server: SessionServices,
     account: Account,
     terminal: Terminal,
     wire: IWire,
@@ -132,7 +150,7 @@ async def begin(
     return session
 
 
-async def _make_room(server: Server, terminal: Terminal, wire: IWire, name: str) -> bool:
+async def _make_room(server: SessionServices, terminal: Terminal, wire: IWire, name: str) -> bool:
     """Apply ``--max-sessions``/``--on-max``: refuse, or end the oldest sessions."""
     limit = server.config.max_sessions
     if not limit:
@@ -150,7 +168,7 @@ async def _make_room(server: Server, terminal: Terminal, wire: IWire, name: str)
     return True
 
 
-def end(server: Server, session: Session, wire: IWire) -> None:
+def end(server: SessionServices, session: Session, wire: IWire) -> None:
     """The connection of ``session`` is gone: detach it, leave its rooms, record the logout."""
     d = server.hub.detach(session)
     d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
@@ -167,7 +185,7 @@ def end(server: Server, session: Session, wire: IWire) -> None:
     )
 
 
-def _record_logout(server: Server, session: Session) -> None:
+def _record_logout(server: SessionServices, session: Session) -> None:
     if session.login_record is not None:
         d = server.store.record_logout(session.login_record, server.clock.seconds())
         d.addErrback(lambda f: log.failure("recording logout failed", f))

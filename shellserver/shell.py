@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attrs import define
 from twisted.internet.defer import Deferred
@@ -12,14 +12,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver.argsplit import SplitError, split_line
-from shellserver.commands.registry import Command, Context, UsageError
+from shellserver.commands.registry import Command, Context, Services, UsageError
 from shellserver.completion import complete
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
-
-if TYPE_CHECKING:
-    from shellserver.server import Server
 
 log = Logger()
 IDLE = "-sh"
@@ -27,7 +24,7 @@ IDLE = "-sh"
 
 @define(eq=False)
 class Shell:
-    server: Server
+    server: Services
     session: Session
     #: The exit status of the last command line: 0 ok, 1 error or usage, 127 not found.
     status: int = 0

@@ -30,7 +30,7 @@ from shellserver.keys import KeyParser
 from shellserver.screen import Screen
 
 if TYPE_CHECKING:
-    from shellserver.hub import Message
+    from shellserver.message import Message
 
 log = Logger()
 

@@ -368,3 +368,22 @@ def test_addkey_with_the_server_stopped(tmp_path: Path) -> None:
     assert bad.returncode == 1 and b"malformed ssh-rsa key" in bad.stderr
     big = cli(srv.data, "addkey", "admin", stdin=b"#" * 70_000)
     assert big.returncode == 1 and b"larger than 16 KiB" in big.stderr
+
+
+@needs_ssh
+def test_sigterm_ends_ssh_sessions_with_the_final_notice(tmp_path: Path) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    srv = RealServer(tmp_path, "--ssh", "tcp:0:interface=127.0.0.1").start()
+    try:
+        args = ssh_args(srv, "admin@127.0.0.1")
+        child = pexpect.spawn(args[0], args[1:], timeout=30)
+        child.expect("password: ")
+        child.sendline(srv.admin_password())
+        child.expect(r"admin@testhost:~\$ ")
+        srv.stop()  # SIGTERM
+        child.expect("The system is going down NOW!")
+        child.expect(pexpect.EOF)
+        child.close()
+    finally:
+        srv.stop()
+    assert "admin logged out from ssh/0" in srv.log_text()

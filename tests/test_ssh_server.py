@@ -34,19 +34,19 @@ from shellserver.wires.ssh.server import (
     MAX_CHANNELS,
     Connection,
     PasswordChecker,
-    Request,
     SessionChannel,
     ShellAvatar,
     ShellRealm,
     ShellSSHFactory,
     UserAuth,
 )
+from shellserver.wires.ssh.session import Request
 
 ALICE = Account("alice", ROLE_USER, False, 0.0)
 
 
 class Started:
-    """The session start the channel calls (phase B: the shared one)."""
+    """The session start the channel calls (in the server: the shared one, session.py)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Account, Request]] = []

@@ -13,8 +13,7 @@ from shellserver.accounts import Account
 from shellserver.hub import Message
 from shellserver.server import Server
 from shellserver.session import Session
-from shellserver.wires.ssh.server import Request
-from shellserver.wires.ssh.session import SSHWire, session_starter
+from shellserver.wires.ssh.session import Request, SSHWire, session_starter
 
 
 class FakeTCP:
@@ -156,6 +155,7 @@ def test_a_full_window_holds_output_and_a_stalled_client_is_aborted(server: Serv
 def test_the_connection_ending_ends_the_session(server: Server) -> None:
     ch = start(server, "alice", Request(pty=True))
     assert len(server.connections) == 1
+    assert server.session_counts() == {("ssh", "user"): 1}  # the metrics' sessions gauge
     assert ch.wire is not None
     ch.wire.connection_lost()  # the avatar's logout, or the channel's close
     ch.wire.connection_lost()  # once only
@@ -171,3 +171,13 @@ def test_kick_ends_an_ssh_session_with_the_notice(server: Server) -> None:
     server.clock.advance(0)  # type: ignore[attr-defined]
     assert "logged out" in ch.take()
     assert ch.exit_status == 0 and not server.connections
+
+
+def test_max_sessions_applies_to_ssh_logins(tmp_path: Path) -> None:
+    server = make_server(tmp_path, max_sessions=1, on_max="refuse")
+    add_user(server, "alice")
+    first = start(server, "alice", Request(pty=True))
+    second = start(server, "alice", Request(command="who"))
+    assert "Too many sessions for alice (limit 1)" in second.take()
+    assert second.exit_status == 1
+    assert first.exit_status is None and len(server.connections) == 1

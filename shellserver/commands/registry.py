@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define, frozen
 from twisted.internet.defer import Deferred
 
+from shellserver.adminops import AdminServices
 from shellserver.argsplit import CommandLine
 from shellserver.session import Session
 
 if TYPE_CHECKING:
-    from shellserver.server import Server
+    from shellserver.shutdown import Shutdown
 
 CommandResult = Coroutine[Any, Any, None] | None
 CommandFunc = Callable[["Context", list[str]], CommandResult]
@@ -22,11 +23,25 @@ class UsageError(Exception):
     """Wrong arguments: the shell prints the message, if any, then the ``Usage:`` line."""
 
 
+class Services(AdminServices, Protocol):
+    """What commands use of the running server, and nothing else (``Server`` provides it).
+
+    Defined here, so nothing under ``commands/`` depends on ``server.py``.
+    """
+
+    registry: Registry
+    shutdown: Shutdown | None
+
+    def uptime(self) -> float: ...
+
+    async def plan_of(self, name: str) -> str | None: ...
+
+
 @define(eq=False)
 class Context:
     """What a running command may use: its session, the server, the line it came from."""
 
-    server: Server
+    server: Services
     session: Session
     line: CommandLine
     name: str

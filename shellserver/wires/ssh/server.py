@@ -13,7 +13,6 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from attrs import define
 from twisted.conch.avatar import ConchUser
 from twisted.conch.error import ConchError
 from twisted.conch.interfaces import IConchUser
@@ -37,7 +36,7 @@ from shellserver.metrics import Metrics
 from shellserver.sanitize import careful
 from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh.hostkeys import HostKeys
-from shellserver.wires.ssh.session import SSHWire
+from shellserver.wires.ssh.session import Request, SSHWire
 
 log = Logger()
 
@@ -73,18 +72,6 @@ MAX_DIMENSION = 10_000
 REFUSED_CHANNELS = frozenset(
     {b"direct-tcpip", b"forwarded-tcpip", b"x11", b"auth-agent@openssh.com"}
 )
-
-
-@define
-class Request:
-    """What the client asked for before its shell or command: the wire's view of a session."""
-
-    pty: bool = False
-    term: str = "dumb"
-    cols: int = 80
-    rows: int = 24
-    #: None for a shell, else the command line of an exec request.
-    command: str | None = None
 
 
 class SessionStart(Protocol):

@@ -10,8 +10,10 @@ client's window is full, which pauses the same :class:`Output` telnet uses.
 from __future__ import annotations
 
 import codecs
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
+from attrs import define
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -36,8 +38,7 @@ from shellserver.terminal import (
 from shellserver.wire import decode
 
 if TYPE_CHECKING:
-    from shellserver.server import Server
-    from shellserver.wires.ssh.server import Request, SessionChannel
+    from shellserver.sessionstart import SessionServices
 
 log = Logger()
 
@@ -47,6 +48,31 @@ MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
 CLOSE_TIMEOUT = 10.0
 #: Exit status when the session could not start, or the command was interrupted.
 FAILED = 1
+
+
+@define
+class Request:
+    """What the client asked for before its shell or command: the wire's view of a session."""
+
+    pty: bool = False
+    term: str = "dumb"
+    cols: int = 80
+    rows: int = 24
+    #: None for a shell, else the command line of an exec request.
+    command: str | None = None
+
+
+class Channel(Protocol):
+    """What the wire uses of conch's session channel (``server.SessionChannel``)."""
+
+    conn: Any
+    wire: SSHWire | None
+
+    def write(self, data: bytes) -> None: ...
+
+    def writeSequence(self, data: Iterable[bytes]) -> None: ...
+
+    def exit(self, status: int) -> None: ...
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -61,7 +87,7 @@ class SSHWire:
 
     def __init__(
         self,
-        channel: SessionChannel,
+        channel: Channel,
         request: Request,
         peer: str,
         clock: IReactorTime,
@@ -79,7 +105,8 @@ class SSHWire:
         self.receiver: ILineReceiver | None = None
         self._clock = clock
         self._max_line = max_line
-        self._out = Output(channel, clock, max_output, self.abort)
+        # Output uses only write and writeSequence of its transport.
+        self._out = Output(channel, clock, max_output, self.abort)  # type: ignore[arg-type]
         self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._buf = bytearray()
         self._discarding = False
@@ -212,7 +239,7 @@ class SSHWire:
 class SSHSeat:
     """A session over one SSH channel, as the server keeps it (``Server.connections``)."""
 
-    def __init__(self, server: Server, wire: SSHWire) -> None:
+    def __init__(self, server: SessionServices, wire: SSHWire) -> None:
         self.server = server
         self.wire = wire
         self.terminal = Terminal(wire, server.redraws)
@@ -257,12 +284,12 @@ class SSHSeat:
         self.terminal.close()
 
 
-def session_starter(server: Server) -> Any:
+def session_starter(server: SessionServices) -> Any:
     """The :class:`~shellserver.wires.ssh.server.SessionStart` of a running server."""
 
-    def start(channel: SessionChannel, account: Account, request: Request) -> None:
+    def start(channel: Channel, account: Account, request: Request) -> None:
         cfg = server.config
-        peer = getattr(channel.conn.transport, "peer", "?")  # type: ignore[union-attr]
+        peer = getattr(channel.conn.transport, "peer", "?")
         wire = SSHWire(channel, request, peer, server.clock, cfg.max_line, cfg.max_output)
         channel.wire = wire
         seat = SSHSeat(server, wire)

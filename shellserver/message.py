@@ -1,0 +1,31 @@
+"""A message for other terminals, encoded once per kind of wire (``hub.py`` carries it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import define, field
+
+
+@define(eq=False)
+class Message:
+    """Text for other terminals. Each kind of wire encodes it once, for all its recipients.
+
+    A wall to 10,000 telnet sessions encodes once: the first telnet recipient
+    fills the ``"tel"`` slot and the others reuse it.
+    """
+
+    text: str
+    _encoded: dict[str, bytes] = field(factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, text: str) -> Message:
+        if not text.endswith("\n"):
+            text += "\n"
+        return cls(text)
+
+    def encoded(self, kind: str, encode: Callable[[str], bytes]) -> bytes:
+        data = self._encoded.get(kind)
+        if data is None:
+            data = self._encoded[kind] = encode(self.text)
+        return data
