@@ -387,3 +387,33 @@ def test_sigterm_ends_ssh_sessions_with_the_final_notice(tmp_path: Path) -> None
     finally:
         srv.stop()
     assert "admin logged out from ssh/0" in srv.log_text()
+
+
+@needs_ssh
+def test_wrong_ssh_passwords_count_toward_the_address_block(tmp_path: Path) -> None:
+    """Ten wrong passwords over SSH block the address: for SSH and for telnet alike."""
+    pexpect = pytest.importorskip("pexpect")
+    srv = RealServer(tmp_path, "--ssh", "tcp:0:interface=127.0.0.1").start()
+    try:
+        args = ssh_args(srv, "-o", "NumberOfPasswordPrompts=1", "admin@127.0.0.1", "who")
+        guesses = [pexpect.spawn(args[0], args[1:], timeout=30) for _ in range(10)]
+        for child in guesses:
+            child.expect("password: ")
+        for child in guesses:  # in parallel: each waits for its own pause
+            child.sendline("not-the-password")
+        for child in guesses:
+            child.expect("Permission denied")
+            child.expect(pexpect.EOF)
+            child.close()
+        right = pexpect.spawn(args[0], args[1:], timeout=30)
+        right.expect("password: ")
+        right.sendline(srv.admin_password())
+        right.expect("Permission denied")  # blocked: the right password too
+        right.close()
+        telnet = RawClient(srv.port)
+        telnet.expect("Too many failed logins; try again later")  # before login: is asked
+        assert telnet.closed(timeout=5)
+        telnet.close()
+    finally:
+        srv.stop()
+    assert srv.log_text().count("failed login for admin from 127.0.0.1: incorrect") == 10

@@ -90,6 +90,11 @@ def test_exec_runs_one_line_and_exits_with_its_status(server: Server) -> None:
     assert missing.exit_status == 127 and "frobnicate: command not found" in missing.take()
     usage = start(server, "alice", Request(command="write"))
     assert usage.exit_status == 1 and "Usage: write" in usage.take()
+    listed = start(server, "alice", Request(command="ls"))
+    assert listed.exit_status == 0, listed.take()
+    not_there = start(server, "alice", Request(command="ls nothing-here"))
+    assert not_there.exit_status == 1  # a file job's complaint is a failure too
+    assert "ls: cannot access 'nothing-here'" in not_there.take()
     assert not server.connections  # each ended with its command
     assert server.hub.sessions_of("alice").result == []
 
