@@ -45,6 +45,17 @@ from shellserver.wires.ssh.session import Request
 ALICE = Account("alice", ROLE_USER, False, 0.0)
 
 
+def nobody() -> Portal:
+    return Portal(ShellRealm(Lookup(succeed), Started()))
+
+
+class Lookup:
+    """Accounts for the realm, from a function."""
+
+    def __init__(self, get: Any) -> None:
+        self.get = get
+
+
 class Started:
     """The session start the channel calls (in the server: the shared one, session.py)."""
 
@@ -207,7 +218,7 @@ def test_a_hostile_term_and_size_are_tamed() -> None:
 
 def test_realm_serves_accounts_and_refuses_locked_or_missing() -> None:
     accounts = {"alice": ALICE, "bob": Account("bob", ROLE_USER, True, 0.0)}
-    realm = ShellRealm(lambda name: succeed(accounts.get(name)), Started())
+    realm = ShellRealm(Lookup(lambda name: succeed(accounts.get(name))), Started())
     interface, avatar, logout = result(realm.requestAvatar(b"alice", None, IConchUser))
     assert interface is IConchUser and isinstance(avatar, ShellAvatar)
     assert avatar.account == ALICE and callable(logout)
@@ -251,7 +262,9 @@ def connect(factory: ShellSSHFactory, host: str = "192.0.2.7") -> tuple[Any, Str
 
 def test_pre_auth_limits_count_ssh_connections(keys: HostKeys) -> None:
     admission = Admission(max_unauth_per_addr=1)
-    factory = ShellSSHFactory(keys, Portal(ShellRealm(succeed, Started())), Clock(), 60, admission)
+    factory = ShellSSHFactory(
+        keys, Portal(ShellRealm(Lookup(succeed), Started())), Clock(), 60, admission
+    )
     first, first_wire = connect(factory)
     assert first_wire.value().startswith(b"SSH-2.0-shellserver\r\n")
     seen: list[dict[str, Any]] = []
@@ -274,7 +287,9 @@ def test_pre_auth_limits_count_ssh_connections(keys: HostKeys) -> None:
 
 def test_unauthenticated_connections_end_at_the_login_timeout(keys: HostKeys) -> None:
     clock = Clock()
-    factory = ShellSSHFactory(keys, Portal(ShellRealm(succeed, Started())), clock, 60, None)
+    factory = ShellSSHFactory(
+        keys, Portal(ShellRealm(Lookup(succeed), Started())), clock, 60, None
+    )
     slow, slow_wire = connect(factory)
     quick, quick_wire = connect(factory)
     quick.setService(connection.SSHConnection())
@@ -288,7 +303,7 @@ def test_unauthenticated_connections_end_at_the_login_timeout(keys: HostKeys) ->
 
 
 def test_no_group_exchange_without_moduli(keys: HostKeys) -> None:
-    factory = ShellSSHFactory(keys, Portal(ShellRealm(succeed, Started())), Clock(), 60)
+    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
     proto, _ = connect(factory)
     assert proto.supportedKeyExchanges
     assert not [k for k in proto.supportedKeyExchanges if b"group-exchange" in k]
@@ -337,7 +352,7 @@ def test_password_failures_pause_and_count_toward_the_lockout(
         store = AccountStore(db, inline_runner, inline_runner, 4)
         db.create("alice", hash_password("alicepass1", 4), ROLE_USER)
         clock, failed = Clock(), FailedLogins()
-        portal = Portal(ShellRealm(store.get, Started()), [PasswordChecker(StoreChecker(store))])
+        portal = Portal(ShellRealm(store, Started()), [PasswordChecker(StoreChecker(store))])
         factory = ShellSSHFactory(keys, portal, clock, 60, None, failed)
 
         def connection(peer: str = "192.0.2.9") -> tuple[UserAuth, AuthTransport]:
@@ -393,3 +408,23 @@ def test_conch_routine_logging_is_kept_out_of_the_log() -> None:
         ("Got remote error, code {code}", 2),
         ("something odd", None),
     ]
+
+
+def test_the_realm_takes_the_account_the_password_checker_read(tmp_path: Path) -> None:
+    """One store read per SSH password login, and nothing left behind in ``checked``."""
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    try:
+        store = AccountStore(db, inline_runner, inline_runner, 4)
+        db.create("alice", hash_password("alicepass1", 4), ROLE_USER)
+        checked: dict[str, Account] = {}
+        portal = Portal(
+            ShellRealm(store, Started(), checked), [PasswordChecker(StoreChecker(store, checked))]
+        )
+        interface, avatar, logout = result(
+            portal.login(UsernamePassword(b"alice", b"alicepass1"), None, IConchUser)
+        )
+        assert interface is IConchUser and isinstance(avatar, ShellAvatar)
+        assert avatar.account.name == "alice" and checked == {}
+        logout()
+    finally:
+        db.close()

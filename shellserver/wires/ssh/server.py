@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from shellserver.accounts import Account, AccountLocked
 from shellserver.admission import Admission
+from shellserver.auth import AccountRealm, Accounts
 from shellserver.login import LOGGED_NAME
 from shellserver.metrics import Metrics
 from shellserver.sanitize import careful
@@ -267,25 +268,17 @@ class ShellAvatar(ConchUser):
         self.channels.clear()
 
 
-@implementer(IRealm)
-class ShellRealm:
-    """Accounts from the store as conch avatars; locked or deleted accounts get none."""
+def ShellRealm(
+    store: Accounts, start: SessionStart, checked: dict[str, Account] | None = None
+) -> AccountRealm:
+    """``auth.AccountRealm`` serving conch avatars: locked or deleted accounts get none, and
+    the avatar's logout ends the sessions of the connection."""
 
-    def __init__(self, get_account: Callable[[str], Deferred[Any]], start: SessionStart) -> None:
-        self.get_account = get_account
-        self.start = start
+    def avatar(account: Account) -> tuple[object, Callable[[], None]]:
+        made = ShellAvatar(account, start)
+        return made, made.logout
 
-    def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Deferred[Any]:
-        if IConchUser not in interfaces:
-            raise NotImplementedError("only SSH users are served here")
-        return Deferred.fromCoroutine(self._avatar(avatarId))
-
-    async def _avatar(self, avatar_id: bytes) -> tuple[Any, ShellAvatar, Callable[[], None]]:
-        account: Account | None = await self.get_account(avatar_id.decode())
-        if account is None or account.locked:
-            raise UnauthorizedLogin()
-        avatar = ShellAvatar(account, self.start)
-        return IConchUser, avatar, avatar.logout
+    return AccountRealm(store, checked, {IConchUser: avatar})
 
 
 @implementer(ICredentialsChecker)
@@ -542,12 +535,11 @@ class ShellSSHFactory(factory.SSHFactory):
 def make_factory(
     keys: HostKeys,
     checkers: list[ICredentialsChecker],
-    get_account: Callable[[str], Deferred[Any]],
+    realm: IRealm,
     clock: Any,
     login_timeout: float,
-    start: SessionStart,
     admission: Admission | None = None,
     failed_logins: FailedLogins | None = None,
 ) -> ShellSSHFactory:
-    portal = Portal(ShellRealm(get_account, start), checkers)
+    portal = Portal(realm, checkers)
     return ShellSSHFactory(keys, portal, clock, login_timeout, admission, failed_logins)

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from shellserver.accounts import AccountStore
+from shellserver.accounts import Account, AccountStore
 from shellserver.admission import Admission
 from shellserver.auth import StoreChecker
 from shellserver.threads import Runner
@@ -19,6 +19,7 @@ from shellserver.wires.ssh import authkeys, hostkeys
 from shellserver.wires.ssh.server import (
     PasswordChecker,
     SessionStart,
+    ShellRealm,
     ShellSSHFactory,
     make_factory,
 )
@@ -65,16 +66,16 @@ def ssh_factory(
     failed_logins: FailedLogins | None,
     start: SessionStart,
 ) -> ShellSSHFactory:
+    checked: dict[str, Account] = {}  # the password checker's account, taken by the realm
     return make_factory(
         keys,
         [
-            PasswordChecker(StoreChecker(store)),
+            PasswordChecker(StoreChecker(store, checked)),
             authkeys.AuthorizedKeysChecker(authkeys.home_reader(home_root, run_io), run_io),
         ],
-        store.get,
+        ShellRealm(store, start, checked),
         clock,
         login_timeout,
-        start,
         admission,
         failed_logins,
     )
