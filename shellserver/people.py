@@ -195,6 +195,9 @@ async def session_ended(server: Server, session: Session) -> None:
     the user has no session left."""
     hub = server.hub
     for room in await hub.part_all_rooms(session.id):
-        await hub.send_room(room, Message.of(left_text(room, session.user)), session.user)
+        reached, dropped = await hub.send_room(
+            room, Message.of(left_text(room, session.user)), session.user
+        )
+        server.metrics.messages("room", reached, dropped)
     if not await hub.sessions_of(session.user):
         hub.set_ignores(session.user, None)
