@@ -115,7 +115,11 @@ class ShellService(Service):
         if cfg.web:
             # Nothing is accepted before the reactor runs, and the server exists by then.
             site = web_site(
-                lambda wire: self.server.new_connection(wire), self.reactor, cfg.max_output
+                lambda wire: self.server.new_connection(wire),
+                self.reactor,
+                cfg.max_output,
+                cfg.max_unauth,
+                cfg.max_unauth_per_addr,
             )
             for description in cfg.web:
                 self.ports.append(self._listen(description, site, "web"))

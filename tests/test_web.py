@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import webclient
-from realserver import PASSWORD, RealServer, login, register
+from realserver import PASSWORD, RawClient, RealServer, login, register
 from twisted.internet.ssl import Certificate
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -316,5 +317,58 @@ async def test_ssl_endpoint_gives_https_and_wss(tmp_path: Path, cert: tuple[Path
         await client.expect("login: ")
         client.transport.loseConnection()
         await client.lost
+    finally:
+        srv.stop()
+
+
+def test_wire_holds_own_output_and_drops_messages_while_the_browser_does_not_read() -> None:
+    wire, sock, _ = open_wire()
+    wire._out.limit = 10
+    wire.pauseProducing()  # the socket's buffer is full
+    assert sock.transport.producerState == "paused"  # and we stop reading the browser too
+    assert wire.backlogged and not wire.drain().called
+    wire.send("own output")
+    assert not wire.send_message("", Message.of("someone else's message"))
+    assert sock.transport.value() == b""
+    wire.resumeProducing()
+    assert sock.transport.value() == frame("own output")
+    assert sock.transport.producerState == "producing" and not wire.backlogged
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_pre_auth_limits_per_address_count_telnet_and_web_together(tmp_path: Path) -> None:
+    srv = RealServer(
+        tmp_path, "--web", "tcp:0:interface=127.0.0.1", "--max-unauth-per-addr", "1"
+    ).start()
+    try:
+        waiting = RawClient(srv.port)
+        waiting.expect("login: ")
+        client = await webclient.connect(f"ws://127.0.0.1:{srv.web_port}/ws")
+        await client.lost
+        assert "Too many connections from your address" in client.seen
+        waiting.close()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.integration
+def test_plain_http_connections_are_bounded_per_address(tmp_path: Path) -> None:
+    srv = RealServer(
+        tmp_path, "--web", "tcp:0:interface=127.0.0.1", "--max-unauth-per-addr", "2"
+    ).start()
+    try:
+        port = srv.web_port
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as third:
+            third.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert third.recv(4096).startswith(b"HTTP/1.1 503")
+        idle.pop().close()
+        deadline = time.monotonic() + 10
+        while fetch(f"http://127.0.0.1:{port}/")[0] != 200:  # its slot is free again
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for s in idle:
+            s.close()
     finally:
         srv.stop()

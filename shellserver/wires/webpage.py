@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http import FORBIDDEN, NOT_ALLOWED
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -141,6 +142,9 @@ class Socket(WebSocketResource):
         wire = getattr(request, "wire", None)
         if isinstance(wire, WebWire):
             _limit_frames(request, wire)
+            counted = request.channel.transport
+            if isinstance(counted, _Counted):
+                counted.upgraded()  # admission counts it from here on, as a login waiting
         return result
 
 
@@ -219,6 +223,77 @@ class WebSite(Site):
         pass
 
 
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Connection: close\r\nContent-Length: 42\r\n\r\n"
+    b"Too many connections; try again later.\r\n\r\n"
+)
+
+
+class _Counted(ProtocolWrapper):
+    """One HTTP connection, counted until it closes or becomes a WebSocket."""
+
+    factory: Guard
+    peer = ""
+    counted = False
+
+    def makeConnection(self, transport: Any) -> None:
+        super().makeConnection(transport)
+        self.peer = getattr(transport.getPeer(), "host", None) or "local"
+        self.counted = self.factory.enter(self.peer)
+        if not self.counted:
+            transport.write(_BUSY)
+            transport.loseConnection()
+
+    def upgraded(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.factory.leave(self.peer)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.upgraded()
+        super().connectionLost(reason)
+
+
+class Guard(WrappingFactory):
+    """HTTP connections that are not (yet) a WebSocket: at most so many, and per address.
+
+    A page load is a few short requests and then one WebSocket, which the
+    login's own admission counts (``--max-unauth``, ``--max-unauth-per-addr``,
+    shared with telnet). Before the upgrade, the same limits bound plain HTTP
+    connections on their own, so idle ones (closed by twisted.web after 60 s)
+    cannot use up the server's descriptors.
+    """
+
+    protocol = _Counted
+    noisy = False
+
+    def __init__(self, site: Site, total: int, per_address: int) -> None:
+        super().__init__(site)
+        self.total = total
+        self.per_address = per_address
+        self.open = 0
+        self.by_address: dict[str, int] = {}
+
+    def enter(self, peer: str) -> bool:
+        mine = self.by_address.get(peer, 0)
+        if (self.total and self.open >= self.total) or (
+            self.per_address and mine >= self.per_address
+        ):
+            return False
+        self.open += 1
+        self.by_address[peer] = mine + 1
+        return True
+
+    def leave(self, peer: str) -> None:
+        self.open -= 1
+        mine = self.by_address[peer] - 1
+        if mine:
+            self.by_address[peer] = mine
+        else:
+            del self.by_address[peer]
+
+
 def _read(name: str) -> bytes | None:
     try:
         return resources.files("shellserver.wires").joinpath("webassets", name).read_bytes()
@@ -227,9 +302,13 @@ def _read(name: str) -> bytes | None:
 
 
 def web_site(
-    attach: Callable[[IWire], ILineReceiver], clock: IReactorTime, max_output: int
-) -> Site:
-    """The whole site: ``/``, ``/assets/…``, ``/ws``."""
+    attach: Callable[[IWire], ILineReceiver],
+    clock: IReactorTime,
+    max_output: int,
+    max_http: int = 200,
+    max_http_per_address: int = 20,
+) -> Guard:
+    """The whole site: ``/``, ``/assets/…``, ``/ws``, behind the connection counts."""
     root = Resource()
     files = {name: _read(name) for name in ASSETS}
     missing = [name for name, body in files.items() if body is None]
@@ -259,4 +338,4 @@ def web_site(
     root.putChild(b"ws", Socket(WireFactory(attach, clock, max_output)))
     site = WebSite(root)
     site.displayTracebacks = False
-    return site
+    return Guard(site, max_http, max_http_per_address)
