@@ -258,6 +258,17 @@ async def test_login_a_command_and_a_write_from_telnet(web: RealServer) -> None:
     bob.send_line("who")
     assert "web/0" in bob.expect("bob@testhost:~$ ")
     bob.close()
+    # The same editor: Tab completes, the history recalls, ^U kills; a wall arrives.
+    client.keys("fing\t")
+    await client.expect("finger ")
+    client.keys("\x15\x1b[A")
+    await client.expect("echo half line")
+    client.keys("\x15")
+    admin = login(web.port, "admin", web.admin_password())
+    admin.send_line("wall hello everyone")
+    admin.expect("admin@testhost:~$ ")
+    await client.expect("hello everyone")
+    admin.close()
     client.line("logout")
     await client.lost
     # Logging in again works, and the tty is reused.
@@ -372,3 +383,17 @@ def test_plain_http_connections_are_bounded_per_address(tmp_path: Path) -> None:
             s.close()
     finally:
         srv.stop()
+
+
+def test_without_the_vendored_files_the_page_says_how_to_add_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from twisted.web.test.requesthelper import DummyRequest
+
+    real = webpage._read
+    monkeypatch.setattr(webpage, "_read", lambda name: None if "vendor/" in name else real(name))
+    guard = webpage.web_site(lambda wire: None, Clock(), 1024)  # type: ignore[arg-type,return-value]
+    page = guard.wrappedFactory.resource.children[b""]
+    body = page.render_GET(DummyRequest([b""])).decode()
+    assert "make assets" in body and "vendor/xterm.js" in body
+    assert b"vendor" not in guard.wrappedFactory.resource.children[b"assets"].children
