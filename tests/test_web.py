@@ -24,14 +24,16 @@ import pytest
 import pytest_twisted
 import webclient
 from realserver import PASSWORD, RawClient, RealServer, login, register
+from twisted.internet.error import ConnectionDone
 from twisted.internet.ssl import Certificate
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
 from shellserver.hub import Message
 from shellserver.wires import webpage
-from shellserver.wires.web import MAX_FRAME, FrameLimit, WebWire, frame
+from shellserver.wires.web import MAX_FRAME, FrameLimit, Pinger, WebWire, frame
 
 VENDOR = Path(webpage.__file__).parent / "webassets" / "vendor"
 
@@ -397,3 +399,22 @@ def test_without_the_vendored_files_the_page_says_how_to_add_them(
     body = page.render_GET(DummyRequest([b""])).decode()
     assert "make assets" in body and "vendor/xterm.js" in body
     assert b"vendor" not in guard.wrappedFactory.resource.children[b"assets"].children
+
+
+def test_open_sockets_are_pinged_by_one_timer_while_any_is_open() -> None:
+    clock = Clock()
+    pinger = Pinger(clock, interval=30)
+    wires = []
+    for _ in range(2):
+        wire = WebWire(lambda w: Receiver(), clock, "192.0.2.7", pinger=pinger)  # type: ignore[arg-type,return-value]
+        sock = FakeSocket()
+        wire.negotiationStarted(sock)
+        wire.negotiationFinished()
+        wires.append((wire, sock))
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(30)
+    assert [sock.transport.value() for _, sock in wires] == [b"\x89\x00", b"\x89\x00"]
+    for wire, _ in wires:
+        wire.connectionLost(Failure(ConnectionDone()))
+    clock.advance(30)
+    assert clock.getDelayedCalls() == []  # no timer once every socket is gone

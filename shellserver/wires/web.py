@@ -43,6 +43,8 @@ from shellserver.terminal import ILineReceiver, IWire
 MAX_FRAME = 64 * 1024
 #: Close codes (RFC 6455 §7.4.1).
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_TOO_BIG = 1000, 1003, 1009
+#: An empty ping frame, and how often every open socket gets one.
+PING, PING_INTERVAL = b"\x89\x00", 30.0
 
 
 def frame(text: str) -> bytes:
@@ -114,6 +116,38 @@ class FrameLimit:
         return True
 
 
+class Pinger:
+    """One timer for every open browser socket: a ping each ``interval`` seconds.
+
+    A quiet session (nobody typing, nothing said) would otherwise send nothing
+    for up to ``--idle-timeout``, and reverse proxies and NATs drop silent
+    connections long before that (nginx after 60 s by default). The browser
+    answers pings by itself; a socket that no longer reads meets the usual
+    output cap and stall abort.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float = PING_INTERVAL) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._wires: set[WebWire] = set()
+        self._call: IDelayedCall | None = None
+
+    def add(self, wire: WebWire) -> None:
+        self._wires.add(wire)
+        if self._call is None:
+            self._call = self._clock.callLater(self._interval, self._tick)
+
+    def discard(self, wire: WebWire) -> None:
+        self._wires.discard(wire)
+
+    def _tick(self) -> None:
+        self._call = None
+        for wire in self._wires:
+            wire.ping()
+        if self._wires:
+            self._call = self._clock.callLater(self._interval, self._tick)
+
+
 @implementer(IWire, IPushProducer)
 class WebWire:
     """One browser's WebSocket: a ``WebSocketProtocol`` below, an ``IWire`` above."""
@@ -129,8 +163,10 @@ class WebWire:
         clock: IReactorTime,
         peer: str,
         max_output: int = 256 * 1024,
+        pinger: Pinger | None = None,
     ) -> None:
         self._attach = attach
+        self._pinger = pinger
         self._clock = clock
         self._max_output = max_output
         self.peer = peer
@@ -156,6 +192,8 @@ class WebWire:
         # The HTTP channel was the socket's producer until the upgrade; now we are.
         raw.unregisterProducer()
         raw.registerProducer(self, True)
+        if self._pinger is not None:
+            self._pinger.add(self)
         self.receiver = self._attach(self)
         self.receiver.mode_changed(True)
 
@@ -182,6 +220,8 @@ class WebWire:
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
+        if self._pinger is not None:
+            self._pinger.discard(self)
         if self._close_call is not None and self._close_call.active():
             self._close_call.cancel()
         self._close_call = None
@@ -189,6 +229,10 @@ class WebWire:
             return
         self._out.stop()
         self.receiver.connection_lost()
+
+    def ping(self) -> None:
+        if not self._closing:
+            self._out.write(PING)
 
     def too_big(self) -> None:
         """The client sent a message over ``MAX_FRAME``: close, reading nothing more."""

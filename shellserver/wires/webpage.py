@@ -28,7 +28,7 @@ from twisted.web.server import Request, Site
 from twisted.web.websocket import WebSocketResource
 
 from shellserver.terminal import ILineReceiver, IWire
-from shellserver.wires.web import FrameLimit, WebWire
+from shellserver.wires.web import FrameLimit, Pinger, WebWire
 
 log = Logger()
 
@@ -182,9 +182,10 @@ class WireFactory:
         self.attach = attach
         self.clock = clock
         self.max_output = max_output
+        self.pinger = Pinger(clock)
 
     def buildProtocol(self, request: Request) -> WebWire:
-        wire = WebWire(self.attach, self.clock, _peer(request), self.max_output)
+        wire = WebWire(self.attach, self.clock, _peer(request), self.max_output, self.pinger)
         request.wire = wire  # type: ignore[attr-defined]
         return wire
 
