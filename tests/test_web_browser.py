@@ -111,12 +111,6 @@ def test_the_page_in_a_real_browser(tmp_path: Path, browser: Any) -> None:
         type_keys(browser, "who" + Keys.ENTER)
         shown = wait_for(browser, "web/0")
         assert "alice" in shown
-        # The page told the server its size (about 105 columns here): the editor does not
-        # break a 93-column line at 80, as it would for a terminal of unknown size.
-        type_keys(browser, "echo " + "x" * 70)
-        wait_for(browser, "alice@testhost:~$ echo " + "x" * 70)
-        type_keys(browser, Keys.ENTER)
-        wait_for(browser, "\n" + "x" * 70 + "\nalice@testhost:~$")
         bob = register(srv.port, "bob")
         type_keys(browser, "echo half")
         wait_for(browser, "$ echo half")
@@ -128,6 +122,12 @@ def test_the_page_in_a_real_browser(tmp_path: Path, browser: Any) -> None:
         browser.save_screenshot(str(SCREENSHOT))
         type_keys(browser, " line" + Keys.ENTER)
         shown = wait_for(browser, "\nhalf line")
+        # The page told the server its size (about 105 columns here): the editor does not
+        # break a 93-column line at 80, as it would for a terminal of unknown size.
+        type_keys(browser, "echo " + "x" * 70)
+        wait_for(browser, "alice@testhost:~$ echo " + "x" * 70)
+        type_keys(browser, Keys.ENTER)
+        wait_for(browser, "\n" + "x" * 70 + "\nalice@testhost:~$")
         # Nothing the page did broke its Content-Security-Policy, or failed to load.
         problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert problems == []
