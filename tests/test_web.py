@@ -418,3 +418,19 @@ def test_open_sockets_are_pinged_by_one_timer_while_any_is_open() -> None:
         wire.connectionLost(Failure(ConnectionDone()))
     clock.advance(30)
     assert clock.getDelayedCalls() == []  # no timer once every socket is gone
+
+
+@pytest.mark.integration
+def test_a_big_request_body_ends_the_connection(web: RealServer) -> None:
+    with socket.create_connection(("127.0.0.1", web.web_port), timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        answer = b""
+        try:
+            for _ in range(40):
+                s.sendall(b"z" * 4096)
+            while chunk := s.recv(4096):
+                answer += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    assert answer == b""  # cut off after 64 KiB, nothing buffered, no answer
+    assert fetch(f"http://127.0.0.1:{web.web_port}/")[0] == 200

@@ -63,6 +63,10 @@ def frame(text: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
+#: The common leads before a message (terminal.py), framed once.
+_LEADS = {lead: frame(lead) for lead in ("\n", "\r\x1b[K")}
+
+
 class FrameLimit:
     """Reads the client's frame headers as bytes arrive; says when a message grows too big.
 
@@ -296,7 +300,10 @@ class WebWire:
 
     def send_message(self, lead: str, message: Message) -> bool:
         body = message.encoded(self.kind, frame)
-        return self._out.offer((frame(lead), body) if lead else (body,))
+        if not lead:
+            return self._out.offer((body,))
+        head = _LEADS.get(lead)
+        return self._out.offer((frame(lead) if head is None else head, body))
 
     @property
     def backlogged(self) -> bool:
