@@ -28,6 +28,7 @@ from twisted.web.server import Request, Site
 from twisted.web.websocket import WebSocketResource
 
 from shellserver.terminal import ILineReceiver, IWire
+from shellserver.throttle import LogLimit
 from shellserver.wires.web import FrameLimit, Pinger, WebWire
 
 log = Logger()
@@ -122,19 +123,31 @@ def origin_allowed(origin: str | None, host: str | None) -> bool:
 
 
 class Socket(WebSocketResource):
-    """``/ws``: Origin checked, then Twisted's handshake, then a byte limit on frames."""
+    """``/ws``: Origin checked, then Twisted's handshake, then a byte limit on frames.
+
+    Refusals are logged once a minute at most, with how many there were.
+    """
 
     isLeaf = True
+    factory: WireFactory
+
+    def __init__(self, factory: WireFactory) -> None:
+        super().__init__(factory)
+        self._refusals = LogLimit()
 
     def render_GET(self, request: Request) -> bytes | int:
         origin = request.getHeader("origin")
         if not origin_allowed(origin, request.getHeader("host")):
-            log.info(
-                "refused a WebSocket from {peer}: origin {origin!r} is not this page's",
-                event="web_origin_refused",
-                peer=_peer(request),
-                origin=origin,
-            )
+            count = self._refusals.due(self.factory.clock.seconds())
+            if count:
+                log.info(
+                    "refused {count} WebSocket(s) from another site; latest from {peer}, "
+                    "origin {origin!r}",
+                    event="web_origin_refused",
+                    count=count,
+                    peer=_peer(request),
+                    origin=origin,
+                )
             request.setResponseCode(FORBIDDEN)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"WebSocket refused: wrong origin\n"
