@@ -253,6 +253,8 @@ async def test_login_a_command_and_a_write_from_telnet(web: RealServer) -> None:
     client.line("who")
     seen = await client.expect("webby@testhost:~$ ")
     assert "web/0" in seen
+    client.line("echo é☃日本")  # text frames carry UTF-8 both ways
+    assert "\né☃日本\n" in await client.expect("webby@testhost:~$ ")
     bob = register(web.port, "bob")
     client.keys("echo half")
     await client.expect("echo half")
