@@ -36,9 +36,10 @@ from zope.interface import implementer
 
 from shellserver.hub import Message
 from shellserver.output import Output
-from shellserver.telnet import MAX_H, MAX_W, MIN_H, MIN_W
 from shellserver.terminal import ILineReceiver, IWire
 
+#: Window size limits (SPEC §8), the same as telnet's NAWS: columns, rows.
+MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
 #: Largest message the client may send (SPEC §10); a bigger one closes the socket.
 MAX_FRAME = 64 * 1024
 #: Close codes (RFC 6455 §7.4.1).
