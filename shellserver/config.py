@@ -44,6 +44,8 @@ class Config:
     data: str = field(factory=default_data)
     telnet: tuple[str, ...] = ("tcp:2323",)
     control: str | None = None
+    #: ``--web``: the browser terminal's listeners (SPEC §10); empty = off.
+    web: tuple[str, ...] = ()
     #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
     metrics: str | None = None
     hostname: str = field(factory=default_hostname)

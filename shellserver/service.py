@@ -39,6 +39,7 @@ from shellserver.metricspage import metrics_site
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
 from shellserver.threads import make_pool, pool_runner
+from shellserver.wires.webpage import web_site
 
 log = Logger()
 IDLE_SCAN = 5.0
@@ -111,6 +112,17 @@ class ShellService(Service):
         telnet = _Pending("TelnetFactory")
         for description in cfg.telnet:
             self.ports.append(self._listen(description, telnet, "telnet"))
+        if cfg.web:
+            # Nothing is accepted before the reactor runs, and the server exists by then.
+            site = web_site(
+                lambda wire: self.server.new_connection(wire),
+                self.reactor,
+                cfg.max_output,
+                cfg.max_unauth,
+                cfg.max_unauth_per_addr,
+            )
+            for description in cfg.web:
+                self.ports.append(self._listen(description, site, "web"))
         if cfg.metrics is not None:
             self.ports.append(
                 self._listen(cfg.metrics, metrics_site(self.metrics.registry), "metrics")

@@ -164,6 +164,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["telnet"] = []
+        self["web"] = []
         # Read when parsing, not at import, so --help shows the default in force.
         self["data"] = self.defaults["data"] = default_data()
 
@@ -189,6 +190,10 @@ class Options(usage.Options):
         """Telnet listen endpoint, e.g. tcp:2323 (repeatable) [default: tcp:2323]."""
         self["telnet"].append(_endpoint("telnet", endpoint))
 
+    def opt_web(self, endpoint: str) -> None:
+        """Browser terminal (page and WebSocket), e.g. tcp:8080 (repeatable) [off]."""
+        self["web"].append(_endpoint("web", endpoint))
+
     def postOptions(self) -> None:
         if self["control"] is not None:
             _endpoint("control", self["control"])
@@ -202,6 +207,7 @@ class Options(usage.Options):
             data=self["data"],
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
             control=self["control"],
+            web=tuple(self["web"]),
             metrics=self["metrics"],
             hostname=self["hostname"] or default_hostname(),
             registration=self["registration"] == "open",
