@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: run cli test lint install bench clean
+.PHONY: run cli test lint install bench clean assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,12 @@ bench: $(BENCH_STAMP) install
 	$(BIN)/python bench/run.py --sizes 1000,10000 --sweep 100,300,3000 --repeat 3 \
 		--json bench/last-run.json --plot docs/img/bench.png
 
+# The browser terminal's xterm.js, refreshed from npm (webassets/package-lock.json pins the
+# versions with integrity hashes); the copies in shellserver/wires/webassets/vendor/ are
+# committed, so nothing else needs npm. See docs/admin.md.
+assets:
+	cd webassets && npm ci --ignore-scripts --no-audit --no-fund
+	$(PYTHON) webassets/refresh.py
+
 clean:
-	rm -rf $(VENV) build dist shellserver-data twisted/plugins/dropin.cache
+	rm -rf $(VENV) build dist shellserver-data twisted/plugins/dropin.cache webassets/node_modules

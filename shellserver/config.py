@@ -46,6 +46,8 @@ class Config:
     #: ``--ssh`` listeners (§9); none unless given.
     ssh: tuple[str, ...] = ()
     control: str | None = None
+    #: ``--web``: the browser terminal's listeners (SPEC §10); empty = off.
+    web: tuple[str, ...] = ()
     #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
     metrics: str | None = None
     hostname: str = field(factory=default_hostname)

@@ -90,9 +90,9 @@ class IHub(Interface):
 
     def send_room(
         room: str, message: Message, sender: str, skip: int | None = None
-    ) -> Deferred[int]:
+    ) -> Deferred[tuple[int, int]]:
         """Show ``message`` to the room's sessions (but ``skip``), except those whose user
-        ignores ``sender``; the number reached (the output cap may drop some)."""
+        ignores ``sender``; (reached, dropped): the output cap may drop some."""
 
     def room_names() -> list[str]:
         """The room names, sorted, at once (for Tab completion: no Deferred on a keypress)."""
@@ -209,9 +209,9 @@ class Hub:
 
     def send_room(
         self, room: str, message: Message, sender: str, skip: int | None = None
-    ) -> Deferred[int]:
+    ) -> Deferred[tuple[int, int]]:
         ignores, by_id = self._ignores, self._by_id
-        reached = 0
+        reached = tried = 0
         for member in self._rooms.members(room):
             if member.session_id == skip:
                 continue
@@ -219,8 +219,9 @@ class Hub:
                 continue
             session = by_id.get(member.session_id)
             if session is not None:
+                tried += 1
                 reached += _deliver_now(session, message)
-        return succeed(reached)
+        return succeed((reached, tried - reached))
 
     def room_names(self) -> list[str]:
         return self._rooms.names()

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 
 from shellserver.accounts import AccountDB, AccountStore, username_problem
 from shellserver.hub import Hub, Message
+from shellserver.metrics import Metrics
 from shellserver.rooms import left_text
 from shellserver.session import Session
 
@@ -25,6 +26,7 @@ class PeopleServices(Protocol):
 
     store: AccountStore
     hub: Hub
+    metrics: Metrics
 
 
 #: Saved messages kept per recipient, read or not (SPEC §11).
@@ -200,6 +202,9 @@ async def session_ended(server: PeopleServices, session: Session) -> None:
     the user has no session left."""
     hub = server.hub
     for room in await hub.part_all_rooms(session.id):
-        await hub.send_room(room, Message.of(left_text(room, session.user)), session.user)
+        reached, dropped = await hub.send_room(
+            room, Message.of(left_text(room, session.user)), session.user
+        )
+        server.metrics.messages("room", reached, dropped)
     if not await hub.sessions_of(session.user):
         hub.set_ignores(session.user, None)

@@ -41,6 +41,7 @@ from shellserver.threads import make_pool, pool_runner
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
 from shellserver.wires.telnet import TelnetFactory
+from shellserver.wires.webpage import web_site
 
 log = Logger()
 IDLE_SCAN = 5.0
@@ -116,6 +117,17 @@ class ShellService(Service):
         ssh = _Pending("SSHFactory")
         for description in cfg.ssh:
             self.ports.append(self._listen(description, ssh, "ssh"))
+        if cfg.web:
+            # Nothing is accepted before the reactor runs, and the server exists by then.
+            site = web_site(
+                lambda wire: self.server.new_connection(wire),
+                self.reactor,
+                cfg.max_output,
+                cfg.max_unauth,
+                cfg.max_unauth_per_addr,
+            )
+            for description in cfg.web:
+                self.ports.append(self._listen(description, site, "web"))
         if cfg.metrics is not None:
             self.ports.append(
                 self._listen(cfg.metrics, metrics_site(self.metrics.registry), "metrics")

@@ -165,6 +165,7 @@ class Options(usage.Options):
         super().__init__()
         self["telnet"] = []
         self["ssh"] = []
+        self["web"] = []
         # Read when parsing, not at import, so --help shows the default in force.
         self["data"] = self.defaults["data"] = default_data()
 
@@ -194,6 +195,10 @@ class Options(usage.Options):
         """SSH listen endpoint, e.g. tcp:2222 (repeatable) [default: none]."""
         self["ssh"].append(_endpoint("ssh", endpoint))
 
+    def opt_web(self, endpoint: str) -> None:
+        """Browser terminal (page and WebSocket), e.g. tcp:8080 (repeatable) [off]."""
+        self["web"].append(_endpoint("web", endpoint))
+
     def postOptions(self) -> None:
         if self["control"] is not None:
             _endpoint("control", self["control"])
@@ -208,6 +213,7 @@ class Options(usage.Options):
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
             ssh=tuple(self["ssh"]),
             control=self["control"],
+            web=tuple(self["web"]),
             metrics=self["metrics"],
             hostname=self["hostname"] or default_hostname(),
             registration=self["registration"] == "open",

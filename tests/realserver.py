@@ -17,6 +17,7 @@ from twisted.logger import eventFromJSON, formatEvent
 
 _LISTENING = re.compile(r"telnet listening on .*port=(\d+)")
 _METRICS = re.compile(r"metrics listening on .*port=(\d+)")
+_WEB = re.compile(r"web listening on .*port=(\d+)")
 _IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 TWIST = str(Path(sys.executable).with_name("twist"))
@@ -33,6 +34,8 @@ class RealServer:
         self.port = 0
         #: The --metrics port, when the server was started with one.
         self.metrics_port = 0
+        #: The first --web port, when the server was started with one.
+        self.web_port = 0
 
     def start(self, timeout: float = 20.0) -> RealServer:
         if self.runner in ("twist", "twist-json"):
@@ -57,7 +60,10 @@ class RealServer:
                     self.port = int(m.group(1))
                     metrics = _METRICS.search(text)
                     self.metrics_port = int(metrics.group(1)) if metrics else 0
-                    return self
+                    web = _WEB.search(text)
+                    self.web_port = int(web.group(1)) if web else 0
+                    if web or "--web" not in self.args:
+                        return self
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode() if self.proc.stdout else ""
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {out}")

@@ -59,6 +59,10 @@ def test_help_lists_and_explains(server: Server) -> None:
     assert listed["logout"].split(None, 1)[1] == "Same as exit."
     assert listed["quit"].split(None, 1)[1] == "Same as exit."
     assert list(listed) == sorted(listed)
+    # each summary is a whole sentence (or cut at a word with an ellipsis), within the width
+    assert all(line.rstrip().endswith((".", "…", ")")) for line in listed.values()), listed
+    assert all(len(line) <= 80 for line in listed.values())
+    assert listed["ignore"].split(None, 1)[1].startswith("Ignore USER")
     assert "wall" in online(server, "root1").run("help")
     assert a.run("help write").startswith("Usage: write USER [TTY] [TEXT...]\n")
     assert "Administrators only" in a.run("help kick")

@@ -85,6 +85,18 @@ def test_write_and_wall_count_delivered_and_dropped_copies(server: Server) -> No
     assert value(server, "shellserver_messages_total", kind="wall", outcome="dropped") == 1
 
 
+def test_room_lines_count_delivered_and_dropped_copies(server: Server) -> None:
+    a, b, c = Client(server), Client(server), Client(server)
+    for client, name in ((a, "alice"), (b, "bob"), (c, "root1")):
+        client.login(name)
+        client.run("join #lobby")  # joins are room lines too: 0, then 1, then 2 copies
+    assert value(server, "shellserver_messages_total", kind="room", outcome="delivered") == 3
+    b.protocol.pauseProducing()  # bob stops reading
+    a.run("say #lobby " + "x" * 300)  # over bob's 200-byte cap: his copy is dropped
+    assert value(server, "shellserver_messages_total", kind="room", outcome="delivered") == 4
+    assert value(server, "shellserver_messages_total", kind="room", outcome="dropped") == 1
+
+
 def test_output_held_for_a_client_that_does_not_read(server: Server) -> None:
     a, b = Client(server), Client(server)
     a.login("alice")

@@ -215,5 +215,5 @@ def test_room_lines_obey_the_output_cap(server: Server) -> None:
     reached = []
     for _ in range(server.config.max_output // 1000 + 10):
         server.hub.send_room("#lobby", Message.of(text), "alice").addCallback(reached.append)
-    assert reached[0] == 3 and reached[-1] == 2  # bob's share dropped past the cap
+    assert reached[0] == (3, 0) and reached[-1] == (2, 1)  # bob's share dropped past the cap
     assert text in c.output()

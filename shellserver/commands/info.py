@@ -12,6 +12,7 @@ from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.timefmt import format_idle, format_login_time, format_uptime
 from shellserver.words import counted
+from shellserver.wrap import display_width
 
 
 def _loadavg() -> str:
@@ -123,8 +124,9 @@ def help_(ctx: Context, args: list[str]) -> None:
         # Aliases are listed too (SPEC §4): a user looking for "logout" finds it.
         names = sorted(((n, c) for c in visible for n in (c.name, *c.aliases)), key=lambda e: e[0])
         width = max(len(n) for n, _ in names)
+        room = max(20, ctx.session.width - width - 5)
         rows = [
-            f"  {n:<{width}}  {c.help.splitlines()[0] if n == c.name else f'Same as {c.name}.'}"
+            f"  {n:<{width}}  {_fit(c.summary if n == c.name else f'Same as {c.name}.', room)}"
             for n, c in names
         ]
         ctx.write("Commands:\n" + "\n".join(rows) + "\nType 'help COMMAND' for more.\n")
@@ -138,6 +140,15 @@ def help_(ctx: Context, args: list[str]) -> None:
     aliases = f" (also: {', '.join(cmd.aliases)})" if cmd.aliases else ""
     admin = " Administrators only." if cmd.admin else ""
     ctx.write(f"Usage: {cmd.usage}{aliases}\n{cmd.help}{admin}\n")
+
+
+def _fit(text: str, columns: int) -> str:
+    """``text`` cut at a word to ``columns``, with an ellipsis when cut."""
+    if display_width(text) <= columns:
+        return text
+    cut = text[: columns - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > columns // 2 else cut).rstrip(" ,;:") + "…"
 
 
 @command(

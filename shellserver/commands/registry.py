@@ -92,6 +92,14 @@ class Command:
     redirect: bool = False
     aliases: tuple[str, ...] = ()
 
+    @property
+    def summary(self) -> str:
+        """The help's first sentence (from its first paragraph, joined), for ``help``'s list:
+        a help text's first line may stop mid-sentence."""
+        para = " ".join(self.help.split("\n\n", 1)[0].split())
+        end = para.find(". ")
+        return para if end < 0 else para[: end + 1]
+
 
 class Registry:
     def __init__(self) -> None:

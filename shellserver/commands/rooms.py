@@ -28,10 +28,14 @@ def _room_arg(ctx: Context, name: str) -> bool:
     return False
 
 
-async def _tell(ctx: Context, room: str, text: str) -> None:
-    """``text`` to the room's other sessions, and to this one as output."""
+async def _tell(ctx: Context, room: str, text: str, skip: bool = True) -> None:
+    """``text`` to the room's sessions (others but this one, unless ``skip`` is False), and
+    to this one as output; counted in ``shellserver_messages_total{kind="room"}``."""
     me = ctx.session
-    await ctx.server.hub.send_room(room, Message.of(text), me.user, skip=me.id)
+    reached, dropped = await ctx.server.hub.send_room(
+        room, Message.of(text), me.user, me.id if skip else None
+    )
+    ctx.server.metrics.messages("room", reached, dropped)
     ctx.write(text + "\n")
 
 
@@ -90,9 +94,7 @@ async def part(ctx: Context, args: list[str]) -> None:
             ctx.fail("you are not in any room")
             return
     for room in left:
-        text = rooms.left_text(room, me.user)
-        await hub.send_room(room, Message.of(text), me.user)
-        ctx.write(text + "\n")
+        await _tell(ctx, room, rooms.left_text(room, me.user), skip=False)
 
 
 @command(
@@ -164,8 +166,7 @@ async def topic(ctx: Context, args: list[str]) -> None:
     if not await hub.set_room_topic(room, shown):
         ctx.fail(f"no such room: {room}")
         return
-    await hub.send_room(room, Message.of(rooms.topic_text(room, me.user, shown)), me.user, me.id)
-    ctx.write(rooms.topic_text(room, me.user, shown) + "\n")
+    await _tell(ctx, room, rooms.topic_text(room, me.user, shown))
 
 
 async def member_ids(ctx: Context, room: str) -> set[int] | None:

@@ -92,3 +92,22 @@ def test_motd(arena: Arena) -> None:
     )
     assert_clean(c.raw_seen)
     arena.bystanders_ok()
+
+
+def test_room_lines_topics_and_saved_messages(arena: Arena) -> None:
+    mallory = arena.register("roomer")
+    arena.alice.run("join #den", "alice@testhost:~$ ")
+    mallory.run("join #den", "roomer@testhost:~$ ")
+    mallory.run(f"say #den {EVIL}", "roomer@testhost:~$ ")
+    assert SHOWN in arena.alice.expect("!")
+    mallory.run(f"topic #den {EVIL}", "roomer@testhost:~$ ")  # refused: not the creator
+    arena.alice.run(f"topic #den {EVIL}", "alice@testhost:~$ ")
+    assert SHOWN in mallory.expect("!")
+    arena.alice.run("part #den", "alice@testhost:~$ ")
+    arena.register("absent1").close()
+    mallory.run(f"write absent1 {EVIL}", "roomer@testhost:~$ ")  # saved, not shown yet
+    reader = arena.login("absent1")
+    out = reader.run("messages read all", "absent1@testhost:~$ ")
+    assert SHOWN in out
+    assert_clean(_seen(arena.alice) + _seen(mallory) + _seen(reader))
+    arena.bystanders_ok()

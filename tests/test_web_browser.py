@@ -1,0 +1,150 @@
+"""The browser terminal in a real browser: headless Chromium (Debian's) driven by Selenium.
+
+The test starts Chromium itself through Debian's ``chromedriver`` (given by
+path: nothing is downloaded), opens the page of a real server, registers,
+runs ``who``, gets a ``write`` from a telnet session while a half-typed line
+waits (the line survives), and saves a screenshot: into docs/img/ with
+``SHELLSERVER_SCREENSHOT=1`` (how the one in the docs was made), otherwise into
+the test's temp dir, so a test run leaves the work tree as it was. Skipped,
+saying why, where Chromium, its driver or Selenium is missing; under CI
+(``.ci/run`` installs them) a missing piece fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from realserver import RealServer, register
+
+DOCS_SCREENSHOT = Path(__file__).parent.parent / "docs" / "img" / "web-terminal.png"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=960,600",
+]  # fmt: skip
+
+
+def _missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install '.[test]')"
+    if shutil.which("chromium") is None:
+        return "chromium is not installed (apt-get install chromium chromium-driver)"
+    if shutil.which("chromedriver") is None:
+        return "chromedriver is not installed (apt-get install chromium-driver)"
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    why = _missing()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test must run in CI: {why}")
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for flag in FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=shutil.which("chromedriver"), log_output=os.devnull)
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screen(driver: Any) -> str:
+    """What the terminal shows, row by row (xterm.js's DOM renderer)."""
+    rows = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.xterm-rows > div'), d => d.textContent)"
+    )
+    return "\n".join(row.replace("\u00a0", " ").rstrip() for row in rows)
+
+
+def wait_for(driver: Any, text: str, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = screen(driver)
+        if text in shown:
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page did not show {text!r}; it shows:\n{shown}")
+        time.sleep(0.05)
+
+
+def type_keys(driver: Any, text: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).send_keys(text).perform()
+
+
+@pytest.mark.integration
+def test_the_page_in_a_real_browser(tmp_path: Path, browser: Any) -> None:
+    tmp_shot = tmp_path / "web-terminal.png"
+    from selenium.webdriver.common.keys import Keys
+
+    srv = RealServer(tmp_path, "--web", "tcp:0:interface=127.0.0.1").start()
+    try:
+        browser.get(f"http://127.0.0.1:{srv.web_port}/")
+        wait_for(browser, "login:")
+        for line, prompt in [
+            ("new", "Username:"),
+            ("alice", "Password:"),
+            ("correct horse", "Password again:"),
+            ("correct horse", "alice@testhost:~$"),
+        ]:
+            type_keys(browser, line + Keys.ENTER)
+            wait_for(browser, prompt)
+        assert "correct horse" not in screen(browser)  # passwords are not echoed
+        type_keys(browser, "who" + Keys.ENTER)
+        shown = wait_for(browser, "web/0")
+        assert "alice" in shown
+        bob = register(srv.port, "bob")
+        type_keys(browser, "echo half")
+        wait_for(browser, "$ echo half")
+        bob.send_line("write alice hello from telnet")
+        bob.expect("bob@testhost:~$ ")
+        # The message, then the half-typed line drawn again under it.
+        shown = wait_for(browser, "hello from telnet\nEOF\nalice@testhost:~$ echo half")
+        assert shown.rstrip().endswith("EOF\nalice@testhost:~$ echo half"), shown
+        shot = DOCS_SCREENSHOT if os.environ.get("SHELLSERVER_SCREENSHOT") else tmp_shot
+        assert browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000  # a real picture, not an empty page
+        type_keys(browser, " line" + Keys.ENTER)
+        shown = wait_for(browser, "\nhalf line")
+        # The page told the server its size (about 105 columns here): the editor does not
+        # break a 93-column line at 80, as it would for a terminal of unknown size.
+        type_keys(browser, "echo " + "x" * 70)
+        wait_for(browser, "alice@testhost:~$ echo " + "x" * 70)
+        type_keys(browser, Keys.ENTER)
+        wait_for(browser, "\n" + "x" * 70 + "\nalice@testhost:~$")
+        # Nothing the page did broke its Content-Security-Policy, or failed to load.
+        problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert problems == []
+        # Logging out closes the socket: the page offers to reconnect, and does.
+        type_keys(browser, "logout" + Keys.ENTER)
+        banner = browser.find_element("id", "banner")
+        deadline = time.monotonic() + 10
+        while not banner.is_displayed() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert banner.text.startswith("disconnected — reconnect")
+        browser.find_element("id", "reconnect").click()
+        wait_for(browser, "login:")
+        bob.close()
+    finally:
+        srv.stop()
