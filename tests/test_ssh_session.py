@@ -186,3 +186,19 @@ def test_max_sessions_applies_to_ssh_logins(tmp_path: Path) -> None:
     assert "Too many sessions for alice (limit 1)" in second.take()
     assert second.exit_status == 1
     assert first.exit_status is None and len(server.connections) == 1
+
+
+def test_the_end_of_input_without_a_pty_finishes_what_was_sent_then_logs_out(
+    server: Server,
+) -> None:
+    """``printf 'write bob\\nhi\\n' | ssh -T host``: the lines run, then the session ends."""
+    bob = Client(server)
+    bob.login("bob")
+    ch = start(server, "alice", Request())
+    assert ch.wire is not None
+    ch.wire.data_received(b"write bob\nhi\n")
+    ch.wire.eof_received()  # stdin closed while write still reads
+    server.clock.advance(0)  # type: ignore[attr-defined]
+    seen = bob.output()
+    assert "hi\n" in seen and "EOF" in seen
+    assert ch.exit_status == 0  # logged out, not waiting at a prompt for input that never comes

@@ -214,8 +214,13 @@ class SSHWire:
         self._buf += chunk
 
     def eof_received(self) -> None:
+        """The client's input has ended (stdin closed); with a pty ^D comes as a key instead."""
         if self.receiver is not None and not self._lost:
-            self.receiver.eof_received()
+            ended = getattr(self.receiver, "input_ended", None)
+            if ended is not None:
+                ended()
+            else:
+                self.receiver.eof_received()
 
     def resize(self, cols: int, rows: int) -> None:
         self.width = _clamp(cols, MIN_W, MAX_W)
