@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.error import ConchError
@@ -37,7 +37,7 @@ from shellserver.metrics import Metrics
 from shellserver.sanitize import careful
 from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh.hostkeys import HostKeys
-from shellserver.wires.ssh.session import Request, SSHWire
+from shellserver.wires.ssh.session import Channel, Request, SSHWire
 
 log = Logger()
 
@@ -75,10 +75,9 @@ REFUSED_CHANNELS = frozenset(
 )
 
 
-class SessionStart(Protocol):
-    """Attaches an authenticated session channel to a session (``session.session_starter``)."""
-
-    def __call__(self, channel: SessionChannel, account: Account, request: Request) -> None: ...
+#: Attaches an authenticated session channel to a session (``session.session_starter``),
+#: called once per channel on ``shell`` or ``exec``.
+SessionStart = Callable[[Channel, Account, Request], None]
 
 
 # -- the session channel ------------------------------------------------------------------

@@ -10,7 +10,7 @@ client's window is full, which pauses the same :class:`Output` telnet uses.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define
@@ -289,8 +289,8 @@ class SSHSeat:
         self.terminal.close()
 
 
-def session_starter(server: SessionServices) -> Any:
-    """The :class:`~shellserver.wires.ssh.server.SessionStart` of a running server."""
+def session_starter(server: SessionServices) -> Callable[[Channel, Account, Request], None]:
+    """The ``SessionStart`` of a running server (``server.py`` calls it per channel)."""
 
     def start(channel: Channel, account: Account, request: Request) -> None:
         cfg = server.config
