@@ -22,6 +22,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
 
+def _nothing() -> None:
+    pass
+
+
 @define(eq=False)
 class Output:
     transport: ITransport
@@ -88,6 +92,7 @@ class Output:
         self._held.clear()
         self._held_bytes = 0
         self.paused = False
+        self.on_stall = _nothing  # usually the wire's abort: the wire holds us, no cycle
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None

@@ -31,6 +31,7 @@ from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.factory import TelnetFactory
+from shellserver.gcpolicy import GCPolicy
 from shellserver.homefs import Homes
 from shellserver.idle import IdleWatch
 from shellserver.lagprobe import LagProbe
@@ -88,6 +89,7 @@ class ShellService(Service):
         self._idle: task.LoopingCall | None = None
         self.metrics = Metrics()
         self._probe = LagProbe(reactor, self.metrics.reactor_lag.observe)
+        self._gc = GCPolicy(reactor)
 
     def prepare(self) -> None:
         """Bind every listener, claim the data dir and open the store, or exit 1 saying why.
@@ -242,12 +244,14 @@ class ShellService(Service):
             self._idle.clock = self.reactor
             self._idle.start(min(IDLE_SCAN, self.config.idle_timeout), now=False)
         self._probe.start()
+        self._gc.start()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
         self._probe.stop()
+        self._gc.stop()
         stopped = [defer.maybeDeferred(port.stopListening) for port in self.ports]
         if self.server.shutdown is not None:
             self.server.shutdown.final_notice()

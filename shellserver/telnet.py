@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from shellserver.hub import Message
 from shellserver.output import Output
-from shellserver.terminal import ILineReceiver, IWire
+from shellserver.terminal import GONE, ILineReceiver, IWire
 from shellserver.wire import decode, encode
 
 # Commands (RFC 854) and options.
@@ -138,7 +138,8 @@ class TelnetProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._out.stop()
-        self.receiver.connection_lost()
+        receiver, self.receiver = self.receiver, GONE  # no cycle left for the collector
+        receiver.connection_lost()
 
     # IPushProducer: the transport tells us when the client stops reading.
     def pauseProducing(self) -> None:
