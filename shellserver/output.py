@@ -62,6 +62,13 @@ class Output:
         self._held_bytes += size
         return True
 
+    def post(self, data: bytes) -> bool:
+        """:meth:`offer` of one block: one transport write per recipient."""
+        if not self.paused:
+            self.transport.write(data)
+            return True
+        return self.offer((data,))
+
     def drain(self) -> Deferred[None]:
         """Fires once the client reads again and nothing is held (at once when it reads)."""
         if not self.paused:
