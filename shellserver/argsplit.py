@@ -38,7 +38,7 @@ def split_line(line: str) -> CommandLine:
         n = len(words)
         plain = _NO_GLOBS[n] if n < len(_NO_GLOBS) else (False,) * n
         if "~" in line:
-            return CommandLine(words, plain, None, tuple(w[0] == "~" for w in words))
+            return CommandLine(words, plain, None, tuple([w[0] == "~" for w in words]))
         return CommandLine(words, plain, None, plain)
     return _split_general(line)
 
