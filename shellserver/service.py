@@ -23,7 +23,6 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from twisted.python.threadpool import ThreadPool
 
 from shellserver.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.admission import FD_HEADROOM, Admission, connection_limit, raise_fd_limit
@@ -39,7 +38,7 @@ from shellserver.metrics import Metrics
 from shellserver.metricspage import metrics_site
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
-from shellserver.threads import make_pool, pool_runner
+from shellserver.threads import WorkerPool, make_pool, pool_runner
 
 log = Logger()
 IDLE_SCAN = 5.0
@@ -85,7 +84,7 @@ class ShellService(Service):
         self.config = config
         self.reactor = reactor
         self.ports: list[IListeningPort] = []
-        self.pools: list[ThreadPool] = []
+        self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
         self.metrics = Metrics()
         self._probe = LagProbe(reactor, self.metrics.reactor_lag.observe)
