@@ -22,6 +22,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
 
+def _nothing() -> None:
+    pass
+
+
 @define(eq=False)
 class Output:
     transport: ITransport
@@ -58,6 +62,13 @@ class Output:
         self._held_bytes += size
         return True
 
+    def post(self, data: bytes) -> bool:
+        """:meth:`offer` of one block: one transport write per recipient."""
+        if not self.paused:
+            self.transport.write(data)
+            return True
+        return self.offer((data,))
+
     def drain(self) -> Deferred[None]:
         """Fires once the client reads again and nothing is held (at once when it reads)."""
         if not self.paused:
@@ -88,6 +99,7 @@ class Output:
         self._held.clear()
         self._held_bytes = 0
         self.paused = False
+        self.on_stall = _nothing  # usually the wire's abort: the wire holds us, no cycle
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None
