@@ -29,3 +29,16 @@ class Message:
         if data is None:
             data = self._encoded[kind] = encode(self.text)
         return data
+
+    def encoded_after(self, kind: str, lead: str, encode: Callable[[str], bytes]) -> bytes:
+        """``lead`` and the text as one block, encoded once per kind and lead.
+
+        For the few fixed leads a wire uses (a newline, nothing): each recipient
+        then costs one write of shared bytes. ``encode`` must encode a
+        concatenation as the concatenation of the encodings (``wire.encode`` does).
+        """
+        key = kind + lead
+        data = self._encoded.get(key)
+        if data is None:
+            data = self._encoded[key] = encode(lead + self.text)
+        return data

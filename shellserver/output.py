@@ -10,16 +10,41 @@ means the client has stopped reading. From then on output is held here:
 - Messages from other people are dropped once ``limit`` bytes are held.
 - A client that stays paused for ``stall_timeout`` seconds while over the cap,
   or while something waits for it to read, is aborted.
+
+The kernel's send buffer is fixed at :data:`SEND_BUFFER`: left alone, Linux
+grows it up to 4 MiB (``tcp_wmem``), so a client that stops reading could
+swallow megabytes before the transport ever pauses us. Fixed, the pause (and
+with it the cap, drain and the stall timer) comes at a known point, and kernel
+memory per connection is bounded too.
 """
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+
+#: Bytes the kernel may hold for one client (Linux books twice this for its own overhead).
+SEND_BUFFER = 64 * 1024
+
+
+def _nothing() -> None:
+    pass
+
+
+def cap_send_buffer(transport: object, size: int = SEND_BUFFER) -> None:
+    """Fix the send buffer of the socket under ``transport`` (TCP, TLS); others are left."""
+    handle = getattr(transport, "getHandle", None)
+    try:
+        sock = handle() if handle is not None else None
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except (OSError, AttributeError):
+        pass  # not a socket we can tune (a test transport, an SSH channel)
 
 
 @define(eq=False)
@@ -34,6 +59,9 @@ class Output:
     _held_bytes: int = 0
     _stall: IDelayedCall | None = None
     _waiters: list[Deferred[None]] = field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        cap_send_buffer(self.transport)
 
     def write(self, data: bytes) -> None:
         """Own output: in order, never dropped."""
@@ -57,6 +85,13 @@ class Output:
         self._held.extend(chunks)
         self._held_bytes += size
         return True
+
+    def post(self, data: bytes) -> bool:
+        """:meth:`offer` of one block: one transport write per recipient."""
+        if not self.paused:
+            self.transport.write(data)
+            return True
+        return self.offer((data,))
 
     def drain(self) -> Deferred[None]:
         """Fires once the client reads again and nothing is held (at once when it reads)."""
@@ -88,6 +123,7 @@ class Output:
         self._held.clear()
         self._held_bytes = 0
         self.paused = False
+        self.on_stall = _nothing  # usually the wire's abort: the wire holds us, no cycle
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None

@@ -23,13 +23,13 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from twisted.python.threadpool import ThreadPool
 
 from shellserver.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.admission import FD_HEADROOM, Admission, connection_limit, raise_fd_limit
 from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
+from shellserver.gcpolicy import GCPolicy
 from shellserver.homefs import Homes
 from shellserver.idle import IdleWatch
 from shellserver.lagprobe import LagProbe
@@ -37,7 +37,7 @@ from shellserver.metrics import Metrics
 from shellserver.metricspage import metrics_site
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
-from shellserver.threads import make_pool, pool_runner
+from shellserver.threads import WorkerPool, make_pool, pool_runner
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
 from shellserver.wires.telnet import TelnetFactory
@@ -87,10 +87,11 @@ class ShellService(Service):
         self.config = config
         self.reactor = reactor
         self.ports: list[IListeningPort] = []
-        self.pools: list[ThreadPool] = []
+        self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
         self.metrics = Metrics()
         self._probe = LagProbe(reactor, self.metrics.reactor_lag.observe)
+        self._gc = GCPolicy(reactor)
 
     def prepare(self) -> None:
         """Bind every listener, claim the data dir and open the store, or exit 1 saying why.
@@ -281,12 +282,14 @@ class ShellService(Service):
             self._idle.clock = self.reactor
             self._idle.start(min(IDLE_SCAN, self.config.idle_timeout), now=False)
         self._probe.start()
+        self._gc.start()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
         self._probe.stop()
+        self._gc.stop()
         stopped = [defer.maybeDeferred(port.stopListening) for port in self.ports]
         if self.server.shutdown is not None:
             self.server.shutdown.final_notice()

@@ -6,7 +6,7 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,11 +28,18 @@ class Shell:
     session: Session
     #: The exit status of the last command line: 0 ok, 1 error or usage, 127 not found.
     status: int = 0
+    #: The prompt, made again only when the directory changes: the same string
+    #: object each time also lets the wire reuse its encoding.
+    _prompt_cwd: str | None = field(default=None, init=False)
+    _prompt: str = field(default="", init=False)
 
     def prompt(self) -> str:
         s = self.session
-        path = f"~/{s.cwd}" if s.cwd else "~"
-        return f"{s.user}@{self.server.config.hostname}:{careful(path)}$ "
+        if s.cwd != self._prompt_cwd:
+            path = f"~/{s.cwd}" if s.cwd else "~"
+            self._prompt = f"{s.user}@{self.server.config.hostname}:{careful(path)}$ "
+            self._prompt_cwd = s.cwd
+        return self._prompt
 
     def complete(self, before: str) -> Deferred[tuple[int, list[str]]]:
         """Tab in the line editor: see ``completion.py``."""

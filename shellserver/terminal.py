@@ -105,6 +105,42 @@ class ILineReceiver(Interface):
     def connection_lost() -> None: ...
 
 
+@implementer(ILineReceiver)
+class _Gone:
+    """What a wire talks to once its connection is lost: nothing, and nothing held.
+
+    The wire drops its terminal for this, so the two are not a reference
+    cycle that only the garbage collector could free.
+    """
+
+    def line_received(self, line: str) -> None:
+        pass
+
+    def text_received(self, text: str) -> None:
+        pass
+
+    def mode_changed(self, character: bool) -> None:
+        pass
+
+    def resized(self) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        pass
+
+    def interrupted(self) -> None:
+        pass
+
+    def line_too_long(self, limit: int) -> None:
+        pass
+
+    def connection_lost(self) -> None:
+        pass
+
+
+GONE: ILineReceiver = _Gone()
+
+
 class Redraws:
     """Prompts to draw again after messages, all at the end of the reactor turn.
 
@@ -474,8 +510,16 @@ class Terminal:
             self._pending.clear()
         if self._reader is not None:
             self._fail_reader(Disconnected())
-        if self.on_disconnect is not None:
-            self.on_disconnect()
+        on_disconnect = self.on_disconnect
+        # Let go of the shell and the connection: they point back at us, and a
+        # cycle is freed only by a full garbage collection, which at thousands
+        # of sessions stalls every session for a tenth of a second or more
+        # (docs/performance.md). A command still running keeps what it needs.
+        self.on_disconnect = self.on_eof = None
+        self._handler = self._completer = None
+        self._handler_prompt = str
+        if on_disconnect is not None:
+            on_disconnect()
 
     # -- character mode --------------------------------------------------------
 

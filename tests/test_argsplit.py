@@ -70,13 +70,20 @@ def test_errors(line: str, message: str) -> None:
 
 
 def test_fast_path_matches_general_path() -> None:
-    for line in ["who", "write bob hello there", "  a  b ", "", "x", "mesg n"]:
+    lines = ["who", "write bob hello there", "  a  b ", "", "x", "mesg n"]
+    tildes = ["ls ~", "cd ~/a", "write bob hi ~m1~", "echo a~b ~ x~", "~ ~~ a"]
+    for line in lines + tildes:
         assert split_line(line) == _split_general(line)
+
+
+def test_tilde_marks_only_at_word_start() -> None:
+    parsed = split_line("ls ~/a b~ ~")
+    assert parsed.tildes == (False, True, False, True)
 
 
 def test_any_input_raises_nothing_but_split_error() -> None:
     rng = random.Random(1234)
-    alphabet = "ab \t'\"\\><*?[]$;|&\x00\x1b\u202eé漢\udc9b"
+    alphabet = "ab~ \t'\"\\><*?[]$;|&\x00\x1b\u202eé漢\udc9b"
     for _ in range(5000):
         line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
         try:
@@ -85,3 +92,4 @@ def test_any_input_raises_nothing_but_split_error() -> None:
             continue
         assert isinstance(parsed, CommandLine)
         assert len(parsed.words) == len(parsed.globs)
+        assert parsed == _split_general(line)

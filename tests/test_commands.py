@@ -436,3 +436,13 @@ def test_a_writer_hanging_up_mid_write_ends_it_with_eof(server: Server) -> None:
     assert "hello there" in b.output()
     a.drop()
     assert "EOF\n" in b.output()
+
+
+def test_write_stamp_is_the_local_minute_of_each_message() -> None:
+    import time
+
+    from shellserver.commands.messaging import _Stamp
+
+    stamp = _Stamp()
+    for when in (0.0, 59.9, 60.0, 1_700_000_000.5, 1_700_000_059.0, 1_700_000_060.0, 86_399.0):
+        assert stamp.at(when) == time.strftime("%H:%M", time.localtime(when))

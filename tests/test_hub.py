@@ -133,3 +133,18 @@ def test_logout_user_tells_then_closes_only_that_user() -> None:
     assert a.closed and b"bye" in a.got[-1]
     assert not b.closed
     assert result(hub.logout_user("nobody", None)) == 0
+
+
+def test_a_message_with_a_common_lead_is_encoded_once_per_lead() -> None:
+    msg = Message.of("hi\xff")
+    calls: list[str] = []
+
+    def counting(text: str) -> bytes:
+        calls.append(text)
+        return encode(text)
+
+    after_newline = msg.encoded_after("tel", "\n", counting)
+    assert after_newline == encode("\n") + msg.encoded("tel", counting)
+    assert msg.encoded_after("tel", "\n", counting) is after_newline
+    assert msg.encoded_after("tel", "", counting) is msg.encoded("tel", counting)
+    assert calls == ["\nhi\xff\n", "hi\xff\n"]

@@ -110,3 +110,14 @@ def test_cancelling_a_waiting_command_reaches_the_coroutine(
     assert seen == ["cancelled"]
     assert shell.session.doing == IDLE
     assert logged_errors.flush(CancelledError)  # type: ignore[attr-defined]
+
+
+def test_the_prompt_is_made_again_only_when_the_directory_changes(server: Server) -> None:
+    _, shell = online(server, "alice")
+    first = shell.prompt()
+    assert first == "alice@testhost:~$ "
+    assert shell.prompt() is first
+    shell.session.cwd = "notes\x1b"
+    assert shell.prompt() == "alice@testhost:~/notes^[$ "
+    shell.session.cwd = ""
+    assert shell.prompt() == first

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -161,9 +163,11 @@ def test_the_connection_ending_ends_the_session(server: Server) -> None:
     ch = start(server, "alice", Request(pty=True))
     assert len(server.connections) == 1
     assert server.session_counts() == {("ssh", "user"): 1}  # the metrics' sessions gauge
-    assert ch.wire is not None
-    ch.wire.connection_lost()  # the avatar's logout, or the channel's close
-    ch.wire.connection_lost()  # once only
+    wire = ch.wire
+    assert wire is not None
+    wire.connection_lost()  # the avatar's logout, or the channel's close
+    wire.connection_lost()  # once only
+    assert ch.wire is None  # the channel lets go of its wire
     assert not server.connections
     assert server.hub.sessions_of("alice").result == []
 
@@ -202,3 +206,24 @@ def test_the_end_of_input_without_a_pty_finishes_what_was_sent_then_logs_out(
     seen = bob.output()
     assert "hi\n" in seen and "EOF" in seen
     assert ch.exit_status == 0  # logged out, not waiting at a prompt for input that never comes
+
+
+def test_a_closed_ssh_session_is_freed_by_reference_counting(server: Server) -> None:
+    """No reference cycle outlives the session (docs/performance.md, tests/test_gc.py)."""
+    gc.collect()
+    gc.disable()
+    try:
+        ch = start(server, "alice", Request(pty=True))
+        wire = ch.wire
+        assert wire is not None
+        (seat,) = server.connections
+        (session,) = server.hub.sessions_of("alice").result
+        refs = [weakref.ref(x) for x in (wire, seat, session)]
+        del seat, session
+        wire.connection_lost()
+        del wire
+        server.clock.advance(1)  # type: ignore[attr-defined]
+        del ch
+        assert [r() for r in refs] == [None, None, None]
+    finally:
+        gc.enable()

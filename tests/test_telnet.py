@@ -412,3 +412,18 @@ def test_close_unregisters_the_producer() -> None:
     assert transport.producer is proto
     proto.close()
     assert transport.producer is None and transport.disconnecting
+
+
+def test_messages_after_any_lead_and_repeated_text_are_encoded_right() -> None:
+    proto, transport, _, _ = connect()
+    transport.clear()
+    msg = Message.of("m\udcff")
+    assert proto.send_message("\n", msg)
+    assert proto.send_message("\r\x1b[K\x1b[1A", msg)  # a lead of its own (character mode)
+    prompt = "p\udcff$ "
+    proto.send(prompt)
+    proto.send(prompt)  # the same text again: the kept encoding
+    proto.send("q$ ")
+    assert transport.value() == (
+        b"\r\nm\xff\xff\r\n" + b"\r\x1b[K\x1b[1Am\xff\xff\r\n" + b"p\xff\xff$ " * 2 + b"q$ "
+    )

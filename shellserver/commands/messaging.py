@@ -48,7 +48,7 @@ async def write(ctx: Context, args: list[str]) -> None:
     target = _choose_target(ctx, user, tty, sessions)
     if target is None:
         return
-    stamp = time.strftime("%H:%M", time.localtime(ctx.now()))
+    stamp = _STAMP.at(ctx.now())
     header = f"Message from {me.user}@{ctx.server.config.hostname} on {me.tty} at {stamp} ...\n"
     if rest:
         await _send(ctx, target, header + careful(" ".join(rest)) + "\nEOF\n")
@@ -80,6 +80,28 @@ async def write(ctx: Context, args: list[str]) -> None:
         await _send(ctx, target, "EOF\n")
 
 
+class _Stamp:
+    """``HH:MM`` for a time, formatted once a minute, not once a message.
+
+    Local time changes only at whole minutes (time zones and their changes
+    are whole minutes), so a stamp holds for the rest of its minute.
+    """
+
+    def __init__(self) -> None:
+        self._minute = -1
+        self._text = ""
+
+    def at(self, now: float) -> str:
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._text = time.strftime("%H:%M", time.localtime(minute * 60))
+            self._minute = minute
+        return self._text
+
+
+_STAMP = _Stamp()
+
+
 def _choose_target(
     ctx: Context, user: str, tty: str | None, sessions: list[Session]
 ) -> Session | None:
@@ -101,8 +123,11 @@ def _choose_target(
     if not open_:
         ctx.fail(f"{shown} has messages disabled")
         return None
-    now = ctx.now()
-    target = min(open_, key=lambda s: s.idle(now))
+    if len(open_) == 1:
+        target = open_[0]
+    else:
+        now = ctx.now()
+        target = min(open_, key=lambda s: s.idle(now))
     if len(sessions) > 1:
         ctx.fail(f"{shown} is logged in more than once; writing to {target.tty}")
     return target

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from shellserver.hub import Message
 from shellserver.output import Output
-from shellserver.terminal import ILineReceiver, IWire
+from shellserver.terminal import GONE, ILineReceiver, IWire
 from shellserver.wire import decode, encode
 
 # Commands (RFC 854) and options.
@@ -64,7 +64,9 @@ MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
 #: What is offered at connect, in this order (SPEC §3); nothing waits for the answers.
 _OFFERS: tuple[tuple[bool, int], ...] = ((True, ECHO), (True, SGA), (False, SGA))
 _OFFERS += ((True, BINARY), (False, BINARY), (False, NAWS), (False, TTYPE))
-_LEADS = {"": b"", "\n": b"\r\n", "\r\x1b[K": b"\r\x1b[K"}
+#: Own text up to this long is kept encoded with the text: a prompt is sent again as is.
+_KEEP_SENT = 256
+_LEADS = frozenset({"", "\n", "\r\x1b[K"})
 
 
 #: Telnet commands that are keys in character mode: IP/ABORT/BRK ^C, EOF ^D, EC erase, EL ^U.
@@ -119,6 +121,8 @@ class TelnetProtocol(Protocol):
         #: What the terminal wants of the client's own echo (off for a hidden line).
         self._echo_wanted = True
         self._utf8: codecs.IncrementalDecoder | None = None
+        self._sent_text = ""
+        self._sent_data = b""
         self.width = 80
         self.height = 24
         self.peer = ""
@@ -142,7 +146,8 @@ class TelnetProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._out.stop()
-        self.receiver.connection_lost()
+        receiver, self.receiver = self.receiver, GONE  # no cycle left for the collector
+        receiver.connection_lost()
 
     # IPushProducer: the transport tells us when the client stops reading.
     def pauseProducing(self) -> None:
@@ -175,13 +180,19 @@ class TelnetProtocol(Protocol):
     # -- IWire -------------------------------------------------------------
 
     def send(self, text: str) -> None:
-        self._out.write(encode(text))
+        if text is self._sent_text:  # the same prompt again (after messages, after a command)
+            self._out.write(self._sent_data)
+            return
+        data = encode(text)
+        if len(text) <= _KEEP_SENT:
+            self._sent_text, self._sent_data = text, data
+        self._out.write(data)
 
     def send_message(self, lead: str, message: Message) -> bool:
         """``lead`` (this terminal's own few bytes), then the message, encoded once for all."""
-        body = message.encoded(self.kind, encode)
-        head = _LEADS.get(lead)
-        return self._out.offer((encode(lead) if head is None else head, body))
+        if lead in _LEADS:  # the usual leads: one block, encoded once for all recipients
+            return self._out.post(message.encoded_after(self.kind, lead, encode))
+        return self._out.offer((encode(lead), message.encoded(self.kind, encode)))
 
     @property
     def backlogged(self) -> bool:

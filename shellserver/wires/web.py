@@ -230,10 +230,11 @@ class WebWire:
         if self._close_call is not None and self._close_call.active():
             self._close_call.cancel()
         self._close_call = None
-        if self.receiver is None:
+        receiver, self.receiver = self.receiver, None  # no cycle left for the collector
+        if receiver is None:
             return
         self._out.stop()
-        self.receiver.connection_lost()
+        receiver.connection_lost()
 
     def ping(self) -> None:
         if not self._closing:

@@ -34,6 +34,7 @@ from shellserver.admission import Admission
 from shellserver.auth import AccountRealm, Accounts
 from shellserver.login import LOGGED_NAME
 from shellserver.metrics import Metrics
+from shellserver.output import cap_send_buffer
 from shellserver.sanitize import careful
 from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh.hostkeys import HostKeys
@@ -447,6 +448,7 @@ class ShellTransport(transport.SSHServerTransport):
             wire.loseConnection()
             return
         self._admitted = True
+        cap_send_buffer(wire)  # the pause comes at a known point, as for telnet (output.py)
         self._timer = f.clock.callLater(f.login_timeout, self._timed_out)
         super().connectionMade()
 

@@ -28,6 +28,7 @@ from shellserver.output import Output
 from shellserver.session import Session
 from shellserver.shell import Shell
 from shellserver.terminal import (
+    GONE,
     Disconnected,
     EndOfInput,
     ILineReceiver,
@@ -237,8 +238,12 @@ class SSHWire:
             self._timer.cancel()
         self._timer = None
         self._out.stop()
-        if self.receiver is not None:
-            self.receiver.connection_lost()
+        # No cycle left for the collector (docs/performance.md): the terminal, the channel.
+        receiver, self.receiver = self.receiver, GONE
+        if self.channel.wire is self:
+            self.channel.wire = None
+        if receiver is not None:
+            receiver.connection_lost()
 
 
 class SSHSeat:
