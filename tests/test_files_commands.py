@@ -279,6 +279,12 @@ def test_cat_writes_typed_lines_until_dot_or_eof(alice: Client, server: Server) 
     alice.send_bytes(b"\x04")  # ^D on an empty line ends it too
     assert alice.output().endswith("alice@testhost:~$ ")
     assert (home(server) / "notes").read_text() == "first line\nünïcödé ☃\nmore\n"
+    alice.run("cat >> notes")
+    alice.send("kept")
+    alice.send_bytes(b"\x03")  # ^C ends it as well, keeping what was typed
+    assert alice.output().endswith("alice@testhost:~$ ")
+    assert (home(server) / "notes").read_text().endswith("more\nkept\n")
+    (home(server) / "notes").write_text("first line\nünïcödé ☃\nmore\n")
     alice.run("cat notes notes > twice")
     assert (home(server) / "twice").read_text() == 2 * "first line\nünïcödé ☃\nmore\n"
     assert alice.run("cat twice > twice").startswith("cat: twice: input file is output file\n")

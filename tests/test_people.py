@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, make_server_with, online
 
 from shellserver import people
 from shellserver.people import MAILBOX_LIMIT
@@ -14,18 +14,7 @@ from shellserver.server import Server
 
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
-    srv = make_server(tmp_path)
-    for name in ("alice", "bob", "carol"):
-        add_user(srv, name)
-    add_user(srv, "root1", admin=True)
-    return srv
-
-
-def online(server: Server, name: str) -> Client:
-    c = Client(server)
-    out = c.login(name, "password1")
-    assert f"{name}@testhost" in out, out
-    return c
+    return make_server_with(tmp_path, ("alice", "bob", "carol"))
 
 
 def saved_count(server: Server, name: str) -> int:

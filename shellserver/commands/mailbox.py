@@ -11,7 +11,6 @@ from shellserver import people
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.people import FULL, IGNORED, MESSAGE_LIMIT, NO_USER, SAVED, SavedMessage
 from shellserver.sanitize import careful, careful_lines
-from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 from shellserver.timefmt import format_login_time
 from shellserver.wrap import char_width, display_width
 
@@ -62,13 +61,7 @@ async def _compose(ctx: Context) -> bytes | None:
     me = ctx.session
     parts: list[bytes] = []
     size = 0
-    while True:
-        try:
-            line = await ctx.read_line()
-        except (EndOfInput, Interrupted, Disconnected):
-            break
-        if line == ".":
-            break
+    async for line in ctx.typed_lines():
         delay = me.bucket.wait(ctx.now())  # paced like the online form
         if delay:
             await deferLater(ctx.server.clock, delay)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, frozen
@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 
 from shellserver.argsplit import CommandLine
 from shellserver.session import Session
+from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 if TYPE_CHECKING:
     from shellserver.server import Server
@@ -38,6 +39,22 @@ class Context:
         d = self.session.terminal.read_line(prompt, hidden)
         d.addCallback(self._active)
         return d
+
+    async def typed_lines(self) -> AsyncIterator[str]:
+        """The lines a user types into a command (``cat > FILE``, ``write``, an
+        offline message): until a line with ``.`` alone, ^D, ^C or a hang-up.
+
+        All four end the text the same way, keeping what was typed, as a
+        terminal that hangs up under ``cat`` or ``write`` has already sent it.
+        """
+        while True:
+            try:
+                line = await self.read_line()
+            except (EndOfInput, Interrupted, Disconnected):
+                return
+            if line == ".":
+                return
+            yield line
 
     def drain(self) -> Deferred[None]:
         """Fires when the session's own output has room again.
