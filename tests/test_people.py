@@ -23,7 +23,6 @@ def saved_count(server: Server, name: str) -> int:
 
 def test_write_to_an_offline_user_saves_it_and_login_counts_it(server: Server) -> None:
     a = online(server, "alice")
-    a.output()
     assert a.run("write bob hello bob") == (
         "write: bob is not logged in; message saved\nalice@testhost:~$ "
     )
@@ -48,7 +47,6 @@ def test_no_notice_without_new_messages(server: Server) -> None:
 
 def test_unknown_and_bad_names_are_just_not_logged_in(server: Server) -> None:
     a = online(server, "alice")
-    a.output()
     assert a.run("write nosuch hi").startswith("write: nosuch is not logged in\n")
     assert a.run("write B\x1bX hi").startswith("write: B^[X is not logged in\n")
     assert a.run("write nosuch").startswith("write: nosuch is not logged in\n")
@@ -61,7 +59,6 @@ def test_multi_line_write_to_an_offline_user(server: Server) -> None:
     a.send("line \x1b two")
     assert a.run(".").startswith("write: bob is not logged in; message saved\n")
     b = online(server, "bob")
-    b.output()
     out = b.run("messages read 1")
     assert out.startswith("Message 1 from alice at ")
     assert ":\nline one\nline ^[ two\nbob@testhost:~$ " in out
@@ -69,7 +66,6 @@ def test_multi_line_write_to_an_offline_user(server: Server) -> None:
 
 def test_caps_per_message_and_per_recipient(server: Server) -> None:
     a = online(server, "alice")
-    a.output()
     # One line fits (lines are at most 4096 bytes); several may not.
     a.run("write bob")
     for _ in range(5):
@@ -90,7 +86,6 @@ def test_messages_list_read_rm(server: Server) -> None:
     c = online(server, "carol")
     c.run("write bob " + "z" * 200)
     b = online(server, "bob")
-    b.output()
     lines = b.run("messages").splitlines()
     assert lines[0].startswith("1  alice  ") and lines[0].endswith("  first ^[[31m message")
     assert lines[1].startswith("2  carol  ") and lines[1].endswith("z…")
@@ -110,7 +105,6 @@ def test_messages_list_read_rm(server: Server) -> None:
 
 def test_ignore_commands_and_lists(server: Server) -> None:
     b = online(server, "bob")
-    b.output()
     assert b.run("ignore").startswith("You are not ignoring anyone.\n")
     assert b.run("ignore alice").startswith("Ignoring alice.\n")
     assert b.run("ignore alice").startswith("ignore: you are already ignoring alice\n")
@@ -159,7 +153,6 @@ def test_ignore_reaches_every_session_and_offline_messages(server: Server) -> No
     b2 = online(server, "bob")
     b1.run("ignore alice")
     a = online(server, "alice")
-    a.output()
     assert a.run("write bob tel/1 hi").startswith("write: bob has messages disabled\n")
     b1.drop()
     b2.drop()
