@@ -93,6 +93,8 @@ def test_ls_plain_long_all_and_columns(alice: Client, server: Server) -> None:
     assert alice.run("ls -la").startswith("drwx")
     assert alice.run("ls nope").startswith("ls: cannot access 'nope': No such file or directory\n")
     assert alice.run("ls -z").startswith("ls: invalid option -- 'z'\nUsage: ls")
+    assert alice.run("ls --bogus").startswith("ls: unrecognized option '--bogus'\nUsage: ls")
+    assert alice.run("rm -r --x\x1b").startswith("rm: unrecognized option '--x^['\nUsage: rm")
     out = alice.run("ls a.txt dir")
     assert out.startswith("a.txt\n\ndir:\n")
 

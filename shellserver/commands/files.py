@@ -44,6 +44,8 @@ def options(ctx: Context, args: list[str], allowed: str) -> tuple[set[str], list
         i += 1
         if arg == "--":
             break
+        if arg.startswith("--"):  # no long options here; coreutils names the whole word
+            raise UsageError(f"unrecognized option '{careful(arg)}'")
         for letter in arg[1:]:
             if letter not in allowed:
                 raise UsageError(f"invalid option -- '{careful(letter)}'")
