@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Client, make_server_with, online
+from harness import Client, add_user, make_server, make_server_with, online
 
 from shellserver import people
 from shellserver.people import MAILBOX_LIMIT
@@ -200,3 +200,22 @@ def test_writing_to_someone_online_never_asks_the_store(server: Server) -> None:
     server.store.run_db = no_store  # type: ignore[method-assign]
     assert a.run("write bob hi") == "alice@testhost:~$ "
     assert "hi\nEOF\n" in b.output()
+
+
+def test_a_multi_line_offline_message_is_paced_by_the_command_bucket(tmp_path: Path) -> None:
+    """As for an online ``write``: a paste is held to the rate, not refused, and none is lost."""
+    server = make_server(tmp_path, cmd_burst=3, cmd_rate=2.0)
+    add_user(server, "alice")
+    add_user(server, "bob")
+    a = online(server, "alice")
+    a.run("write bob")  # one token
+    for n in range(6):
+        a.send(f"line {n}")
+    a.send(".")
+    assert saved_count(server, "bob") == 0  # two lines taken, the third waits for a token
+    server.clock.advance(1.5)  # type: ignore[attr-defined]
+    assert saved_count(server, "bob") == 0
+    server.clock.advance(0.5)  # type: ignore[attr-defined]
+    assert a.output().startswith("write: bob is not logged in; message saved\n")
+    text = people.saved_messages(server.store.db, "bob")[0].text
+    assert text == "\n".join(f"line {n}" for n in range(6))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-from twisted.internet.task import deferLater
-
 from shellserver import people
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.people import FULL, IGNORED, MESSAGE_LIMIT, NO_USER, SAVED, SavedMessage
@@ -58,15 +56,10 @@ async def _compose(ctx: Context) -> bytes | None:
 
     Past the size limit the rest is read and dropped, so it never runs as commands.
     """
-    me = ctx.session
     parts: list[bytes] = []
     size = 0
     async for line in ctx.typed_lines():
-        delay = me.bucket.wait(ctx.now())  # paced like the online form
-        if delay:
-            await deferLater(ctx.server.clock, delay)
-        me.bucket.take(ctx.now())
-        me.last_active = ctx.now()
+        await ctx.pace()  # paced like the online form
         if size <= MESSAGE_LIMIT:
             data = people.to_blob(line)
             parts.append(data)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, frozen
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 
 from shellserver.argsplit import CommandLine
 from shellserver.session import Session
@@ -55,6 +56,19 @@ class Context:
             if line == ".":
                 return
             yield line
+
+    async def pace(self) -> None:
+        """Take a command token for a typed line, waiting for one if need be.
+
+        Lines typed into a message are paced, not refused: a paste reaches the
+        other terminal complete, no faster than commands would.
+        """
+        me = self.session
+        delay = me.bucket.wait(self.now())
+        if delay:
+            await deferLater(self.server.clock, delay)
+        me.bucket.take(self.now())
+        me.last_active = self.now()
 
     def drain(self) -> Deferred[None]:
         """Fires when the session's own output has room again.
