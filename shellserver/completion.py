@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from shellserver.session import Session
 
 #: Commands whose first argument is a user online now.
-USER_COMMANDS = frozenset({"write", "finger", "kick"})
+USER_COMMANDS = frozenset({"write", "finger", "kick", "ignore", "unignore"})
 #: Commands whose arguments are files in the home.
 FILE_COMMANDS = frozenset(
     {"ls", "cd", "cat", "mkdir", "rmdir", "rm", "touch", "mv", "cp", "echo", "more", "less"}
