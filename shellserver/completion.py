@@ -32,7 +32,7 @@ class CompletionServices(Protocol):
 
 
 #: Commands whose first argument is a user online now.
-USER_COMMANDS = frozenset({"write", "finger", "kick"})
+USER_COMMANDS = frozenset({"write", "finger", "kick", "ignore", "unignore"})
 #: Commands whose arguments are files in the home.
 FILE_COMMANDS = frozenset(
     {"ls", "cd", "cat", "mkdir", "rmdir", "rm", "touch", "mv", "cp", "echo", "more", "less"}

@@ -93,9 +93,19 @@ class Options(usage.Options):
             DEFAULT_DATA,
             f"Data directory (store, homes); created 0700. ${DATA_ENV} sets the default.",
         ],
-        ["control", None, None, "Admin control endpoint [default: unix:<data>/control.sock]."],
+        [
+            "control",
+            None,
+            None,
+            "Admin control endpoint [default: unix:<data>/control.sock:mode=600].",
+        ],
         ["metrics", None, None, "Prometheus text at /metrics, e.g. tcp:9323 [off]."],
-        ["hostname", None, None, "Host name shown in prompts and banners."],
+        [
+            "hostname",
+            None,
+            None,
+            "Host name shown in prompts and banners [default: the short host name].",
+        ],
         [
             "registration",
             None,

@@ -45,6 +45,28 @@ def add_user(server: Server, name: str, password: str = "password1", admin: bool
     assert not failures, failures
 
 
+def make_server_with(
+    tmp_path: Path, users: tuple[str, ...], admins: tuple[str, ...] = ("root1",)
+) -> Server:
+    """A server with these accounts, each with the password ``password1``."""
+    server = make_server(tmp_path)
+    for name in users:
+        add_user(server, name)
+    for name in admins:
+        add_user(server, name, admin=True)
+    return server
+
+
+def online(
+    server: Server, name: str, peer: str = "10.0.0.1", password: str = "password1"
+) -> Client:
+    """A client logged in as ``name``, its output so far read."""
+    c = Client(server, peer=peer)
+    assert f"{name}@testhost" in c.login(name, password)
+    c.output()
+    return c
+
+
 def hold_db_call(server: Server, call: str) -> Deferred[Any]:
     """The store's ``call`` waits for the returned Deferred; its other calls run at once."""
     pending: Deferred[Any] = Deferred()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, add_user, make_server, make_server_with, online
 
 from shellserver.adminops import broadcast_message
 from shellserver.server import Server
@@ -14,20 +14,7 @@ from shellserver.wire import encode
 
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
-    srv = make_server(tmp_path)
-    add_user(srv, "alice")
-    add_user(srv, "bob")
-    add_user(srv, "root1", admin=True)
-    return srv
-
-
-def online(
-    server: Server, name: str, peer: str = "10.0.0.1", password: str = "password1"
-) -> Client:
-    c = Client(server, peer=peer)
-    assert f"{name}@testhost" in c.login(name, password)
-    c.output()
-    return c
+    return make_server_with(tmp_path, ("alice", "bob"))
 
 
 def test_unknown_command_and_usage(server: Server) -> None:

@@ -93,6 +93,8 @@ def test_ls_plain_long_all_and_columns(alice: Client, server: Server) -> None:
     assert alice.run("ls -la").startswith("drwx")
     assert alice.run("ls nope").startswith("ls: cannot access 'nope': No such file or directory\n")
     assert alice.run("ls -z").startswith("ls: invalid option -- 'z'\nUsage: ls")
+    assert alice.run("ls --bogus").startswith("ls: unrecognized option '--bogus'\nUsage: ls")
+    assert alice.run("rm -r --x\x1b").startswith("rm: unrecognized option '--x^['\nUsage: rm")
     out = alice.run("ls a.txt dir")
     assert out.startswith("a.txt\n\ndir:\n")
 
@@ -279,6 +281,12 @@ def test_cat_writes_typed_lines_until_dot_or_eof(alice: Client, server: Server) 
     alice.send_bytes(b"\x04")  # ^D on an empty line ends it too
     assert alice.output().endswith("alice@testhost:~$ ")
     assert (home(server) / "notes").read_text() == "first line\nünïcödé ☃\nmore\n"
+    alice.run("cat >> notes")
+    alice.send("kept")
+    alice.send_bytes(b"\x03")  # ^C ends it as well, keeping what was typed
+    assert alice.output().endswith("alice@testhost:~$ ")
+    assert (home(server) / "notes").read_text().endswith("more\nkept\n")
+    (home(server) / "notes").write_text("first line\nünïcödé ☃\nmore\n")
     alice.run("cat notes notes > twice")
     assert (home(server) / "twice").read_text() == 2 * "first line\nünïcödé ☃\nmore\n"
     assert alice.run("cat twice > twice").startswith("cat: twice: input file is output file\n")

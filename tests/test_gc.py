@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, add_user, make_server, make_server_with, online
 from twisted.internet.task import Clock
 
 from shellserver.connection import Connection
@@ -48,12 +48,8 @@ def _refs(server: Server, client: Client, user: str) -> list[weakref.ref[Any]]:
 def test_a_logged_out_session_is_freed_by_reference_counting(
     tmp_path: Path, no_collector: None
 ) -> None:
-    server = make_server(tmp_path)
-    add_user(server, "alice")
-    add_user(server, "bob")
-    alice, bob = Client(server), Client(server)
-    alice.login("alice")
-    bob.login("bob")
+    server = make_server_with(tmp_path, ("alice", "bob"), admins=())
+    alice, bob = online(server, "alice"), online(server, "bob")
     alice.run("write bob hi")
     bob.run("mesg n")
     refs = _refs(server, bob, "bob")
@@ -66,12 +62,8 @@ def test_a_logged_out_session_is_freed_by_reference_counting(
 def test_a_session_lost_while_a_command_waits_is_freed_too(
     tmp_path: Path, no_collector: None
 ) -> None:
-    server = make_server(tmp_path)
-    add_user(server, "alice")
-    add_user(server, "bob")
-    alice, bob = Client(server), Client(server)
-    alice.login("alice")
-    bob.login("bob")
+    server = make_server_with(tmp_path, ("alice", "bob"), admins=())
+    alice, bob = online(server, "alice"), online(server, "bob")
     alice.send("write bob")  # reads lines until "." or the end
     refs = _refs(server, alice, "alice")
     _lose(alice)

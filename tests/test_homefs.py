@@ -201,26 +201,36 @@ def test_touch_over_quota(world: dict[str, Any]) -> None:
     home.touch(["fill"])  # existing files may still be touched
 
 
+class HeldRunner:
+    """A runner that holds each job until the test runs them, in order."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+    def __call__(self, f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append((d, f, args))
+        return d
+
+    def run_all(self) -> None:
+        while self.pending:
+            d, f, args = self.pending.pop(0)
+            d.callback(f(*args))
+
+
 def test_every_job_runs_through_the_runner_one_per_home_at_a_time(
     world: dict[str, Any],
 ) -> None:
     """Jobs of one home wait for each other; another home's jobs do not wait for them."""
-    pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
-
-    def runner(f: Any, *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        pending.append((d, f, args))
-        return d
-
+    runner = HeldRunner()
+    pending = runner.pending
     homes = Homes(world["homes"].root, 10**7, runner)
     alice, bob = homes.home("alice"), homes.home("bob")
     done: list[Any] = []
     for h, parts in ((alice, ["a"]), (alice, ["b"]), (bob, ["c"])):
         Deferred.fromCoroutine(h.run(Tree.touch, parts)).addBoth(done.append)
     assert [args[0].user for _, _, args in pending] == ["alice", "bob"]  # alice's second waits
-    while pending:
-        d, f, args = pending.pop(0)
-        d.callback(f(*args))
+    runner.run_all()
     assert done == [None, None, None]
     assert sorted(os.listdir(world["alice"])) >= ["a", "b"]
     assert alice.tree.used().entries == 9
@@ -228,22 +238,15 @@ def test_every_job_runs_through_the_runner_one_per_home_at_a_time(
 
 def test_a_new_quota_keeps_the_home_behind_the_same_queue(world: dict[str, Any]) -> None:
     """A job queued before the quota changed and one after still run one at a time."""
-    pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
-
-    def runner(f: Any, *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        pending.append((d, f, args))
-        return d
-
+    runner = HeldRunner()
+    pending = runner.pending
     homes = Homes(world["homes"].root, 10**7, runner)
     Deferred.fromCoroutine(homes.home("alice").run(Tree.touch, ["a"]))
     homes.quota = 2 * 10**7
     after = homes.home("alice")
     Deferred.fromCoroutine(after.run(Tree.touch, ["b"]))
     assert len(pending) == 1  # the second waits for the first
-    while pending:
-        d, f, args = pending.pop(0)
-        d.callback(f(*args))
+    runner.run_all()
     assert after.tree.quota == 2 * 10**7 and after.tree.used().entries == 9
 
 

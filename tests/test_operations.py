@@ -52,6 +52,17 @@ def register(port: int, name: str, rcvbuf: int = 0) -> RawClient:
     return c
 
 
+def fail_login(port: int, name: str) -> None:
+    """One failed login for ``name``, on a connection of its own."""
+    bad = RawClient(port)
+    bad.expect("login: ")
+    bad.send_line(name)
+    bad.expect("Password: ")
+    bad.send_line("not her password")
+    bad.expect("Login incorrect")
+    bad.close()
+
+
 def test_metrics_move_with_sessions_failed_logins_and_dropped_messages(tmp_path: Path) -> None:
     srv = RealServer(
         tmp_path, "--metrics", "tcp:0:interface=127.0.0.1", "--cmd-rate", "0", "--max-output", "4K"
@@ -64,13 +75,7 @@ def test_metrics_move_with_sessions_failed_logins_and_dropped_messages(tmp_path:
 
         alice = register(srv.port, "alice")
         bob = register(srv.port, "bob", rcvbuf=4096)  # bob will never read again
-        bad = RawClient(srv.port)
-        bad.expect("login: ")
-        bad.send_line("alice")
-        bad.expect("Password: ")
-        bad.send_line("not her password")
-        bad.expect("Login incorrect")
-        bad.close()
+        fail_login(srv.port, "alice")
         admin = login(srv.port, "admin", srv.admin_password())
 
         now = scrape(srv.metrics_port)
@@ -110,13 +115,7 @@ def test_twist_json_log_carries_each_events_fields(tmp_path: Path) -> None:
     srv = RealServer(tmp_path, runner="twist-json").start()
     try:
         alice = register(srv.port, "alice")
-        bad = RawClient(srv.port)
-        bad.expect("login: ")
-        bad.send_line("alice")
-        bad.expect("Password: ")
-        bad.send_line("not her password")
-        bad.expect("Login incorrect")
-        bad.close()
+        fail_login(srv.port, "alice")
         bob = register(srv.port, "bob")
         admin = login(srv.port, "admin", srv.admin_password())
         admin.send_line("wall tea is ready")

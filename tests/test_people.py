@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, add_user, make_server, make_server_with, online
 
 from shellserver import people
 from shellserver.people import MAILBOX_LIMIT
@@ -14,18 +14,7 @@ from shellserver.server import Server
 
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
-    srv = make_server(tmp_path)
-    for name in ("alice", "bob", "carol"):
-        add_user(srv, name)
-    add_user(srv, "root1", admin=True)
-    return srv
-
-
-def online(server: Server, name: str) -> Client:
-    c = Client(server)
-    out = c.login(name, "password1")
-    assert f"{name}@testhost" in out, out
-    return c
+    return make_server_with(tmp_path, ("alice", "bob", "carol"))
 
 
 def saved_count(server: Server, name: str) -> int:
@@ -34,7 +23,6 @@ def saved_count(server: Server, name: str) -> int:
 
 def test_write_to_an_offline_user_saves_it_and_login_counts_it(server: Server) -> None:
     a = online(server, "alice")
-    a.output()
     assert a.run("write bob hello bob") == (
         "write: bob is not logged in; message saved\nalice@testhost:~$ "
     )
@@ -59,7 +47,6 @@ def test_no_notice_without_new_messages(server: Server) -> None:
 
 def test_unknown_and_bad_names_are_just_not_logged_in(server: Server) -> None:
     a = online(server, "alice")
-    a.output()
     assert a.run("write nosuch hi").startswith("write: nosuch is not logged in\n")
     assert a.run("write B\x1bX hi").startswith("write: B^[X is not logged in\n")
     assert a.run("write nosuch").startswith("write: nosuch is not logged in\n")
@@ -72,7 +59,6 @@ def test_multi_line_write_to_an_offline_user(server: Server) -> None:
     a.send("line \x1b two")
     assert a.run(".").startswith("write: bob is not logged in; message saved\n")
     b = online(server, "bob")
-    b.output()
     out = b.run("messages read 1")
     assert out.startswith("Message 1 from alice at ")
     assert ":\nline one\nline ^[ two\nbob@testhost:~$ " in out
@@ -80,7 +66,6 @@ def test_multi_line_write_to_an_offline_user(server: Server) -> None:
 
 def test_caps_per_message_and_per_recipient(server: Server) -> None:
     a = online(server, "alice")
-    a.output()
     # One line fits (lines are at most 4096 bytes); several may not.
     a.run("write bob")
     for _ in range(5):
@@ -101,7 +86,6 @@ def test_messages_list_read_rm(server: Server) -> None:
     c = online(server, "carol")
     c.run("write bob " + "z" * 200)
     b = online(server, "bob")
-    b.output()
     lines = b.run("messages").splitlines()
     assert lines[0].startswith("1  alice  ") and lines[0].endswith("  first ^[[31m message")
     assert lines[1].startswith("2  carol  ") and lines[1].endswith("z…")
@@ -121,7 +105,6 @@ def test_messages_list_read_rm(server: Server) -> None:
 
 def test_ignore_commands_and_lists(server: Server) -> None:
     b = online(server, "bob")
-    b.output()
     assert b.run("ignore").startswith("You are not ignoring anyone.\n")
     assert b.run("ignore alice").startswith("Ignoring alice.\n")
     assert b.run("ignore alice").startswith("ignore: you are already ignoring alice\n")
@@ -170,7 +153,6 @@ def test_ignore_reaches_every_session_and_offline_messages(server: Server) -> No
     b2 = online(server, "bob")
     b1.run("ignore alice")
     a = online(server, "alice")
-    a.output()
     assert a.run("write bob tel/1 hi").startswith("write: bob has messages disabled\n")
     b1.drop()
     b2.drop()
@@ -218,3 +200,22 @@ def test_writing_to_someone_online_never_asks_the_store(server: Server) -> None:
     server.store.run_db = no_store  # type: ignore[method-assign]
     assert a.run("write bob hi") == "alice@testhost:~$ "
     assert "hi\nEOF\n" in b.output()
+
+
+def test_a_multi_line_offline_message_is_paced_by_the_command_bucket(tmp_path: Path) -> None:
+    """As for an online ``write``: a paste is held to the rate, not refused, and none is lost."""
+    server = make_server(tmp_path, cmd_burst=3, cmd_rate=2.0)
+    add_user(server, "alice")
+    add_user(server, "bob")
+    a = online(server, "alice")
+    a.run("write bob")  # one token
+    for n in range(6):
+        a.send(f"line {n}")
+    a.send(".")
+    assert saved_count(server, "bob") == 0  # two lines taken, the third waits for a token
+    server.clock.advance(1.5)  # type: ignore[attr-defined]
+    assert saved_count(server, "bob") == 0
+    server.clock.advance(0.5)  # type: ignore[attr-defined]
+    assert a.output().startswith("write: bob is not logged in; message saved\n")
+    text = people.saved_messages(server.store.db, "bob")[0].text
+    assert text == "\n".join(f"line {n}" for n in range(6))

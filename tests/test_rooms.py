@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import make_server_with, online
 
 from shellserver import rooms
 from shellserver.hub import Hub, Message
@@ -15,18 +15,7 @@ from shellserver.server import Server
 
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
-    srv = make_server(tmp_path)
-    for name in ("alice", "bob", "carol"):
-        add_user(srv, name)
-    add_user(srv, "root1", admin=True)
-    return srv
-
-
-def online(server: Server, name: str) -> Client:
-    c = Client(server)
-    assert f"{name}@testhost" in c.login(name, "password1")
-    c.output()
-    return c
+    return make_server_with(tmp_path, ("alice", "bob", "carol"))
 
 
 # -- the table -----------------------------------------------------------------------------

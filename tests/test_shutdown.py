@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, make_server_with, online
 
 from shellserver.server import Server
 from shellserver.shutdown import CADENCE, Shutdown, parse_when
@@ -13,23 +13,13 @@ from shellserver.shutdown import CADENCE, Shutdown, parse_when
 
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
-    srv = make_server(tmp_path)
-    add_user(srv, "alice")
-    add_user(srv, "root1", admin=True)
-    return srv
+    return make_server_with(tmp_path, ("alice",))
 
 
 def stopper(server: Server) -> list[str]:
     stops: list[str] = []
     server.shutdown = Shutdown(server, lambda: stops.append("stop"))
     return stops
-
-
-def online(server: Server, name: str) -> Client:
-    c = Client(server)
-    c.login(name)
-    c.output()
-    return c
 
 
 def warnings_in(text: str) -> list[int]:

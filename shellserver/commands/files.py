@@ -21,7 +21,6 @@ from shellserver.files.sandbox import MAX_ENTRIES
 from shellserver.files.tree import Tree
 from shellserver.homefs import FsError, Home
 from shellserver.sanitize import careful, careful_lines
-from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 #: Output goes to the session in pieces this big, each after the last has drained.
 CHUNK = 16 * 1024
@@ -45,6 +44,8 @@ def options(ctx: Context, args: list[str], allowed: str) -> tuple[set[str], list
         i += 1
         if arg == "--":
             break
+        if arg.startswith("--"):  # no long options here; coreutils names the whole word
+            raise UsageError(f"unrecognized option '{careful(arg)}'")
         for letter in arg[1:]:
             if letter not in allowed:
                 raise UsageError(f"invalid option -- '{careful(letter)}'")
@@ -305,13 +306,7 @@ async def _cat_typed(ctx: Context, home: Home, target: str, append: bool) -> Non
     buffered: list[bytes] = []
     size = 0
     failed: FsError | None = None
-    while True:
-        try:
-            line = await ctx.read_line()
-        except (EndOfInput, Interrupted, Disconnected):
-            break
-        if line == ".":
-            break
+    async for line in ctx.typed_lines():
         if failed is not None:
             continue  # keep reading to the end, so typed text never runs as commands
         data = (line + "\n").encode("utf-8", "surrogateescape")

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import re
 
-from twisted.internet.task import deferLater
-
 from shellserver import people
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.people import FULL, IGNORED, MESSAGE_LIMIT, NO_USER, SAVED, SavedMessage
 from shellserver.sanitize import careful, careful_lines
-from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 from shellserver.timefmt import format_login_time
 from shellserver.wrap import char_width, display_width
 
@@ -59,21 +56,10 @@ async def _compose(ctx: Context) -> bytes | None:
 
     Past the size limit the rest is read and dropped, so it never runs as commands.
     """
-    me = ctx.session
     parts: list[bytes] = []
     size = 0
-    while True:
-        try:
-            line = await ctx.read_line()
-        except (EndOfInput, Interrupted, Disconnected):
-            break
-        if line == ".":
-            break
-        delay = me.bucket.wait(ctx.now())  # paced like the online form
-        if delay:
-            await deferLater(ctx.server.clock, delay)
-        me.bucket.take(ctx.now())
-        me.last_active = ctx.now()
+    async for line in ctx.typed_lines():
+        await ctx.pace()  # paced like the online form
         if size <= MESSAGE_LIMIT:
             data = people.to_blob(line)
             parts.append(data)

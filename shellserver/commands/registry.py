@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define, frozen
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 
 from shellserver.adminops import AdminServices
 from shellserver.argsplit import CommandLine
 from shellserver.session import Session
+from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 if TYPE_CHECKING:
     from shellserver.shutdown import Shutdown
@@ -55,6 +57,35 @@ class Context:
         d = self.session.terminal.read_line(prompt, hidden)
         d.addCallback(self._active)
         return d
+
+    async def typed_lines(self) -> AsyncIterator[str]:
+        """The lines a user types into a command (``cat > FILE``, ``write``, an
+        offline message): until a line with ``.`` alone, ^D, ^C or a hang-up.
+
+        All four end the text the same way, keeping what was typed, as a
+        terminal that hangs up under ``cat`` or ``write`` has already sent it.
+        """
+        while True:
+            try:
+                line = await self.read_line()
+            except (EndOfInput, Interrupted, Disconnected):
+                return
+            if line == ".":
+                return
+            yield line
+
+    async def pace(self) -> None:
+        """Take a command token for a typed line, waiting for one if need be.
+
+        Lines typed into a message are paced, not refused: a paste reaches the
+        other terminal complete, no faster than commands would.
+        """
+        me = self.session
+        delay = me.bucket.wait(self.now())
+        if delay:
+            await deferLater(self.server.clock, delay)
+        me.bucket.take(self.now())
+        me.last_active = self.now()
 
     def drain(self) -> Deferred[None]:
         """Fires when the session's own output has room again.
