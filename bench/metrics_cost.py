@@ -36,8 +36,8 @@ from shellserver.commands import REGISTRY
 from shellserver.config import Config
 from shellserver.passwords import hash_password
 from shellserver.server import Server
-from shellserver.telnet import TelnetProtocol
 from shellserver.threads import inline_runner
+from shellserver.wires.telnet import TelnetProtocol
 
 TARGET = 0.02
 PASSWORD = "benchmark"

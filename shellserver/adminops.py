@@ -8,15 +8,34 @@ told and logged out.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from shellserver.accounts import Account
-from shellserver.hub import Message
+from twisted.internet.interfaces import IReactorTime
+
+from shellserver.accounts import Account, AccountStore
+from shellserver.config import Config
+from shellserver.homefs import Homes
+from shellserver.hub import Hub, Message
+from shellserver.metrics import Metrics
 from shellserver.sanitize import careful
 from shellserver.wrap import hard_wrap
 
-if TYPE_CHECKING:
-    from shellserver.server import Server
+
+class AdminServices(Protocol):
+    """What the admin operations use of the running server (``Server`` provides it)."""
+
+    config: Config
+    clock: IReactorTime
+    hub: Hub
+    store: AccountStore
+    metrics: Metrics
+    homes: Homes | None
+
+    def admin_action(self, who: str, where: str, action: str, **details: object) -> None: ...
+
+    async def account_created(
+        self, account: Account, by: str | None, peer: str | None
+    ) -> None: ...
 
 
 def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: str) -> Message:
@@ -31,7 +50,7 @@ def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: s
     return Message.of("\n".join([header, "", *body]) + "\n")
 
 
-async def wall(server: Server, by: str, tty: str, where: str, text: str) -> int:
+async def wall(server: AdminServices, by: str, tty: str, where: str, text: str) -> int:
     message = broadcast_message(by, server.config.hostname, tty, server.clock.seconds(), text)
     sessions = len(server.hub)
     reached = await server.hub.broadcast(message)
@@ -40,7 +59,7 @@ async def wall(server: Server, by: str, tty: str, where: str, text: str) -> int:
     return reached
 
 
-async def kick(server: Server, by: str, where: str, user: str, reason: str) -> int:
+async def kick(server: AdminServices, by: str, where: str, user: str, reason: str) -> int:
     notice = Message.of(f"You have been logged out by {careful(by)}: {careful(reason)}")
     count = await server.hub.logout_user(user, notice)
     server.admin_action(by, where, "kick", user=user, reason=reason, sessions=count)
@@ -48,7 +67,7 @@ async def kick(server: Server, by: str, where: str, user: str, reason: str) -> i
 
 
 async def add_user(
-    server: Server, by: str, where: str, name: str, password: str, role: str
+    server: AdminServices, by: str, where: str, name: str, password: str, role: str
 ) -> Account:
     """Raises UserExists."""
     account = await server.store.create_user(name, password, role)
@@ -57,13 +76,15 @@ async def add_user(
     return account
 
 
-async def set_password(server: Server, by: str, where: str, name: str, password: str) -> None:
+async def set_password(
+    server: AdminServices, by: str, where: str, name: str, password: str
+) -> None:
     """Raises NoSuchUser."""
     await server.store.set_password(name, password)
     server.admin_action(by, where, "passwd", user=name)
 
 
-async def delete_user(server: Server, by: str, where: str, name: str) -> None:
+async def delete_user(server: AdminServices, by: str, where: str, name: str) -> None:
     """Raises NoSuchUser. The user's sessions are told and ended.
 
     All or nothing (docs/files.md): the home is moved aside first, put back if
@@ -85,7 +106,7 @@ async def delete_user(server: Server, by: str, where: str, name: str) -> None:
         await homes.purge(aside)
 
 
-async def set_locked(server: Server, by: str, where: str, name: str, locked: bool) -> None:
+async def set_locked(server: AdminServices, by: str, where: str, name: str, locked: bool) -> None:
     """Raises NoSuchUser. Locking also ends the user's sessions."""
     await server.store.set_locked(name, locked)
     if locked:

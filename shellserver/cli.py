@@ -43,10 +43,11 @@ from shellserver.passwords import MAX_COST, MIN_COST, hash_password
 from shellserver.shutdown import parse_when
 from shellserver.threads import inline_runner
 from shellserver.timefmt import format_idle, format_uptime
+from shellserver.wires.ssh import authkeys
 from shellserver.words import counted
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
-OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel", "backup"})
+OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel", "addkey", "backup"})
 DEFAULT_COST = 14
 
 
@@ -91,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--password-stdin", action="store_true")
     s = sub.add_parser("userdel", help="delete an account (its sessions are logged out)")
     s.add_argument("name")
+    s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
+    s.add_argument("name", metavar="USER")
     s = sub.add_parser("backup", help="copy the store to FILE (SQLite online backup)")
     s.add_argument("file", help="written by the server while it runs: a path it may write")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -117,6 +120,16 @@ def read_password(args: argparse.Namespace) -> str:
     if problem is not None:
         raise refuse(problem)
     return password
+
+
+def read_key() -> bytes:
+    """The public key line on standard input (``shellserver addkey USER < key.pub``)."""
+    if sys.stdin.isatty():
+        raise Failed(USAGE, "give the public key on standard input: addkey USER < key.pub")
+    data = sys.stdin.buffer.read(authkeys.MAX_KEY_LINE + 1)
+    if len(data) > authkeys.MAX_KEY_LINE:
+        raise refuse("standard input is larger than 16 KiB; expected one public key line")
+    return data
 
 
 def read_newusers(cost: int) -> list[tuple[str, str, str | None]]:
@@ -184,6 +197,7 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         return backup_offline(args, datadir)
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
     entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
+    key = read_key() if args.command == "addkey" else b""
     datadir.create()
     try:
         datadir.lock()
@@ -197,7 +211,10 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         aside = homes.set_aside_now(args.name) if args.command == "userdel" else None
         try:
             try:
-                result = _offline_change(args, db, password, entries)
+                if args.command == "addkey":
+                    result = _offline_addkey(args.name, db, datadir, key)
+                else:
+                    result = _offline_change(args, db, password, entries)
             except BaseException:
                 homes.restore_now(args.name, aside)
                 raise
@@ -216,6 +233,20 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         return result
     finally:
         datadir.unlock()
+
+
+def _offline_addkey(name: str, db: AccountDB, datadir: DataDir, key: bytes) -> str:
+    if db.get(name) is None:
+        raise refuse(f"user '{name}' does not exist")
+    try:
+        fingerprint = authkeys.add_key(datadir.home_root, name, key)
+    except authkeys.AddKeyRefused as e:
+        raise refuse(str(e)) from None
+    return added_text(name, fingerprint)
+
+
+def added_text(name: str, fingerprint: str) -> str:
+    return f"added key {fingerprint} to {name}'s ~/.ssh/authorized_keys"
 
 
 def _offline_change(
@@ -259,8 +290,12 @@ async def connect(reactor: Any, endpoint: str) -> amp.AMP:
 async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> str:
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
     entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
+    key = read_key() if args.command == "addkey" else b""
     conn = await connect(reactor, endpoint)
     try:
+        if args.command == "addkey":
+            r = await conn.callRemote(control.AddKey, name=args.name, key=key)
+            return added_text(args.name, r["fingerprint"])
         return await _online(conn, args, password, entries)
     except (control.BadRequest, control.NoShutdown, BackupError) as e:
         raise refuse(str(e)) from None
@@ -349,6 +384,8 @@ def status_text(r: dict[str, Any]) -> str:
     if r.get("shutdown_at") is not None:
         stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
         text += f"\nshutdown scheduled for {stamp}"
+    for line in r.get("ssh_keys") or ():
+        text += f"\nSSH host key {line}"
     return text
 
 
@@ -370,6 +407,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.command == "useradd":
         # Reserved names are for the system (the initial admin is made by the server itself).
         problem = username_problem(args.name, registering=True)
+        if problem is not None:
+            raise refuse(problem)
+    if args.command == "addkey":
+        problem = username_problem(args.name)
         if problem is not None:
             raise refuse(problem)
     if args.command == "backup":

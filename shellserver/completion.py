@@ -11,14 +11,25 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from shellserver.files.sandbox import FsError
 from shellserver.files.tree import Tree
 
 if TYPE_CHECKING:
-    from shellserver.server import Server
+    from shellserver.commands.registry import Registry
+    from shellserver.homefs import Homes
+    from shellserver.hub import Hub
     from shellserver.session import Session
+
+
+class CompletionServices(Protocol):
+    """What Tab completion reads (``Server`` provides it)."""
+
+    registry: Registry
+    hub: Hub
+    homes: Homes | None
+
 
 #: Commands whose first argument is a user online now.
 USER_COMMANDS = frozenset({"write", "finger", "kick", "ignore", "unignore"})
@@ -37,7 +48,9 @@ def escape(name: str) -> str:
     return _SPECIAL.sub(r"\\\1", name)
 
 
-async def complete(server: Server, session: Session, before: str) -> tuple[int, list[str]]:
+async def complete(
+    server: CompletionServices, session: Session, before: str
+) -> tuple[int, list[str]]:
     start = before.rfind(" ") + 1
     while start > 1 and before[start - 2] == "\\":  # an escaped space is part of the word
         start = before.rfind(" ", 0, start - 2) + 1

@@ -43,6 +43,8 @@ class Config:
 
     data: str = field(factory=default_data)
     telnet: tuple[str, ...] = ("tcp:2323",)
+    #: ``--ssh`` listeners (§9); none unless given.
+    ssh: tuple[str, ...] = ()
     control: str | None = None
     #: ``--web``: the browser terminal's listeners (SPEC §10); empty = off.
     web: tuple[str, ...] = ()

@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from shellserver import people
+from shellserver import sessionstart
 from shellserver.accounts import UNAVAILABLE, Account
-from shellserver.hub import Message
-from shellserver.login import UNAVAILABLE_TEXT, login_dialogue
-from shellserver.sanitize import careful
+from shellserver.admission import Admission
+from shellserver.login import UNAVAILABLE_TEXT, LoginServices, login_dialogue
 from shellserver.session import Session
-from shellserver.shell import Shell
+from shellserver.sessionstart import SessionServices
 from shellserver.terminal import Disconnected, EndOfInput, IWire, Terminal
-from shellserver.throttle import TokenBucket
-from shellserver.timefmt import format_login_time
 
-if TYPE_CHECKING:
-    from shellserver.server import Server
+
+class ConnectionServices(SessionServices, LoginServices, Protocol):
+    """What an in-band login connection uses of the running server (``Server``)."""
+
+    admission: Admission
+    #: Connections waiting to log in, oldest first, with the time they started waiting.
+    waiting: dict[Connection, float]
+
 
 log = Logger()
 
 
 class Connection:
-    def __init__(self, server: Server, wire: IWire) -> None:
+    def __init__(self, server: ConnectionServices, wire: IWire) -> None:
         self.server = server
         self.wire = wire
         self.terminal = Terminal(wire, server.redraws)
@@ -97,86 +100,19 @@ class Connection:
 
     async def _begin(self, account: Account) -> bool:
         """Attach a session; False when the login is refused after all."""
-        server, term, name = self.server, self.terminal, account.name
-        refusal = server.login_refusal(account)
-        if refusal:
-            term.write(refusal + "\n")
-            return False
-        if not await self._make_room(name):
-            return False
-        previous = await server.store.last_login(name)
-        new_messages = await people.session_starting(server, name)
-        if not term.connected:  # gone while the store answered: allocate nothing
-            return False
-        now = server.clock.seconds()
-        session = Session(
-            id=server.next_id(),
-            user=name,
-            role=account.role,
-            tty=server.hub.allocate_tty(self.wire.kind),
-            peer=self.wire.peer,
-            term=self.wire.term,
-            login_time=now,
-            terminal=term,
-            last_active=now,
-            bucket=TokenBucket(server.config.cmd_rate, server.config.cmd_burst),
+        session = await sessionstart.begin(
+            self.server, account, self.terminal, self.wire, still_wanted=self._logging_in
         )
         self.session = session
-        await server.hub.attach(session)
-        try:
-            session.login_record = await server.store.record_login(
-                name, session.tty, session.peer, now
-            )
-        except BaseException:
-            self.session = None
-            await server.hub.detach(session)
-            raise
-        if not term.connected or not self._admitted:
-            # Gone, or timed out, while the login was recorded: close the record too.
-            self._record_logout(session)
+        return session is not None
+
+    def _logging_in(self) -> bool:
+        """The session is recorded: unless timed out meanwhile, no longer waiting to log in."""
+        if not self._admitted:
             return False
         self._cancel_timer()
-        server.admission.logged_in(self.wire.peer)
+        self.server.admission.logged_in(self.wire.peer)
         self._logged_in = True
-        log.info(
-            "{user} logged in on {tty} from {peer}",
-            event="login",
-            user=name,
-            role=account.role,
-            tty=session.tty,
-            peer=session.peer,
-            wire=self.wire.kind,
-        )
-        term.write(server.motd())
-        if previous is None:
-            term.write("This is your first login.\n")
-        else:
-            when = format_login_time(previous.login)
-            term.write(f"Last login: {when} from {careful(previous.peer)}\n")
-        term.write(server.login_notice())
-        term.write(new_messages)
-        shell = Shell(server, session)
-        term.on_eof = shell.logout
-        term.set_handler(shell.line, shell.prompt, shell.complete)
-        return True
-
-    async def _make_room(self, name: str) -> bool:
-        """Apply ``--max-sessions``/``--on-max``: refuse, or end the oldest sessions."""
-        limit = self.server.config.max_sessions
-        if not limit:
-            return True
-        mine = await self.server.hub.sessions_of(name)
-        if len(mine) < limit:
-            return True
-        if self.server.config.on_max == "refuse":
-            self.terminal.write(
-                f"Too many sessions for {name} (limit {limit}); log out elsewhere first.\n"
-            )
-            return False
-        notice = Message.of(f"\nSession replaced by a new login from {careful(self.wire.peer)}.")
-        for old in mine[: len(mine) - limit + 1]:
-            await self.server.hub.end_session(old, notice)
-            await self.server.hub.detach(old)
         return True
 
     def _timed_out(self, grace: float) -> None:
@@ -197,31 +133,13 @@ class Connection:
         self._cancel_timer()
         session, self.session = self.session, None
         self._release()
-        if session is None:
-            return
-        d = self.server.hub.detach(session)
-        d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
-        ended = Deferred.fromCoroutine(people.session_ended(self.server, session))
-        ended.addErrback(lambda f: log.failure("ending {tty} failed", f, tty=session.tty))
-        self._record_logout(session)
-        log.info(
-            "{user} logged out from {tty}",
-            event="logout",
-            user=session.user,
-            tty=session.tty,
-            peer=session.peer,
-            wire=self.wire.kind,
-        )
+        if session is not None:
+            sessionstart.end(self.server, session, self.wire)
 
     def _release(self) -> None:
         if self._admitted:
             self._admitted = False
             self.server.admission.gone(self.wire.peer, logged_in=self._logged_in)
-
-    def _record_logout(self, session: Session) -> None:
-        if session.login_record is not None:
-            d = self.server.store.record_logout(session.login_record, self.server.clock.seconds())
-            d.addErrback(lambda f: log.failure("recording logout failed", f))
 
     def _crashed(self, failure: Failure) -> None:
         log.failure("connection handler failed", failure)

@@ -29,9 +29,11 @@ from shellserver.accounts import (
     username_problem,
 )
 from shellserver.backup import BackupError, backup_store
+from shellserver.wires.ssh.authkeys import AddKeyRefused
 
 if TYPE_CHECKING:
     from shellserver.server import Server
+    from shellserver.wires.ssh.setup import SSHControl
 
 #: AMP values are at most 65,535 bytes; larger answers and uploads go in pages of this size.
 PAGE = 60_000
@@ -63,6 +65,7 @@ class Status(amp.Command):
         (b"users", amp.Integer()),
         (b"hostname", amp.Unicode()),
         (b"shutdown_at", amp.Float(optional=True)),
+        (b"ssh_keys", amp.ListOf(amp.Unicode(), optional=True)),
     ]
 
 
@@ -109,6 +112,14 @@ class Passwd(amp.Command):
 class UserDel(amp.Command):
     arguments = [(b"name", amp.Unicode())]
     response = []
+    errors = _ERRORS
+
+
+class AddKey(amp.Command):
+    """Append one public key line to USER's ~/.ssh/authorized_keys; answers its fingerprint."""
+
+    arguments = [(b"name", amp.Unicode()), (b"key", amp.String())]
+    response = [(b"fingerprint", amp.Unicode())]
     errors = _ERRORS
 
 
@@ -161,9 +172,10 @@ def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
 
 
 class ControlProtocol(amp.AMP):
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, ssh: SSHControl | None = None) -> None:
         super().__init__()
         self.server = server
+        self.ssh = ssh
         self._who = b""
         self._batch: list[bytes] = []
 
@@ -212,6 +224,8 @@ class ControlProtocol(amp.AMP):
         }
         if shutdown is not None and shutdown.at is not None:
             result["shutdown_at"] = shutdown.at
+        if self.ssh is not None and self.ssh.fingerprints:
+            result["ssh_keys"] = list(self.ssh.fingerprints)
         return result
 
     @Wall.responder
@@ -270,6 +284,20 @@ class ControlProtocol(amp.AMP):
         await adminops.delete_user(self.server, who, where, name)
         return {}
 
+    @AddKey.responder
+    async def addkey(self, name: str, key: bytes) -> dict[str, Any]:
+        if self.ssh is None:
+            raise BadRequest("this server cannot add keys")
+        if await self.server.store.get(name) is None:
+            raise NoSuchUser(name)
+        who, where = self._caller()
+        try:
+            fingerprint: str = await self.ssh.add_key(name, key)
+        except AddKeyRefused as e:
+            raise BadRequest(str(e)) from None
+        self.server.admin_action(who, where, "addkey", user=name, key=fingerprint)
+        return {"fingerprint": fingerprint}
+
     @Backup.responder
     async def backup(self, path: str, force: bool) -> dict[str, Any]:
         if not os.path.isabs(path):
@@ -321,10 +349,11 @@ class ControlProtocol(amp.AMP):
 class ControlFactory(Factory):
     noisy = False
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, ssh: SSHControl | None = None) -> None:
         self.server = server
+        self.ssh = ssh
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:
-        protocol = ControlProtocol(self.server)
+        protocol = ControlProtocol(self.server, self.ssh)
         protocol.factory = self
         return protocol

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -24,7 +24,34 @@ from shellserver.terminal import Interrupted, Terminal
 log = Logger()
 
 if TYPE_CHECKING:
-    from shellserver.server import Server
+    from twisted.cred.portal import Portal
+    from twisted.internet.interfaces import IReactorTime
+
+    from shellserver.accounts import AccountStore
+    from shellserver.config import Config
+    from shellserver.metrics import Metrics
+    from shellserver.throttle import FailedLogins, Registrations
+
+
+class LoginServices(Protocol):
+    """What the login dialogue uses of the running server (``Server`` provides it)."""
+
+    config: Config
+    clock: IReactorTime
+    store: AccountStore
+    portal: Portal
+    failed_logins: FailedLogins
+    registrations: Registrations
+    metrics: Metrics
+
+    def banner(self) -> str: ...
+
+    def unavailable(self, error: BaseException, doing: str) -> None: ...
+
+    async def account_created(
+        self, account: Account, by: str | None, peer: str | None
+    ) -> None: ...
+
 
 MAX_TRIES = 3
 #: Characters of a typed login name kept in the log of a failed login.
@@ -37,7 +64,7 @@ TOO_MANY_REGISTRATIONS = "Too many accounts created from your address; try again
 
 
 async def login_dialogue(
-    server: Server, term: Terminal, peer: str, banner: bool = True
+    server: LoginServices, term: Terminal, peer: str, banner: bool = True
 ) -> Account | None:
     """The account that logged in, or None when the connection should close.
 
@@ -109,7 +136,7 @@ async def login_dialogue(
             return None
 
 
-def failed(server: Server, name: str, peer: str, reason: str) -> None:
+def failed(server: LoginServices, name: str, peer: str, reason: str) -> None:
     """Counted and logged; the name is what was typed, so it is cut short and made careful."""
     server.metrics.login(False)
     log.info(
@@ -121,7 +148,7 @@ def failed(server: Server, name: str, peer: str, reason: str) -> None:
     )
 
 
-async def authenticate(server: Server, name: str, password: str) -> Account:
+async def authenticate(server: LoginServices, name: str, password: str) -> Account:
     creds = UsernamePassword(
         name.encode("utf-8", "surrogateescape"), password.encode("utf-8", "surrogateescape")
     )
@@ -130,7 +157,7 @@ async def authenticate(server: Server, name: str, password: str) -> Account:
     return account
 
 
-async def register(server: Server, term: Terminal, peer: str) -> Account | None:
+async def register(server: LoginServices, term: Terminal, peer: str) -> Account | None:
     """Ask for a name and a password twice; None (back to ``login:``) on an empty name."""
     store = server.store
     while True:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -34,8 +34,14 @@ from twisted.internet.defer import Deferred
 
 from shellserver.threads import Runner
 
-if TYPE_CHECKING:
-    from shellserver.server import Server
+
+class Watched(Protocol):
+    """What the scrape reads of the running server (``Server`` provides it)."""
+
+    def session_counts(self) -> dict[tuple[str, str], int]: ...
+
+    def output_held_bytes(self) -> int: ...
+
 
 #: tty kinds (``tel/3``) to the wire names the ``wire`` label uses.
 WIRE_NAMES = {"tel": "telnet", "ssh": "ssh", "web": "web"}
@@ -136,7 +142,7 @@ class Metrics:
 
         return counted_run
 
-    def watch(self, server: Server) -> None:
+    def watch(self, server: Watched) -> None:
         """Report ``server``'s sessions and held output, read when scraped."""
         self.registry.register(ServerCollector(server))
 
@@ -169,7 +175,7 @@ class _MessageCollector:
 class ServerCollector:
     """Gauges that are sums over connections, computed per scrape instead of per event."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Watched) -> None:
         self.server = server
 
     def describe(self) -> Iterable[Metric]:

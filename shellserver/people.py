@@ -9,18 +9,25 @@ at login and kept there while the user has a session, so checking one is a dict 
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
 
 from shellserver.accounts import AccountDB, AccountStore, username_problem
-from shellserver.hub import Message
+from shellserver.hub import Hub, Message
+from shellserver.metrics import Metrics
 from shellserver.rooms import left_text
 from shellserver.session import Session
 
-if TYPE_CHECKING:
-    from shellserver.server import Server
+
+class PeopleServices(Protocol):
+    """What a login and a logout use here (``Server`` provides it)."""
+
+    store: AccountStore
+    hub: Hub
+    metrics: Metrics
+
 
 #: Saved messages kept per recipient, read or not (SPEC §11).
 MAILBOX_LIMIT = 100
@@ -183,14 +190,14 @@ def new_messages_notice(unread: int) -> str:
     return f"You have {unread} {noun}; type 'messages' to read them.\n"
 
 
-async def session_starting(server: Server, user: str) -> str:
+async def session_starting(server: PeopleServices, user: str) -> str:
     """Before the session is attached: load the ignore list into the hub; the login notice."""
     ignores, unread = await run(server.store, login_state, user)
     server.hub.set_ignores(user, ignores)
     return new_messages_notice(unread)
 
 
-async def session_ended(server: Server, session: Session) -> None:
+async def session_ended(server: PeopleServices, session: Session) -> None:
     """After the session is detached: leave its rooms (telling them), drop the ignore list when
     the user has no session left."""
     hub = server.hub

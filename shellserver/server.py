@@ -25,6 +25,7 @@ from shellserver.homefs import Homes
 from shellserver.hub import Hub
 from shellserver.metrics import Metrics
 from shellserver.sanitize import careful_lines
+from shellserver.sessionstart import Seat
 from shellserver.shutdown import Shutdown
 from shellserver.terminal import IWire, Redraws, Terminal
 from shellserver.throttle import FailedLogins, LogLimit, Registrations
@@ -43,7 +44,8 @@ class Server:
     started: float = 0.0
     failed_logins: FailedLogins = field(factory=FailedLogins)
     portal: Portal = field()
-    connections: set[Connection] = field(factory=set)
+    #: Every live connection with a terminal (telnet's from connect, SSH's per session channel).
+    connections: set[Seat] = field(factory=set)
     #: Connections waiting to log in, oldest first, with their deadline (login grace).
     waiting: dict[Connection, float] = field(factory=dict)
     admission: Admission = field()

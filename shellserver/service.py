@@ -29,7 +29,6 @@ from shellserver.admission import FD_HEADROOM, Admission, connection_limit, rais
 from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
-from shellserver.factory import TelnetFactory
 from shellserver.gcpolicy import GCPolicy
 from shellserver.homefs import Homes
 from shellserver.idle import IdleWatch
@@ -39,6 +38,9 @@ from shellserver.metricspage import metrics_site
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
 from shellserver.threads import WorkerPool, make_pool, pool_runner
+from shellserver.wires.ssh import session as ssh_session
+from shellserver.wires.ssh import setup as ssh_setup
+from shellserver.wires.telnet import TelnetFactory
 from shellserver.wires.webpage import web_site
 
 log = Logger()
@@ -113,6 +115,9 @@ class ShellService(Service):
         telnet = _Pending("TelnetFactory")
         for description in cfg.telnet:
             self.ports.append(self._listen(description, telnet, "telnet"))
+        ssh = _Pending("SSHFactory")
+        for description in cfg.ssh:
+            self.ports.append(self._listen(description, ssh, "ssh"))
         if cfg.web:
             # Nothing is accepted before the reactor runs, and the server exists by then.
             site = web_site(
@@ -163,8 +168,30 @@ class ShellService(Service):
         self.server.homes = Homes(
             self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)
         )
-        telnet.factory = TelnetFactory(self.server, self.reactor)
-        control_factory.factory = ControlFactory(self.server)
+        telnet.factory = TelnetFactory(
+            self.server.new_connection, self.reactor, cfg.max_line, cfg.max_output
+        )
+        run_io = pool_runner(self.reactor, io_pool)
+        fingerprints: tuple[str, ...] = ()
+        if cfg.ssh:
+            keys = ssh_setup.host_keys(self.datadir.path)
+            fingerprints = tuple(keys.fingerprints())
+            ssh.factory = ssh_setup.ssh_factory(
+                keys,
+                store,
+                self.datadir.home_root,
+                run_io,
+                self.reactor,
+                cfg.login_timeout,
+                self.server.admission,
+                self.server.failed_logins,
+                ssh_session.session_starter(self.server),
+            )
+            ssh.factory.metrics = self.metrics
+        ssh_control = ssh_setup.SSHControl(
+            fingerprints, ssh_setup.key_adder(self.datadir.home_root, run_io)
+        )
+        control_factory.factory = ControlFactory(self.server, ssh_control)
         if cfg.control is None:
             try:
                 self.ports.append(self._listen(control, control_factory, "control"))

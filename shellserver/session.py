@@ -10,7 +10,7 @@ from shellserver.terminal import Terminal
 from shellserver.throttle import TokenBucket
 
 if TYPE_CHECKING:
-    from shellserver.hub import Message
+    from shellserver.message import Message
 
 
 @define(eq=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -12,14 +12,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver.argsplit import SplitError, split_line
-from shellserver.commands.registry import Command, Context, UsageError
+from shellserver.commands.registry import Command, Context, Services, UsageError
 from shellserver.completion import complete
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
-
-if TYPE_CHECKING:
-    from shellserver.server import Server
 
 log = Logger()
 IDLE = "-sh"
@@ -27,8 +24,10 @@ IDLE = "-sh"
 
 @define(eq=False)
 class Shell:
-    server: Server
+    server: Services
     session: Session
+    #: The exit status of the last command line: 0 ok, 1 error or usage, 127 not found.
+    status: int = 0
     #: The prompt, made again only when the directory changes: the same string
     #: object each time also lets the wire reuse its encoding.
     _prompt_cwd: str | None = field(default=None, init=False)
@@ -50,12 +49,21 @@ class Shell:
         self.session.write("logout\n")
         self.session.disconnect()
 
+    async def run_once(self, line: str) -> int:
+        """One command line without a prompt (``ssh host CMD``); its exit status."""
+        running = self.line(line)
+        if running is not None:
+            await running
+        return self.status
+
     def line(self, line: str) -> Deferred[Any] | None:
         """One typed line; a Deferred while a command is still running."""
+        self.status = 1
         session = self.session
         now = self.server.clock.seconds()
         session.last_active = now
         if not line or line.isspace():
+            self.status = 0
             return None
         if not session.bucket.take(now):
             session.write("shellserver: too many commands; slow down and try again.\n")
@@ -66,11 +74,13 @@ class Shell:
             session.write(f"shellserver: {e}\n")
             return None
         if not parsed.words:
+            self.status = 0
             return None
         name = parsed.words[0]
         cmd = self.server.registry.get(name)
         if cmd is None:
             session.write(f"{careful(name)}: command not found\n")
+            self.status = 127
             return None
         if cmd.admin and not session.is_admin:
             session.write(f"{name}: permission denied\n")
@@ -85,6 +95,7 @@ class Shell:
             _usage(ctx, cmd, e)
             return None
         if result is None:
+            self.status = ctx.status
             return None
         # Run the coroutine by hand up to its first real wait. Awaiting an
         # already-fired Deferred (the in-memory hub's answers) does not
@@ -96,6 +107,7 @@ class Shell:
             waiting = result.send(None)
         except StopIteration:
             session.doing = IDLE
+            self.status = ctx.status
             return None
         except Exception:
             session.doing = IDLE
@@ -103,7 +115,7 @@ class Shell:
             return None
         d: Deferred[Any] = Deferred.fromCoroutine(_resume(result, waiting))
         d.addErrback(self._failed, ctx, cmd)
-        d.addBoth(self._finished)
+        d.addBoth(self._finished, ctx)
         return d
 
     def _failed(self, failure: Failure, ctx: Context, cmd: Command) -> None:
@@ -113,8 +125,9 @@ class Shell:
             log.failure("{cmd} failed for {user}", failure, cmd=cmd.name, user=ctx.session.user)
             ctx.fail("internal error")
 
-    def _finished(self, _: object) -> None:
+    def _finished(self, _: object, ctx: Context) -> None:
         self.session.doing = IDLE
+        self.status = ctx.status
 
 
 @types.coroutine
@@ -144,6 +157,7 @@ def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any
 
 
 def _usage(ctx: Context, cmd: Command, error: BaseException) -> None:
+    ctx.status = 1
     if str(error):
         ctx.fail(str(error))
     ctx.write(f"Usage: {cmd.usage}\n")

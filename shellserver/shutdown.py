@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from shellserver.adminops import broadcast_message
+from shellserver.adminops import AdminServices, broadcast_message
 from shellserver.sanitize import careful
-
-if TYPE_CHECKING:
-    from shellserver.server import Server
 
 log = Logger()
 
@@ -44,7 +40,7 @@ def parse_when(text: str) -> int | None:
 
 @define(eq=False)
 class Shutdown:
-    server: Server
+    server: AdminServices
     stop: Callable[[], None]
     at: float | None = None
     text: str = ""

@@ -174,6 +174,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["telnet"] = []
+        self["ssh"] = []
         self["web"] = []
         # Read when parsing, not at import, so --help shows the default in force.
         self["data"] = self.defaults["data"] = default_data()
@@ -200,6 +201,10 @@ class Options(usage.Options):
         """Telnet listen endpoint, e.g. tcp:2323 (repeatable) [default: tcp:2323]."""
         self["telnet"].append(_endpoint("telnet", endpoint))
 
+    def opt_ssh(self, endpoint: str) -> None:
+        """SSH listen endpoint, e.g. tcp:2222 (repeatable) [default: none]."""
+        self["ssh"].append(_endpoint("ssh", endpoint))
+
     def opt_web(self, endpoint: str) -> None:
         """Browser terminal (page and WebSocket), e.g. tcp:8080 (repeatable) [off]."""
         self["web"].append(_endpoint("web", endpoint))
@@ -216,6 +221,7 @@ class Options(usage.Options):
         self.config = Config(
             data=self["data"],
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
+            ssh=tuple(self["ssh"]),
             control=self["control"],
             web=tuple(self["web"]),
             metrics=self["metrics"],

@@ -30,7 +30,7 @@ from shellserver.keys import KeyParser
 from shellserver.screen import Screen
 
 if TYPE_CHECKING:
-    from shellserver.hub import Message
+    from shellserver.message import Message
 
 log = Logger()
 
@@ -190,6 +190,7 @@ class Terminal:
         "_handler",
         "_handler_prompt",
         "_hidden",
+        "_input_ended",
         "_looping",
         "_noted_drop",
         "_parser",
@@ -229,6 +230,9 @@ class Terminal:
         self._reprinted = False
         self._redraw_due = False
         self._waiting_drain = False
+        #: The client will send nothing more (an SSH channel's EOF): after the lines already
+        #: typed, a read ends with EndOfInput and the shell logs out.
+        self._input_ended = False
         # Character mode only (None in line mode, which costs nothing more).
         self._editor: LineEditor | None = None
         self._screen: Screen | None = None
@@ -358,6 +362,9 @@ class Terminal:
             self.write(prompt)
             d.callback(self._typeahead.popleft())
             return d
+        if self._input_ended and (hidden or not self._typeahead):
+            d.errback(EndOfInput())  # nothing more will come (a hidden read takes no typeahead)
+            return d
         self._reader = d
         if hidden:
             self._hidden = True
@@ -468,6 +475,11 @@ class Terminal:
         elif not self._busy and self.on_eof is not None:
             self._prompt = None
             self.on_eof()
+
+    def input_ended(self) -> None:
+        """No more input will come, ever (not a typed ^D): finish what was typed, then EOF."""
+        self._input_ended = True
+        self.eof_received()
 
     def interrupted(self) -> None:
         self.settle()
@@ -664,6 +676,10 @@ class Terminal:
                         self.wire.drain().addCallback(self._drained)
                     return
                 if not self._typeahead:
+                    if self._input_ended and self.on_eof is not None:
+                        self._prompt = None
+                        self.on_eof()
+                        return
                     self._noted_drop = False
                     self._show(self._handler_prompt())
                     if not self._typeahead:

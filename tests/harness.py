@@ -19,8 +19,8 @@ from shellserver.commands import REGISTRY
 from shellserver.config import Config
 from shellserver.homefs import Homes
 from shellserver.server import Server
-from shellserver.telnet import TelnetProtocol
 from shellserver.threads import inline_runner
+from shellserver.wires.telnet import TelnetProtocol
 
 COST = 4
 _IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)

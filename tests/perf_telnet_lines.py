@@ -38,7 +38,7 @@ def per_call(f: Any, n: int = 200_000) -> float:
 
 
 def main() -> None:
-    from shellserver import telnet
+    from shellserver.wires import telnet
 
     line = b"write bob hello there, how are you\r\n"
     proto = protocol(telnet)
@@ -61,12 +61,13 @@ def main() -> None:
 
     print(f"editor, a key and a backspace: {per_call(key, 50_000):.2f} us")
     if len(sys.argv) > 1:
-        src = subprocess.run(
-            ["git", "show", f"{sys.argv[1]}:shellserver/telnet.py"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+        shown = [
+            subprocess.run(
+                ["git", "show", f"{sys.argv[1]}:{where}"], capture_output=True, text=True
+            )
+            for where in ("shellserver/wires/telnet.py", "shellserver/telnet.py")  # moved
+        ]
+        src = next(r.stdout for r in shown if r.returncode == 0)
         path = Path(tempfile.mkdtemp()) / "old_telnet.py"
         path.write_text(src)
         spec = importlib.util.spec_from_file_location("old_telnet", path)

@@ -71,6 +71,11 @@ class RealServer:
         self.stop()
         raise RuntimeError("server did not start listening in time")
 
+    def listening(self, what: str) -> list[int]:
+        """The ports the ``what`` listeners (telnet, ssh, …) bound, in the order given."""
+        pattern = re.compile(rf"{what} listening on .*port=(\d+)")
+        return [int(m.group(1)) for m in pattern.finditer(self.log_text())]
+
     def admin_password(self) -> str:
         return (self.data / "initial-admin-password").read_text().strip()
 

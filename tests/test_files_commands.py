@@ -13,8 +13,8 @@ from twisted.internet.defer import Deferred
 from shellserver.accounts import NoSuchUser
 from shellserver.homefs import Home
 from shellserver.server import Server
-from shellserver.telnet import IAC, NAWS, SB, SE
 from shellserver.threads import inline_runner
+from shellserver.wires.telnet import IAC, NAWS, SB, SE
 
 
 @pytest.fixture

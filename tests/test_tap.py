@@ -23,6 +23,7 @@ def test_defaults_follow_the_spec() -> None:
     assert (cfg.idle_timeout, cfg.quota, cfg.max_output) == (3600, 10 * 1024**2, 256 * 1024)
     assert (cfg.cmd_burst, cfg.cmd_rate, cfg.hash_cost) == (40, 10.0, 14)
     assert cfg.control is None and cfg.hostname
+    assert cfg.ssh == ()
     assert cfg.metrics is None  # off unless asked for
 
 
@@ -37,8 +38,9 @@ def test_values_are_parsed() -> None:
         "--telnet", "tcp:1", "--telnet", "unix:/tmp/x.sock", "--registration", "closed",
         "--max-sessions", "2", "--on-max", "replace", "--idle-timeout", "0", "--quota", "5K",
         "--max-output", "1M", "--cmd-rate", "0.5", "--hash-cost", "4", "--hostname", "box",
-        "--max-registrations", "0",
+        "--ssh", "tcp:2222", "--ssh", "tcp6:2222", "--max-registrations", "0",
     ).config  # fmt: skip
+    assert cfg.ssh == ("tcp:2222", "tcp6:2222")
     assert cfg.telnet == ("tcp:1", "unix:/tmp/x.sock")
     assert not cfg.registration and cfg.max_sessions == 2 and cfg.on_max == "replace"
     assert (cfg.idle_timeout, cfg.quota, cfg.max_output) == (0, 5120, 1024**2)
@@ -59,6 +61,7 @@ def test_values_are_parsed() -> None:
         (["--cmd-rate", "nan"], "--cmd-rate"),
         (["--hash-cost", "0"], "--hash-cost"),
         (["--telnet", "nonsense:1"], "--telnet"),
+        (["--ssh", "tcp:notaport"], "--ssh"),
         (["--control", "tcp:notaport"], "--control"),
         (["--metrics", "http://x"], "--metrics"),
     ],

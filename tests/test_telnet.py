@@ -8,9 +8,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from shellserver import telnet
 from shellserver.hub import Message
-from shellserver.telnet import (
+from shellserver.terminal import ILineReceiver, IWire
+from shellserver.wires import telnet
+from shellserver.wires.telnet import (
     BINARY,
     DO,
     DONT,
@@ -29,7 +30,6 @@ from shellserver.telnet import (
     TelnetProtocol,
     iac,
 )
-from shellserver.terminal import ILineReceiver, IWire
 
 
 @implementer(ILineReceiver)
@@ -391,6 +391,27 @@ def test_own_output_over_the_cap_starts_the_stall_timer() -> None:
     proto.send("x" * 200)
     clock.advance(10)
     assert transport.disconnecting
+
+
+def test_reading_pauses_only_once_the_client_has_spoken() -> None:
+    """Under TLS the greeting pauses the wire before the handshake: reading must go on."""
+    proto, transport, _, _ = connect()
+    proto.pauseProducing()
+    assert transport.producerState == "producing"  # still reading (the handshake)
+    proto.resumeProducing()
+    proto.dataReceived(b"x")
+    proto.pauseProducing()
+    assert transport.producerState == "paused"  # a client that sends but does not read
+    proto.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_close_unregisters_the_producer() -> None:
+    """TLS closes only once no producer is registered."""
+    proto, transport, _, _ = connect()
+    assert transport.producer is proto
+    proto.close()
+    assert transport.producer is None and transport.disconnecting
 
 
 def test_messages_after_any_lead_and_repeated_text_are_encoded_right() -> None:

@@ -88,10 +88,12 @@ async def run(ctx: Context, job: Callable[..., list[str]], *args: Any) -> None:
     """
     home = home_of(ctx)
     try:
-        result = await home.run(jobs.spilled, job, ctx.session.cwd, ctx.name, *args)
+        result, failed = await home.run(jobs.spilled, job, ctx.session.cwd, ctx.name, *args)
     except FsError as e:
         ctx.fail(e.reason)  # the line as a whole (Argument list too long), or the home itself
         return
+    if failed:
+        ctx.status = 1
     if isinstance(result, str):
         await send(ctx, [result])
         return
@@ -145,6 +147,8 @@ async def cd(ctx: Context, args: list[str]) -> None:
         return
     if cwd is not None:
         ctx.session.cwd = cwd
+    if jobs.failed(pieces):
+        ctx.status = 1
     await send(ctx, pieces)
 
 

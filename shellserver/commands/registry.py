@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from shellserver.adminops import AdminServices
 from shellserver.argsplit import CommandLine
 from shellserver.session import Session
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 if TYPE_CHECKING:
-    from shellserver.server import Server
+    from shellserver.shutdown import Shutdown
 
 CommandResult = Coroutine[Any, Any, None] | None
 CommandFunc = Callable[["Context", list[str]], CommandResult]
@@ -24,14 +25,30 @@ class UsageError(Exception):
     """Wrong arguments: the shell prints the message, if any, then the ``Usage:`` line."""
 
 
+class Services(AdminServices, Protocol):
+    """What commands use of the running server, and nothing else (``Server`` provides it).
+
+    Defined here, so nothing under ``commands/`` depends on ``server.py``.
+    """
+
+    registry: Registry
+    shutdown: Shutdown | None
+
+    def uptime(self) -> float: ...
+
+    async def plan_of(self, name: str) -> str | None: ...
+
+
 @define(eq=False)
 class Context:
     """What a running command may use: its session, the server, the line it came from."""
 
-    server: Server
+    server: Services
     session: Session
     line: CommandLine
     name: str
+    #: The exit status (``ssh host CMD`` reports it): 1 once the command has failed.
+    status: int = 0
 
     def write(self, text: str) -> None:
         self.session.write(text)
@@ -91,7 +108,8 @@ class Context:
         return f"{self.session.tty} from {self.session.peer}"
 
     def fail(self, message: str) -> None:
-        """``name: message`` — the form Unix commands complain in."""
+        """``name: message`` — the form Unix commands complain in; the exit status is 1."""
+        self.status = 1
         self.write(f"{self.name}: {message}\n")
 
 

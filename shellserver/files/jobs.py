@@ -32,12 +32,18 @@ from shellserver.listing import columns, long_line
 from shellserver.sanitize import careful
 
 
+class Pieces(list[str]):
+    """A job's text; ``failed`` once a ``cmd: message`` line is among it (exit status 1)."""
+
+    failed = False
+
+
 @define
 class Out:
     """Text for the user, in order: output and ``cmd: message`` lines."""
 
     name: str
-    pieces: list[str] = field(factory=list)
+    pieces: list[str] = field(factory=Pieces)
 
     def write(self, text: str) -> None:
         if text:
@@ -45,6 +51,8 @@ class Out:
 
     def fail(self, message: str) -> None:
         self.pieces.append(f"{self.name}: {message}\n")
+        if isinstance(self.pieces, Pieces):
+            self.pieces.failed = True
 
     def fail_at(self, template: str, typed: str, error: FsError) -> None:
         self.fail(template.format(careful(typed)) + f": {error.reason}")
@@ -58,18 +66,25 @@ def q(typed: str) -> str:
 SPILL = 64 * 1024
 
 
-def spilled(tree: Tree, job: Callable[..., list[str]], *args: Any) -> str | int:
-    """Run ``job``; its text, or when long a descriptor of an unlinked file holding it."""
-    text = "".join(job(tree, *args))
+def failed(pieces: list[str]) -> bool:
+    """Did the job that wrote ``pieces`` report a failure?"""
+    return isinstance(pieces, Pieces) and pieces.failed
+
+
+def spilled(tree: Tree, job: Callable[..., list[str]], *args: Any) -> tuple[str | int, bool]:
+    """Run ``job``; its text, or when long a descriptor of an unlinked file holding it; and
+    whether it failed."""
+    pieces = job(tree, *args)
+    text = "".join(pieces)
     if len(text) <= SPILL:
-        return text
+        return text, failed(pieces)
     os.makedirs(tree.tmp, mode=0o700, exist_ok=True)
     with tempfile.TemporaryFile(dir=tree.tmp) as f:
         f.write(text.encode("utf-8", "surrogateescape"))
         f.flush()
         fd = os.dup(f.fileno())
     os.lseek(fd, 0, os.SEEK_SET)
-    return fd
+    return fd, failed(pieces)
 
 
 def operands(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:

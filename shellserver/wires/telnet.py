@@ -19,10 +19,11 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -112,6 +113,9 @@ class TelnetProtocol(Protocol):
         #: Has the client ever negotiated? Until it does, nothing is queued.
         self._negotiating = False
         self._closing = False
+        #: Has the client sent anything yet (under TLS: is the handshake done)?
+        self._heard = False
+        self._reads_paused = False
         #: Character mode: the client accepted WILL ECHO and WILL SGA.
         self._char = False
         #: What the terminal wants of the client's own echo (off for a hidden line).
@@ -147,13 +151,22 @@ class TelnetProtocol(Protocol):
 
     # IPushProducer: the transport tells us when the client stops reading.
     def pauseProducing(self) -> None:
+        """Hold output, and stop reading from a client that does not read.
+
+        Reading is paused only once the client has sent something: under TLS
+        the greeting, written before the handshake is done, pauses us too, and
+        not reading then would never read the handshake (the client's first
+        byte comes after it).
+        """
         self._out.pause()
-        if self.transport is not None:
+        if self.transport is not None and self._heard and not self._reads_paused:
+            self._reads_paused = True
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeProducing(self) -> None:
         self._out.resume()
-        if self.transport is not None and not self._out.paused:
+        if self.transport is not None and self._reads_paused and not self._out.paused:
+            self._reads_paused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def stopProducing(self) -> None:
@@ -205,6 +218,8 @@ class TelnetProtocol(Protocol):
         if self._out.paused:
             self.abort()
         else:
+            # TLS closes only once no producer is registered (TCP does not wait).
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
             self.transport.loseConnection()
             self._clock.callLater(10, self._close_timeout)
 
@@ -219,6 +234,7 @@ class TelnetProtocol(Protocol):
     # -- input ---------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        self._heard = True
         if self._char:
             self._parse_keys(data)
             return
@@ -525,3 +541,27 @@ class TelnetProtocol(Protocol):
         """NO, YES, WANTNO or WANTYES (a queued reversal is not shown)."""
         state = (self._us if ours else self._him).get(opt, NO)
         return _BASE.get(state, state)
+
+
+class TelnetFactory(Factory):
+    """The ``--telnet`` listener's factory: each connection's wire is handed to ``attach``,
+    which runs the in-band login dialogue (``Server.new_connection``)."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        attach: Callable[[IWire], ILineReceiver],
+        clock: IReactorTime,
+        max_line: int,
+        max_output: int,
+    ) -> None:
+        self.attach = attach
+        self.clock = clock
+        self.max_line = max_line
+        self.max_output = max_output
+
+    def buildProtocol(self, addr: Any) -> TelnetProtocol:
+        protocol = TelnetProtocol(self.attach, self.clock, self.max_line, self.max_output)
+        protocol.factory = self
+        return protocol

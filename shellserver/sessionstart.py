@@ -1,0 +1,191 @@
+"""The one way into a session for every wire, once the user is known.
+
+Telnet (and the browser) reach it after the in-band login dialogue, SSH after
+conch's authentication: both call :func:`begin` with an authenticated
+:class:`Account`, and :func:`end` when the connection goes. Admission (the
+pre-auth limits and the login timeout) and authentication stay with the
+wire, because *when* a connection stops waiting to log in differs by wire.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from shellserver import people
+from shellserver.accounts import Account
+from shellserver.commands.registry import Services
+from shellserver.hub import Message
+from shellserver.sanitize import careful
+from shellserver.session import Session
+from shellserver.shell import Shell
+from shellserver.terminal import IWire, Terminal
+from shellserver.throttle import TokenBucket
+from shellserver.timefmt import format_login_time
+
+if TYPE_CHECKING:
+    from shellserver.terminal import Redraws
+
+log = Logger()
+
+
+class Mode(enum.Enum):
+    #: A prompt, the motd and the login notices, then the shell until logout.
+    INTERACTIVE = "interactive"
+    #: One command line (``ssh host CMD``): no prompt, no greeting.
+    COMMAND = "command"
+
+
+class Seat(Protocol):
+    """A live connection as the server keeps it (``Server.connections``): for ``who``'s
+    metrics, the shutdown's close of everyone, and the output held."""
+
+    @property
+    def wire(self) -> IWire: ...
+
+    @property
+    def terminal(self) -> Terminal: ...
+
+    @property
+    def session(self) -> Session | None: ...
+
+
+class SessionServices(Services, Protocol):
+    """What starting and ending a session use of the running server (``Server`` provides it)."""
+
+    redraws: Redraws
+    connections: set[Seat]
+
+    def next_id(self) -> int: ...
+
+    def motd(self) -> str: ...
+
+    def login_refusal(self, account: Account) -> str | None: ...
+
+    def login_notice(self) -> str: ...
+
+    def unavailable(self, error: BaseException, doing: str) -> None: ...
+
+
+async def begin(
+    server: SessionServices,
+    account: Account,
+    terminal: Terminal,
+    wire: IWire,
+    mode: Mode = Mode.INTERACTIVE,
+    still_wanted: Callable[[], bool] = lambda: True,
+) -> Session | None:
+    """Attach a session for ``account`` on ``terminal``; None when the login is refused.
+
+    Applies the shutdown refusal and ``--max-sessions``/``--on-max``, records
+    the login, and (interactive) greets with the motd, last login, shutdown
+    notice and saved message count, then hands the terminal to the shell.
+    ``still_wanted`` is asked once the login is recorded (the wire may have
+    timed the connection out meanwhile); True means the wire counts it as
+    logged in from now on. Store failures propagate (the caller says
+    ``Service temporarily unavailable``).
+    """
+    name = account.name
+    refusal = server.login_refusal(account)
+    if refusal:
+        terminal.write(refusal + "\n")
+        return None
+    if not await _make_room(server, terminal, wire, name):
+        return None
+    previous = await server.store.last_login(name)
+    new_messages = await people.session_starting(server, name)
+    if not terminal.connected:  # gone while the store answered: allocate nothing
+        return None
+    now = server.clock.seconds()
+    session = Session(
+        id=server.next_id(),
+        user=name,
+        role=account.role,
+        tty=server.hub.allocate_tty(wire.kind),
+        peer=wire.peer,
+        term=wire.term,
+        login_time=now,
+        terminal=terminal,
+        last_active=now,
+        bucket=TokenBucket(server.config.cmd_rate, server.config.cmd_burst),
+    )
+    await server.hub.attach(session)
+    try:
+        session.login_record = await server.store.record_login(
+            name, session.tty, session.peer, now
+        )
+    except BaseException:
+        await server.hub.detach(session)
+        raise
+    if not terminal.connected or not still_wanted():
+        # Gone, or timed out, while the login was recorded: close the record too.
+        _record_logout(server, session)
+        await server.hub.detach(session)
+        return None
+    log.info(
+        "{user} logged in on {tty} from {peer}",
+        event="login",
+        user=name,
+        role=account.role,
+        tty=session.tty,
+        peer=session.peer,
+        wire=wire.kind,
+    )
+    if mode is Mode.INTERACTIVE:
+        terminal.write(server.motd())
+        if previous is None:
+            terminal.write("This is your first login.\n")
+        else:
+            when = format_login_time(previous.login)
+            terminal.write(f"Last login: {when} from {careful(previous.peer)}\n")
+        terminal.write(server.login_notice())
+        terminal.write(new_messages)
+        shell = Shell(server, session)
+        terminal.on_eof = shell.logout
+        terminal.set_handler(shell.line, shell.prompt, shell.complete)
+    return session
+
+
+async def _make_room(server: SessionServices, terminal: Terminal, wire: IWire, name: str) -> bool:
+    """Apply ``--max-sessions``/``--on-max``: refuse, or end the oldest sessions."""
+    limit = server.config.max_sessions
+    if not limit:
+        return True
+    mine = await server.hub.sessions_of(name)
+    if len(mine) < limit:
+        return True
+    if server.config.on_max == "refuse":
+        terminal.write(f"Too many sessions for {name} (limit {limit}); log out elsewhere first.\n")
+        return False
+    notice = Message.of(f"\nSession replaced by a new login from {careful(wire.peer)}.")
+    for old in mine[: len(mine) - limit + 1]:
+        await server.hub.end_session(old, notice)
+        await server.hub.detach(old)
+    return True
+
+
+def end(server: SessionServices, session: Session, wire: IWire) -> None:
+    """The connection of ``session`` is gone: detach it, leave its rooms, record the logout."""
+    d = server.hub.detach(session)
+    d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
+    ended = Deferred.fromCoroutine(people.session_ended(server, session))
+    ended.addErrback(lambda f: log.failure("ending {tty} failed", f, tty=session.tty))
+    _record_logout(server, session)
+    log.info(
+        "{user} logged out from {tty}",
+        event="logout",
+        user=session.user,
+        tty=session.tty,
+        peer=session.peer,
+        wire=wire.kind,
+    )
+
+
+def _record_logout(server: SessionServices, session: Session) -> None:
+    if session.login_record is not None:
+        d = server.store.record_logout(session.login_record, server.clock.seconds())
+        d.addErrback(lambda f: log.failure("recording logout failed", f))

@@ -1,0 +1,1 @@
+"""The SSH wire (``twisted.conch``): host keys, authorized_keys, the conch server side."""

@@ -1,0 +1,129 @@
+"""The server's SSH host keys: generated once into ``<data>/ssh/``, then loaded at every start.
+
+A client pins the host key at its first connection, so the keys must survive
+restarts and never be half-written: each is written to a temporary file
+(0600, created exclusively), synced, then renamed into place. A key file that
+exists but cannot be read is an error, never silently replaced (that would
+make every client's pin fail with a man-in-the-middle warning).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+from attrs import frozen
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from twisted.conch.ssh.keys import BadKeyError, Key
+from twisted.python.filepath import FilePath
+
+RSA_BITS = 3072
+#: File name and generator, in the order clients are offered them.
+KINDS: tuple[tuple[str, str], ...] = (
+    ("ssh_host_ed25519_key", "ed25519"),
+    ("ssh_host_rsa_key", "rsa"),
+)
+
+
+class HostKeyError(Exception):
+    """A host key file that exists but cannot be used; the message names the file."""
+
+
+@frozen
+class HostKeys:
+    """The private keys (``Key``), each with its public half, by SSH algorithm name."""
+
+    keys: tuple[Key, ...]
+
+    def private_keys(self) -> dict[bytes, Key]:
+        return {key.sshType(): key for key in self.keys}
+
+    def public_keys(self) -> dict[bytes, Key]:
+        return {key.sshType(): key.public() for key in self.keys}
+
+    def fingerprints(self) -> list[str]:
+        """``256 SHA256:… (ED25519)``: what ``ssh-keygen -l`` prints, so users can compare."""
+        return [describe(key) for key in self.keys]
+
+
+def fingerprint(key: Key) -> str:
+    """OpenSSH's form: ``SHA256:`` and unpadded base64."""
+    digest = hashlib.sha256(key.public().blob()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def describe(key: Key) -> str:
+    """As ``ssh-keygen -lf`` prints it (without the comment)."""
+    return f"{key.size()} {fingerprint(key)} ({key.type().upper()})"
+
+
+def _generate(kind: str) -> bytes:
+    private: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    if kind == "ed25519":
+        private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+
+
+def write_atomically(path: FilePath[str], data: bytes, mode: int = 0o600) -> None:
+    """``data`` at ``path`` completely or not at all, created with ``mode`` (never wider)."""
+    tmp = path.sibling(f".{path.basename()}.tmp")
+    if os.path.lexists(tmp.path):
+        os.unlink(tmp.path)  # left by a start that died mid-write
+    fd = os.open(tmp.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp.path, path.path)
+    dir_fd = os.open(path.parent().path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_or_create(directory: FilePath[str]) -> tuple[HostKeys, list[str]]:
+    """The host keys in ``directory`` (made 0700), generating the missing ones.
+
+    Returns the keys and the names of the files this call created.
+    """
+    os.makedirs(directory.path, mode=0o700, exist_ok=True)
+    os.chmod(directory.path, 0o700)
+    keys: list[Key] = []
+    created: list[str] = []
+    for name, kind in KINDS:
+        path = directory.child(name)
+        if not os.path.lexists(path.path):
+            write_atomically(path, _generate(kind))
+            created.append(name)
+        keys.append(_load(path))
+    return HostKeys(tuple(keys)), created
+
+
+def _load(path: FilePath[str]) -> Key:
+    if path.islink() or not path.isfile():
+        raise HostKeyError(f"the SSH host key {path.path} is not a regular file")
+    if os.stat(path.path).st_mode & 0o077:
+        raise HostKeyError(
+            f"the SSH host key {path.path} is readable by others; chmod 600 it "
+            "(and consider it leaked)"
+        )
+    try:
+        key = Key.fromFile(path.path)
+    except (BadKeyError, ValueError, OSError) as e:
+        raise HostKeyError(f"cannot load the SSH host key {path.path}: {e}") from None
+    if not key.isPublic() and key.type() in ("Ed25519", "RSA", "EC"):
+        loaded: Key = key
+        return loaded
+    raise HostKeyError(f"{path.path} is not a private ed25519, ECDSA or RSA key")

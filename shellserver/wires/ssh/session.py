@@ -1,0 +1,309 @@
+"""An SSH session channel as a wire: the same terminal, editor and shell as telnet's.
+
+With a pty the client sends raw keys: character mode, the line editor echoes
+and redraws (SPEC §8). Without one (``ssh -T``, most ``ssh host CMD``) it
+sends lines: line mode, and output keeps plain ``\\n`` so it can be piped.
+Flow control is the channel's window: conch stops the channel writing when the
+client's window is full, which pauses the same :class:`Output` telnet uses.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from attrs import define
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from shellserver import sessionstart
+from shellserver.accounts import UNAVAILABLE, Account
+from shellserver.hub import Message
+from shellserver.login import UNAVAILABLE_TEXT
+from shellserver.output import Output
+from shellserver.session import Session
+from shellserver.shell import Shell
+from shellserver.terminal import (
+    GONE,
+    Disconnected,
+    EndOfInput,
+    ILineReceiver,
+    Interrupted,
+    IWire,
+    Terminal,
+)
+from shellserver.wire import decode
+
+if TYPE_CHECKING:
+    from shellserver.sessionstart import SessionServices
+
+log = Logger()
+
+#: Window size limits (SPEC §8), as for telnet's NAWS: columns, rows.
+MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
+#: Seconds a closing channel may take to send what it holds before the connection is aborted.
+CLOSE_TIMEOUT = 10.0
+#: Exit status when the session could not start, or the command was interrupted.
+FAILED = 1
+
+
+@define
+class Request:
+    """What the client asked for before its shell or command: the wire's view of a session."""
+
+    pty: bool = False
+    term: str = "dumb"
+    cols: int = 80
+    rows: int = 24
+    #: None for a shell, else the command line of an exec request.
+    command: str | None = None
+
+
+class Channel(Protocol):
+    """What the wire uses of conch's session channel (``server.SessionChannel``)."""
+
+    conn: Any
+    wire: SSHWire | None
+
+    def write(self, data: bytes) -> None: ...
+
+    def writeSequence(self, data: Iterable[bytes]) -> None: ...
+
+    def exit(self, status: int) -> None: ...
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+@implementer(IWire)
+class SSHWire:
+    """One session channel, seen from the terminal."""
+
+    kind = "ssh"
+
+    def __init__(
+        self,
+        channel: Channel,
+        request: Request,
+        peer: str,
+        clock: IReactorTime,
+        max_line: int = 4096,
+        max_output: int = 256 * 1024,
+    ) -> None:
+        self.channel = channel
+        self.peer = peer
+        self.term = request.term
+        self.pty = request.pty
+        self.width = _clamp(request.cols, MIN_W, MAX_W)
+        self.height = _clamp(request.rows, MIN_H, MAX_H)
+        #: Sent as ``exit-status`` when the channel closes.
+        self.status = 0
+        self.receiver: ILineReceiver | None = None
+        self._clock = clock
+        self._max_line = max_line
+        # Output uses only write and writeSequence of its transport.
+        self._out = Output(channel, clock, max_output, self.abort)  # type: ignore[arg-type]
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._buf = bytearray()
+        self._discarding = False
+        self._closing = False
+        self._lost = False
+        self._timer: IDelayedCall | None = None
+        #: Message bytes are cached per encoding: CR LF with a pty, LF without.
+        self._encoding = "ssh" if self.pty else "ssh-lf"
+
+    # -- output ------------------------------------------------------------------
+
+    def _encode(self, text: str) -> bytes:
+        if self.pty:
+            text = text.replace("\n", "\r\n")
+        return text.encode("utf-8", "surrogateescape")
+
+    def send(self, text: str) -> None:
+        self._out.write(self._encode(text))
+
+    def send_message(self, lead: str, message: Message) -> bool:
+        body = message.encoded(self._encoding, self._encode)
+        return self._out.offer((self._encode(lead), body))
+
+    @property
+    def backlogged(self) -> bool:
+        return self._out.paused
+
+    @property
+    def held_bytes(self) -> int:
+        return self._out.held_bytes
+
+    def drain(self) -> Deferred[None]:
+        return self._out.drain()
+
+    def set_echo(self, on: bool) -> None:
+        """The client's terminal echoes by itself without a pty; with one the editor draws."""
+
+    def close(self) -> None:
+        """Exit status, then close the channel after pending output (a stalled client: abort)."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        if self._out.paused:
+            self.abort()
+            return
+        self.channel.exit(self.status)
+        self._timer = self._clock.callLater(CLOSE_TIMEOUT, self._close_timeout)
+
+    def _close_timeout(self) -> None:
+        self._timer = None
+        if not self._lost:
+            self.abort()
+
+    def abort(self) -> None:
+        """The client does not read: drop its whole SSH connection."""
+        conn: Any = self.channel.conn
+        transport = getattr(getattr(conn, "transport", None), "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    # -- flow control (conch calls these on the channel) ---------------------------
+
+    def pause(self) -> None:
+        self._out.pause()
+
+    def resume(self) -> None:
+        self._out.resume()
+
+    # -- input ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        receiver = self.receiver
+        if receiver is None or self._lost:
+            return
+        if self.pty:
+            text = self._utf8.decode(data)
+            if "\n" in text:  # Enter is CR from a terminal; a pasted LF is one too
+                text = text.replace("\r\n", "\r").replace("\n", "\r")
+            if text:
+                receiver.text_received(text)
+            return
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                self._append(data[start:])
+                return
+            self._append(data[start:end])
+            line, discarding = bytes(self._buf), self._discarding
+            self._buf.clear()
+            self._discarding = False
+            if not discarding:
+                receiver.line_received(decode(line.removesuffix(b"\r")))
+            start = end + 1
+
+    def _append(self, chunk: bytes) -> None:
+        if self._discarding or not chunk:
+            return
+        if len(self._buf) + len(chunk) > self._max_line:
+            self._buf.clear()
+            self._discarding = True
+            if self.receiver is not None:
+                self.receiver.line_too_long(self._max_line)
+            return
+        self._buf += chunk
+
+    def eof_received(self) -> None:
+        """The client's input has ended (stdin closed); with a pty ^D comes as a key instead."""
+        if self.receiver is not None and not self._lost:
+            ended = getattr(self.receiver, "input_ended", None)
+            if ended is not None:
+                ended()
+            else:
+                self.receiver.eof_received()
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.width = _clamp(cols, MIN_W, MAX_W)
+        self.height = _clamp(rows, MIN_H, MAX_H)
+        if self.receiver is not None and not self._lost:
+            self.receiver.resized()
+
+    def connection_lost(self) -> None:
+        """The channel (or the whole connection) is gone; once only."""
+        if self._lost:
+            return
+        self._lost = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._out.stop()
+        # No cycle left for the collector (docs/performance.md): the terminal, the channel.
+        receiver, self.receiver = self.receiver, GONE
+        if self.channel.wire is self:
+            self.channel.wire = None
+        if receiver is not None:
+            receiver.connection_lost()
+
+
+class SSHSeat:
+    """A session over one SSH channel, as the server keeps it (``Server.connections``)."""
+
+    def __init__(self, server: SessionServices, wire: SSHWire) -> None:
+        self.server = server
+        self.wire = wire
+        self.terminal = Terminal(wire, server.redraws)
+        self.session: Session | None = None
+        wire.receiver = self.terminal
+        if wire.pty:
+            self.terminal.mode_changed(True)
+
+    async def run(self, account: Account, command: str | None) -> None:
+        server, terminal, wire = self.server, self.terminal, self.wire
+        server.connections.add(self)
+        terminal.on_disconnect = self._lost
+        mode = sessionstart.Mode.INTERACTIVE if command is None else sessionstart.Mode.COMMAND
+        try:
+            session = await sessionstart.begin(server, account, terminal, wire, mode)
+        except UNAVAILABLE as e:
+            server.unavailable(e, "login")
+            terminal.write(UNAVAILABLE_TEXT)
+            session = None
+        if session is None:
+            wire.status = FAILED
+            terminal.close()
+            return
+        self.session = session
+        if command is None:
+            return
+        try:
+            wire.status = await Shell(server, session).run_once(command)
+        except (Interrupted, EndOfInput, Disconnected):
+            wire.status = FAILED
+        terminal.close()
+
+    def _lost(self) -> None:
+        self.server.connections.discard(self)
+        session, self.session = self.session, None
+        if session is not None:
+            sessionstart.end(self.server, session, self.wire)
+
+    def crashed(self, failure: Failure) -> None:
+        log.failure("SSH session failed", failure)
+        self.wire.status = FAILED
+        self.terminal.close()
+
+
+def session_starter(server: SessionServices) -> Callable[[Channel, Account, Request], None]:
+    """The ``SessionStart`` of a running server (``server.py`` calls it per channel)."""
+
+    def start(channel: Channel, account: Account, request: Request) -> None:
+        cfg = server.config
+        peer = getattr(channel.conn.transport, "peer", "?")
+        wire = SSHWire(channel, request, peer, server.clock, cfg.max_line, cfg.max_output)
+        channel.wire = wire
+        seat = SSHSeat(server, wire)
+        d = Deferred.fromCoroutine(seat.run(account, request.command))
+        d.addErrback(seat.crashed)
+
+    return start

@@ -1,0 +1,81 @@
+"""Assembling the SSH wire for the service: host keys, checkers, factory, the addkey hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+
+from shellserver.accounts import Account, AccountStore
+from shellserver.admission import Admission
+from shellserver.auth import StoreChecker
+from shellserver.threads import Runner
+from shellserver.throttle import FailedLogins
+from shellserver.wires.ssh import authkeys, hostkeys
+from shellserver.wires.ssh.server import (
+    PasswordChecker,
+    SessionStart,
+    ShellRealm,
+    ShellSSHFactory,
+    make_factory,
+)
+
+log = Logger()
+
+
+@frozen
+class SSHControl:
+    """What the control socket offers about SSH: fingerprints for status, and addkey."""
+
+    fingerprints: tuple[str, ...]
+    add_key: Callable[[str, bytes], Deferred[Any]]
+
+
+def key_adder(home_root: FilePath[str], run_io: Runner) -> Callable[[str, bytes], Deferred[Any]]:
+    def add(user: str, text: bytes) -> Deferred[Any]:
+        return run_io(authkeys.add_key, home_root, user, text)
+
+    return add
+
+
+def host_keys(data: FilePath[str]) -> hostkeys.HostKeys:
+    """Load (or, at first start, generate) the host keys and log their fingerprints."""
+    try:
+        keys, created = hostkeys.load_or_create(data.child("ssh"))
+    except (hostkeys.HostKeyError, OSError) as e:
+        raise SystemExit(f"shellserver: {e}") from None
+    if created:
+        log.info("generated SSH host keys in {path}", path=data.child("ssh").path)
+    for line in keys.fingerprints():
+        log.info("SSH host key {fingerprint}", fingerprint=line)
+    return keys
+
+
+def ssh_factory(
+    keys: hostkeys.HostKeys,
+    store: AccountStore,
+    home_root: FilePath[str],
+    run_io: Runner,
+    clock: Any,
+    login_timeout: float,
+    admission: Admission | None,
+    failed_logins: FailedLogins | None,
+    start: SessionStart,
+) -> ShellSSHFactory:
+    checked: dict[str, Account] = {}  # the password checker's account, taken by the realm
+    return make_factory(
+        keys,
+        [
+            PasswordChecker(StoreChecker(store, checked)),
+            authkeys.AuthorizedKeysChecker(authkeys.home_reader(home_root, run_io), run_io),
+        ],
+        ShellRealm(store, start, checked),
+        clock,
+        login_timeout,
+        admission,
+        failed_logins,
+    )

@@ -1,0 +1,430 @@
+"""The conch server side, reactor-free: refusals, session requests, realm, limits, timeout."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.conch.error import ConchError
+from twisted.conch.interfaces import IConchUser
+from twisted.conch.ssh import common, connection, userauth
+from twisted.conch.ssh.keys import Key
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+
+from shellserver.accounts import ROLE_USER, Account, AccountDB, AccountStore
+from shellserver.admission import TOO_MANY_FROM_YOU, Admission
+from shellserver.auth import StoreChecker
+from shellserver.passwords import hash_password
+from shellserver.threads import inline_runner
+from shellserver.throttle import FailedLogins
+from shellserver.wires.ssh import server as server_module
+from shellserver.wires.ssh.hostkeys import HostKeys
+from shellserver.wires.ssh.server import (
+    MAX_CHANNELS,
+    Connection,
+    PasswordChecker,
+    SessionChannel,
+    ShellAvatar,
+    ShellRealm,
+    ShellSSHFactory,
+    UserAuth,
+)
+from shellserver.wires.ssh.session import Request
+
+ALICE = Account("alice", ROLE_USER, False, 0.0)
+
+
+def nobody() -> Portal:
+    return Portal(ShellRealm(Lookup(succeed), Started()))
+
+
+class Lookup:
+    """Accounts for the realm, from a function."""
+
+    def __init__(self, get: Any) -> None:
+        self.get = get
+
+
+class Started:
+    """The session start the channel calls (in the server: the shared one, session.py)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Account, Request]] = []
+
+    def __call__(self, channel: SessionChannel, account: Account, request: Request) -> None:
+        self.calls.append((account, request))
+
+
+def result(d: Deferred[Any]) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out
+    return out[0]
+
+
+# -- what an avatar refuses -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind", [b"direct-tcpip", b"forwarded-tcpip", b"x11", b"auth-agent@openssh.com"]
+)
+def test_forwarding_channels_are_administratively_prohibited(kind: bytes) -> None:
+    avatar = ShellAvatar(ALICE, Started())
+    with pytest.raises(ConchError) as e:
+        avatar.lookupChannel(kind, 65536, 32768, b"")
+    assert e.value.data == connection.OPEN_ADMINISTRATIVELY_PROHIBITED
+
+
+def test_unknown_channels_are_unknown() -> None:
+    with pytest.raises(ConchError) as e:
+        ShellAvatar(ALICE, Started()).lookupChannel(b"mystery", 65536, 32768, b"")
+    assert e.value.data == connection.OPEN_UNKNOWN_CHANNEL_TYPE
+
+
+class Packets:
+    """The transport side of an SSHConnection: records the packets it sends."""
+
+    def __init__(self, avatar: ShellAvatar) -> None:
+        self.avatar = avatar
+        self.sent: list[tuple[Any, ...]] = []
+
+    def sendPacket(self, kind: int, data: bytes) -> None:
+        self.sent.append((kind, data))
+
+    def sendDisconnect(self, code: int, text: bytes) -> None:
+        self.sent.append(("disconnect", code))
+
+
+def open_packet(kind: bytes, sender: int = 7) -> bytes:
+    return common.NS(kind) + struct.pack(">3L", sender, 65536, 32768)
+
+
+def test_the_connection_refuses_forwarding_quietly() -> None:
+    avatar = ShellAvatar(ALICE, Started())
+    conn = Connection()
+    conn.transport = Packets(avatar)  # type: ignore[assignment]
+    conn.serviceStarted()
+    sent = conn.transport.sent  # type: ignore[attr-defined]
+    conn.ssh_CHANNEL_OPEN(open_packet(b"direct-tcpip") + common.NS(b"10.0.0.1") + b"\0" * 4)
+    assert sent.pop() == (
+        connection.MSG_CHANNEL_OPEN_FAILURE,
+        struct.pack(">2L", 7, connection.OPEN_ADMINISTRATIVELY_PROHIBITED)
+        + common.NS(b"forwarding is disabled")
+        + common.NS(b""),
+    )
+    conn.ssh_CHANNEL_OPEN(open_packet(b"session", 8))
+    assert sent.pop()[0] == connection.MSG_CHANNEL_OPEN_CONFIRMATION
+    conn.ssh_CHANNEL_OPEN(b"\x00\x00\x01\x00sess")
+    assert sent.pop() == ("disconnect", 2)
+
+
+def test_global_requests_such_as_remote_forwarding_are_refused() -> None:
+    avatar = ShellAvatar(ALICE, Started())
+    forward = common.NS(b"0.0.0.0") + struct.pack(">L", 8080)
+    assert avatar.gotGlobalRequest(b"tcpip-forward", forward) == 0
+    assert avatar.gotGlobalRequest(b"streamlocal-forward@openssh.com", b"") == 0
+
+
+def test_session_channels_per_connection_are_capped() -> None:
+    avatar = ShellAvatar(ALICE, Started())
+    channels = [avatar.lookupChannel(b"session", 65536, 32768, b"") for _ in range(MAX_CHANNELS)]
+    with pytest.raises(ConchError) as e:
+        avatar.lookupChannel(b"session", 65536, 32768, b"")
+    assert e.value.data == connection.OPEN_RESOURCE_SHORTAGE
+    channels[0].closed()
+    assert isinstance(avatar.lookupChannel(b"session", 65536, 32768, b""), SessionChannel)
+
+
+# -- session requests ---------------------------------------------------------------------
+
+
+def channel() -> tuple[SessionChannel, Started]:
+    started = Started()
+    avatar = ShellAvatar(ALICE, started)
+    ch = avatar.lookupChannel(b"session", 65536, 32768, b"")
+    assert isinstance(ch, SessionChannel)
+    return ch, started
+
+
+def pty_req(term: bytes, cols: int, rows: int) -> bytes:
+    return common.NS(term) + struct.pack(">4L", cols, rows, 0, 0) + common.NS(b"")
+
+
+def test_pty_env_and_window_change_reach_the_request() -> None:
+    ch, started = channel()
+    assert ch.requestReceived(b"pty-req", pty_req(b"xterm-256color", 132, 43)) == 1
+    assert ch.requestReceived(b"env", common.NS(b"TERM") + common.NS(b"screen")) == 1
+    assert ch.requestReceived(b"env", common.NS(b"LD_PRELOAD") + common.NS(b"/x.so")) == 0
+    assert ch.requestReceived(b"shell", b"") == 1
+    assert started.calls == [(ALICE, Request(True, "screen", 132, 43, None))]
+    sizes: list[tuple[int, int]] = []
+
+    class Wire:
+        def resize(self, cols: int, rows: int) -> None:
+            sizes.append((cols, rows))
+
+    ch.wire = Wire()  # type: ignore[assignment]
+    assert ch.requestReceived(b"window-change", struct.pack(">4L", 100, 30, 0, 0)) == 1
+    assert sizes == [(100, 30)]
+
+
+def test_exec_runs_one_command_once() -> None:
+    ch, started = channel()
+    assert ch.requestReceived(b"exec", common.NS(b"who")) == 1
+    assert ch.requestReceived(b"exec", common.NS(b"wall hi")) == 0
+    assert ch.requestReceived(b"shell", b"") == 0
+    assert started.calls == [(ALICE, Request(False, "dumb", 80, 24, "who"))]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        (b"subsystem", common.NS(b"sftp")),
+        (b"x11-req", b"\x00" + common.NS(b"MIT-MAGIC-COOKIE-1") + common.NS(b"00") + b"\0" * 4),
+        (b"auth-agent-req@openssh.com", b""),
+        (b"pty-req", b"\x00\x00"),  # malformed
+        (b"window-change", b"\x00"),  # malformed
+        (b"exec", b"\x00\x00\x00\xff"),  # malformed
+    ],
+)
+def test_subsystems_agent_x11_and_malformed_requests_are_refused(kind: bytes, data: bytes) -> None:
+    ch, started = channel()
+    assert ch.requestReceived(kind, data) == 0
+    assert started.calls == []
+
+
+def test_a_hostile_term_and_size_are_tamed() -> None:
+    ch, started = channel()
+    ch.requestReceived(b"pty-req", pty_req(b"\x1b]0;owned\x07" + b"x" * 500, 0, 2**31))
+    ch.requestReceived(b"shell", b"")
+    request = started.calls[0][1]
+    assert request.term.isascii() and len(request.term) <= 64 and "\x1b" not in request.term
+    assert (request.cols, request.rows) == (80, 10_000)
+
+
+# -- realm and password checker -----------------------------------------------------------
+
+
+def test_realm_serves_accounts_and_refuses_locked_or_missing() -> None:
+    accounts = {"alice": ALICE, "bob": Account("bob", ROLE_USER, True, 0.0)}
+    realm = ShellRealm(Lookup(lambda name: succeed(accounts.get(name))), Started())
+    interface, avatar, logout = result(realm.requestAvatar(b"alice", None, IConchUser))
+    assert interface is IConchUser and isinstance(avatar, ShellAvatar)
+    assert avatar.account == ALICE and callable(logout)
+    for name in (b"bob", b"carol"):
+        failure = result(realm.requestAvatar(name, None, IConchUser))
+        assert isinstance(failure, Failure) and failure.check(UnauthorizedLogin)
+
+
+def test_password_checker_uses_the_store_and_counts_locked_as_a_failure(tmp_path: Path) -> None:
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    try:
+        store = AccountStore(db, inline_runner, inline_runner, 4)
+        db.create("alice", hash_password("alicepass1", 4), ROLE_USER)
+        db.create("bob", hash_password("bobpass123", 4), ROLE_USER)
+        db.set_locked("bob", True)
+        checker = PasswordChecker(StoreChecker(store))
+        assert result(checker.requestAvatarId(UsernamePassword(b"alice", b"alicepass1"))) == (
+            b"alice"
+        )
+        for name, password in ((b"alice", b"wrong"), (b"bob", b"bobpass123"), (b"x", b"y")):
+            failure = result(checker.requestAvatarId(UsernamePassword(name, password)))
+            assert isinstance(failure, Failure) and failure.check(UnauthorizedLogin)
+    finally:
+        db.close()
+
+
+# -- the transport: pre-auth limits and the login timeout ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys() -> HostKeys:
+    return HostKeys((Key(ed25519.Ed25519PrivateKey.generate()),))
+
+
+def connect(factory: ShellSSHFactory, host: str = "192.0.2.7") -> tuple[Any, StringTransport]:
+    proto = factory.buildProtocol(IPv4Address("TCP", host, 5555))
+    wire = StringTransport(peerAddress=IPv4Address("TCP", host, 5555))
+    proto.makeConnection(wire)
+    return proto, wire
+
+
+def test_pre_auth_limits_count_ssh_connections(keys: HostKeys) -> None:
+    admission = Admission(max_unauth_per_addr=1)
+    factory = ShellSSHFactory(
+        keys, Portal(ShellRealm(Lookup(succeed), Started())), Clock(), 60, admission
+    )
+    first, first_wire = connect(factory)
+    assert first_wire.value().startswith(b"SSH-2.0-shellserver\r\n")
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        _, second_wire = connect(factory)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert second_wire.value() == TOO_MANY_FROM_YOU.encode() + b"\r\n"
+    assert [(e["count"], e["peer"]) for e in seen if "count" in e] == [(1, "192.0.2.7")]
+    assert second_wire.disconnecting
+    other, _ = connect(factory, "198.51.100.1")
+    assert admission.unauth == 2
+    first.setService(connection.SSHConnection())  # authenticated
+    assert (admission.unauth, admission.connections) == (1, 2)
+    first.connectionLost(Failure(ConnectionError()))
+    other.connectionLost(Failure(ConnectionError()))
+    assert (admission.unauth, admission.connections) == (0, 0)
+
+
+def test_unauthenticated_connections_end_at_the_login_timeout(keys: HostKeys) -> None:
+    clock = Clock()
+    factory = ShellSSHFactory(
+        keys, Portal(ShellRealm(Lookup(succeed), Started())), clock, 60, None
+    )
+    slow, slow_wire = connect(factory)
+    quick, quick_wire = connect(factory)
+    quick.setService(connection.SSHConnection())
+    clock.advance(59)
+    assert not slow_wire.disconnecting
+    clock.advance(1)
+    assert slow_wire.disconnecting and b"login timed out" in slow_wire.value()
+    assert not quick_wire.disconnecting
+    slow.connectionLost(Failure(ConnectionError()))
+    assert clock.getDelayedCalls() == []
+
+
+def test_no_group_exchange_without_moduli(keys: HostKeys) -> None:
+    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
+    proto, _ = connect(factory)
+    assert proto.supportedKeyExchanges
+    assert not [k for k in proto.supportedKeyExchanges if b"group-exchange" in k]
+    assert proto.supportedPublicKeys == [b"ssh-ed25519"]
+
+
+# -- password failures: growing pauses, the per-address lockout ----------------------------------
+
+
+class AuthTransport:
+    """What the userauth service sees of its transport: records what it sends."""
+
+    def __init__(self, factory: ShellSSHFactory, peer: str) -> None:
+        self.factory = factory
+        self.peer = peer
+        self.sent: list[Any] = []
+
+    def isEncrypted(self, direction: str) -> bool:
+        return True
+
+    def sendPacket(self, kind: int, data: bytes) -> None:
+        self.sent.append(kind)
+
+    def sendDisconnect(self, code: int, reason: bytes) -> None:
+        self.sent.append(("disconnect", code))
+
+    def setService(self, service: Any) -> None:
+        self.sent.append(("service", service.name))
+
+
+def password_request(user: bytes, password: bytes) -> bytes:
+    return (
+        common.NS(user)
+        + common.NS(b"ssh-connection")
+        + common.NS(b"password")
+        + b"\x00"
+        + common.NS(password)
+    )
+
+
+def test_password_failures_pause_and_count_toward_the_lockout(
+    keys: HostKeys, tmp_path: Path
+) -> None:
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    try:
+        store = AccountStore(db, inline_runner, inline_runner, 4)
+        db.create("alice", hash_password("alicepass1", 4), ROLE_USER)
+        clock, failed = Clock(), FailedLogins()
+        portal = Portal(ShellRealm(store, Started()), [PasswordChecker(StoreChecker(store))])
+        factory = ShellSSHFactory(keys, portal, clock, 60, None, failed)
+
+        def connection(peer: str = "192.0.2.9") -> tuple[UserAuth, AuthTransport]:
+            auth = UserAuth()
+            wire = AuthTransport(factory, peer)
+            auth.transport = wire  # type: ignore[assignment]
+            auth.serviceStarted()
+            return auth, wire
+
+        auth, wire = connection()
+        for delay in (1.0, 2.0, 4.0, 4.0):
+            auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"wrong"))
+            clock.advance(delay - 0.01)
+            assert wire.sent == []
+            clock.advance(0.01)
+            assert wire.sent == [userauth.MSG_USERAUTH_FAILURE]
+            wire.sent.clear()
+        auth.serviceStopped()
+        for _ in range(6):  # ten failures from one address in all
+            auth, wire = connection()
+            auth.ssh_USERAUTH_REQUEST(password_request(b"nobody", b"x"))
+            clock.advance(1)
+            auth.serviceStopped()
+        assert failed.blocked("192.0.2.9", clock.seconds())
+        auth, wire = connection()
+        auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"alicepass1"))
+        assert wire.sent == [userauth.MSG_USERAUTH_FAILURE]  # blocked: the right password too
+        auth.serviceStopped()
+        auth, wire = connection("198.51.100.3")
+        auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"alicepass1"))
+        assert wire.sent == [userauth.MSG_USERAUTH_SUCCESS, ("service", b"ssh-connection")]
+        clock.advance(300)
+        auth, wire = connection()
+        auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"alicepass1"))
+        assert wire.sent[0] == userauth.MSG_USERAUTH_SUCCESS  # the block has ended
+    finally:
+        db.close()
+
+
+def test_conch_routine_logging_is_kept_out_of_the_log() -> None:
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        conch_log = server_module._conch_log
+        conch_log.debug("got data {data}", data=b"hunter2\r")
+        conch_log.info("channel open")
+        conch_log.error("Got remote error, code {code}", code=11)
+        conch_log.error("Got remote error, code {code}", code=2)
+        conch_log.warn("something odd")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert [(e["log_format"], e.get("code")) for e in seen] == [
+        ("Got remote error, code {code}", 2),
+        ("something odd", None),
+    ]
+
+
+def test_the_realm_takes_the_account_the_password_checker_read(tmp_path: Path) -> None:
+    """One store read per SSH password login, and nothing left behind in ``checked``."""
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    try:
+        store = AccountStore(db, inline_runner, inline_runner, 4)
+        db.create("alice", hash_password("alicepass1", 4), ROLE_USER)
+        checked: dict[str, Account] = {}
+        portal = Portal(
+            ShellRealm(store, Started(), checked), [PasswordChecker(StoreChecker(store, checked))]
+        )
+        interface, avatar, logout = result(
+            portal.login(UsernamePassword(b"alice", b"alicepass1"), None, IConchUser)
+        )
+        assert interface is IConchUser and isinstance(avatar, ShellAvatar)
+        assert avatar.account.name == "alice" and checked == {}
+        logout()
+    finally:
+        db.close()
