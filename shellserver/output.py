@@ -28,7 +28,6 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
-
 #: Bytes the kernel may hold for one client (Linux books twice this for its own overhead).
 SEND_BUFFER = 64 * 1024
 

@@ -1,4 +1,4 @@
-"""The output path's socket: a fixed kernel send buffer, so backpressure starts at a known point."""
+"""The output path's socket: a fixed kernel send buffer, so backpressure starts early."""
 
 from __future__ import annotations
 
