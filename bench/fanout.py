@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    redraws = Redraws(reactor)  # type: ignore[arg-type]
+    redraws = Redraws(reactor)
     terms: list[Terminal] = []
 
     def attach(wire: IWire) -> ILineReceiver:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.floor:
                 floors.append(Protocol())
                 return floors[-1]
-            return TelnetProtocol(attach, reactor, 4096, 64 * 1024)  # type: ignore[arg-type]
+            return TelnetProtocol(attach, reactor, 4096, 64 * 1024)
 
     peers: list[socket.socket] = []
     for _ in range(args.sessions):
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def turns() -> None:
         for _ in range(3):
-            reactor.iterate(0)  # type: ignore[attr-defined]
+            reactor.iterate(0)
 
     def drain() -> None:
         for peer in peers:
