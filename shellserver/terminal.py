@@ -65,8 +65,12 @@ class IWire(Interface):
     def send(text: str) -> None:
         """Own output, encoded by the wire. Never dropped."""
 
-    def send_message(lead: str, message: Message) -> bool:
-        """``lead``, then a message shared by many recipients; False when dropped."""
+    def send_message(lead: str, message: Message, after: str = "") -> bool:
+        """``lead``, then a message shared by many recipients, then own text ``after``
+        (the prompt drawn again), as one block; False when dropped.
+
+        Drops only while ``backlogged``: the terminal relies on that to hold a
+        message until the end of the turn and still answer at once."""
 
     def drain() -> Deferred[None]:
         """Fires when the client reads again (at once when it does)."""
@@ -203,6 +207,8 @@ class Terminal:
         "_replaying",
         "_reprinted",
         "_screen",
+        "_stash",
+        "_stash_lead",
         "_typeahead",
         "_waiting_drain",
         "connected",
@@ -229,6 +235,9 @@ class Terminal:
         self._at_bol = True
         self._reprinted = False
         self._redraw_due = False
+        # Line mode: the message held until the end of the turn, to go out with the prompt.
+        self._stash: Message | None = None
+        self._stash_lead = ""
         self._waiting_drain = False
         #: The client will send nothing more (an SSH channel's EOF): after the lines already
         #: typed, a read ends with EndOfInput and the shell logs out.
@@ -308,7 +317,20 @@ class Terminal:
                 lead = "\n"
             else:
                 lead = ""
-            if not self.wire.send_message(lead, message):
+            if self._stash is not None:
+                self._unstash()  # a burst: the first message goes out alone, as it was
+            if (
+                self._prompt is not None
+                and not self._redraw_due
+                and not self._closing
+                and not self.wire.backlogged
+            ):
+                # The prompt follows at the end of the turn (settle): hold the message
+                # till then, so each recipient costs one transport write, not two.
+                # Not backlogged, the wire takes it (IWire.send_message).
+                self._stash = message
+                self._stash_lead = lead
+            elif not self.wire.send_message(lead, message):
                 return False
             self._reprinted = False
         self._at_bol = True
@@ -323,8 +345,16 @@ class Terminal:
             return
         self._redraw_due = False
         if not self.connected or self._closing or self._prompt is None:
+            if self._stash is not None:
+                self._unstash()
             return
-        if self._editor is not None:
+        stash = self._stash
+        if stash is not None:
+            self._stash = None
+            self.wire.send_message(self._stash_lead, stash, self._prompt)
+            self._at_bol = not self._prompt
+            self._reprinted = True
+        elif self._editor is not None:
             self._editor.redraw()
             self._flush()
         elif self._prompt:
@@ -333,6 +363,12 @@ class Terminal:
             self._reprinted = True
         else:
             self._reprinted = True
+
+    def _unstash(self) -> None:
+        """The held message alone, now: something other than its prompt comes next."""
+        stash, self._stash = self._stash, None
+        if stash is not None:
+            self.wire.send_message(self._stash_lead, stash)
 
     def drain(self) -> Deferred[None]:
         """Fires when own output may continue: the client is reading (see ``Context.drain``)."""
@@ -357,6 +393,8 @@ class Terminal:
         if not self.connected:
             d.errback(Disconnected())
             return d
+        if self._stash is not None:
+            self._unstash()
         if self._typeahead and not hidden:
             self._echo_on()
             self.write(prompt)
@@ -501,10 +539,12 @@ class Terminal:
         """End the connection after pending output; show no prompt meanwhile."""
         self._closing = True
         self._typeahead.clear()
+        self._unstash()  # a notice followed at once by close() is the last thing shown
         self.wire.close()
 
     def connection_lost(self) -> None:
         self.connected = False
+        self._stash = None
         self._typeahead.clear()
         if self._pending is not None:
             self._pending.clear()
@@ -606,6 +646,8 @@ class Terminal:
                 self.wire.set_echo(True)
 
     def _show(self, prompt: str) -> None:
+        if self._stash is not None:
+            self._unstash()
         self._echo_on()
         self._reprinted = False
         self._prompt = prompt

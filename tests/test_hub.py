@@ -32,9 +32,9 @@ class Sink:
     def send(self, text: str) -> None:
         self.got.append(text.encode())
 
-    def send_message(self, lead: str, message: Message) -> bool:
+    def send_message(self, lead: str, message: Message, after: str = "") -> bool:
         if self.accept:
-            self.got.append(encode(lead) + message.encoded(self.kind, encode))
+            self.got.append(encode(lead) + message.encoded(self.kind, encode) + encode(after))
         return self.accept
 
     def drain(self) -> Deferred[None]:

@@ -143,6 +143,14 @@ def test_without_a_pty_lines_are_read_in_line_mode(server: Server) -> None:
     assert ch.exit_status == 0
 
 
+def test_a_message_and_the_prompt_after_it_go_out_together(server: Server) -> None:
+    ch = start(server, "alice", Request())
+    assert ch.wire is not None
+    ch.take()
+    assert ch.wire.send_message("\n", Message.of("hello"), "alice@testhost:~$ ")
+    assert ch.take() == "\nhello\nalice@testhost:~$ "
+
+
 def test_a_full_window_holds_output_and_a_stalled_client_is_aborted(server: Server) -> None:
     ch = start(server, "alice", Request(pty=True))
     wire = ch.wire

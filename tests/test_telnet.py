@@ -9,7 +9,7 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from shellserver.hub import Message
-from shellserver.terminal import ILineReceiver, IWire
+from shellserver.terminal import ILineReceiver, IWire, Redraws, Terminal
 from shellserver.wires import telnet
 from shellserver.wires.telnet import (
     BINARY,
@@ -427,3 +427,60 @@ def test_messages_after_any_lead_and_repeated_text_are_encoded_right() -> None:
     assert transport.value() == (
         b"\r\nm\xff\xff\r\n" + b"\r\x1b[K\x1b[1Am\xff\xff\r\n" + b"p\xff\xff$ " * 2 + b"q$ "
     )
+
+
+def _terminal_with_prompt() -> tuple[Terminal, StringTransport, list[bytes], Clock]:
+    clock = Clock()
+    terms: list[Terminal] = []
+
+    def attach(wire: IWire) -> ILineReceiver:
+        terms.append(Terminal(wire, Redraws(clock)))
+        return terms[0]
+
+    proto = TelnetProtocol(attach, clock, 4096, 1000)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 1234))
+    proto.makeConnection(transport)
+    writes: list[bytes] = []
+    plain_write = transport.write
+
+    def counting(data: bytes) -> None:
+        writes.append(data)
+        plain_write(data)
+
+    transport.write = counting  # type: ignore[method-assign]
+    term = terms[0]
+    term.set_handler(lambda line: None, lambda: "p$ ")
+    transport.clear()
+    writes.clear()
+    return term, transport, writes, clock
+
+
+def test_a_message_and_the_prompt_drawn_again_are_one_transport_write() -> None:
+    term, _, writes, clock = _terminal_with_prompt()
+    assert term.notify(Message.of("hi\n"))
+    clock.advance(0)  # the end of the reactor turn
+    assert writes == [b"\r\nhi\r\np$ "]
+    assert term.notify(Message.of("again\n"))  # a later turn: the reprinted prompt replaced
+    clock.advance(0)
+    assert writes[1:] == [b"\r\x1b[Kagain\r\np$ "]
+
+
+def test_a_burst_and_a_notice_before_close_keep_their_bytes() -> None:
+    term, transport, _, clock = _terminal_with_prompt()
+    term.notify(Message.of("one\n"))
+    term.notify(Message.of("two\n"))  # same turn: one block under one prompt
+    clock.advance(0)
+    assert transport.value() == b"\r\none\r\ntwo\r\np$ "
+    transport.clear()
+    term.notify(Message.of("bye\n"))
+    term.close()  # the notice is the last thing shown: no prompt after it
+    clock.advance(0)
+    assert transport.value() == b"\r\x1b[Kbye\r\n"
+    assert transport.disconnecting
+
+
+def test_own_output_after_a_held_message_comes_after_message_and_prompt() -> None:
+    term, transport, _, _ = _terminal_with_prompt()
+    term.notify(Message.of("hi\n"))
+    term.write("own\n")
+    assert transport.value() == b"\r\nhi\r\np$ own\r\n"

@@ -38,9 +38,9 @@ class FakeWire:
     def send(self, text: str) -> None:
         self.out.append(encode(text))
 
-    def send_message(self, lead: str, message: Message) -> bool:
+    def send_message(self, lead: str, message: Message, after: str = "") -> bool:
         if self.accept:
-            self.out.append(encode(lead) + message.encoded(self.kind, encode))
+            self.out.append(encode(lead) + message.encoded(self.kind, encode) + encode(after))
         return self.accept
 
     def drain(self) -> Deferred[None]:

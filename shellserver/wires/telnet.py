@@ -180,19 +180,29 @@ class TelnetProtocol(Protocol):
     # -- IWire -------------------------------------------------------------
 
     def send(self, text: str) -> None:
+        self._out.write(self._own(text))
+
+    def send_message(self, lead: str, message: Message, after: str = "") -> bool:
+        """``lead`` (this terminal's own few bytes), then the message, encoded once for all,
+        then ``after`` (own text: the prompt drawn again), all in one transport write."""
+        if lead in _LEADS:  # the usual leads: one block, encoded once for all recipients
+            data = message.encoded_after(self.kind, lead, encode)
+            if after:
+                data += self._own(after)
+            return self._out.post(data)
+        chunks = [encode(lead), message.encoded(self.kind, encode)]
+        if after:
+            chunks.append(self._own(after))
+        return self._out.offer(chunks)
+
+    def _own(self, text: str) -> bytes:
+        """Own text encoded; a short text sent again (the prompt) reuses its encoding."""
         if text is self._sent_text:  # the same prompt again (after messages, after a command)
-            self._out.write(self._sent_data)
-            return
+            return self._sent_data
         data = encode(text)
         if len(text) <= _KEEP_SENT:
             self._sent_text, self._sent_data = text, data
-        self._out.write(data)
-
-    def send_message(self, lead: str, message: Message) -> bool:
-        """``lead`` (this terminal's own few bytes), then the message, encoded once for all."""
-        if lead in _LEADS:  # the usual leads: one block, encoded once for all recipients
-            return self._out.post(message.encoded_after(self.kind, lead, encode))
-        return self._out.offer((encode(lead), message.encoded(self.kind, encode)))
+        return data
 
     @property
     def backlogged(self) -> bool:

@@ -300,12 +300,13 @@ class WebWire:
         if text:
             self._out.write(frame(text))
 
-    def send_message(self, lead: str, message: Message) -> bool:
+    def send_message(self, lead: str, message: Message, after: str = "") -> bool:
         body = message.encoded(self.kind, frame)
+        tail = (frame(after),) if after else ()
         if not lead:
-            return self._out.offer((body,))
+            return self._out.offer((body, *tail))
         head = _LEADS.get(lead)
-        return self._out.offer((frame(lead) if head is None else head, body))
+        return self._out.offer((frame(lead) if head is None else head, body, *tail))
 
     @property
     def backlogged(self) -> bool:

@@ -127,8 +127,10 @@ class SSHWire:
     def send(self, text: str) -> None:
         self._out.write(self._encode(text))
 
-    def send_message(self, lead: str, message: Message) -> bool:
+    def send_message(self, lead: str, message: Message, after: str = "") -> bool:
         body = message.encoded(self._encoding, self._encode)
+        if after:
+            return self._out.offer((self._encode(lead), body, self._encode(after)))
         return self._out.offer((self._encode(lead), body))
 
     @property
