@@ -147,3 +147,22 @@ class Output:
     def held_bytes(self) -> int:
         """Bytes held while the client does not read (``shellserver_output_held_bytes``)."""
         return self._held_bytes
+
+
+class Fronted:
+    """What a wire says of its :class:`Output` (``IWire.backlogged``, ``IWire.drain``, and the
+    held bytes the metrics scrape sums): the same for every wire, so said once here."""
+
+    _out: Output
+
+    @property
+    def backlogged(self) -> bool:
+        return self._out.paused
+
+    @property
+    def held_bytes(self) -> int:
+        """Output held for this client while it does not read."""
+        return self._out.held_bytes
+
+    def drain(self) -> Deferred[None]:
+        return self._out.drain()

@@ -21,14 +21,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from shellserver.hub import Message
-from shellserver.output import Output
+from shellserver.output import Fronted, Output
 from shellserver.terminal import GONE, ILineReceiver, IWire
 from shellserver.wire import decode, encode
 
@@ -78,7 +77,7 @@ def iac(cmd: int, opt: int) -> bytes:
 
 
 @implementer(IWire, IPushProducer)
-class TelnetProtocol(Protocol):
+class TelnetProtocol(Fronted, Protocol):
     """One telnet connection. ``attach`` builds the line receiver above us at connect."""
 
     kind = "tel"
@@ -172,11 +171,6 @@ class TelnetProtocol(Protocol):
     def stopProducing(self) -> None:
         self._out.stop()
 
-    @property
-    def held_bytes(self) -> int:
-        """Output held for this client while it does not read (the metrics scrape sums it)."""
-        return self._out.held_bytes
-
     # -- IWire -------------------------------------------------------------
 
     def send(self, text: str) -> None:
@@ -203,13 +197,6 @@ class TelnetProtocol(Protocol):
         if len(text) <= _KEEP_SENT:
             self._sent_text, self._sent_data = text, data
         return data
-
-    @property
-    def backlogged(self) -> bool:
-        return self._out.paused
-
-    def drain(self) -> Deferred[None]:
-        return self._out.drain()
 
     def set_echo(self, on: bool) -> None:
         """Echo off = we promise to echo (and echo nothing), so the client stops echoing.

@@ -29,13 +29,12 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from shellserver.hub import Message
-from shellserver.output import Output
+from shellserver.output import Fronted, Output
 from shellserver.terminal import ILineReceiver, IWire
 
 #: Window size limits (SPEC §8), the same as telnet's NAWS: columns, rows.
@@ -154,7 +153,7 @@ class Pinger:
 
 
 @implementer(IWire, IPushProducer)
-class WebWire:
+class WebWire(Fronted):
     """One browser's WebSocket: a ``WebSocketProtocol`` below, an ``IWire`` above."""
 
     kind = "web"
@@ -307,13 +306,6 @@ class WebWire:
             return self._out.offer((body, *tail))
         head = _LEADS.get(lead)
         return self._out.offer((frame(lead) if head is None else head, body, *tail))
-
-    @property
-    def backlogged(self) -> bool:
-        return self._out.paused
-
-    def drain(self) -> Deferred[None]:
-        return self._out.drain()
 
     def set_echo(self, on: bool) -> None:
         """Nothing to tell the browser: the server's editor always does the echo."""

@@ -24,7 +24,7 @@ from shellserver import sessionstart
 from shellserver.accounts import UNAVAILABLE, Account
 from shellserver.hub import Message
 from shellserver.login import UNAVAILABLE_TEXT
-from shellserver.output import Output
+from shellserver.output import Fronted, Output
 from shellserver.session import Session
 from shellserver.shell import Shell
 from shellserver.terminal import (
@@ -81,7 +81,7 @@ def _clamp(value: int, low: int, high: int) -> int:
 
 
 @implementer(IWire)
-class SSHWire:
+class SSHWire(Fronted):
     """One session channel, seen from the terminal."""
 
     kind = "ssh"
@@ -132,17 +132,6 @@ class SSHWire:
         if after:
             return self._out.offer((self._encode(lead), body, self._encode(after)))
         return self._out.offer((self._encode(lead), body))
-
-    @property
-    def backlogged(self) -> bool:
-        return self._out.paused
-
-    @property
-    def held_bytes(self) -> int:
-        return self._out.held_bytes
-
-    def drain(self) -> Deferred[None]:
-        return self._out.drain()
 
     def set_echo(self, on: bool) -> None:
         """The client's terminal echoes by itself without a pty; with one the editor draws."""
