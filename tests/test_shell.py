@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, make_server_with
 from twisted.internet.defer import CancelledError, Deferred
 
 from shellserver.commands.registry import REGISTRY, Context, Registry, UsageError
@@ -16,10 +16,7 @@ from shellserver.shell import IDLE, Shell
 
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
-    srv = make_server(tmp_path)
-    add_user(srv, "alice")
-    add_user(srv, "bob")
-    return srv
+    return make_server_with(tmp_path, ("alice", "bob"), admins=())
 
 
 def online(server: Server, name: str) -> tuple[Client, Shell]:

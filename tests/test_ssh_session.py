@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Client, add_user, make_server
+from harness import Client, add_user, make_server, make_server_with
 
 from shellserver.accounts import Account
 from shellserver.hub import Message
@@ -64,10 +64,7 @@ class FakeChannel:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
-    srv = make_server(tmp_path)
-    add_user(srv, "alice")
-    add_user(srv, "bob")
-    return srv
+    return make_server_with(tmp_path, ("alice", "bob"), admins=())
 
 
 def account(server: Server, name: str) -> Account:
