@@ -159,15 +159,18 @@ class ShellService(Service):
         )
         from shellserver.commands import REGISTRY
 
-        self.server = Server(cfg, self.reactor, store, REGISTRY, metrics=self.metrics)
+        self.server = Server(
+            cfg,
+            self.reactor,
+            store,
+            REGISTRY,
+            metrics=self.metrics,
+            admission=Admission(self._connection_limit(), cfg.max_unauth, cfg.max_unauth_per_addr),
+            homes=Homes(self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)),
+        )
         self.metrics.watch(self.server)
-        self.server.admission = Admission(
-            self._connection_limit(), cfg.max_unauth, cfg.max_unauth_per_addr
-        )
+        # The one part still filled in afterwards: the countdown acts on the server it is in.
         self.server.shutdown = Shutdown(self.server, self.reactor.stop)
-        self.server.homes = Homes(
-            self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)
-        )
         telnet.factory = TelnetFactory(
             self.server.new_connection, self.reactor, cfg.max_line, cfg.max_output
         )
