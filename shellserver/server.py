@@ -28,6 +28,7 @@ from shellserver.sanitize import careful_lines
 from shellserver.sessionstart import Seat
 from shellserver.shutdown import Shutdown
 from shellserver.terminal import IWire, Redraws, Terminal
+from shellserver.threads import Runner, inline_runner
 from shellserver.throttle import FailedLogins, LogLimit, Registrations
 
 log = Logger()
@@ -56,6 +57,8 @@ class Server:
     shutdown: Shutdown | None = None
     #: Prometheus counters (SPEC §12); its own registry, served when ``--metrics`` is given.
     metrics: Metrics = field(factory=Metrics)
+    #: Where the motd is read: the I/O pool in the service (never the reactor thread).
+    run_io: Runner = inline_runner
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
     _trouble: LogLimit = field(factory=LogLimit)
     #: Prompts drawn again after messages, once per reactor turn (terminal.py).
@@ -110,13 +113,15 @@ class Server:
             text += "Type 'new' at the login prompt to create an account.\n"
         return text + "\n"
 
-    def motd(self) -> str:
+    async def motd(self) -> str:
+        """The message of the day, read at each login (so an edit shows at once) off the
+        reactor thread, sanitised."""
         path = self.config.motd
         if not path:
             return ""
         try:
-            with open(path, "rb") as f:
-                text = f.read(MOTD_LIMIT).decode("utf-8", "surrogateescape")
+            data: bytes = await self.run_io(_read_motd, path)
+            text = data.decode("utf-8", "surrogateescape")
         except OSError as e:
             log.warn(
                 "cannot read motd {path}: {error}", path=path, error=os.strerror(e.errno or 0)
@@ -185,3 +190,8 @@ class Server:
             where=where,
             **details,
         )
+
+
+def _read_motd(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(MOTD_LIMIT)

@@ -167,6 +167,7 @@ class ShellService(Service):
             metrics=self.metrics,
             admission=Admission(self._connection_limit(), cfg.max_unauth, cfg.max_unauth_per_addr),
             homes=Homes(self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)),
+            run_io=pool_runner(self.reactor, io_pool),
         )
         self.metrics.watch(self.server)
         # The one part still filled in afterwards: the countdown acts on the server it is in.

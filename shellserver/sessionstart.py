@@ -62,7 +62,7 @@ class SessionServices(Services, Protocol):
 
     def next_id(self) -> int: ...
 
-    def motd(self) -> str: ...
+    async def motd(self) -> str: ...
 
     def login_refusal(self, account: Account) -> str | None: ...
 
@@ -98,6 +98,7 @@ async def begin(
         return None
     previous = await server.store.last_login(name)
     new_messages = await people.session_starting(server, name)
+    motd = await server.motd() if mode is Mode.INTERACTIVE else ""
     if not terminal.connected:  # gone while the store answered: allocate nothing
         return None
     now = server.clock.seconds()
@@ -136,7 +137,7 @@ async def begin(
         wire=wire.kind,
     )
     if mode is Mode.INTERACTIVE:
-        terminal.write(server.motd())
+        terminal.write(motd)
         if previous is None:
             terminal.write("This is your first login.\n")
         else:

@@ -38,6 +38,26 @@ def test_login_shows_first_login_then_prompt(server: Server) -> None:
     assert "Last login: " in out and "from 10.0.0.1" in out
 
 
+def test_the_motd_is_read_off_the_reactor_and_shown_sanitised(tmp_path: Path) -> None:
+    motd = tmp_path / "motd"
+    motd.write_bytes(b"Welcome \x1b[2J to the box\r\nsecond line")
+    server = make_server(tmp_path, motd=str(motd))
+    add_user(server, "alice")
+    read: list[str] = []
+
+    def runner(f: Any, *args: Any) -> Any:
+        read.append(f.__name__)
+        return inline_runner(f, *args)
+
+    server.run_io = runner
+    out = Client(server).login("alice")
+    assert "Welcome ^[[2J to the box\nsecond line\nThis is your first login." in out
+    assert read == ["_read_motd"]  # through the I/O runner, not on the reactor thread
+    motd.unlink()  # an unreadable motd: logged, and the login goes on without it
+    out = Client(server).login("alice")
+    assert "Welcome" not in out and "alice@testhost" in out
+
+
 def test_password_prompt_turns_echo_off_and_back_on(server: Server) -> None:
     c = Client(server)
     assert c.raw().startswith(b"\xff\xfb\x01")  # WILL ECHO is offered at connect
