@@ -20,6 +20,7 @@ from shellserver.accounts import (
 from shellserver.auth import IAccount
 from shellserver.sanitize import careful
 from shellserver.terminal import Interrupted, Terminal
+from shellserver.throttle import TokenBucket
 
 log = Logger()
 
@@ -157,14 +158,29 @@ async def authenticate(server: LoginServices, name: str, password: str) -> Accou
     return account
 
 
+#: Names a registration may check at once, then per second (see :func:`register`).
+NAME_CHECKS, NAME_CHECK_RATE = 5, 1.0
+
+
 async def register(server: LoginServices, term: Terminal, peer: str) -> Account | None:
-    """Ask for a name and a password twice; None (back to ``login:``) on an empty name."""
+    """Ask for a name and a password twice; None (back to ``login:``) on an empty name.
+
+    Asking whether a name is taken is a trip to the store's one thread, so a
+    connection gets :data:`NAME_CHECKS` at once and then one a second, however
+    fast it types names: before login there is no command bucket to pace it.
+    """
     store = server.store
+    pace = TokenBucket(NAME_CHECK_RATE, NAME_CHECKS)
     while True:
         name = (await term.read_line("Username: ")).strip()
         if not name:
             return None
         problem = username_problem(name, registering=True)
+        if problem is None:
+            delay = pace.wait(server.clock.seconds())
+            if delay:
+                await deferLater(server.clock, delay)
+            pace.take(server.clock.seconds())
         if problem is None and await store.get(name) is not None:
             problem = "That name is taken; choose another."
         if problem is None:

@@ -149,6 +149,28 @@ def test_registration(server: Server) -> None:
     assert "Welcome, bob!" in out and out.endswith("bob@testhost:~$ ")
 
 
+def test_name_checks_at_registration_are_paced(server: Server) -> None:
+    looked: list[str] = []
+    real_run = server.store.run_db
+
+    def run(f: Any, *args: Any) -> Any:
+        if f.__name__ == "get":
+            looked.append(args[0])
+        return real_run(f, *args)
+
+    server.store.run_db = run
+    c = Client(server)
+    c.send("new")
+    c.output()
+    for _ in range(8):  # a client typing taken names as fast as it can
+        c.send("alice")
+    assert len(looked) == 5  # five at once, then one a second
+    server.clock.advance(1)  # type: ignore[attr-defined]
+    assert len(looked) == 6
+    server.clock.advance(2)  # type: ignore[attr-defined]
+    assert len(looked) == 8 and c.output().count("taken") == 8
+
+
 def test_registration_closed(tmp_path: Path) -> None:
     server = make_server(tmp_path, registration=False)
     c = Client(server)
