@@ -208,7 +208,11 @@ class AccountDB:
             return
         has_tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if has_tables:  # an older store with data: keep a copy before changing it
-            backup = sqlite3.connect(f"{self.path}.v{version}.bak")
+            copy = f"{self.path}.v{version}.bak"
+            # Password hashes: owner only, like the store, from before the first byte.
+            os.close(os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(copy, 0o600)
+            backup = sqlite3.connect(copy)
             with backup:
                 self._db.backup(backup)
             backup.close()

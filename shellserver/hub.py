@@ -220,7 +220,7 @@ class Hub:
             session = by_id.get(member.session_id)
             if session is not None:
                 tried += 1
-                reached += _deliver_now(session, message)
+                reached += session.deliver(message)
         return succeed((reached, tried - reached))
 
     def room_names(self) -> list[str]:
@@ -228,11 +228,6 @@ class Hub:
 
 
 _NOBODY: frozenset[str] = frozenset()
-
-
-def _deliver_now(session: Session, message: Message) -> bool:
-    """The one place the room block hands a message to a session (one encoding for all)."""
-    return session.deliver(message)
 
 
 def _send_all(sessions: Iterable[Session], message: Message) -> int:

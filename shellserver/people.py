@@ -190,11 +190,22 @@ def new_messages_notice(unread: int) -> str:
     return f"You have {unread} {noun}; type 'messages' to read them.\n"
 
 
-async def session_starting(server: PeopleServices, user: str) -> str:
-    """Before the session is attached: load the ignore list into the hub; the login notice."""
+async def session_starting(server: PeopleServices, user: str) -> tuple[frozenset[str], str]:
+    """Before the session is made: the user's ignore list (for ``attach``), the login notice."""
     ignores, unread = await run(server.store, login_state, user)
-    server.hub.set_ignores(user, ignores)
-    return new_messages_notice(unread)
+    return ignores, new_messages_notice(unread)
+
+
+async def attach(server: PeopleServices, session: Session, ignores: frozenset[str]) -> None:
+    """Make ``session`` reachable, its user's ignore list in the hub from then on.
+
+    The list loaded at login is put there only now, as the session is attached: had it been
+    put there on loading, the user's last other session ending meanwhile would drop it. When
+    the user has a session already, the hub's list is the current one (``ignore`` keeps it).
+    """
+    if not await server.hub.sessions_of(session.user):
+        server.hub.set_ignores(session.user, ignores)
+    await server.hub.attach(session)
 
 
 async def session_ended(server: PeopleServices, session: Session) -> None:

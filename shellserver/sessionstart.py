@@ -97,7 +97,7 @@ async def begin(
     if not await _make_room(server, terminal, wire, name):
         return None
     previous = await server.store.last_login(name)
-    new_messages = await people.session_starting(server, name)
+    ignores, new_messages = await people.session_starting(server, name)
     motd = await server.motd() if mode is Mode.INTERACTIVE else ""
     if not terminal.connected:  # gone while the store answered: allocate nothing
         return None
@@ -114,7 +114,7 @@ async def begin(
         last_active=now,
         bucket=TokenBucket(server.config.cmd_rate, server.config.cmd_burst),
     )
-    await server.hub.attach(session)
+    await people.attach(server, session, ignores)
     try:
         session.login_record = await server.store.record_login(
             name, session.tty, session.peer, now

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,18 @@ def test_store_made_by_schema_1_code_is_migrated(tmp_path: Path) -> None:
     ]
     assert backup.execute("PRAGMA user_version").fetchone()[0] == 1
     backup.close()
+
+
+def test_the_copy_kept_before_a_migration_is_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.sqlite3"
+    shutil.copyfile(DATA / "store-v1.sqlite", path)
+    old = os.umask(0o022)
+    try:
+        AccountDB.open(str(path)).close()
+    finally:
+        os.umask(old)
+    # Password hashes, like the store itself.
+    assert stat.S_IMODE(os.stat(f"{path}.v1.bak").st_mode) == 0o600
 
 
 # -- the async face ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from harness import Client, add_user, make_server, make_server_with, online
+from twisted.internet.defer import Deferred
 
 from shellserver import people
 from shellserver.people import MAILBOX_LIMIT
@@ -219,3 +220,27 @@ def test_a_multi_line_offline_message_is_paced_by_the_command_bucket(tmp_path: P
     assert a.output().startswith("write: bob is not logged in; message saved\n")
     text = people.saved_messages(server.store.db, "bob")[0].text
     assert text == "\n".join(f"line {n}" for n in range(6))
+
+
+def test_the_last_session_ending_while_another_logs_in_keeps_the_ignore_list(
+    tmp_path: Path,
+) -> None:
+    motd = tmp_path / "motd"
+    motd.write_text("hello\n")
+    server = make_server(tmp_path, motd=str(motd))
+    for name in ("alice", "bob"):
+        add_user(server, name)
+    b1 = online(server, "bob")
+    b1.run("ignore alice")
+    # bob logs in again; while the motd is read, his other session goes.
+    pending: Deferred[bytes] = Deferred()
+    read_io, server.run_io = server.run_io, lambda f, *args: pending
+    b2 = Client(server)
+    b2.login("bob", "password1")
+    b1.drop()
+    server.run_io = read_io
+    pending.callback(b"hello\n")
+    assert "bob@testhost" in b2.output()
+    assert server.hub.ignores("bob") == {"alice"}
+    a = online(server, "alice")
+    assert a.run("write bob hi").startswith("write: bob has messages disabled\n")
