@@ -56,6 +56,37 @@ def test_help_lists_and_explains(server: Server) -> None:
     assert a.run("help nope").startswith("help: no help for nope")
 
 
+def test_long_who_w_and_rooms_wait_for_the_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twisted.internet.defer import Deferred
+
+    from shellserver.terminal import Terminal
+
+    server = make_server(tmp_path, max_sessions=0)
+    add_user(server, "alice")
+    a = online(server, "alice")
+    others = [online(server, "alice") for _ in range(400)]  # 400 rows: about 24 KB
+    for i, c in enumerate(others):  # and 400 rooms with topics: about 40 KB of "rooms"
+        c.run(f"join #room{i:03d}")
+        c.run(f"topic #room{i:03d} {'t' * 80}")
+    waits: list[Deferred[None]] = []
+
+    def drain(self: Terminal) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        waits.append(d)
+        return d
+
+    monkeypatch.setattr(Terminal, "drain", drain)
+    for line, rows in [("who", 403), ("w", 404), ("rooms", 402)]:  # with header and prompt
+        got = a.run(line)
+        assert 0 < len(got.encode()) <= 17 * 1024 and waits  # one chunk, then it waits for room
+        while waits:
+            waits.pop().callback(None)
+            got += a.output()
+        assert got.endswith("alice@testhost:~$ ") and len(got.splitlines()) == rows, line
+
+
 def test_who_and_w(server: Server) -> None:
     a = online(server, "alice", peer="10.1.1.1")
     online(server, "bob", peer="10.2.2.2")

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from shellserver.commands.registry import Context, UsageError, command
+from shellserver.commands.registry import CHUNK, Context, UsageError, command
 from shellserver.files import jobs, transfer
 from shellserver.files.expand import Word
 from shellserver.files.sandbox import MAX_ENTRIES
@@ -23,7 +23,6 @@ from shellserver.homefs import FsError, Home
 from shellserver.sanitize import careful, careful_lines
 
 #: Output goes to the session in pieces this big, each after the last has drained.
-CHUNK = 16 * 1024
 #: ``cat > FILE`` writes what was typed whenever this much has gathered.
 TYPED_FLUSH = 16 * 1024
 
@@ -63,21 +62,7 @@ def words(ctx: Context, count: int) -> list[Word]:
 
 async def send(ctx: Context, pieces: list[str]) -> None:
     """Write text in chunks, each once the session's output has room."""
-    buffered: list[str] = []
-    size = 0
-    for piece in pieces:
-        for start in range(0, len(piece), CHUNK):
-            part = piece[start : start + CHUNK]
-            buffered.append(part)
-            size += len(part)
-            if size >= CHUNK:
-                ctx.write("".join(buffered))
-                buffered, size = [], 0
-                await ctx.drain()
-                if not ctx.session.terminal.connected:
-                    return
-    if buffered:
-        ctx.write("".join(buffered))
+    await ctx.write_all(pieces)
 
 
 async def run(ctx: Context, job: Callable[..., list[str]], *args: Any) -> None:

@@ -66,7 +66,7 @@ async def who(ctx: Context, args: list[str]) -> None:
         if ids is None:
             return
         sessions = [s for s in sessions if s.id in ids]
-    ctx.write(session_rows(ctx, sessions, what=False))
+    await ctx.write_all([session_rows(ctx, sessions, what=False)])
 
 
 @command("w", usage="w", help="Show uptime, then who is online and what they are doing.")
@@ -75,7 +75,9 @@ async def w(ctx: Context, args: list[str]) -> None:
         raise UsageError()
     sessions = await ctx.server.hub.sessions()
     users = len({s.user for s in sessions})
-    ctx.write(uptime_line(ctx, len(sessions), users) + session_rows(ctx, sessions, what=True))
+    await ctx.write_all(
+        [uptime_line(ctx, len(sessions), users), session_rows(ctx, sessions, what=True)]
+    )
 
 
 @command("uptime", usage="uptime", help="How long the server has run, and how many are online.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define, frozen
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 CommandResult = Coroutine[Any, Any, None] | None
 CommandFunc = Callable[["Context", list[str]], CommandResult]
+
+
+#: Long output goes out in pieces of this many characters (see ``Context.write_all``).
+CHUNK = 16 * 1024
 
 
 class UsageError(Exception):
@@ -86,6 +90,26 @@ class Context:
             await deferLater(self.server.clock, delay)
         me.bucket.take(self.now())
         me.last_active = self.now()
+
+    async def write_all(self, pieces: Iterable[str]) -> None:
+        """Long output (a file, a listing, ``who`` of thousands) in :data:`CHUNK` writes,
+        each once the session's output has room: a client that stops reading holds the
+        command, not the server's memory (SPEC §7). Short output is one write, at once."""
+        buffered: list[str] = []
+        size = 0
+        for piece in pieces:
+            for start in range(0, len(piece), CHUNK):
+                part = piece[start : start + CHUNK]
+                buffered.append(part)
+                size += len(part)
+                if size >= CHUNK:
+                    self.write("".join(buffered))
+                    buffered, size = [], 0
+                    await self.drain()
+                    if not self.session.terminal.connected:
+                        return
+        if buffered:
+            self.write("".join(buffered))
 
     def drain(self) -> Deferred[None]:
         """Fires when the session's own output has room again.

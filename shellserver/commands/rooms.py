@@ -130,7 +130,7 @@ async def rooms_(ctx: Context, args: list[str]) -> None:
     nw = max(4, *(len(r.name) for r in found))
     lines = [f"{'ROOM':<{nw}} {'MEMBERS':>7}  TOPIC"]
     lines += [f"{r.name:<{nw}} {r.members:>7}  {r.topic}".rstrip() for r in found]
-    ctx.write("\n".join(lines) + "\n")
+    await ctx.write_all(line + "\n" for line in lines)
 
 
 @command(
