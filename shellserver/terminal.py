@@ -460,7 +460,7 @@ class Terminal:
     def text_received(self, text: str) -> None:
         """Keystrokes (character mode): to the editor while a prompt waits, else held."""
         parser = self._parser
-        if parser is None:
+        if parser is None or self._closing:  # closing: nothing is drawn after the goodbye
             return
         self.settle()
         for key in parser.feed(text):
@@ -501,7 +501,7 @@ class Terminal:
 
     def resized(self) -> None:
         editor = self._editor
-        if editor is not None:
+        if editor is not None and not self._closing:
             self.settle()
             editor.resize(self.width)
             self._flush()
@@ -520,6 +520,8 @@ class Terminal:
         self.eof_received()
 
     def interrupted(self) -> None:
+        if self._closing:
+            return
         self.settle()
         self._typeahead.clear()
         if self._reader is not None:
@@ -531,6 +533,8 @@ class Terminal:
             self._next()
 
     def line_too_long(self, limit: int) -> None:
+        if self._closing:
+            return
         self.write(f"\nLine too long (over {limit} bytes); discarded.\n")
         if self._prompt is not None:
             self.write(self._prompt)
