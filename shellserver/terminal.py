@@ -291,9 +291,10 @@ class Terminal:
         """Show a message from someone else on its own lines, then the prompt again.
 
         The message's bytes are shared by every recipient (the wire encodes it
-        once); only the short lead before it is this terminal's own.
+        once); only the short lead before it is this terminal's own. Once closing,
+        nothing is shown: the goodbye stays the last thing the client sees.
         """
-        if not self.connected:
+        if not self.connected or self._closing:
             return False
         editor = self._editor
         if editor is not None and self._prompt is not None:

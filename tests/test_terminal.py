@@ -315,3 +315,20 @@ def test_nothing_is_drawn_after_a_close_notice() -> None:
     term.line_too_long(4096)
     term.interrupted()
     assert wire.text() == ""
+
+
+@pytest.mark.parametrize("character", [False, True])
+def test_no_message_after_the_goodbye(character: bool) -> None:
+    """A wall reaching a kicked session in the same turn (or before the close completes)."""
+    wire = FakeWire()
+    term = Terminal(wire, Redraws(wire.clock))
+    if character:
+        term.mode_changed(True)
+    term.set_handler(lambda line: None, lambda: "$ ")
+    wire.text()
+    assert term.notify(Message.of("You have been logged out by root: bye"))
+    term.close()
+    assert not term.notify(Message.of("Broadcast from bob: hello"))
+    text = wire.text()
+    assert text.endswith("You have been logged out by root: bye\n")
+    assert "Broadcast" not in text
