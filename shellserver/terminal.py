@@ -291,9 +291,10 @@ class Terminal:
         """Show a message from someone else on its own lines, then the prompt again.
 
         The message's bytes are shared by every recipient (the wire encodes it
-        once); only the short lead before it is this terminal's own.
+        once); only the short lead before it is this terminal's own. Once closing,
+        nothing is shown: the goodbye stays the last thing the client sees.
         """
-        if not self.connected:
+        if not self.connected or self._closing:
             return False
         editor = self._editor
         if editor is not None and self._prompt is not None:
@@ -460,7 +461,7 @@ class Terminal:
     def text_received(self, text: str) -> None:
         """Keystrokes (character mode): to the editor while a prompt waits, else held."""
         parser = self._parser
-        if parser is None:
+        if parser is None or self._closing:  # closing: nothing is drawn after the goodbye
             return
         self.settle()
         for key in parser.feed(text):
@@ -501,7 +502,7 @@ class Terminal:
 
     def resized(self) -> None:
         editor = self._editor
-        if editor is not None:
+        if editor is not None and not self._closing:
             self.settle()
             editor.resize(self.width)
             self._flush()
@@ -520,6 +521,8 @@ class Terminal:
         self.eof_received()
 
     def interrupted(self) -> None:
+        if self._closing:
+            return
         self.settle()
         self._typeahead.clear()
         if self._reader is not None:
@@ -531,6 +534,8 @@ class Terminal:
             self._next()
 
     def line_too_long(self, limit: int) -> None:
+        if self._closing:
+            return
         self.write(f"\nLine too long (over {limit} bytes); discarded.\n")
         if self._prompt is not None:
             self.write(self._prompt)

@@ -484,3 +484,12 @@ def test_own_output_after_a_held_message_comes_after_message_and_prompt() -> Non
     term.notify(Message.of("hi\n"))
     term.write("own\n")
     assert transport.value() == b"\r\nhi\r\np$ own\r\n"
+
+
+def test_a_completed_close_leaves_no_timer_behind() -> None:
+    """The close timeout holds the connection only until the close completes."""
+    proto, _, _, clock = connect()
+    proto.close()
+    assert clock.getDelayedCalls()
+    proto.connectionLost()
+    assert not clock.getDelayedCalls()

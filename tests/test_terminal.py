@@ -296,3 +296,39 @@ def test_next_line_waits_while_the_client_is_not_reading() -> None:
     wire.backlogged = False
     gates[0].callback(None)
     assert ran == ["one", "two"]
+
+
+def test_nothing_is_drawn_after_a_close_notice() -> None:
+    """Keys, a resize or an overlong line arriving after notice + close() draw nothing."""
+    wire = FakeWire()
+    term = Terminal(wire, Redraws(wire.clock))
+    term.mode_changed(True)
+    term.set_handler(lambda line: None, lambda: "$ ")
+    term.text_received("ab")
+    wire.text()
+    term.notify(Message.of("You have been logged out by root: bye"))
+    term.close()
+    assert wire.text().endswith("You have been logged out by root: bye\n")
+    term.text_received("x\x1b[D")
+    wire.width = 40
+    term.resized()
+    term.line_too_long(4096)
+    term.interrupted()
+    assert wire.text() == ""
+
+
+@pytest.mark.parametrize("character", [False, True])
+def test_no_message_after_the_goodbye(character: bool) -> None:
+    """A wall reaching a kicked session in the same turn (or before the close completes)."""
+    wire = FakeWire()
+    term = Terminal(wire, Redraws(wire.clock))
+    if character:
+        term.mode_changed(True)
+    term.set_handler(lambda line: None, lambda: "$ ")
+    wire.text()
+    assert term.notify(Message.of("You have been logged out by root: bye"))
+    term.close()
+    assert not term.notify(Message.of("Broadcast from bob: hello"))
+    text = wire.text()
+    assert text.endswith("You have been logged out by root: bye\n")
+    assert "Broadcast" not in text

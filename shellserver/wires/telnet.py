@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -112,6 +112,8 @@ class TelnetProtocol(Fronted, Protocol):
         #: Has the client ever negotiated? Until it does, nothing is queued.
         self._negotiating = False
         self._closing = False
+        #: The abort of a close that takes too long; cancelled when the connection goes.
+        self._close_call: IDelayedCall | None = None
         #: Has the client sent anything yet (under TLS: is the handshake done)?
         self._heard = False
         self._reads_paused = False
@@ -145,6 +147,9 @@ class TelnetProtocol(Fronted, Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._out.stop()
+        if self._close_call is not None and self._close_call.active():
+            self._close_call.cancel()  # else it holds this connection for 10 s more
+        self._close_call = None
         receiver, self.receiver = self.receiver, GONE  # no cycle left for the collector
         receiver.connection_lost()
 
@@ -218,9 +223,10 @@ class TelnetProtocol(Fronted, Protocol):
             # TLS closes only once no producer is registered (TCP does not wait).
             self.transport.unregisterProducer()  # type: ignore[attr-defined]
             self.transport.loseConnection()
-            self._clock.callLater(10, self._close_timeout)
+            self._close_call = self._clock.callLater(10, self._close_timeout)
 
     def _close_timeout(self) -> None:
+        self._close_call = None
         if self.connected:
             self.abort()
 
