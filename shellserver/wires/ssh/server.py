@@ -506,7 +506,6 @@ class ShellSSHFactory(factory.SSHFactory):
         admission: Admission | None = None,
         failed_logins: FailedLogins | None = None,
     ) -> None:
-        self.keys = keys
         self.failed_logins = failed_logins
         self.publicKeys = keys.public_keys()
         self.privateKeys = keys.private_keys()
