@@ -149,6 +149,17 @@ def test_wire_closes_on_binary_and_oversize_frames() -> None:
     assert sock2.closed == [1009]
 
 
+def test_an_abort_while_closing_leaves_no_close_timer() -> None:
+    wire, sock, _ = open_wire()
+    clock = wire._clock
+    assert isinstance(clock, Clock)
+    wire.close()  # a close frame, and the 10 s timer for a browser that does not read it
+    assert sock.closed == [1000] and len(clock.getDelayedCalls()) == 1
+    wire.abort()  # e.g. the output stall, before the timer
+    wire.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
+
+
 def test_vendored_files_match_their_checksums() -> None:
     """xterm.js is vendored from npm (make assets); the files are those the lock pinned."""
     lines = (VENDOR / "SHA256SUMS").read_text().splitlines()

@@ -321,6 +321,6 @@ class WebWire(Fronted):
         self._goodbye(CLOSE_NORMAL)
 
     def abort(self) -> None:
-        self._close_call = None
+        # _close_call stays: connectionLost cancels it if this abort is not the timer's own.
         if self.connected and self._raw is not None:
             self._raw.abortConnection()

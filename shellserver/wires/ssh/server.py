@@ -217,7 +217,6 @@ class ShellAvatar(ConchUser):
         self.account = account
         self.start = start
         self.channelLookup[b"session"] = SessionChannel
-        self.open_channels = 0
         #: Channels opened on this connection and not yet closed.
         self.channels: set[SessionChannel] = set()
 
@@ -232,7 +231,7 @@ class ShellAvatar(ConchUser):
             return connection.OPEN_ADMINISTRATIVELY_PROHIBITED, b"forwarding is disabled"
         if channelType != b"session":
             return connection.OPEN_UNKNOWN_CHANNEL_TYPE, b"unknown channel type"
-        if self.open_channels >= MAX_CHANNELS:
+        if len(self.channels) >= MAX_CHANNELS:
             return connection.OPEN_RESOURCE_SHORTAGE, b"too many sessions"
         return None
 
@@ -243,13 +242,11 @@ class ShellAvatar(ConchUser):
         if refused is not None:
             raise ConchError(refused[1].decode(), refused[0])
         channel: SSHChannel = super().lookupChannel(channelType, windowSize, maxPacket, data)
-        self.open_channels += 1
         assert isinstance(channel, SessionChannel)
         self.channels.add(channel)
         closed = channel.closed
 
         def on_closed() -> None:
-            self.open_channels -= 1
             self.channels.discard(channel)
             closed()
 
@@ -506,7 +503,6 @@ class ShellSSHFactory(factory.SSHFactory):
         admission: Admission | None = None,
         failed_logins: FailedLogins | None = None,
     ) -> None:
-        self.keys = keys
         self.failed_logins = failed_logins
         self.publicKeys = keys.public_keys()
         self.privateKeys = keys.private_keys()
