@@ -222,6 +222,8 @@ def test_runaway_subnegotiation_is_abandoned() -> None:
     proto, _, rec, _ = connect()
     proto.dataReceived(bytes([IAC, SB, NAWS]) + b"x" * 2000 + b"ok\r\n")
     assert rec.events[-1].endswith("ok")
+    proto.dataReceived(bytes([IAC, SB, NAWS]) + bytes([IAC, IAC]) * 2000 + b"ok2\r\n")
+    assert rec.events[-1].endswith("ok2")  # escaped IACs count toward the limit too
 
 
 def test_control_keys() -> None:

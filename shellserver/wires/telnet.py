@@ -410,9 +410,12 @@ class TelnetProtocol(Fronted, Protocol):
             if b == SE:
                 self._state = _DATA
                 self._subnegotiation(bytes(self._sb))
-            elif b == IAC:
+            elif b == IAC:  # an escaped IAC counts toward the limit like any other byte
                 self._state = _SB
-                if len(self._sb) < 64:
+                self._sb_len += 1
+                if self._sb_len > _MAX_SB:
+                    self._state = _DATA
+                elif len(self._sb) < 64:
                     self._sb.append(IAC)
             else:  # broken subnegotiation: treat as IAC <b>
                 self._state = _IAC
