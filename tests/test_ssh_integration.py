@@ -344,7 +344,11 @@ def test_forwarding_is_refused(sshd: RealServer) -> None:
         conn.close()
     finally:
         local.terminate()
-        _, err = local.communicate(timeout=10)
+        try:
+            _, err = local.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a loaded machine: what it said is all we need
+            local.kill()
+            _, err = local.communicate(timeout=10)
     assert b"administratively prohibited" in err, err
     assert "direct-tcpip channel refused" in sshd.log_text()
     assert "Traceback" not in sshd.log_text()
