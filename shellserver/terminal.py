@@ -36,6 +36,15 @@ log = Logger()
 
 _ERASE_LINE = "\r\x1b[K"
 MAX_TYPEAHEAD = 64
+#: A window size a wire reports (NAWS, pty-req, a browser's resize) is kept within these (SPEC §8).
+MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
+
+
+def clamp_size(cols: int, rows: int) -> tuple[int, int]:
+    """``cols`` x ``rows`` within SPEC §8's bounds."""
+    return max(MIN_W, min(cols, MAX_W)), max(MIN_H, min(rows, MAX_H))
+
+
 #: Characters typed ahead in character mode while no prompt waits (a paste).
 MAX_PENDING = 64 * 1024
 

@@ -332,3 +332,11 @@ def test_no_message_after_the_goodbye(character: bool) -> None:
     text = wire.text()
     assert text.endswith("You have been logged out by root: bye\n")
     assert "Broadcast" not in text
+
+
+def test_window_sizes_are_kept_within_spec_bounds() -> None:
+    from shellserver.terminal import clamp_size
+
+    assert clamp_size(1, 1) == (20, 5)
+    assert clamp_size(80, 24) == (80, 24)
+    assert clamp_size(65535, 65535) == (500, 200)

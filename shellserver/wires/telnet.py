@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from shellserver.hub import Message
 from shellserver.output import Fronted, Output
-from shellserver.terminal import GONE, ILineReceiver, IWire
+from shellserver.terminal import GONE, ILineReceiver, IWire, clamp_size
 from shellserver.wire import decode, encode
 
 # Commands (RFC 854) and options.
@@ -59,7 +59,6 @@ _CHAR_SPECIAL = re.compile(rb"[\x00\r\n\xff]")
 _MAX_SB = 1024
 _TERM_OK = re.compile(r"[^a-z0-9._+-]")
 #: Window size limits (SPEC §8): columns, rows.
-MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
 #: What is offered at connect, in this order (SPEC §3); nothing waits for the answers.
 _OFFERS: tuple[tuple[bool, int], ...] = ((True, ECHO), (True, SGA), (False, SGA))
 _OFFERS += ((True, BINARY), (False, BINARY), (False, NAWS), (False, TTYPE))
@@ -446,10 +445,8 @@ class TelnetProtocol(Fronted, Protocol):
             width = sb[1] << 8 | sb[2]
             height = sb[3] << 8 | sb[4]
             size = (self.width, self.height)
-            if width:
-                self.width = max(MIN_W, min(width, MAX_W))
-            if height:
-                self.height = max(MIN_H, min(height, MAX_H))
+            # 0 means "unknown" in NAWS: that side keeps what it was
+            self.width, self.height = clamp_size(width or size[0], height or size[1])
             if (self.width, self.height) != size:
                 self.receiver.resized()
         elif len(sb) > 1 and sb[0] == TTYPE and sb[1] == TTYPE_IS:

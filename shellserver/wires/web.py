@@ -35,10 +35,9 @@ from zope.interface import implementer
 
 from shellserver.hub import Message
 from shellserver.output import Fronted, Output
-from shellserver.terminal import ILineReceiver, IWire
+from shellserver.terminal import ILineReceiver, IWire, clamp_size
 
 #: Window size limits (SPEC §8), the same as telnet's NAWS: columns, rows.
-MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
 #: Largest message the client may send (SPEC §10); a bigger one closes the socket.
 MAX_FRAME = 64 * 1024
 #: Close codes (RFC 6455 §7.4.1).
@@ -263,8 +262,7 @@ class WebWire(Fronted):
         if not (cols.isdigit() and rows.isdigit() and len(cols) < 6 and len(rows) < 6):
             return
         size = (self.width, self.height)
-        self.width = max(MIN_W, min(int(cols), MAX_W))
-        self.height = max(MIN_H, min(int(rows), MAX_H))
+        self.width, self.height = clamp_size(int(cols), int(rows))
         if (self.width, self.height) != size and self.receiver is not None:
             self.receiver.resized()
 

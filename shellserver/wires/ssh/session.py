@@ -35,6 +35,7 @@ from shellserver.terminal import (
     Interrupted,
     IWire,
     Terminal,
+    clamp_size,
 )
 from shellserver.wire import decode
 
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 log = Logger()
 
 #: Window size limits (SPEC §8), as for telnet's NAWS: columns, rows.
-MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
 #: Seconds a closing channel may take to send what it holds before the connection is aborted.
 CLOSE_TIMEOUT = 10.0
 #: Exit status when the session could not start, or the command was interrupted.
@@ -76,10 +76,6 @@ class Channel(Protocol):
     def exit(self, status: int) -> None: ...
 
 
-def _clamp(value: int, low: int, high: int) -> int:
-    return max(low, min(high, value))
-
-
 @implementer(IWire)
 class SSHWire(Fronted):
     """One session channel, seen from the terminal."""
@@ -99,8 +95,7 @@ class SSHWire(Fronted):
         self.peer = peer
         self.term = request.term
         self.pty = request.pty
-        self.width = _clamp(request.cols, MIN_W, MAX_W)
-        self.height = _clamp(request.rows, MIN_H, MAX_H)
+        self.width, self.height = clamp_size(request.cols, request.rows)
         #: Sent as ``exit-status`` when the channel closes.
         self.status = 0
         self.receiver: ILineReceiver | None = None
@@ -215,8 +210,7 @@ class SSHWire(Fronted):
                 self.receiver.eof_received()
 
     def resize(self, cols: int, rows: int) -> None:
-        self.width = _clamp(cols, MIN_W, MAX_W)
-        self.height = _clamp(rows, MIN_H, MAX_H)
+        self.width, self.height = clamp_size(cols, rows)
         if self.receiver is not None and not self._lost:
             self.receiver.resized()
 
