@@ -127,3 +127,19 @@ class Client:
         if not self.closed:
             self.closed = True
             self.protocol.connectionLost()
+
+
+def held_drains(monkeypatch: Any) -> list[Deferred[None]]:
+    """Make every ``Terminal.drain`` wait until the test fires it: a client that reads only
+    when told. Returns the waiting Deferreds, oldest first."""
+    from shellserver.terminal import Terminal
+
+    waits: list[Deferred[None]] = []
+
+    def drain(self: Terminal) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        waits.append(d)
+        return d
+
+    monkeypatch.setattr(Terminal, "drain", drain)
+    return waits

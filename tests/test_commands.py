@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Client, add_user, make_server, make_server_with, online
+from harness import Client, add_user, held_drains, make_server, make_server_with, online
 
 from shellserver.adminops import broadcast_message
 from shellserver.server import Server
@@ -59,9 +59,6 @@ def test_help_lists_and_explains(server: Server) -> None:
 def test_long_who_w_and_rooms_wait_for_the_client(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from twisted.internet.defer import Deferred
-
-    from shellserver.terminal import Terminal
 
     server = make_server(tmp_path, max_sessions=0)
     add_user(server, "alice")
@@ -70,14 +67,7 @@ def test_long_who_w_and_rooms_wait_for_the_client(
     for i, c in enumerate(others):  # and 400 rooms with topics: about 40 KB of "rooms"
         c.run(f"join #room{i:03d}")
         c.run(f"topic #room{i:03d} {'t' * 80}")
-    waits: list[Deferred[None]] = []
-
-    def drain(self: Terminal) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        waits.append(d)
-        return d
-
-    monkeypatch.setattr(Terminal, "drain", drain)
+    waits = held_drains(monkeypatch)
     for line, rows in [("who", 403), ("w", 404), ("rooms", 402)]:  # with header and prompt
         got = a.run(line)
         assert 0 < len(got.encode()) <= 17 * 1024 and waits  # one chunk, then it waits for room

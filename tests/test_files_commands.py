@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Client, add_user, hold_db_call, make_server
+from harness import Client, add_user, held_drains, hold_db_call, make_server
 from twisted.internet.defer import Deferred
 
 from shellserver.accounts import NoSuchUser
@@ -388,19 +388,11 @@ def test_planted_links_are_shown_and_removable_never_followed(
 def test_long_output_goes_out_as_the_client_takes_it(
     alice: Client, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shellserver.terminal import Terminal
 
     for i in range(1000):  # ls -l: about 90 KB
         (home(server) / f"name-{i:04d}-{'x' * 40}").write_text("")
     (home(server) / "big").write_bytes(b"line of text\n" * 20_000)
-    waits: list[Deferred[None]] = []
-
-    def drain(self: Terminal) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        waits.append(d)
-        return d
-
-    monkeypatch.setattr(Terminal, "drain", drain)
+    waits = held_drains(monkeypatch)
     for line, lines in [("ls -l", 1001), ("cat big", 20_000)]:
         got = alice.run(line)
         assert 0 < len(got.encode()) <= 17 * 1024  # one chunk, then it waits for room
