@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from shellserver.accounts import Account, AccountStore
 from shellserver.config import Config
 from shellserver.homefs import Homes
-from shellserver.hub import Hub, Message
+from shellserver.hub import IHub, Message
 from shellserver.metrics import Metrics
 from shellserver.sanitize import careful
 from shellserver.wrap import hard_wrap
@@ -26,7 +26,7 @@ class AdminServices(Protocol):
 
     config: Config
     clock: IReactorTime
-    hub: Hub
+    hub: IHub
     store: AccountStore
     metrics: Metrics
     homes: Homes | None
@@ -52,9 +52,8 @@ def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: s
 
 async def wall(server: AdminServices, by: str, tty: str, where: str, text: str) -> int:
     message = broadcast_message(by, server.config.hostname, tty, server.clock.seconds(), text)
-    sessions = len(server.hub)
-    reached = await server.hub.broadcast(message)
-    server.metrics.messages("wall", reached, max(0, sessions - reached))
+    reached, dropped = await server.hub.broadcast(message)
+    server.metrics.messages("wall", reached, dropped)
     server.admin_action(by, where, "wall", text=text, reached=reached)
     return reached
 

@@ -19,7 +19,7 @@ from shellserver.files.tree import Tree
 if TYPE_CHECKING:
     from shellserver.commands.registry import Registry
     from shellserver.homefs import Homes
-    from shellserver.hub import Hub
+    from shellserver.hub import IHub
     from shellserver.session import Session
 
 
@@ -27,7 +27,7 @@ class CompletionServices(Protocol):
     """What Tab completion reads (``Server`` provides it)."""
 
     registry: Registry
-    hub: Hub
+    hub: IHub
     homes: Homes | None
 
 

@@ -164,7 +164,7 @@ def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
                 "mesg": s.mesg,
                 "peer": s.peer,
                 "term": s.term,
-                "node": server.config.node,
+                "node": s.node or server.config.node,
             }
             for s in sessions
         ]
@@ -218,8 +218,8 @@ class ControlProtocol(amp.AMP):
         result: dict[str, Any] = {
             "pid": os.getpid(),
             "uptime": self.server.uptime(),
-            "sessions": len(hub),
-            "users": hub.users(),
+            "sessions": hub.counts()[0],
+            "users": hub.counts()[1],
             "hostname": self.server.config.hostname,
         }
         if shutdown is not None and shutdown.at is not None:

@@ -9,42 +9,71 @@ Deferreds because a clustered hub (Redis) will be asynchronous; callers
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
 
 from twisted.internet.defer import Deferred, succeed
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from shellserver.message import Message as Message  # re-exported: where callers find it
+from shellserver.record import Delivery as Delivery
+from shellserver.record import SessionInfo
 from shellserver.rooms import Member, RoomInfo, RoomTable
 from shellserver.session import Session
 
 
 class IHub(Interface):
-    def allocate_tty(kind: str) -> str:
-        """A free terminal name such as ``tel/3`` (lowest free number, like ptys)."""
+    node = Attribute("This node's name: the ``node`` of the sessions attached here.")
+
+    def allocate_tty(kind: str) -> Deferred[str]:
+        """A free terminal name such as ``tel/3`` (lowest free number, like ptys), unique
+        across the cluster."""
 
     def attach(session: Session) -> Deferred[None]:
-        """Make ``session`` reachable."""
+        """Make this node's ``session`` reachable (from every node)."""
 
     def detach(session: Session) -> Deferred[None]:
-        """Forget ``session`` and free its tty name."""
+        """Forget ``session`` and free its tty name (twice is harmless)."""
 
-    def sessions() -> Deferred[list[Session]]:
-        """Everyone online, in login order."""
+    def local_sessions() -> list[Session]:
+        """This node's own live sessions (the idle scan, the shutdown's last notice)."""
 
-    def sessions_of(user: str) -> Deferred[list[Session]]:
+    def counts() -> tuple[int, int]:
+        """(sessions, users) online, at once (``status``, the wall counters)."""
+
+    def sessions() -> Deferred[list[SessionInfo]]:
+        """Everyone online, in login order: records, not objects."""
+
+    def sessions_of(user: str) -> Deferred[list[SessionInfo]]:
         """``user``'s sessions, in login order."""
 
-    def deliver(session: Session, message: Message) -> Deferred[bool]:
-        """Show ``message`` to one session; False if it was dropped."""
+    def admit(
+        user: str, session_id: int, limit: int, replace: bool
+    ) -> Deferred[list[SessionInfo] | None]:
+        """``--max-sessions``: may ``user`` have one more session (``session_id``, about to be
+        attached)? None: refuse; else the sessions to end first (empty when under the limit).
 
-    def broadcast(message: Message) -> Deferred[int]:
-        """Show ``message`` to every session, whatever their mesg; the number reached."""
+        The check and the claim are one step, so two logins at once cannot both pass.
+        """
+
+    def release(user: str, session_id: int) -> None:
+        """A login that ``admit`` let in was abandoned before ``attach``: free its claim."""
+
+    def changed(session: Session) -> None:
+        """``session``'s mesg, idle time or command changed: let the other nodes know
+        (mesg at once, the rest at a bounded rate)."""
+
+    def deliver(
+        to: SessionInfo, message: Message, sender: str | None = None
+    ) -> Deferred[Delivery]:
+        """Show ``message`` to one session. With ``sender``, the recipient's ``mesg n`` and
+        ignore list refuse it (``write``); without, it is shown whatever they say (notices)."""
+
+    def broadcast(message: Message) -> Deferred[tuple[int, int]]:
+        """Show ``message`` to every session, whatever their mesg; (reached, dropped)."""
 
     def logout_user(user: str, message: Message | None) -> Deferred[int]:
-        """Show ``message`` to each of ``user``'s sessions, then end them."""
+        """Show ``message`` to each of ``user``'s sessions, then end them; how many."""
 
-    def end_session(session: Session, message: Message | None) -> Deferred[None]:
+    def end_session(to: SessionInfo, message: Message | None) -> Deferred[None]:
         """Show ``message`` to one session, then end it (idle logout, ``--on-max replace``)."""
 
     # -- people and rooms (SPEC §11): plain data in and out, so Redis can hold it --------
@@ -100,9 +129,11 @@ class IHub(Interface):
 
 @implementer(IHub)
 class Hub:
-    """The in-memory hub of a single server process."""
+    """The in-memory hub of a single server process (and each node's local table in a
+    cluster: :class:`shellserver.cluster.hub.RedisHub` keeps one for its own sessions)."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
+        self.node = node
         self._by_id: dict[int, Session] = {}
         self._by_user: dict[str, list[Session]] = {}
         self._free: dict[str, list[int]] = {}
@@ -116,7 +147,13 @@ class Hub:
     def users(self) -> int:
         return len(self._by_user)
 
-    def allocate_tty(self, kind: str) -> str:
+    def counts(self) -> tuple[int, int]:
+        return len(self._by_id), len(self._by_user)
+
+    def allocate_tty(self, kind: str) -> Deferred[str]:
+        return succeed(self.take_tty(kind))
+
+    def take_tty(self, kind: str) -> str:
         free = self._free.get(kind)
         if free:
             number = heapq.heappop(free)
@@ -127,47 +164,110 @@ class Hub:
 
     def release_tty(self, tty: str) -> None:
         kind, _, number = tty.partition("/")
-        heapq.heappush(self._free.setdefault(kind, []), int(number))
+        if number.isdigit():
+            heapq.heappush(self._free.setdefault(kind, []), int(number))
 
     def attach(self, session: Session) -> Deferred[None]:
-        self._by_id[session.id] = session
-        self._by_user.setdefault(session.user, []).append(session)
+        self.add(session)
         return succeed(None)
 
+    def add(self, session: Session) -> None:
+        self._by_id[session.id] = session
+        self._by_user.setdefault(session.user, []).append(session)
+
     def detach(self, session: Session) -> Deferred[None]:
-        if self._by_id.pop(session.id, None) is not None:
-            mine = self._by_user[session.user]
-            mine.remove(session)
-            if not mine:
-                del self._by_user[session.user]
+        if self.remove(session):
             self.release_tty(session.tty)
         return succeed(None)
 
-    def sessions(self) -> Deferred[list[Session]]:
+    def remove(self, session: Session) -> bool:
+        """Take ``session`` out of the tables; False if it was not in them."""
+        if self._by_id.pop(session.id, None) is None:
+            return False
+        mine = self._by_user[session.user]
+        mine.remove(session)
+        if not mine:
+            del self._by_user[session.user]
+        return True
+
+    def local_sessions(self) -> list[Session]:
+        return list(self._by_id.values())
+
+    def local(self, session_id: int) -> Session | None:
+        return self._by_id.get(session_id)
+
+    def local_of(self, user: str) -> list[Session]:
+        return list(self._by_user.get(user, ()))
+
+    def sessions(self) -> Deferred[list[SessionInfo]]:
         return succeed(list(self._by_id.values()))
 
-    def sessions_of(self, user: str) -> Deferred[list[Session]]:
+    def sessions_of(self, user: str) -> Deferred[list[SessionInfo]]:
         return succeed(list(self._by_user.get(user, ())))
 
-    def deliver(self, session: Session, message: Message) -> Deferred[bool]:
-        return succeed(session.deliver(message))
+    def admit(
+        self, user: str, session_id: int, limit: int, replace: bool
+    ) -> Deferred[list[SessionInfo] | None]:
+        mine = self._by_user.get(user, ())
+        if len(mine) < limit:
+            return succeed([])
+        if not replace:
+            return succeed(None)
+        return succeed(list(mine[: len(mine) - limit + 1]))
 
-    def broadcast(self, message: Message) -> Deferred[int]:
-        return succeed(_send_all(self._by_id.values(), message))
+    def release(self, user: str, session_id: int) -> None:
+        pass  # admit claimed nothing: one process attaches without a gap
+
+    def changed(self, session: Session) -> None:
+        pass  # everyone reads the live session
+
+    def deliver(
+        self, to: SessionInfo, message: Message, sender: str | None = None
+    ) -> Deferred[Delivery]:
+        return succeed(self.deliver_here(to.id, message, sender))
+
+    def deliver_here(self, session_id: int, message: Message, sender: str | None) -> Delivery:
+        session = self._by_id.get(session_id)
+        if session is None or not session.terminal.connected:
+            return Delivery.GONE
+        if sender is not None and (
+            not session.mesg or sender in self._ignores.get(session.user, _NOBODY)
+        ):
+            return Delivery.REFUSED
+        return Delivery.DELIVERED if session.deliver(message) else Delivery.DROPPED
+
+    def broadcast(self, message: Message) -> Deferred[tuple[int, int]]:
+        return succeed(self.broadcast_here(message))
+
+    def broadcast_here(self, message: Message) -> tuple[int, int]:
+        sessions = list(self._by_id.values())
+        reached = 0
+        for session in sessions:
+            reached += session.deliver(message)
+        return reached, len(sessions) - reached
 
     def logout_user(self, user: str, message: Message | None) -> Deferred[int]:
+        return succeed(self.logout_here(user, message))
+
+    def logout_here(self, user: str, message: Message | None) -> int:
         mine = list(self._by_user.get(user, ()))
         for session in mine:
-            if message is not None:
-                session.deliver(message)
-            session.disconnect()
-        return succeed(len(mine))
+            self.end_here(session.id, message)
+        return len(mine)
 
-    def end_session(self, session: Session, message: Message | None) -> Deferred[None]:
+    def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
+        self.end_here(to.id, message)
+        return succeed(None)
+
+    def end_here(self, session_id: int, message: Message | None) -> None:
+        """Tell, close, and detach at once: the slot is free before the connection is gone."""
+        session = self._by_id.get(session_id)
+        if session is None:
+            return
         if message is not None:
             session.deliver(message)
         session.disconnect()
-        return succeed(None)
+        self.detach(session)
 
     # -- people and rooms (SPEC §11) ----------------------------------------------------
 
@@ -183,7 +283,7 @@ class Hub:
     def join_room(
         self, room: str, session_id: int, user: str, tty: str, max_rooms: int, max_members: int
     ) -> Deferred[str]:
-        member = Member(session_id, user, tty)
+        member = Member(session_id, user, tty, self.node)
         return succeed(self._rooms.join(room, member, max_rooms, max_members))
 
     def part_room(self, room: str, session_id: int) -> Deferred[bool]:
@@ -228,10 +328,3 @@ class Hub:
 
 
 _NOBODY: frozenset[str] = frozenset()
-
-
-def _send_all(sessions: Iterable[Session], message: Message) -> int:
-    reached = 0
-    for session in list(sessions):
-        reached += session.deliver(message)
-    return reached

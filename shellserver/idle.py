@@ -1,7 +1,8 @@
 """Idle sessions are warned a minute before ``--idle-timeout``, then logged out.
 
-One periodic scan instead of a timer per session: resetting a timer on every
-typed line would cost more than a pass over the table every few seconds.
+Each node scans its own sessions (``IHub.local_sessions``). One periodic scan
+instead of a timer per session: resetting a timer on every typed line would
+cost more than a pass over the table every few seconds.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver.hub import IHub, Message
-from shellserver.session import Session
 from shellserver.words import counted
 
 log = Logger()
@@ -37,13 +37,8 @@ class IdleWatch:
     def scan(self, now: float) -> None:
         if self.timeout <= 0:
             return
-        d = self.hub.sessions()
-        d.addCallback(self._check, now)
-        d.addErrback(self._failed, "idle scan")
-
-    def _check(self, sessions: list[Session], now: float) -> None:
         warn_after = max(0.0, self.timeout - WARNING)
-        for s in sessions:
+        for s in self.hub.local_sessions():  # each node watches its own
             idle = s.idle(now)
             if idle >= self.timeout:
                 self.hub.end_session(s, self._logout).addErrback(self._failed, "idle logout")

@@ -15,7 +15,7 @@ from attrs import frozen
 from twisted.internet.defer import Deferred
 
 from shellserver.accounts import AccountDB, AccountStore, username_problem
-from shellserver.hub import Hub, Message
+from shellserver.hub import IHub, Message
 from shellserver.metrics import Metrics
 from shellserver.rooms import left_text
 from shellserver.session import Session
@@ -25,7 +25,7 @@ class PeopleServices(Protocol):
     """What a login and a logout use here (``Server`` provides it)."""
 
     store: AccountStore
-    hub: Hub
+    hub: IHub
     metrics: Metrics
 
 

@@ -59,6 +59,8 @@ class Member:
     session_id: int
     user: str
     tty: str
+    #: The member's node in a cluster (its session id is that node's).
+    node: str = ""
 
 
 @frozen

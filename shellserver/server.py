@@ -22,7 +22,7 @@ from shellserver.commands.registry import Registry
 from shellserver.config import Config
 from shellserver.connection import Connection
 from shellserver.homefs import Homes
-from shellserver.hub import Hub
+from shellserver.hub import Hub, IHub
 from shellserver.metrics import Metrics
 from shellserver.sanitize import careful_lines
 from shellserver.sessionstart import Seat
@@ -41,7 +41,8 @@ class Server:
     clock: IReactorTime
     store: AccountStore
     registry: Registry
-    hub: Hub = field(factory=Hub)
+    #: The in-memory hub named after ``--node``; a clustered service passes its RedisHub.
+    hub: IHub = field()
     started: float = 0.0
     failed_logins: FailedLogins = field(factory=FailedLogins)
     portal: Portal = field()
@@ -63,6 +64,10 @@ class Server:
     _trouble: LogLimit = field(factory=LogLimit)
     #: Prompts drawn again after messages, once per reactor turn (terminal.py).
     redraws: Redraws = field()
+
+    @hub.default
+    def _hub(self) -> IHub:
+        return Hub(node=self.config.node)
 
     @redraws.default
     def _redraws(self) -> Redraws:

@@ -33,6 +33,8 @@ class Session:
     doing: str = "-sh"
     term: str = ""
     login_record: int | None = None
+    #: The node this session lives on (``--node``); "" for a server that is not clustered.
+    node: str = ""
     #: ``last_active`` at the time of the idle warning, so one idle stretch warns once.
     idle_warned: float = -1.0
     #: Lines this session may send (commands, and the lines of a multi-line ``write``);

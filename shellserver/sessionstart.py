@@ -94,19 +94,40 @@ async def begin(
     if refusal:
         terminal.write(refusal + "\n")
         return None
-    if not await _make_room(server, terminal, wire, name):
+    session_id = server.next_id()
+    if not await _make_room(server, terminal, wire, name, session_id):
         return None
+    try:
+        return await _start(server, account, terminal, wire, mode, still_wanted, session_id)
+    except BaseException:
+        server.hub.release(name, session_id)
+        raise
+
+
+async def _start(
+    server: SessionServices,
+    account: Account,
+    terminal: Terminal,
+    wire: IWire,
+    mode: Mode,
+    still_wanted: Callable[[], bool],
+    session_id: int,
+) -> Session | None:
+    name = account.name
     previous = await server.store.last_login(name)
     ignores, new_messages = await people.session_starting(server, name)
     motd = await server.motd() if mode is Mode.INTERACTIVE else ""
     if not terminal.connected:  # gone while the store answered: allocate nothing
+        server.hub.release(name, session_id)
         return None
+    tty = await server.hub.allocate_tty(wire.kind)
     now = server.clock.seconds()
     session = Session(
-        id=server.next_id(),
+        id=session_id,
+        node=server.hub.node,
         user=name,
         role=account.role,
-        tty=server.hub.allocate_tty(wire.kind),
+        tty=tty,
         peer=wire.peer,
         term=wire.term,
         login_time=now,
@@ -151,21 +172,22 @@ async def begin(
     return session
 
 
-async def _make_room(server: SessionServices, terminal: Terminal, wire: IWire, name: str) -> bool:
-    """Apply ``--max-sessions``/``--on-max``: refuse, or end the oldest sessions."""
+async def _make_room(
+    server: SessionServices, terminal: Terminal, wire: IWire, name: str, session_id: int
+) -> bool:
+    """Apply ``--max-sessions``/``--on-max``: refuse, or end the oldest sessions (on
+    whichever node they are)."""
     limit = server.config.max_sessions
     if not limit:
         return True
-    mine = await server.hub.sessions_of(name)
-    if len(mine) < limit:
-        return True
-    if server.config.on_max == "refuse":
+    replace = server.config.on_max != "refuse"
+    older = await server.hub.admit(name, session_id, limit, replace)
+    if older is None:
         terminal.write(f"Too many sessions for {name} (limit {limit}); log out elsewhere first.\n")
         return False
     notice = Message.of(f"\nSession replaced by a new login from {careful(wire.peer)}.")
-    for old in mine[: len(mine) - limit + 1]:
+    for old in older:
         await server.hub.end_session(old, notice)
-        await server.hub.detach(old)
     return True
 
 

@@ -125,13 +125,8 @@ class Shutdown:
     def _broadcast(self, by: str, tty: str, text: str) -> None:
         hostname = self.server.config.hostname
         message = broadcast_message(by, hostname, tty, self.server.clock.seconds(), text)
-        sessions = len(self.server.hub)
         d = self.server.hub.broadcast(message)
-        d.addCallback(
-            lambda reached: self.server.metrics.messages(
-                "wall", reached, max(0, sessions - reached)
-            )
-        )
+        d.addCallback(lambda counts: self.server.metrics.messages("wall", *counts))
         d.addErrback(lambda f: log.failure("shutdown notice failed", f))
 
     def _arm(self) -> None:

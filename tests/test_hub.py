@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from shellserver.hub import Hub, IHub, Message
+from shellserver.hub import Delivery, Hub, IHub, Message
 from shellserver.session import Session
 from shellserver.terminal import IWire, Redraws, Terminal
 from shellserver.wire import encode
@@ -59,7 +59,7 @@ def result(d: Deferred[Any]) -> Any:
 def session(hub: Hub, user: str, n: int, accept: bool = True) -> tuple[Session, Sink]:
     sink = Sink(accept)
     s = Session(
-        n, user, "user", hub.allocate_tty("tel"), "p", 0.0, Terminal(sink, Redraws(Clock())), 0.0
+        n, user, "user", hub.take_tty("tel"), "p", 0.0, Terminal(sink, Redraws(Clock())), 0.0
     )
     hub.attach(s)
     return s, sink
@@ -93,10 +93,10 @@ def test_tty_names_reuse_the_lowest_free_number() -> None:
     assert [s0.tty, s1.tty, s2.tty] == ["tel/0", "tel/1", "tel/2"]
     hub.detach(s1)
     hub.detach(s0)
-    assert hub.allocate_tty("tel") == "tel/0"
-    assert hub.allocate_tty("tel") == "tel/1"
-    assert hub.allocate_tty("tel") == "tel/3"
-    assert hub.allocate_tty("ssh") == "ssh/0"
+    assert result(hub.allocate_tty("tel")) == "tel/0"
+    assert hub.take_tty("tel") == "tel/1"
+    assert hub.take_tty("tel") == "tel/3"
+    assert hub.take_tty("ssh") == "ssh/0"
 
 
 def test_broadcast_encodes_once_and_counts_who_got_it() -> None:
@@ -112,7 +112,7 @@ def test_broadcast_encodes_once_and_counts_who_got_it() -> None:
         return encode(text)
 
     assert msg.encoded("tel", counting) == body
-    assert result(hub.broadcast(msg)) == 3
+    assert result(hub.broadcast(msg)) == (3, 1)
     for sink in sinks:
         assert sink.got[-1].endswith(body)
     assert msg.encoded("tel", counting) is msg.encoded("tel", counting)
@@ -122,7 +122,31 @@ def test_broadcast_encodes_once_and_counts_who_got_it() -> None:
 def test_deliver_reports_a_drop() -> None:
     hub = Hub()
     s, _ = session(hub, "slow", 1, accept=False)
-    assert result(hub.deliver(s, Message.of("x"))) is False
+    assert result(hub.deliver(s, Message.of("x"))) is Delivery.DROPPED
+
+
+def test_deliver_says_gone_and_refused() -> None:
+    hub = Hub()
+    s, _ = session(hub, "bob", 1)
+    hub.set_ignores("bob", frozenset({"eve"}))
+    assert result(hub.deliver(s, Message.of("x"), "eve")) is Delivery.REFUSED
+    assert result(hub.deliver(s, Message.of("x"))) is Delivery.DELIVERED  # a notice
+    s.mesg = False
+    assert result(hub.deliver(s, Message.of("x"), "alice")) is Delivery.REFUSED
+    assert result(hub.deliver(s, Message.of("x"), None)) is Delivery.DELIVERED
+    hub.detach(s)
+    assert result(hub.deliver(s, Message.of("x"), "alice")) is Delivery.GONE
+
+
+def test_admit_refuses_or_names_the_oldest() -> None:
+    hub = Hub()
+    a1, _ = session(hub, "alice", 1)
+    a2, _ = session(hub, "alice", 2)
+    assert result(hub.admit("alice", 3, 3, replace=False)) == []
+    assert result(hub.admit("alice", 3, 2, replace=False)) is None
+    assert result(hub.admit("alice", 3, 1, replace=True)) == [a1, a2]
+    hub.end_session(a1, None)
+    assert result(hub.sessions_of("alice")) == [a2]  # detached at once, not when the TCP goes
 
 
 def test_logout_user_tells_then_closes_only_that_user() -> None:

@@ -8,8 +8,8 @@ import time
 
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.commands.rooms import member_ids
+from shellserver.record import SessionInfo, key_of
 from shellserver.sanitize import careful
-from shellserver.session import Session
 from shellserver.timefmt import format_idle, format_login_time, format_uptime
 from shellserver.words import counted
 from shellserver.wrap import display_width
@@ -31,7 +31,7 @@ def uptime_line(ctx: Context, sessions: int, users: int) -> str:
     )
 
 
-def session_rows(ctx: Context, sessions: list[Session], what: bool) -> str:
+def session_rows(ctx: Context, sessions: list[SessionInfo], what: bool) -> str:
     admin = ctx.session.is_admin
     now = ctx.now()
     header = f"{'USER':<12} {'TTY':<8} {'LOGIN':<12} {'IDLE':>5} MESG"
@@ -65,7 +65,7 @@ async def who(ctx: Context, args: list[str]) -> None:
         ids = await member_ids(ctx, args[0])
         if ids is None:
             return
-        sessions = [s for s in sessions if s.id in ids]
+        sessions = [s for s in sessions if key_of(s) in ids]
     await ctx.write_all([session_rows(ctx, sessions, what=False)])
 
 

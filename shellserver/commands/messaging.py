@@ -10,9 +10,9 @@ from twisted.internet.task import deferLater
 from shellserver import adminops
 from shellserver.commands.mailbox import write_offline
 from shellserver.commands.registry import Context, UsageError, command
-from shellserver.hub import Message
+from shellserver.hub import Delivery, Message
+from shellserver.record import SessionInfo
 from shellserver.sanitize import careful
-from shellserver.session import Session
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 #: Only names of the tty kinds that exist are TTYs: ``write bob ab/12 hi`` sends "ab/12 hi".
@@ -69,15 +69,9 @@ async def write(ctx: Context, args: list[str]) -> None:
             await deferLater(ctx.server.clock, delay)
         me.bucket.take(ctx.now())
         me.last_active = ctx.now()
-        if not target.terminal.connected:
-            ctx.fail(f"{careful(user)} has logged out")
+        if not await _send(ctx, target, careful(line) + "\n"):
             return
-        if not target.mesg or me.user in ctx.server.hub.ignores(user):
-            ctx.fail(f"{careful(user)} has messages disabled")
-            return
-        await _send(ctx, target, careful(line) + "\n")
-    if target.terminal.connected:
-        await _send(ctx, target, "EOF\n")
+    await _send(ctx, target, "EOF\n", gone_ok=True)
 
 
 class _Stamp:
@@ -103,8 +97,8 @@ _STAMP = _Stamp()
 
 
 def _choose_target(
-    ctx: Context, user: str, tty: str | None, sessions: list[Session]
-) -> Session | None:
+    ctx: Context, user: str, tty: str | None, sessions: list[SessionInfo]
+) -> SessionInfo | None:
     """util-linux's choice: skip mesg n, prefer the least idle session."""
     shown = careful(user)
     if ctx.session.user in ctx.server.hub.ignores(user):
@@ -133,13 +127,25 @@ def _choose_target(
     return target
 
 
-async def _send(ctx: Context, target: Session, text: str) -> bool:
-    delivered = await ctx.server.hub.deliver(target, Message.of(text))
-    ctx.server.metrics.message("write", delivered)
-    if delivered:
+async def _send(ctx: Context, target: SessionInfo, text: str, gone_ok: bool = False) -> bool:
+    """Through the hub, which knows whether ``target`` is here or on another node; False,
+    and said, when it did not arrive (but the closing EOF to someone gone is not news)."""
+    outcome = await ctx.server.hub.deliver(target, Message.of(text), ctx.session.user)
+    if outcome is Delivery.DELIVERED or outcome is Delivery.DROPPED:
+        ctx.server.metrics.message("write", outcome is Delivery.DELIVERED)
+    if outcome is Delivery.DELIVERED:
         return True
-    ctx.fail(f"{careful(target.user)} is not reading; message dropped")
+    if not (gone_ok and outcome is Delivery.GONE):
+        ctx.fail(_FAILED[outcome].format(user=careful(target.user)))
     return False
+
+
+_FAILED = {
+    Delivery.DROPPED: "{user} is not reading; message dropped",
+    Delivery.GONE: "{user} has logged out",
+    Delivery.REFUSED: "{user} has messages disabled",
+    Delivery.UNAVAILABLE: "cluster unavailable",
+}
 
 
 @command(
@@ -166,5 +172,6 @@ def mesg(ctx: Context, args: list[str]) -> None:
         ctx.write("is y\n" if ctx.session.mesg else "is n\n")
     elif len(args) == 1 and args[0] in ("y", "n"):
         ctx.session.mesg = args[0] == "y"
+        ctx.server.hub.changed(ctx.session)
     else:
         raise UsageError()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from shellserver import rooms
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.hub import Message
+from shellserver.record import Key
 from shellserver.rooms import (
     BAD_NAME_HINT,
     MAX_MEMBERS,
@@ -169,7 +170,7 @@ async def topic(ctx: Context, args: list[str]) -> None:
     await _tell(ctx, room, rooms.topic_text(room, me.user, shown))
 
 
-async def member_ids(ctx: Context, room: str) -> set[int] | None:
+async def member_ids(ctx: Context, room: str) -> set[Key] | None:
     """The sessions in ``room``, for ``who #room``; None (and a line said) when there are
     none to show."""
     if not _room_arg(ctx, room):
@@ -178,4 +179,4 @@ async def member_ids(ctx: Context, room: str) -> set[int] | None:
     if not members:
         ctx.fail(f"no such room: {room}")
         return None
-    return {m.session_id for m in members}
+    return {(m.node, m.session_id) for m in members}

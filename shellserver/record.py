@@ -1,0 +1,153 @@
+"""What the hub tells about a session: plain, serialisable fields, never a live object.
+
+A clustered hub (SPEC §13) learns about another node's sessions as records in
+Redis; the in-memory hub hands out its own ``Session`` objects, which carry the
+same fields. Commands see both only through :class:`SessionInfo`, so they can
+read who is where but cannot reach into another session's terminal: to act on
+one they ask the hub, which knows whether it is local.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any, Protocol
+
+from attrs import frozen
+
+
+class SessionInfo(Protocol):
+    """The fields ``who``, ``write``, ``finger`` and the control socket read."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def tty(self) -> str: ...
+
+    @property
+    def peer(self) -> str: ...
+
+    @property
+    def term(self) -> str: ...
+
+    @property
+    def login_time(self) -> float: ...
+
+    @property
+    def last_active(self) -> float: ...
+
+    @property
+    def mesg(self) -> bool: ...
+
+    @property
+    def doing(self) -> str: ...
+
+    def idle(self, now: float) -> float: ...
+
+
+#: One session in the whole cluster: its node's name and its id there.
+Key = tuple[str, int]
+
+
+def key_of(s: SessionInfo) -> Key:
+    return (s.node, s.id)
+
+
+@frozen
+class SessionRecord:
+    """A session of another node, as that node last published it."""
+
+    node: str
+    id: int
+    user: str
+    role: str
+    tty: str
+    peer: str
+    term: str
+    login_time: float
+    last_active: float
+    mesg: bool
+    doing: str
+
+    def idle(self, now: float) -> float:
+        return max(0.0, now - self.last_active)
+
+    @classmethod
+    def of(cls, s: SessionInfo) -> SessionRecord:
+        return cls(
+            s.node,
+            s.id,
+            s.user,
+            s.role,
+            s.tty,
+            s.peer,
+            s.term,
+            s.login_time,
+            s.last_active,
+            s.mesg,
+            s.doing,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            [
+                self.node,
+                self.id,
+                self.user,
+                self.role,
+                self.tty,
+                self.peer,
+                self.term,
+                self.login_time,
+                self.last_active,
+                self.mesg,
+                self.doing,
+            ],
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SessionRecord:
+        """Raises ValueError for anything that is not a record (Redis holds what a node wrote)."""
+        try:
+            f: Any = json.loads(text)
+            return cls(
+                str(f[0]),
+                int(f[1]),
+                str(f[2]),
+                str(f[3]),
+                str(f[4]),
+                str(f[5]),
+                str(f[6]),
+                float(f[7]),
+                float(f[8]),
+                bool(f[9]),
+                str(f[10]),
+            )
+        except (TypeError, IndexError, KeyError) as e:
+            raise ValueError(f"not a session record: {e}") from None
+
+
+class Delivery(enum.Enum):
+    """What became of one message to one session (``IHub.deliver``)."""
+
+    #: Shown, or handed to the session's node (a remote delivery is at most once).
+    DELIVERED = "delivered"
+    #: The session's output is full (it is not reading); the message is gone.
+    DROPPED = "dropped"
+    #: The session has ended.
+    GONE = "gone"
+    #: The recipient refuses messages from this sender (mesg n, or ignore).
+    REFUSED = "refused"
+    #: The session is on another node and the cluster cannot be reached.
+    UNAVAILABLE = "unavailable"
