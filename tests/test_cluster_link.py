@@ -11,6 +11,7 @@ import pytest_twisted
 from conftest import LoggedErrors
 from redisserver import RedisServer, free_port
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -214,7 +215,7 @@ async def test_hung_redis_times_out(
         err = await failure_of(link.call("GET", "k"))
         took = time.monotonic() - started
         assert isinstance(err, ClusterUnavailable)
-        assert 0.9 < took < 2.0
+        assert 0.9 < took < 3.0
         assert events.downs == 1 and not link.available
         # reconnects reach the kernel's backlog but get no answer: still down, no hang
         await deferLater(reactor, 1.5, lambda: None)
@@ -246,7 +247,7 @@ async def test_starts_while_redis_is_down(tmp_path: Any, make_link: Any, events:
 
 
 @pytest_twisted.ensureDeferred
-async def test_stop_while_connecting_and_restart() -> None:
+async def test_stop_while_connecting() -> None:
     ups: list[int] = []
     link = RedisLink(
         "127.0.0.1", free_port(), 0, reactor, lambda: ups.append(1), lambda: None, print
@@ -279,3 +280,22 @@ def test_backoff_doubles_to_five_seconds() -> None:
 def test_reactor_is_checked() -> None:
     with pytest.raises(TypeError, match="IReactorTCP"):
         RedisLink("h", 1, 0, object(), print, print, print)  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_bursts_keep_order(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    """Many requests in flight and many messages per read: replies stay paired and ordered."""
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    await link.subscribe("ss:burst")
+    big = bytes(range(256)) * 300
+    sets = [link.call("SET", f"k{i}", big + str(i).encode()) for i in range(200)]
+    assert await gatherResults(sets) == ["OK"] * 200
+    gets = [link.call("GET", f"k{i}") for i in range(200)]
+    assert await gatherResults(gets) == [big + str(i).encode() for i in range(200)]
+    pubs = [link.publish("ss:burst", big + str(i).encode()) for i in range(200)]
+    assert await gatherResults(pubs) == [1] * 200
+    await until(lambda: len(events.messages) == 200)
+    assert events.messages == [("ss:burst", big + str(i).encode()) for i in range(200)]
