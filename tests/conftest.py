@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from realserver import RealServer
+from redisserver import RedisServer
 from twisted.logger import globalLogPublisher
 
 
@@ -58,6 +59,16 @@ def server(tmp_path: Path) -> Iterator[RealServer]:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own (tests/redisserver.py), running; stopped even on failure."""
+    redis = RedisServer(tmp_path / "redis")
+    try:
+        yield redis.start()
+    finally:
+        redis.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,1 @@
+"""Several shellserver processes acting as one server through Redis (SPEC §13)."""

@@ -1,0 +1,301 @@
+"""RedisLink against a real redis-server: commands, scripts, pub/sub, outages, a hung Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from conftest import LoggedErrors
+from redisserver import RedisServer, free_port
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
+
+from shellserver.cluster.link import (
+    ClusterUnavailable,
+    RedisLink,
+    RedisReplyError,
+    backoff,
+)
+
+
+class Events:
+    def __init__(self) -> None:
+        self.ups = 0
+        self.downs = 0
+        self.messages: list[tuple[str, bytes]] = []
+
+    def up(self) -> None:
+        self.ups += 1
+
+    def down(self) -> None:
+        self.downs += 1
+
+    def message(self, channel: str, data: bytes) -> None:
+        self.messages.append((channel, data))
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await deferLater(reactor, 0.02, lambda: None)
+
+
+async def failure_of(d: Any) -> BaseException:
+    try:
+        await d
+    except Exception as e:
+        return e
+    raise AssertionError("expected a failure")
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
+@pytest.fixture
+def make_link(events: Events) -> Iterator[Callable[..., RedisLink]]:
+    links: list[RedisLink] = []
+
+    def make(port: int, **kw: Any) -> RedisLink:
+        link = RedisLink(
+            "127.0.0.1",
+            port,
+            kw.pop("db", 3),
+            reactor,
+            on_up=kw.pop("on_up", events.up),
+            on_down=events.down,
+            on_message=events.message,
+            **kw,
+        )
+        links.append(link)
+        link.start()
+        return link
+
+    yield make
+    for link in links:
+        pytest_twisted.blockon(link.stop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_round_trip_types(redis_server: RedisServer, make_link: Any, events: Events) -> None:
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    assert events.ups == 1
+    assert await link.call("SET", "k", b"\xff\x00v") == "OK"
+    assert await link.call("GET", "k") == b"\xff\x00v"
+    assert await link.call("SET", "n", 41) == "OK"
+    assert await link.call("INCR", "n") == 42
+    assert await link.call("GET", "missing") is None
+    assert await link.call("HSET", "h", "a", "1", "b", "2") == 2
+    assert sorted(await link.call("HGETALL", "h")) == [b"1", b"2", b"a", b"b"]
+    # the db was selected: db 0 does not have the key
+    assert await link.call("DBSIZE") == 3
+    err = await failure_of(link.call("HGET", "k", "x"))
+    assert isinstance(err, RedisReplyError) and "WRONGTYPE" in str(err)
+    err = await failure_of(link.call("NOSUCHCOMMAND"))
+    assert isinstance(err, RedisReplyError)
+    # still up after error replies
+    assert await link.call("PING") == "PONG"
+
+
+@pytest_twisted.ensureDeferred
+async def test_script_survives_redis_restart(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    script = link.script("redis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], ARGV[1], 7}")
+    assert await script(["key"], [b"val"]) == [b"key", b"val", 7]
+    assert await link.call("SCRIPT", "EXISTS", script.sha) == [1]
+
+    redis_server.stop()
+    await until(lambda: events.downs == 1)
+    redis_server.start()
+    await until(lambda: events.ups == 2)
+    assert await link.call("SCRIPT", "EXISTS", script.sha) == [0]
+    assert await script(["key2"], [5]) == [b"key2", b"5", 7]  # NOSCRIPT, then EVAL
+    assert await link.call("SCRIPT", "EXISTS", script.sha) == [1]
+    err = await failure_of(link.script("return redis.call('NOPE')")([], []))
+    assert isinstance(err, RedisReplyError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_and_subscribe(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    link = make_link(redis_server.port)
+    other = make_link(redis_server.port, on_up=lambda: None)
+    await until(lambda: link.available and other.available)
+    await link.subscribe("ss:a", "ss:b")
+    assert await other.publish("ss:a", b"one\xff") == 1
+    assert await other.publish("ss:b", b"two") == 1
+    assert await other.publish("ss:c", b"nobody") == 0
+    await until(lambda: len(events.messages) == 2)
+    assert events.messages == [("ss:a", b"one\xff"), ("ss:b", b"two")]
+    await link.unsubscribe("ss:a")
+    assert await other.publish("ss:a", b"gone") == 0
+    assert await other.publish("ss:b", b"three") == 1
+    await until(lambda: len(events.messages) == 3)
+    assert events.messages[-1] == ("ss:b", b"three")
+
+
+@pytest_twisted.ensureDeferred
+async def test_outage_and_recovery(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    logged: list[str] = []
+    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        await outage_and_recovery(redis_server, make_link, events)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    # one line when it goes, one when it is back; nothing per reconnect attempt
+    assert len(logged) == 3, logged
+    assert "unavailable" in logged[1] and "connected" in logged[2]
+
+
+async def outage_and_recovery(redis_server: RedisServer, make_link: Any, events: Events) -> None:
+    link = make_link(redis_server.port)
+    await link.subscribe("ss:x")  # before it is up: made when it connects
+    await until(lambda: link.available)
+    assert events.ups == 1
+
+    redis_server.stop()
+    await until(lambda: events.downs == 1)
+    assert not link.available
+    started = time.monotonic()
+    err = await failure_of(link.call("GET", "k"))
+    assert isinstance(err, ClusterUnavailable)
+    assert time.monotonic() - started < 0.1
+    assert isinstance(await failure_of(link.publish("ss:x", b"m")), ClusterUnavailable)
+    await link.subscribe("ss:y")  # while down: remembered
+    await deferLater(reactor, 1.0, lambda: None)  # a few failed reconnects
+    assert events.downs == 1 and events.ups == 1
+
+    redis_server.start()
+    await until(lambda: events.ups == 2, timeout=10)
+    assert link.available
+    # both subscriptions were made again before on_up
+    assert await link.publish("ss:x", b"1") == 1
+    assert await link.publish("ss:y", b"2") == 1
+    await until(lambda: len(events.messages) == 2)
+    assert sorted(events.messages) == [("ss:x", b"1"), ("ss:y", b"2")]
+    assert events.downs == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_killed_redis(redis_server: RedisServer, make_link: Any, events: Events) -> None:
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    redis_server.kill()
+    await until(lambda: events.downs == 1)
+    redis_server.start()
+    await until(lambda: events.ups == 2)
+    assert await link.call("PING") == "PONG"
+
+
+@pytest_twisted.ensureDeferred
+async def test_hung_redis_times_out(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    link = make_link(redis_server.port, timeout=1.0)
+    await until(lambda: link.available)
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        err = await failure_of(link.call("GET", "k"))
+        took = time.monotonic() - started
+        assert isinstance(err, ClusterUnavailable)
+        assert 0.9 < took < 3.0
+        assert events.downs == 1 and not link.available
+        # reconnects reach the kernel's backlog but get no answer: still down, no hang
+        await deferLater(reactor, 1.5, lambda: None)
+        assert not link.available and events.ups == 1
+    finally:
+        redis_server.resume()
+    await until(lambda: events.ups == 2, timeout=10)
+    assert await link.call("PING") == "PONG"
+
+
+def test_default_timeout_is_two_seconds() -> None:
+    link = RedisLink("127.0.0.1", 1, 0, reactor, lambda: None, lambda: None, lambda c, d: None)
+    assert link.timeout == 2.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_starts_while_redis_is_down(tmp_path: Any, make_link: Any, events: Events) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    link = make_link(redis.port)
+    try:
+        await deferLater(reactor, 0.5, lambda: None)
+        assert not link.available and events.ups == 0 and events.downs == 0
+        assert isinstance(await failure_of(link.call("PING")), ClusterUnavailable)
+        redis.start()
+        await until(lambda: events.ups == 1, timeout=10)
+        assert await link.call("PING") == "PONG"
+    finally:
+        redis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_while_connecting() -> None:
+    ups: list[int] = []
+    link = RedisLink(
+        "127.0.0.1", free_port(), 0, reactor, lambda: ups.append(1), lambda: None, print
+    )
+    link.start()
+    await deferLater(reactor, 0.3, lambda: None)
+    await link.stop()
+    assert not link.available and not ups
+    await link.stop()  # twice is fine
+
+
+@pytest_twisted.ensureDeferred
+async def test_callback_errors_are_logged_not_raised(
+    redis_server: RedisServer, make_link: Any, logged_errors: LoggedErrors
+) -> None:
+    def broken() -> None:
+        raise ZeroDivisionError
+
+    link = make_link(redis_server.port, on_up=broken)
+    await until(lambda: link.available)
+    assert await link.call("PING") == "PONG"
+    assert len(logged_errors.flush(ZeroDivisionError)) == 1
+
+
+def test_backoff_doubles_to_five_seconds() -> None:
+    for attempt, nominal in [(0, 0.1), (1, 0.2), (2, 0.4), (5, 3.2), (6, 5.0), (60, 5.0)]:
+        assert 0.75 * nominal <= backoff(attempt) <= nominal
+
+
+def test_reactor_is_checked() -> None:
+    with pytest.raises(TypeError, match="IReactorTCP"):
+        RedisLink("h", 1, 0, object(), print, print, print)  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_bursts_keep_order(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    """Many requests in flight and many messages per read: replies stay paired and ordered."""
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    await link.subscribe("ss:burst")
+    big = bytes(range(256)) * 300
+    sets = [link.call("SET", f"k{i}", big + str(i).encode()) for i in range(200)]
+    assert await gatherResults(sets) == ["OK"] * 200
+    gets = [link.call("GET", f"k{i}") for i in range(200)]
+    assert await gatherResults(gets) == [big + str(i).encode() for i in range(200)]
+    pubs = [link.publish("ss:burst", big + str(i).encode()) for i in range(200)]
+    assert await gatherResults(pubs) == [1] * 200
+    await until(lambda: len(events.messages) == 200)
+    assert events.messages == [("ss:burst", big + str(i).encode()) for i in range(200)]
