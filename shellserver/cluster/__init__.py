@@ -1,0 +1,1 @@
+"""Several shellserver processes as one server, through Redis (SPEC §13)."""
