@@ -170,7 +170,12 @@ class ShellService(Service):
             REGISTRY,
             metrics=self.metrics,
             admission=Admission(self._connection_limit(), cfg.max_unauth, cfg.max_unauth_per_addr),
-            homes=Homes(self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)),
+            homes=Homes(
+                self.datadir.home_root,
+                cfg.quota,
+                pool_runner(self.reactor, io_pool),
+                shared=cfg.cluster is not None,
+            ),
             run_io=pool_runner(self.reactor, io_pool),
         )
         self.metrics.watch(self.server)
