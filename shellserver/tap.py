@@ -250,16 +250,15 @@ class Options(usage.Options):
         if isinstance(self["max-output"], str):
             self["max-output"] = parse_size(self["max-output"])
         node = self["node"]
-        if node is None:
+        if node is None and self["cluster"] is None:
+            node = default_hostname()  # alone, the name is only shown (who --json), as it is
+        elif node is None:
             try:
                 node = parse_node(default_hostname())
             except ValueError:
-                if self["cluster"] is not None:
-                    raise usage.UsageError(
-                        f"the host name {default_hostname()!r} is not a node name; "
-                        "give --node NAME"
-                    ) from None
-                node = default_hostname()  # alone, the name is only shown (who --json)
+                raise usage.UsageError(
+                    f"the host name {default_hostname()!r} is not a node name; give --node NAME"
+                ) from None
         self.config = Config(
             data=self["data"],
             cluster=self["cluster"],

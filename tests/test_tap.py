@@ -110,6 +110,10 @@ def test_a_host_name_that_is_no_node_name_needs_node_when_clustered(
 ) -> None:
     monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "my_box.")
     assert parse().config.node == "my_box."  # alone, the name is only shown
+    monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "Box")
+    assert parse().config.node == "Box"
+    assert parse("--cluster", "redis://h").config.node == "box"  # clustered: one case
+    monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "my_box.")
     with pytest.raises(UsageError, match=r"the host name 'my_box\.' is not a node name"):
         parse("--cluster", "redis://h")
     assert parse("--cluster", "redis://h", "--node", "b").config.node == "b"
