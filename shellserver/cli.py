@@ -36,7 +36,7 @@ from shellserver.accounts import (
     username_problem,
 )
 from shellserver.backup import BackupError, backup_store
-from shellserver.config import DATA_ENV, default_data
+from shellserver.config import DATA_ENV, default_data, parse_node
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.homefs import Homes
 from shellserver.passwords import MAX_COST, MIN_COST, hash_password
@@ -68,7 +68,18 @@ def parser() -> argparse.ArgumentParser:
         default=default_data(),
         help=f"the server's data directory [default: %(default)s; ${DATA_ENV} sets it]",
     )
-    p.add_argument("--control", help="control endpoint [default: unix:DATA/control.sock]")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--control",
+        help="control endpoint [default: unix:DATA/control.sock, or the running node's "
+        "unix:DATA/control-NODE.sock]",
+    )
+    where.add_argument(
+        "--node",
+        metavar="NAME",
+        help="the clustered node to talk to, through unix:DATA/control-NAME.sock "
+        "[default: the only node running]",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", help="is it running? pid, uptime, sessions, users")
     s = sub.add_parser("wall", help="broadcast TEXT to every session")
@@ -402,8 +413,38 @@ def who_table(document: dict[str, Any]) -> str:
 # -- entry point -----------------------------------------------------------------------------
 
 
+def control_endpoint(args: argparse.Namespace, datadir: DataDir) -> str:
+    """``--control``; else the socket of ``--node``, of the one node running, or of the server.
+
+    Nodes running exclude a server alone (datadir.py), so a ``control.sock``
+    seen while they run is one a stopped server left behind.
+    """
+    if args.control is not None:
+        return str(args.control)
+    where = datadir.path.path
+    nodes = datadir.running_nodes()
+    if args.node is not None:
+        if args.node not in nodes:
+            running = f" (running: {', '.join(nodes)})" if nodes else ""
+            raise Failed(
+                UNREACHABLE, f"no shellserver node {args.node} is running on {where}{running}"
+            )
+        return f"unix:{datadir.node_socket(args.node).path}"
+    if len(nodes) > 1:
+        raise refuse(
+            f"several nodes run on {where} ({', '.join(nodes)}); pick one with --node NAME"
+        )
+    sock = datadir.node_socket(nodes[0]) if nodes else datadir.control_socket
+    return f"unix:{sock.path}"
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Bad arguments are found before the server, the store or the terminal is touched."""
+    if args.node is not None:
+        try:
+            args.node = parse_node(args.node)
+        except ValueError as e:
+            raise Failed(USAGE, f"--node: {e}") from None
     if args.command == "useradd":
         # Reserved names are for the system (the initial admin is made by the server itself).
         problem = username_problem(args.name, registering=True)
@@ -443,7 +484,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except Failed as e:
         _die(args.command, e)
     datadir = DataDir(FilePath(os.path.abspath(args.data)))
-    endpoint = args.control or f"unix:{datadir.control_socket.path}"
     try:
         if args.control is None and args.command in OFFLINE_COMMANDS and not datadir.is_locked():
             print(run_offline(args, datadir))
@@ -454,6 +494,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
                 f"no server is running on {datadir.path.path}; if the server keeps its "
                 f"data elsewhere, give --data DIR or set {DATA_ENV}",
             )
+        endpoint = control_endpoint(args, datadir)
     except Failed as e:
         _die(args.command, e)
     except (OSError, StoreError) as e:

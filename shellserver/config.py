@@ -8,6 +8,8 @@ import socket
 
 from attrs import field, frozen
 
+from shellserver.cluster.url import RedisURL
+
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)[bB]?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -37,6 +39,20 @@ def default_hostname() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
 
+#: A node's name is part of file names in the shared data dir (``lock-NAME``,
+#: ``control-NAME.sock``) and of keys in Redis: short, plain, one case.
+_NODE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+NODE_RULE = "1 to 63 letters, digits, '-' or '_', starting with a letter or digit"
+
+
+def parse_node(text: str) -> str:
+    """A node name, lower-cased (host names are case-blind): ``Web1`` and ``web1`` are one node."""
+    name = text.lower()
+    if not _NODE.fullmatch(name):
+        raise ValueError(f"not a node name: {text!r} ({NODE_RULE})")
+    return name
+
+
 @frozen
 class Config:
     """Everything tunable about a running server; defaults match SPEC §2."""
@@ -51,7 +67,10 @@ class Config:
     #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
     metrics: str | None = None
     hostname: str = field(factory=default_hostname)
-    #: This server's name in who --json; a cluster (later) names each node, one server is its host.
+    #: ``--cluster``: the Redis the nodes of a cluster share (SPEC §13); None = one server alone.
+    cluster: RedisURL | None = None
+    #: ``--node``: this server's name in who --json and, clustered, in the per-node files of the
+    #: data dir (``lock-NODE``, ``control-NODE.sock``); one server alone is named after its host.
     node: str = field(factory=default_hostname)
     registration: bool = True
     max_sessions: int = 10

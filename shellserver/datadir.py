@@ -1,22 +1,92 @@
-"""The data directory: created 0700, claimed by one server at a time with a lock file."""
+"""The data directory: created 0700, claimed with lock files.
+
+One server alone takes ``shellserver.lock`` exclusively. Clustered nodes
+(SPEC §13) share a data dir, so each takes ``shellserver.lock`` *shared* and
+its own ``node-NAME.lock`` exclusively: two nodes of one name refuse each
+other, nodes of different names run side by side, and a server alone and a
+clustered node exclude each other (exclusive against shared). The CLI, with
+the server stopped, takes ``shellserver.lock`` exclusively like a server
+alone, so it never changes the store under a running node.
+
+A node's start (store migration, the first ``admin``, closing the login
+records a crashed run left open) happens while it holds ``startup.lock``, so
+nodes started at once do those one after another; a node that finds no other
+node running (it could take ``shellserver.lock`` exclusively) is
+:attr:`DataDir.alone` and may treat every open login record as left over.
+
+All locks are ``flock(2)``: released by the kernel when the process dies, so
+a ``kill -9`` never leaves a data dir claimed.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 
 from attrs import define, field
 from twisted.python.filepath import FilePath
+
+#: How long a lock held only for a moment (someone's probe) is tried again before giving up.
+PROBE_PATIENCE = 0.25
+#: How long a node waits for another node's start (a store migration can take a while).
+STARTUP_PATIENCE = 60.0
+_NODE_LOCK_PREFIX, _NODE_LOCK_SUFFIX = "node-", ".lock"
 
 
 class DataDirLocked(Exception):
     pass
 
 
+def _flock(fd: int, operation: int, patience: float) -> bool:
+    """Take the lock without blocking, trying again for ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        else:
+            return True
+
+
+def _pid_note(path: str) -> str:
+    """`` (pid N)`` from a lock file, or nothing if it holds no pid."""
+    try:
+        with open(path, "rb") as f:
+            pid = f.read(32).decode(errors="replace").strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def _held(path: str, operation: int) -> bool:
+    """Does someone hold a lock on ``path`` that conflicts with ``operation``? (A probe.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 @define
 class DataDir:
     path: FilePath[str]
+    #: This node's name when clustered (per-node lock and control socket); None: a server alone.
+    node: str | None = None
     _lock_fd: int | None = field(default=None, init=False)
+    _node_fd: int | None = field(default=None, init=False)
+    _startup_fd: int | None = field(default=None, init=False)
+    #: After :meth:`lock`: no other server or node was running on this data dir.
+    alone: bool = field(default=False, init=False)
 
     @property
     def db_path(self) -> FilePath[str]:
@@ -31,8 +101,21 @@ class DataDir:
         return self.path.child("shellserver.lock")
 
     @property
+    def startup_lock_path(self) -> FilePath[str]:
+        return self.path.child("startup.lock")
+
+    def node_lock_path(self, node: str) -> FilePath[str]:
+        return self.path.child(f"{_NODE_LOCK_PREFIX}{node}{_NODE_LOCK_SUFFIX}")
+
+    @property
     def control_socket(self) -> FilePath[str]:
-        return self.path.child("control.sock")
+        """This server's default control socket: ``control.sock``, or ``control-NODE.sock``."""
+        if self.node is None:
+            return self.path.child("control.sock")
+        return self.node_socket(self.node)
+
+    def node_socket(self, node: str) -> FilePath[str]:
+        return self.path.child(f"control-{node}.sock")
 
     @property
     def admin_password_path(self) -> FilePath[str]:
@@ -43,45 +126,120 @@ class DataDir:
         os.chmod(self.path.path, 0o700)
         os.makedirs(self.home_root.path, mode=0o700, exist_ok=True)
 
+    # -- claiming --------------------------------------------------------------------
+
     def lock(self) -> None:
-        """Claim the directory, or say which process has it."""
-        fd = os.open(self.lock_path.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.read(fd, 32).decode(errors="replace").strip()
-            os.close(fd)
-            owner = f" (pid {pid})" if pid.isdigit() else ""
-            raise DataDirLocked(
-                f"another shellserver is running on {self.path.path}{owner}"
-            ) from None
-        self._lock_fd = fd
+        """Claim the directory (alone) or a node's place in it (clustered), or say who has it.
+
+        Clustered, the start-up lock is held until :meth:`end_startup`.
+        """
+        if self.node is None:
+            self._lock_alone()
+        else:
+            self._lock_node(self.node)
         self.write_pid()
 
+    def _lock_alone(self) -> None:
+        fd = self._open(self.lock_path)
+        if not _flock(fd, fcntl.LOCK_EX, PROBE_PATIENCE):
+            os.close(fd)
+            nodes = self.running_nodes()
+            if nodes:
+                raise DataDirLocked(
+                    f"shellserver nodes are running on {self.path.path} "
+                    f"({', '.join(nodes)}); stop them first"
+                )
+            raise DataDirLocked(
+                f"another shellserver is running on {self.path.path}"
+                f"{_pid_note(self.lock_path.path)}"
+            )
+        self._lock_fd = fd
+        self.alone = True
+
+    def _lock_node(self, node: str) -> None:
+        startup = self._open(self.startup_lock_path)
+        if not _flock(startup, fcntl.LOCK_EX, STARTUP_PATIENCE):
+            os.close(startup)
+            raise DataDirLocked(
+                f"another shellserver node has been starting on {self.path.path} for "
+                f"{STARTUP_PATIENCE:.0f} s; try again when it has started"
+            )
+        self._startup_fd = startup
+        try:
+            mine = self.node_lock_path(node)
+            fd = self._open(mine)
+            if not _flock(fd, fcntl.LOCK_EX, PROBE_PATIENCE):
+                os.close(fd)
+                raise DataDirLocked(
+                    f"another shellserver node {node} is running on {self.path.path}"
+                    f"{_pid_note(mine.path)}"
+                )
+            self._node_fd = fd
+            shared = self._open(self.lock_path)
+            # Exclusive for a moment tells "no one else here"; then shared, like every node.
+            self.alone = _flock(shared, fcntl.LOCK_EX, 0)
+            if not _flock(shared, fcntl.LOCK_SH, PROBE_PATIENCE):
+                os.close(shared)
+                raise DataDirLocked(
+                    f"a shellserver that is not clustered is running on {self.path.path}"
+                    f"{_pid_note(self.lock_path.path)}; stop it first"
+                )
+            self._lock_fd = shared
+        except BaseException:
+            self.unlock()
+            raise
+
+    def end_startup(self) -> None:
+        """The node has started (store migrated, first admin made): the next may start."""
+        if self._startup_fd is not None:
+            fcntl.flock(self._startup_fd, fcntl.LOCK_UN)
+            os.close(self._startup_fd)
+            self._startup_fd = None
+
+    def _open(self, path: FilePath[str]) -> int:
+        return os.open(path.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
     def write_pid(self) -> None:
-        """Record our pid in the lock (again after twistd forks to daemonise)."""
-        if self._lock_fd is not None:
-            os.ftruncate(self._lock_fd, 0)
-            os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        """Record our pid in our lock (again after twistd forks to daemonise).
+
+        A node writes its own ``node-NAME.lock``: the shared lock belongs to no one node.
+        """
+        fd = self._node_fd if self.node is not None else self._lock_fd
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.end_startup()
+        for name in ("_lock_fd", "_node_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                setattr(self, name, None)
+
+    # -- asking ----------------------------------------------------------------------
 
     def is_locked(self) -> bool:
-        """Does a server hold the directory? (The CLI asks before touching the store.)"""
-        if not self.lock_path.exists():
-            return False
-        fd = os.open(self.lock_path.path, os.O_RDONLY)
+        """Does a server or any node hold the directory? (The CLI asks before touching the store.)
+
+        An exclusive probe: it conflicts with a server alone and with every node's shared lock.
+        """
+        return _held(self.lock_path.path, fcntl.LOCK_EX)
+
+    def running_nodes(self) -> list[str]:
+        """The names of the clustered nodes running on this data dir, sorted."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+            names = os.listdir(self.path.path)
+        except OSError:
+            return []
+        nodes = []
+        for name in names:
+            if name.startswith(_NODE_LOCK_PREFIX) and name.endswith(_NODE_LOCK_SUFFIX):
+                node = name[len(_NODE_LOCK_PREFIX) : -len(_NODE_LOCK_SUFFIX)]
+                if node and _held(self.path.child(name).path, fcntl.LOCK_SH):
+                    nodes.append(node)
+        return sorted(nodes)
 
     def write_secret(self, target: FilePath[str], text: str) -> None:
         """Write a 0600 file that is never seen half-written or with a wider mode."""

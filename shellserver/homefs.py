@@ -25,7 +25,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from shellserver.files import walk
+from shellserver.files import shared, walk
 from shellserver.files.sandbox import (
     EACCES,
     EDQUOT,
@@ -77,7 +77,13 @@ class Home:
         """``job(tree, *args)`` on the I/O pool, after this home's earlier jobs."""
         await self.lock.acquire()
         try:
-            result: T = await self.homes.run_io(job, self.tree, *args)
+            result: T
+            if self.homes.shared:  # other nodes may work on this home too
+                result = await self.homes.run_io(
+                    shared.run_shared, self.homes.locks, self.tree, job, *args
+                )
+            else:
+                result = await self.homes.run_io(job, self.tree, *args)
             return result
         except OSError as e:  # one the job did not expect (an operator's chmod): still one line
             log.warn("file work for {user} failed: {error}", user=self.user, error=e)
@@ -103,6 +109,8 @@ class Homes:
     quota: int
     run_io: Runner
     clock: Any = None
+    #: Other processes (clustered nodes on this data dir) work on these homes too.
+    shared: bool = field(default=False, kw_only=True)
     _homes: dict[str, Home] = field(factory=dict)
     _nospace_logged: float | None = None
 
@@ -113,6 +121,16 @@ class Homes:
     @property
     def trash(self) -> str:
         return os.path.join(os.path.dirname(self.root.path), "trash")
+
+    @property
+    def locks(self) -> str:
+        """Shared homes' lock files (files/shared.py), outside every user's namespace."""
+        return shared.lock_dir(os.path.dirname(self.root.path))
+
+    async def _changed(self, user: str) -> None:
+        """The home was replaced or moved: other processes measure it again."""
+        if self.shared:
+            await self.run_io(shared.changed, self.locks, user)
 
     def home(self, user: str) -> Home:
         home = self._homes.get(user)
@@ -147,6 +165,7 @@ class Homes:
         home = self.home(user)
         await home.lock.acquire()
         try:  # an OSError (disk full) stays one: the caller tells the user the service is down
+            await self._changed(user)
             await self.run_io(Tree.open_home, home.tree)
         finally:
             home.lock.release()
@@ -165,6 +184,7 @@ class Homes:
             aside: str | None = await self.run_io(_move_aside, self.root.path, self.trash, user)
             home.tree.usage = None
             home.tree.away = True
+            await self._changed(user)
         finally:
             home.lock.release()
         return aside
@@ -173,6 +193,7 @@ class Homes:
         """Undo :meth:`set_aside` (the account could not be deleted after all)."""
         if aside is not None:
             await self.run_io(os.rename, aside, os.path.join(self.root.path, user))
+            await self._changed(user)
         self.home(user).tree.away = False
 
     async def purge(self, aside: str | None) -> None:

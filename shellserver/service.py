@@ -103,7 +103,9 @@ class ShellService(Service):
         can be completed afterwards.
         """
         cfg = self.config
-        self.datadir = DataDir(FilePath(os.path.abspath(cfg.data)))
+        # Clustered, the lock and the control socket are this node's (datadir.py says how).
+        node = cfg.node if cfg.cluster is not None else None
+        self.datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node)
         control = self._control_endpoint()
         locked = False
         try:
@@ -143,8 +145,10 @@ class ShellService(Service):
             self.db = AccountDB.open(self.datadir.db_path.path)
         except (OSError, DataDirLocked, StoreError) as e:
             raise SystemExit(f"shellserver: {e}") from None
-        self.db.close_open_logins(time.time())
+        if self.datadir.alone:  # else the open records may be other nodes' live sessions
+            self.db.close_open_logins(time.time())
         created = ensure_initial_admin(self.db, self.datadir, cfg.hash_cost)
+        self.datadir.end_startup()
         if created is not None:
             log.warn("Created account 'admin'; its password is in {path}", path=created.path)
         db_pool = make_pool("shellserver-db", 1)
@@ -166,7 +170,12 @@ class ShellService(Service):
             REGISTRY,
             metrics=self.metrics,
             admission=Admission(self._connection_limit(), cfg.max_unauth, cfg.max_unauth_per_addr),
-            homes=Homes(self.datadir.home_root, cfg.quota, pool_runner(self.reactor, io_pool)),
+            homes=Homes(
+                self.datadir.home_root,
+                cfg.quota,
+                pool_runner(self.reactor, io_pool),
+                shared=cfg.cluster is not None,
+            ),
             run_io=pool_runner(self.reactor, io_pool),
         )
         self.metrics.watch(self.server)

@@ -11,6 +11,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
+from shellserver.cluster.url import RedisURL, parse_redis_url
 from shellserver.config import (
     DATA_ENV,
     DEFAULT_DATA,
@@ -18,6 +19,7 @@ from shellserver.config import (
     Config,
     default_data,
     default_hostname,
+    parse_node,
     parse_size,
 )
 from shellserver.passwords import MAX_COST, MIN_COST
@@ -75,6 +77,20 @@ def _endpoint(option: str, text: str) -> str:
     return text
 
 
+def _cluster(text: str) -> RedisURL:
+    try:
+        return parse_redis_url(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--cluster: {e}") from None
+
+
+def _node(text: str) -> str:
+    try:
+        return parse_node(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--node: {e}") from None
+
+
 def _hash_cost(text: str) -> int:
     cost = _count("hash-cost")(text)
     if not MIN_COST <= cost <= MAX_COST:
@@ -97,7 +113,22 @@ class Options(usage.Options):
             "control",
             None,
             None,
-            "Admin control endpoint [default: unix:<data>/control.sock:mode=600].",
+            "Admin control endpoint [default: unix:<data>/control.sock:mode=600; "
+            "clustered: unix:<data>/control-<node>.sock:mode=600].",
+        ],
+        [
+            "cluster",
+            None,
+            None,
+            "Join a cluster of nodes through Redis: redis://HOST[:PORT][/DB] [off].",
+            _cluster,
+        ],
+        [
+            "node",
+            None,
+            None,
+            "This node's name in a cluster [default: the short host name].",
+            _node,
         ],
         ["metrics", None, None, "Prometheus text at /metrics, e.g. tcp:9323 [off]."],
         [
@@ -218,8 +249,20 @@ class Options(usage.Options):
             self["quota"] = parse_size(self["quota"])
         if isinstance(self["max-output"], str):
             self["max-output"] = parse_size(self["max-output"])
+        node = self["node"]
+        if node is None and self["cluster"] is None:
+            node = default_hostname()  # alone, the name is only shown (who --json), as it is
+        elif node is None:
+            try:
+                node = parse_node(default_hostname())
+            except ValueError:
+                raise usage.UsageError(
+                    f"the host name {default_hostname()!r} is not a node name; give --node NAME"
+                ) from None
         self.config = Config(
             data=self["data"],
+            cluster=self["cluster"],
+            node=node,
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
             ssh=tuple(self["ssh"]),
             control=self["control"],

@@ -78,3 +78,42 @@ def test_shellserver_data_sets_the_default_data_dir(monkeypatch: pytest.MonkeyPa
     assert "[default: /srv/shell]" in " ".join(str(Options()).split())  # --help shows it
     monkeypatch.delenv("SHELLSERVER_DATA")
     assert parse().config.data == "./shellserver-data"
+
+
+def test_cluster_and_node() -> None:
+    from shellserver.cluster.url import RedisURL
+
+    cfg = parse().config
+    assert cfg.cluster is None and cfg.node  # alone, named after the host
+    cfg = parse("--cluster", "redis://127.0.0.1:6390/1", "--node", "Web1").config
+    assert cfg.cluster == RedisURL("127.0.0.1", 6390, 1)
+    assert cfg.node == "web1"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cluster", "localhost:6379"], "--cluster: not a Redis URL"),
+        (["--cluster", "redis://u:p@h/0"], "--cluster: a user or password"),
+        (["--cluster", "redis://h:99999"], "--cluster: the port"),
+        (["--node", "a/b"], "--node: not a node name: 'a/b'"),
+        (["--node", ""], "--node: not a node name"),
+    ],
+)
+def test_bad_cluster_and_node(args: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse(*args)
+
+
+def test_a_host_name_that_is_no_node_name_needs_node_when_clustered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "my_box.")
+    assert parse().config.node == "my_box."  # alone, the name is only shown
+    monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "Box")
+    assert parse().config.node == "Box"
+    assert parse("--cluster", "redis://h").config.node == "box"  # clustered: one case
+    monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "my_box.")
+    with pytest.raises(UsageError, match=r"the host name 'my_box\.' is not a node name"):
+        parse("--cluster", "redis://h")
+    assert parse("--cluster", "redis://h", "--node", "b").config.node == "b"

@@ -62,6 +62,8 @@ class Tree:
     out_of_space: bool = field(default=False)
     #: Set while userdel has the home in the trash: nothing may make it again meanwhile.
     away: bool = field(default=False)
+    #: Homes shared with other processes: the stamp of the usage last seen (files/shared.py).
+    stamp: bytes = field(default=b"")
 
     # -- names ---------------------------------------------------------------------
 
