@@ -136,6 +136,8 @@ class RedisHub:
         """Redis is (back): put our sessions there, then load everyone else's."""
         first = not self._started
         self._started = True
+        if not first:  # Redis may have lost its data, or a node restarted meanwhile
+            self.mirror.reset()
         d = self._sync(reset_first=first)
         d.addErrback(self._log, "joining the cluster")
 

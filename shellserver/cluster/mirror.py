@@ -86,6 +86,15 @@ class Mirror:
         self._gens.pop(node, None)
         self.stale.discard(node)
 
+    def reset(self) -> None:
+        """The link to Redis was lost: what Redis holds may have been lost with it (a restart
+        without persistence) or a node may have been reaped and started again meanwhile, and
+        either way its generations start again from 1. Keep the records for show, forget the
+        generations so that the next snapshot of each node is taken whatever its number."""
+        self._gens.clear()
+        self._behind.clear()
+        self.stale.update(self._nodes)
+
     def check(self, live: dict[str, int], me: str) -> None:
         """The heartbeat's list of live nodes and their generations: forget the dead, mark
         the nodes we are behind on (or have never loaded) stale."""
