@@ -124,6 +124,9 @@ class Mirror:
     def _put(self, record: SessionRecord) -> None:
         mine = self._nodes.setdefault(record.node, {})
         old = mine.get(record.id)
+        if old is not None and old.user != record.user:
+            self._drop(old.node, old.id)
+            old = None
         mine[record.id] = record
         users = self._by_user.setdefault(record.user, [])
         if old is not None and old in users:
