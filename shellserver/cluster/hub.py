@@ -238,17 +238,14 @@ class RedisHub:
         try:
             event = json.loads(data)
             op = event["op"]
-        except (ValueError, KeyError, TypeError):
-            log.warn(
-                "bad cluster message on {channel}: {data!r}", channel=channel, data=data[:200]
-            )
-            return
-        handler = _HANDLERS.get(op)
-        if handler is None:
-            return  # a newer node's message: ignore what we do not know
-        try:
+            if not isinstance(op, str):
+                raise TypeError(f"op {op!r}")
+            handler = _HANDLERS.get(op)
+            if handler is None:
+                return  # a newer node's message: ignore what we do not know
             handler(self, event)
-        except (ValueError, KeyError, TypeError, IndexError):
+        # AttributeError: a text that is not a string (Message.of calls its methods)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             log.warn(
                 "bad cluster message on {channel}: {data!r}", channel=channel, data=data[:200]
             )
