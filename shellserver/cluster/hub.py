@@ -514,8 +514,16 @@ class RedisHub:
         return d
 
     def part_all_rooms(self, session_id: int) -> Deferred[list[str]]:
+        """A session ended. While Redis is away it has left no room here: the node's
+        ``RESET_SELF`` on reconnect takes ended sessions out of their rooms."""
         d = self._run("PART", session_id, "")
         d.addCallback(lambda rooms: [r.decode() for r in rooms])
+
+        def offline(failure: Failure) -> list[str]:
+            failure.trap(ClusterUnavailable)
+            return []
+
+        d.addErrback(offline)
         return d
 
     def rooms_of(self, session_id: int) -> Deferred[list[str]]:
