@@ -569,8 +569,10 @@ class RedisHub:
             reached = tried = 0
             remote: dict[str, list[int]] = {}
             for m in members:
+                if sender in self.ignores(m.user):  # every node's lists are here
+                    continue
                 if m.node == self.node:
-                    if m.session_id == skip or sender in self.ignores(m.user):
+                    if m.session_id == skip:
                         continue
                     session = self.local.local(m.session_id)
                     if session is not None:
@@ -582,7 +584,7 @@ class RedisHub:
                 body = {"op": "room", "i": ids, "t": message.text, "s": sender}
                 try:
                     if await self._send(node, body):
-                        reached += len(ids)  # ignore lists are applied there
+                        reached += len(ids)  # and there again, should a list have changed
                 except ClusterUnavailable:
                     pass
             return reached, tried - min(tried, reached)
