@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shellserver.cluster.mirror import Mirror
+from shellserver.cluster.mirror import AHEAD, Mirror
 from shellserver.record import SessionRecord
 
 
@@ -175,3 +175,51 @@ def test_reset_after_an_outage_loads_every_node_again() -> None:
     m.put("b", 2, rec("b", 3))
     assert len(m) == 2
     consistent(m)
+
+
+def test_events_ahead_of_the_snapshot_are_applied_after_it() -> None:
+    """The snapshot's reply and the events come on two connections: the event of an attach
+    just after the snapshot was read can arrive before the snapshot does."""
+    m = Mirror()
+    m.put("b", 4, rec("b", 2, "bob"))  # before any load: a gap, kept
+    m.drop("b", 5, 1)
+    m.put("b", 2, rec("b", 9))  # already in the snapshot that is coming: dropped there
+    assert m.stale == {"b"} and len(m) == 0
+    m.snapshot("b", 3, [rec("b", 1)])
+    assert [(r.id, r.user) for r in m.records()] == [(2, "bob")]
+    assert not m.stale
+    m.put("b", 6, rec("b", 3))  # in order again
+    assert len(m) == 2
+    consistent(m)
+
+
+def test_events_past_another_gap_wait_for_the_next_snapshot() -> None:
+    m = Mirror()
+    m.snapshot("b", 1, [])
+    m.put("b", 3, rec("b", 3))
+    m.put("b", 5, rec("b", 5))
+    m.snapshot("b", 2, [rec("b", 2)])
+    assert sorted(r.id for r in m.records()) == [2, 3]
+    assert m.stale == {"b"}  # 4 is missing: load again
+    m.snapshot("b", 4, [rec("b", 2), rec("b", 3), rec("b", 4)])
+    assert sorted(r.id for r in m.records()) == [2, 3, 4, 5] and not m.stale
+    consistent(m)
+
+
+def test_events_kept_ahead_are_bounded_and_forgotten_with_the_node() -> None:
+    m = Mirror()
+    for gen in range(2, AHEAD + 100):
+        m.put("b", gen, rec("b", gen))
+    m.snapshot("b", 1, [])
+    assert len(m) == 0 and m.stale == {"b"}  # too many: loaded again
+    m.put("b", AHEAD + 100, rec("b", 1))
+    m.snapshot("b", AHEAD + 99, [rec("b", 2)])
+    assert sorted(r.id for r in m.records()) == [1, 2] and not m.stale
+    m.put("c", 9, rec("c", 9))
+    m.forget("c")
+    m.snapshot("c", 1, [])
+    assert m.get("c", 9) is None
+    m.put("d", 9, rec("d", 9))
+    m.reset()
+    m.snapshot("d", 1, [])
+    assert m.get("d", 9) is None  # numbered before the outage
