@@ -7,6 +7,7 @@ sessions, as each node of a cluster does; tests/test_cluster.py runs real nodes.
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -553,3 +554,74 @@ async def test_a_stopped_hub_leaves_at_once(cluster: Any, redis: Any) -> None:
     await until(lambda: "b" not in a.hub.mirror.nodes(), what="b gone without waiting for TTL")
     assert redis("EXISTS", "ss:s:b", "ss:u:bob", "ss:tty:b") == 0
     assert await a.hub.allocate_tty("tel") == bob.tty
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_and_command_are_published_at_a_bounded_rate(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_hub_module, "UPDATES", 0.1)
+    a, b = await cluster("a", "b")
+    alice = await a.login("alice")
+    await until(lambda: b.sees("a", alice.id))
+    alice.doing = "make"  # no changed(): the periodic pass finds it
+    await until(lambda: b.hub.mirror.get("a", alice.id).doing == "make", what="doing")
+    alice.last_active += 25  # idle is published in 10 s steps
+    await until(lambda: b.hub.mirror.get("a", alice.id).last_active == alice.last_active)
+    alice.last_active += 1  # within the same step: not worth an event
+    await settle(0.3)
+    assert b.hub.mirror.get("a", alice.id).last_active == alice.last_active - 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_announcements_and_a_late_node_learns_the_shared_state(cluster: Any) -> None:
+    a, b = await cluster("a", "b")
+    heard: dict[str, list[tuple[str, dict[str, Any]]]] = {"a": [], "b": []}
+    for n in (a, b):
+        n.hub.on_announce = lambda kind, fields, n=n: heard[n.name].append((kind, fields))
+    a.hub.announce("shutdown", {"at": 5})
+    await until(lambda: heard["b"] != [], what="b hears")
+    assert heard["b"] == [("shutdown", {"at": 5, "origin": "a"})]
+    assert heard["a"] == []  # not our own
+
+    alice = await a.login("alice")
+    a.hub.set_ignores("alice", frozenset({"eve"}))
+    await a.hub.join_room("lobby", alice.id, "alice", alice.tty, 5, 50)
+    await until(lambda: b.hub.room_names() == ["lobby"])
+    [c] = await cluster("c")  # joins after all that: loads it
+    assert c.hub.ignores("alice") == frozenset({"eve"})
+    assert c.hub.room_names() == ["lobby"]
+    assert c.sees("a", alice.id)
+    assert c.hub.counts() == (1, 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_event_out_of_order_reloads_the_node(cluster: Any, redis: Any) -> None:
+    a, b = await cluster("a", "b")
+    bob = await b.login("bob")
+    await until(lambda: a.sees("b", bob.id))
+    forged = SessionRecord("b", 77, "mallory", "user", "tel/9", "p", "", 0.0, 0.0, True, "")
+    event = {"op": "att", "n": "b", "g": 10_000, "r": json.loads(forged.to_json())}
+    redis("PUBLISH", "ss:0:all", json.dumps(event))
+    await until(lambda: not a.hub.mirror.stale, what="reloaded")
+    await settle()
+    assert not a.sees("b", 77)  # a gap is never applied: the node's records are loaded
+    assert a.sees("b", bob.id) and len(a.hub.mirror) == 1
+    carol = await b.login("carol")  # and the events that follow apply again
+    await until(lambda: a.sees("b", carol.id))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_event_is_noticed_by_the_heartbeat(
+    cluster: Any, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_hub_module, "BEAT", 0.2)
+    a, b = await cluster("a", "b")
+    bob = await b.login("bob")
+    await until(lambda: a.sees("b", bob.id))
+    # what ATTACH does, without its event: as if a had missed it
+    lost = SessionRecord("b", 5, "dora", "user", "tel/5", "p", "", 0.0, 0.0, True, "")
+    redis("HSET", "ss:s:b", "5", lost.to_json())
+    redis("HINCRBY", "ss:gen", "b", "1")
+    await until(lambda: a.sees("b", 5), timeout=3, what="a reloads b")
+    assert [s.user for s in await a.hub.sessions_of("dora")] == ["dora"]
