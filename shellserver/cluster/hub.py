@@ -464,13 +464,25 @@ class RedisHub:
         return self.local.broadcast_here(message)
 
     def logout_user(self, user: str, message: Message | None) -> Deferred[int]:
-        count = self.local.logout_here(user, message)
-        text = None if message is None else message.text
-        nodes = {r.node for r in self.mirror.of(user)}
-        count += len(self.mirror.of(user))
-        for node in nodes:
-            self._quietly(self._send(node, {"op": "out", "u": user, "t": text}), "logout")
-        return succeed(count)
+        """How many: the sessions here, and those of the nodes that heard the logout
+        (``kick`` during an outage counts only what it could end)."""
+        here = self.local.logout_here(user, message)
+        body = {"op": "out", "u": user, "t": None if message is None else message.text}
+        by_node: dict[str, int] = {}
+        for r in self.mirror.of(user):
+            by_node[r.node] = by_node.get(r.node, 0) + 1
+
+        async def tell() -> int:
+            count = here
+            for node, n in by_node.items():
+                try:
+                    if await self._send(node, body):
+                        count += n
+                except ClusterUnavailable:
+                    pass
+            return count
+
+        return Deferred.fromCoroutine(tell())
 
     def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
         if to.node == self.node:
