@@ -434,6 +434,8 @@ async def test_redis_down_local_service_goes_on(cluster: Any, redis_server: Redi
     assert await a.hub.deliver(alice, Message.of("local"), "carol") is Delivery.DELIVERED
     assert b"local" in a.got(alice)
     assert await a.hub.broadcast(Message.of("wall")) == (1, 0)
+    assert await a.hub.logout_user("bob", None) == 0  # not reached: not counted
+    assert not b.sinks[bob.id].closed
     assert await a.hub.allocate_tty("tel") == "tel/a.0"
     assert await a.hub.allocate_tty("tel") == "tel/a.1"
     assert await b.hub.allocate_tty("tel") == "tel/b.0"
@@ -566,11 +568,11 @@ async def test_idle_and_command_are_published_at_a_bounded_rate(
     await until(lambda: b.sees("a", alice.id))
     alice.doing = "make"  # no changed(): the periodic pass finds it
     await until(lambda: b.hub.mirror.get("a", alice.id).doing == "make", what="doing")
-    alice.last_active += 25  # idle is published in 10 s steps
-    await until(lambda: b.hub.mirror.get("a", alice.id).last_active == alice.last_active)
-    alice.last_active += 1  # within the same step: not worth an event
+    alice.last_active = 1000.0  # idle is published in 10 s steps
+    await until(lambda: b.hub.mirror.get("a", alice.id).last_active == 1000.0)
+    alice.last_active = 1009.0  # within the same step: not worth an event
     await settle(0.3)
-    assert b.hub.mirror.get("a", alice.id).last_active == alice.last_active - 1
+    assert b.hub.mirror.get("a", alice.id).last_active == 1000.0
 
 
 @pytest_twisted.ensureDeferred
@@ -625,3 +627,23 @@ async def test_a_lost_event_is_noticed_by_the_heartbeat(
     redis("HINCRBY", "ss:gen", "b", "1")
     await until(lambda: a.sees("b", 5), timeout=3, what="a reloads b")
     assert [s.user for s in await a.hub.sessions_of("dora")] == ["dora"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_reaped_while_paused_puts_itself_back(
+    cluster: Any, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_hub_module, "BEAT", 0.2)
+    monkeypatch.setattr(cluster_hub_module, "TTL", 1.0)
+    a, b = await cluster("a", "b")
+    bob = await b.login("bob")
+    await until(lambda: a.sees("b", bob.id))
+    beat = b.hub._beat
+    assert beat is not None
+    beat.stop()  # a long pause (SIGSTOP, swapping): b's link stays up, its beat does not
+    await until(lambda: not a.sees("b", bob.id), what="b reaped")
+    assert redis("EXISTS", "ss:s:b", "ss:tty:b") == 0
+    beat.start(0.2)
+    await until(lambda: a.sees("b", bob.id), what="b back")
+    assert redis("SMEMBERS", "ss:tty:b") == [bob.tty.encode()]
+    assert redis("ZRANGE", "ss:u:bob", "0", "-1") == [b"b/1"]
