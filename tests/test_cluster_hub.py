@@ -86,6 +86,7 @@ class Node:
 @pytest.fixture
 def cluster(redis_server: RedisServer) -> Iterator[Callable[..., Any]]:
     hubs: list[RedisHub] = []
+    before = set(reactor.getDelayedCalls())
 
     async def make(*names: str) -> list[Node]:
         made = []
@@ -105,6 +106,9 @@ def cluster(redis_server: RedisServer) -> Iterator[Callable[..., Any]]:
     yield make
     for hub in hubs:
         pytest_twisted.blockon(hub.stop())
+    pytest_twisted.blockon(deferLater(reactor, 0.05, lambda: None))  # Redraws' last turn
+    left = [c for c in reactor.getDelayedCalls() if c not in before]
+    assert not left, f"the hubs left delayed calls: {left}"
 
 
 class RedisCLI:
