@@ -136,6 +136,8 @@ class RedisHub:
         """Redis is (back): put our sessions there, then load everyone else's."""
         first = not self._started
         self._started = True
+        if not first:  # Redis may have lost its data, or a node restarted meanwhile
+            self.mirror.reset()
         d = self._sync(reset_first=first)
         d.addErrback(self._log, "joining the cluster")
 
@@ -236,17 +238,14 @@ class RedisHub:
         try:
             event = json.loads(data)
             op = event["op"]
-        except (ValueError, KeyError, TypeError):
-            log.warn(
-                "bad cluster message on {channel}: {data!r}", channel=channel, data=data[:200]
-            )
-            return
-        handler = _HANDLERS.get(op)
-        if handler is None:
-            return  # a newer node's message: ignore what we do not know
-        try:
+            if not isinstance(op, str):
+                raise TypeError(f"op {op!r}")
+            handler = _HANDLERS.get(op)
+            if handler is None:
+                return  # a newer node's message: ignore what we do not know
             handler(self, event)
-        except (ValueError, KeyError, TypeError, IndexError):
+        # AttributeError: a text that is not a string (Message.of calls its methods)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             log.warn(
                 "bad cluster message on {channel}: {data!r}", channel=channel, data=data[:200]
             )
@@ -465,13 +464,25 @@ class RedisHub:
         return self.local.broadcast_here(message)
 
     def logout_user(self, user: str, message: Message | None) -> Deferred[int]:
-        count = self.local.logout_here(user, message)
-        text = None if message is None else message.text
-        nodes = {r.node for r in self.mirror.of(user)}
-        count += len(self.mirror.of(user))
-        for node in nodes:
-            self._quietly(self._send(node, {"op": "out", "u": user, "t": text}), "logout")
-        return succeed(count)
+        """How many: the sessions here, and those of the nodes that heard the logout
+        (``kick`` during an outage counts only what it could end)."""
+        here = self.local.logout_here(user, message)
+        body = {"op": "out", "u": user, "t": None if message is None else message.text}
+        by_node: dict[str, int] = {}
+        for r in self.mirror.of(user):
+            by_node[r.node] = by_node.get(r.node, 0) + 1
+
+        async def tell() -> int:
+            count = here
+            for node, n in by_node.items():
+                try:
+                    if await self._send(node, body):
+                        count += n
+                except ClusterUnavailable:
+                    pass
+            return count
+
+        return Deferred.fromCoroutine(tell())
 
     def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
         if to.node == self.node:
@@ -515,8 +526,16 @@ class RedisHub:
         return d
 
     def part_all_rooms(self, session_id: int) -> Deferred[list[str]]:
+        """A session ended. While Redis is away it has left no room here: the node's
+        ``RESET_SELF`` on reconnect takes ended sessions out of their rooms."""
         d = self._run("PART", session_id, "")
         d.addCallback(lambda rooms: [r.decode() for r in rooms])
+
+        def offline(failure: Failure) -> list[str]:
+            failure.trap(ClusterUnavailable)
+            return []
+
+        d.addErrback(offline)
         return d
 
     def rooms_of(self, session_id: int) -> Deferred[list[str]]:
@@ -562,8 +581,10 @@ class RedisHub:
             reached = tried = 0
             remote: dict[str, list[int]] = {}
             for m in members:
+                if sender in self.ignores(m.user):  # every node's lists are here
+                    continue
                 if m.node == self.node:
-                    if m.session_id == skip or sender in self.ignores(m.user):
+                    if m.session_id == skip:
                         continue
                     session = self.local.local(m.session_id)
                     if session is not None:
@@ -575,7 +596,7 @@ class RedisHub:
                 body = {"op": "room", "i": ids, "t": message.text, "s": sender}
                 try:
                     if await self._send(node, body):
-                        reached += len(ids)  # ignore lists are applied there
+                        reached += len(ids)  # and there again, should a list have changed
                 except ClusterUnavailable:
                     pass
             return reached, tried - min(tried, reached)
