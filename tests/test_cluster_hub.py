@@ -653,13 +653,12 @@ async def test_a_node_reaped_while_paused_puts_itself_back(
     assert redis("ZRANGE", "ss:u:bob", "0", "-1") == [b"b/1"]
 
 
-@pytest.mark.xfail(strict=True, reason="Redis restarted empty: tty names can collide (design)")
 @pytest_twisted.ensureDeferred
 async def test_tty_names_after_redis_lost_its_data(
     cluster: Any, redis_server: RedisServer
 ) -> None:
-    """The node back first hands out the names the later one still holds: nothing in Redis
-    says they are taken until that node has republished. Pinned so a fix shows up."""
+    """Nothing in Redis says which names the later node holds until it has republished: the
+    node back first sees the epoch changed and gives its own names (tel/NODE.N) meanwhile."""
     a, b = await cluster("a", "b")
     await a.login("alice")  # tel/0
     bob = await b.login("bob")  # tel/1

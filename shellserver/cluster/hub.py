@@ -20,6 +20,7 @@ others'.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +92,10 @@ class RedisHub:
     _ignores: dict[str, frozenset[str]] = field(init=False, factory=dict)
     _room_names: list[str] = field(init=False, factory=list)
     _started: bool = field(init=False, default=False)
-    _syncing: Deferred[None] | None = field(init=False, default=None)
+    #: The cluster's epoch as this node last saw it (a random value Redis keeps; a new one
+    #: means Redis lost its data) and until when tty names are not taken from Redis.
+    _epoch: bytes | None = field(init=False, default=None)
+    _tty_grace_until: float = field(init=False, default=0.0)
     _resync_call: IDelayedCall | None = field(init=False, default=None)
     #: Live nodes at the last heartbeat (the ``shellserver_cluster_nodes`` gauge).
     live_nodes: int = field(init=False, default=0)
@@ -150,6 +154,7 @@ class RedisHub:
         async def sync() -> None:
             if reset_first:  # a node of this name that died may have left records
                 await self._run("REAP_SELF")
+            await self._check_epoch()
             await self._republish()
             live = await self._heartbeat()
             self.mirror.stale.update(n for n in live if n != self.node)
@@ -166,6 +171,18 @@ class RedisHub:
                 self._beat.start(BEAT, now=False).addErrback(self._log, "heartbeat")
 
         return Deferred.fromCoroutine(sync())
+
+    async def _check_epoch(self) -> None:
+        """Redis lost its data (restarted empty) if the epoch we knew is gone. Until every
+        node had time to reconnect and republish (TTL and a beat), the tty names they hold
+        are not in Redis: this node gives fallback names (``tel/NODE.N``) meanwhile."""
+        key = self._names.prefix + "epoch"
+        await self.link.call("SET", key, uuid.uuid4().hex, "NX")
+        epoch = await self.link.call("GET", key)
+        if self._epoch is not None and epoch != self._epoch:
+            self._tty_grace_until = self.clock.seconds() + TTL + BEAT
+            log.warn("cluster: Redis lost its data; tty names are this node's own for a while")
+        self._epoch = epoch
 
     def local_ignores(self) -> dict[str, frozenset[str]]:
         return {
@@ -320,7 +337,7 @@ class RedisHub:
     # -- IHub: sessions ------------------------------------------------------------------------
 
     def allocate_tty(self, kind: str) -> Deferred[str]:
-        if not self.link.available:
+        if not self.link.available or self.clock.seconds() < self._tty_grace_until:
             return succeed(self._fallback_tty(kind))
         d = self._run("ALLOCATE_TTY", kind)
         d.addCallback(lambda tty: tty.decode())
