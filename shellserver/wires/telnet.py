@@ -85,6 +85,45 @@ class TelnetProtocol(Fronted, Protocol):
     #: Options we let the peer turn on (WILL).
     accept_him: frozenset[int] = frozenset({NAWS, TTYPE, SGA, BINARY})
 
+    # Slots: a connection's state is ~30 attributes, past the 30 keys up to which
+    # CPython shares one key table among instance dicts, so each connection carried a
+    # 1.5 KiB dict of its own (docs/performance.md). Twisted's own three (transport,
+    # connected, factory: class attributes of Protocol) are slots too, set in __init__.
+    __slots__ = (
+        "_attach",
+        "_buf",
+        "_char",
+        "_clock",
+        "_close_call",
+        "_closing",
+        "_cr",
+        "_discarding",
+        "_echo_wanted",
+        "_heard",
+        "_him",
+        "_max_line",
+        "_max_output",
+        "_negotiating",
+        "_opt_cmd",
+        "_out",
+        "_reads_paused",
+        "_sb",
+        "_sb_len",
+        "_sent_data",
+        "_sent_text",
+        "_state",
+        "_us",
+        "_utf8",
+        "connected",
+        "factory",
+        "height",
+        "peer",
+        "receiver",
+        "term",
+        "transport",
+        "width",
+    )
+
     receiver: ILineReceiver
     _out: Output
 
@@ -95,6 +134,9 @@ class TelnetProtocol(Fronted, Protocol):
         max_line: int = 4096,
         max_output: int = 256 * 1024,
     ) -> None:
+        self.transport = None
+        self.connected = 0
+        self.factory = None
         self._attach = attach
         self._clock = clock
         self._max_line = max_line
