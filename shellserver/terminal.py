@@ -281,8 +281,10 @@ class Terminal:
     def write(self, text: str) -> None:
         if not text:
             return
-        self.settle()
-        self._echo_on()
+        if self._redraw_due:
+            self.settle()
+        if self._echo_off:
+            self._echo_on()
         editor = self._editor
         if editor is not None and editor.drawn:
             # Own text while a prompt is drawn: above it, then the prompt again.
@@ -442,7 +444,8 @@ class Terminal:
             self._next()
 
     def line_received(self, line: str) -> None:
-        self.settle()
+        if self._redraw_due:
+            self.settle()
         self._reprinted = False
         reader = self._reader
         if reader is not None:
@@ -667,7 +670,8 @@ class Terminal:
     def _show(self, prompt: str) -> None:
         if self._stash is not None:
             self._unstash()
-        self._echo_on()
+        if self._echo_off:
+            self._echo_on()
         self._reprinted = False
         self._prompt = prompt
         editor = self._editor

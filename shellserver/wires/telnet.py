@@ -227,8 +227,8 @@ class TelnetProtocol(Fronted, Protocol):
         then ``after`` (own text: the prompt drawn again), all in one transport write."""
         if lead in _LEADS:  # the usual leads: one block, encoded once for all recipients
             data = message.encoded_after(self.kind, lead, encode)
-            if after:
-                data += self._own(after)
+            if after:  # the prompt, nearly always the one sent last: its bytes are kept
+                data += self._sent_data if after is self._sent_text else self._own(after)
             return self._out.post(data)
         chunks = [encode(lead), message.encoded(self.kind, encode)]
         if after:
@@ -291,7 +291,8 @@ class TelnetProtocol(Fronted, Protocol):
             else:
                 end = -1
             if 0 <= end <= self._max_line and _SPECIAL.search(data, 0, end) is None:
-                self.receiver.line_received(decode(data[:end]))
+                # wire.decode, inline: this runs once per typed line
+                self.receiver.line_received(data[:end].decode("utf-8", "surrogateescape"))
                 return
         self._parse(data)
 
