@@ -71,6 +71,10 @@ _LEADS = frozenset({"", "\n", "\r\x1b[K"})
 _KEY_COMMANDS = {IP: "\x03", ABORT: "\x03", BRK: "\x03", EOF: "\x04", EC: "\x7f", EL: "\x15"}
 
 
+def _attached(wire: IWire) -> ILineReceiver:
+    raise RuntimeError("already attached")
+
+
 def iac(cmd: int, opt: int) -> bytes:
     return bytes((IAC, cmd, opt))
 
@@ -185,6 +189,7 @@ class TelnetProtocol(Fronted, Protocol):
             else:
                 self._request(self._him, opt, True, DO, DONT)
         self.receiver = self._attach(self)
+        self._attach = _attached  # needed once: let go of the bound method (64 bytes a session)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._out.stop()
