@@ -62,7 +62,8 @@ _TERM_OK = re.compile(r"[^a-z0-9._+-]")
 #: What is offered at connect, in this order (SPEC §3); nothing waits for the answers.
 _OFFERS: tuple[tuple[bool, int], ...] = ((True, ECHO), (True, SGA), (False, SGA))
 _OFFERS += ((True, BINARY), (False, BINARY), (False, NAWS), (False, TTYPE))
-#: Own text up to this long is kept encoded with the text: a prompt is sent again as is.
+#: Own text up to this long that does not end a line (a prompt) is kept encoded with the
+#: text: it is sent again as is, after each command and message.
 _KEEP_SENT = 256
 _LEADS = frozenset({"", "\n", "\r\x1b[K"})
 
@@ -245,7 +246,8 @@ class TelnetProtocol(Fronted, Protocol):
         if text is self._sent_text:  # the same prompt again (after messages, after a command)
             return self._sent_data
         data = encode(text)
-        if len(text) <= _KEEP_SENT:
+        if len(text) <= _KEEP_SENT and not text.endswith("\n"):
+            # A prompt (it never ends a line); a command's output would push it out.
             self._sent_text, self._sent_data = text, data
         return data
 
