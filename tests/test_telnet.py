@@ -213,6 +213,17 @@ def test_unknown_and_broken_sequences_do_not_raise() -> None:
     assert rec.events == ["xy"]
 
 
+def test_any_option_number_is_refused_and_leaves_the_others_alone() -> None:
+    """Option states are packed 3 bits per option: the highest numbers work like the rest."""
+    proto, transport, _, _ = connect()
+    transport.clear()
+    proto.dataReceived(iac(WILL, 255) + iac(DO, 254) + iac(DO, ECHO) + iac(DO, SGA))
+    assert transport.value() == iac(DONT, 255) + iac(WONT, 254)
+    assert proto.option_state(255, ours=False) == NO and proto.option_state(254) == NO
+    assert proto.option_state(ECHO) == YES and proto.option_state(SGA) == YES
+    assert proto.option_state(NAWS, ours=False) == WANTYES  # still asked, unanswered
+
+
 def test_doubled_iac_is_a_data_byte() -> None:
     proto, _, rec, _ = connect()
     proto.dataReceived(b"a\xff\xffb\r\n")

@@ -76,6 +76,26 @@ def _attached(wire: IWire) -> ILineReceiver:
     raise RuntimeError("already attached")
 
 
+class _Options:
+    """One side's option states (RFC 1143): 3 bits per option, in one int.
+
+    A dict per side cost 224 bytes per connection for the handful of options a
+    client ever names; this is ~70. Options never named read as NO.
+    """
+
+    __slots__ = ("_bits",)
+
+    def __init__(self) -> None:
+        self._bits = 0
+
+    def get(self, opt: int) -> int:
+        return (self._bits >> (3 * opt)) & 7
+
+    def __setitem__(self, opt: int, state: int) -> None:
+        shift = 3 * opt
+        self._bits = (self._bits & ~(7 << shift)) | (state << shift)
+
+
 def iac(cmd: int, opt: int) -> bytes:
     return bytes((IAC, cmd, opt))
 
@@ -153,8 +173,8 @@ class TelnetProtocol(Fronted, Protocol):
         self._opt_cmd = 0
         self._sb = bytearray()
         self._sb_len = 0
-        self._us: dict[int, int] = {}
-        self._him: dict[int, int] = {}
+        self._us = _Options()
+        self._him = _Options()
         #: Has the client ever negotiated? Until it does, nothing is queued.
         self._negotiating = False
         self._closing = False
@@ -507,7 +527,7 @@ class TelnetProtocol(Fronted, Protocol):
     def _negotiate(self, cmd: int, opt: int) -> None:
         self._negotiating = True
         if cmd == WILL:
-            ttype = self._him.get(TTYPE, NO)
+            ttype = self._him.get(TTYPE)
             self._peer_enables(self._him, opt, opt in self.accept_him, DO, DONT)
             if opt == TTYPE and ttype != YES and self._him.get(TTYPE) == YES:
                 self._out.write(bytes((IAC, SB, TTYPE, TTYPE_SEND, IAC, SE)))
@@ -522,7 +542,7 @@ class TelnetProtocol(Fronted, Protocol):
 
     def _settle_mode(self) -> None:
         """Character mode once the client took both WILL ECHO and WILL SGA (SPEC §8)."""
-        echo, sga = self._us.get(ECHO, NO), self._us.get(SGA, NO)
+        echo, sga = self._us.get(ECHO), self._us.get(SGA)
         char = echo == YES and sga == YES
         if char != self._char:
             self._char = char
@@ -540,9 +560,9 @@ class TelnetProtocol(Fronted, Protocol):
             self._request(self._us, ECHO, False, WILL, WONT)
 
     def _peer_enables(
-        self, table: dict[int, int], opt: int, acceptable: bool, yes: int, no: int
+        self, table: _Options, opt: int, acceptable: bool, yes: int, no: int
     ) -> None:
-        state = table.get(opt, NO)
+        state = table.get(opt)
         if state == NO:
             if acceptable:
                 table[opt] = YES
@@ -560,8 +580,8 @@ class TelnetProtocol(Fronted, Protocol):
             table[opt] = WANTNO
             self._out.write(iac(no, opt))
 
-    def _peer_disables(self, table: dict[int, int], opt: int, no: int, yes: int) -> None:
-        state = table.get(opt, NO)
+    def _peer_disables(self, table: _Options, opt: int, no: int, yes: int) -> None:
+        state = table.get(opt)
         if state == YES:
             table[opt] = NO
             self._out.write(iac(no, opt))
@@ -572,7 +592,7 @@ class TelnetProtocol(Fronted, Protocol):
         else:
             table[opt] = NO
 
-    def _request(self, table: dict[int, int], opt: int, enable: bool, yes: int, no: int) -> None:
+    def _request(self, table: _Options, opt: int, enable: bool, yes: int, no: int) -> None:
         """Ask for a change and carry on: the answer, if any, only updates the table.
 
         A request made while an earlier one is unanswered is queued (RFC 1143),
@@ -581,7 +601,7 @@ class TelnetProtocol(Fronted, Protocol):
         all: it gets each request at once, so the bytes SPEC §3 promises are
         sent and nothing is left waiting for an answer that will not come.
         """
-        state = table.get(opt, NO)
+        state = table.get(opt)
         if not self._negotiating and state in (WANTYES, WANTNO):
             state = YES if state == WANTYES else NO
         step = _REQUEST.get((state, enable))
@@ -592,7 +612,7 @@ class TelnetProtocol(Fronted, Protocol):
 
     def option_state(self, opt: int, ours: bool = True) -> int:
         """NO, YES, WANTNO or WANTYES (a queued reversal is not shown)."""
-        state = (self._us if ours else self._him).get(opt, NO)
+        state = (self._us if ours else self._him).get(opt)
         return _BASE.get(state, state)
 
 
