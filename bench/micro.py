@@ -9,7 +9,9 @@ session's ``Terminal`` — over ``StringTransport`` (no sockets, no syscalls) wi
 ``--sessions N`` adds ``spread``: ``write``s between N logged-in sessions, each
 from and to a different one (as the load run does), with the end of the
 reactor turn (the recipients' prompts drawn again) every 200 lines — the
-whole per-``write`` path, and a working set that no longer sits in the cache.
+whole per-``write`` path, and a working set that no longer sits in the cache —
+and ``fanout``: ``wall``s from an admin to all N, per delivery, the end of
+the turn included.
 
 Usage: ``python bench/micro.py [--lines 20000] [--profile] [--sessions N]``. To
 compare two versions of the code, put one first on ``PYTHONPATH``.
@@ -65,10 +67,14 @@ def run(lines: int, profile: bool) -> dict[str, float]:
         return out
 
 
-def spread(lines: int, sessions: int, profile: bool) -> float:
-    """CPU per ``write`` line among ``sessions`` sessions, redraws included."""
+def spread(lines: int, sessions: int, profile: bool) -> tuple[float, float]:
+    """CPU per ``write`` line among ``sessions`` sessions, and per ``wall`` delivery
+    to all of them, redraws included."""
     with tempfile.TemporaryDirectory() as tmp:
         server = make_server(Path(tmp), cmd_rate=0.0)
+        add_user(server, "root", admin=True)
+        root = Client(server)
+        root.login("root")
         clients = []
         for i in range(sessions):
             add_user(server, f"u{i}")
@@ -102,7 +108,19 @@ def spread(lines: int, sessions: int, profile: bool) -> float:
             prof = cProfile.Profile()
             prof.runcall(loop)
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-        return spent
+        walls = max(10, lines // sessions)
+        wall_spent = 0.0
+        for w in range(walls + 2):
+            t = time.process_time()
+            line = f"wall bench broadcast ~w{w}~ the quick brown fox\r\n"
+            root.protocol.dataReceived(line.encode())
+            clock.advance(0)  # type: ignore[attr-defined]
+            if w >= 2:  # the first two warm up
+                wall_spent += time.process_time() - t
+            for c in clients:
+                c.transport.clear()
+            root.transport.clear()
+        return spent, wall_spent / (walls * (sessions + 1)) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, us in run(args.lines, args.profile).items():
         print(f"{name:6s} {us:6.2f} µs per line (two sessions, whole stack, no sockets)")
     if args.sessions > 2:
-        us = spread(args.lines, args.sessions, args.profile)
+        us, wall_us = spread(args.lines, args.sessions, args.profile)
         print(f"spread {us:6.2f} µs per write ({args.sessions} sessions, redraws included)")
+        print(f"fanout {wall_us:6.2f} µs per wall delivery ({args.sessions} sessions, the same)")
     return 0
 
 
