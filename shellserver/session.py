@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from attrs import define, field
+from attrs import define
 
 from shellserver.terminal import Terminal
-from shellserver.throttle import TokenBucket
+from shellserver.throttle import UNLIMITED, TokenBucket
 
 if TYPE_CHECKING:
     from shellserver.message import Message
@@ -39,7 +39,7 @@ class Session:
     idle_warned: float = -1.0
     #: Lines this session may send (commands, and the lines of a multi-line ``write``);
     #: unlimited unless the connection sets ``--cmd-burst``/``--cmd-rate``.
-    bucket: TokenBucket = field(factory=lambda: TokenBucket(0, 0))
+    bucket: TokenBucket = UNLIMITED
 
     @property
     def is_admin(self) -> bool:

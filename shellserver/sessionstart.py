@@ -25,7 +25,7 @@ from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.shell import Shell
 from shellserver.terminal import IWire, Terminal
-from shellserver.throttle import TokenBucket
+from shellserver.throttle import bucket_for
 from shellserver.timefmt import format_login_time
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ async def _start(
         login_time=now,
         terminal=terminal,
         last_active=now,
-        bucket=TokenBucket(server.config.cmd_rate, server.config.cmd_burst),
+        bucket=bucket_for(server.config.cmd_rate, server.config.cmd_burst),
     )
     await people.attach(server, session, ignores)
     try:

@@ -42,6 +42,15 @@ class TokenBucket:
         return min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
 
 
+#: One bucket for every session when ``--cmd-rate`` is 0: an unlimited bucket never changes
+#: (``take`` and ``wait`` return at once), so 10,000 sessions need not carry one each.
+UNLIMITED = TokenBucket(0, 0)
+
+
+def bucket_for(rate: float, burst: int) -> TokenBucket:
+    return UNLIMITED if rate <= 0 else TokenBucket(rate, burst)
+
+
 @define
 class Recent:
     """Per client address, the times of recent events (the last ``keep``, for ``window`` seconds).

@@ -383,10 +383,20 @@ class RedisHub:
         return succeed(everyone)
 
     def sessions_of(self, user: str) -> Deferred[list[SessionInfo]]:
+        return succeed(self.sessions_of_now(user))
+
+    def sessions_of_now(self, user: str) -> list[SessionInfo]:
         mine: list[SessionInfo] = [*self.local.local_of(user), *self.mirror.of(user)]
         if len(mine) > 1:
             mine.sort(key=lambda s: s.login_time)
-        return succeed(mine)
+        return mine
+
+    def deliver_now(
+        self, to: SessionInfo, message: Message, sender: str | None = None
+    ) -> Delivery | None:
+        if to.node != self.node:
+            return None
+        return self.local.deliver_here(to.id, message, sender)
 
     def admit(
         self, user: str, session_id: int, limit: int, replace: bool

@@ -41,8 +41,8 @@ async def write(ctx: Context, args: list[str]) -> None:
         ctx.fail("you have write permission turned off")
         return
     user, rest = args[0], args[1:]
-    tty = rest.pop(0) if rest and _TTY.fullmatch(rest[0]) else None
-    sessions = await ctx.server.hub.sessions_of(user)
+    tty = rest.pop(0) if rest and "/" in rest[0] and _TTY.fullmatch(rest[0]) else None
+    sessions = ctx.server.hub.sessions_of_now(user)  # the hot path: no Deferred
     if not sessions:  # saved for later (SPEC §11)
         await write_offline(ctx, user, rest)
         return
@@ -52,7 +52,11 @@ async def write(ctx: Context, args: list[str]) -> None:
     stamp = _STAMP.at(ctx.now())
     header = f"Message from {me.user}@{ctx.server.config.hostname} on {me.tty} at {stamp} ...\n"
     if rest:
-        await _send(ctx, target, header + careful(" ".join(rest)) + "\nEOF\n")
+        message = Message.of(header + careful(" ".join(rest)) + "\nEOF\n")
+        outcome = ctx.server.hub.deliver_now(target, message, me.user)
+        if outcome is None:  # on another node
+            outcome = await ctx.server.hub.deliver(target, message, me.user)
+        _report(ctx, target, outcome)
         return
     if not await _send(ctx, target, header):
         return
@@ -131,7 +135,14 @@ def _choose_target(
 async def _send(ctx: Context, target: SessionInfo, text: str, gone_ok: bool = False) -> bool:
     """Through the hub, which knows whether ``target`` is here or on another node; False,
     and said, when it did not arrive (but the closing EOF to someone gone is not news)."""
-    outcome = await ctx.server.hub.deliver(target, Message.of(text), ctx.session.user)
+    message, hub, sender = Message.of(text), ctx.server.hub, ctx.session.user
+    outcome = hub.deliver_now(target, message, sender)
+    if outcome is None:  # on another node
+        outcome = await hub.deliver(target, message, sender)
+    return _report(ctx, target, outcome, gone_ok)
+
+
+def _report(ctx: Context, target: SessionInfo, outcome: Delivery, gone_ok: bool = False) -> bool:
     if outcome is Delivery.DELIVERED or outcome is Delivery.DROPPED:
         ctx.server.metrics.message("write", outcome is Delivery.DELIVERED)
     if outcome is Delivery.DELIVERED:
