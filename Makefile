@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: run cli test lint install bench clean assets
+.PHONY: run cli test lint install bench bench-cluster clean assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,19 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 # Load runs on loopback (bench/README.md): N = 1,000 and 10,000 against the
 # floor and shellserver, a sweep for the plot, medians of 3 alternating runs;
-# exits 1 when a target is missed.
+# then the two-node run (bench-cluster). Exits 1 when a target is missed.
 bench: $(BENCH_STAMP) install
 	$(BIN)/python bench/run.py --sizes 1000,10000 --sweep 100,300,3000 --repeat 3 \
-		--json bench/last-run.json --plot docs/img/bench.png
+		--json bench/last-run.json --plot docs/img/bench.png; \
+	status=$$?; $(BENCH_CLUSTER) || exit $$?; exit $$status
+
+# Two nodes on Redis against one (bench/cluster.py): its own redis-server on loopback;
+# N sessions (CLUSTER_N, 1,000 by default), medians of 3 runs.
+CLUSTER_N ?= 1000
+BENCH_CLUSTER = $(BIN)/python bench/cluster.py --sessions $(CLUSTER_N) --repeat 3 \
+	--json bench/last-cluster.json
+bench-cluster: $(BENCH_STAMP) install
+	$(BENCH_CLUSTER)
 
 # The browser terminal's xterm.js, refreshed from npm (webassets/package-lock.json pins the
 # versions with integrity hashes); the copies in shellserver/wires/webassets/vendor/ are
