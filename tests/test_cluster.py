@@ -364,3 +364,33 @@ def test_redis_down_keeps_local_service_and_the_cluster_heals(tmp_path: Path) ->
             ("alice", "a"), ("bob", "b"), ("carol", "a")
         ]  # fmt: skip
         assert cluster.tracebacks() == {}
+
+
+def test_a_wedged_redis_makes_nobody_wait_long(tmp_path: Path) -> None:
+    """Redis paused (SIGSTOP: connections open, no answers), then resumed: the link's timeout
+    turns it into an outage, so nobody hangs, and the cluster heals on its own."""
+    with running(tmp_path, "ab", users=["alice", "bob", "carol"]) as cluster:
+        alice, carol = cluster.login("a", "alice"), cluster.login("a", "carol")
+        bob = cluster.login("b", "bob")
+        assert eventually(lambda: "bob" in {u for u, _ in listed(alice, "alice", {"bob"})}, 5)
+
+        cluster.redis.pause()
+        try:
+            started = time.monotonic()
+            out = run(alice, "write bob hello?", "alice", timeout=15)
+            assert "write: cluster unavailable\n" in out, out
+            assert time.monotonic() - started < 5
+            started = time.monotonic()
+            assert "write:" not in run(alice, "write carol local", "alice", timeout=15)
+            carol.expect("local\nEOF\n")
+            assert time.monotonic() - started < 5
+        finally:
+            cluster.redis.resume()
+
+        def crosses() -> bool:
+            return "write:" not in run(alice, "write bob back", "alice", timeout=15)
+
+        assert eventually(crosses, 10, every=0.5), "write never crossed again after the pause"
+        got = bob.expect("back\nEOF\n")
+        assert "hello?" not in got
+        assert cluster.tracebacks() == {}
