@@ -58,7 +58,8 @@ def run(c: RawClient, line: str, user: str, timeout: float = 10.0) -> str:
     return c.expect(f"{user}@testhost:~$ ", timeout)
 
 
-_ROW = re.compile(r"^([a-z][a-z0-9_-]*) +((?:tel|ssh|web)/\d+) ", re.M)
+#: A tty is ``tel/3``, or ``tel/a.3`` when node a named it while Redis was unreachable.
+_ROW = re.compile(r"^([a-z][a-z0-9_-]*) +((?:tel|ssh|web)/(?:[a-z0-9][a-z0-9_-]*\.)?\d+)", re.M)
 
 
 def who_rows(text: str) -> list[tuple[str, str]]:

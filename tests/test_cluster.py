@@ -230,6 +230,16 @@ def test_shutdown_warnings_reach_every_node(cluster: Cluster) -> None:
         for c in (sam, sue):
             got = c.expect("maintenance\n")
             assert "The system is going down at " in got and "(in 10 minutes)!" in got, got
+        # Every node knows: a login on node c is told at once.
+        c = cluster.connect("c")
+        c.expect("login: ")
+        c.send_line("sue")
+        c.expect("Password: ")
+        c.send_line(PASSWORD)
+        got = c.expect("sue@testhost:~$ ")
+        assert re.search(
+            r"The system is going down at .* \(in (10|9) minutes\): maintenance\n", got
+        )
     finally:
         r = cluster.cli("a", "shutdown", "-c")
     assert (r.returncode, r.stdout) == (0, "shutdown cancelled\n"), r.stderr
