@@ -58,6 +58,12 @@ def run(c: RawClient, line: str, user: str, timeout: float = 10.0) -> str:
     return c.expect(f"{user}@testhost:~$ ", timeout)
 
 
+def heard(c: RawClient, text: str, user: str) -> str:
+    """A message that arrived at ``user``'s idle prompt: shown, then the prompt drawn again
+    (taken too, so the next :func:`run` waits for its own)."""
+    return c.expect(f"{text}\n{user}@testhost:~$ ")
+
+
 #: A tty is ``tel/3``, or ``tel/a.3`` when node a named it while Redis was unreachable.
 _ROW = re.compile(r"^([a-z][a-z0-9_-]*) +((?:tel|ssh|web)/(?:[a-z0-9][a-z0-9_-]*\.)?\d+)", re.M)
 
