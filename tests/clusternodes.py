@@ -158,9 +158,15 @@ class Cluster:
         sessions: list[dict[str, Any]] = json.loads(r.stdout)["sessions"]
         return sessions
 
-    def tracebacks(self) -> dict[str, str]:
-        """The logs of the nodes that logged a traceback (nothing may crash), by node."""
-        return {n: s.log_text() for n, s in self.nodes.items() if "Traceback" in s.log_text()}
+    def log_marks(self) -> dict[str, int]:
+        """Where each node's log ends now (for :meth:`tracebacks` since then)."""
+        return {n: len(s.log_text()) for n, s in self.nodes.items()}
+
+    def tracebacks(self, since: dict[str, int] | None = None) -> dict[str, str]:
+        """The logs (from ``since``) of the nodes that logged a traceback, by node: nothing
+        may crash, whatever happens to Redis or to the other nodes."""
+        logs = {n: s.log_text()[(since or {}).get(n, 0) :] for n, s in self.nodes.items()}
+        return {n: text for n, text in logs.items() if "Traceback" in text}
 
 
 @contextmanager
