@@ -64,6 +64,10 @@ def heard(c: RawClient, text: str, user: str) -> str:
     return c.expect(f"{text}\n{user}@testhost:~$ ")
 
 
+#: Where a log event starts: a line with its time stamp (a traceback's lines are indented).
+_EVENT = re.compile(r"(?m)^(?=\d{4}-\d\d-\d\dT)")
+
+
 #: A tty is ``tel/3``, or ``tel/a.3`` when node a named it while Redis was unreachable.
 _ROW = re.compile(r"^([a-z][a-z0-9_-]*) +((?:tel|ssh|web)/(?:[a-z0-9][a-z0-9_-]*\.)?\d+)", re.M)
 
@@ -166,7 +170,10 @@ class Cluster:
         """The logs (from ``since``) of the nodes that logged a traceback, by node: nothing
         may crash, whatever happens to Redis or to the other nodes."""
         logs = {n: s.log_text()[(since or {}).get(n, 0) :] for n, s in self.nodes.items()}
-        return {n: text for n, text in logs.items() if "Traceback" in text}
+        found = {
+            n: [e for e in _EVENT.split(text) if "Traceback" in e] for n, text in logs.items()
+        }
+        return {n: "".join(events) for n, events in found.items() if events}
 
 
 @contextmanager
