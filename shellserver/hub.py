@@ -9,6 +9,8 @@ Deferreds because a clustered hub (Redis) will be asynchronous; callers
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import Attribute, Interface, implementer
@@ -20,8 +22,13 @@ from shellserver.rooms import Member, RoomInfo, RoomTable
 from shellserver.session import Session
 
 
+class ClusterUnavailable(Exception):
+    """The other nodes cannot be reached (Redis is down or does not answer)."""
+
+
 class IHub(Interface):
     node = Attribute("This node's name: the ``node`` of the sessions attached here.")
+    on_announce = Attribute("Called with (kind, fields) for another node's ``announce``.")
 
     def allocate_tty(kind: str) -> Deferred[str]:
         """A free terminal name such as ``tel/3`` (lowest free number, like ptys), unique
@@ -69,6 +76,13 @@ class IHub(Interface):
 
     def broadcast(message: Message) -> Deferred[tuple[int, int]]:
         """Show ``message`` to every session, whatever their mesg; (reached, dropped)."""
+
+    def broadcast_here(message: Message) -> tuple[int, int]:
+        """Show ``message`` to this node's sessions only (each node warns its own of a
+        shutdown that every node runs)."""
+
+    def announce(kind: str, fields: dict[str, Any]) -> None:
+        """Tell the other nodes (``on_announce`` there): a shutdown scheduled or cancelled."""
 
     def logout_user(user: str, message: Message | None) -> Deferred[int]:
         """Show ``message`` to each of ``user``'s sessions, then end them; how many."""
@@ -134,6 +148,10 @@ class Hub:
 
     def __init__(self, node: str = "") -> None:
         self.node = node
+        self.on_announce: Callable[[str, dict[str, Any]], None] | None = None
+        #: What ends a session's membership when the hub ends it: this hub's ``detach``, or
+        #: the clustered hub's that holds this one as its local table.
+        self.detacher: Callable[[Session], object] = self.detach
         self._by_id: dict[int, Session] = {}
         self._by_user: dict[str, list[Session]] = {}
         self._free: dict[str, list[int]] = {}
@@ -198,6 +216,12 @@ class Hub:
 
     def local_of(self, user: str) -> list[Session]:
         return list(self._by_user.get(user, ()))
+
+    def local_users(self) -> list[str]:
+        return list(self._by_user)
+
+    def announce(self, kind: str, fields: dict[str, Any]) -> None:
+        pass  # no other node
 
     def sessions(self) -> Deferred[list[SessionInfo]]:
         return succeed(list(self._by_id.values()))
@@ -267,7 +291,7 @@ class Hub:
         if message is not None:
             session.deliver(message)
         session.disconnect()
-        self.detach(session)
+        self.detacher(session)
 
     # -- people and rooms (SPEC §11) ----------------------------------------------------
 

@@ -146,6 +146,29 @@ class Metrics:
         """Report ``server``'s sessions and held output, read when scraped."""
         self.registry.register(ServerCollector(server))
 
+    def watch_cluster(self, nodes: Callable[[], int]) -> None:
+        """Clustered: ``shellserver_cluster_nodes``, the live nodes at the last heartbeat."""
+        self.registry.register(_ClusterCollector(nodes))
+
+
+class _ClusterCollector:
+    def __init__(self, nodes: Callable[[], int]) -> None:
+        self.nodes = nodes
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        family.add_metric([], self.nodes())
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "shellserver_cluster_nodes", "Nodes alive in the cluster at the last heartbeat."
+        )
+
 
 class _MessageCollector:
     """``shellserver_messages_total`` from the plain counts (read on the reactor thread)."""

@@ -120,7 +120,14 @@ class SessionRecord:
     def from_json(cls, text: str | bytes) -> SessionRecord:
         """Raises ValueError for anything that is not a record (Redis holds what a node wrote)."""
         try:
-            f: Any = json.loads(text)
+            return cls.from_fields(json.loads(text))
+        except ValueError as e:
+            raise ValueError(f"not a session record: {e}") from None
+
+    @classmethod
+    def from_fields(cls, f: Any) -> SessionRecord:
+        """From the decoded JSON array; raises ValueError."""
+        try:
             return cls(
                 str(f[0]),
                 int(f[1]),

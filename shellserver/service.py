@@ -26,11 +26,13 @@ from twisted.python.filepath import FilePath
 
 from shellserver.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.admission import FD_HEADROOM, Admission, connection_limit, raise_fd_limit
+from shellserver.cluster.hub import RedisHub, cluster_hub
 from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.gcpolicy import GCPolicy
 from shellserver.homefs import Homes
+from shellserver.hub import Hub, IHub
 from shellserver.idle import IdleWatch
 from shellserver.lagprobe import LagProbe
 from shellserver.metrics import Metrics
@@ -89,6 +91,8 @@ class ShellService(Service):
         self.ports: list[IListeningPort] = []
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
+        #: The clustered hub (``--cluster``), started and stopped with the service.
+        self.cluster: RedisHub | None = None
         self.metrics = Metrics()
         self._probe = LagProbe(reactor, self.metrics.reactor_lag.observe)
         self._gc = GCPolicy(reactor)
@@ -163,6 +167,11 @@ class ShellService(Service):
         )
         from shellserver.commands import REGISTRY
 
+        hub: IHub = Hub(node=cfg.node)
+        if cfg.cluster is not None:
+            self.cluster = cluster_hub(cfg.cluster, cfg.node, self.reactor)
+            hub = self.cluster
+            self.metrics.watch_cluster(lambda: self.cluster.live_nodes if self.cluster else 0)
         self.server = Server(
             cfg,
             self.reactor,
@@ -177,10 +186,12 @@ class ShellService(Service):
                 shared=cfg.cluster is not None,
             ),
             run_io=pool_runner(self.reactor, io_pool),
+            hub=hub,
         )
         self.metrics.watch(self.server)
         # The one part still filled in afterwards: the countdown acts on the server it is in.
         self.server.shutdown = Shutdown(self.server, self.reactor.stop)
+        hub.on_announce = self.server.shutdown.heard  # clustered: every node runs it
         telnet.factory = TelnetFactory(
             self.server.new_connection, self.reactor, cfg.max_line, cfg.max_output
         )
@@ -296,6 +307,8 @@ class ShellService(Service):
             self._idle.start(min(IDLE_SCAN, self.config.idle_timeout), now=False)
         self._probe.start()
         self._gc.start()
+        if self.cluster is not None:
+            self.cluster.start()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
@@ -310,6 +323,9 @@ class ShellService(Service):
             connection.terminal.close()
         d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
         d.addBoth(lambda _: self._wait_for_connections(3.0))
+        if self.cluster is not None:
+            cluster = self.cluster
+            d.addBoth(lambda _: cluster.stop())  # our records leave the cluster at once
         d.addBoth(self._release)
         return d
 

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from shellserver.argsplit import SplitError, split_line
 from shellserver.commands.registry import Command, Context, Services, UsageError
 from shellserver.completion import complete
+from shellserver.hub import ClusterUnavailable
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
@@ -121,6 +122,8 @@ class Shell:
     def _failed(self, failure: Failure, ctx: Context, cmd: Command) -> None:
         if failure.check(UsageError):
             _usage(ctx, cmd, failure.value)  # type: ignore[arg-type]
+        elif failure.check(ClusterUnavailable):
+            ctx.fail("cluster unavailable")
         elif failure.check(Interrupted, EndOfInput, Disconnected) is None:
             log.failure("{cmd} failed for {user}", failure, cmd=cmd.name, user=ctx.session.user)
             ctx.fail("internal error")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall
@@ -54,12 +55,21 @@ class Shutdown:
             return 0
         return max(0, round((self.at - self.server.clock.seconds()) / 60))
 
-    def schedule(self, minutes: int, text: str, by: str, tty: str, where: str) -> float:
-        """Replace any earlier schedule; warn everyone now. Returns the shutdown time."""
+    def schedule(
+        self, minutes: int, text: str, by: str, tty: str, where: str, share: bool = True
+    ) -> float:
+        """Replace any earlier schedule; warn everyone now. Returns the shutdown time.
+
+        Clustered, every node runs the same schedule (``share``: tell the others), and
+        each warns its own sessions, so everyone is warned once.
+        """
         self._cancel_timer()
         now = self.server.clock.seconds()
         self.at, self.text, self.by, self.tty = now + minutes * 60, text, by, tty
         self.server.admin_action(by, where, "shutdown", minutes=minutes, text=text)
+        if share:
+            fields = {"minutes": minutes, "text": text, "by": by, "tty": tty}
+            self.server.hub.announce("shutdown", fields)
         if minutes == 0:
             self._zero()
         else:
@@ -67,7 +77,9 @@ class Shutdown:
             self._arm()
         return self.at
 
-    def cancel(self, by: str, tty: str, where: str) -> bool:
+    def cancel(self, by: str, tty: str, where: str, share: bool = True) -> bool:
+        if share:
+            self.server.hub.announce("cancel", {"by": by, "tty": tty})
         if self.at is None:
             return False
         self._cancel_timer()
@@ -125,9 +137,12 @@ class Shutdown:
     def _broadcast(self, by: str, tty: str, text: str) -> None:
         hostname = self.server.config.hostname
         message = broadcast_message(by, hostname, tty, self.server.clock.seconds(), text)
-        d = self.server.hub.broadcast(message)
-        d.addCallback(lambda counts: self.server.metrics.messages("wall", *counts))
-        d.addErrback(lambda f: log.failure("shutdown notice failed", f))
+        try:
+            counts = self.server.hub.broadcast_here(message)
+        except Exception:
+            log.failure("shutdown notice failed")
+        else:
+            self.server.metrics.messages("wall", *counts)
 
     def _arm(self) -> None:
         """Sleep until the next cadence point, or zero."""
@@ -149,6 +164,16 @@ class Shutdown:
         self._timer = None
         self.final_notice()
         self.stop()
+
+    def heard(self, kind: str, fields: dict[str, Any]) -> None:
+        """Another node's ``schedule`` or ``cancel`` (``IHub.on_announce``)."""
+        where = f"node {fields.get('origin', '?')}"
+        by, tty = str(fields.get("by", "root")), str(fields.get("tty", "console"))
+        if kind == "shutdown":
+            minutes = int(fields["minutes"])
+            self.schedule(minutes, str(fields.get("text", "")), by, tty, where, share=False)
+        elif kind == "cancel":
+            self.cancel(by, tty, where, share=False)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():

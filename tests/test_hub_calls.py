@@ -53,6 +53,12 @@ class FailingHub(Hub):
     def broadcast(self, message: Message) -> Deferred[tuple[int, int]]:
         return self._maybe("broadcast", super().broadcast(message))
 
+    def broadcast_here(self, message: Message) -> tuple[int, int]:
+        self.calls.append("broadcast_here")
+        if "broadcast_here" in self.failing:
+            raise HubDown("broadcast_here")
+        return super().broadcast_here(message)
+
     def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
         return self._maybe("end_session", super().end_session(to, message))
 
@@ -111,7 +117,7 @@ def test_a_failing_shutdown_broadcast_is_logged(
 ) -> None:
     server, hub = _server(tmp_path)
     _online(server)
-    hub.failing.add("broadcast")
+    hub.failing.add("broadcast_here")
     schedule = Shutdown(server, lambda: None)
     schedule.schedule(10, "maintenance", "root", "console", "test")
     schedule.cancel("root", "console", "test")

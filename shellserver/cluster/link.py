@@ -56,6 +56,8 @@ from txredisapi import (
     ConnectionError as RedisConnectionError,
 )
 
+from shellserver.hub import ClusterUnavailable as ClusterUnavailable  # where callers find it
+
 _log = Logger()
 
 TIMEOUT = 2.0
@@ -63,10 +65,6 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 
 Arg = str | bytes | int
-
-
-class ClusterUnavailable(Exception):
-    """Redis is not reachable now, or did not answer in time: act locally."""
 
 
 class RedisReplyError(Exception):

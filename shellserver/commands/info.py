@@ -33,10 +33,13 @@ def uptime_line(ctx: Context, sessions: int, users: int) -> str:
 
 def session_rows(ctx: Context, sessions: list[SessionInfo], what: bool) -> str:
     admin = ctx.session.is_admin
+    nodes = admin and ctx.server.config.cluster is not None  # SPEC §13: admins see the node
     now = ctx.now()
     header = f"{'USER':<12} {'TTY':<8} {'LOGIN':<12} {'IDLE':>5} MESG"
     if what:
         header += f" {'WHAT':<20}"
+    if nodes:
+        header += f" {'NODE':<12}"
     if admin:
         header += " FROM"
     lines = [header.rstrip()]
@@ -46,6 +49,8 @@ def session_rows(ctx: Context, sessions: list[SessionInfo], what: bool) -> str:
         row += "+   " if s.mesg else "-   "
         if what:
             row += f" {s.doing[:20]:<20}"
+        if nodes:
+            row += f" {s.node:<12}"
         if admin:
             row += f" {careful(s.peer)}"
         lines.append(row.rstrip())

@@ -16,7 +16,8 @@ from shellserver.sanitize import careful
 from shellserver.terminal import Disconnected, EndOfInput, Interrupted
 
 #: Only names of the tty kinds that exist are TTYs: ``write bob ab/12 hi`` sends "ab/12 hi".
-_TTY = re.compile(r"(?:tel|ssh|web)/\d{1,9}")
+#: (``tel/NODE.3``: a name a node gave while the cluster was unreachable.)
+_TTY = re.compile(r"(?:tel|ssh|web)/(?:[a-z0-9][a-z0-9_-]{0,62}\.)?\d{1,9}")
 
 
 @command(

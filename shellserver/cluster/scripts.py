@@ -1,0 +1,380 @@
+"""The Lua scripts that keep the cluster's shared records consistent (docs/scaling.md).
+
+Each change a node makes to the shared records is one script, so it is atomic:
+the check and the claim of ``--max-sessions`` cannot interleave with another
+node's, a tty number is handed out once, and a node's change to its session
+records, the bump of its generation and the event that tells the others are
+one step (the others see events in generation order and reload a node's
+records when they miss one). Times are Redis's (``TIME``), never a node's clock.
+
+Keys (all under ``ss:``; the URL's db number keeps clusters apart, and channel
+names are global to a redis-server, so they carry the db too — see ``Names``):
+
+- ``nodes``: zset node -> last heartbeat (ms, Redis time)
+- ``gen``: hash node -> generation of its session records
+- ``s:NODE``: hash session id -> record (JSON array, ``SessionRecord.to_json``)
+- ``u:USER``: zset ``NODE/ID`` -> login time: the user's sessions and login claims
+- ``nu:NODE``: set of users the node has members in ``u:USER`` for (to clean up)
+- ``tty:NODE``: set of tty names the node holds; ``tk:KIND:free`` zset, ``tk:KIND:next``
+- ``ign``: hash user -> JSON list of the names they ignore
+- ``rooms``: set of room names; ``r:ROOM`` hash creator/topic;
+  ``rm:ROOM`` zset ``NODE/ID`` -> join sequence; ``ri:ROOM`` hash ``NODE/ID`` -> JSON
+  [user, tty, node, id]; ``sr:NODE/ID`` zset room -> join sequence; ``seq`` counter
+"""
+
+from __future__ import annotations
+
+# ARGV[1] is always the key prefix ("ss:"), ARGV[2] the channel for events to all nodes.
+_COMMON = r"""
+local P = ARGV[1]
+local ALL = ARGV[2]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function leave_room(room, sk)
+  redis.call('ZREM', P..'rm:'..room, sk)
+  redis.call('HDEL', P..'ri:'..room, sk)
+  redis.call('ZREM', P..'sr:'..sk, room)
+  if redis.call('ZCARD', P..'rm:'..room) == 0 then
+    redis.call('DEL', P..'rm:'..room, P..'ri:'..room, P..'r:'..room)
+    redis.call('SREM', P..'rooms', room)
+    return true
+  end
+  return false
+end
+local function free_tty(node, tty)
+  if redis.call('SREM', P..'tty:'..node, tty) == 1 then
+    local kind, n = string.match(tty, '^(%w+)/(%d+)$')
+    if kind then redis.call('ZADD', P..'tk:'..kind..':free', tonumber(n), n) end
+  end
+end
+local function reap(node)
+  local changed_rooms = false
+  for _, rec in ipairs(redis.call('HVALS', P..'s:'..node)) do
+    local r = cjson.decode(rec)
+    local sk = node..'/'..r[2]
+    for _, room in ipairs(redis.call('ZRANGE', P..'sr:'..sk, 0, -1)) do
+      if leave_room(room, sk) then changed_rooms = true end
+    end
+    redis.call('DEL', P..'sr:'..sk)
+  end
+  for _, user in ipairs(redis.call('SMEMBERS', P..'nu:'..node)) do
+    for _, m in ipairs(redis.call('ZRANGE', P..'u:'..user, 0, -1)) do
+      if string.sub(m, 1, #node + 1) == node..'/' then redis.call('ZREM', P..'u:'..user, m) end
+    end
+  end
+  for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do free_tty(node, tty) end
+  redis.call('DEL', P..'s:'..node, P..'nu:'..node, P..'tty:'..node)
+  redis.call('HDEL', P..'gen', node)
+  redis.call('ZREM', P..'nodes', node)
+  redis.call('PUBLISH', ALL, cjson.encode({op='gone', n=node}))
+  if changed_rooms then redis.call('PUBLISH', ALL, '{"op":"rooms"}') end
+end
+local function event(op, node, gen, body)
+  redis.call('PUBLISH', ALL, '{"op":"'..op..'","n":'..cjson.encode(node)..',"g":'..gen..body..'}')
+end
+"""
+
+#: ARGV: prefix, all, node, ttl_ms, republish(0/1). Marks the node alive, reaps nodes whose
+#: heartbeat is older than the TTL, and answers {fresh, {node, gen, ...}} for the live ones;
+#: fresh is 1 when this node was not in the table (it was reaped, or Redis lost its data).
+HEARTBEAT = (
+    _COMMON
+    + r"""
+local node, ttl = ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', P..'nodes', '-inf', now - ttl)) do
+  if dead ~= node then reap(dead) end
+end
+local fresh = redis.call('ZADD', P..'nodes', now, node)
+local live = {}
+for _, n in ipairs(redis.call('ZRANGE', P..'nodes', 0, -1)) do
+  table.insert(live, n)
+  table.insert(live, redis.call('HGET', P..'gen', n) or '0')
+end
+return {fresh, live}
+"""
+)
+
+#: ARGV: prefix, all, node. A node starting (or whose records are stale) clears its old ones.
+REAP_SELF = (
+    _COMMON
+    + r"""
+reap(ARGV[3])
+return 1
+"""
+)
+
+#: ARGV: prefix, all, node, then (id, tty) pairs of the sessions the node has now. After an
+#: outage: what Redis holds of the node's sessions that ended meanwhile goes (records, claims,
+#: tty names, room memberships); REPUBLISH then puts the live ones back.
+RESET_SELF = (
+    _COMMON
+    + r"""
+local node = ARGV[3]
+local keep, ttys = {}, {}
+for i = 4, #ARGV, 2 do keep[ARGV[i]] = true; ttys[ARGV[i + 1]] = true end
+local changed_rooms = false
+for _, id in ipairs(redis.call('HKEYS', P..'s:'..node)) do
+  if not keep[id] then
+    local sk = node..'/'..id
+    for _, room in ipairs(redis.call('ZRANGE', P..'sr:'..sk, 0, -1)) do
+      if leave_room(room, sk) then changed_rooms = true end
+    end
+    redis.call('DEL', P..'sr:'..sk)
+  end
+end
+for _, user in ipairs(redis.call('SMEMBERS', P..'nu:'..node)) do
+  for _, m in ipairs(redis.call('ZRANGE', P..'u:'..user, 0, -1)) do
+    if string.sub(m, 1, #node + 1) == node..'/' and not keep[string.sub(m, #node + 2)] then
+      redis.call('ZREM', P..'u:'..user, m)
+    end
+  end
+end
+for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do
+  if not ttys[tty] then free_tty(node, tty) end
+end
+redis.call('DEL', P..'s:'..node)
+if changed_rooms then redis.call('PUBLISH', ALL, '{"op":"rooms"}') end
+return 1
+"""
+)
+
+#: ARGV: prefix, all, node, then records as JSON. Puts a node's sessions (back) in the shared
+#: records: records, user claims, tty names; then tells the others to load them.
+REPUBLISH = (
+    _COMMON
+    + r"""
+local node = ARGV[3]
+redis.call('ZADD', P..'nodes', now_ms(), node)
+for i = 4, #ARGV do
+  local r = cjson.decode(ARGV[i])
+  redis.call('HSET', P..'s:'..node, r[2], ARGV[i])
+  redis.call('ZADD', P..'u:'..r[3], 'NX', math.floor(r[8] * 1000), node..'/'..r[2])
+  redis.call('SADD', P..'nu:'..node, r[3])
+  local tty = r[5]
+  if redis.call('SADD', P..'tty:'..node, tty) == 1 then
+    local kind, n = string.match(tty, '^(%w+)/(%d+)$')
+    if kind then
+      redis.call('ZREM', P..'tk:'..kind..':free', n)
+      local nxt = tonumber(redis.call('GET', P..'tk:'..kind..':next') or '0')
+      if nxt <= tonumber(n) then redis.call('SET', P..'tk:'..kind..':next', tonumber(n) + 1) end
+    end
+  end
+end
+local g = redis.call('HINCRBY', P..'gen', node, 1)
+event('snap', node, g, '')
+return g
+"""
+)
+
+#: ARGV: prefix, all, node. The records of one node with their generation, atomically.
+SNAPSHOT = (
+    _COMMON
+    + r"""
+local node = ARGV[3]
+return {redis.call('HGET', P..'gen', node) or '0', redis.call('HVALS', P..'s:'..node)}
+"""
+)
+
+#: ARGV: prefix, all, node, kind. The lowest free tty number of a kind, cluster-wide.
+ALLOCATE_TTY = (
+    _COMMON
+    + r"""
+local node, kind = ARGV[3], ARGV[4]
+local free = redis.call('ZPOPMIN', P..'tk:'..kind..':free')
+local n
+if #free > 0 then n = free[1] else n = redis.call('INCR', P..'tk:'..kind..':next') - 1 end
+local tty = kind..'/'..n
+redis.call('SADD', P..'tty:'..node, tty)
+return tty
+"""
+)
+
+#: ARGV: prefix, all, node, id, user, record. Publishes "att" with the record.
+ATTACH = (
+    _COMMON
+    + r"""
+local node, id, user, rec = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+redis.call('HSET', P..'s:'..node, id, rec)
+redis.call('ZADD', P..'u:'..user, 'NX', now_ms(), node..'/'..id)
+redis.call('SADD', P..'nu:'..node, user)
+local g = redis.call('HINCRBY', P..'gen', node, 1)
+event('att', node, g, ',"r":'..rec)
+return g
+"""
+)
+
+#: ARGV: prefix, all, node, id, record. Publishes "upd"; nothing for a detached session.
+UPDATE = (
+    _COMMON
+    + r"""
+local node, id, rec = ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HEXISTS', P..'s:'..node, id) == 0 then return 0 end
+redis.call('HSET', P..'s:'..node, id, rec)
+local g = redis.call('HINCRBY', P..'gen', node, 1)
+event('upd', node, g, ',"r":'..rec)
+return g
+"""
+)
+
+#: ARGV: prefix, all, node, id, user, tty. Publishes "det"; frees the tty name and the claim.
+DETACH = (
+    _COMMON
+    + r"""
+local node, id, user, tty = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+redis.call('HDEL', P..'s:'..node, id)
+redis.call('ZREM', P..'u:'..user, node..'/'..id)
+free_tty(node, tty)
+local g = redis.call('HINCRBY', P..'gen', node, 1)
+event('det', node, g, ',"i":'..id)
+return g
+"""
+)
+
+#: ARGV: prefix, all, node, user, id, limit, replace(0/1), ttl_ms.
+#: --max-sessions as one step: drop claims of dead nodes, then {'ok', members to end...}
+#: (the new one claimed) or {'refuse'}.
+ADMIT = (
+    _COMMON
+    + r"""
+local node, user, id = ARGV[3], ARGV[4], ARGV[5]
+local limit, replace, ttl = tonumber(ARGV[6]), ARGV[7] == '1', tonumber(ARGV[8])
+local key = P..'u:'..user
+local now = now_ms()
+for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+  local owner = string.match(m, '^(.*)/%d+$')
+  local beat = redis.call('ZSCORE', P..'nodes', owner)
+  if not beat or tonumber(beat) < now - ttl then redis.call('ZREM', key, m) end
+end
+local n = redis.call('ZCARD', key)
+local out = {'ok'}
+if n >= limit then
+  if not replace then return {'refuse'} end
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, n - limit)) do
+    redis.call('ZREM', key, m)
+    table.insert(out, m)
+  end
+end
+redis.call('ZADD', key, now, node..'/'..id)
+redis.call('SADD', P..'nu:'..node, user)
+return out
+"""
+)
+
+#: ARGV: prefix, all, node, user, id. A claim whose login was abandoned.
+RELEASE = (
+    _COMMON
+    + r"""
+local node, user, id = ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HEXISTS', P..'s:'..node, id) == 0 then
+  redis.call('ZREM', P..'u:'..user, node..'/'..id)
+end
+return 1
+"""
+)
+
+#: ARGV: prefix, all, user, JSON list or "" (forget).
+SET_IGNORES = (
+    _COMMON
+    + r"""
+local user, names = ARGV[3], ARGV[4]
+if names == '' then redis.call('HDEL', P..'ign', user)
+else redis.call('HSET', P..'ign', user, names) end
+redis.call('PUBLISH', ALL, cjson.encode({op='ign', u=user, v=names}))
+return 1
+"""
+)
+
+#: ARGV: prefix, all, room, node, id, user, tty, max_rooms, max_members.
+JOIN = (
+    _COMMON
+    + r"""
+local room, node, id, user, tty = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local max_rooms, max_members = tonumber(ARGV[8]), tonumber(ARGV[9])
+local sk = node..'/'..id
+if redis.call('ZSCORE', P..'rm:'..room, sk) then return 'already' end
+if redis.call('ZCARD', P..'sr:'..sk) >= max_rooms then return 'too-many' end
+local exists = redis.call('EXISTS', P..'r:'..room) == 1
+if exists and redis.call('ZCARD', P..'rm:'..room) >= max_members then return 'full' end
+local seq = redis.call('INCR', P..'seq')
+if not exists then
+  redis.call('HSET', P..'r:'..room, 'creator', user, 'topic', '')
+  redis.call('SADD', P..'rooms', room)
+end
+redis.call('ZADD', P..'rm:'..room, seq, sk)
+redis.call('HSET', P..'ri:'..room, sk, cjson.encode({user, tty, node, tonumber(id)}))
+redis.call('ZADD', P..'sr:'..sk, seq, room)
+if exists then return 'joined' end
+redis.call('PUBLISH', ALL, '{"op":"rooms"}')
+return 'created'
+"""
+)
+
+#: ARGV: prefix, all, node, id, and the room (or "" for all). The rooms left.
+PART = (
+    _COMMON
+    + r"""
+local node, id, only = ARGV[3], ARGV[4], ARGV[5]
+local sk = node..'/'..id
+local rooms
+if only == '' then rooms = redis.call('ZRANGE', P..'sr:'..sk, 0, -1)
+elseif redis.call('ZSCORE', P..'sr:'..sk, only) then rooms = {only}
+else rooms = {} end
+local gone = false
+for _, room in ipairs(rooms) do
+  if leave_room(room, sk) then gone = true end
+end
+if gone then redis.call('PUBLISH', ALL, '{"op":"rooms"}') end
+return rooms
+"""
+)
+
+#: ARGV: prefix, all, room. {creator, topic, count, members as JSON...} or {} (no room).
+ROOM = (
+    _COMMON
+    + r"""
+local room = ARGV[3]
+local info = redis.call('HMGET', P..'r:'..room, 'creator', 'topic')
+if not info[1] then return {} end
+local out = {info[1], info[2] or '', redis.call('ZCARD', P..'rm:'..room)}
+if ARGV[4] == '1' then
+  local sks = redis.call('ZRANGE', P..'rm:'..room, 0, -1)
+  if #sks > 0 then
+    for _, m in ipairs(redis.call('HMGET', P..'ri:'..room, unpack(sks))) do
+      if m then table.insert(out, m) end
+    end
+  end
+end
+return out
+"""
+)
+
+#: ARGV: prefix, all. {name, creator, topic, count, ...} sorted by name.
+ROOM_LIST = (
+    _COMMON
+    + r"""
+local names = redis.call('SMEMBERS', P..'rooms')
+table.sort(names)
+local out = {}
+for _, room in ipairs(names) do
+  local info = redis.call('HMGET', P..'r:'..room, 'creator', 'topic')
+  table.insert(out, room)
+  table.insert(out, info[1] or '')
+  table.insert(out, info[2] or '')
+  table.insert(out, redis.call('ZCARD', P..'rm:'..room))
+end
+return out
+"""
+)
+
+#: ARGV: prefix, all, room, topic. 0 when there is no such room.
+SET_TOPIC = (
+    _COMMON
+    + r"""
+if redis.call('EXISTS', P..'r:'..ARGV[3]) == 0 then return 0 end
+redis.call('HSET', P..'r:'..ARGV[3], 'topic', ARGV[4])
+return 1
+"""
+)
