@@ -87,6 +87,18 @@ def eventually(probe: Callable[[], T | None], timeout: float, every: float = 0.2
         time.sleep(every)
 
 
+def joined(srv: RealServer, timeout: float = 10.0) -> RealServer:
+    """Wait for ``srv``'s link to Redis: a node listens before it has joined, and a login in
+    that moment is served as during an outage (local ``--max-sessions``, a ``tel/NODE.N``
+    name), which the tests of the joined cluster must not meet by chance."""
+    deadline = time.monotonic() + timeout
+    while "cluster: connected to" not in srv.log_text():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"node never reached Redis:\n{srv.log_text()}")
+        time.sleep(0.02)
+    return srv
+
+
 class Cluster:
     """``names`` nodes, each started with ``args``, on one data dir and one redis-server."""
 
@@ -106,7 +118,7 @@ class Cluster:
             self.redis.start()
             newusers(self.data, users)
             for srv in self.nodes.values():
-                srv.start()
+                joined(srv.start())
         except BaseException:
             self.stop()
             raise
