@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from shellserver import people
 from shellserver.accounts import Account
 from shellserver.commands.registry import Services
-from shellserver.hub import Message
+from shellserver.hub import ClusterUnavailable, Message
 from shellserver.sanitize import careful
 from shellserver.session import Session
 from shellserver.shell import Shell
@@ -196,7 +197,7 @@ def end(server: SessionServices, session: Session, wire: IWire) -> None:
     d = server.hub.detach(session)
     d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
     ended = Deferred.fromCoroutine(people.session_ended(server, session))
-    ended.addErrback(lambda f: log.failure("ending {tty} failed", f, tty=session.tty))
+    ended.addErrback(_ending_failed, session)
     _record_logout(server, session)
     log.info(
         "{user} logged out from {tty}",
@@ -206,6 +207,12 @@ def end(server: SessionServices, session: Session, wire: IWire) -> None:
         peer=session.peer,
         wire=wire.kind,
     )
+
+
+def _ending_failed(failure: Failure, session: Session) -> None:
+    # Clustered and Redis unreachable: the node tidies its rooms when it reconnects.
+    if failure.check(ClusterUnavailable) is None:
+        log.failure("ending {tty} failed", failure, tty=session.tty)
 
 
 def _record_logout(server: SessionServices, session: Session) -> None:

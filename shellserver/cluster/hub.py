@@ -20,6 +20,7 @@ others'.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +92,10 @@ class RedisHub:
     _ignores: dict[str, frozenset[str]] = field(init=False, factory=dict)
     _room_names: list[str] = field(init=False, factory=list)
     _started: bool = field(init=False, default=False)
-    _syncing: Deferred[None] | None = field(init=False, default=None)
+    #: The cluster's epoch as this node last saw it (a random value Redis keeps; a new one
+    #: means Redis lost its data) and until when tty names are not taken from Redis.
+    _epoch: bytes | None = field(init=False, default=None)
+    _tty_grace_until: float = field(init=False, default=0.0)
     _resync_call: IDelayedCall | None = field(init=False, default=None)
     #: Live nodes at the last heartbeat (the ``shellserver_cluster_nodes`` gauge).
     live_nodes: int = field(init=False, default=0)
@@ -136,6 +140,8 @@ class RedisHub:
         """Redis is (back): put our sessions there, then load everyone else's."""
         first = not self._started
         self._started = True
+        if not first:  # Redis may have lost its data, or a node restarted meanwhile
+            self.mirror.reset()
         d = self._sync(reset_first=first)
         d.addErrback(self._log, "joining the cluster")
 
@@ -148,6 +154,7 @@ class RedisHub:
         async def sync() -> None:
             if reset_first:  # a node of this name that died may have left records
                 await self._run("REAP_SELF")
+            await self._check_epoch()
             await self._republish()
             live = await self._heartbeat()
             self.mirror.stale.update(n for n in live if n != self.node)
@@ -164,6 +171,18 @@ class RedisHub:
                 self._beat.start(BEAT, now=False).addErrback(self._log, "heartbeat")
 
         return Deferred.fromCoroutine(sync())
+
+    async def _check_epoch(self) -> None:
+        """Redis lost its data (restarted empty) if the epoch we knew is gone. Until every
+        node had time to reconnect and republish (TTL and a beat), the tty names they hold
+        are not in Redis: this node gives fallback names (``tel/NODE.N``) meanwhile."""
+        key = self._names.prefix + "epoch"
+        await self.link.call("SET", key, uuid.uuid4().hex, "NX")
+        epoch = await self.link.call("GET", key)
+        if self._epoch is not None and epoch != self._epoch:
+            self._tty_grace_until = self.clock.seconds() + TTL + BEAT
+            log.warn("cluster: Redis lost its data; tty names are this node's own for a while")
+        self._epoch = epoch
 
     def local_ignores(self) -> dict[str, frozenset[str]]:
         return {
@@ -236,17 +255,14 @@ class RedisHub:
         try:
             event = json.loads(data)
             op = event["op"]
-        except (ValueError, KeyError, TypeError):
-            log.warn(
-                "bad cluster message on {channel}: {data!r}", channel=channel, data=data[:200]
-            )
-            return
-        handler = _HANDLERS.get(op)
-        if handler is None:
-            return  # a newer node's message: ignore what we do not know
-        try:
+            if not isinstance(op, str):
+                raise TypeError(f"op {op!r}")
+            handler = _HANDLERS.get(op)
+            if handler is None:
+                return  # a newer node's message: ignore what we do not know
             handler(self, event)
-        except (ValueError, KeyError, TypeError, IndexError):
+        # AttributeError: a text that is not a string (Message.of calls its methods)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             log.warn(
                 "bad cluster message on {channel}: {data!r}", channel=channel, data=data[:200]
             )
@@ -321,7 +337,7 @@ class RedisHub:
     # -- IHub: sessions ------------------------------------------------------------------------
 
     def allocate_tty(self, kind: str) -> Deferred[str]:
-        if not self.link.available:
+        if not self.link.available or self.clock.seconds() < self._tty_grace_until:
             return succeed(self._fallback_tty(kind))
         d = self._run("ALLOCATE_TTY", kind)
         d.addCallback(lambda tty: tty.decode())
@@ -465,13 +481,25 @@ class RedisHub:
         return self.local.broadcast_here(message)
 
     def logout_user(self, user: str, message: Message | None) -> Deferred[int]:
-        count = self.local.logout_here(user, message)
-        text = None if message is None else message.text
-        nodes = {r.node for r in self.mirror.of(user)}
-        count += len(self.mirror.of(user))
-        for node in nodes:
-            self._quietly(self._send(node, {"op": "out", "u": user, "t": text}), "logout")
-        return succeed(count)
+        """How many: the sessions here, and those of the nodes that heard the logout
+        (``kick`` during an outage counts only what it could end)."""
+        here = self.local.logout_here(user, message)
+        body = {"op": "out", "u": user, "t": None if message is None else message.text}
+        by_node: dict[str, int] = {}
+        for r in self.mirror.of(user):
+            by_node[r.node] = by_node.get(r.node, 0) + 1
+
+        async def tell() -> int:
+            count = here
+            for node, n in by_node.items():
+                try:
+                    if await self._send(node, body):
+                        count += n
+                except ClusterUnavailable:
+                    pass
+            return count
+
+        return Deferred.fromCoroutine(tell())
 
     def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
         if to.node == self.node:
@@ -515,8 +543,16 @@ class RedisHub:
         return d
 
     def part_all_rooms(self, session_id: int) -> Deferred[list[str]]:
+        """A session ended. While Redis is away it has left no room here: the node's
+        ``RESET_SELF`` on reconnect takes ended sessions out of their rooms."""
         d = self._run("PART", session_id, "")
         d.addCallback(lambda rooms: [r.decode() for r in rooms])
+
+        def offline(failure: Failure) -> list[str]:
+            failure.trap(ClusterUnavailable)
+            return []
+
+        d.addErrback(offline)
         return d
 
     def rooms_of(self, session_id: int) -> Deferred[list[str]]:
@@ -562,8 +598,10 @@ class RedisHub:
             reached = tried = 0
             remote: dict[str, list[int]] = {}
             for m in members:
+                if sender in self.ignores(m.user):  # every node's lists are here
+                    continue
                 if m.node == self.node:
-                    if m.session_id == skip or sender in self.ignores(m.user):
+                    if m.session_id == skip:
                         continue
                     session = self.local.local(m.session_id)
                     if session is not None:
@@ -575,7 +613,7 @@ class RedisHub:
                 body = {"op": "room", "i": ids, "t": message.text, "s": sender}
                 try:
                     if await self._send(node, body):
-                        reached += len(ids)  # ignore lists are applied there
+                        reached += len(ids)  # and there again, should a list have changed
                 except ClusterUnavailable:
                     pass
             return reached, tried - min(tried, reached)

@@ -4,9 +4,11 @@
 lookup, never a Redis round trip: a write costs one PUBLISH and nothing else.
 The copy follows the events each node publishes with a generation number per
 node; an event out of order (a gap) means one was missed, and that node's
-records are loaded again (``stale`` tells the hub which). The heartbeat lists
-the live nodes and their generations, so a missed event or a dead node is
-noticed within one beat even when no event comes.
+records are loaded again (``stale`` tells the hub which), and the events past
+the gap are applied after them. The heartbeat lists the live nodes and their
+generations, so a dead node is noticed at the next beat and a missed event
+within two (behind at one beat is normal: events in flight), even when no
+other event comes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from __future__ import annotations
 from attrs import define, field
 
 from shellserver.record import SessionRecord
+
+#: An event's change: a record put (attached or updated), or a session id dropped.
+Change = SessionRecord | int
+#: Events kept per node while its records are loaded again (a load takes milliseconds).
+AHEAD = 1000
 
 
 @define
@@ -26,6 +33,12 @@ class Mirror:
     stale: set[str] = field(factory=set)
     #: Generation a node was at, by the last heartbeat, when we were behind it.
     _behind: dict[str, int] = field(factory=dict)
+    #: Events past a gap, by node and generation. A snapshot's reply and the events come on
+    #: two connections, so an event newer than the snapshot can arrive before it: it is
+    #: applied after the snapshot instead of missing until the heartbeat notices (two beats).
+    _ahead: dict[str, dict[int, Change]] = field(factory=dict)
+    #: Nodes whose events ahead were more than ``AHEAD``: none kept, loaded again.
+    _spilled: set[str] = field(factory=set)
 
     def __len__(self) -> int:
         return sum(len(n) for n in self._nodes.values())
@@ -47,36 +60,52 @@ class Mirror:
 
     # -- events ---------------------------------------------------------------------
 
-    def _in_order(self, node: str, gen: int) -> bool:
-        """Is ``gen`` the next event of ``node``? Marks the node stale on a gap."""
-        have = self._gens.get(node)
-        if have is not None and gen <= have:
-            return False  # already in a snapshot
-        if gen != (1 if have is None else have + 1):
-            self.stale.add(node)
-            return False
-        self._gens[node] = gen
-        return True
-
     def put(self, node: str, gen: int, record: SessionRecord) -> None:
-        if self._in_order(node, gen):
-            self._put(record)
+        self._event(node, gen, record)
 
     def drop(self, node: str, gen: int, session_id: int) -> None:
-        if self._in_order(node, gen):
-            self._drop(node, session_id)
+        self._event(node, gen, session_id)
+
+    def _event(self, node: str, gen: int, change: Change) -> None:
+        """Apply ``change`` if ``gen`` is the next event of ``node``. On a gap the node is
+        stale and the event is kept for after the snapshot that fills the gap."""
+        have = self._gens.get(node)
+        if have is not None and gen <= have:
+            return  # already in a snapshot
+        if gen != (1 if have is None else have + 1):
+            self.stale.add(node)
+            if node not in self._spilled:
+                ahead = self._ahead.setdefault(node, {})
+                ahead[gen] = change
+                if len(ahead) > AHEAD:  # too many to keep: load again after this load
+                    del self._ahead[node]
+                    self._spilled.add(node)
+            return
+        self._gens[node] = gen
+        self._apply(node, change)
 
     def snapshot(self, node: str, gen: int, records: list[SessionRecord]) -> None:
-        """``node``'s records at ``gen`` (ignored if the events are already past it)."""
+        """``node``'s records at ``gen`` (ignored if the events are already past it), then
+        the events that came ahead of it."""
         have = self._gens.get(node)
         if have is not None and gen < have:
             return
+        ahead = self._ahead.pop(node, {})
+        spilled = node in self._spilled
         self.forget(node)
-        self._gens[node] = gen
         self._nodes[node] = {}
         for r in records:
             self._put(r)
-        self.stale.discard(node)
+        while gen + 1 in ahead:
+            gen += 1
+            self._apply(node, ahead.pop(gen))
+        self._gens[node] = gen
+        later = {g: c for g, c in ahead.items() if g > gen}
+        if later:  # another gap: load again
+            self._ahead[node] = later
+            self.stale.add(node)
+        if spilled:  # events were lost while loading: load again
+            self.stale.add(node)
 
     def forget(self, node: str) -> None:
         """``node`` is gone (reaped, or no longer in the heartbeat's list)."""
@@ -84,7 +113,20 @@ class Mirror:
             self._drop(node, r.id)
         self._nodes.pop(node, None)
         self._gens.pop(node, None)
+        self._ahead.pop(node, None)
+        self._spilled.discard(node)
         self.stale.discard(node)
+
+    def reset(self) -> None:
+        """The link to Redis was lost: what Redis holds may have been lost with it (a restart
+        without persistence) or a node may have been reaped and started again meanwhile, and
+        either way its generations start again from 1. Keep the records for show, forget the
+        generations so that the next snapshot of each node is taken whatever its number."""
+        self._gens.clear()
+        self._behind.clear()
+        self._ahead.clear()
+        self._spilled.clear()
+        self.stale.update(self._nodes)
 
     def check(self, live: dict[str, int], me: str) -> None:
         """The heartbeat's list of live nodes and their generations: forget the dead, mark
@@ -112,9 +154,18 @@ class Mirror:
 
     # -- internals -------------------------------------------------------------------
 
+    def _apply(self, node: str, change: Change) -> None:
+        if isinstance(change, SessionRecord):
+            self._put(change)
+        else:
+            self._drop(node, change)
+
     def _put(self, record: SessionRecord) -> None:
         mine = self._nodes.setdefault(record.node, {})
         old = mine.get(record.id)
+        if old is not None and old.user != record.user:
+            self._drop(old.node, old.id)
+            old = None
         mine[record.id] = record
         users = self._by_user.setdefault(record.user, [])
         if old is not None and old in users:
