@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 #: Each shared-cluster test has its own users (a kick or a wall must not hit another's).
 USERS = [
     "ann", "ben", "cat",  # who
-    "alice", "bob",  # write
+    "alice", "bob", "mia", "max",  # write
     "dan", "eve",  # wall
     "kim", "kay",  # kick
     "ron", "rae",  # rooms
@@ -123,22 +123,39 @@ def test_write_crosses_nodes(cluster: Cluster) -> None:
     bob.expect("bob@testhost:~$ ")
     heard(alice, "EOF", "alice")
 
-    # mesg n on node b refuses a write from node a; mesg y opens it again.
+    # mesg n on node b (once node a has heard of it: see the next test) refuses a write from
+    # node a; mesg y opens it again.
     assert "is y\n" in run(bob, "mesg", "bob")
     run(bob, "mesg n", "bob")
+    assert eventually(
+        lambda: [s["mesg"] for s in cluster.who_json("a") if s["user"] == "bob"] == [False], 5
+    )
     out = run(alice, "write bob are you there", "alice")
     assert "write: bob has messages disabled\n" in out
     out = run(alice, f"write bob {bob_tty} are you there", "alice")
     assert "write: bob has messages disabled\n" in out
-    # The change shows in who on the other node (MESG -).
-    assert eventually(
-        lambda: [s["mesg"] for s in cluster.who_json("a") if s["user"] == "bob"] == [False], 5
-    )
     run(bob, "mesg y", "bob")
+    assert eventually(
+        lambda: [s["mesg"] for s in cluster.who_json("a") if s["user"] == "bob"] == [True], 5
+    )
     out = run(alice, "write bob now?", "alice")
     assert "write:" not in out
     heard(bob, "now?\nEOF", "bob")
     assert "write: bob is not logged in on tel/999" in run(alice, "write bob tel/999 x", "alice")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RedisHub.deliver decides mesg from its mirror, which hears of the change a moment "
+    "later; the receiving node then drops the refused message without telling the sender",
+)
+def test_a_write_right_after_mesg_n_is_refused(cluster: Cluster) -> None:
+    """Once bob has his prompt back after ``mesg n``, no write reaches him, and the writer is
+    told so: not "sent" while bob's node silently drops it."""
+    mia, max_ = cluster.login("a", "mia"), cluster.login("b", "max")
+    run(max_, "mesg n", "max")
+    out = run(mia, "write max are you there", "mia")
+    assert "write: max has messages disabled\n" in out, "told it went, but max never sees it"
 
 
 def test_wall_reaches_every_node(cluster: Cluster) -> None:
@@ -368,13 +385,17 @@ def test_redis_down_keeps_local_service_and_the_cluster_heals(tmp_path: Path) ->
         cluster.redis.start()
         back = time.monotonic()
         # (who may show the last known records all along: the proof of healing is a write.)
-        healed = eventually(lambda: crosses(alice, "alice", "bob", "after"), timeout=15, every=0.5)
-        took = time.monotonic() - back
-        assert healed, f"write did not cross again {took:.1f} s after Redis came back"
-        assert took <= 10, f"write crossed again only {took:.1f} s after Redis came back"
+        # Each node reconnects on its own backoff: healed is both ways.
+        healed = eventually(lambda: crosses(alice, "alice", "bob", "after"), 15, every=0.5)
+        assert healed, (
+            f"a's write did not cross {time.monotonic() - back:.1f} s after Redis came back"
+        )
         got = heard(bob, "after\nEOF", "bob")
         assert "lost?" not in got  # nothing from the outage delivered late
-        assert crosses(bob, "bob", "carol", "and you")
+        healed = eventually(lambda: crosses(bob, "bob", "carol", "and you"), 15, every=0.5)
+        took = time.monotonic() - back
+        assert healed, f"b's write did not cross {took:.1f} s after Redis came back"
+        assert took <= 10, f"write crossed both ways again only {took:.1f} s after Redis came back"
         heard(carol, "and you\nEOF", "carol")
         assert all_listed()
         assert sorted((s["user"], s["node"]) for s in cluster.who_json("b")) == [
@@ -442,6 +463,27 @@ def test_a_wedged_redis_makes_nobody_wait_long(tmp_path: Path) -> None:
         assert eventually(lambda: crosses(alice, "alice", "bob", "back"), 10, every=0.5), (
             "write never crossed again after the pause"
         )
+        heard(bob, "back\nEOF", "bob")
+        assert cluster.tracebacks() == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the PUBLISH of a write that timed out waits in the paused Redis's socket buffer "
+    "and is carried out when Redis resumes",
+)
+def test_a_write_said_unavailable_is_not_shown_later(tmp_path: Path) -> None:
+    """``write: cluster unavailable`` means it did not go: it must not turn up once a wedged
+    Redis wakes up."""
+    with running(tmp_path, "ab", users=["alice", "bob"]) as cluster:
+        alice, bob = cluster.login("a", "alice"), cluster.login("b", "bob")
+        assert eventually(lambda: "bob" in {u for u, _ in listed(alice, "alice", {"bob"})}, 5)
+        cluster.redis.pause()
+        try:
+            out = run(alice, "write bob hello?", "alice", timeout=15)
+            assert "write: cluster unavailable\n" in out, out
+        finally:
+            cluster.redis.resume()
+        assert eventually(lambda: crosses(alice, "alice", "bob", "back"), 10, every=0.5)
         got = heard(bob, "back\nEOF", "bob")
         assert "hello?" not in got
-        assert cluster.tracebacks() == {}
