@@ -51,6 +51,12 @@ class Proc:
             fields = f.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _TICK
 
+    def sys_cpu(self) -> float:
+        """stime alone: the kernel's share (sockets), in seconds."""
+        with open(f"/proc/{self.pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[12]) / _TICK
+
     def rss(self) -> int:
         """Resident set size in bytes."""
         with open(f"/proc/{self.pid}/status", "rb") as f:
@@ -209,7 +215,7 @@ class Generator:
         # wall: one at a time; every session has it, boss and probe too
         recipients = a.n + 1  # the ones that count markers: the users and boss
         lat = []
-        c0 = proc.cpu()
+        c0, s0 = proc.cpu(), proc.sys_cpu()
         for w in range(a.walls):
             done = asyncio.get_running_loop().create_future()
             self.wall_left[w], self.wall_done[w] = recipients, done
@@ -217,8 +223,9 @@ class Generator:
             boss.send(f"wall bench broadcast ~w{w}~ the quick brown fox")
             await done
             lat.append(time.perf_counter() - t)
-        dc = proc.cpu() - c0
+        dc, ds = proc.cpu() - c0, proc.sys_cpu() - s0
         out["wall_cpu_per_delivery_us"] = dc / (a.walls * (a.n + 2)) * 1e6
+        out["wall_sys_per_delivery_us"] = ds / (a.walls * (a.n + 2)) * 1e6
         out["wall_p50_ms"] = _pct(lat, 50) * 1e3
         out["wall_p99_ms"] = _pct(lat, 99) * 1e3
 
@@ -235,7 +242,7 @@ class Generator:
         self.window = asyncio.Semaphore(max(1, min(a.window, n // 2)))
         self.writes_done = asyncio.get_running_loop().create_future()
         self.writes_left = a.writes
-        t0, c0 = time.perf_counter(), self.proc.cpu()
+        t0, c0, s0 = time.perf_counter(), self.proc.cpu(), self.proc.sys_cpu()
         for k in range(a.writes):
             await self.window.acquire()
             sender = k % n
@@ -246,9 +253,11 @@ class Generator:
             self.users[sender].send(f"write u{target} hello from the bench ~m{k}~")
         await self.writes_done
         dt, dc = time.perf_counter() - t0, self.proc.cpu() - c0
+        ds = self.proc.sys_cpu() - s0
         return {
             "write_per_s": a.writes / dt,
             "write_cpu_us": dc / a.writes * 1e6,
+            "write_sys_us": ds / a.writes * 1e6,
             "write_p50_ms": _pct(self.write_lat, 50) * 1e3,
             "write_p99_ms": _pct(self.write_lat, 99) * 1e3,
         }

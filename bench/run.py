@@ -167,6 +167,9 @@ ROWS: list[tuple[str, str, str, float | None, tuple[str, float] | None]] = [
     ("sessions", "sessions held", "{:.0f}", None, None),
     ("wall_cpu_per_delivery_us", "CPU per wall delivery (µs)", "{:.2f}", 1.1, None),
     ("write_cpu_us", "CPU per write (µs)", "{:.1f}", 1.3, None),
+    # The kernel's share of the two above (stime): the sockets, the same work for both servers.
+    ("wall_sys_per_delivery_us", "of which kernel, per wall delivery (µs)", "{:.2f}", None, None),
+    ("write_sys_us", "of which kernel, per write (µs)", "{:.1f}", None, None),
     ("wall_p50_ms", "wall fan-out p50 (ms)", "{:.1f}", None, None),
     ("wall_p99_ms", "wall fan-out p99 (ms)", "{:.1f}", None, None),
     ("write_per_s", "write throughput (/s)", "{:.0f}", None, None),

@@ -34,13 +34,18 @@ class CommandLine(NamedTuple):
 
 def split_line(line: str) -> CommandLine:
     if _SLOW.search(line) is None:
-        words = tuple(filter(None, line.split(" ")))
+        split = line.split(" ")
+        words = tuple(filter(None, split) if "" in split else split)
         n = len(words)
         plain = _NO_GLOBS[n] if n < len(_NO_GLOBS) else (False,) * n
+        # tuple.__new__ directly: the named tuple's own __new__ is a Python function.
         if "~" in line:
-            return CommandLine(words, plain, None, tuple([w[0] == "~" for w in words]))
-        return CommandLine(words, plain, None, plain)
+            return _new(CommandLine, (words, plain, None, tuple([w[0] == "~" for w in words])))
+        return _new(CommandLine, (words, plain, None, plain))
     return _split_general(line)
+
+
+_new = tuple.__new__
 
 
 #: ``globs`` for plain lines of up to 63 words, made once.

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from attrs import define, field
 
-
-@define(eq=False)
 class Message:
     """Text for other terminals. Each kind of wire encodes it once, for all its recipients.
 
     A wall to 10,000 telnet sessions encodes once: the first telnet recipient
     fills the ``"tel"`` slot and the others reuse it.
+
+    A plain class with slots, not attrs: one is made per ``write`` line, and the
+    usual message is encoded for one kind of wire and one lead only, which one
+    pair of slots holds; a dict is made for a second encoding only.
     """
 
-    text: str
-    _encoded: dict[str, bytes] = field(factory=dict, repr=False)
+    __slots__ = ("_data", "_key", "_more", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._key: str | None = None  # wire kind + lead of the encoding in _data
+        self._data = b""
+        self._more: dict[str, bytes] | None = None
 
     @classmethod
     def of(cls, text: str) -> Message:
@@ -24,11 +30,11 @@ class Message:
             text += "\n"
         return cls(text)
 
+    def __repr__(self) -> str:
+        return f"Message(text={self.text!r})"
+
     def encoded(self, kind: str, encode: Callable[[str], bytes]) -> bytes:
-        data = self._encoded.get(kind)
-        if data is None:
-            data = self._encoded[kind] = encode(self.text)
-        return data
+        return self.encoded_after(kind, "", encode)
 
     def encoded_after(self, kind: str, lead: str, encode: Callable[[str], bytes]) -> bytes:
         """``lead`` and the text as one block, encoded once per kind and lead.
@@ -38,7 +44,16 @@ class Message:
         concatenation as the concatenation of the encodings (``wire.encode`` does).
         """
         key = kind + lead
-        data = self._encoded.get(key)
-        if data is None:
-            data = self._encoded[key] = encode(lead + self.text)
-        return data
+        if key == self._key:
+            return self._data
+        if self._key is None:
+            self._key = key
+            data = self._data = encode(lead + self.text)
+            return data
+        more = self._more
+        if more is None:
+            more = self._more = {}
+        cached = more.get(key)
+        if cached is None:
+            cached = more[key] = encode(lead + self.text)
+        return cached

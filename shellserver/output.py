@@ -24,7 +24,7 @@ import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from attrs import define, field
+from attrs import define
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
@@ -55,10 +55,11 @@ class Output:
     on_stall: Callable[[], None]
     stall_timeout: float = 10.0
     paused: bool = False
-    _held: deque[bytes] = field(factory=deque)
+    #: Made when first needed: an empty deque is ~0.75 KiB, and most clients always read.
+    _held: deque[bytes] | None = None
     _held_bytes: int = 0
     _stall: IDelayedCall | None = None
-    _waiters: list[Deferred[None]] = field(factory=list)
+    _waiters: list[Deferred[None]] | None = None
 
     def __attrs_post_init__(self) -> None:
         cap_send_buffer(self.transport)
@@ -66,7 +67,7 @@ class Output:
     def write(self, data: bytes) -> None:
         """Own output: in order, never dropped."""
         if self.paused:
-            self._held.append(data)
+            self._hold().append(data)
             self._held_bytes += len(data)
             if self._held_bytes > self.limit:
                 self._arm()
@@ -82,7 +83,7 @@ class Output:
         if self._held_bytes + size > self.limit:
             self._arm()
             return False
-        self._held.extend(chunks)
+        self._hold().extend(chunks)
         self._held_bytes += size
         return True
 
@@ -98,6 +99,8 @@ class Output:
         if not self.paused:
             return succeed(None)
         d: Deferred[None] = Deferred()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(d)
         self._arm()
         return d
@@ -120,7 +123,7 @@ class Output:
 
     def stop(self) -> None:
         """The connection is gone: forget what is held and any pending abort; let waiters go."""
-        self._held.clear()
+        self._held = None
         self._held_bytes = 0
         self.paused = False
         self.on_stall = _nothing  # usually the wire's abort: the wire holds us, no cycle
@@ -129,10 +132,17 @@ class Output:
         self._stall = None
         self._wake()
 
+    def _hold(self) -> deque[bytes]:
+        held = self._held
+        if held is None:
+            held = self._held = deque()
+        return held
+
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
+        waiters, self._waiters = self._waiters, None
+        if waiters:
+            for d in waiters:
+                d.callback(None)
 
     def _arm(self) -> None:
         if self._stall is None:

@@ -239,7 +239,8 @@ class Terminal:
         self._completer: Completer | None = None
         self._busy = False
         self._looping = False
-        self._typeahead: deque[str] = deque()
+        # Made only when a line has to wait: an empty deque is ~0.75 KiB, per session.
+        self._typeahead: deque[str] | None = None
         self._noted_drop = False
         self._at_bol = True
         self._reprinted = False
@@ -280,8 +281,10 @@ class Terminal:
     def write(self, text: str) -> None:
         if not text:
             return
-        self.settle()
-        self._echo_on()
+        if self._redraw_due:
+            self.settle()
+        if self._echo_off:
+            self._echo_on()
         editor = self._editor
         if editor is not None and editor.drawn:
             # Own text while a prompt is drawn: above it, then the prompt again.
@@ -405,10 +408,11 @@ class Terminal:
             return d
         if self._stash is not None:
             self._unstash()
-        if self._typeahead and not hidden:
+        typeahead = self._typeahead
+        if typeahead and not hidden:
             self._echo_on()
             self.write(prompt)
-            d.callback(self._typeahead.popleft())
+            d.callback(typeahead.popleft())
             return d
         if self._input_ended and (hidden or not self._typeahead):
             d.errback(EndOfInput())  # nothing more will come (a hidden read takes no typeahead)
@@ -440,7 +444,8 @@ class Terminal:
             self._next()
 
     def line_received(self, line: str) -> None:
-        self.settle()
+        if self._redraw_due:
+            self.settle()
         self._reprinted = False
         reader = self._reader
         if reader is not None:
@@ -457,8 +462,11 @@ class Terminal:
                     self.wire.send("\n")  # the client echoed nothing, not even the newline
             reader.callback(line)
         elif self._busy or self._handler is None:
-            if len(self._typeahead) < MAX_TYPEAHEAD:
-                self._typeahead.append(line)
+            typeahead = self._typeahead
+            if typeahead is None:
+                typeahead = self._typeahead = deque()
+            if len(typeahead) < MAX_TYPEAHEAD:
+                typeahead.append(line)
             elif not self._noted_drop:
                 self._noted_drop = True
                 self.write("Too much typed ahead; lines dropped.\n")
@@ -481,7 +489,7 @@ class Terminal:
                 # ^C while a command runs: forget what was typed ahead.
                 self._pending = None
                 self._pending_len = 0
-                self._typeahead.clear()
+                self._typeahead = None
                 self.write("^C\n")
             else:
                 room = MAX_PENDING - self._pending_len
@@ -533,7 +541,7 @@ class Terminal:
         if self._closing:
             return
         self.settle()
-        self._typeahead.clear()
+        self._typeahead = None
         if self._reader is not None:
             self.write("^C\n")
             self._fail_reader(Interrupted())
@@ -552,14 +560,14 @@ class Terminal:
     def close(self) -> None:
         """End the connection after pending output; show no prompt meanwhile."""
         self._closing = True
-        self._typeahead.clear()
+        self._typeahead = None
         self._unstash()  # a notice followed at once by close() is the last thing shown
         self.wire.close()
 
     def connection_lost(self) -> None:
         self.connected = False
         self._stash = None
-        self._typeahead.clear()
+        self._typeahead = None
         if self._pending is not None:
             self._pending.clear()
         if self._reader is not None:
@@ -590,7 +598,7 @@ class Terminal:
             self._flush()
             self.line_received(text)
         elif kind == INTERRUPT:
-            self._typeahead.clear()
+            self._typeahead = None
             editor.finish("^C")
             self._flush()
             if self._reader is not None:
@@ -662,7 +670,8 @@ class Terminal:
     def _show(self, prompt: str) -> None:
         if self._stash is not None:
             self._unstash()
-        self._echo_on()
+        if self._echo_off:
+            self._echo_on()
         self._reprinted = False
         self._prompt = prompt
         editor = self._editor
@@ -685,8 +694,12 @@ class Terminal:
         reader.errback(exc)
 
     def _run(self, line: str) -> None:
-        self._typeahead.append(line)  # empty, unless lines wait for the client to read
-        self._next()
+        typeahead = self._typeahead
+        if typeahead:  # lines wait for the client to read: this one after them
+            typeahead.append(line)
+            self._next()
+        else:
+            self._next(line)
 
     def _start(self, line: str) -> None:
         assert self._handler is not None
@@ -708,13 +721,16 @@ class Terminal:
         self._waiting_drain = False
         self._next()
 
-    def _next(self) -> None:
-        """Run typeahead, or show the prompt and wait. Never re-entered.
+    def _next(self, line: str | None = None) -> None:
+        """Run ``line`` (just typed, nothing waiting before it) or typeahead, or show the
+        prompt and wait. Never re-entered: a ``line`` that cannot run now waits as typeahead.
 
         Nothing runs while the client is not reading: the next typed line waits
         until the last command's output was taken (SPEC §7).
         """
         if self._looping:
+            if line is not None:
+                self._hold(line)
             return
         self._looping = True
         try:
@@ -731,16 +747,28 @@ class Terminal:
                         self._waiting_drain = True
                         self.wire.drain().addCallback(self._drained)
                     return
-                if not self._typeahead:
-                    if self._input_ended and self.on_eof is not None:
-                        self._prompt = None
-                        self.on_eof()
-                        return
-                    self._noted_drop = False
-                    self._show(self._handler_prompt())
-                    if not self._typeahead:
-                        return
-                    continue
-                self._start(self._typeahead.popleft())
+                if line is None:
+                    typeahead = self._typeahead
+                    if not typeahead:
+                        if self._input_ended and self.on_eof is not None:
+                            self._prompt = None
+                            self.on_eof()
+                            return
+                        self._noted_drop = False
+                        self._show(self._handler_prompt())
+                        if not self._typeahead:
+                            return
+                        continue
+                    line = typeahead.popleft()
+                start, line = line, None
+                self._start(start)
         finally:
             self._looping = False
+            if line is not None:  # not run yet: it waits, as if typed ahead
+                self._hold(line)
+
+    def _hold(self, line: str) -> None:
+        typeahead = self._typeahead
+        if typeahead is None:
+            typeahead = self._typeahead = deque()
+        typeahead.append(line)

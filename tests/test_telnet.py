@@ -10,6 +10,7 @@ from zope.interface import implementer
 
 from shellserver.hub import Message
 from shellserver.terminal import ILineReceiver, IWire, Redraws, Terminal
+from shellserver.wire import encode
 from shellserver.wires import telnet
 from shellserver.wires.telnet import (
     BINARY,
@@ -210,6 +211,17 @@ def test_unknown_and_broken_sequences_do_not_raise() -> None:
     proto, _, rec, _ = connect()
     proto.dataReceived(bytes([IAC, 0x01]) + b"x" + bytes([IAC, SB, 1, 2, IAC, 7]) + b"y\r\n")
     assert rec.events == ["xy"]
+
+
+def test_any_option_number_is_refused_and_leaves_the_others_alone() -> None:
+    """Option states are packed 3 bits per option: the highest numbers work like the rest."""
+    proto, transport, _, _ = connect()
+    transport.clear()
+    proto.dataReceived(iac(WILL, 255) + iac(DO, 254) + iac(DO, ECHO) + iac(DO, SGA))
+    assert transport.value() == iac(DONT, 255) + iac(WONT, 254)
+    assert proto.option_state(255, ours=False) == NO and proto.option_state(254) == NO
+    assert proto.option_state(ECHO) == YES and proto.option_state(SGA) == YES
+    assert proto.option_state(NAWS, ours=False) == WANTYES  # still asked, unanswered
 
 
 def test_doubled_iac_is_a_data_byte() -> None:
@@ -429,6 +441,27 @@ def test_messages_after_any_lead_and_repeated_text_are_encoded_right() -> None:
     assert transport.value() == (
         b"\r\nm\xff\xff\r\n" + b"\r\x1b[K\x1b[1Am\xff\xff\r\n" + b"p\xff\xff$ " * 2 + b"q$ "
     )
+
+
+def test_the_prompt_keeps_its_encoding_across_a_commands_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The prompt goes out after every command; output that ends a line (a command's)
+    does not push its kept encoding out, so it is encoded once, not once per command."""
+    proto, transport, _, _ = connect()
+    encoded: list[str] = []
+
+    def counting(text: str) -> bytes:
+        encoded.append(text)
+        return encode(text)
+
+    monkeypatch.setattr(telnet, "encode", counting)
+    prompt = "alice@host:~$ "
+    for _ in range(3):
+        proto.send(prompt)
+        proto.send("is y\n")
+    assert encoded == [prompt, "is y\n", "is y\n", "is y\n"]
+    assert transport.value().endswith(b"alice@host:~$ is y\r\n")
 
 
 def _terminal_with_prompt() -> tuple[Terminal, StringTransport, list[bytes], Clock]:

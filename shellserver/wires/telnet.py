@@ -62,13 +62,38 @@ _TERM_OK = re.compile(r"[^a-z0-9._+-]")
 #: What is offered at connect, in this order (SPEC §3); nothing waits for the answers.
 _OFFERS: tuple[tuple[bool, int], ...] = ((True, ECHO), (True, SGA), (False, SGA))
 _OFFERS += ((True, BINARY), (False, BINARY), (False, NAWS), (False, TTYPE))
-#: Own text up to this long is kept encoded with the text: a prompt is sent again as is.
+#: Own text up to this long that does not end a line (a prompt) is kept encoded with the
+#: text: it is sent again as is, after each command and message.
 _KEEP_SENT = 256
 _LEADS = frozenset({"", "\n", "\r\x1b[K"})
 
 
 #: Telnet commands that are keys in character mode: IP/ABORT/BRK ^C, EOF ^D, EC erase, EL ^U.
 _KEY_COMMANDS = {IP: "\x03", ABORT: "\x03", BRK: "\x03", EOF: "\x04", EC: "\x7f", EL: "\x15"}
+
+
+def _attached(wire: IWire) -> ILineReceiver:
+    raise RuntimeError("already attached")
+
+
+class _Options:
+    """One side's option states (RFC 1143): 3 bits per option, in one int.
+
+    A dict per side cost 224 bytes per connection for the handful of options a
+    client ever names; this is ~70. Options never named read as NO.
+    """
+
+    __slots__ = ("_bits",)
+
+    def __init__(self) -> None:
+        self._bits = 0
+
+    def get(self, opt: int) -> int:
+        return (self._bits >> (3 * opt)) & 7
+
+    def __setitem__(self, opt: int, state: int) -> None:
+        shift = 3 * opt
+        self._bits = (self._bits & ~(7 << shift)) | (state << shift)
 
 
 def iac(cmd: int, opt: int) -> bytes:
@@ -85,6 +110,45 @@ class TelnetProtocol(Fronted, Protocol):
     #: Options we let the peer turn on (WILL).
     accept_him: frozenset[int] = frozenset({NAWS, TTYPE, SGA, BINARY})
 
+    # Slots: a connection's state is ~30 attributes, past the 30 keys up to which
+    # CPython shares one key table among instance dicts, so each connection carried a
+    # 1.5 KiB dict of its own (docs/performance.md). Twisted's own three (transport,
+    # connected, factory: class attributes of Protocol) are slots too, set in __init__.
+    __slots__ = (
+        "_attach",
+        "_buf",
+        "_char",
+        "_clock",
+        "_close_call",
+        "_closing",
+        "_cr",
+        "_discarding",
+        "_echo_wanted",
+        "_heard",
+        "_him",
+        "_max_line",
+        "_max_output",
+        "_negotiating",
+        "_opt_cmd",
+        "_out",
+        "_reads_paused",
+        "_sb",
+        "_sb_len",
+        "_sent_data",
+        "_sent_text",
+        "_state",
+        "_us",
+        "_utf8",
+        "connected",
+        "factory",
+        "height",
+        "peer",
+        "receiver",
+        "term",
+        "transport",
+        "width",
+    )
+
     receiver: ILineReceiver
     _out: Output
 
@@ -95,6 +159,9 @@ class TelnetProtocol(Fronted, Protocol):
         max_line: int = 4096,
         max_output: int = 256 * 1024,
     ) -> None:
+        self.transport = None
+        self.connected = 0
+        self.factory = None
         self._attach = attach
         self._clock = clock
         self._max_line = max_line
@@ -106,8 +173,8 @@ class TelnetProtocol(Fronted, Protocol):
         self._opt_cmd = 0
         self._sb = bytearray()
         self._sb_len = 0
-        self._us: dict[int, int] = {}
-        self._him: dict[int, int] = {}
+        self._us = _Options()
+        self._him = _Options()
         #: Has the client ever negotiated? Until it does, nothing is queued.
         self._negotiating = False
         self._closing = False
@@ -143,6 +210,7 @@ class TelnetProtocol(Fronted, Protocol):
             else:
                 self._request(self._him, opt, True, DO, DONT)
         self.receiver = self._attach(self)
+        self._attach = _attached  # needed once: let go of the bound method (64 bytes a session)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._out.stop()
@@ -185,8 +253,8 @@ class TelnetProtocol(Fronted, Protocol):
         then ``after`` (own text: the prompt drawn again), all in one transport write."""
         if lead in _LEADS:  # the usual leads: one block, encoded once for all recipients
             data = message.encoded_after(self.kind, lead, encode)
-            if after:
-                data += self._own(after)
+            if after:  # the prompt, nearly always the one sent last: its bytes are kept
+                data += self._sent_data if after is self._sent_text else self._own(after)
             return self._out.post(data)
         chunks = [encode(lead), message.encoded(self.kind, encode)]
         if after:
@@ -198,7 +266,8 @@ class TelnetProtocol(Fronted, Protocol):
         if text is self._sent_text:  # the same prompt again (after messages, after a command)
             return self._sent_data
         data = encode(text)
-        if len(text) <= _KEEP_SENT:
+        if len(text) <= _KEEP_SENT and not text.endswith("\n"):
+            # A prompt (it never ends a line); a command's output would push it out.
             self._sent_text, self._sent_data = text, data
         return data
 
@@ -249,7 +318,8 @@ class TelnetProtocol(Fronted, Protocol):
             else:
                 end = -1
             if 0 <= end <= self._max_line and _SPECIAL.search(data, 0, end) is None:
-                self.receiver.line_received(decode(data[:end]))
+                # wire.decode, inline: this runs once per typed line
+                self.receiver.line_received(data[:end].decode("utf-8", "surrogateescape"))
                 return
         self._parse(data)
 
@@ -457,7 +527,7 @@ class TelnetProtocol(Fronted, Protocol):
     def _negotiate(self, cmd: int, opt: int) -> None:
         self._negotiating = True
         if cmd == WILL:
-            ttype = self._him.get(TTYPE, NO)
+            ttype = self._him.get(TTYPE)
             self._peer_enables(self._him, opt, opt in self.accept_him, DO, DONT)
             if opt == TTYPE and ttype != YES and self._him.get(TTYPE) == YES:
                 self._out.write(bytes((IAC, SB, TTYPE, TTYPE_SEND, IAC, SE)))
@@ -472,7 +542,7 @@ class TelnetProtocol(Fronted, Protocol):
 
     def _settle_mode(self) -> None:
         """Character mode once the client took both WILL ECHO and WILL SGA (SPEC §8)."""
-        echo, sga = self._us.get(ECHO, NO), self._us.get(SGA, NO)
+        echo, sga = self._us.get(ECHO), self._us.get(SGA)
         char = echo == YES and sga == YES
         if char != self._char:
             self._char = char
@@ -490,9 +560,9 @@ class TelnetProtocol(Fronted, Protocol):
             self._request(self._us, ECHO, False, WILL, WONT)
 
     def _peer_enables(
-        self, table: dict[int, int], opt: int, acceptable: bool, yes: int, no: int
+        self, table: _Options, opt: int, acceptable: bool, yes: int, no: int
     ) -> None:
-        state = table.get(opt, NO)
+        state = table.get(opt)
         if state == NO:
             if acceptable:
                 table[opt] = YES
@@ -510,8 +580,8 @@ class TelnetProtocol(Fronted, Protocol):
             table[opt] = WANTNO
             self._out.write(iac(no, opt))
 
-    def _peer_disables(self, table: dict[int, int], opt: int, no: int, yes: int) -> None:
-        state = table.get(opt, NO)
+    def _peer_disables(self, table: _Options, opt: int, no: int, yes: int) -> None:
+        state = table.get(opt)
         if state == YES:
             table[opt] = NO
             self._out.write(iac(no, opt))
@@ -522,7 +592,7 @@ class TelnetProtocol(Fronted, Protocol):
         else:
             table[opt] = NO
 
-    def _request(self, table: dict[int, int], opt: int, enable: bool, yes: int, no: int) -> None:
+    def _request(self, table: _Options, opt: int, enable: bool, yes: int, no: int) -> None:
         """Ask for a change and carry on: the answer, if any, only updates the table.
 
         A request made while an earlier one is unanswered is queued (RFC 1143),
@@ -531,7 +601,7 @@ class TelnetProtocol(Fronted, Protocol):
         all: it gets each request at once, so the bytes SPEC §3 promises are
         sent and nothing is left waiting for an answer that will not come.
         """
-        state = table.get(opt, NO)
+        state = table.get(opt)
         if not self._negotiating and state in (WANTYES, WANTNO):
             state = YES if state == WANTYES else NO
         step = _REQUEST.get((state, enable))
@@ -542,7 +612,7 @@ class TelnetProtocol(Fronted, Protocol):
 
     def option_state(self, opt: int, ours: bool = True) -> int:
         """NO, YES, WANTNO or WANTYES (a queued reversal is not shown)."""
-        state = (self._us if ours else self._him).get(opt, NO)
+        state = (self._us if ours else self._him).get(opt)
         return _BASE.get(state, state)
 
 
