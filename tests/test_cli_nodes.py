@@ -7,62 +7,20 @@ The nodes share the store: an account made through one logs in on another.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clusternodes import cli, node
 from realserver import RealServer, login
-from test_cli import cli
+from redisserver import RedisServer
 
 pytestmark = pytest.mark.integration
-REDIS = shutil.which("redis-server")
 
 
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A real redis-server of the test's own, on a free loopback port (never 6379)."""
-    if REDIS is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    proc = subprocess.Popen(
-        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def node(tmp_path: Path, data: Path, url: str, name: str) -> RealServer:
-    workdir = tmp_path / f"node-{name}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    srv = RealServer(workdir, "--data", str(data), "--cluster", url, "--node", name)
-    srv.data = data
-    return srv
-
-
-def test_nodes_on_one_data_dir_and_the_cli_choosing_one(tmp_path: Path, redis_url: str) -> None:
-    data = tmp_path / "data"
+def test_nodes_on_one_data_dir_and_the_cli_choosing_one(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    data, redis_url = tmp_path / "data", redis_server.url
     a = node(tmp_path, data, redis_url, "a").start()
     b = None
     try:
