@@ -68,9 +68,13 @@ class IHub(Interface):
     def release(user: str, session_id: int) -> None:
         """A login that ``admit`` let in was abandoned before ``attach``: free its claim."""
 
-    def changed(session: Session) -> None:
+    def changed(session: Session) -> Deferred[None]:
         """``session``'s mesg, idle time or command changed: let the other nodes know
-        (mesg at once, the rest at a bounded rate)."""
+        (mesg at once, the rest at a bounded rate). Fires once the cluster has it."""
+
+    def ready() -> Deferred[None]:
+        """Fires once the hub can serve a login (a cluster node: has joined, or gave up
+        waiting and serves locally)."""
 
     def deliver(
         to: SessionInfo, message: Message, sender: str | None = None
@@ -255,8 +259,11 @@ class Hub:
     def release(self, user: str, session_id: int) -> None:
         pass  # admit claimed nothing: one process attaches without a gap
 
-    def changed(self, session: Session) -> None:
-        pass  # everyone reads the live session
+    def changed(self, session: Session) -> Deferred[None]:
+        return succeed(None)  # everyone reads the live session
+
+    def ready(self) -> Deferred[None]:
+        return succeed(None)
 
     def deliver(
         self, to: SessionInfo, message: Message, sender: str | None = None

@@ -91,6 +91,7 @@ async def begin(
     ``Service temporarily unavailable``).
     """
     name = account.name
+    await server.hub.ready()  # a cluster node that has just started joins first
     refusal = server.login_refusal(account)
     if refusal:
         terminal.write(refusal + "\n")

@@ -144,11 +144,6 @@ def test_write_crosses_nodes(cluster: Cluster) -> None:
     assert "write: bob is not logged in on tel/999" in run(alice, "write bob tel/999 x", "alice")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RedisHub.deliver decides mesg from its mirror, which hears of the change a moment "
-    "later; the receiving node then drops the refused message without telling the sender",
-)
 def test_a_write_right_after_mesg_n_is_refused(cluster: Cluster) -> None:
     """Once bob has his prompt back after ``mesg n``, no write reaches him, and the writer is
     told so: not "sent" while bob's node silently drops it."""
@@ -467,11 +462,6 @@ def test_a_wedged_redis_makes_nobody_wait_long(tmp_path: Path) -> None:
         assert cluster.tracebacks() == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the PUBLISH of a write that timed out waits in the paused Redis's socket buffer "
-    "and is carried out when Redis resumes",
-)
 def test_a_write_said_unavailable_is_not_shown_later(tmp_path: Path) -> None:
     """``write: cluster unavailable`` means it did not go: it must not turn up once a wedged
     Redis wakes up."""

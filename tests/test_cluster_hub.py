@@ -671,3 +671,38 @@ async def test_tty_names_after_redis_lost_its_data(
     b.hub.link.start()
     await until(lambda: joined(b.hub), timeout=10)
     assert new != bob.tty
+
+
+@pytest_twisted.ensureDeferred
+async def test_logins_wait_until_the_node_has_joined(redis_server: RedisServer) -> None:
+    """A login that reaches a node before its first sync waits for it (so --max-sessions and
+    tty names are the cluster's), and is served as soon as the node has joined."""
+    hub = cluster_hub(RedisURL("127.0.0.1", redis_server.port, 0), "early", reactor)
+    waited = hub.ready()
+    assert not waited.called
+    hub.start()
+    try:
+        await until(lambda: waited.called, what="ready after joining")
+        assert joined(hub)
+        assert hub.ready().called
+    finally:
+        await hub.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_logins_are_served_locally_when_redis_is_down_at_start(
+    monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
+) -> None:
+    monkeypatch.setattr(cluster_hub_module, "READY_WAIT", 0.3)
+    redis_server.stop()
+    hub = cluster_hub(RedisURL("127.0.0.1", redis_server.port, 0), "lonely", reactor)
+    hub.start()
+    try:
+        waited = hub.ready()
+        await settle(0.1)
+        assert not waited.called
+        await until(lambda: waited.called, what="gave up waiting")
+        assert (await hub.allocate_tty("tel")).startswith("tel/lonely.")
+    finally:
+        await hub.stop()
+        redis_server.start()

@@ -50,6 +50,9 @@ BEAT = 2.0
 TTL = 10.0
 #: Seconds between publishing the idle time and current command of changed sessions.
 UPDATES = 2.0
+#: Seconds a login waits at start for the node to join the cluster before it is served
+#: locally, as in an outage (``--max-sessions`` on this node only, a fallback tty name).
+READY_WAIT = 5.0
 #: Records per republish script call (a node with 10,000 sessions sends ten).
 BATCH = 1000
 
@@ -96,6 +99,12 @@ class RedisHub:
     #: means Redis lost its data) and until when tty names are not taken from Redis.
     _epoch: bytes | None = field(init=False, default=None)
     _tty_grace_until: float = field(init=False, default=0.0)
+    #: Redis's clock minus ours, at the last heartbeat (for deadlines in Redis time).
+    _redis_offset: float = field(init=False, default=0.0)
+    #: Logins wait (at most ``READY_WAIT``) until the node has joined the cluster.
+    _joined: bool = field(init=False, default=False)
+    _waiting: list[Deferred[None]] = field(init=False, factory=list)
+    _ready_timer: IDelayedCall | None = field(init=False, default=None)
     _resync_call: IDelayedCall | None = field(init=False, default=None)
     #: Live nodes at the last heartbeat (the ``shellserver_cluster_nodes`` gauge).
     live_nodes: int = field(init=False, default=0)
@@ -110,7 +119,7 @@ class RedisHub:
         for name in (
             "HEARTBEAT", "REAP_SELF", "RESET_SELF", "REPUBLISH", "SNAPSHOT", "ALLOCATE_TTY",
             "ATTACH", "UPDATE", "DETACH", "ADMIT", "RELEASE", "SET_IGNORES", "JOIN", "PART",
-            "ROOM", "ROOM_LIST", "SET_TOPIC",
+            "ROOM", "ROOM_LIST", "SET_TOPIC", "DELIVER",
         ):  # fmt: skip
             self._scripts[name] = self.link.script(getattr(scripts, name))
 
@@ -120,6 +129,7 @@ class RedisHub:
         """Connect; the link's ``on_up`` is :meth:`connected`, ``on_message`` :meth:`received`."""
         self.link.subscribe(self._names.all, self._names.of(self.node))
         self.link.start()
+        self._ready_timer = self.clock.callLater(READY_WAIT, self._stop_waiting)
         self._updates = LoopingCall(self._publish_updates)
         self._updates.clock = self.clock
         self._updates.start(UPDATES, now=False).addErrback(self._log, "publishing updates")
@@ -131,6 +141,7 @@ class RedisHub:
                 loop.stop()
         if self._resync_call is not None and self._resync_call.active():
             self._resync_call.cancel()
+        self._stop_waiting()
         d: Deferred[Any] = self._run("REAP_SELF") if self.link.available else succeed(None)
         d.addErrback(lambda _: None)
         d.addCallback(lambda _: self.link.stop())
@@ -165,6 +176,7 @@ class RedisHub:
             }
             self._ignores.update(self.local_ignores())
             await self._refresh_room_names()
+            self._stop_waiting()
             if self._beat is None:
                 self._beat = LoopingCall(self._beat_once)
                 self._beat.clock = self.clock
@@ -203,7 +215,8 @@ class RedisHub:
             await self._run("SET_IGNORES", user, json.dumps(sorted(names)))
 
     async def _heartbeat(self) -> dict[str, int]:
-        fresh, flat = await self._run("HEARTBEAT", int(TTL * 1000))
+        fresh, flat, redis_ms = await self._run("HEARTBEAT", int(TTL * 1000))
+        self._redis_offset = redis_ms / 1000 - self.clock.seconds()
         live = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         self.live_nodes = len(live)
         if fresh and self._started and len(self.local.local_sessions()):
@@ -433,12 +446,31 @@ class RedisHub:
         if self.link.available:
             self._quietly(self._run("RELEASE", user, session_id), "release")
 
-    def changed(self, session: Session) -> None:
+    def changed(self, session: Session) -> Deferred[None]:
         state = _state(session)
         if self._published.get(session.id) != state and session.id in self._published:
             self._published[session.id] = state
             record = SessionRecord.of(session).to_json()
-            self._quietly(self._run("UPDATE", session.id, record), "update")
+            if self.link.available:
+                return self._quietly(self._run("UPDATE", session.id, record), "update")
+        return succeed(None)
+
+    def ready(self) -> Deferred[None]:
+        if self._joined:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _stop_waiting(self) -> None:
+        """Joined, or gave up waiting (Redis down at start: serve locally, as in an outage)."""
+        self._joined = True
+        if self._ready_timer is not None and self._ready_timer.active():
+            self._ready_timer.cancel()
+        self._ready_timer = None
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
 
     def _publish_updates(self) -> None:
         """Idle time and current command, at most once per ``UPDATES`` per session."""
@@ -457,18 +489,24 @@ class RedisHub:
             return succeed(self.local.deliver_here(to.id, message, sender))
         if not self.link.available:
             return succeed(Delivery.UNAVAILABLE)
-        if sender is not None:
-            record = self.mirror.get(to.node, to.id)
-            if record is None:
-                return succeed(Delivery.GONE)
-            if not record.mesg or sender in self.ignores(record.user):
-                return succeed(Delivery.REFUSED)
-        body = {"op": "dlv", "i": to.id, "t": message.text, "s": sender}
-        return (
-            self._send(to.node, body)
-            .addCallback(lambda heard: Delivery.DELIVERED if heard else Delivery.GONE)
-            .addErrback(_unavailable)
+        body = _dump({"op": "dlv", "i": to.id, "t": message.text, "s": sender})
+        # Redis decides (the mirror may be a moment behind a mesg n), and drops the message if
+        # it runs only after we stopped waiting (a paused Redis): at most once, never late.
+        deadline = int((self.clock.seconds() + self._redis_offset + self.link.timeout) * 1000)
+        d = self._scripts["DELIVER"](
+            [],
+            [
+                self._names.prefix,
+                self._names.all,
+                to.node,
+                to.id,
+                sender or "",
+                self._names.of(to.node),
+                body,
+                deadline,
+            ],
         )
+        return d.addCallback(lambda answer: _OUTCOMES[answer]).addErrback(_unavailable)
 
     def broadcast(self, message: Message) -> Deferred[tuple[int, int]]:
         reached, dropped = self.local.broadcast_here(message)
@@ -681,6 +719,14 @@ def _dump(body: dict[str, Any]) -> bytes:
 def _member(raw: bytes) -> Member:
     user, tty, node, session_id = json.loads(raw)
     return Member(int(session_id), user, tty, node)
+
+
+_OUTCOMES = {
+    b"ok": Delivery.DELIVERED,
+    b"gone": Delivery.GONE,
+    b"refused": Delivery.REFUSED,
+    b"late": Delivery.UNAVAILABLE,
+}
 
 
 def _unavailable(failure: Failure) -> Delivery:

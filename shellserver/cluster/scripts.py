@@ -76,9 +76,9 @@ local function event(op, node, gen, body)
 end
 """
 
-#: ARGV: prefix, all, node, ttl_ms, republish(0/1). Marks the node alive, reaps nodes whose
-#: heartbeat is older than the TTL, and answers {fresh, {node, gen, ...}} for the live ones;
-#: fresh is 1 when this node was not in the table (it was reaped, or Redis lost its data).
+#: ARGV: prefix, all, node, ttl_ms. Marks the node alive, reaps nodes whose heartbeat is older
+#: than the TTL, and answers {fresh, {node, gen, ...}, now_ms} for the live ones; fresh is 1
+#: when this node was not in the table (it was reaped, or Redis lost its data).
 HEARTBEAT = (
     _COMMON
     + r"""
@@ -93,7 +93,7 @@ for _, n in ipairs(redis.call('ZRANGE', P..'nodes', 0, -1)) do
   table.insert(live, n)
   table.insert(live, redis.call('HGET', P..'gen', n) or '0')
 end
-return {fresh, live}
+return {fresh, live, now}
 """
 )
 
@@ -376,5 +376,32 @@ SET_TOPIC = (
 if redis.call('EXISTS', P..'r:'..ARGV[3]) == 0 then return 0 end
 redis.call('HSET', P..'r:'..ARGV[3], 'topic', ARGV[4])
 return 1
+"""
+)
+
+#: ARGV: prefix, all, target node, id, sender ("" for a notice), channel, payload, deadline_ms.
+#: One message to a session on another node, decided where the truth is: 'gone' (no such
+#: session), 'refused' (its mesg n, or its user ignores the sender, as Redis has them now),
+#: 'late' (the sender gave up waiting before Redis ran this: never shown after "unavailable"),
+#: else published, 'ok'.
+DELIVER = (
+    _COMMON
+    + r"""
+local node, id, sender = ARGV[3], ARGV[4], ARGV[5]
+if now_ms() > tonumber(ARGV[8]) then return 'late' end
+local rec = redis.call('HGET', P..'s:'..node, id)
+if not rec then return 'gone' end
+if sender ~= '' then
+  local r = cjson.decode(rec)
+  if not r[10] then return 'refused' end
+  local ign = redis.call('HGET', P..'ign', r[3])
+  if ign then
+    for _, n in ipairs(cjson.decode(ign)) do
+      if n == sender then return 'refused' end
+    end
+  end
+end
+if redis.call('PUBLISH', ARGV[6], ARGV[7]) == 0 then return 'gone' end
+return 'ok'
 """
 )

@@ -179,11 +179,11 @@ async def wall(ctx: Context, args: list[str]) -> None:
     usage="mesg [y|n]",
     help="Allow (y) or refuse (n) messages from write on this session; alone, show the setting.",
 )
-def mesg(ctx: Context, args: list[str]) -> None:
+async def mesg(ctx: Context, args: list[str]) -> None:
     if not args:
         ctx.write("is y\n" if ctx.session.mesg else "is n\n")
     elif len(args) == 1 and args[0] in ("y", "n"):
         ctx.session.mesg = args[0] == "y"
-        ctx.server.hub.changed(ctx.session)
+        await ctx.server.hub.changed(ctx.session)  # clustered: every node knows before the prompt
     else:
         raise UsageError()
