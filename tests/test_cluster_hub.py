@@ -706,3 +706,23 @@ async def test_logins_are_served_locally_when_redis_is_down_at_start(
     finally:
         await hub.stop()
         redis_server.start()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cluster_nodes_gauge(cluster: Any, redis_server: RedisServer) -> None:
+    """``shellserver_cluster_nodes``: the live nodes at the last heartbeat; 0 while Redis is
+    unreachable."""
+    from prometheus_client import generate_latest
+
+    from shellserver.metrics import Metrics
+
+    a, _ = await cluster("a", "b")
+    metrics = Metrics()
+    metrics.watch_cluster(lambda: a.hub.live_nodes)
+    await until(lambda: a.hub.live_nodes == 2, what="two nodes seen")
+    assert b"shellserver_cluster_nodes 2.0" in generate_latest(metrics.registry)
+    redis_server.stop()
+    await until(lambda: not a.hub.link.available, timeout=10, what="Redis gone")
+    assert b"shellserver_cluster_nodes 0.0" in generate_latest(metrics.registry)
+    redis_server.start()
+    await until(lambda: a.hub.live_nodes == 2, timeout=15, what="back")

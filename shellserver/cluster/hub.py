@@ -157,6 +157,7 @@ class RedisHub:
         d.addErrback(self._log, "joining the cluster")
 
     def disconnected(self) -> None:
+        self.live_nodes = 0  # the gauge: this node sees no cluster now
         if self._beat is not None and self._beat.running:
             self._beat.stop()
         self._beat = None
