@@ -49,21 +49,32 @@ local function free_tty(node, tty)
     if kind then redis.call('ZADD', P..'tk:'..kind..':free', tonumber(n), n) end
   end
 end
+-- A session's room memberships, all of them; true when a room went with it.
+local function leave_rooms(sk)
+  local gone = false
+  for _, room in ipairs(redis.call('ZRANGE', P..'sr:'..sk, 0, -1)) do
+    if leave_room(room, sk) then gone = true end
+  end
+  redis.call('DEL', P..'sr:'..sk)
+  return gone
+end
+-- The node's --max-sessions claims, but those of the session ids in ``keep`` (nil: none).
+local function drop_claims(node, keep)
+  for _, user in ipairs(redis.call('SMEMBERS', P..'nu:'..node)) do
+    for _, m in ipairs(redis.call('ZRANGE', P..'u:'..user, 0, -1)) do
+      if string.sub(m, 1, #node + 1) == node..'/'
+          and not (keep and keep[string.sub(m, #node + 2)]) then
+        redis.call('ZREM', P..'u:'..user, m)
+      end
+    end
+  end
+end
 local function reap(node)
   local changed_rooms = false
   for _, rec in ipairs(redis.call('HVALS', P..'s:'..node)) do
-    local r = cjson.decode(rec)
-    local sk = node..'/'..r[2]
-    for _, room in ipairs(redis.call('ZRANGE', P..'sr:'..sk, 0, -1)) do
-      if leave_room(room, sk) then changed_rooms = true end
-    end
-    redis.call('DEL', P..'sr:'..sk)
+    if leave_rooms(node..'/'..cjson.decode(rec)[2]) then changed_rooms = true end
   end
-  for _, user in ipairs(redis.call('SMEMBERS', P..'nu:'..node)) do
-    for _, m in ipairs(redis.call('ZRANGE', P..'u:'..user, 0, -1)) do
-      if string.sub(m, 1, #node + 1) == node..'/' then redis.call('ZREM', P..'u:'..user, m) end
-    end
-  end
+  drop_claims(node, nil)
   for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do free_tty(node, tty) end
   redis.call('DEL', P..'s:'..node, P..'nu:'..node, P..'tty:'..node)
   redis.call('HDEL', P..'gen', node)
@@ -117,21 +128,9 @@ local keep, ttys = {}, {}
 for i = 4, #ARGV, 2 do keep[ARGV[i]] = true; ttys[ARGV[i + 1]] = true end
 local changed_rooms = false
 for _, id in ipairs(redis.call('HKEYS', P..'s:'..node)) do
-  if not keep[id] then
-    local sk = node..'/'..id
-    for _, room in ipairs(redis.call('ZRANGE', P..'sr:'..sk, 0, -1)) do
-      if leave_room(room, sk) then changed_rooms = true end
-    end
-    redis.call('DEL', P..'sr:'..sk)
-  end
+  if not keep[id] and leave_rooms(node..'/'..id) then changed_rooms = true end
 end
-for _, user in ipairs(redis.call('SMEMBERS', P..'nu:'..node)) do
-  for _, m in ipairs(redis.call('ZRANGE', P..'u:'..user, 0, -1)) do
-    if string.sub(m, 1, #node + 1) == node..'/' and not keep[string.sub(m, #node + 2)] then
-      redis.call('ZREM', P..'u:'..user, m)
-    end
-  end
-end
+drop_claims(node, keep)
 for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do
   if not ttys[tty] then free_tty(node, tty) end
 end
