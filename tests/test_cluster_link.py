@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +15,7 @@ from conftest import LoggedErrors
 from redisserver import RedisServer, free_port
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -21,6 +25,7 @@ from shellserver.cluster.link import (
     RedisReplyError,
     backoff,
 )
+from shellserver.cluster.resp import Reader, encode
 
 
 class Events:
@@ -299,3 +304,167 @@ async def test_bursts_keep_order(
     assert await gatherResults(pubs) == [1] * 200
     await until(lambda: len(events.messages) == 200)
     assert events.messages == [("ss:burst", big + str(i).encode()) for i in range(200)]
+
+
+def unread(proto: Any) -> int:
+    """Bytes waiting in the kernel for ``proto``'s socket."""
+    return struct.unpack("i", fcntl.ioctl(proto.transport.getHandle(), termios.FIONREAD, b"0000"))[
+        0
+    ]
+
+
+async def held_back(
+    proto: Any, send: Callable[[], object], size: int, delivered: Callable[[], int]
+) -> list[int]:
+    """Stop reading ``proto``'s socket, ``send()``, wait until Redis's answers (``size``
+    bytes, less than one 64 KiB read) are all in the kernel, then read again. Returns, per
+    dataReceived call after that, how many more ``delivered()`` counts when it returns: the
+    replies of one read are all handed out within it (txredisapi's parser handed out one
+    bulk string per reactor turn, and none in the first)."""
+    assert size < 65536
+    per_read: list[int] = []
+    original = proto.dataReceived
+
+    def counted(data: bytes) -> None:
+        before = delivered()
+        original(data)
+        per_read.append(delivered() - before)
+
+    proto.dataReceived = counted
+    proto.transport.pauseProducing()
+    send()
+    await until(lambda: unread(proto) >= size)
+    assert unread(proto) == size and delivered() == 0
+    proto.transport.resumeProducing()
+    await until(lambda: bool(per_read))
+    return per_read
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_read_many_messages_one_turn(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    link = make_link(redis_server.port)
+    other = make_link(redis_server.port, on_up=lambda: None)
+    await until(lambda: link.available and other.available)
+    await link.subscribe("ss:many")
+    payloads = [b"m%d" % i for i in range(300)]
+    # what Redis pushes: an array of three bulk strings, the same bytes as a command
+    size = sum(len(encode(("message", "ss:many", p))) for p in payloads)
+    per_read = await held_back(
+        link._subscriber,
+        lambda: [other.publish("ss:many", p) for p in payloads],
+        size,
+        lambda: len(events.messages),
+    )
+    assert per_read == [300]
+    assert events.messages == [("ss:many", p) for p in payloads]
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_read_many_replies_one_turn(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    assert await link.call("SET", "k", b"v") == "OK"
+    script = "return {1, {KEYS[1], {ARGV[1]}}, 'x'}"
+    calls: list[Any] = []
+    fired: list[object] = []
+    size = 0
+    for i in range(100):
+        n = b"%d" % i
+        size += len(b"$1\r\nv\r\n" + b"$-1\r\n" + b"+PONG\r\n" + b":1\r\n")
+        size += len(b"$%d\r\n%s\r\n" % (len(n), n))  # ECHO
+        size += len(b"*3\r\n:1\r\n*2\r\n$1\r\na\r\n*1\r\n$%d\r\n%s\r\n$1\r\nx\r\n" % (len(n), n))
+
+    def send() -> None:
+        for i in range(100):
+            calls.extend(
+                [
+                    link.call("GET", "k"),
+                    link.call("GET", "missing"),
+                    link.call("PING"),
+                    link.call("EXISTS", "k"),
+                    link.call("ECHO", i),
+                    link.call("EVAL", script, 1, "a", i),
+                ]
+            )
+        for d in calls:
+            d.addCallback(lambda r: fired.append(r) or r)
+
+    per_read = await held_back(link._commands, send, size, lambda: len(fired))
+    assert per_read == [600]
+    results = await gatherResults(calls)
+    for i in range(100):
+        n = str(i).encode()
+        assert results[6 * i : 6 * i + 6] == [b"v", None, "PONG", 1, n, [1, [b"a", [n]], b"x"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_values_and_errors_in_arrays(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    link = make_link(redis_server.port)
+    other = make_link(redis_server.port, on_up=lambda: None)
+    await until(lambda: link.available and other.available)
+    big = bytes(range(256)) * 1024 * 3  # 768 KiB, CRLF bytes inside: many reads each
+    assert await link.call("SET", "big", big) == "OK"
+    assert await link.call("GET", "big") == big
+    assert await link.call("MGET", "big", "none", "big") == [big, None, big]
+    await link.subscribe("ss:big")
+    assert await other.publish("ss:big", big) == 1
+    await until(lambda: len(events.messages) == 1)
+    assert events.messages == [("ss:big", big)]
+    # an error inside an array (here from MULTI/EXEC) is an element, not a failure
+    assert await link.call("MULTI") == "OK"
+    assert await link.call("SET", "s", "1") == "QUEUED"
+    assert await link.call("HGET", "s", "f") == "QUEUED"
+    done = await link.call("EXEC")
+    assert done[0] == "OK" and isinstance(done[1], RedisReplyError)
+    assert "WRONGTYPE" in str(done[1])
+    assert await link.call("GET", "s") == b"1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_argument_fails_the_call_not_the_link(
+    redis_server: RedisServer, make_link: Any
+) -> None:
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    err = await failure_of(link.call("SET", "k", 1.5))
+    assert isinstance(err, TypeError) and "str, bytes or int" in str(err)
+    assert await link.call("PING") == "PONG"  # nothing was sent, the replies stay paired
+
+
+class NotQuiteRedis(Protocol):
+    """Answers ``+OK`` to everything but ``GET``, which gets a reply that is not RESP2."""
+
+    def __init__(self) -> None:
+        self.reader = Reader()
+
+    def dataReceived(self, data: bytes) -> None:
+        for command in self.reader.feed(data):
+            self.transport.write(b"?garbage\r\n" if command[0] == b"GET" else b"+OK\r\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_resp_is_an_outage_with_one_line(make_link: Any, events: Events) -> None:
+    port = reactor.listenTCP(0, Factory.forProtocol(NotQuiteRedis), interface="127.0.0.1")
+    logged: list[str] = []
+    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        link = make_link(port.getHost().port)
+        await until(lambda: link.available)
+        assert await link.call("SET", "k", "v") == "OK"
+        err = await failure_of(link.call("GET", "k"))
+        assert isinstance(err, ClusterUnavailable)
+        assert "not RESP2" in str(err) and "b'?garbage" in str(err)
+        await until(lambda: events.downs == 1)
+        await until(lambda: events.ups == 2)  # it reconnects, as after any outage
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await port.stopListening()
+    down = [line for line in logged if "unavailable" in line]
+    assert len(down) == 1 and "not RESP2 from the server: unknown reply type" in down[0], logged

@@ -8,16 +8,17 @@ local behaviour (``write: cluster unavailable``) instead of hanging.
 Two TCP connections: one for commands (request, reply, in order) and one in
 subscriber mode (RESP2 allows nothing but (UN)SUBSCRIBE and PING on it). They
 come and go together: the link is *up* only when both are, and losing either
-is an outage. We use txredisapi's protocol classes for the wire format and
-drive the connections ourselves (the reactor is passed in, the backoff and the
-"up after re-subscribing" order are ours): its own connection handler queues a
-command issued while disconnected until a reconnect, possibly forever.
+is an outage. The wire format is :mod:`shellserver.cluster.resp` (each read is
+parsed completely in the reactor turn it arrived in); the connections, the
+reactor, the backoff and the "up after re-subscribing" order are ours.
 
 Types, decided once here: arguments may be ``str`` (sent as UTF-8), ``bytes``
 or ``int``; replies come back as Redis sent them, without guessing: bulk
 strings as ``bytes``, status replies (``OK``) as ``str``, integers as ``int``,
 nil as ``None``, arrays as ``list``. Channel names are ``str``, message
-payloads ``bytes``. Redis error replies become :class:`RedisReplyError`.
+payloads ``bytes``. Redis error replies become :class:`RedisReplyError` (with
+Redis's text, e.g. ``ERR unknown command ...``, ``NOSCRIPT ...``); one inside an
+array reply stays an element of the list.
 Pub/sub channels are global to the Redis server, not per database: callers
 prefix their channel names.
 """
@@ -44,18 +45,12 @@ from twisted.internet.defer import (
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTCP, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txredisapi import (  # type: ignore[import-untyped]
-    BaseRedisProtocol,
-    ResponseError,
-)
-from txredisapi import (
-    ConnectionError as RedisConnectionError,
-)
 
+from shellserver.cluster.resp import Arg, ProtocolError, Reader, encode
+from shellserver.cluster.resp import RedisReplyError as RedisReplyError  # where callers find it
 from shellserver.hub import ClusterUnavailable as ClusterUnavailable  # where callers find it
 
 _log = Logger()
@@ -63,12 +58,6 @@ _log = Logger()
 TIMEOUT = 2.0
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
-
-Arg = str | bytes | int
-
-
-class RedisReplyError(Exception):
-    """Redis answered with an error: a wrong command or script, not an outage."""
 
 
 def _nothing(*_: object) -> None:
@@ -82,47 +71,99 @@ def backoff(attempt: int) -> float:
     return nominal * random.uniform(0.75, 1.0)
 
 
-class _Commands(BaseRedisProtocol):  # type: ignore[misc]
-    """The command connection: txredisapi's parser and request queue, bytes in and out."""
+class _Connection(Protocol):
+    """One connection to Redis: commands out, each read's replies handed to
+    :meth:`replyReceived` in order, all within the turn the read came in."""
 
-    def __init__(self, clock: IReactorTime, lost: Callable[[Protocol], None]) -> None:
-        super().__init__(charset=None, convertNumbers=False)
-        # its LineReceiver resumes parsing with the global reactor's callLater otherwise
-        self.callLater = clock.callLater
+    transport: Any  # a TCP transport (write, abortConnection) once connected
+
+    def __init__(self, lost: Callable[[_Connection], None]) -> None:
+        self._reader = Reader()
         self._lost = lost
         self.gone: Deferred[None] = Deferred()
+        #: why we closed it: the server is not speaking RESP2 (not Redis, or a broken one)
+        self.broken = ""
 
-    def connectionLost(self, why: Failure) -> None:
-        super().connectionLost(why)
+    @property
+    def why(self) -> str:
+        return f"not RESP2 from the server: {self.broken}" if self.broken else "connection lost"
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            replies = self._reader.feed(data)
+        except ProtocolError as e:
+            self.broken = str(e)  # said in the link's one "unavailable" line
+            self.transport.abortConnection()
+            return
+        for reply in replies:
+            self.replyReceived(reply)
+
+    def replyReceived(self, reply: Any) -> None:
+        raise NotImplementedError
+
+    def failAll(self) -> None:
+        """The connection is gone: every request still waiting fails."""
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
+        self.failAll()
         self.gone.callback(None)
         self._lost(self)
 
 
-class _Subscriber(BaseRedisProtocol):  # type: ignore[misc]
+class _Commands(_Connection):
+    """The command connection: requests answered in order, one reply each."""
+
+    def __init__(self, lost: Callable[[_Connection], None]) -> None:
+        super().__init__(lost)
+        self._waiting: deque[Deferred[Any]] = deque()
+
+    def execute(self, *args: Arg) -> Deferred[Any]:
+        """Send one command; fires with its reply, or fails with RedisReplyError."""
+        if not self.connected:
+            return fail(ClusterUnavailable("cluster unavailable"))
+        data = encode(args)  # TypeError for a bad argument, before anything is queued
+        d: Deferred[Any] = Deferred()
+        self._waiting.append(d)
+        self.transport.write(data)
+        return d
+
+    def replyReceived(self, reply: Any) -> None:
+        if not self._waiting:
+            return  # nothing asked: cannot happen with Redis, and must not raise here
+        # a request that timed out was cancelled: firing it again does nothing
+        d = self._waiting.popleft()
+        if isinstance(reply, RedisReplyError):
+            d.errback(reply)
+        else:
+            d.callback(reply)
+
+    def failAll(self) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(ClusterUnavailable(f"cluster unavailable: {self.why}"))
+
+
+class _Subscriber(_Connection):
     """The subscriber connection. Redis answers ``SUBSCRIBE a b`` with one confirmation
-    per channel, interleaved with messages; txredisapi pairs confirmations with requests
-    by guessing, so this counts them: a request's Deferred fires with its last one."""
+    per channel, interleaved with messages, so this counts them: a request's Deferred fires
+    with its last one."""
 
     def __init__(
-        self,
-        clock: IReactorTime,
-        lost: Callable[[Protocol], None],
-        message: Callable[[bytes, bytes], None],
+        self, lost: Callable[[_Connection], None], message: Callable[[bytes, bytes], None]
     ) -> None:
-        super().__init__(charset=None, convertNumbers=False)
-        self.callLater = clock.callLater
-        self._lost = lost
+        super().__init__(lost)
         self._message = message
         self._expect: deque[tuple[Deferred[None], list[int]]] = deque()
-        self.gone: Deferred[None] = Deferred()
 
     def request(self, *args: Arg) -> Deferred[None]:
         """Send ``SUBSCRIBE``/``UNSUBSCRIBE`` with channels, or ``PING``."""
         if not self.connected:
             return fail(ClusterUnavailable("cluster unavailable"))
+        data = encode(args)
         d: Deferred[None] = Deferred()
         self._expect.append((d, [max(1, len(args) - 1)]))
-        self.transport.write(self._build_command(*args))
+        self.transport.write(data)
         return d
 
     def replyReceived(self, reply: Any) -> None:
@@ -132,22 +173,19 @@ class _Subscriber(BaseRedisProtocol):  # type: ignore[misc]
         if not self._expect:
             return
         d, left = self._expect[0]
-        if isinstance(reply, Exception):
+        if isinstance(reply, RedisReplyError):
             self._expect.popleft()
-            d.errback(RedisReplyError(str(reply)))
+            d.errback(reply)
             return
         left[0] -= 1
         if left[0] <= 0:
             self._expect.popleft()
             d.callback(None)
 
-    def connectionLost(self, why: Failure) -> None:
-        super().connectionLost(why)
+    def failAll(self) -> None:
         expect, self._expect = self._expect, deque()
         for d, _ in expect:
-            d.errback(ClusterUnavailable("cluster unavailable: connection lost"))
-        self.gone.callback(None)
-        self._lost(self)
+            d.errback(ClusterUnavailable(f"cluster unavailable: {self.why}"))
 
 
 class _OneShot(Factory):
@@ -251,8 +289,7 @@ class RedisLink:
         if self._connecting is not None:
             self._connecting.cancel()
         gone = [p.gone for p in self._drop()]
-        # txredisapi's parser may have scheduled one more turn (callLater(0)); let it run
-        return gatherResults(gone).addCallback(lambda _: deferLater(self.reactor, 0, _nothing))
+        return gatherResults(gone).addCallback(_nothing)
 
     # -- commands ---------------------------------------------------------------------
 
@@ -262,9 +299,7 @@ class RedisLink:
         if self._state != "up" or proto is None:
             return fail(ClusterUnavailable("cluster unavailable"))
         try:
-            d = proto.execute_command(*args)
-        except RedisConnectionError:
-            return fail(ClusterUnavailable("cluster unavailable"))
+            d = proto.execute(*args)
         except Exception:
             return fail()
         return self._guard(d, str(args[0]) if args else "?")
@@ -308,10 +343,6 @@ class RedisLink:
             if failure.check(CancelledError, DeferredTimeout, TxTimeoutError):
                 self._went_down(f"no answer to {what} in {self.timeout:g} s")
                 return Failure(ClusterUnavailable("cluster unavailable: Redis did not answer"))
-            if failure.check(RedisConnectionError):
-                return Failure(ClusterUnavailable("cluster unavailable: connection lost"))
-            if failure.check(ResponseError):
-                return Failure(RedisReplyError(str(failure.value)))
             return failure
 
         d.addTimeout(self.timeout, self.reactor)
@@ -328,11 +359,11 @@ class RedisLink:
 
     async def _open(self) -> None:
         endpoint = HostnameEndpoint(self.reactor, self.host, self.port, timeout=self.timeout)
-        cmd = _Commands(self.reactor, self._protocol_lost)
+        cmd = _Commands(self._protocol_lost)
         await endpoint.connect(_OneShot(cmd))
         self._commands = cmd
-        await self._guard(cmd.execute_command("SELECT", self.db), "SELECT")
-        sub = _Subscriber(self.reactor, self._protocol_lost, self._received)
+        await self._guard(cmd.execute("SELECT", self.db), "SELECT")
+        sub = _Subscriber(self._protocol_lost, self._received)
         await endpoint.connect(_OneShot(sub))
         self._subscriber = sub
         wanted = sorted(self._channels)
@@ -370,11 +401,11 @@ class RedisLink:
         self._attempt += 1
         self._retry = self.reactor.callLater(delay, self._connect)
 
-    def _protocol_lost(self, proto: Protocol) -> None:
+    def _protocol_lost(self, proto: _Connection) -> None:
         if proto is not self._commands and proto is not self._subscriber:
             return  # one we dropped already
         if self._state == "up":
-            self._went_down("connection lost")
+            self._went_down(proto.why)
         elif self._state == "connecting" and self._connecting is not None:
             self._connecting.cancel()  # half open: _failed closes the other and retries
 
