@@ -94,9 +94,9 @@ async def test_round_trip_types(redis_server: RedisServer, make_link: Any, event
     link = make_link(redis_server.port)
     await until(lambda: link.available)
     assert events.ups == 1
-    assert await link.call("SET", "k", b"\xff\x00v") == "OK"
+    assert await link.call("SET", "k", b"\xff\x00v") == b"OK"
     assert await link.call("GET", "k") == b"\xff\x00v"
-    assert await link.call("SET", "n", 41) == "OK"
+    assert await link.call("SET", "n", 41) == b"OK"
     assert await link.call("INCR", "n") == 42
     assert await link.call("GET", "missing") is None
     assert await link.call("HSET", "h", "a", "1", "b", "2") == 2
@@ -108,7 +108,7 @@ async def test_round_trip_types(redis_server: RedisServer, make_link: Any, event
     err = await failure_of(link.call("NOSUCHCOMMAND"))
     assert isinstance(err, RedisReplyError)
     # still up after error replies
-    assert await link.call("PING") == "PONG"
+    assert await link.call("PING") == b"PONG"
 
 
 @pytest_twisted.ensureDeferred
@@ -205,7 +205,7 @@ async def test_killed_redis(redis_server: RedisServer, make_link: Any, events: E
     await until(lambda: events.downs == 1)
     redis_server.start()
     await until(lambda: events.ups == 2)
-    assert await link.call("PING") == "PONG"
+    assert await link.call("PING") == b"PONG"
 
 
 @pytest_twisted.ensureDeferred
@@ -228,7 +228,7 @@ async def test_hung_redis_times_out(
     finally:
         redis_server.resume()
     await until(lambda: events.ups == 2, timeout=10)
-    assert await link.call("PING") == "PONG"
+    assert await link.call("PING") == b"PONG"
 
 
 def test_default_timeout_is_two_seconds() -> None:
@@ -246,7 +246,7 @@ async def test_starts_while_redis_is_down(tmp_path: Any, make_link: Any, events:
         assert isinstance(await failure_of(link.call("PING")), ClusterUnavailable)
         redis.start()
         await until(lambda: events.ups == 1, timeout=10)
-        assert await link.call("PING") == "PONG"
+        assert await link.call("PING") == b"PONG"
     finally:
         redis.stop()
 
@@ -273,7 +273,7 @@ async def test_callback_errors_are_logged_not_raised(
 
     link = make_link(redis_server.port, on_up=broken)
     await until(lambda: link.available)
-    assert await link.call("PING") == "PONG"
+    assert await link.call("PING") == b"PONG"
     assert len(logged_errors.flush(ZeroDivisionError)) == 1
 
 
@@ -297,7 +297,7 @@ async def test_bursts_keep_order(
     await link.subscribe("ss:burst")
     big = bytes(range(256)) * 300
     sets = [link.call("SET", f"k{i}", big + str(i).encode()) for i in range(200)]
-    assert await gatherResults(sets) == ["OK"] * 200
+    assert await gatherResults(sets) == [b"OK"] * 200
     gets = [link.call("GET", f"k{i}") for i in range(200)]
     assert await gatherResults(gets) == [big + str(i).encode() for i in range(200)]
     pubs = [link.publish("ss:burst", big + str(i).encode()) for i in range(200)]
@@ -367,7 +367,7 @@ async def test_one_read_many_replies_one_turn(
 ) -> None:
     link = make_link(redis_server.port)
     await until(lambda: link.available)
-    assert await link.call("SET", "k", b"v") == "OK"
+    assert await link.call("SET", "k", b"v") == b"OK"
     script = "return {1, {KEYS[1], {ARGV[1]}}, 'x'}"
     calls: list[Any] = []
     fired: list[object] = []
@@ -398,7 +398,7 @@ async def test_one_read_many_replies_one_turn(
     results = await gatherResults(calls)
     for i in range(100):
         n = str(i).encode()
-        assert results[6 * i : 6 * i + 6] == [b"v", None, "PONG", 1, n, [1, [b"a", [n]], b"x"]]
+        assert results[6 * i : 6 * i + 6] == [b"v", None, b"PONG", 1, n, [1, [b"a", [n]], b"x"]]
 
 
 @pytest_twisted.ensureDeferred
@@ -409,7 +409,7 @@ async def test_large_values_and_errors_in_arrays(
     other = make_link(redis_server.port, on_up=lambda: None)
     await until(lambda: link.available and other.available)
     big = bytes(range(256)) * 1024 * 3  # 768 KiB, CRLF bytes inside: many reads each
-    assert await link.call("SET", "big", big) == "OK"
+    assert await link.call("SET", "big", big) == b"OK"
     assert await link.call("GET", "big") == big
     assert await link.call("MGET", "big", "none", "big") == [big, None, big]
     await link.subscribe("ss:big")
@@ -417,11 +417,11 @@ async def test_large_values_and_errors_in_arrays(
     await until(lambda: len(events.messages) == 1)
     assert events.messages == [("ss:big", big)]
     # an error inside an array (here from MULTI/EXEC) is an element, not a failure
-    assert await link.call("MULTI") == "OK"
-    assert await link.call("SET", "s", "1") == "QUEUED"
-    assert await link.call("HGET", "s", "f") == "QUEUED"
+    assert await link.call("MULTI") == b"OK"
+    assert await link.call("SET", "s", "1") == b"QUEUED"
+    assert await link.call("HGET", "s", "f") == b"QUEUED"
     done = await link.call("EXEC")
-    assert done[0] == "OK" and isinstance(done[1], RedisReplyError)
+    assert done[0] == b"OK" and isinstance(done[1], RedisReplyError)
     assert "WRONGTYPE" in str(done[1])
     assert await link.call("GET", "s") == b"1"
 
@@ -434,7 +434,7 @@ async def test_bad_argument_fails_the_call_not_the_link(
     await until(lambda: link.available)
     err = await failure_of(link.call("SET", "k", 1.5))
     assert isinstance(err, TypeError) and "str, bytes or int" in str(err)
-    assert await link.call("PING") == "PONG"  # nothing was sent, the replies stay paired
+    assert await link.call("PING") == b"PONG"  # nothing was sent, the replies stay paired
 
 
 class NotQuiteRedis(Protocol):
@@ -457,14 +457,14 @@ async def test_not_resp_is_an_outage_with_one_line(make_link: Any, events: Event
     try:
         link = make_link(port.getHost().port)
         await until(lambda: link.available)
-        assert await link.call("SET", "k", "v") == "OK"
+        assert await link.call("SET", "k", "v") == b"OK"
         err = await failure_of(link.call("GET", "k"))
         assert isinstance(err, ClusterUnavailable)
-        assert "not RESP2" in str(err) and "b'?garbage" in str(err)
+        assert "not RESP2" in str(err) and '"?"' in str(err)
         await until(lambda: events.downs == 1)
         await until(lambda: events.ups == 2)  # it reconnects, as after any outage
     finally:
         globalLogPublisher.removeObserver(observer)
         await port.stopListening()
     down = [line for line in logged if "unavailable" in line]
-    assert len(down) == 1 and "not RESP2 from the server: unknown reply type" in down[0], logged
+    assert len(down) == 1 and "not RESP2 from the server: Protocol error" in down[0], logged
