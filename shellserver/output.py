@@ -23,8 +23,10 @@ from __future__ import annotations
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from attrs import define
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
@@ -60,9 +62,40 @@ class Output:
     _held_bytes: int = 0
     _stall: IDelayedCall | None = None
     _waiters: list[Deferred[None]] | None = None
+    #: The socket of a plain TCP transport, written straight into (:meth:`_put`).
+    _sock: socket.socket | None = None
 
     def __attrs_post_init__(self) -> None:
         cap_send_buffer(self.transport)
+        if _write_through(self.transport):
+            self._sock = self.transport.socket  # type: ignore[attr-defined]
+
+    def _put(self, data: bytes) -> None:
+        """Someone else's message: ``transport.write``, but straight into the kernel when
+        Twisted holds nothing for this client: one ``send()`` instead of ``send()`` plus two
+        ``epoll_ctl()`` (start and stop watching for writability) a reactor turn later, which
+        for a wall to thousands of sessions is most of the kernel's share. Messages go out in
+        the end-of-turn pass (``terminal.Redraws``), so these sends are batched at the end
+        of the turn anyway. The session's own output stays with the transport: sent inline
+        during a login storm it woke the clients mid-turn and doubled the longest stall
+        (docs/performance.md, fifth round). What the kernel does not take goes to the
+        transport as before, so order, backpressure (the transport pauses us past its own
+        buffer) and error handling stay Twisted's. The kernel's buffer (:data:`SEND_BUFFER`)
+        now fills before the transport's, so a client that stops reading has both full
+        before we hold anything: what a session pins is bounded as before (kernel +
+        transport + ``limit``)."""
+        sock = self._sock
+        if sock is not None:
+            t: Any = self.transport
+            if not t.dataBuffer and not t._tempDataBuffer and t.connected and not t.disconnecting:
+                try:
+                    sent = sock.send(data)
+                except OSError:  # full (EAGAIN), or broken: the transport finds out its way
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        self.transport.write(data)
 
     def write(self, data: bytes) -> None:
         """Own output: in order, never dropped."""
@@ -77,7 +110,7 @@ class Output:
     def offer(self, chunks: Sequence[bytes]) -> bool:
         """Someone else's message: written whole, or dropped whole when over the cap."""
         if not self.paused:
-            self.transport.writeSequence(chunks)
+            self._put(b"".join(chunks))
             return True
         size = sum(map(len, chunks))
         if self._held_bytes + size > self.limit:
@@ -90,7 +123,7 @@ class Output:
     def post(self, data: bytes) -> bool:
         """:meth:`offer` of one block: one transport write per recipient."""
         if not self.paused:
-            self.transport.write(data)
+            self._put(data)
             return True
         return self.offer((data,))
 
@@ -114,7 +147,7 @@ class Output:
         while held and not self.paused:
             data = held.popleft()
             self._held_bytes -= len(data)
-            self.transport.write(data)
+            self._put(data)
         if not self.paused:
             if self._stall is not None:
                 self._stall.cancel()
@@ -157,6 +190,17 @@ class Output:
     def held_bytes(self) -> int:
         """Bytes held while the client does not read (``shellserver_output_held_bytes``)."""
         return self._held_bytes
+
+
+def _write_through(transport: object) -> bool:
+    """A plain TCP connection whose buffers we know (not TLS, not a test transport)."""
+    return (
+        isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and isinstance(getattr(transport, "socket", None), socket.socket)
+        and hasattr(transport, "_tempDataBuffer")
+        and hasattr(transport, "dataBuffer")
+    )
 
 
 class Fronted:

@@ -76,7 +76,9 @@ def test_never_reading_clients_during_wall_and_write_floods(arena: Arena) -> Non
     text = "w" * 3000
     admin.send_bytes(b"".join(f"wall {text}\r\n".encode() for _ in range(30)))
     for w in writers:
-        w.send_bytes(b"".join(f"write sink0 {text}\r\n".encode() for _ in range(35)))
+        # 3 x 70 x 3 KB to sink0, over the kernel's send buffer (64 KiB, booked twice), the
+        # transport's (64 KiB) and --max-output (256 KiB) together, which fill in that order.
+        w.send_bytes(b"".join(f"write sink0 {text}\r\n".encode() for _ in range(70)))
     arena.bystanders_ok()  # during the flood
     time.sleep(0.3)
     arena.bystanders_ok()
