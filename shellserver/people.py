@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from attrs import frozen
 from twisted.internet.defer import Deferred
 
-from shellserver.accounts import AccountDB, AccountStore, username_problem
+from shellserver.accounts import AccountDB, AccountStore, LoginRecord, username_problem
 from shellserver.hub import IHub, Message
 from shellserver.metrics import Metrics
 from shellserver.rooms import left_text
@@ -163,14 +163,15 @@ def remove_ignore(db: AccountDB, user: str, other: str) -> bool:
     return cur.rowcount == 1
 
 
-def login_state(db: AccountDB, user: str) -> tuple[frozenset[str], int]:
-    """What a login needs in one trip to the store: the ignore list and the unread count."""
+def login_state(db: AccountDB, user: str) -> tuple[frozenset[str], int, LoginRecord | None]:
+    """What a login needs in one trip to the store (each trip is a thread hand-off and a
+    reactor wake-up): the ignore list, the unread count and the previous login."""
     (unread,) = (
         _conn(db)
         .execute("SELECT count(*) FROM messages WHERE recipient=? AND read=0", (user,))
         .fetchone()
     )
-    return frozenset(ignore_list(db, user)), int(unread)
+    return frozenset(ignore_list(db, user)), int(unread), db.last_login(user)
 
 
 def run(store: AccountStore, func: Any, *args: Any) -> Deferred[Any]:
@@ -190,10 +191,13 @@ def new_messages_notice(unread: int) -> str:
     return f"You have {unread} {noun}; type 'messages' to read them.\n"
 
 
-async def session_starting(server: PeopleServices, user: str) -> tuple[frozenset[str], str]:
-    """Before the session is made: the user's ignore list (for ``attach``), the login notice."""
-    ignores, unread = await run(server.store, login_state, user)
-    return ignores, new_messages_notice(unread)
+async def session_starting(
+    server: PeopleServices, user: str
+) -> tuple[frozenset[str], str, LoginRecord | None]:
+    """Before the session is made: the user's ignore list (for ``attach``), the login notice,
+    the previous login ("Last login: ...")."""
+    ignores, unread, previous = await run(server.store, login_state, user)
+    return ignores, new_messages_notice(unread), previous
 
 
 async def attach(server: PeopleServices, session: Session, ignores: frozenset[str]) -> None:

@@ -116,8 +116,7 @@ async def _start(
     session_id: int,
 ) -> Session | None:
     name = account.name
-    previous = await server.store.last_login(name)
-    ignores, new_messages = await people.session_starting(server, name)
+    ignores, new_messages, previous = await people.session_starting(server, name)
     motd = await server.motd() if mode is Mode.INTERACTIVE else ""
     if not terminal.connected:  # gone while the store answered: allocate nothing
         server.hub.release(name, session_id)
