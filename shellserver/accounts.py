@@ -13,12 +13,14 @@ import re
 import secrets
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from shellserver.datadir import DataDir
@@ -312,12 +314,18 @@ class AccountDB:
     # -- login history -----------------------------------------------------------
 
     def record_login(self, name: str, tty: str, peer: str, when: float) -> int:
+        return self.record_logins([(name, tty, peer, when)])[0]
+
+    def record_logins(self, entries: Sequence[tuple[str, str, str, float]]) -> list[int]:
+        """Several logins in one transaction (a storm of logins commits once per batch)."""
+        ids = []
         with self._transaction():
-            cur = self._db.execute(
-                "INSERT INTO logins (user, tty, peer, login) VALUES (?,?,?,?)",
-                (name, tty, peer, when),
-            )
-        return int(cur.lastrowid or 0)
+            for entry in entries:
+                cur = self._db.execute(
+                    "INSERT INTO logins (user, tty, peer, login) VALUES (?,?,?,?)", entry
+                )
+                ids.append(int(cur.lastrowid or 0))
+        return ids
 
     def record_logout(self, record_id: int, when: float) -> None:
         with self._transaction():
@@ -379,6 +387,12 @@ class AccountStore:
     run_hash: Runner
     hash_cost: int
     _dummy: str | None = field(default=None, init=False)
+    #: Logins to record, appended on the reactor thread and taken on the database thread
+    #: (a deque: append and popleft are safe across the two).
+    _logins: deque[tuple[tuple[str, str, str, float], Deferred[int]]] = field(
+        factory=deque, init=False
+    )
+    _logging_in: bool = field(default=False, init=False)
 
     async def _dummy_hash(self) -> str:
         """Made once, on the hashing pool like every hash: never a stall of the reactor."""
@@ -476,7 +490,35 @@ class AccountStore:
         return self.run_db(self.db.set_role, name, role)
 
     def record_login(self, name: str, tty: str, peer: str, when: float) -> Deferred[int]:
-        return self.run_db(self.db.record_login, name, tty, peer, when)
+        """Batched: logins asked for while the database thread is busy are written together
+        in its next trip, one transaction for all (a login storm commits once per batch,
+        not once per login)."""
+        d: Deferred[int] = Deferred()
+        self._logins.append(((name, tty, peer, when), d))
+        if not self._logging_in:
+            self._flush_logins()
+        return d
+
+    def _flush_logins(self) -> None:
+        self._logging_in = True
+        pending = self._logins
+        self.run_db(_take_logins, self.db, pending).addBoth(self._logins_written)
+
+    def _logins_written(self, result: object) -> None:
+        self._logging_in = False
+        if isinstance(result, tuple):
+            waiting, outcome = result
+            for (_, d), got in zip(waiting, outcome, strict=True):
+                d.callback(got)
+        elif isinstance(result, _BatchFailed):
+            for _, d in result.waiting:
+                d.errback(result.failure)
+        else:  # the runner itself failed: fail whoever is waiting
+            failure = result if isinstance(result, Failure) else Failure(RuntimeError(result))
+            while self._logins:
+                self._logins.popleft()[1].errback(failure)
+        if self._logins:
+            self._flush_logins()
 
     def record_logout(self, record_id: int, when: float) -> Deferred[None]:
         return self.run_db(self.db.record_logout, record_id, when)
@@ -489,3 +531,23 @@ class AccountStore:
 
     def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> Deferred[list[str]]:
         return self.run_db(self.db.apply_batch, entries)
+
+
+@define
+class _BatchFailed:
+    waiting: list[tuple[tuple[str, str, str, float], Deferred[int]]]
+    failure: Failure
+
+
+def _take_logins(
+    db: AccountDB, pending: deque[tuple[tuple[str, str, str, float], Deferred[int]]]
+) -> tuple[list[tuple[tuple[str, str, str, float], Deferred[int]]], list[int]] | _BatchFailed:
+    """On the database thread: every login queued so far, in one transaction. The Deferreds
+    only travel back: they are fired on the reactor thread."""
+    waiting = []
+    while pending:
+        waiting.append(pending.popleft())
+    try:
+        return waiting, db.record_logins([entry for entry, _ in waiting])
+    except Exception:
+        return _BatchFailed(waiting, Failure())

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from harness import Client, add_user, hold_db_call, make_server
 
+from shellserver.accounts import _take_logins
 from shellserver.files.tree import Tree
 from shellserver.server import Server
 from shellserver.threads import inline_runner
@@ -326,7 +327,7 @@ def critical_lines() -> Any:
     globalLogPublisher.removeObserver(observe)
 
 
-@pytest.mark.parametrize("where", ["get_hash", "record_login"])
+@pytest.mark.parametrize("where", ["get_hash", "record_logins"])
 def test_disk_full_at_login_says_so_and_keeps_the_connection(
     server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -433,14 +434,14 @@ def test_a_failed_registration_is_not_counted(tmp_path: Path) -> None:
 def test_login_grace_ending_while_the_login_is_recorded_counts_nothing_twice(
     server: Server,
 ) -> None:
-    pending = hold_db_call(server, "record_login")
+    pending = hold_db_call(server, "_take_logins")  # the batch that records logins
     c = Client(server)
     c.login("alice")
     server.clock.advance(60)  # type: ignore[attr-defined]
     assert "Login timed out" in c.output()
     assert server.admission.unauth == 0
     server.store.run_db = inline_runner
-    pending.callback(1)
+    pending.callback(_take_logins(server.store.db, server.store._logins))
     c.drop()
     assert (server.admission.unauth, server.admission.connections) == (0, 0)
     assert server.hub.counts()[0] == 0
