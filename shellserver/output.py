@@ -49,6 +49,22 @@ def cap_send_buffer(transport: object, size: int = SEND_BUFFER) -> None:
         pass  # not a socket we can tune (a test transport, an SSH channel)
 
 
+def interactive(transport: object) -> None:
+    """``TCP_NODELAY`` on the socket under ``transport``, as sshd sets it for an interactive
+    session: output goes out when written, in as many sends as the terminal makes (a line,
+    then its prompt). With Nagle's algorithm on, the second small send waits for the
+    client's ACK of the first, and a client delaying its ACKs makes that up to 40 ms: the
+    login storm's longest stall doubled when output was written through (docs/performance.md,
+    fifth round)."""
+    handle = getattr(transport, "getHandle", None)
+    try:
+        sock = handle() if handle is not None else None
+        if isinstance(sock, socket.socket) and sock.type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (a test transport, an SSH channel, a Unix socket)
+
+
 @define(eq=False)
 class Output:
     transport: ITransport
@@ -64,9 +80,14 @@ class Output:
     _waiters: list[Deferred[None]] | None = None
     #: The socket of a plain TCP transport, written straight into (:meth:`_put`).
     _sock: socket.socket | None = None
+    #: Own output written through too (:meth:`_put`), once a session runs on the wire. Before
+    #: that (the telnet negotiation, the login dialogue) the many small writes of a turn are
+    #: better joined by the transport into one send: a login storm cost more CPU otherwise.
+    own_through: bool = False
 
     def __attrs_post_init__(self) -> None:
         cap_send_buffer(self.transport)
+        interactive(self.transport)
         if _write_through(self.transport):
             self._sock = self.transport.socket  # type: ignore[attr-defined]
 
@@ -104,6 +125,8 @@ class Output:
             self._held_bytes += len(data)
             if self._held_bytes > self.limit:
                 self._arm()
+        elif self.own_through:
+            self._put(data)
         else:
             self.transport.write(data)
 
@@ -220,3 +243,6 @@ class Fronted:
 
     def drain(self) -> Deferred[None]:
         return self._out.drain()
+
+    def session_started(self) -> None:
+        self._out.own_through = True

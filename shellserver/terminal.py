@@ -87,6 +87,10 @@ class IWire(Interface):
     def set_echo(on: bool) -> None:
         """Turn the client's local echo on or off (off for passwords)."""
 
+    def session_started() -> None:
+        """A session (a shell) runs on this wire now: its output may go straight out
+        (``Output.own_through``)."""
+
     def close() -> None:
         """End the connection after pending output."""
 
@@ -438,6 +442,8 @@ class Terminal:
         cursor, where the word being completed starts and its candidates.
         """
         self._handler = handler
+        if handler is not None:
+            self.wire.session_started()
         self._handler_prompt = prompt
         self._completer = completer
         if handler is not None and self._reader is None and not self._busy:

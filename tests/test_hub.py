@@ -43,6 +43,9 @@ class Sink:
     def set_echo(self, on: bool) -> None:
         pass
 
+    def session_started(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

@@ -91,3 +91,25 @@ async def test_order_holds_when_the_kernel_fills(pair: tuple[Any, socket.socket]
             break
         await deferLater(reactor, 0.01, lambda: None)
     assert got == want
+
+
+@pytest_twisted.ensureDeferred
+async def test_own_output_goes_through_once_a_session_runs(
+    pair: tuple[Any, socket.socket],
+) -> None:
+    """Before (the login dialogue) the transport joins a turn's writes; after, a prompt goes
+    out at once, and TCP_NODELAY keeps the second of two small sends from waiting on an ACK."""
+    server, client = pair
+    t = server.transport
+    assert t.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    server.out.write(b"login: ")
+    assert t._tempDataBuffer == [b"login: "]  # joined with the rest of the turn
+    await deferLater(reactor, 0.05, lambda: None)
+    server.out.own_through = True  # what Fronted.session_started sets
+    server.out.write(b"alice@host:~$ ")
+    assert t.dataBuffer == b"" and t._tempDataBuffer == []
+    client.settimeout(2)
+    got = b""
+    while not got.endswith(b"$ "):
+        got += client.recv(100)
+    assert got == b"login: alice@host:~$ "

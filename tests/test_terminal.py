@@ -49,6 +49,9 @@ class FakeWire:
     def set_echo(self, on: bool) -> None:
         self.echo.append(on)
 
+    def session_started(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 
