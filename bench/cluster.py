@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import loadgen
-from loadgen import Client, Proc, _pct
+from loadgen import Client, Markers, Proc, _pct
 from run import _LISTENING, BIN, PASSWORD, SERVER_OPTIONS, machine
 
 SETUPS = ("alone", "1 node", "2 nodes")
@@ -217,37 +217,12 @@ class Meter:
         return snap
 
 
-class Driver:
+class Driver(Markers):
     """Holds the sessions and counts the markers they see (``~wN~`` walls, ``~mN~`` writes)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
         self.args = args
-        self.wall_left: dict[int, int] = {}
-        self.wall_done: dict[int, asyncio.Future[None]] = {}
-        self.write_sent: dict[int, float] = {}
-        self.write_lat: list[float] = []
-        self.window: asyncio.Semaphore | None = None
-        self.writes_done: asyncio.Future[None] | None = None
-        self.writes_left = 0
-
-    def mark(self, kind: bytes, n: int) -> None:
-        if kind == b"w":
-            left = self.wall_left.get(n)
-            if left is None:
-                return
-            self.wall_left[n] = left - 1
-            if left == 1:
-                self.wall_done[n].set_result(None)
-            return
-        sent = self.write_sent.pop(n, None)
-        if sent is None:
-            return
-        self.write_lat.append(time.perf_counter() - sent)
-        assert self.window is not None and self.writes_done is not None
-        self.window.release()
-        self.writes_left -= 1
-        if self.writes_left == 0:
-            self.writes_done.set_result(None)
 
     async def login(self, port: int, name: str) -> Client:
         loop = asyncio.get_running_loop()

@@ -131,11 +131,11 @@ class Client(asyncio.Protocol):
         self.scanning = True
 
 
-class Generator:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.proc = Proc(args.pid)
-        self.users: list[Client] = []
+class Markers:
+    """The markers clients see (``~wN~`` walls, ``~mN~`` writes): walls counted down to their
+    last recipient, writes timed from sending to arriving (``bench/cluster.py`` shares it)."""
+
+    def __init__(self) -> None:
         self.wall_left: dict[int, int] = {}
         self.wall_done: dict[int, asyncio.Future[None]] = {}
         self.write_sent: dict[int, float] = {}
@@ -143,8 +143,6 @@ class Generator:
         self.window: asyncio.Semaphore | None = None
         self.writes_done: asyncio.Future[None] | None = None
         self.writes_left = 0
-
-    # -- markers seen by clients ----------------------------------------
 
     def mark(self, kind: bytes, n: int) -> None:
         if kind == b"w":
@@ -165,6 +163,14 @@ class Generator:
             self.writes_left -= 1
             if self.writes_left == 0:
                 self.writes_done.set_result(None)
+
+
+class Generator(Markers):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.args = args
+        self.proc = Proc(args.pid)
+        self.users: list[Client] = []
 
     # -- sessions ---------------------------------------------------------
 
