@@ -239,17 +239,6 @@ class Driver(Markers):
         client.scan()
         return client
 
-    async def walls(self, boss: Client, recipients: int, count: int) -> list[float]:
-        lat = []
-        for w in range(count):
-            done = asyncio.get_running_loop().create_future()
-            self.wall_left[w], self.wall_done[w] = recipients, done
-            t = time.perf_counter()
-            boss.send(f"wall bench broadcast ~w{w}~ the quick brown fox")
-            await done
-            lat.append(time.perf_counter() - t)
-        return lat
-
     async def writes(self, pairs: Callable[[int], tuple[Client, str]], count: int) -> float:
         """``count`` writes, ``--window`` in flight; ``pairs(k)`` is the k-th (sender, target).
         Returns the seconds they took; latencies go to ``write_lat``."""

@@ -164,6 +164,19 @@ class Markers:
             if self.writes_left == 0:
                 self.writes_done.set_result(None)
 
+    async def walls(self, boss: Client, recipients: int, count: int) -> list[float]:
+        """``count`` walls from ``boss``, one at a time; each one's seconds until its last
+        of ``recipients`` has it."""
+        lat = []
+        for w in range(count):
+            done = asyncio.get_running_loop().create_future()
+            self.wall_left[w], self.wall_done[w] = recipients, done
+            t = time.perf_counter()
+            boss.send(f"wall bench broadcast ~w{w}~ the quick brown fox")
+            await done
+            lat.append(time.perf_counter() - t)
+        return lat
+
 
 class Generator(Markers):
     def __init__(self, args: argparse.Namespace) -> None:
@@ -220,15 +233,8 @@ class Generator(Markers):
 
         # wall: one at a time; every session has it, boss and probe too
         recipients = a.n + 1  # the ones that count markers: the users and boss
-        lat = []
         c0, s0 = proc.cpu(), proc.sys_cpu()
-        for w in range(a.walls):
-            done = asyncio.get_running_loop().create_future()
-            self.wall_left[w], self.wall_done[w] = recipients, done
-            t = time.perf_counter()
-            boss.send(f"wall bench broadcast ~w{w}~ the quick brown fox")
-            await done
-            lat.append(time.perf_counter() - t)
+        lat = await self.walls(boss, recipients, a.walls)
         dc, ds = proc.cpu() - c0, proc.sys_cpu() - s0
         out["wall_cpu_per_delivery_us"] = dc / (a.walls * (a.n + 2)) * 1e6
         out["wall_sys_per_delivery_us"] = ds / (a.walls * (a.n + 2)) * 1e6
