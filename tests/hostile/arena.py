@@ -9,15 +9,23 @@ they trigger never touches the bystanders on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from realserver import PASSWORD, RawClient, RealServer, sign_in, sign_up
 
 #: How long a bystander may wait for an answer after (or during) an attack.
 BYSTANDER_DEADLINE = 1.0
+#: The worst round trip the stall probe may see while an attack runs (see :meth:`Arena.watch`).
+STALL_LIMIT = 0.1
+PROBE = Path(__file__).with_name("stallprobe.py")
 #: Bytes that must never reach another person's terminal raw (SPEC §7).
 DANGEROUS = [
     b"\x1b",
@@ -115,3 +123,43 @@ class Arena:
         a.send_line(f"write bob {mark}")
         b.expect(mark, BYSTANDER_DEADLINE - (time.monotonic() - start) + 0.5)
         assert time.monotonic() - start < 2 * BYSTANDER_DEADLINE
+
+    @contextlib.contextmanager
+    def watch(self, limit: float = STALL_LIMIT) -> Iterator[Stall]:
+        """Measure the worst bystander round trip while the ``with`` block attacks.
+
+        A session of its own (``carol``, registered on first use) runs in a child
+        process and sends ``echo`` every 50 ms; at the end of the block the worst
+        round trip is in the yielded :class:`Stall` and must be under ``limit``.
+        """
+        if not getattr(self, "_carol", False):
+            self.register("carol", source="127.0.0.1").close()
+            self._carol = True
+        probe = subprocess.Popen(
+            [sys.executable, str(PROBE), str(self.port), "carol", PASSWORD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert probe.stdin is not None and probe.stdout is not None
+        stall = Stall()
+        try:
+            assert probe.stdout.readline().strip() == "ready"
+            yield stall
+            probe.stdin.write("stop\n")
+            probe.stdin.flush()
+            worst, count = probe.stdout.readline().split()
+            stall.worst, stall.probes = float(worst), int(count)
+        finally:
+            probe.kill()
+            probe.wait()
+        print(f"\nbystander: worst round trip {stall.worst * 1000:.1f} ms over {stall.probes}")
+        assert stall.probes > 0
+        assert stall.worst < limit, f"a bystander waited {stall.worst * 1000:.0f} ms"
+
+
+class Stall:
+    """What :meth:`Arena.watch` measured: the worst round trip (s) and the number of probes."""
+
+    worst: float = 0.0
+    probes: int = 0
