@@ -148,3 +148,67 @@ def test_the_page_in_a_real_browser(tmp_path: Path, browser: Any) -> None:
         bob.close()
     finally:
         srv.stop()
+
+
+#: The reconnect bar's and the terminal's boxes, and those of the terminal's first and last
+#: rows, as the browser laid them out (CSS pixels).
+_GEOMETRY = """
+const box = e => { const r = e.getBoundingClientRect();
+                   return {top: r.top, bottom: r.bottom, left: r.left, right: r.right}; };
+const rows = document.querySelectorAll('.xterm-rows > div');
+return {bar: box(document.getElementById('banner')),
+        screen: box(document.querySelector('.xterm-screen')),
+        first: box(rows[0]), last: box(rows[rows.length - 1]),
+        height: window.innerHeight};
+"""
+
+
+@pytest.mark.integration
+def test_the_reconnect_bar_hides_no_line_of_the_terminal(tmp_path: Path, browser: Any) -> None:
+    """When the socket closes, the bar takes a row of its own: the terminal is fitted below
+    it, so its top line stays in view (it used to sit under the bar)."""
+    from selenium.webdriver.common.keys import Keys
+
+    srv = RealServer(tmp_path, "--web", "tcp:0:interface=127.0.0.1").start()
+    try:
+        browser.get(f"http://127.0.0.1:{srv.web_port}/")
+        wait_for(browser, "login:")
+        for line, prompt in [
+            ("new", "Username:"),
+            ("alice", "Password:"),
+            ("correct horse", "Password again:"),
+            ("correct horse", "alice@testhost:~$"),
+        ]:
+            type_keys(browser, line + Keys.ENTER)
+            wait_for(browser, prompt)
+        # Fill the screen, so the top row holds text that the bar could cover.
+        for i in range(40):
+            type_keys(browser, f"echo line{i}" + Keys.ENTER)
+        wait_for(browser, "\nline39\nalice@testhost:~$")
+        before = browser.execute_script(_GEOMETRY)
+        type_keys(browser, "logout" + Keys.ENTER)
+        banner = browser.find_element("id", "banner")
+        deadline = time.monotonic() + 10
+        while not banner.is_displayed() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert banner.is_displayed()
+        time.sleep(0.2)  # the fit after the bar appeared has been drawn
+        g = browser.execute_script(_GEOMETRY)
+        shot = tmp_path / "reconnect-bar.png"
+        assert browser.save_screenshot(str(shot))
+        bar, term = g["bar"], g["screen"]
+        assert bar["bottom"] > bar["top"]  # the bar is shown, with a height
+        assert bar["bottom"] <= term["top"], g  # and it covers no part of the terminal
+        assert bar["bottom"] <= g["first"]["top"], g  # the first row starts below it
+        assert g["last"]["bottom"] <= g["height"], g  # the last row still fits the window
+        assert before["screen"]["top"] < bar["bottom"], (before, g)  # the terminal moved down
+        shown = screen(browser)
+        assert shown.splitlines()[0].strip(), shown  # the top row has text, and it is in view
+        assert "logout" in shown
+        # Reconnecting hides the bar and gives the terminal the whole window again.
+        browser.find_element("id", "reconnect").click()
+        wait_for(browser, "login:")
+        again = browser.execute_script(_GEOMETRY)
+        assert again["screen"]["top"] == before["screen"]["top"], (before, again)
+    finally:
+        srv.stop()

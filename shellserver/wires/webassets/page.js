@@ -1,6 +1,7 @@
-// The browser terminal (SPEC §10): xterm.js on a WebSocket to /ws. The server does the echo,
-// the line editor and everything else; this file connects, reports the size, and offers a
-// reconnect when the socket closes. Frames to the server: "0" + keys, or "1" + "COLS ROWS".
+// The browser terminal: xterm.js on a WebSocket to /ws. The server does the echo, the line
+// editor and everything else; this file connects, reports the size, and offers a reconnect
+// when the socket closes. Frames to the server: "0" + keys, or "1" + "COLS ROWS"
+// (docs/web-protocol.md; tests/test_web_protocol.py keeps the two in step).
 "use strict";
 (function () {
   // xterm.js adds <style> elements of its own; the page's CSP admits them by this nonce.
@@ -28,8 +29,15 @@
     send("1" + term.cols + " " + term.rows);
   }
 
+  // The bar takes a row of the layout (page.css): the terminal is fitted again each time it
+  // comes or goes, so the bar never covers a line of the terminal.
+  function showBanner(shown) {
+    banner.hidden = !shown;
+    fit.fit();
+  }
+
   function connect() {
-    banner.hidden = true;
+    showBanner(false);
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const url = new URL("ws", location.href);
     url.protocol = scheme;
@@ -43,7 +51,7 @@
     };
     socket.onclose = function () {
       socket = null;
-      banner.hidden = false;
+      showBanner(true);
       document.getElementById("reconnect").focus();
     };
   }
