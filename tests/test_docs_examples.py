@@ -10,6 +10,7 @@ stop line must stop everything it started.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -115,8 +116,11 @@ def admin_on(port: int, password: str, timeout: float = 30.0) -> RawClient:
     return c
 
 
-def serving_together(ports: list[int], password: str) -> None:
-    """An admin logged in on each node; each sees every session, the cluster's ``who``."""
+def serving_together(
+    ports: list[int], password: str, meanwhile: Callable[[], None] = lambda: None
+) -> None:
+    """An admin logged in on each node; each sees every session, the cluster's ``who``;
+    then ``meanwhile()``, before they log out."""
     clients = [admin_on(p, password) for p in ports]
     try:
         deadline = time.monotonic() + 15
@@ -128,6 +132,7 @@ def serving_together(ports: list[int], password: str) -> None:
                     break
                 time.sleep(0.3)  # the other node's session reaches this one's mirror
             assert [user for user, _ in rows] == ["admin"] * len(ports), rows
+        meanwhile()
     finally:
         for c in clients:
             c.close()
@@ -158,7 +163,23 @@ def test_the_scaling_quick_start_pasted_into_one_shell(tmp_path: Path) -> None:
         assert out.count("is running: pid") == 2, out  # the `until` line saw both nodes
         assert "USER" in out and "TTY" in out, out  # and the CLI's `who` answered
         telnet = [ports[2323], ports[2324]]
-        serving_together(telnet, admin_password(tmp_path / data))
+
+        def who_json_of_each_node() -> None:
+            """docs/admin.md's `who --json` with `--node`: any node lists the cluster."""
+            (said,) = re.findall(
+                r"`(shellserver --node a who --json)`", (DOCS / "admin.md").read_text()
+            )
+            for name in ("a", "b"):
+                r = subprocess.run(
+                    ["bash", "-c", said.replace("--node a", f"--node {name}")],
+                    cwd=tmp_path, env={**env(), "SHELLSERVER_DATA": data},
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert r.returncode == 0, r.stderr
+                sessions = json.loads(r.stdout)["sessions"]
+                assert sorted(s["node"] for s in sessions) == ["a", "b"], sessions
+
+        serving_together(telnet, admin_password(tmp_path / data), who_json_of_each_node)
     for port in [*telnet, ports[6379]]:
         assert refused(port), f"port {port} still open after the stop line"
     for log in ("node-a.log", "node-b.log"):
