@@ -146,3 +146,24 @@ def test_the_installed_wheel_serves_the_browser_terminals_files(
     base = installed.site_packages / "shellserver" / "wires" / "webassets"
     for name in WEB_ASSETS:
         assert (base / name).is_file(), name
+
+
+PIP_INSTALL = re.compile(r"pip install((?:[ \t]+[^\s`|;&#)]+)+)")
+REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def test_every_install_line_in_the_docs_installs_this_project() -> None:
+    """No ``pip install shellserver`` (another project's name on the index): a path or a wheel."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    wheels = []
+    for doc in docs:
+        for m in PIP_INSTALL.finditer(doc.read_text()):
+            for arg in m.group(1).split():
+                if arg.startswith("-"):
+                    continue
+                if arg == "." or "/" in arg or arg.endswith((".whl", ".tar.gz")):
+                    wheels += [arg] if arg.endswith(".whl") else []
+                    continue
+                name = REQUIREMENT_NAME.match(arg)
+                assert name and name.group(0).lower() != "shellserver", f"{doc.name}: {m.group(0)}"
+    assert "dist/txshellserver-*-py3-none-any.whl" in wheels
