@@ -18,6 +18,8 @@ from pathlib import Path
 
 import attrs
 
+#: The checkout the tests run in.
+ROOT = Path(__file__).resolve().parent.parent
 Tree = dict[str, "Tree"]
 PLUGIN = "shellserver_plugin.py"
 LAUNCHER = """\
@@ -28,6 +30,11 @@ for name in {attr!r}.split("."):
     target = getattr(target, name)
 sys.exit(target())
 """
+
+
+def make_env() -> dict[str, str]:
+    """The environment of someone typing ``make`` at a shell: no outer make's flags."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
 
 
 def _ours(name: str) -> bool:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import freshvenv
 import pytest
+from freshvenv import ROOT, make_env
 from realserver import RealServer
-from test_packaging import ROOT, make_env
 
 # What `make install` builds the wheel from.
 SOURCES = ["Makefile", "pyproject.toml", "README.md", "shellserver", "twisted/plugins"]

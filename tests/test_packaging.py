@@ -6,7 +6,6 @@ three commands run from there, so what the wheel leaves out shows up as a failur
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import zipfile
@@ -20,15 +19,10 @@ from realserver import TWISTD
 
 import shellserver
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = freshvenv.ROOT
 DIST = "txshellserver"
 WEB_ASSETS = ["index.html", "page.js", "page.css", "favicon.svg", "vendor/xterm.js",
               "vendor/xterm.css", "vendor/addon-fit.js", "vendor/LICENSE.xterm"]  # fmt: skip
-
-
-def make_env() -> dict[str, str]:
-    """The environment of someone typing ``make`` at a shell: no outer make's flags."""
-    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
 
 
 def test_plugin_file_is_in_the_installed_distribution() -> None:
@@ -73,7 +67,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         capture_output=True,
         text=True,
         timeout=300,
-        env=make_env(),
+        env=freshvenv.make_env(),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     yield out

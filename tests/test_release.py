@@ -10,10 +10,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from test_packaging import DIST, ROOT
+from freshvenv import ROOT
 
 import shellserver
 
+DIST = "txshellserver"
 BIN = Path(sys.executable).parent
 TYPES = ("security", "removal", "feature", "bugfix", "doc", "misc")
 FRAGMENT = re.compile(rf"[a-z0-9][a-z0-9-]*\.({'|'.join(TYPES)})\.md")
