@@ -35,9 +35,10 @@ def checkout(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def venv(tmp_path: Path) -> freshvenv.FreshVenv:
+def venv(checkout: Path, tmp_path: Path) -> freshvenv.FreshVenv:
     venv = freshvenv.make(tmp_path / "env")
-    # The dependencies are there (freshvenv): what `make` would have installed for pyproject.toml.
+    # The dependencies are there (freshvenv): what `make` would have installed for the copied
+    # pyproject.toml, so the stamp is made after the copy, and newer.
     (venv.root / ".deps-stamp").touch()
     return venv
 
