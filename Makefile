@@ -1,22 +1,40 @@
 # Entry points: `make run`, `make test` and `make bench`. Each builds .venv from nothing.
+# Installing reports on stderr only, so `make cli ARGS="who --json" | python3 -m json.tool` reads
+# nothing but the CLI's output.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
+INSTALLED := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
+DIST ?= dist
 
-.PHONY: run cli test lint install bench bench-cluster clean assets
+.PHONY: run cli test lint install bench bench-cluster clean assets dist changelog
 
+# Before 0.2.0 the distribution was called shellserver (another project's name on the package
+# index): an older .venv drops it before installing txshellserver.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q ".[test]"
-	touch $(STAMP)
+	@echo "make: installing $(VENV) and the test dependencies (about a minute)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/python -m pip install -q --upgrade pip >&2
+	@$(BIN)/python -m pip uninstall -q -y shellserver >/dev/null 2>&1 || true
+	@$(BIN)/python -m pip install -q ".[test]" >&2
+	@touch $(STAMP)
+
+# What the wheel is built from: the install is redone only when one of these changed.
+SOURCES := pyproject.toml README.md twisted/plugins/shellserver_plugin.py \
+	$(shell find shellserver -type f ! -name '*.pyc' ! -path '*/__pycache__/*')
 
 # A real (not editable) install, so the tests exercise the wheel users get,
 # including twisted/plugins/shellserver_plugin.py.
-install: $(STAMP)
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --force-reinstall .
+# (The stamp's time is taken before pip runs: a file saved meanwhile is newer, so installed next time.)
+$(INSTALLED): $(STAMP) $(SOURCES)
+	@touch $(INSTALLED).new
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation --force-reinstall . >&2
+	@mv $(INSTALLED).new $(INSTALLED)
+
+install: $(INSTALLED)
+	@:
 
 # make run ARGS="--telnet tcp:2323:interface=127.0.0.1 --registration closed"
 run: install
@@ -25,6 +43,17 @@ run: install
 # make cli ARGS="status" -- the shellserver command, without activating .venv
 cli: install
 	@$(BIN)/shellserver $(ARGS)
+
+# make dist: the sdist, and the wheel built from it, in dist/ (docs/releasing.md);
+# `pip install dist/txshellserver-*-py3-none-any.whl` installs it.
+dist: $(STAMP)
+	rm -f $(DIST)/txshellserver-*
+	$(BIN)/python -m build --no-isolation --outdir $(DIST) .
+
+# make changelog: newsfragments/ collected into CHANGELOG.md under the version in
+# shellserver/__init__.py, the fragments removed with git rm (docs/releasing.md).
+changelog: $(STAMP)
+	$(BIN)/towncrier build --yes --version "$$($(BIN)/hatchling version)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

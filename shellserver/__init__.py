@@ -1,3 +1,3 @@
 """shellserver: a multi-user shell server on Twisted."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

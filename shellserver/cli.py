@@ -24,7 +24,7 @@ from twisted.logger import Logger, textFileLogObserver
 from twisted.protocols import amp
 from twisted.python.filepath import FilePath
 
-from shellserver import control
+from shellserver import __version__, control
 from shellserver.accounts import (
     ROLE_ADMIN,
     ROLE_USER,
@@ -63,6 +63,7 @@ def refuse(message: str) -> Failed:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shellserver", description="Control a running shellserver.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--data",
         default=default_data(),
