@@ -111,7 +111,7 @@ class RedisHub:
 
     @local.default
     def _local(self) -> Hub:
-        return Hub(node=self.node)
+        return Hub(node=self.node, clock=self.clock)
 
     def __attrs_post_init__(self) -> None:
         self.local.detacher = self.detach
@@ -339,10 +339,9 @@ class RedisHub:
 
     def _on_room(self, event: dict[str, Any]) -> None:
         message, sender = Message.of(event["t"]), event["s"]
-        for session_id in event["i"]:
-            session = self.local.local(int(session_id))
-            if session is not None and sender not in self.ignores(session.user):
-                session.deliver(message)
+        ids = [int(i) for i in event["i"]]
+        d = self.local.deliver_members(ids, message, sender, ignoring=self.ignores)
+        d.addErrback(self._log, "delivering a room line")
 
     def _on_announce(self, event: dict[str, Any]) -> None:
         if event["n"] != self.node and self.on_announce is not None:
@@ -644,20 +643,16 @@ class RedisHub:
     ) -> Deferred[tuple[int, int]]:
         async def send() -> tuple[int, int]:
             members = await self.room_members(room)
-            reached = tried = 0
+            here: list[Member] = []
             remote: dict[str, list[int]] = {}
             for m in members:
-                if sender in self.ignores(m.user):  # every node's lists are here
-                    continue
                 if m.node == self.node:
-                    if m.session_id == skip:
-                        continue
-                    session = self.local.local(m.session_id)
-                    if session is not None:
-                        tried += 1
-                        reached += session.deliver(message)
-                else:
+                    here.append(m)
+                elif sender not in self.ignores(m.user):  # every node's lists are here
                     remote.setdefault(m.node, []).append(m.session_id)
+            # This node's members: paced, a slice per reactor turn (fanout.py).
+            local = self.local.deliver_members(here, message, sender, skip, self.ignores)
+            reached = 0
             for node, ids in remote.items():
                 body = {"op": "room", "i": ids, "t": message.text, "s": sender}
                 try:
@@ -665,7 +660,8 @@ class RedisHub:
                         reached += len(ids)  # and there again, should a list have changed
                 except ClusterUnavailable:
                     pass
-            return reached, tried - min(tried, reached)
+            local_reached, tried = await local
+            return reached + local_reached, tried - local_reached
 
         return Deferred.fromCoroutine(send())
 
