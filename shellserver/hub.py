@@ -48,6 +48,10 @@ class IHub(Interface):
     def counts() -> tuple[int, int]:
         """(sessions, users) online, at once (``status``, the wall counters)."""
 
+    def nodes() -> list[str]:
+        """The live nodes' names, sorted (``status``): this one alone when not clustered;
+        clustered, those of the last heartbeat (none while Redis cannot be reached)."""
+
     def sessions() -> Deferred[list[SessionInfo]]:
         """Everyone online, in login order: records, not objects."""
 
@@ -186,6 +190,9 @@ class Hub:
 
     def counts(self) -> tuple[int, int]:
         return len(self._by_id), len(self._by_user)
+
+    def nodes(self) -> list[str]:
+        return [self.node]
 
     def allocate_tty(self, kind: str) -> Deferred[str]:
         return succeed(self.take_tty(kind))

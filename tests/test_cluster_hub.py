@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -390,6 +391,31 @@ async def test_rooms_across_nodes(cluster: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_room_lines_to_many_members_on_a_node_are_paced_and_in_order(
+    cluster: Any,
+) -> None:
+    """A line said on node a to 120 members on node b: b hands it out a slice at a time (here
+    16 a turn), every member gets every line, in the order said; so do a's own members."""
+    a, b = await cluster("a", "b")
+    a.hub.local.fanout.size = b.hub.local.fanout.size = 16
+    alice = await a.login("alice")
+    assert await a.hub.join_room("big", alice.id, "alice", alice.tty, 5, 500) == CREATED
+    here = [await a.login(f"h{i}") for i in range(40)]
+    there = [await b.login(f"m{i}") for i in range(120)]
+    for node, sessions in ((a, here), (b, there)):
+        for s in sessions:
+            assert await node.hub.join_room("big", s.id, s.user, s.tty, 5, 500) == JOINED
+    for n in range(3):
+        reached, dropped = await a.hub.send_room("big", Message.of(f"line {n}"), "alice", alice.id)
+        assert (reached, dropped) == (160, 0)
+    await until(lambda: all(b"line 2" in b.got(s) for s in there), what="all on b")
+    for node, sessions in ((a, here), (b, there)):
+        for s in sessions:
+            got = re.findall(rb"line (\d)", node.got(s))
+            assert got == [b"0", b"1", b"2"], (s.user, got)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_silent_node_is_reaped(
     cluster: Any, redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -421,6 +447,61 @@ async def test_a_silent_node_is_reaped(
     assert await a.hub.allocate_tty("tel") == "tel/1"
     assert await a.hub.allocate_tty("tel") == "tel/2"
     assert await a.hub.admit("bob", 1, 1, False) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_goes_is_logged_and_its_rooms_are_told(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of node b: every node that sees it go logs it with the count of sessions that
+    ended, and the members left in its sessions' rooms see them leave, as for a part (not
+    those who ignore them; a room that went with them tells nobody). A clean stop is logged
+    as such; a node starting fresh is not news."""
+    monkeypatch.setattr(cluster_hub_module, "BEAT", 0.2)
+    monkeypatch.setattr(cluster_hub_module, "TTL", 1.0)
+    logged: list[str] = []
+    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        a, b, c = await cluster("a", "b", "c")
+        assert not [line for line in logged if "left the cluster" in line]
+        alice, eve = await a.login("alice"), await a.login("eve")
+        bob, carol, dave = await b.login("bob"), await b.login("carol"), await b.login("dave")
+        a.hub.set_ignores("eve", frozenset({"carol"}))
+        for s, node in ((alice, a), (eve, a), (bob, b), (carol, b)):
+            assert await node.hub.join_room("lobby", s.id, s.user, s.tty, 5, 50) in (
+                CREATED,
+                JOINED,
+            )
+        assert await b.hub.join_room("den", dave.id, "dave", dave.tty, 5, 50) == CREATED
+        await until(lambda: len(a.hub.mirror) == 3 and len(c.hub.mirror) == 5, what="mirrors")
+
+        for loop in (b.hub._beat, b.hub._updates):  # b stops dead, as kill -9 would
+            assert loop is not None
+            loop.stop()
+        await b.hub.link.stop()
+
+        await until(lambda: b"[lobby] carol has left" in a.got(alice), what="alice told")
+        assert b"[lobby] bob has left" in a.got(alice)
+        await until(lambda: b"[lobby] bob has left" in a.got(eve), what="eve told")
+        await settle()
+        assert b"carol has left" not in a.got(eve)  # eve ignores carol
+        assert a.got(alice).count(b"has left") == 2  # and nothing of the den, gone with dave
+        lines = [line for line in logged if "node b left the cluster" in line]
+        assert len(lines) == 2, lines  # a and c both saw it go
+        for line in lines:
+            assert re.fullmatch(
+                r"node b left the cluster \(no heartbeat for [12] s\); 3 sessions ended", line
+            ), line
+        await until(lambda: a.hub.nodes() == ["a", "c"], what="a's live nodes")
+
+        await c.hub.stop()  # a clean stop, nobody on it
+        await until(lambda: any("node c left" in line for line in logged), what="c logged")
+        assert [line for line in logged if "node c left" in line] == [
+            "node c left the cluster (stopped); 0 sessions ended"
+        ]
+    finally:
+        globalLogPublisher.removeObserver(observer)
 
 
 @pytest_twisted.ensureDeferred

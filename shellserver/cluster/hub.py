@@ -39,8 +39,9 @@ from shellserver.cluster.url import RedisURL
 from shellserver.hub import ClusterUnavailable, Hub, IHub
 from shellserver.message import Message
 from shellserver.record import Delivery, SessionInfo, SessionRecord
-from shellserver.rooms import Member, RoomInfo
+from shellserver.rooms import Member, RoomInfo, left_text
 from shellserver.session import Session
+from shellserver.words import counted
 
 log = Logger()
 
@@ -106,8 +107,9 @@ class RedisHub:
     _waiting: list[Deferred[None]] = field(init=False, factory=list)
     _ready_timer: IDelayedCall | None = field(init=False, default=None)
     _resync_call: IDelayedCall | None = field(init=False, default=None)
-    #: Live nodes at the last heartbeat (the ``shellserver_cluster_nodes`` gauge).
-    live_nodes: int = field(init=False, default=0)
+    #: The live nodes: those of the last heartbeat, and since then those heard joining
+    #: (their snapshot event) less those heard going (``status``, the nodes gauge).
+    _live: set[str] = field(init=False, factory=set)
 
     @local.default
     def _local(self) -> Hub:
@@ -142,7 +144,9 @@ class RedisHub:
         if self._resync_call is not None and self._resync_call.active():
             self._resync_call.cancel()
         self._stop_waiting()
-        d: Deferred[Any] = self._run("REAP_SELF") if self.link.available else succeed(None)
+        d: Deferred[Any] = (
+            self._run("REAP_SELF", "stopped") if self.link.available else succeed(None)
+        )
         d.addErrback(lambda _: None)
         d.addCallback(lambda _: self.link.stop())
         return d
@@ -157,7 +161,7 @@ class RedisHub:
         d.addErrback(self._log, "joining the cluster")
 
     def disconnected(self) -> None:
-        self.live_nodes = 0  # the gauge: this node sees no cluster now
+        self._live = set()  # this node sees no cluster now
         if self._beat is not None and self._beat.running:
             self._beat.stop()
         self._beat = None
@@ -165,7 +169,7 @@ class RedisHub:
     def _sync(self, reset_first: bool) -> Deferred[None]:
         async def sync() -> None:
             if reset_first:  # a node of this name that died may have left records
-                await self._run("REAP_SELF")
+                await self._run("REAP_SELF", "restarted")
             await self._check_epoch()
             await self._republish()
             live = await self._heartbeat()
@@ -219,7 +223,7 @@ class RedisHub:
         fresh, flat, redis_ms = await self._run("HEARTBEAT", int(TTL * 1000))
         self._redis_offset = redis_ms / 1000 - self.clock.seconds()
         live = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        self.live_nodes = len(live)
+        self._live = set(live)
         if fresh and self._started and len(self.local.local_sessions()):
             # We had been reaped (a long pause) or Redis lost its data: put ourselves back.
             await self._republish()
@@ -297,14 +301,50 @@ class RedisHub:
 
     def _on_snap(self, event: dict[str, Any]) -> None:
         node = event["n"]
+        if self._live:  # joined (else the heartbeat will tell)
+            self._live.add(node)
         if node != self.node:
             self.mirror.stale.add(node)
             self._maybe_resync()
 
     def _on_gone(self, event: dict[str, Any]) -> None:
+        """A node was reaped (no heartbeat), stopped, or started again under its name: its
+        sessions are gone. Every node logs it, and tells its own members of the rooms those
+        sessions were in that they left, as a ``part`` would have."""
         node = event["n"]
-        if node != self.node:
-            self.mirror.forget(node)
+        if node == self.node:
+            return  # our own previous life, or our own stop: nothing we did not know
+        self.mirror.forget(node)
+        self._live.discard(node)
+        why = event.get("w")
+        if why is None:
+            return  # nothing was there (a node starting fresh)
+        ended = int(event.get("c", 0))
+        if why == "beat":
+            reason = f"no heartbeat for {int(event.get('a', TTL * 1000)) // 1000} s"
+        else:
+            reason = str(why)
+        log.info(
+            "node {node} left the cluster ({reason}); {ended} ended",
+            event="node_left",
+            node=node,
+            reason=reason,
+            ended=counted(ended, "session"),
+            sessions=ended,
+        )
+        parts = [(str(room), str(user)) for room, user in event.get("p") or ()]
+        if parts and self.link.available:
+            d = Deferred.fromCoroutine(self._tell_parts(parts))
+            d.addErrback(self._log, "telling rooms of a node that left")
+
+    async def _tell_parts(self, parts: list[tuple[str, str]]) -> None:
+        """``[#room] bob has left`` to this node's members of each room, paced like a part."""
+        for room, user in parts:
+            members = await self.room_members(room)
+            here = [m for m in members if m.node == self.node]
+            if here:
+                message = Message.of(left_text(room, user))
+                await self.local.deliver_members(here, message, user, ignoring=self.ignores)
 
     def _maybe_resync(self) -> None:
         if self.mirror.stale:
@@ -389,6 +429,14 @@ class RedisHub:
         users = self.mirror.users()
         users.update(self.local.local_users())
         return here + len(self.mirror), len(users)
+
+    def nodes(self) -> list[str]:
+        return sorted(self._live)
+
+    @property
+    def live_nodes(self) -> int:
+        """How many nodes are live (the ``shellserver_cluster_nodes`` gauge)."""
+        return len(self._live)
 
     def sessions(self) -> Deferred[list[SessionInfo]]:
         everyone: list[SessionInfo] = [*self.local.local_sessions(), *self.mirror.records()]
