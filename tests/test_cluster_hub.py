@@ -572,6 +572,18 @@ async def _outage_ends_a_session(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_session_that_ended_during_an_outage_is_seen_leaving_its_rooms(
+    cluster: Any, redis: Any, redis_server: RedisServer
+) -> None:
+    """Its part could not be announced while Redis was away: the node, back, tells the rooms
+    (every node hears it and tells its own members: here alice, on carol's node)."""
+    a, b = await cluster("a", "b")
+    await _outage_ends_a_session(a, b, redis, redis_server.pause, redis_server.resume)
+    [alice] = [s for s in a.hub.local_sessions() if s.user == "alice"]
+    await until(lambda: b"[lobby] carol has left" in a.got(alice), what="alice told")
+
+
+@pytest_twisted.ensureDeferred
 async def test_redis_restart_resurrects_nothing(
     cluster: Any, redis: Any, redis_server: RedisServer
 ) -> None:

@@ -332,13 +332,18 @@ class RedisHub:
             ended=counted(ended, "session"),
             sessions=ended,
         )
+        self._on_left(event)
+
+    def _on_left(self, event: dict[str, Any]) -> None:
+        """Sessions left rooms without a part being announced (their node was reaped, or they
+        ended while their node could not reach Redis): ``[#room] bob has left`` to this
+        node's members of each room, paced as any room line."""
         parts = [(str(room), str(user)) for room, user in event.get("p") or ()]
         if parts and self.link.available:
             d = Deferred.fromCoroutine(self._tell_parts(parts))
-            d.addErrback(self._log, "telling rooms of a node that left")
+            d.addErrback(self._log, "telling rooms who left")
 
     async def _tell_parts(self, parts: list[tuple[str, str]]) -> None:
-        """``[#room] bob has left`` to this node's members of each room, paced like a part."""
         for room, user in parts:
             members = await self.room_members(room)
             here = [m for m in members if m.node == self.node]
@@ -785,6 +790,7 @@ _HANDLERS: dict[str, Callable[[RedisHub, dict[str, Any]], None]] = {
     "det": RedisHub._on_detach,
     "snap": RedisHub._on_snap,
     "gone": RedisHub._on_gone,
+    "left": RedisHub._on_left,
     "wall": RedisHub._on_wall,
     "ign": RedisHub._on_ignores,
     "rooms": RedisHub._on_rooms,

@@ -150,8 +150,14 @@ local node = ARGV[3]
 local keep, ttys = {}, {}
 for i = 4, #ARGV, 2 do keep[ARGV[i]] = true; ttys[ARGV[i + 1]] = true end
 local changed_rooms = false
-for _, id in ipairs(redis.call('HKEYS', P..'s:'..node)) do
-  if not keep[id] and leave_rooms(node..'/'..id) then changed_rooms = true end
+local parts = {}
+local flat = redis.call('HGETALL', P..'s:'..node)
+for i = 1, #flat, 2 do
+  local id = flat[i]
+  if not keep[id] then
+    local user = cjson.decode(flat[i + 1])[3]
+    if leave_rooms(node..'/'..id, user, parts) then changed_rooms = true end
+  end
 end
 drop_claims(node, keep)
 for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do
@@ -159,6 +165,13 @@ for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do
 end
 redis.call('DEL', P..'s:'..node)
 if changed_rooms then redis.call('PUBLISH', ALL, '{"op":"rooms"}') end
+-- The sessions that ended while the node was away left their rooms unheard: tell them now.
+local told = {}
+for _, part in pairs(parts) do table.insert(told, part) end
+if #told > 0 then
+  table.sort(told, function(x, y) return x[1]..' '..x[2] < y[1]..' '..y[2] end)
+  redis.call('PUBLISH', ALL, cjson.encode({op='left', p=told}))
+end
 return 1
 """
 )
