@@ -505,6 +505,32 @@ async def test_a_node_that_goes_is_logged_and_its_rooms_are_told(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_node_restarted_at_once_ends_its_previous_life_visibly(cluster: Any) -> None:
+    """Killed and started again under its name before anyone reaped it (a supervisor's quick
+    restart): its old sessions still end, logged and told as if it had been reaped."""
+    logged: list[str] = []
+    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        a, b = await cluster("a", "b")
+        alice, bob = await a.login("alice"), await b.login("bob")
+        assert await a.hub.join_room("lobby", alice.id, "alice", alice.tty, 5, 50) == CREATED
+        assert await b.hub.join_room("lobby", bob.id, "bob", bob.tty, 5, 50) == JOINED
+        for loop in (b.hub._beat, b.hub._updates):  # b dies ...
+            assert loop is not None
+            loop.stop()
+        await b.hub.link.stop()
+        await cluster("b")  # ... and is back at once, with nobody on it yet
+        await until(lambda: b"[lobby] bob has left" in a.got(alice), what="alice told")
+        assert [line for line in logged if "left the cluster" in line] == [
+            "node b left the cluster (restarted); 1 session ended"
+        ]
+        assert [m.user for m in await a.hub.room_members("lobby")] == ["alice"]
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
+@pytest_twisted.ensureDeferred
 async def test_redis_down_local_service_goes_on(cluster: Any, redis_server: RedisServer) -> None:
     a, b = await cluster("a", "b")
     alice = await a.login("alice")
