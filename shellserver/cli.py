@@ -396,18 +396,33 @@ def status_text(r: dict[str, Any]) -> str:
     if r.get("shutdown_at") is not None:
         stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
         text += f"\nshutdown scheduled for {stamp}"
+    if r.get("node") is not None:  # clustered
+        nodes = r.get("nodes") or []
+        if nodes:
+            text += (
+                f"\nnode {r['node']}, in a cluster of {counted(len(nodes), 'live node')}: "
+                + ", ".join(nodes)
+            )
+        else:
+            text += f"\nnode {r['node']}: the cluster cannot be reached (Redis does not answer)"
     for line in r.get("ssh_keys") or ():
         text += f"\nSSH host key {line}"
     return text
 
 
 def who_table(document: dict[str, Any]) -> str:
-    rows = [f"{'USER':<12} {'TTY':<8} {'ROLE':<6} {'LOGIN':<25} {'IDLE':>5} MESG FROM"]
+    """The sessions as a table; clustered (the document lists the live nodes), a NODE column."""
+    nodes = "nodes" in document
+    head = f"{'USER':<12} {'TTY':<8} {'ROLE':<6} {'LOGIN':<25} {'IDLE':>5} MESG "
+    rows = [head + (f"{'NODE':<12} FROM" if nodes else "FROM")]
     for s in document["sessions"]:
-        rows.append(
+        row = (
             f"{s['user']:<12} {s['tty']:<8} {s['role']:<6} {s['login']:<25} "
-            f"{format_idle(s['idle_s']):>5} {'+' if s['mesg'] else '-':<4} {s['peer']}"
+            f"{format_idle(s['idle_s']):>5} {'+' if s['mesg'] else '-':<4} "
         )
+        if nodes:
+            row += f"{s['node']:<12} "
+        rows.append(row + s["peer"])
     return "\n".join(rows)
 
 

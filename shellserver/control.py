@@ -66,6 +66,9 @@ class Status(amp.Command):
         (b"hostname", amp.Unicode()),
         (b"shutdown_at", amp.Float(optional=True)),
         (b"ssh_keys", amp.ListOf(amp.Unicode(), optional=True)),
+        # Clustered: this node's name and the live nodes' (none while Redis is unreachable).
+        (b"node", amp.Unicode(optional=True)),
+        (b"nodes", amp.ListOf(amp.Unicode(), optional=True)),
     ]
 
 
@@ -151,9 +154,9 @@ def rfc3339(when: float) -> str:
 
 
 def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
-    """The stable ``who --json`` schema (docs/admin.md)."""
+    """The stable ``who --json`` schema (docs/admin.md); clustered, with the live ``nodes``."""
     now = server.clock.seconds()
-    return {
+    document: dict[str, Any] = {
         "sessions": [
             {
                 "user": s.user,
@@ -169,6 +172,9 @@ def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
             for s in sessions
         ]
     }
+    if server.config.cluster is not None:
+        document["nodes"] = server.hub.nodes()
+    return document
 
 
 class ControlProtocol(amp.AMP):
@@ -226,6 +232,9 @@ class ControlProtocol(amp.AMP):
             result["shutdown_at"] = shutdown.at
         if self.ssh is not None and self.ssh.fingerprints:
             result["ssh_keys"] = list(self.ssh.fingerprints)
+        if self.server.config.cluster is not None:
+            result["node"] = self.server.config.node
+            result["nodes"] = hub.nodes()
         return result
 
     @Wall.responder

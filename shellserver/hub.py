@@ -9,12 +9,14 @@ Deferreds because a clustered hub (Redis) will be asynchronous; callers
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
+from shellserver.fanout import Fanout
 from shellserver.message import Message as Message  # re-exported: where callers find it
 from shellserver.record import Delivery as Delivery
 from shellserver.record import SessionInfo
@@ -45,6 +47,10 @@ class IHub(Interface):
 
     def counts() -> tuple[int, int]:
         """(sessions, users) online, at once (``status``, the wall counters)."""
+
+    def nodes() -> list[str]:
+        """The live nodes' names, sorted (``status``): this one alone when not clustered;
+        clustered, those of the last heartbeat (none while Redis cannot be reached)."""
 
     def sessions() -> Deferred[list[SessionInfo]]:
         """Everyone online, in login order: records, not objects."""
@@ -160,8 +166,11 @@ class Hub:
     """The in-memory hub of a single server process (and each node's local table in a
     cluster: :class:`shellserver.cluster.hub.RedisHub` keeps one for its own sessions)."""
 
-    def __init__(self, node: str = "") -> None:
+    def __init__(self, node: str = "", clock: IReactorTime | None = None) -> None:
         self.node = node
+        #: Room lines to many members, a slice per reactor turn (fanout.py); without a
+        #: clock, all at once.
+        self.fanout = Fanout(clock)
         self.on_announce: Callable[[str, dict[str, Any]], None] | None = None
         #: What ends a session's membership when the hub ends it: this hub's ``detach``, or
         #: the clustered hub's that holds this one as its local table.
@@ -181,6 +190,9 @@ class Hub:
 
     def counts(self) -> tuple[int, int]:
         return len(self._by_id), len(self._by_user)
+
+    def nodes(self) -> list[str]:
+        return [self.node]
 
     def allocate_tty(self, kind: str) -> Deferred[str]:
         return succeed(self.take_tty(kind))
@@ -359,21 +371,49 @@ class Hub:
     def send_room(
         self, room: str, message: Message, sender: str, skip: int | None = None
     ) -> Deferred[tuple[int, int]]:
+        counts = self.deliver_members(self._rooms.members(room), message, sender, skip)
+        return counts.addCallback(_reached_dropped)
+
+    def deliver_members(
+        self,
+        members: Sequence[Member | int],
+        message: Message,
+        sender: str,
+        skip: int | None = None,
+        ignoring: Callable[[str], frozenset[str]] | None = None,
+    ) -> Deferred[list[int]]:
+        """``message`` to this node's sessions among ``members`` (Members, or bare session
+        ids), but ``skip`` and those whose user ignores ``sender``, paced by the fan-out:
+        fires with [reached, tried]. The message is the same object for all (encoded once
+        per kind of wire); each member costs a lookup and its terminal's lead. ``ignoring``
+        tells whom a user ignores (a clustered hub's lists; by default this hub's)."""
         ignores, by_id = self._ignores, self._by_id
-        reached = tried = 0
-        for member in self._rooms.members(room):
-            if member.session_id == skip:
-                continue
-            if ignores and sender in ignores.get(member.user, _NOBODY):
-                continue
-            session = by_id.get(member.session_id)
-            if session is not None:
-                tried += 1
-                reached += session.deliver(message)
-        return succeed((reached, tried - reached))
+        counts = [0, 0]
+
+        def step(member: Member | int) -> None:
+            session_id = member if isinstance(member, int) else member.session_id
+            if session_id == skip:
+                return
+            session = by_id.get(session_id)
+            if session is None:
+                return
+            if ignoring is not None:
+                if sender in ignoring(session.user):
+                    return
+            elif ignores and sender in ignores.get(session.user, _NOBODY):
+                return
+            counts[1] += 1
+            counts[0] += session.deliver(message)
+
+        return self.fanout.run(members, step).addCallback(lambda _: counts)
 
     def room_names(self) -> list[str]:
         return self._rooms.names()
 
 
 _NOBODY: frozenset[str] = frozenset()
+
+
+def _reached_dropped(counts: list[int]) -> tuple[int, int]:
+    reached, tried = counts
+    return reached, tried - reached

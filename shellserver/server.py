@@ -67,7 +67,7 @@ class Server:
 
     @hub.default
     def _hub(self) -> IHub:
-        return Hub(node=self.config.node)
+        return Hub(node=self.config.node, clock=self.clock)
 
     @redraws.default
     def _redraws(self) -> Redraws:

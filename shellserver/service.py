@@ -167,7 +167,7 @@ class ShellService(Service):
         )
         from shellserver.commands import REGISTRY
 
-        hub: IHub = Hub(node=cfg.node)
+        hub: IHub = Hub(node=cfg.node, clock=self.reactor)
         if cfg.cluster is not None:
             self.cluster = cluster_hub(cfg.cluster, cfg.node, self.reactor)
             hub = self.cluster

@@ -319,14 +319,21 @@ def test_max_sessions_refuse_across_nodes(tmp_path: Path) -> None:
 
 
 def test_a_node_killed_drops_out_of_who_within_15_s(tmp_path: Path) -> None:
-    with running(tmp_path, "ab", users=["alice", "bob", "carol"]) as cluster:
-        alice = cluster.login("a", "alice")
-        cluster.login("b", "bob")
-        cluster.login("b", "carol")
+    """kill -9 of node b: gone from who everywhere within 15 s; node a logs it with the count
+    of sessions that ended, its rooms' members see them leave, and ``shellserver status``
+    names the node and the live ones."""
+    with running(tmp_path, "abc", users=["alice", "bob", "carol", "dave"]) as cluster:
+        alice, dave = cluster.login("a", "alice"), cluster.login("a", "dave")
+        bob, carol = cluster.login("b", "bob"), cluster.login("b", "carol")
+        for c, user in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+            assert f"[#x] {user} has joined" in run(c, "join #x", user)
         away = {"bob", "carol"}
         assert eventually(lambda: {u for u, _ in listed(alice, "alice", away)} == away, 5), (
             "node a never saw node b's sessions"
         )
+        status = cluster.cli("a", "status")
+        assert status.returncode == 0, status.stderr
+        assert "\nnode a, in a cluster of 3 live nodes: a, b, c\n" in status.stdout + "\n"
 
         cluster.kill("b")
         killed = time.monotonic()
@@ -334,10 +341,45 @@ def test_a_node_killed_drops_out_of_who_within_15_s(tmp_path: Path) -> None:
         took = time.monotonic() - killed
         assert gone, f"node b's sessions still in node a's who {took:.1f} s after kill -9"
         assert took <= 15, f"node b's sessions left node a's who only after {took:.1f} s"
+
+        # The room: bob and carol left it, as if they had typed part.
+        def told() -> bool:
+            run(alice, "echo", "alice")
+            return b"[#x] carol has left" in alice.raw_seen
+
+        assert eventually(told, 5), alice.raw_seen[-500:]
+        assert b"[#x] bob has left\r\n" in alice.raw_seen
+        alice.send_line("echo in step")  # past the prompts the messages drew again
+        alice.expect("in step\nalice@testhost:~$ ")
         assert not [s for s in cluster.who_json("a") if s["user"] in away]
         assert {u for u, _ in who_rows(run(alice, "who", "alice"))} >= {"alice"}
         # Nobody to write to on b any more: saved for later, as for anyone offline.
         assert "write: bob is not logged in" in run(alice, "write bob are you there?", "alice")
+        assert {u for u, _ in who_rows(run(alice, "who #x", "alice"))} == {"alice"}
+        # The log of node a (and c): who went, why, and what ended with it.
+        for node in "ac":
+            log = cluster[node].log_text()
+            assert re.search(
+                r"node b left the cluster \(no heartbeat for 1[0-5] s\); 2 sessions ended\n", log
+            ), (node, log[-2000:])
+        status = cluster.cli("a", "status")
+        assert status.returncode == 0, status.stderr
+        assert "\nnode a, in a cluster of 2 live nodes: a, c\n" in status.stdout + "\n"
+
+        # Plain who shows admins the node of each session (the CLI, and a session); not others.
+        cluster.login("c", "bob")
+        r = cluster.cli("a", "who")
+        assert r.returncode == 0, r.stderr
+        header, *rows = r.stdout.splitlines()
+        assert header.split() == ["USER", "TTY", "ROLE", "LOGIN", "IDLE", "MESG", "NODE", "FROM"]
+        assert any(row.split()[0] == "bob" and " c " in row for row in rows), r.stdout
+        admin = cluster.admin("a")
+        assert eventually(lambda: "bob" in run(admin, "who", ADMIN), 5)
+        header, *rows = run(admin, "who", ADMIN).splitlines()
+        assert header.split() == ["USER", "TTY", "LOGIN", "IDLE", "MESG", "NODE", "FROM"]
+        assert re.search(r"^bob +\S+ .* c +127\.0\.0\.1$", "\n".join(rows), re.M), rows
+        header = run(dave, "who", "dave").splitlines()[0]
+        assert header.split() == ["USER", "TTY", "LOGIN", "IDLE", "MESG"]
         assert "Traceback" not in cluster["a"].log_text()
 
 

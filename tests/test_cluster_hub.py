@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -390,6 +391,31 @@ async def test_rooms_across_nodes(cluster: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_room_lines_to_many_members_on_a_node_are_paced_and_in_order(
+    cluster: Any,
+) -> None:
+    """A line said on node a to 120 members on node b: b hands it out a slice at a time (here
+    16 a turn), every member gets every line, in the order said; so do a's own members."""
+    a, b = await cluster("a", "b")
+    a.hub.local.fanout.size = b.hub.local.fanout.size = 16
+    alice = await a.login("alice")
+    assert await a.hub.join_room("big", alice.id, "alice", alice.tty, 5, 500) == CREATED
+    here = [await a.login(f"h{i}") for i in range(40)]
+    there = [await b.login(f"m{i}") for i in range(120)]
+    for node, sessions in ((a, here), (b, there)):
+        for s in sessions:
+            assert await node.hub.join_room("big", s.id, s.user, s.tty, 5, 500) == JOINED
+    for n in range(3):
+        reached, dropped = await a.hub.send_room("big", Message.of(f"line {n}"), "alice", alice.id)
+        assert (reached, dropped) == (160, 0)
+    await until(lambda: all(b"line 2" in b.got(s) for s in there), what="all on b")
+    for node, sessions in ((a, here), (b, there)):
+        for s in sessions:
+            got = re.findall(rb"line (\d)", node.got(s))
+            assert got == [b"0", b"1", b"2"], (s.user, got)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_silent_node_is_reaped(
     cluster: Any, redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -421,6 +447,87 @@ async def test_a_silent_node_is_reaped(
     assert await a.hub.allocate_tty("tel") == "tel/1"
     assert await a.hub.allocate_tty("tel") == "tel/2"
     assert await a.hub.admit("bob", 1, 1, False) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_goes_is_logged_and_its_rooms_are_told(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of node b: every node that sees it go logs it with the count of sessions that
+    ended, and the members left in its sessions' rooms see them leave, as for a part (not
+    those who ignore them; a room that went with them tells nobody). A clean stop is logged
+    as such; a node starting fresh is not news."""
+    monkeypatch.setattr(cluster_hub_module, "BEAT", 0.2)
+    monkeypatch.setattr(cluster_hub_module, "TTL", 1.0)
+    logged: list[str] = []
+    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        a, b, c = await cluster("a", "b", "c")
+        assert not [line for line in logged if "left the cluster" in line]
+        alice, eve = await a.login("alice"), await a.login("eve")
+        bob, carol, dave = await b.login("bob"), await b.login("carol"), await b.login("dave")
+        a.hub.set_ignores("eve", frozenset({"carol"}))
+        for s, node in ((alice, a), (eve, a), (bob, b), (carol, b)):
+            assert await node.hub.join_room("lobby", s.id, s.user, s.tty, 5, 50) in (
+                CREATED,
+                JOINED,
+            )
+        assert await b.hub.join_room("den", dave.id, "dave", dave.tty, 5, 50) == CREATED
+        await until(lambda: len(a.hub.mirror) == 3 and len(c.hub.mirror) == 5, what="mirrors")
+
+        for loop in (b.hub._beat, b.hub._updates):  # b stops dead, as kill -9 would
+            assert loop is not None
+            loop.stop()
+        await b.hub.link.stop()
+
+        await until(lambda: b"[lobby] carol has left" in a.got(alice), what="alice told")
+        assert b"[lobby] bob has left" in a.got(alice)
+        await until(lambda: b"[lobby] bob has left" in a.got(eve), what="eve told")
+        await settle()
+        assert b"carol has left" not in a.got(eve)  # eve ignores carol
+        assert a.got(alice).count(b"has left") == 2  # and nothing of the den, gone with dave
+        lines = [line for line in logged if "node b left the cluster" in line]
+        assert len(lines) == 2, lines  # a and c both saw it go
+        for line in lines:
+            assert re.fullmatch(
+                r"node b left the cluster \(no heartbeat for [12] s\); 3 sessions ended", line
+            ), line
+        await until(lambda: a.hub.nodes() == ["a", "c"], what="a's live nodes")
+
+        await c.hub.stop()  # a clean stop, nobody on it
+        await until(lambda: any("node c left" in line for line in logged), what="c logged")
+        assert [line for line in logged if "node c left" in line] == [
+            "node c left the cluster (stopped); 0 sessions ended"
+        ]
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_restarted_at_once_ends_its_previous_life_visibly(cluster: Any) -> None:
+    """Killed and started again under its name before anyone reaped it (a supervisor's quick
+    restart): its old sessions still end, logged and told as if it had been reaped."""
+    logged: list[str] = []
+    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        a, b = await cluster("a", "b")
+        alice, bob = await a.login("alice"), await b.login("bob")
+        assert await a.hub.join_room("lobby", alice.id, "alice", alice.tty, 5, 50) == CREATED
+        assert await b.hub.join_room("lobby", bob.id, "bob", bob.tty, 5, 50) == JOINED
+        for loop in (b.hub._beat, b.hub._updates):  # b dies ...
+            assert loop is not None
+            loop.stop()
+        await b.hub.link.stop()
+        await cluster("b")  # ... and is back at once, with nobody on it yet
+        await until(lambda: b"[lobby] bob has left" in a.got(alice), what="alice told")
+        assert [line for line in logged if "left the cluster" in line] == [
+            "node b left the cluster (restarted); 1 session ended"
+        ]
+        assert [m.user for m in await a.hub.room_members("lobby")] == ["alice"]
+    finally:
+        globalLogPublisher.removeObserver(observer)
 
 
 @pytest_twisted.ensureDeferred
@@ -488,6 +595,18 @@ async def _outage_ends_a_session(
     assert await b.hub.admit("carol", 5, 1, False) == []
     assert [m.user for m in await b.hub.room_members("lobby")] in ([], ["alice"])
     return carol
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_that_ended_during_an_outage_is_seen_leaving_its_rooms(
+    cluster: Any, redis: Any, redis_server: RedisServer
+) -> None:
+    """Its part could not be announced while Redis was away: the node, back, tells the rooms
+    (every node hears it and tells its own members: here alice, on carol's node)."""
+    a, b = await cluster("a", "b")
+    await _outage_ends_a_session(a, b, redis, redis_server.pause, redis_server.resume)
+    [alice] = [s for s in a.hub.local_sessions() if s.user == "alice"]
+    await until(lambda: b"[lobby] carol has left" in a.got(alice), what="alice told")
 
 
 @pytest_twisted.ensureDeferred

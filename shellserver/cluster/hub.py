@@ -39,8 +39,9 @@ from shellserver.cluster.url import RedisURL
 from shellserver.hub import ClusterUnavailable, Hub, IHub
 from shellserver.message import Message
 from shellserver.record import Delivery, SessionInfo, SessionRecord
-from shellserver.rooms import Member, RoomInfo
+from shellserver.rooms import Member, RoomInfo, left_text
 from shellserver.session import Session
+from shellserver.words import counted
 
 log = Logger()
 
@@ -106,12 +107,13 @@ class RedisHub:
     _waiting: list[Deferred[None]] = field(init=False, factory=list)
     _ready_timer: IDelayedCall | None = field(init=False, default=None)
     _resync_call: IDelayedCall | None = field(init=False, default=None)
-    #: Live nodes at the last heartbeat (the ``shellserver_cluster_nodes`` gauge).
-    live_nodes: int = field(init=False, default=0)
+    #: The live nodes: those of the last heartbeat, and since then those heard joining
+    #: (their snapshot event) less those heard going (``status``, the nodes gauge).
+    _live: set[str] = field(init=False, factory=set)
 
     @local.default
     def _local(self) -> Hub:
-        return Hub(node=self.node)
+        return Hub(node=self.node, clock=self.clock)
 
     def __attrs_post_init__(self) -> None:
         self.local.detacher = self.detach
@@ -142,7 +144,9 @@ class RedisHub:
         if self._resync_call is not None and self._resync_call.active():
             self._resync_call.cancel()
         self._stop_waiting()
-        d: Deferred[Any] = self._run("REAP_SELF") if self.link.available else succeed(None)
+        d: Deferred[Any] = (
+            self._run("REAP_SELF", "stopped") if self.link.available else succeed(None)
+        )
         d.addErrback(lambda _: None)
         d.addCallback(lambda _: self.link.stop())
         return d
@@ -157,7 +161,7 @@ class RedisHub:
         d.addErrback(self._log, "joining the cluster")
 
     def disconnected(self) -> None:
-        self.live_nodes = 0  # the gauge: this node sees no cluster now
+        self._live = set()  # this node sees no cluster now
         if self._beat is not None and self._beat.running:
             self._beat.stop()
         self._beat = None
@@ -165,7 +169,7 @@ class RedisHub:
     def _sync(self, reset_first: bool) -> Deferred[None]:
         async def sync() -> None:
             if reset_first:  # a node of this name that died may have left records
-                await self._run("REAP_SELF")
+                await self._run("REAP_SELF", "restarted")
             await self._check_epoch()
             await self._republish()
             live = await self._heartbeat()
@@ -219,7 +223,7 @@ class RedisHub:
         fresh, flat, redis_ms = await self._run("HEARTBEAT", int(TTL * 1000))
         self._redis_offset = redis_ms / 1000 - self.clock.seconds()
         live = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        self.live_nodes = len(live)
+        self._live = set(live)
         if fresh and self._started and len(self.local.local_sessions()):
             # We had been reaped (a long pause) or Redis lost its data: put ourselves back.
             await self._republish()
@@ -297,14 +301,55 @@ class RedisHub:
 
     def _on_snap(self, event: dict[str, Any]) -> None:
         node = event["n"]
+        if self._live:  # joined (else the heartbeat will tell)
+            self._live.add(node)
         if node != self.node:
             self.mirror.stale.add(node)
             self._maybe_resync()
 
     def _on_gone(self, event: dict[str, Any]) -> None:
+        """A node was reaped (no heartbeat), stopped, or started again under its name: its
+        sessions are gone. Every node logs it, and tells its own members of the rooms those
+        sessions were in that they left, as a ``part`` would have."""
         node = event["n"]
-        if node != self.node:
-            self.mirror.forget(node)
+        if node == self.node:
+            return  # our own previous life, or our own stop: nothing we did not know
+        self.mirror.forget(node)
+        self._live.discard(node)
+        why = event.get("w")
+        if why is None:
+            return  # nothing was there (a node starting fresh)
+        ended = int(event.get("c", 0))
+        if why == "beat":
+            reason = f"no heartbeat for {int(event.get('a', TTL * 1000)) // 1000} s"
+        else:
+            reason = str(why)
+        log.info(
+            "node {node} left the cluster ({reason}); {ended} ended",
+            event="node_left",
+            node=node,
+            reason=reason,
+            ended=counted(ended, "session"),
+            sessions=ended,
+        )
+        self._on_left(event)
+
+    def _on_left(self, event: dict[str, Any]) -> None:
+        """Sessions left rooms without a part being announced (their node was reaped, or they
+        ended while their node could not reach Redis): ``[#room] bob has left`` to this
+        node's members of each room, paced as any room line."""
+        parts = [(str(room), str(user)) for room, user in event.get("p") or ()]
+        if parts and self.link.available:
+            d = Deferred.fromCoroutine(self._tell_parts(parts))
+            d.addErrback(self._log, "telling rooms who left")
+
+    async def _tell_parts(self, parts: list[tuple[str, str]]) -> None:
+        for room, user in parts:
+            members = await self.room_members(room)
+            here = [m for m in members if m.node == self.node]
+            if here:
+                message = Message.of(left_text(room, user))
+                await self.local.deliver_members(here, message, user, ignoring=self.ignores)
 
     def _maybe_resync(self) -> None:
         if self.mirror.stale:
@@ -339,10 +384,9 @@ class RedisHub:
 
     def _on_room(self, event: dict[str, Any]) -> None:
         message, sender = Message.of(event["t"]), event["s"]
-        for session_id in event["i"]:
-            session = self.local.local(int(session_id))
-            if session is not None and sender not in self.ignores(session.user):
-                session.deliver(message)
+        ids = [int(i) for i in event["i"]]
+        d = self.local.deliver_members(ids, message, sender, ignoring=self.ignores)
+        d.addErrback(self._log, "delivering a room line")
 
     def _on_announce(self, event: dict[str, Any]) -> None:
         if event["n"] != self.node and self.on_announce is not None:
@@ -390,6 +434,14 @@ class RedisHub:
         users = self.mirror.users()
         users.update(self.local.local_users())
         return here + len(self.mirror), len(users)
+
+    def nodes(self) -> list[str]:
+        return sorted(self._live)
+
+    @property
+    def live_nodes(self) -> int:
+        """How many nodes are live (the ``shellserver_cluster_nodes`` gauge)."""
+        return len(self._live)
 
     def sessions(self) -> Deferred[list[SessionInfo]]:
         everyone: list[SessionInfo] = [*self.local.local_sessions(), *self.mirror.records()]
@@ -644,20 +696,16 @@ class RedisHub:
     ) -> Deferred[tuple[int, int]]:
         async def send() -> tuple[int, int]:
             members = await self.room_members(room)
-            reached = tried = 0
+            here: list[Member] = []
             remote: dict[str, list[int]] = {}
             for m in members:
-                if sender in self.ignores(m.user):  # every node's lists are here
-                    continue
                 if m.node == self.node:
-                    if m.session_id == skip:
-                        continue
-                    session = self.local.local(m.session_id)
-                    if session is not None:
-                        tried += 1
-                        reached += session.deliver(message)
-                else:
+                    here.append(m)
+                elif sender not in self.ignores(m.user):  # every node's lists are here
                     remote.setdefault(m.node, []).append(m.session_id)
+            # This node's members: paced, a slice per reactor turn (fanout.py).
+            local = self.local.deliver_members(here, message, sender, skip, self.ignores)
+            reached = 0
             for node, ids in remote.items():
                 body = {"op": "room", "i": ids, "t": message.text, "s": sender}
                 try:
@@ -665,7 +713,8 @@ class RedisHub:
                         reached += len(ids)  # and there again, should a list have changed
                 except ClusterUnavailable:
                     pass
-            return reached, tried - min(tried, reached)
+            local_reached, tried = await local
+            return reached + local_reached, tried - local_reached
 
         return Deferred.fromCoroutine(send())
 
@@ -741,6 +790,7 @@ _HANDLERS: dict[str, Callable[[RedisHub, dict[str, Any]], None]] = {
     "det": RedisHub._on_detach,
     "snap": RedisHub._on_snap,
     "gone": RedisHub._on_gone,
+    "left": RedisHub._on_left,
     "wall": RedisHub._on_wall,
     "ign": RedisHub._on_ignores,
     "rooms": RedisHub._on_rooms,

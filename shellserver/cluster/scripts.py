@@ -49,11 +49,13 @@ local function free_tty(node, tty)
     if kind then redis.call('ZADD', P..'tk:'..kind..':free', tonumber(n), n) end
   end
 end
--- A session's room memberships, all of them; true when a room went with it.
-local function leave_rooms(sk)
+-- A session's room memberships, all of them; true when a room went with it. With ``parts``,
+-- each room that still has members is noted there as {room, user} (their "has left" line).
+local function leave_rooms(sk, user, parts)
   local gone = false
   for _, room in ipairs(redis.call('ZRANGE', P..'sr:'..sk, 0, -1)) do
-    if leave_room(room, sk) then gone = true end
+    if leave_room(room, sk) then gone = true
+    elseif parts then parts[room..' '..user] = {room, user} end
   end
   redis.call('DEL', P..'sr:'..sk)
   return gone
@@ -69,17 +71,37 @@ local function drop_claims(node, keep)
     end
   end
 end
-local function reap(node)
+-- A node's records, claims, tty names and room memberships go. The "gone" event says why
+-- (w: 'beat', with a: ms since its last beat; 'stopped'; 'restarted'), how many sessions
+-- ended (c) and the {room, user} of each room that lost one and still has members (p), so
+-- every node logs it and tells its own members; w is left out when there was nothing to see
+-- (a node starting fresh).
+local function reap(node, why, now)
+  local beat = redis.call('ZSCORE', P..'nodes', node)
   local changed_rooms = false
+  local ended, parts = 0, {}
   for _, rec in ipairs(redis.call('HVALS', P..'s:'..node)) do
-    if leave_rooms(node..'/'..cjson.decode(rec)[2]) then changed_rooms = true end
+    local r = cjson.decode(rec)
+    ended = ended + 1
+    if leave_rooms(node..'/'..r[2], r[3], parts) then changed_rooms = true end
   end
   drop_claims(node, nil)
   for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do free_tty(node, tty) end
   redis.call('DEL', P..'s:'..node, P..'nu:'..node, P..'tty:'..node)
   redis.call('HDEL', P..'gen', node)
   redis.call('ZREM', P..'nodes', node)
-  redis.call('PUBLISH', ALL, cjson.encode({op='gone', n=node}))
+  local gone = {op='gone', n=node}
+  if beat or ended > 0 then
+    gone.w, gone.c = why, ended
+    if why == 'beat' and beat then gone.a = now - tonumber(beat) end
+    local told = {}
+    for _, part in pairs(parts) do table.insert(told, part) end
+    if #told > 0 then
+      table.sort(told, function(x, y) return x[1]..' '..x[2] < y[1]..' '..y[2] end)
+      gone.p = told
+    end
+  end
+  redis.call('PUBLISH', ALL, cjson.encode(gone))
   if changed_rooms then redis.call('PUBLISH', ALL, '{"op":"rooms"}') end
 end
 local function event(op, node, gen, body)
@@ -96,7 +118,7 @@ HEARTBEAT = (
 local node, ttl = ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', P..'nodes', '-inf', now - ttl)) do
-  if dead ~= node then reap(dead) end
+  if dead ~= node then reap(dead, 'beat', now) end
 end
 local fresh = redis.call('ZADD', P..'nodes', now, node)
 local live = {}
@@ -108,11 +130,12 @@ return {fresh, live, now}
 """
 )
 
-#: ARGV: prefix, all, node. A node starting (or whose records are stale) clears its old ones.
+#: ARGV: prefix, all, node, why ('stopped', or 'restarted': a node starting clears what its
+#: previous life left).
 REAP_SELF = (
     _COMMON
     + r"""
-reap(ARGV[3])
+reap(ARGV[3], ARGV[4], now_ms())
 return 1
 """
 )
@@ -127,8 +150,14 @@ local node = ARGV[3]
 local keep, ttys = {}, {}
 for i = 4, #ARGV, 2 do keep[ARGV[i]] = true; ttys[ARGV[i + 1]] = true end
 local changed_rooms = false
-for _, id in ipairs(redis.call('HKEYS', P..'s:'..node)) do
-  if not keep[id] and leave_rooms(node..'/'..id) then changed_rooms = true end
+local parts = {}
+local flat = redis.call('HGETALL', P..'s:'..node)
+for i = 1, #flat, 2 do
+  local id = flat[i]
+  if not keep[id] then
+    local user = cjson.decode(flat[i + 1])[3]
+    if leave_rooms(node..'/'..id, user, parts) then changed_rooms = true end
+  end
 end
 drop_claims(node, keep)
 for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do
@@ -136,6 +165,13 @@ for _, tty in ipairs(redis.call('SMEMBERS', P..'tty:'..node)) do
 end
 redis.call('DEL', P..'s:'..node)
 if changed_rooms then redis.call('PUBLISH', ALL, '{"op":"rooms"}') end
+-- The sessions that ended while the node was away left their rooms unheard: tell them now.
+local told = {}
+for _, part in pairs(parts) do table.insert(told, part) end
+if #told > 0 then
+  table.sort(told, function(x, y) return x[1]..' '..x[2] < y[1]..' '..y[2] end)
+  redis.call('PUBLISH', ALL, cjson.encode({op='left', p=told}))
+end
 return 1
 """
 )
