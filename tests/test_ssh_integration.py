@@ -307,7 +307,7 @@ def test_exec_exit_status_and_tty_names(sshd: RealServer) -> None:
     listed = run("ls -l; cat f")  # no command list: said so, nothing run
     assert (listed.returncode, listed.stdout) == (
         1,
-        b"sh: pipes and command lists are not supported\r\n",
+        b"sh: pipes and command lists are not supported\n",
     ), listed.stdout
 
 
