@@ -397,6 +397,43 @@ def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
+    "timeout, warned_at, said",
+    [
+        (20, 10, "in 10 seconds"),  # half a short timeout, not "a minute" at login
+        (90, 45, "in 45 seconds"),
+        (119, 59.5, "in 59 seconds"),  # seen by the scan at 60 s
+        (120, 60, "in a minute"),
+        (3600, 3540, "in a minute"),
+    ],
+)
+def test_idle_warning_comes_in_time_and_says_the_time_left(
+    server: Server, timeout: int, warned_at: float, said: str
+) -> None:
+    """The scan as the service runs it (a looping call at the watch's period), on a Clock."""
+    from twisted.internet.task import LoopingCall
+
+    from shellserver.idle import IdleWatch
+
+    clock = server.clock
+    a = online(server, "alice")
+    watch = IdleWatch(server.hub, timeout)
+    scan = LoopingCall(lambda: watch.scan(clock.seconds()))
+    scan.clock = clock  # type: ignore[assignment]
+    scan.start(watch.period, now=False)
+    heard: list[tuple[float, str]] = []
+    while not a.disconnecting and clock.seconds() < 2 * timeout:  # type: ignore[attr-defined]
+        clock.advance(0.5)  # type: ignore[attr-defined]
+        out = a.output()
+        if out:
+            heard.append((clock.seconds(), out))  # type: ignore[attr-defined]
+    scan.stop()
+    (when, warning), (gone, logout) = heard
+    assert 0 <= when - warned_at < watch.period  # seen by the first scan after its time
+    assert f"you will be logged out {said}.\n" in warning
+    assert 0 <= gone - timeout < watch.period and "logging you out" in logout
+
+
+@pytest.mark.parametrize(
     "timeout, said", [(62, "1 minute"), (120, "2 minutes"), (30, "30 seconds"), (1, "1 second")]
 )
 def test_idle_logout_counts_its_noun(server: Server, timeout: int, said: str) -> None:
