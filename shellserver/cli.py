@@ -40,7 +40,7 @@ from shellserver.config import DATA_ENV, default_data, parse_node
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.homefs import Homes
 from shellserver.passwords import MAX_COST, MIN_COST, hash_password
-from shellserver.shutdown import parse_when
+from shellserver.shutdown import invalid_time, parse_when
 from shellserver.threads import inline_runner
 from shellserver.timefmt import format_idle, format_uptime
 from shellserver.wires.ssh import authkeys
@@ -89,9 +89,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("kick", help="end all of USER's sessions")
     s.add_argument("user")
     s.add_argument("--reason", default="no reason given")
-    s = sub.add_parser("shutdown", help="shutdown [+MIN|now] [TEXT], or shutdown -c")
+    s = sub.add_parser("shutdown", help="shutdown [+MIN|now|HH:MM] [TEXT], or shutdown -c")
     s.add_argument("-c", dest="cancel", action="store_true", help="cancel a scheduled shutdown")
-    s.add_argument("words", nargs="*", metavar="[+MIN|now] [TEXT]")
+    s.add_argument("words", nargs="*", metavar="[+MIN|now|HH:MM] [TEXT]")
     s = sub.add_parser("useradd", help="create an account")
     s.add_argument("name")
     s.add_argument("--admin", action="store_true")
@@ -374,16 +374,11 @@ async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
             raise Failed(USAGE, "shutdown -c takes no other arguments")
         await call(control.Shutdown, cancel=True, text="")
         return "shutdown cancelled"
-    words = list(args.words)
-    minutes = 1
-    if words and (words[0] == "now" or words[0].startswith("+")):
-        parsed = parse_when(words.pop(0))
-        if parsed is None:
-            raise Failed(USAGE, "the time is +MINUTES or now")
-        minutes = parsed
-    r = await call(control.Shutdown, minutes=minutes, text=" ".join(words), cancel=False)
+    when, text = args.when, " ".join(args.words[1:])
+    r = await call(control.Shutdown, when=when, text=text, cancel=False)
     stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["at"]))
-    return f"shutdown scheduled for {stamp}" if minutes else "shutting down now"
+    now = when == "now" or (when.startswith("+") and parse_when(when, 0) == 0)
+    return "shutting down now" if now else f"shutdown scheduled for {stamp}"
 
 
 def status_text(r: dict[str, Any]) -> str:
@@ -456,6 +451,12 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise refuse(problem)
     if args.command == "backup":
         args.file = os.path.abspath(args.file)  # the server's working directory is not ours
+    if args.command == "shutdown" and not args.cancel:
+        # The time comes first, as in a session; checked here so a typo never reaches the server.
+        args.when = args.words[0] if args.words else "+1"
+        if parse_when(args.when, time.time()) is None:
+            usage = "shellserver shutdown [+MIN|now|HH:MM] [TEXT...] | shellserver shutdown -c"
+            raise Failed(USAGE, f"{invalid_time(args.when)}\nUsage: {usage}")
     if args.command == "wall":
         args.wall_text = " ".join(args.text)
         if not args.wall_text.strip():

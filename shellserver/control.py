@@ -29,6 +29,7 @@ from shellserver.accounts import (
     username_problem,
 )
 from shellserver.backup import BackupError, backup_store
+from shellserver.shutdown import invalid_time, parse_when
 from shellserver.wires.ssh.authkeys import AddKeyRefused
 
 if TYPE_CHECKING:
@@ -88,8 +89,12 @@ class Kick(amp.Command):
 
 
 class Shutdown(amp.Command):
+    """``when`` as typed (``+MIN``, ``now``, ``HH:MM``), read in the server's clock and time
+    zone; ``minutes`` is the older form of ``+MIN``."""
+
     arguments = [
         (b"minutes", amp.Integer(optional=True)),
+        (b"when", amp.Unicode(optional=True)),
         (b"text", amp.Unicode()),
         (b"cancel", amp.Boolean()),
     ]
@@ -249,7 +254,9 @@ class ControlProtocol(amp.AMP):
         return {"sessions": await adminops.kick(self.server, who, where, user, reason)}
 
     @Shutdown.responder
-    def shutdown(self, text: str, cancel: bool, minutes: int | None = None) -> dict[str, Any]:
+    def shutdown(
+        self, text: str, cancel: bool, minutes: int | None = None, when: str | None = None
+    ) -> dict[str, Any]:
         schedule = self.server.shutdown
         if schedule is None:
             raise NoShutdown("this server cannot schedule a shutdown")
@@ -258,9 +265,14 @@ class ControlProtocol(amp.AMP):
             if not schedule.cancel(who, "control", where):
                 raise NoShutdown("no shutdown is scheduled")
             return {}
-        if minutes is None or minutes < 0:
+        delay: float | None = minutes
+        if when is not None:
+            delay = parse_when(when, self.server.clock.seconds())
+            if delay is None:
+                raise BadRequest(invalid_time(when))
+        if delay is None or delay < 0:
             raise BadRequest("minutes must be 0 or more")
-        return {"at": schedule.schedule(minutes, text, who, "control", where)}
+        return {"at": schedule.schedule(delay, text, who, "control", where)}
 
     @UserAdd.responder
     async def useradd(self, name: str, password: str, admin: bool) -> dict[str, Any]:

@@ -121,12 +121,28 @@ def test_shutdown_countdown_cancel_and_now(server: RealServer) -> None:
     assert "cancelled" in admin.expect("cancelled")
     assert cli(server.data, "shutdown", "-c").returncode == 1
     assert cli(server.data, "shutdown", "+soon").returncode == 2
+    for word in ["5", "-5"]:  # not a time: never a text broadcast with a stop in a minute
+        r = cli(server.data, "shutdown", word, "back soon")
+        assert (r.returncode, r.stdout, r.stderr) == (
+            2,
+            "",
+            f"shellserver shutdown: invalid time '{word}'\n"
+            "Usage: shellserver shutdown [+MIN|now|HH:MM] [TEXT...] | shellserver shutdown -c\n",
+        )
+    assert "shutdown scheduled" not in cli(server.data, "status").stdout
+    r = cli(server.data, "shutdown", "23:59", "at midnight")
+    assert r.returncode == 0 and re.fullmatch(
+        r"shutdown scheduled for \w{3} \d{4}-\d\d-\d\d 23:59:00 \S+\n", r.stdout
+    ), r.stdout
+    assert "at midnight" in admin.expect("at midnight")
+    assert cli(server.data, "shutdown", "-c").returncode == 0
     r = cli(server.data, "shutdown", "now")
-    assert r.returncode == 0
+    assert (r.returncode, r.stdout) == (0, "shutting down now\n")
     assert "going down NOW" in admin.expect("NOW")
     assert admin.closed()
     assert server.proc is not None
     assert server.proc.wait(20) == 0
+    assert "going down now (shutdown now by " in server.log_text()
 
 
 def test_login_during_countdown_is_told(server: RealServer) -> None:

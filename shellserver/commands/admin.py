@@ -9,7 +9,7 @@ from shellserver.accounts import ROLE_ADMIN, ROLE_USER, NoSuchUser, UserExists, 
 from shellserver.commands.account import ask_new_password
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.sanitize import careful
-from shellserver.shutdown import parse_when
+from shellserver.shutdown import USAGE, invalid_time, parse_when
 from shellserver.words import counted
 
 
@@ -107,14 +107,16 @@ async def unlock(ctx: Context, args: list[str]) -> None:
 
 @command(
     "shutdown",
-    usage="shutdown [+MIN|now] [TEXT...] | shutdown -c",
+    usage=USAGE,
     admin=True,
     help="""
-Stop the server in MIN minutes (default 1), or now, telling everyone.
+Stop the server in MIN minutes, at HH:MM, or now, telling everyone.
 
-Everyone is warned at once and again at 180, 150, 130, 100, 70, 55, 40 and
-25 minutes left, then every minute for the last 10. New logins are refused
-in the last 5 minutes. 'shutdown -c' cancels and tells everyone.
+The time comes first: +MIN, HH:MM (server time, today or tomorrow) or now;
+alone, shutdown means +1. TEXT is shown with every warning. Everyone is
+warned at once and again at 180, 150, 130, 100, 70, 55, 40 and 25 minutes
+left, then every minute for the last 10. New logins are refused in the last
+5 minutes. 'shutdown -c' cancels and tells everyone.
 """,
 )
 def shutdown(ctx: Context, args: list[str]) -> None:
@@ -123,17 +125,19 @@ def shutdown(ctx: Context, args: list[str]) -> None:
         ctx.fail("not available in this server")
         return
     me = ctx.session
-    if args == ["-c"]:
+    if args[:1] == ["-c"]:
+        if len(args) > 1:
+            raise UsageError()
         if not schedule.cancel(me.user, me.tty, ctx.where()):
             ctx.fail("no shutdown is scheduled")
         return
-    minutes = 1
-    if args and (args[0] == "now" or args[0].startswith("+")):
-        parsed = parse_when(args.pop(0))
+    minutes: float = 1
+    if args:
+        parsed = parse_when(args[0], ctx.now())
         if parsed is None:
-            raise UsageError("invalid time")
+            raise UsageError(invalid_time(args[0]))
         minutes = parsed
-    at = schedule.schedule(minutes, " ".join(args), me.user, me.tty, ctx.where())
+    at = schedule.schedule(minutes, " ".join(args[1:]), me.user, me.tty, ctx.where())
     if minutes:
         stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(at))
         ctx.write(f"Shutdown scheduled for {stamp}, use 'shutdown -c' to cancel.\n")
