@@ -26,9 +26,11 @@ from twisted.python.filepath import FilePath
 
 from shellserver import control
 from shellserver.accounts import (
+    INITIAL_ADMIN,
     ROLE_ADMIN,
     ROLE_USER,
     AccountDB,
+    LastAdmin,
     NoSuchUser,
     StoreError,
     UserExists,
@@ -47,7 +49,9 @@ from shellserver.wires.ssh import authkeys
 from shellserver.words import counted
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
-OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel", "addkey", "backup"})
+OFFLINE_COMMANDS = frozenset(
+    {"useradd", "newusers", "passwd", "userdel", "lock", "unlock", "addkey", "backup"}
+)
 DEFAULT_COST = 14
 
 
@@ -102,6 +106,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--password-stdin", action="store_true")
     s = sub.add_parser("userdel", help="delete an account (its sessions are logged out)")
+    s.add_argument("name")
+    s = sub.add_parser("lock", help="lock an account (its sessions are logged out)")
+    s.add_argument("name")
+    s = sub.add_parser("unlock", help="unlock a locked account")
     s.add_argument("name")
     s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
     s.add_argument("name", metavar="USER")
@@ -234,12 +242,19 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
             homes.purge_now(aside)
         finally:
             db.close()
+        detail = result
+        if args.command in ("passwd", "userdel") and args.name == INITIAL_ADMIN:
+            # The first start's password no longer opens the account: its file goes.
+            spent = datadir.admin_password_path
+            if spent.exists():
+                spent.remove()
+                detail += f"; removed {spent.path}"
         with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
             Logger(observer=textFileLogObserver(f)).info(
                 "admin {command} by {who} (command line, server stopped): {detail}",
                 command=args.command,
                 who=operator(),
-                detail=result,
+                detail=detail,
             )
         return result
     finally:
@@ -254,6 +269,11 @@ def _offline_addkey(name: str, db: AccountDB, datadir: DataDir, key: bytes) -> s
     except authkeys.AddKeyRefused as e:
         raise refuse(str(e)) from None
     return added_text(name, fingerprint)
+
+
+def locked_text(args: argparse.Namespace) -> str:
+    """``bob is locked``: what ``lock`` says in a session, without the command's name."""
+    return f"{args.name} is {args.command}ed"
 
 
 def added_text(name: str, fingerprint: str) -> str:
@@ -275,8 +295,13 @@ def _offline_change(
         if args.command == "userdel":
             db.delete(args.name)
             return f"deleted {args.name}"
+        if args.command in ("lock", "unlock"):
+            db.set_locked(args.name, args.command == "lock")
+            return locked_text(args)
         created = db.apply_batch(entries)
         return f"{len(created)} created, {len(entries) - len(created)} updated"
+    except LastAdmin as e:
+        raise refuse(str(e)) from None
     except UserExists:
         raise refuse(f"user '{args.name}' already exists") from None
     except NoSuchUser:
@@ -308,7 +333,7 @@ async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> s
             r = await conn.callRemote(control.AddKey, name=args.name, key=key)
             return added_text(args.name, r["fingerprint"])
         return await _online(conn, args, password, entries)
-    except (control.BadRequest, control.NoShutdown, BackupError) as e:
+    except (control.BadRequest, control.NoShutdown, BackupError, LastAdmin) as e:
         raise refuse(str(e)) from None
     except UserExists:
         raise refuse(f"user '{args.name}' already exists") from None
@@ -355,6 +380,9 @@ async def _online(
     if cmd == "userdel":
         await call(control.UserDel, name=args.name)
         return f"deleted {args.name}"
+    if cmd in ("lock", "unlock"):
+        await call(control.Lock, name=args.name, locked=cmd == "lock")
+        return locked_text(args)
     if cmd == "backup":
         r = await call(control.Backup, path=args.file, force=args.force)
         return f"store copied to {args.file} ({counted(r['size'], 'byte')})"

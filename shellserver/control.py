@@ -24,6 +24,7 @@ from shellserver.accounts import (
     ROLE_ADMIN,
     ROLE_USER,
     Account,
+    LastAdmin,
     NoSuchUser,
     UserExists,
     username_problem,
@@ -51,6 +52,7 @@ class NoShutdown(Exception):
 _ERRORS: dict[type[Exception], bytes] = {
     UserExists: b"USER_EXISTS",
     NoSuchUser: b"NO_SUCH_USER",
+    LastAdmin: b"LAST_ADMIN",
     BadRequest: b"BAD_REQUEST",
     NoShutdown: b"NO_SHUTDOWN",
     BackupError: b"BACKUP_FAILED",
@@ -116,6 +118,14 @@ class Passwd(amp.Command):
 
 class UserDel(amp.Command):
     arguments = [(b"name", amp.Unicode())]
+    response = []
+    errors = _ERRORS
+
+
+class Lock(amp.Command):
+    """``lock`` (``locked``) or ``unlock`` an account, as the session commands do."""
+
+    arguments = [(b"name", amp.Unicode()), (b"locked", amp.Boolean())]
     response = []
     errors = _ERRORS
 
@@ -294,6 +304,12 @@ class ControlProtocol(amp.AMP):
     async def userdel(self, name: str) -> dict[str, Any]:
         who, where = self._caller()
         await adminops.delete_user(self.server, who, where, name)
+        return {}
+
+    @Lock.responder
+    async def lock(self, name: str, locked: bool) -> dict[str, Any]:
+        who, where = self._caller()
+        await adminops.set_locked(self.server, who, where, name, locked)
         return {}
 
     @AddKey.responder

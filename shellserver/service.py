@@ -186,6 +186,7 @@ class ShellService(Service):
             ),
             run_io=pool_runner(self.reactor, io_pool),
             hub=hub,
+            initial_password=self.datadir.admin_password_path.path,
         )
         self.metrics.watch(self.server)
         # The one part still filled in afterwards: the countdown acts on the server it is in.

@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 
 from shellserver import adminops
-from shellserver.accounts import ROLE_ADMIN, ROLE_USER, NoSuchUser, UserExists, username_problem
+from shellserver.accounts import (
+    ROLE_ADMIN,
+    ROLE_USER,
+    LastAdmin,
+    NoSuchUser,
+    UserExists,
+    username_problem,
+)
 from shellserver.commands.account import ask_new_password
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.sanitize import careful
@@ -80,6 +87,9 @@ async def userdel(ctx: Context, args: list[str]) -> None:
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
         return
+    except LastAdmin as e:
+        ctx.fail(str(e))
+        return
     ctx.write(f"userdel: deleted {careful(name)}\n")
 
 
@@ -91,6 +101,9 @@ async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
         await adminops.set_locked(ctx.server, ctx.session.user, ctx.where(), name, locked)
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
+        return
+    except LastAdmin as e:
+        ctx.fail(str(e))
         return
     ctx.write(f"{ctx.name}: {careful(name)} is {'locked' if locked else 'unlocked'}\n")
 
