@@ -77,7 +77,12 @@ def _other_user(ctx: Context, args: list[str]) -> str | None:
     return args[0]
 
 
-@command("userdel", usage="userdel NAME", admin=True, help="Delete an account (logs it out).")
+@command(
+    "userdel",
+    usage="userdel NAME",
+    admin=True,
+    help="Delete an account (logs it out). The last administrator is never deleted.",
+)
 async def userdel(ctx: Context, args: list[str]) -> None:
     name = _other_user(ctx, args)
     if name is None:
@@ -108,7 +113,12 @@ async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
     ctx.write(f"{ctx.name}: {careful(name)} is {'locked' if locked else 'unlocked'}\n")
 
 
-@command("lock", usage="lock NAME", admin=True, help="Lock an account and log it out.")
+@command(
+    "lock",
+    usage="lock NAME",
+    admin=True,
+    help="Lock an account and log it out. The last administrator is never locked.",
+)
 async def lock(ctx: Context, args: list[str]) -> None:
     await _set_locked(ctx, args, True)
 
