@@ -38,6 +38,8 @@ log = Logger()
 ROLE_USER = "user"
 ROLE_ADMIN = "admin"
 ROLES = (ROLE_USER, ROLE_ADMIN)
+#: The account the first start makes, its password in ``<data>/initial-admin-password``.
+INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
 SCHEMA_VERSION = 2
 
@@ -61,6 +63,18 @@ class UserExists(StoreError):
 
 class NoSuchUser(StoreError):
     pass
+
+
+class LastAdmin(StoreError):
+    """Deleting, locking or demoting this account would leave no administrator who can log in.
+
+    Its text is what the user is told (``admin is the last administrator``); it crosses
+    the control socket as is.
+    """
+
+    @classmethod
+    def of(cls, name: str) -> LastAdmin:
+        return cls(f"{name} is the last administrator")
 
 
 class StoreTooNew(StoreError):
@@ -274,14 +288,33 @@ class AccountDB:
             )
         return cur.rowcount == 1
 
+    def _admins(self) -> int:
+        """Administrators who can log in: role admin, not locked."""
+        row = self._db.execute(
+            "SELECT count(*) FROM users WHERE role=? AND locked=0", (ROLE_ADMIN,)
+        )
+        return int(row.fetchone()[0])
+
+    def _update_keeping_an_admin(self, sql: str, *params: Any) -> None:
+        """``_update``, refused with LastAdmin if it would leave no administrator who can log
+        in. The count and the change are one write transaction (``BEGIN IMMEDIATE``), so two
+        processes removing the last two admins at once cannot both succeed."""
+        name = params[-1]
+        with self._transaction():
+            before = self._admins()
+            if self._db.execute(sql, params).rowcount == 0:
+                raise NoSuchUser(name)
+            if before and not self._admins():
+                raise LastAdmin.of(name)
+
     def set_role(self, name: str, role: str) -> None:
-        self._update("UPDATE users SET role=? WHERE name=?", role, name)
+        self._update_keeping_an_admin("UPDATE users SET role=? WHERE name=?", role, name)
 
     def set_locked(self, name: str, locked: bool) -> None:
-        self._update("UPDATE users SET locked=? WHERE name=?", int(locked), name)
+        self._update_keeping_an_admin("UPDATE users SET locked=? WHERE name=?", int(locked), name)
 
     def delete(self, name: str) -> None:
-        self._update("DELETE FROM users WHERE name=?", name)
+        self._update_keeping_an_admin("DELETE FROM users WHERE name=?", name)
 
     def users(self) -> list[Account]:
         rows = self._db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY name").fetchall()
@@ -293,10 +326,12 @@ class AccountDB:
     def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> list[str]:
         """Create or update every (name, hash, role) in one transaction: all or nothing.
 
-        Returns the names that were created.
+        Returns the names that were created. Raises LastAdmin when the batch would demote
+        every administrator who can log in.
         """
         created: list[str] = []
         with self._transaction():
+            before = self._admins()
             for name, pw_hash, role in entries:
                 cur = self._db.execute(
                     "UPDATE users SET pw_hash=?, role=coalesce(?, role) WHERE name=?",
@@ -309,6 +344,9 @@ class AccountDB:
                         (name, role or ROLE_USER, pw_hash, time.time()),
                     )
                     created.append(name)
+            if before and not self._admins():
+                demoted = [name for name, _, role in entries if role == ROLE_USER]
+                raise LastAdmin.of(demoted[-1] if demoted else "admin")
         return created
 
     # -- login history -----------------------------------------------------------
@@ -374,7 +412,7 @@ def ensure_initial_admin(db: AccountDB, datadir: DataDir, cost: int) -> FilePath
     if db.count():
         return None
     password = secrets.token_urlsafe(12)
-    db.create("admin", hash_password(password, cost), ROLE_ADMIN)
+    db.create(INITIAL_ADMIN, hash_password(password, cost), ROLE_ADMIN)
     target = datadir.admin_password_path
     datadir.write_secret(target, password + "\n")
     return target

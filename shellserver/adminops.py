@@ -37,6 +37,8 @@ class AdminServices(Protocol):
         self, account: Account, by: str | None, peer: str | None
     ) -> None: ...
 
+    async def initial_password_spent(self, name: str) -> None: ...
+
 
 def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: str) -> Message:
     """The util-linux wall layout, wrapped at 79 columns once for every recipient.
@@ -81,10 +83,12 @@ async def set_password(
     """Raises NoSuchUser."""
     await server.store.set_password(name, password)
     server.admin_action(by, where, "passwd", user=name)
+    await server.initial_password_spent(name)
 
 
 async def delete_user(server: AdminServices, by: str, where: str, name: str) -> None:
-    """Raises NoSuchUser. The user's sessions are told and ended.
+    """Raises NoSuchUser, or LastAdmin for the last administrator who can log in (the store
+    decides, in the same transaction as the delete). The user's sessions are told and ended.
 
     All or nothing (docs/files.md): the home is moved aside first, put back if
     the account cannot be deleted, and removed off the reactor afterwards.
@@ -98,6 +102,7 @@ async def delete_user(server: AdminServices, by: str, where: str, name: str) -> 
             await homes.restore(name, aside)
         raise
     server.admin_action(by, where, "userdel", user=name)
+    await server.initial_password_spent(name)
     await server.hub.logout_user(
         name, Message.of(f"Your account has been deleted by {careful(by)}.")
     )
@@ -106,7 +111,8 @@ async def delete_user(server: AdminServices, by: str, where: str, name: str) -> 
 
 
 async def set_locked(server: AdminServices, by: str, where: str, name: str, locked: bool) -> None:
-    """Raises NoSuchUser. Locking also ends the user's sessions."""
+    """Raises NoSuchUser, or LastAdmin when locking the last administrator who can log in.
+    Locking also ends the user's sessions."""
     await server.store.set_locked(name, locked)
     if locked:
         await server.hub.logout_user(

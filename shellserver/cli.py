@@ -26,9 +26,11 @@ from twisted.python.filepath import FilePath
 
 from shellserver import __version__, control
 from shellserver.accounts import (
+    INITIAL_ADMIN,
     ROLE_ADMIN,
     ROLE_USER,
     AccountDB,
+    LastAdmin,
     NoSuchUser,
     StoreError,
     UserExists,
@@ -40,14 +42,16 @@ from shellserver.config import DATA_ENV, default_data, parse_node
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.homefs import Homes
 from shellserver.passwords import MAX_COST, MIN_COST, hash_password
-from shellserver.shutdown import parse_when
+from shellserver.shutdown import invalid_time, parse_when
 from shellserver.threads import inline_runner
 from shellserver.timefmt import format_idle, format_uptime
 from shellserver.wires.ssh import authkeys
 from shellserver.words import counted
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
-OFFLINE_COMMANDS = frozenset({"useradd", "newusers", "passwd", "userdel", "addkey", "backup"})
+OFFLINE_COMMANDS = frozenset(
+    {"useradd", "newusers", "passwd", "userdel", "lock", "unlock", "addkey", "backup"}
+)
 DEFAULT_COST = 14
 
 
@@ -90,9 +94,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("kick", help="end all of USER's sessions")
     s.add_argument("user")
     s.add_argument("--reason", default="no reason given")
-    s = sub.add_parser("shutdown", help="shutdown [+MIN|now] [TEXT], or shutdown -c")
+    s = sub.add_parser("shutdown", help="shutdown [+MIN|now|HH:MM] [TEXT], or shutdown -c")
     s.add_argument("-c", dest="cancel", action="store_true", help="cancel a scheduled shutdown")
-    s.add_argument("words", nargs="*", metavar="[+MIN|now] [TEXT]")
+    s.add_argument("words", nargs="*", metavar="[+MIN|now|HH:MM] [TEXT]")
     s = sub.add_parser("useradd", help="create an account")
     s.add_argument("name")
     s.add_argument("--admin", action="store_true")
@@ -103,6 +107,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--password-stdin", action="store_true")
     s = sub.add_parser("userdel", help="delete an account (its sessions are logged out)")
+    s.add_argument("name")
+    s = sub.add_parser("lock", help="lock an account (its sessions are logged out)")
+    s.add_argument("name")
+    s = sub.add_parser("unlock", help="unlock a locked account")
     s.add_argument("name")
     s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
     s.add_argument("name", metavar="USER")
@@ -235,12 +243,19 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
             homes.purge_now(aside)
         finally:
             db.close()
+        detail = result
+        if args.command in ("passwd", "userdel") and args.name == INITIAL_ADMIN:
+            # The first start's password no longer opens the account: its file goes.
+            spent = datadir.admin_password_path
+            if spent.exists():
+                spent.remove()
+                detail += f"; removed {spent.path}"
         with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
             Logger(observer=textFileLogObserver(f)).info(
                 "admin {command} by {who} (command line, server stopped): {detail}",
                 command=args.command,
                 who=operator(),
-                detail=result,
+                detail=detail,
             )
         return result
     finally:
@@ -255,6 +270,11 @@ def _offline_addkey(name: str, db: AccountDB, datadir: DataDir, key: bytes) -> s
     except authkeys.AddKeyRefused as e:
         raise refuse(str(e)) from None
     return added_text(name, fingerprint)
+
+
+def locked_text(args: argparse.Namespace) -> str:
+    """``bob is locked``: what ``lock`` says in a session, without the command's name."""
+    return f"{args.name} is {args.command}ed"
 
 
 def added_text(name: str, fingerprint: str) -> str:
@@ -276,8 +296,13 @@ def _offline_change(
         if args.command == "userdel":
             db.delete(args.name)
             return f"deleted {args.name}"
+        if args.command in ("lock", "unlock"):
+            db.set_locked(args.name, args.command == "lock")
+            return locked_text(args)
         created = db.apply_batch(entries)
         return f"{len(created)} created, {len(entries) - len(created)} updated"
+    except LastAdmin as e:
+        raise refuse(str(e)) from None
     except UserExists:
         raise refuse(f"user '{args.name}' already exists") from None
     except NoSuchUser:
@@ -309,7 +334,7 @@ async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> s
             r = await conn.callRemote(control.AddKey, name=args.name, key=key)
             return added_text(args.name, r["fingerprint"])
         return await _online(conn, args, password, entries)
-    except (control.BadRequest, control.NoShutdown, BackupError) as e:
+    except (control.BadRequest, control.NoShutdown, BackupError, LastAdmin) as e:
         raise refuse(str(e)) from None
     except UserExists:
         raise refuse(f"user '{args.name}' already exists") from None
@@ -356,6 +381,9 @@ async def _online(
     if cmd == "userdel":
         await call(control.UserDel, name=args.name)
         return f"deleted {args.name}"
+    if cmd in ("lock", "unlock"):
+        await call(control.Lock, name=args.name, locked=cmd == "lock")
+        return locked_text(args)
     if cmd == "backup":
         r = await call(control.Backup, path=args.file, force=args.force)
         return f"store copied to {args.file} ({counted(r['size'], 'byte')})"
@@ -375,16 +403,11 @@ async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
             raise Failed(USAGE, "shutdown -c takes no other arguments")
         await call(control.Shutdown, cancel=True, text="")
         return "shutdown cancelled"
-    words = list(args.words)
-    minutes = 1
-    if words and (words[0] == "now" or words[0].startswith("+")):
-        parsed = parse_when(words.pop(0))
-        if parsed is None:
-            raise Failed(USAGE, "the time is +MINUTES or now")
-        minutes = parsed
-    r = await call(control.Shutdown, minutes=minutes, text=" ".join(words), cancel=False)
+    when, text = args.when, " ".join(args.words[1:])
+    r = await call(control.Shutdown, when=when, text=text, cancel=False)
     stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["at"]))
-    return f"shutdown scheduled for {stamp}" if minutes else "shutting down now"
+    now = when == "now" or (when.startswith("+") and parse_when(when, 0) == 0)
+    return "shutting down now" if now else f"shutdown scheduled for {stamp}"
 
 
 def status_text(r: dict[str, Any]) -> str:
@@ -472,6 +495,12 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise refuse(problem)
     if args.command == "backup":
         args.file = os.path.abspath(args.file)  # the server's working directory is not ours
+    if args.command == "shutdown" and not args.cancel:
+        # The time comes first, as in a session; checked here so a typo never reaches the server.
+        args.when = args.words[0] if args.words else "+1"
+        if parse_when(args.when, time.time()) is None:
+            usage = "shellserver shutdown [+MIN|now|HH:MM] [TEXT...] | shellserver shutdown -c"
+            raise Failed(USAGE, f"{invalid_time(args.when)}\nUsage: {usage}")
     if args.command == "wall":
         args.wall_text = " ".join(args.text)
         if not args.wall_text.strip():

@@ -24,11 +24,13 @@ from shellserver.accounts import (
     ROLE_ADMIN,
     ROLE_USER,
     Account,
+    LastAdmin,
     NoSuchUser,
     UserExists,
     username_problem,
 )
 from shellserver.backup import BackupError, backup_store
+from shellserver.shutdown import invalid_time, parse_when
 from shellserver.wires.ssh.authkeys import AddKeyRefused
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class NoShutdown(Exception):
 _ERRORS: dict[type[Exception], bytes] = {
     UserExists: b"USER_EXISTS",
     NoSuchUser: b"NO_SUCH_USER",
+    LastAdmin: b"LAST_ADMIN",
     BadRequest: b"BAD_REQUEST",
     NoShutdown: b"NO_SHUTDOWN",
     BackupError: b"BACKUP_FAILED",
@@ -91,8 +94,12 @@ class Kick(amp.Command):
 
 
 class Shutdown(amp.Command):
+    """``when`` as typed (``+MIN``, ``now``, ``HH:MM``), read in the server's clock and time
+    zone; ``minutes`` is the older form of ``+MIN``."""
+
     arguments = [
         (b"minutes", amp.Integer(optional=True)),
+        (b"when", amp.Unicode(optional=True)),
         (b"text", amp.Unicode()),
         (b"cancel", amp.Boolean()),
     ]
@@ -114,6 +121,14 @@ class Passwd(amp.Command):
 
 class UserDel(amp.Command):
     arguments = [(b"name", amp.Unicode())]
+    response = []
+    errors = _ERRORS
+
+
+class Lock(amp.Command):
+    """``lock`` (``locked``) or ``unlock`` an account, as the session commands do."""
+
+    arguments = [(b"name", amp.Unicode()), (b"locked", amp.Boolean())]
     response = []
     errors = _ERRORS
 
@@ -258,7 +273,9 @@ class ControlProtocol(amp.AMP):
         return {"sessions": await adminops.kick(self.server, who, where, user, reason)}
 
     @Shutdown.responder
-    def shutdown(self, text: str, cancel: bool, minutes: int | None = None) -> dict[str, Any]:
+    def shutdown(
+        self, text: str, cancel: bool, minutes: int | None = None, when: str | None = None
+    ) -> dict[str, Any]:
         schedule = self.server.shutdown
         if schedule is None:
             raise NoShutdown("this server cannot schedule a shutdown")
@@ -267,9 +284,14 @@ class ControlProtocol(amp.AMP):
             if not schedule.cancel(who, "control", where):
                 raise NoShutdown("no shutdown is scheduled")
             return {}
-        if minutes is None or minutes < 0:
+        delay: float | None = minutes
+        if when is not None:
+            delay = parse_when(when, self.server.clock.seconds())
+            if delay is None:
+                raise BadRequest(invalid_time(when))
+        if delay is None or delay < 0:
             raise BadRequest("minutes must be 0 or more")
-        return {"at": schedule.schedule(minutes, text, who, "control", where)}
+        return {"at": schedule.schedule(delay, text, who, "control", where)}
 
     @UserAdd.responder
     async def useradd(self, name: str, password: str, admin: bool) -> dict[str, Any]:
@@ -291,6 +313,12 @@ class ControlProtocol(amp.AMP):
     async def userdel(self, name: str) -> dict[str, Any]:
         who, where = self._caller()
         await adminops.delete_user(self.server, who, where, name)
+        return {}
+
+    @Lock.responder
+    async def lock(self, name: str, locked: bool) -> dict[str, Any]:
+        who, where = self._caller()
+        await adminops.set_locked(self.server, who, where, name, locked)
         return {}
 
     @AddKey.responder

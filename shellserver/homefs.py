@@ -21,8 +21,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from attrs import define, field
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from shellserver.files import shared, walk
@@ -75,15 +76,22 @@ class Home:
 
     async def run(self, job: Callable[..., T], *args: Any) -> T:
         """``job(tree, *args)`` on the I/O pool, after this home's earlier jobs."""
+        if self.homes.shared:  # other nodes may work on this home too
+            return await self._queued(shared.run_shared, self.homes.locks, self.tree, job, *args)
+        return await self._queued(job, self.tree, *args)
+
+    async def measure(self) -> None:
+        """The usage read from the disk again, as a job behind this home's earlier ones."""
+        if self.homes.shared:  # and the other nodes told when it was not what they knew
+            await self._queued(shared.measure_again, self.homes.locks, self.tree)
+        else:
+            await self._queued(Tree.measure_again, self.tree)
+
+    async def _queued(self, f: Callable[..., T], *args: Any) -> T:
+        """``f(*args)`` on the I/O pool, holding this home's queue."""
         await self.lock.acquire()
         try:
-            result: T
-            if self.homes.shared:  # other nodes may work on this home too
-                result = await self.homes.run_io(
-                    shared.run_shared, self.homes.locks, self.tree, job, *args
-                )
-            else:
-                result = await self.homes.run_io(job, self.tree, *args)
+            result: T = await self.homes.run_io(f, *args)
             return result
         except OSError as e:  # one the job did not expect (an operator's chmod): still one line
             log.warn("file work for {user} failed: {error}", user=self.user, error=e)
@@ -143,6 +151,23 @@ class Homes:
                 home = Home(self, tree, home.lock)
             self._homes[user] = home
         return home
+
+    def measure_again(self, user: str) -> Deferred[None] | None:
+        """Queue a new measurement of ``user``'s home: their first session is starting, and
+        an operator may have put files there since the home was last measured.
+
+        The job is queued at once, behind the home's earlier jobs and before any job
+        the starting session can give, so its commands find the usage as the disk has
+        it. A home not measured since the server started needs nothing: its first job
+        measures it. Returns the job's Deferred (None when nothing was queued); a
+        failure (no home yet, a planted link) is only logged, never the login's.
+        """
+        home = self._homes.get(user)
+        if home is None or home.tree.usage is None:
+            return None
+        d = Deferred.fromCoroutine(home.measure())
+        d.addErrback(_measure_failed, user)
+        return d
 
     def note_out_of_space(self) -> None:
         now = self.clock.seconds() if self.clock is not None else _monotonic()
@@ -226,6 +251,11 @@ class Homes:
             return "No Plan."
         text = careful_lines(data[:PLAN_LIMIT].decode("utf-8", "surrogateescape"))
         return "Plan:\n" + text.rstrip("\n")
+
+
+def _measure_failed(failure: Failure, user: str) -> None:
+    if failure.check(FsError) is None:  # FsError: no home (the first job makes it), a link
+        log.failure("measuring the home of {user} failed", failure, user=user)
 
 
 def _monotonic() -> float:

@@ -15,7 +15,7 @@ from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from shellserver.accounts import Account, AccountStore
+from shellserver.accounts import INITIAL_ADMIN, Account, AccountStore
 from shellserver.admission import Admission
 from shellserver.auth import make_portal
 from shellserver.commands.registry import Registry
@@ -60,6 +60,8 @@ class Server:
     metrics: Metrics = field(factory=Metrics)
     #: Where the motd is read: the I/O pool in the service (never the reactor thread).
     run_io: Runner = inline_runner
+    #: ``<data>/initial-admin-password``, removed once ``admin``'s password is changed.
+    initial_password: str | None = None
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
     _trouble: LogLimit = field(factory=LogLimit)
     #: Prompts drawn again after messages, once per reactor turn (terminal.py).
@@ -159,6 +161,25 @@ class Server:
             peer=peer or "-",
         )
 
+    async def initial_password_spent(self, name: str) -> None:
+        """``name``'s password was changed, or the account deleted: if it is the first start's
+        ``admin``, the file holding its first password now holds nothing worth keeping."""
+        path = self.initial_password
+        if name != INITIAL_ADMIN or path is None:
+            return
+        try:
+            removed: bool = await self.run_io(remove_if_there, path)
+        except OSError as e:
+            log.warn("cannot remove {path}: {error}", path=path, error=e)
+            return
+        if removed:
+            log.info(
+                "removed {path}: the password in it is no longer {user}'s",
+                event="initial_password_removed",
+                path=path,
+                user=name,
+            )
+
     async def plan_of(self, name: str) -> str | None:
         """The finger text for ``name``'s ``~/.plan``."""
         if self.homes is None:
@@ -195,6 +216,15 @@ class Server:
             where=where,
             **details,
         )
+
+
+def remove_if_there(path: str) -> bool:
+    """Remove ``path``; False if it was not there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _read_motd(path: str) -> bytes:

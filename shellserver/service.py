@@ -46,7 +46,6 @@ from shellserver.wires.telnet import TelnetFactory
 from shellserver.wires.webpage import web_site
 
 log = Logger()
-IDLE_SCAN = 5.0
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 
 
@@ -187,6 +186,7 @@ class ShellService(Service):
             ),
             run_io=pool_runner(self.reactor, io_pool),
             hub=hub,
+            initial_password=self.datadir.admin_password_path.path,
         )
         self.metrics.watch(self.server)
         # The one part still filled in afterwards: the countdown acts on the server it is in.
@@ -304,7 +304,7 @@ class ShellService(Service):
         if self.config.idle_timeout > 0:
             self._idle = task.LoopingCall(lambda: watch.scan(self.reactor.seconds()))
             self._idle.clock = self.reactor
-            self._idle.start(min(IDLE_SCAN, self.config.idle_timeout), now=False)
+            self._idle.start(watch.period, now=False)
         self._probe.start()
         self._gc.start()
         if self.cluster is not None:

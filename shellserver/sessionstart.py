@@ -136,6 +136,10 @@ async def _start(
         last_active=now,
         bucket=bucket_for(server.config.cmd_rate, server.config.cmd_burst),
     )
+    if server.homes is not None and not server.hub.sessions_of_now(name):
+        # The user's first session: their home is measured again before their first
+        # command (files an operator put there count; docs/files.md).
+        server.homes.measure_again(name)
     await people.attach(server, session, ignores)
     try:
         session.login_record = await server.store.record_login(

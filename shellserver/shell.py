@@ -72,7 +72,7 @@ class Shell:
         try:
             parsed = split_line(line)
         except SplitError as e:
-            session.write(f"shellserver: {e}\n")
+            session.write(f"{e.program}: {e}\n")
             return None
         if not parsed.words:
             self.status = 0

@@ -7,8 +7,11 @@ the same way: a final notice to every session, then the connections close.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from attrs import define, field
@@ -29,14 +32,38 @@ def _stamp(when: float) -> str:
     return time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(when))
 
 
-def parse_when(text: str) -> int | None:
-    """Minutes from ``+MIN`` or ``now``; None when it is neither."""
+#: The one form of the command, in a session and (with ``shellserver`` in front) from the CLI.
+USAGE = "shutdown [+MIN|now|HH:MM] [TEXT...] | shutdown -c"
+_CLOCK = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+
+
+def parse_when(text: str, now: float) -> float | None:
+    """Minutes from ``now`` until the shutdown ``text`` asks for, or None.
+
+    ``now`` is 0, ``+MIN`` is MIN, ``HH:MM`` is the next such local time
+    (today, or tomorrow once it has passed), as shutdown(8) takes them.
+    Anything else, a bare ``5`` or ``-5`` included, is None: taken as a text
+    it would broadcast "5" and stop the server in a minute.
+    """
     if text == "now":
         return 0
-    digits = text[1:] if text.startswith("+") else text
-    if digits.isdigit() and len(digits) <= 6:
-        return int(digits)
-    return None
+    if text.startswith("+"):
+        digits = text[1:]
+        if digits.isascii() and digits.isdigit() and len(digits) <= 6:
+            return int(digits)
+        return None
+    clock = _CLOCK.fullmatch(text)
+    if clock is None:
+        return None
+    today = datetime.fromtimestamp(now).replace(
+        hour=int(clock.group(1)), minute=int(clock.group(2)), second=0, microsecond=0
+    )
+    target = today if today.timestamp() > now else today + timedelta(days=1)
+    return (target.timestamp() - now) / 60
+
+
+def invalid_time(text: str) -> str:
+    return f"invalid time '{careful(text)}'"
 
 
 @define(eq=False)
@@ -48,6 +75,8 @@ class Shutdown:
     by: str = ""
     tty: str = ""
     final_sent: bool = False
+    #: The last schedule was ``shutdown now`` (the stop's log line says so).
+    immediate: bool = False
     _timer: IDelayedCall | None = field(default=None)
 
     def minutes_left(self) -> int:
@@ -56,24 +85,27 @@ class Shutdown:
         return max(0, round((self.at - self.server.clock.seconds()) / 60))
 
     def schedule(
-        self, minutes: int, text: str, by: str, tty: str, where: str, share: bool = True
+        self, minutes: float, text: str, by: str, tty: str, where: str, share: bool = True
     ) -> float:
         """Replace any earlier schedule; warn everyone now. Returns the shutdown time.
 
+        ``minutes`` is whole for ``+MIN``, a fraction for ``HH:MM`` (``parse_when``).
         Clustered, every node runs the same schedule (``share``: tell the others), and
         each warns its own sessions, so everyone is warned once.
         """
         self._cancel_timer()
         now = self.server.clock.seconds()
         self.at, self.text, self.by, self.tty = now + minutes * 60, text, by, tty
-        self.server.admin_action(by, where, "shutdown", minutes=minutes, text=text)
+        self.immediate = minutes == 0
+        logged = int(minutes) if float(minutes).is_integer() else round(minutes, 1)
+        self.server.admin_action(by, where, "shutdown", minutes=logged, text=text)
         if share:
             fields = {"minutes": minutes, "text": text, "by": by, "tty": tty}
             self.server.hub.announce("shutdown", fields)
         if minutes == 0:
             self._zero()
         else:
-            self._warn(minutes)
+            self._warn(max(1, math.ceil(minutes - 1e-9)))
             self._arm()
         return self.at
 
@@ -110,12 +142,13 @@ class Shutdown:
         if self.final_sent:
             return
         self.final_sent = True
-        log.info(
-            "going down now ({why})",
-            event="stopping",
-            why="shutdown scheduled by " + self.by if self.by else "signal or service stop",
-            by=self.by or None,
-        )
+        if not self.by:
+            why = "signal or service stop"
+        elif self.immediate:
+            why = f"shutdown now by {self.by}"
+        else:
+            why = f"the shutdown {self.by} scheduled is due"
+        log.info("going down now ({why})", event="stopping", why=why, by=self.by or None)
         text = "The system is going down NOW!"
         if self.text:
             text += "\n" + self.text
@@ -170,7 +203,7 @@ class Shutdown:
         where = f"node {fields.get('origin', '?')}"
         by, tty = str(fields.get("by", "root")), str(fields.get("tty", "console"))
         if kind == "shutdown":
-            minutes = int(fields["minutes"])
+            minutes = float(fields["minutes"])
             self.schedule(minutes, str(fields.get("text", "")), by, tty, where, share=False)
         elif kind == "cancel":
             self.cancel(by, tty, where, share=False)

@@ -6,6 +6,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ from twisted.python.filepath import FilePath
 from shellserver import accounts
 from shellserver.accounts import (
     ROLE_ADMIN,
+    ROLE_USER,
+    Account,
     AccountDB,
     AccountLocked,
     AccountStore,
+    LastAdmin,
     LoginFailed,
     NoSuchUser,
     StoreTooNew,
@@ -94,6 +98,7 @@ def test_reserved_names_only_matter_when_registering() -> None:
 
 
 def test_create_get_duplicate_delete(db: AccountDB) -> None:
+    db.create("root", "h", ROLE_ADMIN)  # alice is not the last administrator
     acc = db.create("alice", "h", now=10.0)
     assert (acc.name, acc.role, acc.locked, acc.created) == ("alice", "user", False, 10.0)
     assert db.get("alice") == acc
@@ -108,6 +113,75 @@ def test_create_get_duplicate_delete(db: AccountDB) -> None:
     for op in (lambda: db.delete("alice"), lambda: db.set_locked("alice", False)):
         with pytest.raises(NoSuchUser):
             op()
+
+
+def test_the_last_administrator_is_never_deleted_locked_or_demoted(db: AccountDB) -> None:
+    db.create("admin", "h", ROLE_ADMIN)
+    db.create("alice", "h")
+    refusals = [
+        lambda: db.delete("admin"),
+        lambda: db.set_locked("admin", True),
+        lambda: db.set_role("admin", ROLE_USER),
+        lambda: db.apply_batch([("alice", "h2", None), ("admin", "h2", ROLE_USER)]),
+    ]
+    for refused in refusals:
+        with pytest.raises(LastAdmin) as e:
+            refused()
+        assert str(e.value) == "admin is the last administrator"
+    assert db.get("admin") == Account("admin", ROLE_ADMIN, False, db.get("admin").created)  # type: ignore[union-attr]
+    assert db.get_hash("alice")[1] == "h"  # type: ignore[index]  # the batch rolled back whole
+    db.delete("alice")  # others go as before
+    # A second administrator who can log in lets the first go; a locked one does not count.
+    db.create("root", "h", ROLE_ADMIN)
+    db.set_locked("root", True)
+    with pytest.raises(LastAdmin):
+        db.delete("admin")
+    db.set_locked("root", False)
+    db.set_locked("admin", True)
+    with pytest.raises(LastAdmin) as e:
+        db.delete("root")
+    assert str(e.value) == "root is the last administrator"
+    db.delete("admin")  # locked: deleting it leaves root
+    assert [a.name for a in db.users()] == ["root"]
+
+
+def test_two_processes_cannot_delete_the_last_two_admins_at_once(tmp_path: Path) -> None:
+    """Each check and its delete are one write transaction, across connections."""
+    path = str(tmp_path / "a.sqlite3")
+    setup = AccountDB.open(path)
+    for name in ("ann", "bea"):
+        setup.create(name, "h", ROLE_ADMIN)
+    setup.close()
+    for _ in range(20):
+        one, two = AccountDB.open(path), AccountDB.open(path)
+        start = threading.Barrier(2)
+        outcome: dict[str, str] = {}
+
+        def delete(
+            db: AccountDB, name: str, start: threading.Barrier, outcome: dict[str, str]
+        ) -> None:
+            start.wait()
+            try:
+                db.delete(name)
+                outcome[name] = "deleted"
+            except LastAdmin:
+                outcome[name] = "refused"
+
+        threads = [
+            threading.Thread(target=delete, args=(one, "ann", start, outcome)),
+            threading.Thread(target=delete, args=(two, "bea", start, outcome)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcome.values()) == ["deleted", "refused"]
+        survivor = one.users()
+        assert [a.role for a in survivor] == [ROLE_ADMIN]
+        gone = "bea" if survivor[0].name == "ann" else "ann"
+        one.create(gone, "h", ROLE_ADMIN)
+        one.close()
+        two.close()
 
 
 def test_wal_mode_and_private_file(tmp_path: Path, db: AccountDB) -> None:

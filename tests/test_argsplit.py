@@ -6,7 +6,13 @@ import random
 
 import pytest
 
-from shellserver.argsplit import CommandLine, SplitError, _split_general, split_line
+from shellserver.argsplit import (
+    CommandLine,
+    NotSupported,
+    SplitError,
+    _split_general,
+    split_line,
+)
 
 
 @pytest.mark.parametrize(
@@ -22,7 +28,11 @@ from shellserver.argsplit import CommandLine, SplitError, _split_general, split_
         ("echo trailing\\", ("echo", "trailing\\")),
         ("echo '>' \">>\" \\>", ("echo", ">", ">>", ">")),
         ("echo\ttab", ("echo", "tab")),
-        ("echo ; | & $HOME", ("echo", ";", "|", "&", "$HOME")),
+        (
+            "echo ';' \"|\" \\; '&&' a\\|b '||' & $HOME",
+            ("echo", ";", "|", ";", "&&", "a|b", "||", "&", "$HOME"),
+        ),
+        ("echo fish&chips a&", ("echo", "fish&chips", "a&")),
     ],
 )
 def test_words(line: str, words: tuple[str, ...]) -> None:
@@ -67,6 +77,27 @@ def test_errors(line: str, message: str) -> None:
     with pytest.raises(SplitError) as e:
         split_line(line)
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ls | grep x",
+        "echo hi | cat",
+        "ls -l; cat f",
+        "ls;",
+        "a|b",
+        "true && false",
+        "true&&false",
+        "false || true",
+        "echo 'quoted' | cat",
+        "echo a >f; ls",
+    ],
+)
+def test_pipes_and_lists_are_refused(line: str) -> None:
+    with pytest.raises(NotSupported) as e:
+        split_line(line)
+    assert (e.value.program, str(e.value)) == ("sh", "pipes and command lists are not supported")
 
 
 def test_fast_path_matches_general_path() -> None:

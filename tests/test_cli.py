@@ -83,6 +83,50 @@ def test_accounts_through_the_running_server(server: RealServer) -> None:
     assert r.returncode == 1
 
 
+def test_the_last_admin_is_kept_and_lock_unlock_work_from_the_cli(server: RealServer) -> None:
+    for command in ("userdel", "lock"):
+        r = cli(server.data, command, "admin")
+        assert (r.returncode, r.stdout, r.stderr) == (
+            1, "", f"shellserver {command}: admin is the last administrator\n"
+        )  # fmt: skip
+    r = cli(server.data, "newusers", "--hash-cost", "4", stdin="bob:bobspassword\n")
+    assert r.returncode == 0, r.stderr
+    admin = login(server.port, "admin", server.admin_password())  # still there, not locked
+    bob = login(server.port, "bob", "bobspassword")
+    r = cli(server.data, "lock", "bob")
+    assert (r.returncode, r.stdout) == (0, "bob is locked\n"), r.stderr
+    assert "Your account has been locked by " in bob.expect("locked by ")
+    assert bob.closed()
+    c = RawClient(server.port)
+    c.expect("login: ")
+    c.send_line("bob")
+    c.expect("Password: ")
+    c.send_line("bobspassword")
+    c.expect("Your account is locked; contact an administrator.")
+    r = cli(server.data, "unlock", "bob")
+    assert (r.returncode, r.stdout) == (0, "bob is unlocked\n"), r.stderr
+    login(server.port, "bob", "bobspassword").close()
+    r = cli(server.data, "lock", "ghost")
+    assert (r.returncode, r.stderr) == (1, "shellserver lock: user 'ghost' does not exist\n")
+    assert cli(server.data, "unlock").returncode == 2
+    log = server.log_text()
+    assert re.search(r"admin lock by \S+ \(control socket, pid \d+\): user='bob'", log), log
+    assert re.search(r"admin unlock by \S+ \(control socket, pid \d+\): user='bob'", log), log
+    admin.close()
+
+
+def test_initial_admin_password_is_removed_once_admin_changes_it(server: RealServer) -> None:
+    spent = server.data / "initial-admin-password"
+    assert spent.exists()
+    r = cli(server.data, "passwd", "bob", "--password-stdin", stdin="whatever12\n")
+    assert r.returncode == 1 and spent.exists()
+    r = cli(server.data, "passwd", "admin", "--password-stdin", stdin="adminspassword\n")
+    assert r.returncode == 0, r.stderr
+    assert not spent.exists()
+    login(server.port, "admin", "adminspassword").close()
+    assert "removed " + str(spent) in server.log_text()
+
+
 def test_newusers_is_all_or_nothing(server: RealServer) -> None:
     bad = "carol:carolpass1\ndave:short\n"
     r = cli(server.data, "newusers", "--hash-cost", "4", stdin=bad)
@@ -121,12 +165,28 @@ def test_shutdown_countdown_cancel_and_now(server: RealServer) -> None:
     assert "cancelled" in admin.expect("cancelled")
     assert cli(server.data, "shutdown", "-c").returncode == 1
     assert cli(server.data, "shutdown", "+soon").returncode == 2
+    for word in ["5", "-5"]:  # not a time: never a text broadcast with a stop in a minute
+        r = cli(server.data, "shutdown", word, "back soon")
+        assert (r.returncode, r.stdout, r.stderr) == (
+            2,
+            "",
+            f"shellserver shutdown: invalid time '{word}'\n"
+            "Usage: shellserver shutdown [+MIN|now|HH:MM] [TEXT...] | shellserver shutdown -c\n",
+        )
+    assert "shutdown scheduled" not in cli(server.data, "status").stdout
+    r = cli(server.data, "shutdown", "23:59", "at midnight")
+    assert r.returncode == 0 and re.fullmatch(
+        r"shutdown scheduled for \w{3} \d{4}-\d\d-\d\d 23:59:00 \S+\n", r.stdout
+    ), r.stdout
+    assert "at midnight" in admin.expect("at midnight")
+    assert cli(server.data, "shutdown", "-c").returncode == 0
     r = cli(server.data, "shutdown", "now")
-    assert r.returncode == 0
+    assert (r.returncode, r.stdout) == (0, "shutting down now\n")
     assert "going down NOW" in admin.expect("NOW")
     assert admin.closed()
     assert server.proc is not None
     assert server.proc.wait(20) == 0
+    assert "going down now (shutdown now by " in server.log_text()
 
 
 def test_login_during_countdown_is_told(server: RealServer) -> None:
@@ -191,6 +251,44 @@ def test_accounts_with_the_server_stopped(tmp_path: Path) -> None:
         srv.stop()
     assert cli(data, "userdel", "carol").returncode == 0
     assert cli(data, "userdel", "carol").returncode == 1
+
+
+def test_lock_unlock_and_the_last_admin_with_the_server_stopped(tmp_path: Path) -> None:
+    srv = RealServer(tmp_path).start()  # makes admin and its initial password
+    srv.stop()
+    data = srv.data
+    spent = data / "initial-admin-password"
+    r = cli(data, "newusers", "--hash-cost", "4", stdin="bob:bobspassword\n")
+    assert r.returncode == 0, r.stderr
+    (data / "home" / "admin").mkdir()
+    (data / "home" / "admin" / "notes").write_text("keep me\n")
+    for command in ("userdel", "lock"):
+        r = cli(data, command, "admin")
+        assert (r.returncode, r.stderr) == (
+            1, f"shellserver {command}: admin is the last administrator\n"
+        )  # fmt: skip
+    assert (data / "home" / "admin" / "notes").exists()  # the refused userdel put it back
+    r = cli(data, "lock", "bob")
+    assert (r.returncode, r.stdout) == (0, "bob is locked\n"), r.stderr
+    assert cli(data, "lock", "ghost").returncode == 1
+    assert "admin lock by" in (data / "admin.log").read_text()
+    r = cli(data, "passwd", "admin", "--password-stdin", stdin="adminspassword\n")
+    assert r.returncode == 0 and not spent.exists()
+    srv.log.unlink()  # the next start logs its own port
+    srv = RealServer(tmp_path).start()
+    try:
+        c = RawClient(srv.port)
+        c.expect("login: ")
+        c.send_line("bob")
+        c.expect("Password: ")
+        c.send_line("bobspassword")
+        c.expect("Your account is locked")
+        r = cli(data, "unlock", "bob")  # through the running server now
+        assert (r.returncode, r.stdout) == (0, "bob is unlocked\n"), r.stderr
+        login(srv.port, "bob", "bobspassword").close()
+        login(srv.port, "admin", "adminspassword").close()
+    finally:
+        srv.stop()
 
 
 def run_bytes(*args: str | bytes) -> subprocess.CompletedProcess[str]:

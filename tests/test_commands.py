@@ -154,7 +154,7 @@ def test_write_sanitises_text(server: Server) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     a.send_bytes(
-        b"write bob \x1b]0;pwned\x07 \xc2\x9b \x9b \xe2\x80\xae caf\xc3\xa9 \xf0\x9f\x98\x80\r\n"
+        b"write bob '\x1b]0;pwned\x07' \xc2\x9b \x9b \xe2\x80\xae caf\xc3\xa9 \xf0\x9f\x98\x80\r\n"
     )
     out = b.output()
     assert "^[]0;pwned^G \\302\\233 \\233 \\u202e café 😀" in out
@@ -308,6 +308,40 @@ def test_useradd_userdel_lock_unlock(server: Server) -> None:
     assert admin.run("lock root1").startswith("lock: you cannot do that to your own account")
 
 
+def test_the_last_administrator_is_refused_in_a_session(tmp_path: Path) -> None:
+    server = make_server_with(tmp_path, ("alice",), admins=("root1", "root2"))
+    admin = online(server, "root1")
+    # root1's account is locked behind its session's back (the store's own rule lets it:
+    # root2 remains), so root2 is now the last administrator who can log in.
+    server.store.db.set_locked("root1", True)
+    assert admin.run("userdel root2").startswith("userdel: root2 is the last administrator\n")
+    assert admin.run("lock root2").startswith("lock: root2 is the last administrator\n")
+    root2 = server.store.db.get("root2")
+    assert root2 is not None and root2.is_admin and not root2.locked
+    assert "root2@testhost" in Client(server).login("root2")  # its home and account untouched
+    assert admin.run("lock alice").startswith("lock: alice is locked\n")  # others as before
+
+
+def test_initial_admin_password_goes_once_admin_changes_it(tmp_path: Path) -> None:
+    server = make_server_with(tmp_path, ("alice",), admins=("admin",))
+    spent = tmp_path / "initial-admin-password"
+    spent.write_text("password1\n")
+    server.initial_password = str(spent)
+    a = online(server, "alice")  # another account's password change leaves it
+    a.send("passwd")
+    a.send("password1")
+    a.send("newpassword")
+    a.send("newpassword")
+    assert "password updated successfully" in a.output() and spent.exists()
+    admin = online(server, "admin")
+    admin.send("passwd")
+    admin.send("password1")
+    admin.send("newpassword")
+    admin.send("newpassword")
+    assert "password updated successfully" in admin.output()
+    assert not spent.exists()
+
+
 def test_useradd_admin_role(server: Server) -> None:
     admin = online(server, "root1")
     admin.send("useradd dave --admin")
@@ -394,6 +428,43 @@ def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
     watch.scan(clock.seconds())
     out = a.output()
     assert out.endswith("Idle for 10 minutes; logging you out.\n") and a.disconnecting  # no prompt
+
+
+@pytest.mark.parametrize(
+    "timeout, warned_at, said",
+    [
+        (20, 10, "in 10 seconds"),  # half a short timeout, not "a minute" at login
+        (90, 45, "in 45 seconds"),
+        (119, 59.5, "in 59 seconds"),  # seen by the scan at 60 s
+        (120, 60, "in a minute"),
+        (3600, 3540, "in a minute"),
+    ],
+)
+def test_idle_warning_comes_in_time_and_says_the_time_left(
+    server: Server, timeout: int, warned_at: float, said: str
+) -> None:
+    """The scan as the service runs it (a looping call at the watch's period), on a Clock."""
+    from twisted.internet.task import LoopingCall
+
+    from shellserver.idle import IdleWatch
+
+    clock = server.clock
+    a = online(server, "alice")
+    watch = IdleWatch(server.hub, timeout)
+    scan = LoopingCall(lambda: watch.scan(clock.seconds()))
+    scan.clock = clock  # type: ignore[assignment]
+    scan.start(watch.period, now=False)
+    heard: list[tuple[float, str]] = []
+    while not a.disconnecting and clock.seconds() < 2 * timeout:  # type: ignore[attr-defined]
+        clock.advance(0.5)  # type: ignore[attr-defined]
+        out = a.output()
+        if out:
+            heard.append((clock.seconds(), out))  # type: ignore[attr-defined]
+    scan.stop()
+    (when, warning), (gone, logout) = heard
+    assert 0 <= when - warned_at < watch.period  # seen by the first scan after its time
+    assert f"you will be logged out {said}.\n" in warning
+    assert 0 <= gone - timeout < watch.period and "logging you out" in logout
 
 
 @pytest.mark.parametrize(

@@ -244,6 +244,29 @@ def test_quota_shows_usage_kept_up_to_date(alice: Client, server: Server) -> Non
     assert alice.run("quota x").startswith("Usage: quota\n")
 
 
+def test_an_operators_files_count_from_the_users_next_first_session(server: Server) -> None:
+    """The home is measured when the account is made (empty), again at a login with no
+    other session of the user open: an operator's file put there in between counts."""
+    assert server.homes is not None
+    Deferred.fromCoroutine(server.homes.create("alice"))
+    (home(server) / "put-by-operator").write_bytes(b"x" * 1500)
+    first = Client(server)
+    assert "alice@testhost" in first.login("alice")
+    assert first.run("quota").startswith("Disk quota for alice: 1.5K of 2.0K used (75%), 1 of")
+    assert first.run("cp put-by-operator copy").startswith(
+        "cp: error writing 'copy': Disk quota exceeded\n"
+    )
+    (home(server) / "more").write_bytes(b"x" * 400)
+    second = Client(server)  # another session is open: the usage kept is used
+    assert "alice@testhost" in second.login("alice")
+    assert second.run("quota").startswith("Disk quota for alice: 1.5K of 2.0K used (75%), 1 of")
+    first.drop()
+    second.drop()
+    third = Client(server)
+    assert "alice@testhost" in third.login("alice")
+    assert third.run("quota").startswith("Disk quota for alice: 1.9K of 2.0K used (95%), 2 of")
+
+
 @pytest.mark.parametrize(
     "size, shown",
     [(0, "0"), (1023, "1023"), (1024, "1.0K"), (1228, "1.2K"), (1229, "1.3K"), (1300000, "1.3M"),

@@ -86,6 +86,38 @@ def test_the_quota_holds_when_many_sessions_copy_at_once(server: RealServer) -> 
     assert "Disk quota for alice: 9.8M of 10M used (97%), 5 of 10000 files" in alice.expect("$ ")
 
 
+def test_a_file_an_operator_put_in_a_new_home_counts_against_the_quota(tmp_path: Path) -> None:
+    """An account made through the running server has its (empty) home measured at once;
+    the 3 MiB file an admin copies in afterwards counts from the user's first login."""
+    srv = RealServer(tmp_path, "--quota", "10M", "--max-sessions", "0", "--cmd-rate", "0").start()
+    try:
+        cli = str(Path(sys.executable).with_name("shellserver"))
+        made = subprocess.run(
+            [cli, "--data", str(srv.data), "useradd", "bob", "--password-stdin"],
+            input="bobspassword\n", capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        home = srv.data / "home" / "bob"
+        assert home.is_dir()
+        (home / "big").write_bytes(b"x" * 3 * 1024**2)  # from outside, on disk
+        sessions = [login(srv.port, "bob", "bobspassword") for _ in range(12)]
+        for i, s in enumerate(sessions):
+            s.send_line(f"cp big copy{i}")
+        outs = [s.expect("bob@testhost:~$ ", timeout=40) for s in sessions]
+        refused = [o for o in outs if "Disk quota exceeded" in o]
+        stored = sum(p.stat().st_size for p in home.iterdir())
+        assert stored <= 10 * 1024**2, f"{stored} bytes stored"
+        assert len(refused) == 10 and len(list(home.iterdir())) == 3  # big and two copies
+        sessions[0].send_line("quota")
+        assert "Disk quota for bob: 9.0M of 10M used (90%), 3 of 10000 files" in sessions[
+            0
+        ].expect("$ ")
+        for s in sessions:
+            s.close()
+    finally:
+        srv.stop()
+
+
 def test_offline_useradd_and_userdel_keep_homes_all_or_nothing(tmp_path: Path) -> None:
     cli = str(Path(sys.executable).with_name("shellserver"))
 

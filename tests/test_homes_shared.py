@@ -56,6 +56,22 @@ def test_a_write_on_one_node_counts_on_the_other(tmp_path: Path) -> None:
     assert walk.measure(str(root / "alice")).bytes == 910
 
 
+def test_a_measurement_at_login_that_finds_an_operators_file_tells_the_other_node(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "data" / "home"
+    a, b = node(root), node(root)
+    write(a, "one", 10)
+    write(b, "two", 10)  # both have measured: 20 bytes
+    (root / "alice" / "put-by-operator").write_bytes(b"x" * 900)
+    d = a.measure_again("alice")  # alice's first session starts on a
+    assert d is not None and d.called
+    with pytest.raises(FsError) as e:
+        write(b, "three", 100)  # b's own count (20) would let this through
+    assert e.value.reason == EDQUOT
+    assert node(root).measure_again("alice") is None  # never measured there: nothing to do
+
+
 def test_reads_do_not_make_the_other_node_measure_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -88,18 +88,22 @@ def test_messages_list_read_rm(server: Server) -> None:
     c.run("write bob " + "z" * 200)
     b = online(server, "bob")
     lines = b.run("messages").splitlines()
-    assert lines[0].startswith("1  alice  ") and lines[0].endswith("  first ^[[31m message")
-    assert lines[1].startswith("2  carol  ") and lines[1].endswith("z…")
+    assert lines[0].startswith("N  1  alice  ") and lines[0].endswith("  first ^[[31m message")
+    assert lines[1].startswith("N  2  carol  ") and lines[1].endswith("z…")
     assert len(lines[1]) == 79
     assert lines[2] == "bob@testhost:~$ "
+    b.run("messages read 2")
+    lines = b.run("messages").splitlines()  # what was read is no longer marked N
+    assert lines[0].startswith("N  1  alice  ") and lines[1].startswith("   2  carol  ")
     assert b.run("messages read 3").startswith("messages: 3: no such message\n")
     assert b.run("messages read x").startswith("Usage: messages [read N|all] [rm N|all]\n")
     assert b.run("messages delete 1").startswith("Usage: ")
     out = b.run("messages read all")
     assert "Message 1 from alice" in out and "Message 2 from carol" in out
     assert all(m.read for m in people.saved_messages(server.store.db, "bob"))
+    assert b.run("messages").startswith("   1  alice  ")
     assert b.run("messages rm 1") == "bob@testhost:~$ "
-    assert b.run("messages").startswith("1  carol  ")
+    assert b.run("messages").startswith("   1  carol  ")
     b.run("messages rm all")
     assert b.run("messages").startswith("No saved messages.\n")
 
@@ -175,7 +179,7 @@ def test_ignoring_discards_what_they_saved(server: Server) -> None:
     b = online(server, "bob")
     b.run("ignore alice")
     b.output()
-    assert b.run("messages").startswith("1  carol  ")
+    assert b.run("messages").startswith("N  1  carol  ")
 
 
 def test_userdel_takes_messages_and_ignores_along(server: Server) -> None:

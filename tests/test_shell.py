@@ -118,3 +118,21 @@ def test_the_prompt_is_made_again_only_when_the_directory_changes(server: Server
     assert shell.prompt() == "alice@testhost:~/notes^[$ "
     shell.session.cwd = ""
     assert shell.prompt() == first
+
+
+@pytest.mark.parametrize(
+    "line", ["write bob hi | cat", "write bob hi; ls", "write bob a&&b", "ls;"]
+)
+def test_pipes_and_command_lists_run_nothing(server: Server, line: str) -> None:
+    alice, shell = online(server, "alice")
+    bob, _ = online(server, "bob")
+    assert alice.run(line) == "sh: pipes and command lists are not supported\nalice@testhost:~$ "
+    assert bob.output() == ""  # nothing was written to bob
+    assert shell.line(line) is None and shell.status == 1
+
+
+def test_quoted_pipes_and_semicolons_are_text(server: Server) -> None:
+    alice, _ = online(server, "alice")
+    assert alice.run("echo 'a|b' \"c;d\" e\\&\\&f fish&chips").startswith(
+        "a|b c;d e&&f fish&chips\n"
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from harness import Client, make_server_with, online
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from shellserver.server import Server
 from shellserver.shutdown import CADENCE, Shutdown, parse_when
@@ -14,6 +17,21 @@ from shellserver.shutdown import CADENCE, Shutdown, parse_when
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
     return make_server_with(tmp_path, ("alice",))
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """The text of every event logged meanwhile."""
+    lines: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
 
 
 def stopper(server: Server) -> list[str]:
@@ -30,11 +48,65 @@ def warnings_in(text: str) -> list[int]:
 
 
 def test_parse_when() -> None:
-    assert parse_when("now") == 0
-    assert parse_when("+15") == 15
-    assert parse_when("15") == 15
-    assert parse_when("+x") is None
-    assert parse_when("soon") is None
+    assert parse_when("now", 0) == 0
+    assert parse_when("+15", 0) == 15
+    assert parse_when("+0", 0) == 0
+    for bad in ["15", "5", "-5", "+x", "+-5", "+", "soon", "", "24:00", "12:60", "1:2", "+١٢"]:
+        assert parse_when(bad, 0) is None, bad
+
+
+def test_parse_when_hh_mm_is_the_next_such_local_time() -> None:
+    now = datetime(2026, 11, 24, 17, 30, 20).timestamp()  # local time, like the server's clock
+    assert parse_when("18:00", now) == pytest.approx(29 + 40 / 60)
+    assert parse_when("8:05", now) == pytest.approx((14 * 60 + 34) + 40 / 60)  # tomorrow
+    assert parse_when("17:30", now) == pytest.approx(24 * 60 - 20 / 60)  # passed: tomorrow
+
+
+@pytest.mark.parametrize(
+    "line", ["shutdown 5", "shutdown -5", "shutdown 5 back soon", "shutdown soon"]
+)
+def test_a_time_that_is_no_time_is_a_usage_error(server: Server, line: str) -> None:
+    stops = stopper(server)
+    admin = online(server, "root1")
+    a = online(server, "alice")
+    word = line.split()[1]
+    assert admin.run(line) == (
+        f"shutdown: invalid time '{word}'\n"
+        "Usage: shutdown [+MIN|now|HH:MM] [TEXT...] | shutdown -c\n"
+        "root1@testhost:~$ "
+    )
+    assert a.output() == ""  # nothing broadcast
+    assert server.shutdown is not None and server.shutdown.at is None
+    server.clock.advance(3600)  # type: ignore[attr-defined]
+    assert stops == []
+
+
+def test_shutdown_at_hh_mm_counts_down_to_that_time(server: Server) -> None:
+    stops = stopper(server)
+    clock = server.clock
+    clock.advance(datetime(2026, 11, 24, 17, 30, 20).timestamp())  # type: ignore[attr-defined]
+    admin = online(server, "root1")
+    a = online(server, "alice")
+    out = admin.run("shutdown 18:00 new kernel")
+    assert "Shutdown scheduled for Tue 2026-11-24 18:00:00 " in out
+    assert "going down at Tue 2026-11-24 18:00:00 " in a.output()
+    clock.advance(29 * 60 + 39)  # type: ignore[attr-defined]
+    assert stops == []
+    clock.advance(1)  # type: ignore[attr-defined]
+    assert "The system is going down NOW!\nnew kernel\n" in a.output()
+    assert stops == ["stop"]
+
+
+def test_the_stop_is_logged_as_what_happened(server: Server, logged: list[str]) -> None:
+    stopper(server)
+    assert server.shutdown is not None
+    server.shutdown.schedule(0, "", "root1", "tel/1", "test")
+    assert "going down now (shutdown now by root1)" in logged
+    assert not any("scheduled" in line for line in logged)
+    server.shutdown = Shutdown(server, lambda: None)
+    server.shutdown.schedule(1, "", "root1", "tel/1", "test")
+    server.clock.advance(60)  # type: ignore[attr-defined]
+    assert "going down now (the shutdown root1 scheduled is due)" in logged
 
 
 def test_warnings_follow_the_systemd_cadence_then_stop(server: Server) -> None:
@@ -87,7 +159,7 @@ def test_cancel_tells_everyone_and_stops_the_countdown(server: Server) -> None:
 def test_shutdown_now_and_usage(server: Server) -> None:
     stops = stopper(server)
     admin = online(server, "root1")
-    assert admin.run("shutdown +x").startswith("shutdown: invalid time\nUsage:")
+    assert admin.run("shutdown +x").startswith("shutdown: invalid time '+x'\nUsage:")
     a = online(server, "alice")
     admin.run("shutdown now bye all")
     # The admin's text is shown with the final notice, as with "+MIN TEXT" (SPEC §4).

@@ -304,6 +304,11 @@ def test_exec_exit_status_and_tty_names(sshd: RealServer) -> None:
     assert usage.returncode == 1 and b"Usage: write" in usage.stdout
     failed = run("cat nothing-here")
     assert failed.returncode == 1, failed.stdout
+    listed = run("ls -l; cat f")  # no command list: said so, nothing run
+    assert (listed.returncode, listed.stdout) == (
+        1,
+        b"sh: pipes and command lists are not supported\n",
+    ), listed.stdout
 
 
 @needs_ssh

@@ -47,3 +47,4 @@ async def passwd(ctx: Context, args: list[str]) -> None:
         return
     await store.set_password(user, new)
     ctx.write("passwd: password updated successfully\n")
+    await ctx.server.initial_password_spent(user)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import time
 
 from shellserver import adminops
-from shellserver.accounts import ROLE_ADMIN, ROLE_USER, NoSuchUser, UserExists, username_problem
+from shellserver.accounts import (
+    ROLE_ADMIN,
+    ROLE_USER,
+    LastAdmin,
+    NoSuchUser,
+    UserExists,
+    username_problem,
+)
 from shellserver.commands.account import ask_new_password
 from shellserver.commands.registry import Context, UsageError, command
 from shellserver.sanitize import careful
-from shellserver.shutdown import parse_when
+from shellserver.shutdown import USAGE, invalid_time, parse_when
 from shellserver.words import counted
 
 
@@ -70,7 +77,12 @@ def _other_user(ctx: Context, args: list[str]) -> str | None:
     return args[0]
 
 
-@command("userdel", usage="userdel NAME", admin=True, help="Delete an account (logs it out).")
+@command(
+    "userdel",
+    usage="userdel NAME",
+    admin=True,
+    help="Delete an account (logs it out). The last administrator is never deleted.",
+)
 async def userdel(ctx: Context, args: list[str]) -> None:
     name = _other_user(ctx, args)
     if name is None:
@@ -79,6 +91,9 @@ async def userdel(ctx: Context, args: list[str]) -> None:
         await adminops.delete_user(ctx.server, ctx.session.user, ctx.where(), name)
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
+        return
+    except LastAdmin as e:
+        ctx.fail(str(e))
         return
     ctx.write(f"userdel: deleted {careful(name)}\n")
 
@@ -92,10 +107,18 @@ async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
         return
+    except LastAdmin as e:
+        ctx.fail(str(e))
+        return
     ctx.write(f"{ctx.name}: {careful(name)} is {'locked' if locked else 'unlocked'}\n")
 
 
-@command("lock", usage="lock NAME", admin=True, help="Lock an account and log it out.")
+@command(
+    "lock",
+    usage="lock NAME",
+    admin=True,
+    help="Lock an account and log it out. The last administrator is never locked.",
+)
 async def lock(ctx: Context, args: list[str]) -> None:
     await _set_locked(ctx, args, True)
 
@@ -107,14 +130,16 @@ async def unlock(ctx: Context, args: list[str]) -> None:
 
 @command(
     "shutdown",
-    usage="shutdown [+MIN|now] [TEXT...] | shutdown -c",
+    usage=USAGE,
     admin=True,
     help="""
-Stop the server in MIN minutes (default 1), or now, telling everyone.
+Stop the server in MIN minutes, at HH:MM, or now, telling everyone.
 
-Everyone is warned at once and again at 180, 150, 130, 100, 70, 55, 40 and
-25 minutes left, then every minute for the last 10. New logins are refused
-in the last 5 minutes. 'shutdown -c' cancels and tells everyone.
+The time comes first: +MIN, HH:MM (server time, today or tomorrow) or now;
+alone, shutdown means +1. TEXT is shown with every warning. Everyone is
+warned at once and again at 180, 150, 130, 100, 70, 55, 40 and 25 minutes
+left, then every minute for the last 10. New logins are refused in the last
+5 minutes. 'shutdown -c' cancels and tells everyone.
 """,
 )
 def shutdown(ctx: Context, args: list[str]) -> None:
@@ -123,17 +148,19 @@ def shutdown(ctx: Context, args: list[str]) -> None:
         ctx.fail("not available in this server")
         return
     me = ctx.session
-    if args == ["-c"]:
+    if args[:1] == ["-c"]:
+        if len(args) > 1:
+            raise UsageError()
         if not schedule.cancel(me.user, me.tty, ctx.where()):
             ctx.fail("no shutdown is scheduled")
         return
-    minutes = 1
-    if args and (args[0] == "now" or args[0].startswith("+")):
-        parsed = parse_when(args.pop(0))
+    minutes: float = 1
+    if args:
+        parsed = parse_when(args[0], ctx.now())
         if parsed is None:
-            raise UsageError("invalid time")
+            raise UsageError(invalid_time(args[0]))
         minutes = parsed
-    at = schedule.schedule(minutes, " ".join(args), me.user, me.tty, ctx.where())
+    at = schedule.schedule(minutes, " ".join(args[1:]), me.user, me.tty, ctx.where())
     if minutes:
         stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(at))
         ctx.write(f"Shutdown scheduled for {stamp}, use 'shutdown -c' to cancel.\n")

@@ -75,10 +75,11 @@ async def _compose(ctx: Context) -> bytes | None:
     help="""
 Messages saved for you while you were not logged in.
 
-Alone, list them: number, sender, when, the start of the text. "messages
-read N" (or "all") shows them and marks them read; "messages rm N" (or
-"all") deletes them. Numbers are positions in the list. At most 100 are
-kept for you; when the box is full, senders are told so.
+Alone, list them: N for a message not read yet (as mail does), number,
+sender, when, the start of the text. "messages read N" (or "all") shows
+them and marks them read; "messages rm N" (or "all") deletes them. Numbers
+are positions in the list. At most 100 are kept for you; when the box is
+full, senders are told so.
 """,
 )
 async def messages(ctx: Context, args: list[str]) -> None:
@@ -120,12 +121,16 @@ async def messages(ctx: Context, args: list[str]) -> None:
 
 
 def _listing(saved: list[SavedMessage], width: int) -> str:
-    """``1  alice  Thu Nov 26 14:02  text…``: one line each, cut to the terminal's width."""
+    """``N  1  alice  Thu Nov 26 14:02  text…``: one line each, cut to the terminal's width.
+
+    ``N`` marks a message not read yet, as mail(1) does; a read one has a blank there.
+    """
     nw = len(str(len(saved)))
     sw = max(len(m.sender) for m in saved)
     lines = []
     for n, m in enumerate(saved, 1):
-        head = f"{n:>{nw}}  {m.sender:<{sw}}  {format_login_time(m.sent)}  "
+        mark = " " if m.read else "N"
+        head = f"{mark}  {n:>{nw}}  {m.sender:<{sw}}  {format_login_time(m.sent)}  "
         first, _, more = m.text.partition("\n")
         lines.append(head + _cut(careful(first), width - 1 - len(head), bool(more)))
     return "\n".join(lines) + "\n"

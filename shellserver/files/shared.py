@@ -63,6 +63,30 @@ def run_shared(locks: str, tree: Tree, job: Callable[..., T], *args: Any) -> T:
         os.close(fd)  # closing releases the lock
 
 
+def measure_again(locks: str, tree: Tree) -> None:
+    """``Tree.measure_again`` holding the home's lock (a user's first session is starting).
+
+    What it finds may differ from what the other processes count (an operator's
+    files): the stamp is renewed, so they measure too, unless this process wrote the
+    stamp last and counted exactly this, in which case everyone agrees already.
+    """
+    os.makedirs(locks, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(locks, tree.user), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        stamp = os.pread(fd, STAMP_SIZE, 0)
+        known = _snapshot(tree.usage) if stamp == tree.stamp else None
+        tree.stamp = stamp
+        try:
+            tree.measure_again()
+        finally:
+            if _snapshot(tree.usage) != known:
+                tree.stamp = os.urandom(STAMP_SIZE)
+                os.pwrite(fd, tree.stamp, 0)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def changed(locks: str, user: str) -> None:
     """The home was replaced or moved away (userdel, a new account): every process measures it
     again. Called under the home's queue in this process."""

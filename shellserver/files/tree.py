@@ -3,8 +3,9 @@
 Every method here blocks and runs on an I/O thread, one call per home at a
 time (homefs.Home serialises them), so ``usage`` can be checked and updated
 without a race: the check and the write are one step. The usage is measured
-once, when the home is first used after the server starts, then kept up to
-date by each operation.
+when the home is first used after the server starts and again when its user
+logs in with no other session open (``measure_again``: files an operator put
+there meanwhile count), and kept up to date by each operation in between.
 
 Paths are walked component by component with ``lstat``: a symlink anywhere
 is refused, never followed, and files are opened with ``O_NOFOLLOW``.
@@ -92,6 +93,12 @@ class Tree:
         if self.usage is None:
             totals = walk.measure(self.root)
             self.usage = Usage(totals.bytes, totals.entries)
+
+    def measure_again(self) -> None:
+        """Read the usage from the disk again: files an operator put in the home since it was
+        last measured count from now on (a job like any other, behind the home's queue)."""
+        self.usage = None
+        self.open_home()
 
     def used(self) -> Usage:
         self.open_home()

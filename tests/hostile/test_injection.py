@@ -9,6 +9,9 @@ from hostile.arena import Arena, Peer, assert_clean
 #: ESC sequences (clear, retitle, colour), BEL, C1 CSI, bidi override and isolate, a bidi mark,
 #: separators and invisible characters: the lot, in one string.
 EVIL = "\x1b[2J\x1b]0;pwned\x07\u009b31m\u202eevil\u2066\u200f\u2028\u200b\ufeff\u00ad!"
+#: As typed on a command line: quoted, since its OSC sequence holds a ``;``, which unquoted would
+#: be a command list (refused: ``sh: pipes and command lists are not supported``).
+QUOTED = f"'{EVIL}'"
 SHOWN = "^[[2J^[]0;pwned^G\\302\\23331m\\u202eevil\\u2066\\u200f\\u2028\\u200b\\ufeff\\u00ad!"
 
 pytestmark = pytest.mark.integration
@@ -21,7 +24,7 @@ def _seen(peer: Peer) -> bytes:
 
 def test_write_text(arena: Arena) -> None:
     mallory = arena.register("mallory")
-    mallory.run(f"write bob {EVIL}", "mallory@testhost:~$ ")
+    mallory.run(f"write bob {QUOTED}", "mallory@testhost:~$ ")
     out = arena.bob.expect("!")
     assert SHOWN in out
     assert_clean(_seen(arena.bob))
@@ -30,9 +33,9 @@ def test_write_text(arena: Arena) -> None:
 
 def test_wall_and_shutdown_reason(arena: Arena) -> None:
     admin = arena.admin()
-    admin.run(f"wall {EVIL}", "admin@testhost:~$ ")
+    admin.run(f"wall {QUOTED}", "admin@testhost:~$ ")
     assert SHOWN.replace("\\u2028", "") in arena.alice.expect("!").replace("\\u2028", "")
-    admin.run(f"shutdown +30 {EVIL}", "admin@testhost:~$ ")
+    admin.run(f"shutdown +30 {QUOTED}", "admin@testhost:~$ ")
     arena.bob.expect("!")
     admin.run("shutdown -c", "admin@testhost:~$ ")
     arena.bob.expect("cancelled")
@@ -44,7 +47,7 @@ def test_wall_and_shutdown_reason(arena: Arena) -> None:
 def test_kick_reason_and_admin_notices(arena: Arena) -> None:
     victim = arena.register("victim1")
     admin = arena.admin()
-    admin.run(f"kick victim1 {EVIL}", "admin@testhost:~$ ")
+    admin.run(f"kick victim1 {QUOTED}", "admin@testhost:~$ ")
     assert SHOWN in victim.expect("!")
     assert victim.closed()
     assert_clean(victim.raw_seen)
@@ -53,7 +56,7 @@ def test_kick_reason_and_admin_notices(arena: Arena) -> None:
 
 def test_names_typed_where_a_user_name_goes(arena: Arena) -> None:
     mallory = arena.login("mallory")
-    for line in [f"write {EVIL} hi", f"finger {EVIL}", f"kick {EVIL}"]:
+    for line in [f"write {QUOTED} hi", f"finger {QUOTED}", f"kick {QUOTED}"]:
         mallory.run(line, "mallory@testhost:~$ ")
     c = arena.connect()
     c.expect("login: ")
@@ -98,14 +101,14 @@ def test_room_lines_topics_and_saved_messages(arena: Arena) -> None:
     mallory = arena.register("roomer")
     arena.alice.run("join #den", "alice@testhost:~$ ")
     mallory.run("join #den", "roomer@testhost:~$ ")
-    mallory.run(f"say #den {EVIL}", "roomer@testhost:~$ ")
+    mallory.run(f"say #den {QUOTED}", "roomer@testhost:~$ ")
     assert SHOWN in arena.alice.expect("!")
-    mallory.run(f"topic #den {EVIL}", "roomer@testhost:~$ ")  # refused: not the creator
-    arena.alice.run(f"topic #den {EVIL}", "alice@testhost:~$ ")
+    mallory.run(f"topic #den {QUOTED}", "roomer@testhost:~$ ")  # refused: not the creator
+    arena.alice.run(f"topic #den {QUOTED}", "alice@testhost:~$ ")
     assert SHOWN in mallory.expect("!")
     arena.alice.run("part #den", "alice@testhost:~$ ")
     arena.register("absent1").close()
-    mallory.run(f"write absent1 {EVIL}", "roomer@testhost:~$ ")  # saved, not shown yet
+    mallory.run(f"write absent1 {QUOTED}", "roomer@testhost:~$ ")  # saved, not shown yet
     reader = arena.login("absent1")
     out = reader.run("messages read all", "absent1@testhost:~$ ")
     assert SHOWN in out

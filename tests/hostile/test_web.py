@@ -184,7 +184,7 @@ def test_a_browser_that_stops_reading_never_stalls_the_others(web_arena: Arena) 
 
 def test_hostile_text_from_a_browser_reaches_others_sanitised(web_arena: Arena) -> None:
     c = web_sign_up(web(web_arena), "webevil")
-    c.keys("write bob \x16\x1b]0;pwned\x07 \u202e \x9b31m\r")
+    c.keys("write bob '\x16\x1b]0;pwned\x07 \u202e \x9b31m'\r")  # quoted: the OSC holds a ;
     web_arena.bob.expect("Message from webevil")
     assert_clean(web_arena.bob.drain(0.3))
     c.close()
