@@ -129,7 +129,7 @@ class Arena:
         """Measure the worst bystander round trip while the ``with`` block attacks.
 
         A session of its own (``carol``, registered on first use) runs in a child
-        process and sends ``echo`` every 50 ms; at the end of the block the worst
+        process and sends ``echo`` every 100 ms; at the end of the block the worst
         round trip is in the yielded :class:`Stall` and must be under ``limit``.
         """
         if not getattr(self, "_carol", False):

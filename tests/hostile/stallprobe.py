@@ -1,7 +1,7 @@
 """A bystander in its own process that measures the server's worst round trip during an attack.
 
 The hostile suite's promise is that no single user stalls the others: while an
-attack runs, a logged-in session sends ``echo`` every 50 ms and times each answer.
+attack runs, a logged-in session sends ``echo`` every 100 ms and times each answer.
 It runs in a child process so that the attacker's own Python (in the test
 process) cannot hold the probe back: what it measures is the server.
 
@@ -17,7 +17,8 @@ import socket
 import sys
 import time
 
-PERIOD = 0.05
+#: 10 a second: the arena's --cmd-rate, so a long watch is never throttled by the probe's own bucket.
+PERIOD = 0.1
 
 
 def _read_until(sock: socket.socket, want: bytes, buf: bytearray, timeout: float) -> None:
