@@ -26,6 +26,7 @@ its ``Host`` is checked.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -33,6 +34,17 @@ from attrs import frozen
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")
+
+
+def _valid_name(name: str) -> bool:
+    if ":" in name:
+        try:
+            ipaddress.IPv6Address(name.split("%")[0])
+        except ValueError:
+            return False
+        return True
+    return bool(_NAME.fullmatch(name))
 
 
 def _split_host(text: str) -> tuple[str, int | None] | None:
@@ -44,7 +56,8 @@ def _split_host(text: str) -> tuple[str, int | None] | None:
         return None
     if not name or parts.path or parts.query or parts.fragment or parts.username:
         return None
-    return name.rstrip(".").lower(), port
+    name = name.rstrip(".").lower()
+    return (name, port) if _valid_name(name) else None
 
 
 def parse_web_origin(text: str) -> tuple[str, str | None]:
@@ -69,6 +82,7 @@ def parse_web_origin(text: str) -> tuple[str, str | None]:
             or parts.query
             or parts.fragment
             or parts.username
+            or not _valid_name(name.rstrip(".").lower())
         ):
             raise ValueError(want)
         name = name.rstrip(".").lower()
