@@ -188,8 +188,9 @@ class Counted(ProtocolWrapper):
     def expire(self) -> None:
         """Too slow (or displaced): the slot is free at once, the socket aborted."""
         self.handed_on()
-        if self.transport is not None:
-            self.transport.abortConnection()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def handed_on(self) -> None:
         """No longer an HTTP connection of this guard (it became a WebSocket, or is gone)."""

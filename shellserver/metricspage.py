@@ -22,6 +22,7 @@ flood of scrapes costs the sessions nothing:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.internet.interfaces import IReactorTime
@@ -38,6 +39,12 @@ CACHE_SECONDS = 1.0
 #: Requests answered per second over the whole listener, after a burst of BURST.
 RATE, BURST = 10.0, 20
 TOO_MANY_REQUESTS = 429
+
+
+def _reactor() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return cast(IReactorTime, reactor)
 
 
 def metrics_endpoint(description: str) -> str:
@@ -64,9 +71,7 @@ class MetricsPage(Resource):
     ) -> None:
         super().__init__()
         self.registry = registry
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock = _reactor() if clock is None else clock
         self.bucket = TokenBucket(RATE, BURST)
         self.rendered = rendered
         self._cached = b""
@@ -96,9 +101,7 @@ def metrics_site(
     max_connections: int = MAX_CONNECTIONS,
     rendered: Callable[[], object] = lambda: None,
 ) -> Guard:
-    if clock is None:
-        from twisted.internet import reactor as clock  # type: ignore[assignment]
-    assert clock is not None
+    clock = _reactor() if clock is None else clock
     root = Resource()
     root.putChild(b"metrics", MetricsPage(registry, clock, rendered))
     site = MetricsSite(root)

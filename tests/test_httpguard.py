@@ -1,4 +1,4 @@
-"""The HTTP listeners' bounds (httpguard.py), the Host policy and the metrics page, with a Clock."""
+"""The HTTP listeners' bounds (httpguard.py), the Host policy, the metrics page: with a Clock."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
@@ -266,7 +266,7 @@ class _Request(Request):
         super().handleContentChunk(data)
 
     def render(self, resrc: Any) -> None:
-        site: WebSite = self.site
+        site = cast(WebSite, self.site)
         if not site.hosts.host_allowed(self.getHeader("host"), _local(self)):
             site.host_refused(self)
             self.setResponseCode(FORBIDDEN)
@@ -285,9 +285,7 @@ class _Request(Request):
         super().render(resrc)
 
 
-HOST_REFUSED = (
-    b"Unknown host name for this server. Its operator can allow it with --web-origin.\n"
-)
+HOST_REFUSED = b"Unknown host name for this server. Its operator can allow it with --web-origin.\n"
 
 
 class WebSite(BoundedSite):

@@ -7,6 +7,7 @@ rebinding), against the real server, with the bystanders' round trips watched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import socket
@@ -75,10 +76,8 @@ def pipeline(port: int, source: str, request: bytes, count: int) -> socket.socke
     s.bind((source, 0))
     s.connect(("127.0.0.1", port))
     s.setblocking(False)
-    try:
+    with contextlib.suppress(BlockingIOError):
         s.send(request * count)
-    except BlockingIOError:
-        pass
     return s
 
 
