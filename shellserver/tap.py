@@ -130,7 +130,13 @@ class Options(usage.Options):
             "This node's name in a cluster [default: the short host name].",
             _node,
         ],
-        ["metrics", None, None, "Prometheus text at /metrics, e.g. tcp:9323 [off]."],
+        [
+            "metrics",
+            None,
+            None,
+            "Prometheus text at /metrics, e.g. tcp:9323 (on loopback unless interface= is "
+            "given) [off].",
+        ],
         [
             "hostname",
             None,

@@ -300,3 +300,12 @@ def test_idle_metrics_connections_cannot_take_the_descriptors_logins_need(
         s.close()
     assert "Too many open files" not in server.log_text()
     small_arena.bystanders_ok()
+
+
+def test_metrics_listen_on_loopback_without_an_interface(http_arena: Arena) -> None:
+    """``--metrics tcp:0`` (no ``interface=``) is bound to 127.0.0.1, not every interface."""
+    port = http_arena.server.metrics_port
+    assert re.search(
+        rf"metrics listening on IPv4Address\(type='TCP', host='127\.0\.0\.1', port={port}\)",
+        http_arena.server.log_text(),
+    )
