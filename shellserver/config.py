@@ -64,6 +64,8 @@ class Config:
     control: str | None = None
     #: ``--web``: the browser terminal's listeners (SPEC §10); empty = off.
     web: tuple[str, ...] = ()
+    #: ``--web-origin``: origins and host names the page is served under (empty: our own).
+    web_origins: tuple[str, ...] = ()
     #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
     metrics: str | None = None
     hostname: str = field(factory=default_hostname)

@@ -91,6 +91,12 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        #: Counted when a scrape is rendered (scrapes within a second share one: metricspage.py).
+        self.renders = Counter(
+            "shellserver_metrics_renders",
+            "Expositions rendered for /metrics (scrapes within a second share one).",
+            registry=r,
+        )
 
     # -- the hot paths: one attribute read and one inc ----------------------------
 

@@ -25,28 +25,40 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from shellserver.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
-from shellserver.admission import FD_HEADROOM, Admission, connection_limit, raise_fd_limit
+from shellserver.admission import (
+    FD_HEADROOM,
+    Admission,
+    Shares,
+    connection_limit,
+    raise_fd_limit,
+    split_connections,
+)
 from shellserver.cluster.hub import RedisHub, cluster_hub
 from shellserver.config import Config
 from shellserver.control import ControlFactory
 from shellserver.datadir import DataDir, DataDirLocked
 from shellserver.gcpolicy import GCPolicy
 from shellserver.homefs import Homes
+from shellserver.httpguard import Guard
 from shellserver.hub import Hub, IHub
 from shellserver.idle import IdleWatch
 from shellserver.lagprobe import LagProbe
 from shellserver.metrics import Metrics
-from shellserver.metricspage import metrics_site
+from shellserver.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
+from shellserver.metricspage import metrics_endpoint, metrics_site
 from shellserver.server import Server
 from shellserver.shutdown import Shutdown
 from shellserver.threads import WorkerPool, make_pool, pool_runner
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
 from shellserver.wires.telnet import TelnetFactory
+from shellserver.wires.webhosts import HostPolicy
 from shellserver.wires.webpage import web_site
 
 log = Logger()
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+#: The page's HTTP connections when ``--max-unauth`` is 0 (unlimited): they still need a cap.
+DEFAULT_WEB_HTTP = 200
 
 
 def with_backlog(description: str) -> str:
@@ -88,6 +100,8 @@ class ShellService(Service):
         self.config = config
         self.reactor = reactor
         self.ports: list[IListeningPort] = []
+        #: The HTTP listeners' connection guards (page, metrics), whose sweep timers stop with us.
+        self.guards: list[Guard] = []
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
         #: The clustered hub (``--cluster``), started and stopped with the service.
@@ -123,21 +137,26 @@ class ShellService(Service):
         ssh = _Pending("SSHFactory")
         for description in cfg.ssh:
             self.ports.append(self._listen(description, ssh, "ssh"))
+        shares = self._shares()
         if cfg.web:
             # Nothing is accepted before the reactor runs, and the server exists by then.
             site = web_site(
                 lambda wire: self.server.new_connection(wire),
                 self.reactor,
                 cfg.max_output,
-                cfg.max_unauth,
+                shares.web_http,
                 cfg.max_unauth_per_addr,
+                HostPolicy.from_options(cfg.web_origins),
             )
+            self.guards.append(site)
             for description in cfg.web:
                 self.ports.append(self._listen(description, site, "web"))
         if cfg.metrics is not None:
-            self.ports.append(
-                self._listen(cfg.metrics, metrics_site(self.metrics.registry), "metrics")
+            scrapes = metrics_site(
+                self.metrics.registry, self.reactor, shares.metrics, self.metrics.renders.inc
             )
+            self.guards.append(scrapes)
+            self.ports.append(self._listen(metrics_endpoint(cfg.metrics), scrapes, "metrics"))
         control_factory = _Pending("ControlFactory")
         if cfg.control is not None:
             self.ports.append(self._listen(control, control_factory, "control"))
@@ -177,7 +196,7 @@ class ShellService(Service):
             store,
             REGISTRY,
             metrics=self.metrics,
-            admission=Admission(self._connection_limit(), cfg.max_unauth, cfg.max_unauth_per_addr),
+            admission=Admission(shares.logins, cfg.max_unauth, cfg.max_unauth_per_addr),
             homes=Homes(
                 self.datadir.home_root,
                 cfg.quota,
@@ -226,6 +245,15 @@ class ShellService(Service):
                     f"{e} (this start created {self.datadir.path.path} and the account "
                     f"'admin', whose password is in {created.path})"
                 ) from None
+
+    def _shares(self) -> Shares:
+        """The connection limit split between the listeners (``admission.split_connections``):
+        the page's HTTP connections (at most ``--max-unauth``) and the metrics listener
+        (at most 16) have caps of their own, so neither can take the descriptors logins need."""
+        cfg = self.config
+        web_http = (cfg.max_unauth or DEFAULT_WEB_HTTP) if cfg.web else 0
+        metrics = METRICS_CONNECTIONS if cfg.metrics is not None else 0
+        return split_connections(self._connection_limit(), web_http, metrics)
 
     def _connection_limit(self) -> int:
         """``--max-connections``, with the descriptor limit raised to fit (SPEC §2).
@@ -316,6 +344,8 @@ class ShellService(Service):
             self._idle.stop()
         self._probe.stop()
         self._gc.stop()
+        for guard in self.guards:
+            guard.stop()
         stopped = [defer.maybeDeferred(port.stopListening) for port in self.ports]
         if self.server.shutdown is not None:
             self.server.shutdown.final_notice()

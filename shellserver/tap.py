@@ -130,7 +130,13 @@ class Options(usage.Options):
             "This node's name in a cluster [default: the short host name].",
             _node,
         ],
-        ["metrics", None, None, "Prometheus text at /metrics, e.g. tcp:9323 [off]."],
+        [
+            "metrics",
+            None,
+            None,
+            "Prometheus text at /metrics, e.g. tcp:9323 (on loopback unless interface= is "
+            "given) [off].",
+        ],
         [
             "hostname",
             None,
@@ -207,6 +213,7 @@ class Options(usage.Options):
         self["telnet"] = []
         self["ssh"] = []
         self["web"] = []
+        self["web-origin"] = []
         # Read when parsing, not at import, so --help shows the default in force.
         self["data"] = self.defaults["data"] = default_data()
 
@@ -240,6 +247,17 @@ class Options(usage.Options):
         """Browser terminal (page and WebSocket), e.g. tcp:8080 (repeatable) [off]."""
         self["web"].append(_endpoint("web", endpoint))
 
+    def opt_web_origin(self, url: str) -> None:
+        """Origin or host name the page is served under, e.g. https://shell.example.org
+        (repeatable) [default: the listener's address and this machine's host name]."""
+        from shellserver.wires.webhosts import parse_web_origin
+
+        try:
+            parse_web_origin(url)
+        except ValueError as e:
+            raise usage.UsageError(f"--web-origin: {e}") from None
+        self["web-origin"].append(url)
+
     def postOptions(self) -> None:
         if self["control"] is not None:
             _endpoint("control", self["control"])
@@ -267,6 +285,7 @@ class Options(usage.Options):
             ssh=tuple(self["ssh"]),
             control=self["control"],
             web=tuple(self["web"]),
+            web_origins=tuple(self["web-origin"]),
             metrics=self["metrics"],
             hostname=self["hostname"] or default_hostname(),
             registration=self["registration"] == "open",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -24,8 +25,12 @@ TWIST = str(Path(sys.executable).with_name("twist"))
 
 
 class RealServer:
-    def __init__(self, workdir: Path, *args: str, runner: str = "twistd") -> None:
+    def __init__(
+        self, workdir: Path, *args: str, runner: str = "twistd", fd_limit: int = 0
+    ) -> None:
         self.runner = runner
+        #: RLIMIT_NOFILE (soft and hard) for the server process; 0 leaves it as it is.
+        self.fd_limit = fd_limit
         self.workdir = workdir
         self.data = workdir / "data"
         self.log = workdir / "twistd.log"
@@ -48,8 +53,17 @@ class RealServer:
             "--telnet", "tcp:0:interface=127.0.0.1", "--data", str(self.data),
             "--hostname", "testhost", "--hash-cost", "4", *self.args,
         ]  # fmt: skip
+        limit = self.fd_limit
+
+        def lower_fd_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         self.proc = subprocess.Popen(
-            cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            cmd,
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lower_fd_limit if limit else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -70,6 +84,14 @@ class RealServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("server did not start listening in time")
+
+    def rss(self) -> int:
+        """The server process's resident memory in bytes (VmRSS from /proc)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     def listening(self, what: str) -> list[int]:
         """The ports the ``what`` listeners (telnet, ssh, …) bound, in the order given."""

@@ -159,7 +159,7 @@ def test_the_page_is_the_text_exposition_of_the_servers_own_registry(server: Ser
     assert b"shellserver_reactor_lag_seconds_bucket" in body
     ctype = request.responseHeaders.getRawHeaders(b"content-type")
     assert ctype is not None and ctype[0].startswith(b"text/plain")
-    site: Any = metrics_site(server.metrics.registry)
+    site: Any = metrics_site(server.metrics.registry, Clock()).wrappedFactory
     assert site.getResourceFor(DummyRequest([b"metrics"])).__class__ is MetricsPage
 
 

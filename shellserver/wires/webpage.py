@@ -5,9 +5,21 @@ Everything is served from memory, read once at start from the package
 The page gets a strict Content-Security-Policy: scripts, styles, fonts and the
 socket from this server only, nothing inline except the ``<style>`` elements
 xterm.js makes itself, which carry the page's one-time nonce (``page.js``
-hands it to them). The WebSocket is accepted only from the page's own host
-(``Origin``), then becomes a :class:`~shellserver.wires.web.WebWire` in front
-of the same login and shell as telnet.
+hands it to them). Every request must name an allowed host (``Host``, see
+``webhosts.py``: no DNS rebinding), and the WebSocket is accepted only from
+the page's own origin or one given with ``--web-origin`` (``Origin``); it then
+becomes a :class:`~shellserver.wires.web.WebWire` in front of the same login
+and shell as telnet.
+
+The assets never change while the server runs: the page links each with its
+content hash in the query (``assets/page.js?v=…``), and an asset asked for
+with its current hash is served ``immutable`` for a year, so a browser loads
+xterm.js once, not on every visit. An asset asked for without it (or with an
+old one) is served with ``no-cache`` and an ETag.
+
+Connections are bounded by :class:`~shellserver.httpguard.Guard` (caps in
+total and per address, deadlines for a request and for taking a response,
+one response in flight per connection).
 """
 
 from __future__ import annotations
@@ -16,20 +28,21 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http import FORBIDDEN, NOT_ALLOWED
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from twisted.web.websocket import WebSocketResource
 
+from shellserver.httpguard import BoundedSite, Counted, Guard
 from shellserver.terminal import ILineReceiver, IWire
 from shellserver.throttle import LogLimit
 from shellserver.wires.web import FrameLimit, Pinger, WebWire
+from shellserver.wires.webhosts import HostPolicy
 
 log = Logger()
 
@@ -63,10 +76,18 @@ def csp(nonce: str) -> str:
     )
 
 
-def _common_headers(request: Request) -> None:
+#: An asset asked for with its current content hash never changes: cached for a year.
+IMMUTABLE = b"public, max-age=31536000, immutable"
+
+
+def _common_headers(request: Request, cache: bytes = b"no-cache") -> None:
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
     request.setHeader(b"Referrer-Policy", b"no-referrer")
-    request.setHeader(b"Cache-Control", b"no-cache")
+    request.setHeader(b"Cache-Control", cache)
+
+
+def content_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:16]
 
 
 class Asset(Resource):
@@ -76,14 +97,26 @@ class Asset(Resource):
         super().__init__()
         self.body = body
         self.content_type = content_type.encode("ascii")
+        self.version = content_hash(body).encode("ascii")
         self.etag = hashlib.sha256(body).hexdigest()[:32].encode("ascii")
 
     def render_GET(self, request: Request) -> bytes:
-        _common_headers(request)
+        current = (request.args or {}).get(b"v") == [self.version]
+        _common_headers(request, IMMUTABLE if current else b"no-cache")
         request.setHeader(b"Content-Type", self.content_type)
         if request.setETag(self.etag):  # the browser has it: 304, no body
             return b""
         return self.body
+
+
+def versioned(template: str, files: dict[str, bytes | None]) -> str:
+    """The page with each asset's link carrying its content hash (``assets/x.js?v=…``)."""
+    for name, body in files.items():
+        if body is not None:
+            template = template.replace(
+                f'"assets/{name}"', f'"assets/{name}?v={content_hash(body)}"'
+            )
+    return template
 
 
 class Page(Resource):
@@ -110,6 +143,7 @@ def origin_allowed(origin: str | None, host: str | None) -> bool:
     made to (``Host``), port included; its scheme is not compared, so a TLS
     reverse proxy in front of a plain listener works. A client that sends no
     ``Origin`` is not a browser and could send any value: it is let in.
+    (:class:`HostPolicy` checks besides that ``Host`` is a name of ours.)
     """
     if origin is None:
         return True
@@ -122,6 +156,11 @@ def origin_allowed(origin: str | None, host: str | None) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
 
 
+def _local(request: Request) -> str:
+    """The address the request arrived at (the listener's own, any interface of a wildcard)."""
+    return getattr(request.getHost(), "host", None) or ""
+
+
 class Socket(WebSocketResource):
     """``/ws``: Origin checked, then Twisted's handshake, then a byte limit on frames.
 
@@ -131,13 +170,14 @@ class Socket(WebSocketResource):
     isLeaf = True
     factory: WireFactory
 
-    def __init__(self, factory: WireFactory) -> None:
+    def __init__(self, factory: WireFactory, hosts: HostPolicy) -> None:
         super().__init__(factory)
+        self.hosts = hosts
         self._refusals = LogLimit()
 
     def render_GET(self, request: Request) -> bytes | int:
         origin = request.getHeader("origin")
-        if not origin_allowed(origin, request.getHeader("host")):
+        if not self.hosts.origin_allowed(origin, request.getHeader("host"), _local(request)):
             count = self._refusals.due(self.factory.clock.seconds())
             if count:
                 log.info(
@@ -151,13 +191,18 @@ class Socket(WebSocketResource):
             request.setResponseCode(FORBIDDEN)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"WebSocket refused: wrong origin\n"
+        counted = request.channel.transport
+        if isinstance(counted, Counted):
+            counted.bound(False)  # a WebSocket's Output holds up to --max-output, paused at 64 KiB
         result = super().render_GET(request)
         wire = getattr(request, "wire", None)
+        if isinstance(counted, Counted):
+            if isinstance(wire, WebWire):
+                counted.handed_on()  # admission counts it from here on, as a login waiting
+            else:
+                counted.bound(True)
         if isinstance(wire, WebWire):
             _limit_frames(request, wire)
-            counted = request.channel.transport
-            if isinstance(counted, _Counted):
-                counted.upgraded()  # admission counts it from here on, as a login waiting
         return result
 
 
@@ -204,7 +249,11 @@ class WireFactory:
 
 
 class _Request(Request):
-    """No page here takes a body: a client sending a big one is cut off, not buffered."""
+    """No page here takes a body: a client sending a big one is cut off, not buffered.
+
+    A request whose ``Host`` is not one of ours (DNS rebinding) is refused
+    with 403 before anything is served.
+    """
 
     _body = 0
 
@@ -217,6 +266,15 @@ class _Request(Request):
         super().handleContentChunk(data)
 
     def render(self, resrc: Any) -> None:
+        site = cast(WebSite, self.site)
+        if not site.hosts.host_allowed(self.getHeader("host"), _local(self)):
+            site.host_refused(self)
+            self.setResponseCode(FORBIDDEN)
+            self.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            self.setHeader(b"Cache-Control", b"no-store")
+            self.write(HOST_REFUSED)
+            self.finish()
+            return
         if self.method not in (b"GET", b"HEAD"):
             self.setResponseCode(NOT_ALLOWED)
             self.setHeader(b"Allow", b"GET, HEAD")
@@ -227,85 +285,32 @@ class _Request(Request):
         super().render(resrc)
 
 
-class WebSite(Site):
+HOST_REFUSED = b"Unknown host name for this server. Its operator can allow it with --web-origin.\n"
+
+
+class WebSite(BoundedSite):
     """No access-log line per request: the login events say who came in."""
 
-    noisy = False
     requestFactory = _Request
 
-    def log(self, request: Any) -> None:
-        pass
+    def __init__(self, resource: Resource, hosts: HostPolicy, clock: IReactorTime) -> None:
+        super().__init__(resource)
+        self.hosts = hosts
+        self.clock = clock
+        self._refusals = LogLimit()
 
-
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-    b"Connection: close\r\nContent-Length: 42\r\n\r\n"
-    b"Too many connections; try again later.\r\n\r\n"
-)
-
-
-class _Counted(ProtocolWrapper):
-    """One HTTP connection, counted until it closes or becomes a WebSocket."""
-
-    factory: Guard
-    peer = ""
-    counted = False
-
-    def makeConnection(self, transport: Any) -> None:
-        super().makeConnection(transport)
-        self.peer = getattr(transport.getPeer(), "host", None) or "local"
-        self.counted = self.factory.enter(self.peer)
-        if not self.counted:
-            transport.write(_BUSY)
-            transport.loseConnection()
-
-    def upgraded(self) -> None:
-        if self.counted:
-            self.counted = False
-            self.factory.leave(self.peer)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.upgraded()
-        super().connectionLost(reason)
-
-
-class Guard(WrappingFactory):
-    """HTTP connections that are not (yet) a WebSocket: at most so many, and per address.
-
-    A page load is a few short requests and then one WebSocket, which the
-    login's own admission counts (``--max-unauth``, ``--max-unauth-per-addr``,
-    shared with telnet). Before the upgrade, the same limits bound plain HTTP
-    connections on their own, so idle ones (closed by twisted.web after 60 s)
-    cannot use up the server's descriptors.
-    """
-
-    protocol = _Counted
-    noisy = False
-
-    def __init__(self, site: Site, total: int, per_address: int) -> None:
-        super().__init__(site)
-        self.total = total
-        self.per_address = per_address
-        self.open = 0
-        self.by_address: dict[str, int] = {}
-
-    def enter(self, peer: str) -> bool:
-        mine = self.by_address.get(peer, 0)
-        if (self.total and self.open >= self.total) or (
-            self.per_address and mine >= self.per_address
-        ):
-            return False
-        self.open += 1
-        self.by_address[peer] = mine + 1
-        return True
-
-    def leave(self, peer: str) -> None:
-        self.open -= 1
-        mine = self.by_address[peer] - 1
-        if mine:
-            self.by_address[peer] = mine
-        else:
-            del self.by_address[peer]
+    def host_refused(self, request: Request) -> None:
+        """Logged once a minute at most, with how many there were."""
+        count = self._refusals.due(self.clock.seconds())
+        if count:
+            log.info(
+                "refused {count} web request(s) for an unknown host name; latest from "
+                "{peer}, Host {host!r}",
+                event="web_host_refused",
+                count=count,
+                peer=_peer(request),
+                host=request.getHeader("host"),
+            )
 
 
 def _read(name: str) -> bytes | None:
@@ -321,8 +326,10 @@ def web_site(
     max_output: int,
     max_http: int = 200,
     max_http_per_address: int = 20,
+    hosts: HostPolicy | None = None,
 ) -> Guard:
     """The whole site: ``/``, ``/assets/…``, ``/ws``, behind the connection counts."""
+    hosts = hosts or HostPolicy.from_options(())
     root = Resource()
     files = {name: _read(name) for name in ASSETS}
     missing = [name for name, body in files.items() if body is None]
@@ -335,7 +342,7 @@ def web_site(
         )
         root.putChild(b"", Page(text))
     else:
-        root.putChild(b"", Page(page.decode("utf-8")))
+        root.putChild(b"", Page(versioned(page.decode("utf-8"), files)))
     assets = Resource()
     root.putChild(b"assets", assets)
     for name, body in files.items():
@@ -349,7 +356,7 @@ def web_site(
                     node.putChild(folder.encode(), child)
                 node = child
             node.putChild(leaf.encode(), Asset(body, ASSETS[name]))
-    root.putChild(b"ws", Socket(WireFactory(attach, clock, max_output)))
-    site = WebSite(root)
+    root.putChild(b"ws", Socket(WireFactory(attach, clock, max_output), hosts))
+    site = WebSite(root, hosts, clock)
     site.displayTracebacks = False
-    return Guard(site, max_http, max_http_per_address)
+    return Guard(site, clock, max_http, max_http_per_address)
