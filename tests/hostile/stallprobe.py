@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 
-#: 10 a second: the arena's --cmd-rate, so a long watch is never throttled by the probe's own bucket.
+#: 10 a second, the arena's --cmd-rate: a long watch is never throttled by its own bucket.
 PERIOD = 0.1
 
 
