@@ -8,8 +8,9 @@ what the connections report: ``connected`` (both are prepared: SELECTed, SUBSCRI
 ``failed(why)`` (an attempt failed, a prepared connection was lost, or Redis did not
 answer a call in time).
 
-Every state answers every input; the table is the whole machine (``tests/test_cluster_
-linkstate.py`` checks it against the built one):
+Every state answers every input, so a late or repeated report is never an error; the
+table is the whole machine (tests/test_cluster_linkstate.py checks it against the built
+one):
 
 ==========  =========  ==========  ===========================================================
 state       input      next        what happens
