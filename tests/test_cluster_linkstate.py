@@ -361,6 +361,27 @@ def test_stop_while_up_then_start_again(
     assert link.available and events.ups == 2
 
 
+def test_start_again_before_the_old_connections_are_gone(
+    link: RedisLink, redis: Redis, reactor: MemoryReactorClock, events: Events, lines: list[str]
+) -> None:
+    """The old connections' losses arrive after the new start: they are not an outage."""
+    link.start()
+    redis.connect_all()  # up
+    link.stop()
+    link.start()
+    reactor.advance(0)  # the losses of the up pair
+    assert link.state == "connecting" and events.downs == 0
+    preparing = [redis.accept(a) for a in redis.attempts()]  # the ClientServices restarted
+    assert len(preparing) == 2
+    link.stop()
+    link.start()
+    reactor.advance(0)  # the losses of the pair being prepared
+    assert link.state == "connecting" and events.downs == 0, lines
+    redis.connect_all()
+    assert link.state == "up" and events.ups == 2
+    assert [line for line in lines if "unavailable" in line] == []
+
+
 def test_redis_refusing_select(
     link: RedisLink, redis: Redis, reactor: MemoryReactorClock, events: Events, lines: list[str]
 ) -> None:

@@ -50,6 +50,7 @@ from twisted.internet.defer import (
     TimeoutError as DeferredTimeout,
 )
 from twisted.internet.endpoints import clientFromString, quoteStringArgument
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.internet.interfaces import (
     IAddress,
@@ -175,9 +176,9 @@ class _Connection(Protocol):
                 why = self.why
             else:
                 why = failure.getErrorMessage() or repr(failure)
-            if not ready.called:
+            if not ready.called:  # else cancelled: the link is stopping, nothing to say
                 ready.errback(failure)
-            self.link._failed(why)
+                self.link._failed(why)
 
         self.handshake().addTimeout(timeout, self.link.reactor).addCallbacks(accepted, refused)
         return ready
@@ -367,7 +368,8 @@ class _GatedEndpoint:
             return gate.client
 
         def failed(failure: Failure) -> Failure:
-            self._failed(failure.getErrorMessage() or repr(failure))
+            if not failure.check(CancelledError, ConnectingCancelledError):  # not stopping
+                self._failed(failure.getErrorMessage() or repr(failure))
             return failure
 
         d = self._endpoint.connect(_Gates(protocolFactory, self._build))
