@@ -427,6 +427,18 @@ def test_select_unanswered_times_out(
     assert "no answer to SELECT in 2 s" in " ".join(lines)
 
 
+def test_subscriber_unanswered_times_out(
+    link: RedisLink, redis: Redis, reactor: MemoryReactorClock, lines: list[str]
+) -> None:
+    link.start()
+    cmd, sub = (redis.accept(a) for a in redis.attempts())
+    redis.serve(cmd)
+    assert sub.commands() == [[b"PING"]]  # no channels yet: PING proves it answers
+    reactor.advance(2)
+    assert sub.closed and not cmd.closed and link.state == "down"
+    assert "(no answer to PING in 2 s)" in " ".join(lines)
+
+
 def test_a_call_unanswered_drops_the_link(
     link: RedisLink, redis: Redis, reactor: MemoryReactorClock, events: Events
 ) -> None:

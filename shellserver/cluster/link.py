@@ -113,7 +113,7 @@ class _Connection(Protocol):
     connection is *accepted*: its ClientService owns it (reconnects when it is lost)."""
 
     transport: Any  # a TCP transport (write, abortConnection) once connected
-    #: what it is called in the log: "SELECT", "SUBSCRIBE"
+    #: the handshake's command, named in the log when Redis does not answer it
     what = "?"
 
     def __init__(self, link: RedisLink) -> None:
@@ -236,8 +236,6 @@ class _Subscriber(_Connection):
     per channel, interleaved with messages, so this counts them: a request's Deferred fires
     with its last one."""
 
-    what = "SUBSCRIBE"
-
     def __init__(self, link: RedisLink) -> None:
         super().__init__(link)
         self._message = link._received
@@ -247,7 +245,8 @@ class _Subscriber(_Connection):
 
     def handshake(self) -> Deferred[None]:
         wanted = sorted(self.link._channels)
-        d = self.request("SUBSCRIBE", *wanted) if wanted else self.request("PING")
+        self.what = "SUBSCRIBE" if wanted else "PING"
+        d = self.request(self.what, *wanted)
 
         def done(_: None) -> None:
             self.subscribed = set(wanted)
