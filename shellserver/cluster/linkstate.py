@@ -36,9 +36,9 @@ down        failed     down        nothing: one line per outage, however many re
 ==========  =========  ==========  ===========================================================
 
 ``connecting`` and ``down`` both wait for the pair; they differ only in whether the
-outage has been said (the line, and ``on_down`` if the link was up), which the old link
-kept in two flags. While ``down`` a connection already prepared stays open and waits for
-its partner; calls go out only in ``up``.
+outage has been said (the line, and ``on_down`` if the link was up), so that is a state
+here rather than flags to keep in step. While ``down`` a connection already prepared stays
+open and waits for its partner; calls go out, and messages are handed on, only in ``up``.
 
 All inputs return None, so Automat queues one made from inside a transition (``on_up``
 calling ``stop()``) and runs it after the current one, instead of refusing it.
