@@ -468,3 +468,31 @@ async def test_not_resp_is_an_outage_with_one_line(make_link: Any, events: Event
         await port.stopListening()
     down = [line for line in logged if "unavailable" in line]
     assert len(down) == 1 and "not RESP2 from the server: Protocol error" in down[0], logged
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_refusing_select_backs_off_with_one_line(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    """A database Redis does not have: each attempt is refused at SELECT and closed, the
+    attempts back off (0.1, 0.2, 0.4, 0.8 s ...), one line says why, and it never goes up."""
+    logged: list[str] = []
+    observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        link = make_link(redis_server.port, db=99)
+        await deferLater(reactor, 1.4, lambda: None)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert not link.available and events.ups == 0 and events.downs == 0
+    assert logged == [
+        f"cluster: redis://127.0.0.1:{redis_server.port}/99 unavailable"
+        " (ERR DB index is out of range); acting locally, reconnecting"
+    ]
+    other = make_link(redis_server.port, db=0, on_up=lambda: None)
+    await until(lambda: other.available)
+    clients = await other.call("CLIENT", "LIST")
+    assert clients.count(b"\n") == 3  # link's subscriber, other's two: the refused are closed
+    stats = await other.call("INFO", "stats")
+    received = int(stats.split(b"total_connections_received:")[1].split(b"\r\n")[0])
+    assert 1 + 4 <= received - 2 <= 1 + 6  # subscriber, then 4 to 6 SELECTs in 1.4 s
