@@ -14,7 +14,7 @@ from automat import NoTransition
 from twisted.application.internet import ClientService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, clientFromString
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -26,6 +26,7 @@ from shellserver.cluster.link import (
     ClusterUnavailable,
     RedisLink,
     endpoint_description,
+    endpoint_for,
 )
 from shellserver.cluster.resp import Reader, encode
 from shellserver.cluster.url import RedisURL
@@ -499,6 +500,16 @@ def test_endpoint_from_the_url(reactor: MemoryReactorClock) -> None:
     assert isinstance(endpoint, TCP4ClientEndpoint)
     endpoint.connect(Factory.forProtocol(Protocol))
     assert reactor.tcpClients[0][:2] == ("::1", 6379) and reactor.tcpClients[0][3] == 2
+
+
+def test_a_host_name_tries_every_address_it_has(reactor: MemoryReactorClock) -> None:
+    """An address goes through its ``tcp:`` string; a name through HostnameEndpoint, which
+    resolves IPv6 as well as IPv4 (``tcp:`` would look up IPv4 only)."""
+    assert isinstance(endpoint_for(reactor, RedisURL("127.0.0.1", 6379, 0), 2), TCP4ClientEndpoint)
+    assert isinstance(endpoint_for(reactor, RedisURL("::1", 6379, 0), 2), TCP4ClientEndpoint)
+    assert isinstance(
+        endpoint_for(reactor, RedisURL("redis.example", 6379, 0), 2), HostnameEndpoint
+    )
 
 
 def test_clientservice_still_cannot_lose_a_refused_connection(

@@ -39,6 +39,7 @@ from typing import Any, cast
 
 from attrs import define, field
 from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -49,7 +50,7 @@ from twisted.internet.defer import (
 from twisted.internet.defer import (
     TimeoutError as DeferredTimeout,
 )
-from twisted.internet.endpoints import clientFromString, quoteStringArgument
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString, quoteStringArgument
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.internet.interfaces import (
@@ -103,6 +104,18 @@ def endpoint_description(url: RedisURL, timeout: float) -> str:
     another transport (TLS, a unix socket) is another string, nothing else changes."""
     host = quoteStringArgument(url.host)
     return f"tcp:host={host}:port={url.port}:timeout={max(1, math.ceil(timeout))}"
+
+
+def endpoint_for(reactor: Any, url: RedisURL, timeout: float) -> IStreamClientEndpoint:
+    """Where the link connects: an address through its endpoint string; a host name through
+    ``HostnameEndpoint``, which (unlike ``tcp:``, IPv4 only) tries every address the name has,
+    IPv6 and IPv4, as the link did before it ran on ``ClientService``."""
+    if isIPAddress(url.host) or isIPv6Address(url.host):
+        endpoint: IStreamClientEndpoint = clientFromString(
+            reactor, endpoint_description(url, timeout)
+        )
+        return endpoint
+    return HostnameEndpoint(reactor, url.host, url.port, timeout=max(1, math.ceil(timeout)))
 
 
 class _Connection(Protocol):
@@ -451,7 +464,7 @@ class RedisLink:
     def __attrs_post_init__(self) -> None:
         self._machine = LinkMachine(self)
         url = RedisURL(self.host, self.port, self.db)
-        endpoint = clientFromString(self.reactor, endpoint_description(url, self.timeout))
+        endpoint = endpoint_for(self.reactor, url, self.timeout)
         for make in (lambda: _Commands(self), lambda: _Subscriber(self)):
             build = _Build(make)
             self._services.append(
