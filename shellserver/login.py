@@ -47,7 +47,9 @@ class LoginServices(Protocol):
 
     def banner(self) -> str: ...
 
-    def unavailable(self, error: BaseException, doing: str) -> None: ...
+    def unavailable(
+        self, error: BaseException, doing: str, outcome: str = "service unavailable"
+    ) -> None: ...
 
     async def account_created(
         self, account: Account, by: str | None, peer: str | None

@@ -61,7 +61,8 @@ class Server:
     #: Where the motd is read: the I/O pool in the service (never the reactor thread).
     run_io: Runner = inline_runner
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
-    _trouble: LogLimit = field(factory=LogLimit)
+    #: Store and disk failures, one log limit per outcome (:meth:`unavailable`).
+    _trouble: dict[str, LogLimit] = field(factory=dict)
     #: Prompts drawn again after messages, once per reactor turn (terminal.py).
     redraws: Redraws = field()
 
@@ -165,14 +166,20 @@ class Server:
             return None
         return await self.homes.plan(name)
 
-    def unavailable(self, error: BaseException, doing: str) -> None:
-        """The store or the disk failed (full, I/O error): one critical line a minute at most."""
-        count = self._trouble.due(self.clock.seconds())
+    def unavailable(
+        self, error: BaseException, doing: str, outcome: str = "service unavailable"
+    ) -> None:
+        """The store or the disk failed (full, I/O error): one critical line a minute at most
+        for each ``outcome`` (what the user got instead), so one kind never hides another."""
+        trouble = self._trouble.get(outcome)
+        if trouble is None:
+            trouble = self._trouble[outcome] = LogLimit()
+        count = trouble.due(self.clock.seconds())
         if count:
             log.critical(
-                "{doing} failed, service unavailable ({count} time(s) since the last report): "
-                "{error}",
+                "{doing} failed, {outcome} ({count} time(s) since the last report): {error}",
                 doing=doing,
+                outcome=outcome,
                 count=count,
                 error=f"{type(error).__name__}: {error}",
             )
