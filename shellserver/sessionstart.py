@@ -231,8 +231,8 @@ def _record_logout(server: SessionServices, session: Session) -> None:
 
 
 def _logout_not_recorded(failure: Failure, server: SessionServices) -> None:
-    error = failure.check(*UNAVAILABLE)
-    if error is None:
+    error = failure.value
+    if failure.check(*UNAVAILABLE) is None or error is None:
         log.failure("recording logout failed", failure)
     else:  # disk full: one line a minute, not a traceback per logout
-        server.unavailable(failure.value, "recording a logout", "logout time not recorded")
+        server.unavailable(error, "recording a logout", "logout time not recorded")
