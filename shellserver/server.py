@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable
 
 from attrs import define, field
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -24,6 +26,7 @@ from shellserver.connection import Connection
 from shellserver.homefs import Homes
 from shellserver.hub import Hub, IHub
 from shellserver.metrics import Metrics
+from shellserver.pacing import AccountPacing
 from shellserver.sanitize import careful_lines
 from shellserver.sessionstart import Seat
 from shellserver.shutdown import Shutdown
@@ -33,6 +36,8 @@ from shellserver.throttle import FailedLogins, LogLimit, Registrations
 
 log = Logger()
 MOTD_LIMIT = 16 * 1024
+#: Logins read from the history to know where an account's owner logs in from (pacing.py).
+HISTORY_READ = 200
 
 
 @define(eq=False)
@@ -45,6 +50,8 @@ class Server:
     hub: IHub = field()
     started: float = 0.0
     failed_logins: FailedLogins = field(factory=FailedLogins)
+    #: Per-account pacing of password checks (distributed guessing).
+    account_pacing: AccountPacing = field()
     portal: Portal = field()
     #: Every live connection with a terminal (telnet's from connect, SSH's per session channel).
     connections: set[Seat] = field(factory=set)
@@ -82,6 +89,15 @@ class Server:
     def _admission(self) -> Admission:
         cfg = self.config
         return Admission(cfg.max_connections, cfg.max_unauth, cfg.max_unauth_per_addr)
+
+    @account_pacing.default
+    def _account_pacing(self) -> AccountPacing:
+        return AccountPacing(self.clock, history=self._login_peers)
+
+    def _login_peers(self, name: str) -> Deferred[Iterable[str]]:
+        """The addresses ``name`` logged in from lately (the store's login history)."""
+        d = self.store.history(name, HISTORY_READ)
+        return d.addCallback(lambda records: {r.peer for r in records})
 
     @registrations.default
     def _registrations(self) -> Registrations:
