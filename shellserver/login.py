@@ -127,7 +127,6 @@ async def login_dialogue(
             account = await authenticate(server, name, password)
         except UnauthorizedLogin:
             wrong = True
-            server.account_pacing.failed(name)
             failed(server, name, peer, "incorrect")
         except AccountLocked:
             failed(server, name, peer, "locked")
@@ -143,6 +142,7 @@ async def login_dialogue(
             return account
         finally:
             server.failed_logins.finished(peer, server.clock.seconds(), failed=wrong)
+            server.account_pacing.finished(name, failed=wrong)
         failures += 1
         # The answer comes at a moment fixed by when the password arrived, not by how long
         # its hash took: a hash at another cost, or none, cannot be told apart by timing.

@@ -66,17 +66,55 @@ class AccountPacing:
     #: Checks waiting for their turn, with a way to ask whether their connection is still there.
     _waiting: dict[str, deque[tuple[Deferred[bool], Callable[[], bool]]]] = field(factory=dict)
     _timers: dict[str, IDelayedCall] = field(factory=dict)
+    #: Checks allowed and not yet finished, per account (bounded by the connections).
+    _in_flight: dict[str, int] = field(factory=dict)
 
     def paced(self, name: str) -> bool:
-        return self._failures.count(_key(name), self.clock.seconds()) >= self.limit
+        """Has ``name`` had ``limit`` failures (or checks still running) in the window?
+
+        Checks in flight count, as they do per address: otherwise guesses sent in
+        parallel would all be checked before the first failure was known."""
+        key = _key(name)
+        failures = self._failures.count(key, self.clock.seconds())
+        return failures + self._in_flight.get(key, 0) >= self.limit
 
     def turn(
         self, name: str, peer: str, alive: Callable[[], bool] = lambda: True
     ) -> Deferred[bool]:
         """Fires True when the password check for ``name`` from ``peer`` may start: at once
         unless the account is paced (and ``peer`` unknown to it); then at its turn, one per
-        ``interval``. False when the connection was gone (``alive()``) by its turn."""
-        return Deferred.fromCoroutine(self._turn(_key(name), peer, alive))
+        ``interval``. False when the connection was gone (``alive()``) by its turn. Every
+        True must be followed by :meth:`finished`."""
+        key = _key(name)
+        d = Deferred.fromCoroutine(self._turn(key, peer, alive))
+        return d.addCallback(self._started, key)
+
+    def _started(self, go: bool, name: str) -> bool:
+        if go:
+            self._in_flight[name] = self._in_flight.get(name, 0) + 1
+        return go
+
+    def finished(self, name: str, failed: bool) -> None:
+        """The check :meth:`turn` allowed is over; a wrong password counts (from any address)."""
+        key, now = _key(name), self.clock.seconds()
+        left = self._in_flight.get(key, 0) - 1
+        if left > 0:
+            self._in_flight[key] = left
+        else:
+            self._in_flight.pop(key, None)
+        if not failed:
+            return
+        self._failures.add(key, now)
+        if self._failures.count(key, now) == self.limit:
+            log.warn(
+                "password attempts for {user} are paced to one per {interval:.0f} s: {limit} "
+                "failures in {window:.0f} s",
+                event="account_paced",
+                user=key,
+                interval=self.interval,
+                limit=self.limit,
+                window=self.window,
+            )
 
     async def _turn(self, name: str, peer: str, alive: Callable[[], bool]) -> bool:
         if not self.paced(name) or (name, peer) in self._known:
@@ -126,21 +164,6 @@ class AccountPacing:
             self._schedule(name)
         else:
             self._waiting.pop(name, None)
-
-    def failed(self, name: str) -> None:
-        """A wrong password for ``name`` (counted whatever the address)."""
-        key, now = _key(name), self.clock.seconds()
-        self._failures.add(key, now)
-        if self._failures.count(key, now) == self.limit:
-            log.warn(
-                "password attempts for {user} are paced to one per {interval:.0f} s: {limit} "
-                "failures in {window:.0f} s",
-                event="account_paced",
-                user=key,
-                interval=self.interval,
-                limit=self.limit,
-                window=self.window,
-            )
 
     def succeeded(self, name: str, peer: str) -> None:
         """``peer`` logged in to ``name`` (any method): its later passwords are not paced."""

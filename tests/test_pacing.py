@@ -22,10 +22,16 @@ def _state(d: Deferred[bool]) -> bool | None:
     return got[0] if got else None
 
 
+def _fail(pacing: AccountPacing, name: str, peer: str = "10.99.0.1") -> None:
+    """A wrong password for ``name``, checked at once (the account is not paced yet)."""
+    assert _state(pacing.turn(name, peer)) is True
+    pacing.finished(name, failed=True)
+
+
 def _paced(clock: Clock, **kw: Any) -> AccountPacing:
     pacing = AccountPacing(clock, **kw)
     for _ in range(10):
-        pacing.failed("alice")
+        _fail(pacing, "alice")
     assert pacing.paced("alice")
     return pacing
 
@@ -34,10 +40,9 @@ def test_ten_failures_from_any_addresses_pace_the_account_one_check_per_ten_seco
     clock = Clock()
     pacing = AccountPacing(clock)
     for i in range(9):
-        assert _state(pacing.turn("alice", f"10.0.0.{i}")) is True
-        pacing.failed("alice")
+        _fail(pacing, "alice", f"10.0.0.{i}")
     assert not pacing.paced("alice")
-    pacing.failed("alice")
+    _fail(pacing, "alice", "10.0.0.9")
     assert pacing.paced("alice") and not pacing.paced("bob")
     turns = [pacing.turn("alice", f"10.1.0.{i}") for i in range(4)]
     assert [_state(d) for d in turns] == [True, None, None, None]
@@ -50,6 +55,30 @@ def test_ten_failures_from_any_addresses_pace_the_account_one_check_per_ten_seco
     assert [_state(d) for d in turns] == [True, True, True, None]
     clock.advance(10)
     assert [_state(d) for d in turns] == [True, True, True, True]
+
+
+def test_checks_in_flight_count_so_parallel_guesses_meet_the_pace_too() -> None:
+    clock = Clock()
+    pacing = AccountPacing(clock)
+    turns = [pacing.turn("alice", f"10.15.0.{i}") for i in range(40)]  # all sent at once
+    # Ten checks, then the pace (its first turn at once), before any failure is known.
+    assert [_state(d) for d in turns[:11]] == [True] * 11
+    assert all(_state(d) is None for d in turns[11:])
+    for _ in range(11):
+        pacing.finished("alice", failed=True)
+    clock.advance(9.9)
+    assert _state(turns[11]) is None
+    clock.advance(0.1)
+    assert _state(turns[11]) is True and _state(turns[12]) is None
+
+
+def test_successes_do_not_count_toward_the_pace() -> None:
+    clock = Clock()
+    pacing = AccountPacing(clock)
+    for _ in range(30):
+        assert _state(pacing.turn("alice", "10.16.0.1")) is True
+        pacing.finished("alice", failed=False)
+    assert not pacing.paced("alice")
 
 
 def test_the_pace_ends_when_the_failures_are_ten_minutes_old() -> None:
@@ -65,7 +94,7 @@ def test_an_address_that_logged_in_before_and_a_key_are_not_paced() -> None:
     pacing = AccountPacing(clock)
     pacing.succeeded("alice", "192.0.2.7")  # any method: a key login too
     for _ in range(10):
-        pacing.failed("alice")
+        _fail(pacing, "alice")
     assert _state(pacing.turn("alice", "10.3.0.1")) is True  # takes the turn
     assert _state(pacing.turn("alice", "10.3.0.2")) is None  # waits
     assert [_state(pacing.turn("alice", "192.0.2.7")) for _ in range(3)] == [True] * 3
@@ -107,7 +136,7 @@ def test_account_records_are_bounded() -> None:
     pacing = AccountPacing(clock, max_accounts=5, max_known=3)
     for i in range(100):
         for _ in range(10):
-            pacing.failed(f"user{i}")
+            _fail(pacing, f"user{i}")
         pacing.turn(f"user{i}", "10.6.0.1")
         pacing.succeeded(f"user{i}", f"10.6.0.{i}")
     assert pacing.accounts() <= 5
@@ -115,7 +144,7 @@ def test_account_records_are_bounded() -> None:
     assert len(pacing._known) <= 3
     long_name = "x" * 5000  # typed names are cut short as keys
     for _ in range(10):
-        pacing.failed(long_name)
+        _fail(pacing, long_name)
     assert pacing.paced(long_name)
     assert max(len(k) for k in pacing._next) <= 64
 

@@ -402,8 +402,6 @@ class UserAuth(userauth.SSHUserAuthServer):
             result = await check()
         except UnauthorizedLogin as e:
             wrong = True
-            if password and pacing is not None:
-                pacing.failed(name)
             if metrics is not None:
                 metrics.login(False)
             log.info(
@@ -419,6 +417,8 @@ class UserAuth(userauth.SSHUserAuthServer):
         finally:
             if failed is not None:
                 failed.finished(t.peer, self.clock.seconds(), failed=wrong)
+            if password and pacing is not None:
+                pacing.finished(name, failed=wrong)
             if wrong:
                 delay = PASSWORD_DELAYS[min(self.password_failures, len(PASSWORD_DELAYS) - 1)]
                 self.password_failures += 1
