@@ -69,14 +69,12 @@ class AccountPacing:
     #: Checks allowed and not yet finished, per account (bounded by the connections).
     _in_flight: dict[str, int] = field(factory=dict)
 
-    def paced(self, name: str) -> bool:
-        """Has ``name`` had ``limit`` failures (or checks still running) in the window?
+    #: Checks waiting for one in flight to end (see :meth:`_turn`).
+    _held: dict[str, deque[Deferred[None]]] = field(factory=dict)
 
-        Checks in flight count, as they do per address: otherwise guesses sent in
-        parallel would all be checked before the first failure was known."""
-        key = _key(name)
-        failures = self._failures.count(key, self.clock.seconds())
-        return failures + self._in_flight.get(key, 0) >= self.limit
+    def paced(self, name: str) -> bool:
+        """Has ``name`` had ``limit`` failures in the window?"""
+        return self._failures.count(_key(name), self.clock.seconds()) >= self.limit
 
     def turn(
         self, name: str, peer: str, alive: Callable[[], bool] = lambda: True
@@ -102,23 +100,38 @@ class AccountPacing:
             self._in_flight[key] = left
         else:
             self._in_flight.pop(key, None)
-        if not failed:
-            return
-        self._failures.add(key, now)
-        if self._failures.count(key, now) == self.limit:
-            log.warn(
-                "password attempts for {user} are paced to one per {interval:.0f} s: {limit} "
-                "failures in {window:.0f} s",
-                event="account_paced",
-                user=key,
-                interval=self.interval,
-                limit=self.limit,
-                window=self.window,
-            )
+        if failed:
+            self._failures.add(key, now)
+            if self._failures.count(key, now) == self.limit:
+                log.warn(
+                    "password attempts for {user} are paced to one per {interval:.0f} s: "
+                    "{limit} failures in {window:.0f} s",
+                    event="account_paced",
+                    user=key,
+                    interval=self.interval,
+                    limit=self.limit,
+                    window=self.window,
+                )
+        held = self._held.pop(key, None)
+        while held:  # each asks again: one may go now, or all join the pace
+            held.popleft().callback(None)
 
     async def _turn(self, name: str, peer: str, alive: Callable[[], bool]) -> bool:
-        if not self.paced(name) or (name, peer) in self._known:
+        """Checks in flight count as failures until they end, as they do per address:
+        otherwise guesses sent in parallel would all be checked before the first failure
+        was known. A check over that waits for one to end (a burst of right passwords, a
+        storm of logins, is only queued), then asks again."""
+        if (name, peer) in self._known:
             return True
+        while not self.paced(name):
+            failures = self._failures.count(name, self.clock.seconds())
+            if failures + self._in_flight.get(name, 0) < self.limit:
+                return True
+            freed: Deferred[None] = Deferred()
+            self._held.setdefault(name, deque()).append(freed)
+            await freed
+            if not alive():
+                return False
         if name not in self._read:
             _remember(self._read, name, None, self.max_accounts)
             try:

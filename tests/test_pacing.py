@@ -61,15 +61,33 @@ def test_checks_in_flight_count_so_parallel_guesses_meet_the_pace_too() -> None:
     clock = Clock()
     pacing = AccountPacing(clock)
     turns = [pacing.turn("alice", f"10.15.0.{i}") for i in range(40)]  # all sent at once
-    # Ten checks, then the pace (its first turn at once), before any failure is known.
-    assert [_state(d) for d in turns[:11]] == [True] * 11
-    assert all(_state(d) is None for d in turns[11:])
-    for _ in range(11):
+    assert [_state(d) for d in turns[:10]] == [True] * 10
+    assert all(_state(d) is None for d in turns[10:])  # held until one of the ten ends
+    for _ in range(9):
         pacing.finished("alice", failed=True)
+    assert all(_state(d) is None for d in turns[10:])  # nine failures, one still in flight
+    pacing.finished("alice", failed=True)
+    # Ten failures known: the pace, its first turn at once, then one per 10 s.
+    assert _state(turns[10]) is True and all(_state(d) is None for d in turns[11:])
+    pacing.finished("alice", failed=True)
     clock.advance(9.9)
     assert _state(turns[11]) is None
     clock.advance(0.1)
     assert _state(turns[11]) is True and _state(turns[12]) is None
+
+
+def test_parallel_right_passwords_are_only_queued_behind_the_checks_in_flight() -> None:
+    """A login storm (a class, a benchmark) on one account: ten at a time, never paced."""
+    clock = Clock()
+    pacing = AccountPacing(clock)
+    turns = [pacing.turn("alice", f"10.17.0.{i}") for i in range(30)]
+    going = 10
+    assert sum(_state(d) is True for d in turns) == going
+    while going < 30:
+        pacing.finished("alice", failed=False)  # one logs in: the next goes at once
+        going += 1
+        assert sum(_state(d) is True for d in turns) == going
+    assert not pacing.paced("alice")
 
 
 def test_successes_do_not_count_toward_the_pace() -> None:
