@@ -264,3 +264,36 @@ def test_the_previous_login_addresses_come_from_the_store(server: Server) -> Non
     for i in range(11):
         Client(server, peer=f"10.14.0.{i}").login("alice", "wrong-password")
     assert "alice@testhost:~$ " in Client(server, peer="192.0.2.8").login("alice")
+
+
+def test_the_browser_shares_the_pace(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page logs in through the same dialogue: a paced account paces it too."""
+    from test_web import FakeSocket
+
+    from shellserver.wires.web import WebWire
+
+    checked = _count_checks(monkeypatch)
+    clock: Clock = server.clock  # type: ignore[assignment]
+    for i in range(10):
+        Client(server, peer=f"10.18.0.{i}").login("alice", "wrong-password")
+    assert len(checked) == 10 and server.account_pacing.paced("alice")
+
+    def browser(peer: str) -> FakeSocket:
+        wire = WebWire(server.new_connection, clock, peer)
+        sock = FakeSocket()
+        wire.negotiationStarted(sock)  # type: ignore[arg-type]
+        wire.negotiationFinished()
+        wire.textMessageReceived("0alice\r")
+        wire.textMessageReceived("0wrong-password\r")
+        return sock
+
+    first, second = browser("10.19.0.1"), browser("10.19.0.2")
+    assert len(checked) == 11  # the account's turn now, then one per 10 s
+    clock.advance(1)
+    assert b"Login incorrect" in first.transport.value()
+    assert b"Login incorrect" not in second.transport.value()
+    for _ in range(9):
+        clock.advance(1)
+    assert len(checked) == 12
+    clock.advance(1)
+    assert b"Login incorrect" in second.transport.value()
