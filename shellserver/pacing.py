@@ -148,6 +148,7 @@ class AccountPacing:
             _remember(self._next, name, now + self.interval, self.max_accounts)
             return True
         queue = self._waiting.setdefault(name, deque())
+        _let_go_of_the_gone(queue)
         entry: tuple[Deferred[bool], Callable[[], bool]]
         d: Deferred[bool] = Deferred(lambda d: _discard(queue, entry))
         entry = (d, alive)
@@ -199,6 +200,15 @@ def _remember(table: dict[K, V], key: K, value: V, most: int) -> None:
         while table and len(table) >= most:
             del table[next(iter(table))]
     table[key] = value
+
+
+def _let_go_of_the_gone(queue: deque[tuple[Deferred[bool], Callable[[], bool]]]) -> None:
+    """Answer False at once to waiters whose connection is gone, so a client that hangs up
+    and comes back cannot pile up waiters (and their connections) until the next turn."""
+    gone = [entry for entry in queue if not entry[1]()]
+    for entry in gone:
+        queue.remove(entry)
+        entry[0].callback(False)
 
 
 def _discard(

@@ -149,6 +149,20 @@ def test_a_waiter_whose_connection_is_gone_costs_no_turn() -> None:
     assert _state(gone) is False and _state(waiting) is True  # the live one had its turn
 
 
+def test_waiters_that_hung_up_are_let_go_when_the_next_one_queues() -> None:
+    clock = Clock()
+    pacing = _paced(clock)
+    assert _state(pacing.turn("alice", "10.20.0.1")) is True
+    connected = [True] * 50
+    waiting = [pacing.turn("alice", f"10.20.1.{i}", lambda i=i: connected[i]) for i in range(50)]
+    for i in range(49):
+        connected[i] = False  # hung up while waiting
+    latest = pacing.turn("alice", "10.20.2.1")
+    assert [_state(d) for d in waiting[:49]] == [False] * 49  # let go at once, not in 10 s
+    assert _state(waiting[49]) is None and _state(latest) is None
+    assert len(pacing._waiting["alice"]) == 2
+
+
 def test_account_records_are_bounded() -> None:
     clock = Clock()
     pacing = AccountPacing(clock, max_accounts=5, max_known=3)
