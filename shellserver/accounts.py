@@ -455,7 +455,7 @@ class AccountStore:
             raise AccountLocked(account.name)
         if needs_rehash(stored, self.hash_cost):
             rehash = self._d(self._rehash(name, stored, password))
-            rehash.addErrback(lambda f: log.failure("rehashing {user} failed", f, user=name))
+            rehash.addErrback(_rehash_failed, name)
         return account
 
     async def _rehash(self, name: str, old: str, password: str) -> None:
@@ -569,6 +569,18 @@ class AccountStore:
 
     def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> Deferred[list[str]]:
         return self.run_db(self.db.apply_batch, entries)
+
+
+def _rehash_failed(failure: Failure, name: str) -> None:
+    """The old hash stays and is replaced at a later login; a full disk is one line."""
+    if failure.check(*UNAVAILABLE):
+        log.warn(
+            "rehashing {user} failed, the old hash is kept: {error}",
+            user=name,
+            error=f"{type(failure.value).__name__}: {failure.value}",
+        )
+    else:
+        log.failure("rehashing {user} failed", failure, user=name)
 
 
 @define

@@ -11,19 +11,43 @@ at random with a chance growing from 30 % to 100 % at the limit, OpenSSH's
 ``MaxStartups 100:30:200``, and the login grace shortens from 60 s towards
 10 s, so half-open connections churn instead of holding every slot for a
 minute. The random source is passed in, so tests decide every draw.
+
+Connections that make no progress (telnet and the browser: no login name
+typed yet; SSH: no key exchange completed) are *stalled*. When a newcomer
+would be refused (a full house, or the early drop), the oldest stalled
+connection that has had ``MIN_STALL_AGE`` seconds is closed instead to make
+room, and every connection the server closes without a login (closed so, or
+timed out at the login grace) counts against its address's penalty
+(``penalties.py``): an address that keeps connections stalled is refused at
+once for a growing time, so a flood of half-open connections from a few
+addresses churns among themselves and then stops, while a clean address gets
+in.
 """
 
 from __future__ import annotations
 
 import resource
 from collections import Counter
+from collections.abc import Callable
 from random import Random
 
 from attrs import define, field
+from twisted.logger import Logger
+
+from shellserver.penalties import Penalties
+from shellserver.throttle import LogLimit
+
+log = Logger()
 
 TOO_MANY = "Too many connections; try again later."
 TOO_MANY_UNAUTH = "Too many connections waiting to log in; try again later."
 TOO_MANY_FROM_YOU = "Too many connections from your address waiting to log in; try again later."
+PENALISED = "Too many stalled connections from your address; try again later."
+#: Told to a stalled connection closed to make room for a newcomer.
+MADE_ROOM = "Too many connections waiting to log in; closing those that sent nothing."
+
+#: A stalled connection is closed to make room only once it has had this long to make progress.
+MIN_STALL_AGE = 2.0
 
 #: The chance of a random early drop at half of ``--max-unauth`` (OpenSSH's ``rate``).
 EARLY_DROP = 0.30
@@ -32,6 +56,16 @@ MIN_GRACE = 10.0
 
 #: Descriptors kept for everything that is not a client: store, logs, listeners, threads.
 FD_HEADROOM = 64
+
+
+@define(eq=False)
+class Stalled:
+    """An admitted connection that has made no progress yet; ``close`` ends it when room is
+    needed (its admission slot is already given back then)."""
+
+    peer: str
+    since: float
+    close: Callable[[], None]
 
 
 @define(eq=False)
@@ -48,22 +82,38 @@ class Admission:
     #: Refusals not yet logged, and when the last log line was written.
     _unlogged: int = 0
     _logged_at: float = float("-inf")
+    penalties: Penalties = field(factory=Penalties)
+    _penalised_log: LogLimit = field(factory=LogLimit)
+    #: Stalled connections, oldest first.
+    _stalled: dict[Stalled, None] = field(factory=dict)
 
-    def admit(self, peer: str) -> str | None:
-        """Count a new connection from ``peer``; or say why it is refused (and count nothing)."""
+    def admit(self, peer: str, now: float = 0.0) -> str | None:
+        """Count a new connection from ``peer``; or say why it is refused (and count nothing).
+
+        Where a full house or the early drop would refuse it, the oldest stalled
+        connection is closed instead, if one has had its chance (``MIN_STALL_AGE``).
+        """
+        if self.penalties.refused(peer, now):
+            return self._refuse(PENALISED)
         if self.max_connections and self.connections >= self.max_connections:
             return self._refuse(TOO_MANY)
-        if self.max_unauth and self.unauth >= self.max_unauth:
-            return self._refuse(TOO_MANY_UNAUTH)
-        if (
+        yours_full = bool(
             self.max_unauth_per_addr
             and self._unauth_by_addr.get(peer, 0) >= self.max_unauth_per_addr
+        )
+        if (
+            self.max_unauth
+            and self.unauth >= self.max_unauth
+            and (yours_full or not self._make_room(now))
         ):
+            return self._refuse(TOO_MANY_UNAUTH)
+        if yours_full:
             return self._refuse(TOO_MANY_FROM_YOU)
         pressure = self.pressure()
         if (
             pressure is not None
             and self.random.random() < EARLY_DROP + (1 - EARLY_DROP) * pressure
+            and not self._make_room(now)
         ):
             return self._refuse(TOO_MANY_UNAUTH)
         self.connections += 1
@@ -86,6 +136,51 @@ class Admission:
         if pressure is None or base <= MIN_GRACE:
             return base
         return base - (base - MIN_GRACE) * pressure
+
+    def stalled(self, peer: str, now: float, close: Callable[[], None]) -> Stalled:
+        """An admitted connection waits, with no progress yet; ``close`` must end it without
+        giving back its slot (this does that) when the room is needed."""
+        entry = Stalled(peer, now, close)
+        self._stalled[entry] = None
+        return entry
+
+    def progressed(self, entry: Stalled | None) -> None:
+        """The connection made progress (a login name, a key exchange): no longer stalled.
+        Also when it ends for any other reason."""
+        if entry is not None:
+            self._stalled.pop(entry, None)
+
+    def timed_out(self, peer: str, now: float) -> None:
+        """A connection of ``peer`` reached its login grace without logging in: penalised."""
+        self._penalise(peer, now, "timed out")
+
+    def _make_room(self, now: float) -> bool:
+        """Close the oldest stalled connection, if it has had its chance; True if one was."""
+        if not self._stalled:
+            return False
+        oldest = next(iter(self._stalled))
+        if now - oldest.since < MIN_STALL_AGE:
+            return False
+        del self._stalled[oldest]
+        self.gone(oldest.peer, logged_in=False)
+        self._penalise(oldest.peer, now, "stalled")
+        oldest.close()
+        return True
+
+    def _penalise(self, peer: str, now: float, why: str) -> None:
+        if not self.penalties.stalled(peer, now):
+            return
+        count = self._penalised_log.due(now)
+        if count:
+            log.info(
+                "refusing {count} address(es) for stalled connections; latest {peer} for "
+                "{seconds:.0f} s: its connections {why} without logging in",
+                event="penalised",
+                count=count,
+                peer=peer,
+                seconds=self.penalties.left(peer, now),
+                why=why,
+            )
 
     def logged_in(self, peer: str) -> None:
         """An admitted connection has a session now: it no longer waits to log in."""

@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 
 from shellserver import sessionstart
 from shellserver.accounts import UNAVAILABLE, Account
-from shellserver.admission import Admission
+from shellserver.admission import MADE_ROOM, Admission, Stalled
 from shellserver.login import UNAVAILABLE_TEXT, LoginServices, login_dialogue
 from shellserver.session import Session
 from shellserver.sessionstart import SessionServices
@@ -37,6 +37,9 @@ class Connection:
         self.session: Session | None = None
         self._timer: IDelayedCall | None = None
         self._admitted = False
+        #: In admission's list of stalled connections until a login name arrives.
+        self._stalled: Stalled | None = None
+        self._closed = False
         #: Counted by admission as logged in (no longer waiting to log in).
         self._logged_in = False
 
@@ -47,7 +50,8 @@ class Connection:
         timeout = self.server.config.login_timeout
         if timeout > 0:
             self._expire_waiting(admission.login_grace(timeout))
-        refusal = admission.admit(self.wire.peer)
+        now = self.server.clock.seconds()
+        refusal = admission.admit(self.wire.peer, now)
         if refusal is not None:
             count = admission.refusals_to_log(self.server.clock.seconds())
             if count:
@@ -61,6 +65,7 @@ class Connection:
             self.terminal.close()
             return
         self._admitted = True
+        self._stalled = admission.stalled(self.wire.peer, now, self._make_room)
         if timeout > 0:
             grace = admission.login_grace(timeout)
             self.server.waiting[self] = self.server.clock.seconds()
@@ -84,17 +89,19 @@ class Connection:
         try:
             banner = True
             while True:
-                account = await login_dialogue(self.server, self.terminal, self.wire.peer, banner)
+                account = await login_dialogue(
+                    self.server, self.terminal, self.wire.peer, banner, self._progressed
+                )
                 banner = False
                 try:
                     if account is None or not await self._begin(account):
-                        self.terminal.close()
+                        self._close()
                     break
                 except UNAVAILABLE as e:  # disk full at the login record: say so, stay
                     self.server.unavailable(e, "login")
                     self.terminal.write(UNAVAILABLE_TEXT)
         except EndOfInput:
-            self.terminal.close()
+            self._close()
         except Disconnected:
             pass
 
@@ -115,10 +122,31 @@ class Connection:
         self._logged_in = True
         return True
 
+    def _progressed(self) -> None:
+        """A login name arrived: no longer among the stalled, first closed under pressure."""
+        self.server.admission.progressed(self._stalled)
+        self._stalled = None
+
+    def _close(self) -> None:
+        """Closed by the server (failed logins, a refusal, ^D): not a time-out when the close
+        takes a while."""
+        self._closed = True
+        self.terminal.close()
+
     def _timed_out(self, grace: float) -> None:
         self._cancel_timer()
+        if self._admitted and not self._closed:
+            self.server.admission.timed_out(self.wire.peer, self.server.clock.seconds())
         self._release()  # its slot is free now, not only when the close completes
         self.terminal.write(f"\nLogin timed out after {round(grace)} seconds.\n")
+        self.terminal.close()
+
+    def _make_room(self) -> None:
+        """Admission closes this stalled connection for a newcomer (and took its slot back)."""
+        self._stalled = None
+        self._admitted = False
+        self._cancel_timer()
+        self.terminal.write(f"\n{MADE_ROOM}\n")
         self.terminal.close()
 
     def _cancel_timer(self) -> None:
@@ -137,6 +165,7 @@ class Connection:
             sessionstart.end(self.server, session, self.wire)
 
     def _release(self) -> None:
+        self._progressed()  # gone: no longer stalled either
         if self._admitted:
             self._admitted = False
             self.server.admission.gone(self.wire.peer, logged_in=self._logged_in)

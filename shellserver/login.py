@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.cred.credentials import UsernamePassword
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from shellserver.accounts import AccountStore
     from shellserver.config import Config
     from shellserver.metrics import Metrics
+    from shellserver.pacing import AccountPacing
     from shellserver.throttle import FailedLogins, Registrations
 
 
@@ -42,12 +44,15 @@ class LoginServices(Protocol):
     store: AccountStore
     portal: Portal
     failed_logins: FailedLogins
+    account_pacing: AccountPacing
     registrations: Registrations
     metrics: Metrics
 
     def banner(self) -> str: ...
 
-    def unavailable(self, error: BaseException, doing: str) -> None: ...
+    def unavailable(
+        self, error: BaseException, doing: str, outcome: str = "service unavailable"
+    ) -> None: ...
 
     async def account_created(
         self, account: Account, by: str | None, peer: str | None
@@ -65,13 +70,18 @@ TOO_MANY_REGISTRATIONS = "Too many accounts created from your address; try again
 
 
 async def login_dialogue(
-    server: LoginServices, term: Terminal, peer: str, banner: bool = True
+    server: LoginServices,
+    term: Terminal,
+    peer: str,
+    banner: bool = True,
+    progressed: Callable[[], None] = lambda: None,
 ) -> Account | None:
     """The account that logged in, or None when the connection should close.
 
     EndOfInput and Disconnected from the terminal propagate to the caller.
     A store or disk failure (disk full) is told as ``Service temporarily
     unavailable`` and the dialogue goes on: the connection stays.
+    ``progressed`` is called when a login name arrives (admission's stalled list).
     """
     if banner:
         term.write(server.banner())
@@ -84,6 +94,7 @@ async def login_dialogue(
             name = (await term.read_line("login: ")).strip()
             if not name:
                 continue
+            progressed()
             if name == "new":
                 if not server.config.registration:
                     term.write("Registration is closed; ask an administrator for an account.\n")
@@ -103,10 +114,14 @@ async def login_dialogue(
             password = await term.read_line("Password: ", hidden=True)
         except Interrupted:
             continue
-        arrived = server.clock.seconds()
-        if not await server.failed_logins.attempt(peer, arrived):
+        if not await server.failed_logins.attempt(peer, server.clock.seconds()):
             term.write(TOO_MANY)
             return None
+        # An account under distributed guessing is checked one password at a time, slowly.
+        if not await server.account_pacing.turn(name, peer, lambda: term.connected):
+            server.failed_logins.finished(peer, server.clock.seconds(), failed=False)
+            return None
+        arrived = server.clock.seconds()
         wrong = False
         try:
             account = await authenticate(server, name, password)
@@ -123,9 +138,11 @@ async def login_dialogue(
             continue
         else:
             server.metrics.login(True)
+            server.account_pacing.succeeded(account.name, peer)
             return account
         finally:
             server.failed_logins.finished(peer, server.clock.seconds(), failed=wrong)
+            server.account_pacing.finished(name, failed=wrong)
         failures += 1
         # The answer comes at a moment fixed by when the password arrived, not by how long
         # its hash took: a hash at another cost, or none, cannot be told apart by timing.

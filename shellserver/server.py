@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable
 
 from attrs import define, field
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -24,6 +26,7 @@ from shellserver.connection import Connection
 from shellserver.homefs import Homes
 from shellserver.hub import Hub, IHub
 from shellserver.metrics import Metrics
+from shellserver.pacing import AccountPacing
 from shellserver.sanitize import careful_lines
 from shellserver.sessionstart import Seat
 from shellserver.shutdown import Shutdown
@@ -33,6 +36,8 @@ from shellserver.throttle import FailedLogins, LogLimit, Registrations
 
 log = Logger()
 MOTD_LIMIT = 16 * 1024
+#: Logins read from the history to know where an account's owner logs in from (pacing.py).
+HISTORY_READ = 200
 
 
 @define(eq=False)
@@ -45,6 +50,8 @@ class Server:
     hub: IHub = field()
     started: float = 0.0
     failed_logins: FailedLogins = field(factory=FailedLogins)
+    #: Per-account pacing of password checks (distributed guessing).
+    account_pacing: AccountPacing = field()
     portal: Portal = field()
     #: Every live connection with a terminal (telnet's from connect, SSH's per session channel).
     connections: set[Seat] = field(factory=set)
@@ -63,7 +70,8 @@ class Server:
     #: ``<data>/initial-admin-password``, removed once ``admin``'s password is changed.
     initial_password: str | None = None
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
-    _trouble: LogLimit = field(factory=LogLimit)
+    #: Store and disk failures, one log limit per outcome (:meth:`unavailable`).
+    _trouble: dict[str, LogLimit] = field(factory=dict)
     #: Prompts drawn again after messages, once per reactor turn (terminal.py).
     redraws: Redraws = field()
 
@@ -83,6 +91,15 @@ class Server:
     def _admission(self) -> Admission:
         cfg = self.config
         return Admission(cfg.max_connections, cfg.max_unauth, cfg.max_unauth_per_addr)
+
+    @account_pacing.default
+    def _account_pacing(self) -> AccountPacing:
+        return AccountPacing(self.clock, history=self._login_peers)
+
+    def _login_peers(self, name: str) -> Deferred[Iterable[str]]:
+        """The addresses ``name`` logged in from lately (the store's login history)."""
+        d = self.store.history(name, HISTORY_READ)
+        return d.addCallback(lambda records: {r.peer for r in records})
 
     @registrations.default
     def _registrations(self) -> Registrations:
@@ -186,14 +203,20 @@ class Server:
             return None
         return await self.homes.plan(name)
 
-    def unavailable(self, error: BaseException, doing: str) -> None:
-        """The store or the disk failed (full, I/O error): one critical line a minute at most."""
-        count = self._trouble.due(self.clock.seconds())
+    def unavailable(
+        self, error: BaseException, doing: str, outcome: str = "service unavailable"
+    ) -> None:
+        """The store or the disk failed (full, I/O error): one critical line a minute at most
+        for each ``outcome`` (what the user got instead), so one kind never hides another."""
+        trouble = self._trouble.get(outcome)
+        if trouble is None:
+            trouble = self._trouble[outcome] = LogLimit()
+        count = trouble.due(self.clock.seconds())
         if count:
             log.critical(
-                "{doing} failed, service unavailable ({count} time(s) since the last report): "
-                "{error}",
+                "{doing} failed, {outcome} ({count} time(s) since the last report): {error}",
                 doing=doing,
+                outcome=outcome,
                 count=count,
                 error=f"{type(error).__name__}: {error}",
             )

@@ -229,6 +229,7 @@ class ShellService(Service):
                 self.server.admission,
                 self.server.failed_logins,
                 ssh_session.session_starter(self.server),
+                self.server.account_pacing,
             )
             ssh.factory.metrics = self.metrics
         ssh_control = ssh_setup.SSHControl(

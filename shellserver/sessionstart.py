@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver import people
-from shellserver.accounts import Account
+from shellserver.accounts import UNAVAILABLE, Account
 from shellserver.commands.registry import Services
 from shellserver.hub import ClusterUnavailable, Message
 from shellserver.sanitize import careful
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from shellserver.terminal import Redraws
 
 log = Logger()
+
+#: What a user gets when the login record cannot be written (:meth:`unavailable`'s outcome).
+LOGGED_IN_UNRECORDED = "logged in without a login record"
 
 
 class Mode(enum.Enum):
@@ -69,7 +72,9 @@ class SessionServices(Services, Protocol):
 
     def login_notice(self) -> str: ...
 
-    def unavailable(self, error: BaseException, doing: str) -> None: ...
+    def unavailable(
+        self, error: BaseException, doing: str, outcome: str = "service unavailable"
+    ) -> None: ...
 
 
 async def begin(
@@ -145,6 +150,10 @@ async def _start(
         session.login_record = await server.store.record_login(
             name, session.tty, session.peer, now
         )
+    except UNAVAILABLE as e:
+        # The disk is full (or failing): let the user in all the same, without a record, so
+        # they can delete files; `last` will not show this login.
+        server.unavailable(e, "recording a login", LOGGED_IN_UNRECORDED)
     except BaseException:
         await server.hub.detach(session)
         raise
@@ -222,4 +231,12 @@ def _ending_failed(failure: Failure, session: Session) -> None:
 def _record_logout(server: SessionServices, session: Session) -> None:
     if session.login_record is not None:
         d = server.store.record_logout(session.login_record, server.clock.seconds())
-        d.addErrback(lambda f: log.failure("recording logout failed", f))
+        d.addErrback(_logout_not_recorded, server)
+
+
+def _logout_not_recorded(failure: Failure, server: SessionServices) -> None:
+    error = failure.value
+    if failure.check(*UNAVAILABLE) is None or error is None:
+        log.failure("recording logout failed", failure)
+    else:  # disk full: one line a minute, not a traceback per logout
+        server.unavailable(error, "recording a logout", "logout time not recorded")

@@ -15,12 +15,16 @@ from realserver import RawClient, RealServer
 
 from shellserver.admission import (
     FD_HEADROOM,
+    MADE_ROOM,
+    MIN_STALL_AGE,
+    PENALISED,
     TOO_MANY,
     TOO_MANY_FROM_YOU,
     TOO_MANY_UNAUTH,
     Admission,
     connection_limit,
 )
+from shellserver.penalties import Penalties
 
 
 def test_zero_means_unlimited() -> None:
@@ -132,6 +136,8 @@ def test_a_full_house_of_half_open_connections_makes_room_after_the_short_grace(
     server = make_server(tmp_path, max_unauth=4, max_unauth_per_addr=0)
     server.admission.random = Draws()  # type: ignore[assignment]
     squatters = [Client(server, peer="10.9.9.9") for _ in range(4)]
+    for s in squatters:  # a name each, then nothing: not stalled, so only the grace ends them
+        s.send("alice")
     assert TOO_MANY_UNAUTH in Client(server, peer="10.0.0.1").output()
     server.clock.advance(9.9)  # type: ignore[attr-defined]
     assert TOO_MANY_UNAUTH in Client(server, peer="10.0.0.1").output()
@@ -144,6 +150,78 @@ def test_a_full_house_of_half_open_connections_makes_room_after_the_short_grace(
     c = Client(server, peer="10.0.0.1")
     assert all(s.disconnecting for s in squatters[:3]) and not refill.disconnecting
     assert "login: " in c.output() and not c.disconnecting
+
+
+def test_stalled_connections_are_closed_first_to_make_room(tmp_path: Path) -> None:
+    """A full house: a newcomer closes the oldest connection that has sent no login name
+    (after its MIN_STALL_AGE chance), never one that has."""
+    server = make_server(tmp_path, max_unauth=4, max_unauth_per_addr=0)
+    server.admission.random = Draws()  # type: ignore[assignment]
+    clock = server.clock
+    stalled = [Client(server, peer="10.9.9.9") for _ in range(2)]
+    typing = [Client(server, peer="10.8.8.8") for _ in range(2)]
+    for t in typing:
+        t.send("alice")
+    assert TOO_MANY_UNAUTH in Client(server, peer="10.0.0.1").output()  # none had its chance
+    clock.advance(MIN_STALL_AGE)  # type: ignore[attr-defined]
+    first = Client(server, peer="10.0.0.1")
+    assert "login: " in first.output() and not first.disconnecting
+    assert stalled[0].disconnecting and MADE_ROOM in stalled[0].output()
+    assert not stalled[1].disconnecting
+    second = Client(server, peer="10.0.0.2")
+    assert "login: " in second.output() and stalled[1].disconnecting
+    assert not any(t.disconnecting for t in typing)
+    # The newcomers are stalled themselves but have not had their chance yet: full again.
+    assert TOO_MANY_UNAUTH in Client(server, peer="10.0.0.3").output()
+    first.send("bob")  # progress: never closed for room
+    clock.advance(MIN_STALL_AGE)  # type: ignore[attr-defined]
+    third = Client(server, peer="10.0.0.3")
+    assert "login: " in third.output() and second.disconnecting and not first.disconnecting
+    assert server.admission.unauth == 4
+
+
+def test_addresses_whose_connections_stall_are_refused_for_a_growing_time() -> None:
+    a = Admission(0, 4, 0, random=Draws())  # type: ignore[arg-type]
+    closed: list[str] = []
+    now = 0.0
+
+    def squat(peer: str) -> str | None:
+        refusal = a.admit(peer, now)
+        if refusal is None:
+            a.stalled(peer, now, lambda: closed.append(peer))
+        return refusal
+
+    for _ in range(4):
+        assert squat("10.9.9.9") is None
+    now = MIN_STALL_AGE
+    for i in range(3):  # three closed to make room: 15 s of penalty, not yet refused
+        assert squat(f"10.0.0.{i}") is None
+    assert closed == ["10.9.9.9"] * 3
+    assert squat("10.9.9.9") is None  # the fourth of its own makes room too: 20 s
+    assert closed == ["10.9.9.9"] * 4
+    assert a.penalties.left("10.9.9.9", now) == 20
+    assert squat("10.9.9.9") == PENALISED  # refused at once: no slot, nothing closed
+    assert len(closed) == 4
+    a.timed_out("10.9.9.9", now)  # a time-out at the login grace counts too: 25 s
+    now += 9.9
+    assert squat("10.9.9.9") == PENALISED
+    now += 0.2  # 14.9 s left: let in again, and its next stall refuses it again
+    a.gone("10.0.0.0", logged_in=False)
+    assert squat("10.9.9.9") is None
+    a.timed_out("10.9.9.9", now)
+    assert squat("10.9.9.9") == PENALISED
+    assert squat("10.0.0.9") != PENALISED  # other addresses are not affected
+    for _ in range(200):
+        a.timed_out("10.9.9.9", now)
+    assert a.penalties.left("10.9.9.9", now) == 600  # at most ten minutes
+
+
+def test_penalties_remember_at_most_max_addresses() -> None:
+    p = Penalties(max_addresses=3)
+    for i in range(100):
+        for _ in range(4):
+            p.stalled(f"10.0.0.{i}", 0.0)
+    assert len(p) <= 3 and p.refused("10.0.0.99", 0.0)
 
 
 def test_refusals_are_logged_at_most_once_a_minute() -> None:

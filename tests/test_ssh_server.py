@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.error import ConchError
 from twisted.conch.interfaces import IConchUser
-from twisted.conch.ssh import common, connection, userauth
+from twisted.conch.ssh import common, connection, transport, userauth
 from twisted.conch.ssh.keys import Key
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -23,8 +23,15 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from shellserver.accounts import ROLE_USER, Account, AccountDB, AccountStore
-from shellserver.admission import TOO_MANY_FROM_YOU, Admission
+from shellserver.admission import (
+    MADE_ROOM,
+    MIN_STALL_AGE,
+    TOO_MANY_FROM_YOU,
+    TOO_MANY_UNAUTH,
+    Admission,
+)
 from shellserver.auth import StoreChecker
+from shellserver.pacing import AccountPacing
 from shellserver.passwords import hash_password
 from shellserver.threads import inline_runner
 from shellserver.throttle import FailedLogins
@@ -302,6 +309,48 @@ def test_unauthenticated_connections_end_at_the_login_timeout(keys: HostKeys) ->
     assert clock.getDelayedCalls() == []
 
 
+def test_ssh_connections_without_a_key_exchange_are_closed_first_to_make_room(
+    keys: HostKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    admission = Admission(0, 4, 0)
+    admission.random = NeverDrop()  # type: ignore[assignment]
+    factory = ShellSSHFactory(
+        keys, Portal(ShellRealm(Lookup(succeed), Started())), clock, 60, admission
+    )
+    keyed = [connect(factory, "198.51.100.5") for _ in range(2)]  # the oldest
+    # conch's own switch to the new keys stands aside: only our hook on it runs here.
+    monkeypatch.setattr(transport.SSHTransportBase, "_newKeys", lambda self: None)
+    for proto, _ in keyed:
+        proto._newKeys()  # the key exchange completed
+    banner_only = [connect(factory, "203.0.113.9") for _ in range(2)]
+    assert connect(factory, "192.0.2.1")[1].value() == TOO_MANY_UNAUTH.encode() + b"\r\n"
+    clock.advance(MIN_STALL_AGE)
+    newcomer, newcomer_wire = connect(factory, "192.0.2.1")
+    assert newcomer_wire.value().startswith(b"SSH-2.0-shellserver")
+    first_wire = banner_only[0][1]
+    assert first_wire.disconnecting and MADE_ROOM.encode() in first_wire.value()
+    assert not any(wire.disconnecting for _, wire in keyed)
+    assert admission.unauth == 4 and admission.penalties.left("203.0.113.9", clock.seconds()) > 0
+    banner_only[0][0].connectionLost(Failure(ConnectionError()))
+    assert admission.unauth == 4  # its slot was given back when it was closed, once
+    # Under pressure the login grace is short for SSH too: 10 s for one let in at a full house.
+    last = banner_only[1][1]
+    clock.advance(9.9 - MIN_STALL_AGE)
+    assert not last.disconnecting
+    clock.advance(0.1)
+    assert last.disconnecting and b"login timed out" in last.value()
+    assert not any(wire.disconnecting for _, wire in keyed)  # let in with 60 s
+    for proto in [banner_only[1][0], keyed[0][0], keyed[1][0], newcomer]:
+        proto.connectionLost(Failure(ConnectionError()))
+    assert (admission.unauth, admission.connections) == (0, 0)
+
+
+class NeverDrop:
+    def random(self) -> float:
+        return 1.0
+
+
 def test_no_group_exchange_without_moduli(keys: HostKeys) -> None:
     factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
     proto, _ = connect(factory)
@@ -320,6 +369,7 @@ class AuthTransport:
         self.factory = factory
         self.peer = peer
         self.sent: list[Any] = []
+        self.gone = False
 
     def isEncrypted(self, direction: str) -> bool:
         return True
@@ -388,6 +438,49 @@ def test_password_failures_pause_and_count_toward_the_lockout(
         auth, wire = connection()
         auth.ssh_USERAUTH_REQUEST(password_request(b"alice", b"alicepass1"))
         assert wire.sent[0] == userauth.MSG_USERAUTH_SUCCESS  # the block has ended
+    finally:
+        db.close()
+
+
+def test_ssh_passwords_on_a_paced_account_wait_their_turn(keys: HostKeys, tmp_path: Path) -> None:
+    """Distributed guessing over SSH meets the same per-account pace as telnet's."""
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    try:
+        store = AccountStore(db, inline_runner, inline_runner, 4)
+        db.create("alice", hash_password("alicepass1", 4), ROLE_USER)
+        clock = Clock()
+        pacing = AccountPacing(clock)
+        portal = Portal(ShellRealm(store, Started()), [PasswordChecker(StoreChecker(store))])
+        factory = ShellSSHFactory(keys, portal, clock, 60, None, FailedLogins(), pacing)
+
+        def attempt(peer: str, password: bytes) -> AuthTransport:
+            auth = UserAuth()
+            wire = AuthTransport(factory, peer)
+            auth.transport = wire  # type: ignore[assignment]
+            auth.serviceStarted()
+            auth.ssh_USERAUTH_REQUEST(password_request(b"alice", password))
+            return wire
+
+        attempt("192.0.2.50", b"alicepass1")  # the owner's address, from before
+        for i in range(10):  # ten addresses, one guess each
+            attempt(f"203.0.113.{i}", b"wrong")
+            clock.advance(1)
+        assert pacing.paced("alice")
+        first, second, third = (attempt(f"198.51.100.{i}", b"wrong") for i in range(3))
+        clock.advance(1)
+        assert first.sent == [userauth.MSG_USERAUTH_FAILURE] and second.sent == []
+        third.gone = True  # hangs up while waiting: never checked
+        clock.advance(9)  # t = 20: the second's turn, answered 1 s later as always
+        assert second.sent == []
+        clock.advance(1)
+        assert second.sent == [userauth.MSG_USERAUTH_FAILURE] and third.sent == []
+        owner = attempt("192.0.2.50", b"alicepass1")  # not slowed
+        assert owner.sent == [userauth.MSG_USERAUTH_SUCCESS, ("service", b"ssh-connection")]
+        late = attempt("198.51.100.9", b"alicepass1")  # a fresh address: the next turn
+        clock.advance(8.9)
+        assert late.sent == []
+        clock.advance(0.1)  # t = 30: the third's turn, but it is gone: the late one's then
+        assert late.sent[0] == userauth.MSG_USERAUTH_SUCCESS
     finally:
         db.close()
 

@@ -30,11 +30,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from shellserver.accounts import Account, AccountLocked
-from shellserver.admission import Admission
+from shellserver.admission import MADE_ROOM, Admission, Stalled
 from shellserver.auth import AccountRealm, Accounts
 from shellserver.login import LOGGED_NAME
 from shellserver.metrics import Metrics
 from shellserver.output import cap_send_buffer
+from shellserver.pacing import AccountPacing
 from shellserver.sanitize import careful
 from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh.hostkeys import HostKeys
@@ -379,12 +380,23 @@ class UserAuth(userauth.SSHUserAuthServer):
         )
 
     async def _counted(self, user: bytes, check: Callable[[], Deferred[Any]]) -> Any:
-        """telnet's rule: a check slot per address, the answer timed from the arrival."""
+        """telnet's rule: a check slot per address, the answer timed from the arrival; a
+        password (never a key) waits for its account's turn when the account is paced."""
         t = self._shell_transport()
         failed, metrics = t.factory.failed_logins, t.factory.metrics
+        pacing = t.factory.account_pacing
+        name = user.decode("utf-8", "replace")
+        method = self.method  # another request on the connection may change it meanwhile
+        password = method == b"password"
         arrived = self.clock.seconds()
         if failed is not None and not await failed.attempt(t.peer, arrived):
             raise UnauthorizedLogin("address blocked")
+        if password and pacing is not None:
+            if not await pacing.turn(name, t.peer, lambda: not t.gone):
+                if failed is not None:
+                    failed.finished(t.peer, self.clock.seconds(), failed=False)
+                raise UnauthorizedLogin("connection gone")
+            arrived = self.clock.seconds()
         wrong = False
         try:
             result = await check()
@@ -399,12 +411,14 @@ class UserAuth(userauth.SSHUserAuthServer):
                 peer=t.peer,
                 reason="locked" if str(e) == "account locked" else "incorrect",
                 wire="ssh",
-                method=self.method.decode("ascii", "replace"),
+                method=method.decode("ascii", "replace"),
             )
             raise
         finally:
             if failed is not None:
                 failed.finished(t.peer, self.clock.seconds(), failed=wrong)
+            if password and pacing is not None:
+                pacing.finished(name, failed=wrong)
             if wrong:
                 delay = PASSWORD_DELAYS[min(self.password_failures, len(PASSWORD_DELAYS) - 1)]
                 self.password_failures += 1
@@ -413,25 +427,35 @@ class UserAuth(userauth.SSHUserAuthServer):
                     await deferLater(self.clock, wait)
         if metrics is not None:
             metrics.login(True)
+        if pacing is not None:
+            pacing.succeeded(name, t.peer)
         return result
 
 
 class ShellTransport(transport.SSHServerTransport):
-    """Counts itself in the pre-auth limits and ends unauthenticated after the login timeout."""
+    """Counts itself in the pre-auth limits and ends unauthenticated after the login grace
+    (shortened under pressure as telnet's); stalled until its key exchange completes."""
 
     ourVersionString = b"SSH-2.0-shellserver"
     _log = _conch_log
 
     factory: ShellSSHFactory
     _timer: IDelayedCall | None = None
+    #: Admitted: conch's transport was started.
     _admitted = False
+    #: Holding an admission slot (given back at once when timed out or closed for room).
+    _counted = False
     _logged_in = False
+    _stalled: Stalled | None = None
+    #: The connection is lost (a password waiting for its account's turn is then dropped).
+    gone = False
 
     def connectionMade(self) -> None:
         f = self.factory
         wire: Any = self.transport
         self.peer = getattr(wire.getPeer(), "host", "?")
-        refusal = f.admission.admit(self.peer) if f.admission is not None else None
+        now = f.clock.seconds()
+        refusal = f.admission.admit(self.peer, now) if f.admission is not None else None
         if refusal is not None:
             count = f.admission.refusals_to_log(f.clock.seconds()) if f.admission else 0
             if count:
@@ -444,18 +468,52 @@ class ShellTransport(transport.SSHServerTransport):
             wire.write(refusal.encode() + b"\r\n")
             wire.loseConnection()
             return
-        self._admitted = True
+        self._admitted = self._counted = True
         cap_send_buffer(wire)  # the pause comes at a known point, as for telnet (output.py)
-        self._timer = f.clock.callLater(f.login_timeout, self._timed_out)
+        grace = f.login_timeout
+        if f.admission is not None:
+            self._stalled = f.admission.stalled(self.peer, now, self._make_room)
+            grace = f.admission.login_grace(grace)
+        self._timer = f.clock.callLater(grace, self._timed_out)
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         if self._admitted:
             super().dataReceived(data)
 
+    def _newKeys(self) -> None:
+        """The key exchange is complete: progress, no longer among the stalled."""
+        super()._newKeys()
+        self._progressed()
+
+    def _progressed(self) -> None:
+        if self.factory.admission is not None:
+            self.factory.admission.progressed(self._stalled)
+        self._stalled = None
+
+    def _give_back(self) -> None:
+        """The admission slot is free now, not only when the close completes."""
+        self._progressed()
+        if self._counted:
+            self._counted = False
+            if self.factory.admission is not None:
+                self.factory.admission.gone(self.peer, self._logged_in)
+
     def _timed_out(self) -> None:
         self._timer = None
+        if self.factory.admission is not None and self._counted:
+            self.factory.admission.timed_out(self.peer, self.factory.clock.seconds())
+        self._give_back()
         self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"login timed out")
+
+    def _make_room(self) -> None:
+        """Admission closes this stalled connection for a newcomer (and took its slot back)."""
+        self._stalled = None
+        self._counted = False
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.sendDisconnect(transport.DISCONNECT_TOO_MANY_CONNECTIONS, MADE_ROOM.encode())
 
     def setService(self, service: Any) -> None:
         if service.name == b"ssh-connection" and not self._logged_in:
@@ -470,17 +528,18 @@ class ShellTransport(transport.SSHServerTransport):
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
             self._timer = None
-            if self.factory.admission is not None:
+            self._progressed()
+            if self.factory.admission is not None and self._counted:
                 self.factory.admission.logged_in(self.peer)
         super().setService(service)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.gone = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        self._give_back()
         if self._admitted:
             self._admitted = False
-            if self.factory.admission is not None:
-                self.factory.admission.gone(self.peer, self._logged_in)
             super().connectionLost(reason)
 
 
@@ -502,8 +561,10 @@ class ShellSSHFactory(factory.SSHFactory):
         login_timeout: float,
         admission: Admission | None = None,
         failed_logins: FailedLogins | None = None,
+        account_pacing: AccountPacing | None = None,
     ) -> None:
         self.failed_logins = failed_logins
+        self.account_pacing = account_pacing
         self.publicKeys = keys.public_keys()
         self.privateKeys = keys.private_keys()
         self.portal = portal
@@ -537,6 +598,9 @@ def make_factory(
     login_timeout: float,
     admission: Admission | None = None,
     failed_logins: FailedLogins | None = None,
+    account_pacing: AccountPacing | None = None,
 ) -> ShellSSHFactory:
     portal = Portal(realm, checkers)
-    return ShellSSHFactory(keys, portal, clock, login_timeout, admission, failed_logins)
+    return ShellSSHFactory(
+        keys, portal, clock, login_timeout, admission, failed_logins, account_pacing
+    )

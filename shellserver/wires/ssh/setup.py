@@ -13,6 +13,7 @@ from twisted.python.filepath import FilePath
 from shellserver.accounts import Account, AccountStore
 from shellserver.admission import Admission
 from shellserver.auth import StoreChecker
+from shellserver.pacing import AccountPacing
 from shellserver.threads import Runner
 from shellserver.throttle import FailedLogins
 from shellserver.wires.ssh import authkeys, hostkeys
@@ -65,6 +66,7 @@ def ssh_factory(
     admission: Admission | None,
     failed_logins: FailedLogins | None,
     start: SessionStart,
+    account_pacing: AccountPacing | None = None,
 ) -> ShellSSHFactory:
     checked: dict[str, Account] = {}  # the password checker's account, taken by the realm
     return make_factory(
@@ -78,4 +80,5 @@ def ssh_factory(
         login_timeout,
         admission,
         failed_logins,
+        account_pacing,
     )
