@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: run cli test lint install bench bench-cluster clean assets
+.PHONY: run cli test test-fast test-oldest lint install bench bench-cluster clean assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,28 @@ lint: $(STAMP)
 
 test: install lint
 	$(BIN)/pytest
+
+# The unit tests only: no real server, redis-server or browser (those are marked
+# `integration`, tests/conftest.py), no lint. About 30 s on 2 busy cores.
+test-fast: install
+	$(BIN)/pytest -q -m "not integration"
+
+# The whole suite on the oldest Twisted pyproject.toml admits, pinned in
+# .ci/twisted-oldest.txt (tests/test_ci.py keeps the two equal), in a venv of its
+# own; `make test` runs it on the newest. .ci/run runs both.
+OLDEST := .venv-oldest
+OLDEST_STAMP := $(OLDEST)/.deps-stamp
+
+$(OLDEST_STAMP): pyproject.toml .ci/twisted-oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST)/bin/python -m pip install -q -c .ci/twisted-oldest.txt ".[test]"
+	touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST)/bin/python -m pip install -q --no-deps --no-build-isolation --force-reinstall .
+	@$(OLDEST)/bin/python -c 'import twisted; print("on Twisted", twisted.__version__)'
+	$(OLDEST)/bin/pytest
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install -q ".[test,bench]"
@@ -62,4 +84,4 @@ assets:
 	$(PYTHON) webassets/refresh.py
 
 clean:
-	rm -rf $(VENV) build dist shellserver-data twisted/plugins/dropin.cache webassets/node_modules
+	rm -rf $(VENV) $(OLDEST) build dist shellserver-data twisted/plugins/dropin.cache webassets/node_modules

@@ -49,6 +49,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+_unfreeze = gc.unfreeze
+#: Whether something (the GC policy's ``stop``) unfroze the heap since the last freeze:
+#: ``gc.get_freeze_count()`` would say so too, but walks every frozen object to count them.
+_unfrozen = False
+
+
+def _noted_unfreeze() -> None:
+    global _unfrozen
+    _unfrozen = True
+    _unfreeze()
+
+
+gc.unfreeze = _noted_unfreeze
+
+
 @pytest.fixture(autouse=True)
 def logged_errors() -> Iterator[LoggedErrors]:
     errors = LoggedErrors()
@@ -56,8 +71,10 @@ def logged_errors() -> Iterator[LoggedErrors]:
     try:
         yield errors
         gc.collect()  # unhandled errors in garbage Deferreds are logged now
-        if not gc.get_freeze_count():
-            gc.freeze()  # a test unfroze everything (the GC policy's stop): freeze again
+        global _unfrozen
+        if _unfrozen:  # a test unfroze everything (the GC policy's stop): freeze again
+            _unfrozen = False
+            gc.freeze()
     finally:
         globalLogPublisher.removeObserver(errors)
     if errors.events:

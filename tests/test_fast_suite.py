@@ -21,4 +21,3 @@ def test_an_unmarked_test_may_not_start_redis(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis")
     with pytest.raises(pytest.fail.Exception, match="not marked integration"):
         redis.start()
-
