@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: run cli test test-fast test-oldest lint install bench bench-cluster clean assets
+.PHONY: run cli test lint install bench bench-cluster clean assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,8 @@ lint: $(STAMP)
 test: install lint
 	$(BIN)/pytest
 
+.PHONY: test-fast test-oldest clean-oldest
+
 # The unit tests only: no real server, redis-server or browser (those are marked
 # `integration`, tests/conftest.py), no lint. About 30 s on 2 busy cores.
 test-fast: install
@@ -55,6 +57,10 @@ test-oldest: $(OLDEST_STAMP)
 	$(OLDEST)/bin/python -m pip install -q --no-deps --no-build-isolation --force-reinstall .
 	@$(OLDEST)/bin/python -c 'import twisted; print("on Twisted", twisted.__version__)'
 	$(OLDEST)/bin/pytest
+
+clean: clean-oldest
+clean-oldest:
+	rm -rf $(OLDEST)
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install -q ".[test,bench]"
@@ -84,4 +90,4 @@ assets:
 	$(PYTHON) webassets/refresh.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST) build dist shellserver-data twisted/plugins/dropin.cache webassets/node_modules
+	rm -rf $(VENV) build dist shellserver-data twisted/plugins/dropin.cache webassets/node_modules
