@@ -63,6 +63,34 @@ lint: $(STAMP)
 test: install lint
 	$(BIN)/pytest
 
+.PHONY: test-fast test-oldest clean-oldest
+
+# The unit tests only: no real server, redis-server or browser (those are marked
+# `integration`, tests/conftest.py), no lint. About 30 s on 2 busy cores.
+test-fast: install
+	$(BIN)/pytest -q -m "not integration"
+
+# The whole suite on the oldest Twisted pyproject.toml admits, pinned in
+# .ci/twisted-oldest.txt (tests/test_ci.py keeps the two equal), in a venv of its
+# own; `make test` runs it on the newest. .ci/run runs both.
+OLDEST := .venv-oldest
+OLDEST_STAMP := $(OLDEST)/.deps-stamp
+
+$(OLDEST_STAMP): pyproject.toml .ci/twisted-oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST)/bin/python -m pip install -q -c .ci/twisted-oldest.txt ".[test]"
+	touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST)/bin/python -m pip install -q --no-deps --no-build-isolation --force-reinstall .
+	@$(OLDEST)/bin/python -c 'import twisted; print("on Twisted", twisted.__version__)'
+	$(OLDEST)/bin/pytest
+
+clean: clean-oldest
+clean-oldest:
+	rm -rf $(OLDEST)
+
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install -q ".[test,bench]"
 	touch $(BENCH_STAMP)

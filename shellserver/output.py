@@ -16,10 +16,19 @@ grows it up to 4 MiB (``tcp_wmem``), so a client that stops reading could
 swallow megabytes before the transport ever pauses us. Fixed, the pause (and
 with it the cap, drain and the stall timer) comes at a known point, and kernel
 memory per connection is bounded too.
+
+Messages (and, once a session runs, its own output) are written straight into
+the socket when Twisted holds nothing for the client (:meth:`Output._put`). That
+reads attributes of Twisted's ``tcp.Connection`` that are not its public API
+(``dataBuffer``, ``_tempDataBuffer``, ``_aborting``, ``_writeDisconnected``);
+``tests/test_contracts.py`` checks on a real connection that they still mean
+what this module assumes, and ``SHELLSERVER_WRITE_THROUGH=0`` turns the
+write-through off (everything then goes through ``transport.write``).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -32,6 +41,16 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
 #: Bytes the kernel may hold for one client (Linux books twice this for its own overhead).
 SEND_BUFFER = 64 * 1024
+
+#: The switch, read once at start: ``0`` (or off, no, false) sends everything through the
+#: transport, as a Twisted whose internals changed would need.
+WRITE_THROUGH_ENV = "SHELLSERVER_WRITE_THROUGH"
+WRITE_THROUGH = os.environ.get(WRITE_THROUGH_ENV, "").strip().lower() not in {
+    "0",
+    "off",
+    "no",
+    "false",
+}
 
 
 def _nothing() -> None:
@@ -104,11 +123,21 @@ class Output:
         buffer) and error handling stay Twisted's. The kernel's buffer (:data:`SEND_BUFFER`)
         now fills before the transport's, so a client that stops reading has both full
         before we hold anything: what a session pins is bounded as before (kernel +
-        transport + ``limit``)."""
+        transport + ``limit``). A connection being closed is left to the transport, which
+        drops or flushes as it was asked: aborted (``_aborting``: nothing more may reach
+        the client), closing (``disconnecting``: its buffer goes first) or half-closed
+        (``_writeDisconnected``: the socket takes nothing more)."""
         sock = self._sock
         if sock is not None:
             t: Any = self.transport
-            if not t.dataBuffer and not t._tempDataBuffer and t.connected and not t.disconnecting:
+            if (
+                not t.dataBuffer
+                and not t._tempDataBuffer
+                and t.connected
+                and not t.disconnecting
+                and not t._aborting
+                and not t._writeDisconnected
+            ):
                 try:
                     sent = sock.send(data)
                 except OSError:  # full (EAGAIN), or broken: the transport finds out its way
@@ -216,14 +245,20 @@ class Output:
 
 
 def _write_through(transport: object) -> bool:
-    """A plain TCP connection whose buffers we know (not TLS, not a test transport)."""
+    """A plain TCP connection whose buffers we know (not TLS, not a test transport), with the
+    switch on. A Twisted without one of the attributes :meth:`Output._put` reads gets no
+    write-through rather than an error on every write."""
     return (
-        isinstance(transport, tcp.Connection)
+        WRITE_THROUGH
+        and isinstance(transport, tcp.Connection)
         and not getattr(transport, "TLS", False)
         and isinstance(getattr(transport, "socket", None), socket.socket)
-        and hasattr(transport, "_tempDataBuffer")
-        and hasattr(transport, "dataBuffer")
+        and all(hasattr(transport, name) for name in _READS)
     )
+
+
+#: What :meth:`Output._put` reads of a ``tcp.Connection`` beyond its public interface.
+_READS = ("dataBuffer", "_tempDataBuffer", "_aborting", "_writeDisconnected")
 
 
 class Fronted:

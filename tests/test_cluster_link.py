@@ -236,6 +236,7 @@ def test_default_timeout_is_two_seconds() -> None:
     assert link.timeout == 2.0
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_starts_while_redis_is_down(tmp_path: Any, make_link: Any, events: Events) -> None:
     redis = RedisServer(tmp_path / "redis")

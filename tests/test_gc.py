@@ -13,7 +13,7 @@ from harness import Client, add_user, make_server, make_server_with, online
 from twisted.internet.task import Clock
 
 from shellserver.connection import Connection
-from shellserver.gcpolicy import GCPolicy
+from shellserver.gcpolicy import GCPolicy, wanted
 from shellserver.server import Server
 
 
@@ -87,6 +87,10 @@ def test_a_connection_lost_at_the_password_prompt_is_freed(
     assert [r() for r in refs] == [None, None]
 
 
+#: The policy on whatever Python runs the test (the fake ``gc`` stands for a measured one).
+ON = (True, "on (test)")
+
+
 class FakeGC:
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -107,7 +111,7 @@ class FakeGC:
 
 def test_policy_freezes_after_start_and_after_each_full_collection() -> None:
     fake, clock = FakeGC(), Clock()
-    policy = GCPolicy(clock, rescan=60.0, gc=fake)
+    policy = GCPolicy(clock, rescan=60.0, gc=fake, switch=ON)
     policy.start()
     assert fake.calls == ["collect", "freeze"]
     fake.calls.clear()
@@ -121,7 +125,7 @@ def test_policy_freezes_after_start_and_after_each_full_collection() -> None:
 
 def test_policy_rescans_everything_now_and_then_and_lets_go_at_stop() -> None:
     fake, clock = FakeGC(), Clock()
-    policy = GCPolicy(clock, rescan=60.0, gc=fake)
+    policy = GCPolicy(clock, rescan=60.0, gc=fake, switch=ON)
     policy.start()
     fake.calls.clear()
     clock.advance(59)
@@ -132,3 +136,32 @@ def test_policy_rescans_everything_now_and_then_and_lets_go_at_stop() -> None:
     assert fake.callbacks == []
     assert clock.getDelayedCalls() == []
     assert fake.calls[-1] == "unfreeze"
+
+
+def test_policy_switched_off_leaves_the_collector_alone() -> None:
+    fake, clock = FakeGC(), Clock()
+    policy = GCPolicy(clock, rescan=60.0, gc=fake, switch=(False, "off (test)"))
+    policy.start()
+    policy.stop()
+    assert fake.calls == [] and fake.callbacks == [] and clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "version", "implementation", "on"),
+    [
+        ({}, (3, 11), "cpython", True),  # measured (docs/performance.md)
+        ({}, (3, 12), "cpython", False),
+        ({}, (3, 14), "cpython", False),  # the incremental collector
+        ({}, (3, 11), "pypy", False),
+        ({"SHELLSERVER_GC_POLICY": "0"}, (3, 11), "cpython", False),
+        ({"SHELLSERVER_GC_POLICY": "off"}, (3, 11), "cpython", False),
+        ({"SHELLSERVER_GC_POLICY": "1"}, (3, 14), "cpython", True),  # to measure it there
+        ({"SHELLSERVER_GC_POLICY": "maybe"}, (3, 12), "cpython", False),
+    ],
+)
+def test_policy_is_on_only_where_measured_unless_switched(
+    environ: dict[str, str], version: tuple[int, int], implementation: str, on: bool
+) -> None:
+    got, why = wanted(environ, version, implementation)
+    assert got is on
+    assert why.startswith("on (" if on else "off (")  # the line logged at start
