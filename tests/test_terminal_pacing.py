@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
+
 import pyte
 import pytest
-from test_terminal import FakeWire
+from harness import Client, add_user, make_server
+from test_terminal import FakeWire, result
 
 from shellserver.editor import HISTORY, HISTORY_BYTES, HISTORY_LINE, MAX_QUERY, LineEditor
 from shellserver.message import Message
@@ -242,3 +246,31 @@ def test_history_is_bounded_in_bytes_oldest_out_first() -> None:
     assert ed.history[-1].startswith("0999")
     ed.remember("x" * HISTORY_LINE)
     assert ed.history[-1] == "x" * HISTORY_LINE
+
+
+def test_a_session_with_a_full_history_is_freed_when_its_connection_goes(
+    tmp_path: Path,
+) -> None:
+    server = make_server(tmp_path)
+    add_user(server, "alice")
+    c = Client(server)
+    c.send_bytes(bytes((255, 253, 1, 255, 253, 3)))  # DO ECHO, DO SGA: character mode
+    c.send_bytes(b"alice\rpassword1\r")
+    c.output()
+    for i in range(100):
+        c.send_bytes(f"#{i:03} ".encode() + b"h" * 900 + b"\r")
+    c.send_bytes(LINE[:3000].encode())
+    c.send_bytes(bytes((255, 250, 31, 0, 60, 0, 20, 255, 240)))  # NAWS 60x20: drawn at once
+    c.send_bytes(bytes((255, 250, 31, 0, 70, 0, 20, 255, 240)))  # another: a redraw pending
+    (session,) = result(server.hub.sessions())
+    terminal = c.protocol.receiver
+    assert isinstance(terminal, Terminal) and terminal._editor is not None
+    assert 0 < terminal._editor.history_bytes <= HISTORY_BYTES
+    # Slotted classes take no weak references: look for the same objects among the live ones.
+    ids = {id(terminal), id(terminal._editor)}
+    del terminal, session
+    c.drop()
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, Terminal | LineEditor) and id(o) in ids]
+    assert alive == []
+    assert not [call for call in c.clock.getDelayedCalls() if call.active() and call.time < 1]
