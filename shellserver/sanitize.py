@@ -27,6 +27,7 @@ def _hides(text: str) -> bool:
         or "\u034f" in text
     )
 
+
 #: Shown as ``\\uXXXX``: bidi overrides and isolates, the bidi marks (LRM, RLM, ALM),
 #: the line and paragraph separators, and the invisible zero-width space, word
 #: joiner, BOM and soft hyphen, the fillers (Hangul, Mongolian vowel separator),

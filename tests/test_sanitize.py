@@ -31,7 +31,10 @@ from shellserver.wrap import display_width, hard_wrap
         ("zero\u200bwidth\u2060join", "zero\\u200bwidth\\u2060join"),
         ("\ufeffbom soft\u00adhyphen", "\\ufeffbom soft\\u00adhyphen"),
         ("next\u0085line", "next\\302\\205line"),
-        ("".join(map(chr, range(0x80, 0xA0))), "".join(f"\\302\\{c & 0xFF:03o}" for c in range(0x80, 0xA0))),
+        (
+            "".join(map(chr, range(0x80, 0xA0))),
+            "".join(f"\\302\\{c & 0xFF:03o}" for c in range(0x80, 0xA0)),
+        ),
         ("\u3164\u115f\u1160\uffa0", "\\u3164\\u115f\\u1160\\uffa0"),
         ("日本\u3164語", "日本\\u3164語"),  # printable to isprintable(), yet invisible
         ("mongol\u180evowel cgj\u034f", "mongol\\u180evowel cgj\\u034f"),

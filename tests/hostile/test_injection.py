@@ -115,7 +115,10 @@ def test_room_lines_topics_and_saved_messages(arena: Arena) -> None:
 
 #: NEL, the fillers, the combining grapheme joiner and the interlinear annotation controls,
 #: between words; ZWJ in an emoji sequence passes (a family is one picture).
-HIDDEN = "a\u0085b\u3164c\u115fd\u1160e\uffa0f\u180eg\u034fh\ufff9i\ufffaj\ufffbk \U0001f469\u200d\U0001f467 fin."
+HIDDEN = (
+    "a\u0085b\u3164c\u115fd\u1160e\uffa0f\u180eg\u034fh\ufff9i\ufffaj\ufffbk"
+    " \U0001f469\u200d\U0001f467 fin."
+)
 HIDDEN_SHOWN = (
     "a\\302\\205b\\u3164c\\u115fd\\u1160e\\uffa0f\\u180eg\\u034fh\\ufff9i\\ufffaj\\ufffbk"
     " \U0001f469\u200d\U0001f467 fin."
