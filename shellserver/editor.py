@@ -39,6 +39,9 @@ MAX_QUERY = 256
 MAX_LINE = 4096
 MAX_LISTED = 100
 
+#: ``LineEditor.stale``: the cursor to place, or the whole line to draw again.
+CURSOR, WHOLE = 1, 2
+
 # What key() asks the terminal to do.
 LINE, EOF, INTERRUPT, COMPLETE = "line", "eof", "interrupt", "complete"
 Result = tuple[str, str] | None
@@ -72,7 +75,6 @@ class LineEditor:
     __slots__ = (
         "_bytes",
         "_col",
-        "_cursor_stale",
         "_drawn",
         "_hist_bytes",
         "_hist_i",
@@ -126,9 +128,9 @@ class LineEditor:
         self._col = 0
         #: Set by the terminal: whole-line redraws and cursor moves wait for :meth:`refresh`.
         self.defer = False
-        #: The line must be drawn again (deferred); ``_cursor_stale``: only the cursor placed.
-        self.stale = False
-        self._cursor_stale = False
+        #: Deferred drawing: :data:`CURSOR` (the cursor to place), :data:`WHOLE` (the line to
+        #: draw again) or 0; one int, so the terminal's check per key is one attribute.
+        self.stale = 0
         #: History characters searched by ^R (the terminal resets it each interval).
         self.work = 0
 
@@ -143,7 +145,7 @@ class LineEditor:
         self._hist_i = len(self.history)
         self._end_search()
         self._tabs = 0
-        self.stale = self._cursor_stale = False
+        self.stale = 0
         if drawn:
             widths = [cell(ch)[1] for ch in prompt]
             self._row, self._col = self._at(widths, len(widths))
@@ -197,19 +199,13 @@ class LineEditor:
         if self.active:
             self._render()
 
-    @property
-    def dirty(self) -> bool:
-        """Deferred drawing waits for :meth:`refresh`."""
-        return self.stale or self._cursor_stale
-
     def refresh(self) -> None:
         """Do the deferred drawing: the whole line again, or only the cursor moved."""
-        if self.stale:
-            self.stale = self._cursor_stale = False
+        stale, self.stale = self.stale, 0
+        if stale == WHOLE:
             if self.active:
                 self._draw()
-        elif self._cursor_stale:
-            self._cursor_stale = False
+        elif stale:
             self._put_cursor()
 
     def resize(self, width: int) -> None:
@@ -222,13 +218,12 @@ class LineEditor:
     def finish(self, mark: str = "", newline: bool = True) -> None:
         """End the line on screen: cursor to its end, ``mark`` (``^C``), a newline."""
         s = self.screen
-        if self.stale and self.active:
-            self.stale = self._cursor_stale = False  # the terminal refreshes first where it can
-            self._draw()
+        if self.stale == WHOLE and self.active:
+            self._draw()  # the terminal refreshes first where the interval allows
+        self.stale = 0
         if self._drawn and not self.hidden and self.pos != len(self.buf):
             self.pos = len(self.buf)
             self._put_cursor()
-        self._cursor_stale = False
         s.write(mark)
         if newline:
             s.newline()
@@ -452,7 +447,7 @@ class LineEditor:
         self._bytes += size
         if self.hidden:
             return
-        if at_end and self._drawn and not self.dirty:
+        if at_end and self._drawn and not self.stale:
             self._append_drawn(text)
         else:
             self._render()
@@ -487,7 +482,7 @@ class LineEditor:
     def _backspace(self) -> None:
         if self.pos == 0:
             return
-        if self.pos == len(self.buf) and self._drawn and not self.hidden and not self.dirty:
+        if self.pos == len(self.buf) and self._drawn and not self.hidden and not self.stale:
             w = cell(self.buf[-1])[1]
             if 0 < w <= self._col:
                 self._set(self.buf[:-1], self.pos - 1)
@@ -515,7 +510,7 @@ class LineEditor:
         if pos != self.pos:
             self.pos = pos
             if self.defer:  # placing it costs a walk over the line: once per interval
-                self._cursor_stale = True
+                self.stale = self.stale or CURSOR
             else:
                 self._put_cursor()
 
@@ -597,7 +592,7 @@ class LineEditor:
         """Draw the prompt and the whole line again: at once, or (``defer``) at the
         terminal's next :meth:`refresh`."""
         if self.defer:
-            self.stale = True
+            self.stale = WHOLE
         else:
             self._draw()
 

@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-from shellserver.editor import COMPLETE, EOF, INTERRUPT, LINE, LineEditor
+from shellserver.editor import COMPLETE, EOF, INTERRUPT, LINE, WHOLE, LineEditor
 from shellserver.keys import KeyParser
 from shellserver.screen import Screen
 
@@ -313,7 +313,7 @@ class Terminal:
         if self._echo_off:
             self._echo_on()
         editor = self._editor
-        if editor is not None and (editor.drawn or (editor.stale and editor.active)):
+        if editor is not None and (editor.drawn or (editor.stale == WHOLE and editor.active)):
             # Own text while a prompt is drawn: above it, then the prompt again.
             editor.suspend()
             editor.screen.write(text)
@@ -418,7 +418,7 @@ class Terminal:
         screen = self._screen
         if screen is not None:
             editor = self._editor
-            if editor is not None and editor.dirty:
+            if editor is not None and editor.stale:
                 self._pace()
             text = screen.take()
             if text:
@@ -513,6 +513,8 @@ class Terminal:
         if parser is None or self._closing:  # closing: nothing is drawn after the goodbye
             return
         self.settle()
+        editor = self._editor
+        assert editor is not None
         for key in parser.feed(text):
             pending = self._pending
             if (
@@ -520,7 +522,7 @@ class Terminal:
                 and self._prompt is not None
                 and not self._completing
                 and not self._throttled
-                and self._ready(key)
+                and ((not editor.stale and editor.work < SEARCH_BUDGET) or self._ready(key))
             ):
                 self._key(key)
             elif key == "\x03" and self._prompt is None:
@@ -570,9 +572,9 @@ class Terminal:
                 self._throttle()
                 return False
             editor.work = 0
-        if editor.dirty and key in _FRESH_KEYS:
+        if editor.stale and key in _FRESH_KEYS:
             self._pace()
-            if editor.dirty:
+            if editor.stale:
                 self._throttle()
                 return False
         return True
