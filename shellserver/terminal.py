@@ -179,8 +179,7 @@ class Redraws:
     """
 
     def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        #: The clock the terminals pace their redraws by (:data:`PACE`).
+        #: Also the clock the terminals pace their redraws by (:data:`PACE`).
         self.clock = clock
         self._due: list[Terminal] = []
         self._call: IDelayedCall | None = None
@@ -188,7 +187,7 @@ class Redraws:
     def add(self, terminal: Terminal) -> None:
         self._due.append(terminal)
         if self._call is None:
-            self._call = self._clock.callLater(0, self.run)
+            self._call = self.clock.callLater(0, self.run)
 
     def run(self) -> None:
         self._call = None

@@ -193,9 +193,9 @@ def test_forty_sessions_with_big_histories_stay_bounded(arena: Arena) -> None:
     # Lines of 1,000 bytes that cost the shell little ("#000: command not found").
     lines = "".join(f"#{i:03} " + "h" * 994 + "\r" for i in range(500)).encode()
     with arena.watch():
-        for chunk in range(0, len(lines), 10_000):  # ten lines a session at a time
+        for chunk in range(0, len(lines), 5_000):  # five lines a session at a time
             for peer in peers:
-                peer.send_bytes(lines[chunk : chunk + 10_000])
+                peer.send_bytes(lines[chunk : chunk + 5_000])
             for peer in peers:
                 peer.drain(0.001)
         for peer in peers:
