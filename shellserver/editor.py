@@ -8,6 +8,15 @@ as results for the terminal to act on. Keys are bash/readline's defaults
 two cells and combining marks none; a line longer than the window wraps, and
 the editor keeps track of the cursor's row so it can erase and redraw all of
 it (for a message arriving, ^L, a resize).
+
+Work per key is bounded. Under a terminal (``defer``), a key that needs the
+whole line drawn again, or the cursor placed on a long line, only marks the
+drawing stale: the terminal draws it at most once per short interval
+(``terminal.PACE``), however many keys, resizes or messages asked for it.
+^R searches on from the current match, a query that already fails costs
+nothing more, and ``work`` counts the history characters searched so the
+terminal can hold keys back once a budget is spent. The history is bounded
+in lines and in bytes, and a line too long for it is not kept.
 """
 
 from __future__ import annotations
@@ -21,8 +30,17 @@ from shellserver.sanitize import careful
 from shellserver.screen import Screen
 
 HISTORY = 500
+#: The history's size in bytes (UTF-8), oldest lines out first.
+HISTORY_BYTES = 64 * 1024
+#: A line longer than this (bytes) runs but is not kept in the history.
+HISTORY_LINE = 1024
+#: The ^R query, at most (characters); further keys ring the bell.
+MAX_QUERY = 256
 MAX_LINE = 4096
 MAX_LISTED = 100
+
+#: ``LineEditor.stale``: the cursor to place, or the whole line to draw again.
+CURSOR, WHOLE = 1, 2
 
 # What key() asks the terminal to do.
 LINE, EOF, INTERRUPT, COMPLETE = "line", "eof", "interrupt", "complete"
@@ -58,24 +76,29 @@ class LineEditor:
         "_bytes",
         "_col",
         "_drawn",
+        "_hist_bytes",
         "_hist_i",
         "_kill",
         "_row",
         "_saved",
         "_search",
+        "_search_back",
         "_search_failed",
         "_search_i",
         "_search_saved",
         "_tabs",
         "active",
         "buf",
+        "defer",
         "hidden",
         "history",
         "max_bytes",
         "pos",
         "prompt",
         "screen",
+        "stale",
         "width",
+        "work",
     )
 
     def __init__(self, screen: Screen, width: int = 80, max_bytes: int = MAX_LINE) -> None:
@@ -83,6 +106,7 @@ class LineEditor:
         self.width = width
         self.max_bytes = max_bytes
         self.history: list[str] = []
+        self._hist_bytes = 0
         self.prompt = ""
         self.hidden = False
         self.active = False
@@ -96,10 +120,19 @@ class LineEditor:
         self._search_i = 0
         self._search_failed = False
         self._search_saved = ("", 0)
+        #: The search as it was before each key typed into it, for Backspace to go back to.
+        self._search_back: list[tuple[str, int, bool, str, int]] | None = None
         self._tabs = 0
         self._drawn = False
         self._row = 0
         self._col = 0
+        #: Set by the terminal: whole-line redraws and cursor moves wait for :meth:`refresh`.
+        self.defer = False
+        #: Deferred drawing: :data:`CURSOR` (the cursor to place), :data:`WHOLE` (the line to
+        #: draw again) or 0; one int, so the terminal's check per key is one attribute.
+        self.stale = 0
+        #: History characters searched by ^R (the terminal resets it each interval).
+        self.work = 0
 
     # -- the terminal's side -------------------------------------------------
 
@@ -110,22 +143,37 @@ class LineEditor:
         self.active = True
         self._set("", 0)
         self._hist_i = len(self.history)
-        self._search = None
+        self._end_search()
         self._tabs = 0
+        self.stale = 0
         if drawn:
             widths = [cell(ch)[1] for ch in prompt]
             self._row, self._col = self._at(widths, len(widths))
             self._drawn = True
         else:
             self._drawn = False
-            self._render()
+            self._draw()  # a new prompt shows at once (its line is empty)
 
     def remember(self, line: str) -> None:
-        """Add a line to the history (the terminal decides which lines count)."""
-        if line and not line.isspace() and (not self.history or self.history[-1] != line):
-            self.history.append(line)
-            if len(self.history) > HISTORY:
-                del self.history[0]
+        """Add a line to the history (the terminal decides which lines count).
+
+        At most :data:`HISTORY` lines and :data:`HISTORY_BYTES` bytes, the oldest
+        out first; a line over :data:`HISTORY_LINE` bytes is not kept."""
+        history = self.history
+        if not line or line.isspace() or (history and history[-1] == line):
+            return
+        size = _blen(line)
+        if size > HISTORY_LINE:
+            return
+        history.append(line)
+        self._hist_bytes += size
+        while len(history) > HISTORY or self._hist_bytes > HISTORY_BYTES:
+            self._hist_bytes -= _blen(history[0])
+            del history[0]
+
+    @property
+    def history_bytes(self) -> int:
+        return self._hist_bytes
 
     def suspend(self) -> None:
         """Erase the prompt and line (all their rows), leaving the cursor at their start."""
@@ -151,6 +199,15 @@ class LineEditor:
         if self.active:
             self._render()
 
+    def refresh(self) -> None:
+        """Do the deferred drawing: the whole line again, or only the cursor moved."""
+        stale, self.stale = self.stale, 0
+        if stale == WHOLE:
+            if self.active:
+                self._draw()
+        elif stale:
+            self._put_cursor()
+
     def resize(self, width: int) -> None:
         if width == self.width:
             return
@@ -161,15 +218,18 @@ class LineEditor:
     def finish(self, mark: str = "", newline: bool = True) -> None:
         """End the line on screen: cursor to its end, ``mark`` (``^C``), a newline."""
         s = self.screen
+        if self.stale == WHOLE and self.active:
+            self._draw()  # the terminal refreshes first where the interval allows
+        self.stale = 0
         if self._drawn and not self.hidden and self.pos != len(self.buf):
             self.pos = len(self.buf)
-            self._render()
+            self._put_cursor()
         s.write(mark)
         if newline:
             s.newline()
         self.active = False
         self._drawn = False
-        self._search = None
+        self._end_search()
         self._row = self._col = 0
 
     def complete(self, start: int, candidates: list[str]) -> None:
@@ -271,6 +331,7 @@ class LineEditor:
         elif k == "\x12":
             self._search_saved = (buf, pos)
             self._search = ""
+            self._search_back = []
             self._search_i = len(self.history)
             self._search_failed = False
             self._render()
@@ -282,36 +343,77 @@ class LineEditor:
             self.screen.bell()
 
     def _search_key(self, k: str) -> bool:
-        """^R mode; False when ``k`` ends the search and is then handled as usual."""
+        """^R mode; False when ``k`` ends the search and is then handled as usual.
+
+        Each key searches on from the current match, never the whole history
+        again: a longer query can only match at or before it, and a query that
+        already fails keeps failing (no search at all). Backspace goes back to
+        the search as it was before the last key."""
         query = self._search
-        assert query is not None
+        back = self._search_back
+        assert query is not None and back is not None
         first = k[0]
         if first >= " " and first != "\x7f":
-            self._find(query + k, min(self._search_i, len(self.history) - 1))
+            room = MAX_QUERY - len(query)
+            if len(k) > room:
+                self.screen.bell()
+                k = k[:room]
+                if not k:
+                    return True
+            self._push_search()
+            if self._search_failed:
+                self._search = query + k
+                self.screen.bell()
+                self._render()
+            else:
+                self._find(query + k, min(self._search_i, len(self.history) - 1))
         elif k == "\x12":
-            self._find(query, self._search_i - 1)
+            if self._search_failed or not query:
+                self.screen.bell()
+            else:
+                self._push_search()
+                self._find(query, self._search_i - 1)
         elif k in ("\x7f", "\x08"):
-            self._find(query[:-1], len(self.history) - 1)
+            if back:
+                query, self._search_i, self._search_failed, buf, pos = back.pop()
+                self._search = query
+                self._set(buf, pos)
+                self._render()
+            else:
+                self.screen.bell()
         elif k == "\x07":
-            self._search = None
+            self._end_search()
             self._set(*self._search_saved)
             self._render()
         else:
-            self._search = None
+            self._end_search()
             self._hist_i = len(self.history)
             self._render()  # the line under its own prompt again
             return False
         return True
 
+    def _push_search(self) -> None:
+        back = self._search_back
+        assert back is not None and self._search is not None
+        back.append((self._search, self._search_i, self._search_failed, self.buf, self.pos))
+
+    def _end_search(self) -> None:
+        self._search = None
+        self._search_back = None
+
     def _find(self, query: str, start: int) -> None:
+        """The latest history line at or before ``start`` that holds ``query``."""
         self._search = query
         if query:
+            history = self.history
             for i in range(start, -1, -1):
-                at = self.history[i].rfind(query)
+                line = history[i]
+                self.work += len(line)
+                at = line.rfind(query)
                 if at >= 0:
                     self._search_i = i
                     self._search_failed = False
-                    self._set(self.history[i], at)
+                    self._set(line, at)
                     self._render()
                     return
             self._search_failed = True
@@ -345,7 +447,7 @@ class LineEditor:
         self._bytes += size
         if self.hidden:
             return
-        if at_end and self._drawn:
+        if at_end and self._drawn and not self.stale:
             self._append_drawn(text)
         else:
             self._render()
@@ -380,7 +482,7 @@ class LineEditor:
     def _backspace(self) -> None:
         if self.pos == 0:
             return
-        if self.pos == len(self.buf) and self._drawn and not self.hidden:
+        if self.pos == len(self.buf) and self._drawn and not self.hidden and not self.stale:
             w = cell(self.buf[-1])[1]
             if 0 < w <= self._col:
                 self._set(self.buf[:-1], self.pos - 1)
@@ -407,7 +509,10 @@ class LineEditor:
     def _move(self, pos: int) -> None:
         if pos != self.pos:
             self.pos = pos
-            self._place_cursor()
+            if self.defer:  # placing it costs a walk over the line: once per interval
+                self.stale = self.stale or CURSOR
+            else:
+                self._put_cursor()
 
     def _word_start(self, pos: int) -> int:
         buf = self.buf
@@ -445,12 +550,13 @@ class LineEditor:
         failed = "failed " if self._search_failed else ""
         return f"({failed}reverse-i-search)`{self._search}': "
 
-    def _display(self) -> tuple[str, list[int], int]:
-        """What to draw, each character's width, and where the line starts in it."""
+    def _display(self) -> tuple[str, list[int] | None, int, int]:
+        """What to draw, each character's width (None: all one column), where the line
+        starts in it, and how many characters it has."""
         prompt = self._shown_prompt()
         text = prompt if self.hidden else prompt + self.buf
         if text.isascii() and text.isprintable():
-            return text, [1] * len(text), len(prompt)
+            return text, None, len(prompt), len(text)
         shown: list[str] = []
         widths: list[int] = []
         width, col = self.width, 0
@@ -463,11 +569,13 @@ class LineEditor:
             col += w
             shown.append(s)
             widths.append(w)
-        return "".join(shown), widths, len(prompt)
+        return "".join(shown), widths, len(prompt), len(widths)
 
-    def _at(self, widths: list[int], upto: int) -> tuple[int, int]:
+    def _at(self, widths: list[int] | None, upto: int) -> tuple[int, int]:
         """Row and column where the character at ``upto`` starts (or the end is)."""
         width = self.width
+        if widths is None:  # one column each: no walk over the line
+            return divmod(upto, width)
         row = col = 0
         for i in range(upto):
             w = widths[i]
@@ -481,26 +589,34 @@ class LineEditor:
         return row, col
 
     def _render(self) -> None:
+        """Draw the prompt and the whole line again: at once, or (``defer``) at the
+        terminal's next :meth:`refresh`."""
+        if self.defer:
+            self.stale = WHOLE
+        else:
+            self._draw()
+
+    def _draw(self) -> None:
         """Redraw the prompt and the whole line, then put the cursor back."""
         s = self.screen
         if self._drawn:
             s.up(self._row)
         s.column(0)
         s.erase_below()
-        text, widths, start = self._display()
+        text, widths, start, n = self._display()
         s.write(text)
-        end_row, end_col = self._at(widths, len(widths))
+        end_row, end_col = self._at(widths, n)
         if end_col == 0 and end_row > 0:
             s.newline()
         self._drawn = True
         self._row, self._col = end_row, end_col
-        self._place_cursor(widths, start)
+        self._put_cursor(widths, start)
 
-    def _place_cursor(self, widths: list[int] | None = None, start: int = 0) -> None:
+    def _put_cursor(self, widths: list[int] | None = None, start: int = -1) -> None:
         if not self._drawn or self.hidden:
             return
-        if widths is None:
-            _, widths, start = self._display()
+        if start < 0:
+            _, widths, start, _n = self._display()
         row, col = self._at(widths, start + self.pos)
         if (row, col) == (self._row, self._col):
             return
@@ -524,9 +640,10 @@ class LineEditor:
             lines.append("".join(n + " " * (colw - wcswidth(n)) for n in row[:-1]) + row[-1])
         if len(matches) > MAX_LISTED:
             lines.append(f"... and {len(matches) - MAX_LISTED} more")
+        self.refresh()
         pos = self.pos
         self.pos = len(self.buf)
-        self._place_cursor()
+        self._put_cursor()
         self.pos = pos
         if self._col:
             self.screen.newline()

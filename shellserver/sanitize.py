@@ -10,13 +10,35 @@ retitle their window, reverse their text or hide part of it.
 
 from __future__ import annotations
 
+#: Invisible, yet printable to ``str.isprintable``: the Hangul fillers and the
+#: combining grapheme joiner. Every other character shown in notation is not
+#: printable, so plain text still costs one scan (and ASCII no more than that).
+_PRINTABLE_HIDDEN = "\u115f\u1160\u3164\uffa0\u034f"
+
+
+def _hides(text: str) -> bool:
+    """Whether ``text`` holds one of :data:`_PRINTABLE_HIDDEN`: five substring scans in C,
+    none at all in Latin-1 text (CPython knows no such character can be there)."""
+    return (
+        "\u3164" in text
+        or "\u115f" in text
+        or "\u1160" in text
+        or "\uffa0" in text
+        or "\u034f" in text
+    )
+
+
 #: Shown as ``\\uXXXX``: bidi overrides and isolates, the bidi marks (LRM, RLM, ALM),
 #: the line and paragraph separators, and the invisible zero-width space, word
-#: joiner, BOM and soft hyphen (SPEC §7). ZWJ/ZWNJ pass: emoji and scripts need them.
+#: joiner, BOM and soft hyphen, the fillers (Hangul, Mongolian vowel separator),
+#: the combining grapheme joiner and the interlinear annotation controls (SPEC §7).
+#: ZWJ/ZWNJ pass: emoji and scripts need them.
 _NOTATION = (
     frozenset(range(0x202A, 0x202F))
     | frozenset(range(0x2066, 0x206A))
     | frozenset((0x200E, 0x200F, 0x061C, 0x2028, 0x2029, 0x200B, 0x2060, 0xFEFF, 0x00AD))
+    | frozenset(map(ord, _PRINTABLE_HIDDEN))
+    | frozenset((0x180E, 0xFFF9, 0xFFFA, 0xFFFB))
 )
 
 
@@ -38,8 +60,9 @@ def _char(ch: str, keep_newlines: bool) -> str:
 
 
 def careful(text: str, keep_newlines: bool = False) -> str:
-    # isprintable() is False for every character treated above, so plain text costs one scan.
-    if text.isprintable():
+    # isprintable() is False for every character treated above but the few printable
+    # invisible ones, looked for only in text that is not ASCII.
+    if text.isprintable() and (text.isascii() or not _hides(text)):
         return text
     return "".join([_char(ch, keep_newlines) for ch in text])
 

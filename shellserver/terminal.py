@@ -12,6 +12,12 @@ mode) or starts a fresh line (line mode); the prompt and input are drawn again
 at the end of the reactor turn (:class:`Redraws`). So a burst of messages is
 one block under one prompt, and a notice followed at once by ``close()``
 (kick, lock, idle, shutdown) is the last thing the client sees.
+
+What a client can repeat at no cost is coalesced here, once for every wire: a
+resize only stores the size, and the editor's whole-line redraws (after a
+resize, a message, an edit in the middle of a long line) and cursor moves are
+drawn at most once per :data:`PACE` seconds per session, however many asked
+for them. The first is drawn at once, so a person typing sees no delay.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-from shellserver.editor import COMPLETE, EOF, INTERRUPT, LINE, LineEditor
+from shellserver.editor import COMPLETE, EOF, INTERRUPT, LINE, WHOLE, LineEditor
 from shellserver.keys import KeyParser
 from shellserver.screen import Screen
 
@@ -47,6 +53,13 @@ def clamp_size(cols: int, rows: int) -> tuple[int, int]:
 
 #: Characters typed ahead in character mode while no prompt waits (a paste).
 MAX_PENDING = 64 * 1024
+#: Seconds between two redraws of one session's line (resizes, messages, edits coalesced).
+PACE = 0.05
+#: History characters ^R may search per :data:`PACE`; keys past it wait for the next interval.
+SEARCH_BUDGET = 64 * 1024
+#: Keys that end a line or list completions under it: they wait for a deferred redraw.
+_FRESH_KEYS = frozenset("\r\n\x03\x04\t")
+_NEVER = float("-inf")
 
 
 class EndOfInput(Exception):
@@ -166,14 +179,15 @@ class Redraws:
     """
 
     def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
+        #: Also the clock the terminals pace their redraws by (:data:`PACE`).
+        self.clock = clock
         self._due: list[Terminal] = []
         self._call: IDelayedCall | None = None
 
     def add(self, terminal: Terminal) -> None:
         self._due.append(terminal)
         if self._call is None:
-            self._call = self._clock.callLater(0, self.run)
+            self._call = self.clock.callLater(0, self.run)
 
     def run(self) -> None:
         self._call = None
@@ -210,6 +224,7 @@ class Terminal:
         "_input_ended",
         "_looping",
         "_noted_drop",
+        "_paced_at",
         "_parser",
         "_pending",
         "_pending_len",
@@ -222,6 +237,8 @@ class Terminal:
         "_screen",
         "_stash",
         "_stash_lead",
+        "_throttled",
+        "_tick",
         "_typeahead",
         "_waiting_drain",
         "connected",
@@ -264,6 +281,11 @@ class Terminal:
         self._pending_len = 0
         self._completing = False
         self._replaying = False
+        # Redraw pacing (character mode): when the line was last drawn in full, the timer
+        # for the next one, and whether keys wait for it (a deferred redraw, ^R's budget).
+        self._paced_at = _NEVER
+        self._tick: IDelayedCall | None = None
+        self._throttled = False
         self.on_disconnect: Callable[[], None] | None = None
         self.on_eof: Callable[[], None] | None = None
         self.connected = True
@@ -290,7 +312,7 @@ class Terminal:
         if self._echo_off:
             self._echo_on()
         editor = self._editor
-        if editor is not None and editor.drawn:
+        if editor is not None and (editor.drawn or (editor.stale == WHOLE and editor.active)):
             # Own text while a prompt is drawn: above it, then the prompt again.
             editor.suspend()
             editor.screen.write(text)
@@ -394,6 +416,9 @@ class Terminal:
     def _flush(self) -> None:
         screen = self._screen
         if screen is not None:
+            editor = self._editor
+            if editor is not None and editor.stale:
+                self._pace()
             text = screen.take()
             if text:
                 self.wire.send(text)
@@ -487,9 +512,17 @@ class Terminal:
         if parser is None or self._closing:  # closing: nothing is drawn after the goodbye
             return
         self.settle()
+        editor = self._editor
+        assert editor is not None
         for key in parser.feed(text):
             pending = self._pending
-            if not pending and self._prompt is not None and not self._completing:
+            if (
+                not pending
+                and self._prompt is not None
+                and not self._completing
+                and not self._throttled
+                and ((not editor.stale and editor.work < SEARCH_BUDGET) or self._ready(key))
+            ):
                 self._key(key)
             elif key == "\x03" and self._prompt is None:
                 # ^C while a command runs: forget what was typed ahead.
@@ -516,14 +549,80 @@ class Terminal:
         if character and self._editor is None:
             self._screen = Screen()
             self._editor = LineEditor(self._screen, self.width)
+            self._editor.defer = True
             self._parser = KeyParser()
             if self._prompt is not None:
                 self._editor.start(self._prompt, self._hidden, drawn=True)
         elif not character and self._editor is not None:
             self._editor = self._screen = self._parser = self._pending = None
             self._pending_len = 0
+            self._stop_tick()
+
+    def _ready(self, key: str) -> bool:
+        """Whether ``key`` may go to the editor now; if not, it and the keys after it wait
+        for the next tick. A key that ends the line or lists under it waits for a deferred
+        redraw (drawn now if the interval allows); once ^R has searched its budget in this
+        interval, every key waits."""
+        editor = self._editor
+        assert editor is not None
+        if editor.work >= SEARCH_BUDGET:
+            now = self._redraws.clock.seconds()
+            if now - self._paced_at < PACE:
+                self._throttle()
+                return False
+            editor.work = 0
+        if editor.stale and key in _FRESH_KEYS:
+            self._pace()
+            if editor.stale:
+                self._throttle()
+                return False
+        return True
+
+    def _throttle(self) -> None:
+        self._throttled = True
+        self._schedule_tick()
+
+    def _pace(self) -> None:
+        """The editor's deferred drawing: now, if the last was :data:`PACE` ago, else once
+        at the end of the interval (one timer, however many ask)."""
+        if self._tick is not None:
+            return
+        editor = self._editor
+        assert editor is not None
+        now = self._redraws.clock.seconds()
+        if now - self._paced_at >= PACE:
+            self._paced_at = now
+            editor.refresh()
+        else:
+            self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        if self._tick is None:
+            clock = self._redraws.clock
+            wait = max(0.0, self._paced_at + PACE - clock.seconds())
+            self._tick = clock.callLater(wait, self._ticked)
+
+    def _ticked(self) -> None:
+        self._tick = None
+        self._throttled = False
+        editor = self._editor
+        if editor is None or not self.connected or self._closing:
+            return
+        self._paced_at = self._redraws.clock.seconds()
+        editor.work = 0
+        editor.refresh()
+        self._flush()
+        self._replay()
+
+    def _stop_tick(self) -> None:
+        tick, self._tick = self._tick, None
+        self._throttled = False
+        if tick is not None and tick.active():
+            tick.cancel()
 
     def resized(self) -> None:
+        """O(1) however often: the wire stored the size; the line is drawn again at most once
+        per :data:`PACE` (:meth:`_pace`), at the size last reported."""
         editor = self._editor
         if editor is not None and not self._closing:
             self.settle()
@@ -574,6 +673,7 @@ class Terminal:
         self.connected = False
         self._stash = None
         self._typeahead = None
+        self._stop_tick()
         if self._pending is not None:
             self._pending.clear()
         if self._reader is not None:
@@ -656,7 +756,13 @@ class Terminal:
             return
         self._replaying = True
         try:
-            while pending and self._prompt is not None and not self._completing:
+            while (
+                pending
+                and self._prompt is not None
+                and not self._completing
+                and not self._throttled
+                and self._ready(pending[0])
+            ):
                 key = pending.popleft()
                 self._pending_len -= len(key)
                 self._key(key)

@@ -30,6 +30,15 @@ from shellserver.wrap import display_width, hard_wrap
         ("line\u2028sep\u2029", "line\\u2028sep\\u2029"),
         ("zero\u200bwidth\u2060join", "zero\\u200bwidth\\u2060join"),
         ("\ufeffbom soft\u00adhyphen", "\\ufeffbom soft\\u00adhyphen"),
+        ("next\u0085line", "next\\302\\205line"),
+        (
+            "".join(map(chr, range(0x80, 0xA0))),
+            "".join(f"\\302\\{c & 0xFF:03o}" for c in range(0x80, 0xA0)),
+        ),
+        ("\u3164\u115f\u1160\uffa0", "\\u3164\\u115f\\u1160\\uffa0"),
+        ("日本\u3164語", "日本\\u3164語"),  # printable to isprintable(), yet invisible
+        ("mongol\u180evowel cgj\u034f", "mongol\\u180evowel cgj\\u034f"),
+        ("\ufff9anchor\ufffaruby\ufffb", "\\ufff9anchor\\ufffaruby\\ufffb"),
     ],
 )
 def test_dangerous_characters_are_made_visible(raw: str, shown: str) -> None:
@@ -49,6 +58,8 @@ def test_dangerous_characters_are_made_visible(raw: str, shown: str) -> None:
         "Ελληνικά",
         "עברית",
         "e\u0301",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: ZWNJ joins nothing
+        "\U0001f469\u200d\U0001f467",  # ZWJ: one picture
     ],
 )
 def test_ordinary_unicode_passes_unchanged(text: str) -> None:

@@ -15,6 +15,7 @@ from shellserver.accounts import Account
 from shellserver.hub import Message
 from shellserver.server import Server
 from shellserver.session import Session
+from shellserver.terminal import PACE
 from shellserver.wires.ssh.session import Request, SSHWire, session_starter
 
 
@@ -123,6 +124,9 @@ def test_a_pty_shell_is_interactive_with_the_editor_and_ssh_ttys(server: Server)
     ch.wire.resize(150, 40)
     assert session.width == 150
     ch.wire.data_received(b"o\r")
+    # The line was drawn again for the message just now: the resize's redraw (and the
+    # Enter after it) wait for the end of the interval (terminal.PACE).
+    server.clock.advance(PACE)  # type: ignore[attr-defined]
     assert re.search(r"^alice\s+ssh/0\s", ch.take(), re.M)
     ch.wire.data_received(b"logout\r")
     assert ch.exit_status == 0

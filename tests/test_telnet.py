@@ -139,6 +139,20 @@ def test_terminal_type_is_asked_for_and_kept_bounded() -> None:
     assert proto.term == "xterm-256colorx"
 
 
+def test_negotiation_storms_get_bounded_answers() -> None:
+    proto, transport, rec, _ = connect()
+    transport.clear()
+    proto.dataReceived((iac(WILL, TTYPE) + iac(WONT, TTYPE)) * 1000)
+    out = transport.value()
+    assert out.count(bytes([IAC, SB, TTYPE, 1, IAC, SE])) == 1  # asked once a connection
+    assert len(out) <= 6 * 2000 + 6  # a DO or DONT answers each change, nothing more
+    transport.clear()
+    same = bytes([IAC, SB, NAWS, 0, 80, 0, 24, IAC, SE])
+    proto.dataReceived(same * 5000)  # NAWS is never answered; the same size is no resize
+    assert transport.value() == b""
+    assert rec.events.count("<SIZE>") <= 1
+
+
 def test_window_size_is_clamped_and_reported() -> None:
     proto, _, rec, _ = connect()
     proto.dataReceived(bytes([IAC, SB, NAWS, 0, 3, 3, 0, IAC, SE]))

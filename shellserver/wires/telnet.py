@@ -137,6 +137,7 @@ class TelnetProtocol(Fronted, Protocol):
         "_sent_data",
         "_sent_text",
         "_state",
+        "_ttype_asked",
         "_us",
         "_utf8",
         "connected",
@@ -177,6 +178,8 @@ class TelnetProtocol(Fronted, Protocol):
         self._him = _Options()
         #: Has the client ever negotiated? Until it does, nothing is queued.
         self._negotiating = False
+        #: TTYPE SEND goes out once a connection: a WILL/WONT TTYPE storm gets no SB storm back.
+        self._ttype_asked = False
         self._closing = False
         #: The abort of a close that takes too long; cancelled when the connection goes.
         self._close_call: IDelayedCall | None = None
@@ -529,7 +532,13 @@ class TelnetProtocol(Fronted, Protocol):
         if cmd == WILL:
             ttype = self._him.get(TTYPE)
             self._peer_enables(self._him, opt, opt in self.accept_him, DO, DONT)
-            if opt == TTYPE and ttype != YES and self._him.get(TTYPE) == YES:
+            if (
+                opt == TTYPE
+                and ttype != YES
+                and self._him.get(TTYPE) == YES
+                and not self._ttype_asked
+            ):
+                self._ttype_asked = True
                 self._out.write(bytes((IAC, SB, TTYPE, TTYPE_SEND, IAC, SE)))
         elif cmd == WONT:
             self._peer_disables(self._him, opt, DONT, DO)

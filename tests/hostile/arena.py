@@ -33,6 +33,10 @@ DANGEROUS = [
     b"\x9b",
     *(chr(c).encode() for c in (0x202E, 0x2066, 0x200E, 0x200F, 0x061C, 0x2028, 0x2029)),
     *(chr(c).encode() for c in (0x200B, 0x2060, 0xFEFF, 0x00AD)),
+    # NEL (a C1 control), the invisible fillers, the combining grapheme joiner and the
+    # interlinear annotation controls.
+    *(chr(c).encode() for c in (0x0085, 0x3164, 0x115F, 0x1160, 0xFFA0, 0x180E, 0x034F)),
+    *(chr(c).encode() for c in (0xFFF9, 0xFFFA, 0xFFFB)),
 ]
 
 #: The server's own sequence: erase the prompt line before showing a message under it.

@@ -114,3 +114,37 @@ def test_room_lines_topics_and_saved_messages(arena: Arena) -> None:
     assert SHOWN in out
     assert_clean(_seen(arena.alice) + _seen(mallory) + _seen(reader))
     arena.bystanders_ok()
+
+
+#: NEL, the fillers, the combining grapheme joiner and the interlinear annotation controls,
+#: between words; ZWJ in an emoji sequence passes (a family is one picture).
+HIDDEN = (
+    "a\u0085b\u3164c\u115fd\u1160e\uffa0f\u180eg\u034fh\ufff9i\ufffaj\ufffbk"
+    " \U0001f469\u200d\U0001f467 fin."
+)
+HIDDEN_SHOWN = (
+    "a\\302\\205b\\u3164c\\u115fd\\u1160e\\uffa0f\\u180eg\\u034fh\\ufff9i\\ufffaj\\ufffbk"
+    " \U0001f469\u200d\U0001f467 fin."
+)
+
+
+def test_invisible_fillers_and_nel_reach_others_as_notation(arena: Arena) -> None:
+    sender = arena.register("filler")
+    prompt = "filler@testhost:~$ "
+    sender.run(f"write bob {HIDDEN}", prompt)
+    assert HIDDEN_SHOWN in arena.bob.expect("fin.")
+    sender.run("join #fill", prompt)  # its creator: may set the topic
+    arena.alice.run("join #fill", "alice@testhost:~$ ")
+    sender.run(f"say #fill {HIDDEN}", prompt)
+    assert HIDDEN_SHOWN in arena.alice.expect("fin.")
+    sender.run(f"topic #fill {HIDDEN}", prompt)
+    assert HIDDEN_SHOWN in arena.alice.expect("fin.")
+    arena.alice.run("part #fill", "alice@testhost:~$ ")
+    sender.run(f"echo '{HIDDEN}' > .plan", prompt)
+    assert HIDDEN_SHOWN in arena.alice.run("finger filler", "alice@testhost:~$ ")
+    arena.register("absent2").close()
+    sender.run(f"write absent2 {HIDDEN}", prompt)  # saved, shown at the next login
+    reader = arena.login("absent2")
+    assert HIDDEN_SHOWN in reader.run("messages read all", "absent2@testhost:~$ ")
+    assert_clean(_seen(arena.alice) + _seen(arena.bob) + _seen(reader))
+    arena.bystanders_ok()
