@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.error import ConchError
 from twisted.conch.interfaces import IConchUser
-from twisted.conch.ssh import common, connection, userauth
+from twisted.conch.ssh import common, connection, transport, userauth
 from twisted.conch.ssh.keys import Key
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -28,11 +28,15 @@ from shellserver.auth import StoreChecker
 from shellserver.passwords import hash_password
 from shellserver.threads import inline_runner
 from shellserver.throttle import FailedLogins
+from shellserver.wires.ssh import authkeys
 from shellserver.wires.ssh import server as server_module
 from shellserver.wires.ssh.hostkeys import HostKeys
 from shellserver.wires.ssh.server import (
+    DROP_TIMEOUT,
     MAX_CHANNELS,
+    MAX_KEY_QUERIES,
     Connection,
+    MalformedPacket,
     PasswordChecker,
     SessionChannel,
     ShellAvatar,
@@ -333,6 +337,9 @@ class AuthTransport:
     def setService(self, service: Any) -> None:
         self.sent.append(("service", service.name))
 
+    def drop(self, code: int, reason: bytes) -> None:
+        self.sent.append(("drop", code))
+
 
 def password_request(user: bytes, password: bytes) -> bytes:
     return (
@@ -428,3 +435,89 @@ def test_the_realm_takes_the_account_the_password_checker_read(tmp_path: Path) -
         logout()
     finally:
         db.close()
+
+
+# -- public-key queries and malformed packets ---------------------------------------------------
+
+
+def publickey_request(user: bytes, blob: bytes, kind: bytes = b"ssh-ed25519") -> bytes:
+    return (
+        common.NS(user) + common.NS(b"ssh-connection") + common.NS(b"publickey")
+        + b"\x00" + common.NS(kind) + common.NS(blob)
+    )  # fmt: skip
+
+
+def key_auth(keys: HostKeys, listed: bytes) -> tuple[UserAuth, AuthTransport]:
+    line = Key.fromString(listed).toString("openssh")
+    stamp = authkeys.Stamp(1, 1, len(line), 0, 0)
+    checker = authkeys.AuthorizedKeysChecker(lambda user, known: succeed((stamp, line)))
+    portal = Portal(ShellRealm(Lookup(succeed), Started()), [checker])
+    factory = ShellSSHFactory(keys, portal, Clock(), 60)
+    auth = UserAuth()
+    wire = AuthTransport(factory, "192.0.2.9")
+    auth.transport = wire  # type: ignore[assignment]
+    auth.serviceStarted()
+    return auth, wire
+
+
+def test_a_connection_gets_six_public_key_queries(keys: HostKeys) -> None:
+    """Queries for a listed key are answered "sign with it" and are no failure: without a
+    cap one connection could ask forever (each a read of the file)."""
+    blob = Key(ed25519.Ed25519PrivateKey.generate()).public().blob()
+    auth, wire = key_auth(keys, blob)
+    for _ in range(MAX_KEY_QUERIES):
+        auth.ssh_USERAUTH_REQUEST(publickey_request(b"alice", blob))
+    assert wire.sent == [userauth.MSG_USERAUTH_PK_OK] * MAX_KEY_QUERIES
+    wire.sent.clear()
+    auth.ssh_USERAUTH_REQUEST(publickey_request(b"alice", blob))
+    assert wire.sent == [("drop", transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE)]
+
+
+def test_a_malformed_key_blob_is_a_malformed_packet_and_an_unknown_type_a_refusal(
+    keys: HostKeys,
+) -> None:
+    blob = Key(ed25519.Ed25519PrivateKey.generate()).public().blob()
+    auth, wire = key_auth(keys, blob)
+    for bad in (common.NS(b"ssh-ed25519") + common.NS(b"x" * 7), b"\x00\x00", blob[:-3]):
+        with pytest.raises(MalformedPacket):
+            auth.ssh_USERAUTH_REQUEST(publickey_request(b"alice", bad))
+    with pytest.raises(MalformedPacket):
+        auth.ssh_USERAUTH_REQUEST(common.NS(b"alice") + common.NS(b"ssh-connection")
+                                  + common.NS(b"publickey") + b"\x00")  # fmt: skip
+    auth.ssh_USERAUTH_REQUEST(
+        publickey_request(b"alice", common.NS(b"ssh-ed25519-cert-v01@openssh.com") + b"x")
+    )
+    assert wire.sent == [userauth.MSG_USERAUTH_FAILURE]  # refused like an unlisted key
+
+
+def test_malformed_packets_are_one_line_a_minute_per_address_and_drop_the_connection(
+    keys: HostKeys,
+) -> None:
+    clock = Clock()
+    factory = ShellSSHFactory(keys, nobody(), clock, 60)
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        wires = []
+        for host in ("192.0.2.7", "192.0.2.7", "192.0.2.7", "198.51.100.1"):
+            proto, wire = connect(factory, host)
+            proto.dataReceived(b"SSH-2.0-x\r\n")
+            proto.dispatchMessage(transport.MSG_KEXINIT, b"not a kexinit")  # struct.error
+            proto.dispatchMessage(transport.MSG_KEXINIT, b"again: not looked at")
+            wires.append(wire)
+        clock.advance(60)
+        proto, wire = connect(factory, "192.0.2.7")
+        proto.dataReceived(b"SSH-2.0-x\r\n")
+        proto.dispatchMessage(transport.MSG_KEXINIT, b"")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [e for e in seen if e.get("event") == "ssh_malformed"]
+    assert [(e["peer"], e["more"]) for e in lines] == [
+        ("192.0.2.7", ""),
+        ("198.51.100.1", ""),
+        ("192.0.2.7", "; 3 from this address since the last line"),
+    ]
+    assert not [e for e in seen if e.get("log_failure") is not None]  # no traceback
+    for w in wires:
+        assert w.disconnecting  # the disconnect sent, the connection closing
+    clock.advance(DROP_TIMEOUT)

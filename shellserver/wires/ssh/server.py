@@ -742,7 +742,7 @@ class ShellTransport(transport.SSHServerTransport):
     def _abort(self) -> None:
         self._drop_call = None
         wire: Any = self.transport
-        if wire is not None and wire.connected:
+        if wire is not None and getattr(wire, "connected", False):
             wire.abortConnection()
 
     def _timed_out(self) -> None:
