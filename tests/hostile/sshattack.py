@@ -130,6 +130,71 @@ def flood(port: int, source: str, user: str, password: str, command: str, count:
     R.run()
 
 
+# -- resize: a huge pty, a long line, then window-change requests --------------------------
+
+
+class Resizer(channel.SSHChannel):
+    """A pty of ``size`` with a long TERM, a long line typed, then ``count`` window-change
+    requests; reads everything. Prints ``done SECONDS BYTES`` once the server has answered
+    an echo typed after the resizes (the time from the first resize)."""
+
+    name = b"session"
+
+    def __init__(self, size: tuple[int, int], term: bytes, line: int, count: int, **kw: Any):
+        super().__init__(localWindow=2**20, localMaxPacket=32768, **kw)
+        self.size, self.term, self.line, self.count = size, term, line, count
+        self.got = 0
+        self.tail = b""
+        self.start = 0.0
+
+    def channelOpen(self, specificData: bytes) -> None:
+        cols, rows = self.size
+        pty = common.NS(self.term) + struct.pack(">4L", cols, rows, 0, 0) + common.NS(b"")
+        self.conn.sendRequest(self, b"pty-req", pty)
+        self.conn.sendRequest(self, b"shell", b"")
+        R.callLater(0.5, self.type_line)
+
+    def type_line(self) -> None:
+        self.write(b"x" * self.line)
+        R.callLater(0.3, self.resize)
+
+    def resize(self) -> None:
+        import time
+
+        self.start = time.monotonic()
+        for i in range(self.count):
+            cols, rows = (65535, 65535) if i % 2 else (80 + i % 50, 24)
+            self.conn.sendRequest(self, b"window-change", struct.pack(">4L", cols, rows, 0, 0))
+        self.write(b"\x15echo resized-done\r")  # ^U: the long line goes, then a command
+
+    def dataReceived(self, data: bytes) -> None:
+        import time
+
+        self.got += len(data)
+        self.tail = (self.tail + data)[-200:]
+        if self.start and b"resized-done\r\n" in self.tail:
+            print("done", f"{time.monotonic() - self.start:.3f}", self.got, flush=True)
+            self.start = 0.0
+            R.callLater(0, R.stop)
+
+
+def resize(port: int, source: str, user: str, password: str, cols: str, rows: str,
+           term_length: str, line: str, count: str) -> None:  # fmt: skip
+    class Conn(connection.SSHConnection):
+        def serviceStarted(self) -> None:
+            super().serviceStarted()
+            term = b"x" * int(term_length)
+            size = (int(cols), int(rows))
+            self.openChannel(Resizer(size, term, int(line), int(count), conn=self))
+
+    def secure(t: Client) -> None:
+        t.requestService(Auth(user.encode(), password.encode(), Conn()))
+
+    connect(port, source, secure)
+    R.callLater(120, R.stop)
+    R.run()
+
+
 # -- raw userauth requests -------------------------------------------------------------------
 
 
@@ -224,4 +289,5 @@ def malformed(port: int, source: str, user: str, count: str) -> None:
 
 if __name__ == "__main__":
     mode, port, source, *rest = sys.argv[1:]
-    {"flood": flood, "queries": queries, "malformed": malformed}[mode](int(port), source, *rest)
+    modes = {"flood": flood, "queries": queries, "malformed": malformed, "resize": resize}
+    modes[mode](int(port), source, *rest)

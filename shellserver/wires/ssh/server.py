@@ -260,8 +260,15 @@ class SessionChannel(SSHChannel):
     def write(self, data: bytes) -> None:
         if not data:
             return
+        size = len(data)
         if self._pending or self._connection_blocked():
             self._hold(memoryview(data))
+        elif size <= self.remoteWindowLeft and size <= (self.remoteMaxPacket or 32768):
+            conn: Any = self.conn  # the usual case (a line, a message): one packet, no copy
+            conn.sendData(self, data)
+            self.remoteWindowLeft -= size
+            if self.remoteWindowLeft > 0 and not self._paused:
+                return
         else:
             rest = self._send(memoryview(data))
             if rest:
