@@ -150,6 +150,21 @@ def test_session_channels_per_connection_are_capped() -> None:
     assert isinstance(avatar.lookupChannel(b"session", 65536, 32768, b""), SessionChannel)
 
 
+def test_channel_data_past_the_window_is_a_malformed_packet() -> None:
+    avatar = ShellAvatar(ALICE, Started())
+    conn = Connection()
+    conn.transport = Packets(avatar)  # type: ignore[assignment]
+    conn.serviceStarted()
+    conn.ssh_CHANNEL_OPEN(open_packet(b"session"))
+    (local,) = conn.channels
+    window = conn.channels[local].localWindowLeft
+    with pytest.raises(MalformedPacket):
+        conn.ssh_CHANNEL_DATA(struct.pack(">L", local) + common.NS(b"x" * (window + 1)))
+    with pytest.raises(MalformedPacket):
+        conn.ssh_CHANNEL_EXTENDED_DATA(struct.pack(">2L", local, 1) + common.NS(b"x" * 40_000))
+    conn.ssh_CHANNEL_DATA(struct.pack(">L", local) + common.NS(b"fine"))
+
+
 # -- session requests ---------------------------------------------------------------------
 
 
@@ -312,6 +327,13 @@ def test_no_group_exchange_without_moduli(keys: HostKeys) -> None:
     assert proto.supportedKeyExchanges
     assert not [k for k in proto.supportedKeyExchanges if b"group-exchange" in k]
     assert proto.supportedPublicKeys == [b"ssh-ed25519"]
+
+
+def test_no_compression_is_offered(keys: HostKeys) -> None:
+    """conch inflates a zlib packet whole, before authentication: 1 MiB in, ~1 GB out."""
+    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
+    proto, _ = connect(factory)
+    assert proto.supportedCompressions == [b"none"]
 
 
 # -- password failures: growing pauses, the per-address lockout ----------------------------------

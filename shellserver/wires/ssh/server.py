@@ -486,6 +486,23 @@ class Connection(connection.SSHConnection):
 
     _log = _conch_log
 
+    def ssh_CHANNEL_DATA(self, packet: bytes) -> None:
+        """More than the window or a packet allows is a malformed packet (conch logs an error
+        line for each and goes on reading)."""
+        self._check_size(packet[:4], packet[4:8])
+        super().ssh_CHANNEL_DATA(packet)
+
+    def ssh_CHANNEL_EXTENDED_DATA(self, packet: bytes) -> None:
+        self._check_size(packet[:4], packet[8:12])
+        super().ssh_CHANNEL_EXTENDED_DATA(packet)
+
+    def _check_size(self, number: bytes, length: bytes) -> None:
+        (local,) = struct.unpack(">L", number)
+        (size,) = struct.unpack(">L", length)
+        channel = self.channels[local]
+        if size > channel.localWindowLeft or size > channel.localMaxPacket:
+            raise MalformedPacket("channel data past the window")
+
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
         avatar = getattr(self.transport, "avatar", None)
         try:
@@ -713,6 +730,9 @@ class ShellTransport(transport.SSHServerTransport):
 
     # -- malformed packets: one line, rate limited, and the connection dropped ----------
 
+    def receiveUnimplemented(self, seqnum: int) -> None:
+        """conch logs a warning for each; a client could send them without end."""
+
     def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
         if self._dropped:
             return
@@ -836,6 +856,9 @@ class ShellSSHFactory(factory.SSHFactory):
         t.supportedKeyExchanges = [
             kex for kex in t.supportedKeyExchanges if b"group-exchange" not in kex
         ]
+        # No zlib: conch decompresses a packet whole, before authentication, so one 1 MiB
+        # packet of a client's choosing would become up to a gigabyte here.
+        t.supportedCompressions = [b"none"]
         return t
 
 
