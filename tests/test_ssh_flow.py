@@ -86,9 +86,10 @@ def test_a_write_sends_what_the_window_takes_and_holds_only_its_rest() -> None:
     assert sent(conn) == b"a" * 2500
     assert all(len(p) <= 1000 for p in conn.sent)
     assert wire.backlogged and ch.buf == b""  # conch's own buffer is never used
+    assert wire.held_bytes == 500  # the rest of that write, counted in the metric
     for _ in range(100):  # later output waits in Output, capped, not in the channel
         wire.send("b" * 50)
-    assert wire.held_bytes == 5000 and ch.buf == b""
+    assert wire.held_bytes == 5500 and ch.pending_bytes == 500 and ch.buf == b""
     ch.addWindowBytes(400)  # less than the rest: no resume yet
     assert sent(conn) == b"a" * 400 and wire.backlogged
     ch.addWindowBytes(100_000)

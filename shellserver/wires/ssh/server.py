@@ -294,6 +294,11 @@ class SessionChannel(SSHChannel):
         self.remoteWindowLeft -= sent
         return data[sent:] if sent < len(data) else None
 
+    @property
+    def pending_bytes(self) -> int:
+        """The rest of a write the window did not take (at most one write)."""
+        return sum(map(len, self._pending)) if self._pending else 0
+
     def _hold(self, data: memoryview) -> None:
         if self._pending is None:
             self._pending = deque()

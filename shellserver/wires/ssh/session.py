@@ -114,6 +114,12 @@ class SSHWire(Fronted):
 
     # -- output ------------------------------------------------------------------
 
+    @property
+    def held_bytes(self) -> int:
+        """Held in ``Output`` and, of the last write, what the client's window did not take."""
+        pending: int = getattr(self.channel, "pending_bytes", 0)
+        return self._out.held_bytes + pending
+
     def _encode(self, text: str) -> bytes:
         if self.pty:
             text = text.replace("\n", "\r\n")
