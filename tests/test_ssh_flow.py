@@ -277,3 +277,31 @@ async def test_a_closed_connection_is_freed_without_the_collector(
         assert alive == []
     finally:
         gc.enable()
+
+
+class Receiver:
+    """What the wire calls on its terminal, counted."""
+
+    def __init__(self) -> None:
+        self.resizes = 0
+
+    def resized(self) -> None:
+        self.resizes += 1
+
+
+def test_resizes_while_the_client_takes_no_output_cost_one_redraw_when_it_does() -> None:
+    """A client that does not take output can still send window-change requests (the
+    connection is read for the other channels and the window adjusts): each would redraw
+    into held output. While the channel is paused only the size is kept."""
+    ch, _, wire = make_channel(0)
+    receiver = Receiver()
+    wire.receiver = receiver  # type: ignore[assignment]
+    wire.send("x")  # the window is empty: paused
+    assert wire.backlogged
+    for i in range(1000):
+        wire.resize(100 + i % 7, 30)
+    assert receiver.resizes == 0 and wire.width == 100 + 999 % 7
+    ch.addWindowBytes(100)
+    assert receiver.resizes == 1
+    wire.resize(80, 24)
+    assert receiver.resizes == 2  # taking output: at once

@@ -9,6 +9,12 @@
 - ``queries USER BLOBFILE CONNECTIONS COUNT``: ``CONNECTIONS`` connections each send
   ``COUNT`` public-key queries (no signature) for the key blob in ``BLOBFILE``; prints
   ``answered OK FAILED DISCONNECTED`` summed over the connections.
+- ``resize USER PASSWORD COLS ROWS TERMLEN LINE COUNT WINDOW``: a pty of COLS×ROWS with a
+  TERM of TERMLEN characters, a LINE-character line typed, then COUNT ``window-change``
+  requests. With WINDOW 0 it reads everything and prints ``done SECONDS BYTES`` once an
+  ``echo`` typed after the resizes is answered; with a WINDOW in bytes it never widens that
+  window (never takes channel data), prints ``sent`` and drops the connection on a line on
+  stdin.
 - ``malformed USER COUNT``: connections one after another, each sending public-key
   requests with malformed key blobs until the server drops it, ``COUNT`` requests in all;
   prints ``sent N connections C dropped D``.
@@ -140,9 +146,12 @@ class Resizer(channel.SSHChannel):
 
     name = b"session"
 
-    def __init__(self, size: tuple[int, int], term: bytes, line: int, count: int, **kw: Any):
-        super().__init__(localWindow=2**20, localMaxPacket=32768, **kw)
+    def __init__(
+        self, size: tuple[int, int], term: bytes, line: int, count: int, window: int, **kw: Any
+    ) -> None:
+        super().__init__(localWindow=window or 2**20, localMaxPacket=32768, **kw)
         self.size, self.term, self.line, self.count = size, term, line, count
+        self.stalled = bool(window)
         self.got = 0
         self.tail = b""
         self.start = 0.0
@@ -165,6 +174,9 @@ class Resizer(channel.SSHChannel):
         for i in range(self.count):
             cols, rows = (65535, 65535) if i % 2 else (80 + i % 50, 24)
             self.conn.sendRequest(self, b"window-change", struct.pack(">4L", cols, rows, 0, 0))
+        if self.stalled:
+            print("sent", flush=True)
+            return
         self.write(b"\x15echo resized-done\r")  # ^U: the long line goes, then a command
 
     def dataReceived(self, data: bytes) -> None:
@@ -179,17 +191,31 @@ class Resizer(channel.SSHChannel):
 
 
 def resize(port: int, source: str, user: str, password: str, cols: str, rows: str,
-           term_length: str, line: str, count: str) -> None:  # fmt: skip
+           term_length: str, line: str, count: str, window: str) -> None:  # fmt: skip
     class Conn(connection.SSHConnection):
         def serviceStarted(self) -> None:
             super().serviceStarted()
             term = b"x" * int(term_length)
             size = (int(cols), int(rows))
-            self.openChannel(Resizer(size, term, int(line), int(count), conn=self))
+            self.openChannel(Resizer(size, term, int(line), int(count), int(window), conn=self))
+
+        def adjustWindow(self, channel: Any, bytesToAdd: int) -> None:
+            if not int(window):  # a stalled client never widens its window
+                super().adjustWindow(channel, bytesToAdd)
+
+    clients: list[Client] = []
 
     def secure(t: Client) -> None:
+        clients.append(t)
         t.requestService(Auth(user.encode(), password.encode(), Conn()))
 
+    def close() -> None:
+        for t in clients:
+            t.transport.abortConnection()
+        print("closed", flush=True)
+        R.callLater(0.1, R.stop)
+
+    stdio.StandardIO(Quit(close))
     connect(port, source, secure)
     R.callLater(120, R.stop)
     R.run()

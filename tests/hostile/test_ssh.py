@@ -6,6 +6,7 @@ the server's resident set (``VmRSS`` in ``/proc``), read before, during and afte
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -111,6 +112,42 @@ def test_a_huge_window_that_never_reads_is_held_to_max_output_and_aborted(
     after = rss(arena)
     print(f"RSS {before / MiB:.1f} → peak {peak / MiB:.1f} → after {after / MiB:.1f} MiB")
     assert peak - before < 12 * MiB and after - before < 12 * MiB
+    arena.bystanders_ok()
+
+
+def cpu_seconds(arena: Arena) -> float:
+    assert arena.server.proc is not None
+    fields = Path(f"/proc/{arena.server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_resizes_of_a_huge_pty_over_a_long_line_from_a_client_that_takes_nothing(
+    arena: Arena,
+) -> None:
+    """A 65535×65535 pty with a 5,000-character TERM, a 4,000-character line, then 5,000
+    ``window-change`` requests from a client whose window is full and never widened. The
+    SSH wire keeps the size and redraws once when the client reads again; what it holds
+    stays bounded and the server's work stays linear. Before: every redraw was appended to
+    conch's channel buffer (``buf += data``: quadratic), the server at 100 % CPU for
+    minutes."""
+    member(arena, "stretch")
+    before, cpu_before = rss(arena), cpu_seconds(arena)
+    with arena.watch():
+        client = attack(
+            "resize", str(ssh_port(arena)), arena.source(), "stretch", PASSWORD,
+            "65535", "65535", "5000", "4000", "5000", "4096",
+        )  # fmt: skip
+        assert client.stdout is not None and client.stdin is not None
+        assert client.stdout.readline().strip() == "sent"
+        time.sleep(1)  # the server reads the requests
+    cpu = cpu_seconds(arena) - cpu_before
+    peak = rss(arena)
+    client.stdin.write("close\n")
+    client.stdin.flush()
+    client.wait(10)
+    print(f"\nserver CPU {cpu:.2f} s; RSS {before / MiB:.1f} → {peak / MiB:.1f} MiB")
+    assert cpu < 5
+    assert peak - before < 12 * MiB
     arena.bystanders_ok()
 
 

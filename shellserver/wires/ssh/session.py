@@ -109,6 +109,7 @@ class SSHWire(Fronted):
         self._closing = False
         self._lost = False
         self._timer: IDelayedCall | None = None
+        self._resized_meanwhile = False
         #: Message bytes are cached per encoding: CR LF with a pty, LF without.
         self._encoding = "ssh" if self.pty else "ssh-lf"
 
@@ -167,6 +168,10 @@ class SSHWire(Fronted):
 
     def resume(self) -> None:
         self._out.resume()
+        if self._resized_meanwhile and not self._out.paused:
+            self._resized_meanwhile = False
+            if self.receiver is not None and not self._lost:
+                self.receiver.resized()
 
     # -- input ---------------------------------------------------------------------
 
@@ -216,9 +221,17 @@ class SSHWire(Fronted):
                 self.receiver.eof_received()
 
     def resize(self, cols: int, rows: int) -> None:
+        """The new size at once; its redraw at once too, unless the client is not taking
+        output: then one redraw when it reads again, however many ``window-change``
+        requests came meanwhile (telnet reads nothing then, NAWS included; an SSH
+        connection must still be read, for the other channels and the window adjusts)."""
         self.width, self.height = clamp_size(cols, rows)
-        if self.receiver is not None and not self._lost:
-            self.receiver.resized()
+        if self.receiver is None or self._lost:
+            return
+        if self._out.paused:
+            self._resized_meanwhile = True
+            return
+        self.receiver.resized()
 
     def connection_lost(self) -> None:
         """The channel (or the whole connection) is gone; once only."""
