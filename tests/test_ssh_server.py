@@ -543,3 +543,17 @@ def test_malformed_packets_are_one_line_a_minute_per_address_and_drop_the_connec
     for w in wires:
         assert w.disconnecting  # the disconnect sent, the connection closing
     clock.advance(DROP_TIMEOUT)
+
+
+def test_an_authentication_answered_after_the_connection_is_gone_starts_nothing(
+    keys: HostKeys,
+) -> None:
+    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
+    proto, _ = connect(factory)
+    proto.connectionLost(None)
+    logged_out: list[bool] = []
+    proto.avatar = ShellAvatar(ALICE, Started())
+    proto.logoutFunction = lambda: logged_out.append(True)
+    proto.setService(Connection())
+    assert proto.service is None and logged_out == [True]
+    assert not hasattr(proto, "avatar")

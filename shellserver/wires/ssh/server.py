@@ -664,6 +664,7 @@ class ShellTransport(transport.SSHServerTransport):
     _logged_in = False
     _tcp_paused = False
     _dropped = False
+    _gone = False
 
     def connectionMade(self) -> None:
         f = self.factory
@@ -782,6 +783,14 @@ class ShellTransport(transport.SSHServerTransport):
         self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"login timed out")
 
     def setService(self, service: Any) -> None:
+        if self._gone:
+            # An authentication answered after the connection was lost (a password checked
+            # on the hashing pool meanwhile): start nothing, and let the avatar go.
+            logout = self.__dict__.pop("logoutFunction", None)
+            self.__dict__.pop("avatar", None)
+            if logout is not None:
+                logout()
+            return
         if service.name == b"ssh-connection" and not self._logged_in:
             self._logged_in = True
             avatar = getattr(self, "avatar", None)
@@ -799,6 +808,7 @@ class ShellTransport(transport.SSHServerTransport):
         super().setService(service)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self._gone = True
         for call in (self._timer, self._drop_call):
             if call is not None and call.active():
                 call.cancel()
