@@ -3,8 +3,9 @@
 With a pty the client sends raw keys: character mode, the line editor echoes
 and redraws (SPEC §8). Without one (``ssh -T``, most ``ssh host CMD``) it
 sends lines: line mode, and output keeps plain ``\\n`` so it can be piped.
-Flow control is the channel's window: conch stops the channel writing when the
-client's window is full, which pauses the same :class:`Output` telnet uses.
+Flow control: the channel (``server.SessionChannel``) pauses the same :class:`Output`
+telnet uses while the client's window is full, while the rest of a write waits for it,
+and while the whole connection is blocked (its socket full, a key exchange under way).
 """
 
 from __future__ import annotations
