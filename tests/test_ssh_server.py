@@ -557,3 +557,23 @@ def test_an_authentication_answered_after_the_connection_is_gone_starts_nothing(
     proto.setService(Connection())
     assert proto.service is None and logged_out == [True]
     assert not hasattr(proto, "avatar")
+
+
+def test_a_failure_in_the_session_is_our_bug_with_its_traceback_not_a_malformed_packet(
+    logged_errors: Any,
+) -> None:
+    ch, _ = channel()
+    aborted: list[bool] = []
+
+    class Broken:
+        def data_received(self, data: bytes) -> None:
+            raise KeyError("a bug of ours")
+
+        def abort(self) -> None:
+            aborted.append(True)
+
+    ch.wire = Broken()  # type: ignore[assignment]
+    ch.dataReceived(b"x")  # no exception reaches conch (nor dispatchMessage's catch)
+    assert aborted == [True]
+    (failure,) = logged_errors.flush(KeyError)
+    assert failure["log_format"] == "SSH session failed on its input"

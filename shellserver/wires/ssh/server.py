@@ -202,7 +202,7 @@ class SessionChannel(SSHChannel):
         cols, rows = _parse_size(data)
         self.request.cols, self.request.rows = cols, rows
         if self.wire is not None:
-            self.wire.resize(cols, rows)
+            self._into_session(self.wire.resize, cols, rows)
         return 1
 
     def request_env(self, data: bytes) -> int:
@@ -235,11 +235,22 @@ class SessionChannel(SSHChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self.wire is not None:
-            self.wire.data_received(data)
+            self._into_session(self.wire.data_received, data)
 
     def eofReceived(self) -> None:
         if self.wire is not None:
-            self.wire.eof_received()
+            self._into_session(self.wire.eof_received)
+
+    def _into_session(self, call: Callable[..., None], *args: Any) -> None:
+        """Hand the client's input to the session. An exception from there is our bug, not
+        a malformed packet (``ShellTransport.dispatchMessage`` would log it as one): it is
+        logged with its traceback and the connection dropped."""
+        try:
+            call(*args)
+        except Exception:
+            log.failure("SSH session failed on its input")
+            if self.wire is not None:
+                self.wire.abort()
 
     # -- output: never more than the window, never conch's ``buf += data`` -----------------
     #
