@@ -20,6 +20,7 @@ from twisted.conch.ssh.keys import Key
 
 from hostile.arena import Arena
 
+pytestmark = pytest.mark.integration
 ATTACK = Path(__file__).with_name("sshattack.py")
 MiB = 1024 * 1024
 
