@@ -56,13 +56,29 @@ def rss(arena: Arena) -> int:
     return int(m.group(1)) * 1024
 
 
+#: Attack processes started by this module, killed after each test even when it fails.
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_attackers() -> Iterator[None]:
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def attack(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(ATTACK), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    _started.append(proc)
+    return proc
 
 
 def member(arena: Arena, name: str) -> None:
