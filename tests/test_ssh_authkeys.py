@@ -19,15 +19,19 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from shellserver.threads import inline_runner
 from shellserver.wires.ssh import authkeys
 from shellserver.wires.ssh.authkeys import (
     MAX_FILE,
     AddKeyRefused,
     AuthorizedKeysChecker,
     FileTooLarge,
+    Stamp,
     add_key,
+    home_reader,
     parse,
     read_file,
+    read_keys,
 )
 
 
@@ -126,10 +130,18 @@ def test_keys_made_by_ssh_keygen(tmp_path: Path, args: list[str], good: bool) ->
 # -- the checker ---------------------------------------------------------------------------
 
 
+def stamp_of(data: bytes) -> Stamp:
+    return Stamp(1, hash(data) & 0xFFFFFF, len(data), 0, 0)
+
+
 def checker_for(files: dict[str, bytes | None], asked: list[str]) -> AuthorizedKeysChecker:
-    def read(user: str) -> Deferred[bytes | None]:
+    def read(user: str, known: Stamp | None) -> Deferred[Any]:
         asked.append(user)
-        return succeed(files.get(user))
+        data = files.get(user)
+        if data is None:
+            return succeed(None)
+        stamp = stamp_of(data)
+        return succeed((stamp, None if stamp == known else data))
 
     return AuthorizedKeysChecker(read)
 
@@ -239,6 +251,73 @@ def test_read_file_refuses_symlinks_and_caps_size(tmp_path: Path) -> None:
         read_file(root, "../x")
 
 
+def test_no_component_is_followed_through_a_symlink_swapped_in(tmp_path: Path) -> None:
+    """Each component is opened with O_NOFOLLOW relative to the one before, so a symlink
+    anywhere below the home root (the home itself, ``.ssh``, the file) reads as no file,
+    and a FIFO is not a file either (opened without blocking, refused by ``fstat``)."""
+    root = FilePath(str(tmp_path))
+    (tmp_path / "outside" / ".ssh").mkdir(parents=True)
+    (tmp_path / "outside" / ".ssh" / "authorized_keys").write_bytes(b"k")
+    (tmp_path / "alice").symlink_to(tmp_path / "outside")
+    assert read_keys(root, "alice") is None
+    (tmp_path / "alice").unlink()
+    (tmp_path / "alice").mkdir()
+    assert read_keys(root, "alice") is None
+    (tmp_path / "alice" / ".ssh").mkdir()
+    os.mkfifo(tmp_path / "alice" / ".ssh" / "authorized_keys")
+    assert read_keys(root, "alice") is None
+    (tmp_path / "alice" / ".ssh" / "authorized_keys").unlink()
+    (tmp_path / "alice" / ".ssh" / "authorized_keys").write_bytes(b"k")
+    got = read_keys(root, "alice")
+    assert got is not None and got[1] == b"k"
+    assert read_keys(root, "alice", got[0]) == (got[0], None)  # unchanged: not read again
+
+
+def test_the_file_is_parsed_once_per_change_not_per_query(
+    keys: dict[str, tuple[Key, bytes]], tmp_path: Path
+) -> None:
+    root = FilePath(str(tmp_path))
+    ssh = tmp_path / "alice" / ".ssh"
+    ssh.mkdir(parents=True)
+    key, line = keys["ed25519"]
+    other, other_line = keys["ecdsa"]
+    (ssh / "authorized_keys").write_bytes(line + b"\n")
+    checker = AuthorizedKeysChecker(home_reader(root, inline_runner))
+    for _ in range(50):
+        assert refused(
+            result(checker.requestAvatarId(creds(b"alice", key, False))), ValidPublicKey
+        )
+        assert refused(result(checker.requestAvatarId(creds(b"alice", other, False))))
+    assert checker.parses == 1
+    with open(ssh / "authorized_keys", "ab") as f:  # same size class, new mtime and size
+        f.write(other_line + b"\n")
+    assert result(checker.requestAvatarId(creds(b"alice", other, True))) == b"alice"
+    assert checker.parses == 2
+    (ssh / "authorized_keys").unlink()
+    assert refused(result(checker.requestAvatarId(creds(b"alice", key, False))))
+    assert checker.parses == 2
+
+
+def test_queries_during_a_parse_wait_for_that_one_parse(
+    keys: dict[str, tuple[Key, bytes]],
+) -> None:
+    key, line = keys["ed25519"]
+    started: list[Deferred[Any]] = []
+
+    def run(f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        started.append(d)
+        d.addCallback(lambda _: f(*args))
+        return d
+
+    checker = AuthorizedKeysChecker(lambda user, known: succeed((stamp_of(line), line)), run)
+    answers = [checker.requestAvatarId(creds(b"alice", key, False)) for _ in range(20)]
+    assert len(started) == 1
+    started[0].callback(None)
+    assert all(refused(result(d), ValidPublicKey) for d in answers)
+    assert checker.parses == 1
+
+
 def test_add_key_creates_private_dirs_and_refuses_duplicates(
     keys: dict[str, tuple[Key, bytes]], tmp_path: Path
 ) -> None:
@@ -323,6 +402,6 @@ def test_parsing_runs_where_the_server_says(keys: dict[str, tuple[Key, bytes]]) 
         ran.append(f)
         return maybeDeferred(f, *args)
 
-    checker = AuthorizedKeysChecker(lambda user: succeed(line), run)
+    checker = AuthorizedKeysChecker(lambda user, known: succeed((stamp_of(line), line)), run)
     assert result(checker.requestAvatarId(creds(b"alice", key, True))) == b"alice"
     assert ran == [parse]

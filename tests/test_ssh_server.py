@@ -35,11 +35,15 @@ from shellserver.pacing import AccountPacing
 from shellserver.passwords import hash_password
 from shellserver.threads import inline_runner
 from shellserver.throttle import FailedLogins
+from shellserver.wires.ssh import authkeys
 from shellserver.wires.ssh import server as server_module
 from shellserver.wires.ssh.hostkeys import HostKeys
 from shellserver.wires.ssh.server import (
+    DROP_TIMEOUT,
     MAX_CHANNELS,
+    MAX_KEY_QUERIES,
     Connection,
+    MalformedPacket,
     PasswordChecker,
     SessionChannel,
     ShellAvatar,
@@ -151,6 +155,21 @@ def test_session_channels_per_connection_are_capped() -> None:
     assert e.value.data == connection.OPEN_RESOURCE_SHORTAGE
     channels[0].closed()
     assert isinstance(avatar.lookupChannel(b"session", 65536, 32768, b""), SessionChannel)
+
+
+def test_channel_data_past_the_window_is_a_malformed_packet() -> None:
+    avatar = ShellAvatar(ALICE, Started())
+    conn = Connection()
+    conn.transport = Packets(avatar)  # type: ignore[assignment]
+    conn.serviceStarted()
+    conn.ssh_CHANNEL_OPEN(open_packet(b"session"))
+    (local,) = conn.channels
+    window = conn.channels[local].localWindowLeft
+    with pytest.raises(MalformedPacket):
+        conn.ssh_CHANNEL_DATA(struct.pack(">L", local) + common.NS(b"x" * (window + 1)))
+    with pytest.raises(MalformedPacket):
+        conn.ssh_CHANNEL_EXTENDED_DATA(struct.pack(">2L", local, 1) + common.NS(b"x" * 40_000))
+    conn.ssh_CHANNEL_DATA(struct.pack(">L", local) + common.NS(b"fine"))
 
 
 # -- session requests ---------------------------------------------------------------------
@@ -359,6 +378,13 @@ def test_no_group_exchange_without_moduli(keys: HostKeys) -> None:
     assert proto.supportedPublicKeys == [b"ssh-ed25519"]
 
 
+def test_no_compression_is_offered(keys: HostKeys) -> None:
+    """conch inflates a zlib packet whole, before authentication: 1 MiB in, ~1 GB out."""
+    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
+    proto, _ = connect(factory)
+    assert proto.supportedCompressions == [b"none"]
+
+
 # -- password failures: growing pauses, the per-address lockout ----------------------------------
 
 
@@ -382,6 +408,9 @@ class AuthTransport:
 
     def setService(self, service: Any) -> None:
         self.sent.append(("service", service.name))
+
+    def drop(self, code: int, reason: bytes) -> None:
+        self.sent.append(("drop", code))
 
 
 def password_request(user: bytes, password: bytes) -> bytes:
@@ -521,3 +550,123 @@ def test_the_realm_takes_the_account_the_password_checker_read(tmp_path: Path) -
         logout()
     finally:
         db.close()
+
+
+# -- public-key queries and malformed packets ---------------------------------------------------
+
+
+def publickey_request(user: bytes, blob: bytes, kind: bytes = b"ssh-ed25519") -> bytes:
+    return (
+        common.NS(user) + common.NS(b"ssh-connection") + common.NS(b"publickey")
+        + b"\x00" + common.NS(kind) + common.NS(blob)
+    )  # fmt: skip
+
+
+def key_auth(keys: HostKeys, listed: bytes) -> tuple[UserAuth, AuthTransport]:
+    line = Key.fromString(listed).toString("openssh")
+    stamp = authkeys.Stamp(1, 1, len(line), 0, 0)
+    checker = authkeys.AuthorizedKeysChecker(lambda user, known: succeed((stamp, line)))
+    portal = Portal(ShellRealm(Lookup(succeed), Started()), [checker])
+    factory = ShellSSHFactory(keys, portal, Clock(), 60)
+    auth = UserAuth()
+    wire = AuthTransport(factory, "192.0.2.9")
+    auth.transport = wire  # type: ignore[assignment]
+    auth.serviceStarted()
+    return auth, wire
+
+
+def test_a_connection_gets_six_public_key_queries(keys: HostKeys) -> None:
+    """Queries for a listed key are answered "sign with it" and are no failure: without a
+    cap one connection could ask forever (each a read of the file)."""
+    blob = Key(ed25519.Ed25519PrivateKey.generate()).public().blob()
+    auth, wire = key_auth(keys, blob)
+    for _ in range(MAX_KEY_QUERIES):
+        auth.ssh_USERAUTH_REQUEST(publickey_request(b"alice", blob))
+    assert wire.sent == [userauth.MSG_USERAUTH_PK_OK] * MAX_KEY_QUERIES
+    wire.sent.clear()
+    auth.ssh_USERAUTH_REQUEST(publickey_request(b"alice", blob))
+    assert wire.sent == [("drop", transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE)]
+
+
+def test_a_malformed_key_blob_is_a_malformed_packet_and_an_unknown_type_a_refusal(
+    keys: HostKeys,
+) -> None:
+    blob = Key(ed25519.Ed25519PrivateKey.generate()).public().blob()
+    auth, wire = key_auth(keys, blob)
+    for bad in (common.NS(b"ssh-ed25519") + common.NS(b"x" * 7), b"\x00\x00", blob[:-3]):
+        with pytest.raises(MalformedPacket):
+            auth.ssh_USERAUTH_REQUEST(publickey_request(b"alice", bad))
+    with pytest.raises(MalformedPacket):
+        auth.ssh_USERAUTH_REQUEST(common.NS(b"alice") + common.NS(b"ssh-connection")
+                                  + common.NS(b"publickey") + b"\x00")  # fmt: skip
+    auth.ssh_USERAUTH_REQUEST(
+        publickey_request(b"alice", common.NS(b"ssh-ed25519-cert-v01@openssh.com") + b"x")
+    )
+    assert wire.sent == [userauth.MSG_USERAUTH_FAILURE]  # refused like an unlisted key
+
+
+def test_malformed_packets_are_one_line_a_minute_per_address_and_drop_the_connection(
+    keys: HostKeys,
+) -> None:
+    clock = Clock()
+    factory = ShellSSHFactory(keys, nobody(), clock, 60)
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        wires = []
+        for host in ("192.0.2.7", "192.0.2.7", "192.0.2.7", "198.51.100.1"):
+            proto, wire = connect(factory, host)
+            proto.dataReceived(b"SSH-2.0-x\r\n")
+            proto.dispatchMessage(transport.MSG_KEXINIT, b"not a kexinit")  # struct.error
+            proto.dispatchMessage(transport.MSG_KEXINIT, b"again: not looked at")
+            wires.append(wire)
+        clock.advance(60)
+        proto, wire = connect(factory, "192.0.2.7")
+        proto.dataReceived(b"SSH-2.0-x\r\n")
+        proto.dispatchMessage(transport.MSG_KEXINIT, b"")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [e for e in seen if e.get("event") == "ssh_malformed"]
+    assert [(e["peer"], e["more"]) for e in lines] == [
+        ("192.0.2.7", ""),
+        ("198.51.100.1", ""),
+        ("192.0.2.7", "; 3 from this address since the last line"),
+    ]
+    assert not [e for e in seen if e.get("log_failure") is not None]  # no traceback
+    for w in wires:
+        assert w.disconnecting  # the disconnect sent, the connection closing
+    clock.advance(DROP_TIMEOUT)
+
+
+def test_an_authentication_answered_after_the_connection_is_gone_starts_nothing(
+    keys: HostKeys,
+) -> None:
+    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
+    proto, _ = connect(factory)
+    proto.connectionLost(None)
+    logged_out: list[bool] = []
+    proto.avatar = ShellAvatar(ALICE, Started())
+    proto.logoutFunction = lambda: logged_out.append(True)
+    proto.setService(Connection())
+    assert proto.service is None and logged_out == [True]
+    assert not hasattr(proto, "avatar")
+
+
+def test_a_failure_in_the_session_is_our_bug_with_its_traceback_not_a_malformed_packet(
+    logged_errors: Any,
+) -> None:
+    ch, _ = channel()
+    aborted: list[bool] = []
+
+    class Broken:
+        def data_received(self, data: bytes) -> None:
+            raise KeyError("a bug of ours")
+
+        def abort(self) -> None:
+            aborted.append(True)
+
+    ch.wire = Broken()  # type: ignore[assignment]
+    ch.dataReceived(b"x")  # no exception reaches conch (nor dispatchMessage's catch)
+    assert aborted == [True]
+    (failure,) = logged_errors.flush(KeyError)
+    assert failure["log_format"] == "SSH session failed on its input"

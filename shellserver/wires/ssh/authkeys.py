@@ -18,6 +18,7 @@ import errno
 import os
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -133,76 +134,127 @@ def key_path(home_root: FilePath[str], user: str) -> FilePath[str]:
     return home_root.child(user).child(".ssh").child("authorized_keys")
 
 
-def read_file(home_root: FilePath[str], user: str) -> bytes | None:
-    """The file's bytes (at most ``MAX_FILE + 1``), or None if there is none.
+@frozen
+class Stamp:
+    """What identifies one version of the file: a change to it changes one of these."""
 
-    Blocking: run it on a thread. Symlinks anywhere below the home root are
-    refused (treated as no file), as the sandboxed file commands do.
-    """
-    path = key_path(home_root, user)
-    here = home_root
-    for name in (user, ".ssh", "authorized_keys"):
-        here = here.child(name)
-        try:
-            st = os.lstat(here.path)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            return None
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Stamp:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _open_in(parent: int, name: str, flags: int) -> int | None:
     try:
-        fd = os.open(path.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            return None
+            return None  # missing, or a symlink (O_NOFOLLOW): no file
         raise
+
+
+def read_keys(
+    home_root: FilePath[str], user: str, known: Stamp | None = None
+) -> tuple[Stamp, bytes | None] | None:
+    """The file's :class:`Stamp` and bytes (at most ``MAX_FILE + 1``); its stamp and None
+    when it is still ``known``; None if there is no file.
+
+    Blocking: run it on a thread. Each component below the home root is opened
+    relative to the one before with ``O_NOFOLLOW`` (the file itself checked with
+    ``fstat`` on the descriptor that is read), so a symlink swapped in anywhere
+    below the home root between a check and the open is never followed.
+    """
+    key_path(home_root, user)  # a valid user name, or ValueError
+    fd = os.open(home_root.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        for name in (user, ".ssh"):
+            inner = _open_in(fd, name, os.O_RDONLY | os.O_DIRECTORY)
+            os.close(fd)
+            fd = -1
+            if inner is None:
+                return None
+            fd = inner
+        file_fd = _open_in(fd, "authorized_keys", os.O_RDONLY | os.O_NONBLOCK)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if file_fd is None:
+        return None
+    try:
+        st = os.fstat(file_fd)
+        if not stat.S_ISREG(st.st_mode):
             return None
+        stamp = Stamp.of(st)
+        if stamp == known:
+            return stamp, None
         chunks: list[bytes] = []
         size = 0
         while size <= MAX_FILE:
-            chunk = os.read(fd, MAX_FILE + 1 - size)
+            chunk = os.read(file_fd, MAX_FILE + 1 - size)
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
-        return b"".join(chunks)
+        return stamp, b"".join(chunks)
     finally:
-        os.close(fd)
+        os.close(file_fd)
 
 
-def home_reader(home_root: FilePath[str], run_io: Runner) -> Callable[[str], Deferred[Any]]:
-    """``read_authorized_keys`` for :class:`AuthorizedKeysChecker`, reading on ``run_io``."""
+def read_file(home_root: FilePath[str], user: str) -> bytes | None:
+    """The file's bytes (at most ``MAX_FILE + 1``), or None if there is none (blocking)."""
+    got = read_keys(home_root, user)
+    return None if got is None else got[1]
 
-    def read(user: str) -> Deferred[Any]:
-        return run_io(read_file, home_root, user)
+
+#: What the checker's reader gives: :func:`read_keys`'s answer, off the reactor.
+KeyReader = Callable[[str, "Stamp | None"], Deferred[Any]]
+
+
+def home_reader(home_root: FilePath[str], run_io: Runner) -> KeyReader:
+    """``read`` for :class:`AuthorizedKeysChecker`: :func:`read_keys` on ``run_io``."""
+
+    def read(user: str, known: Stamp | None) -> Deferred[Any]:
+        return run_io(read_keys, home_root, user, known)
 
     return read
 
 
 # -- the checker --------------------------------------------------------------------------
 
+#: Users whose parsed file is kept (the least recently used forgotten first): at most
+#: 64 KiB of key blobs each.
+CACHED_USERS = 256
+NO_KEYS = Parsed(frozenset(), ())
+
 
 @implementer(ICredentialsChecker)
 class AuthorizedKeysChecker:
     """Public-key logins against the user's own authorized_keys.
 
-    ``read_authorized_keys(user)`` gives the file's bytes (or None) off the
-    reactor; ``run_parse`` parses them (a full file takes milliseconds: the
-    server gives a thread pool, tests run it inline). A key that is not listed
-    is refused before the client is asked for a signature, so the server never
-    says "sign with that" for a key it would not accept (as OpenSSH).
+    ``read(user, known)`` gives :func:`read_keys`'s answer off the reactor; ``run_parse``
+    parses the bytes (a full file of ed25519 keys takes ~30 ms: the server gives a thread
+    pool, tests run it inline). The file is parsed once per change: the parsed keys are
+    kept with the file's :class:`Stamp` (device, inode, size, mtime, ctime), each query
+    costs an ``open`` and an ``fstat``, and queries that arrive while a version is being
+    parsed wait for that one parse. A key that is not listed is refused before the
+    client is asked for a signature, so the server never says "sign with that" for a key
+    it would not accept (as OpenSSH).
     """
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def __init__(
-        self,
-        read_authorized_keys: Callable[[str], Deferred[Any]],
-        run_parse: Runner = inline_runner,
-    ) -> None:
-        self.read = read_authorized_keys
+    def __init__(self, read: KeyReader, run_parse: Runner = inline_runner) -> None:
+        self.read = read
         self.run_parse = run_parse
+        self._cache: OrderedDict[str, tuple[Stamp, Parsed]] = OrderedDict()
+        self._parsing: dict[tuple[str, Stamp], list[Deferred[Parsed]]] = {}
+        #: Parses done (for tests: once per change, never per query).
+        self.parses = 0
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._check(credentials))
@@ -214,15 +266,7 @@ class AuthorizedKeysChecker:
             raise UnauthorizedLogin() from None
         if username_problem(user) is not None:
             raise UnauthorizedLogin()
-        data: bytes | None = await self.read(user)
-        if data is None:
-            raise UnauthorizedLogin()
-        try:
-            parsed: Parsed = await self.run_parse(parse, data)
-        except FileTooLarge as e:
-            log.info("{user}'s ~/.ssh/authorized_keys ignored: {why}", user=user, why=e)
-            raise UnauthorizedLogin() from None
-        log_problems(user, parsed)
+        parsed = await self.keys_of(user)
         if credentials.blob not in parsed.blobs:
             raise UnauthorizedLogin()
         if not credentials.signature:
@@ -235,6 +279,57 @@ class AuthorizedKeysChecker:
         if not good:
             raise UnauthorizedLogin()
         return user.encode()
+
+    async def keys_of(self, user: str) -> Parsed:
+        """The usable keys in USER's file as it is now (parsed only if it changed)."""
+        cached = self._cache.get(user)
+        got: tuple[Stamp, bytes | None] | None = await self.read(
+            user, cached[0] if cached else None
+        )
+        if got is None:
+            self._cache.pop(user, None)
+            return NO_KEYS
+        stamp, data = got
+        cached = self._cache.get(user)  # (another query may have parsed it meanwhile)
+        if cached is not None and cached[0] == stamp:
+            self._cache.move_to_end(user)
+            return cached[1]
+        if data is None:  # unchanged from a version another query has replaced since
+            again: tuple[Stamp, bytes | None] | None = await self.read(user, None)
+            if again is None:
+                return NO_KEYS
+            stamp, data = again[0], again[1] or b""
+        key = (user, stamp)
+        waiting = self._parsing.get(key)
+        if waiting is not None:
+            d: Deferred[Parsed] = Deferred()
+            waiting.append(d)
+            parsed: Parsed = await d
+            return parsed
+        self._parsing[key] = []
+        try:
+            parsed = await self._parse(user, data)
+        except BaseException:
+            for d in self._parsing.pop(key, []):
+                d.callback(NO_KEYS)
+            raise
+        self._cache[user] = (stamp, parsed)
+        self._cache.move_to_end(user)
+        while len(self._cache) > CACHED_USERS:
+            self._cache.popitem(last=False)
+        for d in self._parsing.pop(key, []):
+            d.callback(parsed)
+        return parsed
+
+    async def _parse(self, user: str, data: bytes) -> Parsed:
+        self.parses += 1
+        try:
+            parsed: Parsed = await self.run_parse(parse, data)
+        except FileTooLarge as e:
+            log.info("{user}'s ~/.ssh/authorized_keys ignored: {why}", user=user, why=e)
+            return NO_KEYS
+        log_problems(user, parsed)
+        return parsed
 
 
 # -- adding a key (shellserver addkey) ----------------------------------------------------------

@@ -10,14 +10,16 @@ subsystems such as sftp) is refused.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from twisted.conch.avatar import ConchUser
-from twisted.conch.error import ConchError
+from twisted.conch.error import ConchError, IgnoreAuthentication
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import common, connection, factory, transport, userauth
 from twisted.conch.ssh.channel import SSHChannel
+from twisted.conch.ssh.keys import BadKeyError, Key
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -34,10 +36,10 @@ from shellserver.admission import MADE_ROOM, Admission, Stalled
 from shellserver.auth import AccountRealm, Accounts
 from shellserver.login import LOGGED_NAME
 from shellserver.metrics import Metrics
-from shellserver.output import cap_send_buffer
+from shellserver.output import tune
 from shellserver.pacing import AccountPacing
 from shellserver.sanitize import careful
-from shellserver.throttle import FailedLogins
+from shellserver.throttle import FailedLogins, LogLimit
 from shellserver.wires.ssh.hostkeys import HostKeys
 from shellserver.wires.ssh.session import Channel, Request, SSHWire
 
@@ -75,6 +77,82 @@ MAX_DIMENSION = 10_000
 REFUSED_CHANNELS = frozenset(
     {b"direct-tcpip", b"forwarded-tcpip", b"x11", b"auth-agent@openssh.com"}
 )
+#: Public-key queries (keys offered without a signature) per connection. A query for a
+#: listed key is answered "sign with it" and is no failure, so MaxAuthTries alone would let
+#: one connection ask about the same key forever; a client offering its keys needs one
+#: query per key, and OpenSSH closes after six failures anyway.
+MAX_KEY_QUERIES = MAX_AUTH_TRIES
+#: Key blob types conch parses; another type is refused like a key that is not listed.
+KEY_BLOB_TYPES = frozenset(
+    {
+        b"ssh-rsa",
+        b"ssh-dss",
+        b"ssh-ed25519",
+        b"ecdsa-sha2-nistp256",
+        b"ecdsa-sha2-nistp384",
+        b"ecdsa-sha2-nistp521",
+        b"sk-ecdsa-sha2-nistp256@openssh.com",
+        b"sk-ssh-ed25519@openssh.com",
+    }
+)
+#: Seconds a connection dropped for a malformed packet may take to read our disconnect.
+DROP_TIMEOUT = 5.0
+
+
+class MalformedPacket(ValueError):
+    """A packet that does not parse as what its message type says."""
+
+
+#: What conch's parsers raise on packets that do not parse (found by fuzzing: ``getNS`` on a
+#: short packet raises ``struct.error``, ``Key.fromString`` on a hostile blob any of these,
+#: an unknown channel number a ``KeyError``). Caught per packet in
+#: ``ShellTransport.dispatchMessage``: one log line, never a traceback.
+MALFORMED = (
+    MalformedPacket,
+    struct.error,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    AssertionError,
+    BadKeyError,
+)
+
+
+class PeerLogLimit:
+    """A :class:`~shellserver.throttle.LogLimit` per address, for at most ``most`` addresses
+    (the first seen forgotten first), so a flood of addresses holds bounded memory."""
+
+    def __init__(self, every: float = 60.0, most: int = 10_000) -> None:
+        self.every = every
+        self.most = most
+        self._limits: dict[str, LogLimit] = {}
+
+    def due(self, peer: str, now: float) -> int:
+        """Count one occurrence from ``peer``; the number to report now, or 0."""
+        limit = self._limits.get(peer)
+        if limit is None:
+            if len(self._limits) >= self.most:
+                del self._limits[next(iter(self._limits))]
+            limit = self._limits[peer] = LogLimit(self.every)
+        return limit.due(now)
+
+
+def key_problem(blob: bytes) -> str | None:
+    """Why a key blob from a client cannot be used: ``"unsupported"`` for a type conch does
+    not know (refused like an unlisted key), another text for a blob that does not parse
+    (a malformed packet), None for a good key."""
+    try:
+        kind, _ = _string(blob)
+    except ValueError:
+        return "malformed key blob"
+    if kind not in KEY_BLOB_TYPES:
+        return "unsupported"
+    try:
+        Key.fromString(blob, type="blob")
+    except Exception:  # conch's parsers raise assorted errors on hostile blobs
+        return f"malformed {kind.decode()} key blob"
+    return None
 
 
 #: Attaches an authenticated session channel to a session (``session.session_starter``),
@@ -125,7 +203,7 @@ class SessionChannel(SSHChannel):
         cols, rows = _parse_size(data)
         self.request.cols, self.request.rows = cols, rows
         if self.wire is not None:
-            self.wire.resize(cols, rows)
+            self._into_session(self.wire.resize, cols, rows)
         return 1
 
     def request_env(self, data: bytes) -> int:
@@ -158,24 +236,148 @@ class SessionChannel(SSHChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self.wire is not None:
-            self.wire.data_received(data)
+            self._into_session(self.wire.data_received, data)
 
     def eofReceived(self) -> None:
         if self.wire is not None:
-            self.wire.eof_received()
+            self._into_session(self.wire.eof_received)
 
-    def stopWriting(self) -> None:
-        """The client's window is full: hold output as telnet does for a full socket."""
-        if self.wire is not None:
+    def _into_session(self, call: Callable[..., None], *args: Any) -> None:
+        """Hand the client's input to the session. An exception from there is our bug, not
+        a malformed packet (``ShellTransport.dispatchMessage`` would log it as one): it is
+        logged with its traceback and the connection dropped."""
+        try:
+            call(*args)
+        except Exception:
+            log.failure("SSH session failed on its input")
+            if self.wire is not None:
+                self.wire.abort()
+
+    # -- output: never more than the window, never conch's ``buf += data`` -----------------
+    #
+    # conch's ``SSHChannel.write`` keeps what the client's window does not take in
+    # ``self.buf`` and appends every later write to it (``buf += data``: quadratic), and it
+    # writes everything else straight into the transport whatever the socket does: a
+    # client advertising a 4 GiB window that never reads had the server queue hundreds of
+    # megabytes. Here a write sends at most what the window allows, keeps the rest of
+    # that one write (``_pending``, at most one write: the wire's ``Output`` stops writing
+    # the moment we pause it) and the channel counts as paused while anything is pending,
+    # the window is empty, or the whole connection is blocked (``ShellTransport.blocked``:
+    # its socket is full or a key exchange holds packets back). The wire's ``Output`` then
+    # holds and caps the output, and its stall timer runs, as for a telnet client.
+
+    _pending: deque[memoryview] | None = None
+    _paused = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        size = len(data)
+        if self._pending or self._connection_blocked():
+            self._hold(memoryview(data))
+        elif size <= self.remoteWindowLeft and size <= (self.remoteMaxPacket or 32768):
+            conn: Any = self.conn  # the usual case (a line, a message): one packet, no copy
+            conn.sendData(self, data)
+            self.remoteWindowLeft -= size
+            if self.remoteWindowLeft > 0 and not self._paused:
+                return
+        else:
+            rest = self._send(memoryview(data))
+            if rest:
+                self._hold(rest)
+        self._flow()
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def _send(self, data: memoryview) -> memoryview | None:
+        """Send what the window takes, in packets, until the connection blocks; the rest
+        (a view: nothing copied) or None."""
+        end = min(len(data), self.remoteWindowLeft)
+        conn: Any = self.conn
+        send, packet = conn.sendData, self.remoteMaxPacket or 32768
+        sent = 0
+        while sent < end:
+            size = min(packet, end - sent)
+            send(self, bytes(data[sent : sent + size]))
+            sent += size
+            if self._connection_blocked():
+                break
+        self.remoteWindowLeft -= sent
+        return data[sent:] if sent < len(data) else None
+
+    @property
+    def pending_bytes(self) -> int:
+        """The rest of a write the window did not take (at most one write)."""
+        return sum(map(len, self._pending)) if self._pending else 0
+
+    def _hold(self, data: memoryview) -> None:
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(data)
+
+    def _connection_blocked(self) -> bool:
+        transport = getattr(self.conn, "transport", None)
+        return bool(getattr(transport, "blocked", False))
+
+    _flushing = False
+
+    def flush(self) -> None:
+        """Send what is pending as far as the window and the connection allow."""
+        if self._flushing:  # a send that blocked the connection calls back in here
+            return
+        self._flushing = True
+        try:
+            pending = self._pending
+            while pending and self.remoteWindowLeft > 0 and not self._connection_blocked():
+                rest = self._send(pending.popleft())
+                if rest:
+                    pending.appendleft(rest)
+        finally:
+            self._flushing = False
+        if not self._pending:
+            self._pending = None
+            if self.closing:
+                conn: Any = self.conn
+                conn.sendClose(self)
+
+    def _flow(self) -> None:
+        """Pause or resume the wire's output as the window, the pending rest and the
+        connection say."""
+        if self.wire is None:
+            return  # the wire's Output starts unpaused and its first write brings it in line
+        paused = bool(self._pending) or self.remoteWindowLeft <= 0 or self._connection_blocked()
+        if paused == self._paused:
+            return
+        self._paused = paused
+        if paused:
             self.wire.pause()
-
-    def startWriting(self) -> None:
-        if self.wire is not None:
+        else:
             self.wire.resume()
+
+    def addWindowBytes(self, data: int) -> None:
+        self.remoteWindowLeft += data
+        self.flow_changed()
+
+    def flow_changed(self) -> None:
+        """The window grew, or the connection was blocked or freed (``ShellTransport``)."""
+        self.flush()
+        self._flow()
+
+    def loseConnection(self) -> None:
+        """Close once what is pending has gone (``flush`` sends the close then)."""
+        self.closing = 1
+        if not self._pending:
+            conn: Any = self.conn
+            conn.sendClose(self)
 
     def closed(self) -> None:
         if self.wire is not None:
             self.wire.connection_lost()
+        self._pending = None
+        user = getattr(self, "avatar", None)
+        if isinstance(user, ShellAvatar):
+            user.channels.discard(self)
 
     def exit(self, status: int) -> None:
         """End the channel with an exit status, as ``ssh host CMD`` reports it."""
@@ -244,14 +446,7 @@ class ShellAvatar(ConchUser):
             raise ConchError(refused[1].decode(), refused[0])
         channel: SSHChannel = super().lookupChannel(channelType, windowSize, maxPacket, data)
         assert isinstance(channel, SessionChannel)
-        self.channels.add(channel)
-        closed = channel.closed
-
-        def on_closed() -> None:
-            self.channels.discard(channel)
-            closed()
-
-        channel.closed = on_closed  # type: ignore[method-assign]
+        self.channels.add(channel)  # until its ``closed`` (no closure on it: no cycle)
         return channel
 
     def gotGlobalRequest(self, requestType: bytes, data: bytes) -> int:
@@ -308,6 +503,23 @@ class Connection(connection.SSHConnection):
 
     _log = _conch_log
 
+    def ssh_CHANNEL_DATA(self, packet: bytes) -> None:
+        """More than the window or a packet allows is a malformed packet (conch logs an error
+        line for each and goes on reading)."""
+        self._check_size(packet[:4], packet[4:8])
+        super().ssh_CHANNEL_DATA(packet)
+
+    def ssh_CHANNEL_EXTENDED_DATA(self, packet: bytes) -> None:
+        self._check_size(packet[:4], packet[8:12])
+        super().ssh_CHANNEL_EXTENDED_DATA(packet)
+
+    def _check_size(self, number: bytes, length: bytes) -> None:
+        (local,) = struct.unpack(">L", number)
+        (size,) = struct.unpack(">L", length)
+        channel = self.channels[local]
+        if size > channel.localWindowLeft or size > channel.localMaxPacket:
+            raise MalformedPacket("channel data past the window")
+
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
         avatar = getattr(self.transport, "avatar", None)
         try:
@@ -343,6 +555,7 @@ class UserAuth(userauth.SSHUserAuthServer):
         factory: ShellSSHFactory = self.transport.factory  # type: ignore[union-attr]
         self.clock = factory.clock
         self.password_failures = 0
+        self.key_queries = 0
         super().serviceStarted()
 
     def _shell_transport(self) -> ShellTransport:
@@ -370,8 +583,34 @@ class UserAuth(userauth.SSHUserAuthServer):
         )
 
     def auth_publickey(self, packet: bytes) -> Deferred[Any]:
-        """A signed key that fails counts as a failed login; a query (no signature) does not."""
-        if packet[:1] in (b"", b"\x00"):
+        """A signed key that fails counts as a failed login; a query (no signature) does not,
+        but a connection gets :data:`MAX_KEY_QUERIES` of them. The blob is parsed here first:
+        conch would raise from its parser (a traceback) or log an error per bad blob."""
+        try:
+            signed = packet[0]
+            _, rest = _string(packet[1:])
+            blob, _ = _string(rest)
+        except (IndexError, ValueError):
+            raise MalformedPacket("short publickey request") from None
+        problem = key_problem(blob)
+        if problem == "unsupported":
+            return fail(UnauthorizedLogin("unsupported key type"))
+        if problem is not None:
+            raise MalformedPacket(problem)
+        if not signed:
+            self.key_queries += 1
+            if self.key_queries > MAX_KEY_QUERIES:
+                t = self._shell_transport()
+                log.info(
+                    "SSH connection from {peer} closed after {n} public key queries",
+                    peer=t.peer,
+                    n=MAX_KEY_QUERIES,
+                )
+                t.drop(
+                    transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+                    b"too many public key queries",
+                )
+                return fail(IgnoreAuthentication())
             d: Deferred[Any] = super().auth_publickey(packet)
             return d
         user: bytes = self.user or b""
@@ -434,13 +673,21 @@ class UserAuth(userauth.SSHUserAuthServer):
 
 class ShellTransport(transport.SSHServerTransport):
     """Counts itself in the pre-auth limits and ends unauthenticated after the login grace
-    (shortened under pressure as telnet's); stalled until its key exchange completes."""
+    (shortened under pressure as telnet's); stalled until its key exchange completes.
+
+    It is also the push producer of its TCP connection: when the socket's buffer fills
+    (the client does not read, whatever window it advertised) or a key exchange holds
+    packets back, the connection is :attr:`blocked`, every session channel pauses its
+    wire's ``Output`` (which caps and times out what is held) and reading from the client
+    pauses too, as telnet does, so its requests cannot pile up answers meanwhile.
+    """
 
     ourVersionString = b"SSH-2.0-shellserver"
     _log = _conch_log
 
     factory: ShellSSHFactory
     _timer: IDelayedCall | None = None
+    _drop_call: IDelayedCall | None = None
     #: Admitted: conch's transport was started.
     _admitted = False
     #: Holding an admission slot (given back at once when timed out or closed for room).
@@ -449,6 +696,8 @@ class ShellTransport(transport.SSHServerTransport):
     _stalled: Stalled | None = None
     #: The connection is lost (a password waiting for its account's turn is then dropped).
     gone = False
+    _tcp_paused = False
+    _dropped = False
 
     def connectionMade(self) -> None:
         f = self.factory
@@ -469,7 +718,8 @@ class ShellTransport(transport.SSHServerTransport):
             wire.loseConnection()
             return
         self._admitted = self._counted = True
-        cap_send_buffer(wire)  # the pause comes at a known point, as for telnet (output.py)
+        tune(wire)  # the pause comes at a known point, and no Nagle delay (output.py)
+        wire.registerProducer(self, True)
         grace = f.login_timeout
         if f.admission is not None:
             self._stalled = f.admission.stalled(self.peer, now, self._make_room)
@@ -478,13 +728,14 @@ class ShellTransport(transport.SSHServerTransport):
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._admitted:
+        if self._admitted and not self._dropped:
             super().dataReceived(data)
 
     def _newKeys(self) -> None:
         """The key exchange is complete: progress, no longer among the stalled."""
         super()._newKeys()
         self._progressed()
+        self._flow_changed()
 
     def _progressed(self) -> None:
         if self.factory.admission is not None:
@@ -498,6 +749,87 @@ class ShellTransport(transport.SSHServerTransport):
             self._counted = False
             if self.factory.admission is not None:
                 self.factory.admission.gone(self.peer, self._logged_in)
+
+    # -- flow control: the socket and key exchanges -------------------------------------
+
+    @property
+    def blocked(self) -> bool:
+        """Channel data would only queue in memory now: the socket is full, or a key
+        exchange holds every other packet back (conch's ``_blockedByKeyExchange``)."""
+        return self._tcp_paused or self._keyExchangeState != self._KEY_EXCHANGE_NONE
+
+    def pauseProducing(self) -> None:
+        """The TCP transport's buffer is full: the client is not reading."""
+        if not self._tcp_paused:
+            self._tcp_paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self._flow_changed()
+
+    def resumeProducing(self) -> None:
+        if self._tcp_paused:
+            self._tcp_paused = False
+            wire: Any = self.transport
+            if wire.connected and not wire.disconnecting:
+                wire.resumeProducing()
+            self._flow_changed()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows
+
+    def sendKexInit(self) -> None:
+        super().sendKexInit()
+        self._flow_changed()
+
+    def _flow_changed(self) -> None:
+        channels = getattr(self.service, "channels", None)
+        if channels:
+            for channel in list(channels.values()):
+                if isinstance(channel, SessionChannel):
+                    channel.flow_changed()
+
+    # -- malformed packets: one line, rate limited, and the connection dropped ----------
+
+    def receiveUnimplemented(self, seqnum: int) -> None:
+        """conch logs a warning for each; a client could send them without end."""
+
+    def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
+        if self._dropped:
+            return
+        try:
+            super().dispatchMessage(messageNum, payload)
+        except MALFORMED as e:
+            self.malformed(messageNum, e)
+
+    def malformed(self, kind: int, error: BaseException) -> None:
+        """A packet conch could not parse: a log line (rate limited per address) and the
+        connection dropped, instead of a traceback per packet."""
+        count = self.factory.malformed_log.due(self.peer, self.factory.clock.seconds())
+        if count:
+            log.warn(
+                "SSH malformed packet from {peer} (message {kind}: {error}), connection dropped"
+                "{more}",
+                event="ssh_malformed",
+                peer=self.peer,
+                kind=kind,
+                error=careful(str(error) or type(error).__name__)[:200],
+                more=f"; {count} from this address since the last line" if count > 1 else "",
+            )
+        self.drop(transport.DISCONNECT_PROTOCOL_ERROR, b"malformed packet")
+
+    def drop(self, code: int, text: bytes) -> None:
+        """Disconnect, looking at nothing more the client sent."""
+        self._dropped = True
+        self.buf = b""  # the packets after it in this read are not looked at
+        self.sendDisconnect(code, text)
+        # A client that does not read would keep its disconnect in our buffer forever.
+        if self._drop_call is None:
+            self._drop_call = self.factory.clock.callLater(DROP_TIMEOUT, self._abort)
+
+    def _abort(self) -> None:
+        self._drop_call = None
+        wire: Any = self.transport
+        if wire is not None and getattr(wire, "connected", False):
+            wire.abortConnection()
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -516,6 +848,14 @@ class ShellTransport(transport.SSHServerTransport):
         self.sendDisconnect(transport.DISCONNECT_TOO_MANY_CONNECTIONS, MADE_ROOM.encode())
 
     def setService(self, service: Any) -> None:
+        if self.gone:
+            # An authentication answered after the connection was lost (a password checked
+            # on the hashing pool meanwhile): start nothing, and let the avatar go.
+            logout = self.__dict__.pop("logoutFunction", None)
+            self.__dict__.pop("avatar", None)
+            if logout is not None:
+                logout()
+            return
         if service.name == b"ssh-connection" and not self._logged_in:
             self._logged_in = True
             avatar = getattr(self, "avatar", None)
@@ -535,12 +875,21 @@ class ShellTransport(transport.SSHServerTransport):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.gone = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        for call in (self._timer, self._drop_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._drop_call = None
         self._give_back()
         if self._admitted:
             self._admitted = False
             super().connectionLost(reason)
+        # conch's objects point at each other (transport and service, avatar and
+        # connection): cut the ties so reference counting frees the connection now, with
+        # whatever it held. Left to the collector, a connection that lived through a full
+        # collection is frozen (gcpolicy.py) and kept until the hourly rescan.
+        self.service = None
+        self.__dict__.pop("avatar", None)
+        self.__dict__.pop("logoutFunction", None)
 
 
 class ShellSSHFactory(factory.SSHFactory):
@@ -572,6 +921,8 @@ class ShellSSHFactory(factory.SSHFactory):
         self.login_timeout = login_timeout
         self.admission = admission
         self.primes = None
+        #: Malformed-packet log lines, at most one a minute per address.
+        self.malformed_log = PeerLogLimit()
         #: Login counters (SPEC §12), when the service provides them.
         self.metrics: Metrics | None = None
 
@@ -587,6 +938,9 @@ class ShellSSHFactory(factory.SSHFactory):
         t.supportedKeyExchanges = [
             kex for kex in t.supportedKeyExchanges if b"group-exchange" not in kex
         ]
+        # No zlib: conch decompresses a packet whole, before authentication, so one 1 MiB
+        # packet of a client's choosing would become up to a gigabyte here.
+        t.supportedCompressions = [b"none"]
         return t
 
 

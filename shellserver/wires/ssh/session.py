@@ -3,8 +3,9 @@
 With a pty the client sends raw keys: character mode, the line editor echoes
 and redraws (SPEC §8). Without one (``ssh -T``, most ``ssh host CMD``) it
 sends lines: line mode, and output keeps plain ``\\n`` so it can be piped.
-Flow control is the channel's window: conch stops the channel writing when the
-client's window is full, which pauses the same :class:`Output` telnet uses.
+Flow control: the channel (``server.SessionChannel``) pauses the same :class:`Output`
+telnet uses while the client's window is full, while the rest of a write waits for it,
+and while the whole connection is blocked (its socket full, a key exchange under way).
 """
 
 from __future__ import annotations
@@ -109,10 +110,17 @@ class SSHWire(Fronted):
         self._closing = False
         self._lost = False
         self._timer: IDelayedCall | None = None
+        self._resized_meanwhile = False
         #: Message bytes are cached per encoding: CR LF with a pty, LF without.
         self._encoding = "ssh" if self.pty else "ssh-lf"
 
     # -- output ------------------------------------------------------------------
+
+    @property
+    def held_bytes(self) -> int:
+        """Held in ``Output`` and, of the last write, what the client's window did not take."""
+        pending: int = getattr(self.channel, "pending_bytes", 0)
+        return self._out.held_bytes + pending
 
     def _encode(self, text: str) -> bytes:
         if self.pty:
@@ -161,6 +169,10 @@ class SSHWire(Fronted):
 
     def resume(self) -> None:
         self._out.resume()
+        if self._resized_meanwhile and not self._out.paused:
+            self._resized_meanwhile = False
+            if self.receiver is not None and not self._lost:
+                self.receiver.resized()
 
     # -- input ---------------------------------------------------------------------
 
@@ -210,9 +222,17 @@ class SSHWire(Fronted):
                 self.receiver.eof_received()
 
     def resize(self, cols: int, rows: int) -> None:
+        """The new size at once; its redraw at once too, unless the client is not taking
+        output: then one redraw when it reads again, however many ``window-change``
+        requests came meanwhile (telnet reads nothing then, NAWS included; an SSH
+        connection must still be read, for the other channels and the window adjusts)."""
         self.width, self.height = clamp_size(cols, rows)
-        if self.receiver is not None and not self._lost:
-            self.receiver.resized()
+        if self.receiver is None or self._lost:
+            return
+        if self._out.paused:
+            self._resized_meanwhile = True
+            return
+        self.receiver.resized()
 
     def connection_lost(self) -> None:
         """The channel (or the whole connection) is gone; once only."""
