@@ -112,7 +112,7 @@ bench-cluster: $(BENCH_STAMP) install
 	$(BENCH_CLUSTER)
 
 # The browser terminal's xterm.js, refreshed from npm (webassets/package-lock.json pins the
-# versions with integrity hashes); the copies in shellserver/wires/webassets/vendor/ are
+# versions with integrity hashes); the copies in shellserver/wires/web/assets/vendor/ are
 # committed, so nothing else needs npm. See docs/admin.md.
 assets:
 	cd webassets && npm ci --ignore-scripts --no-audit --no-fund

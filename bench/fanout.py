@@ -24,9 +24,9 @@ import time
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 
-from shellserver.hub import Message
-from shellserver.terminal import ILineReceiver, IWire, Redraws, Terminal
-from shellserver.wires.telnet import TelnetProtocol
+from shellserver.hub.local import Message
+from shellserver.terminal.discipline import ILineReceiver, IWire, Redraws, Terminal
+from shellserver.wires.telnet.protocol import TelnetProtocol
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,13 +31,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from shellserver.accounts import ROLE_ADMIN, AccountDB, AccountStore
-from shellserver.commands import REGISTRY
-from shellserver.config import Config
-from shellserver.passwords import hash_password
-from shellserver.server import Server
-from shellserver.threads import inline_runner
-from shellserver.wires.telnet import TelnetProtocol
+from shellserver.app.config import Config
+from shellserver.app.server import Server
+from shellserver.ops.threads import inline_runner
+from shellserver.shell.commands import REGISTRY
+from shellserver.store.accounts import ROLE_ADMIN, AccountDB, AccountStore
+from shellserver.store.passwords import hash_password
+from shellserver.wires.telnet.protocol import TelnetProtocol
 
 TARGET = 0.02
 PASSWORD = "benchmark"

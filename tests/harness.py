@@ -14,13 +14,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.filepath import FilePath
 
-from shellserver.accounts import ROLE_ADMIN, AccountDB, AccountStore
-from shellserver.commands import REGISTRY
-from shellserver.config import Config
-from shellserver.homefs import Homes
-from shellserver.server import Server
-from shellserver.threads import inline_runner
-from shellserver.wires.telnet import TelnetProtocol
+from shellserver.app.config import Config
+from shellserver.app.server import Server
+from shellserver.files.homefs import Homes
+from shellserver.ops.threads import inline_runner
+from shellserver.shell.commands import REGISTRY
+from shellserver.store.accounts import ROLE_ADMIN, AccountDB, AccountStore
+from shellserver.wires.telnet.protocol import TelnetProtocol
 
 COST = 4
 _IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)
@@ -132,7 +132,7 @@ class Client:
 def held_drains(monkeypatch: Any) -> list[Deferred[None]]:
     """Make every ``Terminal.drain`` wait until the test fires it: a client that reads only
     when told. Returns the waiting Deferreds, oldest first."""
-    from shellserver.terminal import Terminal
+    from shellserver.terminal.discipline import Terminal
 
     waits: list[Deferred[None]] = []
 

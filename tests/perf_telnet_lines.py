@@ -38,7 +38,7 @@ def per_call(f: Any, n: int = 200_000) -> float:
 
 
 def main() -> None:
-    from shellserver.wires import telnet
+    from shellserver.wires.telnet import protocol as telnet
 
     line = b"write bob hello there, how are you\r\n"
     proto = protocol(telnet)
@@ -46,7 +46,7 @@ def main() -> None:
     char = protocol(telnet)
     char.dataReceived(b"\xff\xfd\x01\xff\xfd\x03")  # DO ECHO, DO SGA: character mode
     print(f"character mode, one key:   {per_call(lambda: char.dataReceived(b'x')):.2f} us")
-    from shellserver.terminal import Redraws, Terminal
+    from shellserver.terminal.discipline import Redraws, Terminal
 
     class Wire(Nothing):
         width, height, backlogged = 80, 24, False
@@ -65,7 +65,7 @@ def main() -> None:
             subprocess.run(
                 ["git", "show", f"{sys.argv[1]}:{where}"], capture_output=True, text=True
             )
-            for where in ("shellserver/wires/telnet.py", "shellserver/telnet.py")  # moved
+            for where in ("shellserver/wires/telnet/protocol.py", "shellserver/telnet.py")  # moved
         ]
         src = next(r.stdout for r in shown if r.returncode == 0)
         path = Path(tempfile.mkdtemp()) / "old_telnet.py"

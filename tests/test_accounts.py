@@ -14,8 +14,10 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 
-from shellserver import accounts
-from shellserver.accounts import (
+from shellserver.ops.datadir import DataDir, DataDirLocked
+from shellserver.ops.threads import inline_runner
+from shellserver.store import accounts
+from shellserver.store.accounts import (
     ROLE_ADMIN,
     ROLE_USER,
     Account,
@@ -31,9 +33,7 @@ from shellserver.accounts import (
     password_problem,
     username_problem,
 )
-from shellserver.datadir import DataDir, DataDirLocked
-from shellserver.passwords import dummy_hash, hash_password, verify_password
-from shellserver.threads import inline_runner
+from shellserver.store.passwords import dummy_hash, hash_password, verify_password
 
 COST = 4
 DATA = Path(__file__).parent / "data"
@@ -387,7 +387,7 @@ def test_rehash_never_overwrites_a_password_changed_meanwhile(db: AccountDB) -> 
 
 
 def test_needs_rehash() -> None:
-    from shellserver.passwords import needs_rehash
+    from shellserver.store.passwords import needs_rehash
 
     assert not needs_rehash(hash_password("x", 4), 4)
     assert needs_rehash(hash_password("x", 4), 5)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 
-from shellserver.accounts import AccountDB, AccountStore
-from shellserver.threads import inline_runner
+from shellserver.ops.threads import inline_runner
+from shellserver.store.accounts import AccountDB, AccountStore
 
 
 class Held:

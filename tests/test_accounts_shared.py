@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shellserver.accounts import AccountDB
+from shellserver.store.accounts import AccountDB
 
 WRITER = """
 import os, sys, time
-from shellserver.accounts import AccountDB
+from shellserver.store.accounts import AccountDB
 db = AccountDB.open(sys.argv[1])
 name = sys.argv[2]
 print("ready", flush=True)

@@ -13,7 +13,7 @@ import pytest
 from harness import Client, add_user, make_server
 from realserver import RawClient, RealServer
 
-from shellserver.admission import (
+from shellserver.ops.admission import (
     FD_HEADROOM,
     MADE_ROOM,
     MIN_STALL_AGE,
@@ -24,7 +24,7 @@ from shellserver.admission import (
     Admission,
     connection_limit,
 )
-from shellserver.penalties import Penalties
+from shellserver.ops.penalties import Penalties
 
 
 def test_zero_means_unlimited() -> None:
@@ -249,7 +249,7 @@ def test_fd_soft_limit_is_raised_to_fit() -> None:
         pytest.skip(f"the hard descriptor limit here ({hard}) is too low for this test")
     code = (
         "import json, resource\n"
-        "from shellserver.admission import raise_fd_limit\n"
+        "from shellserver.ops.admission import raise_fd_limit\n"
         "N = resource.RLIMIT_NOFILE\n"
         "resource.setrlimit(N, (256, resource.getrlimit(N)[1]))\n"
         "got = raise_fd_limit(1000)\n"

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from shellserver.argsplit import (
+from shellserver.shell.argsplit import (
     CommandLine,
     NotSupported,
     SplitError,

@@ -12,10 +12,10 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from shellserver.accounts import Account, AccountDB, AccountLocked, AccountStore, LoginFailed
-from shellserver.auth import IAccount, make_portal
-from shellserver.passwords import hash_password, is_cheap
-from shellserver.threads import inline_runner
+from shellserver.ops.threads import inline_runner
+from shellserver.store.accounts import Account, AccountDB, AccountLocked, AccountStore, LoginFailed
+from shellserver.store.auth import IAccount, make_portal
+from shellserver.store.passwords import hash_password, is_cheap
 
 
 class Counting:

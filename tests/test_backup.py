@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shellserver.accounts import AccountDB
-from shellserver.backup import BackupError, backup_store
+from shellserver.store.accounts import AccountDB
+from shellserver.store.backup import BackupError, backup_store
 
 
 @pytest.fixture

@@ -22,14 +22,14 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
-import shellserver.cluster.hub as cluster_hub_module
-from shellserver.cluster.hub import RedisHub, cluster_hub
-from shellserver.cluster.url import RedisURL
-from shellserver.hub import Delivery, Message
-from shellserver.record import SessionRecord
-from shellserver.rooms import CREATED, JOINED, Member
-from shellserver.session import Session
-from shellserver.terminal import Redraws, Terminal
+import shellserver.hub.cluster.hub as cluster_hub_module
+from shellserver.hub.cluster.hub import RedisHub, cluster_hub
+from shellserver.hub.cluster.url import RedisURL
+from shellserver.hub.local import Delivery, Message
+from shellserver.hub.record import SessionRecord
+from shellserver.hub.rooms import CREATED, JOINED, Member
+from shellserver.hub.session import Session
+from shellserver.terminal.discipline import Redraws, Terminal
 
 
 async def until(cond: Callable[[], bool], timeout: float = 3.0, what: str = "") -> None:
@@ -833,7 +833,7 @@ async def test_the_cluster_nodes_gauge(cluster: Any, redis_server: RedisServer) 
     unreachable."""
     from prometheus_client import generate_latest
 
-    from shellserver.metrics import Metrics
+    from shellserver.ops.metrics import Metrics
 
     a, _ = await cluster("a", "b")
     metrics = Metrics()

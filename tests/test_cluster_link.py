@@ -19,13 +19,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
-from shellserver.cluster.link import (
+from shellserver.hub.cluster.link import (
     ClusterUnavailable,
     RedisLink,
     RedisReplyError,
     backoff,
 )
-from shellserver.cluster.resp import Reader, encode
+from shellserver.hub.cluster.resp import Reader, encode
 
 
 class Events:

@@ -21,15 +21,15 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from shellserver.cluster import linkstate
-from shellserver.cluster.link import (
+from shellserver.hub.cluster import linkstate
+from shellserver.hub.cluster.link import (
     ClusterUnavailable,
     RedisLink,
     endpoint_description,
     endpoint_for,
 )
-from shellserver.cluster.resp import Reader, encode
-from shellserver.cluster.url import RedisURL
+from shellserver.hub.cluster.resp import Reader, encode
+from shellserver.hub.cluster.url import RedisURL
 
 
 class Transport(StringTransport):
@@ -517,7 +517,7 @@ def test_clientservice_still_cannot_lose_a_refused_connection(
 ) -> None:
     """Why the link puts a gate in front of ClientService: a connection its
     prepareConnection refused is left open, and its loss raises NoTransition. If this
-    fails, Twisted has fixed it and the gate (shellserver/cluster/link.py) can go."""
+    fails, Twisted has fixed it and the gate (shellserver/hub/cluster/link.py) can go."""
     transport = StringTransport()
     clients: list[Any] = []
 

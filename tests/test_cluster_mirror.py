@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shellserver.cluster.mirror import AHEAD, Mirror
-from shellserver.record import SessionRecord
+from shellserver.hub.cluster.mirror import AHEAD, Mirror
+from shellserver.hub.record import SessionRecord
 
 
 def rec(node: str, sid: int, user: str = "alice", doing: str = "-sh") -> SessionRecord:

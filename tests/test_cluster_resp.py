@@ -1,4 +1,4 @@
-"""The RESP2 encoder and reader (shellserver.cluster.resp, on hiredis), on bytes: every reply
+"""The RESP2 encoder and reader (shellserver.hub.cluster.resp, on hiredis), on bytes: every reply
 type, replies split anywhere, many replies in one read, long bulk strings, bytes that are not
 RESP."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shellserver.cluster.resp import ProtocolError, Reader, RedisReplyError, encode
+from shellserver.hub.cluster.resp import ProtocolError, Reader, RedisReplyError, encode
 
 # One of each, as Redis sends them, and what the reader makes of them.
 WIRE: list[tuple[bytes, Any]] = [

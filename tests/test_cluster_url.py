@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shellserver.cluster.url import RedisURL, parse_redis_url
-from shellserver.config import parse_node
+from shellserver.app.config import parse_node
+from shellserver.hub.cluster.url import RedisURL, parse_redis_url
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from harness import Client, add_user, held_drains, make_server, make_server_with, online
 
-from shellserver.adminops import broadcast_message
-from shellserver.server import Server
-from shellserver.wire import encode
+from shellserver.app.server import Server
+from shellserver.shell.adminops import broadcast_message
+from shellserver.wires.telnet.encode import encode
 
 
 @pytest.fixture
@@ -411,7 +411,7 @@ def test_long_line_is_refused_with_one_message(server: Server) -> None:
 
 
 def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
-    from shellserver.idle import IdleWatch
+    from shellserver.hub.idle import IdleWatch
 
     a = online(server, "alice")
     watch = IdleWatch(server.hub, 600)
@@ -446,7 +446,7 @@ def test_idle_warning_comes_in_time_and_says_the_time_left(
     """The scan as the service runs it (a looping call at the watch's period), on a Clock."""
     from twisted.internet.task import LoopingCall
 
-    from shellserver.idle import IdleWatch
+    from shellserver.hub.idle import IdleWatch
 
     clock = server.clock
     a = online(server, "alice")
@@ -471,7 +471,7 @@ def test_idle_warning_comes_in_time_and_says_the_time_left(
     "timeout, said", [(62, "1 minute"), (120, "2 minutes"), (30, "30 seconds"), (1, "1 second")]
 )
 def test_idle_logout_counts_its_noun(server: Server, timeout: int, said: str) -> None:
-    from shellserver.idle import IdleWatch
+    from shellserver.hub.idle import IdleWatch
 
     a = online(server, "alice")
     server.clock.advance(timeout)  # type: ignore[attr-defined]
@@ -495,7 +495,7 @@ def test_disconnect_detaches_and_records_logout(server: Server) -> None:
 def test_admin_names_in_lock_and_userdel_notices_are_sanitised(server: Server) -> None:
     from twisted.internet.defer import Deferred
 
-    from shellserver import adminops
+    from shellserver.shell import adminops
 
     alice = online(server, "alice")
     bob = online(server, "bob")
@@ -520,7 +520,7 @@ def test_a_writer_hanging_up_mid_write_ends_it_with_eof(server: Server) -> None:
 def test_write_stamp_is_the_local_minute_of_each_message() -> None:
     import time
 
-    from shellserver.commands.messaging import _Stamp
+    from shellserver.shell.commands.messaging import _Stamp
 
     stamp = _Stamp()
     for when in (0.0, 59.9, 60.0, 1_700_000_000.5, 1_700_000_059.0, 1_700_000_060.0, 86_399.0):

@@ -26,9 +26,10 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 
-from shellserver import gcpolicy, output
-from shellserver.gcpolicy import GCPolicy
-from shellserver.output import Output
+from shellserver.ops import gcpolicy
+from shellserver.ops.gcpolicy import GCPolicy
+from shellserver.wires import output
+from shellserver.wires.output import Output
 
 TWISTED = f"Twisted {twisted_version}"
 WRITE_THROUGH_OFF = (

@@ -13,8 +13,8 @@ from harness import add_user, make_server, online
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from shellserver.cli import status_text, who_table
-from shellserver.control import BadRequest, ControlProtocol, rfc3339
+from shellserver.app.cli import status_text, who_table
+from shellserver.app.control import BadRequest, ControlProtocol, rfc3339
 
 
 @pytest.fixture

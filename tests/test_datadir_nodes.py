@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from twisted.python.filepath import FilePath
 
-from shellserver.datadir import DataDir, DataDirLocked
+from shellserver.ops.datadir import DataDir, DataDirLocked
 
 HOLDER = """
 import sys
 from twisted.python.filepath import FilePath
-from shellserver.datadir import DataDir, DataDirLocked
+from shellserver.ops.datadir import DataDir, DataDirLocked
 node = sys.argv[2] or None
 d = DataDir(FilePath(sys.argv[1]), node)
 d.create()

@@ -10,10 +10,10 @@ import pytest
 from harness import add_user, make_server, online
 from twisted.internet.task import Clock
 
-from shellserver.fanout import SLICE, Fanout
-from shellserver.hub import Hub
-from shellserver.session import Session
-from shellserver.terminal import Redraws
+from shellserver.hub.fanout import SLICE, Fanout
+from shellserver.hub.local import Hub
+from shellserver.hub.session import Session
+from shellserver.terminal.discipline import Redraws
 
 
 class Turns(Clock):

@@ -10,11 +10,11 @@ import pytest
 from harness import Client, add_user, held_drains, hold_db_call, make_server
 from twisted.internet.defer import Deferred
 
-from shellserver.accounts import NoSuchUser
-from shellserver.homefs import Home
-from shellserver.server import Server
-from shellserver.threads import inline_runner
-from shellserver.wires.telnet import IAC, NAWS, SB, SE
+from shellserver.app.server import Server
+from shellserver.files.homefs import Home
+from shellserver.ops.threads import inline_runner
+from shellserver.store.accounts import NoSuchUser
+from shellserver.wires.telnet.protocol import IAC, NAWS, SB, SE
 
 
 @pytest.fixture
@@ -273,7 +273,7 @@ def test_an_operators_files_count_from_the_users_next_first_session(server: Serv
      (10 * 1024**2, "10M"), (10 * 1024**2 + 1, "11M"), (5 * 1024**3, "5.0G")],
 )  # fmt: skip
 def test_sizes_read_like_ls_h(size: int, shown: str) -> None:
-    from shellserver.commands.files import human
+    from shellserver.shell.commands.files import human
 
     assert human(size) == shown
 

@@ -12,9 +12,9 @@ import pytest
 from harness import Client, add_user, make_server, make_server_with, online
 from twisted.internet.task import Clock
 
-from shellserver.connection import Connection
-from shellserver.gcpolicy import GCPolicy, wanted
-from shellserver.server import Server
+from shellserver.app.server import Server
+from shellserver.ops.gcpolicy import GCPolicy, wanted
+from shellserver.shell.connection import Connection
 
 
 @pytest.fixture

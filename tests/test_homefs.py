@@ -13,10 +13,10 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 
+from shellserver.files.homefs import Homes
 from shellserver.files.sandbox import EACCES, EDQUOT
 from shellserver.files.tree import Tree
-from shellserver.homefs import Homes
-from shellserver.threads import inline_runner
+from shellserver.ops.threads import inline_runner
 
 
 def result(d: Any) -> Any:

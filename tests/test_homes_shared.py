@@ -18,10 +18,10 @@ from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 
 from shellserver.files import walk
+from shellserver.files.homefs import Homes
 from shellserver.files.sandbox import EDQUOT, FsError
 from shellserver.files.tree import Tree
-from shellserver.homefs import Homes
-from shellserver.threads import inline_runner
+from shellserver.ops.threads import inline_runner
 
 
 def result(d: Any) -> Any:
@@ -116,8 +116,8 @@ from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 from shellserver.files.sandbox import FsError
 from shellserver.files.tree import Tree
-from shellserver.homefs import Homes
-from shellserver.threads import inline_runner
+from shellserver.files.homefs import Homes
+from shellserver.ops.threads import inline_runner
 
 homes = Homes(FilePath(sys.argv[1]), 100_000, inline_runner, shared=True)
 refused = 0

@@ -13,12 +13,12 @@ from twisted.python import usage
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from shellserver import httpguard
-from shellserver.admission import split_connections
-from shellserver.httpguard import BoundedSite, Guard
-from shellserver.metricspage import BURST, MetricsPage, metrics_endpoint
-from shellserver.tap import Options
-from shellserver.wires.webhosts import HostPolicy, parse_web_origin
+from shellserver.app.tap import Options
+from shellserver.ops import httpguard
+from shellserver.ops.admission import split_connections
+from shellserver.ops.httpguard import BoundedSite, Guard
+from shellserver.ops.metricspage import BURST, MetricsPage, metrics_endpoint
+from shellserver.wires.web.hosts import HostPolicy, parse_web_origin
 
 
 class Leaf(Resource):

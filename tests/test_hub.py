@@ -9,10 +9,10 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from shellserver.hub import Delivery, Hub, IHub, Message
-from shellserver.session import Session
-from shellserver.terminal import IWire, Redraws, Terminal
-from shellserver.wire import encode
+from shellserver.hub.local import Delivery, Hub, IHub, Message
+from shellserver.hub.session import Session
+from shellserver.terminal.discipline import IWire, Redraws, Terminal
+from shellserver.wires.telnet.encode import encode
 
 
 @implementer(IWire)

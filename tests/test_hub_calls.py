@@ -12,12 +12,12 @@ from conftest import LoggedErrors
 from harness import Client, add_user, make_server
 from twisted.internet.defer import Deferred, fail
 
-from shellserver.hub import Delivery, Hub, Message
-from shellserver.idle import IdleWatch
-from shellserver.record import SessionInfo
-from shellserver.server import Server
-from shellserver.session import Session
-from shellserver.shutdown import Shutdown
+from shellserver.app.server import Server
+from shellserver.hub.idle import IdleWatch
+from shellserver.hub.local import Delivery, Hub, Message
+from shellserver.hub.record import SessionInfo
+from shellserver.hub.session import Session
+from shellserver.shell.shutdown import Shutdown
 
 
 class HubDown(Exception):

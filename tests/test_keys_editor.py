@@ -9,11 +9,11 @@ import pyte
 from harness import Client, add_user, make_server
 from test_terminal import FakeWire, result
 
-from shellserver import keys
-from shellserver.editor import LineEditor
-from shellserver.keys import KeyParser
-from shellserver.screen import Screen
-from shellserver.terminal import MAX_PENDING, Redraws, Terminal
+from shellserver.terminal import keys
+from shellserver.terminal.discipline import MAX_PENDING, Redraws, Terminal
+from shellserver.terminal.editor import LineEditor
+from shellserver.terminal.keys import KeyParser
+from shellserver.terminal.screen import Screen
 
 
 def test_sequences_text_and_control_keys() -> None:

@@ -1,7 +1,11 @@
-"""The package's shape (docs/architecture.md): no import cycles, ``Server`` known only at the top.
+"""The package's shape: the folders are the layers, and each imports only those below it.
 
-Every import counts, ``TYPE_CHECKING`` ones included: a type-only back edge
-still means the module depends on all of what it names.
+docs/architecture.md draws the tree; this test holds the table. Every import
+counts, ``TYPE_CHECKING`` ones included: a type-only back edge still means the
+module depends on all of what it names. An upward call goes through an
+interface passed in, never an import. The imports are read from both trees
+there may be: the installed package the suite runs against, and the checkout
+beside the tests (when the suite runs from one), so neither can drift.
 """
 
 from __future__ import annotations
@@ -9,19 +13,38 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import shellserver
 
-ROOT = Path(shellserver.__file__).parent
-#: The assembly: the only modules that may know ``Server`` or pick the wires.
-TOP = {"shellserver.service", "shellserver.control", "shellserver.cli", "shellserver.tap"}
+#: Bottom to top. ``shellserver/__init__.py`` (the package's face: its version) is below all.
+ORDER = ["text", "ops", "store", "files", "hub", "terminal", "shell", "wires", "app"]
+#: Which layers each layer may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "text": set(),
+    "ops": {"text"},
+    "store": {"ops", "text"},
+    "files": {"ops", "text"},
+    "hub": {"ops", "text"},
+    "terminal": {"ops", "text"},
+    "shell": {"terminal", "hub", "store", "files", "ops", "text"},
+    "wires": {"shell", "terminal", "hub", "store", "files", "ops", "text"},
+    "app": set(ORDER),
+}
+
+INSTALLED = Path(shellserver.__file__).parent
+CHECKOUT = Path(__file__).resolve().parent.parent / "shellserver"
+TREES = [INSTALLED] + ([CHECKOUT] if CHECKOUT.is_dir() and CHECKOUT != INSTALLED else [])
 
 
-def modules() -> dict[str, set[str]]:
-    names: dict[str, Path] = {}
-    for path in ROOT.rglob("*.py"):
-        parts = path.relative_to(ROOT.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        names[name] = path
+def module_name(root: Path, path: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(root: Path) -> dict[str, set[str]]:
+    """Each module of the tree under ``root`` and the package modules it imports."""
+    names = {module_name(root, path): path for path in root.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in names.items():
         deps: set[str] = set()
@@ -37,8 +60,36 @@ def modules() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_module_imports_itself_through_others() -> None:
-    graph = modules()
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+@pytest.mark.parametrize("root", TREES, ids=lambda p: str(p))
+def test_every_module_sits_in_a_layer(root: Path) -> None:
+    loose = sorted(module_name(root, p) for p in root.glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"modules outside every layer folder: {loose}"
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders == sorted(ORDER), folders
+
+
+@pytest.mark.parametrize("root", TREES, ids=lambda p: str(p))
+def test_each_layer_imports_only_the_layers_below_it(root: Path) -> None:
+    wrong = []
+    for name, deps in imports(root).items():
+        here = layer_of(name)
+        if here is None:
+            continue
+        for dep in deps:
+            there = layer_of(dep)
+            if there is not None and there != here and there not in ALLOWED[here]:
+                wrong.append(f"{name} imports {dep}")
+    assert wrong == [], "imports against the layer table:\n" + "\n".join(sorted(wrong))
+
+
+@pytest.mark.parametrize("root", TREES, ids=lambda p: str(p))
+def test_no_module_imports_itself_through_others(root: Path) -> None:
+    graph = imports(root)
     for start in graph:
         seen, todo = set(), list(graph[start])
         while todo:
@@ -49,11 +100,8 @@ def test_no_module_imports_itself_through_others() -> None:
                 todo.extend(graph[name])
 
 
-def test_only_the_assembly_knows_the_server_and_the_wires() -> None:
-    for name, deps in modules().items():
-        if name in TOP or name == "shellserver.server":
-            continue
-        assert "shellserver.server" not in deps, f"{name} imports server.py"
-        if not name.startswith("shellserver.wires"):
-            wires = {d for d in deps if d.startswith("shellserver.wires")}
-            assert not wires, f"{name} imports the wires {wires}"
+def test_the_table_is_ordered() -> None:
+    """A layer may import only layers below it in ORDER: the table has no upward edge."""
+    for layer, allowed in ALLOWED.items():
+        for other in allowed:
+            assert ORDER.index(other) < ORDER.index(layer), (layer, other)

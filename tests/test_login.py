@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from harness import Client, add_user, hold_db_call, make_server
 
-from shellserver.accounts import _take_logins
+from shellserver.app.server import Server
 from shellserver.files.tree import Tree
-from shellserver.server import Server
-from shellserver.threads import inline_runner
+from shellserver.ops.threads import inline_runner
+from shellserver.store.accounts import _take_logins
 
 
 @pytest.fixture
@@ -258,7 +258,7 @@ def _clocked_hashing(server: Server, seconds_by_cost: dict[int, float]) -> list[
 
 
 def test_failure_answers_at_the_same_moment_whatever_the_hashing_took(tmp_path: Path) -> None:
-    from shellserver.passwords import hash_password
+    from shellserver.store.passwords import hash_password
 
     server = make_server(tmp_path, hash_cost=5)
     server.store.db.create("quick", hash_password("password1", 4))  # newusers --hash-cost 4
@@ -457,7 +457,7 @@ def test_a_failed_registration_is_not_counted(tmp_path: Path) -> None:
     server = make_server(tmp_path, max_registrations=1)
     add_user(server, "bob")
     c = Client(server, peer="10.3.3.3")
-    from shellserver.accounts import UserExists
+    from shellserver.store.accounts import UserExists
 
     def raced(*args: object) -> None:
         raise UserExists("carol")

@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
-from shellserver.lagprobe import LagProbe
-from shellserver.metrics import Metrics
-from shellserver.metricspage import MetricsPage, metrics_site
-from shellserver.server import Server
+from shellserver.app.server import Server
+from shellserver.ops.lagprobe import LagProbe
+from shellserver.ops.metrics import Metrics
+from shellserver.ops.metricspage import MetricsPage, metrics_site
 
 
 @pytest.fixture

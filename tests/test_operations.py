@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from realserver import RawClient, RealServer, login
 
-from shellserver.metricspage import CACHE_SECONDS
+from shellserver.ops.metricspage import CACHE_SECONDS
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("shellserver"))

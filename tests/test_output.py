@@ -7,7 +7,8 @@ import socket
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from shellserver.output import SEND_BUFFER, Output, cap_send_buffer
+from shellserver.ops.sockets import SEND_BUFFER, cap_send_buffer
+from shellserver.wires.output import Output
 
 
 class SocketTransport(StringTransport):

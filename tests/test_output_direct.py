@@ -18,7 +18,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 
-from shellserver.output import Output, _write_through
+from shellserver.wires.output import Output, _write_through
 
 
 class Held(Protocol):

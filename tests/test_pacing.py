@@ -11,9 +11,9 @@ from harness import Client, add_user, make_server
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from shellserver.accounts import AccountStore
-from shellserver.pacing import AccountPacing
-from shellserver.server import Server
+from shellserver.app.server import Server
+from shellserver.ops.pacing import AccountPacing
+from shellserver.store.accounts import AccountStore
 
 
 def _state(d: Deferred[bool]) -> bool | None:
@@ -284,7 +284,7 @@ def test_the_browser_shares_the_pace(server: Server, monkeypatch: pytest.MonkeyP
     """The page logs in through the same dialogue: a paced account paces it too."""
     from test_web import FakeSocket
 
-    from shellserver.wires.web import WebWire
+    from shellserver.wires.web.socket import WebWire
 
     checked = _count_checks(monkeypatch)
     clock: Clock = server.clock  # type: ignore[assignment]

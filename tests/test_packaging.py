@@ -39,13 +39,13 @@ def test_plugin_is_found_by_twistd() -> None:
 
 def test_console_script_is_declared() -> None:
     scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
-    assert scripts.get("shellserver") == "shellserver.cli:main"
+    assert scripts.get("shellserver") == "shellserver.app.cli:main"
 
 
 def test_the_browser_terminals_files_are_in_the_installed_distribution() -> None:
     """``pip install .`` serves a working page: xterm.js is vendored into the wheel."""
     files = {str(f) for f in metadata.files(DIST) or []}
-    base = "shellserver/wires/webassets/"
+    base = "shellserver/wires/web/assets/"
     for name in WEB_ASSETS:
         assert base + name in files, name
     assert not any("node_modules" in f for f in files)
@@ -96,10 +96,10 @@ def test_make_dist_builds_the_sdist_and_the_wheel(built: Path) -> None:
 
 def test_the_wheel_holds_the_package_the_plugin_and_the_web_assets(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "shellserver/cli.py" in names
+    assert "shellserver/app/cli.py" in names
     assert "twisted/plugins/shellserver_plugin.py" in names
     for name in WEB_ASSETS:
-        assert "shellserver/wires/webassets/" + name in names, name
+        assert "shellserver/wires/web/assets/" + name in names, name
     assert not {"twisted/__init__.py", "twisted/plugins/__init__.py"} & names
     assert not any(n.endswith(("dropin.cache", ".pyc")) or "node_modules" in n for n in names)
     meta = zipfile.ZipFile(wheel).read(f"{DIST}-{shellserver.__version__}.dist-info/METADATA")
@@ -137,7 +137,7 @@ def test_the_shellserver_command_runs_from_the_wheel(installed: freshvenv.FreshV
 def test_the_installed_wheel_serves_the_browser_terminals_files(
     installed: freshvenv.FreshVenv,
 ) -> None:
-    base = installed.site_packages / "shellserver" / "wires" / "webassets"
+    base = installed.site_packages / "shellserver" / "wires" / "web" / "assets"
     for name in WEB_ASSETS:
         assert (base / name).is_file(), name
 

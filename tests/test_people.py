@@ -8,9 +8,9 @@ import pytest
 from harness import Client, add_user, make_server, make_server_with, online
 from twisted.internet.defer import Deferred
 
-from shellserver import people
-from shellserver.people import MAILBOX_LIMIT
-from shellserver.server import Server
+from shellserver.app.server import Server
+from shellserver.shell import people
+from shellserver.shell.people import MAILBOX_LIMIT
 
 
 @pytest.fixture

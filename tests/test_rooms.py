@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from harness import make_server_with, online
 
-from shellserver import rooms
-from shellserver.hub import Hub, Message
-from shellserver.rooms import Member, RoomInfo, RoomTable
-from shellserver.server import Server
+from shellserver.app.server import Server
+from shellserver.hub import rooms
+from shellserver.hub.local import Hub, Message
+from shellserver.hub.rooms import Member, RoomInfo, RoomTable
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_room_errors(server: Server) -> None:
 
 
 def test_room_full(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shellserver.commands import rooms as room_commands
+    from shellserver.shell.commands import rooms as room_commands
 
     monkeypatch.setattr(room_commands, "MAX_MEMBERS", 2)
     a, b, c = online(server, "alice"), online(server, "bob"), online(server, "carol")

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from shellserver.sanitize import careful, careful_lines
-from shellserver.wrap import display_width, hard_wrap
+from shellserver.text.sanitize import careful, careful_lines
+from shellserver.text.wrap import display_width, hard_wrap
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 
-from shellserver.config import Config
-from shellserver.service import ShellService
+from shellserver.app.config import Config
+from shellserver.app.service import ShellService
 
 
 class Refusing(MemoryReactorClock):

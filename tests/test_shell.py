@@ -8,10 +8,10 @@ import pytest
 from harness import Client, make_server_with
 from twisted.internet.defer import CancelledError, Deferred
 
-from shellserver.commands.registry import REGISTRY, Context, Registry, UsageError
-from shellserver.server import Server
-from shellserver.session import Session
-from shellserver.shell import IDLE, Shell
+from shellserver.app.server import Server
+from shellserver.hub.session import Session
+from shellserver.shell.commands.registry import REGISTRY, Context, Registry, UsageError
+from shellserver.shell.dispatch import IDLE, Shell
 
 
 @pytest.fixture

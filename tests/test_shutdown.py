@@ -10,8 +10,8 @@ import pytest
 from harness import Client, make_server_with, online
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
-from shellserver.server import Server
-from shellserver.shutdown import CADENCE, Shutdown, parse_when
+from shellserver.app.server import Server
+from shellserver.shell.shutdown import CADENCE, Shutdown, parse_when
 
 
 @pytest.fixture

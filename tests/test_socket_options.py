@@ -25,7 +25,7 @@ import pytest
 from realserver import RawClient, RealServer
 from test_ssh_integration import self_signed
 
-from shellserver.output import SEND_BUFFER
+from shellserver.ops.sockets import SEND_BUFFER
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-from shellserver.threads import inline_runner
+from shellserver.ops.threads import inline_runner
 from shellserver.wires.ssh import authkeys
 from shellserver.wires.ssh.authkeys import (
     MAX_FILE,

@@ -30,8 +30,8 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.python.filepath import FilePath
 
-from shellserver.server import Server
-from shellserver.threads import inline_runner
+from shellserver.app.server import Server
+from shellserver.ops.threads import inline_runner
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
 from shellserver.wires.ssh.hostkeys import HostKeys
@@ -245,7 +245,7 @@ async def test_a_client_that_never_reads_is_held_to_max_output_whatever_its_wind
 
 
 def _message(text: str) -> Any:
-    from shellserver.hub import Message
+    from shellserver.hub.local import Message
 
     return Message(text)
 

@@ -22,19 +22,19 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from shellserver.accounts import ROLE_USER, Account, AccountDB, AccountStore
-from shellserver.admission import (
+from shellserver.ops.admission import (
     MADE_ROOM,
     MIN_STALL_AGE,
     TOO_MANY_FROM_YOU,
     TOO_MANY_UNAUTH,
     Admission,
 )
-from shellserver.auth import StoreChecker
-from shellserver.pacing import AccountPacing
-from shellserver.passwords import hash_password
-from shellserver.threads import inline_runner
-from shellserver.throttle import FailedLogins
+from shellserver.ops.pacing import AccountPacing
+from shellserver.ops.threads import inline_runner
+from shellserver.ops.throttle import FailedLogins
+from shellserver.store.accounts import ROLE_USER, Account, AccountDB, AccountStore
+from shellserver.store.auth import StoreChecker
+from shellserver.store.passwords import hash_password
 from shellserver.wires.ssh import authkeys
 from shellserver.wires.ssh import server as server_module
 from shellserver.wires.ssh.hostkeys import HostKeys

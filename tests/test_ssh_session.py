@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from harness import Client, add_user, make_server, make_server_with
 
-from shellserver.accounts import Account
-from shellserver.hub import Message
-from shellserver.server import Server
-from shellserver.session import Session
-from shellserver.terminal import PACE
+from shellserver.app.server import Server
+from shellserver.hub.local import Message
+from shellserver.hub.session import Session
+from shellserver.store.accounts import Account
+from shellserver.terminal.discipline import PACE
 from shellserver.wires.ssh.session import Request, SSHWire, session_starter
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from realserver import TWIST, TWISTD
 
-from shellserver.service import default_max_connections
+from shellserver.app.service import default_max_connections
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.python.usage import UsageError
 
-from shellserver.tap import Options
+from shellserver.app.tap import Options
 
 
 def parse(*args: str) -> Options:
@@ -81,7 +81,7 @@ def test_shellserver_data_sets_the_default_data_dir(monkeypatch: pytest.MonkeyPa
 
 
 def test_cluster_and_node() -> None:
-    from shellserver.cluster.url import RedisURL
+    from shellserver.hub.cluster.url import RedisURL
 
     cfg = parse().config
     assert cfg.cluster is None and cfg.node  # alone, named after the host
@@ -108,12 +108,12 @@ def test_bad_cluster_and_node(args: list[str], message: str) -> None:
 def test_a_host_name_that_is_no_node_name_needs_node_when_clustered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "my_box.")
+    monkeypatch.setattr("shellserver.app.tap.default_hostname", lambda: "my_box.")
     assert parse().config.node == "my_box."  # alone, the name is only shown
-    monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "Box")
+    monkeypatch.setattr("shellserver.app.tap.default_hostname", lambda: "Box")
     assert parse().config.node == "Box"
     assert parse("--cluster", "redis://h").config.node == "box"  # clustered: one case
-    monkeypatch.setattr("shellserver.tap.default_hostname", lambda: "my_box.")
+    monkeypatch.setattr("shellserver.app.tap.default_hostname", lambda: "my_box.")
     with pytest.raises(UsageError, match=r"the host name 'my_box\.' is not a node name"):
         parse("--cluster", "redis://h")
     assert parse("--cluster", "redis://h", "--node", "b").config.node == "b"

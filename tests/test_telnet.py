@@ -8,11 +8,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from shellserver.hub import Message
-from shellserver.terminal import ILineReceiver, IWire, Redraws, Terminal
-from shellserver.wire import encode
-from shellserver.wires import telnet
-from shellserver.wires.telnet import (
+from shellserver.hub.local import Message
+from shellserver.terminal.discipline import ILineReceiver, IWire, Redraws, Terminal
+from shellserver.wires.telnet import protocol as telnet
+from shellserver.wires.telnet.encode import encode
+from shellserver.wires.telnet.protocol import (
     BINARY,
     DO,
     DONT,

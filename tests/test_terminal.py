@@ -7,8 +7,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from shellserver.hub import Message
-from shellserver.terminal import (
+from shellserver.hub.local import Message
+from shellserver.terminal.discipline import (
     Disconnected,
     EndOfInput,
     Interrupted,
@@ -16,7 +16,7 @@ from shellserver.terminal import (
     Redraws,
     Terminal,
 )
-from shellserver.wire import encode
+from shellserver.wires.telnet.encode import encode
 
 
 @implementer(IWire)
@@ -338,7 +338,7 @@ def test_no_message_after_the_goodbye(character: bool) -> None:
 
 
 def test_window_sizes_are_kept_within_spec_bounds() -> None:
-    from shellserver.terminal import clamp_size
+    from shellserver.terminal.discipline import clamp_size
 
     assert clamp_size(1, 1) == (20, 5)
     assert clamp_size(80, 24) == (80, 24)

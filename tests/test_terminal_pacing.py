@@ -11,10 +11,10 @@ import pytest
 from harness import Client, add_user, make_server
 from test_terminal import FakeWire, result
 
-from shellserver.editor import HISTORY, HISTORY_BYTES, HISTORY_LINE, MAX_QUERY, LineEditor
-from shellserver.message import Message
-from shellserver.screen import Screen
-from shellserver.terminal import PACE, SEARCH_BUDGET, Redraws, Terminal
+from shellserver.terminal.discipline import PACE, SEARCH_BUDGET, Redraws, Terminal
+from shellserver.terminal.editor import HISTORY, HISTORY_BYTES, HISTORY_LINE, MAX_QUERY, LineEditor
+from shellserver.terminal.screen import Screen
+from shellserver.text.message import Message
 
 LINE = "".join(chr(ord("a") + i % 26) for i in range(4000))
 #: The start of a whole-line redraw: the prompt, then the line.

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from shellserver.threads import WorkerPool, pool_runner
+from shellserver.ops.threads import WorkerPool, pool_runner
 
 
 class FakeReactor:

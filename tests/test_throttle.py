@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 
-from shellserver.throttle import FailedLogins, Recent, Registrations
+from shellserver.ops.throttle import FailedLogins, Recent, Registrations
 
 
 def _fired(d: Deferred[bool]) -> bool | None:

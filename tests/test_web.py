@@ -31,11 +31,11 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
-from shellserver.hub import Message
-from shellserver.wires import webpage
-from shellserver.wires.web import MAX_FRAME, FrameLimit, Pinger, WebWire, frame
+from shellserver.hub.local import Message
+from shellserver.wires.web import page as webpage
+from shellserver.wires.web.socket import MAX_FRAME, FrameLimit, Pinger, WebWire, frame
 
-VENDOR = Path(webpage.__file__).parent / "webassets" / "vendor"
+VENDOR = Path(webpage.__file__).parent / "assets" / "vendor"
 
 
 def client_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:

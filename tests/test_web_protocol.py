@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from realserver import RealServer, register
 
-from shellserver.wires import web
+from shellserver.wires.web import socket as web
 
 ROOT = Path(__file__).parent.parent
 DOC = (ROOT / "docs" / "web-protocol.md").read_text()
-PAGE_JS = (ROOT / "shellserver" / "wires" / "webassets" / "page.js").read_text()
+PAGE_JS = (ROOT / "shellserver" / "wires" / "web" / "assets" / "page.js").read_text()
 
 
 def frame_table() -> dict[str, str]:
@@ -41,7 +41,7 @@ def test_the_limits_in_the_doc_are_the_servers() -> None:
     assert "(close code 1003)" in DOC and "(code 1009)" in DOC and "(code 1000)" in DOC
     assert web.PING_INTERVAL == 30.0 and "ping every 30 s" in DOC
     assert "clamped to 20–500 columns and 5–200 rows" in DOC.replace("\n", " ").lower()
-    from shellserver.terminal import clamp_size
+    from shellserver.terminal.discipline import clamp_size
 
     assert clamp_size(1, 1) == (20, 5) and clamp_size(10**5, 10**5) == (500, 200)
 

@@ -3,7 +3,7 @@
 ``npm ci`` (run by ``make assets`` before this) installs exactly what
 ``package-lock.json`` pins, checked against its integrity hashes. This copies
 the built files the page needs, and each package's LICENCE, into
-``shellserver/wires/webassets/vendor/`` and writes ``SHA256SUMS`` there;
+``shellserver/wires/web/assets/vendor/`` and writes ``SHA256SUMS`` there;
 ``tests/test_web.py`` checks the committed files against it. The files are
 committed, so ``make run`` and ``pip install .`` need no npm (docs/admin.md).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MODULES = HERE / "node_modules"
-VENDOR = HERE.parent / "shellserver" / "wires" / "webassets" / "vendor"
+VENDOR = HERE.parent / "shellserver" / "wires" / "web" / "assets" / "vendor"
 #: (package, file inside it, name in vendor/)
 FILES = [
     ("@xterm/xterm", "lib/xterm.js", "xterm.js"),

@@ -17,6 +17,7 @@ from typing import Any
 from attrs import define, field
 
 from shellserver.files.expand import Word, expand
+from shellserver.files.listing import columns, long_line
 from shellserver.files.sandbox import (
     EEXIST,
     EISDIR,
@@ -28,8 +29,7 @@ from shellserver.files.sandbox import (
     Refusal,
 )
 from shellserver.files.tree import Tree, same_entry
-from shellserver.listing import columns, long_line
-from shellserver.sanitize import careful
+from shellserver.text.sanitize import careful
 
 
 class Pieces(list[str]):

@@ -7,8 +7,8 @@ Run from the repository root with that commit installed: python tests/data/make_
 
 import os
 
-from shellserver.accounts import ROLE_ADMIN, AccountDB
-from shellserver.passwords import hash_password
+from shellserver.store.accounts import ROLE_ADMIN, AccountDB
+from shellserver.store.passwords import hash_password
 
 PATH = os.path.join(os.path.dirname(__file__), "store-v1.sqlite")
 

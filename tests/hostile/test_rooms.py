@@ -1,7 +1,7 @@
 """Rooms as a weapon: hundreds of sessions that never read, joining one room at once, then
 flooded with long lines, then all gone at once. Every room line is one message for all
 members (sanitised and encoded once); handing it to hundreds of members is paced, a slice
-per reactor turn (shellserver/fanout.py), so the bystanders are served throughout, and a
+per reactor turn (shellserver/hub/fanout.py), so the bystanders are served throughout, and a
 member that does not read costs no more than its capped buffers."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 shellserver = ServiceMaker(
     "shellserver",
-    "shellserver.tap",
+    "shellserver.app.tap",
     "A multi-user shell server: telnet in, who, write, wall.",
     "shellserver",
 )

@@ -33,8 +33,8 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from shellserver.accounts import username_problem
-from shellserver.threads import Runner, inline_runner
+from shellserver.ops.threads import Runner, inline_runner
+from shellserver.store.accounts import username_problem
 
 log = Logger()
 

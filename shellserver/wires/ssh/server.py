@@ -31,15 +31,15 @@ from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shellserver.accounts import Account, AccountLocked
-from shellserver.admission import MADE_ROOM, Admission, Stalled
-from shellserver.auth import AccountRealm, Accounts
-from shellserver.login import LOGGED_NAME
-from shellserver.metrics import Metrics
-from shellserver.output import tune
-from shellserver.pacing import AccountPacing
-from shellserver.sanitize import careful
-from shellserver.throttle import FailedLogins, LogLimit
+from shellserver.ops.admission import MADE_ROOM, Admission, Stalled
+from shellserver.ops.metrics import Metrics
+from shellserver.ops.pacing import AccountPacing
+from shellserver.ops.sockets import tune
+from shellserver.ops.throttle import FailedLogins, LogLimit
+from shellserver.shell.login import LOGGED_NAME
+from shellserver.store.accounts import Account, AccountLocked
+from shellserver.store.auth import AccountRealm, Accounts
+from shellserver.text.sanitize import careful
 from shellserver.wires.ssh.hostkeys import HostKeys
 from shellserver.wires.ssh.session import Channel, Request, SSHWire
 
@@ -120,7 +120,7 @@ MALFORMED = (
 
 
 class PeerLogLimit:
-    """A :class:`~shellserver.throttle.LogLimit` per address, for at most ``most`` addresses
+    """A :class:`~shellserver.ops.throttle.LogLimit` per address, for at most ``most`` addresses
     (the first seen forgotten first), so a flood of addresses holds bounded memory."""
 
     def __init__(self, every: float = 60.0, most: int = 10_000) -> None:

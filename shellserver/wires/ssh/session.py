@@ -21,14 +21,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shellserver import sessionstart
-from shellserver.accounts import UNAVAILABLE, Account
-from shellserver.hub import Message
-from shellserver.login import UNAVAILABLE_TEXT
-from shellserver.output import Fronted, Output
-from shellserver.session import Session
-from shellserver.shell import Shell
-from shellserver.terminal import (
+from shellserver.hub.local import Message
+from shellserver.hub.session import Session
+from shellserver.shell import sessionstart
+from shellserver.shell.dispatch import Shell
+from shellserver.shell.login import UNAVAILABLE_TEXT
+from shellserver.store.accounts import UNAVAILABLE, Account
+from shellserver.terminal.discipline import (
     GONE,
     Disconnected,
     EndOfInput,
@@ -38,10 +37,11 @@ from shellserver.terminal import (
     Terminal,
     clamp_size,
 )
-from shellserver.wire import decode
+from shellserver.wires.output import Fronted, Output
+from shellserver.wires.telnet.encode import decode
 
 if TYPE_CHECKING:
-    from shellserver.sessionstart import SessionServices
+    from shellserver.shell.sessionstart import SessionServices
 
 log = Logger()
 

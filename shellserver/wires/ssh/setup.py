@@ -10,12 +10,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from shellserver.accounts import Account, AccountStore
-from shellserver.admission import Admission
-from shellserver.auth import StoreChecker
-from shellserver.pacing import AccountPacing
-from shellserver.threads import Runner
-from shellserver.throttle import FailedLogins
+from shellserver.ops.admission import Admission
+from shellserver.ops.pacing import AccountPacing
+from shellserver.ops.threads import Runner
+from shellserver.ops.throttle import FailedLogins
+from shellserver.store.accounts import Account, AccountStore
+from shellserver.store.auth import StoreChecker
 from shellserver.wires.ssh import authkeys, hostkeys
 from shellserver.wires.ssh.server import (
     PasswordChecker,

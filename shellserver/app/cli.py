@@ -1,0 +1,569 @@
+"""``shellserver``: the operator's command line, talking to the running server's control socket.
+
+Account commands also work with the server stopped: they then take the data
+dir's lock (so a server cannot start half-way through) and change the store
+directly. Exit codes: 0 done, 1 refused, 2 usage, 3 server not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import pwd
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.error import ConnectError
+from twisted.logger import Logger, textFileLogObserver
+from twisted.protocols import amp
+from twisted.python.filepath import FilePath
+
+from shellserver import __version__
+from shellserver.app import control
+from shellserver.app.config import DATA_ENV, default_data, parse_node
+from shellserver.files.homefs import Homes
+from shellserver.ops.datadir import DataDir, DataDirLocked
+from shellserver.ops.threads import inline_runner
+from shellserver.shell.shutdown import invalid_time, parse_when
+from shellserver.store.accounts import (
+    INITIAL_ADMIN,
+    ROLE_ADMIN,
+    ROLE_USER,
+    AccountDB,
+    LastAdmin,
+    NoSuchUser,
+    StoreError,
+    UserExists,
+    password_problem,
+    username_problem,
+)
+from shellserver.store.backup import BackupError, backup_store
+from shellserver.store.passwords import MAX_COST, MIN_COST, hash_password
+from shellserver.text.timefmt import format_idle, format_uptime
+from shellserver.text.words import counted
+from shellserver.wires.ssh import authkeys
+
+OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
+OFFLINE_COMMANDS = frozenset(
+    {"useradd", "newusers", "passwd", "userdel", "lock", "unlock", "addkey", "backup"}
+)
+DEFAULT_COST = 14
+
+
+class Failed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def refuse(message: str) -> Failed:
+    return Failed(REFUSED, message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shellserver", description="Control a running shellserver.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--data",
+        default=default_data(),
+        help=f"the server's data directory [default: %(default)s; ${DATA_ENV} sets it]",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--control",
+        help="control endpoint [default: unix:DATA/control.sock, or the running node's "
+        "unix:DATA/control-NODE.sock]",
+    )
+    where.add_argument(
+        "--node",
+        metavar="NAME",
+        help="the clustered node to talk to, through unix:DATA/control-NAME.sock "
+        "[default: the only node running]",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("status", help="is it running? pid, uptime, sessions, users")
+    s = sub.add_parser("wall", help="broadcast TEXT to every session")
+    s.add_argument("text", nargs="+")
+    s = sub.add_parser("who", help="list sessions")
+    s.add_argument("--json", action="store_true", help="one JSON object (see docs/admin.md)")
+    s = sub.add_parser("kick", help="end all of USER's sessions")
+    s.add_argument("user")
+    s.add_argument("--reason", default="no reason given")
+    s = sub.add_parser("shutdown", help="shutdown [+MIN|now|HH:MM] [TEXT], or shutdown -c")
+    s.add_argument("-c", dest="cancel", action="store_true", help="cancel a scheduled shutdown")
+    s.add_argument("words", nargs="*", metavar="[+MIN|now|HH:MM] [TEXT]")
+    s = sub.add_parser("useradd", help="create an account")
+    s.add_argument("name")
+    s.add_argument("--admin", action="store_true")
+    s.add_argument("--password-stdin", action="store_true")
+    s = sub.add_parser("newusers", help="create or update accounts from name:password[:admin]")
+    s.add_argument("--hash-cost", type=int, default=DEFAULT_COST)
+    s = sub.add_parser("passwd", help="set an account's password")
+    s.add_argument("name")
+    s.add_argument("--password-stdin", action="store_true")
+    s = sub.add_parser("userdel", help="delete an account (its sessions are logged out)")
+    s.add_argument("name")
+    s = sub.add_parser("lock", help="lock an account (its sessions are logged out)")
+    s.add_argument("name")
+    s = sub.add_parser("unlock", help="unlock a locked account")
+    s.add_argument("name")
+    s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
+    s.add_argument("name", metavar="USER")
+    s = sub.add_parser("backup", help="copy the store to FILE (SQLite online backup)")
+    s.add_argument("file", help="written by the server while it runs: a path it may write")
+    s.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    return p
+
+
+# -- input ------------------------------------------------------------------------
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """From stdin with --password-stdin, else twice from the terminal with echo off."""
+    if args.password_stdin:
+        try:
+            password = sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise refuse("the password on standard input is not valid UTF-8") from None
+    else:
+        if not sys.stdin.isatty():
+            raise Failed(USAGE, "no terminal to ask for the password; use --password-stdin")
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Retype new password: ") != password:
+            raise refuse("passwords do not match")
+    problem = password_problem(password)
+    if problem is not None:
+        raise refuse(problem)
+    return password
+
+
+def read_key() -> bytes:
+    """The public key line on standard input (``shellserver addkey USER < key.pub``)."""
+    if sys.stdin.isatty():
+        raise Failed(USAGE, "give the public key on standard input: addkey USER < key.pub")
+    data = sys.stdin.buffer.read(authkeys.MAX_KEY_LINE + 1)
+    if len(data) > authkeys.MAX_KEY_LINE:
+        raise refuse("standard input is larger than 16 KiB; expected one public key line")
+    return data
+
+
+def read_newusers(cost: int) -> list[tuple[str, str, str | None]]:
+    """Lines ``name:password[:admin]`` (newusers(8)); any bad line refuses the whole file."""
+    if not MIN_COST <= cost <= MAX_COST:
+        raise Failed(USAGE, f"--hash-cost takes {MIN_COST} to {MAX_COST}")
+    entries: list[tuple[str, str, str | None]] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise refuse(f"line {number}: not valid UTF-8") from None
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        if len(parts) not in (2, 3):
+            raise refuse(f"line {number}: expected name:password[:admin]")
+        name, password = parts[0], parts[1]
+        role_field = parts[2] if len(parts) == 3 else ""
+        problem = username_problem(name, registering=True) or password_problem(password)
+        if role_field not in ("", ROLE_ADMIN, ROLE_USER):
+            problem = f"unknown role {role_field!r} (use admin or user)"
+        if name in seen:
+            problem = f"{name} appears twice"
+        if problem is not None:
+            raise refuse(f"line {number}: {problem}")
+        seen.add(name)
+        entries.append((name, hash_password(password, cost), role_field or None))
+    if not entries:
+        raise refuse("no users on standard input")
+    return entries
+
+
+# -- offline: the server is not running ---------------------------------------------
+
+
+def operator() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
+def backup_offline(args: argparse.Namespace, datadir: DataDir) -> str:
+    """Copy the store of a stopped server, holding the lock so none starts meanwhile."""
+    if not datadir.db_path.exists():
+        raise refuse(f"there is no store at {datadir.db_path.path}")
+    try:
+        datadir.lock()
+    except DataDirLocked:
+        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
+    try:
+        size = backup_store(datadir.db_path.path, args.file, args.force)
+    except BackupError as e:
+        raise refuse(str(e)) from None
+    finally:
+        datadir.unlock()
+    return f"store copied to {args.file} ({counted(size, 'byte')})"
+
+
+def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
+    """Change the store directly, holding the data dir's lock so no server starts meanwhile."""
+    if args.command == "backup":
+        return backup_offline(args, datadir)
+    password = read_password(args) if args.command in ("useradd", "passwd") else ""
+    entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
+    key = read_key() if args.command == "addkey" else b""
+    datadir.create()
+    try:
+        datadir.lock()
+    except DataDirLocked:
+        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
+    try:
+        db = AccountDB.open(datadir.db_path.path)
+        homes = Homes(datadir.home_root, 0, inline_runner)
+        # userdel is all or nothing: the home moves aside first and comes back on failure;
+        # a new account never inherits a leftover home.
+        aside = homes.set_aside_now(args.name) if args.command == "userdel" else None
+        try:
+            try:
+                if args.command == "addkey":
+                    result = _offline_addkey(args.name, db, datadir, key)
+                else:
+                    result = _offline_change(args, db, password, entries)
+            except BaseException:
+                homes.restore_now(args.name, aside)
+                raise
+            if args.command == "useradd":
+                homes.purge_now(homes.set_aside_now(args.name))
+            homes.purge_now(aside)
+        finally:
+            db.close()
+        detail = result
+        if args.command in ("passwd", "userdel") and args.name == INITIAL_ADMIN:
+            # The first start's password no longer opens the account: its file goes.
+            spent = datadir.admin_password_path
+            if spent.exists():
+                spent.remove()
+                detail += f"; removed {spent.path}"
+        with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
+            Logger(observer=textFileLogObserver(f)).info(
+                "admin {command} by {who} (command line, server stopped): {detail}",
+                command=args.command,
+                who=operator(),
+                detail=detail,
+            )
+        return result
+    finally:
+        datadir.unlock()
+
+
+def _offline_addkey(name: str, db: AccountDB, datadir: DataDir, key: bytes) -> str:
+    if db.get(name) is None:
+        raise refuse(f"user '{name}' does not exist")
+    try:
+        fingerprint = authkeys.add_key(datadir.home_root, name, key)
+    except authkeys.AddKeyRefused as e:
+        raise refuse(str(e)) from None
+    return added_text(name, fingerprint)
+
+
+def locked_text(args: argparse.Namespace) -> str:
+    """``bob is locked``: what ``lock`` says in a session, without the command's name."""
+    return f"{args.name} is {args.command}ed"
+
+
+def added_text(name: str, fingerprint: str) -> str:
+    return f"added key {fingerprint} to {name}'s ~/.ssh/authorized_keys"
+
+
+def _offline_change(
+    args: argparse.Namespace, db: AccountDB, password: str, entries: list[Any]
+) -> str:
+    cost = DEFAULT_COST
+    try:
+        if args.command == "useradd":
+            role = ROLE_ADMIN if args.admin else ROLE_USER
+            db.create(args.name, hash_password(password, cost), role)
+            return f"created {role} account {args.name}"
+        if args.command == "passwd":
+            db.set_password_hash(args.name, hash_password(password, cost))
+            return f"password of {args.name} changed"
+        if args.command == "userdel":
+            db.delete(args.name)
+            return f"deleted {args.name}"
+        if args.command in ("lock", "unlock"):
+            db.set_locked(args.name, args.command == "lock")
+            return locked_text(args)
+        created = db.apply_batch(entries)
+        return f"{len(created)} created, {len(entries) - len(created)} updated"
+    except LastAdmin as e:
+        raise refuse(str(e)) from None
+    except UserExists:
+        raise refuse(f"user '{args.name}' already exists") from None
+    except NoSuchUser:
+        raise refuse(f"user '{args.name}' does not exist") from None
+
+
+# -- online: through the control socket ---------------------------------------------------
+
+
+async def connect(reactor: Any, endpoint: str) -> amp.AMP:
+    try:
+        client = clientFromString(reactor, endpoint)
+    except (ValueError, KeyError, TypeError) as e:
+        raise Failed(USAGE, f"bad --control endpoint {endpoint!r}: {e}") from None
+    try:
+        protocol: amp.AMP = await connectProtocol(client, amp.AMP())
+    except (ConnectError, OSError) as e:
+        raise Failed(UNREACHABLE, f"cannot reach the server at {endpoint}: {e}") from None
+    return protocol
+
+
+async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> str:
+    password = read_password(args) if args.command in ("useradd", "passwd") else ""
+    entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
+    key = read_key() if args.command == "addkey" else b""
+    conn = await connect(reactor, endpoint)
+    try:
+        if args.command == "addkey":
+            r = await conn.callRemote(control.AddKey, name=args.name, key=key)
+            return added_text(args.name, r["fingerprint"])
+        return await _online(conn, args, password, entries)
+    except (control.BadRequest, control.NoShutdown, BackupError, LastAdmin) as e:
+        raise refuse(str(e)) from None
+    except UserExists:
+        raise refuse(f"user '{args.name}' already exists") from None
+    except NoSuchUser:
+        raise refuse(f"user '{args.name}' does not exist") from None
+    except amp.UnknownRemoteError as e:
+        raise refuse(f"the server failed: {e}") from None
+    finally:
+        conn.transport.loseConnection()  # type: ignore[union-attr]
+
+
+async def _online(
+    conn: amp.AMP, args: argparse.Namespace, password: str, entries: list[Any]
+) -> str:
+    call = conn.callRemote
+    cmd = args.command
+    if cmd == "status":
+        return status_text(await call(control.Status))
+    if cmd == "wall":
+        r = await call(control.Wall, text=args.wall_text)
+        return f"delivered to {counted(r['reached'], 'session')}"
+    if cmd == "who":
+        data, total = b"", 1
+        while len(data) < total:
+            r = await call(control.Who, offset=len(data))
+            data, total = data + r["chunk"], r["total"]
+            if not r["chunk"] and len(data) < total:
+                raise refuse("the session list changed while reading it; try again")
+        document = json.loads(data)
+        return json.dumps(document) if args.json else who_table(document)
+    if cmd == "kick":
+        r = await call(control.Kick, user=args.user, reason=args.reason)
+        if not r["sessions"]:
+            raise refuse(f"{args.user} is not logged in")
+        return f"ended {counted(r['sessions'], 'session')} of {args.user}"
+    if cmd == "shutdown":
+        return await _shutdown(call, args)
+    if cmd == "useradd":
+        await call(control.UserAdd, name=args.name, password=password, admin=args.admin)
+        return f"created {'admin' if args.admin else 'user'} account {args.name}"
+    if cmd == "passwd":
+        await call(control.Passwd, name=args.name, password=password)
+        return f"password of {args.name} changed"
+    if cmd == "userdel":
+        await call(control.UserDel, name=args.name)
+        return f"deleted {args.name}"
+    if cmd in ("lock", "unlock"):
+        await call(control.Lock, name=args.name, locked=cmd == "lock")
+        return locked_text(args)
+    if cmd == "backup":
+        r = await call(control.Backup, path=args.file, force=args.force)
+        return f"store copied to {args.file} ({counted(r['size'], 'byte')})"
+    raw = json.dumps(entries).encode()
+    batch = ""
+    for i in range(0, len(raw), control.PAGE):
+        batch = (await call(control.NewUsersPage, batch=batch, page=raw[i : i + control.PAGE]))[
+            "batch"
+        ]
+    r = await call(control.NewUsersCommit, batch=batch)
+    return f"{r['created']} created, {r['updated']} updated"
+
+
+async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
+    if args.cancel:
+        if args.words:
+            raise Failed(USAGE, "shutdown -c takes no other arguments")
+        await call(control.Shutdown, cancel=True, text="")
+        return "shutdown cancelled"
+    when, text = args.when, " ".join(args.words[1:])
+    r = await call(control.Shutdown, when=when, text=text, cancel=False)
+    stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["at"]))
+    now = when == "now" or (when.startswith("+") and parse_when(when, 0) == 0)
+    return "shutting down now" if now else f"shutdown scheduled for {stamp}"
+
+
+def status_text(r: dict[str, Any]) -> str:
+    text = (
+        f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
+        f"up {' '.join(format_uptime(r['uptime']).split())}, "
+        f"{counted(r['sessions'], 'session')}, {counted(r['users'], 'user')}"
+    )
+    if r.get("shutdown_at") is not None:
+        stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(r["shutdown_at"]))
+        text += f"\nshutdown scheduled for {stamp}"
+    if r.get("node") is not None:  # clustered
+        nodes = r.get("nodes") or []
+        if nodes:
+            text += (
+                f"\nnode {r['node']}, in a cluster of {counted(len(nodes), 'live node')}: "
+                + ", ".join(nodes)
+            )
+        else:
+            text += f"\nnode {r['node']}: the cluster cannot be reached (Redis does not answer)"
+    for line in r.get("ssh_keys") or ():
+        text += f"\nSSH host key {line}"
+    return text
+
+
+def who_table(document: dict[str, Any]) -> str:
+    """The sessions as a table; clustered (the document lists the live nodes), a NODE column."""
+    nodes = "nodes" in document
+    head = f"{'USER':<12} {'TTY':<8} {'ROLE':<6} {'LOGIN':<25} {'IDLE':>5} MESG "
+    rows = [head + (f"{'NODE':<12} FROM" if nodes else "FROM")]
+    for s in document["sessions"]:
+        row = (
+            f"{s['user']:<12} {s['tty']:<8} {s['role']:<6} {s['login']:<25} "
+            f"{format_idle(s['idle_s']):>5} {'+' if s['mesg'] else '-':<4} "
+        )
+        if nodes:
+            row += f"{s['node']:<12} "
+        rows.append(row + s["peer"])
+    return "\n".join(rows)
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def control_endpoint(args: argparse.Namespace, datadir: DataDir) -> str:
+    """``--control``; else the socket of ``--node``, of the one node running, or of the server.
+
+    Nodes running exclude a server alone (datadir.py), so a ``control.sock``
+    seen while they run is one a stopped server left behind.
+    """
+    if args.control is not None:
+        return str(args.control)
+    where = datadir.path.path
+    nodes = datadir.running_nodes()
+    if args.node is not None:
+        if args.node not in nodes:
+            running = f" (running: {', '.join(nodes)})" if nodes else ""
+            raise Failed(
+                UNREACHABLE, f"no shellserver node {args.node} is running on {where}{running}"
+            )
+        return f"unix:{datadir.node_socket(args.node).path}"
+    if len(nodes) > 1:
+        raise refuse(
+            f"several nodes run on {where} ({', '.join(nodes)}); pick one with --node NAME"
+        )
+    sock = datadir.node_socket(nodes[0]) if nodes else datadir.control_socket
+    return f"unix:{sock.path}"
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Bad arguments are found before the server, the store or the terminal is touched."""
+    if args.node is not None:
+        try:
+            args.node = parse_node(args.node)
+        except ValueError as e:
+            raise Failed(USAGE, f"--node: {e}") from None
+    if args.command == "useradd":
+        # Reserved names are for the system (the initial admin is made by the server itself).
+        problem = username_problem(args.name, registering=True)
+        if problem is not None:
+            raise refuse(problem)
+    if args.command == "addkey":
+        problem = username_problem(args.name)
+        if problem is not None:
+            raise refuse(problem)
+    if args.command == "backup":
+        args.file = os.path.abspath(args.file)  # the server's working directory is not ours
+    if args.command == "shutdown" and not args.cancel:
+        # The time comes first, as in a session; checked here so a typo never reaches the server.
+        args.when = args.words[0] if args.words else "+1"
+        if parse_when(args.when, time.time()) is None:
+            usage = "shellserver shutdown [+MIN|now|HH:MM] [TEXT...] | shellserver shutdown -c"
+            raise Failed(USAGE, f"{invalid_time(args.when)}\nUsage: {usage}")
+    if args.command == "wall":
+        args.wall_text = " ".join(args.text)
+        if not args.wall_text.strip():
+            raise Failed(USAGE, "no text to broadcast (usage: shellserver wall TEXT...)")
+
+
+def not_utf8(argv: list[str]) -> str | None:
+    """The first argument that is not valid UTF-8 (Python keeps its bad bytes as surrogates)."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return ascii(arg.encode("utf-8", "surrogateescape"))[2:-1]
+    return None
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    argv = sys.argv[1:] if argv is None else argv
+    bad = not_utf8(argv)
+    if bad is not None:
+        print(f"shellserver: argument '{bad}' is not valid UTF-8", file=sys.stderr)
+        raise SystemExit(USAGE)
+    args = parser().parse_args(argv)
+    try:
+        check_arguments(args)
+    except Failed as e:
+        _die(args.command, e)
+    datadir = DataDir(FilePath(os.path.abspath(args.data)))
+    try:
+        if args.control is None and args.command in OFFLINE_COMMANDS and not datadir.is_locked():
+            print(run_offline(args, datadir))
+            sys.exit(OK)
+        if args.control is None and not datadir.is_locked():
+            raise Failed(
+                UNREACHABLE,
+                f"no server is running on {datadir.path.path}; if the server keeps its "
+                f"data elsewhere, give --data DIR or set {DATA_ENV}",
+            )
+        endpoint = control_endpoint(args, datadir)
+    except Failed as e:
+        _die(args.command, e)
+    except (OSError, StoreError) as e:
+        _die(args.command, Failed(REFUSED, str(e)))
+
+    def start(reactor: Any) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(_online_main(reactor, args, endpoint))
+
+    task.react(start)
+    raise AssertionError("react returned")  # pragma: no cover
+
+
+async def _online_main(reactor: Any, args: argparse.Namespace, endpoint: str) -> None:
+    try:
+        print(await run_online(reactor, args, endpoint))
+    except Failed as e:
+        _die(args.command, e)
+    raise SystemExit(OK)
+
+
+def _die(command: str, error: Failed) -> NoReturn:
+    print(f"shellserver {command}: {error}", file=sys.stderr)
+    raise SystemExit(error.code)
+
+
+__all__ = ["main"]

@@ -1,0 +1,396 @@
+"""The control socket: AMP commands an operator's ``shellserver`` CLI sends to the server.
+
+File permissions are the authentication (the socket is 0600 inside a 0700
+data dir). The peer's user and pid (SO_PEERCRED) are what the admin log
+records as "who" and "from where".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import struct
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from shellserver.shell import adminops
+from shellserver.shell.shutdown import invalid_time, parse_when
+from shellserver.store.accounts import (
+    ROLE_ADMIN,
+    ROLE_USER,
+    Account,
+    LastAdmin,
+    NoSuchUser,
+    UserExists,
+    username_problem,
+)
+from shellserver.store.backup import BackupError, backup_store
+from shellserver.wires.ssh.authkeys import AddKeyRefused
+
+if TYPE_CHECKING:
+    from shellserver.app.server import Server
+    from shellserver.wires.ssh.setup import SSHControl
+
+#: AMP values are at most 65,535 bytes; larger answers and uploads go in pages of this size.
+PAGE = 60_000
+
+
+class BadRequest(Exception):
+    pass
+
+
+class NoShutdown(Exception):
+    pass
+
+
+_ERRORS: dict[type[Exception], bytes] = {
+    UserExists: b"USER_EXISTS",
+    NoSuchUser: b"NO_SUCH_USER",
+    LastAdmin: b"LAST_ADMIN",
+    BadRequest: b"BAD_REQUEST",
+    NoShutdown: b"NO_SHUTDOWN",
+    BackupError: b"BACKUP_FAILED",
+}
+
+
+class Status(amp.Command):
+    arguments = []
+    response = [
+        (b"pid", amp.Integer()),
+        (b"uptime", amp.Float()),
+        (b"sessions", amp.Integer()),
+        (b"users", amp.Integer()),
+        (b"hostname", amp.Unicode()),
+        (b"shutdown_at", amp.Float(optional=True)),
+        (b"ssh_keys", amp.ListOf(amp.Unicode(), optional=True)),
+        # Clustered: this node's name and the live nodes' (none while Redis is unreachable).
+        (b"node", amp.Unicode(optional=True)),
+        (b"nodes", amp.ListOf(amp.Unicode(), optional=True)),
+    ]
+
+
+class Wall(amp.Command):
+    arguments = [(b"text", amp.Unicode())]
+    response = [(b"reached", amp.Integer())]
+    errors = _ERRORS
+
+
+class Who(amp.Command):
+    """A page of the JSON document; offset 0 takes a fresh snapshot."""
+
+    arguments = [(b"offset", amp.Integer())]
+    response = [(b"chunk", amp.String()), (b"total", amp.Integer())]
+
+
+class Kick(amp.Command):
+    arguments = [(b"user", amp.Unicode()), (b"reason", amp.Unicode())]
+    response = [(b"sessions", amp.Integer())]
+
+
+class Shutdown(amp.Command):
+    """``when`` as typed (``+MIN``, ``now``, ``HH:MM``), read in the server's clock and time
+    zone; ``minutes`` is the older form of ``+MIN``."""
+
+    arguments = [
+        (b"minutes", amp.Integer(optional=True)),
+        (b"when", amp.Unicode(optional=True)),
+        (b"text", amp.Unicode()),
+        (b"cancel", amp.Boolean()),
+    ]
+    response = [(b"at", amp.Float(optional=True))]
+    errors = _ERRORS
+
+
+class UserAdd(amp.Command):
+    arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode()), (b"admin", amp.Boolean())]
+    response = []
+    errors = _ERRORS
+
+
+class Passwd(amp.Command):
+    arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode())]
+    response = []
+    errors = _ERRORS
+
+
+class UserDel(amp.Command):
+    arguments = [(b"name", amp.Unicode())]
+    response = []
+    errors = _ERRORS
+
+
+class Lock(amp.Command):
+    """``lock`` (``locked``) or ``unlock`` an account, as the session commands do."""
+
+    arguments = [(b"name", amp.Unicode()), (b"locked", amp.Boolean())]
+    response = []
+    errors = _ERRORS
+
+
+class AddKey(amp.Command):
+    """Append one public key line to USER's ~/.ssh/authorized_keys; answers its fingerprint."""
+
+    arguments = [(b"name", amp.Unicode()), (b"key", amp.String())]
+    response = [(b"fingerprint", amp.Unicode())]
+    errors = _ERRORS
+
+
+class NewUsersPage(amp.Command):
+    """Upload one page of a JSON list of [name, hash, role|null]; "" starts a new batch."""
+
+    arguments = [(b"batch", amp.Unicode()), (b"page", amp.String())]
+    response = [(b"batch", amp.Unicode())]
+    errors = _ERRORS
+
+
+class NewUsersCommit(amp.Command):
+    arguments = [(b"batch", amp.Unicode())]
+    response = [(b"created", amp.Integer()), (b"updated", amp.Integer())]
+    errors = _ERRORS
+
+
+class Backup(amp.Command):
+    """Copy the store to ``path`` (absolute, written by the server) with SQLite's online backup."""
+
+    arguments = [(b"path", amp.Unicode()), (b"force", amp.Boolean())]
+    response = [(b"size", amp.Integer())]
+    errors = _ERRORS
+
+
+def rfc3339(when: float) -> str:
+    """Local time with the offset as RFC 3339 writes it: ``2026-11-26T11:28:57+00:00``."""
+    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
+
+
+def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
+    """The stable ``who --json`` schema (docs/admin.md); clustered, with the live ``nodes``."""
+    now = server.clock.seconds()
+    document: dict[str, Any] = {
+        "sessions": [
+            {
+                "user": s.user,
+                "tty": s.tty,
+                "role": s.role,
+                "login": rfc3339(s.login_time),
+                "idle_s": int(s.idle(now)),
+                "mesg": s.mesg,
+                "peer": s.peer,
+                "term": s.term,
+                "node": s.node or server.config.node,
+            }
+            for s in sessions
+        ]
+    }
+    if server.config.cluster is not None:
+        document["nodes"] = server.hub.nodes()
+    return document
+
+
+class ControlProtocol(amp.AMP):
+    def __init__(self, server: Server, ssh: SSHControl | None = None) -> None:
+        super().__init__()
+        self.server = server
+        self.ssh = ssh
+        self._who = b""
+        self._batch: list[bytes] = []
+
+    # -- quiet connections ---------------------------------------------------------
+    # AMP logs "connection established/lost" for every connection; each CLI call
+    # is one connection, and the admin action it carries is what gets logged.
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+    # -- who is asking ---------------------------------------------------------
+
+    def _caller(self) -> tuple[str, str]:
+        """(who, where) for the admin log: the peer's OS user and pid, or its address."""
+        transport: Any = self.transport
+        try:
+            sock = transport.getHandle()
+            if sock.family == socket.AF_UNIX:
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                pid, uid, _ = struct.unpack("3i", creds)
+                try:
+                    name = pwd.getpwuid(uid).pw_name
+                except KeyError:
+                    name = f"uid {uid}"
+                return name, f"control socket, pid {pid}"
+        except (AttributeError, OSError):
+            pass
+        peer = transport.getPeer() if transport is not None else None
+        return "operator", f"control {getattr(peer, 'host', peer)}"
+
+    # -- responders ----------------------------------------------------------------
+
+    @Status.responder
+    def status(self) -> dict[str, Any]:
+        hub, shutdown = self.server.hub, self.server.shutdown
+        result: dict[str, Any] = {
+            "pid": os.getpid(),
+            "uptime": self.server.uptime(),
+            "sessions": hub.counts()[0],
+            "users": hub.counts()[1],
+            "hostname": self.server.config.hostname,
+        }
+        if shutdown is not None and shutdown.at is not None:
+            result["shutdown_at"] = shutdown.at
+        if self.ssh is not None and self.ssh.fingerprints:
+            result["ssh_keys"] = list(self.ssh.fingerprints)
+        if self.server.config.cluster is not None:
+            result["node"] = self.server.config.node
+            result["nodes"] = hub.nodes()
+        return result
+
+    @Wall.responder
+    async def wall(self, text: str) -> dict[str, Any]:
+        if not text.strip():
+            raise BadRequest("no text to broadcast")
+        who, where = self._caller()
+        return {"reached": await adminops.wall(self.server, who, "control", where, text)}
+
+    @Who.responder
+    async def who(self, offset: int) -> dict[str, Any]:
+        if offset == 0:
+            sessions = await self.server.hub.sessions()
+            document = who_document(self.server, sessions)
+            self._who = json.dumps(document, separators=(",", ":")).encode()
+        return {"chunk": self._who[offset : offset + PAGE], "total": len(self._who)}
+
+    @Kick.responder
+    async def kick(self, user: str, reason: str) -> dict[str, Any]:
+        who, where = self._caller()
+        return {"sessions": await adminops.kick(self.server, who, where, user, reason)}
+
+    @Shutdown.responder
+    def shutdown(
+        self, text: str, cancel: bool, minutes: int | None = None, when: str | None = None
+    ) -> dict[str, Any]:
+        schedule = self.server.shutdown
+        if schedule is None:
+            raise NoShutdown("this server cannot schedule a shutdown")
+        who, where = self._caller()
+        if cancel:
+            if not schedule.cancel(who, "control", where):
+                raise NoShutdown("no shutdown is scheduled")
+            return {}
+        delay: float | None = minutes
+        if when is not None:
+            delay = parse_when(when, self.server.clock.seconds())
+            if delay is None:
+                raise BadRequest(invalid_time(when))
+        if delay is None or delay < 0:
+            raise BadRequest("minutes must be 0 or more")
+        return {"at": schedule.schedule(delay, text, who, "control", where)}
+
+    @UserAdd.responder
+    async def useradd(self, name: str, password: str, admin: bool) -> dict[str, Any]:
+        problem = username_problem(name, registering=True)
+        if problem is not None:
+            raise BadRequest(problem)
+        who, where = self._caller()
+        role = ROLE_ADMIN if admin else ROLE_USER
+        await adminops.add_user(self.server, who, where, name, password, role)
+        return {}
+
+    @Passwd.responder
+    async def passwd(self, name: str, password: str) -> dict[str, Any]:
+        who, where = self._caller()
+        await adminops.set_password(self.server, who, where, name, password)
+        return {}
+
+    @UserDel.responder
+    async def userdel(self, name: str) -> dict[str, Any]:
+        who, where = self._caller()
+        await adminops.delete_user(self.server, who, where, name)
+        return {}
+
+    @Lock.responder
+    async def lock(self, name: str, locked: bool) -> dict[str, Any]:
+        who, where = self._caller()
+        await adminops.set_locked(self.server, who, where, name, locked)
+        return {}
+
+    @AddKey.responder
+    async def addkey(self, name: str, key: bytes) -> dict[str, Any]:
+        if self.ssh is None:
+            raise BadRequest("this server cannot add keys")
+        if await self.server.store.get(name) is None:
+            raise NoSuchUser(name)
+        who, where = self._caller()
+        try:
+            fingerprint: str = await self.ssh.add_key(name, key)
+        except AddKeyRefused as e:
+            raise BadRequest(str(e)) from None
+        self.server.admin_action(who, where, "addkey", user=name, key=fingerprint)
+        return {"fingerprint": fingerprint}
+
+    @Backup.responder
+    async def backup(self, path: str, force: bool) -> dict[str, Any]:
+        if not os.path.isabs(path):
+            raise BadRequest("the backup file must be an absolute path")
+        who, where = self._caller()
+        store = self.server.store
+        # On the database thread: between two store calls, never alongside one.
+        size: int = await store.run_db(backup_store, store.db.path, path, force)
+        self.server.admin_action(who, where, "backup", file=path, size=size)
+        return {"size": size}
+
+    @NewUsersPage.responder
+    def newusers_page(self, batch: str, page: bytes) -> dict[str, Any]:
+        if not batch:
+            self._batch = []
+        elif batch != "open":
+            raise BadRequest("unknown batch")
+        self._batch.append(page)
+        if sum(map(len, self._batch)) > 256 * 1024 * 1024:
+            self._batch = []
+            raise BadRequest("batch too large")
+        return {"batch": "open"}
+
+    @NewUsersCommit.responder
+    async def newusers_commit(self, batch: str) -> dict[str, Any]:
+        if batch != "open" or not self._batch:
+            raise BadRequest("no batch was uploaded")
+        raw, self._batch = b"".join(self._batch), []
+        try:
+            entries = [
+                (str(n), str(h), None if r is None else str(r)) for n, h, r in json.loads(raw)
+            ]
+        except (ValueError, TypeError) as e:
+            raise BadRequest(f"malformed batch: {e}") from None
+        for number, (name, _, _) in enumerate(entries, start=1):
+            problem = username_problem(name, registering=True)
+            if problem is not None:
+                raise BadRequest(f"entry {number}: {problem}")
+        who, where = self._caller()
+        created = await self.server.store.apply_batch(entries)
+        now = self.server.clock.seconds()
+        roles = {name: role or ROLE_USER for name, _, role in entries}
+        for name in created:
+            await self.server.account_created(Account(name, roles[name], False, now), who, where)
+        self.server.admin_action(who, where, "newusers", created=len(created), total=len(entries))
+        return {"created": len(created), "updated": len(entries) - len(created)}
+
+
+class ControlFactory(Factory):
+    noisy = False
+
+    def __init__(self, server: Server, ssh: SSHControl | None = None) -> None:
+        self.server = server
+        self.ssh = ssh
+
+    def buildProtocol(self, addr: Any) -> ControlProtocol:
+        protocol = ControlProtocol(self.server, self.ssh)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,385 @@
+"""The twistd service: data dir, store, thread pools, listeners, and a clean stop.
+
+Everything that can fail at start-up (data dir, lock, store version, binding
+a port) is done in :meth:`ShellService.prepare`, called from ``makeService``
+before the reactor runs, so a failure is one line on stderr and exit status 1
+under both ``twistd`` and ``twist`` (a failing ``startService`` is only logged
+by them, and the process would keep running without its listener). Threads
+are started in ``startService``, after twistd has daemonised.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+
+from shellserver.app.config import Config
+from shellserver.app.control import ControlFactory
+from shellserver.app.server import Server
+from shellserver.files.homefs import Homes
+from shellserver.hub.cluster.hub import RedisHub, cluster_hub
+from shellserver.hub.idle import IdleWatch
+from shellserver.hub.local import Hub, IHub
+from shellserver.ops.admission import (
+    FD_HEADROOM,
+    Admission,
+    Shares,
+    connection_limit,
+    raise_fd_limit,
+    split_connections,
+)
+from shellserver.ops.datadir import DataDir, DataDirLocked
+from shellserver.ops.gcpolicy import GCPolicy
+from shellserver.ops.httpguard import Guard
+from shellserver.ops.lagprobe import LagProbe
+from shellserver.ops.metrics import Metrics
+from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
+from shellserver.ops.metricspage import metrics_endpoint, metrics_site
+from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
+from shellserver.shell.shutdown import Shutdown
+from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
+from shellserver.wires.ssh import session as ssh_session
+from shellserver.wires.ssh import setup as ssh_setup
+from shellserver.wires.telnet.protocol import TelnetFactory
+from shellserver.wires.web.hosts import HostPolicy
+from shellserver.wires.web.page import web_site
+
+log = Logger()
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+#: The page's HTTP connections when ``--max-unauth`` is 0 (unlimited): they still need a cap.
+DEFAULT_WEB_HTTP = 200
+
+
+def with_backlog(description: str) -> str:
+    """Listen with a deep accept queue: a burst of logins must not meet SYN drops."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "unix", "ssl") and "backlog=" not in description:
+        return description + ":backlog=1024"
+    return description
+
+
+def default_max_connections(default: int, hard_fd_limit: int) -> int:
+    """The default ``--max-connections``, lowered to what the descriptor hard limit allows."""
+    if hard_fd_limit == resource.RLIM_INFINITY:
+        return default
+    return max(1, min(default, hard_fd_limit - FD_HEADROOM))
+
+
+class _Pending(Factory):
+    """Holds a listener's place until the server exists (nothing is accepted before then)."""
+
+    noisy = False
+    factory: Factory | None = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def logPrefix(self) -> str:
+        return self.name
+
+    def buildProtocol(self, addr: Any) -> Any:
+        assert self.factory is not None, "a connection before the server was ready"
+        return self.factory.buildProtocol(addr)
+
+
+class ShellService(Service):
+    name = "shellserver"
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.ports: list[IListeningPort] = []
+        #: The HTTP listeners' connection guards (page, metrics), whose sweep timers stop with us.
+        self.guards: list[Guard] = []
+        self.pools: list[WorkerPool] = []
+        self._idle: task.LoopingCall | None = None
+        #: The clustered hub (``--cluster``), started and stopped with the service.
+        self.cluster: RedisHub | None = None
+        self.metrics = Metrics()
+        self._probe = LagProbe(reactor, self.metrics.reactor_lag.observe)
+        self._gc = GCPolicy(reactor)
+
+    def prepare(self) -> None:
+        """Bind every listener, claim the data dir and open the store, or exit 1 saying why.
+
+        The listeners are bound first (the control socket, which lives in the
+        data dir, excepted), so a start that fails on a port in use creates
+        nothing: no data dir, no ``admin`` account, no password file. No
+        connection is accepted before the reactor runs, so the telnet factory
+        can be completed afterwards.
+        """
+        cfg = self.config
+        # Clustered, the lock and the control socket are this node's (datadir.py says how).
+        node = cfg.node if cfg.cluster is not None else None
+        self.datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node)
+        control = self._control_endpoint()
+        locked = False
+        try:
+            if self.datadir.path.isdir():
+                self.datadir.lock()  # "another shellserver is running" beats "port in use"
+                locked = True
+        except (OSError, DataDirLocked) as e:
+            raise SystemExit(f"shellserver: {e}") from None
+        telnet = _Pending("TelnetFactory")
+        for description in cfg.telnet:
+            self.ports.append(self._listen(description, telnet, "telnet"))
+        ssh = _Pending("SSHFactory")
+        for description in cfg.ssh:
+            self.ports.append(self._listen(description, ssh, "ssh"))
+        shares = self._shares()
+        if cfg.web:
+            # Nothing is accepted before the reactor runs, and the server exists by then.
+            site = web_site(
+                lambda wire: self.server.new_connection(wire),
+                self.reactor,
+                cfg.max_output,
+                shares.web_http,
+                cfg.max_unauth_per_addr,
+                HostPolicy.from_options(cfg.web_origins),
+            )
+            self.guards.append(site)
+            for description in cfg.web:
+                self.ports.append(self._listen(description, site, "web"))
+        if cfg.metrics is not None:
+            scrapes = metrics_site(
+                self.metrics.registry, self.reactor, shares.metrics, self.metrics.renders.inc
+            )
+            self.guards.append(scrapes)
+            self.ports.append(self._listen(metrics_endpoint(cfg.metrics), scrapes, "metrics"))
+        control_factory = _Pending("ControlFactory")
+        if cfg.control is not None:
+            self.ports.append(self._listen(control, control_factory, "control"))
+        try:
+            self.datadir.create()
+            if not locked:
+                self.datadir.lock()
+            self.db = AccountDB.open(self.datadir.db_path.path)
+        except (OSError, DataDirLocked, StoreError) as e:
+            raise SystemExit(f"shellserver: {e}") from None
+        if self.datadir.alone:  # else the open records may be other nodes' live sessions
+            self.db.close_open_logins(time.time())
+        created = ensure_initial_admin(self.db, self.datadir, cfg.hash_cost)
+        self.datadir.end_startup()
+        if created is not None:
+            log.warn("Created account 'admin'; its password is in {path}", path=created.path)
+        db_pool = make_pool("shellserver-db", 1)
+        hash_pool = make_pool("shellserver-hash", max(1, (os.cpu_count() or 2) - 1))
+        io_pool = make_pool("shellserver-io", 4)
+        self.pools = [db_pool, hash_pool, io_pool]
+        store = AccountStore(
+            self.db,
+            self.metrics.timed(pool_runner(self.reactor, db_pool)),
+            self.metrics.queued(pool_runner(self.reactor, hash_pool)),
+            cfg.hash_cost,
+        )
+        from shellserver.shell.commands import REGISTRY
+
+        hub: IHub = Hub(node=cfg.node, clock=self.reactor)
+        if cfg.cluster is not None:
+            self.cluster = cluster_hub(cfg.cluster, cfg.node, self.reactor)
+            hub = self.cluster
+            self.metrics.watch_cluster(lambda: self.cluster.live_nodes if self.cluster else 0)
+        self.server = Server(
+            cfg,
+            self.reactor,
+            store,
+            REGISTRY,
+            metrics=self.metrics,
+            admission=Admission(shares.logins, cfg.max_unauth, cfg.max_unauth_per_addr),
+            homes=Homes(
+                self.datadir.home_root,
+                cfg.quota,
+                pool_runner(self.reactor, io_pool),
+                shared=cfg.cluster is not None,
+            ),
+            run_io=pool_runner(self.reactor, io_pool),
+            hub=hub,
+            initial_password=self.datadir.admin_password_path.path,
+        )
+        self.metrics.watch(self.server)
+        # The one part still filled in afterwards: the countdown acts on the server it is in.
+        self.server.shutdown = Shutdown(self.server, self.reactor.stop)
+        hub.on_announce = self.server.shutdown.heard  # clustered: every node runs it
+        telnet.factory = TelnetFactory(
+            self.server.new_connection, self.reactor, cfg.max_line, cfg.max_output
+        )
+        run_io = pool_runner(self.reactor, io_pool)
+        fingerprints: tuple[str, ...] = ()
+        if cfg.ssh:
+            keys = ssh_setup.host_keys(self.datadir.path)
+            fingerprints = tuple(keys.fingerprints())
+            ssh.factory = ssh_setup.ssh_factory(
+                keys,
+                store,
+                self.datadir.home_root,
+                run_io,
+                self.reactor,
+                cfg.login_timeout,
+                self.server.admission,
+                self.server.failed_logins,
+                ssh_session.session_starter(self.server),
+                self.server.account_pacing,
+            )
+            ssh.factory.metrics = self.metrics
+        ssh_control = ssh_setup.SSHControl(
+            fingerprints, ssh_setup.key_adder(self.datadir.home_root, run_io)
+        )
+        control_factory.factory = ControlFactory(self.server, ssh_control)
+        if cfg.control is None:
+            try:
+                self.ports.append(self._listen(control, control_factory, "control"))
+            except SystemExit as e:
+                if created is None:
+                    raise
+                raise SystemExit(
+                    f"{e} (this start created {self.datadir.path.path} and the account "
+                    f"'admin', whose password is in {created.path})"
+                ) from None
+
+    def _shares(self) -> Shares:
+        """The connection limit split between the listeners (``admission.split_connections``):
+        the page's HTTP connections (at most ``--max-unauth``) and the metrics listener
+        (at most 16) have caps of their own, so neither can take the descriptors logins need."""
+        cfg = self.config
+        web_http = (cfg.max_unauth or DEFAULT_WEB_HTTP) if cfg.web else 0
+        metrics = METRICS_CONNECTIONS if cfg.metrics is not None else 0
+        return split_connections(self._connection_limit(), web_http, metrics)
+
+    def _connection_limit(self) -> int:
+        """``--max-connections``, with the descriptor limit raised to fit (SPEC §2).
+
+        The default (20,000) is lowered quietly to what the hard limit allows; a
+        limit the operator gave that does not fit is warned about.
+        """
+        cfg = self.config
+        wanted = cfg.max_connections
+        if not cfg.max_connections_given:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            fitting = default_max_connections(wanted, hard)
+            if fitting < wanted:
+                log.info(
+                    "accepting at most {limit} connections, as the file descriptor hard "
+                    "limit ({hard}) allows; raise it (ulimit -Hn, LimitNOFILE=) for the "
+                    "default {default}, or set --max-connections",
+                    limit=fitting,
+                    hard=hard,
+                    default=wanted,
+                )
+            wanted = fitting
+        soft, fds = raise_fd_limit(wanted)
+        limit = connection_limit(wanted, soft)
+        if wanted and limit < wanted:
+            log.warn(
+                "the file descriptor limit is {soft} ({fds} wanted): accepting at most "
+                "{limit} connections; raise the hard limit (ulimit -Hn, LimitNOFILE=) "
+                "or lower --max-connections",
+                soft=soft,
+                fds=fds,
+                limit=limit,
+            )
+        return limit
+
+    def _control_endpoint(self) -> str:
+        if self.config.control is not None:
+            return self.config.control
+        sock = self.datadir.control_socket
+        if len(os.fsencode(sock.path)) > UNIX_PATH_MAX:
+            raise SystemExit(
+                f"shellserver: the control socket path {sock.path} is longer than "
+                f"{UNIX_PATH_MAX} bytes, the limit for unix sockets; use a shorter --data "
+                "or give --control"
+            )
+        return f"unix:{sock.path}:mode=600:lockfile=0"
+
+    def _listen(self, description: str, factory: Any, what: str) -> IListeningPort:
+        if what == "control" and self.config.control is None:
+            sock = self.datadir.control_socket
+            if sock.exists() or sock.islink():
+                sock.remove()  # left by a server that died: we hold the lock, so it is not in use
+        results: list[Any] = []
+        try:
+            endpoint = serverFromString(self.reactor, with_backlog(description))
+            endpoint.listen(factory).addBoth(results.append)
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"shellserver: bad listen endpoint {description!r}: {e}") from None
+        if not results:
+            raise SystemExit(f"shellserver: listening on {description} did not complete")
+        if isinstance(results[0], Failure):
+            raise SystemExit(
+                f"shellserver: cannot listen on {description}: {results[0].getErrorMessage()}"
+            )
+        port: IListeningPort = results[0]
+        log.info("{what} listening on {address}", what=what, address=port.getHost())
+        return port
+
+    def startService(self) -> None:
+        super().startService()
+        self.datadir.write_pid()
+        for pool in self.pools:
+            pool.start()
+        self.server.started = self.reactor.seconds()
+        watch = IdleWatch(self.server.hub, self.config.idle_timeout)
+        if self.config.idle_timeout > 0:
+            self._idle = task.LoopingCall(lambda: watch.scan(self.reactor.seconds()))
+            self._idle.clock = self.reactor
+            self._idle.start(watch.period, now=False)
+        self._probe.start()
+        self._gc.start()
+        if self.cluster is not None:
+            self.cluster.start()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        if self._idle is not None and self._idle.running:
+            self._idle.stop()
+        self._probe.stop()
+        self._gc.stop()
+        for guard in self.guards:
+            guard.stop()
+        stopped = [defer.maybeDeferred(port.stopListening) for port in self.ports]
+        if self.server.shutdown is not None:
+            self.server.shutdown.final_notice()
+        for connection in list(self.server.connections):
+            connection.terminal.close()
+        d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
+        d.addBoth(lambda _: self._wait_for_connections(3.0))
+        if self.cluster is not None:
+            cluster = self.cluster
+            d.addBoth(lambda _: cluster.stop())  # our records leave the cluster at once
+        d.addBoth(self._release)
+        return d
+
+    def _wait_for_connections(self, timeout: float) -> defer.Deferred[None]:
+        deadline = self.reactor.seconds() + timeout
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def poll() -> None:
+            if not self.server.connections or self.reactor.seconds() >= deadline:
+                for connection in list(self.server.connections):
+                    connection.wire.abort()
+                done.callback(None)
+            else:
+                self.reactor.callLater(0.05, poll)
+
+        poll()
+        return done
+
+    def _release(self, _: object) -> None:
+        for pool in self.pools:
+            if pool.started:
+                pool.stop()
+        self.db.close()
+        if self.config.control is None and self.datadir.control_socket.exists():
+            self.datadir.control_socket.remove()
+        self.datadir.unlock()

@@ -1,0 +1,654 @@
+"""One node's connections to Redis: commands, Lua scripts, publish and subscribe, reconnects.
+
+The cluster must never make a user wait on Redis: a command fails at once with
+:class:`ClusterUnavailable` while the link is down, and within ``timeout`` seconds
+when Redis does not answer (a paused or wedged server), so callers fall back to
+local behaviour (``write: cluster unavailable``) instead of hanging.
+
+Two connections: one for commands (request, reply, in order) and one in
+subscriber mode (RESP2 allows nothing but (UN)SUBSCRIBE and PING on it). Each is
+kept by its own Twisted ``ClientService``: it connects through a client endpoint
+(built from the ``redis://`` URL as an endpoint string, so TLS or a unix socket is a
+different string), runs ``prepareConnection`` (SELECT on the command connection,
+SUBSCRIBE again on the subscriber) and retries on ``backoffPolicy`` (0.1 s doubling
+to 5 s, jittered). The link is *up* only when both are prepared, and losing either
+is an outage: :mod:`shellserver.hub.cluster.linkstate` is the machine that says so
+(its table lists every state and transition). The wire format is
+:mod:`shellserver.hub.cluster.resp` (each read is parsed completely in the reactor turn
+it arrived in).
+
+Types, decided once here: arguments may be ``str`` (sent as UTF-8), ``bytes``
+or ``int``; replies come back as Redis sent them, without guessing: bulk
+strings as ``bytes``, status replies (``OK``) as ``str``, integers as ``int``,
+nil as ``None``, arrays as ``list``. Channel names are ``str``, message
+payloads ``bytes``. Redis error replies become :class:`RedisReplyError` (with
+Redis's text, e.g. ``ERR unknown command ...``, ``NOSCRIPT ...``); one inside an
+array reply stays an element of the list.
+Pub/sub channels are global to the Redis server, not per database: callers
+prefix their channel names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+from attrs import define, field
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    fail,
+    gatherResults,
+    succeed,
+)
+from twisted.internet.defer import (
+    TimeoutError as DeferredTimeout,
+)
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString, quoteStringArgument
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.error import TimeoutError as TxTimeoutError
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger, LogPublisher
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from shellserver.hub.cluster.linkstate import LinkInputs, LinkMachine
+from shellserver.hub.cluster.resp import Arg, ProtocolError, Reader, encode
+from shellserver.hub.cluster.resp import (
+    RedisReplyError as RedisReplyError,  # where callers find it
+)
+from shellserver.hub.cluster.url import RedisURL
+from shellserver.hub.local import ClusterUnavailable as ClusterUnavailable  # where callers find it
+
+_log = Logger()
+
+TIMEOUT = 2.0
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+
+#: The nominal delays: 0.1 s doubling to 5 s (jitter is applied by :func:`backoff`).
+_curve = backoffPolicy(BACKOFF_FIRST, BACKOFF_MAX, 2.0, jitter=lambda: 0.0)
+
+
+def _nothing(*_: object) -> None:
+    return None
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before reconnect attempt ``attempt`` (0 first): 0.1 doubling to 5, jittered
+    down by up to a quarter so that nodes restarted together do not reconnect in step.
+    (``backoffPolicy``'s own jitter adds up to a second, which would swamp 0.1 s.)"""
+    return _curve(attempt) * random.uniform(0.75, 1.0)
+
+
+def _retry_policy(failed: int) -> float:
+    """ClientService counts failed attempts from 1; :func:`backoff` from 0."""
+    return backoff(failed - 1)
+
+
+def endpoint_description(url: RedisURL, timeout: float) -> str:
+    """The client endpoint string for ``url`` (``tcp:host=...:port=...:timeout=...``);
+    another transport (TLS, a unix socket) is another string, nothing else changes."""
+    host = quoteStringArgument(url.host)
+    return f"tcp:host={host}:port={url.port}:timeout={max(1, math.ceil(timeout))}"
+
+
+def endpoint_for(reactor: Any, url: RedisURL, timeout: float) -> IStreamClientEndpoint:
+    """Where the link connects: an address through its endpoint string; a host name through
+    ``HostnameEndpoint``, which (unlike ``tcp:``, IPv4 only) tries every address the name has,
+    IPv6 and IPv4, as the link did before it ran on ``ClientService``."""
+    if isIPAddress(url.host) or isIPv6Address(url.host):
+        endpoint: IStreamClientEndpoint = clientFromString(
+            reactor, endpoint_description(url, timeout)
+        )
+        return endpoint
+    return HostnameEndpoint(reactor, url.host, url.port, timeout=max(1, math.ceil(timeout)))
+
+
+class _Connection(Protocol):
+    """One connection to Redis: commands out, each read's replies handed to
+    :meth:`replyReceived` in order, all within the turn the read came in.
+
+    :meth:`prepare` is its ClientService's ``prepareConnection``; once that succeeded the
+    connection is *accepted*: its ClientService owns it (reconnects when it is lost)."""
+
+    transport: Any  # a TCP transport (write, abortConnection) once connected
+    #: the handshake's command, named in the log when Redis does not answer it
+    what = "?"
+
+    def __init__(self, link: RedisLink) -> None:
+        self._reader = Reader()
+        self.link = link
+        self.gone: Deferred[None] = Deferred()
+        self.accepted = False
+        #: why we closed it: the server is not speaking RESP2 (not Redis, or a broken one)
+        self.broken = ""
+
+    @property
+    def why(self) -> str:
+        return f"not RESP2 from the server: {self.broken}" if self.broken else "connection lost"
+
+    def connectionMade(self) -> None:
+        self.link._opened(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            replies = self._reader.feed(data)
+        except ProtocolError as e:
+            self.broken = str(e)  # said in the link's one "unavailable" line
+            self.transport.abortConnection()
+            return
+        for reply in replies:
+            self.replyReceived(reply)
+
+    def replyReceived(self, reply: Any) -> None:
+        raise NotImplementedError
+
+    def handshake(self) -> Deferred[None]:
+        """What makes a new connection usable (SELECT, SUBSCRIBE)."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        if self.connected and self.transport is not None:
+            self.transport.abortConnection()
+
+    def prepare(self) -> Deferred[None]:
+        """The handshake, bounded by the link's timeout. Fires once the ClientService may
+        have the connection; fails (and closes it: ClientService leaves a connection it
+        refused open) on an error reply, a timeout or a loss, so that the service counts a
+        failed attempt and backs off. Tells the link after the service took it."""
+        ready: Deferred[None] = Deferred(lambda _: self.abort())  # cancelled: stopping
+        timeout = self.link.timeout
+
+        def accepted(_: None) -> None:
+            if ready.called:
+                return  # stopped meanwhile
+            self.accepted = True
+            ready.callback(None)  # the ClientService is in "connected" when this returns
+            if self.connected:
+                self.link._ready(self)
+
+        def refused(failure: Failure) -> None:
+            self.abort()
+            if failure.check(CancelledError, DeferredTimeout, TxTimeoutError):
+                why = f"no answer to {self.what} in {timeout:g} s"
+            elif failure.check(ClusterUnavailable):
+                why = self.why
+            else:
+                why = failure.getErrorMessage() or repr(failure)
+            if not ready.called:  # else cancelled: the link is stopping, nothing to say
+                ready.errback(failure)
+                self.link._failed(why)
+
+        self.handshake().addTimeout(timeout, self.link.reactor).addCallbacks(accepted, refused)
+        return ready
+
+    def failAll(self) -> None:
+        """The connection is gone: every request still waiting fails."""
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
+        self.failAll()
+        self.gone.callback(None)
+        self.link._lost(self)
+
+
+class _Commands(_Connection):
+    """The command connection: requests answered in order, one reply each."""
+
+    what = "SELECT"
+
+    def __init__(self, link: RedisLink) -> None:
+        super().__init__(link)
+        self._waiting: deque[Deferred[Any]] = deque()
+
+    def handshake(self) -> Deferred[None]:
+        return self.execute("SELECT", self.link.db).addCallback(_nothing)
+
+    def execute(self, *args: Arg) -> Deferred[Any]:
+        """Send one command; fires with its reply, or fails with RedisReplyError."""
+        if not self.connected:
+            return fail(ClusterUnavailable("cluster unavailable"))
+        data = encode(args)  # TypeError for a bad argument, before anything is queued
+        d: Deferred[Any] = Deferred()
+        self._waiting.append(d)
+        self.transport.write(data)
+        return d
+
+    def replyReceived(self, reply: Any) -> None:
+        if not self._waiting:
+            return  # nothing asked: cannot happen with Redis, and must not raise here
+        # a request that timed out was cancelled: firing it again does nothing
+        d = self._waiting.popleft()
+        if isinstance(reply, RedisReplyError):
+            d.errback(reply)
+        else:
+            d.callback(reply)
+
+    def failAll(self) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(ClusterUnavailable(f"cluster unavailable: {self.why}"))
+
+
+class _Subscriber(_Connection):
+    """The subscriber connection. Redis answers ``SUBSCRIBE a b`` with one confirmation
+    per channel, interleaved with messages, so this counts them: a request's Deferred fires
+    with its last one."""
+
+    def __init__(self, link: RedisLink) -> None:
+        super().__init__(link)
+        self._message = link._received
+        self._expect: deque[tuple[Deferred[None], list[int]]] = deque()
+        #: the channels this connection's handshake subscribed
+        self.subscribed: set[str] = set()
+
+    def handshake(self) -> Deferred[None]:
+        wanted = sorted(self.link._channels)
+        self.what = "SUBSCRIBE" if wanted else "PING"
+        d = self.request(self.what, *wanted)
+
+        def done(_: None) -> None:
+            self.subscribed = set(wanted)
+
+        return d.addCallback(done)
+
+    def request(self, *args: Arg) -> Deferred[None]:
+        """Send ``SUBSCRIBE``/``UNSUBSCRIBE`` with channels, or ``PING``."""
+        if not self.connected:
+            return fail(ClusterUnavailable("cluster unavailable"))
+        data = encode(args)
+        d: Deferred[None] = Deferred()
+        self._expect.append((d, [max(1, len(args) - 1)]))
+        self.transport.write(data)
+        return d
+
+    def replyReceived(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            self._message(reply[1], reply[2])
+            return
+        if not self._expect:
+            return
+        d, left = self._expect[0]
+        if isinstance(reply, RedisReplyError):
+            self._expect.popleft()
+            d.errback(reply)
+            return
+        left[0] -= 1
+        if left[0] <= 0:
+            self._expect.popleft()
+            d.callback(None)
+
+    def failAll(self) -> None:
+        expect, self._expect = self._expect, deque()
+        for d, _ in expect:
+            d.errback(ClusterUnavailable(f"cluster unavailable: {self.why}"))
+
+
+class _Build(Factory):
+    """Builds one kind of connection for its ClientService, and remembers the last one (the
+    one being connected: a ClientService makes one attempt at a time). Quiet: Factory
+    logs "Starting factory" on each attempt, and a node retrying every few seconds would
+    flood the log."""
+
+    noisy = False
+
+    def __init__(self, make: Callable[[], _Connection]) -> None:
+        self._make = make
+        self.built: _Connection | None = None
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        proto = self._make()
+        proto.factory = self
+        self.built = proto
+        return proto
+
+
+class _Gate(Protocol):
+    """Between the endpoint and ClientService's protocol proxy. ClientService (Twisted 26.10)
+    has no transition for the loss of a connection it never accepted (one whose
+    ``prepareConnection`` failed, or that was lost during it): its proxy would raise
+    ``NoTransition`` out of ``connectionLost``. So until the connection is accepted its
+    loss goes to our protocol alone (``prepare`` already failed the attempt); after, to
+    the proxy, which tells the service. Reads go straight to our protocol."""
+
+    def __init__(self, client: IProtocol, inner: _Connection) -> None:
+        self.client = client  # ClientService's proxy around ``inner``
+        self.inner = inner
+
+    def makeConnection(self, transport: ITransport) -> None:
+        self.connected = True
+        self.transport = transport
+        self.client.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.inner.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
+        if self.inner.accepted:
+            self.client.connectionLost(reason)
+        else:
+            self.inner.connectionLost(reason)
+
+
+class _Gates(Factory):
+    noisy = False
+
+    def __init__(self, client: IProtocolFactory, build: _Build) -> None:
+        self._client = client
+        self._build = build
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        if addr is None:  # endpoints always say where the connection goes
+            return None
+        client = self._client.buildProtocol(addr)  # our protocol, in ClientService's proxy
+        inner = self._build.built
+        if client is None or inner is None:
+            return None
+        return _Gate(client, inner)
+
+
+@implementer(IStreamClientEndpoint)
+class _GatedEndpoint:
+    """The endpoint a ClientService connects through: the real one, with a :class:`_Gate`
+    on each connection, and failed attempts reported to the link (ClientService only
+    retries them, quietly)."""
+
+    def __init__(
+        self, endpoint: IStreamClientEndpoint, build: _Build, failed: Callable[[str], None]
+    ) -> None:
+        self._endpoint = endpoint
+        self._build = build
+        self._failed = failed
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        def opened(gate: _Gate) -> IProtocol:
+            return gate.client
+
+        def failed(failure: Failure) -> Failure:
+            if not failure.check(CancelledError, ConnectingCancelledError):  # not stopping
+                self._failed(failure.getErrorMessage() or repr(failure))
+            return failure
+
+        d = self._endpoint.connect(_Gates(protocolFactory, self._build))
+        return d.addCallbacks(opened, failed)
+
+
+class _Service(ClientService):
+    """A ClientService that keeps quiet: its own logger says "Scheduling retry N ..." on
+    every attempt, and the link says one line per outage instead."""
+
+    _log = Logger(observer=LogPublisher())
+
+
+@define(eq=False)
+class Script:
+    """A Lua script run by its SHA1 (``EVALSHA``); when Redis no longer has it (restarted,
+    ``SCRIPT FLUSH``) the ``NOSCRIPT`` error is answered by sending the source (``EVAL``),
+    which caches it again."""
+
+    link: RedisLink
+    source: str
+    sha: str = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def __call__(self, keys: list[str], args: list[str | int | bytes]) -> Deferred[Any]:
+        tail = (len(keys), *keys, *args)
+
+        def again(failure: Failure) -> Deferred[Any] | Failure:
+            if failure.check(RedisReplyError) and str(failure.value).startswith("NOSCRIPT"):
+                return self.link.call("EVAL", self.source, *tail)
+            return failure
+
+        return self.link.call("EVALSHA", self.sha, *tail).addErrback(again)
+
+
+def _is_reactor(_inst: Any, _attr: Any, value: Any) -> None:
+    if not (IReactorTCP.providedBy(value) and IReactorTime.providedBy(value)):
+        raise TypeError("RedisLink needs a reactor with IReactorTCP and IReactorTime")
+
+
+@define(eq=False)
+class RedisLink:
+    """A node's link to Redis. :meth:`start` connects and keeps reconnecting (0.1 s doubling
+    to 5 s) until :meth:`stop`. ``on_up`` runs each time the link becomes usable, after the
+    subscriptions are in place, so the caller can republish its state; ``on_down`` once per
+    outage (not on :meth:`stop`, nor when the first connection fails: the link starts down).
+    ``on_message(channel, payload)`` gets every message on a subscribed channel while the
+    link is up. Exceptions from the callbacks are logged, never raised into the reactor.
+
+    Its life is :mod:`shellserver.hub.cluster.linkstate`'s machine (``state`` names where it
+    is); this class is what the machine drives: two ClientServices and their connections.
+    """
+
+    host: str
+    port: int
+    db: int
+    #: Both IReactorTCP (connecting) and IReactorTime (timeouts, backoff).
+    reactor: IReactorTime = field(validator=_is_reactor)
+    on_up: Callable[[], None]
+    on_down: Callable[[], None]
+    on_message: Callable[[str, bytes], None]
+    timeout: float = TIMEOUT
+
+    #: Where the machine is: stopped, connecting, up or down (written by its transitions).
+    state: str = field(default="stopped", init=False)
+    _machine: LinkInputs = field(init=False)
+    _services: list[ClientService] = field(factory=list, init=False)
+    #: The prepared connections (both, while up; one or none while connecting or down).
+    _commands: _Commands | None = field(default=None, init=False)
+    _subscriber: _Subscriber | None = field(default=None, init=False)
+    #: Every connection made and not yet lost, prepared or not.
+    _open: set[_Connection] = field(factory=set, init=False)
+    _stopping: list[Deferred[None]] = field(factory=list, init=False)
+    #: What the caller wants subscribed, and what Redis has confirmed on this connection.
+    _channels: set[str] = field(factory=set, init=False)
+    _subscribed: set[str] = field(factory=set, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._machine = LinkMachine(self)
+        url = RedisURL(self.host, self.port, self.db)
+        endpoint = endpoint_for(self.reactor, url, self.timeout)
+        for make in (lambda: _Commands(self), lambda: _Subscriber(self)):
+            build = _Build(make)
+            self._services.append(
+                _Service(
+                    _GatedEndpoint(endpoint, build, self._failed),
+                    build,
+                    retryPolicy=_retry_policy,
+                    clock=self.reactor,
+                    prepareConnection=_prepare,
+                )
+            )
+
+    @property
+    def available(self) -> bool:
+        """Connected, selected and subscribed: commands are sent now."""
+        return self.state == "up"
+
+    @property
+    def address(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, and keep reconnecting until :meth:`stop`."""
+        self._machine.start()
+
+    def stop(self) -> Deferred[None]:
+        """Stop reconnecting and close the connections; fires once both are closed.
+        Calls still waiting fail with ClusterUnavailable."""
+        d: Deferred[None] = Deferred()
+        self._stopping.append(d)
+        self._machine.stop()
+        return d
+
+    # -- commands ---------------------------------------------------------------------
+
+    def call(self, *args: Arg) -> Deferred[Any]:
+        """One Redis command, e.g. ``call("HSET", key, field, value)``."""
+        proto = self._commands
+        if self.state != "up" or proto is None:
+            return fail(ClusterUnavailable("cluster unavailable"))
+        try:
+            d = proto.execute(*args)
+        except Exception:
+            return fail()
+        return self._guard(d, str(args[0]) if args else "?", proto)
+
+    def script(self, source: str) -> Script:
+        """A Lua script, run by its SHA1 once Redis has it (:class:`Script`)."""
+        return Script(self, source)
+
+    def publish(self, channel: str, data: bytes) -> Deferred[int]:
+        """Fires with the number of subscribers (across the cluster) that received it."""
+        return self.call("PUBLISH", channel, data)
+
+    def subscribe(self, *channels: str) -> Deferred[None]:
+        """Add channels; they stay subscribed across reconnects. Fires once Redis confirmed,
+        or at once while the link is down (``on_up`` then says they are in place)."""
+        self._channels.update(channels)
+        return self._sync()
+
+    def unsubscribe(self, *channels: str) -> Deferred[None]:
+        """Drop channels (at once while the link is down: the next connection skips them)."""
+        self._channels.difference_update(channels)
+        return self._sync()
+
+    def _sync(self) -> Deferred[None]:
+        sub = self._subscriber
+        if self.state != "up" or sub is None:
+            return succeed(None)
+        add = sorted(self._channels - self._subscribed)
+        drop = sorted(self._subscribed - self._channels)
+        self._subscribed = set(self._channels)
+        waits = []
+        if add:
+            waits.append(self._guard(sub.request("SUBSCRIBE", *add), "SUBSCRIBE", sub))
+        if drop:
+            waits.append(self._guard(sub.request("UNSUBSCRIBE", *drop), "UNSUBSCRIBE", sub))
+        # an outage is the link's business (on_down, resubscribe on on_up), not the caller's
+        return gatherResults(waits, consumeErrors=True).addBoth(_nothing)
+
+    def _guard(self, d: Deferred[Any], what: str, proto: _Connection) -> Deferred[Any]:
+        """Bound a request by ``timeout``; no answer means Redis is wedged: drop the link."""
+
+        def map_error(failure: Failure) -> Failure:
+            if failure.check(CancelledError, DeferredTimeout, TxTimeoutError):
+                if proto is self._commands or proto is self._subscriber:
+                    self._machine.failed(f"no answer to {what} in {self.timeout:g} s")
+                return Failure(ClusterUnavailable("cluster unavailable: Redis did not answer"))
+            return failure
+
+        d.addTimeout(self.timeout, self.reactor)
+        return d.addErrback(map_error)
+
+    # -- what the connections report ----------------------------------------------------
+
+    def _opened(self, proto: _Connection) -> None:
+        self._open.add(proto)
+
+    def _ready(self, proto: _Connection) -> None:
+        """``proto`` is prepared and its ClientService has it."""
+        if isinstance(proto, _Commands):
+            self._commands = proto
+        elif isinstance(proto, _Subscriber):
+            self._subscriber = proto
+            self._subscribed = set(proto.subscribed)
+        if self._commands is not None and self._subscriber is not None:
+            self._machine.connected()
+
+    def _failed(self, why: str) -> None:
+        """An attempt failed: not connected, or not prepared."""
+        self._machine.failed(why)
+
+    def _lost(self, proto: _Connection) -> None:
+        self._open.discard(proto)
+        if proto is self._commands:
+            self._commands = None
+        elif proto is self._subscriber:
+            self._subscriber = None
+            self._subscribed = set()
+        else:
+            return  # not prepared (prepare reports it), or already dropped
+        self._machine.failed(proto.why)
+
+    # -- what the machine does (shellserver.hub.cluster.linkstate.LinkCore) ----------------
+
+    def _connect(self) -> None:
+        for service in self._services:
+            service.startService()
+
+    def _close(self) -> None:
+        waits = [service.stopService() for service in self._services]
+        self._drop()
+        for proto in list(self._open):
+            proto.abort()  # one being prepared (stopService cancels it too)
+        waits += [proto.gone for proto in self._open]
+        stopping, self._stopping = self._stopping, []
+
+        def closed(_: object) -> None:
+            for d in stopping:
+                d.callback(None)
+
+        gatherResults(waits, consumeErrors=True).addBoth(closed)
+
+    def _drop(self) -> None:
+        """Forget both prepared connections and close them."""
+        protos = [p for p in (self._commands, self._subscriber) if p is not None]
+        self._commands = self._subscriber = None
+        self._subscribed = set()
+        for p in protos:
+            p.abort()
+
+    def _went_up(self) -> None:
+        _log.info("cluster: connected to {address}", address=self.address)
+        self._sync()  # channels added while the connections were being prepared
+        self._safely(self.on_up)
+
+    def _went_down(self) -> None:
+        self._safely(self.on_down)
+
+    def _log_down(self, why: str) -> None:
+        _log.warn(
+            "cluster: {address} unavailable ({why}); acting locally, reconnecting",
+            address=self.address,
+            why=why,
+        )
+
+    # -- callbacks --------------------------------------------------------------------
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        if self.state == "up":
+            self._safely(self.on_message, channel.decode("utf-8", "replace"), data)
+
+    def _safely(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            _log.failure("cluster: the {name} callback failed", name=getattr(fn, "__name__", fn))
+
+
+def _prepare(client: IProtocol) -> Deferred[None]:
+    """ClientService's ``prepareConnection``: it hands over its proxy, which passes
+    attribute lookups on to our protocol."""
+    return cast(_Connection, client).prepare()

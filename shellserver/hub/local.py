@@ -1,0 +1,419 @@
+"""The connection table: the only way one session reaches another.
+
+The factory holds one hub; commands ask it to deliver, broadcast, list and
+log out, and never touch another session's protocol. ``IHub`` methods return
+Deferreds because a clustered hub (Redis) will be asynchronous; callers
+``await`` them from the start.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import Attribute, Interface, implementer
+
+from shellserver.hub.fanout import Fanout
+from shellserver.hub.record import Delivery as Delivery
+from shellserver.hub.record import SessionInfo
+from shellserver.hub.rooms import Member, RoomInfo, RoomTable
+from shellserver.hub.session import Session
+from shellserver.text.message import Message as Message  # re-exported: where callers find it
+
+
+class ClusterUnavailable(Exception):
+    """The other nodes cannot be reached (Redis is down or does not answer)."""
+
+
+class IHub(Interface):
+    node = Attribute("This node's name: the ``node`` of the sessions attached here.")
+    on_announce = Attribute("Called with (kind, fields) for another node's ``announce``.")
+
+    def allocate_tty(kind: str) -> Deferred[str]:
+        """A free terminal name such as ``tel/3`` (lowest free number, like ptys), unique
+        across the cluster."""
+
+    def attach(session: Session) -> Deferred[None]:
+        """Make this node's ``session`` reachable (from every node)."""
+
+    def detach(session: Session) -> Deferred[None]:
+        """Forget ``session`` and free its tty name (twice is harmless)."""
+
+    def local_sessions() -> list[Session]:
+        """This node's own live sessions (the idle scan, the shutdown's last notice)."""
+
+    def counts() -> tuple[int, int]:
+        """(sessions, users) online, at once (``status``, the wall counters)."""
+
+    def nodes() -> list[str]:
+        """The live nodes' names, sorted (``status``): this one alone when not clustered;
+        clustered, those of the last heartbeat (none while Redis cannot be reached)."""
+
+    def sessions() -> Deferred[list[SessionInfo]]:
+        """Everyone online, in login order: records, not objects."""
+
+    def sessions_of(user: str) -> Deferred[list[SessionInfo]]:
+        """``user``'s sessions, in login order."""
+
+    def sessions_of_now(user: str) -> list[SessionInfo]:
+        """The same, at once: both hubs know it without a round trip (``write``'s hot path:
+        awaiting an already-fired Deferred costs more than the lookup)."""
+
+    def admit(
+        user: str, session_id: int, limit: int, replace: bool
+    ) -> Deferred[list[SessionInfo] | None]:
+        """``--max-sessions``: may ``user`` have one more session (``session_id``, about to be
+        attached)? None: refuse; else the sessions to end first (empty when under the limit).
+
+        The check and the claim are one step, so two logins at once cannot both pass.
+        """
+
+    def release(user: str, session_id: int) -> None:
+        """A login that ``admit`` let in was abandoned before ``attach``: free its claim."""
+
+    def changed(session: Session) -> Deferred[None]:
+        """``session``'s mesg, idle time or command changed: let the other nodes know
+        (mesg at once, the rest at a bounded rate). Fires once the cluster has it."""
+
+    def ready() -> Deferred[None]:
+        """Fires once the hub can serve a login (a cluster node: has joined, or gave up
+        waiting and serves locally)."""
+
+    def deliver(
+        to: SessionInfo, message: Message, sender: str | None = None
+    ) -> Deferred[Delivery]:
+        """Show ``message`` to one session. With ``sender``, the recipient's ``mesg n`` and
+        ignore list refuse it (``write``); without, it is shown whatever they say (notices)."""
+
+    def deliver_now(
+        to: SessionInfo, message: Message, sender: str | None = None
+    ) -> Delivery | None:
+        """``deliver`` at once when ``to`` is on this node; None when it is not (then
+        ``deliver``)."""
+
+    def broadcast(message: Message) -> Deferred[tuple[int, int]]:
+        """Show ``message`` to every session, whatever their mesg; (reached, dropped)."""
+
+    def broadcast_here(message: Message) -> tuple[int, int]:
+        """Show ``message`` to this node's sessions only (each node warns its own of a
+        shutdown that every node runs)."""
+
+    def announce(kind: str, fields: dict[str, Any]) -> None:
+        """Tell the other nodes (``on_announce`` there): a shutdown scheduled or cancelled."""
+
+    def logout_user(user: str, message: Message | None) -> Deferred[int]:
+        """Show ``message`` to each of ``user``'s sessions, then end them; how many."""
+
+    def end_session(to: SessionInfo, message: Message | None) -> Deferred[None]:
+        """Show ``message`` to one session, then end it (idle logout, ``--on-max replace``)."""
+
+    # -- people and rooms (SPEC §11): plain data in and out, so Redis can hold it --------
+
+    def set_ignores(user: str, names: frozenset[str] | None) -> None:
+        """``user``'s ignore list while they have a session (None: forget it).
+
+        Kept next to the sessions so checking it on the ``write`` path is a lookup, not a
+        store round trip; a clustered hub keeps a local copy of the same records.
+        """
+
+    def ignores(user: str) -> frozenset[str]:
+        """Whom ``user`` ignores (empty when unknown or offline)."""
+
+    def join_room(
+        room: str, session_id: int, user: str, tty: str, max_rooms: int, max_members: int
+    ) -> Deferred[str]:
+        """Add a session to ``room``, creating it (``user`` its creator) on first join.
+
+        One of ``rooms.CREATED``, ``JOINED``, ``ALREADY``, ``ROOM_FULL``, ``TOO_MANY``.
+        """
+
+    def part_room(room: str, session_id: int) -> Deferred[bool]:
+        """Take a session out of ``room``; False if it was not in it. An empty room is gone."""
+
+    def part_all_rooms(session_id: int) -> Deferred[list[str]]:
+        """Take a session out of every room (it ended); the rooms it was in."""
+
+    def rooms_of(session_id: int) -> Deferred[list[str]]:
+        """The rooms a session is in, in joining order."""
+
+    def room(room: str) -> Deferred[RoomInfo | None]:
+        """One room's creator, topic and member count; None if there is no such room."""
+
+    def room_list() -> Deferred[list[RoomInfo]]:
+        """Every room, by name."""
+
+    def room_members(room: str) -> Deferred[list[Member]]:
+        """A room's sessions (id, user, tty), in joining order."""
+
+    def set_room_topic(room: str, topic: str) -> Deferred[bool]:
+        """False if there is no such room."""
+
+    def send_room(
+        room: str, message: Message, sender: str, skip: int | None = None
+    ) -> Deferred[tuple[int, int]]:
+        """Show ``message`` to the room's sessions (but ``skip``), except those whose user
+        ignores ``sender``; (reached, dropped): the output cap may drop some."""
+
+    def room_names() -> list[str]:
+        """The room names, sorted, at once (for Tab completion: no Deferred on a keypress)."""
+
+
+@implementer(IHub)
+class Hub:
+    """The in-memory hub of a single server process (and each node's local table in a
+    cluster: :class:`shellserver.hub.cluster.hub.RedisHub` keeps one for its own sessions)."""
+
+    def __init__(self, node: str = "", clock: IReactorTime | None = None) -> None:
+        self.node = node
+        #: Room lines to many members, a slice per reactor turn (fanout.py); without a
+        #: clock, all at once.
+        self.fanout = Fanout(clock)
+        self.on_announce: Callable[[str, dict[str, Any]], None] | None = None
+        #: What ends a session's membership when the hub ends it: this hub's ``detach``, or
+        #: the clustered hub's that holds this one as its local table.
+        self.detacher: Callable[[Session], object] = self.detach
+        self._by_id: dict[int, Session] = {}
+        self._by_user: dict[str, list[Session]] = {}
+        self._free: dict[str, list[int]] = {}
+        self._next_tty: dict[str, int] = {}
+        self._rooms = RoomTable()
+        self._ignores: dict[str, frozenset[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def users(self) -> int:
+        return len(self._by_user)
+
+    def counts(self) -> tuple[int, int]:
+        return len(self._by_id), len(self._by_user)
+
+    def nodes(self) -> list[str]:
+        return [self.node]
+
+    def allocate_tty(self, kind: str) -> Deferred[str]:
+        return succeed(self.take_tty(kind))
+
+    def take_tty(self, kind: str) -> str:
+        free = self._free.get(kind)
+        if free:
+            number = heapq.heappop(free)
+        else:
+            number = self._next_tty.get(kind, 0)
+            self._next_tty[kind] = number + 1
+        return f"{kind}/{number}"
+
+    def release_tty(self, tty: str) -> None:
+        kind, _, number = tty.partition("/")
+        if number.isdigit():
+            heapq.heappush(self._free.setdefault(kind, []), int(number))
+
+    def attach(self, session: Session) -> Deferred[None]:
+        self.add(session)
+        return succeed(None)
+
+    def add(self, session: Session) -> None:
+        self._by_id[session.id] = session
+        self._by_user.setdefault(session.user, []).append(session)
+
+    def detach(self, session: Session) -> Deferred[None]:
+        if self.remove(session):
+            self.release_tty(session.tty)
+        return succeed(None)
+
+    def remove(self, session: Session) -> bool:
+        """Take ``session`` out of the tables; False if it was not in them."""
+        if self._by_id.pop(session.id, None) is None:
+            return False
+        mine = self._by_user[session.user]
+        mine.remove(session)
+        if not mine:
+            del self._by_user[session.user]
+        return True
+
+    def local_sessions(self) -> list[Session]:
+        return list(self._by_id.values())
+
+    def local(self, session_id: int) -> Session | None:
+        return self._by_id.get(session_id)
+
+    def local_of(self, user: str) -> list[Session]:
+        return list(self._by_user.get(user, ()))
+
+    def local_users(self) -> list[str]:
+        return list(self._by_user)
+
+    def announce(self, kind: str, fields: dict[str, Any]) -> None:
+        pass  # no other node
+
+    def sessions(self) -> Deferred[list[SessionInfo]]:
+        return succeed(list(self._by_id.values()))
+
+    def sessions_of(self, user: str) -> Deferred[list[SessionInfo]]:
+        return succeed(list(self._by_user.get(user, ())))
+
+    def sessions_of_now(self, user: str) -> list[SessionInfo]:
+        return list(self._by_user.get(user, ()))
+
+    def admit(
+        self, user: str, session_id: int, limit: int, replace: bool
+    ) -> Deferred[list[SessionInfo] | None]:
+        mine = self._by_user.get(user, ())
+        if len(mine) < limit:
+            return succeed([])
+        if not replace:
+            return succeed(None)
+        return succeed(list(mine[: len(mine) - limit + 1]))
+
+    def release(self, user: str, session_id: int) -> None:
+        pass  # admit claimed nothing: one process attaches without a gap
+
+    def changed(self, session: Session) -> Deferred[None]:
+        return succeed(None)  # everyone reads the live session
+
+    def ready(self) -> Deferred[None]:
+        return succeed(None)
+
+    def deliver(
+        self, to: SessionInfo, message: Message, sender: str | None = None
+    ) -> Deferred[Delivery]:
+        return succeed(self.deliver_here(to.id, message, sender))
+
+    def deliver_now(
+        self, to: SessionInfo, message: Message, sender: str | None = None
+    ) -> Delivery | None:
+        return self.deliver_here(to.id, message, sender)
+
+    def deliver_here(self, session_id: int, message: Message, sender: str | None) -> Delivery:
+        session = self._by_id.get(session_id)
+        if session is None or not session.terminal.connected:
+            return Delivery.GONE
+        if sender is not None and (
+            not session.mesg or sender in self._ignores.get(session.user, _NOBODY)
+        ):
+            return Delivery.REFUSED
+        return Delivery.DELIVERED if session.deliver(message) else Delivery.DROPPED
+
+    def broadcast(self, message: Message) -> Deferred[tuple[int, int]]:
+        return succeed(self.broadcast_here(message))
+
+    def broadcast_here(self, message: Message) -> tuple[int, int]:
+        sessions = list(self._by_id.values())
+        reached = 0
+        for session in sessions:
+            reached += session.deliver(message)
+        return reached, len(sessions) - reached
+
+    def logout_user(self, user: str, message: Message | None) -> Deferred[int]:
+        return succeed(self.logout_here(user, message))
+
+    def logout_here(self, user: str, message: Message | None) -> int:
+        mine = list(self._by_user.get(user, ()))
+        for session in mine:
+            self.end_here(session.id, message)
+        return len(mine)
+
+    def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
+        self.end_here(to.id, message)
+        return succeed(None)
+
+    def end_here(self, session_id: int, message: Message | None) -> None:
+        """Tell, close, and detach at once: the slot is free before the connection is gone."""
+        session = self._by_id.get(session_id)
+        if session is None:
+            return
+        if message is not None:
+            session.deliver(message)
+        session.disconnect()
+        self.detacher(session)
+
+    # -- people and rooms (SPEC §11) ----------------------------------------------------
+
+    def set_ignores(self, user: str, names: frozenset[str] | None) -> None:
+        if names:
+            self._ignores[user] = names
+        else:
+            self._ignores.pop(user, None)
+
+    def ignores(self, user: str) -> frozenset[str]:
+        return self._ignores.get(user, _NOBODY)
+
+    def join_room(
+        self, room: str, session_id: int, user: str, tty: str, max_rooms: int, max_members: int
+    ) -> Deferred[str]:
+        member = Member(session_id, user, tty, self.node)
+        return succeed(self._rooms.join(room, member, max_rooms, max_members))
+
+    def part_room(self, room: str, session_id: int) -> Deferred[bool]:
+        return succeed(self._rooms.part(room, session_id))
+
+    def part_all_rooms(self, session_id: int) -> Deferred[list[str]]:
+        return succeed(self._rooms.part_all(session_id))
+
+    def rooms_of(self, session_id: int) -> Deferred[list[str]]:
+        return succeed(self._rooms.rooms_of(session_id))
+
+    def room(self, room: str) -> Deferred[RoomInfo | None]:
+        return succeed(self._rooms.info(room))
+
+    def room_list(self) -> Deferred[list[RoomInfo]]:
+        return succeed(self._rooms.infos())
+
+    def room_members(self, room: str) -> Deferred[list[Member]]:
+        return succeed(self._rooms.members(room))
+
+    def set_room_topic(self, room: str, topic: str) -> Deferred[bool]:
+        return succeed(self._rooms.set_topic(room, topic))
+
+    def send_room(
+        self, room: str, message: Message, sender: str, skip: int | None = None
+    ) -> Deferred[tuple[int, int]]:
+        counts = self.deliver_members(self._rooms.members(room), message, sender, skip)
+        return counts.addCallback(_reached_dropped)
+
+    def deliver_members(
+        self,
+        members: Sequence[Member | int],
+        message: Message,
+        sender: str,
+        skip: int | None = None,
+        ignoring: Callable[[str], frozenset[str]] | None = None,
+    ) -> Deferred[list[int]]:
+        """``message`` to this node's sessions among ``members`` (Members, or bare session
+        ids), but ``skip`` and those whose user ignores ``sender``, paced by the fan-out:
+        fires with [reached, tried]. The message is the same object for all (encoded once
+        per kind of wire); each member costs a lookup and its terminal's lead. ``ignoring``
+        tells whom a user ignores (a clustered hub's lists; by default this hub's)."""
+        ignores, by_id = self._ignores, self._by_id
+        counts = [0, 0]
+
+        def step(member: Member | int) -> None:
+            session_id = member if isinstance(member, int) else member.session_id
+            if session_id == skip:
+                return
+            session = by_id.get(session_id)
+            if session is None:
+                return
+            if ignoring is not None:
+                if sender in ignoring(session.user):
+                    return
+            elif ignores and sender in ignores.get(session.user, _NOBODY):
+                return
+            counts[1] += 1
+            counts[0] += session.deliver(message)
+
+        return self.fanout.run(members, step).addCallback(lambda _: counts)
+
+    def room_names(self) -> list[str]:
+        return self._rooms.names()
+
+
+_NOBODY: frozenset[str] = frozenset()
+
+
+def _reached_dropped(counts: list[int]) -> tuple[int, int]:
+    reached, tried = counts
+    return reached, tried - reached

@@ -1,0 +1,2 @@
+"""The process's own parts: metrics, worker threads, GC policy, lag probe, admission and rate
+limits."""

@@ -1,0 +1,166 @@
+"""Administrators' commands in a session: kick, useradd, userdel, lock, unlock, shutdown."""
+
+from __future__ import annotations
+
+import time
+
+from shellserver.shell import adminops
+from shellserver.shell.commands.account import ask_new_password
+from shellserver.shell.commands.registry import Context, UsageError, command
+from shellserver.shell.shutdown import USAGE, invalid_time, parse_when
+from shellserver.store.accounts import (
+    ROLE_ADMIN,
+    ROLE_USER,
+    LastAdmin,
+    NoSuchUser,
+    UserExists,
+    username_problem,
+)
+from shellserver.text.sanitize import careful
+from shellserver.text.words import counted
+
+
+@command(
+    "kick",
+    usage="kick USER [REASON...]",
+    admin=True,
+    help="End all of USER's sessions; each is told who did it and why.",
+)
+async def kick(ctx: Context, args: list[str]) -> None:
+    if not args:
+        raise UsageError()
+    user = args[0]
+    reason = " ".join(args[1:]) or "no reason given"
+    count = await adminops.kick(ctx.server, ctx.session.user, ctx.where(), user, reason)
+    if not count:
+        ctx.fail(f"{careful(user)} is not logged in")
+        return
+    ctx.write(f"kick: ended {counted(count, 'session')} of {careful(user)}\n")
+
+
+@command(
+    "useradd",
+    usage="useradd NAME [--admin]",
+    admin=True,
+    help="Create an account; asks for its password twice.",
+)
+async def useradd(ctx: Context, args: list[str]) -> None:
+    flags = [a for a in args if a.startswith("-")]
+    names = [a for a in args if not a.startswith("-")]
+    if len(names) != 1 or any(f != "--admin" for f in flags):
+        raise UsageError()
+    name, role = names[0], ROLE_ADMIN if flags else ROLE_USER
+    problem = username_problem(name, registering=True)
+    if problem is not None:
+        ctx.fail(problem)
+        return
+    if await ctx.server.store.get(name) is not None:
+        ctx.fail(f"user '{careful(name)}' already exists")
+        return
+    password = await ask_new_password(ctx)
+    if password is None:
+        return
+    try:
+        await adminops.add_user(ctx.server, ctx.session.user, ctx.where(), name, password, role)
+    except UserExists:
+        ctx.fail(f"user '{careful(name)}' already exists")
+        return
+    ctx.write(f"useradd: created {role} account {name}\n")
+
+
+def _other_user(ctx: Context, args: list[str]) -> str | None:
+    if len(args) != 1:
+        raise UsageError()
+    if args[0] == ctx.session.user:
+        ctx.fail("you cannot do that to your own account")
+        return None
+    return args[0]
+
+
+@command(
+    "userdel",
+    usage="userdel NAME",
+    admin=True,
+    help="Delete an account (logs it out). The last administrator is never deleted.",
+)
+async def userdel(ctx: Context, args: list[str]) -> None:
+    name = _other_user(ctx, args)
+    if name is None:
+        return
+    try:
+        await adminops.delete_user(ctx.server, ctx.session.user, ctx.where(), name)
+    except NoSuchUser:
+        ctx.fail(f"user '{careful(name)}' does not exist")
+        return
+    except LastAdmin as e:
+        ctx.fail(str(e))
+        return
+    ctx.write(f"userdel: deleted {careful(name)}\n")
+
+
+async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
+    name = _other_user(ctx, args)
+    if name is None:
+        return
+    try:
+        await adminops.set_locked(ctx.server, ctx.session.user, ctx.where(), name, locked)
+    except NoSuchUser:
+        ctx.fail(f"user '{careful(name)}' does not exist")
+        return
+    except LastAdmin as e:
+        ctx.fail(str(e))
+        return
+    ctx.write(f"{ctx.name}: {careful(name)} is {'locked' if locked else 'unlocked'}\n")
+
+
+@command(
+    "lock",
+    usage="lock NAME",
+    admin=True,
+    help="Lock an account and log it out. The last administrator is never locked.",
+)
+async def lock(ctx: Context, args: list[str]) -> None:
+    await _set_locked(ctx, args, True)
+
+
+@command("unlock", usage="unlock NAME", admin=True, help="Unlock a locked account.")
+async def unlock(ctx: Context, args: list[str]) -> None:
+    await _set_locked(ctx, args, False)
+
+
+@command(
+    "shutdown",
+    usage=USAGE,
+    admin=True,
+    help="""
+Stop the server in MIN minutes, at HH:MM, or now, telling everyone.
+
+The time comes first: +MIN, HH:MM (server time, today or tomorrow) or now;
+alone, shutdown means +1. TEXT is shown with every warning. Everyone is
+warned at once and again at 180, 150, 130, 100, 70, 55, 40 and 25 minutes
+left, then every minute for the last 10. New logins are refused in the last
+5 minutes. 'shutdown -c' cancels and tells everyone.
+""",
+)
+def shutdown(ctx: Context, args: list[str]) -> None:
+    schedule = ctx.server.shutdown
+    if schedule is None:
+        ctx.fail("not available in this server")
+        return
+    me = ctx.session
+    if args[:1] == ["-c"]:
+        if len(args) > 1:
+            raise UsageError()
+        if not schedule.cancel(me.user, me.tty, ctx.where()):
+            ctx.fail("no shutdown is scheduled")
+        return
+    minutes: float = 1
+    if args:
+        parsed = parse_when(args[0], ctx.now())
+        if parsed is None:
+            raise UsageError(invalid_time(args[0]))
+        minutes = parsed
+    at = schedule.schedule(minutes, " ".join(args[1:]), me.user, me.tty, ctx.where())
+    if minutes:
+        stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(at))
+        ctx.write(f"Shutdown scheduled for {stamp}, use 'shutdown -c' to cancel.\n")

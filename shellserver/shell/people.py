@@ -1,0 +1,225 @@
+"""Saved (offline) messages and ignore lists: the store's side of SPEC §11, and what a login
+and a logout do with them.
+
+The SQL runs on the store's one database thread (``AccountStore.run_db``), like the rest of the
+account store. The online ``write`` path never comes here: ignore lists are loaded into the hub
+at login and kept there while the user has a session, so checking one is a dict lookup.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Protocol
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+
+from shellserver.hub.local import IHub, Message
+from shellserver.hub.rooms import left_text
+from shellserver.hub.session import Session
+from shellserver.ops.metrics import Metrics
+from shellserver.store.accounts import AccountDB, AccountStore, LoginRecord, username_problem
+
+
+class PeopleServices(Protocol):
+    """What a login and a logout use here (``Server`` provides it)."""
+
+    store: AccountStore
+    hub: IHub
+    metrics: Metrics
+
+
+#: Saved messages kept per recipient, read or not (SPEC §11).
+MAILBOX_LIMIT = 100
+#: Bytes (UTF-8) of one saved message.
+MESSAGE_LIMIT = 4096
+#: Names on one user's ignore list.
+IGNORE_LIMIT = 100
+
+# What saving a message (or checking first) comes to.
+SAVED = "saved"
+NO_USER = "no-user"
+IGNORED = "ignored"
+FULL = "full"
+
+# What ``ignore`` comes to.
+ADDED = "added"
+ALREADY = "already"
+
+
+@frozen
+class SavedMessage:
+    id: int
+    sender: str
+    sent: float
+    #: As typed: invalid UTF-8 kept as surrogates; sanitised only when shown.
+    text: str
+    read: bool
+
+
+def to_blob(text: str) -> bytes:
+    """Text as stored: the bytes typed, invalid UTF-8 included (SQLite TEXT refuses those)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _tx(db: AccountDB) -> Any:
+    return db._transaction()
+
+
+def _conn(db: AccountDB) -> sqlite3.Connection:
+    return db._db
+
+
+def _mailbox_state(conn: sqlite3.Connection, recipient: str, sender: str) -> str:
+    if conn.execute("SELECT 1 FROM users WHERE name=?", (recipient,)).fetchone() is None:
+        return NO_USER
+    if conn.execute(
+        "SELECT 1 FROM ignores WHERE user=? AND ignored=?", (recipient, sender)
+    ).fetchone():
+        return IGNORED
+    (count,) = conn.execute(
+        "SELECT count(*) FROM messages WHERE recipient=?", (recipient,)
+    ).fetchone()
+    return FULL if count >= MAILBOX_LIMIT else SAVED
+
+
+def mailbox_state(db: AccountDB, recipient: str, sender: str) -> str:
+    """Whether a message from ``sender`` could be saved for ``recipient`` now."""
+    return _mailbox_state(_conn(db), recipient, sender)
+
+
+def save_message(db: AccountDB, recipient: str, sender: str, body: bytes, when: float) -> str:
+    """Check and save in one transaction, so two senders cannot overfill a mailbox."""
+    with _tx(db):
+        state = _mailbox_state(_conn(db), recipient, sender)
+        if state == SAVED:
+            _conn(db).execute(
+                "INSERT INTO messages (recipient, sender, sent, body) VALUES (?,?,?,?)",
+                (recipient, sender, when, body),
+            )
+    return state
+
+
+def saved_messages(db: AccountDB, user: str) -> list[SavedMessage]:
+    rows = (
+        _conn(db)
+        .execute(
+            "SELECT id, sender, sent, body, read FROM messages "
+            "WHERE recipient=? ORDER BY id LIMIT ?",
+            (user, MAILBOX_LIMIT),
+        )
+        .fetchall()
+    )
+    return [
+        SavedMessage(r[0], r[1], r[2], bytes(r[3]).decode("utf-8", "surrogateescape"), bool(r[4]))
+        for r in rows
+    ]
+
+
+def mark_read(db: AccountDB, user: str, ids: list[int]) -> None:
+    with _tx(db):
+        _conn(db).executemany(
+            "UPDATE messages SET read=1 WHERE recipient=? AND id=?", [(user, i) for i in ids]
+        )
+
+
+def delete_messages(db: AccountDB, user: str, ids: list[int]) -> None:
+    with _tx(db):
+        _conn(db).executemany(
+            "DELETE FROM messages WHERE recipient=? AND id=?", [(user, i) for i in ids]
+        )
+
+
+def ignore_list(db: AccountDB, user: str) -> list[str]:
+    rows = (
+        _conn(db)
+        .execute("SELECT ignored FROM ignores WHERE user=? ORDER BY ignored", (user,))
+        .fetchall()
+    )
+    return [r[0] for r in rows]
+
+
+def add_ignore(db: AccountDB, user: str, other: str) -> str:
+    """Ignoring someone also discards what they saved for you: it is never delivered."""
+    conn = _conn(db)
+    with _tx(db):
+        if conn.execute("SELECT 1 FROM users WHERE name=?", (other,)).fetchone() is None:
+            return NO_USER
+        if conn.execute(
+            "SELECT 1 FROM ignores WHERE user=? AND ignored=?", (user, other)
+        ).fetchone():
+            return ALREADY
+        (count,) = conn.execute("SELECT count(*) FROM ignores WHERE user=?", (user,)).fetchone()
+        if count >= IGNORE_LIMIT:
+            return FULL
+        conn.execute("INSERT INTO ignores (user, ignored) VALUES (?,?)", (user, other))
+        conn.execute("DELETE FROM messages WHERE recipient=? AND sender=?", (user, other))
+    return ADDED
+
+
+def remove_ignore(db: AccountDB, user: str, other: str) -> bool:
+    with _tx(db):
+        cur = _conn(db).execute("DELETE FROM ignores WHERE user=? AND ignored=?", (user, other))
+    return cur.rowcount == 1
+
+
+def login_state(db: AccountDB, user: str) -> tuple[frozenset[str], int, LoginRecord | None]:
+    """What a login needs in one trip to the store (each trip is a thread hand-off and a
+    reactor wake-up): the ignore list, the unread count and the previous login."""
+    (unread,) = (
+        _conn(db)
+        .execute("SELECT count(*) FROM messages WHERE recipient=? AND read=0", (user,))
+        .fetchone()
+    )
+    return frozenset(ignore_list(db, user)), int(unread), db.last_login(user)
+
+
+def run(store: AccountStore, func: Any, *args: Any) -> Deferred[Any]:
+    """``func(db, *args)`` on the database thread."""
+    return store.run_db(func, store.db, *args)
+
+
+def valid_user(name: str) -> bool:
+    """A name that could be an account: anything else never reaches the store."""
+    return username_problem(name) is None
+
+
+def new_messages_notice(unread: int) -> str:
+    if not unread:
+        return ""
+    noun = "new message" if unread == 1 else "new messages"
+    return f"You have {unread} {noun}; type 'messages' to read them.\n"
+
+
+async def session_starting(
+    server: PeopleServices, user: str
+) -> tuple[frozenset[str], str, LoginRecord | None]:
+    """Before the session is made: the user's ignore list (for ``attach``), the login notice,
+    the previous login ("Last login: ...")."""
+    ignores, unread, previous = await run(server.store, login_state, user)
+    return ignores, new_messages_notice(unread), previous
+
+
+async def attach(server: PeopleServices, session: Session, ignores: frozenset[str]) -> None:
+    """Make ``session`` reachable, its user's ignore list in the hub from then on.
+
+    The list loaded at login is put there only now, as the session is attached: had it been
+    put there on loading, the user's last other session ending meanwhile would drop it. When
+    the user has a session already, the hub's list is the current one (``ignore`` keeps it).
+    """
+    if not await server.hub.sessions_of(session.user):
+        server.hub.set_ignores(session.user, ignores)
+    await server.hub.attach(session)
+
+
+async def session_ended(server: PeopleServices, session: Session) -> None:
+    """After the session is detached: leave its rooms (telling them), drop the ignore list when
+    the user has no session left."""
+    hub = server.hub
+    for room in await hub.part_all_rooms(session.id):
+        reached, dropped = await hub.send_room(
+            room, Message.of(left_text(room, session.user)), session.user
+        )
+        server.metrics.messages("room", reached, dropped)
+    if not await hub.sessions_of(session.user):
+        hub.set_ignores(session.user, None)

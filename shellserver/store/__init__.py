@@ -1,0 +1,1 @@
+"""Accounts, passwords and saved messages: the store behind every node."""

@@ -1,0 +1,603 @@
+"""The account store: users, roles, password hashes and login history in SQLite.
+
+``AccountDB`` is synchronous and used from one thread at a time: the server's
+single database thread, or the offline CLI directly. ``AccountStore`` is the
+asynchronous face the server uses; it never blocks the reactor, running SQL
+on the database thread and hashing on the hashing pool.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+
+from shellserver.ops.datadir import DataDir
+from shellserver.ops.threads import Runner
+from shellserver.store.passwords import (
+    dummy_hash,
+    hash_password,
+    is_cheap,
+    needs_rehash,
+    verify_password,
+)
+
+log = Logger()
+
+ROLE_USER = "user"
+ROLE_ADMIN = "admin"
+ROLES = (ROLE_USER, ROLE_ADMIN)
+#: The account the first start makes, its password in ``<data>/initial-admin-password``.
+INITIAL_ADMIN = "admin"
+RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
+SCHEMA_VERSION = 2
+
+#: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+T = TypeVar("T")
+
+
+#: What a full or failing disk raises from the store or the homes. The service is unavailable
+#: for a moment, not broken: logins and registrations say so and carry on (SPEC §7).
+UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
+
+
+class StoreError(Exception):
+    pass
+
+
+class UserExists(StoreError):
+    pass
+
+
+class NoSuchUser(StoreError):
+    pass
+
+
+class LastAdmin(StoreError):
+    """Deleting, locking or demoting this account would leave no administrator who can log in.
+
+    Its text is what the user is told (``admin is the last administrator``); it crosses
+    the control socket as is.
+    """
+
+    @classmethod
+    def of(cls, name: str) -> LastAdmin:
+        return cls(f"{name} is the last administrator")
+
+
+class StoreTooNew(StoreError):
+    pass
+
+
+class LoginFailed(StoreError):
+    """Unknown user or wrong password: deliberately the same."""
+
+
+class AccountLocked(StoreError):
+    """The password was right, but the account is locked."""
+
+
+def username_problem(name: str, registering: bool = False) -> str | None:
+    """Why ``name`` cannot be a user name; ``registering``: a new account, not a system one."""
+    if _NAME.fullmatch(name) is None:
+        return "Usernames are 1-32 characters: a-z, 0-9, _ and -, starting with a letter."
+    if registering and name in RESERVED_NAMES:
+        return "That name is reserved; choose another."
+    return None
+
+
+def password_problem(password: str) -> str | None:
+    if len(password) < 8:
+        return "Passwords must be at least 8 characters."
+    return None
+
+
+@frozen
+class Account:
+    name: str
+    role: str
+    locked: bool
+    created: float
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ROLE_ADMIN
+
+
+@frozen
+class LoginRecord:
+    id: int
+    user: str
+    tty: str
+    peer: str
+    login: float
+    logout: float | None
+
+
+def _schema_v1(db: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would COMMIT the migration's transaction.
+    script = """
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+            pw_hash TEXT NOT NULL,
+            locked INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL
+        );
+        CREATE TABLE logins (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            tty TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            login REAL NOT NULL,
+            logout REAL
+        );
+        CREATE INDEX logins_user ON logins (user, login);
+        """
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _schema_v2(db: sqlite3.Connection) -> None:
+    """Saved (offline) messages and ignore lists (SPEC §11); both go with their user."""
+    script = """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            recipient TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            sender TEXT NOT NULL,
+            sent REAL NOT NULL,
+            body TEXT NOT NULL,
+            read INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX messages_recipient ON messages (recipient, id);
+        CREATE TABLE ignores (
+            user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            ignored TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            PRIMARY KEY (user, ignored)
+        ) WITHOUT ROWID;
+        CREATE INDEX ignores_ignored ON ignores (ignored);
+        """
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+#: MIGRATIONS[v] brings a store from version v to v + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _schema_v1, 1: _schema_v2}
+
+_USER_COLS = "name, role, locked, created"
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    return Account(row[0], row[1], bool(row[2]), row[3])
+
+
+def _record(row: tuple[Any, ...]) -> LoginRecord:
+    return LoginRecord(*row)
+
+
+class AccountDB:
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self._db = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str) -> AccountDB:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            os.chmod(path, 0o600)  # password hashes: owner only (-wal/-shm copy this mode)
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            db = cls(conn, path)
+            db._migrate()
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"the store at {self.path} has schema version {version}, newer than this "
+                f"server understands ({SCHEMA_VERSION}); upgrade shellserver"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        has_tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if has_tables:  # an older store with data: keep a copy before changing it
+            copy = f"{self.path}.v{version}.bak"
+            # Password hashes: owner only, like the store, from before the first byte.
+            os.close(os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(copy, 0o600)
+            backup = sqlite3.connect(copy)
+            with backup:
+                self._db.backup(backup)
+            backup.close()
+        with self._transaction():
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](self._db)
+                version += 1
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _transaction(self) -> sqlite3.Connection:
+        return _Transaction(self._db)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- users -----------------------------------------------------------------
+
+    def get(self, name: str) -> Account | None:
+        row = self._db.execute(f"SELECT {_USER_COLS} FROM users WHERE name=?", (name,)).fetchone()
+        return None if row is None else _account(row)
+
+    def get_hash(self, name: str) -> tuple[Account, str] | None:
+        row = self._db.execute(
+            f"SELECT {_USER_COLS}, pw_hash FROM users WHERE name=?", (name,)
+        ).fetchone()
+        return None if row is None else (_account(row), row[4])
+
+    def create(
+        self, name: str, pw_hash: str, role: str = ROLE_USER, now: float | None = None
+    ) -> Account:
+        created = time.time() if now is None else now
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO users (name, role, pw_hash, locked, created) VALUES (?,?,?,0,?)",
+                    (name, role, pw_hash, created),
+                )
+        except sqlite3.IntegrityError as e:
+            if "UNIQUE" in str(e):
+                raise UserExists(name) from None
+            raise
+        return Account(name, role, False, created)
+
+    def _update(self, sql: str, *params: Any) -> None:
+        with self._transaction():
+            if self._db.execute(sql, params).rowcount == 0:
+                raise NoSuchUser(params[-1])
+
+    def set_password_hash(self, name: str, pw_hash: str) -> None:
+        self._update("UPDATE users SET pw_hash=? WHERE name=?", pw_hash, name)
+
+    def replace_hash(self, name: str, old: str, new: str) -> bool:
+        """Swap ``old`` for ``new`` only if nobody changed the password in between."""
+        with self._transaction():
+            cur = self._db.execute(
+                "UPDATE users SET pw_hash=? WHERE name=? AND pw_hash=?", (new, name, old)
+            )
+        return cur.rowcount == 1
+
+    def _admins(self) -> int:
+        """Administrators who can log in: role admin, not locked."""
+        row = self._db.execute(
+            "SELECT count(*) FROM users WHERE role=? AND locked=0", (ROLE_ADMIN,)
+        )
+        return int(row.fetchone()[0])
+
+    def _update_keeping_an_admin(self, sql: str, *params: Any) -> None:
+        """``_update``, refused with LastAdmin if it would leave no administrator who can log
+        in. The count and the change are one write transaction (``BEGIN IMMEDIATE``), so two
+        processes removing the last two admins at once cannot both succeed."""
+        name = params[-1]
+        with self._transaction():
+            before = self._admins()
+            if self._db.execute(sql, params).rowcount == 0:
+                raise NoSuchUser(name)
+            if before and not self._admins():
+                raise LastAdmin.of(name)
+
+    def set_role(self, name: str, role: str) -> None:
+        self._update_keeping_an_admin("UPDATE users SET role=? WHERE name=?", role, name)
+
+    def set_locked(self, name: str, locked: bool) -> None:
+        self._update_keeping_an_admin("UPDATE users SET locked=? WHERE name=?", int(locked), name)
+
+    def delete(self, name: str) -> None:
+        self._update_keeping_an_admin("DELETE FROM users WHERE name=?", name)
+
+    def users(self) -> list[Account]:
+        rows = self._db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY name").fetchall()
+        return [_account(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM users").fetchone()[0])
+
+    def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> list[str]:
+        """Create or update every (name, hash, role) in one transaction: all or nothing.
+
+        Returns the names that were created. Raises LastAdmin when the batch would demote
+        every administrator who can log in.
+        """
+        created: list[str] = []
+        with self._transaction():
+            before = self._admins()
+            for name, pw_hash, role in entries:
+                cur = self._db.execute(
+                    "UPDATE users SET pw_hash=?, role=coalesce(?, role) WHERE name=?",
+                    (pw_hash, role, name),
+                )
+                if cur.rowcount == 0:
+                    self._db.execute(
+                        "INSERT INTO users (name, role, pw_hash, locked, created) "
+                        "VALUES (?,?,?,0,?)",
+                        (name, role or ROLE_USER, pw_hash, time.time()),
+                    )
+                    created.append(name)
+            if before and not self._admins():
+                demoted = [name for name, _, role in entries if role == ROLE_USER]
+                raise LastAdmin.of(demoted[-1] if demoted else "admin")
+        return created
+
+    # -- login history -----------------------------------------------------------
+
+    def record_login(self, name: str, tty: str, peer: str, when: float) -> int:
+        return self.record_logins([(name, tty, peer, when)])[0]
+
+    def record_logins(self, entries: Sequence[tuple[str, str, str, float]]) -> list[int]:
+        """Several logins in one transaction (a storm of logins commits once per batch)."""
+        ids = []
+        with self._transaction():
+            for entry in entries:
+                cur = self._db.execute(
+                    "INSERT INTO logins (user, tty, peer, login) VALUES (?,?,?,?)", entry
+                )
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def record_logout(self, record_id: int, when: float) -> None:
+        with self._transaction():
+            self._db.execute("UPDATE logins SET logout=? WHERE id=?", (when, record_id))
+
+    def close_open_logins(self, when: float) -> int:
+        """Sessions a crashed server left open end when the next one starts."""
+        with self._transaction():
+            cur = self._db.execute("UPDATE logins SET logout=? WHERE logout IS NULL", (when,))
+        return cur.rowcount
+
+    def history(self, name: str | None = None, limit: int = 50) -> list[LoginRecord]:
+        cols = "id, user, tty, peer, login, logout"
+        if name is None:
+            rows = self._db.execute(
+                f"SELECT {cols} FROM logins ORDER BY login DESC, id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {cols} FROM logins WHERE user=? ORDER BY login DESC, id DESC LIMIT ?",
+                (name, limit),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def last_login(self, name: str) -> LoginRecord | None:
+        found = self.history(name, 1)
+        return found[0] if found else None
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+
+def ensure_initial_admin(db: AccountDB, datadir: DataDir, cost: int) -> FilePath[str] | None:
+    """On an empty store, create ``admin`` and leave its password in a 0600 file."""
+    if db.count():
+        return None
+    password = secrets.token_urlsafe(12)
+    db.create(INITIAL_ADMIN, hash_password(password, cost), ROLE_ADMIN)
+    target = datadir.admin_password_path
+    datadir.write_secret(target, password + "\n")
+    return target
+
+
+@define(eq=False)
+class AccountStore:
+    db: AccountDB
+    run_db: Runner
+    run_hash: Runner
+    hash_cost: int
+    _dummy: str | None = field(default=None, init=False)
+    #: Logins to record, appended on the reactor thread and taken on the database thread
+    #: (a deque: append and popleft are safe across the two).
+    _logins: deque[tuple[tuple[str, str, str, float], Deferred[int]]] = field(
+        factory=deque, init=False
+    )
+    _logging_in: bool = field(default=False, init=False)
+
+    async def _dummy_hash(self) -> str:
+        """Made once, on the hashing pool like every hash: never a stall of the reactor."""
+        if self._dummy is None:
+            made: str = await self.run_hash(dummy_hash, self.hash_cost)
+            if self._dummy is None:
+                self._dummy = made
+        return self._dummy
+
+    def authenticate(self, name: str, password: str) -> Deferred[Account]:
+        return self._d(self._authenticate(name, password))
+
+    async def _authenticate(self, name: str, password: str) -> Account:
+        found, ok = await self.run_db(self._read_and_check_cheap, name, password)
+        stored = found[1] if found is not None else await self._dummy_hash()
+        if ok is None:
+            ok = await self.run_hash(verify_password, password, stored)
+        if not ok or found is None:
+            raise LoginFailed()
+        account: Account = found[0]
+        if account.locked:
+            raise AccountLocked(account.name)
+        if needs_rehash(stored, self.hash_cost):
+            rehash = self._d(self._rehash(name, stored, password))
+            rehash.addErrback(_rehash_failed, name)
+        return account
+
+    async def _rehash(self, name: str, old: str, password: str) -> None:
+        """In the background: the login does not wait for a second hash."""
+        new = await self.hash(password)
+        await self.run_db(self.db.replace_hash, name, old, new)
+
+    def _read_and_check_cheap(
+        self, name: str, password: str
+    ) -> tuple[tuple[Account, str] | None, bool | None]:
+        """On the database thread: the account and hash, and, for a cheap hash, the check.
+
+        A cheap hash (test and benchmark accounts, ``--hash-cost`` 5 or less)
+        is checked here rather than on the hashing pool: one thread round trip
+        per login instead of two. ``None`` for the check means "not done":
+        the hash is dear, or the user is unknown and the dummy hash is not made yet.
+        """
+        found = self.db.get_hash(name)
+        stored = found[1] if found is not None else self._dummy
+        if stored is not None and is_cheap(stored):
+            return found, verify_password(password, stored)
+        return found, None
+
+    def _d(self, coro: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(coro)
+
+    def check_password(self, name: str, password: str) -> Deferred[bool]:
+        async def check() -> bool:
+            found = await self.run_db(self.db.get_hash, name)
+            stored = found[1] if found is not None else await self._dummy_hash()
+            ok: bool = await self.run_hash(verify_password, password, stored)
+            return ok and found is not None
+
+        return self._d(check())
+
+    def hash(self, password: str) -> Deferred[str]:
+        return self.run_hash(hash_password, password, self.hash_cost)
+
+    def create_user(self, name: str, password: str, role: str = ROLE_USER) -> Deferred[Account]:
+        async def create() -> Account:
+            pw_hash = await self.hash(password)
+            account: Account = await self.run_db(self.db.create, name, pw_hash, role)
+            return account
+
+        return self._d(create())
+
+    def set_password(self, name: str, password: str) -> Deferred[None]:
+        async def change() -> None:
+            pw_hash = await self.hash(password)
+            await self.run_db(self.db.set_password_hash, name, pw_hash)
+
+        return self._d(change())
+
+    def get(self, name: str) -> Deferred[Account | None]:
+        return self.run_db(self.db.get, name)
+
+    def users(self) -> Deferred[list[Account]]:
+        return self.run_db(self.db.users)
+
+    def count(self) -> Deferred[int]:
+        return self.run_db(self.db.count)
+
+    def delete(self, name: str) -> Deferred[None]:
+        return self.run_db(self.db.delete, name)
+
+    def set_locked(self, name: str, locked: bool) -> Deferred[None]:
+        return self.run_db(self.db.set_locked, name, locked)
+
+    def set_role(self, name: str, role: str) -> Deferred[None]:
+        return self.run_db(self.db.set_role, name, role)
+
+    def record_login(self, name: str, tty: str, peer: str, when: float) -> Deferred[int]:
+        """Batched: logins asked for while the database thread is busy are written together
+        in its next trip, one transaction for all (a login storm commits once per batch,
+        not once per login)."""
+        d: Deferred[int] = Deferred()
+        self._logins.append(((name, tty, peer, when), d))
+        if not self._logging_in:
+            self._flush_logins()
+        return d
+
+    def _flush_logins(self) -> None:
+        self._logging_in = True
+        pending = self._logins
+        self.run_db(_take_logins, self.db, pending).addBoth(self._logins_written)
+
+    def _logins_written(self, result: object) -> None:
+        self._logging_in = False
+        if isinstance(result, tuple):
+            waiting, outcome = result
+            for (_, d), got in zip(waiting, outcome, strict=True):
+                d.callback(got)
+        elif isinstance(result, _BatchFailed):
+            for _, d in result.waiting:
+                d.errback(result.failure)
+        else:  # the runner itself failed: fail whoever is waiting
+            failure = result if isinstance(result, Failure) else Failure(RuntimeError(result))
+            while self._logins:
+                self._logins.popleft()[1].errback(failure)
+        if self._logins:
+            self._flush_logins()
+
+    def record_logout(self, record_id: int, when: float) -> Deferred[None]:
+        return self.run_db(self.db.record_logout, record_id, when)
+
+    def history(self, name: str | None = None, limit: int = 50) -> Deferred[list[LoginRecord]]:
+        return self.run_db(self.db.history, name, limit)
+
+    def last_login(self, name: str) -> Deferred[LoginRecord | None]:
+        return self.run_db(self.db.last_login, name)
+
+    def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> Deferred[list[str]]:
+        return self.run_db(self.db.apply_batch, entries)
+
+
+def _rehash_failed(failure: Failure, name: str) -> None:
+    """The old hash stays and is replaced at a later login; a full disk is one line."""
+    if failure.check(*UNAVAILABLE):
+        log.warn(
+            "rehashing {user} failed, the old hash is kept: {error}",
+            user=name,
+            error=f"{type(failure.value).__name__}: {failure.value}",
+        )
+    else:
+        log.failure("rehashing {user} failed", failure, user=name)
+
+
+@define
+class _BatchFailed:
+    waiting: list[tuple[tuple[str, str, str, float], Deferred[int]]]
+    failure: Failure
+
+
+def _take_logins(
+    db: AccountDB, pending: deque[tuple[tuple[str, str, str, float], Deferred[int]]]
+) -> tuple[list[tuple[tuple[str, str, str, float], Deferred[int]]], list[int]] | _BatchFailed:
+    """On the database thread: every login queued so far, in one transaction. The Deferreds
+    only travel back: they are fired on the reactor thread."""
+    waiting = []
+    while pending:
+        waiting.append(pending.popleft())
+    try:
+        return waiting, db.record_logins([entry for entry, _ in waiting])
+    except Exception:
+        return _BatchFailed(waiting, Failure())

@@ -1,0 +1,886 @@
+"""The line discipline between a wire (telnet, later ssh and the browser) and the shell.
+
+It knows about prompts, hidden input, lines read by a running command,
+typeahead, and how a message from someone else is shown without corrupting
+the line being typed. Two input paths meet here: complete lines from a wire
+in line mode, and keystrokes from a wire in character mode, which go through
+the key parser and the line editor (``editor.py``). It knows nothing about
+bytes; the wire below encodes.
+
+A message shown while a prompt waits erases the prompt and input (character
+mode) or starts a fresh line (line mode); the prompt and input are drawn again
+at the end of the reactor turn (:class:`Redraws`). So a burst of messages is
+one block under one prompt, and a notice followed at once by ``close()``
+(kick, lock, idle, shutdown) is the last thing the client sees.
+
+What a client can repeat at no cost is coalesced here, once for every wire: a
+resize only stores the size, and the editor's whole-line redraws (after a
+resize, a message, an edit in the middle of a long line) and cursor moves are
+drawn at most once per :data:`PACE` seconds per session, however many asked
+for them. The first is drawn at once, so a person typing sees no delay.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface, implementer
+
+from shellserver.terminal.editor import COMPLETE, EOF, INTERRUPT, LINE, WHOLE, LineEditor
+from shellserver.terminal.keys import KeyParser
+from shellserver.terminal.screen import Screen
+
+if TYPE_CHECKING:
+    from shellserver.text.message import Message
+
+log = Logger()
+
+_ERASE_LINE = "\r\x1b[K"
+MAX_TYPEAHEAD = 64
+#: A window size a wire reports (NAWS, pty-req, a browser's resize) is kept within these (SPEC §8).
+MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
+
+
+def clamp_size(cols: int, rows: int) -> tuple[int, int]:
+    """``cols`` x ``rows`` within SPEC §8's bounds."""
+    return max(MIN_W, min(cols, MAX_W)), max(MIN_H, min(rows, MAX_H))
+
+
+#: Characters typed ahead in character mode while no prompt waits (a paste).
+MAX_PENDING = 64 * 1024
+#: Seconds between two redraws of one session's line (resizes, messages, edits coalesced).
+PACE = 0.05
+#: History characters ^R may search per :data:`PACE`; keys past it wait for the next interval.
+SEARCH_BUDGET = 64 * 1024
+#: Keys that end a line or list completions under it: they wait for a deferred redraw.
+_FRESH_KEYS = frozenset("\r\n\x03\x04\t")
+_NEVER = float("-inf")
+
+
+class EndOfInput(Exception):
+    """^D on an empty line."""
+
+
+class Interrupted(Exception):
+    """^C: the line, or the command reading it, is abandoned."""
+
+
+class Disconnected(Exception):
+    """The connection went away while a line was awaited."""
+
+
+class IWire(Interface):
+    """What a protocol layer offers the terminal."""
+
+    kind = Attribute("Short name used in tty names: 'tel', later 'ssh'.")
+    peer = Attribute("The client's address as text.")
+    width = Attribute("Terminal width in columns (80 until the client says otherwise).")
+    height = Attribute("Terminal height in rows (24 until the client says otherwise).")
+    term = Attribute("The terminal type the client named (TTYPE), or ''.")
+    backlogged = Attribute("True while the client is not reading what we send.")
+
+    def send(text: str) -> None:
+        """Own output, encoded by the wire. Never dropped."""
+
+    def send_message(lead: str, message: Message, after: str = "") -> bool:
+        """``lead``, then a message shared by many recipients, then own text ``after``
+        (the prompt drawn again), as one block; False when dropped.
+
+        Drops only while ``backlogged``: the terminal relies on that to hold a
+        message until the end of the turn and still answer at once."""
+
+    def drain() -> Deferred[None]:
+        """Fires when the client reads again (at once when it does)."""
+
+    def set_echo(on: bool) -> None:
+        """Turn the client's local echo on or off (off for passwords)."""
+
+    def session_started() -> None:
+        """A session (a shell) runs on this wire now: its output may go straight out
+        (``Output.own_through``)."""
+
+    def close() -> None:
+        """End the connection after pending output."""
+
+    def abort() -> None:
+        """End the connection now."""
+
+
+class ILineReceiver(Interface):
+    """What the terminal offers a protocol layer."""
+
+    def line_received(line: str) -> None:
+        """Line mode: one complete line."""
+
+    def text_received(text: str) -> None:
+        """Character mode: keystrokes, as decoded text (escape sequences included)."""
+
+    def mode_changed(character: bool) -> None:
+        """The client entered (or left) character mode."""
+
+    def resized() -> None:
+        """The wire's width or height changed."""
+
+    def eof_received() -> None: ...
+
+    def interrupted() -> None: ...
+
+    def line_too_long(limit: int) -> None: ...
+
+    def connection_lost() -> None: ...
+
+
+@implementer(ILineReceiver)
+class _Gone:
+    """What a wire talks to once its connection is lost: nothing, and nothing held.
+
+    The wire drops its terminal for this, so the two are not a reference
+    cycle that only the garbage collector could free.
+    """
+
+    def line_received(self, line: str) -> None:
+        pass
+
+    def text_received(self, text: str) -> None:
+        pass
+
+    def mode_changed(self, character: bool) -> None:
+        pass
+
+    def resized(self) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        pass
+
+    def interrupted(self) -> None:
+        pass
+
+    def line_too_long(self, limit: int) -> None:
+        pass
+
+    def connection_lost(self) -> None:
+        pass
+
+
+GONE: ILineReceiver = _Gone()
+
+
+class Redraws:
+    """Prompts to draw again after messages, all at the end of the reactor turn.
+
+    One timer for every terminal that got a message in this turn, so a wall to
+    thousands of sessions adds one delayed call, not one per recipient.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        #: Also the clock the terminals pace their redraws by (:data:`PACE`).
+        self.clock = clock
+        self._due: list[Terminal] = []
+        self._call: IDelayedCall | None = None
+
+    def add(self, terminal: Terminal) -> None:
+        self._due.append(terminal)
+        if self._call is None:
+            self._call = self.clock.callLater(0, self.run)
+
+    def run(self) -> None:
+        self._call = None
+        due, self._due = self._due, []
+        for terminal in due:
+            terminal.settle()
+
+
+LineHandler = Callable[[str], "Deferred[Any] | None"]
+Completer = Callable[[str], "Deferred[tuple[int, list[str]]]"]
+
+
+@implementer(ILineReceiver)
+class Terminal:
+    """Reads lines for whoever asked, or hands them to the shell.
+
+    A pending :meth:`read_line` gets the next line. Otherwise lines go to the
+    handler (the shell); while the handler's Deferred runs, lines wait as
+    typeahead, and none runs while the client is not reading our output. The
+    shell's common case (a command that finishes at once) costs no Deferred.
+    """
+
+    __slots__ = (
+        "_at_bol",
+        "_busy",
+        "_closing",
+        "_completer",
+        "_completing",
+        "_echo_off",
+        "_editor",
+        "_handler",
+        "_handler_prompt",
+        "_hidden",
+        "_input_ended",
+        "_looping",
+        "_noted_drop",
+        "_paced_at",
+        "_parser",
+        "_pending",
+        "_pending_len",
+        "_prompt",
+        "_reader",
+        "_redraw_due",
+        "_redraws",
+        "_replaying",
+        "_reprinted",
+        "_screen",
+        "_stash",
+        "_stash_lead",
+        "_throttled",
+        "_tick",
+        "_typeahead",
+        "_waiting_drain",
+        "connected",
+        "on_disconnect",
+        "on_eof",
+        "wire",
+    )
+
+    def __init__(self, wire: IWire, redraws: Redraws) -> None:
+        self.wire = wire
+        self._redraws = redraws
+        self._prompt: str | None = None  # shown and awaiting input
+        self._reader: Deferred[str] | None = None
+        self._hidden = False
+        self._echo_off = False
+        self._closing = False
+        self._handler: LineHandler | None = None
+        self._handler_prompt: Callable[[], str] = str
+        self._completer: Completer | None = None
+        self._busy = False
+        self._looping = False
+        # Made only when a line has to wait: an empty deque is ~0.75 KiB, per session.
+        self._typeahead: deque[str] | None = None
+        self._noted_drop = False
+        self._at_bol = True
+        self._reprinted = False
+        self._redraw_due = False
+        # Line mode: the message held until the end of the turn, to go out with the prompt.
+        self._stash: Message | None = None
+        self._stash_lead = ""
+        self._waiting_drain = False
+        #: The client will send nothing more (an SSH channel's EOF): after the lines already
+        #: typed, a read ends with EndOfInput and the shell logs out.
+        self._input_ended = False
+        # Character mode only (None in line mode, which costs nothing more).
+        self._editor: LineEditor | None = None
+        self._screen: Screen | None = None
+        self._parser: KeyParser | None = None
+        self._pending: deque[str] | None = None
+        self._pending_len = 0
+        self._completing = False
+        self._replaying = False
+        # Redraw pacing (character mode): when the line was last drawn in full, the timer
+        # for the next one, and whether keys wait for it (a deferred redraw, ^R's budget).
+        self._paced_at = _NEVER
+        self._tick: IDelayedCall | None = None
+        self._throttled = False
+        self.on_disconnect: Callable[[], None] | None = None
+        self.on_eof: Callable[[], None] | None = None
+        self.connected = True
+
+    @property
+    def width(self) -> int:
+        return int(self.wire.width)
+
+    @property
+    def height(self) -> int:
+        return int(self.wire.height)
+
+    @property
+    def character_mode(self) -> bool:
+        return self._editor is not None
+
+    # -- output ----------------------------------------------------------
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        if self._redraw_due:
+            self.settle()
+        if self._echo_off:
+            self._echo_on()
+        editor = self._editor
+        if editor is not None and (editor.drawn or (editor.stale == WHOLE and editor.active)):
+            # Own text while a prompt is drawn: above it, then the prompt again.
+            editor.suspend()
+            editor.screen.write(text)
+            if not text.endswith("\n"):
+                editor.screen.newline()
+            editor.redraw()
+            self._flush()
+            return
+        self.wire.send(text)
+        self._at_bol = text.endswith("\n")
+        self._reprinted = False
+
+    def notify(self, message: Message) -> bool:
+        """Show a message from someone else on its own lines, then the prompt again.
+
+        The message's bytes are shared by every recipient (the wire encodes it
+        once); only the short lead before it is this terminal's own. Once closing,
+        nothing is shown: the goodbye stays the last thing the client sees.
+        """
+        if not self.connected or self._closing:
+            return False
+        editor = self._editor
+        if editor is not None and self._prompt is not None:
+            saved = editor.geometry()
+            editor.suspend()
+            lead = editor.screen.take()
+            if not lead and not self._at_bol and not self._redraw_due:
+                lead = "\n"
+            sent = self.wire.send_message(lead, message)
+            if not sent:
+                editor.restore(saved)
+                return False
+        else:
+            if self._redraw_due:
+                lead = ""
+            elif self._reprinted:
+                # Only our own copy of the prompt is on that line: replace it, so a
+                # run of messages reads as one block with one prompt under it.
+                lead = _ERASE_LINE
+            elif not self._at_bol or self._prompt is not None:
+                lead = "\n"
+            else:
+                lead = ""
+            if self._stash is not None:
+                self._unstash()  # a burst: the first message goes out alone, as it was
+            if (
+                self._prompt is not None
+                and not self._redraw_due
+                and not self._closing
+                and not self.wire.backlogged
+            ):
+                # The prompt follows at the end of the turn (settle): hold the message
+                # till then, so each recipient costs one transport write, not two.
+                # Not backlogged, the wire takes it (IWire.send_message).
+                self._stash = message
+                self._stash_lead = lead
+            elif not self.wire.send_message(lead, message):
+                return False
+            self._reprinted = False
+        self._at_bol = True
+        if self._prompt is not None and not self._redraw_due:
+            self._redraw_due = True
+            self._redraws.add(self)
+        return True
+
+    def settle(self) -> None:
+        """Draw the prompt (and input) again after messages, unless the session is ending."""
+        if not self._redraw_due:
+            return
+        self._redraw_due = False
+        if not self.connected or self._closing or self._prompt is None:
+            if self._stash is not None:
+                self._unstash()
+            return
+        stash = self._stash
+        if stash is not None:
+            self._stash = None
+            self.wire.send_message(self._stash_lead, stash, self._prompt)
+            self._at_bol = not self._prompt
+            self._reprinted = True
+        elif self._editor is not None:
+            self._editor.redraw()
+            self._flush()
+        elif self._prompt:
+            self.wire.send(self._prompt)
+            self._at_bol = False
+            self._reprinted = True
+        else:
+            self._reprinted = True
+
+    def _unstash(self) -> None:
+        """The held message alone, now: something other than its prompt comes next."""
+        stash, self._stash = self._stash, None
+        if stash is not None:
+            self.wire.send_message(self._stash_lead, stash)
+
+    def drain(self) -> Deferred[None]:
+        """Fires when own output may continue: the client is reading (see ``Context.drain``)."""
+        return self.wire.drain()
+
+    def _flush(self) -> None:
+        screen = self._screen
+        if screen is not None:
+            editor = self._editor
+            if editor is not None and editor.stale:
+                self._pace()
+            text = screen.take()
+            if text:
+                self.wire.send(text)
+                self._at_bol = text.endswith("\n")
+                self._reprinted = False
+
+    # -- input -------------------------------------------------------------
+
+    def read_line(self, prompt: str = "", hidden: bool = False) -> Deferred[str]:
+        """The next line typed, after showing ``prompt``; ``hidden`` turns echo off."""
+        if self._reader is not None:
+            raise RuntimeError("a line is already being read")
+        d: Deferred[str] = Deferred()
+        if not self.connected:
+            d.errback(Disconnected())
+            return d
+        if self._stash is not None:
+            self._unstash()
+        typeahead = self._typeahead
+        if typeahead and not hidden:
+            self._echo_on()
+            self.write(prompt)
+            d.callback(typeahead.popleft())
+            return d
+        if self._input_ended and (hidden or not self._typeahead):
+            d.errback(EndOfInput())  # nothing more will come (a hidden read takes no typeahead)
+            return d
+        self._reader = d
+        if hidden:
+            self._hidden = True
+            if not self._echo_off:
+                self._echo_off = True
+                self.wire.set_echo(False)
+        self._show(prompt)
+        return d
+
+    def set_handler(
+        self,
+        handler: LineHandler | None,
+        prompt: Callable[[], str] = str,
+        completer: Completer | None = None,
+    ) -> None:
+        """Lines not asked for by a reader go to ``handler``; show its prompt when idle.
+
+        ``completer`` answers Tab in character mode: given the line up to the
+        cursor, where the word being completed starts and its candidates.
+        """
+        self._handler = handler
+        if handler is not None:
+            self.wire.session_started()
+        self._handler_prompt = prompt
+        self._completer = completer
+        if handler is not None and self._reader is None and not self._busy:
+            self._next()
+
+    def line_received(self, line: str) -> None:
+        if self._redraw_due:
+            self.settle()
+        self._reprinted = False
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            self._prompt = None
+            self._at_bol = True
+            if self._hidden:
+                # Echo stays off until something other than another hidden
+                # question is shown: turning it on between "Password:" and
+                # "Password again:" would race the client's answer and could
+                # echo the second password.
+                self._hidden = False
+                if self._editor is None:
+                    self.wire.send("\n")  # the client echoed nothing, not even the newline
+            reader.callback(line)
+        elif self._busy or self._handler is None:
+            typeahead = self._typeahead
+            if typeahead is None:
+                typeahead = self._typeahead = deque()
+            if len(typeahead) < MAX_TYPEAHEAD:
+                typeahead.append(line)
+            elif not self._noted_drop:
+                self._noted_drop = True
+                self.write("Too much typed ahead; lines dropped.\n")
+        else:
+            self._prompt = None
+            self._at_bol = True
+            self._run(line)
+
+    def text_received(self, text: str) -> None:
+        """Keystrokes (character mode): to the editor while a prompt waits, else held."""
+        parser = self._parser
+        if parser is None or self._closing:  # closing: nothing is drawn after the goodbye
+            return
+        self.settle()
+        editor = self._editor
+        assert editor is not None
+        for key in parser.feed(text):
+            pending = self._pending
+            if (
+                not pending
+                and self._prompt is not None
+                and not self._completing
+                and not self._throttled
+                and ((not editor.stale and editor.work < SEARCH_BUDGET) or self._ready(key))
+            ):
+                self._key(key)
+            elif key == "\x03" and self._prompt is None:
+                # ^C while a command runs: forget what was typed ahead.
+                self._pending = None
+                self._pending_len = 0
+                self._typeahead = None
+                self.write("^C\n")
+            else:
+                room = MAX_PENDING - self._pending_len
+                if len(key) > room:
+                    if self._screen is not None:
+                        self._screen.bell()
+                    if key[0] < " " or room <= 0:
+                        continue
+                    key = key[:room]  # the part of a paste that fits
+                if pending is None:  # made only when needed: idle sessions stay small
+                    pending = self._pending = deque()
+                pending.append(key)
+                self._pending_len += len(key)
+        self._flush()
+
+    def mode_changed(self, character: bool) -> None:
+        self.settle()
+        if character and self._editor is None:
+            self._screen = Screen()
+            self._editor = LineEditor(self._screen, self.width)
+            self._editor.defer = True
+            self._parser = KeyParser()
+            if self._prompt is not None:
+                self._editor.start(self._prompt, self._hidden, drawn=True)
+        elif not character and self._editor is not None:
+            self._editor = self._screen = self._parser = self._pending = None
+            self._pending_len = 0
+            self._stop_tick()
+
+    def _ready(self, key: str) -> bool:
+        """Whether ``key`` may go to the editor now; if not, it and the keys after it wait
+        for the next tick. A key that ends the line or lists under it waits for a deferred
+        redraw (drawn now if the interval allows); once ^R has searched its budget in this
+        interval, every key waits."""
+        editor = self._editor
+        assert editor is not None
+        if editor.work >= SEARCH_BUDGET:
+            now = self._redraws.clock.seconds()
+            if now - self._paced_at < PACE:
+                self._throttle()
+                return False
+            editor.work = 0
+        if editor.stale and key in _FRESH_KEYS:
+            self._pace()
+            if editor.stale:
+                self._throttle()
+                return False
+        return True
+
+    def _throttle(self) -> None:
+        self._throttled = True
+        self._schedule_tick()
+
+    def _pace(self) -> None:
+        """The editor's deferred drawing: now, if the last was :data:`PACE` ago, else once
+        at the end of the interval (one timer, however many ask)."""
+        if self._tick is not None:
+            return
+        editor = self._editor
+        assert editor is not None
+        now = self._redraws.clock.seconds()
+        if now - self._paced_at >= PACE:
+            self._paced_at = now
+            editor.refresh()
+        else:
+            self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        if self._tick is None:
+            clock = self._redraws.clock
+            wait = max(0.0, self._paced_at + PACE - clock.seconds())
+            self._tick = clock.callLater(wait, self._ticked)
+
+    def _ticked(self) -> None:
+        self._tick = None
+        self._throttled = False
+        editor = self._editor
+        if editor is None or not self.connected or self._closing:
+            return
+        self._paced_at = self._redraws.clock.seconds()
+        editor.work = 0
+        editor.refresh()
+        self._flush()
+        self._replay()
+
+    def _stop_tick(self) -> None:
+        tick, self._tick = self._tick, None
+        self._throttled = False
+        if tick is not None and tick.active():
+            tick.cancel()
+
+    def resized(self) -> None:
+        """O(1) however often: the wire stored the size; the line is drawn again at most once
+        per :data:`PACE` (:meth:`_pace`), at the size last reported."""
+        editor = self._editor
+        if editor is not None and not self._closing:
+            self.settle()
+            editor.resize(self.width)
+            self._flush()
+
+    def eof_received(self) -> None:
+        self.settle()
+        if self._reader is not None:
+            self._fail_reader(EndOfInput())
+        elif not self._busy and self.on_eof is not None:
+            self._prompt = None
+            self.on_eof()
+
+    def input_ended(self) -> None:
+        """No more input will come, ever (not a typed ^D): finish what was typed, then EOF."""
+        self._input_ended = True
+        self.eof_received()
+
+    def interrupted(self) -> None:
+        if self._closing:
+            return
+        self.settle()
+        self._typeahead = None
+        if self._reader is not None:
+            self.write("^C\n")
+            self._fail_reader(Interrupted())
+        elif not self._busy and self._prompt is not None:
+            self.write("^C\n")
+            self._prompt = None
+            self._next()
+
+    def line_too_long(self, limit: int) -> None:
+        if self._closing:
+            return
+        self.write(f"\nLine too long (over {limit} bytes); discarded.\n")
+        if self._prompt is not None:
+            self.write(self._prompt)
+
+    def close(self) -> None:
+        """End the connection after pending output; show no prompt meanwhile."""
+        self._closing = True
+        self._typeahead = None
+        self._unstash()  # a notice followed at once by close() is the last thing shown
+        self.wire.close()
+
+    def connection_lost(self) -> None:
+        self.connected = False
+        self._stash = None
+        self._typeahead = None
+        self._stop_tick()
+        if self._pending is not None:
+            self._pending.clear()
+        if self._reader is not None:
+            self._fail_reader(Disconnected())
+        on_disconnect = self.on_disconnect
+        # Let go of the shell and the connection: they point back at us, and a
+        # cycle is freed only by a full garbage collection, which at thousands
+        # of sessions stalls every session for a tenth of a second or more
+        # (docs/performance.md). A command still running keeps what it needs.
+        self.on_disconnect = self.on_eof = None
+        self._handler = self._completer = None
+        self._handler_prompt = str
+        if on_disconnect is not None:
+            on_disconnect()
+
+    # -- character mode --------------------------------------------------------
+
+    def _key(self, key: str) -> None:
+        editor = self._editor
+        assert editor is not None
+        result = editor.key(key)
+        if result is None:
+            return
+        kind, text = result
+        if kind == LINE:
+            if self._reader is None and not self._hidden:
+                editor.remember(text)
+            self._flush()
+            self.line_received(text)
+        elif kind == INTERRUPT:
+            self._typeahead = None
+            editor.finish("^C")
+            self._flush()
+            if self._reader is not None:
+                self._fail_reader(Interrupted())
+            elif not self._busy:
+                self._prompt = None
+                self._next()
+        elif kind == EOF:
+            if self._reader is not None:
+                editor.finish()
+                self._flush()
+                self._fail_reader(EndOfInput())
+            elif not self._busy and self.on_eof is not None:
+                editor.finish(newline=False)
+                self._flush()
+                self._prompt = None
+                self.on_eof()
+        elif kind == COMPLETE:
+            self._complete(text)
+
+    def _complete(self, before: str) -> None:
+        completer = self._completer
+        if completer is None or self._reader is not None:
+            assert self._screen is not None
+            self._screen.bell()
+            return
+        self._completing = True
+        d = completer(before)
+        d.addCallback(self._completed, before)
+        d.addErrback(self._completion_failed)
+
+    def _completed(self, answer: tuple[int, list[str]], before: str) -> None:
+        self._completing = False
+        editor = self._editor
+        if editor is not None and self._prompt is not None and editor.buf[: editor.pos] == before:
+            editor.complete(*answer)
+            self._flush()
+        self._replay()
+
+    def _completion_failed(self, failure: Any) -> None:
+        log.failure("completion failed", failure)
+        self._completing = False
+        self._replay()
+
+    def _replay(self) -> None:
+        """Feed keys typed while no prompt waited, now that one does. Never re-entered."""
+        pending = self._pending
+        if self._replaying or not pending:
+            return
+        self._replaying = True
+        try:
+            while (
+                pending
+                and self._prompt is not None
+                and not self._completing
+                and not self._throttled
+                and self._ready(pending[0])
+            ):
+                key = pending.popleft()
+                self._pending_len -= len(key)
+                self._key(key)
+            self._flush()
+        finally:
+            self._replaying = False
+
+    # -- internals -----------------------------------------------------------
+
+    def _echo_on(self) -> None:
+        """Echo back on, unless a hidden line is being read."""
+        if self._echo_off and not self._hidden:
+            self._echo_off = False
+            if self.connected:
+                self.wire.set_echo(True)
+
+    def _show(self, prompt: str) -> None:
+        if self._stash is not None:
+            self._unstash()
+        if self._echo_off:
+            self._echo_on()
+        self._reprinted = False
+        self._prompt = prompt
+        editor = self._editor
+        if editor is not None:
+            if not self._at_bol:
+                editor.screen.newline()
+            editor.start(prompt, self._hidden)
+            self._flush()
+            self._replay()
+        elif prompt:
+            self.wire.send(prompt)
+            self._at_bol = False
+
+    def _fail_reader(self, exc: Exception) -> None:
+        reader, self._reader = self._reader, None
+        self._prompt = None
+        self._hidden = False
+        self._echo_on()
+        assert reader is not None
+        reader.errback(exc)
+
+    def _run(self, line: str) -> None:
+        typeahead = self._typeahead
+        if typeahead:  # lines wait for the client to read: this one after them
+            typeahead.append(line)
+            self._next()
+        else:
+            self._next(line)
+
+    def _start(self, line: str) -> None:
+        assert self._handler is not None
+        result = self._handler(line)
+        if result is not None:
+            self._busy = True
+            result.addErrback(self._handler_failed)
+            result.addBoth(self._done)
+
+    def _handler_failed(self, failure: Any) -> None:
+        log.failure("command failed", failure)
+        self.write("shellserver: internal error\n")
+
+    def _done(self, _: object) -> None:
+        self._busy = False
+        self._next()
+
+    def _drained(self, _: object) -> None:
+        self._waiting_drain = False
+        self._next()
+
+    def _next(self, line: str | None = None) -> None:
+        """Run ``line`` (just typed, nothing waiting before it) or typeahead, or show the
+        prompt and wait. Never re-entered: a ``line`` that cannot run now waits as typeahead.
+
+        Nothing runs while the client is not reading: the next typed line waits
+        until the last command's output was taken (SPEC §7).
+        """
+        if self._looping:
+            if line is not None:
+                self._hold(line)
+            return
+        self._looping = True
+        try:
+            while (
+                self.connected
+                and not self._closing
+                and self._handler is not None
+                and not self._busy
+            ):
+                if self._reader is not None:
+                    return
+                if self.wire.backlogged:
+                    if not self._waiting_drain:
+                        self._waiting_drain = True
+                        self.wire.drain().addCallback(self._drained)
+                    return
+                if line is None:
+                    typeahead = self._typeahead
+                    if not typeahead:
+                        if self._input_ended and self.on_eof is not None:
+                            self._prompt = None
+                            self.on_eof()
+                            return
+                        self._noted_drop = False
+                        self._show(self._handler_prompt())
+                        if not self._typeahead:
+                            return
+                        continue
+                    line = typeahead.popleft()
+                start, line = line, None
+                self._start(start)
+        finally:
+            self._looping = False
+            if line is not None:  # not run yet: it waits, as if typed ahead
+                self._hold(line)
+
+    def _hold(self, line: str) -> None:
+        typeahead = self._typeahead
+        if typeahead is None:
+            typeahead = self._typeahead = deque()
+        typeahead.append(line)

@@ -1,0 +1,1 @@
+"""Telnet: the protocol over TCP or TLS and its encoder."""

@@ -1,0 +1,1 @@
+"""The browser terminal: the page, its assets and the WebSocket."""
