@@ -17,6 +17,9 @@ import pytest
 from freshvenv import ROOT, make_env
 from realserver import RealServer
 
+#: Each test builds a venv and runs make; one starts the real server.
+pytestmark = pytest.mark.integration
+
 # What `make install` builds the wheel from.
 SOURCES = ["Makefile", "pyproject.toml", "README.md", "shellserver", "twisted/plugins"]
 
