@@ -259,7 +259,7 @@ async def test_switched_off_everything_goes_through_the_transport(
 
 def test_the_switches_are_read_from_the_environment() -> None:
     code = (
-        "from shellserver import gcpolicy, output; "
+        "from shellserver.ops import gcpolicy; from shellserver.wires import output; "
         "print(output.WRITE_THROUGH, gcpolicy.GCPolicy(None).switch[0])"
     )
     env = {**os.environ, "SHELLSERVER_WRITE_THROUGH": "0", "SHELLSERVER_GC_POLICY": "off"}

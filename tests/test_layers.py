@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "terminal": {"ops", "text"},
     "shell": {"terminal", "hub", "store", "files", "ops", "text"},
     "wires": {"shell", "terminal", "hub", "store", "files", "ops", "text"},
-    "app": set(ORDER),
+    "app": set(ORDER) - {"app"},
 }
 
 INSTALLED = Path(shellserver.__file__).parent
