@@ -37,6 +37,10 @@ class Word:
 
 @define
 class Expansion:
+    """One command line's expansion state: the word and byte counts and the entries examined are
+    shared by all its words, so the limits bound the whole line, and listings and matches are
+    cached so a pattern repeated on the line costs nothing more."""
+
     tree: Tree
     cwd: str
     words: int = 0
@@ -47,6 +51,8 @@ class Expansion:
     _dirs: dict[tuple[str, ...], bool | None] = field(factory=dict)
 
     def count(self, word: str) -> None:
+        """Charge one expanded word to the line, raising ``Argument list too long`` the moment
+        either ARG_MAX-like limit is crossed, before the next glob does any more work."""
         self.words += 1
         self.size += len(word.encode("utf-8", "surrogateescape")) + 1
         if self.words > MAX_WORDS or self.size > MAX_BYTES:
@@ -137,6 +143,8 @@ class Expansion:
         return sorted(candidates) or [word]
 
     def expand(self, words: list[Word]) -> list[str]:
+        """Each word as the shell would pass it: tilde first, then globbing, each result counted as
+        it is produced so a runaway pattern stops early rather than after building its list."""
         out: list[str] = []
         for w in words:
             text = self.tilde(w.text) if w.tilde else w.text

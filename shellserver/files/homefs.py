@@ -72,6 +72,8 @@ class Home:
 
     @property
     def user(self) -> str:
+        """The owner's name, taken from the tree so the two can never disagree after
+        :meth:`Homes.home` replaces a tree for a new quota."""
         return self.tree.user
 
     async def run(self, job: Callable[..., T], *args: Any) -> T:
@@ -124,10 +126,15 @@ class Homes:
 
     @property
     def tmp(self) -> str:
+        """Temp files for atomic replace and spilled output go in ``<data>/tmp``, beside the homes
+        but outside every user's namespace, so a half-written file is never visible or counted in a
+        home."""
         return os.path.join(os.path.dirname(self.root.path), "tmp")
 
     @property
     def trash(self) -> str:
+        """Where userdel moves a home before deleting the account, a name no user path can reach,
+        so the step can be undone by a rename if the account row cannot be deleted."""
         return os.path.join(os.path.dirname(self.root.path), "trash")
 
     @property
@@ -141,6 +148,9 @@ class Homes:
             await self.run_io(shared.changed, self.locks, user)
 
     def home(self, user: str) -> Home:
+        """The one :class:`Home` per user, so every session of that user shares one queue (the
+        quota holds across them). A changed quota gets a fresh tree, measured again, but keeps the
+        old queue so jobs already waiting stay serialised with new ones."""
         home = self._homes.get(user)
         if home is None or home.tree.quota != self.quota:
             tree = Tree(user, os.path.join(self.root.path, user), self.tmp, self.quota)
@@ -170,6 +180,8 @@ class Homes:
         return d
 
     def note_out_of_space(self) -> None:
+        """Log a full disk at most once a minute: every write on every home fails while the device
+        is full, and one line per failed write would flood the log."""
         now = self.clock.seconds() if self.clock is not None else _monotonic()
         if self._nospace_logged is None or now - self._nospace_logged >= NOSPACE_LOG_INTERVAL:
             self._nospace_logged = now
@@ -233,17 +245,26 @@ class Homes:
     # The same steps in this thread, for the CLI with the server stopped.
 
     def set_aside_now(self, user: str) -> str | None:
+        """:meth:`set_aside` for the CLI's offline userdel: it holds the data dir's lock, so no
+        server runs and no queue or pool is needed."""
         return _move_aside(self.root.path, self.trash, user)
 
     def restore_now(self, user: str, aside: str | None) -> None:
+        """:meth:`restore` for the CLI with the server stopped: the account could not be deleted,
+        so the home comes back under its name."""
         if aside is not None:
             os.rename(aside, os.path.join(self.root.path, user))
 
     def purge_now(self, aside: str | None) -> None:
+        """:meth:`purge` for the CLI with the server stopped; errors propagate, since the operator
+        at the terminal should see them."""
         if aside is not None:
             _remove_any(aside)
 
     async def plan(self, user: str) -> str | None:
+        """``finger``'s ``Plan:`` block from the user's ``~/.plan``: read as a queued job like any
+        file command, capped and sanitised because the user wrote it and another user's terminal
+        shows it; any failure is just ``No Plan.``, as finger says."""
         home = self.home(user)
         try:
             data = await home.run(Tree.read, [".plan"], PLAN_LIMIT)

@@ -46,19 +46,27 @@ class Out:
     pieces: list[str] = field(factory=Pieces)
 
     def write(self, text: str) -> None:
+        """Add output in order with the errors, skipping empty text so a quiet job yields no empty
+        pieces to stream."""
         if text:
             self.pieces.append(text)
 
     def fail(self, message: str) -> None:
+        """Add a ``cmd: message`` line and mark the job failed, so the command exits with status 1
+        (``ssh host CMD`` reports it) while the other operands still run."""
         self.pieces.append(f"{self.name}: {message}\n")
         if isinstance(self.pieces, Pieces):
             self.pieces.failed = True
 
     def fail_at(self, template: str, typed: str, error: FsError) -> None:
+        """A ``cmd: <what 'path'>: reason`` line in coreutils' words, the typed path sanitised so a
+        name with escapes cannot reach the terminal raw."""
         self.fail(template.format(careful(typed)) + f": {error.reason}")
 
 
 def q(typed: str) -> str:
+    """A typed name quoted as coreutils quotes it in messages (``'a b'``), sanitised, since it came
+    from the user and goes back to a terminal."""
     return f"'{careful(typed)}'"
 
 
@@ -88,6 +96,8 @@ def spilled(tree: Tree, job: Callable[..., list[str]], *args: Any) -> tuple[str 
 
 
 def operands(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    """The operands of a file command after ``~`` and glob expansion, within the argument-list
+    limits, so every job expands the same way a shell would before it acts."""
     return expand(tree, cwd, name, words)
 
 
@@ -115,6 +125,9 @@ def cd(tree: Tree, cwd: str, name: str, words: list[Word]) -> tuple[str | None, 
 def ls(
     tree: Tree, cwd: str, name: str, words: list[Word], flags: set[str], width: int, now: float
 ) -> list[str]:
+    """``ls [-a] [-l] [PATH...]``: files first, then each directory's listing, laid out to the
+    session's width (``-C``) or long lines; ``-l`` lstats inside the listed directory so a planted
+    symlink is shown, never followed."""
     out = Out(name)
     typed_list = operands(tree, cwd, name, words) or ["."]
     files: list[tuple[str, os.stat_result | None]] = []
@@ -171,6 +184,8 @@ def ls(
 
 
 def mkdir(tree: Tree, cwd: str, name: str, words: list[Word], parents: bool) -> list[str]:
+    """``mkdir [-p] DIR...``: each operand on its own, errors in coreutils' words; the depth and
+    entry limits and the quota are checked by :meth:`Tree.mkdir` before anything is made."""
     out = Out(name)
     for typed in operands(tree, cwd, name, words):
         try:
@@ -220,10 +235,14 @@ def _each(
 
 
 def rmdir(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    """``rmdir DIR...``: only empty directories go (the kernel refuses the rest), and the home
+    itself never."""
     return _each(tree, cwd, name, words, tree.rmdir, "failed to remove '{}'")
 
 
 def rm(tree: Tree, cwd: str, name: str, words: list[Word], flags: set[str]) -> list[str]:
+    """``rm [-r] [-f] PATH...``: ``-f`` silences only missing operands and ``-r`` refuses ``.`` and
+    ``..``, both as coreutils does, so users meet the behaviour they know."""
     out = Out(name)
     recursive = bool(flags & {"r", "R"})
     for typed in operands(tree, cwd, name, words):
@@ -239,6 +258,8 @@ def rm(tree: Tree, cwd: str, name: str, words: list[Word], flags: set[str]) -> l
 
 
 def touch(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    """``touch FILE...``: an existing entry gets a new mtime (a link's own, never its target's); a
+    new file costs one entry of the quota."""
     return _each(tree, cwd, name, words, tree.touch, "cannot touch '{}'")
 
 
@@ -251,6 +272,8 @@ def words_of(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
 
 
 def write_file(tree: Tree, cwd: str, typed: str, data: bytes, append: bool) -> None:
+    """``echo TEXT > FILE`` and the buffered lines of ``cat > FILE``: the whole text replaces
+    (atomically) or extends the file within the quota; the home itself is ``Is a directory``."""
     parts = tree.resolve(cwd, typed)
     if not parts:
         raise FsError(EISDIR)

@@ -2,8 +2,9 @@
 
 ``..`` stops at the home (as under chroot); ``/home/<user>`` and ``~`` name
 the home; any other absolute path or ``~other`` is refused. Names with
-control characters or invalid UTF-8 are refused, and the limits of SPEC §5
-(255-byte names, 4096-byte paths) hold before any system call is made.
+control characters or invalid UTF-8 are refused, and the limits (255-byte
+names, 4096-byte paths) hold before any system call is made, so a hostile
+path costs no disk work and always gets coreutils' error.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ TOO_DEEP = "Too many levels of directories (at most 64)"
 
 MAX_NAME = 255
 MAX_PATH = 4096
-#: Directory levels below the home that mkdir and mv will make (SPEC §5).
+#: Directory levels below the home that mkdir and mv will make: a bound users meet as a clear
+#: error, so no home holds a tree too deep for its paths to be typed.
 MAX_DEPTH = 64
 #: Files and directories one home may hold (inode quota).
 MAX_ENTRIES = 10_000
@@ -64,10 +66,15 @@ class Refusal(Exception):
 
 
 def from_os(e: OSError) -> FsError:
+    """An OSError as the user should read it: coreutils' words for the errors a command can meet (a
+    loop or a permission problem is ``Permission denied``), never a traceback."""
     return FsError(_STRERROR.get(e.errno or 0, e.strerror or "Input/output error"))
 
 
 def bad_name(name: str) -> str | None:
+    """Why a component may not be used, or None. Control characters (C0, DEL, C1) and lone
+    surrogates (invalid UTF-8 from the client) are refused so a file name never carries an escape
+    sequence into a listing; over 255 bytes is refused before the kernel sees it."""
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in name):
         return EINVAL
     if len(name.encode("utf-8")) > MAX_NAME:
@@ -112,4 +119,6 @@ def resolve(user: str, cwd: str, typed: str) -> list[str]:
 
 
 def shown(user: str, parts: list[str]) -> str:
+    """The path as users see it (``/home/<user>/…``), never the real path under the data dir, which
+    would reveal the server's layout."""
     return "/".join(["/home", user, *parts])

@@ -1,4 +1,4 @@
-"""Homes that other processes change too: clustered nodes on one data dir (SPEC §13).
+"""Homes that other processes change too: clustered nodes sharing one data dir.
 
 A home's usage is measured once and then kept up to date by each operation
 (tree.py), which is only right while this process is the home's only
@@ -30,6 +30,8 @@ STAMP_SIZE = 16
 
 
 def lock_dir(data: str) -> str:
+    """``<data>/homelocks``: beside the homes, outside every user's namespace, so a user can
+    neither see nor plant a lock file."""
     return os.path.join(data, "homelocks")
 
 

@@ -80,6 +80,9 @@ def _sources(
 
 
 def mv(tree: Tree, cwd: str, name: str, words: list[Word]) -> list[str]:
+    """``mv SRC... DEST``: coreutils' checks in its order (same file, into itself, directory over
+    file and back) so users see the messages they know; the rename itself checks the 64-level depth
+    limit, which a move could otherwise break."""
     out = Out(name)
     for typed, parts, s, dest, dest_parts, into in _sources(tree, cwd, out, name, words):
         if isinstance(dest_parts, FsError):
@@ -116,6 +119,9 @@ def _move(
 
 
 def cp(tree: Tree, cwd: str, name: str, words: list[Word], recursive: bool = False) -> list[str]:
+    """``cp [-r] SRC... DEST``: a file is copied with room reserved for its size first; directories
+    need ``-r`` and go through :func:`copy_tree`, refused up front when the copy would break the
+    quota, the entry limit or the depth limit."""
     out = Out(name)
     for typed, parts, s, dest, dest_parts, into in _sources(tree, cwd, out, name, words):
         if stat.S_ISDIR(s.st_mode) and not recursive:

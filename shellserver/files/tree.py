@@ -48,12 +48,19 @@ _COPY_CHUNK = 1024 * 1024
 
 @define
 class Usage:
+    """Bytes in regular files and entries in one home, kept by each operation so a quota check
+    costs no walk of the disk."""
+
     bytes: int = 0
     entries: int = 0
 
 
 @define(eq=False)
 class Tree:
+    """One home on disk, used only from the I/O thread and one job at a time, so ``usage`` is
+    checked and updated without a race. Every path is walked with ``lstat`` and symlinks are
+    refused, so nothing an operator plants leads outside the home."""
+
     user: str
     root: str
     tmp: str
@@ -69,9 +76,13 @@ class Tree:
     # -- names ---------------------------------------------------------------------
 
     def resolve(self, cwd: str, typed: str) -> list[str]:
+        """Typed path to components, for this tree's user (see
+        :func:`~shellserver.files.sandbox.resolve`): lexical only, nothing touches the disk yet."""
         return resolve(self.user, cwd, typed)
 
     def shown(self, parts: list[str]) -> str:
+        """The path as the user sees it (``/home/<user>/…``), never the real one under the data
+        dir."""
         return shown(self.user, parts)
 
     # -- the home itself -----------------------------------------------------------
@@ -101,6 +112,8 @@ class Tree:
         self.open_home()
 
     def used(self) -> Usage:
+        """The home's usage, measuring it first if it is not known yet (first use since the start,
+        or after a partial removal made the count uncertain)."""
         self.open_home()
         assert self.usage is not None
         return self.usage
@@ -113,11 +126,15 @@ class Tree:
             raise FsError(EDQUOT)
 
     def account(self, grow: int, entries: int = 0) -> None:
+        """Record a change already made on disk; clamped at zero so a count that drifted (an
+        operator removed files) never goes negative and lets the home outgrow its quota."""
         u = self.used()
         u.bytes = max(0, u.bytes + grow)
         u.entries = max(0, u.entries + entries)
 
     def os_error(self, e: OSError) -> FsError:
+        """:func:`~shellserver.files.sandbox.from_os`, and a full disk noted for the reactor side
+        to log, rate-limited there, where the clock is."""
         error = from_os(e)
         if error.reason == ENOSPC:
             self.out_of_space = True
@@ -146,6 +163,7 @@ class Tree:
         return here
 
     def lstat(self, parts: list[str]) -> os.stat_result:
+        """The entry's own status (a link's, never its target's), errors in coreutils' words."""
         try:
             return os.lstat(self.path(parts))
         except OSError as e:
@@ -162,12 +180,16 @@ class Tree:
             raise self.os_error(e) from None
 
     def is_dir(self, parts: list[str]) -> bool:
+        """True only for a real directory that may be reached; anything unreachable is simply not a
+        directory, for callers that only need a yes or no."""
         try:
             return stat.S_ISDIR(self.lstat(parts).st_mode)
         except FsError:
             return False
 
     def listdir(self, parts: list[str]) -> list[str]:
+        """A directory's names, sorted as ls and glob expansion show them; a file is ``Not a
+        directory`` rather than an OS traceback."""
         target = self.path(parts)
         try:
             if not stat.S_ISDIR(os.lstat(target).st_mode):
@@ -295,6 +317,8 @@ class Tree:
                 os.close(fd)
 
     def touch(self, parts: list[str]) -> None:
+        """An existing entry gets a new mtime without following a link; a new file is made with
+        ``O_EXCL | O_NOFOLLOW`` (mode 0600) after the entry limit and quota allow it."""
         target = self.path(parts, must_exist=False)
         if os.path.lexists(target):
             try:
@@ -310,6 +334,9 @@ class Tree:
         self.account(0, 1)
 
     def mkdir(self, parts: list[str]) -> None:
+        """A new directory, refused beyond 64 levels with a clear error (a bound users can see,
+        rather than trees whose paths outgrow the 4096-byte limit) or when the quota or entry limit
+        is reached."""
         if len(parts) > MAX_DEPTH:
             raise FsError(TOO_DEEP)
         target = self.path(parts, must_exist=False)
@@ -325,6 +352,8 @@ class Tree:
     # -- removing and moving -------------------------------------------------------------
 
     def rmdir(self, parts: list[str]) -> None:
+        """Remove an empty directory (the kernel checks emptiness); the home itself is ``Permission
+        denied`` so a user cannot remove their own root."""
         if not parts:
             raise FsError(EACCES)  # the home itself
         try:
@@ -334,6 +363,9 @@ class Tree:
         self.account(0, -1)
 
     def remove(self, parts: list[str], recursive: bool) -> None:
+        """``rm``: a file, a planted symlink (unlinked, never followed), or with ``recursive`` a
+        whole tree via the non-recursive walk; a tree removed only in part leaves the usage unknown
+        so the next job measures it again."""
         try:
             target = self.path(parts)
         except FsError as e:
@@ -410,4 +442,6 @@ def copy_out(fd: int, f: BinaryIO, size: int) -> None:
 
 
 def same_entry(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two stats are one file (inode and device, as coreutils compares), so ``cp a a``,
+    ``mv`` onto a hard link and ``cat a > a`` are refused instead of destroying the data."""
     return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)

@@ -93,8 +93,12 @@ def at_parent(path: str, action: Callable[[int, str], Totals]) -> Totals:
 
 
 def measure(path: str) -> Totals:
+    """The totals of the tree at ``path`` without recursion, so the depth of what an operator
+    planted can never exhaust the stack (used for usage, ``cp -r`` and ``mv`` checks)."""
     return at_parent(path, lambda fd, name: walk(fd, name, remove=False))
 
 
 def remove_tree(path: str) -> Totals:
+    """Remove the tree at ``path`` whatever its depth (``rm -r``, userdel's purge), returning what
+    it held so the usage can be updated without a second walk."""
     return at_parent(path, lambda fd, name: walk(fd, name, remove=True))

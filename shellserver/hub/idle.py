@@ -46,6 +46,10 @@ def time_left(seconds: float) -> str:
 
 @define(eq=False)
 class IdleWatch:
+    """Warns, then logs out, this node's idle sessions from one periodic scan (the service's
+    looping call runs :meth:`scan` every :attr:`period`), since a timer per session reset on every
+    line would cost more than the scan."""
+
     hub: IHub
     timeout: float
     #: Seconds between the warning and the logout.
@@ -74,6 +78,9 @@ class IdleWatch:
         return message
 
     def scan(self, now: float) -> None:
+        """One pass over this node's sessions at ``now``: past the timeout they are ended; in the
+        warning window each idle stretch is warned once (``idle_warned`` remembers which), and a
+        failure is logged, never raised into the looping call, which would stop it."""
         if self.timeout <= 0:
             return
         warn_after = self.timeout - self.lead

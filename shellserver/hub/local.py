@@ -29,6 +29,11 @@ class ClusterUnavailable(Exception):
 
 
 class IHub(Interface):
+    """What commands, the login and the services may ask of the connection table, so the same code
+    runs against the in-memory :class:`Hub` and the clustered Redis hub. Queries that may need the
+    cluster return Deferreds; the few that a keypress or the ``write`` hot path needs at once are
+    plain calls that both hubs answer from memory."""
+
     node = Attribute("This node's name: the ``node`` of the sessions attached here.")
     on_announce = Attribute("Called with (kind, fields) for another node's ``announce``.")
 
@@ -110,7 +115,7 @@ class IHub(Interface):
     def end_session(to: SessionInfo, message: Message | None) -> Deferred[None]:
         """Show ``message`` to one session, then end it (idle logout, ``--on-max replace``)."""
 
-    # -- people and rooms (SPEC §11): plain data in and out, so Redis can hold it --------
+    # -- people and rooms (ignore lists, rooms): plain data in and out, so Redis can hold it --
 
     def set_ignores(user: str, names: frozenset[str] | None) -> None:
         """``user``'s ignore list while they have a session (None: forget it).
@@ -186,18 +191,27 @@ class Hub:
         return len(self._by_id)
 
     def users(self) -> int:
+        """Distinct users with a session here: the size of the per-user table, which tests use to
+        check that a user is forgotten with their last session."""
         return len(self._by_user)
 
     def counts(self) -> tuple[int, int]:
+        """Both numbers from the tables' sizes, no walk: ``status`` asks, and the clustered hub
+        adds this node's share to its mirror's."""
         return len(self._by_id), len(self._by_user)
 
     def nodes(self) -> list[str]:
+        """Not clustered, this process is the only node (a cluster node asks Redis instead)."""
         return [self.node]
 
     def allocate_tty(self, kind: str) -> Deferred[str]:
+        """Nothing to agree with: the lowest free number, already fired."""
         return succeed(self.take_tty(kind))
 
     def take_tty(self, kind: str) -> str:
+        """The lowest free number of ``kind`` (a heap of freed numbers, then a counter), as ptys
+        are reused, so tty names stay short; the clustered hub uses it for names it makes while
+        Redis is down."""
         free = self._free.get(kind)
         if free:
             number = heapq.heappop(free)
@@ -207,19 +221,27 @@ class Hub:
         return f"{kind}/{number}"
 
     def release_tty(self, tty: str) -> None:
+        """Return a name's number to the free heap. Anything but ``kind/N`` is ignored (a cluster
+        node strips its fallback ``tel/NODE.N`` before calling), so a foreign name never puts a
+        bogus number in the heap."""
         kind, _, number = tty.partition("/")
         if number.isdigit():
             heapq.heappush(self._free.setdefault(kind, []), int(number))
 
     def attach(self, session: Session) -> Deferred[None]:
+        """One process: adding to the tables is all it takes to be reachable, so it is done now."""
         self.add(session)
         return succeed(None)
 
     def add(self, session: Session) -> None:
+        """Put ``session`` in the tables without freeing or claiming anything else, for the
+        clustered hub, which publishes the session to Redis itself."""
         self._by_id[session.id] = session
         self._by_user.setdefault(session.user, []).append(session)
 
     def detach(self, session: Session) -> Deferred[None]:
+        """Remove and free the tty number; only the first call frees it, so a session ended by the
+        hub and then by its connection closing does not free a number twice."""
         if self.remove(session):
             self.release_tty(session.tty)
         return succeed(None)
@@ -235,32 +257,49 @@ class Hub:
         return True
 
     def local_sessions(self) -> list[Session]:
+        """A copy, so callers (the idle scan ending sessions) may change the table while they walk
+        it."""
         return list(self._by_id.values())
 
     def local(self, session_id: int) -> Session | None:
+        """This node's live session by id, or None: the clustered hub asks before going to
+        Redis."""
         return self._by_id.get(session_id)
 
     def local_of(self, user: str) -> list[Session]:
+        """This node's sessions of ``user`` (a copy), which the clustered hub merges with its
+        mirror of the other nodes'."""
         return list(self._by_user.get(user, ()))
 
     def local_users(self) -> list[str]:
+        """Users with a session here: the clustered hub republishes their ignore lists and counts
+        them."""
         return list(self._by_user)
 
     def announce(self, kind: str, fields: dict[str, Any]) -> None:
+        """Nothing to tell: there is no other node, and this node acts on its own shutdown
+        directly."""
         pass  # no other node
 
     def sessions(self) -> Deferred[list[SessionInfo]]:
+        """The live sessions themselves, which carry every :class:`SessionInfo` field, so no record
+        is built; dict order is attach order, hence login order."""
         return succeed(list(self._by_id.values()))
 
     def sessions_of(self, user: str) -> Deferred[list[SessionInfo]]:
+        """As :meth:`sessions_of_now`, wrapped for callers that also run clustered."""
         return succeed(list(self._by_user.get(user, ())))
 
     def sessions_of_now(self, user: str) -> list[SessionInfo]:
+        """A lookup in the per-user table (a copy, so the caller may end sessions while it
+        walks)."""
         return list(self._by_user.get(user, ()))
 
     def admit(
         self, user: str, session_id: int, limit: int, replace: bool
     ) -> Deferred[list[SessionInfo] | None]:
+        """One process attaches without a gap after this check, so counting the user's sessions is
+        enough; with ``replace``, the oldest ones to end first."""
         mine = self._by_user.get(user, ())
         if len(mine) < limit:
             return succeed([])
@@ -269,25 +308,34 @@ class Hub:
         return succeed(list(mine[: len(mine) - limit + 1]))
 
     def release(self, user: str, session_id: int) -> None:
+        """Nothing to free: :meth:`admit` claimed nothing here."""
         pass  # admit claimed nothing: one process attaches without a gap
 
     def changed(self, session: Session) -> Deferred[None]:
+        """Nothing to publish: in one process every reader sees the live session."""
         return succeed(None)  # everyone reads the live session
 
     def ready(self) -> Deferred[None]:
+        """Always ready: there is no cluster to join first."""
         return succeed(None)
 
     def deliver(
         self, to: SessionInfo, message: Message, sender: str | None = None
     ) -> Deferred[Delivery]:
+        """:meth:`deliver_here`, already fired: the recipient can only be on this node."""
         return succeed(self.deliver_here(to.id, message, sender))
 
     def deliver_now(
         self, to: SessionInfo, message: Message, sender: str | None = None
     ) -> Delivery | None:
+        """Every session is local here, so the answer is always immediate (the ``write`` path skips
+        a Deferred)."""
         return self.deliver_here(to.id, message, sender)
 
     def deliver_here(self, session_id: int, message: Message, sender: str | None) -> Delivery:
+        """Deliver to a session of this node by id; this is also where the clustered hub hands
+        messages that arrived from Redis. ``mesg n`` and ignore are checked here, next to the
+        session, so they hold for local and remote senders alike."""
         session = self._by_id.get(session_id)
         if session is None or not session.terminal.connected:
             return Delivery.GONE
@@ -298,9 +346,12 @@ class Hub:
         return Delivery.DELIVERED if session.deliver(message) else Delivery.DROPPED
 
     def broadcast(self, message: Message) -> Deferred[tuple[int, int]]:
+        """:meth:`broadcast_here`, already fired: this node is the whole server."""
         return succeed(self.broadcast_here(message))
 
     def broadcast_here(self, message: Message) -> tuple[int, int]:
+        """Every session here gets the same Message (encoded once per kind of wire), whatever its
+        mesg: ``wall`` and notices are never refused."""
         sessions = list(self._by_id.values())
         reached = 0
         for session in sessions:
@@ -308,15 +359,19 @@ class Hub:
         return reached, len(sessions) - reached
 
     def logout_user(self, user: str, message: Message | None) -> Deferred[int]:
+        """:meth:`logout_here`, already fired: every session of the user is on this node."""
         return succeed(self.logout_here(user, message))
 
     def logout_here(self, user: str, message: Message | None) -> int:
+        """End each of ``user``'s sessions on this node (``kick``, userdel); a cluster node calls
+        it when another node asks."""
         mine = list(self._by_user.get(user, ()))
         for session in mine:
             self.end_here(session.id, message)
         return len(mine)
 
     def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
+        """:meth:`end_here` by id, already fired: the session can only be local."""
         self.end_here(to.id, message)
         return succeed(None)
 
@@ -330,47 +385,63 @@ class Hub:
         session.disconnect()
         self.detacher(session)
 
-    # -- people and rooms (SPEC §11) ----------------------------------------------------
+    # -- people and rooms: ignore lists and rooms, as plain data ---------------------------
 
     def set_ignores(self, user: str, names: frozenset[str] | None) -> None:
+        """Kept per user, as plain data, so the check on the delivery path is one dict lookup; an
+        empty list is dropped so the common case costs nothing."""
         if names:
             self._ignores[user] = names
         else:
             self._ignores.pop(user, None)
 
     def ignores(self, user: str) -> frozenset[str]:
+        """A shared empty set when unknown, so the hot path allocates nothing."""
         return self._ignores.get(user, _NOBODY)
 
     def join_room(
         self, room: str, session_id: int, user: str, tty: str, max_rooms: int, max_members: int
     ) -> Deferred[str]:
+        """The table does the limits and creation; the node is recorded so a clustered hub's
+        members can be told apart from another node's."""
         member = Member(session_id, user, tty, self.node)
         return succeed(self._rooms.join(room, member, max_rooms, max_members))
 
     def part_room(self, room: str, session_id: int) -> Deferred[bool]:
+        """Straight to the table, which drops a room (and its topic) with its last member."""
         return succeed(self._rooms.part(room, session_id))
 
     def part_all_rooms(self, session_id: int) -> Deferred[list[str]]:
+        """For a session that ended: it leaves every room, and the caller tells each room's
+        members."""
         return succeed(self._rooms.part_all(session_id))
 
     def rooms_of(self, session_id: int) -> Deferred[list[str]]:
+        """In joining order, as ``rooms`` shows a session's own rooms."""
         return succeed(self._rooms.rooms_of(session_id))
 
     def room(self, room: str) -> Deferred[RoomInfo | None]:
+        """The table's snapshot, plain data, so ``topic`` and ``who #room`` can check the
+        creator."""
         return succeed(self._rooms.info(room))
 
     def room_list(self) -> Deferred[list[RoomInfo]]:
+        """Sorted by name, as ``rooms`` lists them."""
         return succeed(self._rooms.infos())
 
     def room_members(self, room: str) -> Deferred[list[Member]]:
+        """Plain members in joining order, for ``who #room`` and the fan-out."""
         return succeed(self._rooms.members(room))
 
     def set_room_topic(self, room: str, topic: str) -> Deferred[bool]:
+        """Straight to the table; the command has already checked who may set it."""
         return succeed(self._rooms.set_topic(room, topic))
 
     def send_room(
         self, room: str, message: Message, sender: str, skip: int | None = None
     ) -> Deferred[tuple[int, int]]:
+        """The room's members through the paced fan-out, so a line to a large room never holds the
+        reactor for a whole pass over it."""
         counts = self.deliver_members(self._rooms.members(room), message, sender, skip)
         return counts.addCallback(_reached_dropped)
 
@@ -408,6 +479,7 @@ class Hub:
         return self.fanout.run(members, step).addCallback(lambda _: counts)
 
     def room_names(self) -> list[str]:
+        """From memory, sorted, so Tab completion answers on the keypress without a Deferred."""
         return self._rooms.names()
 
 

@@ -1,6 +1,6 @@
 """What the hub tells about a session: plain, serialisable fields, never a live object.
 
-A clustered hub (SPEC §13) learns about another node's sessions as records in
+A clustered hub (nodes sharing Redis) learns about another node's sessions as records in
 Redis; the in-memory hub hands out its own ``Session`` objects, which carry the
 same fields. Commands see both only through :class:`SessionInfo`, so they can
 read who is where but cannot reach into another session's terminal: to act on
@@ -20,39 +20,56 @@ class SessionInfo(Protocol):
     """The fields ``who``, ``write``, ``finger`` and the control socket read."""
 
     @property
-    def node(self) -> str: ...
+    def node(self) -> str:
+        """The node the session lives on ("" unclustered): ``who`` shows it to admins and a
+        delivery goes there."""
 
     @property
-    def id(self) -> int: ...
+    def id(self) -> int:
+        """The session's id on its node; with ``node`` it names the session cluster-wide."""
 
     @property
-    def user(self) -> str: ...
+    def user(self) -> str:
+        """The account logged in, for ``who``, ``write USER`` and ``--max-sessions``."""
 
     @property
-    def role(self) -> str: ...
+    def role(self) -> str:
+        """``user`` or ``admin``: ``who`` shows the NODE and FROM columns to admins only, and admin
+        commands check it."""
 
     @property
-    def tty(self) -> str: ...
+    def tty(self) -> str:
+        """The terminal name (``tel/3``, ``ssh/0``), unique across the cluster, so ``write USER
+        TTY`` picks one session."""
 
     @property
-    def peer(self) -> str: ...
+    def peer(self) -> str:
+        """The client's address: ``who`` shows it to admins, ``finger`` to admins and the user."""
 
     @property
-    def term(self) -> str: ...
+    def term(self) -> str:
+        """The terminal type the client reported (TTYPE, SSH's TERM), shown in ``who --json``."""
 
     @property
-    def login_time(self) -> float: ...
+    def login_time(self) -> float:
+        """Wall-clock seconds at login, for ``who``'s LOGIN column and ``finger``."""
 
     @property
-    def last_active(self) -> float: ...
+    def last_active(self) -> float:
+        """When the session last sent a line: the idle time and the idle logout count from it."""
 
     @property
-    def mesg(self) -> bool: ...
+    def mesg(self) -> bool:
+        """Whether the user accepts ``write`` (``mesg y/n``): checked on delivery, shown in
+        ``who``'s MESG column."""
 
     @property
-    def doing(self) -> str: ...
+    def doing(self) -> str:
+        """The command now running (sanitised, cut short) for ``w``'s WHAT column."""
 
-    def idle(self, now: float) -> float: ...
+    def idle(self, now: float) -> float:
+        """Seconds since the last line at ``now``: a method, so each caller passes its own clock
+        and tests need no real time."""
 
 
 #: One session in the whole cluster: its node's name and its id there.
@@ -60,6 +77,8 @@ Key = tuple[str, int]
 
 
 def key_of(s: SessionInfo) -> Key:
+    """The pair that names one session in the whole cluster (ids repeat across nodes), so ``who
+    #room`` can pick a room's members out of everyone online."""
     return (s.node, s.id)
 
 
@@ -80,10 +99,15 @@ class SessionRecord:
     doing: str
 
     def idle(self, now: float) -> float:
+        """As :meth:`SessionInfo.idle`, from the last activity the node published, which lags by
+        ten seconds or so: nodes publish activity in coarse steps, so typing does not flood
+        Redis."""
         return max(0.0, now - self.last_active)
 
     @classmethod
     def of(cls, s: SessionInfo) -> SessionRecord:
+        """Copy any session's fields into a record, so a node publishes plain data, never a live
+        object."""
         return cls(
             s.node,
             s.id,
@@ -99,6 +123,8 @@ class SessionRecord:
         )
 
     def to_json(self) -> str:
+        """A compact JSON array (positions, not names): the form stored in Redis for every session,
+        kept small because every node reads them all."""
         return json.dumps(
             [
                 self.node,

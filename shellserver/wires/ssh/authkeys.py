@@ -56,6 +56,9 @@ KEY_TYPES = frozenset(
 
 
 class FileTooLarge(Exception):
+    """The file is over :data:`MAX_FILE`: it is ignored as a whole (no key from it counts), since
+    reading only its start could change what it means."""
+
     pass
 
 
@@ -112,6 +115,9 @@ def parse(data: bytes) -> Parsed:
 
 
 def log_problems(user: str, parsed: Parsed) -> None:
+    """Tell the operator which lines were skipped and why, at most :data:`MAX_LOGGED` lines per
+    read and the rest counted, because the file is user input and could hold thousands of bad
+    lines."""
     for number, reason in parsed.problems[:MAX_LOGGED]:
         log.info(
             "{user}'s ~/.ssh/authorized_keys line {number} skipped: {reason}",
@@ -146,6 +152,8 @@ class Stamp:
 
     @classmethod
     def of(cls, st: os.stat_result) -> Stamp:
+        """The stamp of an ``fstat`` of the descriptor actually read, so it describes exactly the
+        bytes that were parsed."""
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -257,6 +265,8 @@ class AuthorizedKeysChecker:
         self.parses = 0
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        """cred's entry point; the work is a coroutine (:meth:`_check`) because it waits for the
+        file read and possibly a parse on other threads."""
         return Deferred.fromCoroutine(self._check(credentials))
 
     async def _check(self, credentials: Any) -> bytes:
@@ -336,6 +346,9 @@ class AuthorizedKeysChecker:
 
 
 class AddKeyRefused(Exception):
+    """Why ``shellserver addkey`` did not add the key, in words for the operator (the CLI and the
+    control socket print it), never a traceback."""
+
     pass
 
 

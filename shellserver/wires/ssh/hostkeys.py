@@ -38,9 +38,12 @@ class HostKeys:
     keys: tuple[Key, ...]
 
     def private_keys(self) -> dict[bytes, Key]:
+        """By SSH type name, the form conch's ``SSHFactory.privateKeys`` expects."""
         return {key.sshType(): key for key in self.keys}
 
     def public_keys(self) -> dict[bytes, Key]:
+        """By SSH type name, the form conch's ``SSHFactory.publicKeys`` expects; derived from the
+        private keys so the two can never disagree."""
         return {key.sshType(): key.public() for key in self.keys}
 
     def fingerprints(self) -> list[str]:

@@ -179,6 +179,8 @@ class SessionChannel(SSHChannel):
 
     @property
     def user(self) -> ShellAvatar:
+        """The channel's avatar, typed: conch stores it untyped, and the channel needs its account
+        and ``start``."""
         avatar: Any = self.avatar
         return avatar  # type: ignore[no-any-return]
 
@@ -191,6 +193,8 @@ class SessionChannel(SSHChannel):
         return answer
 
     def request_pty_req(self, data: bytes) -> int:
+        """A pty means character mode; its terminal type and size are kept for the session. After
+        the shell has started a pty request is refused: the mode is fixed by then."""
         term, rest = _string(data)
         if self.started:
             return 0
@@ -200,6 +204,8 @@ class SessionChannel(SSHChannel):
         return 1
 
     def request_window_change(self, data: bytes) -> int:
+        """The client's window was resized: the size is kept and, once a session runs, its terminal
+        lays out again to it (clamped there, as NAWS is for telnet)."""
         cols, rows = _parse_size(data)
         self.request.cols, self.request.rows = cols, rows
         if self.wire is not None:
@@ -216,9 +222,13 @@ class SessionChannel(SSHChannel):
         return 1
 
     def request_shell(self, data: bytes) -> int:
+        """``ssh host``: an interactive session (character mode with a pty, line mode without).
+        Only the first shell or exec request of a channel starts anything."""
         return self._start(None)
 
     def request_exec(self, data: bytes) -> int:
+        """``ssh host CMD``: one command, no prompt, then its exit status. The command line is
+        bounded so a client cannot make us hold megabytes before the shell's own limit applies."""
         command, _ = _string(data)
         if len(command) > MAX_COMMAND:
             return 0
@@ -235,10 +245,14 @@ class SessionChannel(SSHChannel):
         return 1
 
     def dataReceived(self, data: bytes) -> None:
+        """Client input goes to the wire, guarded so a bug there is logged and drops the connection
+        rather than being taken for a malformed packet."""
         if self.wire is not None:
             self._into_session(self.wire.data_received, data)
 
     def eofReceived(self) -> None:
+        """The client closed its input (``ssh host CMD < file`` at end): the session sees end of
+        input, as a command reading stdin would."""
         if self.wire is not None:
             self._into_session(self.wire.eof_received)
 
@@ -270,6 +284,9 @@ class SessionChannel(SSHChannel):
     _paused = False
 
     def write(self, data: bytes) -> None:
+        """Send at most what the client's window allows and hold only the rest of this one write;
+        the wire is paused meanwhile, so output waits (capped) in :class:`Output` rather than
+        growing conch's buffer without bound."""
         if not data:
             return
         size = len(data)
@@ -288,6 +305,8 @@ class SessionChannel(SSHChannel):
         self._flow()
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
+        """One join, then :meth:`write`, so a message block is one window check and usually one
+        packet."""
         self.write(b"".join(data))
 
     def _send(self, data: memoryview) -> memoryview | None:
@@ -356,6 +375,8 @@ class SessionChannel(SSHChannel):
             self.wire.resume()
 
     def addWindowBytes(self, data: int) -> None:
+        """conch's window adjust: the client read some output, so pending bytes go out and the wire
+        may resume. Overridden because conch's version would flush its own buffer, unused here."""
         self.remoteWindowLeft += data
         self.flow_changed()
 
@@ -372,6 +393,9 @@ class SessionChannel(SSHChannel):
             conn.sendClose(self)
 
     def closed(self) -> None:
+        """conch's last call for the channel (both sides closed, or the connection went): the
+        session ends now (once), and the avatar forgets the channel so it no longer counts towards
+        :data:`MAX_CHANNELS`."""
         if self.wire is not None:
             self.wire.connection_lost()
         self._pending = None
@@ -441,6 +465,8 @@ class ShellAvatar(ConchUser):
     def lookupChannel(
         self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
     ) -> SSHChannel:
+        """Only session channels, at most :data:`MAX_CHANNELS` per connection; each is tracked so
+        the avatar's logout can end the sessions it still holds."""
         refused = self.refusal(channelType)
         if refused is not None:
             raise ConchError(refused[1].decode(), refused[0])
@@ -484,6 +510,8 @@ class PasswordChecker:
         self.checker = checker
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        """The store's check, with a locked account turned into an ordinary failed login so it is
+        counted and delayed like a wrong password and says nothing about the account."""
         d: Deferred[Any] = self.checker.requestAvatarId(credentials)
         d.addErrback(_locked_is_unauthorized)
         return d
@@ -510,6 +538,8 @@ class Connection(connection.SSHConnection):
         super().ssh_CHANNEL_DATA(packet)
 
     def ssh_CHANNEL_EXTENDED_DATA(self, packet: bytes) -> None:
+        """The same window and packet size check as :meth:`ssh_CHANNEL_DATA`: extended data counts
+        against the same window."""
         self._check_size(packet[:4], packet[8:12])
         super().ssh_CHANNEL_EXTENDED_DATA(packet)
 
@@ -521,6 +551,9 @@ class Connection(connection.SSHConnection):
             raise MalformedPacket("channel data past the window")
 
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
+        """Refusals (forwarding, unknown types, too many sessions) answered here with an open
+        failure: conch would raise and log a traceback for each, and a malformed open is a protocol
+        error, not an exception."""
         avatar = getattr(self.transport, "avatar", None)
         try:
             kind, rest = _string(packet)
@@ -552,6 +585,9 @@ class UserAuth(userauth.SSHUserAuthServer):
     _log = _conch_log
 
     def serviceStarted(self) -> None:
+        """Per-connection counters (failed passwords for the delays, unsigned key queries for their
+        cap) start when the auth service does, with the factory's clock so tests can use a fake
+        one."""
         factory: ShellSSHFactory = self.transport.factory  # type: ignore[union-attr]
         self.clock = factory.clock
         self.password_failures = 0
@@ -563,6 +599,8 @@ class UserAuth(userauth.SSHUserAuthServer):
         return wire  # type: ignore[no-any-return]
 
     def tryAuth(self, kind: bytes, user: bytes, data: bytes) -> Deferred[Any]:
+        """An address blocked after failed logins is refused every method (but ``none``, which
+        clients send first to list methods) without checking anything, as telnet's login."""
         t = self._shell_transport()
         failed = t.factory.failed_logins
         if kind != b"none" and failed is not None and failed.blocked(t.peer, self.clock.seconds()):
@@ -572,6 +610,8 @@ class UserAuth(userauth.SSHUserAuthServer):
         return d
 
     def auth_password(self, packet: bytes) -> Deferred[Any]:
+        """A password login through the portal, counted, paced and delayed like telnet's, so SSH is
+        no faster way to guess; a malformed request is a failure, not an exception."""
         try:
             password, _ = _string(packet[1:])
             user: bytes = self.user or b""
@@ -700,6 +740,10 @@ class ShellTransport(transport.SSHServerTransport):
     _dropped = False
 
     def connectionMade(self) -> None:
+        """Admission first: a connection over the pre-auth limits gets one line and is closed
+        before any key exchange (the cheap refusal). An admitted one registers as its TCP
+        connection's push producer, so a client that stops reading pauses us, and gets its login
+        grace timer."""
         f = self.factory
         wire: Any = self.transport
         self.peer = getattr(wire.getPeer(), "host", "?")
@@ -728,6 +772,8 @@ class ShellTransport(transport.SSHServerTransport):
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
+        """Nothing is parsed for a refused connection or one being dropped, so a client cannot keep
+        our CPU busy after we have said no."""
         if self._admitted and not self._dropped:
             super().dataReceived(data)
 
@@ -766,6 +812,8 @@ class ShellTransport(transport.SSHServerTransport):
             self._flow_changed()
 
     def resumeProducing(self) -> None:
+        """The client reads again: resume reading it (unless the connection is closing) and let the
+        channels flush and resume their wires."""
         if self._tcp_paused:
             self._tcp_paused = False
             wire: Any = self.transport
@@ -774,9 +822,12 @@ class ShellTransport(transport.SSHServerTransport):
             self._flow_changed()
 
     def stopProducing(self) -> None:
+        """Nothing to do: ``connectionLost`` follows and does the cleanup."""
         pass  # connectionLost follows
 
     def sendKexInit(self) -> None:
+        """A key exchange (ours or a rekey) holds channel data back: the channels pause their wires
+        until ``_newKeys`` frees them, so output waits capped in :class:`Output`."""
         super().sendKexInit()
         self._flow_changed()
 
@@ -793,6 +844,9 @@ class ShellTransport(transport.SSHServerTransport):
         """conch logs a warning for each; a client could send them without end."""
 
     def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
+        """Each packet goes to conch, but a parse error from a hostile packet becomes one
+        rate-limited log line and a dropped connection instead of a traceback; packets after a
+        drop are ignored."""
         if self._dropped:
             return
         try:
@@ -848,6 +902,9 @@ class ShellTransport(transport.SSHServerTransport):
         self.sendDisconnect(transport.DISCONNECT_TOO_MANY_CONNECTIONS, MADE_ROOM.encode())
 
     def setService(self, service: Any) -> None:
+        """The switch to ``ssh-connection`` marks a successful login: it is logged, the login timer
+        stops and admission counts the connection as logged in. An authentication that finished
+        after the connection was lost starts nothing and lets the avatar go."""
         if self.gone:
             # An authentication answered after the connection was lost (a password checked
             # on the hashing pool meanwhile): start nothing, and let the avatar go.
@@ -874,6 +931,9 @@ class ShellTransport(transport.SSHServerTransport):
         super().setService(service)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        """Timers cancelled, the admission slot given back, then conch's own cleanup; the
+        references between conch's objects are cut so the connection is freed by reference counting
+        at once rather than kept by the collector."""
         self.gone = True
         for call in (self._timer, self._drop_call):
             if call is not None and call.active():
@@ -923,7 +983,7 @@ class ShellSSHFactory(factory.SSHFactory):
         self.primes = None
         #: Malformed-packet log lines, at most one a minute per address.
         self.malformed_log = PeerLogLimit()
-        #: Login counters (SPEC §12), when the service provides them.
+        #: Login counters (ok and failed, as telnet's are counted), when the service provides them.
         self.metrics: Metrics | None = None
 
     def buildProtocol(self, addr: Any) -> ShellTransport:
@@ -954,6 +1014,8 @@ def make_factory(
     failed_logins: FailedLogins | None = None,
     account_pacing: AccountPacing | None = None,
 ) -> ShellSSHFactory:
+    """The ``--ssh`` factory from its parts, with a portal over the given checkers and realm, so
+    the assembly need not know conch's cred plumbing."""
     portal = Portal(realm, checkers)
     return ShellSSHFactory(
         keys, portal, clock, login_timeout, admission, failed_logins, account_pacing

@@ -1,7 +1,7 @@
 """An SSH session channel as a wire: the same terminal, editor and shell as telnet's.
 
 With a pty the client sends raw keys: character mode, the line editor echoes
-and redraws (SPEC §8). Without one (``ssh -T``, most ``ssh host CMD``) it
+and redraws, exactly as for telnet. Without one (``ssh -T``, most ``ssh host CMD``) it
 sends lines: line mode, and output keeps plain ``\\n`` so it can be piped.
 Flow control: the channel (``server.SessionChannel``) pauses the same :class:`Output`
 telnet uses while the client's window is full, while the rest of a write waits for it,
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-#: Window size limits (SPEC §8), as for telnet's NAWS: columns, rows.
 #: Seconds a closing channel may take to send what it holds before the connection is aborted.
 CLOSE_TIMEOUT = 10.0
 #: Exit status when the session could not start, or the command was interrupted.
@@ -70,11 +69,17 @@ class Channel(Protocol):
     conn: Any
     wire: SSHWire | None
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> None:
+        """Bytes for the client, within the window (``SessionChannel.write`` holds the rest and
+        pauses the wire)."""
 
-    def writeSequence(self, data: Iterable[bytes]) -> None: ...
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        """Part of the transport shape :class:`Output` is handed; ``SessionChannel`` joins the
+        pieces into one write, so a block costs one window check."""
 
-    def exit(self, status: int) -> None: ...
+    def exit(self, status: int) -> None:
+        """Send ``exit-status`` and close once pending output has gone, so ``ssh host CMD`` reports
+        the command's status."""
 
 
 @implementer(IWire)
@@ -128,9 +133,14 @@ class SSHWire(Fronted):
         return text.encode("utf-8", "surrogateescape")
 
     def send(self, text: str) -> None:
+        """Own output into the capped :class:`Output`; with a pty, ``\\n`` becomes CR LF for the
+        terminal, without one it stays ``\\n`` so output can be piped."""
         self._out.write(self._encode(text))
 
     def send_message(self, lead: str, message: Message, after: str = "") -> bool:
+        """A shared message between own text, as one block: the message body is encoded once per
+        encoding (CR LF with a pty, LF without) and cached on the Message, so a ``wall`` to
+        thousands costs one encode, not one per session."""
         body = message.encoded(self._encoding, self._encode)
         if after:
             return self._out.offer((self._encode(lead), body, self._encode(after)))
@@ -165,9 +175,13 @@ class SSHWire(Fronted):
     # -- flow control (conch calls these on the channel) ---------------------------
 
     def pause(self) -> None:
+        """The channel's window is empty, a write is pending, or the connection is blocked:
+        :class:`Output` holds (and caps) what comes next and starts its stall timer."""
         self._out.pause()
 
     def resume(self) -> None:
+        """The client takes output again; a resize that came meanwhile is redrawn now, once, rather
+        than once per ``window-change`` while nothing could be drawn."""
         self._out.resume()
         if self._resized_meanwhile and not self._out.paused:
             self._resized_meanwhile = False
@@ -177,6 +191,10 @@ class SSHWire(Fronted):
     # -- input ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        """The client's input. With a pty it is keystrokes, decoded incrementally (a character
+        split across packets survives) and LF made CR so a paste runs its lines; without one it
+        is lines, each capped at ``max_line`` (the rest of an over-long line is discarded, never
+        run)."""
         receiver = self.receiver
         if receiver is None or self._lost:
             return
@@ -264,6 +282,9 @@ class SSHSeat:
             self.terminal.mode_changed(True)
 
     async def run(self, account: Account, command: str | None) -> None:
+        """Start the session on this channel and, for an exec request, run the one command and
+        close with its status; a shell just starts and lives until the terminal closes. A store
+        that is unavailable is said in words and gives status 1, never a traceback."""
         server, terminal, wire = self.server, self.terminal, self.wire
         server.connections.add(self)
         terminal.on_disconnect = self._lost
@@ -294,6 +315,8 @@ class SSHSeat:
             sessionstart.end(self.server, session, self.wire)
 
     def crashed(self, failure: Failure) -> None:
+        """A bug in the session start or the command: logged with its traceback, the client gets
+        status 1 and a closed channel instead of a hanging one."""
         log.failure("SSH session failed", failure)
         self.wire.status = FAILED
         self.terminal.close()
