@@ -134,8 +134,8 @@ class DataDir:
         return self.path.child("initial-admin-password")
 
     def create(self) -> None:
-        """Make the directory and the home root 0700; ``chmod`` as well, since ``makedirs``'s
-        mode is cut by the umask and leaves an existing, wider directory as it was."""
+        """Make the directory and the home root 0700; the directory is ``chmod``-ed as well,
+        since ``makedirs`` leaves an existing, wider directory as it was."""
         os.makedirs(self.path.path, mode=0o700, exist_ok=True)
         os.chmod(self.path.path, 0o700)
         os.makedirs(self.home_root.path, mode=0o700, exist_ok=True)

@@ -86,8 +86,9 @@ class GCPolicy:
     _started: bool = field(default=False, init=False)
 
     def start(self) -> None:
-        """Called once start-up has made its long-lived objects: freezing then keeps them out of
-        every later scan. Logs whether it is on and why, so an operator sees the choice."""
+        """Called at the service's start, after start-up has made its long-lived objects (store,
+        pools, listeners): freezing them then keeps them out of every later scan. Logs whether
+        it is on and why, so an operator sees the choice."""
         on, why = self.switch
         log.info("gc policy {why}", why=why)
         if not on:

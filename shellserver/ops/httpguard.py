@@ -159,8 +159,8 @@ class Counted(ProtocolWrapper):
     _bounded = False
 
     def makeConnection(self, transport: Any) -> None:
-        """Counted before the channel sees a byte: a refused connection gets the 503 and is
-        closed without HTTP parsing or a clock ever spent on it."""
+        """Counted before the channel serves anything: a refused connection gets the 503 at
+        once and is closed, with no clock started for it."""
         self.peer = getattr(transport.getPeer(), "host", None) or "local"
         self.counted = self.factory.enter(self)
         if not self.counted:

@@ -31,7 +31,7 @@ class LagProbe:
     _call: IDelayedCall | None = field(default=None)
 
     def start(self) -> None:
-        """Armed by the service once the reactor runs: lateness before that means nothing."""
+        """Armed at the service's start, so the probe runs only while the server does."""
         self._arm()
 
     def stop(self) -> None:

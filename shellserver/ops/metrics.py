@@ -221,7 +221,8 @@ class ServerCollector:
         self.server = server
 
     def describe(self) -> Iterable[Metric]:
-        """The names, so registering does not read a server that may not be running yet."""
+        """The names, so the registry can refuse a clash at registration without reading the
+        sessions."""
         return self._families()
 
     def collect(self) -> Iterator[Metric]:

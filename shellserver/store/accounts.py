@@ -56,7 +56,7 @@ UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
 
 class StoreError(Exception):
     """Every refusal of the store, caught as one where a one-line message is all that is needed
-    (start-up, the CLI); its text is what the user is told."""
+    (start-up, the CLI) rather than a traceback."""
 
 
 class UserExists(StoreError):
@@ -124,7 +124,8 @@ class Account:
 
     @property
     def is_admin(self) -> bool:
-        """Asked for every admin-only command and at a shutdown's login refusal."""
+        """Asked where the account, not a session, is at hand: at login during a shutdown,
+        when only an admin (who may cancel it) is let in."""
         return self.role == ROLE_ADMIN
 
 
@@ -412,7 +413,7 @@ class AccountDB:
 
     def history(self, name: str | None = None, limit: int = 50) -> list[LoginRecord]:
         """Newest first and bounded, for ``last`` and for the addresses pacing trusts: the
-        table grows forever, so no caller reads all of it."""
+        table grows with every login, so no caller reads all of it."""
         cols = "id, user, tty, peer, login, logout"
         if name is None:
             rows = self._db.execute(

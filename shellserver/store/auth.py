@@ -34,8 +34,8 @@ AvatarFactory = Callable[[Account], tuple[object, Callable[[], None]]]
 
 @implementer(ICredentialsChecker)
 class StoreChecker:
-    """Passwords checked by the store, so every wire's password login (the dialogue, SSH's
-    userauth) goes through one ``Portal`` and one timing-safe check."""
+    """Passwords checked by the store, so every wire's password login (the login dialogue, and
+    SSH's userauth, which wraps this checker) meets the same timing-safe check."""
 
     credentialInterfaces = (IUsernamePassword,)
 

@@ -27,7 +27,8 @@ class Message:
     @classmethod
     def of(cls, text: str) -> Message:
         """A message that ends its line, whatever its sender wrote: the prompt redrawn after it
-        must start on a fresh line (notices are written as sentences, remote events lose it)."""
+        must start on a fresh line. Notices are written as sentences without one, and text from
+        another node is taken as sent, so both come through here."""
         if not text.endswith("\n"):
             text += "\n"
         return cls(text)

@@ -6,8 +6,8 @@ import time
 
 
 def format_login_time(when: float) -> str:
-    """last(1)'s stamp in local time ("Mon Dec 07 18:27"): the "Last login" line, finger and
-    saved messages all print it, so users read the form their Unix tools taught them."""
+    """A login stamp as Unix tools print it, in local time ("Mon Dec 07 18:27"): the "Last
+    login" line, finger, last and saved messages share it, so every listing reads alike."""
     return time.strftime("%a %b %d %H:%M", time.localtime(when))
 
 
