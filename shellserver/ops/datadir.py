@@ -1,10 +1,11 @@
 """The data directory: created 0700, claimed with lock files.
 
-One server alone takes ``shellserver.lock`` exclusively. Clustered nodes
-(SPEC §13) share a data dir, so each takes ``shellserver.lock`` *shared* and
-its own ``node-NAME.lock`` exclusively: two nodes of one name refuse each
-other, nodes of different names run side by side, and a server alone and a
-clustered node exclude each other (exclusive against shared). The CLI, with
+One server alone takes ``shellserver.lock`` exclusively. Clustered nodes on
+one machine may share a data dir (one store, one set of homes), so each
+takes ``shellserver.lock`` *shared* and its own ``node-NAME.lock``
+exclusively: two nodes of one name refuse each other, nodes of different
+names run side by side, and a server alone and a clustered node exclude
+each other (exclusive against shared). The CLI, with
 the server stopped, takes ``shellserver.lock`` exclusively like a server
 alone, so it never changes the store under a running node.
 
@@ -35,7 +36,8 @@ _NODE_LOCK_PREFIX, _NODE_LOCK_SUFFIX = "node-", ".lock"
 
 
 class DataDirLocked(Exception):
-    pass
+    """The directory is someone else's: its message names who (a pid, the running nodes), and
+    start-up and the CLI print it as their one line instead of touching a store in use."""
 
 
 def _flock(fd: int, operation: int, patience: float) -> bool:
@@ -79,6 +81,9 @@ def _held(path: str, operation: int) -> bool:
 
 @define
 class DataDir:
+    """Every path inside the data dir and the locks that claim it, in one place, so the server,
+    its nodes and the offline CLI agree on both (see the module's docstring)."""
+
     path: FilePath[str]
     #: This node's name when clustered (per-node lock and control socket); None: a server alone.
     node: str | None = None
@@ -90,21 +95,26 @@ class DataDir:
 
     @property
     def db_path(self) -> FilePath[str]:
+        """The SQLite store: opened by the server, and by the CLI only under the lock."""
         return self.path.child("accounts.sqlite3")
 
     @property
     def home_root(self) -> FilePath[str]:
+        """Where the homes live; inside the 0700 directory, so no other OS user can reach them."""
         return self.path.child("home")
 
     @property
     def lock_path(self) -> FilePath[str]:
+        """The lock that a server alone takes exclusively and each node shared."""
         return self.path.child("shellserver.lock")
 
     @property
     def startup_lock_path(self) -> FilePath[str]:
+        """Held through a node's start, so nodes started at once migrate the store one by one."""
         return self.path.child("startup.lock")
 
     def node_lock_path(self, node: str) -> FilePath[str]:
+        """A node's own lock: two nodes given one name refuse each other; it holds the pid."""
         return self.path.child(f"{_NODE_LOCK_PREFIX}{node}{_NODE_LOCK_SUFFIX}")
 
     @property
@@ -115,13 +125,17 @@ class DataDir:
         return self.node_socket(self.node)
 
     def node_socket(self, node: str) -> FilePath[str]:
+        """A node's control socket, named for the node so the CLI can reach any one of them."""
         return self.path.child(f"control-{node}.sock")
 
     @property
     def admin_password_path(self) -> FilePath[str]:
+        """The first start's ``admin`` password (0600); removed once that password is changed."""
         return self.path.child("initial-admin-password")
 
     def create(self) -> None:
+        """Make the directory and the home root 0700; the directory is ``chmod``-ed as well,
+        since ``makedirs`` leaves an existing, wider directory as it was."""
         os.makedirs(self.path.path, mode=0o700, exist_ok=True)
         os.chmod(self.path.path, 0o700)
         os.makedirs(self.home_root.path, mode=0o700, exist_ok=True)
@@ -210,6 +224,8 @@ class DataDir:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def unlock(self) -> None:
+        """Give every lock back (the service's stop, the CLI when done, a failed claim), so the
+        next server or CLI need not wait for this process to exit."""
         self.end_startup()
         for name in ("_lock_fd", "_node_fd"):
             fd = getattr(self, name)

@@ -86,6 +86,9 @@ class GCPolicy:
     _started: bool = field(default=False, init=False)
 
     def start(self) -> None:
+        """Called at the service's start, after start-up has made its long-lived objects (store,
+        pools, listeners): freezing them then keeps them out of every later scan. Logs whether
+        it is on and why, so an operator sees the choice."""
         on, why = self.switch
         log.info("gc policy {why}", why=why)
         if not on:
@@ -99,6 +102,8 @@ class GCPolicy:
         self._schedule()
 
     def stop(self) -> None:
+        """Unhook and unfreeze, so a stopped service leaves ``gc`` as it found it (tests start
+        and stop many services in one process)."""
         if not self._started:
             return
         self._started = False

@@ -90,12 +90,16 @@ class BoundedChannel(HTTPChannel):
         return transport if isinstance(transport, Counted) else None
 
     def allContentReceived(self) -> None:
+        """A whole request is in: its request clock stops while it is being answered, so a slow
+        page render never counts against the client."""
         entry = self._entry
         if entry is not None:
             entry.busy()
         super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
+        """Twisted would parse the next pipelined request here whether or not the client took
+        this answer: park instead while the transport still holds some of it."""
         entry = self._entry
         if self._waitingForTransport and self.persistent and request is self.requests[0]:
             # Answered, but not yet taken: park until the transport resumes us.
@@ -115,6 +119,8 @@ class BoundedChannel(HTTPChannel):
         super().requestDone(request)
 
     def resumeProducing(self) -> None:
+        """The transport has sent everything: unpark, and parse the requests that arrived
+        meanwhile (they were kept, unparsed), the way ``HTTPChannel`` does after an answer."""
         super().resumeProducing()
         if not self._parked or self._waitingForTransport or self.transport is None:
             return
@@ -138,7 +144,7 @@ class BoundedSite(Site):
     noisy = False
 
     def log(self, request: Any) -> None:
-        pass
+        """No access log: a flood of requests must not become a flood of log lines."""
 
 
 class Counted(ProtocolWrapper):
@@ -153,6 +159,8 @@ class Counted(ProtocolWrapper):
     _bounded = False
 
     def makeConnection(self, transport: Any) -> None:
+        """Counted before the channel serves anything: a refused connection gets the 503 at
+        once and is closed, with no clock started for it."""
         self.peer = getattr(transport.getPeer(), "host", None) or "local"
         self.counted = self.factory.enter(self)
         if not self.counted:
@@ -177,12 +185,15 @@ class Counted(ProtocolWrapper):
             del fd.bufferSize  # the class's own again
 
     def waiting(self) -> None:
+        """Ready for a request (opened, or the last answer taken): the request clock runs."""
         self.factory.clock_for(self, "request")
 
     def draining(self) -> None:
+        """Answered but not taken: the response clock runs, so a client that never reads goes."""
         self.factory.clock_for(self, "response")
 
     def busy(self) -> None:
+        """Being answered: no clock runs, since the delay is ours, not the client's."""
         self.factory.clock_for(self, "")
 
     def expire(self) -> None:
@@ -200,6 +211,7 @@ class Counted(ProtocolWrapper):
         self.bound(False)
 
     def connectionLost(self, reason: Any = None) -> None:
+        """The slot is given back before the channel's own cleanup, whatever closed it."""
         self.handed_on()
         super().connectionLost(reason)
 
@@ -249,6 +261,8 @@ class Guard(WrappingFactory):
         return min(1.0, (self.open - start) / max(1, self.total - start))
 
     def timeout(self, which: str) -> float:
+        """The deadline of one clock now: read at each sweep, so waiting connections feel the
+        pressure too, not only those that start waiting under it."""
         return shorten(self.timeouts[which], self.pressure())
 
     def enter(self, conn: Counted) -> bool:
@@ -281,6 +295,7 @@ class Guard(WrappingFactory):
         return False
 
     def leave(self, conn: Counted) -> None:
+        """Uncount a connection that closed or became a WebSocket (admission counts it then)."""
         self.open -= 1
         self.clock_for(conn, "")
         mine = self.by_address.get(conn.peer)
@@ -317,6 +332,7 @@ class Guard(WrappingFactory):
             self._sweep = self.clock.callLater(SWEEP, self.sweep)
 
     def stop(self) -> None:
+        """Cancel the sweep at the service's stop, so no timer outlives the listener."""
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None

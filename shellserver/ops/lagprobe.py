@@ -19,6 +19,9 @@ INTERVAL = 0.1
 
 @define(eq=False)
 class LagProbe:
+    """One timer for the whole process, not a measurement per event: the lag histogram costs
+    ten calls a second whatever the load. ``observe`` is the histogram's, passed in."""
+
     clock: IReactorTime
     observe: Callable[[float], None]
     interval: float = INTERVAL
@@ -28,9 +31,11 @@ class LagProbe:
     _call: IDelayedCall | None = field(default=None)
 
     def start(self) -> None:
+        """Armed at the service's start, so the probe runs only while the server does."""
         self._arm()
 
     def stop(self) -> None:
+        """Cancel the pending timer at the service's stop, so none is left in the reactor."""
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None

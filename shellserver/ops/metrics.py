@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §12): counters bumped where things happen, gauges read when scraped.
+"""Prometheus metrics: counters bumped where things happen, gauges read when scraped.
 
 Each server has its own ``CollectorRegistry`` (never the process-global one),
 so tests and several servers in one process never collide.
@@ -38,9 +38,13 @@ from shellserver.ops.threads import Runner
 class Watched(Protocol):
     """What the scrape reads of the running server (``Server`` provides it)."""
 
-    def session_counts(self) -> dict[tuple[str, str], int]: ...
+    def session_counts(self) -> dict[tuple[str, str], int]:
+        """Sessions by (tty kind, role), counted from the connection table at scrape time."""
+        ...
 
-    def output_held_bytes(self) -> int: ...
+    def output_held_bytes(self) -> int:
+        """Output held for clients that do not read, summed at scrape time, never per write."""
+        ...
 
 
 #: tty kinds (``tel/3``) to the wire names the ``wire`` label uses.
@@ -55,6 +59,9 @@ STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 
 class Metrics:
+    """The server's metrics on a registry of its own (see the module's docstring): the hot-path
+    counts are plain integers here, and the other parts get runners and gauges from it."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = CollectorRegistry() if registry is None else registry
         # The process's CPU, memory and open descriptors (``process_*``), Python's GC and version.
@@ -101,9 +108,11 @@ class Metrics:
     # -- the hot paths: one attribute read and one inc ----------------------------
 
     def login(self, ok: bool) -> None:
+        """A password login's result; the children are bound once, since ``.labels()`` costs."""
         (self._login_ok if ok else self._login_failed).inc()
 
     def registered(self) -> None:
+        """An account made with ``new``: watched to spot a registration flood."""
         self._registrations.inc()
 
     def messages(self, kind: str, delivered: int, dropped: int = 0) -> None:
@@ -162,9 +171,11 @@ class _ClusterCollector:
         self.nodes = nodes
 
     def describe(self) -> Iterable[Metric]:
+        """The names, so the registry can refuse a clash at registration without collecting."""
         return [self._family()]
 
     def collect(self) -> Iterator[Metric]:
+        """Called by the scrape on the reactor thread, where the hub's node count may be read."""
         family = self._family()
         family.add_metric([], self.nodes())
         yield family
@@ -183,9 +194,11 @@ class _MessageCollector:
         self.counts = counts
 
     def describe(self) -> Iterable[Metric]:
+        """The names, so the registry can refuse a clash at registration without collecting."""
         return [self._family()]
 
     def collect(self) -> Iterator[Metric]:
+        """The plain integers turned into a counter family only when someone scrapes."""
         family = self._family()
         for kind, (delivered, dropped) in self.counts.items():
             family.add_metric([kind, "delivered"], delivered)
@@ -208,9 +221,12 @@ class ServerCollector:
         self.server = server
 
     def describe(self) -> Iterable[Metric]:
+        """The names, so the registry can refuse a clash at registration without reading the
+        sessions."""
         return self._families()
 
     def collect(self) -> Iterator[Metric]:
+        """Read the sessions at scrape time on the reactor thread (the page renders there)."""
         sessions, held = self._families()
         counts = dict.fromkeys(ALWAYS_SHOWN, 0)
         counts.update(self.server.session_counts())

@@ -61,6 +61,9 @@ def metrics_endpoint(description: str) -> str:
 
 
 class MetricsPage(Resource):
+    """``/metrics``, rendered on the reactor (the collectors read the connection table) and
+    bounded by a rate and a one-second shared rendering, so scrapes cannot starve sessions."""
+
     isLeaf = True
 
     def __init__(
@@ -78,6 +81,8 @@ class MetricsPage(Resource):
         self._cached_at = float("-inf")
 
     def render_GET(self, request: Request) -> bytes:
+        """The rate is checked before any rendering, so a refused scrape costs almost nothing;
+        a clock stepping back renders afresh rather than serving a stale page forever."""
         now = self.clock.seconds()
         if not self.bucket.take(now):
             request.setResponseCode(TOO_MANY_REQUESTS)
@@ -101,6 +106,8 @@ def metrics_site(
     max_connections: int = MAX_CONNECTIONS,
     rendered: Callable[[], object] = lambda: None,
 ) -> Guard:
+    """The whole ``--metrics`` listener's factory: the page under a :class:`Guard` with its own
+    small connection cap, and no tracebacks shown to whoever scrapes."""
     clock = _reactor() if clock is None else clock
     root = Resource()
     root.putChild(b"metrics", MetricsPage(registry, clock, rendered))

@@ -46,6 +46,10 @@ def _no_history(name: str) -> Deferred[Iterable[str]]:
 
 @define(eq=False)
 class AccountPacing:
+    """The per-account pace (see the module's docstring), shared by every wire that checks a
+    password (telnet and the browser's login dialogue, SSH's userauth), so no wire is a way
+    around it. Tables are bounded: a flood of made-up names forgets the oldest."""
+
     clock: IReactorTime
     limit: int = 10
     window: float = 600.0

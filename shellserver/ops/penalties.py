@@ -30,6 +30,9 @@ MAX_ADDRESSES = 65_536
 
 @define
 class Penalties:
+    """A deadline per address, not a count: it runs down by itself with no timer. Admission
+    owns it, feeds it when it closes a stalled connection and asks it before counting one."""
+
     stall: float = STALL
     least: float = LEAST
     most: float = MOST

@@ -34,6 +34,8 @@ class WorkerPool:
         self._reactor: Any = None
 
     def start(self) -> None:
+        """Called by the service after twistd has forked: threads started before the fork would
+        not exist in the daemon. Starting twice is harmless (the service and tests both may)."""
         if self.started:
             return
         self.started = True
@@ -56,6 +58,8 @@ class WorkerPool:
     def call(
         self, reactor: Any, f: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Deferred[Any]:
+        """Queue ``f`` and return at once, on the reactor thread; the Deferred fires there too
+        (``callFromThread``), so callbacks never run on a worker and need no lock."""
         d: Deferred[Any] = Deferred()
         self._reactor = reactor
         self._queue.put((d, f, args, kwargs))
@@ -80,6 +84,9 @@ class WorkerPool:
 
 
 def pool_runner(reactor: Any, pool: WorkerPool) -> Runner:
+    """The :data:`Runner` the store and the homes are given: they call ``run(f, ...)`` knowing
+    neither pool nor reactor, so tests and the CLI hand them :func:`inline_runner` instead."""
+
     def run(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         return pool.call(reactor, f, *args, **kwargs)
 
@@ -87,6 +94,8 @@ def pool_runner(reactor: Any, pool: WorkerPool) -> Runner:
 
 
 def inline_runner(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    """The same code path with no thread (tests, the CLI on a stopped server): the Deferred has
+    already fired, so a ``Clock`` test needs no reactor to see the result."""
     return maybeDeferred(f, *args, **kwargs)
 
 

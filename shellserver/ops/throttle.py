@@ -21,6 +21,8 @@ class TokenBucket:
     stamp: float = 0.0
 
     def take(self, now: float) -> bool:
+        """One token for a command line, refilled from the time passed: no timer per session,
+        and a few float operations per line on the hot path."""
         if self.rate <= 0:
             return True
         self.tokens, self.stamp = self._level(now), now
@@ -48,6 +50,8 @@ UNLIMITED = TokenBucket(0, 0)
 
 
 def bucket_for(rate: float, burst: int) -> TokenBucket:
+    """A new session's bucket: the shared :data:`UNLIMITED` when there is no rate, so an
+    unlimited server spends no memory on buckets."""
     return UNLIMITED if rate <= 0 else TokenBucket(rate, burst)
 
 
@@ -80,6 +84,8 @@ class Recent:
         return len(times)
 
     def add(self, addr: str, now: float) -> None:
+        """Record an event; a new address first makes room, so the table never passes
+        ``max_addresses`` however many addresses a flood comes from."""
         times = self._times.get(addr)
         if times is None:
             _make_room(self._times, self.max_addresses)
@@ -93,6 +99,7 @@ class Recent:
             times.remove(when)
 
     def forget(self, addr: str) -> None:
+        """Drop an address's events once a block's deadline has replaced them."""
         self._times.pop(addr, None)
 
 
@@ -105,7 +112,8 @@ def _make_room(table: dict[str, V], most: int) -> None:
 @define
 class FailedLogins:
     """Per-address password checks: ``limit`` failures in ``window`` seconds block the address
-    for ``block`` (SPEC §3: 10 per 10 minutes).
+    for ``block`` (10 per 10 minutes by default: a person's few mistyped passwords never block
+    them, while a guesser from one address is held to a few tries a minute).
 
     A check takes a slot when its password arrives, before it is checked, and
     there are never more than ``limit`` minus the recent failures in flight:
@@ -129,6 +137,8 @@ class FailedLogins:
     _waiting: dict[str, deque[Deferred[bool]]] = field(factory=dict)
 
     def blocked(self, addr: str, now: float) -> bool:
+        """Asked before the prompt and before each check (telnet, the browser, SSH): reaching
+        ``limit`` becomes one deadline, and the failures behind it are forgotten."""
         until = self._blocked.get(addr)
         if until is not None:
             if now < until:
@@ -211,6 +221,8 @@ class Registrations:
     )
 
     def full(self, addr: str, now: float) -> bool:
+        """Asked when ``new`` is typed, so an address at its limit is told before the questions;
+        :meth:`take` checks again when the account is about to be made."""
         return bool(self.limit) and self._made.count(addr, now) >= self.limit
 
     def take(self, addr: str, now: float) -> bool:
@@ -223,9 +235,12 @@ class Registrations:
         return True
 
     def give_back(self, addr: str, taken: float) -> None:
+        """The account was not made after all (the name taken meanwhile, no home, an error):
+        a failure of ours must not use up the address's allowance."""
         self._made.take_back(addr, taken)
 
     def addresses(self) -> int:
+        """Addresses remembered, for the tests that hold the table to ``max_addresses``."""
         return len(self._made)
 
 

@@ -49,20 +49,24 @@ T = TypeVar("T")
 
 
 #: What a full or failing disk raises from the store or the homes. The service is unavailable
-#: for a moment, not broken: logins and registrations say so and carry on (SPEC §7).
+#: for a moment, not broken: logins and registrations say so and carry on, since a crash or a
+#: traceback would cost every other session for one full disk.
 UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
 
 
 class StoreError(Exception):
-    pass
+    """Every refusal of the store, caught as one where a one-line message is all that is needed
+    (start-up, the CLI) rather than a traceback."""
 
 
 class UserExists(StoreError):
-    pass
+    """The name is taken: the primary key says so inside the insert, so two registrations racing
+    for one name cannot both win, whatever was checked before."""
 
 
 class NoSuchUser(StoreError):
-    pass
+    """A change named an account that is not there (deleted meanwhile, or mistyped by an admin):
+    found from the row count of the change itself, with no separate read to race."""
 
 
 class LastAdmin(StoreError):
@@ -74,11 +78,13 @@ class LastAdmin(StoreError):
 
     @classmethod
     def of(cls, name: str) -> LastAdmin:
+        """The refusal worded once, for the session command, the control socket and the CLI."""
         return cls(f"{name} is the last administrator")
 
 
 class StoreTooNew(StoreError):
-    pass
+    """The store was migrated by a newer shellserver: refused at start rather than read with a
+    schema this code does not know (a downgrade must not damage data)."""
 
 
 class LoginFailed(StoreError):
@@ -99,6 +105,8 @@ def username_problem(name: str, registering: bool = False) -> str | None:
 
 
 def password_problem(password: str) -> str | None:
+    """Why a new password is refused, or None: one rule for registration, ``passwd`` and the
+    CLI, so no path accepts what another would refuse."""
     if len(password) < 8:
         return "Passwords must be at least 8 characters."
     return None
@@ -106,6 +114,9 @@ def password_problem(password: str) -> str | None:
 
 @frozen
 class Account:
+    """What the rest of the server knows of an account: never the hash, which stays in the store
+    (and on its threads); frozen, so one read can be handed around without copies."""
+
     name: str
     role: str
     locked: bool
@@ -113,11 +124,16 @@ class Account:
 
     @property
     def is_admin(self) -> bool:
+        """Asked where the account, not a session, is at hand: at login during a shutdown,
+        when only an admin (who may cancel it) is let in."""
         return self.role == ROLE_ADMIN
 
 
 @frozen
 class LoginRecord:
+    """One row of the login history, as ``last`` and ``finger`` show it; ``logout`` is None
+    while the session runs (or until the next start closes what a crash left open)."""
+
     id: int
     user: str
     tty: str
@@ -152,7 +168,8 @@ def _schema_v1(db: sqlite3.Connection) -> None:
 
 
 def _schema_v2(db: sqlite3.Connection) -> None:
-    """Saved (offline) messages and ignore lists (SPEC §11); both go with their user."""
+    """Saved (offline) messages and ignore lists; both go with their user (``ON DELETE
+    CASCADE``), so a name registered again never inherits another person's mail or ignores."""
     script = """
         CREATE TABLE messages (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -190,12 +207,17 @@ def _record(row: tuple[Any, ...]) -> LoginRecord:
 
 
 class AccountDB:
+    """The synchronous SQL, used by one thread at a time: the server's database thread (through
+    :class:`AccountStore`) or the CLI on a stopped server, which holds the data dir's lock."""
+
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self._db = conn
         self.path = path
 
     @classmethod
     def open(cls, path: str) -> AccountDB:
+        """Open, tune (WAL, foreign keys for the cascades) and migrate before anyone reads: the
+        one way a store is opened, so the server and the CLI see the same schema and mode."""
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             os.chmod(path, 0o600)  # password hashes: owner only (-wal/-shm copy this mode)
@@ -242,15 +264,18 @@ class AccountDB:
         return _Transaction(self._db)  # type: ignore[return-value]
 
     def close(self) -> None:
+        """Called at the service's stop after the database thread is done, so no write is lost."""
         self._db.close()
 
     # -- users -----------------------------------------------------------------
 
     def get(self, name: str) -> Account | None:
+        """The account without its hash: what every caller but a password check needs."""
         row = self._db.execute(f"SELECT {_USER_COLS} FROM users WHERE name=?", (name,)).fetchone()
         return None if row is None else _account(row)
 
     def get_hash(self, name: str) -> tuple[Account, str] | None:
+        """The account and its hash in one read, so a login costs one trip to the database."""
         row = self._db.execute(
             f"SELECT {_USER_COLS}, pw_hash FROM users WHERE name=?", (name,)
         ).fetchone()
@@ -259,6 +284,8 @@ class AccountDB:
     def create(
         self, name: str, pw_hash: str, role: str = ROLE_USER, now: float | None = None
     ) -> Account:
+        """Insert, and let the primary key refuse a taken name (:class:`UserExists`): no
+        read-then-insert window for a racing registration."""
         created = time.time() if now is None else now
         try:
             with self._transaction():
@@ -278,6 +305,7 @@ class AccountDB:
                 raise NoSuchUser(params[-1])
 
     def set_password_hash(self, name: str, pw_hash: str) -> None:
+        """Takes a hash made elsewhere: hashing is slow and must not hold the database thread."""
         self._update("UPDATE users SET pw_hash=? WHERE name=?", pw_hash, name)
 
     def replace_hash(self, name: str, old: str, new: str) -> bool:
@@ -308,19 +336,25 @@ class AccountDB:
                 raise LastAdmin.of(name)
 
     def set_role(self, name: str, role: str) -> None:
+        """Refused (:class:`LastAdmin`) when it would demote the last administrator."""
         self._update_keeping_an_admin("UPDATE users SET role=? WHERE name=?", role, name)
 
     def set_locked(self, name: str, locked: bool) -> None:
+        """Refused (:class:`LastAdmin`) when it would lock out the last administrator."""
         self._update_keeping_an_admin("UPDATE users SET locked=? WHERE name=?", int(locked), name)
 
     def delete(self, name: str) -> None:
+        """The account's messages and ignore entries go with it (foreign-key cascades), in the
+        same transaction; refused when it is the last administrator."""
         self._update_keeping_an_admin("DELETE FROM users WHERE name=?", name)
 
     def users(self) -> list[Account]:
+        """Every account, sorted by name so a listing is stable from one call to the next."""
         rows = self._db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY name").fetchall()
         return [_account(r) for r in rows]
 
     def count(self) -> int:
+        """Asked at start: an empty store gets its first ``admin``."""
         return int(self._db.execute("SELECT count(*) FROM users").fetchone()[0])
 
     def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> list[str]:
@@ -352,6 +386,7 @@ class AccountDB:
     # -- login history -----------------------------------------------------------
 
     def record_login(self, name: str, tty: str, peer: str, when: float) -> int:
+        """One login, its id kept by the session so its logout can close the same row."""
         return self.record_logins([(name, tty, peer, when)])[0]
 
     def record_logins(self, entries: Sequence[tuple[str, str, str, float]]) -> list[int]:
@@ -366,6 +401,7 @@ class AccountDB:
         return ids
 
     def record_logout(self, record_id: int, when: float) -> None:
+        """Closes a row by its id, not by user and tty, which a later session may reuse."""
         with self._transaction():
             self._db.execute("UPDATE logins SET logout=? WHERE id=?", (when, record_id))
 
@@ -376,6 +412,8 @@ class AccountDB:
         return cur.rowcount
 
     def history(self, name: str | None = None, limit: int = 50) -> list[LoginRecord]:
+        """Newest first and bounded, for ``last`` and for the addresses pacing trusts: the
+        table grows with every login, so no caller reads all of it."""
         cols = "id, user, tty, peer, login, logout"
         if name is None:
             rows = self._db.execute(
@@ -389,6 +427,8 @@ class AccountDB:
         return [_record(r) for r in rows]
 
     def last_login(self, name: str) -> LoginRecord | None:
+        """The newest record, for the "Last login" lines of finger and the greeting: one row
+        by the index, not the history."""
         found = self.history(name, 1)
         return found[0] if found else None
 
@@ -420,6 +460,10 @@ def ensure_initial_admin(db: AccountDB, datadir: DataDir, cost: int) -> FilePath
 
 @define(eq=False)
 class AccountStore:
+    """The store as the reactor uses it: every call returns a Deferred, SQL runs on the
+    database thread (``run_db``) and hashing on the hashing pool (``run_hash``), so a slow
+    disk or an scrypt hash never stalls a session."""
+
     db: AccountDB
     run_db: Runner
     run_hash: Runner
@@ -441,6 +485,8 @@ class AccountStore:
         return self._dummy
 
     def authenticate(self, name: str, password: str) -> Deferred[Account]:
+        """The login check behind the cred checker: an unknown name is checked against a dummy
+        hash of the same cost and fails like a wrong password, so timing tells no names."""
         return self._d(self._authenticate(name, password))
 
     async def _authenticate(self, name: str, password: str) -> Account:
@@ -483,6 +529,9 @@ class AccountStore:
         return Deferred.fromCoroutine(coro)
 
     def check_password(self, name: str, password: str) -> Deferred[bool]:
+        """``passwd``'s check of the old password: a plain answer, no lock or rehash logic,
+        and the same cost for an account deleted meanwhile."""
+
         async def check() -> bool:
             found = await self.run_db(self.db.get_hash, name)
             stored = found[1] if found is not None else await self._dummy_hash()
@@ -492,9 +541,13 @@ class AccountStore:
         return self._d(check())
 
     def hash(self, password: str) -> Deferred[str]:
+        """A new hash at the server's cost, on the hashing pool (scrypt takes tens of ms)."""
         return self.run_hash(hash_password, password, self.hash_cost)
 
     def create_user(self, name: str, password: str, role: str = ROLE_USER) -> Deferred[Account]:
+        """Registration and ``useradd``: hashed first, off the database thread, so the insert
+        is short; a name taken meanwhile fails with :class:`UserExists`."""
+
         async def create() -> Account:
             pw_hash = await self.hash(password)
             account: Account = await self.run_db(self.db.create, name, pw_hash, role)
@@ -503,6 +556,8 @@ class AccountStore:
         return self._d(create())
 
     def set_password(self, name: str, password: str) -> Deferred[None]:
+        """``passwd`` and the admin's password change: hashed on the pool, then written."""
+
         async def change() -> None:
             pw_hash = await self.hash(password)
             await self.run_db(self.db.set_password_hash, name, pw_hash)
@@ -510,21 +565,27 @@ class AccountStore:
         return self._d(change())
 
     def get(self, name: str) -> Deferred[Account | None]:
+        """An account for code on the reactor (``finger``, ``useradd``'s check, the realm)."""
         return self.run_db(self.db.get, name)
 
     def users(self) -> Deferred[list[Account]]:
+        """:meth:`AccountDB.users` off the reactor thread."""
         return self.run_db(self.db.users)
 
     def count(self) -> Deferred[int]:
+        """:meth:`AccountDB.count` off the reactor thread."""
         return self.run_db(self.db.count)
 
     def delete(self, name: str) -> Deferred[None]:
+        """``userdel`` (the admin operation decides about the home and the sessions)."""
         return self.run_db(self.db.delete, name)
 
     def set_locked(self, name: str, locked: bool) -> Deferred[None]:
+        """``lock``/``unlock``; the admin operation ends the sessions of a locked account."""
         return self.run_db(self.db.set_locked, name, locked)
 
     def set_role(self, name: str, role: str) -> Deferred[None]:
+        """:meth:`AccountDB.set_role` off the reactor thread."""
         return self.run_db(self.db.set_role, name, role)
 
     def record_login(self, name: str, tty: str, peer: str, when: float) -> Deferred[int]:
@@ -559,15 +620,20 @@ class AccountStore:
             self._flush_logins()
 
     def record_logout(self, record_id: int, when: float) -> Deferred[None]:
+        """Not batched like logins: nothing waits for it, and the database thread finishes
+        the queued ones before the store closes at the service's stop."""
         return self.run_db(self.db.record_logout, record_id, when)
 
     def history(self, name: str | None = None, limit: int = 50) -> Deferred[list[LoginRecord]]:
+        """``last``, and the addresses per-account pacing trusts."""
         return self.run_db(self.db.history, name, limit)
 
     def last_login(self, name: str) -> Deferred[LoginRecord | None]:
+        """``finger``'s "Last login" line."""
         return self.run_db(self.db.last_login, name)
 
     def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> Deferred[list[str]]:
+        """``newusers`` through the control socket: one transaction, all or nothing."""
         return self.run_db(self.db.apply_batch, entries)
 
 

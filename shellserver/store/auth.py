@@ -23,7 +23,9 @@ class IAccount(Interface):
 class Accounts(Protocol):
     """Where the realm looks accounts up (``AccountStore``)."""
 
-    def get(self, name: str) -> Deferred[Account | None]: ...
+    def get(self, name: str) -> Deferred[Account | None]:
+        """The account for an avatar id the checker did not just read (a key login)."""
+        ...
 
 
 #: A wire's avatar for an account that may log in, and what ends it (conch's logout).
@@ -32,6 +34,9 @@ AvatarFactory = Callable[[Account], tuple[object, Callable[[], None]]]
 
 @implementer(ICredentialsChecker)
 class StoreChecker:
+    """Passwords checked by the store, so every wire's password login (the login dialogue, and
+    SSH's userauth, which wraps this checker) meets the same timing-safe check."""
+
     credentialInterfaces = (IUsernamePassword,)
 
     def __init__(self, store: AccountStore, checked: dict[str, Account] | None = None) -> None:
@@ -40,6 +45,9 @@ class StoreChecker:
         self.checked: dict[str, Account] = {} if checked is None else checked
 
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+        """Names arrive as bytes from any client, so they are decoded losslessly
+        (``surrogateescape``); a wrong password becomes cred's ``UnauthorizedLogin``, while a
+        locked account and real errors pass through for the dialogue to word."""
         name = credentials.username.decode("utf-8", "surrogateescape")
         password = credentials.password.decode("utf-8", "surrogateescape")
         d: Deferred[Any] = self.store.authenticate(name, password)
@@ -84,6 +92,8 @@ class AccountRealm:
         self.avatars: Mapping[Any, AvatarFactory] = avatars or {}
 
     def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Deferred[Any]:
+        """Takes the checker's fresh account first (and drops it, so none goes stale), then
+        the store; a wire's own avatar is refused for a locked or deleted account."""
         name = avatarId.decode() if isinstance(avatarId, bytes) else avatarId
         account = self.checked.pop(name, None)  # first: never left behind to go stale
         if IAccount not in interfaces:
@@ -115,5 +125,7 @@ def _wire_avatar(
 
 
 def make_portal(store: AccountStore) -> Portal:
+    """The checker and realm made together, sharing the one table that saves each login its
+    second store read."""
     checked: dict[str, Account] = {}
     return Portal(AccountRealm(store, checked), [StoreChecker(store, checked)])

@@ -27,7 +27,8 @@ from urllib.parse import quote
 
 
 class BackupError(Exception):
-    pass
+    """A refusal with its one-line reason, shown by the CLI as is: a backup that cannot be made
+    safely is not made, and never ends in a traceback."""
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -20,6 +20,8 @@ _FORMAT = re.compile(r"^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9_-]+)\$([
 
 
 def check_cost(cost: int) -> None:
+    """One bound for ``--hash-cost``, the CLI and stored hashes: a cost read from a hash must
+    not make scrypt allocate without limit (cost 20 is already 1 GiB)."""
     if not MIN_COST <= cost <= MAX_COST:
         raise ValueError(f"hash cost must be {MIN_COST} to {MAX_COST}, not {cost}")
 
@@ -48,6 +50,8 @@ def _derive(password: str, salt: bytes, cost: int, r: int, p: int) -> bytes:
 
 
 def hash_password(password: str, cost: int) -> str:
+    """A new hash with its parameters and salt inside, so a later ``--hash-cost`` change leaves
+    it valid; slow on purpose, so callers run it on the hashing pool."""
     check_cost(cost)
     salt = os.urandom(16)
     key = _derive(password, salt, cost, _R, _P)

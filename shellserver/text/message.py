@@ -1,4 +1,4 @@
-"""A message for other terminals, encoded once per kind of wire (``hub.py`` carries it)."""
+"""A message for other terminals, encoded once per kind of wire (the hub carries it)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ class Message:
 
     @classmethod
     def of(cls, text: str) -> Message:
+        """A message that ends its line, whatever its sender wrote: the prompt redrawn after it
+        must start on a fresh line. Notices are written as sentences without one, and text from
+        another node is taken as sent, so both come through here."""
         if not text.endswith("\n"):
             text += "\n"
         return cls(text)
@@ -34,6 +37,8 @@ class Message:
         return f"Message(text={self.text!r})"
 
     def encoded(self, kind: str, encode: Callable[[str], bytes]) -> bytes:
+        """The bytes every recipient on one kind of wire shares (a web frame): the first
+        recipient pays for the encoding, the rest of a wall to thousands reuse it."""
         return self.encoded_after(kind, "", encode)
 
     def encoded_after(self, kind: str, lead: str, encode: Callable[[str], bytes]) -> bytes:

@@ -31,7 +31,8 @@ def _hides(text: str) -> bool:
 #: Shown as ``\\uXXXX``: bidi overrides and isolates, the bidi marks (LRM, RLM, ALM),
 #: the line and paragraph separators, and the invisible zero-width space, word
 #: joiner, BOM and soft hyphen, the fillers (Hangul, Mongolian vowel separator),
-#: the combining grapheme joiner and the interlinear annotation controls (SPEC §7).
+#: the combining grapheme joiner and the interlinear annotation controls: each can hide,
+#: reorder or fake text that someone else reads as another person's words.
 #: ZWJ/ZWNJ pass: emoji and scripts need them.
 _NOTATION = (
     frozenset(range(0x202A, 0x202F))
@@ -60,6 +61,9 @@ def _char(ch: str, keep_newlines: bool) -> str:
 
 
 def careful(text: str, keep_newlines: bool = False) -> str:
+    """Text one person chose, made safe to show on another's terminal (names, messages, paths,
+    the command being run): every path that shows such text calls it, so plain text must cost
+    one scan and come back as the same object."""
     # isprintable() is False for every character treated above but the few printable
     # invisible ones, looked for only in text that is not ASCII.
     if text.isprintable() and (text.isascii() or not _hides(text)):

@@ -6,6 +6,8 @@ import time
 
 
 def format_login_time(when: float) -> str:
+    """A login stamp as Unix tools print it, in local time ("Mon Dec 07 18:27"): the "Last
+    login" line, finger, last and saved messages share it, so every listing reads alike."""
     return time.strftime("%a %b %d %H:%M", time.localtime(when))
 
 

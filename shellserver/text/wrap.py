@@ -21,6 +21,8 @@ def char_width(ch: str) -> int:
 
 
 def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal, not its length: ``ls`` columns, ``help``'s list and
+    the mailbox align CJK and emoji with it; ASCII, the usual case, costs no per-character call."""
     if text.isascii():
         return len(text)
     return sum(map(char_width, text))
