@@ -48,7 +48,7 @@ async def write(ctx: Context, args: list[str]) -> None:
     user, rest = args[0], args[1:]
     tty = rest.pop(0) if rest and "/" in rest[0] and _TTY.fullmatch(rest[0]) else None
     sessions = ctx.server.hub.sessions_of_now(user)  # the hot path: no Deferred
-    if not sessions:  # saved for later (SPEC §11)
+    if not sessions:  # no session anywhere: the message is saved for them to read later
         await write_offline(ctx, user, rest)
         return
     target = _choose_target(ctx, user, tty, sessions)
