@@ -57,16 +57,26 @@ DEFAULT_COST = 14
 
 
 class Failed(Exception):
+    """Every way a CLI call ends short, with its exit code (1 refused, 2 usage, 3 server not
+    reachable), so a script can tell a refusal from a typo or a server that is down; main prints it
+    as one line on stderr, never a traceback.
+    """
+
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
 def refuse(message: str) -> Failed:
+    """The commonest failure (exit 1) as a value to raise, keeping each raise site on one line."""
     return Failed(REFUSED, message)
 
 
 def parser() -> argparse.ArgumentParser:
+    """One argparse parser for every subcommand: usage errors exit 2, the USAGE code, and
+    ``--help`` lists the commands. The subcommands and their flags follow the session's commands
+    and shadow-utils, so an operator's habits carry over.
+    """
     p = argparse.ArgumentParser(prog="shellserver", description="Control a running shellserver.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
@@ -189,6 +199,10 @@ def read_newusers(cost: int) -> list[tuple[str, str, str | None]]:
 
 
 def operator() -> str:
+    """The OS user running the CLI, the "who" of the admin log for a change made with the server
+    stopped (there is no peer to ask, as the control socket asks SO_PEERCRED); a uid with no passwd
+    entry, as in a container, still gets a name.
+    """
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -279,6 +293,7 @@ def locked_text(args: argparse.Namespace) -> str:
 
 
 def added_text(name: str, fingerprint: str) -> str:
+    """One wording for addkey whether the server runs or not, so one script works either way."""
     return f"added key {fingerprint} to {name}'s ~/.ssh/authorized_keys"
 
 
@@ -314,6 +329,9 @@ def _offline_change(
 
 
 async def connect(reactor: Any, endpoint: str) -> amp.AMP:
+    """The control endpoint as a Twisted endpoint string: a malformed one is a usage error (2), a
+    refused connection "not reachable" (3), so a script can tell a typo from a server that is down.
+    """
     try:
         client = clientFromString(reactor, endpoint)
     except (ValueError, KeyError, TypeError) as e:
@@ -326,6 +344,10 @@ async def connect(reactor: Any, endpoint: str) -> amp.AMP:
 
 
 async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> str:
+    """Passwords, keys and newusers lines are read before connecting, so a slow typist never holds
+    a connection open on the server; the server's typed errors come back as the same lines the
+    offline path prints.
+    """
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
     entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
     key = read_key() if args.command == "addkey" else b""
@@ -412,6 +434,11 @@ async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
 
 
 def status_text(r: dict[str, Any]) -> str:
+    """The first line is the answer to "is it up?" and stays the same whatever else is configured;
+    a scheduled shutdown, the cluster's live nodes (or that Redis does not answer) and the SSH host
+    key fingerprints, which users check at their first connection, follow only when there is
+    something to say.
+    """
     text = (
         f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
         f"up {' '.join(format_uptime(r['uptime']).split())}, "
@@ -519,6 +546,11 @@ def not_utf8(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    """The ``shellserver`` console script. Arguments are checked before anything is touched;
+    account commands run on the store directly when no server holds the data dir, otherwise
+    everything goes through the control socket, so the CLI never writes the store under a running
+    server.
+    """
     argv = sys.argv[1:] if argv is None else argv
     bad = not_utf8(argv)
     if bad is not None:

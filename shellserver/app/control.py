@@ -42,11 +42,15 @@ PAGE = 60_000
 
 
 class BadRequest(Exception):
-    pass
+    """The request cannot be done as asked (a bad name, an empty wall, no batch); it crosses AMP as
+    BAD_REQUEST and its text is what the CLI prints.
+    """
 
 
 class NoShutdown(Exception):
-    pass
+    """Nothing to cancel, or this server cannot schedule a shutdown: a state of the server rather
+    than a fault in the request, hence its own AMP code.
+    """
 
 
 _ERRORS: dict[type[Exception], bytes] = {
@@ -60,6 +64,10 @@ _ERRORS: dict[type[Exception], bytes] = {
 
 
 class Status(amp.Command):
+    """Everything ``shellserver status`` prints, in one round trip; the cluster and SSH fields are
+    optional, so a server without them answers as it always did.
+    """
+
     arguments = []
     response = [
         (b"pid", amp.Integer()),
@@ -76,6 +84,10 @@ class Status(amp.Command):
 
 
 class Wall(amp.Command):
+    """wall from the operator's shell, through the same adminops as a session's wall; answers how
+    many sessions it reached, which the CLI prints.
+    """
+
     arguments = [(b"text", amp.Unicode())]
     response = [(b"reached", amp.Integer())]
     errors = _ERRORS
@@ -89,6 +101,10 @@ class Who(amp.Command):
 
 
 class Kick(amp.Command):
+    """kick from the operator's shell, through the same adminops as in a session; answers the
+    number of sessions ended, 0 meaning the user was not logged in.
+    """
+
     arguments = [(b"user", amp.Unicode()), (b"reason", amp.Unicode())]
     response = [(b"sessions", amp.Integer())]
 
@@ -108,18 +124,30 @@ class Shutdown(amp.Command):
 
 
 class UserAdd(amp.Command):
+    """useradd with a password the CLI has already read and checked, so the server never prompts;
+    USER_EXISTS and BAD_REQUEST come back as the CLI's one-line refusals.
+    """
+
     arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode()), (b"admin", amp.Boolean())]
     response = []
     errors = _ERRORS
 
 
 class Passwd(amp.Command):
+    """An operator's password reset: no current password is asked, as for root's ``passwd USER``;
+    the socket's file permissions already prove who is calling.
+    """
+
     arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode())]
     response = []
     errors = _ERRORS
 
 
 class UserDel(amp.Command):
+    """userdel from the operator's shell: the same all-or-nothing path as in a session, and
+    LAST_ADMIN when it would remove the last administrator.
+    """
+
     arguments = [(b"name", amp.Unicode())]
     response = []
     errors = _ERRORS
@@ -150,6 +178,10 @@ class NewUsersPage(amp.Command):
 
 
 class NewUsersCommit(amp.Command):
+    """The end of a newusers upload: the pages are applied as one transaction, so a batch goes in
+    whole or not at all; answers how many accounts were created and updated.
+    """
+
     arguments = [(b"batch", amp.Unicode())]
     response = [(b"created", amp.Integer()), (b"updated", amp.Integer())]
     errors = _ERRORS
@@ -193,6 +225,11 @@ def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
 
 
 class ControlProtocol(amp.AMP):
+    """One CLI call per connection: AMP responders over adminops, the caller named by SO_PEERCRED
+    for the admin log. It keeps only per-connection state (a ``who`` snapshot, a newusers upload),
+    so two operators never see each other's pages.
+    """
+
     def __init__(self, server: Server, ssh: SSHControl | None = None) -> None:
         super().__init__()
         self.server = server
@@ -205,9 +242,15 @@ class ControlProtocol(amp.AMP):
     # is one connection, and the admin action it carries is what gets logged.
 
     def makeConnection(self, transport: Any) -> None:
+        """Skips AMP's "connection established" line: each CLI call is a connection, and the admin
+        action it carries is what is worth logging.
+        """
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Skips AMP's "connection lost" line, as ``makeConnection`` skips its pair, and drops the
+        transport as AMP does.
+        """
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
 
@@ -235,6 +278,9 @@ class ControlProtocol(amp.AMP):
 
     @Status.responder
     def status(self) -> dict[str, Any]:
+        """Answered from memory (no store or Redis round trip), so a monitoring check may call it
+        as often as it likes.
+        """
         hub, shutdown = self.server.hub, self.server.shutdown
         result: dict[str, Any] = {
             "pid": os.getpid(),
@@ -254,6 +300,9 @@ class ControlProtocol(amp.AMP):
 
     @Wall.responder
     async def wall(self, text: str) -> dict[str, Any]:
+        """Empty text is refused here as well as in the CLI: any AMP client may call the socket,
+        not only ours.
+        """
         if not text.strip():
             raise BadRequest("no text to broadcast")
         who, where = self._caller()
@@ -261,6 +310,9 @@ class ControlProtocol(amp.AMP):
 
     @Who.responder
     async def who(self, offset: int) -> dict[str, Any]:
+        """Offset 0 takes a snapshot and later offsets page through that same snapshot, so a list
+        larger than one AMP value reads whole and consistent while sessions come and go.
+        """
         if offset == 0:
             sessions = await self.server.hub.sessions()
             document = who_document(self.server, sessions)
@@ -269,6 +321,9 @@ class ControlProtocol(amp.AMP):
 
     @Kick.responder
     async def kick(self, user: str, reason: str) -> dict[str, Any]:
+        """The caller's OS user is the name the kicked sessions are told of and the admin log
+        records.
+        """
         who, where = self._caller()
         return {"sessions": await adminops.kick(self.server, who, where, user, reason)}
 
@@ -276,6 +331,10 @@ class ControlProtocol(amp.AMP):
     def shutdown(
         self, text: str, cancel: bool, minutes: int | None = None, when: str | None = None
     ) -> dict[str, Any]:
+        """``when`` is parsed with the server's clock and time zone, so HH:MM means the server's
+        time whatever the operator's shell says; ``minutes`` is kept for CLIs that send the older
+        form.
+        """
         schedule = self.server.shutdown
         if schedule is None:
             raise NoShutdown("this server cannot schedule a shutdown")
@@ -295,6 +354,9 @@ class ControlProtocol(amp.AMP):
 
     @UserAdd.responder
     async def useradd(self, name: str, password: str, admin: bool) -> dict[str, Any]:
+        """The name is checked again here, since any AMP client may call the socket: a reserved or
+        malformed name is never created.
+        """
         problem = username_problem(name, registering=True)
         if problem is not None:
             raise BadRequest(problem)
@@ -305,24 +367,37 @@ class ControlProtocol(amp.AMP):
 
     @Passwd.responder
     async def passwd(self, name: str, password: str) -> dict[str, Any]:
+        """Through adminops, so the first start's password file is retired when ``admin``'s
+        password changes, exactly as after a session's passwd.
+        """
         who, where = self._caller()
         await adminops.set_password(self.server, who, where, name, password)
         return {}
 
     @UserDel.responder
     async def userdel(self, name: str) -> dict[str, Any]:
+        """Through adminops, so the user is logged out and the home goes all or nothing, as for a
+        session's userdel.
+        """
         who, where = self._caller()
         await adminops.delete_user(self.server, who, where, name)
         return {}
 
     @Lock.responder
     async def lock(self, name: str, locked: bool) -> dict[str, Any]:
+        """``lock`` and ``unlock`` are one call (``locked``), as the session's pair share one path
+        in adminops.
+        """
         who, where = self._caller()
         await adminops.set_locked(self.server, who, where, name, locked)
         return {}
 
     @AddKey.responder
     async def addkey(self, name: str, key: bytes) -> dict[str, Any]:
+        """The SSH wire's own code parses and appends the key, as login reads it, so a key that
+        could never match is refused now rather than at login; refused when this server serves no
+        SSH.
+        """
         if self.ssh is None:
             raise BadRequest("this server cannot add keys")
         if await self.server.store.get(name) is None:
@@ -337,6 +412,10 @@ class ControlProtocol(amp.AMP):
 
     @Backup.responder
     async def backup(self, path: str, force: bool) -> dict[str, Any]:
+        """Runs on the database thread between two store calls, so the copy is consistent without
+        stopping the server; the path must be absolute because the server's working directory is
+        not the operator's.
+        """
         if not os.path.isabs(path):
             raise BadRequest("the backup file must be an absolute path")
         who, where = self._caller()
@@ -348,6 +427,9 @@ class ControlProtocol(amp.AMP):
 
     @NewUsersPage.responder
     def newusers_page(self, batch: str, page: bytes) -> dict[str, Any]:
+        """An AMP value holds at most 64 KiB, so the upload comes in pages; a batch over 256 MiB is
+        dropped and refused, so an upload cannot fill the server's memory.
+        """
         if not batch:
             self._batch = []
         elif batch != "open":
@@ -360,6 +442,10 @@ class ControlProtocol(amp.AMP):
 
     @NewUsersCommit.responder
     async def newusers_commit(self, batch: str) -> dict[str, Any]:
+        """Every entry is checked before anything is written and the store applies the batch in one
+        transaction: one bad entry leaves the store as it was. The hashes were made by the CLI, so
+        the server does no hashing for the batch.
+        """
         if batch != "open" or not self._batch:
             raise BadRequest("no batch was uploaded")
         raw, self._batch = b"".join(self._batch), []
@@ -384,6 +470,10 @@ class ControlProtocol(amp.AMP):
 
 
 class ControlFactory(Factory):
+    """Builds one ``ControlProtocol`` per CLI call; ``noisy`` is off for the same reason the
+    protocol's connections are quiet.
+    """
+
     noisy = False
 
     def __init__(self, server: Server, ssh: SSHControl | None = None) -> None:
@@ -391,6 +481,9 @@ class ControlFactory(Factory):
         self.ssh = ssh
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:
+        """Twisted's default calls the protocol class with no arguments; the control protocol needs
+        the parts it answers from.
+        """
         protocol = ControlProtocol(self.server, self.ssh)
         protocol.factory = self
         return protocol

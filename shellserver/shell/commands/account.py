@@ -15,6 +15,9 @@ from shellserver.store.accounts import password_problem
     help="Log out (^D on an empty line does the same).",
 )
 def exit_(ctx: Context, args: list[str]) -> None:
+    """Ends this session only (the user's other sessions stay), saying ``logout`` as a login shell
+    does; ``logout`` and ``quit`` are aliases so every habit works.
+    """
     ctx.write("logout\n")
     ctx.session.disconnect()
 
@@ -34,6 +37,10 @@ async def ask_new_password(ctx: Context) -> str | None:
 
 @command("passwd", usage="passwd", help="Change your password.")
 async def passwd(ctx: Context, args: list[str]) -> None:
+    """passwd(1): the current password comes first, so a terminal left logged in cannot be used to
+    take the account over; a wrong one costs a second, as PAM's fail delay does, and gets Linux
+    passwd's own complaint. A new password also retires the first start's ``admin`` password file.
+    """
     if args:
         raise UsageError()
     store, user = ctx.server.store, ctx.session.user

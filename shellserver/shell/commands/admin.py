@@ -27,6 +27,10 @@ from shellserver.text.words import counted
     help="End all of USER's sessions; each is told who did it and why.",
 )
 async def kick(ctx: Context, args: list[str]) -> None:
+    """No Unix command ends a user's remote logins by name (``pkill -u`` comes closest): each
+    session of USER is told who ended it and why, and the admin log says who did it from where. The
+    work is in adminops, shared with the control socket.
+    """
     if not args:
         raise UsageError()
     user = args[0]
@@ -45,6 +49,10 @@ async def kick(ctx: Context, args: list[str]) -> None:
     help="Create an account; asks for its password twice.",
 )
 async def useradd(ctx: Context, args: list[str]) -> None:
+    """useradd(8) and passwd in one step, since an account is of no use without a password. The
+    name is checked and looked up before the password is asked, so a typo does not cost typing it
+    twice; ``UserExists`` still covers another administrator creating the same name meanwhile.
+    """
     flags = [a for a in args if a.startswith("-")]
     names = [a for a in args if not a.startswith("-")]
     if len(names) != 1 or any(f != "--admin" for f in flags):
@@ -84,6 +92,10 @@ def _other_user(ctx: Context, args: list[str]) -> str | None:
     help="Delete an account (logs it out). The last administrator is never deleted.",
 )
 async def userdel(ctx: Context, args: list[str]) -> None:
+    """userdel(8) for the server's accounts: the user is logged out and the home goes with the
+    account, all or nothing. Never your own account, never the last administrator, so the server
+    always keeps someone who can administer it.
+    """
     name = _other_user(ctx, args)
     if name is None:
         return
@@ -120,11 +132,17 @@ async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
     help="Lock an account and log it out. The last administrator is never locked.",
 )
 async def lock(ctx: Context, args: list[str]) -> None:
+    """``usermod -L`` that also ends the user's sessions at once, so a lock takes effect now rather
+    than at the next login. The same refusals as ``userdel``, for the same reason.
+    """
     await _set_locked(ctx, args, True)
 
 
 @command("unlock", usage="unlock NAME", admin=True, help="Unlock a locked account.")
 async def unlock(ctx: Context, args: list[str]) -> None:
+    """Undoes ``lock``; it shares lock's checks and words (``_set_locked``), so the pair reads
+    alike in the shell and in the admin log.
+    """
     await _set_locked(ctx, args, False)
 
 
@@ -143,6 +161,10 @@ left, then every minute for the last 10. New logins are refused in the last
 """,
 )
 def shutdown(ctx: Context, args: list[str]) -> None:
+    """shutdown(8)'s time forms (+MIN, HH:MM, now) and ``-c``, for the server rather than the
+    machine; the countdown, warnings and login refusal live in ``shell.shutdown``. A bare number is
+    a usage error, not a message: taken as text it would stop the server in a minute.
+    """
     schedule = ctx.server.shutdown
     if schedule is None:
         ctx.fail("not available in this server")

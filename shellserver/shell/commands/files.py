@@ -1,4 +1,4 @@
-"""Files in the user's sandboxed home (SPEC §5): ls, cd, pwd, cat, mkdir, rmdir, rm, touch,
+"""Files in the user's sandboxed home: ls, cd, pwd, cat, mkdir, rmdir, rm, touch,
 mv, cp, echo, quota.
 
 Every command that touches the disk hands one job (shellserver.files.jobs) to
@@ -28,6 +28,9 @@ TYPED_FLUSH = 16 * 1024
 
 
 def home_of(ctx: Context) -> Home:
+    """The session's own home: file commands reach the disk only through it, so the logged-in name,
+    never a typed path, decides whose files a command touches.
+    """
     homes = ctx.server.homes
     if homes is None:
         raise FsError("home directories are not available on this server")
@@ -116,6 +119,9 @@ async def stream(ctx: Context, home: Home, fd: int, careful_text: bool = True) -
 
 @command("pwd", usage="pwd", help="Print the current directory.")
 def pwd(ctx: Context, args: list[str]) -> None:
+    """The home shows as ``/home/USER``, the absolute path the sandbox accepts for it, so what pwd
+    prints can be typed back into ``cd``. No disk work: the directory is the session's own string.
+    """
     if args:
         raise UsageError()
     parts = [p for p in ctx.session.cwd.split("/") if p]
@@ -124,6 +130,10 @@ def pwd(ctx: Context, args: list[str]) -> None:
 
 @command("cd", usage="cd [DIR]", help="Change directory; alone, go home.")
 async def cd(ctx: Context, args: list[str]) -> None:
+    """The directory is checked on the I/O thread but kept in the session as a path, not an open
+    descriptor: one removed behind the session is reported by the next command and ``cd ..`` still
+    works, as in a real shell.
+    """
     home = home_of(ctx)
     try:
         cwd, pieces = await home.run(jobs.cd, ctx.session.cwd, ctx.name, words(ctx, len(args)))
@@ -139,6 +149,9 @@ async def cd(ctx: Context, args: list[str]) -> None:
 
 @command("ls", usage="ls [-l] [-a] [PATH...]", help="List directory contents.")
 async def ls(ctx: Context, args: list[str]) -> None:
+    """coreutils ls with -l and -a only; the columns fit the session's terminal width, as ls does
+    on a tty. A long listing is spilled to a file and streamed back (``run``).
+    """
     flags, operands = options(ctx, args, "la")
     width = ctx.session.width
     await run(ctx, jobs.ls, operands, flags, width, ctx.now())
@@ -146,6 +159,9 @@ async def ls(ctx: Context, args: list[str]) -> None:
 
 @command("mkdir", usage="mkdir [-p] DIR...", help="Make directories (-p: parents too).")
 async def mkdir(ctx: Context, args: list[str]) -> None:
+    """coreutils mkdir with -p; the home's entry limit and nesting limit are checked on the I/O
+    thread in the same step as the creation.
+    """
     flags, operands = options(ctx, args, "p")
     if not operands:
         raise UsageError("missing operand")
@@ -154,6 +170,9 @@ async def mkdir(ctx: Context, args: list[str]) -> None:
 
 @command("rmdir", usage="rmdir DIR...", help="Remove empty directories.")
 async def rmdir(ctx: Context, args: list[str]) -> None:
+    """coreutils rmdir: empty directories only, with coreutils' error words
+    (tests/test_coreutils_errors.py holds them against the real program).
+    """
     if not args:
         raise UsageError("missing operand")
     await run(ctx, jobs.rmdir, words(ctx, len(args)))
@@ -161,6 +180,10 @@ async def rmdir(ctx: Context, args: list[str]) -> None:
 
 @command("rm", usage="rm [-r] [-f] FILE...", help="Remove files (-r: directories too).")
 async def rm(ctx: Context, args: list[str]) -> None:
+    """coreutils rm with -r/-R and -f; ``rm -f`` with nothing to remove succeeds in silence, as
+    coreutils does, so habits carried over from scripts work. Symbolic links are removed, never
+    followed.
+    """
     flags, operands = options(ctx, args, "rRf")
     if not operands:
         if "f" in flags:
@@ -171,6 +194,9 @@ async def rm(ctx: Context, args: list[str]) -> None:
 
 @command("touch", usage="touch FILE...", help="Create empty files, or update their time.")
 async def touch(ctx: Context, args: list[str]) -> None:
+    """coreutils touch without options: create each file or renew its time; a failure names the
+    file, as touch does.
+    """
     if not args:
         raise UsageError("missing file operand")
     await run(ctx, jobs.touch, words(ctx, len(args)))
@@ -185,12 +211,18 @@ def _two_operands(args: list[str]) -> None:
 
 @command("mv", usage="mv SOURCE... DEST", help="Move or rename files and directories.")
 async def mv(ctx: Context, args: list[str]) -> None:
+    """coreutils mv inside the home: both paths resolve in the same sandbox, so a rename can never
+    move anything out of it.
+    """
     _two_operands(args)
     await run(ctx, transfer.mv, words(ctx, len(args)))
 
 
 @command("cp", usage="cp [-r] SOURCE... DEST", help="Copy files (-r: directories too).")
 async def cp(ctx: Context, args: list[str]) -> None:
+    """coreutils cp, taking -r and -R alike as coreutils does; copies count against the quota and
+    never follow a link planted in the destination.
+    """
     flags, operands = options(ctx, args, "rR")
     _two_operands([w.text for w in operands])
     await run(ctx, transfer.cp, operands, bool(flags))
@@ -203,6 +235,10 @@ async def cp(ctx: Context, args: list[str]) -> None:
     help="Print TEXT; with > FILE write it to a file, with >> FILE add it to the end.",
 )
 async def echo(ctx: Context, args: list[str]) -> None:
+    """The shell's echo plus ``>`` and ``>>``. With no glob, no ``~`` and no redirection it writes
+    at once with no job on the I/O pool, so the cheapest command stays as cheap as the prompt (the
+    hostile tests' bystander measures with it).
+    """
     line = ctx.line
     if line.redirect is None and not any(line.globs) and not any(line.tildes):
         ctx.write(careful(" ".join(args)) + "\n")  # nothing to expand: no file work at all
@@ -233,6 +269,10 @@ async def echo(ctx: Context, args: list[str]) -> None:
     "into FILE until a line with only '.' or ^D.",
 )
 async def cat(ctx: Context, args: list[str]) -> None:
+    """cat, and with ``>`` or ``>>`` the way to put text in a file, as there is no editor: with
+    input files the copy is one job on the I/O thread within the quota; without, the lines typed
+    next go in until ``.`` or ^D.
+    """
     home = home_of(ctx)
     redirect = ctx.line.redirect
     if not args and redirect is None:
@@ -332,6 +372,10 @@ def human(n: int) -> str:
 
 @command("quota", usage="quota", help="Show how much of your home's space and files you use.")
 async def quota(ctx: Context, args: list[str]) -> None:
+    """quota(1)'s question for a sandboxed home: bytes against the home's quota and entries
+    against the per-home limit, from the tally every write keeps up to date (measured when
+    the home is first used), not from a walk per call.
+    """
     if args:
         raise UsageError()
     home = home_of(ctx)

@@ -23,6 +23,9 @@ def _loadavg() -> str:
 
 
 def uptime_line(ctx: Context, sessions: int, users: int) -> str:
+    """procps uptime's line, shared by ``uptime`` and the first line of ``w``; it counts sessions
+    as well as users, since one user may hold several.
+    """
     now = time.strftime("%H:%M:%S", time.localtime(ctx.now()))
     return (
         f" {now} up {format_uptime(ctx.server.uptime())},  "
@@ -32,6 +35,10 @@ def uptime_line(ctx: Context, sessions: int, users: int) -> str:
 
 
 def session_rows(ctx: Context, sessions: list[SessionInfo], what: bool) -> str:
+    """The table ``who`` and ``w`` share. FROM (where each session connects from) is shown to
+    administrators only, as addresses are personal; NODE, also for administrators, appears only in
+    a cluster, where it tells which server holds the session.
+    """
     admin = ctx.session.is_admin
     nodes = admin and ctx.server.config.cluster is not None  # SPEC §13: admins see the node
     now = ctx.now()
@@ -63,6 +70,9 @@ def session_rows(ctx: Context, sessions: list[SessionInfo], what: bool) -> str:
     help="List the sessions online (or in a room): user, tty, login time, idle, mesg.",
 )
 async def who(ctx: Context, args: list[str]) -> None:
+    """who(1), and ``who #ROOM`` for a room's members. Written with ``write_all``, so thousands of
+    rows wait for a slow client instead of piling up in memory.
+    """
     if len(args) > 1:
         raise UsageError()
     sessions = await ctx.server.hub.sessions()
@@ -76,6 +86,9 @@ async def who(ctx: Context, args: list[str]) -> None:
 
 @command("w", usage="w", help="Show uptime, then who is online and what they are doing.")
 async def w(ctx: Context, args: list[str]) -> None:
+    """procps w: the uptime line, then who's table with WHAT, the line each session is
+    running now.
+    """
     if args:
         raise UsageError()
     sessions = await ctx.server.hub.sessions()
@@ -87,6 +100,9 @@ async def w(ctx: Context, args: list[str]) -> None:
 
 @command("uptime", usage="uptime", help="How long the server has run, and how many are online.")
 async def uptime(ctx: Context, args: list[str]) -> None:
+    """procps uptime, for the server process: how long since it started, not since the machine
+    booted; the load average is the machine's.
+    """
     if args:
         raise UsageError()
     sessions = await ctx.server.hub.sessions()
@@ -95,6 +111,9 @@ async def uptime(ctx: Context, args: list[str]) -> None:
 
 @command("date", usage="date", help="Print the server's date and time.")
 def date(ctx: Context, args: list[str]) -> None:
+    """date(1)'s default format in the server's time zone: the time ``shutdown HH:MM`` and the
+    login times are given in.
+    """
     if args:
         raise UsageError()
     ctx.write(time.strftime("%a %b %d %H:%M:%S %Z %Y", time.localtime(ctx.now())) + "\n")
@@ -102,6 +121,9 @@ def date(ctx: Context, args: list[str]) -> None:
 
 @command("whoami", usage="whoami", help="Print your user name.")
 def whoami(ctx: Context, args: list[str]) -> None:
+    """whoami(1): only the name, on its own line, so ``ssh host whoami`` gives a value a script can
+    use.
+    """
     if args:
         raise UsageError()
     ctx.write(ctx.session.user + "\n")
@@ -109,6 +131,9 @@ def whoami(ctx: Context, args: list[str]) -> None:
 
 @command("id", usage="id", help="Print your user name and role.")
 def id_(ctx: Context, args: list[str]) -> None:
+    """id(1) without uids or groups, which accounts here do not have: the name and the role, the
+    one thing that decides what a session may run.
+    """
     if args:
         raise UsageError()
     ctx.write(f"user={ctx.session.user} role={ctx.session.role}\n")
@@ -116,6 +141,9 @@ def id_(ctx: Context, args: list[str]) -> None:
 
 @command("clear", usage="clear", help="Clear the screen.")
 def clear(ctx: Context, args: list[str]) -> None:
+    """clear(1) without terminfo: cursor home and erase display, which every terminal served here
+    (telnet and ssh clients, the browser's xterm.js) understands.
+    """
     ctx.write("\x1b[H\x1b[2J")
 
 
@@ -125,10 +153,14 @@ def clear(ctx: Context, args: list[str]) -> None:
     help="List the commands, or show how to use one.",
 )
 def help_(ctx: Context, args: list[str]) -> None:
+    """Reads the help strings given to ``command`` (not these docstrings). The list shows aliases
+    too, so someone looking for ``logout`` finds it, hides commands the session may not run, and
+    cuts each summary to the terminal's width so no line wraps.
+    """
     registry = ctx.server.registry
     if not args:
         visible = [c for c in registry if not c.admin or ctx.session.is_admin]
-        # Aliases are listed too (SPEC §4): a user looking for "logout" finds it.
+        # Aliases are listed too: a user looking for "logout" finds it.
         names = sorted(((n, c) for c in visible for n in (c.name, *c.aliases)), key=lambda e: e[0])
         width = max(len(n) for n, _ in names)
         room = max(20, ctx.session.width - width - 5)
@@ -164,6 +196,9 @@ def _fit(text: str, columns: int) -> str:
     help="Show a user's name, role, and online sessions or last login.",
 )
 async def finger(ctx: Context, args: list[str]) -> None:
+    """finger(1) for the accounts here: role, lock, sessions or last login, and ``~/.plan``. Where
+    someone connects from is shown only to administrators and to the user themself.
+    """
     if len(args) != 1:
         raise UsageError()
     server = ctx.server
@@ -198,6 +233,9 @@ async def finger(ctx: Context, args: list[str]) -> None:
 
 @command("last", usage="last [USER]", help="Show login history, newest first.")
 async def last(ctx: Context, args: list[str]) -> None:
+    """last(1), newest first and at most 50 rows, so the answer stays short; source addresses are
+    shown only to administrators and for your own logins.
+    """
     if len(args) > 1:
         raise UsageError()
     records = await ctx.server.store.history(args[0] if args else None, 50)

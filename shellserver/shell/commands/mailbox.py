@@ -1,4 +1,4 @@
-"""Saved messages (SPEC §11): ``write`` to someone with no session saves the message;
+"""Saved messages: ``write`` to someone with no session saves the message;
 ``messages`` lists, reads and removes them; ``ignore``/``unignore`` keep pests out."""
 
 from __future__ import annotations
@@ -83,6 +83,10 @@ full, senders are told so.
 """,
 )
 async def messages(ctx: Context, args: list[str]) -> None:
+    """Saved messages, marked as mail(1) marks them (N for not read yet); the numbers are
+    positions in the list just shown. Reading never deletes: only ``rm`` does (or ignoring
+    the sender), so a message is not lost by looking at it.
+    """
     if len(args) not in (0, 2) or (args and args[0] not in ("read", "rm")):
         raise UsageError()
     store, me = ctx.server.store, ctx.session.user
@@ -162,6 +166,10 @@ reach you.
 """,
 )
 async def ignore(ctx: Context, args: list[str]) -> None:
+    """IRC's /ignore, which Unix lacks: the ignored user is told what ``mesg n`` would tell them,
+    so ignoring is never revealed. The hub's copy of the list changes at once, so the very next
+    line from them is held back.
+    """
     if len(args) > 1:
         raise UsageError()
     store, me = ctx.server.store, ctx.session.user
@@ -190,6 +198,9 @@ async def ignore(ctx: Context, args: list[str]) -> None:
 
 @command("unignore", usage="unignore USER", help="Stop ignoring USER.")
 async def unignore(ctx: Context, args: list[str]) -> None:
+    """Undoes ``ignore``, in the store and in the hub at once, so their write and room lines reach
+    you again from the next one.
+    """
     if len(args) != 1:
         raise UsageError()
     me, other = ctx.session.user, args[0]

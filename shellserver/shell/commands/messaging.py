@@ -34,6 +34,11 @@ message is saved for them (see help messages).
 """,
 )
 async def write(ctx: Context, args: list[str]) -> None:
+    """util-linux write: with TEXT one line, else every typed line until ``.`` or ^D, then EOF; the
+    same choice of session (mesg y, least idle). It differs twice: to someone with no session the
+    message is saved (``messages``), and each typed line costs a command token, so a paste is paced
+    rather than flooding the other terminal.
+    """
     if not args:
         raise UsageError()
     me = ctx.session
@@ -43,7 +48,7 @@ async def write(ctx: Context, args: list[str]) -> None:
     user, rest = args[0], args[1:]
     tty = rest.pop(0) if rest and "/" in rest[0] and _TTY.fullmatch(rest[0]) else None
     sessions = ctx.server.hub.sessions_of_now(user)  # the hot path: no Deferred
-    if not sessions:  # saved for later (SPEC §11)
+    if not sessions:  # no session anywhere: the message is saved for them to read later
         await write_offline(ctx, user, rest)
         return
     target = _choose_target(ctx, user, tty, sessions)
@@ -167,6 +172,9 @@ _FAILED = {
     help="Broadcast TEXT to every session, including those with messages off.",
 )
 async def wall(ctx: Context, args: list[str]) -> None:
+    """wall(1) for administrators: it reaches every session, mesg n included, as root's wall does.
+    The work is in adminops, so the control socket's wall is the same.
+    """
     text = " ".join(args)
     if not text.strip():
         raise UsageError()
@@ -180,6 +188,9 @@ async def wall(ctx: Context, args: list[str]) -> None:
     help="Allow (y) or refuse (n) messages from write on this session; alone, show the setting.",
 )
 async def mesg(ctx: Context, args: list[str]) -> None:
+    """mesg(1) for this session, answering ``is y``/``is n`` as util-linux does. The hub is told
+    before the prompt returns, so in a cluster no node still delivers after ``mesg n``.
+    """
     if not args:
         ctx.write("is y\n" if ctx.session.mesg else "is n\n")
     elif len(args) == 1 and args[0] in ("y", "n"):

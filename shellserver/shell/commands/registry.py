@@ -55,9 +55,15 @@ class Context:
     status: int = 0
 
     def write(self, text: str) -> None:
+        """All command output goes through the session, so it meets the session's output cap like
+        any other text.
+        """
         self.session.write(text)
 
     def read_line(self, prompt: str = "", hidden: bool = False) -> Deferred[str]:
+        """A line typed into a running command (a prompt, ``cat >``); it counts as activity, so a
+        user answering prompts is not logged out as idle.
+        """
         d = self.session.terminal.read_line(prompt, hidden)
         d.addCallback(self._active)
         return d
@@ -94,7 +100,7 @@ class Context:
     async def write_all(self, pieces: Iterable[str]) -> None:
         """Long output (a file, a listing, ``who`` of thousands) in :data:`CHUNK` writes,
         each once the session's output has room: a client that stops reading holds the
-        command, not the server's memory (SPEC §7). Short output is one write, at once."""
+        command, not the server's memory. Short output is one write, at once."""
         buffered: list[str] = []
         size = 0
         for piece in pieces:
@@ -116,7 +122,7 @@ class Context:
 
         A command that writes a lot (``cat``, ``ls`` of a big directory)
         awaits this between chunks, so a client that stops reading holds the
-        command instead of the server's memory (SPEC §7).
+        command instead of the server's memory.
         """
         return self.session.terminal.drain()
 
@@ -125,6 +131,9 @@ class Context:
         return line
 
     def now(self) -> float:
+        """The server's clock rather than ``time.time``, so tests drive command time with a
+        ``Clock``.
+        """
         return self.server.clock.seconds()
 
     def where(self) -> str:
@@ -139,6 +148,10 @@ class Context:
 
 @frozen
 class Command:
+    """One registered command: the usage and help users read, whether only administrators may run
+    it, and whether it takes ``>``/``>>`` (the others refuse a redirection rather than ignore it).
+    """
+
     name: str
     func: CommandFunc
     usage: str
@@ -157,6 +170,11 @@ class Command:
 
 
 class Registry:
+    """The table of names the shell dispatches on. A class rather than a bare dict, so a test can
+    build one of its own commands; a name or alias registered twice is an error at import, never a
+    silent override.
+    """
+
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
         self._primary: dict[str, Command] = {}
@@ -170,6 +188,10 @@ class Registry:
         redirect: bool = False,
         aliases: tuple[str, ...] = (),
     ) -> Callable[[CommandFunc], CommandFunc]:
+        """The decorator each command module registers with, so a command's usage and help sit
+        beside its code; aliases share one entry, listed once by ``help``.
+        """
+
         def register(func: CommandFunc) -> CommandFunc:
             cmd = Command(name, func, usage, help.strip(), admin, redirect, aliases)
             self._primary[name] = cmd
@@ -182,6 +204,9 @@ class Registry:
         return register
 
     def get(self, name: str) -> Command | None:
+        """A typed name or alias to its command; None lets the shell answer ``command not found``
+        with status 127, as sh does.
+        """
         return self._commands.get(name)
 
     def __iter__(self) -> Iterator[Command]:

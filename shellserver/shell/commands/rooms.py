@@ -1,4 +1,4 @@
-"""Rooms (SPEC §11): join, part, say, rooms, topic, and the members for ``who #room``.
+"""Rooms: join, part, say, rooms, topic, and the members for ``who #room``.
 
 Every room line is sanitised and made into one ``Message`` for all members; the hub delivers
 it under each member's output cap and leaves out those who ignore the sender. The sender's own
@@ -50,6 +50,9 @@ may hold {MAX_MEMBERS} sessions.
 """,
 )
 async def join(ctx: Context, args: list[str]) -> None:
+    """IRC's /join: the room is made by its first member and its members are told. The limits per
+    session and per room bound how many copies one line can cost.
+    """
     if len(args) != 1:
         raise UsageError()
     room = args[0]
@@ -78,6 +81,9 @@ async def join(ctx: Context, args: list[str]) -> None:
     help="Leave a room (its members are told); without a name, leave every room you are in.",
 )
 async def part(ctx: Context, args: list[str]) -> None:
+    """IRC's /part; without a name it leaves every room at once. The leaver gets the notice too, as
+    the output of the command.
+    """
     if len(args) > 1:
         raise UsageError()
     me, hub = ctx.session, ctx.server.hub
@@ -104,6 +110,9 @@ async def part(ctx: Context, args: list[str]) -> None:
     help=f"Send TEXT to everyone in a room you are in (at most {MAX_SAY} bytes).",
 )
 async def say(ctx: Context, args: list[str]) -> None:
+    """A line to a room you are in, capped in bytes, since each line is copied into every member's
+    output.
+    """
     if len(args) < 2:
         raise UsageError()
     room = args[0]
@@ -122,6 +131,9 @@ async def say(ctx: Context, args: list[str]) -> None:
 
 @command("rooms", usage="rooms", help="List the rooms: name, members, topic.")
 async def rooms_(ctx: Context, args: list[str]) -> None:
+    """The list of rooms, through ``write_all``, so a server with many rooms waits for a slow
+    client rather than buffering the answer.
+    """
     if args:
         raise UsageError()
     found = await ctx.server.hub.room_list()
@@ -143,6 +155,9 @@ Show a room's topic, or set it (the room's creator or an admin; at most
 """,
 )
 async def topic(ctx: Context, args: list[str]) -> None:
+    """IRC's topic: anyone may read it; only the room's creator or an administrator sets it, so
+    members cannot retitle each other's rooms. The text is sanitised once, when set.
+    """
     if not args:
         raise UsageError()
     room, hub = args[0], ctx.server.hub
