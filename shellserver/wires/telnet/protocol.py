@@ -120,6 +120,8 @@ class TelnetProtocol(Fronted, Protocol):
     # -- connection ------------------------------------------------------
 
     def connectionMade(self) -> None:
+        """Set up output and backpressure, send our offers (awaiting no answer, so ``nc``
+        works), then build the terminal above: the login prompt goes out at once."""
         transport = self.transport
         assert transport is not None
         peer = transport.getPeer()
@@ -131,6 +133,8 @@ class TelnetProtocol(Fronted, Protocol):
         self._attach = _attached  # needed once: let go of the bound method (64 bytes a session)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        """Tell the terminal, and let go of it and of the close timer, so refcounting alone
+        frees the session (no cycle left for the garbage collector)."""
         self._out.stop()
         if self._close_call is not None and self._close_call.active():
             self._close_call.cancel()  # else it holds this connection for 10 s more
@@ -153,17 +157,22 @@ class TelnetProtocol(Fronted, Protocol):
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeProducing(self) -> None:
+        """The client reads again: send what was held, and read from it again once nothing
+        is left held (so one that reads slowly cannot make us buffer its input)."""
         self._out.resume()
         if self.transport is not None and self._reads_paused and not self._out.paused:
             self._reads_paused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def stopProducing(self) -> None:
+        """The connection is going: drop what is held and any pending stall abort."""
         self._out.stop()
 
     # -- IWire -------------------------------------------------------------
 
     def send(self, text: str) -> None:
+        """Own output (a command's, the prompt's): in order and never dropped, unlike
+        others' messages, because the user asked for it."""
         self._out.write(self._own(text))
 
     def send_message(self, lead: str, message: Message, after: str = "") -> bool:
@@ -216,6 +225,8 @@ class TelnetProtocol(Fronted, Protocol):
             self.abort()
 
     def abort(self) -> None:
+        """Drop the connection now, whatever is unsent: for a client that does not read,
+        which would otherwise hold its session and memory for ever."""
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -237,6 +248,7 @@ class TelnetProtocol(Fronted, Protocol):
                 self._act(event)
 
     def _act(self, event: Event) -> None:
+        """Every event but a line or keys: the rarer ones, matched by kind."""
         receiver = self.receiver
         match event:
             case Send(data):
@@ -254,10 +266,7 @@ class TelnetProtocol(Fronted, Protocol):
                 receiver.resized()
             case TerminalType(name):
                 self.term = name
-            case str():  # a Line; not reached from dataReceived, which hands lines up itself
-                receiver.line_received(event)
-            case Keys(text):
-                receiver.text_received(text)
+            # Lines and keys never come here: dataReceived hands them up itself.
 
     def option_state(self, opt: int, ours: bool = True) -> int:
         """NO, YES, WANTNO or WANTYES (a queued reversal is not shown): what tests and
@@ -284,6 +293,7 @@ class TelnetFactory(Factory):
         self.max_output = max_output
 
     def buildProtocol(self, addr: Any) -> TelnetProtocol:
+        """A protocol per connection, with the limits the listener was given."""
         protocol = TelnetProtocol(self.attach, self.clock, self.max_line, self.max_output)
         protocol.factory = self
         return protocol
