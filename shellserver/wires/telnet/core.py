@@ -85,6 +85,7 @@ _AYT_LINE, _AYT_CHAR = b"\r\n[Yes]\r\n", b"\a"
 #: Where events go between two reads. Nothing is ever appended to it: events are made only
 #: inside ``receive``, which points ``_events`` at a fresh list first.
 _IDLE: list[Event] = []
+_NO_SIZE = (0, 0)
 
 
 class TelnetParser:
@@ -97,18 +98,19 @@ class TelnetParser:
     __slots__ = (
         "_buf",
         "_char",
+        "_cols",
         "_cr",
         "_discarding",
         "_echo_wanted",
         "_events",
         "_max_line",
         "_opt_cmd",
+        "_rows",
         "_sb",
         "_sb_len",
-        "_size",
-        "_size_told",
         "_state",
         "_term",
+        "_told",
         "_utf8",
         "_utf8_open",
         "negotiator",
@@ -123,7 +125,9 @@ class TelnetParser:
         self._cr = False
         self._state = _DATA
         self._opt_cmd = 0
-        self._sb = bytearray()
+        #: The subnegotiation being read; made at its start and dropped at its end, so a
+        #: connection between two of them (nearly always) keeps no buffer for it.
+        self._sb: bytearray | None = None
         self._sb_len = 0
         #: Character mode: the client accepted WILL ECHO and WILL SGA.
         self._char = False
@@ -134,9 +138,10 @@ class TelnetParser:
         self._utf8_open = False
         self._events: list[Event] = _IDLE
         #: The window size and terminal type as reported so far (80x24 until told).
-        self._size = (80, 24)
-        #: The size before the WindowSize event at the end of ``_events`` (see _resize).
-        self._size_told = self._size
+        self._cols, self._rows = 80, 24
+        #: The size before the WindowSize event at the end of ``_events`` (see _resize);
+        #: scratch for one read, dropped after it (one tuple less kept per connection).
+        self._told = _NO_SIZE
         self._term = ""
 
     # -- the interface ---------------------------------------------------------
@@ -201,6 +206,7 @@ class TelnetParser:
         while i < n:  # each pass reads up to the end or up to a change of mode
             i = self._keys_from(data, i) if self._char else self._lines_from(data, i)
         self._events = _IDLE
+        self._told = _NO_SIZE
         return events
 
     # -- line mode ---------------------------------------------------------------
@@ -355,7 +361,7 @@ class TelnetParser:
                 self._opt_cmd = b
                 self._state = _OPT
             elif b == SB:
-                self._sb.clear()
+                self._sb = bytearray()
                 self._sb_len = 0
                 self._state = _SB
             else:
@@ -372,20 +378,24 @@ class TelnetParser:
         elif state == _SB_IAC:
             if b == SE:
                 self._state = _DATA
-                self._subnegotiation(bytes(self._sb))
+                sb, self._sb = self._sb, None
+                self._subnegotiation(bytes(sb or b""))
             elif b == IAC:  # an escaped IAC counts toward the limit like any other byte
                 self._state = _SB
                 self._sb_byte(IAC)
             else:  # broken subnegotiation: treat as IAC <b>
                 self._state = _IAC
+                self._sb = None
                 self._command_byte(b)
 
     def _sb_byte(self, b: int) -> None:
         self._sb_len += 1
+        sb = self._sb
         if self._sb_len > MAX_SB:  # never ends: give up on it, keep the connection
             self._state = _DATA
-        elif len(self._sb) < _SB_KEEP:
-            self._sb.append(b)
+            self._sb = None
+        elif sb is not None and len(sb) < _SB_KEEP:
+            sb.append(b)
 
     def _command(self, b: int) -> None:
         events = self._events
@@ -416,18 +426,18 @@ class TelnetParser:
 
     def _resize(self, cols: int, rows: int) -> None:
         """Report a new size; a report right after another replaces it (coalescing)."""
-        old = self._size
+        old = (self._cols, self._rows)
         # 0 means "unknown" in NAWS: that side keeps what it was
         new = clamp_size(cols or old[0], rows or old[1])
         if new == old:
             return
-        self._size = new
+        self._cols, self._rows = new
         events = self._events
         if events and type(events[-1]) is WindowSize:
             events.pop()
-            old = self._size_told  # what the reader knew before the one replaced
+            old = self._told  # what the reader knew before the one replaced
         else:
-            self._size_told = old
+            self._told = old
         if new != old:
             events.append(WindowSize(*new))
 
