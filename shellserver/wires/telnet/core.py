@@ -177,8 +177,9 @@ class TelnetParser:
         """Everything ``data`` means, in order; state carries over to the next read.
 
         The result is the same whichever way the client's bytes were split
-        into reads (apart from keystroke text and window sizes coming in one
-        event per read). The returned sequence is the caller's.
+        into reads, apart from keystroke text, window sizes and terminal types
+        each coming as one event per read. Read the result before the next
+        call and change none of it: a single key's is shared (see ONE_KEY).
         """
         if self._char:
             if self._state == _DATA and not self._cr:
