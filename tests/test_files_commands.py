@@ -14,7 +14,7 @@ from shellserver.app.server import Server
 from shellserver.files.homefs import Home
 from shellserver.ops.threads import inline_runner
 from shellserver.store.accounts import NoSuchUser
-from shellserver.wires.telnet.protocol import IAC, NAWS, SB, SE
+from shellserver.wires.telnet.codes import IAC, NAWS, SB, SE
 
 
 @pytest.fixture

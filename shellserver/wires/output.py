@@ -5,8 +5,8 @@ means the client has stopped reading. From then on output is held here:
 
 - The session's own command output is kept in order, but a command that
   writes a lot waits for :meth:`drain` between chunks, and the terminal does
-  not run the next typed line while output is backlogged (SPEC §7), so what is
-  held stays within one chunk of the cap.
+  not run the next typed line while output is backlogged, so what is held
+  stays within one chunk of the cap whatever the user pastes.
 - Messages from other people are dropped once ``limit`` bytes are held.
 - A client that stays paused for ``stall_timeout`` seconds while over the cap,
   or while something waits for it to read, is aborted.
@@ -58,6 +58,14 @@ def _nothing() -> None:
 
 @define(eq=False)
 class Output:
+    """One connection's output: what goes out, what waits, and when to give up on the client.
+
+    Every wire has one, so the rules for a client that stops reading (keep
+    our own output in order, drop others' messages past ``limit``, abort
+    after ``stall_timeout``) are the same on telnet, SSH and the browser.
+    Compared by identity: two outputs are never "equal".
+    """
+
     transport: ITransport
     clock: IReactorTime
     limit: int
@@ -163,9 +171,13 @@ class Output:
         return d
 
     def pause(self) -> None:
+        """The transport's buffer is full (the client stopped reading): hold from now on,
+        so nothing more piles up in Twisted's unbounded buffer."""
         self.paused = True
 
     def resume(self) -> None:
+        """The client reads again: send what was held, in order, until it pauses us again;
+        once all is out, the stall timer is off and commands waiting in :meth:`drain` go on."""
         self.paused = False
         held = self._held
         while held and not self.paused:
@@ -241,6 +253,8 @@ class Fronted:
 
     @property
     def backlogged(self) -> bool:
+        """Is the client not reading? The terminal then holds the next typed line, so a
+        session never holds more than one command's chunk of output."""
         return self._out.paused
 
     @property
@@ -249,7 +263,11 @@ class Fronted:
         return self._out.held_bytes
 
     def drain(self) -> Deferred[None]:
+        """What a command that writes a lot waits on between chunks (backpressure)."""
         return self._out.drain()
 
     def session_started(self) -> None:
+        """A session runs: its own output may now be written through too (see
+        :meth:`Output._put`); during the login dialogue the transport joins the many
+        small writes of a turn into one send, which a login storm needs more."""
         self._out.own_through = True

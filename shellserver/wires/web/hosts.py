@@ -122,6 +122,8 @@ class HostPolicy:
 
     @classmethod
     def from_options(cls, values: tuple[str, ...]) -> HostPolicy:
+        """From ``--web-origin`` values; none means this machine's own names and addresses,
+        so the page works out of the box and a rebinding name is still refused."""
         if not values:
             return cls(machine_names())
         parsed = [parse_web_origin(v) for v in values]

@@ -1,4 +1,8 @@
-"""``--web ENDPOINT``: the page at ``/``, its assets, and the WebSocket at ``/ws`` (SPEC §10).
+"""``--web ENDPOINT``: the page at ``/``, its assets, and the WebSocket at ``/ws``.
+
+A browser is a terminal anyone has: the same login, editor and shell as
+telnet, with nothing to install, and nothing fetched from anywhere but this
+server (no CDN that could change the page under its users).
 
 Everything is served from memory, read once at start from the package
 (``assets/``: our page, and xterm.js vendored from npm, see docs/admin.md).
@@ -6,7 +10,7 @@ The page gets a strict Content-Security-Policy: scripts, styles, fonts and the
 socket from this server only, nothing inline except the ``<style>`` elements
 xterm.js makes itself, which carry the page's one-time nonce (``page.js``
 hands it to them). Every request must name an allowed host (``Host``, see
-``webhosts.py``: no DNS rebinding), and the WebSocket is accepted only from
+``hosts.py``: no DNS rebinding), and the WebSocket is accepted only from
 the page's own origin or one given with ``--web-origin`` (``Origin``); it then
 becomes a :class:`~shellserver.wires.web.socket.WebWire` in front of the same login
 and shell as telnet.
@@ -68,6 +72,8 @@ see docs/admin.md, "The browser terminal". Telnet works meanwhile.</p></body></h
 
 
 def csp(nonce: str) -> str:
+    """The page's Content-Security-Policy: everything from this server only, inline styles
+    only with this response's nonce, so injected text can never run or load anything."""
     return (
         "default-src 'none'; script-src 'self'; "
         f"style-src 'self' 'nonce-{nonce}'; "
@@ -87,10 +93,15 @@ def _common_headers(request: Request, cache: bytes = b"no-cache") -> None:
 
 
 def content_hash(body: bytes) -> str:
+    """An asset's version in its link: a new release changes the link, so a year-long
+    cache never serves a stale script."""
     return hashlib.sha256(body).hexdigest()[:16]
 
 
 class Asset(Resource):
+    """One file of the page, from memory: read once at start, so serving costs no disk
+    access and the bytes cannot change under a running server."""
+
     isLeaf = True
 
     def __init__(self, body: bytes, content_type: str) -> None:
@@ -101,6 +112,8 @@ class Asset(Resource):
         self.etag = hashlib.sha256(body).hexdigest()[:32].encode("ascii")
 
     def render_GET(self, request: Request) -> bytes:
+        """Cached for a year when asked for by its current hash (the page's own links),
+        revalidated by ETag otherwise, so a browser loads xterm.js once, not per visit."""
         current = (request.args or {}).get(b"v") == [self.version]
         _common_headers(request, IMMUTABLE if current else b"no-cache")
         request.setHeader(b"Content-Type", self.content_type)
@@ -129,6 +142,7 @@ class Page(Resource):
         self.template = template
 
     def render_GET(self, request: Request) -> bytes:
+        """A fresh nonce per response: one an attacker saw on an earlier page is worthless."""
         _common_headers(request)
         nonce = secrets.token_urlsafe(18)
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
@@ -176,6 +190,8 @@ class Socket(WebSocketResource):
         self._refusals = LogLimit()
 
     def render_GET(self, request: Request) -> bytes | int:
+        """Refuse other sites' pages before the handshake (no cross-site hijacking), hand
+        the connection to admission once it is a socket, and cap frames from the start."""
         origin = request.getHeader("origin")
         if not self.hosts.origin_allowed(origin, request.getHeader("host"), _local(request)):
             count = self._refusals.due(self.factory.clock.seconds())
@@ -243,6 +259,8 @@ class WireFactory:
         self.pinger = Pinger(clock)
 
     def buildProtocol(self, request: Request) -> WebWire:
+        """A wire for this socket, left on the request so :class:`Socket` can put the frame
+        limit in front of it and tell admission about it."""
         wire = WebWire(self.attach, self.clock, _peer(request), self.max_output, self.pinger)
         request.wire = wire  # type: ignore[attr-defined]
         return wire

@@ -1,8 +1,9 @@
 """The browser terminal's wire: one WebSocket (``/ws``) in front of the same login and shell.
 
 Twisted's own ``twisted.web.websocket`` does the handshake and parses the
-client's frames; this module is the byte layer above it, like ``telnet.py``
-for telnet (SPEC §10). The page (``webpage.py``) speaks a tiny protocol:
+client's frames; this module is the byte layer above it, as ``wires/telnet/`` is
+for telnet, so a browser gets the same login, editor and shell as a telnet
+client. The page (``page.py``) speaks a tiny protocol:
 
 - client to server, text frames only: ``"0" + keystrokes`` (what xterm.js's
   ``onData`` gives: text, escape sequences, CR for Enter) or ``"1" + "COLS ROWS"``
@@ -37,10 +38,10 @@ from shellserver.hub.local import Message
 from shellserver.terminal.discipline import ILineReceiver, IWire, clamp_size
 from shellserver.wires.output import Fronted, Output
 
-#: Window size limits (SPEC §8), the same as telnet's NAWS: columns, rows.
-#: Largest message the client may send (SPEC §10); a bigger one closes the socket.
+#: Largest message the client may send: a keystroke or a paste is far less, and Twisted
+#: would otherwise gather a message of any size. A bigger one closes the socket.
 MAX_FRAME = 64 * 1024
-#: Close codes (RFC 6455 §7.4.1).
+#: Close codes (RFC 6455, section 7.4.1).
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_TOO_BIG = 1000, 1003, 1009
 #: An empty ping frame, and how often every open socket gets one.
 PING, PING_INTERVAL = b"\x89\x00", 30.0
@@ -136,11 +137,13 @@ class Pinger:
         self._call: IDelayedCall | None = None
 
     def add(self, wire: WebWire) -> None:
+        """Ping this socket from now on; the timer runs only while some socket is open."""
         self._wires.add(wire)
         if self._call is None:
             self._call = self._clock.callLater(self._interval, self._tick)
 
     def discard(self, wire: WebWire) -> None:
+        """Its socket closed: a ping would go nowhere, and the set must not keep it alive."""
         self._wires.discard(wire)
 
     def _tick(self) -> None:
@@ -186,9 +189,15 @@ class WebWire(Fronted):
     # -- WebSocketProtocol (twisted.web.websocket) --------------------------
 
     def negotiationStarted(self, transport: Any) -> None:
+        """Keep the WebSocket transport: closing with a code goes through it."""
         self._ws = transport
 
     def negotiationFinished(self) -> None:
+        """The upgrade is done: take over the socket's backpressure and start the login.
+
+        The page always runs the line editor, so the terminal is told it is in
+        character mode at once (telnet learns it from the negotiation).
+        """
         raw = self._raw = self._ws.transport
         self.connected = True
         self._out = Output(raw, self._clock, self._max_output, self.abort)
@@ -201,6 +210,7 @@ class WebWire(Fronted):
         self.receiver.mode_changed(True)
 
     def textMessageReceived(self, message: str) -> None:
+        """The page's two kinds of frame: keystrokes ("0") and a resize ("1")."""
         receiver = self.receiver
         if receiver is None or self._closing:
             return
@@ -215,13 +225,16 @@ class WebWire(Fronted):
         # Anything else is a client that does not speak our page's protocol: ignored.
 
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
-        """Frames are UTF-8 text (SPEC §10): a binary frame ends the connection."""
+        """The page sends only text frames: a binary frame is not our page (a probe, a
+        confused client), so the connection ends rather than guessing what it means."""
         self._refuse(CLOSE_UNSUPPORTED)
 
     def pongReceived(self, payload: bytes) -> None:
-        pass
+        """Nothing to do: the ping only keeps proxies from dropping a quiet connection, and a
+        browser that stops reading is caught by the output cap, not by missing pongs."""
 
     def connectionLost(self, reason: Failure) -> None:
+        """Tell the terminal, and let go of it: no cycle is left for the garbage collector."""
         self.connected = False
         if self._pinger is not None:
             self._pinger.discard(self)
@@ -235,6 +248,8 @@ class WebWire(Fronted):
         receiver.connection_lost()
 
     def ping(self) -> None:
+        """One empty ping frame, through the output like everything else (so a browser
+        that does not read holds it, capped); none once closing."""
         if not self._closing:
             self._out.write(PING)
 
@@ -269,16 +284,19 @@ class WebWire(Fronted):
     # -- IPushProducer: the socket says when the browser stops reading ----------
 
     def pauseProducing(self) -> None:
+        """The browser stopped reading: hold output, and read nothing more from it."""
         self._out.pause()
         if self._raw is not None:
             self._raw.pauseProducing()
 
     def resumeProducing(self) -> None:
+        """It reads again: send what was held, then read again if nothing is left held."""
         self._out.resume()
         if self._raw is not None and not self._out.paused:
             self._raw.resumeProducing()
 
     def stopProducing(self) -> None:
+        """The socket is going: drop what is held and any pending stall abort."""
         self._out.stop()
 
     @property
@@ -294,10 +312,14 @@ class WebWire(Fronted):
     # -- IWire -----------------------------------------------------------------
 
     def send(self, text: str) -> None:
+        """Own output, one text frame (an empty frame would only cost the browser work)."""
         if text:
             self._out.write(frame(text))
 
     def send_message(self, lead: str, message: Message, after: str = "") -> bool:
+        """Someone's message between this terminal's lead and ``after`` (the prompt again),
+        dropped whole over the cap. The message is framed once for every browser showing
+        it, and the usual leads are framed once for all."""
         body = message.encoded(self.kind, frame)
         tail = (frame(after),) if after else ()
         if not lead:
@@ -319,6 +341,8 @@ class WebWire(Fronted):
         self._goodbye(CLOSE_NORMAL)
 
     def abort(self) -> None:
+        """Drop the connection now: a browser that does not read its close frame, or the
+        output cap's stall timer, must not keep a socket and its session."""
         # _close_call stays: connectionLost cancels it if this abort is not the timer's own.
         if self.connected and self._raw is not None:
             self._raw.abortConnection()
