@@ -45,13 +45,14 @@ class Courier:
         """One message to a session on another node; Redis decides whether it may be shown
         (its mesg and ignore list as Redis has them now), so the answer is never stale."""
         calls = self.calls
-        if not calls.available:
+        link = calls.link
+        if not link.available:
             return succeed(Delivery.UNAVAILABLE)
         names = calls.names
         body = dump({"op": "dlv", "i": to.id, "t": message.text, "s": sender})
         # Redis decides (the mirror may be a moment behind a mesg n), and drops the message if
         # it runs only after we stopped waiting (a paused Redis): at most once, never late.
-        deadline = int((self.clock.seconds() + calls.redis_offset + calls.link.timeout) * 1000)
+        deadline = int((self.clock.seconds() + calls.redis_offset + link.timeout) * 1000)
         d = self._deliver(
             [],
             [
