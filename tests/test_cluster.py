@@ -1,5 +1,5 @@
-"""Issue 19's "Done when": real ``twistd`` nodes on one data dir behave as one server through
-one real redis-server (SPEC §13).
+"""Real ``twistd`` nodes on one data dir behave as one server through one real redis-server:
+what a user of any node sees is what they would see on a single server.
 
 The tests that only talk share one cluster of three nodes (a, b, c) for the module, each
 with users of its own so they do not see each other's sessions; the ones that kill a node,

@@ -22,7 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
-import shellserver.hub.cluster.hub as cluster_hub_module
+import shellserver.hub.cluster.presence as presence_module
 from shellserver.hub.cluster.hub import RedisHub, cluster_hub
 from shellserver.hub.cluster.url import RedisURL
 from shellserver.hub.local import Delivery, Message
@@ -47,7 +47,7 @@ async def settle(seconds: float = 0.2) -> None:
 
 def joined(hub: RedisHub) -> bool:
     """The hub's first (or latest) sync is done: it beats."""
-    return hub._beat is not None
+    return hub.presence._beat is not None
 
 
 class Node:
@@ -419,8 +419,8 @@ async def test_room_lines_to_many_members_on_a_node_are_paced_and_in_order(
 async def test_a_silent_node_is_reaped(
     cluster: Any, redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cluster_hub_module, "BEAT", 0.2)
-    monkeypatch.setattr(cluster_hub_module, "TTL", 1.0)
+    monkeypatch.setattr(presence_module, "BEAT", 0.2)
+    monkeypatch.setattr(presence_module, "TTL", 1.0)
     a, b = await cluster("a", "b")
     alice = await a.login("alice")
     b.hub.set_ignores("bob", frozenset({"eve"}))
@@ -433,7 +433,7 @@ async def test_a_silent_node_is_reaped(
     await until(lambda: len(a.hub.mirror) == 2 and a.hub.room_names() == ["den", "lobby"])
 
     # b stops dead: no beat, no goodbye (as kill -9 would)
-    for loop in (b.hub._beat, b.hub._updates):
+    for loop in (b.hub.presence._beat, b.hub.presence._updates):
         assert loop is not None
         loop.stop()
     await b.hub.link.stop()
@@ -457,8 +457,8 @@ async def test_a_node_that_goes_is_logged_and_its_rooms_are_told(
     ended, and the members left in its sessions' rooms see them leave, as for a part (not
     those who ignore them; a room that went with them tells nobody). A clean stop is logged
     as such; a node starting fresh is not news."""
-    monkeypatch.setattr(cluster_hub_module, "BEAT", 0.2)
-    monkeypatch.setattr(cluster_hub_module, "TTL", 1.0)
+    monkeypatch.setattr(presence_module, "BEAT", 0.2)
+    monkeypatch.setattr(presence_module, "TTL", 1.0)
     logged: list[str] = []
     observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
     globalLogPublisher.addObserver(observer)
@@ -476,7 +476,10 @@ async def test_a_node_that_goes_is_logged_and_its_rooms_are_told(
         assert await b.hub.join_room("den", dave.id, "dave", dave.tty, 5, 50) == CREATED
         await until(lambda: len(a.hub.mirror) == 3 and len(c.hub.mirror) == 5, what="mirrors")
 
-        for loop in (b.hub._beat, b.hub._updates):  # b stops dead, as kill -9 would
+        for loop in (
+            b.hub.presence._beat,
+            b.hub.presence._updates,
+        ):  # b stops dead, as kill -9 would
             assert loop is not None
             loop.stop()
         await b.hub.link.stop()
@@ -516,7 +519,7 @@ async def test_a_node_restarted_at_once_ends_its_previous_life_visibly(cluster: 
         alice, bob = await a.login("alice"), await b.login("bob")
         assert await a.hub.join_room("lobby", alice.id, "alice", alice.tty, 5, 50) == CREATED
         assert await b.hub.join_room("lobby", bob.id, "bob", bob.tty, 5, 50) == JOINED
-        for loop in (b.hub._beat, b.hub._updates):  # b dies ...
+        for loop in (b.hub.presence._beat, b.hub.presence._updates):  # b dies ...
             assert loop is not None
             loop.stop()
         await b.hub.link.stop()
@@ -685,7 +688,7 @@ async def test_a_stopped_hub_leaves_at_once(cluster: Any, redis: Any) -> None:
 async def test_idle_and_command_are_published_at_a_bounded_rate(
     cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cluster_hub_module, "UPDATES", 0.1)
+    monkeypatch.setattr(presence_module, "UPDATES", 0.1)
     a, b = await cluster("a", "b")
     alice = await a.login("alice")
     await until(lambda: b.sees("a", alice.id))
@@ -740,7 +743,7 @@ async def test_an_event_out_of_order_reloads_the_node(cluster: Any, redis: Any) 
 async def test_a_lost_event_is_noticed_by_the_heartbeat(
     cluster: Any, redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cluster_hub_module, "BEAT", 0.2)
+    monkeypatch.setattr(presence_module, "BEAT", 0.2)
     a, b = await cluster("a", "b")
     bob = await b.login("bob")
     await until(lambda: a.sees("b", bob.id))
@@ -756,12 +759,12 @@ async def test_a_lost_event_is_noticed_by_the_heartbeat(
 async def test_a_node_reaped_while_paused_puts_itself_back(
     cluster: Any, redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cluster_hub_module, "BEAT", 0.2)
-    monkeypatch.setattr(cluster_hub_module, "TTL", 1.0)
+    monkeypatch.setattr(presence_module, "BEAT", 0.2)
+    monkeypatch.setattr(presence_module, "TTL", 1.0)
     a, b = await cluster("a", "b")
     bob = await b.login("bob")
     await until(lambda: a.sees("b", bob.id))
-    beat = b.hub._beat
+    beat = b.hub.presence._beat
     assert beat is not None
     beat.stop()  # a long pause (SIGSTOP, swapping): b's link stays up, its beat does not
     await until(lambda: not a.sees("b", bob.id), what="b reaped")
@@ -812,7 +815,7 @@ async def test_logins_wait_until_the_node_has_joined(redis_server: RedisServer) 
 async def test_logins_are_served_locally_when_redis_is_down_at_start(
     monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
 ) -> None:
-    monkeypatch.setattr(cluster_hub_module, "READY_WAIT", 0.3)
+    monkeypatch.setattr(presence_module, "READY_WAIT", 0.3)
     redis_server.stop()
     hub = cluster_hub(RedisURL("127.0.0.1", redis_server.port, 0), "lonely", reactor)
     hub.start()

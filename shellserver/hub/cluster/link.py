@@ -141,12 +141,17 @@ class _Connection(Protocol):
 
     @property
     def why(self) -> str:
+        """The reason the link's one "unavailable" line gives, so an operator can tell a
+        server that is not Redis from a lost connection."""
         return f"not RESP2 from the server: {self.broken}" if self.broken else "connection lost"
 
     def connectionMade(self) -> None:
+        """Counted as open at once, so that a stop closes it even before it is prepared."""
         self.link._opened(self)
 
     def dataReceived(self, data: bytes) -> None:
+        """Every reply in these bytes is handled in this turn; bytes that are not RESP2
+        close the connection, since nothing after them can be trusted."""
         try:
             replies = self._reader.feed(data)
         except ProtocolError as e:
@@ -157,6 +162,7 @@ class _Connection(Protocol):
             self.replyReceived(reply)
 
     def replyReceived(self, reply: Any) -> None:
+        """Each kind of connection matches replies to its requests its own way."""
         raise NotImplementedError
 
     def handshake(self) -> Deferred[None]:
@@ -164,6 +170,7 @@ class _Connection(Protocol):
         raise NotImplementedError
 
     def abort(self) -> None:
+        """Close without waiting for a flush: Redis being slow is why we close."""
         if self.connected and self.transport is not None:
             self.transport.abortConnection()
 
@@ -202,6 +209,8 @@ class _Connection(Protocol):
         """The connection is gone: every request still waiting fails."""
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Waiting callers fail now instead of at their timeout, and the link learns
+        it lost a connection (an outage if it was prepared)."""
         self.connected = False
         self.failAll()
         self.gone.callback(None)
@@ -218,6 +227,7 @@ class _Commands(_Connection):
         self._waiting: deque[Deferred[Any]] = deque()
 
     def handshake(self) -> Deferred[None]:
+        """A reconnected connection is on db 0: select the cluster's db before use."""
         return self.execute("SELECT", self.link.db).addCallback(_nothing)
 
     def execute(self, *args: Arg) -> Deferred[Any]:
@@ -231,6 +241,7 @@ class _Commands(_Connection):
         return d
 
     def replyReceived(self, reply: Any) -> None:
+        """Redis answers in order, so the oldest waiting request gets this reply."""
         if not self._waiting:
             return  # nothing asked: cannot happen with Redis, and must not raise here
         # a request that timed out was cancelled: firing it again does nothing
@@ -241,6 +252,7 @@ class _Commands(_Connection):
             d.callback(reply)
 
     def failAll(self) -> None:
+        """Requests sent on a lost connection will never be answered: fail them now."""
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(ClusterUnavailable(f"cluster unavailable: {self.why}"))
@@ -259,6 +271,8 @@ class _Subscriber(_Connection):
         self.subscribed: set[str] = set()
 
     def handshake(self) -> Deferred[None]:
+        """A new subscriber connection hears nothing until it subscribes again (PING
+        when there is nothing to subscribe, to check that Redis answers)."""
         wanted = sorted(self.link._channels)
         self.what = "SUBSCRIBE" if wanted else "PING"
         d = self.request(self.what, *wanted)
@@ -279,6 +293,8 @@ class _Subscriber(_Connection):
         return d
 
     def replyReceived(self, reply: Any) -> None:
+        """Messages go to the link at once; confirmations are counted off the oldest
+        request, since Redis sends one per channel."""
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
             self._message(reply[1], reply[2])
             return
@@ -295,6 +311,7 @@ class _Subscriber(_Connection):
             d.callback(None)
 
     def failAll(self) -> None:
+        """Subscriptions asked on a lost connection will never be confirmed: fail them now."""
         expect, self._expect = self._expect, deque()
         for d, _ in expect:
             d.errback(ClusterUnavailable(f"cluster unavailable: {self.why}"))
@@ -313,6 +330,7 @@ class _Build(Factory):
         self.built: _Connection | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        """Remembered so the gate can put itself in front of this very connection."""
         proto = self._make()
         proto.factory = self
         self.built = proto
@@ -332,14 +350,17 @@ class _Gate(Protocol):
         self.inner = inner
 
     def makeConnection(self, transport: ITransport) -> None:
+        """ClientService's proxy must see the transport to own the connection."""
         self.connected = True
         self.transport = transport
         self.client.makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
+        """Reads skip the proxy: one call less per read on the message path."""
         self.inner.dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Only an accepted connection's loss is ClientService's business (see the class)."""
         self.connected = False
         if self.inner.accepted:
             self.client.connectionLost(reason)
@@ -355,6 +376,7 @@ class _Gates(Factory):
         self._build = build
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        """One gate per connection, around the protocol that _Build just made."""
         if addr is None:  # endpoints always say where the connection goes
             return None
         client = self._client.buildProtocol(addr)  # our protocol, in ClientService's proxy
@@ -378,6 +400,9 @@ class _GatedEndpoint:
         self._failed = failed
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """ClientService retries quietly; the link must hear of a failed attempt to say
+        the outage once."""
+
         def opened(gate: _Gate) -> IProtocol:
             return gate.client
 
@@ -411,6 +436,8 @@ class Script:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def __call__(self, keys: list[str], args: list[str | int | bytes]) -> Deferred[Any]:
+        """Run the script by hash, sending its source only when Redis has lost it, so the
+        usual call carries a few bytes instead of the whole script."""
         tail = (len(keys), *keys, *args)
 
         def again(failure: Failure) -> Deferred[Any] | Failure:
@@ -486,6 +513,7 @@ class RedisLink:
 
     @property
     def address(self) -> str:
+        """How log lines name the Redis server (the canonical URL)."""
         return f"redis://{self.host}:{self.port}/{self.db}"
 
     # -- life cycle -------------------------------------------------------------------

@@ -110,6 +110,7 @@ down.upon(LinkInputs.failed).loop().returns(None)
 
 @stopped.upon(LinkInputs.start).to(connecting)
 def connect(inputs: LinkInputs, core: LinkCore) -> None:
+    """Leaving ``stopped``: the caller wants the link, so both services start."""
     core.state = "connecting"
     core._connect()
 
@@ -119,6 +120,7 @@ def connect(inputs: LinkInputs, core: LinkCore) -> None:
 @up.upon(LinkInputs.stop).to(stopped)
 @down.upon(LinkInputs.stop).to(stopped)
 def close(inputs: LinkInputs, core: LinkCore) -> None:
+    """Any state to ``stopped``: nothing may reconnect after the caller is done."""
     core.state = "stopped"
     core._close()
 
@@ -126,18 +128,23 @@ def close(inputs: LinkInputs, core: LinkCore) -> None:
 @connecting.upon(LinkInputs.connected).to(up)
 @down.upon(LinkInputs.connected).to(up)
 def went_up(inputs: LinkInputs, core: LinkCore) -> None:
+    """Both connections prepared: calls may go out, and the caller republishes."""
     core.state = "up"
     core._went_up()
 
 
 @connecting.upon(LinkInputs.failed).to(down)
 def log_down(inputs: LinkInputs, core: LinkCore, why: str) -> None:
+    """An attempt failed before the link was ever up: the outage is said once, but
+    there is no ``on_down`` (nothing was up to go down)."""
     core.state = "down"
     core._log_down(why)
 
 
 @up.upon(LinkInputs.failed).to(down)
 def outage(inputs: LinkInputs, core: LinkCore, why: str) -> None:
+    """A link that was up is lost: both connections are dropped so they come back
+    together, said once, and the caller told."""
     core.state = "down"
     core._drop()
     core._log_down(why)

@@ -25,6 +25,9 @@ AHEAD = 1000
 
 @define
 class Mirror:
+    """The other nodes' sessions as the events say, so reading them costs no round trip;
+    it knows when it may be wrong (``stale``) so the hub can load a node again."""
+
     #: By node, then session id.
     _nodes: dict[str, dict[int, SessionRecord]] = field(factory=dict)
     _by_user: dict[str, list[SessionRecord]] = field(factory=dict)
@@ -41,29 +44,37 @@ class Mirror:
     _spilled: set[str] = field(factory=set)
 
     def __len__(self) -> int:
+        """How many sessions the other nodes have (``who``'s count, a wall's reach)."""
         return sum(len(n) for n in self._nodes.values())
 
     def nodes(self) -> list[str]:
+        """The nodes whose records are held (a node with none is still listed once loaded)."""
         return sorted(self._nodes)
 
     def records(self) -> list[SessionRecord]:
+        """Every other node's session, for ``who``."""
         return [r for n in self._nodes.values() for r in n.values()]
 
     def of(self, user: str) -> list[SessionRecord]:
+        """``user``'s sessions on other nodes, for ``write``'s choice, without a copy."""
         return self._by_user.get(user, [])
 
     def users(self) -> set[str]:
+        """The users with a session elsewhere (a fresh set: the caller adds its own)."""
         return set(self._by_user)
 
     def get(self, node: str, session_id: int) -> SessionRecord | None:
+        """One session of another node, or None: a delivery's target, a claim's owner."""
         return self._nodes.get(node, {}).get(session_id)
 
     # -- events ---------------------------------------------------------------------
 
     def put(self, node: str, gen: int, record: SessionRecord) -> None:
+        """An ``att`` or ``upd`` event: applied in generation order, or kept past a gap."""
         self._event(node, gen, record)
 
     def drop(self, node: str, gen: int, session_id: int) -> None:
+        """A ``det`` event: applied in generation order, or kept past a gap."""
         self._event(node, gen, session_id)
 
     def _event(self, node: str, gen: int, change: Change) -> None:

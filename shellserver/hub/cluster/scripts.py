@@ -8,7 +8,7 @@ one step (the others see events in generation order and reload a node's
 records when they miss one). Times are Redis's (``TIME``), never a node's clock.
 
 Keys (all under ``ss:``; the URL's db number keeps clusters apart, and channel
-names are global to a redis-server, so they carry the db too — see ``Names``):
+names are global to a redis-server, so they carry the db too — see ``calls.Names``):
 
 - ``nodes``: zset node -> last heartbeat (ms, Redis time)
 - ``gen``: hash node -> generation of its session records

@@ -29,6 +29,7 @@ class RedisURL:
     db: int = 0
 
     def __str__(self) -> str:
+        """The canonical form, as the log lines and ``status`` show where the cluster meets."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"redis://{host}:{self.port}/{self.db}"
 
