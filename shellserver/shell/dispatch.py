@@ -38,13 +38,17 @@ class Shell:
         s = self.session
         if s.cwd != self._prompt_cwd:
             path = f"~/{s.cwd}" if s.cwd else "~"
-            self._prompt = f"{s.user}@{self.server.config.hostname}:{careful(path)}$ "
+            self._prompt = f"{s.user}@{self.server.hostname}:{careful(path)}$ "
             self._prompt_cwd = s.cwd
         return self._prompt
 
     def complete(self, before: str) -> Deferred[tuple[int, list[str]]]:
         """Tab in the line editor: see ``completion.py``."""
-        return Deferred.fromCoroutine(complete(self.server, self.session, before))
+        return Deferred.fromCoroutine(
+            complete(
+                self.server.registry, self.server.hub, self.server.homes, self.session, before
+            )
+        )
 
     def logout(self) -> None:
         self.session.write("logout\n")

@@ -9,7 +9,7 @@ at login and kept there while the user has a session, so checking one is a dict 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Protocol
+from typing import Any
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -19,15 +19,6 @@ from shellserver.hub.rooms import left_text
 from shellserver.hub.session import Session
 from shellserver.ops.metrics import Metrics
 from shellserver.store.accounts import AccountDB, AccountStore, LoginRecord, username_problem
-
-
-class PeopleServices(Protocol):
-    """What a login and a logout use here (``Server`` provides it)."""
-
-    store: AccountStore
-    hub: IHub
-    metrics: Metrics
-
 
 #: Saved messages kept per recipient, read or not (SPEC §11).
 MAILBOX_LIMIT = 100
@@ -185,6 +176,7 @@ def valid_user(name: str) -> bool:
 
 
 def new_messages_notice(unread: int) -> str:
+    """The line a login shows when messages wait, so a user learns of them without asking."""
     if not unread:
         return ""
     noun = "new message" if unread == 1 else "new messages"
@@ -192,34 +184,33 @@ def new_messages_notice(unread: int) -> str:
 
 
 async def session_starting(
-    server: PeopleServices, user: str
+    store: AccountStore, user: str
 ) -> tuple[frozenset[str], str, LoginRecord | None]:
     """Before the session is made: the user's ignore list (for ``attach``), the login notice,
     the previous login ("Last login: ...")."""
-    ignores, unread, previous = await run(server.store, login_state, user)
+    ignores, unread, previous = await run(store, login_state, user)
     return ignores, new_messages_notice(unread), previous
 
 
-async def attach(server: PeopleServices, session: Session, ignores: frozenset[str]) -> None:
+async def attach(hub: IHub, session: Session, ignores: frozenset[str]) -> None:
     """Make ``session`` reachable, its user's ignore list in the hub from then on.
 
     The list loaded at login is put there only now, as the session is attached: had it been
     put there on loading, the user's last other session ending meanwhile would drop it. When
     the user has a session already, the hub's list is the current one (``ignore`` keeps it).
     """
-    if not await server.hub.sessions_of(session.user):
-        server.hub.set_ignores(session.user, ignores)
-    await server.hub.attach(session)
+    if not await hub.sessions_of(session.user):
+        hub.set_ignores(session.user, ignores)
+    await hub.attach(session)
 
 
-async def session_ended(server: PeopleServices, session: Session) -> None:
+async def session_ended(hub: IHub, metrics: Metrics, session: Session) -> None:
     """After the session is detached: leave its rooms (telling them), drop the ignore list when
     the user has no session left."""
-    hub = server.hub
     for room in await hub.part_all_rooms(session.id):
         reached, dropped = await hub.send_room(
             room, Message.of(left_text(room, session.user)), session.user
         )
-        server.metrics.messages("room", reached, dropped)
+        metrics.messages("room", reached, dropped)
     if not await hub.sessions_of(session.user):
         hub.set_ignores(session.user, None)

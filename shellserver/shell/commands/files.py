@@ -28,10 +28,7 @@ TYPED_FLUSH = 16 * 1024
 
 
 def home_of(ctx: Context) -> Home:
-    homes = ctx.server.homes
-    if homes is None:
-        raise FsError("home directories are not available on this server")
-    return homes.home(ctx.session.user)
+    return ctx.server.homes.home(ctx.session.user)
 
 
 def options(ctx: Context, args: list[str], allowed: str) -> tuple[set[str], list[Word]]:

@@ -911,6 +911,7 @@ class ShellSSHFactory(factory.SSHFactory):
         admission: Admission | None = None,
         failed_logins: FailedLogins | None = None,
         account_pacing: AccountPacing | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.failed_logins = failed_logins
         self.account_pacing = account_pacing
@@ -923,8 +924,8 @@ class ShellSSHFactory(factory.SSHFactory):
         self.primes = None
         #: Malformed-packet log lines, at most one a minute per address.
         self.malformed_log = PeerLogLimit()
-        #: Login counters (SPEC §12), when the service provides them.
-        self.metrics: Metrics | None = None
+        #: Login counters, when the service provides them.
+        self.metrics = metrics
 
     def buildProtocol(self, addr: Any) -> ShellTransport:
         """No moduli file, so no group exchange (curve25519, ECDH and group14/16 remain)."""
@@ -953,8 +954,10 @@ def make_factory(
     admission: Admission | None = None,
     failed_logins: FailedLogins | None = None,
     account_pacing: AccountPacing | None = None,
+    metrics: Metrics | None = None,
 ) -> ShellSSHFactory:
+    """The ``--ssh`` listener's factory over a portal of these checkers and this realm."""
     portal = Portal(realm, checkers)
     return ShellSSHFactory(
-        keys, portal, clock, login_timeout, admission, failed_logins, account_pacing
+        keys, portal, clock, login_timeout, admission, failed_logins, account_pacing, metrics
     )
