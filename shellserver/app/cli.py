@@ -57,16 +57,21 @@ DEFAULT_COST = 14
 
 
 class Failed(Exception):
+    """A refusal or failure the CLI reports as one line and an exit status, never a traceback."""
+
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
 def refuse(message: str) -> Failed:
+    """The server said no (a bad name, the last admin): exit status ``REFUSED``, as scripts test
+    it."""
     return Failed(REFUSED, message)
 
 
 def parser() -> argparse.ArgumentParser:
+    """Every subcommand and option in one place, so ``--help`` and docs/admin.md can match."""
     p = argparse.ArgumentParser(prog="shellserver", description="Control a running shellserver.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
@@ -189,6 +194,7 @@ def read_newusers(cost: int) -> list[tuple[str, str, str | None]]:
 
 
 def operator() -> str:
+    """Who runs the CLI, for the admin log of a change made on the stopped server's store."""
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -279,6 +285,7 @@ def locked_text(args: argparse.Namespace) -> str:
 
 
 def added_text(name: str, fingerprint: str) -> str:
+    """One wording for ``addkey``'s answer, online or on the stopped server's files."""
     return f"added key {fingerprint} to {name}'s ~/.ssh/authorized_keys"
 
 
@@ -314,6 +321,7 @@ def _offline_change(
 
 
 async def connect(reactor: Any, endpoint: str) -> amp.AMP:
+    """The control socket's AMP client; a bad or dead endpoint is a one-line failure."""
     try:
         client = clientFromString(reactor, endpoint)
     except (ValueError, KeyError, TypeError) as e:
@@ -326,6 +334,8 @@ async def connect(reactor: Any, endpoint: str) -> amp.AMP:
 
 
 async def run_online(reactor: Any, args: argparse.Namespace, endpoint: str) -> str:
+    """One subcommand through the running server, which applies and logs it as a session's
+    would."""
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
     entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
     key = read_key() if args.command == "addkey" else b""
@@ -412,6 +422,7 @@ async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
 
 
 def status_text(r: dict[str, Any]) -> str:
+    """``status``'s one line: what an operator checks first (pid, uptime, sessions, a shutdown)."""
     text = (
         f"shellserver on {r['hostname']} is running: pid {r['pid']}, "
         f"up {' '.join(format_uptime(r['uptime']).split())}, "
@@ -519,6 +530,8 @@ def not_utf8(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    """The ``shellserver`` console script: online through the socket, else on the store under its
+    lock."""
     argv = sys.argv[1:] if argv is None else argv
     bad = not_utf8(argv)
     if bad is not None:

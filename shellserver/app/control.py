@@ -62,10 +62,14 @@ class Controlled:
 
 
 class BadRequest(Exception):
+    """A request the server will not carry out as sent; the CLI shows its text."""
+
     pass
 
 
 class NoShutdown(Exception):
+    """No shutdown to cancel: told apart from a bad request so the CLI can say so plainly."""
+
     pass
 
 
@@ -80,6 +84,8 @@ _ERRORS: dict[type[Exception], bytes] = {
 
 
 class Status(amp.Command):
+    """``shellserver status``: what an operator checks first."""
+
     arguments = []
     response = [
         (b"pid", amp.Integer()),
@@ -96,6 +102,8 @@ class Status(amp.Command):
 
 
 class Wall(amp.Command):
+    """``shellserver wall``: a broadcast from the console."""
+
     arguments = [(b"text", amp.Unicode())]
     response = [(b"reached", amp.Integer())]
     errors = _ERRORS
@@ -109,6 +117,8 @@ class Who(amp.Command):
 
 
 class Kick(amp.Command):
+    """``shellserver kick``: log a user out everywhere."""
+
     arguments = [(b"user", amp.Unicode()), (b"reason", amp.Unicode())]
     response = [(b"sessions", amp.Integer())]
 
@@ -128,18 +138,24 @@ class Shutdown(amp.Command):
 
 
 class UserAdd(amp.Command):
+    """``shellserver useradd``: one account, made online so its home and log line come with it."""
+
     arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode()), (b"admin", amp.Boolean())]
     response = []
     errors = _ERRORS
 
 
 class Passwd(amp.Command):
+    """``shellserver passwd``: set a password (the first start's password file goes with it)."""
+
     arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode())]
     response = []
     errors = _ERRORS
 
 
 class UserDel(amp.Command):
+    """``shellserver userdel``: the account, its sessions and its home, all or nothing."""
+
     arguments = [(b"name", amp.Unicode())]
     response = []
     errors = _ERRORS
@@ -170,6 +186,8 @@ class NewUsersPage(amp.Command):
 
 
 class NewUsersCommit(amp.Command):
+    """``newusers``, last step: apply the uploaded pages in one transaction."""
+
     arguments = [(b"batch", amp.Unicode())]
     response = [(b"created", amp.Integer()), (b"updated", amp.Integer())]
     errors = _ERRORS
@@ -213,6 +231,8 @@ def who_document(server: Controlled, sessions: list[Any]) -> dict[str, Any]:
 
 
 class ControlProtocol(amp.AMP):
+    """One CLI call: the AMP responders, each acting through the same parts a session does."""
+
     def __init__(self, server: Controlled, ssh: SSHControl | None = None) -> None:
         super().__init__()
         self.server = server
@@ -225,9 +245,11 @@ class ControlProtocol(amp.AMP):
     # is one connection, and the admin action it carries is what gets logged.
 
     def makeConnection(self, transport: Any) -> None:
+        """Without AMP's per-connection log line: each CLI call is one connection."""
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Without AMP's per-connection log line; the transport is dropped for the GC."""
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
 
@@ -255,6 +277,7 @@ class ControlProtocol(amp.AMP):
 
     @Status.responder
     def status(self) -> dict[str, Any]:
+        """Pid, uptime, counts, a scheduled shutdown, SSH keys and, clustered, the nodes."""
         hub, shutdown = self.server.hub, self.server.shutdown
         result: dict[str, Any] = {
             "pid": os.getpid(),
@@ -274,6 +297,7 @@ class ControlProtocol(amp.AMP):
 
     @Wall.responder
     async def wall(self, text: str) -> dict[str, Any]:
+        """A broadcast from the console, logged with the OS user who sent it."""
         if not text.strip():
             raise BadRequest("no text to broadcast")
         who, where = self._caller()
@@ -281,6 +305,7 @@ class ControlProtocol(amp.AMP):
 
     @Who.responder
     async def who(self, offset: int) -> dict[str, Any]:
+        """``who --json``, paged under AMP's 64 KiB value limit."""
         if offset == 0:
             sessions = await self.server.hub.sessions()
             document = who_document(self.server, sessions)
@@ -289,6 +314,7 @@ class ControlProtocol(amp.AMP):
 
     @Kick.responder
     async def kick(self, user: str, reason: str) -> dict[str, Any]:
+        """Log a user out everywhere, telling them who did it and why."""
         who, where = self._caller()
         return {"sessions": await adminops.kick(self.server.admin, who, where, user, reason)}
 
@@ -296,6 +322,7 @@ class ControlProtocol(amp.AMP):
     def shutdown(
         self, text: str, cancel: bool, minutes: int | None = None, when: str | None = None
     ) -> dict[str, Any]:
+        """Schedule (``+MIN``, ``now``, ``HH:MM``) or cancel the one shutdown sessions see too."""
         schedule = self.server.shutdown
         who, where = self._caller()
         if cancel:
@@ -313,6 +340,7 @@ class ControlProtocol(amp.AMP):
 
     @UserAdd.responder
     async def useradd(self, name: str, password: str, admin: bool) -> dict[str, Any]:
+        """Make an account online, so its home and log line come with it."""
         problem = username_problem(name, registering=True)
         if problem is not None:
             raise BadRequest(problem)
@@ -323,24 +351,28 @@ class ControlProtocol(amp.AMP):
 
     @Passwd.responder
     async def passwd(self, name: str, password: str) -> dict[str, Any]:
+        """Set a password; the first start's password file goes when ``admin``'s changes."""
         who, where = self._caller()
         await adminops.set_password(self.server.admin, who, where, name, password)
         return {}
 
     @UserDel.responder
     async def userdel(self, name: str) -> dict[str, Any]:
+        """Delete an account, its sessions and home, all or nothing."""
         who, where = self._caller()
         await adminops.delete_user(self.server.admin, who, where, name)
         return {}
 
     @Lock.responder
     async def lock(self, name: str, locked: bool) -> dict[str, Any]:
+        """Lock (ending the sessions) or unlock an account."""
         who, where = self._caller()
         await adminops.set_locked(self.server.admin, who, where, name, locked)
         return {}
 
     @AddKey.responder
     async def addkey(self, name: str, key: bytes) -> dict[str, Any]:
+        """Add an SSH key to a user's ``authorized_keys`` on the I/O pool."""
         if self.ssh is None:
             raise BadRequest("this server cannot add keys")
         if await self.server.store.get(name) is None:
@@ -355,6 +387,7 @@ class ControlProtocol(amp.AMP):
 
     @Backup.responder
     async def backup(self, path: str, force: bool) -> dict[str, Any]:
+        """Copy the store with SQLite's online backup while the server runs."""
         if not os.path.isabs(path):
             raise BadRequest("the backup file must be an absolute path")
         who, where = self._caller()
@@ -366,6 +399,7 @@ class ControlProtocol(amp.AMP):
 
     @NewUsersPage.responder
     def newusers_page(self, batch: str, page: bytes) -> dict[str, Any]:
+        """One page of a ``newusers`` batch, kept until the commit."""
         if not batch:
             self._batch = []
         elif batch != "open":
@@ -378,6 +412,7 @@ class ControlProtocol(amp.AMP):
 
     @NewUsersCommit.responder
     async def newusers_commit(self, batch: str) -> dict[str, Any]:
+        """Apply the batch in one transaction; each new account gets its home."""
         if batch != "open" or not self._batch:
             raise BadRequest("no batch was uploaded")
         raw, self._batch = b"".join(self._batch), []
@@ -404,6 +439,8 @@ class ControlProtocol(amp.AMP):
 
 
 class ControlFactory(Factory):
+    """The control socket's listener: every protocol gets the same parts and SSH hooks."""
+
     noisy = False
 
     def __init__(self, server: Controlled, ssh: SSHControl | None = None) -> None:
@@ -411,6 +448,7 @@ class ControlFactory(Factory):
         self.ssh = ssh
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:
+        """A protocol per CLI call, over the parts the assembly built."""
         protocol = ControlProtocol(self.server, self.ssh)
         protocol.factory = self
         return protocol

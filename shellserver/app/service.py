@@ -93,6 +93,9 @@ class _Pending(Factory):
 
 
 class ShellService(Service):
+    """The twistd service: start-up failures are found in ``prepare`` (exit 1), threads start after
+    daemonising, and the stop is clean."""
+
     name = "shellserver"
 
     def __init__(self, config: Config, reactor: Any) -> None:
@@ -249,7 +252,7 @@ class ShellService(Service):
         return split_connections(self._connection_limit(), web_http, metrics)
 
     def _connection_limit(self) -> int:
-        """``--max-connections``, with the descriptor limit raised to fit (SPEC §2).
+        """``--max-connections``, with the descriptor limit raised to fit.
 
         The default (20,000) is lowered quietly to what the hard limit allows; a
         limit the operator gave that does not fit is warned about.
@@ -316,6 +319,7 @@ class ShellService(Service):
         return port
 
     def startService(self) -> None:
+        """Start what must not run before twistd daemonises: threads, timers, the cluster link."""
         super().startService()
         self.datadir.write_pid()
         for pool in self.pools:
@@ -331,6 +335,8 @@ class ShellService(Service):
             self.cluster.start()
 
     def stopService(self) -> defer.Deferred[None]:
+        """The final notice, then close every connection (aborting the stuck) before the store
+        closes."""
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()

@@ -1,8 +1,8 @@
 """What an administrator can do, whether from a session or from the control socket.
 
-Each operation logs who did it and from where (SPEC §6) and goes through the
-hub, so online sessions see the effect: a kicked, locked or deleted user is
-told and logged out.
+Each operation logs who did it and from where (an operator must be able to answer
+"who did this") and goes through the hub, so online sessions see the effect: a
+kicked, locked or deleted user is told and logged out.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attrs import define, field
+from attrs import field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -19,7 +19,7 @@ from shellserver.terminal.discipline import Disconnected, EndOfInput, IWire, Ter
 log = Logger()
 
 
-@define(eq=False)
+@frozen
 class Lobby:
     """Where in-band login connections (telnet, the browser) wait to log in, given by the
     assembly: the login dialogue, the session start that follows it, admission, and the

@@ -166,6 +166,8 @@ def failed(login: Login, name: str, peer: str, reason: str) -> None:
 
 
 async def authenticate(login: Login, name: str, password: str) -> Account:
+    """Through ``twisted.cred``, so telnet, the browser and SSH check passwords the one same
+    way."""
     creds = UsernamePassword(
         name.encode("utf-8", "surrogateescape"), password.encode("utf-8", "surrogateescape")
     )

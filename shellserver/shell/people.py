@@ -1,4 +1,4 @@
-"""Saved (offline) messages and ignore lists: the store's side of SPEC §11, and what a login
+"""Saved (offline) messages and ignore lists: the store's side of them, and what a login
 and a logout do with them.
 
 The SQL runs on the store's one database thread (``AccountStore.run_db``), like the rest of the
@@ -20,7 +20,8 @@ from shellserver.hub.session import Session
 from shellserver.ops.metrics import Metrics
 from shellserver.store.accounts import AccountDB, AccountStore, LoginRecord, username_problem
 
-#: Saved messages kept per recipient, read or not (SPEC §11).
+#: Saved messages kept per recipient, read or not: a bound on what others can make the store
+#: hold for one user.
 MAILBOX_LIMIT = 100
 #: Bytes (UTF-8) of one saved message.
 MESSAGE_LIMIT = 4096
@@ -40,6 +41,8 @@ ALREADY = "already"
 
 @frozen
 class SavedMessage:
+    """A saved message as ``messages`` shows it; the text stays as typed until shown."""
+
     id: int
     sender: str
     sent: float
@@ -92,6 +95,7 @@ def save_message(db: AccountDB, recipient: str, sender: str, body: bytes, when: 
 
 
 def saved_messages(db: AccountDB, user: str) -> list[SavedMessage]:
+    """A user's saved messages, oldest first (database thread)."""
     rows = (
         _conn(db)
         .execute(
@@ -108,6 +112,7 @@ def saved_messages(db: AccountDB, user: str) -> list[SavedMessage]:
 
 
 def mark_read(db: AccountDB, user: str, ids: list[int]) -> None:
+    """Shown messages are kept but no longer counted as new at login (database thread)."""
     with _tx(db):
         _conn(db).executemany(
             "UPDATE messages SET read=1 WHERE recipient=? AND id=?", [(user, i) for i in ids]
@@ -115,6 +120,7 @@ def mark_read(db: AccountDB, user: str, ids: list[int]) -> None:
 
 
 def delete_messages(db: AccountDB, user: str, ids: list[int]) -> None:
+    """Free a user's mailbox room (database thread)."""
     with _tx(db):
         _conn(db).executemany(
             "DELETE FROM messages WHERE recipient=? AND id=?", [(user, i) for i in ids]
@@ -122,6 +128,7 @@ def delete_messages(db: AccountDB, user: str, ids: list[int]) -> None:
 
 
 def ignore_list(db: AccountDB, user: str) -> list[str]:
+    """The names a user ignores, sorted (database thread)."""
     rows = (
         _conn(db)
         .execute("SELECT ignored FROM ignores WHERE user=? ORDER BY ignored", (user,))
@@ -149,6 +156,7 @@ def add_ignore(db: AccountDB, user: str, other: str) -> str:
 
 
 def remove_ignore(db: AccountDB, user: str, other: str) -> bool:
+    """False when the name was not on the list, so ``unignore`` can say so (database thread)."""
     with _tx(db):
         cur = _conn(db).execute("DELETE FROM ignores WHERE user=? AND ignored=?", (user, other))
     return cur.rowcount == 1

@@ -42,6 +42,8 @@ MOTD_LIMIT = 16 * 1024
 
 
 class Mode(enum.Enum):
+    """What a seat is for: a shell until logout, or one command line (``ssh host CMD``)."""
+
     #: A prompt, the motd and the login notices, then the shell until logout.
     INTERACTIVE = "interactive"
     #: One command line (``ssh host CMD``): no prompt, no greeting.
@@ -53,13 +55,16 @@ class Seat(Protocol):
     metrics, the shutdown's close of everyone, and the output held."""
 
     @property
-    def wire(self) -> IWire: ...
+    def wire(self) -> IWire:
+        """Where the seat's bytes go: the metrics read its held output, the stop aborts it."""
 
     @property
-    def terminal(self) -> Terminal: ...
+    def terminal(self) -> Terminal:
+        """The seat's line discipline: the stop closes it."""
 
     @property
-    def session(self) -> Session | None: ...
+    def session(self) -> Session | None:
+        """The session, once logged in (the metrics count it by wire and role)."""
 
 
 class Seats(set[Seat]):

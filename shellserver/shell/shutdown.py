@@ -65,6 +65,7 @@ def parse_when(text: str, now: float) -> float | None:
 
 
 def invalid_time(text: str) -> str:
+    """shutdown(8)'s wording for a time it cannot read."""
     return f"invalid time '{careful(text)}'"
 
 
@@ -90,6 +91,7 @@ class Shutdown:
     _timer: IDelayedCall | None = field(default=None)
 
     def minutes_left(self) -> int:
+        """Minutes to the shutdown, rounded as the notices say them."""
         if self.at is None:
             return 0
         return max(0, round((self.at - self.clock.seconds()) / 60))
@@ -120,6 +122,7 @@ class Shutdown:
         return self.at
 
     def cancel(self, by: str, tty: str, where: str, share: bool = True) -> bool:
+        """Cancel and tell everyone; False when nothing was scheduled (the caller says so)."""
         if share:
             self.hub.announce("cancel", {"by": by, "tty": tty})
         if self.at is None:
@@ -131,6 +134,7 @@ class Shutdown:
         return True
 
     def login_refusal(self) -> str | None:
+        """From five minutes before the end, new logins are refused (systemd's nologin)."""
         if self.final_sent or (
             self.at is not None and self.at - self.clock.seconds() <= NOLOGIN_MINUTES * 60
         ):
@@ -138,6 +142,7 @@ class Shutdown:
         return None
 
     def login_notice(self) -> str:
+        """What each login is told while a shutdown is scheduled."""
         if self.at is None:
             return ""
         left = self.minutes_left()
