@@ -65,7 +65,15 @@ def make_server(directory: Path) -> Assembly:
     home_root = directory / "home"
     home_root.mkdir(mode=0o700, exist_ok=True)
     homes = Homes(FilePath(str(home_root)), config.quota, inline_runner)
-    return assemble(config, clock, store, Hub(node=config.node, clock=clock), homes, lambda: None)
+    return assemble(
+        config,
+        clock,
+        store,
+        Hub(node=config.node, clock=clock),
+        homes,
+        lambda: None,
+        str(directory / "spent"),
+    )
 
 
 def session(server: Assembly, name: str) -> TelnetProtocol:

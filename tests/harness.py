@@ -48,7 +48,8 @@ def make_server(tmp_path: Path, **overrides: Any) -> Assembly:
     home_root.mkdir(mode=0o700, exist_ok=True)
     homes = Homes(FilePath(str(home_root)), config.quota, inline_runner)
     stop = parts.pop("stop", lambda: None)
-    return assemble(config, clock, store, hub, homes, stop, **parts)
+    spent = parts.pop("initial_password", str(tmp_path / "initial-admin-password"))
+    return assemble(config, clock, store, hub, homes, stop, spent, **parts)
 
 
 def add_user(

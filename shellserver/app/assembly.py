@@ -102,16 +102,17 @@ def assemble(
     hub: IHub,
     homes: Homes,
     stop: Callable[[], None],
+    initial_password: str,
     *,
     metrics: Metrics | None = None,
     admission: Admission | None = None,
     registry: Registry = REGISTRY,
     run_io: Runner = inline_runner,
-    initial_password: str | None = None,
     started: float | None = None,
 ) -> Assembly:
     """Build every part from the config values, the store, the hub and the homes, each
-    before the parts that use it; ``stop`` ends the process when a shutdown is due."""
+    before the parts that use it; ``stop`` ends the process when a shutdown is due, and
+    ``initial_password`` is the file of the first start's ``admin`` password."""
     cfg = config
     metrics = Metrics() if metrics is None else metrics
     if admission is None:

@@ -76,7 +76,12 @@ def default_max_connections(default: int, hard_fd_limit: int) -> int:
 
 
 class _Pending(Factory):
-    """Holds a listener's place until the server exists (nothing is accepted before then)."""
+    """Holds a listener's place until the assembly has built the parts its factory calls.
+
+    The listeners are bound before the data dir and the store exist, so a port in use
+    stops the start having created nothing; the wire's factory, which needs the parts
+    (and so the store), is made right after, still before the reactor runs, so no
+    connection can come while it is missing."""
 
     noisy = False
     factory: Factory | None = None
@@ -85,9 +90,11 @@ class _Pending(Factory):
         self.name = name
 
     def logPrefix(self) -> str:
+        """The real factory's name, for the port's log lines."""
         return self.name
 
     def buildProtocol(self, addr: Any) -> Any:
+        """The real factory's protocol (made before the reactor ran)."""
         assert self.factory is not None, "a connection before the server was ready"
         return self.factory.buildProtocol(addr)
 
@@ -185,7 +192,7 @@ class ShellService(Service):
             self.metrics.queued(pool_runner(self.reactor, hash_pool)),
             cfg.hash_cost,
         )
-
+        # The parts, in dependency order (app/assembly.py); then the wires' factories.
         hub: IHub = Hub(node=cfg.node, clock=self.reactor)
         if cfg.cluster is not None:
             self.cluster = cluster_hub(cfg.cluster, cfg.node, self.reactor)
@@ -199,10 +206,10 @@ class ShellService(Service):
             hub,
             Homes(self.datadir.home_root, cfg.quota, io, shared=cfg.cluster is not None),
             self.reactor.stop,
+            self.datadir.admin_password_path.path,
             metrics=self.metrics,
             admission=Admission(shares.logins, cfg.max_unauth, cfg.max_unauth_per_addr),
             run_io=io,
-            initial_password=self.datadir.admin_password_path.path,
         )
         parts = self.parts
         telnet.factory = TelnetFactory(
@@ -231,9 +238,9 @@ class ShellService(Service):
             fingerprints, ssh_setup.key_adder(self.datadir.home_root, io)
         )
         control_factory.factory = ControlFactory(parts.control, ssh_control)
-        if cfg.control is None:
+        if cfg.control is None:  # in the data dir, made only now
             try:
-                self.ports.append(self._listen(control, control_factory, "control"))
+                self.ports.append(self._listen(control, control_factory.factory, "control"))
             except SystemExit as e:
                 if created is None:
                     raise

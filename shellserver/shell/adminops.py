@@ -48,15 +48,15 @@ class InitialPassword:
     """The file holding the first start's ``admin`` password: it must not outlive the
     password, or it would tell a stale secret (or a live one) to whoever reads the data dir."""
 
-    #: ``<data>/initial-admin-password``; None where no server made one (tests).
-    path: str | None
+    #: ``<data>/initial-admin-password`` (gone already, once its password was changed).
+    path: str
     run_io: Runner
 
     async def spent(self, name: str) -> None:
         """``name``'s password was changed, or the account deleted: if it is the first start's
         ``admin``, the file holding its first password now holds nothing worth keeping."""
         path = self.path
-        if name != INITIAL_ADMIN or path is None:
+        if name != INITIAL_ADMIN:
             return
         try:
             removed: bool = await self.run_io(remove_if_there, path)
