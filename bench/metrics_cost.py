@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/metrics_cost.py [--sessions 1000] [--repeat 7]
 
-A real ``Server`` (SQLite store in a temp dir, inline runners, a test clock)
+The real assembly (``app/assembly.py``) (SQLite store in a temp dir, inline runners, a test clock)
 with N logged-in telnet sessions whose transports discard bytes. Times, as
 typed at a prompt, ``wall TEXT`` (one fan-out to every session) and ``write
 bob TEXT`` (one delivery), and, on their own, exactly the statements the
@@ -30,11 +30,13 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.filepath import FilePath
 
+from shellserver.app.assembly import Assembly, assemble
 from shellserver.app.config import Config
-from shellserver.app.server import Server
+from shellserver.files.homefs import Homes
+from shellserver.hub.local import Hub
 from shellserver.ops.threads import inline_runner
-from shellserver.shell.commands import REGISTRY
 from shellserver.store.accounts import ROLE_ADMIN, AccountDB, AccountStore
 from shellserver.store.passwords import hash_password
 from shellserver.wires.telnet.protocol import TelnetProtocol
@@ -53,16 +55,28 @@ class NullTransport(StringTransport):
         pass
 
 
-def make_server(directory: Path) -> Server:
+def make_server(directory: Path) -> Assembly:
     db = AccountDB.open(str(directory / "accounts.sqlite3"))
     for name, role in (("root1", ROLE_ADMIN), ("alice", "user"), ("bob", "user")):
         db.create(name, hash_password(PASSWORD, 4), role)
     store = AccountStore(db, inline_runner, inline_runner, 4)
     config = Config(hostname="bench", hash_cost=4, max_sessions=0, cmd_rate=0)
-    return Server(config, Clock(), store, REGISTRY)
+    clock = Clock()
+    home_root = directory / "home"
+    home_root.mkdir(mode=0o700, exist_ok=True)
+    homes = Homes(FilePath(str(home_root)), config.quota, inline_runner)
+    return assemble(
+        config,
+        clock,
+        store,
+        Hub(node=config.node, clock=clock),
+        homes,
+        lambda: None,
+        str(directory / "spent"),
+    )
 
 
-def session(server: Server, name: str) -> TelnetProtocol:
+def session(server: Assembly, name: str) -> TelnetProtocol:
     protocol = TelnetProtocol(server.new_connection, server.clock)
     protocol.makeConnection(NullTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 1)))
     protocol.dataReceived(f"{name}\r\n{PASSWORD}\r\n".encode())

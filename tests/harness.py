@@ -14,11 +14,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.filepath import FilePath
 
+from shellserver.app.assembly import Assembly, assemble
 from shellserver.app.config import Config
-from shellserver.app.server import Server
 from shellserver.files.homefs import Homes
+from shellserver.hub.local import Hub
 from shellserver.ops.threads import inline_runner
-from shellserver.shell.commands import REGISTRY
 from shellserver.store.accounts import ROLE_ADMIN, AccountDB, AccountStore
 from shellserver.wires.telnet.protocol import TelnetProtocol
 
@@ -26,18 +26,35 @@ COST = 4
 _IAC_SEQ = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.S)
 
 
-def make_server(tmp_path: Path, **overrides: Any) -> Server:
-    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
-    store = AccountStore(db, inline_runner, inline_runner, COST)
+#: ``make_server``'s keywords that are parts, not options (the rest are ``Config`` fields).
+PARTS = ("hub", "clock", "stop", "registry", "run_io", "initial_password", "metrics", "store")
+
+
+def make_server(tmp_path: Path, **overrides: Any) -> Assembly:
+    """A server assembled as the service does, on a ``Clock``, inline runners and a store in
+    ``tmp_path``. Keywords are ``Config`` fields, or parts to use instead of the defaults
+    (``hub``, ``clock``, ``stop``, ``registry``, ``run_io``, ``initial_password``, ``store``)."""
+    parts = {key: overrides.pop(key) for key in PARTS if key in overrides}
     config = evolve(Config(hostname="testhost", hash_cost=COST), **overrides)
-    server = Server(config, Clock(), store, REGISTRY)
+    clock = parts.pop("clock", None)
+    clock = Clock() if clock is None else clock
+    store = parts.pop("store", None)
+    if store is None:
+        db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+        store = AccountStore(db, inline_runner, inline_runner, COST)
+    hub = parts.pop("hub", None)
+    hub = Hub(node=config.node, clock=clock) if hub is None else hub
     home_root = tmp_path / "home"
     home_root.mkdir(mode=0o700, exist_ok=True)
-    server.homes = Homes(FilePath(str(home_root)), config.quota, inline_runner)
-    return server
+    homes = Homes(FilePath(str(home_root)), config.quota, inline_runner)
+    stop = parts.pop("stop", lambda: None)
+    spent = parts.pop("initial_password", str(tmp_path / "initial-admin-password"))
+    return assemble(config, clock, store, hub, homes, stop, spent, **parts)
 
 
-def add_user(server: Server, name: str, password: str = "password1", admin: bool = False) -> None:
+def add_user(
+    server: Assembly, name: str, password: str = "password1", admin: bool = False
+) -> None:
     role = ROLE_ADMIN if admin else "user"
     d = server.store.create_user(name, password, role)
     failures: list[Any] = []
@@ -46,10 +63,11 @@ def add_user(server: Server, name: str, password: str = "password1", admin: bool
 
 
 def make_server_with(
-    tmp_path: Path, users: tuple[str, ...], admins: tuple[str, ...] = ("root1",)
-) -> Server:
-    """A server with these accounts, each with the password ``password1``."""
-    server = make_server(tmp_path)
+    tmp_path: Path, users: tuple[str, ...], admins: tuple[str, ...] = ("root1",), **overrides: Any
+) -> Assembly:
+    """A server with these accounts, each with the password ``password1`` (``overrides`` as
+    :func:`make_server` takes them)."""
+    server = make_server(tmp_path, **overrides)
     for name in users:
         add_user(server, name)
     for name in admins:
@@ -58,7 +76,7 @@ def make_server_with(
 
 
 def online(
-    server: Server, name: str, peer: str = "10.0.0.1", password: str = "password1"
+    server: Assembly, name: str, peer: str = "10.0.0.1", password: str = "password1"
 ) -> Client:
     """A client logged in as ``name``, its output so far read."""
     c = Client(server, peer=peer)
@@ -67,7 +85,7 @@ def online(
     return c
 
 
-def hold_db_call(server: Server, call: str) -> Deferred[Any]:
+def hold_db_call(server: Assembly, call: str) -> Deferred[Any]:
     """The store's ``call`` waits for the returned Deferred; its other calls run at once."""
     pending: Deferred[Any] = Deferred()
 
@@ -81,7 +99,7 @@ def hold_db_call(server: Server, call: str) -> Deferred[Any]:
 class Client:
     """A telnet client that never negotiates (like nc), speaking to a TelnetProtocol."""
 
-    def __init__(self, server: Server, peer: str = "10.0.0.1") -> None:
+    def __init__(self, server: Assembly, peer: str = "10.0.0.1") -> None:
         self.server = server
         self.clock: Clock = server.clock  # type: ignore[assignment]
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))

@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 from harness import Client, add_user, held_drains, make_server, make_server_with, online
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.shell.adminops import broadcast_message
 from shellserver.wires.telnet.encode import encode
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     return make_server_with(tmp_path, ("alice", "bob"))
 
 
-def test_unknown_command_and_usage(server: Server) -> None:
+def test_unknown_command_and_usage(server: Assembly) -> None:
     a = online(server, "alice")
     assert a.run("frobnicate now").startswith("frobnicate: command not found\n")
     assert a.run("mesg maybe").startswith("Usage: mesg [y|n]\n")
@@ -25,19 +25,19 @@ def test_unknown_command_and_usage(server: Server) -> None:
     assert a.run('echo "unterminated').startswith("shellserver: syntax error")
 
 
-def test_escape_in_unknown_command_is_sanitised(server: Server) -> None:
+def test_escape_in_unknown_command_is_sanitised(server: Assembly) -> None:
     a = online(server, "alice")
     assert a.run("\x1b[2Jx").startswith("^[[2Jx: command not found")
 
 
-def test_admin_commands_are_refused_to_users(server: Server) -> None:
+def test_admin_commands_are_refused_to_users(server: Assembly) -> None:
     a = online(server, "alice")
     for cmd in ["wall hi", "kick bob", "useradd carol", "userdel bob", "lock bob", "unlock bob"]:
         name = cmd.split()[0]
         assert a.run(cmd).startswith(f"{name}: permission denied\n")
 
 
-def test_help_lists_and_explains(server: Server) -> None:
+def test_help_lists_and_explains(server: Assembly) -> None:
     a = online(server, "alice")
     out = a.run("help")
     assert "write" in out and "who" in out and "wall" not in out
@@ -77,7 +77,7 @@ def test_long_who_w_and_rooms_wait_for_the_client(
         assert got.endswith("alice@testhost:~$ ") and len(got.splitlines()) == rows, line
 
 
-def test_who_and_w(server: Server) -> None:
+def test_who_and_w(server: Assembly) -> None:
     a = online(server, "alice", peer="10.1.1.1")
     online(server, "bob", peer="10.2.2.2")
     out = a.run("who")
@@ -93,7 +93,7 @@ def test_who_and_w(server: Server) -> None:
     assert "WHAT" in out
 
 
-def test_idle_column(server: Server) -> None:
+def test_idle_column(server: Assembly) -> None:
     a = online(server, "alice")
     online(server, "bob")
     server.clock.advance(125)  # type: ignore[attr-defined]
@@ -101,7 +101,7 @@ def test_idle_column(server: Server) -> None:
     assert " 0:02 " in row
 
 
-def test_whoami_id_date_uptime_clear(server: Server) -> None:
+def test_whoami_id_date_uptime_clear(server: Assembly) -> None:
     a = online(server, "alice")
     assert a.run("whoami").startswith("alice\n")
     assert a.run("id").startswith("user=alice role=user\n")
@@ -110,7 +110,7 @@ def test_whoami_id_date_uptime_clear(server: Server) -> None:
     assert a.run("clear").startswith("\x1b[H\x1b[2J")
 
 
-def test_mesg(server: Server) -> None:
+def test_mesg(server: Assembly) -> None:
     a = online(server, "alice")
     assert a.run("mesg").startswith("is y\n")
     a.run("mesg n")
@@ -118,7 +118,7 @@ def test_mesg(server: Server) -> None:
     assert "-" in [line for line in a.run("who").splitlines() if "alice" in line][0]
 
 
-def test_write_one_line(server: Server) -> None:
+def test_write_one_line(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     a.run("write bob hello there")
@@ -127,7 +127,7 @@ def test_write_one_line(server: Server) -> None:
     assert "hello there\nEOF\nbob@testhost:~$ " in out
 
 
-def test_write_multi_line_until_dot_and_ctrl_d(server: Server) -> None:
+def test_write_multi_line_until_dot_and_ctrl_d(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     a.run("write bob")
@@ -150,7 +150,7 @@ def test_write_multi_line_until_dot_and_ctrl_d(server: Server) -> None:
     assert a.output().endswith("alice@testhost:~$ ")
 
 
-def test_write_sanitises_text(server: Server) -> None:
+def test_write_sanitises_text(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     a.send_bytes(
@@ -161,7 +161,7 @@ def test_write_sanitises_text(server: Server) -> None:
     assert "\x1b" not in out
 
 
-def test_only_existing_tty_kinds_are_ttys(server: Server) -> None:
+def test_only_existing_tty_kinds_are_ttys(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     assert a.run("write bob ab/12 hi") == "alice@testhost:~$ "
@@ -174,7 +174,7 @@ def test_only_existing_tty_kinds_are_ttys(server: Server) -> None:
     assert "\nhi\nEOF\n" in b.output()
 
 
-def test_wall_without_text_is_a_usage_error(server: Server) -> None:
+def test_wall_without_text_is_a_usage_error(server: Assembly) -> None:
     a = online(server, "alice")
     admin = online(server, "root1")
     for line in ["wall", 'wall ""', "wall '   '", "wall '' ' '"]:
@@ -182,7 +182,7 @@ def test_wall_without_text_is_a_usage_error(server: Server) -> None:
     assert a.output() == ""
 
 
-def test_write_errors(server: Server) -> None:
+def test_write_errors(server: Assembly) -> None:
     a = online(server, "alice")
     assert a.run("write carol hi").startswith("write: carol is not logged in\n")
     b = online(server, "bob")
@@ -194,7 +194,7 @@ def test_write_errors(server: Server) -> None:
     assert a.run("write bob hi").startswith("write: you have write permission turned off\n")
 
 
-def test_write_target_choice(server: Server) -> None:
+def test_write_target_choice(server: Assembly) -> None:
     a = online(server, "alice")
     b1 = online(server, "bob")  # tel/1
     b2 = online(server, "bob")  # tel/2
@@ -226,7 +226,7 @@ def test_write_to_a_client_that_stopped_reading_tells_the_sender(tmp_path: Path)
     assert "write: bob is not reading; message dropped" in told
 
 
-def test_wall_reaches_everyone_even_mesg_n(server: Server) -> None:
+def test_wall_reaches_everyone_even_mesg_n(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     b.run("mesg n")
@@ -247,7 +247,7 @@ def test_broadcast_keeps_line_breaks_and_sanitises_each_line() -> None:
     assert lines[1:] == ["", "one", "^[[31mtwo^M", ""]
 
 
-def test_kick(server: Server) -> None:
+def test_kick(server: Assembly) -> None:
     b = online(server, "bob")
     b2 = online(server, "bob")
     admin = online(server, "root1")
@@ -258,7 +258,7 @@ def test_kick(server: Server) -> None:
     assert admin.run("kick nobody").startswith("kick: nobody is not logged in\n")
 
 
-def test_exit_aliases_and_ctrl_d(server: Server) -> None:
+def test_exit_aliases_and_ctrl_d(server: Assembly) -> None:
     for word in ["exit", "logout", "quit"]:
         c = online(server, "alice")
         assert c.run(word).startswith("logout")
@@ -268,7 +268,7 @@ def test_exit_aliases_and_ctrl_d(server: Server) -> None:
     assert c.disconnecting
 
 
-def test_passwd(server: Server) -> None:
+def test_passwd(server: Assembly) -> None:
     a = online(server, "alice")
     a.send("passwd")
     a.send("password1")
@@ -280,7 +280,7 @@ def test_passwd(server: Server) -> None:
     assert "alice@testhost" in c.login("alice", "newpassword")
 
 
-def test_passwd_wrong_old_password(server: Server) -> None:
+def test_passwd_wrong_old_password(server: Assembly) -> None:
     a = online(server, "alice")
     a.send("passwd")
     a.send("not-it-at-all")
@@ -288,7 +288,7 @@ def test_passwd_wrong_old_password(server: Server) -> None:
     assert "wrong password" in a.output()
 
 
-def test_useradd_userdel_lock_unlock(server: Server) -> None:
+def test_useradd_userdel_lock_unlock(server: Assembly) -> None:
     admin = online(server, "root1")
     admin.send("useradd carol")
     admin.send("carolpass1")
@@ -323,10 +323,9 @@ def test_the_last_administrator_is_refused_in_a_session(tmp_path: Path) -> None:
 
 
 def test_initial_admin_password_goes_once_admin_changes_it(tmp_path: Path) -> None:
-    server = make_server_with(tmp_path, ("alice",), admins=("admin",))
     spent = tmp_path / "initial-admin-password"
     spent.write_text("password1\n")
-    server.initial_password = str(spent)
+    server = make_server_with(tmp_path, ("alice",), admins=("admin",), initial_password=str(spent))
     a = online(server, "alice")  # another account's password change leaves it
     a.send("passwd")
     a.send("password1")
@@ -342,7 +341,7 @@ def test_initial_admin_password_goes_once_admin_changes_it(tmp_path: Path) -> No
     assert not spent.exists()
 
 
-def test_useradd_admin_role(server: Server) -> None:
+def test_useradd_admin_role(server: Assembly) -> None:
     admin = online(server, "root1")
     admin.send("useradd dave --admin")
     admin.send("davepass12")
@@ -350,7 +349,7 @@ def test_useradd_admin_role(server: Server) -> None:
     assert "created admin account dave" in admin.output()
 
 
-def test_finger_and_last(server: Server) -> None:
+def test_finger_and_last(server: Assembly) -> None:
     a = online(server, "alice", peer="10.1.1.1")
     out = a.run("finger bob")
     assert "Login: bob" in out and "Never logged in." in out
@@ -402,7 +401,7 @@ def test_multi_line_write_is_paced_by_the_same_bucket(tmp_path: Path) -> None:
     assert a.output().endswith("alice@testhost:~$ ")
 
 
-def test_long_line_is_refused_with_one_message(server: Server) -> None:
+def test_long_line_is_refused_with_one_message(server: Assembly) -> None:
     a = online(server, "alice")
     a.send("x" * 5000)
     out = a.output()
@@ -410,7 +409,7 @@ def test_long_line_is_refused_with_one_message(server: Server) -> None:
     assert a.run("whoami").startswith("alice")
 
 
-def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
+def test_idle_timeout_warns_then_logs_out(server: Assembly) -> None:
     from shellserver.hub.idle import IdleWatch
 
     a = online(server, "alice")
@@ -441,7 +440,7 @@ def test_idle_timeout_warns_then_logs_out(server: Server) -> None:
     ],
 )
 def test_idle_warning_comes_in_time_and_says_the_time_left(
-    server: Server, timeout: int, warned_at: float, said: str
+    server: Assembly, timeout: int, warned_at: float, said: str
 ) -> None:
     """The scan as the service runs it (a looping call at the watch's period), on a Clock."""
     from twisted.internet.task import LoopingCall
@@ -470,7 +469,7 @@ def test_idle_warning_comes_in_time_and_says_the_time_left(
 @pytest.mark.parametrize(
     "timeout, said", [(62, "1 minute"), (120, "2 minutes"), (30, "30 seconds"), (1, "1 second")]
 )
-def test_idle_logout_counts_its_noun(server: Server, timeout: int, said: str) -> None:
+def test_idle_logout_counts_its_noun(server: Assembly, timeout: int, said: str) -> None:
     from shellserver.hub.idle import IdleWatch
 
     a = online(server, "alice")
@@ -479,7 +478,7 @@ def test_idle_logout_counts_its_noun(server: Server, timeout: int, said: str) ->
     assert f"Idle for {said}; logging you out." in a.output()
 
 
-def test_disconnect_detaches_and_records_logout(server: Server) -> None:
+def test_disconnect_detaches_and_records_logout(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     b.drop()
@@ -492,7 +491,7 @@ def test_disconnect_detaches_and_records_logout(server: Server) -> None:
     c.drop()
 
 
-def test_admin_names_in_lock_and_userdel_notices_are_sanitised(server: Server) -> None:
+def test_admin_names_in_lock_and_userdel_notices_are_sanitised(server: Assembly) -> None:
     from twisted.internet.defer import Deferred
 
     from shellserver.shell import adminops
@@ -500,14 +499,14 @@ def test_admin_names_in_lock_and_userdel_notices_are_sanitised(server: Server) -
     alice = online(server, "alice")
     bob = online(server, "bob")
     evil = "ev\x1b]0;owned\x07il\u202e"
-    Deferred.fromCoroutine(adminops.set_locked(server, evil, "control", "alice", True))
-    Deferred.fromCoroutine(adminops.delete_user(server, evil, "control", "bob"))
+    Deferred.fromCoroutine(adminops.set_locked(server.admin, evil, "control", "alice", True))
+    Deferred.fromCoroutine(adminops.delete_user(server.admin, evil, "control", "bob"))
     shown = "ev^[]0;owned^Gil\\u202e"
     assert f"Your account has been locked by {shown}." in alice.output()
     assert f"Your account has been deleted by {shown}." in bob.output()
 
 
-def test_a_writer_hanging_up_mid_write_ends_it_with_eof(server: Server) -> None:
+def test_a_writer_hanging_up_mid_write_ends_it_with_eof(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     a.send("write bob")

@@ -55,7 +55,7 @@ def test_status_of_a_clustered_node_names_it_and_the_live_nodes() -> None:
 
 
 def test_the_status_responder_tells_the_node_only_when_clustered(tmp_path: Path) -> None:
-    reply = ControlProtocol(make_server(tmp_path)).status()
+    reply = ControlProtocol(make_server(tmp_path).control).status()
     assert "node" not in reply and "nodes" not in reply
 
 
@@ -85,7 +85,7 @@ def test_who_in_a_session_of_a_server_alone_has_no_node_column(tmp_path: Path) -
 
 def refused(tmp_path: Path, call: Callable[[ControlProtocol], Any]) -> str:
     """What the responder refuses with (BadRequest), without a socket."""
-    proto = ControlProtocol(make_server(tmp_path))
+    proto = ControlProtocol(make_server(tmp_path).control)
     failures: list[Failure] = []
     result = call(proto)
     if isinstance(result, Coroutine):

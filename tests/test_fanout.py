@@ -13,7 +13,6 @@ from twisted.internet.task import Clock
 from shellserver.hub.fanout import SLICE, Fanout
 from shellserver.hub.local import Hub
 from shellserver.hub.session import Session
-from shellserver.terminal.discipline import Redraws
 
 
 class Turns(Clock):
@@ -123,9 +122,8 @@ MEMBERS = 2 * SLICE + 40
 @pytest.fixture
 def crowd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list, list[int]]:
     """``MEMBERS`` sessions of their own users; every delivery counted (``counted[0]``)."""
-    server = make_server(tmp_path, max_sessions=0)
     clock = Turns()
-    server.clock, server.redraws, server.hub = clock, Redraws(clock), Hub(clock=clock)
+    server = make_server(tmp_path, max_sessions=0, clock=clock, hub=Hub(clock=clock))
     names = [f"u{i:03}" for i in range(MEMBERS)]
     for name in names:
         add_user(server, name)

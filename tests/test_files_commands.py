@@ -10,7 +10,7 @@ import pytest
 from harness import Client, add_user, held_drains, hold_db_call, make_server
 from twisted.internet.defer import Deferred
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.files.homefs import Home
 from shellserver.ops.threads import inline_runner
 from shellserver.store.accounts import NoSuchUser
@@ -18,7 +18,7 @@ from shellserver.wires.telnet.codes import IAC, NAWS, SB, SE
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     srv = make_server(tmp_path, quota=2000)
     add_user(srv, "alice")
     add_user(srv, "root1", admin=True)
@@ -26,7 +26,7 @@ def server(tmp_path: Path) -> Server:
 
 
 @pytest.fixture
-def alice(server: Server) -> Client:
+def alice(server: Assembly) -> Client:
     assert server.homes is not None
     Deferred.fromCoroutine(server.homes.create("alice"))
     c = Client(server)
@@ -34,7 +34,7 @@ def alice(server: Server) -> Client:
     return c
 
 
-def home(server: Server, user: str = "alice") -> Path:
+def home(server: Assembly, user: str = "alice") -> Path:
     assert server.homes is not None
     return Path(server.homes.root.path) / user
 
@@ -55,7 +55,7 @@ def test_pwd_cd_and_prompt(alice: Client) -> None:
     assert alice.run("cd ~root1").startswith("cd: ~root1: Permission denied\n")
 
 
-def test_echo_redirect_and_cat(alice: Client, server: Server) -> None:
+def test_echo_redirect_and_cat(alice: Client, server: Assembly) -> None:
     assert alice.run("echo hello   world").startswith("hello world\n")
     alice.run("echo first > notes")
     alice.run("echo second >> notes")
@@ -71,7 +71,7 @@ def test_echo_redirect_and_cat(alice: Client, server: Server) -> None:
     assert alice.run("who > f").startswith("who: output redirection is not supported")
 
 
-def test_cat_sanitises_and_streams(alice: Client, server: Server) -> None:
+def test_cat_sanitises_and_streams(alice: Client, server: Assembly) -> None:
     (home(server) / "evil").write_bytes(b"\x1b]0;owned\x07text\n")
     assert alice.run("cat evil").startswith("^[]0;owned^Gtext\n")
     # large files go out whole, in chunks; a character split between chunks stays whole
@@ -80,7 +80,7 @@ def test_cat_sanitises_and_streams(alice: Client, server: Server) -> None:
     assert out == "x" * (16 * 1024 - 1) + "é" + "y" * 10**6 + "\nalice@testhost:~$ "
 
 
-def test_ls_plain_long_all_and_columns(alice: Client, server: Server) -> None:
+def test_ls_plain_long_all_and_columns(alice: Client, server: Assembly) -> None:
     for name in ["b.txt", "a.txt", ".hidden", "c.md"]:
         alice.run(f"touch {name}")
     alice.run("mkdir dir")
@@ -109,7 +109,7 @@ def test_ls_columns_follow_the_terminal_width(alice: Client) -> None:
     assert all(len(line) <= 40 for line in narrow) and len(narrow) > len(wide)
 
 
-def test_ls_sanitises_names(alice: Client, server: Server) -> None:
+def test_ls_sanitises_names(alice: Client, server: Assembly) -> None:
     (home(server) / "bad\x1b[2Jname").write_text("")
     assert "bad^[[2Jname" in alice.run("ls")
 
@@ -128,7 +128,7 @@ def test_globs(alice: Client) -> None:
     assert alice.run("ls").startswith("c.md  d\n")
 
 
-def test_mkdir_rmdir_rm(alice: Client, server: Server) -> None:
+def test_mkdir_rmdir_rm(alice: Client, server: Assembly) -> None:
     alice.run("mkdir d")
     assert alice.run("mkdir d").startswith("mkdir: cannot create directory 'd': File exists\n")
     assert alice.run("mkdir x/y").startswith(
@@ -152,7 +152,7 @@ def test_mkdir_rmdir_rm(alice: Client, server: Server) -> None:
     )
 
 
-def test_mv_and_cp(alice: Client, server: Server) -> None:
+def test_mv_and_cp(alice: Client, server: Assembly) -> None:
     alice.run("echo data > a")
     alice.run("cp a b")
     assert (home(server) / "b").read_text() == "data\n"
@@ -175,7 +175,7 @@ def test_mv_and_cp(alice: Client, server: Server) -> None:
     assert alice.run("cp c c2 c").startswith("cp: target 'c': Not a directory\n")
 
 
-def test_quota_on_every_write_path(alice: Client, server: Server) -> None:
+def test_quota_on_every_write_path(alice: Client, server: Assembly) -> None:
     line = "x" * 900
     alice.run(f"echo {line} > one")
     alice.run(f"echo {line} > two")
@@ -194,7 +194,7 @@ def test_quota_on_every_write_path(alice: Client, server: Server) -> None:
     assert sorted(os.listdir(home(server))) == ["fill", "one", "two"]
 
 
-def test_home_created_and_removed_with_the_account(server: Server) -> None:
+def test_home_created_and_removed_with_the_account(server: Assembly) -> None:
     c = Client(server)
     c.send("new")
     for line in ["carol", "carolpass1", "carolpass1"]:
@@ -218,7 +218,7 @@ def test_finger_shows_the_plan(alice: Client) -> None:
     assert "Plan:\nBuild the best shell server.\n" in out
 
 
-def test_cwd_removed_behind_the_session(alice: Client, server: Server) -> None:
+def test_cwd_removed_behind_the_session(alice: Client, server: Assembly) -> None:
     alice.run("mkdir gone")
     alice.run("cd gone")
     (home(server) / "gone").rmdir()
@@ -228,7 +228,7 @@ def test_cwd_removed_behind_the_session(alice: Client, server: Server) -> None:
     assert alice.run("cd ..").endswith("alice@testhost:~$ ")
 
 
-def test_quota_shows_usage_kept_up_to_date(alice: Client, server: Server) -> None:
+def test_quota_shows_usage_kept_up_to_date(alice: Client, server: Assembly) -> None:
     (home(server) / "put-by-operator").write_bytes(b"x" * 100)  # before first use: counted
     server.homes.quota = 10 * 1024**2  # type: ignore[union-attr]
     assert alice.run("quota") == (
@@ -244,7 +244,7 @@ def test_quota_shows_usage_kept_up_to_date(alice: Client, server: Server) -> Non
     assert alice.run("quota x").startswith("Usage: quota\n")
 
 
-def test_an_operators_files_count_from_the_users_next_first_session(server: Server) -> None:
+def test_an_operators_files_count_from_the_users_next_first_session(server: Assembly) -> None:
     """The home is measured when the account is made (empty), again at a login with no
     other session of the user open: an operator's file put there in between counts."""
     assert server.homes is not None
@@ -292,7 +292,7 @@ def test_tilde_expands_as_in_a_shell(alice: Client) -> None:
     assert "\n\n/home/alice:\n" in out  # a blank line between sections, as ls does
 
 
-def test_cat_writes_typed_lines_until_dot_or_eof(alice: Client, server: Server) -> None:
+def test_cat_writes_typed_lines_until_dot_or_eof(alice: Client, server: Assembly) -> None:
     alice.run("cat > notes")
     alice.send("first line")
     alice.send("ünïcödé ☃")
@@ -316,7 +316,7 @@ def test_cat_writes_typed_lines_until_dot_or_eof(alice: Client, server: Server) 
     assert alice.run("cat > /etc/x").startswith("cat: /etc/x: Permission denied\n")
 
 
-def test_cat_typed_lines_respect_the_quota(alice: Client, server: Server) -> None:
+def test_cat_typed_lines_respect_the_quota(alice: Client, server: Assembly) -> None:
     alice.run("cat > big")
     for _ in range(200):  # typed text is written every 16 KiB: the quota is met on the way
         alice.send("z" * 99)
@@ -329,7 +329,7 @@ def test_cat_typed_lines_respect_the_quota(alice: Client, server: Server) -> Non
     assert os.path.getsize(home(server) / "big") <= 2000
 
 
-def test_nesting_is_limited_to_64_levels(alice: Client, server: Server) -> None:
+def test_nesting_is_limited_to_64_levels(alice: Client, server: Assembly) -> None:
     deep = "/".join(["d"] * 64)
     assert alice.run(f"mkdir -p {deep}") == "alice@testhost:~$ "
     assert alice.run(f"mkdir {deep}/e").startswith(
@@ -344,7 +344,7 @@ def test_nesting_is_limited_to_64_levels(alice: Client, server: Server) -> None:
     assert alice.run(f"mv a {'/'.join(['d'] * 62)}") == "alice@testhost:~$ "
 
 
-def test_expansion_is_bounded_like_arg_max(alice: Client, server: Server) -> None:
+def test_expansion_is_bounded_like_arg_max(alice: Client, server: Assembly) -> None:
     for i in range(100):
         (home(server) / f"file-{i:03d}-{'n' * 100}").write_text("")
     assert alice.run("echo * * * * * * * * * *").count("file-") == 1000
@@ -354,14 +354,14 @@ def test_expansion_is_bounded_like_arg_max(alice: Client, server: Server) -> Non
     assert len(os.listdir(home(server))) == 100
 
 
-def test_a_home_holds_at_most_10000_entries(alice: Client, server: Server) -> None:
+def test_a_home_holds_at_most_10000_entries(alice: Client, server: Assembly) -> None:
     server.homes.home("alice").tree.used().entries = 9999  # type: ignore[union-attr]
     assert alice.run("touch one") == "alice@testhost:~$ "
     assert alice.run("touch two").startswith("touch: cannot touch 'two': Disk quota exceeded\n")
     assert alice.run("mkdir d").startswith("mkdir: cannot create directory 'd': Disk quota")
 
 
-def test_non_ascii_names(alice: Client, server: Server) -> None:
+def test_non_ascii_names(alice: Client, server: Assembly) -> None:
     alice.run("mkdir 日本 'ça va'")
     alice.run("echo ☃ > 日本/雪だるま.txt")
     assert alice.run("ls").startswith("ça va  日本\n")
@@ -370,7 +370,7 @@ def test_non_ascii_names(alice: Client, server: Server) -> None:
     assert (home(server) / "ça va" / "日本" / "雪だるま.txt").read_text() == "☃\n"
 
 
-def test_userdel_is_all_or_nothing(server: Server, alice: Client) -> None:
+def test_userdel_is_all_or_nothing(server: Assembly, alice: Client) -> None:
     admin = Client(server)
     admin.login("root1")
     alice.run("echo keep > notes")
@@ -396,7 +396,7 @@ def test_userdel_is_all_or_nothing(server: Server, alice: Client) -> None:
 
 
 def test_planted_links_are_shown_and_removable_never_followed(
-    alice: Client, server: Server
+    alice: Client, server: Assembly
 ) -> None:
     os.symlink("/etc/passwd", home(server) / "planted")
     out = alice.run("ls -l")
@@ -409,7 +409,7 @@ def test_planted_links_are_shown_and_removable_never_followed(
 
 
 def test_long_output_goes_out_as_the_client_takes_it(
-    alice: Client, server: Server, monkeypatch: pytest.MonkeyPatch
+    alice: Client, server: Assembly, monkeypatch: pytest.MonkeyPatch
 ) -> None:
 
     for i in range(1000):  # ls -l: about 90 KB
@@ -426,7 +426,7 @@ def test_long_output_goes_out_as_the_client_takes_it(
         assert got.endswith("alice@testhost:~$ ") and len(got.splitlines()) == lines + 1
 
 
-def test_cp_r_copies_trees_within_quota_and_depth(alice: Client, server: Server) -> None:
+def test_cp_r_copies_trees_within_quota_and_depth(alice: Client, server: Assembly) -> None:
     alice.run("mkdir -p 日本/東京/渋谷 empty")
     alice.run("echo ☃ > 日本/東京/雪")
     alice.run("echo x > 日本/a")
@@ -451,7 +451,7 @@ def test_cp_r_copies_trees_within_quota_and_depth(alice: Client, server: Server)
 
 
 def test_cp_r_never_follows_a_link_planted_in_the_destination(
-    alice: Client, server: Server, tmp_path: Path
+    alice: Client, server: Assembly, tmp_path: Path
 ) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -463,7 +463,7 @@ def test_cp_r_never_follows_a_link_planted_in_the_destination(
 
 
 def test_cat_keeps_the_typed_lines_when_the_connection_drops(
-    alice: Client, server: Server
+    alice: Client, server: Assembly
 ) -> None:
     """Like cat on a terminal that hangs up: every line already entered is in the file."""
     alice.run("cat > notes")
@@ -473,7 +473,7 @@ def test_cat_keeps_the_typed_lines_when_the_connection_drops(
 
 
 def test_an_unexpected_disk_error_is_one_line_for_cat_into_a_file(
-    alice: Client, server: Server, monkeypatch: pytest.MonkeyPatch
+    alice: Client, server: Assembly, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An operator's chmod under the home (an OSError no job expects) is told, never crashes."""
     alice.run("echo a > a")
@@ -492,7 +492,7 @@ def test_an_unexpected_disk_error_is_one_line_for_cat_into_a_file(
 
 @pytest.mark.parametrize("deleted", [True, False])
 def test_a_session_working_during_userdel_never_strands_the_home(
-    server: Server, alice: Client, deleted: bool
+    server: Assembly, alice: Client, deleted: bool
 ) -> None:
     """While the account is deleted the home is away: a command there finds nothing and makes
     nothing, so the home is gone for good, or back whole if the account could not be deleted."""
@@ -531,7 +531,7 @@ def test_touch_names_the_file_it_could_not_touch(
 
 
 def test_a_failing_read_of_long_output_is_one_line(
-    alice: Client, server: Server, monkeypatch: pytest.MonkeyPatch
+    alice: Client, server: Assembly, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Long output waits in a temp file; if reading it back fails, that is said, not a crash."""
     for i in range(1500):

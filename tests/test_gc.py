@@ -12,7 +12,7 @@ import pytest
 from harness import Client, add_user, make_server, make_server_with, online
 from twisted.internet.task import Clock
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.ops.gcpolicy import GCPolicy, wanted
 from shellserver.shell.connection import Connection
 
@@ -27,8 +27,8 @@ def no_collector() -> Iterator[None]:
         gc.enable()
 
 
-def _connection(server: Server, user: str) -> Connection:
-    return next(c for c in server.connections if c.session and c.session.user == user)
+def _connection(server: Assembly, user: str) -> Connection:
+    return next(c for c in server.seats if c.session and c.session.user == user)
 
 
 def _lose(client: Client) -> None:
@@ -39,7 +39,7 @@ def _lose(client: Client) -> None:
     client.clock.advance(1)
 
 
-def _refs(server: Server, client: Client, user: str) -> list[weakref.ref[Any]]:
+def _refs(server: Assembly, client: Client, user: str) -> list[weakref.ref[Any]]:
     conn = _connection(server, user)
     assert conn.session is not None
     return [weakref.ref(conn), weakref.ref(conn.session), weakref.ref(client.protocol)]
@@ -79,7 +79,7 @@ def test_a_connection_lost_at_the_password_prompt_is_freed(
     add_user(server, "alice")
     client = Client(server)
     client.send("alice")
-    conn = next(iter(server.connections))
+    conn = next(iter(server.seats))
     refs = [weakref.ref(conn), weakref.ref(client.protocol)]
     del conn
     _lose(client)

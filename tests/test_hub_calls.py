@@ -12,12 +12,11 @@ from conftest import LoggedErrors
 from harness import Client, add_user, make_server
 from twisted.internet.defer import Deferred, fail
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.hub.idle import IdleWatch
 from shellserver.hub.local import Delivery, Hub, Message
 from shellserver.hub.record import SessionInfo
 from shellserver.hub.session import Session
-from shellserver.shell.shutdown import Shutdown
 
 
 class HubDown(Exception):
@@ -63,15 +62,14 @@ class FailingHub(Hub):
         return self._maybe("end_session", super().end_session(to, message))
 
 
-def _server(tmp_path: Path, **overrides: object) -> tuple[Server, FailingHub]:
-    server = make_server(tmp_path, **overrides)
+def _server(tmp_path: Path, **overrides: object) -> tuple[Assembly, FailingHub]:
     hub = FailingHub()
-    server.hub = hub
+    server = make_server(tmp_path, hub=hub, **overrides)
     add_user(server, "alice")
     return server, hub
 
 
-def _online(server: Server, name: str = "alice") -> Client:
+def _online(server: Assembly, name: str = "alice") -> Client:
     c = Client(server)
     assert f"{name}@testhost" in c.login(name)
     c.output()
@@ -118,7 +116,7 @@ def test_a_failing_shutdown_broadcast_is_logged(
     server, hub = _server(tmp_path)
     _online(server)
     hub.failing.add("broadcast_here")
-    schedule = Shutdown(server, lambda: None)
+    schedule = server.shutdown
     schedule.schedule(10, "maintenance", "root", "console", "test")
     schedule.cancel("root", "console", "test")
     assert _logged(logged_errors) == ["shutdown notice failed"] * 2

@@ -8,27 +8,27 @@ from typing import Any
 import pytest
 from harness import Client, add_user, hold_db_call, make_server
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.files.tree import Tree
 from shellserver.ops.threads import inline_runner
 from shellserver.store.accounts import _take_logins
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     srv = make_server(tmp_path)
     add_user(srv, "alice")
     return srv
 
 
-def test_banner_then_login_prompt(server: Server) -> None:
+def test_banner_then_login_prompt(server: Assembly) -> None:
     c = Client(server)
     out = c.output()
     assert out.startswith("shellserver on testhost\n")
     assert "'new'" in out and out.endswith("login: ")
 
 
-def test_login_shows_first_login_then_prompt(server: Server) -> None:
+def test_login_shows_first_login_then_prompt(server: Assembly) -> None:
     c = Client(server)
     out = c.login("alice")
     assert "This is your first login." in out
@@ -42,15 +42,14 @@ def test_login_shows_first_login_then_prompt(server: Server) -> None:
 def test_the_motd_is_read_off_the_reactor_and_shown_sanitised(tmp_path: Path) -> None:
     motd = tmp_path / "motd"
     motd.write_bytes(b"Welcome \x1b[2J to the box\r\nsecond line")
-    server = make_server(tmp_path, motd=str(motd))
-    add_user(server, "alice")
     read: list[str] = []
 
     def runner(f: Any, *args: Any) -> Any:
         read.append(f.__name__)
         return inline_runner(f, *args)
 
-    server.run_io = runner
+    server = make_server(tmp_path, motd=str(motd), run_io=runner)
+    add_user(server, "alice")
     out = Client(server).login("alice")
     assert "Welcome ^[[2J to the box\nsecond line\nThis is your first login." in out
     assert read == ["_read_motd"]  # through the I/O runner, not on the reactor thread
@@ -59,7 +58,7 @@ def test_the_motd_is_read_off_the_reactor_and_shown_sanitised(tmp_path: Path) ->
     assert "Welcome" not in out and "alice@testhost" in out
 
 
-def test_password_prompt_turns_echo_off_and_back_on(server: Server) -> None:
+def test_password_prompt_turns_echo_off_and_back_on(server: Assembly) -> None:
     c = Client(server)
     assert c.raw().startswith(b"\xff\xfb\x01")  # WILL ECHO is offered at connect
     c.send("alice")
@@ -69,7 +68,7 @@ def test_password_prompt_turns_echo_off_and_back_on(server: Server) -> None:
     assert c.raw().startswith(b"\r\n\xff\xfc\x01")
 
 
-def test_failed_logins_delay_grow_and_close_after_three(server: Server) -> None:
+def test_failed_logins_delay_grow_and_close_after_three(server: Assembly) -> None:
     c = Client(server)
     clock = c.clock
     for attempt, delay in enumerate([1, 2, 4], start=1):
@@ -85,7 +84,7 @@ def test_failed_logins_delay_grow_and_close_after_three(server: Server) -> None:
     assert c.disconnecting
 
 
-def test_unknown_user_gets_the_same_answer(server: Server) -> None:
+def test_unknown_user_gets_the_same_answer(server: Assembly) -> None:
     c = Client(server)
     c.output()
     c.login("nobody-here", "whatever1")
@@ -93,7 +92,7 @@ def test_unknown_user_gets_the_same_answer(server: Server) -> None:
     assert c.output() == "Login incorrect\nlogin: "
 
 
-def test_ten_failures_from_an_address_block_it(server: Server) -> None:
+def test_ten_failures_from_an_address_block_it(server: Assembly) -> None:
     for _ in range(4):
         c = Client(server, peer="10.6.6.6")
         for delay in (1, 2, 4):
@@ -108,7 +107,7 @@ def test_ten_failures_from_an_address_block_it(server: Server) -> None:
     assert "alice@testhost" in Client(server, peer="10.6.6.6").login("alice")
 
 
-def test_login_timeout(server: Server) -> None:
+def test_login_timeout(server: Assembly) -> None:
     c = Client(server)
     c.clock.advance(59)
     assert not c.disconnecting
@@ -117,14 +116,14 @@ def test_login_timeout(server: Server) -> None:
     assert c.disconnecting
 
 
-def test_logged_in_sessions_do_not_time_out_at_login(server: Server) -> None:
+def test_logged_in_sessions_do_not_time_out_at_login(server: Assembly) -> None:
     c = Client(server)
     c.login("alice")
     c.clock.advance(120)
     assert not c.disconnecting
 
 
-def test_registration(server: Server) -> None:
+def test_registration(server: Assembly) -> None:
     c = Client(server)
     c.send("new")
     assert c.output().endswith("Username: ")
@@ -150,7 +149,7 @@ def test_registration(server: Server) -> None:
     assert "Welcome, bob!" in out and out.endswith("bob@testhost:~$ ")
 
 
-def test_name_checks_at_registration_are_paced(server: Server) -> None:
+def test_name_checks_at_registration_are_paced(server: Assembly) -> None:
     looked: list[str] = []
     real_run = server.store.run_db
 
@@ -180,20 +179,20 @@ def test_registration_closed(tmp_path: Path) -> None:
     assert "Registration is closed" in c.output()
 
 
-def test_locked_account_is_told_after_the_right_password(server: Server) -> None:
+def test_locked_account_is_told_after_the_right_password(server: Assembly) -> None:
     server.store.set_locked("alice", True)
     c = Client(server)
     assert "locked" in c.login("alice")
     assert c.disconnecting
 
 
-def test_ctrl_d_at_login_closes(server: Server) -> None:
+def test_ctrl_d_at_login_closes(server: Assembly) -> None:
     c = Client(server)
     c.send_bytes(b"\x04")
     assert c.disconnecting
 
 
-def test_ctrl_c_at_password_returns_to_login(server: Server) -> None:
+def test_ctrl_c_at_password_returns_to_login(server: Assembly) -> None:
     c = Client(server)
     c.send("alice")
     c.output()
@@ -218,7 +217,7 @@ def test_max_sessions(tmp_path: Path, on_max: str) -> None:
         assert first.disconnecting and not second.disconnecting
 
 
-def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) -> None:
+def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Assembly) -> None:
 
     pending = hold_db_call(server, "last_login")
     c = Client(server)
@@ -227,10 +226,10 @@ def test_connection_lost_while_logging_in_leaves_nothing_behind(server: Server) 
     pending.callback(None)
     assert server.hub.counts()[0] == 0
     assert server.hub.allocate_tty("tel").result == "tel/0"
-    assert not server.connections
+    assert not server.seats
 
 
-def _clocked_hashing(server: Server, seconds_by_cost: dict[int, float]) -> list[str]:
+def _clocked_hashing(server: Assembly, seconds_by_cost: dict[int, float]) -> list[str]:
     """Hashing that takes clock time by cost, as a thread pool would; returns the calls made."""
 
     from twisted.internet.task import deferLater
@@ -278,7 +277,7 @@ def test_failure_answers_at_the_same_moment_whatever_the_hashing_took(tmp_path: 
     assert all(c.output() == "Login incorrect\nlogin: " for c in clients.values())
 
 
-def test_parallel_connections_get_ten_guesses_checked_in_all(server: Server) -> None:
+def test_parallel_connections_get_ten_guesses_checked_in_all(server: Assembly) -> None:
     calls = _clocked_hashing(server, {4: 0.01})
     clients = [Client(server, peer="10.6.6.6") for _ in range(20)]
     for _round in range(3):
@@ -294,7 +293,7 @@ def test_parallel_connections_get_ten_guesses_checked_in_all(server: Server) -> 
     assert "Too many failed logins" in Client(server, peer="10.6.6.6").output()
 
 
-def test_a_success_does_not_count_towards_the_block(server: Server) -> None:
+def test_a_success_does_not_count_towards_the_block(server: Assembly) -> None:
     for _ in range(20):
         c = Client(server, peer="10.6.6.6")
         assert "alice@testhost" in c.login("alice")
@@ -329,7 +328,7 @@ def critical_lines() -> Any:
 
 @pytest.mark.parametrize("where", ["get_hash"])
 def test_disk_full_at_login_says_so_and_keeps_the_connection(
-    server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
+    server: Assembly, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     monkeypatch.setattr(server.store.db, where, _disk_full)
     c = Client(server)
@@ -352,7 +351,7 @@ def test_disk_full_at_login_says_so_and_keeps_the_connection(
 
 
 def test_a_login_whose_record_cannot_be_written_still_logs_in(
-    server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch
+    server: Assembly, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Disk full: the user gets in (to delete files); the record is dropped with a log line."""
     monkeypatch.setattr(server.store.db, "record_logins", _disk_full)
@@ -377,7 +376,7 @@ def test_a_login_whose_record_cannot_be_written_still_logs_in(
 
 
 def test_a_logout_record_that_cannot_be_written_is_one_line(
-    server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch
+    server: Assembly, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clients = [Client(server) for _ in range(3)]
     for c in clients:
@@ -390,7 +389,7 @@ def test_a_logout_record_that_cannot_be_written_is_one_line(
 
 @pytest.mark.parametrize("where", ["create", "homes", "making the home"])
 def test_disk_full_at_registration_says_so_and_keeps_the_connection(
-    server: Server, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
+    server: Assembly, critical_lines: list[str], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     import errno
 
@@ -469,7 +468,7 @@ def test_a_failed_registration_is_not_counted(tmp_path: Path) -> None:
 
 
 def test_login_grace_ending_while_the_login_is_recorded_counts_nothing_twice(
-    server: Server,
+    server: Assembly,
 ) -> None:
     pending = hold_db_call(server, "_take_logins")  # the batch that records logins
     c = Client(server)

@@ -12,28 +12,27 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.ops.lagprobe import LagProbe
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.metricspage import MetricsPage, metrics_site
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     srv = make_server(tmp_path, max_output=200)
-    srv.metrics.watch(srv)
     add_user(srv, "alice")
     add_user(srv, "bob")
     add_user(srv, "root1", admin=True)
     return srv
 
 
-def value(server: Server, name: str, **labels: str) -> float:
+def value(server: Assembly, name: str, **labels: str) -> float:
     got = server.metrics.registry.get_sample_value(name, labels)
     return 0.0 if got is None else got
 
 
-def test_logins_and_failures_are_counted(server: Server) -> None:
+def test_logins_and_failures_are_counted(server: Assembly) -> None:
     c = Client(server)
     c.login("alice", "wrong")
     c.clock.advance(5)
@@ -43,7 +42,7 @@ def test_logins_and_failures_are_counted(server: Server) -> None:
     assert value(server, "shellserver_logins_total", result="failed") == 1
 
 
-def test_a_registration_is_counted_and_an_admin_useradd_is_not(server: Server) -> None:
+def test_a_registration_is_counted_and_an_admin_useradd_is_not(server: Assembly) -> None:
     c = Client(server)
     for line in ("new", "carol", "longenough", "longenough"):
         c.send(line)
@@ -55,7 +54,7 @@ def test_a_registration_is_counted_and_an_admin_useradd_is_not(server: Server) -
     assert value(server, "shellserver_registrations_total") == 1
 
 
-def test_sessions_by_wire_and_role_move_with_logins_and_logouts(server: Server) -> None:
+def test_sessions_by_wire_and_role_move_with_logins_and_logouts(server: Assembly) -> None:
     assert value(server, "shellserver_sessions", wire="telnet", role="user") == 0
     a, b, r = Client(server), Client(server), Client(server)
     a.login("alice")
@@ -68,7 +67,7 @@ def test_sessions_by_wire_and_role_move_with_logins_and_logouts(server: Server) 
     assert value(server, "shellserver_sessions", wire="telnet", role="user") == 1
 
 
-def test_write_and_wall_count_delivered_and_dropped_copies(server: Server) -> None:
+def test_write_and_wall_count_delivered_and_dropped_copies(server: Assembly) -> None:
     a, b, r = Client(server), Client(server), Client(server)
     a.login("alice")
     b.login("bob")
@@ -85,7 +84,7 @@ def test_write_and_wall_count_delivered_and_dropped_copies(server: Server) -> No
     assert value(server, "shellserver_messages_total", kind="wall", outcome="dropped") == 1
 
 
-def test_room_lines_count_delivered_and_dropped_copies(server: Server) -> None:
+def test_room_lines_count_delivered_and_dropped_copies(server: Assembly) -> None:
     a, b, c = Client(server), Client(server), Client(server)
     for client, name in ((a, "alice"), (b, "bob"), (c, "root1")):
         client.login(name)
@@ -97,7 +96,7 @@ def test_room_lines_count_delivered_and_dropped_copies(server: Server) -> None:
     assert value(server, "shellserver_messages_total", kind="room", outcome="dropped") == 1
 
 
-def test_output_held_for_a_client_that_does_not_read(server: Server) -> None:
+def test_output_held_for_a_client_that_does_not_read(server: Assembly) -> None:
     a, b = Client(server), Client(server)
     a.login("alice")
     b.login("bob")
@@ -150,7 +149,7 @@ def _steady(page: bytes) -> list[bytes]:
     return [line for line in page.splitlines() if not line.startswith((b"process_", b"python_gc"))]
 
 
-def test_the_page_is_the_text_exposition_of_the_servers_own_registry(server: Server) -> None:
+def test_the_page_is_the_text_exposition_of_the_servers_own_registry(server: Assembly) -> None:
     Client(server).login("alice")
     request = DummyRequest([b""])
     body = MetricsPage(server.metrics.registry).render_GET(request)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from harness import Client, add_user, make_server
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.ops.pacing import AccountPacing
 from shellserver.store.accounts import AccountStore
 
@@ -185,7 +185,7 @@ def test_account_records_are_bounded() -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     srv = make_server(tmp_path)
     add_user(srv, "alice")
     return srv
@@ -205,7 +205,7 @@ def _count_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_distributed_guessing_is_checked_once_per_ten_seconds(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    server: Assembly, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checked = _count_checks(monkeypatch)
     clock: Clock = server.clock  # type: ignore[assignment]
@@ -236,7 +236,7 @@ def test_distributed_guessing_is_checked_once_per_ten_seconds(
     assert "alice@testhost" not in owner.output()
 
 
-def test_the_owner_from_an_address_known_to_the_account_is_not_slowed(server: Server) -> None:
+def test_the_owner_from_an_address_known_to_the_account_is_not_slowed(server: Assembly) -> None:
     owner = Client(server, peer="192.0.2.7")
     assert "alice@testhost" in owner.login("alice")
     owner.drop()
@@ -251,7 +251,7 @@ def test_the_owner_from_an_address_known_to_the_account_is_not_slowed(server: Se
     assert "alice@testhost:~$ " in Client(server, peer="192.0.2.7").login("alice")
 
 
-def test_a_right_password_gets_in_on_its_turn(server: Server) -> None:
+def test_a_right_password_gets_in_on_its_turn(server: Assembly) -> None:
     clock: Clock = server.clock  # type: ignore[assignment]
     for i in range(10):
         Client(server, peer=f"10.12.0.{i}").login("alice", "wrong-password")
@@ -267,20 +267,20 @@ def test_a_right_password_gets_in_on_its_turn(server: Server) -> None:
     assert "alice@testhost:~$ " in owner.output()
 
 
-def test_the_previous_login_addresses_come_from_the_store(server: Server) -> None:
+def test_the_previous_login_addresses_come_from_the_store(
+    server: Assembly, tmp_path: Path
+) -> None:
     """After a restart the memory is empty: the login history still knows the owner."""
     owner = Client(server, peer="192.0.2.8")
     assert "alice@testhost" in owner.login("alice")
     owner.drop()
-    server.account_pacing = type(server.account_pacing)(  # a fresh start's empty memory
-        server.clock, history=server.account_pacing.history
-    )
+    server = make_server(tmp_path, store=server.store)  # a fresh start's empty memory
     for i in range(11):
         Client(server, peer=f"10.14.0.{i}").login("alice", "wrong-password")
     assert "alice@testhost:~$ " in Client(server, peer="192.0.2.8").login("alice")
 
 
-def test_the_browser_shares_the_pace(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_browser_shares_the_pace(server: Assembly, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page logs in through the same dialogue: a paced account paces it too."""
     from test_web import FakeSocket
 

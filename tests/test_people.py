@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Client, add_user, make_server, make_server_with, online
 from twisted.internet.defer import Deferred
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
+from shellserver.ops.threads import inline_runner
 from shellserver.shell import people
 from shellserver.shell.people import MAILBOX_LIMIT
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     return make_server_with(tmp_path, ("alice", "bob", "carol"))
 
 
-def saved_count(server: Server, name: str) -> int:
+def saved_count(server: Assembly, name: str) -> int:
     return len(people.saved_messages(server.store.db, name))
 
 
-def test_write_to_an_offline_user_saves_it_and_login_counts_it(server: Server) -> None:
+def test_write_to_an_offline_user_saves_it_and_login_counts_it(server: Assembly) -> None:
     a = online(server, "alice")
     assert a.run("write bob hello bob") == (
         "write: bob is not logged in; message saved\nalice@testhost:~$ "
@@ -41,19 +43,19 @@ def test_write_to_an_offline_user_saves_it_and_login_counts_it(server: Server) -
     assert "You have 1 new message; type 'messages' to read them.\n" in out
 
 
-def test_no_notice_without_new_messages(server: Server) -> None:
+def test_no_notice_without_new_messages(server: Assembly) -> None:
     out = Client(server).login("bob", "password1")
     assert "new message" not in out
 
 
-def test_unknown_and_bad_names_are_just_not_logged_in(server: Server) -> None:
+def test_unknown_and_bad_names_are_just_not_logged_in(server: Assembly) -> None:
     a = online(server, "alice")
     assert a.run("write nosuch hi").startswith("write: nosuch is not logged in\n")
     assert a.run("write B\x1bX hi").startswith("write: B^[X is not logged in\n")
     assert a.run("write nosuch").startswith("write: nosuch is not logged in\n")
 
 
-def test_multi_line_write_to_an_offline_user(server: Server) -> None:
+def test_multi_line_write_to_an_offline_user(server: Assembly) -> None:
     a = online(server, "alice")
     a.run("write bob")
     a.send("line one")
@@ -65,7 +67,7 @@ def test_multi_line_write_to_an_offline_user(server: Server) -> None:
     assert ":\nline one\nline ^[ two\nbob@testhost:~$ " in out
 
 
-def test_caps_per_message_and_per_recipient(server: Server) -> None:
+def test_caps_per_message_and_per_recipient(server: Assembly) -> None:
     a = online(server, "alice")
     # One line fits (lines are at most 4096 bytes); several may not.
     a.run("write bob")
@@ -81,7 +83,7 @@ def test_caps_per_message_and_per_recipient(server: Server) -> None:
     assert saved_count(server, "bob") == MAILBOX_LIMIT
 
 
-def test_messages_list_read_rm(server: Server) -> None:
+def test_messages_list_read_rm(server: Assembly) -> None:
     a = online(server, "alice")
     a.run("write bob first \x1b[31m message")
     c = online(server, "carol")
@@ -108,7 +110,7 @@ def test_messages_list_read_rm(server: Server) -> None:
     assert b.run("messages").startswith("No saved messages.\n")
 
 
-def test_ignore_commands_and_lists(server: Server) -> None:
+def test_ignore_commands_and_lists(server: Assembly) -> None:
     b = online(server, "bob")
     assert b.run("ignore").startswith("You are not ignoring anyone.\n")
     assert b.run("ignore alice").startswith("Ignoring alice.\n")
@@ -125,7 +127,7 @@ def test_ignore_commands_and_lists(server: Server) -> None:
     assert people.ignore_list(server.store.db, "bob") == ["alice"]
 
 
-def test_ignored_writes_look_like_mesg_n(server: Server) -> None:
+def test_ignored_writes_look_like_mesg_n(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     b.run("ignore alice")
@@ -153,7 +155,7 @@ def test_ignored_writes_look_like_mesg_n(server: Server) -> None:
     assert admin.run("write bob hi").startswith("write: bob has messages disabled\n")
 
 
-def test_ignore_reaches_every_session_and_offline_messages(server: Server) -> None:
+def test_ignore_reaches_every_session_and_offline_messages(server: Assembly) -> None:
     b1 = online(server, "bob")
     b2 = online(server, "bob")
     b1.run("ignore alice")
@@ -171,7 +173,7 @@ def test_ignore_reaches_every_session_and_offline_messages(server: Server) -> No
     b.drop()
 
 
-def test_ignoring_discards_what_they_saved(server: Server) -> None:
+def test_ignoring_discards_what_they_saved(server: Assembly) -> None:
     a = online(server, "alice")
     a.run("write bob pest")
     c = online(server, "carol")
@@ -182,7 +184,7 @@ def test_ignoring_discards_what_they_saved(server: Server) -> None:
     assert b.run("messages").startswith("N  1  carol  ")
 
 
-def test_userdel_takes_messages_and_ignores_along(server: Server) -> None:
+def test_userdel_takes_messages_and_ignores_along(server: Assembly) -> None:
     a = online(server, "alice")
     a.run("write bob hi")
     people.add_ignore(server.store.db, "carol", "bob")
@@ -192,7 +194,7 @@ def test_userdel_takes_messages_and_ignores_along(server: Server) -> None:
     assert db.execute("SELECT count(*) FROM ignores").fetchone()[0] == 0
 
 
-def test_writing_to_someone_online_never_asks_the_store(server: Server) -> None:
+def test_writing_to_someone_online_never_asks_the_store(server: Assembly) -> None:
     a = online(server, "alice")
     b = online(server, "bob")
     b.run("ignore carol")
@@ -231,18 +233,23 @@ def test_the_last_session_ending_while_another_logs_in_keeps_the_ignore_list(
 ) -> None:
     motd = tmp_path / "motd"
     motd.write_text("hello\n")
-    server = make_server(tmp_path, motd=str(motd))
+    held: list[Deferred[bytes]] = []  # while not empty, the motd waits for its Deferred
+
+    def run_io(f: Any, *args: Any) -> Any:
+        return held[0] if held else inline_runner(f, *args)
+
+    server = make_server(tmp_path, motd=str(motd), run_io=run_io)
     for name in ("alice", "bob"):
         add_user(server, name)
     b1 = online(server, "bob")
     b1.run("ignore alice")
     # bob logs in again; while the motd is read, his other session goes.
     pending: Deferred[bytes] = Deferred()
-    read_io, server.run_io = server.run_io, lambda f, *args: pending
+    held.append(pending)
     b2 = Client(server)
     b2.login("bob", "password1")
     b1.drop()
-    server.run_io = read_io
+    held.clear()
     pending.callback(b"hello\n")
     assert "bob@testhost" in b2.output()
     assert server.hub.ignores("bob") == {"alice"}

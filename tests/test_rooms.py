@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from harness import make_server_with, online
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.hub import rooms
 from shellserver.hub.local import Hub, Message
 from shellserver.hub.rooms import Member, RoomInfo, RoomTable
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     return make_server_with(tmp_path, ("alice", "bob", "carol"))
 
 
@@ -67,7 +67,7 @@ def test_hub_room_methods_speak_plain_data() -> None:
 # -- the commands --------------------------------------------------------------------------
 
 
-def test_join_say_part_are_shown_to_members(server: Server) -> None:
+def test_join_say_part_are_shown_to_members(server: Assembly) -> None:
     a, b, c = online(server, "alice"), online(server, "bob"), online(server, "carol")
     assert a.run("join #lobby") == "[#lobby] alice has joined\nalice@testhost:~$ "
     assert b.run("join #lobby") == "[#lobby] bob has joined\nbob@testhost:~$ "
@@ -83,7 +83,7 @@ def test_join_say_part_are_shown_to_members(server: Server) -> None:
     assert b.output() == ""
 
 
-def test_room_errors(server: Server) -> None:
+def test_room_errors(server: Assembly) -> None:
     a = online(server, "alice")
     hint = "(a room name is # and 1-32 of a-z, 0-9, _ and -)"
     assert a.run("join lobby").startswith(f"join: bad room name: lobby {hint}\n")
@@ -107,7 +107,7 @@ def test_room_errors(server: Server) -> None:
     assert a.run("join #one-more").startswith("join: you are in too many rooms (at most 10)\n")
 
 
-def test_room_full(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_room_full(server: Assembly, monkeypatch: pytest.MonkeyPatch) -> None:
     from shellserver.shell.commands import rooms as room_commands
 
     monkeypatch.setattr(room_commands, "MAX_MEMBERS", 2)
@@ -117,7 +117,7 @@ def test_room_full(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     assert c.run("join #x").startswith("join: #x is full (at most 2 members)\n")
 
 
-def test_part_without_a_name_leaves_every_room(server: Server) -> None:
+def test_part_without_a_name_leaves_every_room(server: Assembly) -> None:
     a, b = online(server, "alice"), online(server, "bob")
     a.run("join #one")
     a.run("join #two")
@@ -128,7 +128,7 @@ def test_part_without_a_name_leaves_every_room(server: Server) -> None:
     assert server.hub.room_names() == ["#two"]
 
 
-def test_rooms_and_who_room(server: Server) -> None:
+def test_rooms_and_who_room(server: Assembly) -> None:
     a, b = online(server, "alice"), online(server, "bob")
     online(server, "carol")
     assert a.run("rooms").startswith("No rooms.\n")
@@ -146,7 +146,7 @@ def test_rooms_and_who_room(server: Server) -> None:
     assert a.run("who a b").startswith("Usage: who [#ROOM]\n")
 
 
-def test_topic_by_creator_or_admin(server: Server) -> None:
+def test_topic_by_creator_or_admin(server: Assembly) -> None:
     a, b = online(server, "alice"), online(server, "bob")
     a.run("join #lobby")
     b.run("join #lobby")
@@ -165,7 +165,7 @@ def test_topic_by_creator_or_admin(server: Server) -> None:
     assert c.run("join #lobby").startswith("[#lobby] carol has joined\n[#lobby] topic: by admin\n")
 
 
-def test_rooms_obey_ignore(server: Server) -> None:
+def test_rooms_obey_ignore(server: Assembly) -> None:
     a, b, c = online(server, "alice"), online(server, "bob"), online(server, "carol")
     b.run("ignore alice")
     for x in (b, c, a):
@@ -179,7 +179,7 @@ def test_rooms_obey_ignore(server: Server) -> None:
     assert b.output() == ""
 
 
-def test_a_session_that_ends_leaves_its_rooms(server: Server) -> None:
+def test_a_session_that_ends_leaves_its_rooms(server: Assembly) -> None:
     a, b = online(server, "alice"), online(server, "bob")
     a.run("join #lobby")
     a.run("join #empty-soon")
@@ -194,7 +194,7 @@ def test_a_session_that_ends_leaves_its_rooms(server: Server) -> None:
     assert got == [[]]
 
 
-def test_room_lines_obey_the_output_cap(server: Server) -> None:
+def test_room_lines_obey_the_output_cap(server: Assembly) -> None:
     a, b, c = online(server, "alice"), online(server, "bob"), online(server, "carol")
     for x in (a, b, c):
         x.run("join #lobby")

@@ -8,27 +8,27 @@ import pytest
 from harness import Client, make_server_with
 from twisted.internet.defer import CancelledError, Deferred
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.hub.session import Session
 from shellserver.shell.commands.registry import REGISTRY, Context, Registry, UsageError
 from shellserver.shell.dispatch import IDLE, Shell
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     return make_server_with(tmp_path, ("alice", "bob"), admins=())
 
 
-def online(server: Server, name: str) -> tuple[Client, Shell]:
+def online(server: Assembly, name: str) -> tuple[Client, Shell]:
     c = Client(server)
     assert f"{name}@testhost" in c.login(name)
     c.output()
     session = server.hub.sessions_of(name).result[-1]
     assert isinstance(session, Session)
-    return c, Shell(server, session)
+    return c, Shell(server.services, session)
 
 
-def test_a_command_that_finishes_at_once_returns_no_deferred(server: Server) -> None:
+def test_a_command_that_finishes_at_once_returns_no_deferred(server: Assembly) -> None:
     _, shell = online(server, "alice")
     bob, _ = online(server, "bob")
     assert shell.line("write bob hello there") is None
@@ -36,7 +36,7 @@ def test_a_command_that_finishes_at_once_returns_no_deferred(server: Server) -> 
     assert shell.session.doing == IDLE
 
 
-def test_a_command_that_waits_is_resumed_where_it_stopped(server: Server) -> None:
+def test_a_command_that_waits_is_resumed_where_it_stopped(server: Assembly) -> None:
     alice, shell = online(server, "alice")
     bob, _ = online(server, "bob")
     d = shell.line("write bob")
@@ -50,16 +50,16 @@ def test_a_command_that_waits_is_resumed_where_it_stopped(server: Server) -> Non
     assert shell.session.doing == IDLE
 
 
-def _registry_with(server: Server, name: str, func: object) -> Registry:
+def _with_command(tmp_path: Path, name: str, func: object) -> Assembly:
+    """A server whose registry has ``name`` besides the real commands."""
     reg = Registry()
     for cmd in REGISTRY:
         reg._commands[cmd.name] = cmd
     reg.command(name, usage=name, help="test")(func)  # type: ignore[arg-type]
-    server.registry = reg
-    return reg
+    return make_server_with(tmp_path, ("alice", "bob"), admins=(), registry=reg)
 
 
-def test_errors_before_and_after_a_wait(server: Server, logged_errors: object) -> None:
+def test_errors_before_and_after_a_wait(tmp_path: Path, logged_errors: object) -> None:
     gate: list[Deferred[None]] = []
 
     async def flaky(ctx: Context, args: list[str]) -> None:
@@ -72,7 +72,7 @@ def test_errors_before_and_after_a_wait(server: Server, logged_errors: object) -
         await d
         raise RuntimeError("later")
 
-    _registry_with(server, "flaky", flaky)
+    server = _with_command(tmp_path, "flaky", flaky)
     alice, shell = online(server, "alice")
     assert shell.line("flaky now") is None
     assert "flaky: internal error\n" in alice.output()
@@ -88,7 +88,7 @@ def test_errors_before_and_after_a_wait(server: Server, logged_errors: object) -
 
 
 def test_cancelling_a_waiting_command_reaches_the_coroutine(
-    server: Server, logged_errors: object
+    tmp_path: Path, logged_errors: object
 ) -> None:
     seen: list[str] = []
 
@@ -99,7 +99,7 @@ def test_cancelling_a_waiting_command_reaches_the_coroutine(
             seen.append("cancelled")
             raise
 
-    _registry_with(server, "waiter", waiter)
+    server = _with_command(tmp_path, "waiter", waiter)
     _, shell = online(server, "alice")
     d = shell.line("waiter")
     assert isinstance(d, Deferred)
@@ -109,7 +109,7 @@ def test_cancelling_a_waiting_command_reaches_the_coroutine(
     assert logged_errors.flush(CancelledError)  # type: ignore[attr-defined]
 
 
-def test_the_prompt_is_made_again_only_when_the_directory_changes(server: Server) -> None:
+def test_the_prompt_is_made_again_only_when_the_directory_changes(server: Assembly) -> None:
     _, shell = online(server, "alice")
     first = shell.prompt()
     assert first == "alice@testhost:~$ "
@@ -123,7 +123,7 @@ def test_the_prompt_is_made_again_only_when_the_directory_changes(server: Server
 @pytest.mark.parametrize(
     "line", ["write bob hi | cat", "write bob hi; ls", "write bob a&&b", "ls;"]
 )
-def test_pipes_and_command_lists_run_nothing(server: Server, line: str) -> None:
+def test_pipes_and_command_lists_run_nothing(server: Assembly, line: str) -> None:
     alice, shell = online(server, "alice")
     bob, _ = online(server, "bob")
     assert alice.run(line) == "sh: pipes and command lists are not supported\nalice@testhost:~$ "
@@ -131,7 +131,7 @@ def test_pipes_and_command_lists_run_nothing(server: Server, line: str) -> None:
     assert shell.line(line) is None and shell.status == 1
 
 
-def test_quoted_pipes_and_semicolons_are_text(server: Server) -> None:
+def test_quoted_pipes_and_semicolons_are_text(server: Assembly) -> None:
     alice, _ = online(server, "alice")
     assert alice.run("echo 'a|b' \"c;d\" e\\&\\&f fish&chips").startswith(
         "a|b c;d e&&f fish&chips\n"

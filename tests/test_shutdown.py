@@ -10,13 +10,19 @@ import pytest
 from harness import Client, make_server_with, online
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.shell.shutdown import CADENCE, Shutdown, parse_when
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
-    return make_server_with(tmp_path, ("alice",))
+def stops() -> list[str]:
+    """What the schedule's stop (``reactor.stop`` in the service) was called for."""
+    return []
+
+
+@pytest.fixture
+def server(tmp_path: Path, stops: list[str]) -> Assembly:
+    return make_server_with(tmp_path, ("alice",), stop=lambda: stops.append("stop"))
 
 
 @pytest.fixture
@@ -32,12 +38,6 @@ def logged() -> Iterator[list[str]]:
         yield lines
     finally:
         globalLogPublisher.removeObserver(observe)
-
-
-def stopper(server: Server) -> list[str]:
-    stops: list[str] = []
-    server.shutdown = Shutdown(server, lambda: stops.append("stop"))
-    return stops
 
 
 def warnings_in(text: str) -> list[int]:
@@ -65,8 +65,9 @@ def test_parse_when_hh_mm_is_the_next_such_local_time() -> None:
 @pytest.mark.parametrize(
     "line", ["shutdown 5", "shutdown -5", "shutdown 5 back soon", "shutdown soon"]
 )
-def test_a_time_that_is_no_time_is_a_usage_error(server: Server, line: str) -> None:
-    stops = stopper(server)
+def test_a_time_that_is_no_time_is_a_usage_error(
+    server: Assembly, stops: list[str], line: str
+) -> None:
     admin = online(server, "root1")
     a = online(server, "alice")
     word = line.split()[1]
@@ -81,8 +82,7 @@ def test_a_time_that_is_no_time_is_a_usage_error(server: Server, line: str) -> N
     assert stops == []
 
 
-def test_shutdown_at_hh_mm_counts_down_to_that_time(server: Server) -> None:
-    stops = stopper(server)
+def test_shutdown_at_hh_mm_counts_down_to_that_time(server: Assembly, stops: list[str]) -> None:
     clock = server.clock
     clock.advance(datetime(2026, 11, 24, 17, 30, 20).timestamp())  # type: ignore[attr-defined]
     admin = online(server, "root1")
@@ -97,20 +97,18 @@ def test_shutdown_at_hh_mm_counts_down_to_that_time(server: Server) -> None:
     assert stops == ["stop"]
 
 
-def test_the_stop_is_logged_as_what_happened(server: Server, logged: list[str]) -> None:
-    stopper(server)
+def test_the_stop_is_logged_as_what_happened(server: Assembly, logged: list[str]) -> None:
     assert server.shutdown is not None
     server.shutdown.schedule(0, "", "root1", "tel/1", "test")
     assert "going down now (shutdown now by root1)" in logged
     assert not any("scheduled" in line for line in logged)
-    server.shutdown = Shutdown(server, lambda: None)
-    server.shutdown.schedule(1, "", "root1", "tel/1", "test")
+    again = Shutdown(server.clock, server.hub, server.metrics, "testhost", lambda: None)
+    again.schedule(1, "", "root1", "tel/1", "test")
     server.clock.advance(60)  # type: ignore[attr-defined]
     assert "going down now (the shutdown root1 scheduled is due)" in logged
 
 
-def test_warnings_follow_the_systemd_cadence_then_stop(server: Server) -> None:
-    stops = stopper(server)
+def test_warnings_follow_the_systemd_cadence_then_stop(server: Assembly, stops: list[str]) -> None:
     a = online(server, "alice")
     assert server.shutdown is not None
     server.shutdown.schedule(200, "new kernel", "root1", "tel/1", "test")
@@ -127,8 +125,7 @@ def test_warnings_follow_the_systemd_cadence_then_stop(server: Server) -> None:
     assert server.shutdown.final_sent
 
 
-def test_new_logins_refused_in_the_last_five_minutes_but_not_admins(server: Server) -> None:
-    stopper(server)
+def test_new_logins_refused_in_the_last_five_minutes_but_not_admins(server: Assembly) -> None:
     assert server.shutdown is not None
     server.shutdown.schedule(6, "", "root1", "tel/1", "test")
     c = Client(server)
@@ -141,8 +138,7 @@ def test_new_logins_refused_in_the_last_five_minutes_but_not_admins(server: Serv
     assert "root1@testhost" in Client(server).login("root1")
 
 
-def test_cancel_tells_everyone_and_stops_the_countdown(server: Server) -> None:
-    stops = stopper(server)
+def test_cancel_tells_everyone_and_stops_the_countdown(server: Assembly, stops: list[str]) -> None:
     admin = online(server, "root1")
     a = online(server, "alice")
     out = admin.run("shutdown +10 back soon")
@@ -156,8 +152,7 @@ def test_cancel_tells_everyone_and_stops_the_countdown(server: Server) -> None:
     assert admin.run("shutdown -c").startswith("shutdown: no shutdown is scheduled")
 
 
-def test_shutdown_now_and_usage(server: Server) -> None:
-    stops = stopper(server)
+def test_shutdown_now_and_usage(server: Assembly, stops: list[str]) -> None:
     admin = online(server, "root1")
     assert admin.run("shutdown +x").startswith("shutdown: invalid time '+x'\nUsage:")
     a = online(server, "alice")
@@ -167,8 +162,9 @@ def test_shutdown_now_and_usage(server: Server) -> None:
     assert stops == ["stop"]
 
 
-def test_the_final_notice_after_a_countdown_repeats_the_text(server: Server) -> None:
-    stops = stopper(server)
+def test_the_final_notice_after_a_countdown_repeats_the_text(
+    server: Assembly, stops: list[str]
+) -> None:
     a = online(server, "alice")
     assert server.shutdown is not None
     server.shutdown.schedule(1, "new kernel", "root1", "tel/1", "test")
@@ -178,13 +174,11 @@ def test_the_final_notice_after_a_countdown_repeats_the_text(server: Server) -> 
     assert stops == ["stop"]
 
 
-def test_shutdown_is_admin_only(server: Server) -> None:
-    stopper(server)
+def test_shutdown_is_admin_only(server: Assembly) -> None:
     assert online(server, "alice").run("shutdown now").startswith("shutdown: permission denied")
 
 
-def test_final_notice_is_sent_once(server: Server) -> None:
-    stopper(server)
+def test_final_notice_is_sent_once(server: Assembly) -> None:
     a = online(server, "alice")
     assert server.shutdown is not None
     server.shutdown.final_notice()
@@ -192,8 +186,7 @@ def test_final_notice_is_sent_once(server: Server) -> None:
     assert a.output().count("going down NOW") == 1
 
 
-def test_the_reason_is_sanitised_everywhere_it_is_shown(server: Server) -> None:
-    stopper(server)
+def test_the_reason_is_sanitised_everywhere_it_is_shown(server: Assembly) -> None:
     admin = online(server, "root1")
     a = online(server, "alice")
     assert server.shutdown is not None

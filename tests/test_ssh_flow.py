@@ -30,7 +30,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.python.filepath import FilePath
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.ops.threads import inline_runner
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
@@ -183,13 +183,15 @@ class Made(list[ShellTransport]):
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Server, Any, Made]]:
+def served(tmp_path: Path) -> Iterator[tuple[Assembly, Any, Made]]:
     server = make_server_with(tmp_path, ("alice",), admins=())
     keys = HostKeys((Key(ed25519.Ed25519PrivateKey.generate()),))
     home_root = FilePath(str(tmp_path / "home"))
     factory = ssh_setup.ssh_factory(
-        keys, server.store, home_root, inline_runner, R, 60.0, None, None,
-        ssh_session.session_starter(server),
+        keys, server.store, home_root, inline_runner, R, 60.0, server.admission,
+        server.failed_logins,
+        ssh_session.session_starter(server.start, R, 4096, 256 * 1024),
+        server.account_pacing, server.metrics,
     )  # fmt: skip
     made = Made()
     build = factory.buildProtocol
@@ -220,12 +222,12 @@ async def open_session(port: Any) -> tuple[Client, Any]:
 
 @pytest_twisted.ensureDeferred
 async def test_a_client_that_never_reads_is_held_to_max_output_whatever_its_window(
-    served: tuple[Server, Any, Made],
+    served: tuple[Assembly, Any, Made],
 ) -> None:
     server, port, made = served
     client, _ = await open_session(port)
     client.transport.pauseProducing()  # from now on the client reads nothing
-    (seat,) = server.connections
+    (seat,) = server.seats
     ours = made[0]
     for _ in range(400):  # messages to alice: 400 × 8 KiB, far past every buffer
         seat.wire.send_message("", _message("m" * 8192 + "\n"))
@@ -252,11 +254,11 @@ def _message(text: str) -> Any:
 
 @pytest_twisted.ensureDeferred
 async def test_a_closed_connection_is_freed_without_the_collector(
-    served: tuple[Server, Any, Made],
+    served: tuple[Assembly, Any, Made],
 ) -> None:
     server, port, made = served
     client, _ = await open_session(port)
-    (seat,) = server.connections
+    (seat,) = server.seats
     ours = made.pop()
     refs = [
         weakref.ref(x)
@@ -269,7 +271,7 @@ async def test_a_closed_connection_is_freed_without_the_collector(
         client.transport.loseConnection()
         for _ in range(20):
             await deferLater(R, 0.05, lambda: None)
-            if not server.connections and not ours.transport.connected:
+            if not server.seats and not ours.transport.connected:
                 break
         del ours
         await deferLater(R, 0.05, lambda: None)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from harness import Client, add_user, make_server, make_server_with
 
-from shellserver.app.server import Server
+from shellserver.app.assembly import Assembly
 from shellserver.hub.local import Message
 from shellserver.hub.session import Session
 from shellserver.store.accounts import Account
@@ -64,24 +64,25 @@ class FakeChannel:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
+def server(tmp_path: Path) -> Assembly:
     return make_server_with(tmp_path, ("alice", "bob"), admins=())
 
 
-def account(server: Server, name: str) -> Account:
+def account(server: Assembly, name: str) -> Account:
     found = server.store.get(name).result
     assert isinstance(found, Account)
     return found
 
 
-def start(server: Server, name: str, request: Request) -> FakeChannel:
+def start(server: Assembly, name: str, request: Request) -> FakeChannel:
     channel = FakeChannel()
-    session_starter(server)(channel, account(server, name), request)  # type: ignore[arg-type]
+    seat = session_starter(server.start, server.clock, 4096, 256 * 1024)
+    seat(channel, account(server, name), request)  # type: ignore[arg-type]
     server.clock.advance(0)  # type: ignore[attr-defined]
     return channel
 
 
-def test_exec_runs_one_line_and_exits_with_its_status(server: Server) -> None:
+def test_exec_runs_one_line_and_exits_with_its_status(server: Assembly) -> None:
     ok = start(server, "alice", Request(command="who"))
     assert ok.exit_status == 0
     out = ok.take()
@@ -95,11 +96,11 @@ def test_exec_runs_one_line_and_exits_with_its_status(server: Server) -> None:
     not_there = start(server, "alice", Request(command="ls nothing-here"))
     assert not_there.exit_status == 1  # a file job's complaint is a failure too
     assert "ls: cannot access 'nothing-here'" in not_there.take()
-    assert not server.connections  # each ended with its command
+    assert not server.seats  # each ended with its command
     assert server.hub.sessions_of("alice").result == []
 
 
-def test_a_pty_shell_is_interactive_with_the_editor_and_ssh_ttys(server: Server) -> None:
+def test_a_pty_shell_is_interactive_with_the_editor_and_ssh_ttys(server: Assembly) -> None:
     ch = start(server, "alice", Request(pty=True, term="xterm", cols=100, rows=30))
     out = ch.take()
     assert "This is your first login." in out and out.endswith("alice@testhost:~$ ")
@@ -133,7 +134,7 @@ def test_a_pty_shell_is_interactive_with_the_editor_and_ssh_ttys(server: Server)
     assert server.hub.sessions_of("alice").result == []
 
 
-def test_without_a_pty_lines_are_read_in_line_mode(server: Server) -> None:
+def test_without_a_pty_lines_are_read_in_line_mode(server: Assembly) -> None:
     ch = start(server, "alice", Request())
     assert ch.wire is not None
     ch.take()
@@ -144,7 +145,7 @@ def test_without_a_pty_lines_are_read_in_line_mode(server: Server) -> None:
     assert ch.exit_status == 0
 
 
-def test_a_message_and_the_prompt_after_it_go_out_together(server: Server) -> None:
+def test_a_message_and_the_prompt_after_it_go_out_together(server: Assembly) -> None:
     ch = start(server, "alice", Request())
     assert ch.wire is not None
     ch.take()
@@ -152,7 +153,7 @@ def test_a_message_and_the_prompt_after_it_go_out_together(server: Server) -> No
     assert ch.take() == "\nhello\nalice@testhost:~$ "
 
 
-def test_a_full_window_holds_output_and_a_stalled_client_is_aborted(server: Server) -> None:
+def test_a_full_window_holds_output_and_a_stalled_client_is_aborted(server: Assembly) -> None:
     ch = start(server, "alice", Request(pty=True))
     wire = ch.wire
     assert wire is not None
@@ -168,27 +169,27 @@ def test_a_full_window_holds_output_and_a_stalled_client_is_aborted(server: Serv
     assert ch.conn.transport.transport.aborted
 
 
-def test_the_connection_ending_ends_the_session(server: Server) -> None:
+def test_the_connection_ending_ends_the_session(server: Assembly) -> None:
     ch = start(server, "alice", Request(pty=True))
-    assert len(server.connections) == 1
-    assert server.session_counts() == {("ssh", "user"): 1}  # the metrics' sessions gauge
+    assert len(server.seats) == 1
+    assert server.seats.session_counts() == {("ssh", "user"): 1}  # the metrics' sessions gauge
     wire = ch.wire
     assert wire is not None
     wire.connection_lost()  # the avatar's logout, or the channel's close
     wire.connection_lost()  # once only
     assert ch.wire is None  # the channel lets go of its wire
-    assert not server.connections
+    assert not server.seats
     assert server.hub.sessions_of("alice").result == []
 
 
-def test_kick_ends_an_ssh_session_with_the_notice(server: Server) -> None:
+def test_kick_ends_an_ssh_session_with_the_notice(server: Assembly) -> None:
     ch = start(server, "alice", Request(pty=True))
     ch.take()
     (session,) = server.hub.sessions_of("alice").result
     server.hub.end_session(session, Message.of("\nYou have been logged out."))
     server.clock.advance(0)  # type: ignore[attr-defined]
     assert "logged out" in ch.take()
-    assert ch.exit_status == 0 and not server.connections
+    assert ch.exit_status == 0 and not server.seats
 
 
 def test_max_sessions_applies_to_ssh_logins(tmp_path: Path) -> None:
@@ -198,11 +199,11 @@ def test_max_sessions_applies_to_ssh_logins(tmp_path: Path) -> None:
     second = start(server, "alice", Request(command="who"))
     assert "Too many sessions for alice (limit 1)" in second.take()
     assert second.exit_status == 1
-    assert first.exit_status is None and len(server.connections) == 1
+    assert first.exit_status is None and len(server.seats) == 1
 
 
 def test_the_end_of_input_without_a_pty_finishes_what_was_sent_then_logs_out(
-    server: Server,
+    server: Assembly,
 ) -> None:
     """``printf 'write bob\\nhi\\n' | ssh -T host``: the lines run, then the session ends."""
     bob = Client(server)
@@ -217,7 +218,7 @@ def test_the_end_of_input_without_a_pty_finishes_what_was_sent_then_logs_out(
     assert ch.exit_status == 0  # logged out, not waiting at a prompt for input that never comes
 
 
-def test_a_closed_ssh_session_is_freed_by_reference_counting(server: Server) -> None:
+def test_a_closed_ssh_session_is_freed_by_reference_counting(server: Assembly) -> None:
     """No reference cycle outlives the session (docs/performance.md, tests/test_gc.py)."""
     gc.collect()
     gc.disable()
@@ -225,7 +226,7 @@ def test_a_closed_ssh_session_is_freed_by_reference_counting(server: Server) -> 
         ch = start(server, "alice", Request(pty=True))
         wire = ch.wire
         assert wire is not None
-        (seat,) = server.connections
+        (seat,) = server.seats
         (session,) = server.hub.sessions_of("alice").result
         refs = [weakref.ref(x) for x in (wire, seat, session)]
         del seat, session

@@ -36,6 +36,7 @@ DEFAULT_MAX_CONNECTIONS = 20000
 
 
 def default_hostname() -> str:
+    """The short host name: it appears in prompts and banners, where a domain is noise."""
     return socket.gethostname().split(".")[0] or "localhost"
 
 
@@ -55,21 +56,21 @@ def parse_node(text: str) -> str:
 
 @frozen
 class Config:
-    """Everything tunable about a running server; defaults match SPEC §2."""
+    """Everything tunable about a running server; defaults are those docs/admin.md lists."""
 
     data: str = field(factory=default_data)
     telnet: tuple[str, ...] = ("tcp:2323",)
-    #: ``--ssh`` listeners (§9); none unless given.
+    #: ``--ssh`` listeners; none unless given.
     ssh: tuple[str, ...] = ()
     control: str | None = None
-    #: ``--web``: the browser terminal's listeners (SPEC §10); empty = off.
+    #: ``--web``: the browser terminal's listeners; empty = off.
     web: tuple[str, ...] = ()
     #: ``--web-origin``: origins and host names the page is served under (empty: our own).
     web_origins: tuple[str, ...] = ()
     #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
     metrics: str | None = None
     hostname: str = field(factory=default_hostname)
-    #: ``--cluster``: the Redis the nodes of a cluster share (SPEC §13); None = one server alone.
+    #: ``--cluster``: the Redis the nodes of a cluster share; None = one server alone.
     cluster: RedisURL | None = None
     #: ``--node``: this server's name in who --json and, clustered, in the per-node files of the
     #: data dir (``lock-NODE``, ``control-NODE.sock``); one server alone is named after its host.

@@ -15,16 +15,22 @@ import struct
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from shellserver.app.config import Config
+from shellserver.hub.local import IHub
 from shellserver.shell import adminops
+from shellserver.shell import shutdown as shutdown_
 from shellserver.shell.shutdown import invalid_time, parse_when
 from shellserver.store.accounts import (
     ROLE_ADMIN,
     ROLE_USER,
     Account,
+    AccountStore,
     LastAdmin,
     NoSuchUser,
     UserExists,
@@ -34,11 +40,25 @@ from shellserver.store.backup import BackupError, backup_store
 from shellserver.wires.ssh.authkeys import AddKeyRefused
 
 if TYPE_CHECKING:
-    from shellserver.app.server import Server
     from shellserver.wires.ssh.setup import SSHControl
 
 #: AMP values are at most 65,535 bytes; larger answers and uploads go in pages of this size.
 PAGE = 60_000
+
+
+@frozen
+class Controlled:
+    """What the control socket acts on, given by the assembly: the operator's CLI reaches
+    the same admin operations and the same shutdown as an admin's session."""
+
+    config: Config
+    clock: IReactorTime
+    hub: IHub
+    store: AccountStore
+    shutdown: shutdown_.Shutdown
+    admin: adminops.Admin
+    #: When the server started (``status``'s uptime).
+    started: float
 
 
 class BadRequest(Exception):
@@ -200,7 +220,7 @@ def rfc3339(when: float) -> str:
     return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
 
 
-def who_document(server: Server, sessions: list[Any]) -> dict[str, Any]:
+def who_document(server: Controlled, sessions: list[Any]) -> dict[str, Any]:
     """The stable ``who --json`` schema (docs/admin.md); clustered, with the live ``nodes``."""
     now = server.clock.seconds()
     document: dict[str, Any] = {
@@ -230,7 +250,7 @@ class ControlProtocol(amp.AMP):
     so two operators never see each other's pages.
     """
 
-    def __init__(self, server: Server, ssh: SSHControl | None = None) -> None:
+    def __init__(self, server: Controlled, ssh: SSHControl | None = None) -> None:
         super().__init__()
         self.server = server
         self.ssh = ssh
@@ -284,12 +304,12 @@ class ControlProtocol(amp.AMP):
         hub, shutdown = self.server.hub, self.server.shutdown
         result: dict[str, Any] = {
             "pid": os.getpid(),
-            "uptime": self.server.uptime(),
+            "uptime": self.server.clock.seconds() - self.server.started,
             "sessions": hub.counts()[0],
             "users": hub.counts()[1],
             "hostname": self.server.config.hostname,
         }
-        if shutdown is not None and shutdown.at is not None:
+        if shutdown.at is not None:
             result["shutdown_at"] = shutdown.at
         if self.ssh is not None and self.ssh.fingerprints:
             result["ssh_keys"] = list(self.ssh.fingerprints)
@@ -306,7 +326,7 @@ class ControlProtocol(amp.AMP):
         if not text.strip():
             raise BadRequest("no text to broadcast")
         who, where = self._caller()
-        return {"reached": await adminops.wall(self.server, who, "control", where, text)}
+        return {"reached": await adminops.wall(self.server.admin, who, "control", where, text)}
 
     @Who.responder
     async def who(self, offset: int) -> dict[str, Any]:
@@ -325,7 +345,7 @@ class ControlProtocol(amp.AMP):
         records.
         """
         who, where = self._caller()
-        return {"sessions": await adminops.kick(self.server, who, where, user, reason)}
+        return {"sessions": await adminops.kick(self.server.admin, who, where, user, reason)}
 
     @Shutdown.responder
     def shutdown(
@@ -336,8 +356,6 @@ class ControlProtocol(amp.AMP):
         form.
         """
         schedule = self.server.shutdown
-        if schedule is None:
-            raise NoShutdown("this server cannot schedule a shutdown")
         who, where = self._caller()
         if cancel:
             if not schedule.cancel(who, "control", where):
@@ -362,7 +380,7 @@ class ControlProtocol(amp.AMP):
             raise BadRequest(problem)
         who, where = self._caller()
         role = ROLE_ADMIN if admin else ROLE_USER
-        await adminops.add_user(self.server, who, where, name, password, role)
+        await adminops.add_user(self.server.admin, who, where, name, password, role)
         return {}
 
     @Passwd.responder
@@ -371,7 +389,7 @@ class ControlProtocol(amp.AMP):
         password changes, exactly as after a session's passwd.
         """
         who, where = self._caller()
-        await adminops.set_password(self.server, who, where, name, password)
+        await adminops.set_password(self.server.admin, who, where, name, password)
         return {}
 
     @UserDel.responder
@@ -380,7 +398,7 @@ class ControlProtocol(amp.AMP):
         session's userdel.
         """
         who, where = self._caller()
-        await adminops.delete_user(self.server, who, where, name)
+        await adminops.delete_user(self.server.admin, who, where, name)
         return {}
 
     @Lock.responder
@@ -389,7 +407,7 @@ class ControlProtocol(amp.AMP):
         in adminops.
         """
         who, where = self._caller()
-        await adminops.set_locked(self.server, who, where, name, locked)
+        await adminops.set_locked(self.server.admin, who, where, name, locked)
         return {}
 
     @AddKey.responder
@@ -407,7 +425,7 @@ class ControlProtocol(amp.AMP):
             fingerprint: str = await self.ssh.add_key(name, key)
         except AddKeyRefused as e:
             raise BadRequest(str(e)) from None
-        self.server.admin_action(who, where, "addkey", user=name, key=fingerprint)
+        adminops.admin_action(who, where, "addkey", user=name, key=fingerprint)
         return {"fingerprint": fingerprint}
 
     @Backup.responder
@@ -422,7 +440,7 @@ class ControlProtocol(amp.AMP):
         store = self.server.store
         # On the database thread: between two store calls, never alongside one.
         size: int = await store.run_db(backup_store, store.db.path, path, force)
-        self.server.admin_action(who, where, "backup", file=path, size=size)
+        adminops.admin_action(who, where, "backup", file=path, size=size)
         return {"size": size}
 
     @NewUsersPage.responder
@@ -464,8 +482,10 @@ class ControlProtocol(amp.AMP):
         now = self.server.clock.seconds()
         roles = {name: role or ROLE_USER for name, _, role in entries}
         for name in created:
-            await self.server.account_created(Account(name, roles[name], False, now), who, where)
-        self.server.admin_action(who, where, "newusers", created=len(created), total=len(entries))
+            await self.server.admin.account_created(
+                Account(name, roles[name], False, now), who, where
+            )
+        adminops.admin_action(who, where, "newusers", created=len(created), total=len(entries))
         return {"created": len(created), "updated": len(entries) - len(created)}
 
 
@@ -476,7 +496,7 @@ class ControlFactory(Factory):
 
     noisy = False
 
-    def __init__(self, server: Server, ssh: SSHControl | None = None) -> None:
+    def __init__(self, server: Controlled, ssh: SSHControl | None = None) -> None:
         self.server = server
         self.ssh = ssh
 

@@ -24,9 +24,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from shellserver.app.assembly import assemble
 from shellserver.app.config import Config
 from shellserver.app.control import ControlFactory
-from shellserver.app.server import Server
 from shellserver.files.homefs import Homes
 from shellserver.hub.cluster.hub import RedisHub, cluster_hub
 from shellserver.hub.idle import IdleWatch
@@ -47,7 +47,6 @@ from shellserver.ops.metrics import Metrics
 from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
-from shellserver.shell.shutdown import Shutdown
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
@@ -77,7 +76,12 @@ def default_max_connections(default: int, hard_fd_limit: int) -> int:
 
 
 class _Pending(Factory):
-    """Holds a listener's place until the server exists (nothing is accepted before then)."""
+    """Holds a listener's place until the assembly has built the parts its factory calls.
+
+    The listeners are bound before the data dir and the store exist, so a port in use
+    stops the start having created nothing; the wire's factory, which needs the parts
+    (and so the store), is made right after, still before the reactor runs, so no
+    connection can come while it is missing."""
 
     noisy = False
     factory: Factory | None = None
@@ -86,14 +90,19 @@ class _Pending(Factory):
         self.name = name
 
     def logPrefix(self) -> str:
+        """The real factory's name, for the port's log lines."""
         return self.name
 
     def buildProtocol(self, addr: Any) -> Any:
+        """The real factory's protocol (made before the reactor ran)."""
         assert self.factory is not None, "a connection before the server was ready"
         return self.factory.buildProtocol(addr)
 
 
 class ShellService(Service):
+    """The twistd service: start-up failures are found in ``prepare`` (exit 1), threads start after
+    daemonising, and the stop is clean."""
+
     name = "shellserver"
 
     def __init__(self, config: Config, reactor: Any) -> None:
@@ -141,7 +150,7 @@ class ShellService(Service):
         if cfg.web:
             # Nothing is accepted before the reactor runs, and the server exists by then.
             site = web_site(
-                lambda wire: self.server.new_connection(wire),
+                lambda wire: self.parts.new_connection(wire),
                 self.reactor,
                 cfg.max_output,
                 shares.web_http,
@@ -183,38 +192,29 @@ class ShellService(Service):
             self.metrics.queued(pool_runner(self.reactor, hash_pool)),
             cfg.hash_cost,
         )
-        from shellserver.shell.commands import REGISTRY
-
+        # The parts, in dependency order (app/assembly.py); then the wires' factories.
         hub: IHub = Hub(node=cfg.node, clock=self.reactor)
         if cfg.cluster is not None:
             self.cluster = cluster_hub(cfg.cluster, cfg.node, self.reactor)
             hub = self.cluster
             self.metrics.watch_cluster(lambda: self.cluster.live_nodes if self.cluster else 0)
-        self.server = Server(
+        io = pool_runner(self.reactor, io_pool)
+        self.parts = assemble(
             cfg,
             self.reactor,
             store,
-            REGISTRY,
+            hub,
+            Homes(self.datadir.home_root, cfg.quota, io, shared=cfg.cluster is not None),
+            self.reactor.stop,
+            self.datadir.admin_password_path.path,
             metrics=self.metrics,
             admission=Admission(shares.logins, cfg.max_unauth, cfg.max_unauth_per_addr),
-            homes=Homes(
-                self.datadir.home_root,
-                cfg.quota,
-                pool_runner(self.reactor, io_pool),
-                shared=cfg.cluster is not None,
-            ),
-            run_io=pool_runner(self.reactor, io_pool),
-            hub=hub,
-            initial_password=self.datadir.admin_password_path.path,
+            run_io=io,
         )
-        self.metrics.watch(self.server)
-        # The one part still filled in afterwards: the countdown acts on the server it is in.
-        self.server.shutdown = Shutdown(self.server, self.reactor.stop)
-        hub.on_announce = self.server.shutdown.heard  # clustered: every node runs it
+        parts = self.parts
         telnet.factory = TelnetFactory(
-            self.server.new_connection, self.reactor, cfg.max_line, cfg.max_output
+            parts.lobby.new_connection, self.reactor, cfg.max_line, cfg.max_output
         )
-        run_io = pool_runner(self.reactor, io_pool)
         fingerprints: tuple[str, ...] = ()
         if cfg.ssh:
             keys = ssh_setup.host_keys(self.datadir.path)
@@ -223,22 +223,24 @@ class ShellService(Service):
                 keys,
                 store,
                 self.datadir.home_root,
-                run_io,
+                io,
                 self.reactor,
                 cfg.login_timeout,
-                self.server.admission,
-                self.server.failed_logins,
-                ssh_session.session_starter(self.server),
-                self.server.account_pacing,
+                parts.admission,
+                parts.failed_logins,
+                ssh_session.session_starter(
+                    parts.start, self.reactor, cfg.max_line, cfg.max_output
+                ),
+                parts.account_pacing,
+                parts.metrics,
             )
-            ssh.factory.metrics = self.metrics
         ssh_control = ssh_setup.SSHControl(
-            fingerprints, ssh_setup.key_adder(self.datadir.home_root, run_io)
+            fingerprints, ssh_setup.key_adder(self.datadir.home_root, io)
         )
-        control_factory.factory = ControlFactory(self.server, ssh_control)
-        if cfg.control is None:
+        control_factory.factory = ControlFactory(parts.control, ssh_control)
+        if cfg.control is None:  # in the data dir, made only now
             try:
-                self.ports.append(self._listen(control, control_factory, "control"))
+                self.ports.append(self._listen(control, control_factory.factory, "control"))
             except SystemExit as e:
                 if created is None:
                     raise
@@ -257,7 +259,7 @@ class ShellService(Service):
         return split_connections(self._connection_limit(), web_http, metrics)
 
     def _connection_limit(self) -> int:
-        """``--max-connections``, with the descriptor limit raised to fit (SPEC §2).
+        """``--max-connections``, with the descriptor limit raised to fit.
 
         The default (20,000) is lowered quietly to what the hard limit allows; a
         limit the operator gave that does not fit is warned about.
@@ -324,12 +326,12 @@ class ShellService(Service):
         return port
 
     def startService(self) -> None:
+        """Start what must not run before twistd daemonises: threads, timers, the cluster link."""
         super().startService()
         self.datadir.write_pid()
         for pool in self.pools:
             pool.start()
-        self.server.started = self.reactor.seconds()
-        watch = IdleWatch(self.server.hub, self.config.idle_timeout)
+        watch = IdleWatch(self.parts.hub, self.config.idle_timeout)
         if self.config.idle_timeout > 0:
             self._idle = task.LoopingCall(lambda: watch.scan(self.reactor.seconds()))
             self._idle.clock = self.reactor
@@ -340,6 +342,8 @@ class ShellService(Service):
             self.cluster.start()
 
     def stopService(self) -> defer.Deferred[None]:
+        """The final notice, then close every connection (aborting the stuck) before the store
+        closes."""
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
@@ -348,9 +352,8 @@ class ShellService(Service):
         for guard in self.guards:
             guard.stop()
         stopped = [defer.maybeDeferred(port.stopListening) for port in self.ports]
-        if self.server.shutdown is not None:
-            self.server.shutdown.final_notice()
-        for connection in list(self.server.connections):
+        self.parts.shutdown.final_notice()
+        for connection in list(self.parts.seats):
             connection.terminal.close()
         d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
         d.addBoth(lambda _: self._wait_for_connections(3.0))
@@ -365,8 +368,8 @@ class ShellService(Service):
         done: defer.Deferred[None] = defer.Deferred()
 
         def poll() -> None:
-            if not self.server.connections or self.reactor.seconds() >= deadline:
-                for connection in list(self.server.connections):
+            if not self.parts.seats or self.reactor.seconds() >= deadline:
+                for connection in list(self.parts.seats):
                     connection.wire.abort()
                 done.callback(None)
             else:

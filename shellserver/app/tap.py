@@ -99,6 +99,9 @@ def _hash_cost(text: str) -> int:
 
 
 class Options(usage.Options):
+    """Every option of docs/admin.md, checked as it is parsed so a bad value is one line
+    naming it."""
+
     synopsis = "[options]"
     longdesc = "A multi-user shell server: telnet in, see who is online, write, wall."
 
@@ -221,7 +224,7 @@ class Options(usage.Options):
         """Under twistd/twist, a bad option is one line and exit 1, not 40 lines of usage.
 
         Both runners print their whole usage text before the error (twistd: then
-        exit 1; twist: exit 64); SPEC §2 wants the error naming the option. Parsed
+        exit 1; twist: exit 64); an operator needs the one line naming the option. Parsed
         on its own (no parent runner), the UsageError is raised as usual.
         """
         try:
@@ -259,6 +262,7 @@ class Options(usage.Options):
         self["web-origin"].append(url)
 
     def postOptions(self) -> None:
+        """Checks that need all the options at once, then the frozen ``Config``."""
         if self["control"] is not None:
             _endpoint("control", self["control"])
         if self["metrics"] is not None:
@@ -311,6 +315,7 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
+    """twistd's entry: everything that can fail at start-up fails here, before the reactor runs."""
     from twisted.internet import reactor
 
     from shellserver.app.service import ShellService

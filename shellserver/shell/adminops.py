@@ -1,43 +1,113 @@
 """What an administrator can do, whether from a session or from the control socket.
 
-Each operation logs who did it and from where (SPEC §6) and goes through the
-hub, so online sessions see the effect: a kicked, locked or deleted user is
-told and logged out.
+Each operation logs who did it and from where (an operator must be able to answer
+"who did this") and goes through the hub, so online sessions see the effect: a
+kicked, locked or deleted user is told and logged out.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Protocol
 
+from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
-from shellserver.app.config import Config
 from shellserver.files.homefs import Homes
 from shellserver.hub.local import IHub, Message
 from shellserver.ops.metrics import Metrics
-from shellserver.store.accounts import Account, AccountStore
+from shellserver.ops.threads import Runner
+from shellserver.store.accounts import INITIAL_ADMIN, Account, AccountStore
 from shellserver.text.sanitize import careful
 from shellserver.text.wrap import hard_wrap
 
+log = Logger()
 
-class AdminServices(Protocol):
-    """What the admin operations use of the running server (``Server`` provides it)."""
 
-    config: Config
+def admin_action(who: str, where: str, action: str, **details: object) -> None:
+    """Every admin action is logged with who did it and from where, whichever side (a
+    session, the control socket) it came from, so an operator can answer "who did this".
+
+    Each detail is a field of its own (``twist --log-format json`` carries
+    them), named in the format string too so the text log shows them.
+    """
+    shown = ", ".join(f"{key}={{{key}!r}}" for key in sorted(details))
+    log.info(
+        "admin {action} by {by} ({where})" + (": " + shown if shown else ""),
+        event=action.replace(" ", "_"),
+        action=action,
+        by=who,
+        where=where,
+        **details,
+    )
+
+
+@frozen
+class InitialPassword:
+    """The file holding the first start's ``admin`` password: it must not outlive the
+    password, or it would tell a stale secret (or a live one) to whoever reads the data dir."""
+
+    #: ``<data>/initial-admin-password`` (gone already, once its password was changed).
+    path: str
+    run_io: Runner
+
+    async def spent(self, name: str) -> None:
+        """``name``'s password was changed, or the account deleted: if it is the first start's
+        ``admin``, the file holding its first password now holds nothing worth keeping."""
+        path = self.path
+        if name != INITIAL_ADMIN:
+            return
+        try:
+            removed: bool = await self.run_io(remove_if_there, path)
+        except OSError as e:
+            log.warn("cannot remove {path}: {error}", path=path, error=e)
+            return
+        if removed:
+            log.info(
+                "removed {path}: the password in it is no longer {user}'s",
+                event="initial_password_removed",
+                path=path,
+                user=name,
+            )
+
+
+def remove_if_there(path: str) -> bool:
+    """Remove ``path``; False if it was not there (another node, or the operator, was first)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@frozen
+class Admin:
+    """What the admin operations act on, given by the assembly: the same object serves the
+    session commands and the control socket, so both sides act and log alike."""
+
+    hostname: str
     clock: IReactorTime
     hub: IHub
     store: AccountStore
     metrics: Metrics
-    homes: Homes | None
+    homes: Homes
+    initial_password: InitialPassword
 
-    def admin_action(self, who: str, where: str, action: str, **details: object) -> None: ...
-
-    async def account_created(
-        self, account: Account, by: str | None, peer: str | None
-    ) -> None: ...
-
-    async def initial_password_spent(self, name: str) -> None: ...
+    async def account_created(self, account: Account, by: str | None, peer: str | None) -> None:
+        """A new account gets its home at once (its first command may write a file), is
+        counted when self-registered, and is logged with who made it from where."""
+        await self.homes.create(account.name)
+        if by is None:
+            self.metrics.registered()
+        log.info(
+            "account {user} ({role}) created by {by} from {peer}",
+            event="registration" if by is None else "account_created",
+            user=account.name,
+            role=account.role,
+            by=by or "registration",
+            peer=peer or "-",
+        )
 
 
 def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: str) -> Message:
@@ -52,70 +122,68 @@ def broadcast_message(sender: str, hostname: str, tty: str, when: float, text: s
     return Message.of("\n".join([header, "", *body]) + "\n")
 
 
-async def wall(server: AdminServices, by: str, tty: str, where: str, text: str) -> int:
-    message = broadcast_message(by, server.config.hostname, tty, server.clock.seconds(), text)
-    reached, dropped = await server.hub.broadcast(message)
-    server.metrics.messages("wall", reached, dropped)
-    server.admin_action(by, where, "wall", text=text, reached=reached)
+async def wall(admin: Admin, by: str, tty: str, where: str, text: str) -> int:
+    """Tell every session on every node; the number reached is what ``wall`` reports."""
+    message = broadcast_message(by, admin.hostname, tty, admin.clock.seconds(), text)
+    reached, dropped = await admin.hub.broadcast(message)
+    admin.metrics.messages("wall", reached, dropped)
+    admin_action(by, where, "wall", text=text, reached=reached)
     return reached
 
 
-async def kick(server: AdminServices, by: str, where: str, user: str, reason: str) -> int:
+async def kick(admin: Admin, by: str, where: str, user: str, reason: str) -> int:
+    """Log ``user`` out everywhere, telling them who did it and why; the sessions ended."""
     notice = Message.of(f"You have been logged out by {careful(by)}: {careful(reason)}")
-    count = await server.hub.logout_user(user, notice)
-    server.admin_action(by, where, "kick", user=user, reason=reason, sessions=count)
+    count = await admin.hub.logout_user(user, notice)
+    admin_action(by, where, "kick", user=user, reason=reason, sessions=count)
     return count
 
 
 async def add_user(
-    server: AdminServices, by: str, where: str, name: str, password: str, role: str
+    admin: Admin, by: str, where: str, name: str, password: str, role: str
 ) -> Account:
     """Raises UserExists."""
-    account = await server.store.create_user(name, password, role)
-    await server.account_created(account, by=by, peer=where)
-    server.admin_action(by, where, "useradd", user=name, role=role)
+    account = await admin.store.create_user(name, password, role)
+    await admin.account_created(account, by=by, peer=where)
+    admin_action(by, where, "useradd", user=name, role=role)
     return account
 
 
-async def set_password(
-    server: AdminServices, by: str, where: str, name: str, password: str
-) -> None:
+async def set_password(admin: Admin, by: str, where: str, name: str, password: str) -> None:
     """Raises NoSuchUser."""
-    await server.store.set_password(name, password)
-    server.admin_action(by, where, "passwd", user=name)
-    await server.initial_password_spent(name)
+    await admin.store.set_password(name, password)
+    admin_action(by, where, "passwd", user=name)
+    await admin.initial_password.spent(name)
 
 
-async def delete_user(server: AdminServices, by: str, where: str, name: str) -> None:
+async def delete_user(admin: Admin, by: str, where: str, name: str) -> None:
     """Raises NoSuchUser, or LastAdmin for the last administrator who can log in (the store
     decides, in the same transaction as the delete). The user's sessions are told and ended.
 
     All or nothing (docs/files.md): the home is moved aside first, put back if
     the account cannot be deleted, and removed off the reactor afterwards.
     """
-    homes = server.homes
-    aside = await homes.set_aside(name) if homes is not None else None
+    homes = admin.homes
+    aside = await homes.set_aside(name)
     try:
-        await server.store.delete(name)
+        await admin.store.delete(name)
     except BaseException:
-        if homes is not None:
-            await homes.restore(name, aside)
+        await homes.restore(name, aside)
         raise
-    server.admin_action(by, where, "userdel", user=name)
-    await server.initial_password_spent(name)
-    await server.hub.logout_user(
+    admin_action(by, where, "userdel", user=name)
+    await admin.initial_password.spent(name)
+    await admin.hub.logout_user(
         name, Message.of(f"Your account has been deleted by {careful(by)}.")
     )
-    if homes is not None:
-        await homes.purge(aside)
+    await homes.purge(aside)
 
 
-async def set_locked(server: AdminServices, by: str, where: str, name: str, locked: bool) -> None:
+async def set_locked(admin: Admin, by: str, where: str, name: str, locked: bool) -> None:
     """Raises NoSuchUser, or LastAdmin when locking the last administrator who can log in.
     Locking also ends the user's sessions."""
-    await server.store.set_locked(name, locked)
+    await admin.store.set_locked(name, locked)
     if locked:
-        await server.hub.logout_user(
+        await admin.hub.logout_user(
             name, Message.of(f"Your account has been locked by {careful(by)}.")
         )
-    server.admin_action(by, where, "lock" if locked else "unlock", user=name)
+    admin_action(by, where, "lock" if locked else "unlock", user=name)

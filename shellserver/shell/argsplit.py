@@ -51,6 +51,8 @@ class CommandLine(NamedTuple):
 
 
 def split_line(line: str) -> CommandLine:
+    """A command line in words, with a fast path for plain words: most lines are plain, and this
+    runs per line."""
     if _SLOW.search(line) is None:
         split = line.split(" ")
         words = tuple(filter(None, split) if "" in split else split)

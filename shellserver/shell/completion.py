@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from shellserver.files.sandbox import FsError
 from shellserver.files.tree import Tree
@@ -21,14 +21,6 @@ if TYPE_CHECKING:
     from shellserver.hub.local import IHub
     from shellserver.hub.session import Session
     from shellserver.shell.commands.registry import Registry
-
-
-class CompletionServices(Protocol):
-    """What Tab completion reads (``Server`` provides it)."""
-
-    registry: Registry
-    hub: IHub
-    homes: Homes | None
 
 
 #: Commands whose first argument is a user online now.
@@ -49,8 +41,10 @@ def escape(name: str) -> str:
 
 
 async def complete(
-    server: CompletionServices, session: Session, before: str
+    registry: Registry, hub: IHub, homes: Homes, session: Session, before: str
 ) -> tuple[int, list[str]]:
+    """Where the word being completed starts and what may replace it: the editor needs both
+    to redraw the line (the three sources are the only things Tab reads)."""
     start = before.rfind(" ") + 1
     while start > 1 and before[start - 2] == "\\":  # an escaped space is part of the word
         start = before.rfind(" ", 0, start - 2) + 1
@@ -59,20 +53,17 @@ async def complete(
     if not words:
         return start, [
             name
-            for cmd in server.registry
+            for cmd in registry
             if not cmd.admin or session.is_admin
             for name in (cmd.name, *cmd.aliases)
         ]
     room_word = word.startswith("#") or (word == "" and words[0] != "who")
     if words[0] in ROOM_COMMANDS and len(words) == 1 and room_word:
-        return start, server.hub.room_names()
+        return start, hub.room_names()
     if words[0] in USER_COMMANDS and len(words) == 1:
-        online = await server.hub.sessions()
+        online = await hub.sessions()
         return start, sorted({s.user for s in online})
     if words[0] in FILE_COMMANDS or words[-1] in (">", ">>"):
-        homes = server.homes
-        if homes is None:
-            return start, []
         home = homes.home(session.user)
         cut = word.rfind("/") + 1
         folder, prefix = word[:cut], word[cut:]

@@ -2,38 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from attrs import field, frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver.hub.session import Session
 from shellserver.ops.admission import MADE_ROOM, Admission, Stalled
 from shellserver.shell import sessionstart
-from shellserver.shell.login import UNAVAILABLE_TEXT, LoginServices, login_dialogue
-from shellserver.shell.sessionstart import SessionServices
+from shellserver.shell.login import UNAVAILABLE_TEXT, Login, login_dialogue
+from shellserver.shell.sessionstart import SessionStart
 from shellserver.store.accounts import UNAVAILABLE, Account
 from shellserver.terminal.discipline import Disconnected, EndOfInput, IWire, Terminal
-
-
-class ConnectionServices(SessionServices, LoginServices, Protocol):
-    """What an in-band login connection uses of the running server (``Server``)."""
-
-    admission: Admission
-    #: Connections waiting to log in, oldest first, with the time they started waiting.
-    waiting: dict[Connection, float]
-
 
 log = Logger()
 
 
+@frozen
+class Lobby:
+    """Where in-band login connections (telnet, the browser) wait to log in, given by the
+    assembly: the login dialogue, the session start that follows it, admission, and the
+    login timeout. Its :meth:`new_connection` is what those wires' factories call."""
+
+    login: Login
+    start: SessionStart
+    admission: Admission
+    clock: IReactorTime
+    #: ``--login-timeout`` (0: none).
+    login_timeout: float
+    #: Connections waiting to log in, oldest first, with the time they started waiting.
+    waiting: dict[Connection, float] = field(factory=dict)
+
+    def new_connection(self, wire: IWire) -> Terminal:
+        """A wire has a new connection: admit it and start its login; the returned terminal
+        receives what the wire reads."""
+        connection = Connection(self, wire)
+        connection.start()
+        return connection.terminal
+
+
 class Connection:
-    def __init__(self, server: ConnectionServices, wire: IWire) -> None:
-        self.server = server
+    """One in-band login connection: admitted, timed out if it does not log in, then
+    seated; it gives its admission slot back however it ends."""
+
+    def __init__(self, lobby: Lobby, wire: IWire) -> None:
+        self.lobby = lobby
         self.wire = wire
-        self.terminal = Terminal(wire, server.redraws)
+        self.terminal = Terminal(wire, lobby.start.redraws)
         self.session: Session | None = None
         self._timer: IDelayedCall | None = None
         self._admitted = False
@@ -44,16 +60,17 @@ class Connection:
         self._logged_in = False
 
     def start(self) -> None:
-        self.server.connections.add(self)
+        """Counted, admitted (or refused at once, saying why), then the login dialogue."""
+        self.lobby.start.seats.add(self)
         self.terminal.on_disconnect = self._lost
-        admission = self.server.admission
-        timeout = self.server.config.login_timeout
+        admission = self.lobby.admission
+        timeout = self.lobby.login_timeout
         if timeout > 0:
             self._expire_waiting(admission.login_grace(timeout))
-        now = self.server.clock.seconds()
+        now = self.lobby.clock.seconds()
         refusal = admission.admit(self.wire.peer, now)
         if refusal is not None:
-            count = admission.refusals_to_log(self.server.clock.seconds())
+            count = admission.refusals_to_log(self.lobby.clock.seconds())
             if count:
                 log.warn(
                     "refused {count} connection(s) over the limits; latest from {peer}: {why}",
@@ -68,8 +85,8 @@ class Connection:
         self._stalled = admission.stalled(self.wire.peer, now, self._make_room)
         if timeout > 0:
             grace = admission.login_grace(timeout)
-            self.server.waiting[self] = self.server.clock.seconds()
-            self._timer = self.server.clock.callLater(grace, self._timed_out, grace)
+            self.lobby.waiting[self] = self.lobby.clock.seconds()
+            self._timer = self.lobby.clock.callLater(grace, self._timed_out, grace)
         d = Deferred.fromCoroutine(self._run())
         d.addErrback(self._crashed)
 
@@ -77,8 +94,8 @@ class Connection:
         """Under pressure the grace is shorter for those already waiting too: time out, oldest
         first, those waiting longer than it. Run before admission, so a full house of
         half-open connections makes room for a newcomer once they are ``grace`` old."""
-        now = self.server.clock.seconds()
-        waiting = self.server.waiting
+        now = self.lobby.clock.seconds()
+        waiting = self.lobby.waiting
         while waiting:
             oldest, started = next(iter(waiting.items()))
             if started + grace > now:
@@ -90,7 +107,7 @@ class Connection:
             banner = True
             while True:
                 account = await login_dialogue(
-                    self.server, self.terminal, self.wire.peer, banner, self._progressed
+                    self.lobby.login, self.terminal, self.wire.peer, banner, self._progressed
                 )
                 banner = False
                 try:
@@ -98,7 +115,7 @@ class Connection:
                         self._close()
                     break
                 except UNAVAILABLE as e:  # disk full at the login record: say so, stay
-                    self.server.unavailable(e, "login")
+                    self.lobby.start.trouble.unavailable(e, "login")
                     self.terminal.write(UNAVAILABLE_TEXT)
         except EndOfInput:
             self._close()
@@ -108,7 +125,7 @@ class Connection:
     async def _begin(self, account: Account) -> bool:
         """Attach a session; False when the login is refused after all."""
         session = await sessionstart.begin(
-            self.server, account, self.terminal, self.wire, still_wanted=self._logging_in
+            self.lobby.start, account, self.terminal, self.wire, still_wanted=self._logging_in
         )
         self.session = session
         return session is not None
@@ -118,13 +135,13 @@ class Connection:
         if not self._admitted:
             return False
         self._cancel_timer()
-        self.server.admission.logged_in(self.wire.peer)
+        self.lobby.admission.logged_in(self.wire.peer)
         self._logged_in = True
         return True
 
     def _progressed(self) -> None:
         """A login name arrived: no longer among the stalled, first closed under pressure."""
-        self.server.admission.progressed(self._stalled)
+        self.lobby.admission.progressed(self._stalled)
         self._stalled = None
 
     def _close(self) -> None:
@@ -136,7 +153,7 @@ class Connection:
     def _timed_out(self, grace: float) -> None:
         self._cancel_timer()
         if self._admitted and not self._closed:
-            self.server.admission.timed_out(self.wire.peer, self.server.clock.seconds())
+            self.lobby.admission.timed_out(self.wire.peer, self.lobby.clock.seconds())
         self._release()  # its slot is free now, not only when the close completes
         self.terminal.write(f"\nLogin timed out after {round(grace)} seconds.\n")
         self.terminal.close()
@@ -150,25 +167,25 @@ class Connection:
         self.terminal.close()
 
     def _cancel_timer(self) -> None:
-        self.server.waiting.pop(self, None)
+        self.lobby.waiting.pop(self, None)
         if self._timer is not None:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
 
     def _lost(self) -> None:
-        self.server.connections.discard(self)
+        self.lobby.start.seats.discard(self)
         self._cancel_timer()
         session, self.session = self.session, None
         self._release()
         if session is not None:
-            sessionstart.end(self.server, session, self.wire)
+            sessionstart.end(self.lobby.start, session, self.wire)
 
     def _release(self) -> None:
         self._progressed()  # gone: no longer stalled either
         if self._admitted:
             self._admitted = False
-            self.server.admission.gone(self.wire.peer, logged_in=self._logged_in)
+            self.lobby.admission.gone(self.wire.peer, logged_in=self._logged_in)
 
     def _crashed(self, failure: Failure) -> None:
         log.failure("connection handler failed", failure)

@@ -25,6 +25,9 @@ IDLE = "-sh"
 
 @define(eq=False)
 class Shell:
+    """One session's command loop: rate limit, split, look up, check permission, run, and the exit
+    status."""
+
     server: Services
     session: Session
     #: The exit status of the last command line: 0 ok, 1 error or usage, 127 not found.
@@ -35,18 +38,25 @@ class Shell:
     _prompt: str = field(default="", init=False)
 
     def prompt(self) -> str:
+        """The prompt, the same string object until the directory changes, so the wire reuses its
+        encoding."""
         s = self.session
         if s.cwd != self._prompt_cwd:
             path = f"~/{s.cwd}" if s.cwd else "~"
-            self._prompt = f"{s.user}@{self.server.config.hostname}:{careful(path)}$ "
+            self._prompt = f"{s.user}@{self.server.hostname}:{careful(path)}$ "
             self._prompt_cwd = s.cwd
         return self._prompt
 
     def complete(self, before: str) -> Deferred[tuple[int, list[str]]]:
         """Tab in the line editor: see ``completion.py``."""
-        return Deferred.fromCoroutine(complete(self.server, self.session, before))
+        return Deferred.fromCoroutine(
+            complete(
+                self.server.registry, self.server.hub, self.server.homes, self.session, before
+            )
+        )
 
     def logout(self) -> None:
+        """^D or ``exit``: say ``logout`` as a shell does, then close."""
         self.session.write("logout\n")
         self.session.disconnect()
 

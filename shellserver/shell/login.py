@@ -1,20 +1,26 @@
-"""The login dialogue (SPEC §3): ``login:``, ``Password:``, ``new`` registration."""
+"""The login dialogue: ``login:``, ``Password:``, ``new`` registration (telnet, the browser)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
 
+from attrs import frozen
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from shellserver.ops.throttle import TokenBucket
+from shellserver.ops.metrics import Metrics
+from shellserver.ops.pacing import AccountPacing
+from shellserver.ops.throttle import FailedLogins, Registrations, TokenBucket
+from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import (
     UNAVAILABLE,
     Account,
     AccountLocked,
+    AccountStore,
     UserExists,
     password_problem,
     username_problem,
@@ -25,21 +31,15 @@ from shellserver.text.sanitize import careful
 
 log = Logger()
 
-if TYPE_CHECKING:
-    from twisted.cred.portal import Portal
-    from twisted.internet.interfaces import IReactorTime
 
-    from shellserver.app.config import Config
-    from shellserver.ops.metrics import Metrics
-    from shellserver.ops.pacing import AccountPacing
-    from shellserver.ops.throttle import FailedLogins, Registrations
-    from shellserver.store.accounts import AccountStore
+@frozen
+class Login:
+    """What the login dialogue uses, given by the assembly: the values it reads
+    (``--registration``, the host name of the banner) and the parts it calls. An account made
+    here is handed to ``account_created`` (its home, its count, its log line)."""
 
-
-class LoginServices(Protocol):
-    """What the login dialogue uses of the running server (``Server`` provides it)."""
-
-    config: Config
+    hostname: str
+    registration: bool
     clock: IReactorTime
     store: AccountStore
     portal: Portal
@@ -47,16 +47,15 @@ class LoginServices(Protocol):
     account_pacing: AccountPacing
     registrations: Registrations
     metrics: Metrics
+    trouble: Trouble
+    account_created: Callable[[Account, str | None, str | None], Awaitable[None]]
 
-    def banner(self) -> str: ...
-
-    def unavailable(
-        self, error: BaseException, doing: str, outcome: str = "service unavailable"
-    ) -> None: ...
-
-    async def account_created(
-        self, account: Account, by: str | None, peer: str | None
-    ) -> None: ...
+    def banner(self) -> str:
+        """The first thing a connection sees: where it is and, when open, how to sign up."""
+        text = f"shellserver on {self.hostname}\n"
+        if self.registration:
+            text += "Type 'new' at the login prompt to create an account.\n"
+        return text + "\n"
 
 
 MAX_TRIES = 3
@@ -70,7 +69,7 @@ TOO_MANY_REGISTRATIONS = "Too many accounts created from your address; try again
 
 
 async def login_dialogue(
-    server: LoginServices,
+    login: Login,
     term: Terminal,
     peer: str,
     banner: bool = True,
@@ -84,10 +83,10 @@ async def login_dialogue(
     ``progressed`` is called when a login name arrives (admission's stalled list).
     """
     if banner:
-        term.write(server.banner())
+        term.write(login.banner())
     failures = 0
     while True:
-        if server.failed_logins.blocked(peer, server.clock.seconds()):
+        if login.failed_logins.blocked(peer, login.clock.seconds()):
             term.write(TOO_MANY)
             return None
         try:
@@ -96,16 +95,16 @@ async def login_dialogue(
                 continue
             progressed()
             if name == "new":
-                if not server.config.registration:
+                if not login.registration:
                     term.write("Registration is closed; ask an administrator for an account.\n")
                     continue
-                if server.registrations.full(peer, server.clock.seconds()):
+                if login.registrations.full(peer, login.clock.seconds()):
                     term.write(TOO_MANY_REGISTRATIONS)
                     continue
                 try:
-                    account = await register(server, term, peer)
+                    account = await register(login, term, peer)
                 except UNAVAILABLE as e:
-                    server.unavailable(e, "registration")
+                    login.trouble.unavailable(e, "registration")
                     term.write(UNAVAILABLE_TEXT)
                     continue
                 if account is not None:
@@ -114,49 +113,49 @@ async def login_dialogue(
             password = await term.read_line("Password: ", hidden=True)
         except Interrupted:
             continue
-        if not await server.failed_logins.attempt(peer, server.clock.seconds()):
+        if not await login.failed_logins.attempt(peer, login.clock.seconds()):
             term.write(TOO_MANY)
             return None
         # An account under distributed guessing is checked one password at a time, slowly.
-        if not await server.account_pacing.turn(name, peer, lambda: term.connected):
-            server.failed_logins.finished(peer, server.clock.seconds(), failed=False)
+        if not await login.account_pacing.turn(name, peer, lambda: term.connected):
+            login.failed_logins.finished(peer, login.clock.seconds(), failed=False)
             return None
-        arrived = server.clock.seconds()
+        arrived = login.clock.seconds()
         wrong = False
         try:
-            account = await authenticate(server, name, password)
+            account = await authenticate(login, name, password)
         except UnauthorizedLogin:
             wrong = True
-            failed(server, name, peer, "incorrect")
+            failed(login, name, peer, "incorrect")
         except AccountLocked:
-            failed(server, name, peer, "locked")
+            failed(login, name, peer, "locked")
             term.write("Your account is locked; contact an administrator.\n")
             return None
         except UNAVAILABLE as e:
-            server.unavailable(e, "login")
+            login.trouble.unavailable(e, "login")
             term.write(UNAVAILABLE_TEXT)
             continue
         else:
-            server.metrics.login(True)
-            server.account_pacing.succeeded(account.name, peer)
+            login.metrics.login(True)
+            login.account_pacing.succeeded(account.name, peer)
             return account
         finally:
-            server.failed_logins.finished(peer, server.clock.seconds(), failed=wrong)
-            server.account_pacing.finished(name, failed=wrong)
+            login.failed_logins.finished(peer, login.clock.seconds(), failed=wrong)
+            login.account_pacing.finished(name, failed=wrong)
         failures += 1
         # The answer comes at a moment fixed by when the password arrived, not by how long
         # its hash took: a hash at another cost, or none, cannot be told apart by timing.
-        wait = arrived + FAILURE_DELAYS[failures - 1] - server.clock.seconds()
+        wait = arrived + FAILURE_DELAYS[failures - 1] - login.clock.seconds()
         if wait > 0:
-            await deferLater(server.clock, wait)
+            await deferLater(login.clock, wait)
         term.write("Login incorrect\n")
         if failures >= MAX_TRIES:
             return None
 
 
-def failed(server: LoginServices, name: str, peer: str, reason: str) -> None:
+def failed(login: Login, name: str, peer: str, reason: str) -> None:
     """Counted and logged; the name is what was typed, so it is cut short and made careful."""
-    server.metrics.login(False)
+    login.metrics.login(False)
     log.info(
         "failed login for {user} from {peer}: {reason}",
         event="login_failed",
@@ -166,11 +165,13 @@ def failed(server: LoginServices, name: str, peer: str, reason: str) -> None:
     )
 
 
-async def authenticate(server: LoginServices, name: str, password: str) -> Account:
+async def authenticate(login: Login, name: str, password: str) -> Account:
+    """Through ``twisted.cred``, so telnet, the browser and SSH check passwords the one same
+    way."""
     creds = UsernamePassword(
         name.encode("utf-8", "surrogateescape"), password.encode("utf-8", "surrogateescape")
     )
-    _, account, _ = await server.portal.login(creds, None, IAccount)
+    _, account, _ = await login.portal.login(creds, None, IAccount)
     assert isinstance(account, Account)
     return account
 
@@ -179,14 +180,14 @@ async def authenticate(server: LoginServices, name: str, password: str) -> Accou
 NAME_CHECKS, NAME_CHECK_RATE = 5, 1.0
 
 
-async def register(server: LoginServices, term: Terminal, peer: str) -> Account | None:
+async def register(login: Login, term: Terminal, peer: str) -> Account | None:
     """Ask for a name and a password twice; None (back to ``login:``) on an empty name.
 
     Asking whether a name is taken is a trip to the store's one thread, so a
     connection gets :data:`NAME_CHECKS` at once and then one a second, however
     fast it types names: before login there is no command bucket to pace it.
     """
-    store = server.store
+    store = login.store
     pace = TokenBucket(NAME_CHECK_RATE, NAME_CHECKS)
     while True:
         name = (await term.read_line("Username: ")).strip()
@@ -194,10 +195,10 @@ async def register(server: LoginServices, term: Terminal, peer: str) -> Account 
             return None
         problem = username_problem(name, registering=True)
         if problem is None:
-            delay = pace.wait(server.clock.seconds())
+            delay = pace.wait(login.clock.seconds())
             if delay:
-                await deferLater(server.clock, delay)
-            pace.take(server.clock.seconds())
+                await deferLater(login.clock, delay)
+            pace.take(login.clock.seconds())
         if problem is None and await store.get(name) is not None:
             problem = "That name is taken; choose another."
         if problem is None:
@@ -212,24 +213,24 @@ async def register(server: LoginServices, term: Terminal, peer: str) -> Account 
         if await term.read_line("Password again: ", hidden=True) == password:
             break
         term.write("Passwords do not match; try again.\n")
-    taken = server.clock.seconds()
-    if not server.registrations.take(peer, taken):
+    taken = login.clock.seconds()
+    if not login.registrations.take(peer, taken):
         term.write(TOO_MANY_REGISTRATIONS)
         return None
     try:
         account = await store.create_user(name, password)
     except UserExists:
-        server.registrations.give_back(peer, taken)
+        login.registrations.give_back(peer, taken)
         term.write("That name was taken a moment ago; choose another.\n")
         return None
     except BaseException:
-        server.registrations.give_back(peer, taken)
+        login.registrations.give_back(peer, taken)
         raise
     try:
-        await server.account_created(account, by=None, peer=peer)
+        await login.account_created(account, None, peer)
     except UNAVAILABLE:
         # No home for it (disk full): take the account back so the name can be tried again.
-        server.registrations.give_back(peer, taken)
+        login.registrations.give_back(peer, taken)
         d = store.delete(name)
         d.addErrback(lambda f: log.failure("removing half-made account {user}", f, user=name))
         raise

@@ -1,4 +1,4 @@
-"""Saved (offline) messages and ignore lists: the store's side of SPEC §11, and what a login
+"""Saved (offline) messages and ignore lists: the store's side of them, and what a login
 and a logout do with them.
 
 The SQL runs on the store's one database thread (``AccountStore.run_db``), like the rest of the
@@ -9,7 +9,7 @@ at login and kept there while the user has a session, so checking one is a dict 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Protocol
+from typing import Any
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -20,16 +20,8 @@ from shellserver.hub.session import Session
 from shellserver.ops.metrics import Metrics
 from shellserver.store.accounts import AccountDB, AccountStore, LoginRecord, username_problem
 
-
-class PeopleServices(Protocol):
-    """What a login and a logout use here (``Server`` provides it)."""
-
-    store: AccountStore
-    hub: IHub
-    metrics: Metrics
-
-
-#: Saved messages kept per recipient, read or not (SPEC §11).
+#: Saved messages kept per recipient, read or not: a bound on what others can make the store
+#: hold for one user.
 MAILBOX_LIMIT = 100
 #: Bytes (UTF-8) of one saved message.
 MESSAGE_LIMIT = 4096
@@ -49,6 +41,8 @@ ALREADY = "already"
 
 @frozen
 class SavedMessage:
+    """A saved message as ``messages`` shows it; the text stays as typed until shown."""
+
     id: int
     sender: str
     sent: float
@@ -101,6 +95,7 @@ def save_message(db: AccountDB, recipient: str, sender: str, body: bytes, when: 
 
 
 def saved_messages(db: AccountDB, user: str) -> list[SavedMessage]:
+    """A user's saved messages, oldest first (database thread)."""
     rows = (
         _conn(db)
         .execute(
@@ -117,6 +112,7 @@ def saved_messages(db: AccountDB, user: str) -> list[SavedMessage]:
 
 
 def mark_read(db: AccountDB, user: str, ids: list[int]) -> None:
+    """Shown messages are kept but no longer counted as new at login (database thread)."""
     with _tx(db):
         _conn(db).executemany(
             "UPDATE messages SET read=1 WHERE recipient=? AND id=?", [(user, i) for i in ids]
@@ -124,6 +120,7 @@ def mark_read(db: AccountDB, user: str, ids: list[int]) -> None:
 
 
 def delete_messages(db: AccountDB, user: str, ids: list[int]) -> None:
+    """Free a user's mailbox room (database thread)."""
     with _tx(db):
         _conn(db).executemany(
             "DELETE FROM messages WHERE recipient=? AND id=?", [(user, i) for i in ids]
@@ -131,6 +128,7 @@ def delete_messages(db: AccountDB, user: str, ids: list[int]) -> None:
 
 
 def ignore_list(db: AccountDB, user: str) -> list[str]:
+    """The names a user ignores, sorted (database thread)."""
     rows = (
         _conn(db)
         .execute("SELECT ignored FROM ignores WHERE user=? ORDER BY ignored", (user,))
@@ -158,6 +156,7 @@ def add_ignore(db: AccountDB, user: str, other: str) -> str:
 
 
 def remove_ignore(db: AccountDB, user: str, other: str) -> bool:
+    """False when the name was not on the list, so ``unignore`` can say so (database thread)."""
     with _tx(db):
         cur = _conn(db).execute("DELETE FROM ignores WHERE user=? AND ignored=?", (user, other))
     return cur.rowcount == 1
@@ -185,6 +184,7 @@ def valid_user(name: str) -> bool:
 
 
 def new_messages_notice(unread: int) -> str:
+    """The line a login shows when messages wait, so a user learns of them without asking."""
     if not unread:
         return ""
     noun = "new message" if unread == 1 else "new messages"
@@ -192,34 +192,33 @@ def new_messages_notice(unread: int) -> str:
 
 
 async def session_starting(
-    server: PeopleServices, user: str
+    store: AccountStore, user: str
 ) -> tuple[frozenset[str], str, LoginRecord | None]:
     """Before the session is made: the user's ignore list (for ``attach``), the login notice,
     the previous login ("Last login: ...")."""
-    ignores, unread, previous = await run(server.store, login_state, user)
+    ignores, unread, previous = await run(store, login_state, user)
     return ignores, new_messages_notice(unread), previous
 
 
-async def attach(server: PeopleServices, session: Session, ignores: frozenset[str]) -> None:
+async def attach(hub: IHub, session: Session, ignores: frozenset[str]) -> None:
     """Make ``session`` reachable, its user's ignore list in the hub from then on.
 
     The list loaded at login is put there only now, as the session is attached: had it been
     put there on loading, the user's last other session ending meanwhile would drop it. When
     the user has a session already, the hub's list is the current one (``ignore`` keeps it).
     """
-    if not await server.hub.sessions_of(session.user):
-        server.hub.set_ignores(session.user, ignores)
-    await server.hub.attach(session)
+    if not await hub.sessions_of(session.user):
+        hub.set_ignores(session.user, ignores)
+    await hub.attach(session)
 
 
-async def session_ended(server: PeopleServices, session: Session) -> None:
+async def session_ended(hub: IHub, metrics: Metrics, session: Session) -> None:
     """After the session is detached: leave its rooms (telling them), drop the ignore list when
     the user has no session left."""
-    hub = server.hub
     for room in await hub.part_all_rooms(session.id):
         reached, dropped = await hub.send_room(
             room, Message.of(left_text(room, session.user)), session.user
         )
-        server.metrics.messages("room", reached, dropped)
+        metrics.messages("room", reached, dropped)
     if not await hub.sessions_of(session.user):
         hub.set_ignores(session.user, None)

@@ -10,34 +10,40 @@ wire, because *when* a connection stops waiting to log in differs by wire.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
+from attrs import field, frozen
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver.hub.local import ClusterUnavailable, Message
 from shellserver.hub.session import Session
+from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import bucket_for
 from shellserver.shell import people
 from shellserver.shell.commands.registry import Services
 from shellserver.shell.dispatch import Shell
+from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import UNAVAILABLE, Account
-from shellserver.terminal.discipline import IWire, Terminal
-from shellserver.text.sanitize import careful
+from shellserver.terminal.discipline import IWire, Redraws, Terminal
+from shellserver.text.sanitize import careful, careful_lines
 from shellserver.text.timefmt import format_login_time
-
-if TYPE_CHECKING:
-    from shellserver.terminal.discipline import Redraws
 
 log = Logger()
 
 #: What a user gets when the login record cannot be written (:meth:`unavailable`'s outcome).
 LOGGED_IN_UNRECORDED = "logged in without a login record"
+#: Bytes of the motd read at most: a huge file must not fill every login's output.
+MOTD_LIMIT = 16 * 1024
 
 
 class Mode(enum.Enum):
+    """What a seat is for: a shell until logout, or one command line (``ssh host CMD``)."""
+
     #: A prompt, the motd and the login notices, then the shell until logout.
     INTERACTIVE = "interactive"
     #: One command line (``ssh host CMD``): no prompt, no greeting.
@@ -45,40 +51,104 @@ class Mode(enum.Enum):
 
 
 class Seat(Protocol):
-    """A live connection as the server keeps it (``Server.connections``): for ``who``'s
+    """A live connection as the server keeps it (:class:`Seats`): for the sessions'
     metrics, the shutdown's close of everyone, and the output held."""
 
     @property
-    def wire(self) -> IWire: ...
+    def wire(self) -> IWire:
+        """Where the seat's bytes go: the metrics read its held output, the stop aborts it."""
 
     @property
-    def terminal(self) -> Terminal: ...
+    def terminal(self) -> Terminal:
+        """The seat's line discipline: the stop closes it."""
 
     @property
-    def session(self) -> Session | None: ...
+    def session(self) -> Session | None:
+        """The session, once logged in (the metrics count it by wire and role)."""
 
 
-class SessionServices(Services, Protocol):
-    """What starting and ending a session use of the running server (``Server`` provides it)."""
+class Seats(set[Seat]):
+    """Every live connection with a terminal (telnet's from connect, SSH's per session
+    channel): the metrics read it when scraped, and the service's stop closes each."""
 
+    def session_counts(self) -> dict[tuple[str, str], int]:
+        """Logged-in sessions by (tty kind, role), for the metrics scrape."""
+        counts: dict[tuple[str, str], int] = {}
+        for seat in self:
+            session = seat.session
+            if session is not None:
+                key = (session.tty.partition("/")[0], session.role)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def output_held_bytes(self) -> int:
+        """Output held for clients that are not reading, over every connection (a scrape)."""
+        return sum(getattr(seat.wire, "held_bytes", 0) for seat in self)
+
+
+@frozen
+class Motd:
+    """The message of the day, read at each login (so an edit shows at once) off the reactor
+    thread: a slow or huge file must not hold everyone else."""
+
+    #: ``--motd``; None or empty: no message.
+    path: str | None
+    run_io: Runner
+
+    async def read(self) -> str:
+        """The text, sanitised, ending with a newline; empty when unreadable (logged)."""
+        path = self.path
+        if not path:
+            return ""
+        try:
+            data: bytes = await self.run_io(_read_motd, path)
+            text = data.decode("utf-8", "surrogateescape")
+        except OSError as e:
+            log.warn(
+                "cannot read motd {path}: {error}", path=path, error=os.strerror(e.errno or 0)
+            )
+            return ""
+        text = careful_lines(text)
+        return text if text.endswith("\n") else text + "\n"
+
+
+def _read_motd(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(MOTD_LIMIT)
+
+
+@frozen
+class SessionStart:
+    """What every wire needs to seat a user, given by the assembly: the services its shell
+    will use, the session limits, the greeting, and where the seat is counted."""
+
+    #: What the session's shell hands its commands (and what a session start reads of them:
+    #: hub, store, clock, homes, metrics, the shutdown).
+    services: Services
+    #: ``--max-sessions`` (0: no limit) and ``--on-max``.
+    max_sessions: int
+    on_max: str
+    #: ``--cmd-rate`` and ``--cmd-burst``: each session's command bucket.
+    cmd_rate: float
+    cmd_burst: int
+    motd: Motd
+    trouble: Trouble
+    #: Prompts drawn again after messages, once per reactor turn (each new Terminal's).
     redraws: Redraws
-    connections: set[Seat]
+    seats: Seats
+    #: Session ids, unique in this process.
+    ids: Iterator[int] = field(factory=lambda: itertools.count(1))
 
-    def next_id(self) -> int: ...
-
-    async def motd(self) -> str: ...
-
-    def login_refusal(self, account: Account) -> str | None: ...
-
-    def login_notice(self) -> str: ...
-
-    def unavailable(
-        self, error: BaseException, doing: str, outcome: str = "service unavailable"
-    ) -> None: ...
+    def login_refusal(self, account: Account) -> str | None:
+        """Why ``account`` may not log in now (a shutdown about to happen), or None; admins
+        may still come in, to cancel it."""
+        if account.is_admin:
+            return None
+        return self.services.shutdown.login_refusal()
 
 
 async def begin(
-    server: SessionServices,
+    start: SessionStart,
     account: Account,
     terminal: Terminal,
     wire: IWire,
@@ -96,23 +166,23 @@ async def begin(
     ``Service temporarily unavailable``).
     """
     name = account.name
-    await server.hub.ready()  # a cluster node that has just started joins first
-    refusal = server.login_refusal(account)
+    await start.services.hub.ready()  # a cluster node that has just started joins first
+    refusal = start.login_refusal(account)
     if refusal:
         terminal.write(refusal + "\n")
         return None
-    session_id = server.next_id()
-    if not await _make_room(server, terminal, wire, name, session_id):
+    session_id = next(start.ids)
+    if not await _make_room(start, terminal, wire, name, session_id):
         return None
     try:
-        return await _start(server, account, terminal, wire, mode, still_wanted, session_id)
+        return await _start(start, account, terminal, wire, mode, still_wanted, session_id)
     except BaseException:
-        server.hub.release(name, session_id)
+        start.services.hub.release(name, session_id)
         raise
 
 
 async def _start(
-    server: SessionServices,
+    start: SessionStart,
     account: Account,
     terminal: Terminal,
     wire: IWire,
@@ -121,16 +191,17 @@ async def _start(
     session_id: int,
 ) -> Session | None:
     name = account.name
-    ignores, new_messages, previous = await people.session_starting(server, name)
-    motd = await server.motd() if mode is Mode.INTERACTIVE else ""
+    services = start.services
+    ignores, new_messages, previous = await people.session_starting(start.services.store, name)
+    motd = await start.motd.read() if mode is Mode.INTERACTIVE else ""
     if not terminal.connected:  # gone while the store answered: allocate nothing
-        server.hub.release(name, session_id)
+        start.services.hub.release(name, session_id)
         return None
-    tty = await server.hub.allocate_tty(wire.kind)
-    now = server.clock.seconds()
+    tty = await services.hub.allocate_tty(wire.kind)
+    now = services.clock.seconds()
     session = Session(
         id=session_id,
-        node=server.hub.node,
+        node=services.hub.node,
         user=name,
         role=account.role,
         tty=tty,
@@ -139,28 +210,28 @@ async def _start(
         login_time=now,
         terminal=terminal,
         last_active=now,
-        bucket=bucket_for(server.config.cmd_rate, server.config.cmd_burst),
+        bucket=bucket_for(start.cmd_rate, start.cmd_burst),
     )
-    if server.homes is not None and not server.hub.sessions_of_now(name):
+    if not services.hub.sessions_of_now(name):
         # The user's first session: their home is measured again before their first
         # command (files an operator put there count; docs/files.md).
-        server.homes.measure_again(name)
-    await people.attach(server, session, ignores)
+        services.homes.measure_again(name)
+    await people.attach(services.hub, session, ignores)
     try:
-        session.login_record = await server.store.record_login(
+        session.login_record = await services.store.record_login(
             name, session.tty, session.peer, now
         )
     except UNAVAILABLE as e:
         # The disk is full (or failing): let the user in all the same, without a record, so
         # they can delete files; `last` will not show this login.
-        server.unavailable(e, "recording a login", LOGGED_IN_UNRECORDED)
+        start.trouble.unavailable(e, "recording a login", LOGGED_IN_UNRECORDED)
     except BaseException:
-        await server.hub.detach(session)
+        await services.hub.detach(session)
         raise
     if not terminal.connected or not still_wanted():
         # Gone, or timed out, while the login was recorded: close the record too.
-        _record_logout(server, session)
-        await server.hub.detach(session)
+        _record_logout(start, session)
+        await services.hub.detach(session)
         return None
     log.info(
         "{user} logged in on {tty} from {peer}",
@@ -178,40 +249,42 @@ async def _start(
         else:
             when = format_login_time(previous.login)
             terminal.write(f"Last login: {when} from {careful(previous.peer)}\n")
-        terminal.write(server.login_notice())
+        terminal.write(services.shutdown.login_notice())
         terminal.write(new_messages)
-        shell = Shell(server, session)
+        shell = Shell(services, session)
         terminal.on_eof = shell.logout
         terminal.set_handler(shell.line, shell.prompt, shell.complete)
     return session
 
 
 async def _make_room(
-    server: SessionServices, terminal: Terminal, wire: IWire, name: str, session_id: int
+    start: SessionStart, terminal: Terminal, wire: IWire, name: str, session_id: int
 ) -> bool:
     """Apply ``--max-sessions``/``--on-max``: refuse, or end the oldest sessions (on
     whichever node they are)."""
-    limit = server.config.max_sessions
+    limit = start.max_sessions
     if not limit:
         return True
-    replace = server.config.on_max != "refuse"
-    older = await server.hub.admit(name, session_id, limit, replace)
+    services = start.services
+    replace = start.on_max != "refuse"
+    older = await services.hub.admit(name, session_id, limit, replace)
     if older is None:
         terminal.write(f"Too many sessions for {name} (limit {limit}); log out elsewhere first.\n")
         return False
     notice = Message.of(f"\nSession replaced by a new login from {careful(wire.peer)}.")
     for old in older:
-        await server.hub.end_session(old, notice)
+        await services.hub.end_session(old, notice)
     return True
 
 
-def end(server: SessionServices, session: Session, wire: IWire) -> None:
+def end(start: SessionStart, session: Session, wire: IWire) -> None:
     """The connection of ``session`` is gone: detach it, leave its rooms, record the logout."""
-    d = server.hub.detach(session)
+    services = start.services
+    d = services.hub.detach(session)
     d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
-    ended = Deferred.fromCoroutine(people.session_ended(server, session))
+    ended = Deferred.fromCoroutine(people.session_ended(services.hub, services.metrics, session))
     ended.addErrback(_ending_failed, session)
-    _record_logout(server, session)
+    _record_logout(start, session)
     log.info(
         "{user} logged out from {tty}",
         event="logout",
@@ -228,15 +301,16 @@ def _ending_failed(failure: Failure, session: Session) -> None:
         log.failure("ending {tty} failed", failure, tty=session.tty)
 
 
-def _record_logout(server: SessionServices, session: Session) -> None:
+def _record_logout(start: SessionStart, session: Session) -> None:
+    services = start.services
     if session.login_record is not None:
-        d = server.store.record_logout(session.login_record, server.clock.seconds())
-        d.addErrback(_logout_not_recorded, server)
+        d = services.store.record_logout(session.login_record, services.clock.seconds())
+        d.addErrback(_logout_not_recorded, start.trouble)
 
 
-def _logout_not_recorded(failure: Failure, server: SessionServices) -> None:
+def _logout_not_recorded(failure: Failure, trouble: Trouble) -> None:
     error = failure.value
     if failure.check(*UNAVAILABLE) is None or error is None:
         log.failure("recording logout failed", failure)
     else:  # disk full: one line a minute, not a traceback per logout
-        server.unavailable(error, "recording a logout", "logout time not recorded")
+        trouble.unavailable(error, "recording a logout", "logout time not recorded")

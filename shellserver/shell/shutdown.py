@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from shellserver.shell.adminops import AdminServices, broadcast_message
+from shellserver.hub.local import IHub
+from shellserver.ops.metrics import Metrics
+from shellserver.shell.adminops import admin_action, broadcast_message
 from shellserver.text.sanitize import careful
 
 log = Logger()
@@ -63,12 +65,21 @@ def parse_when(text: str, now: float) -> float | None:
 
 
 def invalid_time(text: str) -> str:
+    """shutdown(8)'s wording for a time it cannot read."""
     return f"invalid time '{careful(text)}'"
 
 
 @define(eq=False)
 class Shutdown:
-    server: AdminServices
+    """The one schedule of the server (a session's ``shutdown``, the CLI's, another node's):
+    built by the assembly with the hub it warns through and the stop it ends with, so it
+    exists from the start and every login can ask it whether logins are still taken."""
+
+    clock: IReactorTime
+    hub: IHub
+    metrics: Metrics
+    #: The host name in the wall header of each warning.
+    hostname: str
     stop: Callable[[], None]
     at: float | None = None
     text: str = ""
@@ -80,9 +91,10 @@ class Shutdown:
     _timer: IDelayedCall | None = field(default=None)
 
     def minutes_left(self) -> int:
+        """Minutes to the shutdown, rounded as the notices say them."""
         if self.at is None:
             return 0
-        return max(0, round((self.at - self.server.clock.seconds()) / 60))
+        return max(0, round((self.at - self.clock.seconds()) / 60))
 
     def schedule(
         self, minutes: float, text: str, by: str, tty: str, where: str, share: bool = True
@@ -94,14 +106,14 @@ class Shutdown:
         each warns its own sessions, so everyone is warned once.
         """
         self._cancel_timer()
-        now = self.server.clock.seconds()
+        now = self.clock.seconds()
         self.at, self.text, self.by, self.tty = now + minutes * 60, text, by, tty
         self.immediate = minutes == 0
         logged = int(minutes) if float(minutes).is_integer() else round(minutes, 1)
-        self.server.admin_action(by, where, "shutdown", minutes=logged, text=text)
+        admin_action(by, where, "shutdown", minutes=logged, text=text)
         if share:
             fields = {"minutes": minutes, "text": text, "by": by, "tty": tty}
-            self.server.hub.announce("shutdown", fields)
+            self.hub.announce("shutdown", fields)
         if minutes == 0:
             self._zero()
         else:
@@ -110,24 +122,27 @@ class Shutdown:
         return self.at
 
     def cancel(self, by: str, tty: str, where: str, share: bool = True) -> bool:
+        """Cancel and tell everyone; False when nothing was scheduled (the caller says so)."""
         if share:
-            self.server.hub.announce("cancel", {"by": by, "tty": tty})
+            self.hub.announce("cancel", {"by": by, "tty": tty})
         if self.at is None:
             return False
         self._cancel_timer()
         self.at, self.text, self.by, self.tty = None, "", "", ""
-        self.server.admin_action(by, where, "shutdown cancel")
+        admin_action(by, where, "shutdown cancel")
         self._broadcast(by, tty, "The system shutdown has been cancelled.")
         return True
 
     def login_refusal(self) -> str | None:
+        """From five minutes before the end, new logins are refused (systemd's nologin)."""
         if self.final_sent or (
-            self.at is not None and self.at - self.server.clock.seconds() <= NOLOGIN_MINUTES * 60
+            self.at is not None and self.at - self.clock.seconds() <= NOLOGIN_MINUTES * 60
         ):
             return "The system is going down shortly; new logins are refused. Try again later."
         return None
 
     def login_notice(self) -> str:
+        """What each login is told while a shutdown is scheduled."""
         if self.at is None:
             return ""
         left = self.minutes_left()
@@ -168,25 +183,24 @@ class Shutdown:
         self._broadcast(self.by, self.tty, text)
 
     def _broadcast(self, by: str, tty: str, text: str) -> None:
-        hostname = self.server.config.hostname
-        message = broadcast_message(by, hostname, tty, self.server.clock.seconds(), text)
+        message = broadcast_message(by, self.hostname, tty, self.clock.seconds(), text)
         try:
-            counts = self.server.hub.broadcast_here(message)
+            counts = self.hub.broadcast_here(message)
         except Exception:
             log.failure("shutdown notice failed")
         else:
-            self.server.metrics.messages("wall", *counts)
+            self.metrics.messages("wall", *counts)
 
     def _arm(self) -> None:
         """Sleep until the next cadence point, or zero."""
         assert self.at is not None
-        left = self.at - self.server.clock.seconds()
+        left = self.at - self.clock.seconds()
         upcoming = [m for m in CADENCE if m * 60 < left - 0.5]
         if upcoming:
             minutes = upcoming[0]
-            self._timer = self.server.clock.callLater(left - minutes * 60, self._tick, minutes)
+            self._timer = self.clock.callLater(left - minutes * 60, self._tick, minutes)
         else:
-            self._timer = self.server.clock.callLater(max(0.0, left), self._zero)
+            self._timer = self.clock.callLater(max(0.0, left), self._zero)
 
     def _tick(self, minutes: int) -> None:
         self._timer = None

@@ -35,7 +35,7 @@ async def kick(ctx: Context, args: list[str]) -> None:
         raise UsageError()
     user = args[0]
     reason = " ".join(args[1:]) or "no reason given"
-    count = await adminops.kick(ctx.server, ctx.session.user, ctx.where(), user, reason)
+    count = await adminops.kick(ctx.server.admin, ctx.session.user, ctx.where(), user, reason)
     if not count:
         ctx.fail(f"{careful(user)} is not logged in")
         return
@@ -69,7 +69,9 @@ async def useradd(ctx: Context, args: list[str]) -> None:
     if password is None:
         return
     try:
-        await adminops.add_user(ctx.server, ctx.session.user, ctx.where(), name, password, role)
+        await adminops.add_user(
+            ctx.server.admin, ctx.session.user, ctx.where(), name, password, role
+        )
     except UserExists:
         ctx.fail(f"user '{careful(name)}' already exists")
         return
@@ -100,7 +102,7 @@ async def userdel(ctx: Context, args: list[str]) -> None:
     if name is None:
         return
     try:
-        await adminops.delete_user(ctx.server, ctx.session.user, ctx.where(), name)
+        await adminops.delete_user(ctx.server.admin, ctx.session.user, ctx.where(), name)
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
         return
@@ -115,7 +117,7 @@ async def _set_locked(ctx: Context, args: list[str], locked: bool) -> None:
     if name is None:
         return
     try:
-        await adminops.set_locked(ctx.server, ctx.session.user, ctx.where(), name, locked)
+        await adminops.set_locked(ctx.server.admin, ctx.session.user, ctx.where(), name, locked)
     except NoSuchUser:
         ctx.fail(f"user '{careful(name)}' does not exist")
         return
@@ -166,9 +168,6 @@ def shutdown(ctx: Context, args: list[str]) -> None:
     a usage error, not a message: taken as text it would stop the server in a minute.
     """
     schedule = ctx.server.shutdown
-    if schedule is None:
-        ctx.fail("not available in this server")
-        return
     me = ctx.session
     if args[:1] == ["-c"]:
         if len(args) > 1:

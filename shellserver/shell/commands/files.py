@@ -31,10 +31,7 @@ def home_of(ctx: Context) -> Home:
     """The session's own home: file commands reach the disk only through it, so the logged-in name,
     never a typed path, decides whose files a command touches.
     """
-    homes = ctx.server.homes
-    if homes is None:
-        raise FsError("home directories are not available on this server")
-    return homes.home(ctx.session.user)
+    return ctx.server.homes.home(ctx.session.user)
 
 
 def options(ctx: Context, args: list[str], allowed: str) -> tuple[set[str], list[Word]]:

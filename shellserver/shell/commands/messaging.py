@@ -55,7 +55,7 @@ async def write(ctx: Context, args: list[str]) -> None:
     if target is None:
         return
     stamp = _STAMP.at(ctx.now())
-    header = f"Message from {me.user}@{ctx.server.config.hostname} on {me.tty} at {stamp} ...\n"
+    header = f"Message from {me.user}@{ctx.server.hostname} on {me.tty} at {stamp} ...\n"
     if rest:
         message = Message.of(header + careful(" ".join(rest)) + "\nEOF\n")
         outcome = ctx.server.hub.deliver_now(target, message, me.user)
@@ -179,7 +179,7 @@ async def wall(ctx: Context, args: list[str]) -> None:
     if not text.strip():
         raise UsageError()
     me = ctx.session
-    await adminops.wall(ctx.server, me.user, me.tty, ctx.where(), text)
+    await adminops.wall(ctx.server.admin, me.user, me.tty, ctx.where(), text)
 
 
 @command(

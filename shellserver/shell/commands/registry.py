@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, frozen
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
+from shellserver.files.homefs import Homes
+from shellserver.hub.local import IHub
 from shellserver.hub.session import Session
-from shellserver.shell.adminops import AdminServices
+from shellserver.ops.metrics import Metrics
+from shellserver.shell.adminops import Admin
 from shellserver.shell.argsplit import CommandLine
+from shellserver.store.accounts import AccountStore
 from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted
 
 if TYPE_CHECKING:
@@ -29,23 +34,43 @@ class UsageError(Exception):
     """Wrong arguments: the shell prints the message, if any, then the ``Usage:`` line."""
 
 
-class Services(AdminServices, Protocol):
-    """What commands use of the running server, and nothing else (``Server`` provides it).
+@frozen
+class Services:
+    """What commands use, and nothing else: built once by the assembly and handed to every
+    :class:`Context`, so a command reaches the hub, the store or the admin operations
+    without knowing how the server was put together."""
 
-    Defined here, so nothing under ``commands/`` depends on ``server.py``.
-    """
-
+    hostname: str
+    #: ``--cluster`` given: admins' listings show each session's node.
+    clustered: bool
+    clock: IReactorTime
+    hub: IHub
+    store: AccountStore
+    metrics: Metrics
+    homes: Homes
     registry: Registry
-    shutdown: Shutdown | None
+    shutdown: Shutdown
+    #: The admin operations (``adminops``), shared with the control socket.
+    admin: Admin
+    #: When the server started (``uptime``).
+    started: float
 
-    def uptime(self) -> float: ...
+    def uptime(self) -> float:
+        """Seconds since the server started, as ``uptime`` tells them."""
+        return self.clock.seconds() - self.started
 
-    async def plan_of(self, name: str) -> str | None: ...
+    async def plan_of(self, name: str) -> str | None:
+        """The finger text for ``name``'s ``~/.plan``."""
+        return await self.homes.plan(name)
+
+    async def initial_password_spent(self, name: str) -> None:
+        """A password changed: the first start's password file may have to go."""
+        await self.admin.initial_password.spent(name)
 
 
 @define(eq=False)
 class Context:
-    """What a running command may use: its session, the server, the line it came from."""
+    """What a running command may use: its session, the services, the line it came from."""
 
     server: Services
     session: Session

@@ -971,6 +971,7 @@ class ShellSSHFactory(factory.SSHFactory):
         admission: Admission | None = None,
         failed_logins: FailedLogins | None = None,
         account_pacing: AccountPacing | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.failed_logins = failed_logins
         self.account_pacing = account_pacing
@@ -984,7 +985,7 @@ class ShellSSHFactory(factory.SSHFactory):
         #: Malformed-packet log lines, at most one a minute per address.
         self.malformed_log = PeerLogLimit()
         #: Login counters (ok and failed, as telnet's are counted), when the service provides them.
-        self.metrics: Metrics | None = None
+        self.metrics = metrics
 
     def buildProtocol(self, addr: Any) -> ShellTransport:
         """No moduli file, so no group exchange (curve25519, ECDH and group14/16 remain)."""
@@ -1013,10 +1014,11 @@ def make_factory(
     admission: Admission | None = None,
     failed_logins: FailedLogins | None = None,
     account_pacing: AccountPacing | None = None,
+    metrics: Metrics | None = None,
 ) -> ShellSSHFactory:
     """The ``--ssh`` factory from its parts, with a portal over the given checkers and realm, so
     the assembly need not know conch's cred plumbing."""
     portal = Portal(realm, checkers)
     return ShellSSHFactory(
-        keys, portal, clock, login_timeout, admission, failed_logins, account_pacing
+        keys, portal, clock, login_timeout, admission, failed_logins, account_pacing, metrics
     )

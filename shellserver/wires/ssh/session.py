@@ -41,7 +41,7 @@ from shellserver.wires.output import Fronted, Output
 from shellserver.wires.telnet.encode import decode
 
 if TYPE_CHECKING:
-    from shellserver.shell.sessionstart import SessionServices
+    from shellserver.shell.sessionstart import SessionStart
 
 log = Logger()
 
@@ -270,12 +270,12 @@ class SSHWire(Fronted):
 
 
 class SSHSeat:
-    """A session over one SSH channel, as the server keeps it (``Server.connections``)."""
+    """A session over one SSH channel, counted among the server's seats while it lasts."""
 
-    def __init__(self, server: SessionServices, wire: SSHWire) -> None:
-        self.server = server
+    def __init__(self, start: SessionStart, wire: SSHWire) -> None:
+        self.start = start
         self.wire = wire
-        self.terminal = Terminal(wire, server.redraws)
+        self.terminal = Terminal(wire, start.redraws)
         self.session: Session | None = None
         wire.receiver = self.terminal
         if wire.pty:
@@ -285,14 +285,14 @@ class SSHSeat:
         """Start the session on this channel and, for an exec request, run the one command and
         close with its status; a shell just starts and lives until the terminal closes. A store
         that is unavailable is said in words and gives status 1, never a traceback."""
-        server, terminal, wire = self.server, self.terminal, self.wire
-        server.connections.add(self)
+        start, terminal, wire = self.start, self.terminal, self.wire
+        start.seats.add(self)
         terminal.on_disconnect = self._lost
         mode = sessionstart.Mode.INTERACTIVE if command is None else sessionstart.Mode.COMMAND
         try:
-            session = await sessionstart.begin(server, account, terminal, wire, mode)
+            session = await sessionstart.begin(start, account, terminal, wire, mode)
         except UNAVAILABLE as e:
-            server.unavailable(e, "login")
+            start.trouble.unavailable(e, "login")
             terminal.write(UNAVAILABLE_TEXT)
             session = None
         if session is None:
@@ -303,16 +303,16 @@ class SSHSeat:
         if command is None:
             return
         try:
-            wire.status = await Shell(server, session).run_once(command)
+            wire.status = await Shell(start.services, session).run_once(command)
         except (Interrupted, EndOfInput, Disconnected):
             wire.status = FAILED
         terminal.close()
 
     def _lost(self) -> None:
-        self.server.connections.discard(self)
+        self.start.seats.discard(self)
         session, self.session = self.session, None
         if session is not None:
-            sessionstart.end(self.server, session, self.wire)
+            sessionstart.end(self.start, session, self.wire)
 
     def crashed(self, failure: Failure) -> None:
         """A bug in the session start or the command: logged with its traceback, the client gets
@@ -322,16 +322,18 @@ class SSHSeat:
         self.terminal.close()
 
 
-def session_starter(server: SessionServices) -> Callable[[Channel, Account, Request], None]:
-    """The ``SessionStart`` of a running server (``server.py`` calls it per channel)."""
+def session_starter(
+    start: SessionStart, clock: IReactorTime, max_line: int, max_output: int
+) -> Callable[[Channel, Account, Request], None]:
+    """The SSH realm's ``SessionStart``: each session channel gets a wire (with the line and
+    output limits every wire has) and a seat, made with the parts the assembly built."""
 
-    def start(channel: Channel, account: Account, request: Request) -> None:
-        cfg = server.config
+    def seat_channel(channel: Channel, account: Account, request: Request) -> None:
         peer = getattr(channel.conn.transport, "peer", "?")
-        wire = SSHWire(channel, request, peer, server.clock, cfg.max_line, cfg.max_output)
+        wire = SSHWire(channel, request, peer, clock, max_line, max_output)
         channel.wire = wire
-        seat = SSHSeat(server, wire)
+        seat = SSHSeat(start, wire)
         d = Deferred.fromCoroutine(seat.run(account, request.command))
         d.addErrback(seat.crashed)
 
-    return start
+    return seat_channel

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
 from shellserver.ops.admission import Admission
+from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import FailedLogins
@@ -37,7 +38,11 @@ class SSHControl:
 
 
 def key_adder(home_root: FilePath[str], run_io: Runner) -> Callable[[str, bytes], Deferred[Any]]:
+    """``addkey`` for the control socket: the file is written on the I/O pool, never the
+    reactor, with the same checks as the key parser's."""
+
     def add(user: str, text: bytes) -> Deferred[Any]:
+        """Append ``text``'s keys to ``user``'s ``authorized_keys``."""
         return run_io(authkeys.add_key, home_root, user, text)
 
     return add
@@ -63,11 +68,15 @@ def ssh_factory(
     run_io: Runner,
     clock: Any,
     login_timeout: float,
-    admission: Admission | None,
-    failed_logins: FailedLogins | None,
+    admission: Admission,
+    failed_logins: FailedLogins,
     start: SessionStart,
-    account_pacing: AccountPacing | None = None,
+    account_pacing: AccountPacing,
+    metrics: Metrics,
 ) -> ShellSSHFactory:
+    """The SSH listener's factory: passwords checked against the store (the account read once,
+    taken by the realm), keys against each home's ``authorized_keys`` on the I/O pool, under
+    the same admission, failed-login slots, pacing and counters as telnet's logins."""
     checked: dict[str, Account] = {}  # the password checker's account, taken by the realm
     return make_factory(
         keys,
@@ -81,4 +90,5 @@ def ssh_factory(
         admission,
         failed_logins,
         account_pacing,
+        metrics,
     )

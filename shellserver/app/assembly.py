@@ -1,0 +1,197 @@
+"""The assembly: every long-lived part built once, in dependency order, each given exactly
+the collaborators it uses.
+
+No part receives the whole: the login dialogue gets a :class:`Login`, commands a
+:class:`Services`, the control socket a :class:`Controlled`, and so on down. What
+always exists (the homes, the shutdown schedule) is built before anything that
+uses it, so no part is optional and none is filled in later. The one link made
+after two parts exist is the hub's ``on_announce``: the shutdown warns through the
+hub and hears other nodes' schedules from it, a cycle the assembly closes by
+subscribing the schedule before anything starts.
+
+:func:`assemble` is what ``service.py`` calls (with the thread pools, the data dir's
+files and ``reactor.stop``) and what the tests call (with inline runners and a
+``Clock``), so both run the same parts wired the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from attrs import frozen
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from shellserver.app.config import Config
+from shellserver.app.control import Controlled
+from shellserver.files.homefs import Homes
+from shellserver.hub.local import IHub
+from shellserver.ops.admission import Admission
+from shellserver.ops.metrics import Metrics
+from shellserver.ops.pacing import AccountPacing
+from shellserver.ops.threads import Runner, inline_runner
+from shellserver.ops.throttle import FailedLogins, Registrations
+from shellserver.shell.adminops import Admin, InitialPassword
+from shellserver.shell.commands import REGISTRY
+from shellserver.shell.commands.registry import Registry, Services
+from shellserver.shell.connection import Lobby
+from shellserver.shell.login import Login
+from shellserver.shell.sessionstart import Motd, Seats, SessionStart
+from shellserver.shell.shutdown import Shutdown
+from shellserver.shell.trouble import Trouble
+from shellserver.store.accounts import AccountStore
+from shellserver.store.auth import make_portal
+from shellserver.terminal.discipline import IWire, Redraws, Terminal
+
+#: Logins read from the history to know where an account's owner logs in from (pacing.py).
+HISTORY_READ = 200
+
+
+@frozen
+class Assembly:
+    """What :func:`assemble` built. The service holds it to start, scrape and stop the
+    parts; tests hold it to reach them. No part is given this record."""
+
+    config: Config
+    clock: IReactorTime
+    store: AccountStore
+    hub: IHub
+    homes: Homes
+    metrics: Metrics
+    shutdown: Shutdown
+    admin: Admin
+    admission: Admission
+    failed_logins: FailedLogins
+    account_pacing: AccountPacing
+    registrations: Registrations
+    portal: Portal
+    trouble: Trouble
+    redraws: Redraws
+    #: Every live connection with a terminal.
+    seats: Seats
+    #: What commands get (``Context.server``).
+    services: Services
+    login: Login
+    #: What every wire calls once the account is known (``sessionstart.begin``).
+    start: SessionStart
+    #: The in-band login wires' way in (``lobby.new_connection``).
+    lobby: Lobby
+    control: Controlled
+
+    def new_connection(self, wire: IWire) -> Terminal:
+        """A telnet or browser connection arrived (the wires' factories call this)."""
+        return self.lobby.new_connection(wire)
+
+
+def login_peers(store: AccountStore) -> Callable[[str], Deferred[Iterable[str]]]:
+    """The addresses an account logged in from lately (its login history): pacing does not
+    slow its owner down at a known address."""
+
+    def peers(name: str) -> Deferred[Iterable[str]]:
+        d = store.history(name, HISTORY_READ)
+        return d.addCallback(lambda records: {r.peer for r in records})
+
+    return peers
+
+
+def assemble(
+    config: Config,
+    clock: IReactorTime,
+    store: AccountStore,
+    hub: IHub,
+    homes: Homes,
+    stop: Callable[[], None],
+    initial_password: str,
+    *,
+    metrics: Metrics | None = None,
+    admission: Admission | None = None,
+    registry: Registry = REGISTRY,
+    run_io: Runner = inline_runner,
+    started: float | None = None,
+) -> Assembly:
+    """Build every part from the config values, the store, the hub and the homes, each
+    before the parts that use it; ``stop`` ends the process when a shutdown is due, and
+    ``initial_password`` is the file of the first start's ``admin`` password."""
+    cfg = config
+    metrics = Metrics() if metrics is None else metrics
+    if admission is None:
+        admission = Admission(cfg.max_connections, cfg.max_unauth, cfg.max_unauth_per_addr)
+    started = clock.seconds() if started is None else started
+    trouble = Trouble(clock)
+    redraws = Redraws(clock)
+    seats = Seats()
+    metrics.watch(seats)
+    shutdown = Shutdown(clock, hub, metrics, cfg.hostname, stop)
+    # Clustered, every node runs the schedule another node announces: subscribed now,
+    # before the hub starts, so no announcement can come while nobody listens.
+    hub.on_announce = shutdown.heard
+    admin = Admin(
+        cfg.hostname, clock, hub, store, metrics, homes, InitialPassword(initial_password, run_io)
+    )
+    failed_logins = FailedLogins()
+    account_pacing = AccountPacing(clock, history=login_peers(store))
+    registrations = Registrations(cfg.max_registrations)
+    portal = make_portal(store)
+    services = Services(
+        hostname=cfg.hostname,
+        clustered=cfg.cluster is not None,
+        clock=clock,
+        hub=hub,
+        store=store,
+        metrics=metrics,
+        homes=homes,
+        registry=registry,
+        shutdown=shutdown,
+        admin=admin,
+        started=started,
+    )
+    login = Login(
+        hostname=cfg.hostname,
+        registration=cfg.registration,
+        clock=clock,
+        store=store,
+        portal=portal,
+        failed_logins=failed_logins,
+        account_pacing=account_pacing,
+        registrations=registrations,
+        metrics=metrics,
+        trouble=trouble,
+        account_created=admin.account_created,
+    )
+    start = SessionStart(
+        services=services,
+        max_sessions=cfg.max_sessions,
+        on_max=cfg.on_max,
+        cmd_rate=cfg.cmd_rate,
+        cmd_burst=cfg.cmd_burst,
+        motd=Motd(cfg.motd, run_io),
+        trouble=trouble,
+        redraws=redraws,
+        seats=seats,
+    )
+    lobby = Lobby(login, start, admission, clock, cfg.login_timeout)
+    control = Controlled(cfg, clock, hub, store, shutdown, admin, started)
+    return Assembly(
+        config=cfg,
+        clock=clock,
+        store=store,
+        hub=hub,
+        homes=homes,
+        metrics=metrics,
+        shutdown=shutdown,
+        admin=admin,
+        admission=admission,
+        failed_logins=failed_logins,
+        account_pacing=account_pacing,
+        registrations=registrations,
+        portal=portal,
+        trouble=trouble,
+        redraws=redraws,
+        seats=seats,
+        services=services,
+        login=login,
+        start=start,
+        lobby=lobby,
+        control=control,
+    )
