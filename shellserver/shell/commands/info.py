@@ -40,7 +40,7 @@ def session_rows(ctx: Context, sessions: list[SessionInfo], what: bool) -> str:
     a cluster, where it tells which server holds the session.
     """
     admin = ctx.session.is_admin
-    nodes = admin and ctx.server.clustered  # SPEC §13: admins see the node
+    nodes = admin and ctx.server.clustered
     now = ctx.now()
     header = f"{'USER':<12} {'TTY':<8} {'LOGIN':<12} {'IDLE':>5} MESG"
     if what:
