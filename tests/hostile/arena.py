@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -167,3 +167,20 @@ class Stall:
 
     worst: float = 0.0
     probes: int = 0
+
+
+def arena_with(name: str, *flags: str) -> Callable[..., Iterator[Arena]]:
+    """A module's own ``arena`` fixture: the arena's server started with ``flags`` too (an SSH or
+    web listener, a smaller limit), in its own data dir, stopped after the module's tests.
+    Registration is unlimited so the arena can make its attackers' and bystanders' accounts."""
+
+    @pytest.fixture(scope="module")
+    def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
+        work = tmp_path_factory.mktemp(name)
+        server = RealServer(work, "--max-registrations", "0", *flags).start()
+        try:
+            yield Arena(server)
+        finally:
+            server.stop()
+
+    return arena

@@ -16,13 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realserver import PASSWORD, RealServer
+from realserver import PASSWORD
 
-from hostile.arena import Arena, Peer
+from hostile.arena import Arena, Peer, arena_with
 
 pytestmark = pytest.mark.integration
 
@@ -32,21 +31,8 @@ ATTACK = 8.0  # seconds
 ALLOWED = 10 + int(ATTACK // 10) + 2
 
 
-@pytest.fixture(scope="module")
-def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
-    work: Path = tmp_path_factory.mktemp("guessing")
-    server = RealServer(
-        work,
-        "--max-registrations", "0",
-        "--ssh", "tcp:0:interface=127.0.0.1",
-        # The stall probe sends 20 commands a second for as long as an attack lasts; the
-        # default command bucket (10 a second after 40) would refuse its lines after 4 s.
-        "--cmd-rate", "0",
-    ).start()  # fmt: skip
-    try:
-        yield Arena(server)
-    finally:
-        server.stop()
+#: The arena with an SSH listener (and what the attacks here need) besides telnet.
+arena = arena_with("guessing", "--ssh", "tcp:0:interface=127.0.0.1", "--cmd-rate", "0")
 
 
 def _checked(arena: Arena, user: str) -> int:

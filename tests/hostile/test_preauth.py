@@ -14,35 +14,23 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from realserver import RealServer
 
-from hostile.arena import Arena, Peer
+from hostile.arena import Arena, Peer, arena_with
 
 pytestmark = pytest.mark.integration
 
 MAX_UNAUTH = 40
 
 
-@pytest.fixture(scope="module")
-def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
-    work: Path = tmp_path_factory.mktemp("preauth")
-    server = RealServer(
-        work,
-        "--max-registrations", "0",
-        "--ssh", "tcp:0:interface=127.0.0.1",
-        "--max-unauth", str(MAX_UNAUTH),
-        # The stall probe sends 20 commands a second for as long as an attack lasts; the
-        # default command bucket (10 a second after 40) would refuse its lines after 4 s.
-        "--cmd-rate", "0",
-    ).start()  # fmt: skip
-    try:
-        yield Arena(server)
-    finally:
-        server.stop()
+#: The arena with an SSH listener and a small --max-unauth, so a flood fills it cheaply.
+arena = arena_with(
+    "preauth",
+    "--ssh", "tcp:0:interface=127.0.0.1",
+    "--max-unauth", str(MAX_UNAUTH),
+    "--cmd-rate", "0",
+)  # fmt: skip
 
 
 class Squatters:

@@ -15,28 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realserver import PASSWORD, RealServer
+from realserver import PASSWORD
 from twisted.conch.ssh.keys import Key
 
-from hostile.arena import Arena
+from hostile.arena import Arena, arena_with
 
 pytestmark = pytest.mark.integration
 ATTACK = Path(__file__).with_name("sshattack.py")
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
-    work: Path = tmp_path_factory.mktemp("hostile-ssh")
-    # No command rate limit: the stall probe's echo every 50 ms would meet it in a long watch,
-    # and the attacker is only stronger without it.
-    server = RealServer(
-        work, "--ssh", "tcp:0:interface=127.0.0.1", "--max-registrations", "0", "--cmd-rate", "0"
-    ).start()
-    try:
-        yield Arena(server)
-    finally:
-        server.stop()
+#: The arena with an SSH listener (and what the attacks here need) besides telnet.
+arena = arena_with("hostile-ssh", "--ssh", "tcp:0:interface=127.0.0.1", "--cmd-rate", "0")
 
 
 def ssh_port(arena: Arena) -> int:

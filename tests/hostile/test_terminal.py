@@ -12,13 +12,12 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realserver import PASSWORD, RealServer
+from realserver import PASSWORD
 
-from hostile.arena import Arena, Peer
+from hostile.arena import Arena, Peer, arena_with
 from hostile.test_web import RawWeb, masked, web_sign_up
 
 IAC, SB, SE, WILL, DO = 255, 250, 240, 251, 253
@@ -29,23 +28,16 @@ FLOOD = Path(__file__).with_name("sshflood.py")
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
-    """The arena's server with SSH and the browser listener too. No command bucket: the stall
-    probe's 20 lines a second would meet it in the longer attacks here, which are about
-    keys, not command lines."""
-    work: Path = tmp_path_factory.mktemp("hostile-terminal")
-    server = RealServer(
-        work,
-        "--ssh", "tcp:0:interface=127.0.0.1",
-        "--web", "tcp:0:interface=127.0.0.1",
-        "--max-registrations", "0",
-        "--cmd-rate", "0",
-    ).start()  # fmt: skip
-    try:
-        yield Arena(server)
-    finally:
-        server.stop()
+#: The arena with an SSH listener (and what the attacks here need) besides telnet.
+arena = arena_with(
+    "hostile-terminal",
+    "--ssh",
+    "tcp:0:interface=127.0.0.1",
+    "--web",
+    "tcp:0:interface=127.0.0.1",
+    "--cmd-rate",
+    "0",
+)
 
 
 def char_login(arena: Arena, name: str) -> Peer:
