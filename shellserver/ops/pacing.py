@@ -84,8 +84,22 @@ class AccountPacing:
         ``interval``. False when the connection was gone (``alive()``) by its turn. Every
         True must be followed by :meth:`finished`."""
         key = _key(name)
+        if self._free(key, peer):
+            # Every login asks; nearly all go at once. Answered without a coroutine: the
+            # same decision as the first step of :meth:`_turn`, at a fraction of the cost.
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            return succeed(True)
         d = Deferred.fromCoroutine(self._turn(key, peer, alive))
         return d.addCallback(self._started, key)
+
+    def _free(self, name: str, peer: str) -> bool:
+        """May the check start now, without waiting? A known address, or an account whose
+        failures and checks in flight are under ``limit`` (what :meth:`_turn` decides
+        first, so both paths agree)."""
+        if (name, peer) in self._known:
+            return True
+        failures = self._failures.count(name, self.clock.seconds())
+        return failures + self._in_flight.get(name, 0) < self.limit
 
     def _started(self, go: bool, name: str) -> bool:
         if go:
