@@ -108,13 +108,14 @@ class AccountPacing:
 
     def finished(self, name: str, failed: bool) -> None:
         """The check :meth:`turn` allowed is over; a wrong password counts (from any address)."""
-        key, now = _key(name), self.clock.seconds()
+        key = _key(name)
         left = self._in_flight.get(key, 0) - 1
         if left > 0:
             self._in_flight[key] = left
         else:
             self._in_flight.pop(key, None)
         if failed:
+            now = self.clock.seconds()
             self._failures.add(key, now)
             if self._failures.count(key, now) == self.limit:
                 log.warn(
