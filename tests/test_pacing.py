@@ -311,3 +311,34 @@ def test_the_browser_shares_the_pace(server: Assembly, monkeypatch: pytest.Monke
     assert len(checked) == 12
     clock.advance(1)
     assert b"Login incorrect" in second.transport.value()
+
+
+def test_a_login_under_the_limit_is_answered_without_a_coroutine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every login asks for its turn: the common case (an account under the limit, or an
+    address it knows) is decided inline, and only a check that may wait runs :meth:`_turn`.
+    Both paths agree: the ninth failure still lets a check go, the tenth paces it."""
+    clock = Clock()
+    pacing = AccountPacing(clock)
+    slow: list[str] = []
+    real_turn = AccountPacing._turn
+
+    def counted(self: AccountPacing, name: str, peer: str, alive: Any) -> Any:
+        slow.append(name)
+        return real_turn(self, name, peer, alive)
+
+    monkeypatch.setattr(AccountPacing, "_turn", counted)
+    for i in range(9):
+        _fail(pacing, "alice", f"10.0.0.{i}")
+    assert _state(pacing.turn("bob", "10.0.1.1")) is True
+    pacing.succeeded("bob", "10.0.1.1")
+    pacing.finished("bob", failed=False)
+    assert slow == []
+    _fail(pacing, "alice", "10.0.0.9")
+    assert pacing.paced("alice")
+    assert _state(pacing.turn("alice", "10.0.2.1")) is True  # its turn: the first after the pace
+    pacing.finished("alice", failed=True)
+    assert _state(pacing.turn("alice", "10.0.2.2")) is None  # waits for the next
+    assert slow == ["alice", "alice"]
+    clock.advance(10)

@@ -88,8 +88,22 @@ class AccountPacing:
         ``interval``. False when the connection was gone (``alive()``) by its turn. Every
         True must be followed by :meth:`finished`."""
         key = _key(name)
+        if self._free(key, peer):
+            # Every login asks; nearly all go at once. Answered without a coroutine: the
+            # same decision as the first step of :meth:`_turn`, at a fraction of the cost.
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            return succeed(True)
         d = Deferred.fromCoroutine(self._turn(key, peer, alive))
         return d.addCallback(self._started, key)
+
+    def _free(self, name: str, peer: str) -> bool:
+        """May the check start now, without waiting? A known address, or an account whose
+        failures and checks in flight are under ``limit`` (what :meth:`_turn` decides
+        first, so both paths agree)."""
+        if (name, peer) in self._known:
+            return True
+        failures = self._failures.count(name, self.clock.seconds())
+        return failures + self._in_flight.get(name, 0) < self.limit
 
     def _started(self, go: bool, name: str) -> bool:
         if go:
@@ -98,13 +112,14 @@ class AccountPacing:
 
     def finished(self, name: str, failed: bool) -> None:
         """The check :meth:`turn` allowed is over; a wrong password counts (from any address)."""
-        key, now = _key(name), self.clock.seconds()
+        key = _key(name)
         left = self._in_flight.get(key, 0) - 1
         if left > 0:
             self._in_flight[key] = left
         else:
             self._in_flight.pop(key, None)
         if failed:
+            now = self.clock.seconds()
             self._failures.add(key, now)
             if self._failures.count(key, now) == self.limit:
                 log.warn(
