@@ -180,7 +180,7 @@ async def _start(
             terminal.write(f"Last login: {when} from {careful(previous.peer)}\n")
         terminal.write(server.login_notice())
         terminal.write(new_messages)
-        shell = Shell(server, session)
+        shell = Shell(server, session, terminal)
         terminal.on_eof = shell.logout
         terminal.set_handler(shell.line, shell.prompt, shell.complete)
     return session

@@ -33,6 +33,15 @@ from zope.interface import Attribute, Interface, implementer
 
 from shellserver.terminal.editor import COMPLETE, EOF, INTERRUPT, LINE, WHOLE, LineEditor
 from shellserver.terminal.keys import KeyParser
+from shellserver.terminal.lifecycle import (
+    BACKLOGGED,
+    ENDED,
+    ENDED_MACHINE,
+    READY,
+    RUNNING,
+    TAKES_LINES,
+    LifeMachine,
+)
 from shellserver.terminal.screen import Screen
 
 if TYPE_CHECKING:
@@ -212,8 +221,6 @@ class Terminal:
 
     __slots__ = (
         "_at_bol",
-        "_busy",
-        "_closing",
         "_completer",
         "_completing",
         "_echo_off",
@@ -223,6 +230,7 @@ class Terminal:
         "_hidden",
         "_input_ended",
         "_looping",
+        "_machine",
         "_noted_drop",
         "_paced_at",
         "_parser",
@@ -240,10 +248,10 @@ class Terminal:
         "_throttled",
         "_tick",
         "_typeahead",
-        "_waiting_drain",
         "connected",
         "on_disconnect",
         "on_eof",
+        "state",
         "wire",
     )
 
@@ -254,11 +262,9 @@ class Terminal:
         self._reader: Deferred[str] | None = None
         self._hidden = False
         self._echo_off = False
-        self._closing = False
         self._handler: LineHandler | None = None
         self._handler_prompt: Callable[[], str] = str
         self._completer: Completer | None = None
-        self._busy = False
         self._looping = False
         # Made only when a line has to wait: an empty deque is ~0.75 KiB, per session.
         self._typeahead: deque[str] | None = None
@@ -269,7 +275,6 @@ class Terminal:
         # Line mode: the message held until the end of the turn, to go out with the prompt.
         self._stash: Message | None = None
         self._stash_lead = ""
-        self._waiting_drain = False
         #: The client will send nothing more (an SSH channel's EOF): after the lines already
         #: typed, a read ends with EndOfInput and the shell logs out.
         self._input_ended = False
@@ -288,7 +293,13 @@ class Terminal:
         self._throttled = False
         self.on_disconnect: Callable[[], None] | None = None
         self.on_eof: Callable[[], None] | None = None
+        #: False once the connection is gone (set by the machine's ``end``); the hub
+        #: and commands read it, so it stays a plain attribute.
         self.connected = True
+        #: The machine's state (:mod:`.lifecycle`), set only by its outputs: the hot
+        #: paths read this attribute instead of calling the machine.
+        self.state = READY
+        self._machine = LifeMachine(self)
 
     @property
     def width(self) -> int:
@@ -332,7 +343,7 @@ class Terminal:
         once); only the short lead before it is this terminal's own. Once closing,
         nothing is shown: the goodbye stays the last thing the client sees.
         """
-        if not self.connected or self._closing:
+        if self.state in ENDED:
             return False
         editor = self._editor
         if editor is not None and self._prompt is not None:
@@ -358,12 +369,7 @@ class Terminal:
                 lead = ""
             if self._stash is not None:
                 self._unstash()  # a burst: the first message goes out alone, as it was
-            if (
-                self._prompt is not None
-                and not self._redraw_due
-                and not self._closing
-                and not self.wire.backlogged
-            ):
+            if self._prompt is not None and not self._redraw_due and not self.wire.backlogged:
                 # The prompt follows at the end of the turn (settle): hold the message
                 # till then, so each recipient costs one transport write, not two.
                 # Not backlogged, the wire takes it (IWire.send_message).
@@ -383,7 +389,7 @@ class Terminal:
         if not self._redraw_due:
             return
         self._redraw_due = False
-        if not self.connected or self._closing or self._prompt is None:
+        if self.state in ENDED or self._prompt is None:
             if self._stash is not None:
                 self._unstash()
             return
@@ -471,7 +477,7 @@ class Terminal:
             self.wire.session_started()
         self._handler_prompt = prompt
         self._completer = completer
-        if handler is not None and self._reader is None and not self._busy:
+        if handler is not None and self._reader is None and self.state is not RUNNING:
             self._next()
 
     def line_received(self, line: str) -> None:
@@ -492,7 +498,7 @@ class Terminal:
                 if self._editor is None:
                     self.wire.send("\n")  # the client echoed nothing, not even the newline
             reader.callback(line)
-        elif self._busy or self._handler is None:
+        elif self.state is RUNNING or self._handler is None:
             typeahead = self._typeahead
             if typeahead is None:
                 typeahead = self._typeahead = deque()
@@ -509,7 +515,7 @@ class Terminal:
     def text_received(self, text: str) -> None:
         """Keystrokes (character mode): to the editor while a prompt waits, else held."""
         parser = self._parser
-        if parser is None or self._closing:  # closing: nothing is drawn after the goodbye
+        if parser is None or self.state in ENDED:  # closing: nothing is drawn after the goodbye
             return
         self.settle()
         editor = self._editor
@@ -606,7 +612,7 @@ class Terminal:
         self._tick = None
         self._throttled = False
         editor = self._editor
-        if editor is None or not self.connected or self._closing:
+        if editor is None or self.state in ENDED:
             return
         self._paced_at = self._redraws.clock.seconds()
         editor.work = 0
@@ -624,7 +630,7 @@ class Terminal:
         """O(1) however often: the wire stored the size; the line is drawn again at most once
         per :data:`PACE` (:meth:`_pace`), at the size last reported."""
         editor = self._editor
-        if editor is not None and not self._closing:
+        if editor is not None and self.state not in ENDED:
             self.settle()
             editor.resize(self.width)
             self._flush()
@@ -633,7 +639,7 @@ class Terminal:
         self.settle()
         if self._reader is not None:
             self._fail_reader(EndOfInput())
-        elif not self._busy and self.on_eof is not None:
+        elif self.state is not RUNNING and self.on_eof is not None:
             self._prompt = None
             self.on_eof()
 
@@ -643,20 +649,20 @@ class Terminal:
         self.eof_received()
 
     def interrupted(self) -> None:
-        if self._closing:
+        if self.state in ENDED:
             return
         self.settle()
         self._typeahead = None
         if self._reader is not None:
             self.write("^C\n")
             self._fail_reader(Interrupted())
-        elif not self._busy and self._prompt is not None:
+        elif self.state is not RUNNING and self._prompt is not None:
             self.write("^C\n")
             self._prompt = None
             self._next()
 
     def line_too_long(self, limit: int) -> None:
-        if self._closing:
+        if self.state in ENDED:
             return
         self.write(f"\nLine too long (over {limit} bytes); discarded.\n")
         if self._prompt is not None:
@@ -664,12 +670,19 @@ class Terminal:
 
     def close(self) -> None:
         """End the connection after pending output; show no prompt meanwhile."""
-        self._closing = True
+        self._machine.close()
+
+    def _begin_closing(self) -> None:
         self._typeahead = None
         self._unstash()  # a notice followed at once by close() is the last thing shown
         self.wire.close()
 
     def connection_lost(self) -> None:
+        """The wire's connection ended: fail a pending read, and let go of everything."""
+        self._machine.lost()
+
+    def _end(self) -> None:
+        self._machine = ENDED_MACHINE  # no cycle through our own (see ENDED_MACHINE)
         self.connected = False
         self._stash = None
         self._typeahead = None
@@ -709,7 +722,7 @@ class Terminal:
             self._flush()
             if self._reader is not None:
                 self._fail_reader(Interrupted())
-            elif not self._busy:
+            elif self.state is not RUNNING:
                 self._prompt = None
                 self._next()
         elif kind == EOF:
@@ -717,7 +730,7 @@ class Terminal:
                 editor.finish()
                 self._flush()
                 self._fail_reader(EndOfInput())
-            elif not self._busy and self.on_eof is not None:
+            elif self.state is not RUNNING and self.on_eof is not None:
                 editor.finish(newline=False)
                 self._flush()
                 self._prompt = None
@@ -817,7 +830,7 @@ class Terminal:
         assert self._handler is not None
         result = self._handler(line)
         if result is not None:
-            self._busy = True
+            self._machine.started()
             result.addErrback(self._handler_failed)
             result.addBoth(self._done)
 
@@ -826,11 +839,11 @@ class Terminal:
         self.write("shellserver: internal error\n")
 
     def _done(self, _: object) -> None:
-        self._busy = False
+        self._machine.finished()
         self._next()
 
     def _drained(self, _: object) -> None:
-        self._waiting_drain = False
+        self._machine.drained()
         self._next()
 
     def _next(self, line: str | None = None) -> None:
@@ -846,17 +859,12 @@ class Terminal:
             return
         self._looping = True
         try:
-            while (
-                self.connected
-                and not self._closing
-                and self._handler is not None
-                and not self._busy
-            ):
+            while self.state in TAKES_LINES and self._handler is not None:
                 if self._reader is not None:
                     return
                 if self.wire.backlogged:
-                    if not self._waiting_drain:
-                        self._waiting_drain = True
+                    if self.state is not BACKLOGGED:
+                        self._machine.stalled()
                         self.wire.drain().addCallback(self._drained)
                     return
                 if line is None:

@@ -12,7 +12,7 @@ from twisted.internet.task import deferLater
 from shellserver.hub.session import Session
 from shellserver.shell.adminops import AdminServices
 from shellserver.shell.argsplit import CommandLine
-from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted
+from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 
 if TYPE_CHECKING:
     from shellserver.shell.shutdown import Shutdown
@@ -51,6 +51,9 @@ class Context:
     session: Session
     line: CommandLine
     name: str
+    #: The session's terminal itself, for what only a terminal does (read a line, wait
+    #: for the client to read): the hub's ``session.terminal`` is only its port.
+    terminal: Terminal
     #: The exit status (``ssh host CMD`` reports it): 1 once the command has failed.
     status: int = 0
 
@@ -58,7 +61,7 @@ class Context:
         self.session.write(text)
 
     def read_line(self, prompt: str = "", hidden: bool = False) -> Deferred[str]:
-        d = self.session.terminal.read_line(prompt, hidden)
+        d = self.terminal.read_line(prompt, hidden)
         d.addCallback(self._active)
         return d
 
@@ -118,7 +121,7 @@ class Context:
         awaits this between chunks, so a client that stops reading holds the
         command instead of the server's memory (SPEC §7).
         """
-        return self.session.terminal.drain()
+        return self.terminal.drain()
 
     def _active(self, line: str) -> str:
         self.session.last_active = self.server.clock.seconds()

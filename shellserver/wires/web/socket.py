@@ -33,8 +33,8 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shellserver.hub.local import Message
 from shellserver.terminal.discipline import ILineReceiver, IWire, clamp_size
+from shellserver.text.message import Message
 from shellserver.wires.output import Fronted, Output
 
 #: Window size limits (SPEC §8), the same as telnet's NAWS: columns, rows.
