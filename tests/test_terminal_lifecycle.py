@@ -141,6 +141,7 @@ def test_a_terminal_walks_the_machine() -> None:
     assert terminal.state == "ready"
     terminal.line_received("fast")
     assert (ran, terminal.state) == (["fast"], "ready")
+    assert terminal._machine is None  # a command that finishes at once makes none
     terminal.line_received("slow")
     assert terminal.state == "running"
     terminal.line_received("after")  # waits as typeahead
@@ -151,6 +152,7 @@ def test_a_terminal_walks_the_machine() -> None:
     wire.backlogged = False
     wire.drains.pop().callback(None)
     assert (ran, terminal.state) == (["fast", "slow", "after"], "ready")
+    assert terminal._machine is None  # back in ready: an idle session holds no machine
     terminal.close()
     assert (terminal.state, wire.closed, terminal.connected) == ("closing", True, True)
     assert terminal.notify(Message.of("late")) is False

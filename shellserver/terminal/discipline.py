@@ -18,6 +18,11 @@ resize only stores the size, and the editor's whole-line redraws (after a
 resize, a message, an edit in the middle of a long line) and cursor moves are
 drawn at most once per :data:`PACE` seconds per session, however many asked
 for them. The first is drawn at once, so a person typing sees no delay.
+
+Where a terminal is in its life (ready, running a command, backlogged, closing,
+closed) is the Automat machine in :mod:`.lifecycle`, whose table lists every
+transition; the per-line and per-message paths read its ``state`` attribute.
+The hub holds a terminal only as a ``SessionPort`` (``hub/session.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from shellserver.terminal.lifecycle import (
     READY,
     RUNNING,
     TAKES_LINES,
+    LifeInputs,
     LifeMachine,
 )
 from shellserver.terminal.screen import Screen
@@ -51,12 +57,13 @@ log = Logger()
 
 _ERASE_LINE = "\r\x1b[K"
 MAX_TYPEAHEAD = 64
-#: A window size a wire reports (NAWS, pty-req, a browser's resize) is kept within these (SPEC §8).
+#: A window size a wire reports (NAWS, pty-req, a browser's resize) is kept within these:
+#: a client's claim of a huge window must not make every redraw huge.
 MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
 
 
 def clamp_size(cols: int, rows: int) -> tuple[int, int]:
-    """``cols`` x ``rows`` within SPEC §8's bounds."""
+    """``cols`` x ``rows`` within the bounds above, whatever the client claimed."""
     return max(MIN_W, min(cols, MAX_W)), max(MIN_H, min(rows, MAX_H))
 
 
@@ -135,13 +142,17 @@ class ILineReceiver(Interface):
     def resized() -> None:
         """The wire's width or height changed."""
 
-    def eof_received() -> None: ...
+    def eof_received() -> None:
+        """^D on an empty line, or the client's end of input: log out, or end a read."""
 
-    def interrupted() -> None: ...
+    def interrupted() -> None:
+        """^C (telnet's IP, a browser's key): abandon the line or the command reading it."""
 
-    def line_too_long(limit: int) -> None: ...
+    def line_too_long(limit: int) -> None:
+        """A line over the wire's limit was discarded: say so, rather than run a part."""
 
-    def connection_lost() -> None: ...
+    def connection_lost() -> None:
+        """The connection is gone: let go of everything, fail a pending read."""
 
 
 @implementer(ILineReceiver)
@@ -194,11 +205,13 @@ class Redraws:
         self._call: IDelayedCall | None = None
 
     def add(self, terminal: Terminal) -> None:
+        """``terminal`` got a message this turn: its prompt is drawn again at the end."""
         self._due.append(terminal)
         if self._call is None:
             self._call = self.clock.callLater(0, self.run)
 
     def run(self) -> None:
+        """The end of the turn: every prompt due, once, however many messages came."""
         self._call = None
         due, self._due = self._due, []
         for terminal in due:
@@ -217,6 +230,18 @@ class Terminal:
     handler (the shell); while the handler's Deferred runs, lines wait as
     typeahead, and none runs while the client is not reading our output. The
     shell's common case (a command that finishes at once) costs no Deferred.
+
+    Its life is ``state`` (see :mod:`.lifecycle`). The booleans left are facts
+    independent of it, each read on a per-line, per-message or per-key path:
+    where the cursor is and what is on its line (``_at_bol``, ``_reprinted``,
+    ``_redraw_due``); the current question's kind (``_hidden``) and the client's
+    echo, which deliberately lags it so echo never comes on between two hidden
+    questions (``_echo_off``); the client's end of input, after which typed lines
+    still run (``_input_ended``); re-entrancy guards (``_looping``, ``_replaying``);
+    the once-per-prompt typeahead note (``_noted_drop``); and in character mode the
+    keystroke gates (``_completing``: Tab's answer pending; ``_throttled``: keys wait
+    for the pacing tick). ``connected`` is the machine's ``closed``, kept as a plain
+    attribute for the hub and commands.
     """
 
     __slots__ = (
@@ -299,23 +324,30 @@ class Terminal:
         #: The machine's state (:mod:`.lifecycle`), set only by its outputs: the hot
         #: paths read this attribute instead of calling the machine.
         self.state = READY
-        self._machine = LifeMachine(self)
+        # Made on the first input, and let go of on the way back to ``ready`` (its initial
+        # state, so one made later starts where the terminal is): an idle session holds
+        # no machine, which would add a fifth to its memory.
+        self._machine: LifeInputs | None = None
 
     @property
     def width(self) -> int:
+        """The window's columns as the wire last heard them (the hub's port reads it)."""
         return int(self.wire.width)
 
     @property
     def height(self) -> int:
+        """The window's rows as the wire last heard them."""
         return int(self.wire.height)
 
     @property
     def character_mode(self) -> bool:
+        """Whether keys are edited here (the line editor exists) or by the client."""
         return self._editor is not None
 
     # -- output ----------------------------------------------------------
 
     def write(self, text: str) -> None:
+        """Own output, never dropped; above a drawn prompt, which is then drawn again."""
         if not text:
             return
         if self._redraw_due:
@@ -481,6 +513,7 @@ class Terminal:
             self._next()
 
     def line_received(self, line: str) -> None:
+        """A whole line: to a pending read, else run by the shell, else typed ahead."""
         if self._redraw_due:
             self.settle()
         self._reprinted = False
@@ -551,6 +584,7 @@ class Terminal:
         self._flush()
 
     def mode_changed(self, character: bool) -> None:
+        """The client now sends keys (make the editor) or lines (drop it, and its cost)."""
         self.settle()
         if character and self._editor is None:
             self._screen = Screen()
@@ -636,6 +670,7 @@ class Terminal:
             self._flush()
 
     def eof_received(self) -> None:
+        """^D on an empty line: a pending read ends, or the shell logs out."""
         self.settle()
         if self._reader is not None:
             self._fail_reader(EndOfInput())
@@ -649,6 +684,7 @@ class Terminal:
         self.eof_received()
 
     def interrupted(self) -> None:
+        """^C: typeahead is forgotten; a read fails, or a fresh prompt is shown."""
         if self.state in ENDED:
             return
         self.settle()
@@ -662,15 +698,23 @@ class Terminal:
             self._next()
 
     def line_too_long(self, limit: int) -> None:
+        """Say the line was discarded, and show the prompt again under it."""
         if self.state in ENDED:
             return
         self.write(f"\nLine too long (over {limit} bytes); discarded.\n")
         if self._prompt is not None:
             self.write(self._prompt)
 
+    def _life(self) -> LifeInputs:
+        """The machine, made now if the terminal is in ``ready`` without one."""
+        machine = self._machine
+        if machine is None:
+            machine = self._machine = LifeMachine(self)
+        return machine
+
     def close(self) -> None:
         """End the connection after pending output; show no prompt meanwhile."""
-        self._machine.close()
+        self._life().close()
 
     def _begin_closing(self) -> None:
         self._typeahead = None
@@ -679,7 +723,7 @@ class Terminal:
 
     def connection_lost(self) -> None:
         """The wire's connection ended: fail a pending read, and let go of everything."""
-        self._machine.lost()
+        self._life().lost()
 
     def _end(self) -> None:
         self._machine = ENDED_MACHINE  # no cycle through our own (see ENDED_MACHINE)
@@ -830,7 +874,7 @@ class Terminal:
         assert self._handler is not None
         result = self._handler(line)
         if result is not None:
-            self._machine.started()
+            self._life().started()
             result.addErrback(self._handler_failed)
             result.addBoth(self._done)
 
@@ -839,11 +883,15 @@ class Terminal:
         self.write("shellserver: internal error\n")
 
     def _done(self, _: object) -> None:
-        self._machine.finished()
+        self._life().finished()
+        if self.state is READY:
+            self._machine = None
         self._next()
 
     def _drained(self, _: object) -> None:
-        self._machine.drained()
+        self._life().drained()
+        if self.state is READY:
+            self._machine = None
         self._next()
 
     def _next(self, line: str | None = None) -> None:
@@ -851,7 +899,8 @@ class Terminal:
         prompt and wait. Never re-entered: a ``line`` that cannot run now waits as typeahead.
 
         Nothing runs while the client is not reading: the next typed line waits
-        until the last command's output was taken (SPEC §7).
+        until the last command's output was taken: a client that stops reading holds
+        its own commands, not the server's memory.
         """
         if self._looping:
             if line is not None:
@@ -864,7 +913,7 @@ class Terminal:
                     return
                 if self.wire.backlogged:
                     if self.state is not BACKLOGGED:
-                        self._machine.stalled()
+                        self._life().stalled()
                         self.wire.drain().addCallback(self._drained)
                     return
                 if line is None:

@@ -150,21 +150,25 @@ for _input in (
 @ready.upon(LifeInputs.started).to(running)
 @backlogged.upon(LifeInputs.started).to(running)
 def command_started(inputs: LifeInputs, core: LifeCore) -> None:
+    """A command runs on past this turn: lines typed meanwhile wait."""
     core.state = RUNNING
 
 
 @running.upon(LifeInputs.finished).to(ready)
 def command_done(inputs: LifeInputs, core: LifeCore) -> None:
+    """The command is over: the next line or the prompt may come."""
     core.state = READY
 
 
 @ready.upon(LifeInputs.stalled).to(backlogged)
 def waiting_for_client(inputs: LifeInputs, core: LifeCore) -> None:
+    """The client is not reading: no command runs until it does."""
     core.state = BACKLOGGED
 
 
 @backlogged.upon(LifeInputs.drained).to(ready)
 def client_reading(inputs: LifeInputs, core: LifeCore) -> None:
+    """The client read again: waiting lines may run."""
     core.state = READY
 
 
@@ -172,6 +176,7 @@ def client_reading(inputs: LifeInputs, core: LifeCore) -> None:
 @running.upon(LifeInputs.close).to(closing)
 @backlogged.upon(LifeInputs.close).to(closing)
 def begin_closing(inputs: LifeInputs, core: LifeCore) -> None:
+    """The session ends: nothing more is shown, the wire closes after its output."""
     core.state = CLOSING
     core._begin_closing()
 
@@ -181,6 +186,7 @@ def begin_closing(inputs: LifeInputs, core: LifeCore) -> None:
 @backlogged.upon(LifeInputs.lost).to(closed)
 @closing.upon(LifeInputs.lost).to(closed)
 def end(inputs: LifeInputs, core: LifeCore) -> None:
+    """The connection is gone: the terminal lets go of everything."""
     core.state = CLOSED
     core._end()
 
