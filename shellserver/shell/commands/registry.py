@@ -109,7 +109,7 @@ class Context:
                     self.write("".join(buffered))
                     buffered, size = [], 0
                     await self.drain()
-                    if not self.session.terminal.connected:
+                    if not self.terminal.connected:
                         return
         if buffered:
             self.write("".join(buffered))
