@@ -178,3 +178,20 @@ def test_a_lost_terminal_holds_no_cycle_through_its_machine() -> None:
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_end_of_input_while_closing_does_not_log_out() -> None:
+    """Once closing, the client's ^D or channel EOF runs no logout: its "logout" would
+    come after the goodbye, which must stay the last thing shown."""
+    terminal = Terminal(Wire(), Redraws(Clock()))
+    terminal.set_handler(lambda line: None, lambda: "$ ")
+    logouts: list[int] = []
+    terminal.on_eof = lambda: logouts.append(1)
+    terminal.close()
+    terminal.eof_received()
+    assert logouts == []
+    other = Terminal(Wire(), Redraws(Clock()))
+    other.set_handler(lambda line: None, lambda: "$ ")
+    other.on_eof = lambda: logouts.append(2)
+    other.eof_received()
+    assert logouts == [2]

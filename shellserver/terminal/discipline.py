@@ -674,7 +674,9 @@ class Terminal:
         self.settle()
         if self._reader is not None:
             self._fail_reader(EndOfInput())
-        elif self.state is not RUNNING and self.on_eof is not None:
+        elif self.state in TAKES_LINES and self.on_eof is not None:
+            # Not while a command runs, nor once closing: "logout" after the goodbye
+            # would no longer leave the goodbye last (character mode never did).
             self._prompt = None
             self.on_eof()
 
