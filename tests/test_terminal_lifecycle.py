@@ -153,8 +153,10 @@ def test_a_terminal_walks_the_machine() -> None:
     wire.drains.pop().callback(None)
     assert (ran, terminal.state) == (["fast", "slow", "after"], "ready")
     assert terminal._machine is None  # back in ready: an idle session holds no machine
+    assert terminal._live
     terminal.close()
     assert (terminal.state, wire.closed, terminal.connected) == ("closing", True, True)
+    assert not terminal._live
     assert terminal.notify(Message.of("late")) is False
     terminal.connection_lost()
     assert (terminal.state, terminal.connected) == ("closed", False)

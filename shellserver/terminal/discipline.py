@@ -40,7 +40,6 @@ from shellserver.terminal.editor import COMPLETE, EOF, INTERRUPT, LINE, WHOLE, L
 from shellserver.terminal.keys import KeyParser
 from shellserver.terminal.lifecycle import (
     BACKLOGGED,
-    ENDED,
     ENDED_MACHINE,
     READY,
     RUNNING,
@@ -240,8 +239,9 @@ class Terminal:
     still run (``_input_ended``); re-entrancy guards (``_looping``, ``_replaying``);
     the once-per-prompt typeahead note (``_noted_drop``); and in character mode the
     keystroke gates (``_completing``: Tab's answer pending; ``_throttled``: keys wait
-    for the pacing tick). ``connected`` is the machine's ``closed``, kept as a plain
-    attribute for the hub and commands.
+    for the pacing tick). ``connected`` (not ``closed``) and ``_live`` (neither
+    ``closing`` nor ``closed``) are written only by the machine's outputs: plain
+    attributes for the hub, the commands and the per-message checks.
     """
 
     __slots__ = (
@@ -254,6 +254,7 @@ class Terminal:
         "_handler_prompt",
         "_hidden",
         "_input_ended",
+        "_live",
         "_looping",
         "_machine",
         "_noted_drop",
@@ -324,6 +325,10 @@ class Terminal:
         #: The machine's state (:mod:`.lifecycle`), set only by its outputs: the hot
         #: paths read this attribute instead of calling the machine.
         self.state = READY
+        #: ``state`` is neither closing nor closed: written by the machine's outputs
+        #: alone (``_begin_closing``, ``_end``), one slot for the per-message and
+        #: per-key checks, as cheap as reading a flag.
+        self._live = True
         # Made on the first input, and let go of on the way back to ``ready`` (its initial
         # state, so one made later starts where the terminal is): an idle session holds
         # no machine, which would add a fifth to its memory.
@@ -375,7 +380,7 @@ class Terminal:
         once); only the short lead before it is this terminal's own. Once closing,
         nothing is shown: the goodbye stays the last thing the client sees.
         """
-        if self.state in ENDED:
+        if not self._live:
             return False
         editor = self._editor
         if editor is not None and self._prompt is not None:
@@ -421,7 +426,7 @@ class Terminal:
         if not self._redraw_due:
             return
         self._redraw_due = False
-        if self.state in ENDED or self._prompt is None:
+        if not self._live or self._prompt is None:
             if self._stash is not None:
                 self._unstash()
             return
@@ -548,7 +553,7 @@ class Terminal:
     def text_received(self, text: str) -> None:
         """Keystrokes (character mode): to the editor while a prompt waits, else held."""
         parser = self._parser
-        if parser is None or self.state in ENDED:  # closing: nothing is drawn after the goodbye
+        if parser is None or not self._live:  # closing: nothing is drawn after the goodbye
             return
         self.settle()
         editor = self._editor
@@ -646,7 +651,7 @@ class Terminal:
         self._tick = None
         self._throttled = False
         editor = self._editor
-        if editor is None or self.state in ENDED:
+        if editor is None or not self._live:
             return
         self._paced_at = self._redraws.clock.seconds()
         editor.work = 0
@@ -664,7 +669,7 @@ class Terminal:
         """O(1) however often: the wire stored the size; the line is drawn again at most once
         per :data:`PACE` (:meth:`_pace`), at the size last reported."""
         editor = self._editor
-        if editor is not None and self.state not in ENDED:
+        if editor is not None and self._live:
             self.settle()
             editor.resize(self.width)
             self._flush()
@@ -687,7 +692,7 @@ class Terminal:
 
     def interrupted(self) -> None:
         """^C: typeahead is forgotten; a read fails, or a fresh prompt is shown."""
-        if self.state in ENDED:
+        if not self._live:
             return
         self.settle()
         self._typeahead = None
@@ -701,7 +706,7 @@ class Terminal:
 
     def line_too_long(self, limit: int) -> None:
         """Say the line was discarded, and show the prompt again under it."""
-        if self.state in ENDED:
+        if not self._live:
             return
         self.write(f"\nLine too long (over {limit} bytes); discarded.\n")
         if self._prompt is not None:
@@ -719,6 +724,7 @@ class Terminal:
         self._life().close()
 
     def _begin_closing(self) -> None:
+        self._live = False
         self._typeahead = None
         self._unstash()  # a notice followed at once by close() is the last thing shown
         self.wire.close()
@@ -730,6 +736,7 @@ class Terminal:
     def _end(self) -> None:
         self._machine = ENDED_MACHINE  # no cycle through our own (see ENDED_MACHINE)
         self.connected = False
+        self._live = False
         self._stash = None
         self._typeahead = None
         self._stop_tick()

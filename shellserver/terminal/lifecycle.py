@@ -57,7 +57,8 @@ asked by ``read_line`` (``Terminal._reader``): it is asked both before the shell
 asked in. Line or character mode is which objects exist (the editor), not a state.
 
 The terminal's hot paths read ``Terminal.state`` (set by the outputs below, one
-attribute) instead of calling the machine. All inputs return None, so Automat queues
+attribute), and ``Terminal._live`` (not ``closing`` nor ``closed``, written by the
+same outputs), instead of calling the machine. All inputs return None, so Automat queues
 one made from inside a transition (``end`` failing a reader whose command calls
 ``close()``) and runs it after the current one.
 """
