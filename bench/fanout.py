@@ -24,8 +24,8 @@ import time
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 
-from shellserver.hub.local import Message
 from shellserver.terminal.discipline import ILineReceiver, IWire, Redraws, Terminal
+from shellserver.text.message import Message
 from shellserver.wires.telnet.protocol import TelnetProtocol
 
 

@@ -12,6 +12,7 @@ from shellserver.app.assembly import Assembly
 from shellserver.hub.session import Session
 from shellserver.shell.commands.registry import REGISTRY, Context, Registry, UsageError
 from shellserver.shell.dispatch import IDLE, Shell
+from shellserver.terminal.discipline import Terminal
 
 
 @pytest.fixture
@@ -25,7 +26,8 @@ def online(server: Assembly, name: str) -> tuple[Client, Shell]:
     c.output()
     session = server.hub.sessions_of(name).result[-1]
     assert isinstance(session, Session)
-    return c, Shell(server.services, session)
+    assert isinstance(session.terminal, Terminal)
+    return c, Shell(server.services, session, session.terminal)
 
 
 def test_a_command_that_finishes_at_once_returns_no_deferred(server: Assembly) -> None:

@@ -247,7 +247,7 @@ async def test_a_client_that_never_reads_is_held_to_max_output_whatever_its_wind
 
 
 def _message(text: str) -> Any:
-    from shellserver.hub.local import Message
+    from shellserver.text.message import Message
 
     return Message(text)
 

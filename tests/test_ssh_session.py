@@ -12,10 +12,10 @@ import pytest
 from harness import Client, add_user, make_server, make_server_with
 
 from shellserver.app.assembly import Assembly
-from shellserver.hub.local import Message
 from shellserver.hub.session import Session
 from shellserver.store.accounts import Account
 from shellserver.terminal.discipline import PACE
+from shellserver.text.message import Message
 from shellserver.wires.ssh.session import Request, SSHWire, session_starter
 
 

@@ -10,8 +10,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from shellserver.hub.local import Message
 from shellserver.terminal.discipline import ILineReceiver, IWire, Redraws, Terminal
+from shellserver.text.message import Message
 from shellserver.wires.telnet import protocol
 from shellserver.wires.telnet.codes import (
     AYT,

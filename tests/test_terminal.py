@@ -7,7 +7,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from shellserver.hub.local import Message
 from shellserver.terminal.discipline import (
     Disconnected,
     EndOfInput,
@@ -16,6 +15,7 @@ from shellserver.terminal.discipline import (
     Redraws,
     Terminal,
 )
+from shellserver.text.message import Message
 from shellserver.wires.telnet.encode import encode
 
 

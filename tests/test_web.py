@@ -31,7 +31,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
-from shellserver.hub.local import Message
+from shellserver.text.message import Message
 from shellserver.wires.web import page as webpage
 from shellserver.wires.web.socket import MAX_FRAME, FrameLimit, Pinger, WebWire, frame
 

@@ -16,7 +16,7 @@ from shellserver.hub.session import Session
 from shellserver.shell.argsplit import SplitError, split_line
 from shellserver.shell.commands.registry import Command, Context, Services, UsageError
 from shellserver.shell.completion import complete
-from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted
+from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 from shellserver.text.sanitize import careful
 
 log = Logger()
@@ -30,6 +30,7 @@ class Shell:
 
     server: Services
     session: Session
+    terminal: Terminal
     #: The exit status of the last command line: 0 ok, 1 error or usage, 127 not found.
     status: int = 0
     #: The prompt, made again only when the directory changes: the same string
@@ -99,7 +100,7 @@ class Shell:
         if parsed.redirect is not None and not cmd.redirect:
             session.write(f"{name}: output redirection is not supported by this command\n")
             return None
-        ctx = Context(self.server, session, parsed, name)
+        ctx = Context(self.server, session, parsed, name, self.terminal)
         try:
             result = cmd.func(ctx, list(parsed.words[1:]))
         except UsageError as e:

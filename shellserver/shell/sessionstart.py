@@ -251,7 +251,7 @@ async def _start(
             terminal.write(f"Last login: {when} from {careful(previous.peer)}\n")
         terminal.write(services.shutdown.login_notice())
         terminal.write(new_messages)
-        shell = Shell(services, session)
+        shell = Shell(services, session, terminal)
         terminal.on_eof = shell.logout
         terminal.set_handler(shell.line, shell.prompt, shell.complete)
     return session

@@ -18,6 +18,11 @@ resize only stores the size, and the editor's whole-line redraws (after a
 resize, a message, an edit in the middle of a long line) and cursor moves are
 drawn at most once per :data:`PACE` seconds per session, however many asked
 for them. The first is drawn at once, so a person typing sees no delay.
+
+Where a terminal is in its life (ready, running a command, backlogged, closing,
+closed) is the Automat machine in :mod:`.lifecycle`, whose table lists every
+transition; the per-line and per-message paths read its ``state`` attribute.
+The hub holds a terminal only as a ``SessionPort`` (``hub/session.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ from zope.interface import Attribute, Interface, implementer
 
 from shellserver.terminal.editor import COMPLETE, EOF, INTERRUPT, LINE, WHOLE, LineEditor
 from shellserver.terminal.keys import KeyParser
+from shellserver.terminal.lifecycle import (
+    BACKLOGGED,
+    ENDED_MACHINE,
+    READY,
+    RUNNING,
+    TAKES_LINES,
+    LifeInputs,
+    LifeMachine,
+)
 from shellserver.terminal.screen import Screen
 
 if TYPE_CHECKING:
@@ -42,12 +56,13 @@ log = Logger()
 
 _ERASE_LINE = "\r\x1b[K"
 MAX_TYPEAHEAD = 64
-#: A window size a wire reports (NAWS, pty-req, a browser's resize) is kept within these (SPEC §8).
+#: A window size a wire reports (NAWS, pty-req, a browser's resize) is kept within these:
+#: a client's claim of a huge window must not make every redraw huge.
 MIN_W, MAX_W, MIN_H, MAX_H = 20, 500, 5, 200
 
 
 def clamp_size(cols: int, rows: int) -> tuple[int, int]:
-    """``cols`` x ``rows`` within SPEC §8's bounds."""
+    """``cols`` x ``rows`` within the bounds above, whatever the client claimed."""
     return max(MIN_W, min(cols, MAX_W)), max(MIN_H, min(rows, MAX_H))
 
 
@@ -126,13 +141,17 @@ class ILineReceiver(Interface):
     def resized() -> None:
         """The wire's width or height changed."""
 
-    def eof_received() -> None: ...
+    def eof_received() -> None:
+        """^D on an empty line, or the client's end of input: log out, or end a read."""
 
-    def interrupted() -> None: ...
+    def interrupted() -> None:
+        """^C (telnet's IP, a browser's key): abandon the line or the command reading it."""
 
-    def line_too_long(limit: int) -> None: ...
+    def line_too_long(limit: int) -> None:
+        """A line over the wire's limit was discarded: say so, rather than run a part."""
 
-    def connection_lost() -> None: ...
+    def connection_lost() -> None:
+        """The connection is gone: let go of everything, fail a pending read."""
 
 
 @implementer(ILineReceiver)
@@ -185,11 +204,13 @@ class Redraws:
         self._call: IDelayedCall | None = None
 
     def add(self, terminal: Terminal) -> None:
+        """``terminal`` got a message this turn: its prompt is drawn again at the end."""
         self._due.append(terminal)
         if self._call is None:
             self._call = self.clock.callLater(0, self.run)
 
     def run(self) -> None:
+        """The end of the turn: every prompt due, once, however many messages came."""
         self._call = None
         due, self._due = self._due, []
         for terminal in due:
@@ -208,12 +229,23 @@ class Terminal:
     handler (the shell); while the handler's Deferred runs, lines wait as
     typeahead, and none runs while the client is not reading our output. The
     shell's common case (a command that finishes at once) costs no Deferred.
+
+    Its life is ``state`` (see :mod:`.lifecycle`). The booleans left are facts
+    independent of it, each read on a per-line, per-message or per-key path:
+    where the cursor is and what is on its line (``_at_bol``, ``_reprinted``,
+    ``_redraw_due``); the current question's kind (``_hidden``) and the client's
+    echo, which deliberately lags it so echo never comes on between two hidden
+    questions (``_echo_off``); the client's end of input, after which typed lines
+    still run (``_input_ended``); re-entrancy guards (``_looping``, ``_replaying``);
+    the once-per-prompt typeahead note (``_noted_drop``); and in character mode the
+    keystroke gates (``_completing``: Tab's answer pending; ``_throttled``: keys wait
+    for the pacing tick). ``connected`` (not ``closed``) and ``_live`` (neither
+    ``closing`` nor ``closed``) are written only by the machine's outputs: plain
+    attributes for the hub, the commands and the per-message checks.
     """
 
     __slots__ = (
         "_at_bol",
-        "_busy",
-        "_closing",
         "_completer",
         "_completing",
         "_echo_off",
@@ -222,7 +254,9 @@ class Terminal:
         "_handler_prompt",
         "_hidden",
         "_input_ended",
+        "_live",
         "_looping",
+        "_machine",
         "_noted_drop",
         "_paced_at",
         "_parser",
@@ -240,10 +274,10 @@ class Terminal:
         "_throttled",
         "_tick",
         "_typeahead",
-        "_waiting_drain",
         "connected",
         "on_disconnect",
         "on_eof",
+        "state",
         "wire",
     )
 
@@ -254,11 +288,9 @@ class Terminal:
         self._reader: Deferred[str] | None = None
         self._hidden = False
         self._echo_off = False
-        self._closing = False
         self._handler: LineHandler | None = None
         self._handler_prompt: Callable[[], str] = str
         self._completer: Completer | None = None
-        self._busy = False
         self._looping = False
         # Made only when a line has to wait: an empty deque is ~0.75 KiB, per session.
         self._typeahead: deque[str] | None = None
@@ -269,7 +301,6 @@ class Terminal:
         # Line mode: the message held until the end of the turn, to go out with the prompt.
         self._stash: Message | None = None
         self._stash_lead = ""
-        self._waiting_drain = False
         #: The client will send nothing more (an SSH channel's EOF): after the lines already
         #: typed, a read ends with EndOfInput and the shell logs out.
         self._input_ended = False
@@ -288,23 +319,40 @@ class Terminal:
         self._throttled = False
         self.on_disconnect: Callable[[], None] | None = None
         self.on_eof: Callable[[], None] | None = None
+        #: False once the connection is gone (set by the machine's ``end``); the hub
+        #: and commands read it, so it stays a plain attribute.
         self.connected = True
+        #: The machine's state (:mod:`.lifecycle`), set only by its outputs: the hot
+        #: paths read this attribute instead of calling the machine.
+        self.state = READY
+        #: ``state`` is neither closing nor closed: written by the machine's outputs
+        #: alone (``_begin_closing``, ``_end``), one slot for the per-message and
+        #: per-key checks, as cheap as reading a flag.
+        self._live = True
+        # Made on the first input, and let go of on the way back to ``ready`` (its initial
+        # state, so one made later starts where the terminal is): an idle session holds
+        # no machine, which would add a fifth to its memory.
+        self._machine: LifeInputs | None = None
 
     @property
     def width(self) -> int:
+        """The window's columns as the wire last heard them (the hub's port reads it)."""
         return int(self.wire.width)
 
     @property
     def height(self) -> int:
+        """The window's rows as the wire last heard them."""
         return int(self.wire.height)
 
     @property
     def character_mode(self) -> bool:
+        """Whether keys are edited here (the line editor exists) or by the client."""
         return self._editor is not None
 
     # -- output ----------------------------------------------------------
 
     def write(self, text: str) -> None:
+        """Own output, never dropped; above a drawn prompt, which is then drawn again."""
         if not text:
             return
         if self._redraw_due:
@@ -332,7 +380,7 @@ class Terminal:
         once); only the short lead before it is this terminal's own. Once closing,
         nothing is shown: the goodbye stays the last thing the client sees.
         """
-        if not self.connected or self._closing:
+        if not self._live:
             return False
         editor = self._editor
         if editor is not None and self._prompt is not None:
@@ -358,12 +406,7 @@ class Terminal:
                 lead = ""
             if self._stash is not None:
                 self._unstash()  # a burst: the first message goes out alone, as it was
-            if (
-                self._prompt is not None
-                and not self._redraw_due
-                and not self._closing
-                and not self.wire.backlogged
-            ):
+            if self._prompt is not None and not self._redraw_due and not self.wire.backlogged:
                 # The prompt follows at the end of the turn (settle): hold the message
                 # till then, so each recipient costs one transport write, not two.
                 # Not backlogged, the wire takes it (IWire.send_message).
@@ -383,7 +426,7 @@ class Terminal:
         if not self._redraw_due:
             return
         self._redraw_due = False
-        if not self.connected or self._closing or self._prompt is None:
+        if not self._live or self._prompt is None:
             if self._stash is not None:
                 self._unstash()
             return
@@ -471,10 +514,11 @@ class Terminal:
             self.wire.session_started()
         self._handler_prompt = prompt
         self._completer = completer
-        if handler is not None and self._reader is None and not self._busy:
+        if handler is not None and self._reader is None and self.state is not RUNNING:
             self._next()
 
     def line_received(self, line: str) -> None:
+        """A whole line: to a pending read, else run by the shell, else typed ahead."""
         if self._redraw_due:
             self.settle()
         self._reprinted = False
@@ -492,7 +536,7 @@ class Terminal:
                 if self._editor is None:
                     self.wire.send("\n")  # the client echoed nothing, not even the newline
             reader.callback(line)
-        elif self._busy or self._handler is None:
+        elif self.state is RUNNING or self._handler is None:
             typeahead = self._typeahead
             if typeahead is None:
                 typeahead = self._typeahead = deque()
@@ -509,7 +553,7 @@ class Terminal:
     def text_received(self, text: str) -> None:
         """Keystrokes (character mode): to the editor while a prompt waits, else held."""
         parser = self._parser
-        if parser is None or self._closing:  # closing: nothing is drawn after the goodbye
+        if parser is None or not self._live:  # closing: nothing is drawn after the goodbye
             return
         self.settle()
         editor = self._editor
@@ -545,6 +589,7 @@ class Terminal:
         self._flush()
 
     def mode_changed(self, character: bool) -> None:
+        """The client now sends keys (make the editor) or lines (drop it, and its cost)."""
         self.settle()
         if character and self._editor is None:
             self._screen = Screen()
@@ -606,7 +651,7 @@ class Terminal:
         self._tick = None
         self._throttled = False
         editor = self._editor
-        if editor is None or not self.connected or self._closing:
+        if editor is None or not self._live:
             return
         self._paced_at = self._redraws.clock.seconds()
         editor.work = 0
@@ -624,16 +669,19 @@ class Terminal:
         """O(1) however often: the wire stored the size; the line is drawn again at most once
         per :data:`PACE` (:meth:`_pace`), at the size last reported."""
         editor = self._editor
-        if editor is not None and not self._closing:
+        if editor is not None and self._live:
             self.settle()
             editor.resize(self.width)
             self._flush()
 
     def eof_received(self) -> None:
+        """^D on an empty line: a pending read ends, or the shell logs out."""
         self.settle()
         if self._reader is not None:
             self._fail_reader(EndOfInput())
-        elif not self._busy and self.on_eof is not None:
+        elif self.state in TAKES_LINES and self.on_eof is not None:
+            # Not while a command runs, nor once closing: "logout" after the goodbye
+            # would no longer leave the goodbye last (character mode never did).
             self._prompt = None
             self.on_eof()
 
@@ -643,34 +691,52 @@ class Terminal:
         self.eof_received()
 
     def interrupted(self) -> None:
-        if self._closing:
+        """^C: typeahead is forgotten; a read fails, or a fresh prompt is shown."""
+        if not self._live:
             return
         self.settle()
         self._typeahead = None
         if self._reader is not None:
             self.write("^C\n")
             self._fail_reader(Interrupted())
-        elif not self._busy and self._prompt is not None:
+        elif self.state is not RUNNING and self._prompt is not None:
             self.write("^C\n")
             self._prompt = None
             self._next()
 
     def line_too_long(self, limit: int) -> None:
-        if self._closing:
+        """Say the line was discarded, and show the prompt again under it."""
+        if not self._live:
             return
         self.write(f"\nLine too long (over {limit} bytes); discarded.\n")
         if self._prompt is not None:
             self.write(self._prompt)
 
+    def _life(self) -> LifeInputs:
+        """The machine, made now if the terminal is in ``ready`` without one."""
+        machine = self._machine
+        if machine is None:
+            machine = self._machine = LifeMachine(self)
+        return machine
+
     def close(self) -> None:
         """End the connection after pending output; show no prompt meanwhile."""
-        self._closing = True
+        self._life().close()
+
+    def _begin_closing(self) -> None:
+        self._live = False
         self._typeahead = None
         self._unstash()  # a notice followed at once by close() is the last thing shown
         self.wire.close()
 
     def connection_lost(self) -> None:
+        """The wire's connection ended: fail a pending read, and let go of everything."""
+        self._life().lost()
+
+    def _end(self) -> None:
+        self._machine = ENDED_MACHINE  # no cycle through our own (see ENDED_MACHINE)
         self.connected = False
+        self._live = False
         self._stash = None
         self._typeahead = None
         self._stop_tick()
@@ -709,7 +775,7 @@ class Terminal:
             self._flush()
             if self._reader is not None:
                 self._fail_reader(Interrupted())
-            elif not self._busy:
+            elif self.state is not RUNNING:
                 self._prompt = None
                 self._next()
         elif kind == EOF:
@@ -717,7 +783,7 @@ class Terminal:
                 editor.finish()
                 self._flush()
                 self._fail_reader(EndOfInput())
-            elif not self._busy and self.on_eof is not None:
+            elif self.state is not RUNNING and self.on_eof is not None:
                 editor.finish(newline=False)
                 self._flush()
                 self._prompt = None
@@ -817,7 +883,7 @@ class Terminal:
         assert self._handler is not None
         result = self._handler(line)
         if result is not None:
-            self._busy = True
+            self._life().started()
             result.addErrback(self._handler_failed)
             result.addBoth(self._done)
 
@@ -826,11 +892,15 @@ class Terminal:
         self.write("shellserver: internal error\n")
 
     def _done(self, _: object) -> None:
-        self._busy = False
+        self._life().finished()
+        if self.state is READY:
+            self._machine = None
         self._next()
 
     def _drained(self, _: object) -> None:
-        self._waiting_drain = False
+        self._life().drained()
+        if self.state is READY:
+            self._machine = None
         self._next()
 
     def _next(self, line: str | None = None) -> None:
@@ -838,7 +908,8 @@ class Terminal:
         prompt and wait. Never re-entered: a ``line`` that cannot run now waits as typeahead.
 
         Nothing runs while the client is not reading: the next typed line waits
-        until the last command's output was taken (SPEC §7).
+        until the last command's output was taken: a client that stops reading holds
+        its own commands, not the server's memory.
         """
         if self._looping:
             if line is not None:
@@ -846,17 +917,12 @@ class Terminal:
             return
         self._looping = True
         try:
-            while (
-                self.connected
-                and not self._closing
-                and self._handler is not None
-                and not self._busy
-            ):
+            while self.state in TAKES_LINES and self._handler is not None:
                 if self._reader is not None:
                     return
                 if self.wire.backlogged:
-                    if not self._waiting_drain:
-                        self._waiting_drain = True
+                    if self.state is not BACKLOGGED:
+                        self._life().stalled()
                         self.wire.drain().addCallback(self._drained)
                     return
                 if line is None:

@@ -173,6 +173,7 @@ class LineEditor:
 
     @property
     def history_bytes(self) -> int:
+        """What the history holds, in bytes, so memory per session can be checked."""
         return self._hist_bytes
 
     def suspend(self) -> None:
@@ -189,13 +190,16 @@ class LineEditor:
         return (self._drawn, self._row, self._col)
 
     def restore(self, geometry: tuple[bool, int, int]) -> None:
+        """Undo a :meth:`suspend` whose output was never sent (the message was dropped)."""
         self._drawn, self._row, self._col = geometry
 
     @property
     def drawn(self) -> bool:
+        """Whether the prompt and line are on screen, so a message knows to erase them first."""
         return self._drawn
 
     def redraw(self) -> None:
+        """The prompt and line again after something was shown above them."""
         if self.active:
             self._render()
 
@@ -209,6 +213,7 @@ class LineEditor:
             self._put_cursor()
 
     def resize(self, width: int) -> None:
+        """The window changed width: the line wraps differently, so it is drawn again."""
         if width == self.width:
             return
         self.suspend()
@@ -256,6 +261,8 @@ class LineEditor:
     # -- keys --------------------------------------------------------------------
 
     def key(self, k: str) -> Result:
+        """One key: edits stay here; what the terminal must act on (a line, ^C, ^D, Tab)
+        is returned, so the editor knows nothing of readers or commands."""
         if not self.active:
             return None
         if self._search is not None and self._search_key(k):

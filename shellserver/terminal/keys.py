@@ -65,6 +65,8 @@ class KeyParser:
         self._seq = ""
 
     def feed(self, text: str) -> list[str]:
+        """The keys in ``text``; an escape sequence split between two reads is held, so
+        a key never arrives in halves. Plain text is one key: a paste costs one call."""
         if self._state == _TEXT and _CONTROL.search(text) is None:
             return [text] if text else []
         keys: list[str] = []

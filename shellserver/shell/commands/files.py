@@ -97,7 +97,7 @@ async def stream(ctx: Context, home: Home, fd: int, careful_text: bool = True) -
     decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
     ended = True
     try:
-        while ctx.session.terminal.connected:
+        while ctx.terminal.connected:
             data = await home.io(os.read, fd, CHUNK)
             text = decoder.decode(data, final=not data)
             if careful_text:

@@ -97,7 +97,7 @@ async def messages(ctx: Context, args: list[str]) -> None:
         if not saved:
             ctx.write("No saved messages.\n")
             return
-        width = int(getattr(ctx.session.terminal.wire, "width", 80) or 80)
+        width = ctx.session.width
         ctx.write(_listing(saved, width))
         return
     action, which = args

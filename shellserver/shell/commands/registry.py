@@ -17,7 +17,7 @@ from shellserver.ops.metrics import Metrics
 from shellserver.shell.adminops import Admin
 from shellserver.shell.argsplit import CommandLine
 from shellserver.store.accounts import AccountStore
-from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted
+from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 
 if TYPE_CHECKING:
     from shellserver.shell.shutdown import Shutdown
@@ -76,6 +76,9 @@ class Context:
     session: Session
     line: CommandLine
     name: str
+    #: The session's terminal itself, for what only a terminal does (read a line, wait
+    #: for the client to read): the hub's ``session.terminal`` is only its port.
+    terminal: Terminal
     #: The exit status (``ssh host CMD`` reports it): 1 once the command has failed.
     status: int = 0
 
@@ -89,7 +92,7 @@ class Context:
         """A line typed into a running command (a prompt, ``cat >``); it counts as activity, so a
         user answering prompts is not logged out as idle.
         """
-        d = self.session.terminal.read_line(prompt, hidden)
+        d = self.terminal.read_line(prompt, hidden)
         d.addCallback(self._active)
         return d
 
@@ -137,7 +140,7 @@ class Context:
                     self.write("".join(buffered))
                     buffered, size = [], 0
                     await self.drain()
-                    if not self.session.terminal.connected:
+                    if not self.terminal.connected:
                         return
         if buffered:
             self.write("".join(buffered))
@@ -149,7 +152,7 @@ class Context:
         awaits this between chunks, so a client that stops reading holds the
         command instead of the server's memory.
         """
-        return self.session.terminal.drain()
+        return self.terminal.drain()
 
     def _active(self, line: str) -> str:
         self.session.last_active = self.server.clock.seconds()

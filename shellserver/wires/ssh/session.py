@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shellserver.hub.local import Message
 from shellserver.hub.session import Session
 from shellserver.shell import sessionstart
 from shellserver.shell.dispatch import Shell
@@ -37,6 +36,7 @@ from shellserver.terminal.discipline import (
     Terminal,
     clamp_size,
 )
+from shellserver.text.message import Message
 from shellserver.wires.output import Fronted, Output
 from shellserver.wires.telnet.encode import decode
 
@@ -303,7 +303,7 @@ class SSHSeat:
         if command is None:
             return
         try:
-            wire.status = await Shell(start.services, session).run_once(command)
+            wire.status = await Shell(start.services, session, terminal).run_once(command)
         except (Interrupted, EndOfInput, Disconnected):
             wire.status = FAILED
         terminal.close()

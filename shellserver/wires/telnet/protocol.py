@@ -23,8 +23,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shellserver.hub.local import Message
 from shellserver.terminal.discipline import GONE, ILineReceiver, IWire
+from shellserver.text.message import Message
 from shellserver.wires.output import Fronted, Output
 from shellserver.wires.telnet.core import TelnetParser
 from shellserver.wires.telnet.encode import encode

@@ -34,8 +34,8 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shellserver.hub.local import Message
 from shellserver.terminal.discipline import ILineReceiver, IWire, clamp_size
+from shellserver.text.message import Message
 from shellserver.wires.output import Fronted, Output
 
 #: Largest message the client may send: a keystroke or a paste is far less, and Twisted
