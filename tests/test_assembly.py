@@ -62,3 +62,26 @@ def test_another_nodes_shutdown_reaches_this_nodes_sessions(tmp_path: Path) -> N
     hub.announced("shutdown", {"minutes": 30, "by": "root", "origin": "web2"})
     assert server.shutdown.at is not None
     assert "The system is going down" in alice.output()
+
+
+def _root(node: ast.expr) -> ast.expr:
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        node = node.value
+    return node
+
+
+@pytest.mark.parametrize("module", ["assembly.py", "service.py"])
+def test_the_assembly_sets_no_attribute_of_a_part_it_built(module: str) -> None:
+    """Parts are given what they use when they are made (or subscribe through an API of the
+    part they listen to): no ``part.slot = value`` after construction, in the assembly or in
+    the service that binds the listeners (the service's own state, ``self.…``, aside)."""
+    source = Path(shellserver.__file__).parent / "app" / module
+    assigned = [
+        ast.unparse(target)
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute)
+        and not (isinstance(root := _root(target), ast.Name) and root.id == "self")
+    ]
+    assert assigned == []
