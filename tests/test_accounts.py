@@ -27,6 +27,7 @@ from shellserver.store.accounts import (
     LastAdmin,
     LoginFailed,
     NoSuchUser,
+    StoreError,
     StoreTooNew,
     UserExists,
     ensure_initial_admin,
@@ -182,6 +183,21 @@ def test_two_processes_cannot_delete_the_last_two_admins_at_once(tmp_path: Path)
         one.create(gone, "h", ROLE_ADMIN)
         one.close()
         two.close()
+
+
+def test_a_named_store_touches_nothing_until_connected(tmp_path: Path) -> None:
+    """The server builds its parts (and so names its store) before it binds its ports, and a
+    port in use must leave nothing behind: naming the store creates no file."""
+    path = tmp_path / "accounts.sqlite3"
+    db = AccountDB(str(path))
+    assert not path.exists()
+    with pytest.raises(StoreError, match="is not open"):
+        db.get("alice")
+    db.close()  # a store never opened: nothing to close, no error
+    db.connect()
+    assert path.exists()
+    assert db.get("alice") is None
+    db.close()
 
 
 def test_wal_mode_and_private_file(tmp_path: Path, db: AccountDB) -> None:

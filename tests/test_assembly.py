@@ -13,6 +13,7 @@ from harness import make_server_with, online
 import shellserver
 from shellserver.app.assembly import Assembly
 from shellserver.app.control import Controlled
+from shellserver.hub.local import Hub
 from shellserver.shell.adminops import Admin
 from shellserver.shell.commands.registry import Services
 from shellserver.shell.connection import Lobby
@@ -52,10 +53,35 @@ def test_only_the_app_layer_knows_the_assembly() -> None:
 
 
 def test_another_nodes_shutdown_reaches_this_nodes_sessions(tmp_path: Path) -> None:
-    """The hub's announcements go to the shutdown the assembly built, before anything runs."""
+    """The hub's announcements go to the shutdown the assembly built, before anything runs
+    (the clustered hub hands them to its local table's ``announced``)."""
     server = make_server_with(tmp_path, ("alice",))
     alice = online(server, "alice")
-    assert server.hub.on_announce == server.shutdown.heard
-    server.hub.on_announce("shutdown", {"minutes": 30, "by": "root", "origin": "web2"})
+    hub = server.hub
+    assert isinstance(hub, Hub)
+    hub.announced("shutdown", {"minutes": 30, "by": "root", "origin": "web2"})
     assert server.shutdown.at is not None
     assert "The system is going down" in alice.output()
+
+
+def _root(node: ast.expr) -> ast.expr:
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        node = node.value
+    return node
+
+
+@pytest.mark.parametrize("module", ["assembly.py", "service.py"])
+def test_the_assembly_sets_no_attribute_of_a_part_it_built(module: str) -> None:
+    """Parts are given what they use when they are made (or subscribe through an API of the
+    part they listen to): no ``part.slot = value`` after construction, in the assembly or in
+    the service that binds the listeners (the service's own state, ``self.…``, aside)."""
+    source = Path(shellserver.__file__).parent / "app" / module
+    assigned = [
+        ast.unparse(target)
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute)
+        and not (isinstance(root := _root(target), ast.Name) and root.id == "self")
+    ]
+    assert assigned == []

@@ -706,7 +706,9 @@ async def test_announcements_and_a_late_node_learns_the_shared_state(cluster: An
     a, b = await cluster("a", "b")
     heard: dict[str, list[tuple[str, dict[str, Any]]]] = {"a": [], "b": []}
     for n in (a, b):
-        n.hub.on_announce = lambda kind, fields, n=n: heard[n.name].append((kind, fields))
+        n.hub.subscribe_announcements(
+            lambda kind, fields, n=n: heard[n.name].append((kind, fields))
+        )
     a.hub.announce("shutdown", {"at": 5})
     await until(lambda: heard["b"] != [], what="b hears")
     assert heard["b"] == [("shutdown", {"at": 5, "origin": "a"})]

@@ -11,7 +11,11 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 
 from shellserver.app.config import Config
+from shellserver.app.control import ControlFactory
 from shellserver.app.service import ShellService
+from shellserver.ops.httpguard import Guard
+from shellserver.wires.ssh.server import ShellSSHFactory
+from shellserver.wires.telnet.protocol import TelnetFactory
 
 
 class Refusing(MemoryReactorClock):
@@ -61,3 +65,50 @@ def test_a_control_socket_failing_after_the_first_start_created_things_says_so(
         f"{data}/initial-admin-password)"
     )
     assert "this start created" not in prepare(data, "unix")  # nothing new the second time
+
+
+def test_an_ssh_port_that_cannot_be_bound_creates_nothing_not_even_host_keys(
+    tmp_path: Path,
+) -> None:
+    service = ShellService(
+        Config(
+            data=str(tmp_path / "data"),
+            telnet=(f"unix:{tmp_path}/telnet.sock",),
+            ssh=("tcp:2222",),
+            hash_cost=4,
+        ),
+        Refusing("tcp"),
+    )
+    with pytest.raises(SystemExit, match="cannot listen on tcp:2222"):
+        service.prepare()
+    assert not (tmp_path / "data").exists()
+
+
+def test_every_listener_is_bound_once_with_its_own_factory(tmp_path: Path) -> None:
+    """No placeholder stands in for a factory until the parts exist: the parts are built
+    first, each port is bound with the factory that serves it, and what lives in the data
+    dir (the store, the host keys) is open before the reactor runs."""
+    reactor = Refusing("nothing")
+    data = tmp_path / "data"
+    service = ShellService(
+        Config(
+            data=str(data), telnet=("tcp:2323",), ssh=("tcp:2222",), web=("tcp:8080",), hash_cost=4
+        ),
+        reactor,
+    )
+    service.prepare()
+    try:
+        bound = {port: factory for port, factory, _, _ in reactor.tcpServers}
+        assert sorted(bound) == [2222, 2323, 8080]
+        assert isinstance(bound[2323], TelnetFactory)
+        assert isinstance(bound[8080], Guard)
+        ssh = bound[2222]
+        assert isinstance(ssh, ShellSSHFactory)
+        assert ssh.privateKeys.keys() == ssh.publicKeys.keys() != set()
+        [(address, control, *_)] = reactor.unixServers
+        assert address == f"{data}/control.sock"
+        assert isinstance(control, ControlFactory)
+        assert len(service.db.users()) == 1  # the first start's admin: the store is open
+    finally:
+        service.db.close()
+        service.datadir.unlock()

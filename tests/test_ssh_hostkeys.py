@@ -105,6 +105,22 @@ def test_a_public_key_in_place_of_the_private_is_refused(made: Path, tmp_path: P
         load_or_create(d)
 
 
+def test_key_files_are_read_only_when_loaded(made: Path, tmp_path: Path) -> None:
+    """The SSH listener is built (and bound) with the data dir's key files before the data dir
+    may exist; they are read, or made, by ``load`` once it is claimed."""
+    files = hostkeys.HostKeyFiles(FilePath(str(tmp_path / "data" / "ssh")))
+    for ask in (files.private_keys, files.public_keys, files.fingerprints):
+        with pytest.raises(HostKeyError, match="not loaded"):
+            ask()
+    assert not (tmp_path / "data").exists()
+    shutil.copytree(made, tmp_path / "data" / "ssh")
+    assert files.load() == []  # the keys there are read, never made again
+    keys, _ = load_or_create(FilePath(str(made)))
+    assert files.fingerprints() == keys.fingerprints()
+    assert files.private_keys() == keys.private_keys()
+    assert files.public_keys() == keys.public_keys()
+
+
 def test_write_atomically_leaves_no_temporary_and_replaces_a_stale_one(tmp_path: Path) -> None:
     target = FilePath(str(tmp_path / "k"))
     (tmp_path / ".k.tmp").write_bytes(b"half")

@@ -4,10 +4,13 @@ the collaborators it uses.
 No part receives the whole: the login dialogue gets a :class:`Login`, commands a
 :class:`Services`, the control socket a :class:`Controlled`, and so on down. What
 always exists (the homes, the shutdown schedule) is built before anything that
-uses it, so no part is optional and none is filled in later. The one link made
-after two parts exist is the hub's ``on_announce``: the shutdown warns through the
-hub and hears other nodes' schedules from it, a cycle the assembly closes by
-subscribing the schedule before anything starts.
+uses it, so no part is optional and none is filled in later. The one cycle is
+between the hub and the shutdown schedule: the schedule warns through the hub, and
+runs the schedules other nodes announce through it. The hub is built first and given
+to the schedule; the schedule then subscribes to the hub's announcements with
+``IHub.subscribe_announcements`` (an ordinary observer subscription the hub offers to
+anyone, not a slot in the hub waiting for a value), here, before anything starts, so
+no announcement can arrive while nobody listens.
 
 :func:`assemble` is what ``service.py`` calls (with the thread pools, the data dir's
 files and ``reactor.stop``) and what the tests call (with inline runners and a
@@ -125,7 +128,7 @@ def assemble(
     shutdown = Shutdown(clock, hub, metrics, cfg.hostname, stop)
     # Clustered, every node runs the schedule another node announces: subscribed now,
     # before the hub starts, so no announcement can come while nobody listens.
-    hub.on_announce = shutdown.heard
+    hub.subscribe_announcements(shutdown.heard)
     admin = Admin(
         cfg.hostname, clock, hub, store, metrics, homes, InitialPassword(initial_password, run_io)
     )

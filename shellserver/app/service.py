@@ -6,6 +6,11 @@ before the reactor runs, so a failure is one line on stderr and exit status 1
 under both ``twistd`` and ``twist`` (a failing ``startService`` is only logged
 by them, and the process would keep running without its listener). Threads
 are started in ``startService``, after twistd has daemonised.
+
+``prepare`` builds every part before it binds a port, and binds each port once,
+with its real factory; what lives in the data dir (the store, the SSH host keys,
+the default control socket) is opened only after every port is bound, so a port
+in use stops the start having created nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +24,11 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-from shellserver.app.assembly import assemble
+from shellserver.app.assembly import Assembly, assemble
 from shellserver.app.config import Config
 from shellserver.app.control import ControlFactory
 from shellserver.files.homefs import Homes
@@ -75,30 +79,6 @@ def default_max_connections(default: int, hard_fd_limit: int) -> int:
     return max(1, min(default, hard_fd_limit - FD_HEADROOM))
 
 
-class _Pending(Factory):
-    """Holds a listener's place until the assembly has built the parts its factory calls.
-
-    The listeners are bound before the data dir and the store exist, so a port in use
-    stops the start having created nothing; the wire's factory, which needs the parts
-    (and so the store), is made right after, still before the reactor runs, so no
-    connection can come while it is missing."""
-
-    noisy = False
-    factory: Factory | None = None
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def logPrefix(self) -> str:
-        """The real factory's name, for the port's log lines."""
-        return self.name
-
-    def buildProtocol(self, addr: Any) -> Any:
-        """The real factory's protocol (made before the reactor ran)."""
-        assert self.factory is not None, "a connection before the server was ready"
-        return self.factory.buildProtocol(addr)
-
-
 class ShellService(Service):
     """The twistd service: start-up failures are found in ``prepare`` (exit 1), threads start after
     daemonising, and the stop is clean."""
@@ -120,37 +100,71 @@ class ShellService(Service):
         self._gc = GCPolicy(reactor)
 
     def prepare(self) -> None:
-        """Bind every listener, claim the data dir and open the store, or exit 1 saying why.
+        """Build every part, bind every listener with its own factory, then claim the data dir
+        and open what lives in it, or exit 1 saying why.
 
-        The listeners are bound first (the control socket, which lives in the
-        data dir, excepted), so a start that fails on a port in use creates
-        nothing: no data dir, no ``admin`` account, no password file. No
-        connection is accepted before the reactor runs, so the telnet factory
-        can be completed afterwards.
+        Each step is done once, in this order:
+
+        1. A data dir that exists is locked first ("another shellserver is running"
+           beats "port in use").
+        2. Every part is built (app/assembly.py), and each listener's factory from
+           them. Nothing touches the filesystem: the store and the SSH host keys are
+           named, not opened.
+        3. Every listener is bound (but the default control socket, which lives in the
+           data dir), so a start that fails on a port in use has created nothing: no
+           data dir, no ``admin`` account, no password file.
+        4. The data dir is created and locked, the store opened (and migrated), the
+           first ``admin`` made, the host keys loaded (or made), and the default control
+           socket bound.
+
+        The reactor has not run yet, so no connection meets the store before it is open.
         """
         cfg = self.config
         # Clustered, the lock and the control socket are this node's (datadir.py says how).
         node = cfg.node if cfg.cluster is not None else None
-        self.datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node)
+        self.datadir = datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node)
         control = self._control_endpoint()
         locked = False
         try:
-            if self.datadir.path.isdir():
-                self.datadir.lock()  # "another shellserver is running" beats "port in use"
+            if datadir.path.isdir():
+                datadir.lock()  # "another shellserver is running" beats "port in use"
                 locked = True
         except (OSError, DataDirLocked) as e:
             raise SystemExit(f"shellserver: {e}") from None
-        telnet = _Pending("TelnetFactory")
+        shares = self._shares()
+        parts = self.parts = self._assemble(shares)
+        io = parts.homes.run_io
+        # The listeners' factories, from the parts; the host keys are read in step 4.
+        telnet = TelnetFactory(
+            parts.lobby.new_connection, self.reactor, cfg.max_line, cfg.max_output
+        )
+        keys = ssh_setup.host_keys(datadir.path) if cfg.ssh else None
+        control_factory = ControlFactory(
+            parts.control, ssh_setup.SSHControl(keys, ssh_setup.key_adder(datadir.home_root, io))
+        )
         for description in cfg.telnet:
             self.ports.append(self._listen(description, telnet, "telnet"))
-        ssh = _Pending("SSHFactory")
-        for description in cfg.ssh:
-            self.ports.append(self._listen(description, ssh, "ssh"))
-        shares = self._shares()
+        if keys is not None:
+            ssh = ssh_setup.ssh_factory(
+                keys,
+                parts.store,
+                datadir.home_root,
+                io,
+                self.reactor,
+                cfg.login_timeout,
+                parts.admission,
+                parts.failed_logins,
+                ssh_session.session_starter(
+                    parts.start, self.reactor, cfg.max_line, cfg.max_output
+                ),
+                parts.account_pacing,
+                parts.metrics,
+            )
+            for description in cfg.ssh:
+                self.ports.append(self._listen(description, ssh, "ssh"))
         if cfg.web:
-            # Nothing is accepted before the reactor runs, and the server exists by then.
             site = web_site(
-                lambda wire: self.parts.new_connection(wire),
+                parts.lobby.new_connection,
                 self.reactor,
                 cfg.max_output,
                 shares.web_http,
@@ -166,40 +180,58 @@ class ShellService(Service):
             )
             self.guards.append(scrapes)
             self.ports.append(self._listen(metrics_endpoint(cfg.metrics), scrapes, "metrics"))
-        control_factory = _Pending("ControlFactory")
         if cfg.control is not None:
             self.ports.append(self._listen(control, control_factory, "control"))
+        # Every port is ours: only now is anything created.
         try:
-            self.datadir.create()
+            datadir.create()
             if not locked:
-                self.datadir.lock()
-            self.db = AccountDB.open(self.datadir.db_path.path)
+                datadir.lock()
+            self.db.connect()
         except (OSError, DataDirLocked, StoreError) as e:
             raise SystemExit(f"shellserver: {e}") from None
-        if self.datadir.alone:  # else the open records may be other nodes' live sessions
+        if datadir.alone:  # else the open records may be other nodes' live sessions
             self.db.close_open_logins(time.time())
-        created = ensure_initial_admin(self.db, self.datadir, cfg.hash_cost)
-        self.datadir.end_startup()
+        created = ensure_initial_admin(self.db, datadir, cfg.hash_cost)
+        datadir.end_startup()
         if created is not None:
             log.warn("Created account 'admin'; its password is in {path}", path=created.path)
+        if keys is not None:
+            ssh_setup.load_host_keys(keys)
+        if cfg.control is None:  # in the data dir, which exists only now
+            try:
+                self.ports.append(self._listen(control, control_factory, "control"))
+            except SystemExit as e:
+                if created is None:
+                    raise
+                raise SystemExit(
+                    f"{e} (this start created {datadir.path.path} and the account "
+                    f"'admin', whose password is in {created.path})"
+                ) from None
+
+    def _assemble(self, shares: Shares) -> Assembly:
+        """The thread pools (started in :meth:`startService`, after twistd daemonises), the
+        store over them (named, opened in :meth:`prepare`'s step 4), the hub, then every
+        part in dependency order (app/assembly.py)."""
+        cfg = self.config
         db_pool = make_pool("shellserver-db", 1)
         hash_pool = make_pool("shellserver-hash", max(1, (os.cpu_count() or 2) - 1))
         io_pool = make_pool("shellserver-io", 4)
         self.pools = [db_pool, hash_pool, io_pool]
+        self.db = AccountDB(self.datadir.db_path.path)
         store = AccountStore(
             self.db,
             self.metrics.timed(pool_runner(self.reactor, db_pool)),
             self.metrics.queued(pool_runner(self.reactor, hash_pool)),
             cfg.hash_cost,
         )
-        # The parts, in dependency order (app/assembly.py); then the wires' factories.
         hub: IHub = Hub(node=cfg.node, clock=self.reactor)
         if cfg.cluster is not None:
-            self.cluster = cluster_hub(cfg.cluster, cfg.node, self.reactor)
-            hub = self.cluster
-            self.metrics.watch_cluster(lambda: self.cluster.live_nodes if self.cluster else 0)
+            cluster = self.cluster = cluster_hub(cfg.cluster, cfg.node, self.reactor)
+            hub = cluster
+            self.metrics.watch_cluster(lambda: cluster.live_nodes)
         io = pool_runner(self.reactor, io_pool)
-        self.parts = assemble(
+        return assemble(
             cfg,
             self.reactor,
             store,
@@ -211,43 +243,6 @@ class ShellService(Service):
             admission=Admission(shares.logins, cfg.max_unauth, cfg.max_unauth_per_addr),
             run_io=io,
         )
-        parts = self.parts
-        telnet.factory = TelnetFactory(
-            parts.lobby.new_connection, self.reactor, cfg.max_line, cfg.max_output
-        )
-        fingerprints: tuple[str, ...] = ()
-        if cfg.ssh:
-            keys = ssh_setup.host_keys(self.datadir.path)
-            fingerprints = tuple(keys.fingerprints())
-            ssh.factory = ssh_setup.ssh_factory(
-                keys,
-                store,
-                self.datadir.home_root,
-                io,
-                self.reactor,
-                cfg.login_timeout,
-                parts.admission,
-                parts.failed_logins,
-                ssh_session.session_starter(
-                    parts.start, self.reactor, cfg.max_line, cfg.max_output
-                ),
-                parts.account_pacing,
-                parts.metrics,
-            )
-        ssh_control = ssh_setup.SSHControl(
-            fingerprints, ssh_setup.key_adder(self.datadir.home_root, io)
-        )
-        control_factory.factory = ControlFactory(parts.control, ssh_control)
-        if cfg.control is None:  # in the data dir, made only now
-            try:
-                self.ports.append(self._listen(control, control_factory.factory, "control"))
-            except SystemExit as e:
-                if created is None:
-                    raise
-                raise SystemExit(
-                    f"{e} (this start created {self.datadir.path.path} and the account "
-                    f"'admin', whose password is in {created.path})"
-                ) from None
 
     def _shares(self) -> Shares:
         """The connection limit split between the listeners (``admission.split_connections``):

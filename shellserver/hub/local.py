@@ -35,7 +35,6 @@ class IHub(Interface):
     plain calls that both hubs answer from memory."""
 
     node = Attribute("This node's name: the ``node`` of the sessions attached here.")
-    on_announce = Attribute("Called with (kind, fields) for another node's ``announce``.")
 
     def allocate_tty(kind: str) -> Deferred[str]:
         """A free terminal name such as ``tel/3`` (lowest free number, like ptys), unique
@@ -107,7 +106,16 @@ class IHub(Interface):
         shutdown that every node runs)."""
 
     def announce(kind: str, fields: dict[str, Any]) -> None:
-        """Tell the other nodes (``on_announce`` there): a shutdown scheduled or cancelled."""
+        """Tell the other nodes (their announcement subscribers): a shutdown scheduled or
+        cancelled."""
+
+    def subscribe_announcements(callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``callback(kind, fields)`` for every other node's :meth:`announce` from now on.
+
+        The shutdown schedule both announces through the hub and runs the schedules other
+        nodes announce, so it cannot be given to the hub's constructor: the assembly
+        subscribes it once both exist, before the hub starts, so nothing is missed.
+        """
 
     def logout_user(user: str, message: Message | None) -> Deferred[int]:
         """Show ``message`` to each of ``user``'s sessions, then end them; how many."""
@@ -176,7 +184,8 @@ class Hub:
         #: Room lines to many members, a slice per reactor turn (fanout.py); without a
         #: clock, all at once.
         self.fanout = Fanout(clock)
-        self.on_announce: Callable[[str, dict[str, Any]], None] | None = None
+        #: Who runs other nodes' announcements (:meth:`subscribe_announcements`).
+        self._announcement_subscribers: list[Callable[[str, dict[str, Any]], None]] = []
         #: What ends a session's membership when the hub ends it: this hub's ``detach``, or
         #: the clustered hub's that holds this one as its local table.
         self.detacher: Callable[[Session], object] = self.detach
@@ -280,6 +289,17 @@ class Hub:
         """Nothing to tell: there is no other node, and this node acts on its own shutdown
         directly."""
         pass  # no other node
+
+    def subscribe_announcements(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Kept here, in this node's own table, so the clustered hub that holds it hands other
+        nodes' announcements to :meth:`announced` as it hands them their walls and writes."""
+        self._announcement_subscribers.append(callback)
+
+    def announced(self, kind: str, fields: dict[str, Any]) -> None:
+        """Another node announced ``kind`` (the clustered hub heard it): every subscriber runs
+        it. Alone, nothing calls this, as there is no other node."""
+        for callback in self._announcement_subscribers:
+            callback(kind, fields)
 
     def sessions(self) -> Deferred[list[SessionInfo]]:
         """The live sessions themselves, which carry every :class:`SessionInfo` field, so no record

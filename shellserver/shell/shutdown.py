@@ -213,7 +213,7 @@ class Shutdown:
         self.stop()
 
     def heard(self, kind: str, fields: dict[str, Any]) -> None:
-        """Another node's ``schedule`` or ``cancel`` (``IHub.on_announce``)."""
+        """Another node's ``schedule`` or ``cancel`` (``IHub.subscribe_announcements``)."""
         where = f"node {fields.get('origin', '?')}"
         by, tty = str(fields.get("by", "root")), str(fields.get("tty", "console"))
         if kind == "shutdown":

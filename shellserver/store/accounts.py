@@ -208,29 +208,51 @@ def _record(row: tuple[Any, ...]) -> LoginRecord:
 
 class AccountDB:
     """The synchronous SQL, used by one thread at a time: the server's database thread (through
-    :class:`AccountStore`) or the CLI on a stopped server, which holds the data dir's lock."""
+    :class:`AccountStore`) or the CLI on a stopped server, which holds the data dir's lock.
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
-        self._db = conn
+    Made in two steps, like a file: ``AccountDB(path)`` names the store and touches
+    nothing, so the server can build every part that uses it before it has bound its
+    ports (a port in use must stop the start having created nothing); :meth:`connect`
+    then opens it, once the data dir is claimed. :meth:`open` does both, for callers
+    that need it at once (the CLI, tests).
+    """
+
+    def __init__(self, path: str) -> None:
         self.path = path
+        self._conn: sqlite3.Connection | None = None
 
     @classmethod
     def open(cls, path: str) -> AccountDB:
+        """The store at ``path``, opened now: for callers with nothing to bind first."""
+        db = cls(path)
+        db.connect()
+        return db
+
+    def connect(self) -> None:
         """Open, tune (WAL, foreign keys for the cascades) and migrate before anyone reads: the
         one way a store is opened, so the server and the CLI see the same schema and mode."""
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            os.chmod(path, 0o600)  # password hashes: owner only (-wal/-shm copy this mode)
+            os.chmod(self.path, 0o600)  # password hashes: owner only (-wal/-shm copy this mode)
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            db = cls(conn, path)
-            db._migrate()
+            self._conn = conn
+            self._migrate()
         except BaseException:
+            self._conn = None
             conn.close()
             raise
-        return db
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The open connection; before :meth:`connect` a clear error, never a ``None`` deep in
+        a query (the server connects before the reactor runs, so no caller meets it)."""
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"the store at {self.path} is not open")
+        return conn
 
     def _version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -264,8 +286,10 @@ class AccountDB:
         return _Transaction(self._db)  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Called at the service's stop after the database thread is done, so no write is lost."""
-        self._db.close()
+        """Called at the service's stop after the database thread is done, so no write is lost;
+        a store never opened (a start that failed first) has nothing to close."""
+        if self._conn is not None:
+            self._conn.close()
 
     # -- users -----------------------------------------------------------------
 

@@ -64,8 +64,6 @@ class RedisHub:
     clock: IReactorTime
     local: Hub = field()
     mirror: Mirror = field(factory=Mirror)
-    #: Announcements from other nodes (a shutdown scheduled or cancelled): (kind, fields).
-    on_announce: Callable[[str, dict[str, Any]], None] | None = None
     calls: Calls = field(init=False)
     ignore_lists: IgnoreLists = field(init=False)
     presence: Presence = field(init=False)
@@ -164,8 +162,8 @@ class RedisHub:
 
     def _on_announce(self, event: dict[str, Any]) -> None:
         """Another node's announcement, for whoever here runs it (the shutdown countdown)."""
-        if event["n"] != self.node and self.on_announce is not None:
-            self.on_announce(event["k"], dict(event["f"], origin=event["n"]))
+        if event["n"] != self.node:
+            self.local.announced(event["k"], dict(event["f"], origin=event["n"]))
 
     # -- IHub: sessions ------------------------------------------------------------------------
 
@@ -276,6 +274,11 @@ class RedisHub:
     def announce(self, kind: str, fields: dict[str, Any]) -> None:
         """To every other node (``IHub.announce``)."""
         self.courier.announce(kind, fields)
+
+    def subscribe_announcements(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Held by this node's local table, which :meth:`_on_announce` hands other nodes'
+        announcements to (``IHub.subscribe_announcements``)."""
+        self.local.subscribe_announcements(callback)
 
     # -- IHub: people and rooms -----------------------------------------------------------------
 

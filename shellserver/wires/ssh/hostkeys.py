@@ -13,7 +13,7 @@ import base64
 import hashlib
 import os
 
-from attrs import frozen
+from attrs import define, field, frozen
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted.conch.ssh.keys import BadKeyError, Key
@@ -49,6 +49,60 @@ class HostKeys:
     def fingerprints(self) -> list[str]:
         """``256 SHA256:… (ED25519)``: what ``ssh-keygen -l`` prints, so users can compare."""
         return [describe(key) for key in self.keys]
+
+
+@define
+class HostKeyFiles:
+    """The host keys in ``<data>/ssh`` as the SSH listener uses them: named when the listener is
+    built, read (or, at the first start, made) by :meth:`load` once the data dir is claimed.
+
+    The listener is bound before the data dir may be created (a port in use must stop the
+    start having created nothing), and the keys cannot be made in memory beforehand: nodes
+    of a cluster share the data dir, and a node must serve the keys another node wrote
+    while it waited for its turn to start. So the file is the part, and loading it is a
+    step of the start, as opening the store is.
+    """
+
+    directory: FilePath[str]
+    _keys: HostKeys | None = field(default=None, init=False)
+    _private: dict[bytes, Key] = field(factory=dict, init=False)
+    _public: dict[bytes, Key] = field(factory=dict, init=False)
+
+    def load(self) -> list[str]:
+        """Read the keys, generating the missing ones; the names of the files made now."""
+        keys, created = load_or_create(self.directory)
+        self._keys = keys
+        self._private = keys.private_keys()
+        self._public = keys.public_keys()
+        return created
+
+    @property
+    def keys(self) -> HostKeys:
+        """The loaded keys; before :meth:`load`, an error that says so (the server loads them
+        before the reactor runs, so no connection meets it)."""
+        if self._keys is None:
+            raise self._not_loaded()
+        return self._keys
+
+    def _not_loaded(self) -> HostKeyError:
+        return HostKeyError(f"the SSH host keys in {self.directory.path} are not loaded")
+
+    def private_keys(self) -> dict[bytes, Key]:
+        """As :meth:`HostKeys.private_keys`, made once at :meth:`load`: conch asks at every
+        handshake."""
+        if self._keys is None:
+            raise self._not_loaded()
+        return self._private
+
+    def public_keys(self) -> dict[bytes, Key]:
+        """As :meth:`HostKeys.public_keys`, made once at :meth:`load`."""
+        if self._keys is None:
+            raise self._not_loaded()
+        return self._public
+
+    def fingerprints(self) -> list[str]:
+        """As :meth:`HostKeys.fingerprints` (the control socket's ``status``)."""
+        return self.keys.fingerprints()
 
 
 def fingerprint(key: Key) -> str:

@@ -40,7 +40,7 @@ from shellserver.shell.login import LOGGED_NAME
 from shellserver.store.accounts import Account, AccountLocked
 from shellserver.store.auth import AccountRealm, Accounts
 from shellserver.text.sanitize import careful
-from shellserver.wires.ssh.hostkeys import HostKeys
+from shellserver.wires.ssh.hostkeys import HostKeyFiles, HostKeys
 from shellserver.wires.ssh.session import Channel, Request, SSHWire
 
 log = Logger()
@@ -953,7 +953,13 @@ class ShellTransport(transport.SSHServerTransport):
 
 
 class ShellSSHFactory(factory.SSHFactory):
-    """The ``--ssh`` listener's factory."""
+    """The ``--ssh`` listener's factory.
+
+    Its host keys are either loaded already (:class:`HostKeys`: tests, tools) or the
+    data dir's key files (:class:`HostKeyFiles`), which the service loads after binding
+    the listener and before the reactor runs: conch reads ``publicKeys`` and
+    ``privateKeys`` at each handshake, so both are asked of the keys then.
+    """
 
     protocol = ShellTransport
     noisy = False
@@ -964,7 +970,7 @@ class ShellSSHFactory(factory.SSHFactory):
 
     def __init__(
         self,
-        keys: HostKeys,
+        keys: HostKeys | HostKeyFiles,
         portal: Portal,
         clock: Any,
         login_timeout: float,
@@ -975,8 +981,7 @@ class ShellSSHFactory(factory.SSHFactory):
     ) -> None:
         self.failed_logins = failed_logins
         self.account_pacing = account_pacing
-        self.publicKeys = keys.public_keys()
-        self.privateKeys = keys.private_keys()
+        self.keys = keys
         self.portal = portal
         self.clock = clock
         self.login_timeout = login_timeout
@@ -986,6 +991,22 @@ class ShellSSHFactory(factory.SSHFactory):
         self.malformed_log = PeerLogLimit()
         #: Login counters (ok and failed, as telnet's are counted), when the service provides them.
         self.metrics = metrics
+
+    @property
+    def publicKeys(self) -> dict[bytes, Key]:
+        """What conch offers and signs with, asked of the keys at each handshake."""
+        return self.keys.public_keys()
+
+    @property
+    def privateKeys(self) -> dict[bytes, Key]:
+        """As :attr:`publicKeys`."""
+        return self.keys.private_keys()
+
+    def startFactory(self) -> None:
+        """Conch's start reads the host keys here, when the port is bound; ours are read
+        after every port is bound (a port in use must stop the start having created
+        nothing), and a start whose keys cannot be read stops there, before the reactor
+        runs. There is no moduli file (``primes`` is None), so nothing else is read."""
 
     def buildProtocol(self, addr: Any) -> ShellTransport:
         """No moduli file, so no group exchange (curve25519, ECDH and group14/16 remain)."""
@@ -1006,7 +1027,7 @@ class ShellSSHFactory(factory.SSHFactory):
 
 
 def make_factory(
-    keys: HostKeys,
+    keys: HostKeys | HostKeyFiles,
     checkers: list[ICredentialsChecker],
     realm: IRealm,
     clock: Any,

@@ -33,8 +33,15 @@ log = Logger()
 class SSHControl:
     """What the control socket offers about SSH: fingerprints for status, and addkey."""
 
-    fingerprints: tuple[str, ...]
+    #: The listener's host keys (None without ``--ssh``): read when ``status`` asks, as
+    #: they are loaded only once the data dir is claimed.
+    keys: hostkeys.HostKeyFiles | None
     add_key: Callable[[str, bytes], Deferred[Any]]
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        """``status``'s ``ssh_keys``: none when there is no SSH listener."""
+        return () if self.keys is None else tuple(self.keys.fingerprints())
 
 
 def key_adder(home_root: FilePath[str], run_io: Runner) -> Callable[[str, bytes], Deferred[Any]]:
@@ -48,21 +55,26 @@ def key_adder(home_root: FilePath[str], run_io: Runner) -> Callable[[str, bytes]
     return add
 
 
-def host_keys(data: FilePath[str]) -> hostkeys.HostKeys:
-    """Load (or, at first start, generate) the host keys and log their fingerprints."""
+def host_keys(data: FilePath[str]) -> hostkeys.HostKeyFiles:
+    """The data dir's host key files, for the listener built before they are read."""
+    return hostkeys.HostKeyFiles(data.child("ssh"))
+
+
+def load_host_keys(files: hostkeys.HostKeyFiles) -> None:
+    """Load (or, at first start, generate) the host keys and log their fingerprints, or exit 1
+    saying why."""
     try:
-        keys, created = hostkeys.load_or_create(data.child("ssh"))
+        created = files.load()
     except (hostkeys.HostKeyError, OSError) as e:
         raise SystemExit(f"shellserver: {e}") from None
     if created:
-        log.info("generated SSH host keys in {path}", path=data.child("ssh").path)
-    for line in keys.fingerprints():
+        log.info("generated SSH host keys in {path}", path=files.directory.path)
+    for line in files.fingerprints():
         log.info("SSH host key {fingerprint}", fingerprint=line)
-    return keys
 
 
 def ssh_factory(
-    keys: hostkeys.HostKeys,
+    keys: hostkeys.HostKeys | hostkeys.HostKeyFiles,
     store: AccountStore,
     home_root: FilePath[str],
     run_io: Runner,
