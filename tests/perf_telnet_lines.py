@@ -26,37 +26,16 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from shellserver.terminal.discipline import GONE
+
 LINES = [f"write bob hello there, how are you {i % 10}\r\n".encode() for i in range(1000)]
 KEYS = [bytes([97 + i % 26]) for i in range(1000)]
 ROUNDS = 41
 
 
-class Nothing:
-    """A receiver that does nothing, with real methods (no per-call lookup magic)."""
-
-    def line_received(self, line: str) -> None:
-        pass
-
-    def text_received(self, text: str) -> None:
-        pass
-
-    def mode_changed(self, character: bool) -> None:
-        pass
-
-    def resized(self) -> None:
-        pass
-
-    def eof_received(self) -> None:
-        pass
-
-    def interrupted(self) -> None:
-        pass
-
-    def line_too_long(self, limit: int) -> None:
-        pass
-
-    def connection_lost(self) -> None:
-        pass
+#: A receiver that does nothing, with real methods (no per-call lookup magic): the one a
+#: wire swaps in when its connection is lost.
+Nothing = type(GONE)
 
 
 def protocol(module: Any, character: bool = False) -> Any:

@@ -163,28 +163,28 @@ class _Gone:
     """
 
     def line_received(self, line: str) -> None:
-        pass
+        """A line read after the hang-up: there is no session left to run it."""
 
     def text_received(self, text: str) -> None:
-        pass
+        """Keys typed after the hang-up go nowhere."""
 
     def mode_changed(self, character: bool) -> None:
-        pass
+        """A late negotiation answer changes nothing now."""
 
     def resized(self) -> None:
-        pass
+        """A late window size has no screen to redraw."""
 
     def eof_received(self) -> None:
-        pass
+        """End of input after the hang-up: the session already ended."""
 
     def interrupted(self) -> None:
-        pass
+        """^C after the hang-up: no line to abandon."""
 
     def line_too_long(self, limit: int) -> None:
-        pass
+        """No one is left to tell that a line was too long."""
 
     def connection_lost(self) -> None:
-        pass
+        """A second loss report (a wire may send one) is harmless."""
 
 
 GONE: ILineReceiver = _Gone()

@@ -96,6 +96,7 @@ class _Stamp:
         self._text = ""
 
     def at(self, now: float) -> str:
+        """``HH:MM`` of ``now``, formatted once a minute: a paste of many lines asks each time."""
         minute = int(now // 60)
         if minute != self._minute:
             self._text = time.strftime("%H:%M", time.localtime(minute * 60))

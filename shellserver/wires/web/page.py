@@ -276,6 +276,7 @@ class _Request(Request):
     _body = 0
 
     def handleContentChunk(self, data: bytes) -> None:
+        """Count the body as it comes, so a large one is cut off before it is held."""
         self._body += len(data)
         if self._body > MAX_BODY:
             if self.channel is not None and self.channel.transport is not None:
@@ -284,6 +285,7 @@ class _Request(Request):
         super().handleContentChunk(data)
 
     def render(self, resrc: Any) -> None:
+        """The ``Host`` check before any resource answers: DNS rebinding gets 403, not a page."""
         site = cast(WebSite, self.site)
         if not site.hosts.host_allowed(self.getHeader("host"), _local(self)):
             site.host_refused(self)
