@@ -164,6 +164,35 @@ def test_a_terminal_walks_the_machine() -> None:
     assert terminal.state == "closed"
 
 
+def test_a_waiting_command_takes_the_machines_transitions_without_feeding_it() -> None:
+    """A command that waits (a cross-node ``write`` waits for Redis) goes ``ready`` ->
+    ``running`` -> ``ready`` by the transitions read from Automat's table, without making or
+    feeding a machine (two Automat inputs cost more than such a command). Anything else that
+    happens meanwhile gets a machine brought to ``running`` first, so the table still rules."""
+    assert (lifecycle.STARTED_FROM_READY, lifecycle.FINISHED_FROM_RUNNING) == ("running", "ready")
+    wire = Wire()
+    terminal = Terminal(wire, Redraws(Clock()))
+    pending: list[Deferred[None]] = []
+
+    def handler(line: str) -> Deferred[Any] | None:
+        d: Deferred[None] = Deferred()
+        pending.append(d)
+        return d
+
+    terminal.set_handler(handler, lambda: "$ ")
+    terminal.line_received("write bob@elsewhere hi")
+    assert (terminal.state, terminal._machine) == ("running", None)
+    pending.pop().callback(None)
+    assert (terminal.state, terminal._machine) == ("ready", None)
+    terminal.line_received("write bob@elsewhere again")
+    terminal.close()  # while it waits: the machine is made in running, then closes
+    assert terminal.state == "closing" and terminal._machine is not None
+    pending.pop().callback(None)  # finishing now changes nothing: closing ignores it
+    assert terminal.state == "closing"
+    terminal.connection_lost()
+    assert terminal.state == "closed"
+
+
 def test_a_lost_terminal_holds_no_cycle_through_its_machine() -> None:
     """Once the connection is gone, reference counting alone frees the terminal (and
     what it holds): the machine no longer points back at it."""

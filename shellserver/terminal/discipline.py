@@ -41,8 +41,10 @@ from shellserver.terminal.keys import KeyParser
 from shellserver.terminal.lifecycle import (
     BACKLOGGED,
     ENDED_MACHINE,
+    FINISHED_FROM_RUNNING,
     READY,
     RUNNING,
+    STARTED_FROM_READY,
     TAKES_LINES,
     LifeInputs,
     LifeMachine,
@@ -713,10 +715,13 @@ class Terminal:
             self.write(self._prompt)
 
     def _life(self) -> LifeInputs:
-        """The machine, made now if the terminal is in ``ready`` without one."""
+        """The machine, made now if the terminal has none: in ``ready``, or brought to
+        ``running`` when a waiting command took the table's shortcut (``_start``)."""
         machine = self._machine
         if machine is None:
             machine = self._machine = LifeMachine(self)
+            if self.state is RUNNING:
+                machine.started()
         return machine
 
     def close(self) -> None:
@@ -883,7 +888,10 @@ class Terminal:
         assert self._handler is not None
         result = self._handler(line)
         if result is not None:
-            self._life().started()
+            if self._machine is None and self.state is READY:
+                self.state = STARTED_FROM_READY  # the machine's own transition, looked up
+            else:
+                self._life().started()
             result.addErrback(self._handler_failed)
             result.addBoth(self._done)
 
@@ -892,7 +900,10 @@ class Terminal:
         self.write("shellserver: internal error\n")
 
     def _done(self, _: object) -> None:
-        self._life().finished()
+        if self._machine is None and self.state is RUNNING:
+            self.state = FINISHED_FROM_RUNNING  # the machine's own transition, looked up
+        else:
+            self._life().finished()
         if self.state is READY:
             self._machine = None
         self._next()

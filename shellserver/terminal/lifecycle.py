@@ -196,6 +196,28 @@ def end(inputs: LifeInputs, core: LifeCore) -> None:
 LifeMachine = _builder.build()
 
 
+def _waits() -> tuple[str, str]:
+    """The two transitions every command that waits makes (``ready`` --started--> and back
+    --finished-->), read from Automat's own table: a terminal without a machine takes them
+    as this lookup says, because feeding Automat two inputs per waiting command cost more than
+    the command (a cross-node ``write`` waits for Redis; docs/performance.md). They are pure
+    state changes, the outputs' only effect is ``core.state``, which the table below checks."""
+    table = {
+        (old.name, symbol): (new.name, [o.name for o in outputs])
+        for old, symbol, new, outputs in LifeMachine.__automat_automaton__.allTransitions()
+    }
+    run, run_outputs = table[(READY, "started")]
+    back, back_outputs = table[(RUNNING, "finished")]
+    assert run_outputs == ["command_started"] and back_outputs == ["command_done"]
+    ours = {name: name for name in (READY, RUNNING, BACKLOGGED, CLOSING, CLOSED)}
+    return ours[run], ours[back]  # our own constants: the terminal compares them with ``is``
+
+
+#: Where ``started`` takes a machine-less ``ready`` terminal, and where ``finished`` brings a
+#: machine-less ``running`` one back: ``running`` and ``ready``, as the machine would.
+STARTED_FROM_READY, FINISHED_FROM_RUNNING = _waits()
+
+
 class _Ended:
     """The core of :data:`ENDED_MACHINE`: a terminal whose life is over, holding nothing."""
 
