@@ -5,10 +5,10 @@ The real endpoint, ClientService, timeouts and backoff all run, on the fake cloc
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
+import machinetable
 import pytest
 from automat import NoTransition
 from twisted.application.internet import ClientService
@@ -204,32 +204,16 @@ def fired(d: Deferred[Any]) -> list[Any]:
 
 def documented() -> set[tuple[str, str, str, str]]:
     """The rows of linkstate's docstring table: (state, input, next, output)."""
-    lines = (linkstate.__doc__ or "").splitlines()
-    rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
-    assert len(rules) == 3
-    rows = set()
-    for line in lines[rules[1] + 1 : rules[2]]:
-        m = re.match(r"(\w+) +(\w+) +(\w+) +(\w+)", line)
-        if m:  # else a row's text going on
-            state, symbol, new, what = m.groups()
-            rows.add((state, symbol, new, "returns(None)" if what == "nothing" else what))
-    assert len(rows) == 16
-    return rows
+    return machinetable.documented(linkstate)
 
 
 def test_the_docstring_table_is_the_machine() -> None:
-    automaton = linkstate.LinkMachine.__automat_automaton__  # Automat's own table
-    built = {
-        (old.name, symbol, new.name, "+".join(o.name for o in outputs))
-        for old, symbol, new, outputs in automaton.allTransitions()
-    }
-    assert built == documented()
-    states = {"stopped", "connecting", "up", "down"}
-    inputs = {"start", "stop", "connected", "failed"}
-    assert {s.name for s in automaton.states()} == states
-    assert automaton.inputAlphabet() == inputs
-    # every state answers every input: no NoTransition from a late or repeated report
-    assert {(s, i) for s, i, _, _ in built} == {(s, i) for s in states for i in inputs}
+    machinetable.assert_table_is_machine(
+        linkstate,
+        linkstate.LinkMachine,
+        {"stopped", "connecting", "up", "down"},
+        {"start", "stop", "connected", "failed"},
+    )
 
 
 def test_each_transition_names_its_state() -> None:

@@ -3,10 +3,10 @@ each state is what a terminal driven through real lines, commands and backlogs s
 
 from __future__ import annotations
 
-import re
 import weakref
 from typing import Any
 
+import machinetable
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -21,30 +21,11 @@ INPUTS = {"started", "finished", "stalled", "drained", "close", "lost"}
 
 def documented() -> set[tuple[str, str, str, str]]:
     """The rows of lifecycle's docstring table: (state, input, next, output)."""
-    lines = (lifecycle.__doc__ or "").splitlines()
-    rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
-    assert len(rules) == 3
-    rows = set()
-    for line in lines[rules[1] + 1 : rules[2]]:
-        m = re.match(r"(\w+) +(\w+) +(\w+) +(\w+)", line)
-        if m:  # else a row's text going on
-            state, symbol, new, what = m.groups()
-            rows.add((state, symbol, new, "returns(None)" if what == "nothing" else what))
-    assert len(rows) == len(STATES) * len(INPUTS)
-    return rows
+    return machinetable.documented(lifecycle)
 
 
 def test_the_docstring_table_is_the_machine() -> None:
-    automaton = lifecycle.LifeMachine.__automat_automaton__  # Automat's own table
-    built = {
-        (old.name, symbol, new.name, "+".join(o.name for o in outputs))
-        for old, symbol, new, outputs in automaton.allTransitions()
-    }
-    assert built == documented()
-    assert {s.name for s in automaton.states()} == STATES
-    assert automaton.inputAlphabet() == INPUTS
-    # every state answers every input: a late report is never NoTransition
-    assert {(s, i) for s, i, _, _ in built} == {(s, i) for s in STATES for i in INPUTS}
+    machinetable.assert_table_is_machine(lifecycle, lifecycle.LifeMachine, STATES, INPUTS)
 
 
 def test_each_transition_names_its_state() -> None:
