@@ -579,7 +579,7 @@ async def _outage_ends_a_session(
     down()
     await until(lambda: not a.hub.link.available and not b.hub.link.available, timeout=10)
     await b.hub.link.stop()  # b is the later one back
-    a.hub.local.end_here(carol.id, None)
+    a.hub.local.end_here(carol.id, None, a.hub.presence.detach)
     dave = await a.login("dave")  # a fallback tty name: tel/a.0
     assert dave.tty == "tel/a.0"
     assert await a.hub.part_all_rooms(carol.id) == []  # as session_ended does: no error

@@ -174,6 +174,10 @@ class IHub(Interface):
         """The room names, sorted, at once (for Tab completion: no Deferred on a keypress)."""
 
 
+#: How a session leaves the hub that ends it (``Hub.detach``, or a cluster presence's).
+Detach = Callable[[Session], object]
+
+
 @implementer(IHub)
 class Hub:
     """The in-memory hub of a single server process (and each node's local table in a
@@ -186,9 +190,6 @@ class Hub:
         self.fanout = Fanout(clock)
         #: Who runs other nodes' announcements (:meth:`subscribe_announcements`).
         self._announcement_subscribers: list[Callable[[str, dict[str, Any]], None]] = []
-        #: What ends a session's membership when the hub ends it: this hub's ``detach``, or
-        #: the clustered hub's that holds this one as its local table.
-        self.detacher: Callable[[Session], object] = self.detach
         self._by_id: dict[int, Session] = {}
         self._by_user: dict[str, list[Session]] = {}
         self._free: dict[str, list[int]] = {}
@@ -382,12 +383,12 @@ class Hub:
         """:meth:`logout_here`, already fired: every session of the user is on this node."""
         return succeed(self.logout_here(user, message))
 
-    def logout_here(self, user: str, message: Message | None) -> int:
+    def logout_here(self, user: str, message: Message | None, detach: Detach | None = None) -> int:
         """End each of ``user``'s sessions on this node (``kick``, userdel); a cluster node calls
-        it when another node asks."""
+        it when another node asks, with its own ``detach`` (see :meth:`end_here`)."""
         mine = list(self._by_user.get(user, ()))
         for session in mine:
-            self.end_here(session.id, message)
+            self.end_here(session.id, message, detach)
         return len(mine)
 
     def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
@@ -395,15 +396,21 @@ class Hub:
         self.end_here(to.id, message)
         return succeed(None)
 
-    def end_here(self, session_id: int, message: Message | None) -> None:
-        """Tell, close, and detach at once: the slot is free before the connection is gone."""
+    def end_here(
+        self, session_id: int, message: Message | None, detach: Detach | None = None
+    ) -> None:
+        """Tell, close, and detach at once: the slot is free before the connection is gone.
+
+        ``detach`` is this hub's own unless a clustered hub, which holds this one as its local
+        table, passes its presence's (the session leaves Redis too): given per call, so neither
+        table is filled in with the other after it is built."""
         session = self._by_id.get(session_id)
         if session is None:
             return
         if message is not None:
             session.deliver(message)
         session.disconnect()
-        self.detacher(session)
+        (detach or self.detach)(session)
 
     # -- people and rooms: ignore lists and rooms, as plain data ---------------------------
 

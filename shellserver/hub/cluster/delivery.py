@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from shellserver.hub.cluster.calls import Calls, dump, quietly
 from shellserver.hub.cluster.link import Script
 from shellserver.hub.cluster.mirror import Mirror
-from shellserver.hub.local import ClusterUnavailable, Hub
+from shellserver.hub.local import ClusterUnavailable, Detach, Hub
 from shellserver.hub.record import Delivery, SessionInfo
 from shellserver.text.message import Message
 
@@ -36,6 +36,9 @@ class Courier:
     local: Hub
     #: Who is where, for a wall's count and a logout's nodes, without asking Redis.
     mirror: Mirror
+    #: How a session this node ends leaves the cluster (presence's ``detach``): its record,
+    #: claim and tty name go from Redis, not only from the local table.
+    detach: Detach
     _deliver: Script = field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -89,7 +92,7 @@ class Courier:
     def logout_user(self, user: str, message: Message | None) -> Deferred[int]:
         """How many: the sessions here, and those of the nodes that heard the logout
         (``kick`` during an outage counts only what it could end)."""
-        here = self.local.logout_here(user, message)
+        here = self.local.logout_here(user, message, self.detach)
         body = {"op": "out", "u": user, "t": None if message is None else message.text}
         by_node: dict[str, int] = {}
         for r in self.mirror.of(user):
@@ -135,12 +138,14 @@ class Courier:
     def on_end(self, event: dict[str, Any]) -> None:
         """Another node ends one of our sessions."""
         text = event.get("t")
-        self.local.end_here(int(event["i"]), None if text is None else Message.of(text))
+        self.local.end_here(
+            int(event["i"]), None if text is None else Message.of(text), self.detach
+        )
 
     def on_logout(self, event: dict[str, Any]) -> None:
         """Another node logs a user out everywhere (``kick``, ``userdel``)."""
         text = event.get("t")
-        self.local.logout_here(event["u"], None if text is None else Message.of(text))
+        self.local.logout_here(event["u"], None if text is None else Message.of(text), self.detach)
 
 
 #: The DELIVER script's answers.

@@ -81,9 +81,10 @@ class RedisHub:
         self.presence = presence = Presence(
             self.node, calls, self.clock, self.local, self.mirror, ignores
         )
-        self.courier = courier = Courier(self.node, calls, self.clock, self.local, self.mirror)
+        self.courier = courier = Courier(
+            self.node, calls, self.clock, self.local, self.mirror, presence.detach
+        )
         self.rooms = rooms = ClusterRooms(self.node, calls, self.local, ignores)
-        self.local.detacher = presence.detach  # a session the local table ends leaves Redis too
         self._handlers = {
             "att": presence.on_record,
             "upd": presence.on_record,
@@ -267,7 +268,7 @@ class RedisHub:
     def end_session(self, to: SessionInfo, message: Message | None) -> Deferred[None]:
         """Here at once; elsewhere by its node (``IHub.end_session``)."""
         if to.node == self.node:
-            self.local.end_here(to.id, message)
+            self.local.end_here(to.id, message, self.presence.detach)
             return succeed(None)
         return self.courier.end_session(to, message)
 
