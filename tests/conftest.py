@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pgserver import PostgresServer
 from realserver import RealServer
 from redisserver import RedisServer
 from twisted.logger import globalLogPublisher
+
+from shellserver.store.accounts import AccountDB
 
 
 class LoggedErrors:
@@ -105,9 +109,87 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         redis.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run (tests/pgserver.py); each test that uses it
+    takes a database of its own. Its directory is made outside pytest's (which is private to
+    the user running the tests), so the server's own user can reach it when that is not us."""
+    workdir = Path(tempfile.mkdtemp(prefix="shellserver-pg-"))
+    try:
+        server = PostgresServer(workdir)
+    except BaseException:
+        os.rmdir(workdir)
+        raise
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start (an outage)."""
+    workdir = Path(tempfile.mkdtemp(prefix="shellserver-pg-"))
+    try:
+        server = PostgresServer(workdir)
+    except BaseException:
+        os.rmdir(workdir)
+        raise
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+class StoreMaker:
+    """One store of each kind for a test: :meth:`open` gives a connection to it (several
+    calls, several connections to the same store, as two processes or two nodes have)."""
+
+    def __init__(self, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self.opened: list[AccountDB] = []
+        if kind == "sqlite":
+            self.location = str(tmp_path / "a.sqlite3")
+        else:
+            server: PostgresServer = request.getfixturevalue("postgres")
+            self.location = server.new_database()
+
+    def open(self) -> AccountDB:
+        """A connection to the store, opened (and migrated) now; closed after the test."""
+        if self.kind == "sqlite":
+            db = AccountDB.open(self.location)
+        else:
+            from shellserver.store.postgres import PostgresAccountDB, parse_postgres_url
+
+            db = PostgresAccountDB.at(parse_postgres_url(self.location), size=2)
+        self.opened.append(db)
+        return db
+
+    def close(self) -> None:
+        for db in self.opened:
+            db.close()
+
+
+#: The two stores every store test runs on; PostgreSQL starts a server, so it is integration.
+STORE_KINDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_maker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreMaker]:
+    """The test once on SQLite, once on PostgreSQL (a database of its own)."""
+    maker = StoreMaker(request.param, tmp_path, request)
+    try:
+        yield maker
+    finally:
+        maker.close()
+
+
 #: Fixtures that start a real process (a server, redis-server): a test using one, directly or
 #: through another fixture, is an integration test.
-REAL_FIXTURES = frozenset({"redis_server", "arena"})
+REAL_FIXTURES = frozenset({"redis_server", "arena", "postgres", "own_postgres"})
 
 #: Folders whose every test starts the real server.
 REAL_FOLDERS = frozenset({"hostile"})
@@ -155,6 +237,7 @@ def _guard(start: Callable[..., Any], what: str) -> Callable[..., Any]:
 
 RealServer.start = _guard(RealServer.start, "the real server (twistd)")  # type: ignore[method-assign]
 RedisServer.start = _guard(RedisServer.start, "a redis-server")  # type: ignore[method-assign]
+PostgresServer.start = _guard(PostgresServer.start, "a PostgreSQL server")  # type: ignore[method-assign]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import StoreMaker
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 
@@ -24,6 +25,7 @@ from shellserver.store.accounts import (
     AccountDB,
     AccountLocked,
     AccountStore,
+    ConstraintFailed,
     LastAdmin,
     LoginFailed,
     NoSuchUser,
@@ -48,8 +50,9 @@ def result(d: Deferred[Any]) -> Any:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> AccountDB:
-    return AccountDB.open(str(tmp_path / "a.sqlite3"))
+def db(store_maker: StoreMaker) -> AccountDB:
+    """Every test that takes ``db`` runs on SQLite and on PostgreSQL."""
+    return store_maker.open()
 
 
 @pytest.fixture
@@ -146,15 +149,13 @@ def test_the_last_administrator_is_never_deleted_locked_or_demoted(db: AccountDB
     assert [a.name for a in db.users()] == ["root"]
 
 
-def test_two_processes_cannot_delete_the_last_two_admins_at_once(tmp_path: Path) -> None:
+def test_two_processes_cannot_delete_the_last_two_admins_at_once(store_maker: StoreMaker) -> None:
     """Each check and its delete are one write transaction, across connections."""
-    path = str(tmp_path / "a.sqlite3")
-    setup = AccountDB.open(path)
+    setup = store_maker.open()
     for name in ("ann", "bea"):
         setup.create(name, "h", ROLE_ADMIN)
-    setup.close()
     for _ in range(20):
-        one, two = AccountDB.open(path), AccountDB.open(path)
+        one, two = store_maker.open(), store_maker.open()
         start = threading.Barrier(2)
         outcome: dict[str, str] = {}
 
@@ -200,7 +201,8 @@ def test_a_named_store_touches_nothing_until_connected(tmp_path: Path) -> None:
     db.close()
 
 
-def test_wal_mode_and_private_file(tmp_path: Path, db: AccountDB) -> None:
+def test_wal_mode_and_private_file(tmp_path: Path) -> None:
+    db = AccountDB.open(str(tmp_path / "a.sqlite3"))
     conn = sqlite3.connect(db.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -223,7 +225,7 @@ def test_login_history(db: AccountDB) -> None:
 
 def test_apply_batch_is_all_or_nothing(db: AccountDB) -> None:
     db.create("alice", "old")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ConstraintFailed):
         db.apply_batch([("alice", "new", None), ("bob", "h", "bogus-role")])
     assert db.get_hash("alice") == (db.get("alice"), "old")
     assert db.get("bob") is None

@@ -3,10 +3,10 @@ written together in its next trip, one transaction, each caller getting its own 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import StoreMaker
 from twisted.internet.defer import Deferred
 
 from shellserver.ops.threads import inline_runner
@@ -35,8 +35,9 @@ class Held:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> AccountDB:
-    return AccountDB.open(str(tmp_path / "a.sqlite3"))
+def db(store_maker: StoreMaker) -> AccountDB:
+    """Each test on SQLite and on PostgreSQL."""
+    return store_maker.open()
 
 
 def test_logins_asked_for_meanwhile_go_in_one_trip(db: AccountDB) -> None:

@@ -6,18 +6,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Client, add_user, make_server, make_server_with, online
+from conftest import StoreMaker
+from harness import COST, Client, add_user, make_server, make_server_with, online
 from twisted.internet.defer import Deferred
 
 from shellserver.app.assembly import Assembly
 from shellserver.ops.threads import inline_runner
 from shellserver.shell import people
 from shellserver.shell.people import MAILBOX_LIMIT
+from shellserver.store.accounts import AccountStore
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Assembly:
-    return make_server_with(tmp_path, ("alice", "bob", "carol"))
+def server(tmp_path: Path, store_maker: StoreMaker) -> Assembly:
+    """Each test on SQLite and on PostgreSQL."""
+    store = AccountStore(store_maker.open(), inline_runner, inline_runner, COST)
+    return make_server_with(tmp_path, ("alice", "bob", "carol"), store=store)
 
 
 def saved_count(server: Assembly, name: str) -> int:

@@ -8,7 +8,6 @@ at login and kept there while the user has a session, so checking one is a dict 
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from attrs import frozen
@@ -19,6 +18,7 @@ from shellserver.hub.rooms import left_text
 from shellserver.hub.session import Session
 from shellserver.ops.metrics import Metrics
 from shellserver.store.accounts import AccountDB, AccountStore, LoginRecord, username_problem
+from shellserver.store.sql import ISQL
 
 #: Saved messages kept per recipient, read or not: a bound on what others can make the store
 #: hold for one user.
@@ -57,18 +57,18 @@ def to_blob(text: str) -> bytes:
 
 
 def _tx(db: AccountDB) -> Any:
-    return db._transaction()
+    return db.sql.transaction()
 
 
-def _conn(db: AccountDB) -> sqlite3.Connection:
-    return db._db
+def _conn(db: AccountDB) -> ISQL:
+    return db.sql
 
 
-def _mailbox_state(conn: sqlite3.Connection, recipient: str, sender: str) -> str:
+def _mailbox_state(conn: ISQL, recipient: str, sender: str) -> str:
     if conn.execute("SELECT 1 FROM users WHERE name=?", (recipient,)).fetchone() is None:
         return NO_USER
     if conn.execute(
-        "SELECT 1 FROM ignores WHERE user=? AND ignored=?", (recipient, sender)
+        'SELECT 1 FROM ignores WHERE "user"=? AND ignored=?', (recipient, sender)
     ).fetchone():
         return IGNORED
     (count,) = conn.execute(
@@ -131,7 +131,7 @@ def ignore_list(db: AccountDB, user: str) -> list[str]:
     """The names a user ignores, sorted (database thread)."""
     rows = (
         _conn(db)
-        .execute("SELECT ignored FROM ignores WHERE user=? ORDER BY ignored", (user,))
+        .execute('SELECT ignored FROM ignores WHERE "user"=? ORDER BY ignored', (user,))
         .fetchall()
     )
     return [r[0] for r in rows]
@@ -144,13 +144,13 @@ def add_ignore(db: AccountDB, user: str, other: str) -> str:
         if conn.execute("SELECT 1 FROM users WHERE name=?", (other,)).fetchone() is None:
             return NO_USER
         if conn.execute(
-            "SELECT 1 FROM ignores WHERE user=? AND ignored=?", (user, other)
+            'SELECT 1 FROM ignores WHERE "user"=? AND ignored=?', (user, other)
         ).fetchone():
             return ALREADY
-        (count,) = conn.execute("SELECT count(*) FROM ignores WHERE user=?", (user,)).fetchone()
+        (count,) = conn.execute('SELECT count(*) FROM ignores WHERE "user"=?', (user,)).fetchone()
         if count >= IGNORE_LIMIT:
             return FULL
-        conn.execute("INSERT INTO ignores (user, ignored) VALUES (?,?)", (user, other))
+        conn.execute('INSERT INTO ignores ("user", ignored) VALUES (?,?)', (user, other))
         conn.execute("DELETE FROM messages WHERE recipient=? AND sender=?", (user, other))
     return ADDED
 
@@ -158,7 +158,7 @@ def add_ignore(db: AccountDB, user: str, other: str) -> str:
 def remove_ignore(db: AccountDB, user: str, other: str) -> bool:
     """False when the name was not on the list, so ``unignore`` can say so (database thread)."""
     with _tx(db):
-        cur = _conn(db).execute("DELETE FROM ignores WHERE user=? AND ignored=?", (user, other))
+        cur = _conn(db).execute('DELETE FROM ignores WHERE "user"=? AND ignored=?', (user, other))
     return cur.rowcount == 1
 
 
