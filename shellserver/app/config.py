@@ -9,6 +9,7 @@ import socket
 from attrs import field, frozen
 
 from shellserver.hub.cluster.url import RedisURL
+from shellserver.store.postgres import PostgresURL
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)[bB]?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -72,6 +73,9 @@ class Config:
     hostname: str = field(factory=default_hostname)
     #: ``--cluster``: the Redis the nodes of a cluster share; None = one server alone.
     cluster: RedisURL | None = None
+    #: ``--store``: the PostgreSQL the store lives in; None = the embedded SQLite file in the
+    #: data dir.
+    store: PostgresURL | None = None
     #: ``--node``: this server's name in who --json and, clustered, in the per-node files of the
     #: data dir (``lock-NODE``, ``control-NODE.sock``); one server alone is named after its host.
     node: str = field(factory=default_hostname)

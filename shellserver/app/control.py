@@ -438,6 +438,10 @@ class ControlProtocol(amp.AMP):
             raise BadRequest("the backup file must be an absolute path")
         who, where = self._caller()
         store = self.server.store
+        if store.db.sql.dialect != "sqlite":
+            raise BadRequest(
+                f"the store is in PostgreSQL ({store.db.where}): back it up with pg_dump"
+            )
         # On the database thread: between two store calls, never alongside one.
         size: int = await store.run_db(backup_store, store.db.path, path, force)
         adminops.admin_action(who, where, "backup", file=path, size=size)

@@ -52,6 +52,7 @@ from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
+from shellserver.store.postgres import POOL_SIZE, PostgresAccountDB
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
 from shellserver.wires.telnet.protocol import TelnetFactory
@@ -138,7 +139,9 @@ class ShellService(Service):
         telnet = TelnetFactory(
             parts.lobby.new_connection, self.reactor, cfg.max_line, cfg.max_output
         )
-        keys = ssh_setup.host_keys(datadir.path) if cfg.ssh else None
+        # With a shared store the keys live in it, so every node presents the same ones.
+        shared = self.db if cfg.store is not None else None
+        keys = ssh_setup.host_keys(datadir.path, shared) if cfg.ssh else None
         control_factory = ControlFactory(
             parts.control, ssh_setup.SSHControl(keys, ssh_setup.key_adder(datadir.home_root, io))
         )
@@ -190,7 +193,10 @@ class ShellService(Service):
             self.db.connect()
         except (OSError, DataDirLocked, StoreError) as e:
             raise SystemExit(f"shellserver: {e}") from None
-        if datadir.alone:  # else the open records may be other nodes' live sessions
+        log.info("store: {where}", where=self.db.where)
+        # Else the open records may be other nodes' live sessions (on this data dir, or on
+        # other machines sharing the PostgreSQL store).
+        if datadir.alone and cfg.store is None:
             self.db.close_open_logins(time.time())
         created = ensure_initial_admin(self.db, datadir, cfg.hash_cost)
         datadir.end_startup()
@@ -214,11 +220,16 @@ class ShellService(Service):
         store over them (named, opened in :meth:`prepare`'s step 4), the hub, then every
         part in dependency order (app/assembly.py)."""
         cfg = self.config
-        db_pool = make_pool("shellserver-db", 1)
+        # SQLite: one connection, one thread; PostgreSQL: a pool, a thread per connection.
+        db_pool = make_pool("shellserver-db", 1 if cfg.store is None else POOL_SIZE)
         hash_pool = make_pool("shellserver-hash", max(1, (os.cpu_count() or 2) - 1))
         io_pool = make_pool("shellserver-io", 4)
         self.pools = [db_pool, hash_pool, io_pool]
-        self.db = AccountDB(self.datadir.db_path.path)
+        self.db = (
+            AccountDB(self.datadir.db_path.path)
+            if cfg.store is None
+            else PostgresAccountDB(cfg.store)
+        )
         store = AccountStore(
             self.db,
             self.metrics.timed(pool_runner(self.reactor, db_pool)),

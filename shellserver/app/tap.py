@@ -23,6 +23,7 @@ from shellserver.app.config import (
 )
 from shellserver.hub.cluster.url import RedisURL, parse_redis_url
 from shellserver.store.passwords import MAX_COST, MIN_COST
+from shellserver.store.postgres import PostgresURL, parse_postgres_url
 
 
 def _count(option: str) -> Callable[[str], int]:
@@ -84,6 +85,13 @@ def _cluster(text: str) -> RedisURL:
         raise usage.UsageError(f"--cluster: {e}") from None
 
 
+def _store(text: str) -> PostgresURL:
+    try:
+        return parse_postgres_url(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--store: {e}") from None
+
+
 def _node(text: str) -> str:
     try:
         return parse_node(text)
@@ -125,6 +133,15 @@ class Options(usage.Options):
             None,
             "Join a cluster of nodes through Redis: redis://HOST[:PORT][/DB] [off].",
             _cluster,
+        ],
+        [
+            "store",
+            None,
+            None,
+            "Keep the store in PostgreSQL, shared by nodes on many machines: "
+            "postgresql://USER[:PASS]@HOST[:PORT]/DB[?sslmode=...] "
+            "[default: the embedded SQLite file in the data dir].",
+            _store,
         ],
         [
             "node",
@@ -284,6 +301,7 @@ class Options(usage.Options):
         self.config = Config(
             data=self["data"],
             cluster=self["cluster"],
+            store=self["store"],
             node=node,
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
             ssh=tuple(self["ssh"]),

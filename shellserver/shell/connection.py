@@ -11,9 +11,9 @@ from twisted.python.failure import Failure
 from shellserver.hub.session import Session
 from shellserver.ops.admission import MADE_ROOM, Admission, Stalled
 from shellserver.shell import sessionstart
-from shellserver.shell.login import UNAVAILABLE_TEXT, Login, login_dialogue
+from shellserver.shell.login import STORE_DOWN_TEXT, UNAVAILABLE_TEXT, Login, login_dialogue
 from shellserver.shell.sessionstart import SessionStart
-from shellserver.store.accounts import UNAVAILABLE, Account
+from shellserver.store.accounts import UNAVAILABLE, Account, StoreUnavailable
 from shellserver.terminal.discipline import Disconnected, EndOfInput, IWire, Terminal
 
 log = Logger()
@@ -113,6 +113,11 @@ class Connection:
                 try:
                     if account is None or not await self._begin(account):
                         self._close()
+                    break
+                except StoreUnavailable as e:  # the store went down meanwhile: say so, close
+                    self.lobby.start.trouble.unavailable(e, "login", "store down")
+                    self.terminal.write(STORE_DOWN_TEXT)
+                    self._close()
                     break
                 except UNAVAILABLE as e:  # disk full at the login record: say so, stay
                     self.lobby.start.trouble.unavailable(e, "login")

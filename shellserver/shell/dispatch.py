@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import types
 from collections.abc import Coroutine, Generator
 from typing import Any
@@ -16,6 +17,7 @@ from shellserver.hub.session import Session
 from shellserver.shell.argsplit import SplitError, split_line
 from shellserver.shell.commands.registry import Command, Context, Services, UsageError
 from shellserver.shell.completion import complete
+from shellserver.store.sql import StoreUnavailable
 from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 from shellserver.text.sanitize import careful
 
@@ -135,6 +137,9 @@ class Shell:
             _usage(ctx, cmd, failure.value)  # type: ignore[arg-type]
         elif failure.check(ClusterUnavailable):
             ctx.fail("cluster unavailable")
+        elif failure.check(StoreUnavailable, sqlite3.OperationalError):
+            # The store is down (its outage is logged once, when the store's probe sees it).
+            ctx.fail("service temporarily unavailable")
         elif failure.check(Interrupted, EndOfInput, Disconnected) is None:
             log.failure("{cmd} failed for {user}", failure, cmd=cmd.name, user=ctx.session.user)
             ctx.fail("internal error")

@@ -21,6 +21,7 @@ from shellserver.store.accounts import (
     Account,
     AccountLocked,
     AccountStore,
+    StoreUnavailable,
     UserExists,
     password_problem,
     username_problem,
@@ -65,6 +66,9 @@ LOGGED_NAME = 64
 FAILURE_DELAYS = (1.0, 2.0, 4.0)
 TOO_MANY = "Too many failed logins; try again later\n"
 UNAVAILABLE_TEXT = "Service temporarily unavailable\n"
+#: The store cannot be reached (PostgreSQL down): said, then the connection closes, as
+#: nothing can be done until it is back.
+STORE_DOWN_TEXT = "Service temporarily unavailable; please try again later.\n"
 TOO_MANY_REGISTRATIONS = "Too many accounts created from your address; try again later.\n"
 
 
@@ -79,7 +83,8 @@ async def login_dialogue(
 
     EndOfInput and Disconnected from the terminal propagate to the caller.
     A store or disk failure (disk full) is told as ``Service temporarily
-    unavailable`` and the dialogue goes on: the connection stays.
+    unavailable`` and the dialogue goes on: the connection stays. A store that
+    cannot be reached (PostgreSQL down) is told so and the connection closes.
     ``progressed`` is called when a login name arrives (admission's stalled list).
     """
     if banner:
@@ -103,6 +108,10 @@ async def login_dialogue(
                     continue
                 try:
                     account = await register(login, term, peer)
+                except StoreUnavailable as e:
+                    login.trouble.unavailable(e, "registration", "store down")
+                    term.write(STORE_DOWN_TEXT)
+                    return None
                 except UNAVAILABLE as e:
                     login.trouble.unavailable(e, "registration")
                     term.write(UNAVAILABLE_TEXT)
@@ -130,6 +139,10 @@ async def login_dialogue(
         except AccountLocked:
             failed(login, name, peer, "locked")
             term.write("Your account is locked; contact an administrator.\n")
+            return None
+        except StoreUnavailable as e:
+            login.trouble.unavailable(e, "login", "store down")
+            term.write(STORE_DOWN_TEXT)
             return None
         except UNAVAILABLE as e:
             login.trouble.unavailable(e, "login")

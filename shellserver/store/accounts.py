@@ -578,7 +578,10 @@ def ensure_initial_admin(db: AccountDB, datadir: DataDir, cost: int) -> FilePath
     if db.count():
         return None
     password = secrets.token_urlsafe(12)
-    db.create(INITIAL_ADMIN, hash_password(password, cost), ROLE_ADMIN)
+    try:
+        db.create(INITIAL_ADMIN, hash_password(password, cost), ROLE_ADMIN)
+    except UserExists:  # another node sharing the store made it first: its data dir has it
+        return None
     target = datadir.admin_password_path
     datadir.write_secret(target, password + "\n")
     return target

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted.conch.ssh.keys import BadKeyError, Key
 from twisted.python.filepath import FilePath
 
+from shellserver.store.accounts import IAccountDB
+
 RSA_BITS = 3072
 #: File name and generator, in the order clients are offered them.
 KINDS: tuple[tuple[str, str], ...] = (
@@ -64,13 +66,20 @@ class HostKeyFiles:
     """
 
     directory: FilePath[str]
+    #: A shared store (PostgreSQL) to keep the keys in instead, so every node presents the
+    #: same keys; None: the files in ``directory``.
+    store: IAccountDB | None = None
     _keys: HostKeys | None = field(default=None, init=False)
     _private: dict[bytes, Key] = field(factory=dict, init=False)
     _public: dict[bytes, Key] = field(factory=dict, init=False)
 
     def load(self) -> list[str]:
-        """Read the keys, generating the missing ones; the names of the files made now."""
-        keys, created = load_or_create(self.directory)
+        """Read the keys, generating the missing ones; the names of the files (or, in a
+        store, the kinds) made now."""
+        if self.store is None:
+            keys, created = load_or_create(self.directory)
+        else:
+            keys, created = load_or_create_in_store(self.store)
         self._keys = keys
         self._private = keys.private_keys()
         self._public = keys.public_keys()
@@ -84,8 +93,13 @@ class HostKeyFiles:
             raise self._not_loaded()
         return self._keys
 
+    @property
+    def where(self) -> str:
+        """Where the keys are kept, for the log line at their first generation."""
+        return self.directory.path if self.store is None else f"the store at {self.store.where}"
+
     def _not_loaded(self) -> HostKeyError:
-        return HostKeyError(f"the SSH host keys in {self.directory.path} are not loaded")
+        return HostKeyError(f"the SSH host keys in {self.where} are not loaded")
 
     def private_keys(self) -> dict[bytes, Key]:
         """As :meth:`HostKeys.private_keys`, made once at :meth:`load`: conch asks at every
@@ -166,6 +180,38 @@ def load_or_create(directory: FilePath[str]) -> tuple[HostKeys, list[str]]:
             created.append(name)
         keys.append(_load(path))
     return HostKeys(tuple(keys)), created
+
+
+def load_or_create_in_store(store: IAccountDB) -> tuple[HostKeys, list[str]]:
+    """The host keys kept in a shared store, generating the missing ones (synchronous: at
+    start, before the reactor runs). Two nodes starting at once may both generate a key;
+    the store keeps the first one written and both present it.
+
+    Returns the keys and the kinds this call generated and kept.
+    """
+    stored = store.host_keys()
+    keys: list[Key] = []
+    created: list[str] = []
+    for _, kind in KINDS:
+        data = stored.get(kind)
+        if data is None:
+            made = _generate(kind)
+            data = store.add_host_key(kind, made)
+            if data == made:
+                created.append(kind)
+        keys.append(_parse(data, f"the {kind} SSH host key in the store at {store.where}"))
+    return HostKeys(tuple(keys)), created
+
+
+def _parse(data: bytes, what: str) -> Key:
+    try:
+        key = Key.fromString(data)
+    except (BadKeyError, ValueError) as e:
+        raise HostKeyError(f"cannot load {what}: {e}") from None
+    if not key.isPublic() and key.type() in ("Ed25519", "RSA", "EC"):
+        loaded: Key = key
+        return loaded
+    raise HostKeyError(f"{what} is not a private ed25519, ECDSA or RSA key")
 
 
 def _load(path: FilePath[str]) -> Key:

@@ -24,8 +24,8 @@ from zope.interface import implementer
 from shellserver.hub.session import Session
 from shellserver.shell import sessionstart
 from shellserver.shell.dispatch import Shell
-from shellserver.shell.login import UNAVAILABLE_TEXT
-from shellserver.store.accounts import UNAVAILABLE, Account
+from shellserver.shell.login import STORE_DOWN_TEXT, UNAVAILABLE_TEXT
+from shellserver.store.accounts import UNAVAILABLE, Account, StoreUnavailable
 from shellserver.terminal.discipline import (
     GONE,
     Disconnected,
@@ -293,7 +293,8 @@ class SSHSeat:
             session = await sessionstart.begin(start, account, terminal, wire, mode)
         except UNAVAILABLE as e:
             start.trouble.unavailable(e, "login")
-            terminal.write(UNAVAILABLE_TEXT)
+            down = isinstance(e, StoreUnavailable)
+            terminal.write(STORE_DOWN_TEXT if down else UNAVAILABLE_TEXT)
             session = None
         if session is None:
             wire.status = FAILED

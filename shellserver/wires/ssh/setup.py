@@ -15,8 +15,9 @@ from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import FailedLogins
-from shellserver.store.accounts import Account, AccountStore
+from shellserver.store.accounts import Account, AccountStore, IAccountDB
 from shellserver.store.auth import StoreChecker
+from shellserver.store.sql import StoreError
 from shellserver.wires.ssh import authkeys, hostkeys
 from shellserver.wires.ssh.server import (
     PasswordChecker,
@@ -55,9 +56,10 @@ def key_adder(home_root: FilePath[str], run_io: Runner) -> Callable[[str, bytes]
     return add
 
 
-def host_keys(data: FilePath[str]) -> hostkeys.HostKeyFiles:
-    """The data dir's host key files, for the listener built before they are read."""
-    return hostkeys.HostKeyFiles(data.child("ssh"))
+def host_keys(data: FilePath[str], store: IAccountDB | None = None) -> hostkeys.HostKeyFiles:
+    """The data dir's host key files (or, given a shared ``store``, the keys kept in it), for
+    the listener built before they are read."""
+    return hostkeys.HostKeyFiles(data.child("ssh"), store)
 
 
 def load_host_keys(files: hostkeys.HostKeyFiles) -> None:
@@ -65,10 +67,10 @@ def load_host_keys(files: hostkeys.HostKeyFiles) -> None:
     saying why."""
     try:
         created = files.load()
-    except (hostkeys.HostKeyError, OSError) as e:
+    except (hostkeys.HostKeyError, OSError, StoreError) as e:
         raise SystemExit(f"shellserver: {e}") from None
     if created:
-        log.info("generated SSH host keys in {path}", path=files.directory.path)
+        log.info("generated SSH host keys in {path}", path=files.where)
     for line in files.fingerprints():
         log.info("SSH host key {fingerprint}", fingerprint=line)
 
