@@ -52,6 +52,7 @@ from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
+from shellserver.store.health import StoreProbe
 from shellserver.store.postgres import POOL_SIZE, PostgresAccountDB
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
@@ -99,6 +100,8 @@ class ShellService(Service):
         self.metrics = Metrics()
         self._probe = LagProbe(reactor, self.metrics.reactor_lag.observe)
         self._gc = GCPolicy(reactor)
+        #: ``shellserver_store_up``'s check (made with the store, in ``prepare``).
+        self._store_probe: StoreProbe | None = None
 
     def prepare(self) -> None:
         """Build every part, bind every listener with its own factory, then claim the data dir
@@ -236,6 +239,12 @@ class ShellService(Service):
             self.metrics.queued(pool_runner(self.reactor, hash_pool)),
             cfg.hash_cost,
         )
+        self._store_probe = StoreProbe(
+            self.db,
+            pool_runner(self.reactor, db_pool),
+            self.reactor,
+            lambda up: self.metrics.store_up.set(1 if up else 0),
+        )
         hub: IHub = Hub(node=cfg.node, clock=self.reactor)
         if cfg.cluster is not None:
             cluster = self.cluster = cluster_hub(cfg.cluster, cfg.node, self.reactor)
@@ -343,6 +352,8 @@ class ShellService(Service):
             self._idle.clock = self.reactor
             self._idle.start(watch.period, now=False)
         self._probe.start()
+        if self._store_probe is not None:
+            self._store_probe.start()
         self._gc.start()
         if self.cluster is not None:
             self.cluster.start()
@@ -354,6 +365,8 @@ class ShellService(Service):
         if self._idle is not None and self._idle.running:
             self._idle.stop()
         self._probe.stop()
+        if self._store_probe is not None:
+            self._store_probe.stop()
         self._gc.stop()
         for guard in self.guards:
             guard.stop()

@@ -92,6 +92,12 @@ class Metrics:
             buckets=STORE_BUCKETS,
             registry=r,
         )
+        self.store_up = Gauge(
+            "shellserver_store_up",
+            "1 while the store answers its periodic check, 0 while it cannot be reached.",
+            registry=r,
+        )
+        self.store_up.set(1)
         self.reactor_lag = Histogram(
             "shellserver_reactor_lag_seconds",
             "How late a 100 ms timer fires: time the event loop spent busy with something else.",

@@ -51,7 +51,7 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 #: The account the first start makes, its password in ``<data>/initial-admin-password``.
 INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")

@@ -15,6 +15,7 @@ message names the store by the URL without it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,10 @@ WAIT = 5.0
 #: Connections in the pool, and the database threads that use them.
 POOL_SIZE = 4
 SCHEMA_TABLE = "shellserver_schema"
+
+# The pool's own warnings (each failed reconnection, every second of an outage) would flood
+# stderr; the store's health check logs an outage once, and its end.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 @frozen
@@ -143,6 +148,11 @@ class PostgreSQL:
             kwargs={"autocommit": True},
             check=ConnectionPool.check_connection,
             timeout=self.wait,
+            # A connection that cannot be made is retried with a doubling delay until this
+            # many seconds have passed, then given up; the next call asks for a new one at
+            # once. Short, so the delay never grows to minutes in a long outage: the store
+            # is back within seconds of PostgreSQL (the health check calls every 5 s).
+            reconnect_timeout=self.wait,
             name="shellserver-store",
         )
         with self._errors("cannot reach the store at"):
