@@ -40,9 +40,7 @@ def test_store_down_refuses_logins_keeps_sessions_and_comes_back(
     tmp_path: Path, own_postgres: PostgresServer
 ) -> None:
     url = own_postgres.new_database()
-    srv = RealServer(
-        tmp_path, "--store", url, "--metrics", "tcp:0:interface=127.0.0.1"
-    ).start()
+    srv = RealServer(tmp_path, "--store", url, "--metrics", "tcp:0:interface=127.0.0.1").start()
     try:
         assert f"store: {url}" in srv.log_text()
         alice = register(srv.port, "alice")

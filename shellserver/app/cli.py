@@ -128,6 +128,19 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("backup", help="copy the store to FILE (SQLite online backup)")
     s.add_argument("file", help="written by the server while it runs: a path it may write")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    s = sub.add_parser("store", help="store copy --to postgresql://…: the store into PostgreSQL")
+    store = s.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    s = store.add_parser(
+        "copy", help="copy the embedded store (server running or not) into empty PostgreSQL"
+    )
+    s.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://USER[:PASS]@HOST[:PORT]/DB[?sslmode=...] (PGPASSWORD and "
+        "~/.pgpass are read as libpq reads them)",
+    )
+    s.add_argument("--force", action="store_true", help="replace what the database holds")
     return p
 
 
@@ -224,6 +237,37 @@ def backup_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     finally:
         datadir.unlock()
     return f"store copied to {args.file} ({counted(size, 'byte')})"
+
+
+def store_copy(args: argparse.Namespace, datadir: DataDir) -> str:
+    """``store copy --to URL``: the data dir's SQLite store (and its SSH host keys) into
+    PostgreSQL, from one snapshot whether the server runs or not; the counts copied."""
+    from shellserver.store.copy import copy_store
+    from shellserver.store.postgres import PostgresAccountDB, parse_postgres_url
+    from shellserver.wires.ssh.hostkeys import KINDS
+
+    try:
+        url = parse_postgres_url(args.to)
+    except ValueError as e:
+        raise Failed(USAGE, f"--to: {e}") from None
+    source = datadir.db_path.path
+    if not datadir.db_path.exists():
+        raise refuse(f"there is no store at {source}")
+    if not datadir.is_locked():  # stopped: bring an older store to this version first
+        AccountDB.open(source).close()
+    keys = {}
+    for name, kind in KINDS:
+        path = datadir.path.child("ssh").child(name)
+        if path.isfile():
+            keys[kind] = path.getContent()
+    target = PostgresAccountDB.at(url, size=1)
+    try:
+        counts = copy_store(source, target, args.force, keys)
+    finally:
+        target.close()
+    lines = [f"copied {source} to {url}:"]
+    lines += [f"  {table}: {count}" for table, count in counts.items()]
+    return "\n".join(lines)
 
 
 def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
@@ -563,6 +607,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _die(args.command, e)
     datadir = DataDir(FilePath(os.path.abspath(args.data)))
     try:
+        if args.command == "store":
+            print(store_copy(args, datadir))
+            sys.exit(OK)
         if args.control is None and args.command in OFFLINE_COMMANDS and not datadir.is_locked():
             print(run_offline(args, datadir))
             sys.exit(OK)
