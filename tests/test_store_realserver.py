@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,7 @@ from realserver import PASSWORD, RawClient, RealServer, login, register
 
 pytestmark = pytest.mark.integration
 
+CLI = str(Path(sys.executable).with_name("shellserver"))
 DOWN = "Service temporarily unavailable; please try again later.\n"
 
 
@@ -27,6 +29,21 @@ def store_up(port: int) -> float:
     found = re.search(r"^shellserver_store_up (\S+)$", text, re.M)
     assert found is not None, "no shellserver_store_up"
     return float(found.group(1))
+
+
+def ssh(srv: RealServer, key: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """``ssh -i KEY alice@server COMMAND`` with OpenSSH, the server's reasons shown."""
+    client = shutil.which("ssh")
+    if client is None:
+        pytest.skip("the OpenSSH client is not installed (apt-get install openssh-client)")
+    args = [
+        client, "-F", "/dev/null", "-p", str(srv.listening("ssh")[0]),
+        "-o", f"UserKnownHostsFile={srv.workdir / 'known_hosts'}",
+        "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=INFO",
+        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(key),
+        "alice@127.0.0.1", command,
+    ]  # fmt: skip
+    return subprocess.run(args, capture_output=True, text=True, timeout=30)
 
 
 def wait_for_gauge(port: int, value: float, timeout: float = 20.0) -> None:

@@ -36,8 +36,8 @@ from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.sockets import tune
 from shellserver.ops.throttle import FailedLogins, LogLimit
-from shellserver.shell.login import LOGGED_NAME
-from shellserver.store.accounts import Account, AccountLocked
+from shellserver.shell.login import LOGGED_NAME, STORE_DOWN_TEXT
+from shellserver.store.accounts import Account, AccountLocked, StoreUnavailable
 from shellserver.store.auth import AccountRealm, Accounts
 from shellserver.text.sanitize import careful
 from shellserver.wires.ssh.hostkeys import HostKeyFiles, HostKeys
@@ -679,6 +679,11 @@ class UserAuth(userauth.SSHUserAuthServer):
         wrong = False
         try:
             result = await check()
+        except StoreUnavailable:
+            # The store cannot be reached: said as telnet's login says it, and the connection
+            # closes (the client prints the reason); the outage is logged by the store's check.
+            t.drop(transport.DISCONNECT_SERVICE_NOT_AVAILABLE, STORE_DOWN_TEXT.strip().encode())
+            raise IgnoreAuthentication() from None
         except UnauthorizedLogin as e:
             wrong = True
             if metrics is not None:
