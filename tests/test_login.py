@@ -11,7 +11,7 @@ from harness import Client, add_user, hold_db_call, make_server
 from shellserver.app.assembly import Assembly
 from shellserver.files.tree import Tree
 from shellserver.ops.threads import inline_runner
-from shellserver.store.accounts import _take_logins
+from shellserver.store.accounts import StoreUnavailable, _take_logins
 
 
 @pytest.fixture
@@ -481,3 +481,42 @@ def test_login_grace_ending_while_the_login_is_recorded_counts_nothing_twice(
     c.drop()
     assert (server.admission.unauth, server.admission.connections) == (0, 0)
     assert server.hub.counts()[0] == 0
+
+
+def _store_down(*args: object) -> None:
+    raise StoreUnavailable("the store at postgresql://app@db/shell: connection refused")
+
+
+def test_a_store_that_cannot_be_reached_refuses_the_login_and_closes(
+    server: Assembly, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server.store.db, "get_hash", _store_down)
+    c = Client(server)
+    c.output()
+    out = c.login("alice")
+    assert out.endswith("Service temporarily unavailable; please try again later.\n"), out
+    assert c.disconnecting
+
+
+def test_a_store_that_cannot_be_reached_refuses_a_registration_and_closes(
+    server: Assembly, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server.store.db, "get", _store_down)
+    c = Client(server)
+    c.output()
+    for line in ["new", "bob"]:
+        c.send(line)
+    assert c.output().endswith("Service temporarily unavailable; please try again later.\n")
+    assert c.disconnecting
+
+
+def test_commands_needing_a_store_that_cannot_be_reached_say_so(
+    server: Assembly, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = Client(server)
+    assert c.login("alice").endswith("alice@testhost:~$ ")
+    c.output()
+    monkeypatch.setattr(server.store.db, "history", _store_down)
+    assert c.run("last").startswith("last: service temporarily unavailable\n")
+    assert c.run("whoami").startswith("alice\n")  # the session goes on
+    assert not c.disconnecting
