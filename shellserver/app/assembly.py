@@ -172,6 +172,8 @@ def assemble(
         trouble=trouble,
         redraws=redraws,
         seats=seats,
+        linger=cfg.linger,
+        max_output=cfg.max_output,
     )
     lobby = Lobby(login, start, admission, clock, cfg.login_timeout)
     control = Controlled(cfg, clock, hub, store, shutdown, admin, started)

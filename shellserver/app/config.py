@@ -81,6 +81,8 @@ class Config:
     max_sessions: int = 10
     on_max: str = "refuse"
     idle_timeout: int = 3600
+    #: ``--linger``: seconds a session whose connection was lost waits, detached (0: off).
+    linger: int = 300
     motd: str | None = None
     quota: int = 10 * 1024**2
     max_connections: int = DEFAULT_MAX_CONNECTIONS

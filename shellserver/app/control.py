@@ -235,6 +235,7 @@ def who_document(server: Controlled, sessions: list[Any]) -> dict[str, Any]:
                 "peer": s.peer,
                 "term": s.term,
                 "node": s.node or server.config.node,
+                "detached": s.detached,
             }
             for s in sessions
         ]

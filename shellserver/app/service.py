@@ -359,6 +359,9 @@ class ShellService(Service):
         self.parts.shutdown.final_notice()
         for connection in list(self.parts.seats):
             connection.terminal.close()
+        for session in self.parts.hub.local_sessions():
+            if session.detached:  # ended as attached ones are: held writes saved as mail
+                session.disconnect()
         d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
         d.addBoth(lambda _: self._wait_for_connections(3.0))
         if self.cluster is not None:

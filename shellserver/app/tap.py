@@ -175,6 +175,14 @@ class Options(usage.Options):
             "Seconds before idle sessions are logged out (0 = off).",
             _count("idle-timeout"),
         ],
+        [
+            "linger",
+            None,
+            300,
+            "Seconds a session whose connection was lost stays detached, resumable at the "
+            "user's next login (0 = off: it ends with its connection).",
+            _count("linger"),
+        ],
         ["motd", None, None, "File shown after login."],
         ["quota", None, "10M", "Per-user home quota (bytes, or K/M/G).", _size("quota")],
         [
@@ -304,6 +312,7 @@ class Options(usage.Options):
             max_sessions=self["max-sessions"],
             on_max=self["on-max"],
             idle_timeout=self["idle-timeout"],
+            linger=self["linger"],
             motd=self["motd"],
             quota=self["quota"],
             max_connections=(

@@ -277,6 +277,8 @@ class SSHSeat:
         self.wire = wire
         self.terminal = Terminal(wire, start.redraws)
         self.session: Session | None = None
+        #: A shell (not ``ssh host CMD``): its session may outlive a lost connection.
+        self.interactive = False
         wire.receiver = self.terminal
         if wire.pty:
             self.terminal.mode_changed(True)
@@ -289,6 +291,7 @@ class SSHSeat:
         start.seats.add(self)
         terminal.on_disconnect = self._lost
         mode = sessionstart.Mode.INTERACTIVE if command is None else sessionstart.Mode.COMMAND
+        self.interactive = command is None
         try:
             session = await sessionstart.begin(start, account, terminal, wire, mode)
         except UNAVAILABLE as e:
@@ -312,7 +315,8 @@ class SSHSeat:
         self.start.seats.discard(self)
         session, self.session = self.session, None
         if session is not None:
-            sessionstart.end(self.start, session, self.wire)
+            # ``ssh host CMD`` never detaches.
+            sessionstart.lost(self.start, session, self.terminal, self.wire, self.interactive)
 
     def crashed(self, failure: Failure) -> None:
         """A bug in the session start or the command: logged with its traceback, the client gets
