@@ -177,7 +177,7 @@ def test_a_session_matches_by_user_address_or_key() -> None:
 def test_ten_thousand_network_bans_cost_one_lookup_per_prefix_length() -> None:
     draw = random.Random(7)
     bans = []
-    for n in range(10_000):
+    for _ in range(10_000):
         length = draw.choice([16, 20, 24, 28, 32])
         address = ipaddress.IPv4Address(draw.getrandbits(32))
         bans.append(make_ban(f"{address}/{length}", "1h", "", "root", 0.0))
