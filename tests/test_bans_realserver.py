@@ -120,7 +120,7 @@ async def test_a_network_ban_refuses_every_wire_before_any_prompt(srv: RealServe
     # SSH: closed before the version exchange, so before any authentication.
     r = ssh(srv, "127.0.5.9", "vic@127.0.0.1", "who")
     assert r.returncode == 255, r
-    assert b"closed" in r.stderr and b"Permission denied" not in r.stderr, r.stderr
+    assert b"Connection closed" in r.stderr and b"Permission denied" not in r.stderr, r.stderr
     assert b"password" not in r.stderr.lower()
     # The browser's WebSocket: the refusal as text, then the close, no login prompt.
     client = await webclient.connect(web_url, bindAddress=("127.0.5.10", 0))
