@@ -79,6 +79,7 @@ def test_targets(text: str, kind: str, canonical: str) -> None:
         ("2001:db8::zz", "invalid address"),
         ("10.0.0.0/33", "invalid network"),
         ("SHA256:short", "invalid key fingerprint"),
+        ("fe80::1%eth0", "no zone index"),
         ("Bob!", "invalid target 'Bob!'"),
     ],
 )
@@ -357,3 +358,28 @@ def test_a_key_ban_refuses_key_logins_and_ends_their_sessions(server: Assembly) 
     assert server.bans.end_here(make_ban(KEY_FP, None, "", "root1", 0.0)) == 1
     assert closed == [True]
     assert [s.id for s in server.hub.local_sessions()] == [2]
+
+
+def test_a_ban_missed_while_cut_off_is_applied_at_the_next_reload(server: Assembly) -> None:
+    dora = online(server, "dora", peer="10.9.0.5")
+    # Another node banned dora while this one heard nothing (Redis away): only the store has it.
+    store_bans.add_ban(server.store.db, make_ban("dora", "1h", "missed", "boss", 0.0))
+    assert dora.output() == ""
+    server.bans.reload()
+    assert "You have been logged out by boss: banned dora until" in dora.output()
+    assert dora.disconnecting
+    c = Client(server, peer="10.9.2.2")
+    assert "Login refused: banned until" in c.login("dora", "password1")
+
+
+def test_a_malformed_stored_ban_is_left_out_not_fatal(server: Assembly) -> None:
+    db = server.store.db
+    db._db.execute(
+        "INSERT INTO bans (target, kind, actor, created, expires, reason) "
+        "VALUES ('not-a-network', 'network', 'x', 0, NULL, '')"
+    )
+    store_bans.add_ban(db, make_ban("10.1.0.0/16", None, "", "root1", 0.0))
+    index = store_bans.load_index(db, 1.0)
+    assert index.skipped == 1 and len(index) == 1
+    server.bans.load_now(db)
+    assert Client(server, peer="10.1.2.3").disconnecting

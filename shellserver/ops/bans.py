@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from attrs import define, field, frozen
@@ -97,6 +97,8 @@ def parse_target(text: str) -> tuple[str, str]:
         if network.num_addresses == 1:
             return ADDRESS, str(_address(str(network.network_address)))
         return NETWORK, str(network)
+    if "%" in text:  # fe80::1%eth0: a zone is this machine's, not a client's
+        raise BadBan(f"invalid address '{text}' (no zone index)")
     if ":" in text or _ADDRESS_LIKE.fullmatch(text):
         try:
             return ADDRESS, str(_address(text))
@@ -218,14 +220,39 @@ class BanIndex:
     nets: dict[tuple[int, int], dict[int, Ban]] = field(factory=dict)
     #: Per IP version, the prefix lengths with at least one ban, longest first.
     lengths: dict[int, list[int]] = field(factory=dict)
+    #: Stored bans that could not be indexed (malformed rows), left out.
+    skipped: int = 0
 
     @classmethod
     def of(cls, bans: Iterable[Ban]) -> BanIndex:
-        """Built in one pass (on the store's thread when loaded from the store)."""
+        """Built in one pass (on the store's thread when loaded from the store). A row no ban
+        could have made (a store edited by hand) is left out rather than stop the server."""
         index = cls()
         for ban in bans:
-            index.add(ban)
+            try:
+                index.add(ban)
+            except ValueError:
+                index.skipped += 1
         return index
+
+    def get(self, target: str) -> Ban | None:
+        """The ban of ``target`` (canonical), if any."""
+        found = self.users.get(target) or self.keys.get(target)
+        if found is not None or ("." not in target and ":" not in target):
+            return found
+        try:
+            network = ipaddress.ip_network(target)
+        except ValueError:
+            return None
+        table = self.nets.get((network.version, network.prefixlen), {})
+        return table.get(int(network.network_address))
+
+    def bans(self) -> Iterator[Ban]:
+        """Every ban in the index."""
+        yield from self.users.values()
+        yield from self.keys.values()
+        for table in self.nets.values():
+            yield from table.values()
 
     def add(self, ban: Ban) -> None:
         """Put ``ban`` in (replacing a ban of the same target)."""

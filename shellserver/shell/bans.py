@@ -26,6 +26,7 @@ from shellserver.ops.bans import (
     USER,
     BadBan,
     Ban,
+    BanIndex,
     BanList,
     looks_like_duration,
     make_ban,
@@ -195,9 +196,20 @@ class Bans:
         """Read the bans again from the store (another node's change, a missed announcement,
         the periodic refresh); built on the store's thread, swapped in here."""
         d: Deferred[Any] = self.store.index(self.clock.seconds())
-        d.addCallback(self.memory.replace)
+        d.addCallback(self._loaded)
         d.addErrback(self._reload_failed)
         return d
+
+    def _loaded(self, index: BanIndex) -> None:
+        """Swap the loaded bans in; a ban this node did not know (made while it was cut off
+        from the other nodes) ends the sessions it covers here too."""
+        known = self.memory.index
+        self.memory.replace(index)
+        for ban in index.bans():
+            if known.get(ban.target) != ban:
+                self.end_here(ban)
+        if index.skipped:
+            log.warn("{count} malformed ban(s) in the store ignored", count=index.skipped)
 
     def _reload_failed(self, failure: Failure) -> None:
         log.warn(
@@ -207,7 +219,7 @@ class Bans:
 
     def load_now(self, db: AccountDB) -> None:
         """At start-up, before the reactor runs: the bans in force, read directly."""
-        self.memory.replace(load_index(db, self.clock.seconds()))
+        self._loaded(load_index(db, self.clock.seconds()))
 
     def login_refusal(self, user: str, peer: str, key: str) -> str | None:
         """Why this login is refused by a ban, or None: the address (a ban made while the
