@@ -101,6 +101,12 @@ def parser() -> argparse.ArgumentParser:
         default=default_data(),
         help=f"the server's data directory [default: %(default)s; ${DATA_ENV} sets it]",
     )
+    p.add_argument(
+        "--homes",
+        metavar="DIR",
+        help="where the homes live [default: what the server last ran with on DATA, "
+        "else DATA/home]",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--control",
@@ -312,7 +318,7 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
     try:
         db = AccountDB.open(datadir.db_path.path)
-        homes = Homes(datadir.home_root, 0, inline_runner)
+        homes = Homes(datadir.home_root, 0, inline_runner, inside=datadir.homes is not None)
         # userdel is all or nothing: the home moves aside first and comes back on failure;
         # a new account never inherits a leftover home.
         aside = homes.set_aside_now(args.name) if args.command == "userdel" else None
@@ -680,6 +686,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except Failed as e:
         _die(args.command, e)
     datadir = DataDir(FilePath(os.path.abspath(args.data)))
+    datadir.homes = (
+        FilePath(os.path.abspath(args.homes)) if args.homes else datadir.recorded_homes()
+    )
     try:
         if args.control is None and args.command in OFFLINE_COMMANDS and not datadir.is_locked():
             print(run_offline(args, datadir))

@@ -59,6 +59,8 @@ class Config:
     """Everything tunable about a running server; defaults are those docs/admin.md lists."""
 
     data: str = field(factory=default_data)
+    #: ``--homes``: where the homes live, if not ``<data>/home`` (a shared filesystem).
+    homes: str | None = None
     telnet: tuple[str, ...] = ("tcp:2323",)
     #: ``--ssh`` listeners; none unless given.
     ssh: tuple[str, ...] = ()

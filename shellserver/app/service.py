@@ -126,7 +126,8 @@ class ShellService(Service):
         cfg = self.config
         # Clustered, the lock and the control socket are this node's (datadir.py says how).
         node = cfg.node if cfg.cluster is not None else None
-        self.datadir = datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node)
+        homes = FilePath(os.path.abspath(cfg.homes)) if cfg.homes else None
+        self.datadir = datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node, homes)
         control = self._control_endpoint()
         locked = False
         try:
@@ -191,6 +192,7 @@ class ShellService(Service):
             datadir.create()
             if not locked:
                 datadir.lock()
+            datadir.remember_homes()
             self.db.connect()
         except (OSError, DataDirLocked, StoreError) as e:
             raise SystemExit(f"shellserver: {e}") from None
@@ -241,7 +243,14 @@ class ShellService(Service):
             self.reactor,
             store,
             hub,
-            Homes(self.datadir.home_root, cfg.quota, io, shared=cfg.cluster is not None),
+            Homes(
+                self.datadir.home_root,
+                cfg.quota,
+                io,
+                # Another node may work in them: clustered, or on a filesystem others share.
+                shared=cfg.cluster is not None or cfg.homes is not None,
+                inside=cfg.homes is not None,
+            ),
             self.reactor.stop,
             self.datadir.admin_password_path.path,
             metrics=self.metrics,

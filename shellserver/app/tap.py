@@ -113,6 +113,13 @@ class Options(usage.Options):
             f"Data directory (store, homes); created 0700. ${DATA_ENV} sets the default.",
         ],
         [
+            "homes",
+            None,
+            None,
+            "Where the homes live, if not <data>/home: a shared filesystem with working flock "
+            "for nodes on several machines; created 0700.",
+        ],
+        [
             "control",
             None,
             None,
@@ -283,6 +290,7 @@ class Options(usage.Options):
                 ) from None
         self.config = Config(
             data=self["data"],
+            homes=self["homes"],
             cluster=self["cluster"],
             node=node,
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
