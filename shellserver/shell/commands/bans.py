@@ -12,8 +12,7 @@ from shellserver.store.bans import TooManyBans
     "ban",
     usage="ban TARGET [DURATION] [REASON...]",
     admin=True,
-    help="Ban a user, an address, a network (CIDR) or an SSH key fingerprint (SHA256:...), "
-    "for 90s, 30m, 12h, 7d or perm (the default); its sessions are ended.",
+    help="Ban a user, address, network or SSH key; its sessions end.",
 )
 async def ban(ctx: Context, args: list[str]) -> None:
     """A ban holds on every node and outlives restarts (it is in the store); banning a target
