@@ -10,6 +10,7 @@ import pwd
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest_twisted
 import webclient
 from clusternodes import ADMIN, eventually, run, running
 from realserver import PASSWORD, RawClient, RealServer, login, sign_in, sign_up
+from test_ssh_integration import self_signed
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("shellserver"))
@@ -144,6 +146,28 @@ async def test_a_network_ban_refuses_every_wire_before_any_prompt(srv: RealServe
     again = cli(srv.data, "unban", "127.0.5.0/24")
     assert again.returncode == 1 and "127.0.5.0/24 is not banned" in again.stderr
     admin.close()
+
+
+def test_tls_telnet_from_a_banned_address_is_refused_after_the_handshake(tmp_path: Path) -> None:
+    key, cert = self_signed(tmp_path)
+    srv = RealServer(
+        tmp_path, "--telnet", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    ).start()
+    try:
+        tls_port = srv.listening("telnet")[1]
+        assert cli(srv.data, "ban", "127.0.4.0/24", "30m").returncode == 0
+
+        def tls_from(source: str) -> From:
+            c = From(tls_port, source)
+            context = ssl.create_default_context(cafile=str(cert))
+            c.sock = context.wrap_socket(c.sock, server_hostname="testhost")
+            return c
+
+        got = tls_from("127.0.4.1").everything()
+        assert re.fullmatch(rf"Your address is banned {UNTIL}\.\n", got), got
+        tls_from("127.0.3.1").expect("login: ")
+    finally:
+        srv.stop()
 
 
 def test_a_timed_ban_expires_by_itself(srv: RealServer) -> None:
