@@ -383,3 +383,15 @@ def test_a_malformed_stored_ban_is_left_out_not_fatal(server: Assembly) -> None:
     assert index.skipped == 1 and len(index) == 1
     server.bans.load_now(db)
     assert Client(server, peer="10.1.2.3").disconnecting
+
+
+def test_a_connection_still_logging_in_when_its_address_is_banned_is_refused_at_login(
+    server: Assembly,
+) -> None:
+    waiting = Client(server, peer="10.4.0.9")
+    assert "login: " in waiting.output()
+    admin = online(server, "root1", peer="192.0.2.1")
+    admin.run("ban 10.4.0.0/16 12h")
+    seen = waiting.login("bob", "password1")
+    assert f"Your address is banned until {format_login_time(12 * 3600.0)}.\n" in seen
+    assert "bob@testhost" not in seen and waiting.disconnecting
