@@ -79,6 +79,8 @@ class Session:
     login_record: int | None = None
     #: The node this session lives on (``--node``); "" for a server that is not clustered.
     node: str = ""
+    #: The fingerprint of the SSH key it logged in with (``SHA256:…``); "" for a password.
+    key: str = ""
     #: ``last_active`` at the time of the idle warning, so one idle stretch warns once.
     idle_warned: float = -1.0
     #: Lines this session may send (commands, and the lines of a multi-line ``write``);

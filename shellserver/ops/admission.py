@@ -38,6 +38,7 @@ from random import Random
 from attrs import define, field
 from twisted.logger import Logger
 
+from shellserver.ops.bans import BanList
 from shellserver.ops.penalties import Penalties
 from shellserver.ops.throttle import LogLimit
 
@@ -96,13 +97,31 @@ class Admission:
     _stalled: dict[Stalled, None] = field(factory=dict)
     #: How many of ``_stalled`` each address holds.
     _stalled_by_addr: Counter[str] = field(factory=Counter)
+    #: Addresses and networks banned: refused before anything else, and not counted.
+    bans: BanList = field(factory=BanList)
+    _banned_log: LogLimit = field(factory=LogLimit)
 
     def admit(self, peer: str, now: float = 0.0) -> str | None:
         """Count a new connection from ``peer``; or say why it is refused (and count nothing).
 
         Where a full house or the early drop would refuse it, the oldest stalled
         connection is closed instead, if one has had its chance (``MIN_STALL_AGE``).
+        A banned address is refused first, before any prompt, and logged apart from the
+        limits' refusals (at most a line a minute).
         """
+        ban = self.bans.address(peer, now)
+        if ban is not None:
+            count = self._banned_log.due(now)
+            if count:
+                log.info(
+                    "refused {count} connection(s) from banned addresses; latest from {peer} "
+                    "(ban {target})",
+                    event="banned_refused",
+                    count=count,
+                    peer=peer,
+                    target=ban.target,
+                )
+            return ban.address_refusal()
         if self.penalties.refused(peer, now):
             return self._refuse(PENALISED)
         if self.max_connections and self.connections >= self.max_connections:

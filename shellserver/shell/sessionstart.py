@@ -150,9 +150,13 @@ class SessionStart:
     #: ``--max-output``: what a detached session holds at most.
     max_output: int = 256 * 1024
 
-    def login_refusal(self, account: Account) -> str | None:
-        """Why ``account`` may not log in now (a shutdown about to happen), or None; admins
-        may still come in, to cancel it."""
+    def login_refusal(self, account: Account, peer: str = "", key: str = "") -> str | None:
+        """Why ``account`` may not log in now, or None: a ban (of the address, the user, or
+        the SSH key it logged in with), or a shutdown about to happen, which admins may
+        still come in through, to cancel it."""
+        banned = self.services.bans.login_refusal(account.name, peer, key)
+        if banned is not None:
+            return banned
         if account.is_admin:
             return None
         return self.services.shutdown.login_refusal()
@@ -165,10 +169,12 @@ async def begin(
     wire: IWire,
     mode: Mode = Mode.INTERACTIVE,
     still_wanted: Callable[[], bool] = lambda: True,
+    key: str = "",
 ) -> Session | None:
     """Attach a session for ``account`` on ``terminal``; None when the login is refused.
+    ``key`` is the fingerprint of the SSH key it logged in with ("" for a password).
 
-    Applies the shutdown refusal and ``--max-sessions``/``--on-max``, records
+    Applies the bans, the shutdown refusal and ``--max-sessions``/``--on-max``, records
     the login, and (interactive) greets with the motd, last login, shutdown
     notice and saved message count, then hands the terminal to the shell.
     ``still_wanted`` is asked once the login is recorded (the wire may have
@@ -178,7 +184,7 @@ async def begin(
     """
     name = account.name
     await start.services.hub.ready()  # a cluster node that has just started joins first
-    refusal = start.login_refusal(account)
+    refusal = start.login_refusal(account, wire.peer, key)
     if refusal:
         terminal.write(refusal + "\n")
         return None
@@ -192,7 +198,7 @@ async def begin(
     if not await _make_room(start, terminal, wire, name, session_id):
         return None
     try:
-        return await _start(start, account, terminal, wire, mode, still_wanted, session_id)
+        return await _start(start, account, terminal, wire, mode, still_wanted, session_id, key)
     except BaseException:
         start.services.hub.release(name, session_id)
         raise
@@ -206,6 +212,7 @@ async def _start(
     mode: Mode,
     still_wanted: Callable[[], bool],
     session_id: int,
+    key: str,
 ) -> Session | None:
     name = account.name
     services = start.services
@@ -228,6 +235,7 @@ async def _start(
         terminal=terminal,
         last_active=now,
         bucket=bucket_for(start.cmd_rate, start.cmd_burst),
+        key=key,
     )
     if not services.hub.sessions_of_now(name):
         # The user's first session: their home is measured again before their first

@@ -272,9 +272,11 @@ class SSHWire(Fronted):
 class SSHSeat:
     """A session over one SSH channel, counted among the server's seats while it lasts."""
 
-    def __init__(self, start: SessionStart, wire: SSHWire) -> None:
+    def __init__(self, start: SessionStart, wire: SSHWire, key: str = "") -> None:
         self.start = start
         self.wire = wire
+        #: The fingerprint of the key the connection logged in with ("" for a password).
+        self.key = key
         self.terminal = Terminal(wire, start.redraws)
         self.session: Session | None = None
         #: A shell (not ``ssh host CMD``): its session may outlive a lost connection.
@@ -293,7 +295,7 @@ class SSHSeat:
         mode = sessionstart.Mode.INTERACTIVE if command is None else sessionstart.Mode.COMMAND
         self.interactive = command is None
         try:
-            session = await sessionstart.begin(start, account, terminal, wire, mode)
+            session = await sessionstart.begin(start, account, terminal, wire, mode, key=self.key)
         except UNAVAILABLE as e:
             start.trouble.unavailable(e, "login")
             terminal.write(UNAVAILABLE_TEXT)
@@ -334,9 +336,10 @@ def session_starter(
 
     def seat_channel(channel: Channel, account: Account, request: Request) -> None:
         peer = getattr(channel.conn.transport, "peer", "?")
+        key = getattr(channel.conn.transport, "key_fingerprint", "")
         wire = SSHWire(channel, request, peer, clock, max_line, max_output)
         channel.wire = wire
-        seat = SSHSeat(start, wire)
+        seat = SSHSeat(start, wire, key)
         d = Deferred.fromCoroutine(seat.run(account, request.command))
         d.addErrback(seat.crashed)
 
