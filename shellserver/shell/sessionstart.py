@@ -189,7 +189,7 @@ async def begin(
         terminal.write(refusal + "\n")
         return None
     if mode is Mode.INTERACTIVE and start.linger > 0:
-        resumed = await _offer_resume(start, account, terminal, wire, still_wanted)
+        resumed = await _offer_resume(start, account, terminal, wire, still_wanted, key)
         if isinstance(resumed, Session):
             return resumed
         if resumed is False:
@@ -363,6 +363,7 @@ async def _offer_resume(
     terminal: Terminal,
     wire: IWire,
     still_wanted: Callable[[], bool],
+    key: str,
 ) -> Session | bool | None:
     """Ask about this user's detached sessions on this node: the resumed session, False
     when the login was abandoned meanwhile, None for a new session (none detached, or
@@ -402,12 +403,17 @@ async def _offer_resume(
         return None  # ended while the user answered: a new session
     if not terminal.connected or not still_wanted():
         return False
-    _resume(start, choice, held, terminal, wire)
+    _resume(start, choice, held, terminal, wire, key)
     return choice
 
 
 def _resume(
-    start: SessionStart, session: Session, held: HeldOutput, terminal: Terminal, wire: IWire
+    start: SessionStart,
+    session: Session,
+    held: HeldOutput,
+    terminal: Terminal,
+    wire: IWire,
+    key: str,
 ) -> None:
     held.done = True
     if held.timer is not None and held.timer.active():
@@ -418,6 +424,7 @@ def _resume(
     session.detached_at = None
     session.peer = wire.peer
     session.term = wire.term
+    session.key = key  # a ban of the key it now uses ends it
     d = services.hub.changed(session)
     d.addErrback(lambda f: None)  # clustered and Redis away: published when it is back
     log.info(
