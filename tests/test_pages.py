@@ -7,6 +7,7 @@ import http.client
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -400,3 +401,79 @@ def test_pages_on_the_web_endpoint_refuse_to_start(tmp_path: Path) -> None:
         b"share an address; personal pages need an origin of their own"
     ) in result.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+def test_a_full_listener_answers_503_with_the_same_headers(tmp_path: Path) -> None:
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from shellserver.ops.metrics import Metrics
+    from shellserver.wires.pages.site import pages_site
+
+    g = pages_site(str(tmp_path), Clock(), Metrics(), 10, 1)
+    answers = []
+    for _ in range(2):
+        addr = IPv4Address("TCP", "192.0.2.1", 40000)
+        t = StringTransport(peerAddress=addr)
+        g.buildProtocol(addr).makeConnection(t)
+        answers.append(t.value())
+    assert answers[0] == b"" and answers[1].startswith(b"HTTP/1.1 503 ")
+    head, _, body = answers[1].partition(b"\r\n\r\n")
+    assert b"\r\nContent-Security-Policy: sandbox\r\n" in head
+    assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    assert length == len(body)
+
+
+@pages_integration
+def test_a_large_file_is_sent_whole(pages: RealServer) -> None:
+    public = _publish(pages, "alice")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (public / "big.bin").write_bytes(data)
+    status, headers, body = _get(pages, "/~alice/big.bin")
+    assert status == 200 and body == data
+    assert headers["content-type"] == "application/octet-stream"
+
+
+@pages_integration
+def test_a_client_that_stops_reading_a_large_file_is_cut_off(tmp_path: Path) -> None:
+    """Sending a file keeps the response clock running, restarted by each chunk the client
+    takes: one that never reads does not hold its slot forever. With --max-connections 8 the
+    listener's share is 2, so two stalled downloads make the deadline its shortest (2 s); the
+    first one cut off eases the pressure (the other then has 30 s)."""
+    srv = RealServer(
+        tmp_path, "--max-connections", "8", "--pages", "tcp:0:interface=127.0.0.1"
+    ).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not _PAGES.search(srv.log_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = int(_PAGES.search(srv.log_text()).group(1))  # type: ignore[union-attr]
+        public = srv.data / "home" / "alice" / "public_html"
+        public.mkdir(parents=True)
+        (public / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
+        stalled = []
+        for _ in range(2):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /~alice/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            stalled.append(s)
+        time.sleep(5.0)  # never read meanwhile: past the 2 s deadline and its sweep
+        cut = 0
+        for s in stalled:
+            s.settimeout(0.5)
+            got = 0
+            try:
+                while chunk := s.recv(1 << 20):
+                    got += len(chunk)
+            except ConnectionResetError:
+                cut += 1
+                assert got < 4 * 1024 * 1024  # cut off, not sent whole
+            except TimeoutError:
+                pass  # still open: the one the eased pressure left its 30 s
+            s.close()
+        assert cut >= 1
+    finally:
+        srv.stop()
