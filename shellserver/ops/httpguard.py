@@ -1,4 +1,4 @@
-"""Bounded HTTP for the page (``--web``) and the metrics (``--metrics``) listeners.
+"""Bounded HTTP for the page (``--web``), the personal pages (``--pages``) and the metrics.
 
 ``twisted.web`` answers pipelined requests one after the other, but it writes
 each answer into the transport as soon as it is rendered: a client that sends

@@ -56,7 +56,7 @@ MESSAGE_KINDS = ("write", "wall", "room")
 #: The reactor-lag histogram reaches from 1 ms (normal) to 5 s (a stall worth paging for).
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: The HTTP statuses the pages listener answers with, each its own series.
-PAGE_STATUSES = (200, 206, 301, 304, 400, 404, 405, 416, 500)
+PAGE_STATUSES = (200, 206, 301, 304, 404, 405, 416, 500)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
