@@ -29,7 +29,7 @@ from shellserver.files.public import (
 )
 from shellserver.ops.admission import split_connections
 from shellserver.wires.pages.endpoints import address_of, overlap, shared_with_web
-from shellserver.wires.pages.site import NOT_FOUND_BODY, user_of
+from shellserver.wires.pages.site import MAX_RANGES, NOT_FOUND_BODY, user_of
 
 # -- the path, lexically ------------------------------------------------------------------
 
@@ -365,6 +365,22 @@ def test_range_and_if_modified_since(pages: RealServer) -> None:
     old = formatdate(time.time() - 86400 * 365, usegmt=True)
     stale = _curl(pages, "/~alice/docs/notes.txt", "-H", f"If-Modified-Since: {old}")
     assert _status(stale) == 200 and stale.stdout.endswith(b"0123456789\n")
+
+
+@pages_integration
+def test_many_ranges_get_the_file_once_and_types_come_from_the_name(pages: RealServer) -> None:
+    public = _publish(pages, "alice")
+    few = ",".join(["0-1"] * 3)
+    status, headers, body = _get(
+        pages, "/~alice/docs/notes.txt", headers={"Range": f"bytes={few}"}
+    )
+    assert status == 206 and headers["content-type"].startswith("multipart/byteranges")
+    many = ",".join(["0-10"] * (MAX_RANGES + 1))  # the whole file, over and over
+    status, _, body = _get(pages, "/~alice/docs/notes.txt", headers={"Range": f"bytes={many}"})
+    assert (status, body) == (200, b"0123456789\n")
+    (public / "notes.txt.gz").write_bytes(b"\x1f\x8b not really")
+    status, headers, _ = _get(pages, "/~alice/notes.txt.gz")
+    assert status == 200 and "content-encoding" not in headers
 
 
 @pages_integration

@@ -66,6 +66,9 @@ SECURITY_HEADERS = (
 )
 #: The one answer for a user, a file, a link or a path that is not served.
 NOT_FOUND_BODY = b"Not found\n"
+#: Byte ranges one request may ask for; with more, the whole file is sent once instead (so
+#: overlapping ranges cannot make one request send a file many times over).
+MAX_RANGES = 16
 #: No request here takes a body: more than this ends the connection.
 MAX_BODY = 64 * 1024
 #: Guard's answer when the listener is full, with the headers every answer has.
@@ -123,11 +126,24 @@ class PageFile(static.File):
     """
 
     isLeaf = True
-
     def __init__(self, published: Published, taken: Callable[[], None]) -> None:
         super().__init__("/" + published.name, defaultType="application/octet-stream")
+        # The type comes from the name alone: ``notes.txt.gz`` is a download of a gzip file,
+        # not text the browser is told to unpack.
+        self.contentEncodings = {}
         self.published = published
         self.taken = taken
+
+    def render_GET(self, request: Request) -> bytes | int:
+        """twisted.web's answer, but a ``Range`` of more than :data:`MAX_RANGES` ranges is
+        ignored: the file is sent whole, once."""
+        ranges = request.getHeader(b"range")
+        if ranges is not None and ranges.count(b",") >= MAX_RANGES:
+            request.requestHeaders.removeHeader(b"range")
+        result: bytes | int = super().render_GET(request)
+        return result
+
+    render_HEAD = render_GET
 
     def restat(self, reraise: bool = True) -> None:
         """Nothing to look up: the ``fstat`` of the open descriptor is the truth."""
