@@ -205,6 +205,7 @@ def pages(tmp_path: Path) -> Iterator[RealServer]:
         tmp_path,
         "--pages", "tcp:0:interface=127.0.0.1",
         "--metrics", "tcp:0:interface=127.0.0.1",
+        runner="twist-json",
     ).start()  # fmt: skip
     try:
         deadline = time.monotonic() + 10
@@ -323,9 +324,11 @@ def test_a_missing_user_a_missing_file_a_link_and_dotdot_answer_alike(pages: Rea
         assert _status(result) == 404 and result.stdout.endswith(NOT_FOUND_BODY), path
         assert b"root:" not in result.stdout
     deadline = time.monotonic() + 5
-    while "pages_path_refused" not in pages.log_text() and time.monotonic() < deadline:
+    while "leaving public_html" not in pages.log_text() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "refused" in pages.log_text() and "leaving public_html" in pages.log_text()
+    (event,) = [e for e in pages.events() if e.get("event") == "pages_path_refused"]
+    assert (event["count"], event["peer"]) == (1, "127.0.0.1")  # then once a minute at most
+    assert event["path"] == "/~alice/../alice/public_html/index.html"
 
 
 @pages_integration
