@@ -126,6 +126,7 @@ class PageFile(static.File):
     """
 
     isLeaf = True
+
     def __init__(self, published: Published, taken: Callable[[], None]) -> None:
         super().__init__("/" + published.name, defaultType="application/octet-stream")
         # The type comes from the name alone: ``notes.txt.gz`` is a download of a gzip file,
