@@ -273,9 +273,15 @@ def test_a_page_published_from_the_shell_is_served(pages: RealServer) -> None:
     _publish(pages, "alice")
     status, headers, body = _get(pages, "/~alice/")
     assert (status, body) == (200, b"<h1>Hello from alice</h1>\n")
-    assert headers["content-type"] == "text/html"
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    status, _, body = _get(pages, "/~alice/", headers={"Host": "evil.test"})
+    assert (status, body) == (200, b"<h1>Hello from alice</h1>\n")  # no Host check: all public
     status, headers, body = _get(pages, "/~alice/docs/notes.txt")
-    assert (status, body, headers["content-type"]) == (200, b"0123456789\n", "text/plain")
+    assert (status, body, headers["content-type"]) == (
+        200,
+        b"0123456789\n",
+        "text/plain; charset=utf-8",
+    )
     result = _curl(pages, "/~alice")
     assert _status(result) == 301 and b"\r\nLocation: /~alice/\r\n" in result.stdout
     result = _curl(pages, "/~alice/docs")

@@ -130,8 +130,13 @@ class PageFile(static.File):
     def __init__(self, published: Published, taken: Callable[[], None]) -> None:
         super().__init__("/" + published.name, defaultType="application/octet-stream")
         # The type comes from the name alone: ``notes.txt.gz`` is a download of a gzip file,
-        # not text the browser is told to unpack.
+        # not text the browser is told to unpack. Text is UTF-8, as the shell writes it.
         self.contentEncodings = {}
+        kind, _ = static.getTypeAndEncoding(
+            published.name, self.contentTypes, {}, "application/octet-stream"
+        )
+        self.type = f"{kind}; charset=utf-8" if kind.startswith("text/") else kind
+        self.encoding = None
         self.published = published
         self.taken = taken
 
