@@ -69,6 +69,8 @@ class Config:
     web: tuple[str, ...] = ()
     #: ``--web-origin``: origins and host names the page is served under (empty: our own).
     web_origins: tuple[str, ...] = ()
+    #: ``--pages``: the personal pages' listeners (``/~USER/``); empty = off.
+    pages: tuple[str, ...] = ()
     #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
     metrics: str | None = None
     hostname: str = field(factory=default_hostname)

@@ -52,6 +52,7 @@ from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
+from shellserver.wires.pages.site import pages_site
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
 from shellserver.wires.telnet.protocol import TelnetFactory
@@ -65,6 +66,8 @@ DEFAULT_WEB_HTTP = 200
 #: Seconds between two reloads of the bans from the store: a clustered node that missed
 #: another node's announcement (Redis was away) holds its ban within this time.
 BAN_RELOAD = 60.0
+#: The personal pages' HTTP connections (at most a quarter of ``--max-connections``).
+PAGES_HTTP = 500
 
 
 def with_backlog(description: str) -> str:
@@ -179,6 +182,17 @@ class ShellService(Service):
             self.guards.append(site)
             for description in cfg.web:
                 self.ports.append(self._listen(description, site, "web"))
+        if cfg.pages:
+            pages = pages_site(
+                parts.homes.root.path,
+                self.reactor,
+                parts.metrics,
+                shares.pages,
+                cfg.max_unauth_per_addr,
+            )
+            self.guards.append(pages)
+            for description in cfg.pages:
+                self.ports.append(self._listen(description, pages, "pages"))
         if cfg.metrics is not None:
             scrapes = metrics_site(
                 self.metrics.registry, self.reactor, shares.metrics, self.metrics.renders.inc
@@ -260,12 +274,14 @@ class ShellService(Service):
 
     def _shares(self) -> Shares:
         """The connection limit split between the listeners (``admission.split_connections``):
-        the page's HTTP connections (at most ``--max-unauth``) and the metrics listener
-        (at most 16) have caps of their own, so neither can take the descriptors logins need."""
+        the page's HTTP connections (at most ``--max-unauth``), the metrics listener
+        (at most 16) and the personal pages (at most 500) have caps of their own, so none
+        can take the descriptors logins need."""
         cfg = self.config
         web_http = (cfg.max_unauth or DEFAULT_WEB_HTTP) if cfg.web else 0
         metrics = METRICS_CONNECTIONS if cfg.metrics is not None else 0
-        return split_connections(self._connection_limit(), web_http, metrics)
+        pages = PAGES_HTTP if cfg.pages else 0
+        return split_connections(self._connection_limit(), web_http, metrics, pages)
 
     def _connection_limit(self) -> int:
         """``--max-connections``, with the descriptor limit raised to fit.

@@ -232,6 +232,7 @@ class Options(usage.Options):
         self["ssh"] = []
         self["web"] = []
         self["web-origin"] = []
+        self["pages"] = []
         # Read when parsing, not at import, so --help shows the default in force.
         self["data"] = self.defaults["data"] = default_data()
 
@@ -276,8 +277,22 @@ class Options(usage.Options):
             raise usage.UsageError(f"--web-origin: {e}") from None
         self["web-origin"].append(url)
 
+    def opt_pages(self, endpoint: str) -> None:
+        """Personal pages: each user's ~/public_html at /~USER/, e.g. tcp:8081; never the
+        --web endpoint (repeatable) [off]."""
+        self["pages"].append(_endpoint("pages", endpoint))
+
     def postOptions(self) -> None:
         """Checks that need all the options at once, then the frozen ``Config``."""
+        from shellserver.wires.pages.endpoints import shared_with_web
+
+        shared = shared_with_web(tuple(self["pages"]), tuple(self["web"]))
+        if shared is not None:
+            raise usage.UsageError(
+                f"--pages {shared[0]} and --web {shared[1]} share an address; personal pages "
+                "need an origin of their own (another port or address), so a user's page can "
+                "never script the browser terminal"
+            )
         if self["control"] is not None:
             _endpoint("control", self["control"])
         if self["metrics"] is not None:
@@ -306,6 +321,7 @@ class Options(usage.Options):
             control=self["control"],
             web=tuple(self["web"]),
             web_origins=tuple(self["web-origin"]),
+            pages=tuple(self["pages"]),
             metrics=self["metrics"],
             hostname=self["hostname"] or default_hostname(),
             registration=self["registration"] == "open",

@@ -288,8 +288,9 @@ def raise_fd_limit(max_connections: int) -> tuple[int, int]:
 class Shares:
     """``--max-connections`` split between the listeners, so none takes another's descriptors.
 
-    The web page's plain HTTP connections and the metrics listener each get a
-    cap of their own out of the total (at most a quarter of it each); the
+    The web page's plain HTTP connections, the metrics listener and the personal
+    pages each get a cap of their own out of the total (at most a quarter of it
+    each); the
     login wires (telnet, SSH and the browser's WebSocket, which admission
     counts together) share the rest.
     """
@@ -297,14 +298,17 @@ class Shares:
     logins: int
     web_http: int = 0
     metrics: int = 0
+    #: The personal pages' HTTP connections (``--pages``).
+    pages: int = 0
 
 
-def split_connections(total: int, web_http: int, metrics: int) -> Shares:
-    """Reserve ``web_http`` and ``metrics`` (0: no such listener) out of ``total``."""
+def split_connections(total: int, web_http: int, metrics: int, pages: int = 0) -> Shares:
+    """Reserve ``web_http``, ``metrics`` and ``pages`` (0: no such listener) out of ``total``."""
     quarter = max(1, total // 4)
     web = min(web_http, quarter) if web_http else 0
     scrape = min(metrics, quarter) if metrics else 0
-    return Shares(max(1, total - web - scrape), web, scrape)
+    published = min(pages, quarter) if pages else 0
+    return Shares(max(1, total - web - scrape - published), web, scrape, published)
 
 
 def connection_limit(max_connections: int, fd_soft_limit: int) -> int:
