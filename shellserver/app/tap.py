@@ -78,10 +78,17 @@ def _endpoint(option: str, text: str) -> str:
 
 
 def _cluster(text: str) -> RedisURL:
+    """The URL, and for ``rediss://…?ca=FILE`` the CA file read now: a file that is missing
+    or holds no certificate is a usage error at start, not an outage after it."""
+    from shellserver.hub.cluster.link import tls_options
+
     try:
-        return parse_redis_url(text)
+        url = parse_redis_url(text)
+        if url.tls:
+            tls_options(url)
     except ValueError as e:
         raise usage.UsageError(f"--cluster: {e}") from None
+    return url
 
 
 def _node(text: str) -> str:
@@ -123,7 +130,8 @@ class Options(usage.Options):
             "cluster",
             None,
             None,
-            "Join a cluster of nodes through Redis: redis://HOST[:PORT][/DB] [off].",
+            "Join a cluster of nodes through Redis: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], "
+            "rediss://…[?ca=FILE] (TLS) or unix:///PATH?db=N [off].",
             _cluster,
         ],
         [
