@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
@@ -22,6 +21,7 @@ from shellserver.app.config import (
     parse_size,
 )
 from shellserver.hub.cluster.url import RedisURL, parse_redis_url
+from shellserver.ops.proxyheader import listen_endpoint
 from shellserver.store.passwords import MAX_COST, MIN_COST
 
 
@@ -71,7 +71,7 @@ def _choice(option: str, *choices: str) -> Callable[[str], str]:
 
 def _endpoint(option: str, text: str) -> str:
     try:
-        serverFromString(MemoryReactor(), text)
+        listen_endpoint(MemoryReactor(), text)
     except Exception as e:
         raise usage.UsageError(f"--{option}: not a listen endpoint: {text!r} ({e})") from None
     return text
@@ -247,7 +247,8 @@ class Options(usage.Options):
             raise SystemExit(1) from None
 
     def opt_telnet(self, endpoint: str) -> None:
-        """Telnet listen endpoint, e.g. tcp:2323 (repeatable) [default: tcp:2323]."""
+        """Telnet listen endpoint, e.g. tcp:2323, or haproxy:tcp:2323 behind a load balancer
+        sending the PROXY header (repeatable) [default: tcp:2323]."""
         self["telnet"].append(_endpoint("telnet", endpoint))
 
     def opt_ssh(self, endpoint: str) -> None:
