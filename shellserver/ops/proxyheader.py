@@ -154,6 +154,15 @@ class HeldProxyProtocol(HAProxyProtocolWrapper):
         self.wrappedProtocol = None  # type: ignore[assignment]
 
 
+def beneath_header(transport: object) -> object:
+    """The connection under a :class:`HeldProxyProtocol` (else ``transport`` itself): after
+    the header the wrapper only passes bytes on, so a writer that wants the socket's own
+    transport (a write straight into the kernel) may use this one."""
+    if isinstance(transport, HeldProxyProtocol) and transport._passing:
+        return transport.transport
+    return transport
+
+
 def _may_start_header(start: bytes) -> bool:
     """Whether ``start`` can still be the beginning of a v1 or v2 header."""
     head = start[:12]
