@@ -308,3 +308,66 @@ def test_tls_ca_file_missing_is_one_line(tmp_path: Path) -> None:
     url = parse_redis_url(f"rediss://h:1/0?ca={tmp_path}/junk.pem")
     with pytest.raises(ValueError, match=r"holds no PEM certificate"):
         link_module.tls_options(url)
+
+
+# -- a node, as the operator sees it ------------------------------------------------------------
+
+
+def test_a_node_never_shows_the_password(
+    redis_at: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    """A node with a password in ``--cluster``: the log, ``status``, ``who --json`` and the
+    metrics page name the Redis server without it; a wrong one is said (redacted) and the
+    node serves its own sessions meanwhile."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from realserver import RealServer, register
+
+    cli = str(Path(sys.executable).with_name("shellserver"))
+    redis = redis_at("--requirepass", SECRET)
+    for name in ("node", "wrong"):
+        (tmp_path / name).mkdir()
+    srv = RealServer(
+        tmp_path / "node",
+        "--cluster", f"redis://:{SECRET}@127.0.0.1:{redis.port}/0", "--node", "a",
+        "--metrics", "tcp:0:interface=127.0.0.1",
+    ).start()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while "cluster: connected to" not in srv.log_text():
+            assert time.monotonic() < deadline, srv.log_text()
+            time.sleep(0.1)
+        assert f"connected to redis://:***@127.0.0.1:{redis.port}/0" in srv.log_text()
+        alice = register(srv.port, "alice")
+        shown = [srv.log_text()]
+        for args in (["status"], ["who", "--json"]):
+            r = subprocess.run(
+                [cli, "--data", str(srv.data), *args], capture_output=True, text=True, timeout=60
+            )
+            assert r.returncode == 0, r.stderr
+            shown += [r.stdout, r.stderr]
+        assert "in a cluster of 1 live node" in shown[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics") as page:
+            shown.append(page.read().decode())
+        alice.close()
+        for text in shown:
+            assert SECRET not in text
+    finally:
+        srv.stop()
+
+    wrong = RealServer(
+        tmp_path / "wrong", "--cluster", f"redis://:x{SECRET}@127.0.0.1:{redis.port}/0"
+    ).start()
+    try:
+        bob = register(wrong.port, "bob")  # serving alone meanwhile
+        bob.close()
+        deadline = time.monotonic() + 15
+        while "WRONGPASS" not in wrong.log_text():
+            assert time.monotonic() < deadline, wrong.log_text()
+            time.sleep(0.1)
+        assert f"redis://:***@127.0.0.1:{redis.port}/0 unavailable (WRONGPASS" in wrong.log_text()
+        assert SECRET not in wrong.log_text()
+    finally:
+        wrong.stop()
