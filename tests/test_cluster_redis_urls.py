@@ -371,3 +371,28 @@ def test_a_node_never_shows_the_password(
         assert SECRET not in wrong.log_text()
     finally:
         wrong.stop()
+
+
+def test_the_docs_tls_example_pasted_into_one_shell(tmp_path: Path) -> None:
+    """docs/scaling.md, "The Redis URL": a certificate by ``openssl``, a TLS Redis with a
+    password, a node joining it over ``rediss://`` (ports moved), then the stop line."""
+    import shutil
+
+    from test_docs_examples import move_ports, pasted, sh_blocks
+
+    for program in ("redis-server", "openssl"):
+        if shutil.which(program) is None:
+            pytest.skip(f"{program} is not installed")
+    start, stop = sh_blocks("scaling.md", "The Redis URL")
+    ports: dict[int, int] = {6380: free_port()}
+    start, stop = move_ports(start, ports), move_ports(stop, ports)
+    assert len(ports) == 2, ports
+    with pasted(start, stop, tmp_path):
+        log = tmp_path / "node-a.log"
+        deadline = time.monotonic() + 30
+        while "cluster: connected to" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, (tmp_path / "bash.out").read_text()
+            time.sleep(0.1)
+        want = f"connected to rediss://:***@127.0.0.1:{ports[6380]}/0?ca={tmp_path}/redis.crt"
+        assert want in log.read_text()
+        assert "n0t-the-real-one" not in log.read_text()

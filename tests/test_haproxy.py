@@ -215,3 +215,59 @@ def test_ssh_through_the_balancer_sees_the_client(
     assert run.returncode == 0, run.stderr
     assert re.search(rb"^carol\s+ssh/\d+\s", run.stdout, re.M), run.stdout
     assert f"SSH carol authenticated from {CLIENT} (publickey)" in srv.log_text()
+
+
+def admin_in(c: RawClient, password: str, greeted: bool = True) -> RawClient:
+    """``admin`` logged in on a node that names itself after the host (the docs' example)."""
+    if not greeted:
+        c.expect("login: ", 30)
+    c.send_line("admin")
+    c.expect("Password: ")
+    c.send_line(password)
+    c.expect(":~$ ", 30)
+    return c
+
+
+def test_the_docs_example_pasted_into_one_shell(tmp_path: Path, redis_server: object) -> None:
+    """docs/scaling.md, "Behind a load balancer": its haproxy.cfg saved, its nodes and haproxy
+    started from one shell (ports moved), a login through the balancer from a client address
+    of its own, seen by the cluster's ``who``; then its stop line."""
+    from test_docs_examples import admin_password, move_ports, pasted, refused, sh_blocks
+
+    if HAPROXY is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    start, stop = sh_blocks("scaling.md", "Behind a load balancer: haproxy and the PROXY header")
+    ports = {6379: redis_server.port, 2323: free_port(), 2222: free_port()}  # type: ignore[attr-defined]
+    config = move_ports(docs_config(), ports).replace("bind :", "bind 127.0.0.1:")
+    start = move_ports(start, ports)
+    assert len(ports) == 7, ports  # Redis, two frontends, four node listeners
+    (tmp_path / "haproxy.cfg").write_text(config)
+    with pasted(start, stop, tmp_path):
+        password = admin_password(tmp_path / "ss-data")
+        deadline = time.monotonic() + 30
+        sessions = []
+        while True:
+            try:
+                c = client(ports[2323])
+                c.expect("login: ", 5)
+                break
+            except (OSError, AssertionError):
+                assert time.monotonic() < deadline, (tmp_path / "bash.out").read_text()
+                time.sleep(0.3)
+        sessions.append(admin_in(c, password))
+        sessions.append(admin_in(client(ports[2323], OTHER_CLIENT), password, greeted=False))
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                sessions[0].send_line("who")
+                table = sessions[0].expect(":~$ ")
+                rows = re.findall(r"^admin .* (\S+)$", table, re.M)
+                if len(rows) == 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert sorted(rows) == [CLIENT, OTHER_CLIENT], table  # the clients, not haproxy
+        finally:
+            for c in sessions:
+                c.close()
+    for port in (ports[2323], ports[2222], ports[12323], ports[12324]):
+        assert refused(port), f"port {port} still open after the stop line"
