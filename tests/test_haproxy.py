@@ -46,15 +46,17 @@ def client(port: int, source: str = CLIENT) -> RawClient:
 class Balancer:
     """haproxy with the docs' config, every node address in it pointed at ``telnet``/``ssh``."""
 
-    def __init__(self, workdir: Path, telnet: int, ssh: int) -> None:
+    def __init__(self, workdir: Path, telnet: int, ssh: int, web: int) -> None:
         assert HAPROXY is not None
-        self.telnet, self.ssh = free_port(), free_port()
+        self.telnet, self.ssh, self.web = free_port(), free_port(), free_port()
         config = docs_config()
         assert "send-proxy-v2" in config and "mode tcp" in config
         config = config.replace("bind :2323", f"bind 127.0.0.1:{self.telnet}")
         config = config.replace("bind :2222", f"bind 127.0.0.1:{self.ssh}")
+        config = config.replace("bind :8080", f"bind 127.0.0.1:{self.web}")
         config = re.sub(r"127\.0\.0\.1:1232\d", f"127.0.0.1:{telnet}", config)
         config = re.sub(r"127\.0\.0\.1:1222\d", f"127.0.0.1:{ssh}", config)
+        config = re.sub(r"127\.0\.0\.1:1808\d", f"127.0.0.1:{web}", config)
         assert re.findall(r"\b\d{4,5}\b", config).count("2323") == 0, config  # all moved
         path = workdir / "haproxy.cfg"
         path.write_text(config)
@@ -100,6 +102,7 @@ def behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServe
         work,
         "--telnet", "haproxy:tcp:0:interface=127.0.0.1",
         "--ssh", "haproxy:tcp:0:interface=127.0.0.1",
+        "--web", "haproxy:tcp:0:interface=127.0.0.1",
         "--max-unauth-per-addr", "2",
     ).start()  # fmt: skip
     try:
@@ -107,7 +110,9 @@ def behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServe
         while len(srv.listening("telnet")) < 2 or not srv.listening("ssh"):
             assert time.monotonic() < deadline, srv.log_text()
             time.sleep(0.05)
-        balancer = Balancer(work, srv.listening("telnet")[1], srv.listening("ssh")[0])
+        balancer = Balancer(
+            work, srv.listening("telnet")[1], srv.listening("ssh")[0], srv.web_port
+        )
         try:
             yield srv, balancer
         finally:
@@ -175,6 +180,38 @@ def test_per_address_limit_counts_each_client(behind: tuple[RealServer, Balancer
         time.sleep(0.1)
 
 
+def http_get(port: int, source: str) -> bytes:
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=10, source_address=(source, 0)
+    ) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        return got
+
+
+def test_the_browser_terminal_counts_each_client(behind: tuple[RealServer, Balancer]) -> None:
+    """The page through the balancer; its per-address connection limit (2 here) counts the
+    client's connections, not all of the balancer's."""
+    _, balancer = behind
+    assert http_get(balancer.web, CLIENT).startswith(b"HTTP/1.1 200 ")
+    idle = []
+    try:
+        for _ in range(2):
+            idle.append(
+                socket.create_connection(
+                    ("127.0.0.1", balancer.web), timeout=10, source_address=(CLIENT, 0)
+                )
+            )
+        time.sleep(0.3)  # through haproxy to the server, counted there
+        assert http_get(balancer.web, CLIENT).startswith(b"HTTP/1.1 503 ")
+        assert http_get(balancer.web, OTHER_CLIENT).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for s in idle:
+            s.close()
+
+
 def test_a_client_reaching_the_proxied_port_directly_is_not_served(
     behind: tuple[RealServer, Balancer],
 ) -> None:
@@ -237,10 +274,11 @@ def test_the_docs_example_pasted_into_one_shell(tmp_path: Path, redis_server: ob
     if HAPROXY is None:
         pytest.skip("haproxy is not installed (apt-get install haproxy)")
     start, stop = sh_blocks("scaling.md", "Behind a load balancer: haproxy and the PROXY header")
-    ports = {6379: redis_server.port, 2323: free_port(), 2222: free_port()}  # type: ignore[attr-defined]
+    ports = {6379: redis_server.port}  # type: ignore[attr-defined]
+    ports.update({p: free_port() for p in (2323, 2222, 8080)})  # the frontends' bind :PORT
     config = move_ports(docs_config(), ports).replace("bind :", "bind 127.0.0.1:")
     start = move_ports(start, ports)
-    assert len(ports) == 7, ports  # Redis, two frontends, four node listeners
+    assert len(ports) == 10, ports  # Redis, three frontends, six node listeners
     (tmp_path / "haproxy.cfg").write_text(config)
     with pasted(start, stop, tmp_path):
         password = admin_password(tmp_path / "ss-data")
