@@ -252,11 +252,13 @@ class Options(usage.Options):
         self["telnet"].append(_endpoint("telnet", endpoint))
 
     def opt_ssh(self, endpoint: str) -> None:
-        """SSH listen endpoint, e.g. tcp:2222 (repeatable) [default: none]."""
+        """SSH listen endpoint, e.g. tcp:2222, or haproxy:tcp:2222 behind a load balancer
+        (repeatable) [default: none]."""
         self["ssh"].append(_endpoint("ssh", endpoint))
 
     def opt_web(self, endpoint: str) -> None:
-        """Browser terminal (page and WebSocket), e.g. tcp:8080 (repeatable) [off]."""
+        """Browser terminal (page and WebSocket), e.g. tcp:8080, or haproxy:tcp:8080 behind a
+        load balancer (repeatable) [off]."""
         self["web"].append(_endpoint("web", endpoint))
 
     def opt_web_origin(self, url: str) -> None:
