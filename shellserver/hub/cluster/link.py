@@ -492,7 +492,8 @@ class _GatedEndpoint:
 
 class _Service(ClientService):
     """A ClientService that keeps quiet: its own logger says "Scheduling retry N ..." on
-    every attempt, and the link says one line per outage instead."""
+    every attempt, and the link says one line per outage (repeated once a minute while it
+    lasts) instead."""
 
     _log = Logger(observer=LogPublisher())
 
