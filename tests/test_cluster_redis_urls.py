@@ -290,7 +290,7 @@ async def test_tls_refuses_an_unknown_ca_and_a_wrong_name(
     misnamed_ca, misnamed_cert, misnamed_key = make_pki(
         tmp_path / "misnamed", [x509.DNSName("redis.example")]
     )
-    _, misnamed_port = tls_redis(redis_at, misnamed_cert, misnamed_key, misnamed_ca)
+    misnamed_port = tls_redis(redis_at, misnamed_cert, misnamed_key, misnamed_ca)
     misnamed = links(f"rediss://127.0.0.1:{misnamed_port}/0?ca={misnamed_ca}")  # not our name
     await until(lambda: sum("unavailable" in line for line in logged.lines) >= 2)
     await deferLater(reactor, 0.5, lambda: None)
