@@ -51,7 +51,7 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 #: The account the first start makes, its password in ``<data>/initial-admin-password``.
 INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -192,6 +192,25 @@ def _schema_v2(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _schema_bans(db: sqlite3.Connection) -> None:
+    """Bans (store/bans.py): one row per target (a user, an address, a network, a key
+    fingerprint), not tied to an account, so a name can be banned before it is registered;
+    ``expires`` NULL is a permanent ban."""
+    db.execute(
+        """
+        CREATE TABLE bans (
+            target TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'address', 'network', 'key')),
+            actor TEXT NOT NULL,
+            created REAL NOT NULL,
+            expires REAL,
+            reason TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX bans_expires ON bans (expires)")
+
+
 def _schema_v3(db: sqlite3.Connection) -> None:
     """The SSH host keys, when the store keeps them (PostgreSQL: every node presents the same
     keys); the embedded store leaves the table empty, its keys stay in ``<data>/ssh``."""
@@ -202,7 +221,8 @@ def _schema_v3(db: sqlite3.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _schema_v1,
     1: _schema_v2,
-    2: _schema_v3,
+    2: _schema_bans,
+    3: _schema_v3,
 }
 
 #: The same migrations as PostgreSQL's DDL, version for version (a test keeps the keys equal):
@@ -246,7 +266,18 @@ POSTGRESQL_MIGRATIONS: dict[int, str] = {
         );
         CREATE INDEX ignores_ignored ON ignores (ignored);
         """,
-    2: "CREATE TABLE host_keys (kind TEXT PRIMARY KEY, key BYTEA NOT NULL)",
+    2: """
+        CREATE TABLE bans (
+            target TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'address', 'network', 'key')),
+            actor TEXT NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            expires DOUBLE PRECISION,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX bans_expires ON bans (expires);
+        """,
+    3: "CREATE TABLE host_keys (kind TEXT PRIMARY KEY, key BYTEA NOT NULL)",
 }
 
 _USER_COLS = "name, role, locked, created"
@@ -378,7 +409,7 @@ class AccountDB:
         """The SQL to run statements on (``execute(...).fetchone()`` as on a cursor)."""
         return self.sql
 
-    def _transaction(self) -> AbstractContextManager[None]:
+    def _transaction(self) -> AbstractContextManager[ISQL]:
         """One write transaction (``sql.transaction()``)."""
         return self.sql.transaction()
 

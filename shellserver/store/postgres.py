@@ -219,7 +219,7 @@ class PostgreSQL:
         return int(row[0])
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[ISQL]:
         """One pooled connection for the block, in a transaction that first takes the store's
         write lock (released at commit or rollback)."""
         if self._current() is not None:
@@ -228,7 +228,7 @@ class PostgreSQL:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._local.conn = conn
             try:
-                yield
+                yield self
             finally:
                 self._local.conn = None
 

@@ -105,9 +105,10 @@ class ISQL(Interface):
     def insert(sql: str, params: Sequence[Any] = (), key: str = "id") -> int:
         """An ``INSERT`` of one row; the value of its generated ``key`` column."""
 
-    def transaction() -> AbstractContextManager[None]:
+    def transaction() -> AbstractContextManager[ISQL]:
         """A write transaction: one at a time over the whole store, committed at the end of
-        the block, rolled back on any exception. Not nested."""
+        the block, rolled back on any exception. Not nested. ``with sql.transaction() as
+        conn:`` gives this ISQL, so code written for a sqlite3 connection reads unchanged."""
 
     def ping() -> None:
         """A round trip, for the store's health (``shellserver_store_up``); raises

@@ -118,12 +118,12 @@ class SQLite:
         return int(self.execute(sql, params).lastrowid or 0)
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[ISQL]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on any exception."""
         db = self.conn
         db.execute("BEGIN IMMEDIATE")
         try:
-            yield
+            yield self
         except BaseException:
             db.execute("ROLLBACK")
             raise
