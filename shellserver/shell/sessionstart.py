@@ -27,9 +27,17 @@ from shellserver.ops.throttle import bucket_for
 from shellserver.shell import people
 from shellserver.shell.commands.registry import Services
 from shellserver.shell.dispatch import Shell
+from shellserver.shell.secondfactor import SecondFactor, enrol
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import UNAVAILABLE, Account
-from shellserver.terminal.discipline import IWire, Redraws, Terminal
+from shellserver.terminal.discipline import (
+    Disconnected,
+    EndOfInput,
+    Interrupted,
+    IWire,
+    Redraws,
+    Terminal,
+)
 from shellserver.text.sanitize import careful, careful_lines
 from shellserver.text.timefmt import format_login_time
 
@@ -37,6 +45,10 @@ log = Logger()
 
 #: What a user gets when the login record cannot be written (:meth:`unavailable`'s outcome).
 LOGGED_IN_UNRECORDED = "logged in without a login record"
+#: ``ssh host CMD`` by an account that must first enable a second factor (``--require-otp``).
+ENROL_FIRST = (
+    "A second factor is required for this account: log in with a terminal to enable it.\n"
+)
 #: Bytes of the motd read at most: a huge file must not fill every login's output.
 MOTD_LIMIT = 16 * 1024
 
@@ -136,6 +148,8 @@ class SessionStart:
     #: Prompts drawn again after messages, once per reactor turn (each new Terminal's).
     redraws: Redraws
     seats: Seats
+    #: ``--require-otp``: who must enable a second factor before the first prompt.
+    second_factor: SecondFactor
     #: Session ids, unique in this process.
     ids: Iterator[int] = field(factory=lambda: itertools.count(1))
 
@@ -171,11 +185,17 @@ async def begin(
     if refusal:
         terminal.write(refusal + "\n")
         return None
+    enrolling = await start.second_factor.must_enrol(account)
+    if enrolling and mode is Mode.COMMAND:
+        terminal.write(ENROL_FIRST)
+        return None
     session_id = next(start.ids)
     if not await _make_room(start, terminal, wire, name, session_id):
         return None
     try:
-        return await _start(start, account, terminal, wire, mode, still_wanted, session_id)
+        return await _start(
+            start, account, terminal, wire, mode, still_wanted, session_id, enrolling
+        )
     except BaseException:
         start.services.hub.release(name, session_id)
         raise
@@ -189,6 +209,7 @@ async def _start(
     mode: Mode,
     still_wanted: Callable[[], bool],
     session_id: int,
+    enrolling: bool = False,
 ) -> Session | None:
     name = account.name
     services = start.services
@@ -253,8 +274,38 @@ async def _start(
         terminal.write(new_messages)
         shell = Shell(services, session, terminal)
         terminal.on_eof = shell.logout
-        terminal.set_handler(shell.line, shell.prompt, shell.complete)
+        if enrolling:
+            d = Deferred.fromCoroutine(_enrol_then_shell(start, account, terminal, shell))
+            d.addErrback(_enrolment_failed, start.trouble, terminal)
+        else:
+            terminal.set_handler(shell.line, shell.prompt, shell.complete)
     return session
+
+
+async def _enrol_then_shell(
+    start: SessionStart, account: Account, terminal: Terminal, shell: Shell
+) -> None:
+    """``--require-otp``: the enable steps in place of the shell; the prompt only after them.
+    Refused (or given up), the session ends; a hang-up meanwhile simply ends it."""
+    try:
+        done = await enrol(start.second_factor, account, terminal.write, terminal.read_line)
+    except (Disconnected, EndOfInput, Interrupted):
+        done = False
+    if not terminal.connected:
+        return
+    if done:
+        terminal.set_handler(shell.line, shell.prompt, shell.complete)
+    else:
+        terminal.close()
+
+
+def _enrolment_failed(failure: Failure, trouble: Trouble, terminal: Terminal) -> None:
+    error = failure.value
+    if failure.check(*UNAVAILABLE) is not None and error is not None:
+        trouble.unavailable(error, "enabling a second factor", "session closed")
+    else:
+        log.failure("enabling a second factor failed", failure)
+    terminal.close()
 
 
 async def _make_room(

@@ -1,6 +1,15 @@
 """The shell's commands. Importing this package registers them all in ``REGISTRY``."""
 
-from shellserver.shell.commands import account, admin, files, info, mailbox, messaging, rooms
+from shellserver.shell.commands import (
+    account,
+    admin,
+    files,
+    info,
+    mailbox,
+    messaging,
+    rooms,
+    secondfactor,
+)
 from shellserver.shell.commands.registry import REGISTRY, Command, Context, Registry, UsageError
 
 __all__ = [
@@ -16,4 +25,5 @@ __all__ = [
     "mailbox",
     "messaging",
     "rooms",
+    "secondfactor",
 ]

@@ -16,6 +16,7 @@ from shellserver.hub.session import Session
 from shellserver.ops.metrics import Metrics
 from shellserver.shell.adminops import Admin
 from shellserver.shell.argsplit import CommandLine
+from shellserver.shell.secondfactor import SecondFactor
 from shellserver.store.accounts import AccountStore
 from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 
@@ -54,6 +55,8 @@ class Services:
     admin: Admin
     #: When the server started (``uptime``).
     started: float
+    #: ``otp``: the second factor's records and dialogues.
+    second_factor: SecondFactor
 
     def uptime(self) -> float:
         """Seconds since the server started, as ``uptime`` tells them."""
