@@ -210,6 +210,21 @@ def test_a_public_key_login_asks_no_code(srv: RealServer) -> None:
 
 
 def test_require_otp_admin_enrols_the_admin_before_the_prompt(srv: RealServer) -> None:
+    if SSH is not None:  # one command over SSH is refused: the steps need a terminal
+        pexpect = pytest.importorskip("pexpect")
+        args = ssh_args(
+            srv, "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
+            "admin@127.0.0.1", "who",
+        )  # fmt: skip
+        child = pexpect.spawn(args[0], args[1:], timeout=30)
+        try:
+            child.expect("password: ")
+            child.sendline(srv.admin_password())
+            child.expect("A second factor is required for this account: log in with a terminal")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+        assert child.exitstatus == 1
     c = RawClient(srv.port)
     c.expect("login: ")
     c.send_line("admin")
