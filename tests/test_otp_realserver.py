@@ -11,10 +11,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
 from realserver import PASSWORD, RawClient, RealServer, register, sign_in
+from test_web_browser import browser, screen, type_keys, wait_for  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("shellserver"))
@@ -138,6 +140,39 @@ def test_the_browser_login_asks_for_the_code(srv: RealServer) -> None:
         assert code not in shown  # echo off
     finally:
         ws.close()
+
+
+def test_chromium_asks_for_the_code_and_shows_the_qr_code(
+    srv: RealServer,
+    browser: Any,  # noqa: F811 (the fixture)
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    me = register(srv.port, "fran")
+    totp, recovery = enable(me, "fran")
+    me.close()
+    browser.get(f"http://127.0.0.1:{srv.web_port}/")
+    wait_for(browser, "login:")
+    code = fresh_code(totp)
+    for line, prompt in [
+        ("fran", "Password:"),
+        (PASSWORD, "Verification code:"),
+        (code, "fran@testhost:~$"),
+    ]:
+        type_keys(browser, line + Keys.ENTER)
+        wait_for(browser, prompt)
+    assert code not in screen(browser)  # echo off
+    # The QR code drawn in the browser's terminal, whole: its finder patterns' top rows.
+    type_keys(browser, "otp disable" + Keys.ENTER)
+    wait_for(browser, "Verification code:")
+    type_keys(browser, recovery[0] + Keys.ENTER)  # the login used the newest code
+    wait_for(browser, "second factor disabled")
+    type_keys(browser, "clear" + Keys.ENTER)
+    type_keys(browser, "otp enable" + Keys.ENTER)
+    shown = wait_for(browser, "Verification code:")
+    assert shown.count("▄▄▄▄▄") >= 2, shown
+    type_keys(browser, Keys.ENTER)
+    wait_for(browser, "second factor not enabled")
 
 
 def ssh_args(srv: RealServer, *extra: str) -> list[str]:
