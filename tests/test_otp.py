@@ -317,3 +317,27 @@ def test_require_otp_refused_ends_the_session(strict: Assembly) -> None:
     assert "logging out" in out
     assert c.disconnecting
     assert strict.second_factor.otp.enabled("root1").result is False
+
+
+def test_require_otp_all_enrols_users_too(tmp_path: Path) -> None:
+    srv = make_server(tmp_path, require_otp="all")
+    srv.clock.advance(T0)  # type: ignore[attr-defined]
+    add_user(srv, "alice")
+    out = Client(srv).login("alice")
+    assert "This account must use a second factor" in out
+    assert out.endswith("Verification code: ")
+
+
+def test_the_option_takes_none_admin_or_all() -> None:
+    from twisted.python.usage import UsageError
+
+    from shellserver.app.tap import Options
+
+    options = Options()
+    options.parseOptions([])
+    assert options.config.require_otp == "none"
+    options = Options()
+    options.parseOptions(["--require-otp", "admin"])
+    assert options.config.require_otp == "admin"
+    with pytest.raises(UsageError, match="require-otp"):
+        Options().parseOptions(["--require-otp", "everyone"])
