@@ -34,7 +34,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
         work,
         "--ssh", "tcp:0:interface=127.0.0.1",
         "--web", "tcp:0:interface=127.0.0.1",
-        "--require-otp", "admin",
+        "--require-otp", "admin", "--max-registrations", "0",
     ).start()  # fmt: skip
     try:
         yield server
