@@ -341,3 +341,16 @@ def test_the_option_takes_none_admin_or_all() -> None:
     assert options.config.require_otp == "admin"
     with pytest.raises(UsageError, match="require-otp"):
         Options().parseOptions(["--require-otp", "everyone"])
+
+
+def test_a_session_dropped_while_enrolling_is_not_resumed_into_a_prompt(tmp_path: Path) -> None:
+    srv = make_server(tmp_path, require_otp="admin", linger=300)
+    srv.clock.advance(T0)  # type: ignore[attr-defined]
+    add_user(srv, "root1", admin=True)
+    first = Client(srv)
+    assert first.login("root1").endswith("Verification code: ")
+    first.drop()  # the client went while the enable steps waited for a code
+    again = Client(srv, peer="10.0.0.7")
+    out = again.login("root1")
+    assert "Resume it?" not in out and "This account must use a second factor" in out
+    assert out.endswith("Verification code: ")

@@ -36,6 +36,7 @@ from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.threads import Runner, inline_runner
 from shellserver.ops.throttle import FailedLogins, Registrations
 from shellserver.shell.adminops import Admin, InitialPassword
+from shellserver.shell.bans import Bans
 from shellserver.shell.commands import REGISTRY
 from shellserver.shell.commands.registry import Registry, Services
 from shellserver.shell.connection import Lobby
@@ -46,6 +47,7 @@ from shellserver.shell.shutdown import Shutdown
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import AccountStore
 from shellserver.store.auth import make_portal
+from shellserver.store.bans import BanStore
 from shellserver.store.otp import OtpDB, OtpStore
 from shellserver.terminal.discipline import IWire, Redraws, Terminal
 
@@ -66,6 +68,7 @@ class Assembly:
     metrics: Metrics
     shutdown: Shutdown
     admin: Admin
+    bans: Bans
     admission: Admission
     failed_logins: FailedLogins
     account_pacing: AccountPacing
@@ -144,6 +147,10 @@ def assemble(
         InitialPassword(initial_password, run_io),
         otp,
     )
+    # Admission refuses banned addresses and the session start banned logins, both from
+    # this one in-memory list; other nodes' bans reach it through the hub's announcements.
+    bans = Bans(clock, hub, BanStore(store), admission.bans)
+    hub.subscribe_announcements(bans.heard)
     failed_logins = FailedLogins()
     account_pacing = AccountPacing(clock, history=login_peers(store))
     registrations = Registrations(cfg.max_registrations)
@@ -165,6 +172,7 @@ def assemble(
         registry=registry,
         shutdown=shutdown,
         admin=admin,
+        bans=bans,
         started=started,
         second_factor=second_factor,
     )
@@ -193,9 +201,11 @@ def assemble(
         redraws=redraws,
         seats=seats,
         second_factor=second_factor,
+        linger=cfg.linger,
+        max_output=cfg.max_output,
     )
     lobby = Lobby(login, start, admission, clock, cfg.login_timeout)
-    control = Controlled(cfg, clock, hub, store, shutdown, admin, started)
+    control = Controlled(cfg, clock, hub, store, shutdown, admin, bans, started)
     return Assembly(
         config=cfg,
         clock=clock,
@@ -205,6 +215,7 @@ def assemble(
         metrics=metrics,
         shutdown=shutdown,
         admin=admin,
+        bans=bans,
         admission=admission,
         failed_logins=failed_logins,
         account_pacing=account_pacing,

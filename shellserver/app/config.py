@@ -59,6 +59,8 @@ class Config:
     """Everything tunable about a running server; defaults are those docs/admin.md lists."""
 
     data: str = field(factory=default_data)
+    #: ``--homes``: where the homes live, if not ``<data>/home`` (a shared filesystem).
+    homes: str | None = None
     telnet: tuple[str, ...] = ("tcp:2323",)
     #: ``--ssh`` listeners; none unless given.
     ssh: tuple[str, ...] = ()
@@ -79,6 +81,8 @@ class Config:
     max_sessions: int = 10
     on_max: str = "refuse"
     idle_timeout: int = 3600
+    #: ``--linger``: seconds a session whose connection was lost waits, detached (0: off).
+    linger: int = 300
     motd: str | None = None
     quota: int = 10 * 1024**2
     max_connections: int = DEFAULT_MAX_CONNECTIONS

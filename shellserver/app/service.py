@@ -62,6 +62,9 @@ log = Logger()
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 #: The page's HTTP connections when ``--max-unauth`` is 0 (unlimited): they still need a cap.
 DEFAULT_WEB_HTTP = 200
+#: Seconds between two reloads of the bans from the store: a clustered node that missed
+#: another node's announcement (Redis was away) holds its ban within this time.
+BAN_RELOAD = 60.0
 
 
 def with_backlog(description: str) -> str:
@@ -93,6 +96,7 @@ class ShellService(Service):
         self.guards: list[Guard] = []
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
+        self._ban_reload: task.LoopingCall | None = None
         #: The clustered hub (``--cluster``), started and stopped with the service.
         self.cluster: RedisHub | None = None
         self.metrics = Metrics()
@@ -122,7 +126,8 @@ class ShellService(Service):
         cfg = self.config
         # Clustered, the lock and the control socket are this node's (datadir.py says how).
         node = cfg.node if cfg.cluster is not None else None
-        self.datadir = datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node)
+        homes = FilePath(os.path.abspath(cfg.homes)) if cfg.homes else None
+        self.datadir = datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node, homes)
         control = self._control_endpoint()
         locked = False
         try:
@@ -188,12 +193,14 @@ class ShellService(Service):
             datadir.create()
             if not locked:
                 datadir.lock()
+            datadir.remember_homes()
             self.db.connect()
         except (OSError, DataDirLocked, StoreError) as e:
             raise SystemExit(f"shellserver: {e}") from None
         if datadir.alone:  # else the open records may be other nodes' live sessions
             self.db.close_open_logins(time.time())
         created = ensure_initial_admin(self.db, datadir, cfg.hash_cost)
+        parts.bans.load_now(self.db)  # the first connection already meets them
         datadir.end_startup()
         if created is not None:
             log.warn("Created account 'admin'; its password is in {path}", path=created.path)
@@ -237,7 +244,14 @@ class ShellService(Service):
             self.reactor,
             store,
             hub,
-            Homes(self.datadir.home_root, cfg.quota, io, shared=cfg.cluster is not None),
+            Homes(
+                self.datadir.home_root,
+                cfg.quota,
+                io,
+                # Another node may work in them: clustered, or on a filesystem others share.
+                shared=cfg.cluster is not None or cfg.homes is not None,
+                inside=cfg.homes is not None,
+            ),
             self.reactor.stop,
             self.datadir.admin_password_path.path,
             metrics=self.metrics,
@@ -334,6 +348,9 @@ class ShellService(Service):
             self._idle.start(watch.period, now=False)
         self._probe.start()
         self._gc.start()
+        self._ban_reload = task.LoopingCall(self.parts.bans.reload)
+        self._ban_reload.clock = self.reactor
+        self._ban_reload.start(BAN_RELOAD, now=False)
         if self.cluster is not None:
             self.cluster.start()
 
@@ -343,6 +360,8 @@ class ShellService(Service):
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
+        if self._ban_reload is not None and self._ban_reload.running:
+            self._ban_reload.stop()
         self._probe.stop()
         self._gc.stop()
         for guard in self.guards:
@@ -351,6 +370,9 @@ class ShellService(Service):
         self.parts.shutdown.final_notice()
         for connection in list(self.parts.seats):
             connection.terminal.close()
+        for session in self.parts.hub.local_sessions():
+            if session.detached:  # ended as attached ones are: held writes saved as mail
+                session.disconnect()
         d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
         d.addBoth(lambda _: self._wait_for_connections(3.0))
         if self.cluster is not None:

@@ -113,6 +113,13 @@ class Options(usage.Options):
             f"Data directory (store, homes); created 0700. ${DATA_ENV} sets the default.",
         ],
         [
+            "homes",
+            None,
+            None,
+            "Where the homes live, if not <data>/home: a shared filesystem with working flock "
+            "for nodes on several machines; created 0700.",
+        ],
+        [
             "control",
             None,
             None,
@@ -167,6 +174,14 @@ class Options(usage.Options):
             3600,
             "Seconds before idle sessions are logged out (0 = off).",
             _count("idle-timeout"),
+        ],
+        [
+            "linger",
+            None,
+            300,
+            "Seconds a session whose connection was lost stays detached, resumable at the "
+            "user's next login (0 = off: it ends with its connection).",
+            _count("linger"),
         ],
         ["motd", None, None, "File shown after login."],
         ["quota", None, "10M", "Per-user home quota (bytes, or K/M/G).", _size("quota")],
@@ -290,6 +305,7 @@ class Options(usage.Options):
                 ) from None
         self.config = Config(
             data=self["data"],
+            homes=self["homes"],
             cluster=self["cluster"],
             node=node,
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
@@ -303,6 +319,7 @@ class Options(usage.Options):
             max_sessions=self["max-sessions"],
             on_max=self["on-max"],
             idle_timeout=self["idle-timeout"],
+            linger=self["linger"],
             motd=self["motd"],
             quota=self["quota"],
             max_connections=(

@@ -184,6 +184,10 @@ class RedisHub:
         """This node's own: the local table's (``IHub.local_sessions``)."""
         return self.local.local_sessions()
 
+    def detached_here(self, user: str) -> list[Session]:
+        """This node's own, from the local table (``IHub.detached_here``)."""
+        return self.local.detached_here(user)
+
     def counts(self) -> tuple[int, int]:
         """From the local table and the mirror, without Redis (``IHub.counts``)."""
         here, _ = self.local.counts()

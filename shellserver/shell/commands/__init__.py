@@ -3,6 +3,7 @@
 from shellserver.shell.commands import (
     account,
     admin,
+    bans,
     files,
     info,
     mailbox,
@@ -20,6 +21,7 @@ __all__ = [
     "UsageError",
     "account",
     "admin",
+    "bans",
     "files",
     "info",
     "mailbox",
