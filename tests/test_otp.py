@@ -14,6 +14,7 @@ from shellserver.app.assembly import Assembly
 from shellserver.shell.secondfactor import qr_text
 from shellserver.store.otp import (
     RECOVERY_CODES,
+    RECOVERY_COST,
     STEP,
     Verdict,
     matching_step,
@@ -153,6 +154,9 @@ def test_recovery_codes_are_hashed_on_the_hashing_pool_and_work_once(
     rows = otp.db.recovery_hashes("alice")
     assert len(rows) == RECOVERY_CODES
     assert all(h.startswith("$scrypt$") and codes[0] not in h for _, h in rows)
+    otp.hash_cost = 14  # the server's cost: recovery codes stay at most at RECOVERY_COST
+    otp.enable("bob", pyotp.random_base32(), 0, codes[:1], T0)
+    assert otp.db.recovery_hashes("bob")[0][1].startswith(f"$scrypt$ln={RECOVERY_COST},")
     assert otp.verify("alice", codes[3].upper(), T0).result is Verdict.RECOVERY
     assert hashed[-1] == "find_code"
     assert otp.verify("alice", codes[3], T0).result is Verdict.WRONG

@@ -38,6 +38,11 @@ RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 RECOVERY_LENGTH = 10
 #: Characters of a typed code looked at, at most: anything longer is simply wrong.
 MAX_TYPED = 64
+#: The scrypt cost of recovery codes at most (n = 1024, a few ms): a typed code is checked
+#: against every unused one, and 50 random bits need no slow hash to stand an offline
+#: search (2^50 scrypt runs), while ten slow ones per try would let a user keep the hashing
+#: pool busy for everyone's logins.
+RECOVERY_COST = 10
 
 _TOTP = re.compile(rf"[0-9]{{{DIGITS}}}")
 _RECOVERY = re.compile(rf"[{RECOVERY_ALPHABET}]{{{RECOVERY_LENGTH}}}")
@@ -235,7 +240,8 @@ class OtpStore:
         """Hash the recovery codes on the pool, then store everything in one transaction."""
 
         async def enable() -> bool:
-            hashes = await self.run_hash(hash_codes, codes, self.hash_cost)
+            cost = min(self.hash_cost, RECOVERY_COST)
+            hashes = await self.run_hash(hash_codes, codes, cost)
             done: bool = await self.run_db(self.db.enable, name, secret, step, hashes, now)
             return done
 
