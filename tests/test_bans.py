@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import StoreMaker
 from harness import Client, make_server_with, online
 
 from shellserver.app.assembly import Assembly
@@ -30,7 +31,6 @@ from shellserver.ops.bans import (
 )
 from shellserver.shell.bans import check_target, read_ban
 from shellserver.store import bans as store_bans
-from shellserver.store.accounts import AccountDB
 from shellserver.text.timefmt import format_login_time
 
 KEY_FP = "SHA256:" + "A" * 43
@@ -213,8 +213,9 @@ def test_admission_refuses_a_banned_address_first_and_counts_nothing() -> None:
 # -- the store ----------------------------------------------------------------------------------
 
 
-def test_the_store_adds_replaces_removes_and_prunes(tmp_path: Path) -> None:
-    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+def test_the_store_adds_replaces_removes_and_prunes(store_maker: StoreMaker) -> None:
+    """On SQLite and on PostgreSQL."""
+    db = store_maker.open()
     try:
         assert not store_bans.add_ban(db, make_ban("bob", "1h", "a", "root", 0.0))
         assert store_bans.add_ban(db, make_ban("bob", "2h", "b", "root", 10.0))
@@ -236,10 +237,11 @@ def test_the_store_adds_replaces_removes_and_prunes(tmp_path: Path) -> None:
 
 
 def test_the_store_holds_a_bounded_number_of_bans(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_maker: StoreMaker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On SQLite and on PostgreSQL."""
     monkeypatch.setattr(store_bans, "MAX_BANS", 2)
-    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    db = store_maker.open()
     try:
         store_bans.add_ban(db, make_ban("ann", "90s", "", "root", 0.0))
         store_bans.add_ban(db, make_ban("bob", None, "", "root", 0.0))
