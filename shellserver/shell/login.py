@@ -161,6 +161,10 @@ async def login_dialogue(
                 outcome = await second_factor(login, term, found, peer)
             except Interrupted:
                 continue
+            except StoreUnavailable as e:
+                login.trouble.unavailable(e, "login", "store down")
+                term.write(STORE_DOWN_TEXT)
+                return None
             except UNAVAILABLE as e:
                 login.trouble.unavailable(e, "login")
                 term.write(UNAVAILABLE_TEXT)
