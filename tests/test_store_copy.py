@@ -12,9 +12,12 @@ import pytest
 from pgserver import PostgresServer
 from realserver import PASSWORD, RealServer, login, register
 
+from shellserver.ops.bans import Ban
 from shellserver.ops.datadir import DataDir
 from shellserver.shell import people
+from shellserver.store import bans as store_bans
 from shellserver.store.accounts import ROLE_ADMIN, AccountDB
+from shellserver.store.otp import OtpDB
 from shellserver.store.postgres import PostgresAccountDB, parse_postgres_url
 from shellserver.wires.ssh.hostkeys import load_or_create
 
@@ -35,7 +38,8 @@ def cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def filled_data_dir(tmp_path: Path) -> Path:
-    """A stopped server's data dir: accounts, logins, a saved message, an ignore, host keys."""
+    """A stopped server's data dir: accounts, logins, a saved message, an ignore, a ban, a second
+    factor with recovery codes, host keys."""
     from twisted.python.filepath import FilePath
 
     data = tmp_path / "data"
@@ -49,6 +53,8 @@ def filled_data_dir(tmp_path: Path) -> Path:
         db.record_logout(db.record_login("alice", "tel/0", "10.0.0.1", when), when + 1)
     assert people.save_message(db, "bob", "alice", b"hi \xff bob", 40.0) == people.SAVED
     assert people.add_ignore(db, "alice", "bob") == people.ADDED
+    store_bans.add_ban(db, Ban("10.0.0.0/8", "network", "admin", 50.0, None, "spam"))
+    assert OtpDB(db).enable("alice", "JBSWY3DPEHPK3PXP", 7, ["h1", "h2"], 60.0)
     db.close()
     load_or_create(FilePath(str(data / "ssh")))
     return data
@@ -61,11 +67,14 @@ def test_a_stopped_servers_store_is_copied_whole(tmp_path: Path, postgres: Postg
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"copied {data}/accounts.sqlite3 to {url}:",
+        "  bans: 1",
         "  host_keys: 2",
         "  logins: 3",
         "  users: 3",
         "  ignores: 1",
         "  messages: 1",
+        "  otp: 1",
+        "  otp_recovery: 2",
     ]
     source = AccountDB.open(str(data / "accounts.sqlite3"))
     target = PostgresAccountDB.at(parse_postgres_url(url), size=1)
@@ -75,6 +84,9 @@ def test_a_stopped_servers_store_is_copied_whole(tmp_path: Path, postgres: Postg
         assert target.history() == source.history()
         assert people.saved_messages(target, "bob") == people.saved_messages(source, "bob")
         assert people.ignore_list(target, "alice") == ["bob"]
+        assert store_bans.active_bans(target, 70.0) == store_bans.active_bans(source, 70.0)
+        assert OtpDB(target).recovery_hashes("alice") == OtpDB(source).recovery_hashes("alice")
+        assert OtpDB(target).enabled("alice")
         # The ids went along, and new rows continue after them.
         assert target.record_login("bob", "tel/1", "10.0.0.2", 50.0) == 4
         keys = target.host_keys()
