@@ -9,7 +9,7 @@ import socket
 from attrs import field, frozen
 
 from shellserver.hub.cluster.url import RedisURL
-from shellserver.store.postgres import PostgresURL
+from shellserver.store.pgurl import PostgresURL
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)[bB]?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}

@@ -53,7 +53,6 @@ from shellserver.ops.proxyheader import PREFIX, is_proxied, listen_endpoint
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.store.health import StoreProbe
-from shellserver.store.postgres import POOL_SIZE, PostgresAccountDB
 from shellserver.wires.pages.site import pages_site
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
@@ -248,16 +247,20 @@ class ShellService(Service):
         store over them (named, opened in :meth:`prepare`'s step 4), the hub, then every
         part in dependency order (app/assembly.py)."""
         cfg = self.config
-        # SQLite: one connection, one thread; PostgreSQL: a pool, a thread per connection.
-        db_pool = make_pool("shellserver-db", 1 if cfg.store is None else POOL_SIZE)
+        # SQLite: one connection, one thread; PostgreSQL: a pool, a thread per connection
+        # (its driver is loaded only when it is used).
+        if cfg.store is None:
+            self.db = AccountDB(self.datadir.db_path.path)
+            db_threads = 1
+        else:
+            from shellserver.store.postgres import POOL_SIZE, PostgresAccountDB
+
+            self.db = PostgresAccountDB(cfg.store)
+            db_threads = POOL_SIZE
+        db_pool = make_pool("shellserver-db", db_threads)
         hash_pool = make_pool("shellserver-hash", max(1, (os.cpu_count() or 2) - 1))
         io_pool = make_pool("shellserver-io", 4)
         self.pools = [db_pool, hash_pool, io_pool]
-        self.db = (
-            AccountDB(self.datadir.db_path.path)
-            if cfg.store is None
-            else PostgresAccountDB(cfg.store)
-        )
         store = AccountStore(
             self.db,
             self.metrics.timed(pool_runner(self.reactor, db_pool)),

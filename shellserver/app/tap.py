@@ -23,7 +23,7 @@ from shellserver.app.config import (
 from shellserver.hub.cluster.url import RedisURL, parse_redis_url
 from shellserver.ops.proxyheader import listen_endpoint
 from shellserver.store.passwords import MAX_COST, MIN_COST
-from shellserver.store.postgres import PostgresURL, parse_postgres_url
+from shellserver.store.pgurl import PostgresURL, parse_postgres_url
 
 
 def _count(option: str) -> Callable[[str], int]:

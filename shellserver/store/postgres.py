@@ -20,16 +20,16 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
 import psycopg
-from attrs import field, frozen
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 from zope.interface import implementer
 
 from shellserver.store.accounts import POSTGRESQL_MIGRATIONS, AccountDB
+from shellserver.store.pgurl import PostgresURL as PostgresURL
+from shellserver.store.pgurl import parse_postgres_url as parse_postgres_url
 from shellserver.store.sql import (
     ISQL,
     ConstraintFailed,
@@ -42,7 +42,6 @@ from shellserver.store.sql import (
     statements,
 )
 
-EXPECTED = "expected postgresql://USER[:PASS]@HOST[:PORT]/DB[?sslmode=...]"
 #: The advisory lock every write transaction (and every migration) takes first: one writer at
 #: a time over the whole store ("shellsrv" as a number).
 WRITE_LOCK = 0x7368656C6C737276
@@ -56,57 +55,6 @@ SCHEMA_TABLE = "shellserver_schema"
 # The pool's own warnings (each failed reconnection, every second of an outage) would flood
 # stderr; the store's health check logs an outage once, and its end.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-
-
-@frozen
-class PostgresURL:
-    """A PostgreSQL store: the libpq connection string (secret: it may hold the password) and
-    the URL as shown (without it). ``str()`` is the shown form, so it can be logged."""
-
-    conninfo: str = field(repr=False)
-    shown: str
-
-    def __str__(self) -> str:
-        """The URL without its password: what log lines, ``status`` and errors show."""
-        return self.shown
-
-
-def is_postgres_url(text: str) -> bool:
-    """Whether ``--store``/``--to`` names PostgreSQL (rather than a mistyped scheme)."""
-    return text.split("://", 1)[0].lower() in ("postgresql", "postgres")
-
-
-def parse_postgres_url(text: str) -> PostgresURL:
-    """``postgresql://USER[:PASS]@HOST[:PORT]/DB[?param=value…]``, checked by libpq's own
-    parser; ValueError with one line saying what is wrong (never the password)."""
-    if not is_postgres_url(text):
-        raise ValueError(f"not a PostgreSQL URL ({EXPECTED})")
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 (a bad port raises here)
-    except ValueError as e:
-        raise ValueError(f"{e} ({EXPECTED})") from None
-    shown = _without_password(parts)
-    try:
-        params = conninfo_to_dict(text)
-    except psycopg.Error as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{shown}: {first} ({EXPECTED})") from None
-    if not params.get("dbname"):
-        raise ValueError(f"{shown}: no database named ({EXPECTED})")
-    if parts.fragment:
-        raise ValueError(f"{shown}: a fragment is not supported ({EXPECTED})")
-    return PostgresURL(text, shown)
-
-
-def _without_password(parts: SplitResult) -> str:
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{hostport}"
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{parts.scheme}://{netloc}{parts.path}{query}"
 
 
 @implementer(ISQL)
