@@ -31,6 +31,14 @@ def store_up(port: int) -> float:
     return float(found.group(1))
 
 
+def status(srv: RealServer) -> str:
+    done = subprocess.run(
+        [CLI, "--data", str(srv.data), "status"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def ssh(srv: RealServer, key: Path, command: str) -> subprocess.CompletedProcess[str]:
     """``ssh -i KEY alice@server COMMAND`` with OpenSSH, the server's reasons shown."""
     client = shutil.which("ssh")
@@ -87,6 +95,7 @@ def test_store_down_refuses_logins_keeps_sessions_and_comes_back(
         alice.expect("last: service temporarily unavailable\n")
         alice.expect("alice@testhost:~$ ")
         wait_for_gauge(srv.metrics_port, 0)
+        assert f"\nstore {url} (cannot be reached)\n" in status(srv)
 
         own_postgres.start()
         wait_for_gauge(srv.metrics_port, 1)

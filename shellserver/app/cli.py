@@ -638,6 +638,8 @@ def status_text(r: dict[str, Any]) -> str:
             )
         else:
             text += f"\nnode {r['node']}: the cluster cannot be reached (Redis does not answer)"
+    if r.get("store") is not None:  # PostgreSQL
+        text += f"\nstore {r['store']}" + ("" if r.get("store_up") else " (cannot be reached)")
     for line in r.get("ssh_keys") or ():
         text += f"\nSSH host key {line}"
     return text

@@ -105,6 +105,9 @@ class Status(amp.Command):
         # Clustered: this node's name and the live nodes' (none while Redis is unreachable).
         (b"node", amp.Unicode(optional=True)),
         (b"nodes", amp.ListOf(amp.Unicode(), optional=True)),
+        # A PostgreSQL store: its URL without the password, and whether it answered last.
+        (b"store", amp.Unicode(optional=True)),
+        (b"store_up", amp.Boolean(optional=True)),
     ]
 
 
@@ -374,6 +377,10 @@ class ControlProtocol(amp.AMP):
         if self.server.config.cluster is not None:
             result["node"] = self.server.config.node
             result["nodes"] = hub.nodes()
+        sql = self.server.store.db.sql
+        if sql.dialect != "sqlite":
+            result["store"] = str(sql.where)
+            result["store_up"] = bool(sql.up)
         return result
 
     @Wall.responder

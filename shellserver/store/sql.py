@@ -80,6 +80,7 @@ class ISQL(Interface):
 
     dialect = Attribute("'sqlite' or 'postgresql'")
     where = Attribute("the store's name in messages: a path, or a URL without its password")
+    up = Attribute("whether the last use reached the database (``status``; a file: always)")
 
     def connect() -> None:
         """Open the database (a file, a pool of connections); StoreUnavailable if it cannot be

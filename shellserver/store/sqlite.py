@@ -31,6 +31,8 @@ class SQLite:
     """The SQLite file at ``path``: named now, opened by :meth:`connect`."""
 
     dialect = "sqlite"
+    #: A file is there as long as it is open (its failures are a full or failing disk).
+    up = True
 
     def __init__(self, path: str) -> None:
         self.path = path
