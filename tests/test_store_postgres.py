@@ -167,3 +167,20 @@ def test_the_first_host_key_kept_is_the_one_every_node_gets(store_maker: StoreMa
     assert one.add_host_key("ed25519", b"first") == b"first"
     assert two.add_host_key("ed25519", b"second") == b"first"
     assert two.host_keys() == {"ed25519": b"first"}
+
+
+def test_the_store_option_takes_a_postgresql_url_and_never_shows_its_password() -> None:
+    from twisted.python.usage import UsageError
+
+    from shellserver.app.tap import Options
+
+    options = Options()
+    options.parseOptions(["--store", f"postgresql://app:{SECRET}@db.example.org/shell"])
+    store = options.config.store
+    assert store is not None and str(store) == "postgresql://app@db.example.org/shell"
+    assert SECRET not in repr(options.config)  # the whole configuration, as a log could show it
+    default = Options()
+    default.parseOptions([])
+    assert default.config.store is None  # the embedded store
+    with pytest.raises(UsageError, match=r"^--store: not a PostgreSQL URL \(expected"):
+        Options().parseOptions(["--store", "sqlite:///tmp/a.db"])
