@@ -68,7 +68,7 @@ class PostgreSQL:
         self.where = str(url)
         self.size = size
         self.wait = wait
-        #: Whether the last use of the database reached it (``shellserver_store_up``).
+        #: Whether the last use of the database reached it (``shellserver status``).
         self.up = True
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._local = threading.local()
