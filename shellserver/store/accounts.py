@@ -41,7 +41,7 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 #: The account the first start makes, its password in ``<data>/initial-admin-password``.
 INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -211,11 +211,19 @@ def _schema_bans(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX bans_expires ON bans (expires)")
 
 
+def _schema_parked(db: sqlite3.Connection) -> None:
+    """Sessions parked by a restart or a drain (store/parked.py)."""
+    from shellserver.store import parked  # the table's module: it imports this one
+
+    parked.schema(db)
+
+
 #: MIGRATIONS[v] brings a store from version v to v + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _schema_v1,
     1: _schema_v2,
     2: _schema_bans,
+    3: _schema_parked,
 }
 
 _USER_COLS = "name, role, locked, created"
