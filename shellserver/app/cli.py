@@ -48,6 +48,7 @@ from shellserver.store.accounts import (
     username_problem,
 )
 from shellserver.store.backup import BackupError, backup_store
+from shellserver.store.otp import OtpDB
 from shellserver.store.passwords import MAX_COST, MIN_COST, hash_password
 from shellserver.text.timefmt import format_idle, format_uptime
 from shellserver.text.words import counted
@@ -67,6 +68,7 @@ OFFLINE_COMMANDS = frozenset(
         "ban",
         "unban",
         "bans",
+        "otp-reset",
     }
 )
 BAN_COMMANDS = frozenset({"ban", "unban", "bans"})
@@ -145,6 +147,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lock", help="lock an account (its sessions are logged out)")
     s.add_argument("name")
     s = sub.add_parser("unlock", help="unlock a locked account")
+    s.add_argument("name")
+    s = sub.add_parser("otp-reset", help="remove an account's second factor (TOTP)")
     s.add_argument("name")
     s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
     s.add_argument("name", metavar="USER")
@@ -370,6 +374,16 @@ def locked_text(args: argparse.Namespace) -> str:
     return f"{args.name} is {args.command}ed"
 
 
+def otp_reset_text(name: str) -> str:
+    """What ``otp-reset`` prints, running or stopped (the session's ``otp reset`` words)."""
+    return f"second factor of {name} removed"
+
+
+def no_second_factor(name: str) -> str:
+    """``otp-reset`` of an account that has none: refused (exit 1), one wording both ways."""
+    return f"{name} has no second factor"
+
+
 def added_text(name: str, fingerprint: str) -> str:
     """One wording for addkey whether the server runs or not, so one script works either way."""
     return f"added key {fingerprint} to {name}'s ~/.ssh/authorized_keys"
@@ -393,6 +407,12 @@ def _offline_change(
         if args.command in ("lock", "unlock"):
             db.set_locked(args.name, args.command == "lock")
             return locked_text(args)
+        if args.command == "otp-reset":
+            if db.get(args.name) is None:
+                raise NoSuchUser(args.name)
+            if not OtpDB(db).disable(args.name):
+                raise refuse(no_second_factor(args.name))
+            return otp_reset_text(args.name)
         created = db.apply_batch(entries)
         return f"{len(created)} created, {len(entries) - len(created)} updated"
     except LastAdmin as e:
@@ -485,6 +505,11 @@ async def _online(
     if cmd in ("lock", "unlock"):
         await call(control.Lock, name=args.name, locked=cmd == "lock")
         return locked_text(args)
+    if cmd == "otp-reset":
+        r = await call(control.OtpReset, name=args.name)
+        if not r["removed"]:
+            raise refuse(no_second_factor(args.name))
+        return otp_reset_text(args.name)
     if cmd in BAN_COMMANDS:
         return await _bans(call, args)
     if cmd == "backup":

@@ -22,7 +22,6 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,6 +49,7 @@ from shellserver.ops.lagprobe import LagProbe
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
+from shellserver.ops.proxyheader import PREFIX, is_proxied, listen_endpoint
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.wires.pages.site import pages_site
@@ -71,7 +71,10 @@ PAGES_HTTP = 500
 
 
 def with_backlog(description: str) -> str:
-    """Listen with a deep accept queue: a burst of logins must not meet SYN drops."""
+    """Listen with a deep accept queue: a burst of logins must not meet SYN drops (also
+    under the PROXY header's ``haproxy:``)."""
+    if is_proxied(description):
+        return PREFIX + with_backlog(description[len(PREFIX) :])
     kind = description.split(":", 1)[0]
     if kind in ("tcp", "tcp6", "unix", "ssl") and "backlog=" not in description:
         return description + ":backlog=1024"
@@ -167,6 +170,7 @@ class ShellService(Service):
                 ),
                 parts.account_pacing,
                 parts.metrics,
+                parts.second_factor.otp,
             )
             for description in cfg.ssh:
                 self.ports.append(self._listen(description, ssh, "ssh"))
@@ -336,7 +340,7 @@ class ShellService(Service):
                 sock.remove()  # left by a server that died: we hold the lock, so it is not in use
         results: list[Any] = []
         try:
-            endpoint = serverFromString(self.reactor, with_backlog(description))
+            endpoint = listen_endpoint(self.reactor, with_backlog(description))
             endpoint.listen(factory).addBoth(results.append)
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"shellserver: bad listen endpoint {description!r}: {e}") from None

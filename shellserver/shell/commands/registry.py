@@ -17,6 +17,7 @@ from shellserver.ops.metrics import Metrics
 from shellserver.shell.adminops import Admin
 from shellserver.shell.argsplit import CommandLine
 from shellserver.shell.bans import Bans
+from shellserver.shell.secondfactor import SecondFactor
 from shellserver.store.accounts import AccountStore
 from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 
@@ -57,6 +58,8 @@ class Services:
     bans: Bans
     #: When the server started (``uptime``).
     started: float
+    #: ``otp``: the second factor's records and dialogues.
+    second_factor: SecondFactor
 
     def uptime(self) -> float:
         """Seconds since the server started, as ``uptime`` tells them."""
