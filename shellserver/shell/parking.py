@@ -17,9 +17,10 @@ detached session that ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 
@@ -28,18 +29,51 @@ from shellserver.hub.rooms import MAX_MEMBERS, MAX_ROOMS_PER_SESSION
 from shellserver.hub.session import Session
 from shellserver.ops.throttle import bucket_for
 from shellserver.shell import people
+from shellserver.shell.commands.registry import Services
 from shellserver.shell.detach import HeldOutput, HeldWrite
 from shellserver.store import parked as parked_store
 from shellserver.store.parked import Parked
 from shellserver.terminal.discipline import Terminal
 
-if TYPE_CHECKING:
-    from shellserver.shell.sessionstart import SessionStart
-
 log = Logger()
+
+
+class SessionStart(Protocol):
+    """What parking needs of the session start (``sessionstart.SessionStart`` provides it):
+    the services, the limits a restored session gets, and how a detached session ends."""
+
+    @property
+    def services(self) -> Services:
+        """The hub, the store and the clock."""
+
+    @property
+    def ids(self) -> Iterator[int]:
+        """Session ids, unique in this process."""
+
+    @property
+    def cmd_rate(self) -> float:
+        """``--cmd-rate``: a restored session's bucket."""
+
+    @property
+    def cmd_burst(self) -> int:
+        """``--cmd-burst``: a restored session's bucket."""
+
+    @property
+    def linger(self) -> float:
+        """``--linger``: how long a parked session may be resumed."""
+
+    @property
+    def max_output(self) -> int:
+        """``--max-output``: what a detached session holds at most."""
+
+    def end_detached(self, session: Session, held: HeldOutput, kind: str) -> None:
+        """End a detached session unresumed (its held writes to the mailbox)."""
+
 
 #: Told to every session before its connection closes for a restart or a drain.
 RESTARTING = "The server is restarting; reconnect to resume this session."
+#: Seconds between parking and the stop: the CLI's answer goes out first.
+STOP_DELAY = 0.2
 #: The state's version: a node that meets another version does not guess (the row is swept).
 STATE_VERSION = 1
 
@@ -130,10 +164,8 @@ async def park_node(start: SessionStart, node: str, linger: float) -> int:
         else:
             port.notify(notice)
             port.close()
-        try:
+        with contextlib.suppress(ClusterUnavailable):
             await hub.detach(session)
-        except ClusterUnavailable:
-            pass
     log.info(
         "parked {count} session(s) of node {node} for {linger:.0f} s",
         event="parked",
@@ -180,7 +212,6 @@ async def restore(start: SessionStart, row: Parked) -> Session | None:
     """Make the parked session ``row`` a detached session of this node again, for the rest of
     its linger: its tty name if still free (else a new one), its rooms, what it held. None
     when its state cannot be read (it is then swept as expired)."""
-    from shellserver.shell import sessionstart  # the session's end lives there; it imports us
 
     state = _state(row)
     if state is None:
@@ -213,7 +244,7 @@ async def restore(start: SessionStart, row: Parked) -> Session | None:
     held = held_of(
         state,
         start.max_output,
-        lambda held: sessionstart.end_detached(start, session, held, tty.partition("/")[0]),
+        lambda held: start.end_detached(session, held, tty.partition("/")[0]),
         services.clock.seconds,
     )
     session.terminal = held
@@ -294,3 +325,33 @@ async def _save_mail(start: SessionStart, row: Parked) -> None:
     record = state.get("login_record")
     if isinstance(record, int):
         await services.store.record_logout(record, services.clock.seconds())
+
+
+class Restart:
+    """``shellserver restart``, ``drain`` and ``SIGHUP``: park every session of this node, then
+    stop the process (status 0, for its supervisor to start it again). Made by the assembly
+    with the same ``stop`` as the shutdown's."""
+
+    def __init__(self, start: SessionStart, node: str, stop: Callable[[], None]) -> None:
+        self.start = start
+        self.node = node
+        self.stop = stop
+        self._running = False
+
+    async def restart(self, by: str, where: str, what: str = "restart") -> int:
+        """Park, then stop; how many sessions were parked. Without ``--linger`` there is
+        nothing to resume: the sessions end as at a shutdown. A second call while one runs
+        parks nothing more."""
+        if self._running:
+            return 0
+        self._running = True
+        linger = self.start.linger
+        log.info("{what} asked by {by} ({where})", event=what, what=what, by=by, where=where)
+        parked = 0
+        try:
+            if linger > 0:
+                parked = await park_node(self.start, self.node, linger)
+        finally:
+            # A moment later, so the caller's answer (the CLI's) leaves before the stop.
+            self.start.services.clock.callLater(STOP_DELAY, self.stop)
+        return parked

@@ -164,6 +164,11 @@ class SessionStart:
     #: ``--max-output``: what a detached session holds at most.
     max_output: int = 256 * 1024
 
+    def end_detached(self, session: Session, held: HeldOutput, kind: str) -> None:
+        """A detached session ends unresumed: for parking's restored sessions (see
+        :func:`end_detached`)."""
+        end_detached(self, session, held, kind)
+
     def login_refusal(self, account: Account, peer: str = "", key: str = "") -> str | None:
         """Why ``account`` may not log in now, or None: a ban (of the address, the user, or
         the SSH key it logged in with), or a shutdown about to happen, which admins may

@@ -213,10 +213,24 @@ def _schema_bans(db: sqlite3.Connection) -> None:
 
 
 def _schema_parked(db: sqlite3.Connection) -> None:
-    """Sessions parked by a restart or a drain (store/parked.py)."""
-    from shellserver.store import parked  # the table's module: it imports this one
-
-    parked.schema(db)
+    """Sessions parked by a restart or a drain (store/parked.py); they go with their account
+    (``ON DELETE CASCADE``), so a name registered again never resumes another person's
+    session."""
+    db.execute(
+        """
+        CREATE TABLE parked (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            node TEXT NOT NULL,
+            owner TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            tty TEXT NOT NULL,
+            parked REAL NOT NULL,
+            until REAL NOT NULL,
+            state TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX parked_owner ON parked (owner)")
+    db.execute("CREATE INDEX parked_node ON parked (node)")
 
 
 #: MIGRATIONS[v] brings a store from version v to v + 1.

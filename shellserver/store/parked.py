@@ -38,26 +38,6 @@ class Parked:
     state: str
 
 
-def schema(db: Any) -> None:
-    """The ``parked`` table; its rows go with their account (``ON DELETE CASCADE``), so a
-    name registered again never resumes another person's session."""
-    db.execute(
-        """
-        CREATE TABLE parked (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            node TEXT NOT NULL,
-            owner TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
-            tty TEXT NOT NULL,
-            parked REAL NOT NULL,
-            until REAL NOT NULL,
-            state TEXT NOT NULL
-        )
-        """
-    )
-    db.execute("CREATE INDEX parked_owner ON parked (owner)")
-    db.execute("CREATE INDEX parked_node ON parked (node)")
-
-
 def _row(row: tuple[Any, ...]) -> Parked:
     return Parked(*row)
 
@@ -96,12 +76,10 @@ def take_of_node(db: AccountDB, node: str | None, now: float) -> list[Parked]:
 
 def parked_of(db: AccountDB, owner: str, now: float) -> list[Parked]:
     """``owner``'s parked sessions that may still be resumed, oldest first (not taken)."""
-    rows = (
-        db._db.execute(
-            f"SELECT {_COLS} FROM parked WHERE owner=? AND until > ? ORDER BY id LIMIT 100",
-            (owner, now),
-        ).fetchall()
-    )
+    rows = db._db.execute(
+        f"SELECT {_COLS} FROM parked WHERE owner=? AND until > ? ORDER BY id LIMIT 100",
+        (owner, now),
+    ).fetchall()
     return [_row(r) for r in rows]
 
 
