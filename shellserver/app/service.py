@@ -54,6 +54,7 @@ from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
+from shellserver.wires.ssh import sftp as ssh_sftp
 from shellserver.wires.telnet.protocol import TelnetFactory
 from shellserver.wires.web.hosts import HostPolicy
 from shellserver.wires.web.page import web_site
@@ -159,6 +160,7 @@ class ShellService(Service):
                 ),
                 parts.account_pacing,
                 parts.metrics,
+                ssh_sftp.sftp_starter(parts.homes, parts.metrics),
             )
             for description in cfg.ssh:
                 self.ports.append(self._listen(description, ssh, "ssh"))
