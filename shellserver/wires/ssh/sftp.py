@@ -9,12 +9,13 @@ one job per home at a time together with the shell's own file commands.
 
 :class:`SFTPLink` sits between the session channel and the protocol and
 bounds what one client can make the server hold: a request is at most
-256 KiB, at most :data:`MAX_INFLIGHT` requests (and :data:`MAX_INFLIGHT_BYTES`
-of them) are worked on at once, nothing more is taken from the client while
-its answers cannot be sent (its window is full, its socket is full), and the
-channel's window is given back only as requests are taken, so a client that
-sends faster than the disk, or asks for a large file and reads slowly, meets
-backpressure instead of filling the server's memory.
+256 KiB, requests are worked on one at a time and answered in the order they
+came (as OpenSSH's own sftp-server does: its clients, ``scp`` among them,
+count on it), nothing more is taken from the client while its answers cannot
+be sent (its window is full, its socket is full), and the channel's window is
+given back only as requests are taken, so a client that sends faster than the
+disk, or asks for a large file and reads slowly, meets backpressure instead
+of filling the server's memory.
 """
 
 from __future__ import annotations
@@ -85,10 +86,6 @@ _conch_log = Logger(observer=cast(ILogObserver, _warnings_only))
 MAX_MESSAGE = 256 * 1024 + 1024
 #: The channel's window for SFTP: room for one largest request and the next on its way.
 SFTP_WINDOW = 2 * MAX_MESSAGE
-#: Requests worked on at once per channel (OpenSSH's sftp keeps 64 reads or writes in flight).
-MAX_INFLIGHT = 64
-#: Bytes those requests may hold at once: their own size and, for reads, what they ask for.
-MAX_INFLIGHT_BYTES = 4 * 1024 * 1024
 #: A read answers at most this much (a client asking for more gets less, as SFTP allows).
 MAX_READ = 64 * 1024
 #: Files and directories one channel may hold open.
@@ -232,12 +229,6 @@ class Session:
         except FsError as e:
             self.failed(op, path, e)
             raise status_of(e) from None
-
-
-def request_key(kind: int, data: bytes) -> bytes:
-    """The id a request is answered under: its first four bytes (``INIT`` has none; its answer,
-    ``VERSION``, is keyed ``b""`` too)."""
-    return b"" if kind == filetransfer.FXP_INIT else data[:4]
 
 
 def _now() -> float:
@@ -572,19 +563,19 @@ class FileTransfer(filetransfer.FileTransferServer):
 
     def sendPacket(self, kind: int, data: bytes) -> None:
         """Every answer goes out through the link, which counts its request as done."""
-        self.link.answer(b"" if kind == filetransfer.FXP_VERSION else data[:4], kind, data)
+        self.link.answer(kind, data)
 
     def request(self, packet: bytes) -> None:
         """One whole request (type, then its body)."""
         kind, data = packet[0], packet[1:]
         name = self.packetTypes.get(kind) if kind in REQUESTS else None
         handler = getattr(self, f"packet_{name}", None) if name else None
-        key = request_key(kind, data)
+        key = data[:4] if kind != filetransfer.FXP_INIT else b""
         if handler is None:
             if len(key) == 4:
                 self._sendStatus(key, FX_OP_UNSUPPORTED, b"unsupported request")
             else:
-                self.link.answer(key, None, b"")
+                self.link.answer(None, b"")
             return
         try:
             handler(data)
@@ -593,7 +584,7 @@ class FileTransfer(filetransfer.FileTransferServer):
             if len(key) == 4:
                 self._sendStatus(key, FX_BAD_MESSAGE, b"malformed request")
             else:
-                self.link.answer(key, None, b"")
+                self.link.answer(None, b"")
 
     def packet_EXTENDED(self, data: bytes) -> None:
         """POSIX rename answers with a status (conch would answer every extension with data)."""
@@ -629,10 +620,8 @@ class SFTPLink:
         self.session = session
         self.protocol = FileTransfer(HomeFiles(session), self)
         self._in = bytearray()
-        self._inflight = 0
-        self._inflight_bytes = 0
-        #: Each request's cost, by request id, until its answer (a client may reuse ids).
-        self._costs: dict[bytes, list[int]] = {}
+        #: A request is being worked on; the next waits for its answer.
+        self._busy = False
         self._paused = False
         self._pumping = False
         self._eof = False
@@ -688,13 +677,7 @@ class SFTPLink:
         taken = 0
         try:
             buf = self._in
-            while (
-                not self._lost
-                and not self._paused
-                and self._inflight < MAX_INFLIGHT
-                and self._inflight_bytes < MAX_INFLIGHT_BYTES
-                and len(buf) >= 4
-            ):
+            while not self._lost and not self._paused and not self._busy and len(buf) >= 4:
                 (length,) = struct.unpack(">L", buf[:4])
                 if length < 5 or length > MAX_MESSAGE:
                     self._protocol_error(f"request length {length}")
@@ -704,38 +687,20 @@ class SFTPLink:
                 packet = bytes(buf[4 : 4 + length])
                 del buf[: 4 + length]
                 taken += 4 + length
-                self._take(packet)
+                self._busy = True
+                self.protocol.request(packet)
         finally:
             self._pumping = False
             if taken and not self._lost:
                 self.channel.conn.adjustWindow(self.channel, taken)
-        if self._eof and not self._in and not self._inflight and not self._lost:
+        if self._eof and not self._in and not self._busy and not self._lost:
             self._lost = True
             self.channel.exit(0)
 
-    def _take(self, packet: bytes) -> None:
-        cost = len(packet)
-        if packet[0] == filetransfer.FXP_READ and len(packet) >= 4:
-            try:
-                _, rest = getNS(packet[5:])
-                cost += min(struct.unpack(">L", rest[8:12])[0], MAX_READ)
-            except (struct.error, ValueError, IndexError):
-                pass
-        request_id = request_key(packet[0], packet[1:])
-        self._costs.setdefault(request_id, []).append(cost)
-        self._inflight += 1
-        self._inflight_bytes += cost
-        self.protocol.request(packet)
-
-    def answer(self, request_id: bytes, kind: int | None, data: bytes) -> None:
-        """One request answered (or dropped unanswered): sent, its cost given back, and more
-        requests taken if they were waiting for room."""
-        costs = self._costs.get(request_id)
-        if costs:
-            self._inflight_bytes -= costs.pop(0)
-            if not costs:
-                del self._costs[request_id]
-        self._inflight = max(0, self._inflight - 1)
+    def answer(self, kind: int | None, data: bytes) -> None:
+        """The request worked on is answered (``kind`` None: dropped unanswered): sent, and the
+        next request taken."""
+        self._busy = False
         if kind is not None and not self._lost:
             self.channel.write(struct.pack(">LB", len(data) + 1, kind) + data)
         if not self._pumping:
@@ -810,6 +775,9 @@ def sftp_starter(homes: Homes, metrics: Metrics | None) -> Callable[[Any, Accoun
 
     def start(channel: Any, account: Account) -> None:
         peer = getattr(channel.conn.transport, "peer", "?")
+        # As a login does: files put in the home meanwhile (an operator's, ``addkey``'s) count,
+        # measured as the first job on the home's queue, before any request of this channel.
+        homes.measure_again(account.name)
         session = Session(account, homes.home(account.name), peer, metrics)
         link = SFTPLink(channel, session)
         channel.wire = link
