@@ -20,6 +20,7 @@ of filling the server's memory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -385,7 +386,7 @@ class HomeFiles:
         """The path as the shell's ``pwd`` shows it (``/home/USER/…``), worked out from the words
         alone: nothing is looked up, and no link is followed."""
         s = self.session
-        text, parts = s.parts("realpath", path)
+        _, parts = s.parts("realpath", path)
         s.counted("realpath", "ok")
         return "/".join(["/home", s.user, *parts]).encode("utf-8", "surrogateescape")
 
@@ -505,10 +506,8 @@ class OpenFile:
             await idle
         s = self.session
         s.handles -= 1
-        try:
+        with contextlib.suppress(OSError):
             await s.home.io(os.close, self.fd)
-        except OSError:
-            pass
         if self.writing:
             log.info(
                 "sftp upload by {user} from {peer}: {path} ({size} bytes)",

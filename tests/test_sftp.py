@@ -1,0 +1,262 @@
+"""The SFTP subsystem without a network: the files-layer jobs (paths, quota) and the link's
+bounds (one request at a time, the window given back as requests are taken, malformed input)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.conch.ssh import common
+from twisted.python.filepath import FilePath
+
+from shellserver.files import handles
+from shellserver.files.homefs import Homes
+from shellserver.files.sandbox import EACCES, EDQUOT, ENAMETOOLONG, FsError
+from shellserver.files.tree import Tree
+from shellserver.ops.metrics import Metrics
+from shellserver.ops.threads import inline_runner
+from shellserver.store.accounts import ROLE_USER, Account
+from shellserver.wires.ssh.sftp import MAX_MESSAGE, SFTP_WINDOW, SFTPLink, sftp_starter
+
+QUOTA = 100_000
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Tree:
+    homes = Homes(FilePath(str(tmp_path / "data" / "home")), QUOTA, inline_runner)
+    t = homes.home("alice").tree
+    t.open_home()
+    return t
+
+
+# -- paths as a client names them ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "parts"),
+    [
+        ("", []),
+        (".", []),
+        ("/", []),
+        ("..", []),
+        ("../../..", []),
+        ("/home/alice", []),
+        ("/home/alice/a/b", ["a", "b"]),
+        ("/home/alice/../../etc/passwd", ["etc", "passwd"]),
+        ("/etc/passwd", ["etc", "passwd"]),
+        ("/home/bob/secret", ["home", "bob", "secret"]),
+        ("~bob/x", ["~bob", "x"]),
+        ("a/./b/../c", ["a", "c"]),
+    ],
+)
+def test_client_paths_name_only_the_home(path: str, parts: list[str]) -> None:
+    assert handles.client_parts("alice", path) == parts
+
+
+def test_client_paths_over_the_limits_are_refused_before_any_disk_work() -> None:
+    with pytest.raises(FsError) as e:
+        handles.client_parts("alice", "x" * 5000)
+    assert e.value.reason == ENAMETOOLONG
+    with pytest.raises(FsError) as e:
+        handles.client_parts("alice", "a/" * 2100)
+    assert e.value.reason == ENAMETOOLONG
+
+
+# -- writing at offsets within the quota ---------------------------------------------------------
+
+
+def test_a_write_that_would_pass_the_quota_stores_nothing(tree: Tree) -> None:
+    fd = handles.open_writing(tree, ["f"], create=True, truncate=True, exclusive=False)
+    try:
+        handles.write_at(tree, fd, 0, b"a" * 60_000, append=False)
+        with pytest.raises(FsError) as e:
+            handles.write_at(tree, fd, 60_000, b"b" * 60_000, append=False)
+        assert e.value.reason == EDQUOT
+        handles.write_at(tree, fd, 0, b"c" * 60_000, append=False)  # overwriting costs nothing
+        with pytest.raises(FsError):  # a hole far out is charged as the size it makes
+            handles.write_at(tree, fd, 10**9, b"x", append=False)
+        handles.write_at(tree, fd, 0, b"d", append=True)
+    finally:
+        os.close(fd)
+    assert os.path.getsize(tree.path(["f"])) == 60_001
+    assert tree.used().bytes == 60_001 and tree.used().entries == 1
+
+
+def test_truncating_opens_and_resizes_keep_the_usage(tree: Tree) -> None:
+    tree.write(["f"], b"x" * 50_000)
+    fd = handles.open_writing(tree, ["f"], create=False, truncate=True, exclusive=False)
+    try:
+        assert tree.used().bytes == 0
+        handles.resize(tree, fd, 30_000)
+        assert tree.used().bytes == 30_000
+        with pytest.raises(FsError):
+            handles.resize(tree, fd, QUOTA + 1)
+    finally:
+        os.close(fd)
+    with pytest.raises(FsError) as e:
+        handles.open_writing(tree, ["f"], create=True, truncate=False, exclusive=True)
+    assert e.value.reason == "File exists"
+
+
+def test_a_file_removed_while_open_is_no_longer_charged(tree: Tree) -> None:
+    fd = handles.open_writing(tree, ["f"], create=True, truncate=True, exclusive=False)
+    try:
+        handles.write_at(tree, fd, 0, b"x" * 1000, append=False)
+        tree.remove(["f"], recursive=False)
+        handles.write_at(tree, fd, 1000, b"x" * 1000, append=False)
+    finally:
+        os.close(fd)
+    assert tree.used().bytes == 0 and tree.used().entries == 0
+
+
+def test_planted_links_are_neither_opened_nor_listed_through(tree: Tree, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("no")
+    os.symlink(secret, tree.path([], True) + "/link")
+    for call in (
+        lambda: handles.open_reading(tree, ["link"]),
+        lambda: handles.open_writing(tree, ["link"], True, True, False),
+        lambda: handles.list_directory(tree, ["link"]),
+        lambda: handles.set_times(tree, ["link", "x"], 0, 0),
+    ):
+        with pytest.raises(FsError) as e:
+            call()
+        assert e.value.reason == EACCES
+    listed = {e.name: e.longname for e in handles.list_directory(tree, [])}
+    assert listed["link"].startswith("lrwxrwxrwx")
+    assert secret.read_text() == "no"
+
+
+def test_rename_refuses_an_existing_target_unless_asked_to_replace(tree: Tree) -> None:
+    tree.write(["a"], b"1")
+    tree.write(["b"], b"22")
+    with pytest.raises(FsError) as e:
+        handles.rename(tree, ["a"], ["b"], replace=False)
+    assert e.value.reason == "File exists"
+    handles.rename(tree, ["a"], ["b"], replace=True)
+    assert tree.used().bytes == 1 and tree.used().entries == 1
+
+
+# -- the link: bounded input, answers in order ---------------------------------------------------
+
+
+class Conn:
+    def __init__(self) -> None:
+        self.adjusted = 0
+        self.transport = type("T", (), {"peer": "192.0.2.9"})()
+
+    def adjustWindow(self, channel: Any, n: int) -> None:
+        self.adjusted += n
+        channel.localWindowLeft += n
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.conn = Conn()
+        self.localWindowSize = self.localWindowLeft = 131072
+        self.wire: Any = None
+        self.out = b""
+        self.closed = False
+        self.status: int | None = None
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def loseConnection(self) -> None:
+        self.closed = True
+
+    def exit(self, status: int) -> None:
+        self.status = status
+        self.closed = True
+
+    def answers(self) -> list[tuple[int, bytes]]:
+        found, data = [], self.out
+        while data:
+            (length,) = struct.unpack(">L", data[:4])
+            found.append((data[4], data[5 : 4 + length]))
+            data = data[4 + length :]
+        self.out = b""
+        return found
+
+
+def packet(kind: int, body: bytes) -> bytes:
+    return struct.pack(">LB", len(body) + 1, kind) + body
+
+
+@pytest.fixture
+def link(tmp_path: Path) -> tuple[SFTPLink, FakeChannel, Metrics]:
+    homes = Homes(FilePath(str(tmp_path / "data" / "home")), QUOTA, inline_runner)
+    channel = FakeChannel()
+    metrics = Metrics()
+    sftp_starter(homes, metrics)(channel, Account("alice", ROLE_USER, False, 0.0))
+    assert isinstance(channel.wire, SFTPLink)
+    channel.wire.data_received(packet(1, struct.pack(">L", 3)))
+    assert channel.answers()[0][0] == 2  # VERSION
+    return channel.wire, channel, metrics
+
+
+def test_the_window_grows_for_sftp_and_comes_back_only_as_requests_are_taken(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    assert channel.localWindowSize == SFTP_WINDOW
+    given = channel.conn.adjusted
+    sftp.pause()
+    stat = packet(17, struct.pack(">L", 7) + common.NS(b"."))
+    sftp.data_received(stat * 3)
+    assert channel.answers() == [] and channel.conn.adjusted == given
+    sftp.resume()
+    answers = channel.answers()
+    assert [kind for kind, _ in answers] == [105, 105, 105]  # ATTRS, in order
+    assert channel.conn.adjusted == given + 3 * len(stat)
+
+
+def test_malformed_and_oversized_requests_are_answered_or_closed_without_a_trace(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    sftp.data_received(packet(3, struct.pack(">L", 9) + b"\x00\x00"))  # OPEN cut short
+    sftp.data_received(packet(99, struct.pack(">L", 10)))  # no such request
+    (bad, data1), (unknown, data2) = channel.answers()
+    assert bad == 101 and struct.unpack(">LL", data1[:8]) == (9, 5)  # SSH_FX_BAD_MESSAGE
+    assert unknown == 101 and struct.unpack(">LL", data2[:8]) == (10, 8)  # OP_UNSUPPORTED
+    sftp.data_received(struct.pack(">L", MAX_MESSAGE + 1) + b"\x06")
+    assert channel.closed
+
+
+def test_symlinks_are_refused_and_counted(link: tuple[SFTPLink, FakeChannel, Metrics]) -> None:
+    sftp, channel, metrics = link
+    sftp.data_received(packet(20, struct.pack(">L", 4) + common.NS(b"l") + common.NS(b"/etc")))
+    ((kind, data),) = channel.answers()
+    assert kind == 101 and struct.unpack(">LL", data[:8]) == (4, 3)
+    assert common.getNS(data[8:])[0] == b"Permission denied"
+    refused = metrics.registry.get_sample_value(
+        "shellserver_sftp_operations_total", {"op": "symlink", "result": "refused"}
+    )
+    assert refused == 1.0
+
+
+def test_an_upload_over_the_quota_answers_disk_quota_exceeded(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, metrics = link
+    flags = struct.pack(">LL", 2 | 8 | 16, 0)
+    sftp.data_received(packet(3, struct.pack(">L", 1) + common.NS(b"up") + flags))
+    ((kind, data),) = channel.answers()
+    assert kind == 102
+    handle = common.getNS(data[4:])[0]
+    for n in range(4):
+        chunk = b"z" * 32768
+        body = struct.pack(">L", 10 + n) + common.NS(handle) + struct.pack(">Q", n * 32768)
+        sftp.data_received(packet(6, body + common.NS(chunk)))
+    codes = [struct.unpack(">LL", d[:8]) for _, d in channel.answers()]
+    assert codes == [(10, 0), (11, 0), (12, 0), (13, 4)]
+    sftp.data_received(packet(4, struct.pack(">L", 20) + common.NS(handle)))
+    assert channel.answers()[0][0] == 101
+    home = sftp.session.home.tree
+    assert os.path.getsize(home.path(["up"])) == 3 * 32768 == home.used().bytes
+    moved = metrics.registry.get_sample_value("shellserver_sftp_bytes_total", {"direction": "in"})
+    assert moved == 3 * 32768
