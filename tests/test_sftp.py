@@ -260,3 +260,36 @@ def test_an_upload_over_the_quota_answers_disk_quota_exceeded(
     assert os.path.getsize(home.path(["up"])) == 3 * 32768 == home.used().bytes
     moved = metrics.registry.get_sample_value("shellserver_sftp_bytes_total", {"direction": "in"})
     assert moved == 3 * 32768
+
+
+def test_a_directory_is_read_a_batch_at_a_time(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    tree = sftp.session.home.tree
+    for n in range(230):
+        tree.touch([f"f{n:03}"])
+    sftp.data_received(packet(11, struct.pack(">L", 1) + common.NS(b"/")))
+    ((kind, data),) = channel.answers()
+    assert kind == 102
+    handle = common.getNS(data[4:])[0]
+    counts, names = [], []
+    for n in range(5):
+        sftp.data_received(packet(12, struct.pack(">L", 2 + n) + common.NS(handle)))
+        ((kind, data),) = channel.answers()
+        if kind == 101:
+            assert struct.unpack(">LL", data[:8])[1] == 1  # SSH_FX_EOF
+            break
+        (count,) = struct.unpack(">L", data[4:8])
+        counts.append(count)
+        rest = data[8:]
+        for _ in range(count):
+            name, rest = common.getNS(rest)
+            longname, rest = common.getNS(rest)
+            assert longname.endswith(name)
+            names.append(name)
+            (flags,) = struct.unpack(">L", rest[:4])
+            rest = rest[4 + 8 + 4 + 8 :]  # size, permissions, times
+            assert flags == 1 | 4 | 8
+    assert counts == [100, 100, 32]
+    assert names[:3] == [b".", b"..", b"f000"] and names[-1] == b"f229"

@@ -38,9 +38,12 @@ from shellserver.files.sandbox import (
 from shellserver.files.tree import Tree
 from shellserver.text.sanitize import careful
 
-#: Entries one directory listing hands a client, at most: the per-home entry limit, with room
-#: for files an operator put there beyond it.
+#: Names one open directory holds, at most: the per-home entry limit, with room for files an
+#: operator put there beyond it.
 MAX_LISTED = 20_000
+#: Entries looked up per readdir answer (one job each), so a big directory is never held
+#: with every entry's status at once.
+BATCH = 100
 
 
 def client_parts(user: str, path: str) -> list[str]:
@@ -69,25 +72,39 @@ class Entry:
     st: os.stat_result
 
 
-def list_directory(tree: Tree, parts: list[str], now: float | None = None) -> list[Entry]:
-    """A directory's entries with their own status (a planted link is listed as a link, never
-    followed), ``.`` and ``..`` first as a server's readdir gives them, at most
-    :data:`MAX_LISTED`; names are shown with control characters made visible."""
-    when = time.time() if now is None else now
-    base = tree.path(parts)
+def directory_names(tree: Tree, parts: list[str]) -> list[str]:
+    """An opened directory's names, sorted, ``.`` and ``..`` first as a server's readdir gives
+    them, at most :data:`MAX_LISTED`: the entries' status is looked up a batch at a time by
+    :func:`list_entries` as the client reads them."""
     if not stat.S_ISDIR(tree.lstat(parts).st_mode):
         raise FsError("Not a directory")
-    entries = [
-        Entry(".", long_line(".", tree.lstat(parts), when), tree.lstat(parts)),
-        Entry("..", long_line("..", tree.lstat(parts[:-1]), when), tree.lstat(parts[:-1])),
-    ]
-    for name in tree.listdir(parts)[:MAX_LISTED]:
+    return [".", "..", *tree.listdir(parts)[:MAX_LISTED]]
+
+
+def list_entries(
+    tree: Tree, parts: list[str], names: list[str], now: float | None = None
+) -> list[Entry]:
+    """The entries named, with their own status (a planted link is listed as a link, never
+    followed) and their ``ls -l`` line, names with control characters made visible; a name
+    removed meanwhile is left out. The directory is walked again (no link on the way)."""
+    when = time.time() if now is None else now
+    base = tree.path(parts)
+    entries = []
+    for name in names:
         try:
-            st = os.lstat(os.path.join(base, name))
-        except OSError:
-            continue  # removed meanwhile by another process
+            if name in (".", ".."):
+                st = tree.lstat(parts if name == "." else parts[:-1])
+            else:
+                st = os.lstat(os.path.join(base, name))
+        except (OSError, FsError):
+            continue
         entries.append(Entry(name, long_line(careful(name), st, when), st))
     return entries
+
+
+def list_directory(tree: Tree, parts: list[str], now: float | None = None) -> list[Entry]:
+    """A whole directory's entries at once (see :func:`directory_names`)."""
+    return list_entries(tree, parts, directory_names(tree, parts), now)
 
 
 def open_reading(tree: Tree, parts: list[str]) -> int:

@@ -91,6 +91,8 @@ SFTP_WINDOW = 2 * MAX_MESSAGE
 MAX_READ = 64 * 1024
 #: Files and directories one channel may hold open.
 MAX_HANDLES = 64
+#: Directories among them (each holds its names, up to ``handles.MAX_LISTED``).
+MAX_DIRECTORIES = 8
 #: Refusals logged at once per channel before the log line is limited to one a minute.
 REFUSALS_LOGGED = 10
 #: SFTP v3 times are 32-bit.
@@ -166,6 +168,7 @@ class Session:
         self.peer = peer
         self.metrics = metrics
         self.handles = 0
+        self.directories = 0
         self._refusals = 0
         self._refusal_log = LogLimit(60.0)
 
@@ -335,12 +338,12 @@ class HomeFiles:
     async def _opendir(self, raw: bytes) -> Directory:
         s = self.session
         path, parts = s.parts("opendir", raw)
-        if s.handles >= MAX_HANDLES:
+        if s.handles >= MAX_HANDLES or s.directories >= MAX_DIRECTORIES:
             s.counted("opendir", "refused")
             s.refused("opendir", path, TOO_MANY_HANDLES)
             raise SFTPError(FX_FAILURE, TOO_MANY_HANDLES)
-        entries = await s.run("opendir", path, handles.list_directory, parts)
-        return Directory(s, entries)
+        names = await s.run("opendir", path, handles.directory_names, parts)
+        return Directory(s, path, parts, names)
 
     def getAttrs(self, path: bytes, followLinks: bool) -> Deferred[dict[str, int]]:
         """The entry's own status whether the client asks to follow links or not: links are never
@@ -521,28 +524,51 @@ class OpenFile:
 
 
 class Directory:
-    """An open directory: its entries as conch's readdir takes them, from one listing job."""
+    """An open directory: its names, read when it was opened; each readdir looks up the status
+    of the next batch of them as one job on the home's queue."""
 
-    def __init__(self, session: Session, entries: list[handles.Entry]) -> None:
+    def __init__(self, session: Session, path: str, parts: list[str], names: list[str]) -> None:
         self.session = session
-        self.entries = entries
-        session.handles += 1
+        self.path = path
+        self.parts = parts
+        self.names = names
+        self._next = 0
         self._closed = False
+        session.handles += 1
+        session.directories += 1
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes, dict[str, int]]]:
-        for e in self.entries:
-            yield (
-                e.name.encode("utf-8", "surrogateescape"),
-                e.longname.encode("utf-8", "surrogateescape"),
-                attributes(e.st),
-            )
+        """conch's interface asks for one; readdir is answered by :meth:`batch` instead."""
+        return iter(())
+
+    def batch(self) -> Deferred[list[tuple[bytes, bytes, dict[str, int]]]]:
+        """The next entries for one readdir answer; ``EOFError`` (``SSH_FX_EOF``) at the end."""
+        return _deferred(self._batch())
+
+    async def _batch(self) -> list[tuple[bytes, bytes, dict[str, int]]]:
+        while self._next < len(self.names):
+            names = self.names[self._next : self._next + handles.BATCH]
+            self._next += len(names)
+            s = self.session
+            entries = await s.run("readdir", self.path, handles.list_entries, self.parts, names)
+            if entries:
+                return [
+                    (
+                        e.name.encode("utf-8", "surrogateescape"),
+                        e.longname.encode("utf-8", "surrogateescape"),
+                        attributes(e.st),
+                    )
+                    for e in entries
+                ]
+        raise EOFError()
 
     def close(self) -> None:
-        """Forget the listing and free the handle."""
+        """Forget the names and free the handle."""
         if not self._closed:
             self._closed = True
             self.session.handles -= 1
-            self.entries = []
+            self.session.directories -= 1
+            self.names = []
 
 
 class FileTransfer(filetransfer.FileTransferServer):
@@ -597,6 +623,22 @@ class FileTransfer(filetransfer.FileTransferServer):
         d = _deferred(self.files.rename(old, new, replace=True))
         d.addCallback(self._cbStatus, request_id, b"rename succeeded")
         d.addErrback(self._ebStatus, request_id, b"rename failed")
+
+    def packet_READDIR(self, data: bytes) -> None:
+        """The next batch of the directory's entries (conch's own readdir would take them all
+        from an iterator on the reactor)."""
+        request_id = data[:4]
+        handle, rest = getNS(data[4:])
+        if rest:
+            raise ValueError("data after the handle")
+        opened = self.openDirs.get(handle)
+        if opened is None:
+            self._sendStatus(request_id, FX_FAILURE, b"Invalid handle")
+            return
+        directory: Directory = opened[0]
+        d = directory.batch()
+        d.addCallback(self._cbSendDirectory, request_id)
+        d.addErrback(self._ebStatus, request_id, b"scan directory failed")
 
     def _ebStatus(self, reason: Failure, requestId: bytes, msg: bytes = b"request failed") -> None:
         """A handle the client never had is a failure, not a logged traceback; our own errors
