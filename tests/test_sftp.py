@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from twisted.conch.ssh import common
+from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
 
 from shellserver.files import handles
@@ -293,3 +294,38 @@ def test_a_directory_is_read_a_batch_at_a_time(
             assert flags == 1 | 4 | 8
     assert counts == [100, 100, 32]
     assert names[:3] == [b".", b"..", b"f000"] and names[-1] == b"f229"
+
+
+def test_a_channel_holds_at_most_64_open_files(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    sftp.session.home.tree.write(["f"], b"x")
+    flags = struct.pack(">LL", 1, 0)
+    for n in range(65):
+        sftp.data_received(packet(3, struct.pack(">L", n) + common.NS(b"f") + flags))
+    answers = channel.answers()
+    assert [kind for kind, _ in answers] == [102] * 64 + [101]
+    assert common.getNS(answers[-1][1][8:])[0] == b"Too many open files"
+    handle = common.getNS(answers[0][1][4:])[0]
+    sftp.data_received(packet(4, struct.pack(">L", 99) + common.NS(handle)))
+    sftp.data_received(packet(3, struct.pack(">L", 100) + common.NS(b"f") + flags))
+    assert [kind for kind, _ in channel.answers()] == [101, 102]
+
+
+def test_refusals_are_logged_ten_at_once_then_once_a_minute(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        for n in range(30):
+            body = struct.pack(">L", n) + common.NS(b"l%d" % n) + common.NS(b"/etc")
+            sftp.data_received(packet(20, body))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert len(channel.answers()) == 30
+    refused = [e for e in seen if e.get("event") == "refused"]
+    assert [e["path"] for e in refused[:10]] == [f"l{n}" for n in range(10)]
+    assert len(refused) == 11 and refused[10]["path"] == "l10"  # the next, a minute on
