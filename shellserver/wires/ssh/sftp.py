@@ -224,6 +224,11 @@ class Session:
         else:
             self.counted(op, "failed")
 
+    def shown(self, parts: list[str]) -> str:
+        """The path as the shell's ``pwd`` and ``ls`` show it (``/home/USER/…``), whatever form
+        the client sent: what the log and ``realpath`` say."""
+        return "/".join(["/home", self.user, *parts])
+
     def parts(self, op: str, raw: bytes) -> tuple[str, list[str]]:
         """The client's path and the components below the home it names; a path the sandbox
         refuses (too long, a bad name) fails here, before any disk work."""
@@ -286,7 +291,7 @@ class HomeFiles:
             )
         else:
             fd = await s.run("open", path, handles.open_reading, parts)
-        return OpenFile(s, path, fd, writing, bool(flags & FXF_APPEND))
+        return OpenFile(s, s.shown(parts), fd, writing, bool(flags & FXF_APPEND))
 
     def removeFile(self, filename: bytes) -> Deferred[None]:
         """A file or a planted link (never followed); logged as the ``delete`` event."""
@@ -307,7 +312,7 @@ class HomeFiles:
             op=op,
             user=s.user,
             peer=s.peer,
-            path=careful(path)[:200],
+            path=careful(s.shown(parts))[:200],
         )
 
     def renameFile(self, oldpath: bytes, newpath: bytes) -> Deferred[None]:
@@ -391,7 +396,7 @@ class HomeFiles:
         s = self.session
         _, parts = s.parts("realpath", path)
         s.counted("realpath", "ok")
-        return "/".join(["/home", s.user, *parts]).encode("utf-8", "surrogateescape")
+        return s.shown(parts).encode("utf-8", "surrogateescape")
 
     def extendedRequest(self, extendedName: bytes, extendedData: bytes) -> bytes:
         """No extension answers with data; POSIX rename answers with a status and is handled by
