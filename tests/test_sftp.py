@@ -4,6 +4,7 @@ bounds (one request at a time, the window given back as requests are taken, malf
 from __future__ import annotations
 
 import os
+import random
 import struct
 from pathlib import Path
 from typing import Any
@@ -329,3 +330,39 @@ def test_refusals_are_logged_ten_at_once_then_once_a_minute(
     refused = [e for e in seen if e.get("event") == "refused"]
     assert [e["path"] for e in refused[:10]] == [f"l{n}" for n in range(10)]
     assert len(refused) == 11 and refused[10]["path"] == "l10"  # the next, a minute on
+
+
+def test_offsets_past_any_file_are_answered_not_raised(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    flags = struct.pack(">LL", 1 | 2 | 8, 0)
+    sftp.data_received(packet(3, struct.pack(">L", 1) + common.NS(b"f") + flags))
+    handle = common.getNS(channel.answers()[0][1][4:])[0]
+    far = struct.pack(">Q", 2**64 - 1)
+    sftp.data_received(packet(5, struct.pack(">L", 2) + common.NS(handle) + far + b"\0\0\x80\0"))
+    sftp.data_received(packet(6, struct.pack(">L", 3) + common.NS(handle) + far + common.NS(b"x")))
+    codes = [struct.unpack(">LL", d[:8]) for _, d in channel.answers()]
+    assert codes == [(2, 1), (3, 4)]  # end of file; Invalid argument
+
+
+def test_garbage_requests_are_each_answered_and_never_raise(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    rng = random.Random(7)
+    try:
+        for n in range(600):
+            kind = rng.choice([*range(3, 21), 200, 101, 0, 255])
+            body = struct.pack(">L", n) + rng.randbytes(rng.randrange(0, 40))
+            if rng.random() < 0.5:  # a plausible string first, as real requests have
+                body = struct.pack(">L", n) + common.NS(rng.choice([b".", b"f", b"\xff", b""]))
+                body += rng.randbytes(rng.randrange(0, 30))
+            sftp.data_received(packet(kind, body))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert len(channel.answers()) == 600
+    assert not [e for e in seen if "log_failure" in e]
+    assert not channel.closed

@@ -38,6 +38,8 @@ from shellserver.files.sandbox import (
 from shellserver.files.tree import Tree
 from shellserver.text.sanitize import careful
 
+#: The largest offset a file can have (``off_t``).
+MAX_OFFSET = 2**63 - 1
 #: Names one open directory holds, at most: the per-home entry limit, with room for files an
 #: operator put there beyond it.
 MAX_LISTED = 20_000
@@ -168,7 +170,7 @@ def write_at(tree: Tree, fd: int, offset: int, data: bytes, append: bool) -> Non
     while open is written without being charged: its bytes are no longer in the home."""
     st = os.fstat(fd)
     start = st.st_size if append else offset
-    if start < 0:
+    if start < 0 or start + len(data) > MAX_OFFSET:
         raise FsError(EINVAL)
     grow = max(0, start + len(data) - st.st_size)
     counted = st.st_nlink > 0
@@ -188,7 +190,7 @@ def write_at(tree: Tree, fd: int, offset: int, data: bytes, append: bool) -> Non
 
 def resize(tree: Tree, fd: int, size: int) -> None:
     """Cut or extend an open file to ``size`` (a client's truncate), within the quota."""
-    if size < 0:
+    if size < 0 or size > MAX_OFFSET:
         raise FsError(EINVAL)
     st = os.fstat(fd)
     counted = st.st_nlink > 0

@@ -95,6 +95,8 @@ MAX_HANDLES = 64
 MAX_DIRECTORIES = 8
 #: Refusals logged at once per channel before the log line is limited to one a minute.
 REFUSALS_LOGGED = 10
+#: The largest offset a file can have (``off_t``); SFTP's are 64-bit unsigned.
+MAX_OFFSET = 2**63 - 1
 #: SFTP v3 times are 32-bit.
 MAX_TIME = 2**32 - 1
 
@@ -444,6 +446,9 @@ class OpenFile:
 
     async def _read(self, offset: int, length: int) -> bytes:
         s = self.session
+        if offset > MAX_OFFSET:  # past any file there can be (pread would overflow)
+            s.counted("read", "ok")
+            raise SFTPError(FX_EOF, "End of file")
         try:
             data: bytes = await s.home.io(os.pread, self.fd, min(length, MAX_READ), offset)
         except OSError as e:
