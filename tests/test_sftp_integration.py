@@ -31,6 +31,8 @@ pytestmark = [
     ),
 ]
 QUOTA = 4 * 1024 * 1024
+#: The module's accounts, one per test, made at once with ``newusers``.
+USERS = ("alice", "frank", "gail", "carol", "dave", "erin", "bob", "hana")
 
 # SFTP v3 packet types and status codes (draft-ietf-secsh-filexfer-02).
 INIT, VERSION, OPEN, CLOSE, READ, WRITE = 1, 2, 3, 4, 5, 6
@@ -51,6 +53,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
         runner="twist-json",
     ).start()  # fmt: skip
     try:
+        lines = "".join(f"{name}:{name}pass123\n" for name in USERS)
+        made = cli(server.data, "newusers", "--hash-cost", "4", stdin=lines.encode())
+        assert made.returncode == 0, made.stderr
         yield server
     finally:
         server.stop()
@@ -58,13 +63,14 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
 
 
 def account(srv: RealServer, name: str) -> Path:
-    """A user whose key is the module's key; their home on disk."""
-    made = cli(srv.data, "useradd", name, "--password-stdin", stdin=f"{name}pass123\n".encode())
-    assert made.returncode == 0, made.stderr
-    key = user_key(srv, "id_files")
-    added = cli(srv.data, "addkey", name, stdin=key.with_suffix(".pub").read_bytes())
-    assert added.returncode == 0, added.stderr
-    return srv.data / "home" / name
+    """One of the module's users, its key put in its home as an operator would; the home."""
+    assert name in USERS
+    home = srv.data / "home" / name
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    (home / ".ssh" / "authorized_keys").write_bytes(
+        user_key(srv, "id_files").with_suffix(".pub").read_bytes()
+    )
+    return home
 
 
 def client_options(srv: RealServer) -> list[str]:
