@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from twisted.conch.ssh import common
+from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
 
@@ -24,6 +25,7 @@ from shellserver.store.accounts import ROLE_USER, Account
 from shellserver.wires.ssh.sftp import MAX_MESSAGE, SFTP_WINDOW, SFTPLink, sftp_starter
 
 QUOTA = 100_000
+CLOCK = Clock()
 
 
 @pytest.fixture
@@ -193,7 +195,7 @@ def link(tmp_path: Path) -> tuple[SFTPLink, FakeChannel, Metrics]:
     homes = Homes(FilePath(str(tmp_path / "data" / "home")), QUOTA, inline_runner)
     channel = FakeChannel()
     metrics = Metrics()
-    sftp_starter(homes, metrics)(channel, Account("alice", ROLE_USER, False, 0.0))
+    sftp_starter(homes, metrics, CLOCK)(channel, Account("alice", ROLE_USER, False, 0.0))
     assert isinstance(channel.wire, SFTPLink)
     channel.wire.data_received(packet(1, struct.pack(">L", 3)))
     assert channel.answers()[0][0] == 2  # VERSION
@@ -322,14 +324,16 @@ def test_refusals_are_logged_ten_at_once_then_once_a_minute(
     globalLogPublisher.addObserver(seen.append)
     try:
         for n in range(30):
+            if n == 20:
+                CLOCK.advance(60)
             body = struct.pack(">L", n) + common.NS(b"l%d" % n) + common.NS(b"/etc")
             sftp.data_received(packet(20, body))
     finally:
         globalLogPublisher.removeObserver(seen.append)
     assert len(channel.answers()) == 30
     refused = [e for e in seen if e.get("event") == "refused"]
-    assert [e["path"] for e in refused[:10]] == [f"l{n}" for n in range(10)]
-    assert len(refused) == 11 and refused[10]["path"] == "l10"  # the next, a minute on
+    assert [e["path"] for e in refused] == [*(f"l{n}" for n in range(11)), "l20"]
+    assert refused[-1]["more"] == " (10 refusals since the last line)"
 
 
 def test_offsets_past_any_file_are_answered_not_raised(

@@ -160,7 +160,7 @@ class ShellService(Service):
                 ),
                 parts.account_pacing,
                 parts.metrics,
-                ssh_sftp.sftp_starter(parts.homes, parts.metrics),
+                ssh_sftp.sftp_starter(parts.homes, parts.metrics, self.reactor),
             )
             for description in cfg.ssh:
                 self.ports.append(self._listen(description, ssh, "ssh"))

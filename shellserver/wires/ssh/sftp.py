@@ -46,6 +46,7 @@ from twisted.conch.ssh.filetransfer import (
     SFTPError,
 )
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -164,8 +165,16 @@ def _text(raw: bytes) -> str:
 class Session:
     """One SFTP channel's user, home and bookkeeping: metrics, log lines, open handles."""
 
-    def __init__(self, account: Account, home: Home, peer: str, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        account: Account,
+        home: Home,
+        peer: str,
+        metrics: Metrics | None,
+        clock: IReactorTime,
+    ) -> None:
         self.user = account.name
+        self.clock = clock
         self.home = home
         self.peer = peer
         self.metrics = metrics
@@ -192,7 +201,7 @@ class Session:
         if self._refusals <= REFUSALS_LOGGED:
             count = 1
         else:
-            count = self._refusal_log.due(_now())
+            count = self._refusal_log.due(self.clock.seconds())
             if not count:
                 return
         log.info(
@@ -240,12 +249,6 @@ class Session:
         except FsError as e:
             self.failed(op, path, e)
             raise status_of(e) from None
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _deferred(coro: Coroutine[Any, Any, T]) -> Deferred[T]:
@@ -759,7 +762,7 @@ class SFTPLink:
 
     def malformed(self, kind: int, error: BaseException) -> None:
         """A request that does not parse: one log line a minute per channel, never a trace."""
-        count = self._malformed_log.due(_now())
+        count = self._malformed_log.due(self.session.clock.seconds())
         if count:
             log.warn(
                 "sftp malformed request from {user} at {peer} (type {kind}: {error}){more}",
@@ -820,7 +823,9 @@ class SFTPLink:
             self.protocol.connectionLost(Failure(ConnectionError("sftp channel closed")))
 
 
-def sftp_starter(homes: Homes, metrics: Metrics | None) -> Callable[[Any, Account], None]:
+def sftp_starter(
+    homes: Homes, metrics: Metrics | None, clock: IReactorTime
+) -> Callable[[Any, Account], None]:
     """The SSH avatar's ``sftp`` subsystem: the channel gets a link to the user's own home (the
     logged-in name, never a path, decides whose files are reached)."""
 
@@ -829,7 +834,7 @@ def sftp_starter(homes: Homes, metrics: Metrics | None) -> Callable[[Any, Accoun
         # As a login does: files put in the home meanwhile (an operator's, ``addkey``'s) count,
         # measured as the first job on the home's queue, before any request of this channel.
         homes.measure_again(account.name)
-        session = Session(account, homes.home(account.name), peer, metrics)
+        session = Session(account, homes.home(account.name), peer, metrics, clock)
         link = SFTPLink(channel, session)
         channel.wire = link
         link.start()
