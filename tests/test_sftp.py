@@ -370,3 +370,15 @@ def test_garbage_requests_are_each_answered_and_never_raise(
     assert len(channel.answers()) == 600
     assert not [e for e in seen if "log_failure" in e]
     assert not channel.closed
+
+
+def test_requests_answered_at_once_are_taken_64_a_turn(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    sftp.data_received(
+        b"".join(packet(16, struct.pack(">L", n) + common.NS(b".")) for n in range(150))
+    )
+    assert len(channel.answers()) == 64  # the rest in later turns (Clock runs them all at once)
+    CLOCK.advance(0)
+    assert len(channel.answers()) == 86

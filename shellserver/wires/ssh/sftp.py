@@ -46,7 +46,7 @@ from twisted.conch.ssh.filetransfer import (
     SFTPError,
 )
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -88,6 +88,9 @@ _conch_log = Logger(observer=cast(ILogObserver, _warnings_only))
 MAX_MESSAGE = 256 * 1024 + 1024
 #: The channel's window for SFTP: room for one largest request and the next on its way.
 SFTP_WINDOW = 2 * MAX_MESSAGE
+#: Requests taken in one turn of the event loop at most: those answered at once (realpath,
+#: refusals, malformed ones) would otherwise keep it busy with a whole window of them.
+PER_TURN = 64
 #: A read answers at most this much (a client asking for more gets less, as SFTP allows).
 MAX_READ = 64 * 1024
 #: Files and directories one channel may hold open.
@@ -681,6 +684,8 @@ class SFTPLink:
         self._eof = False
         self._lost = False
         self._malformed_log = LogLimit(60.0)
+        #: The next turn's share of requests answered at once, when one is scheduled.
+        self._later: IDelayedCall | None = None
 
     def start(self) -> None:
         """Widen the channel's window to :data:`SFTP_WINDOW` (a request up to 256 KiB must fit)
@@ -728,10 +733,14 @@ class SFTPLink:
         if self._pumping:
             return
         self._pumping = True
-        taken = 0
+        taken = count = 0
         try:
             buf = self._in
             while not self._lost and not self._paused and not self._busy and len(buf) >= 4:
+                if count == PER_TURN:  # answered at once (realpath, refusals): let others run
+                    if self._later is None:
+                        self._later = self.session.clock.callLater(0, self._next_turn)
+                    break
                 (length,) = struct.unpack(">L", buf[:4])
                 if length < 5 or length > MAX_MESSAGE:
                     self._protocol_error(f"request length {length}")
@@ -741,6 +750,7 @@ class SFTPLink:
                 packet = bytes(buf[4 : 4 + length])
                 del buf[: 4 + length]
                 taken += 4 + length
+                count += 1
                 self._busy = True
                 self.protocol.request(packet)
         finally:
@@ -750,6 +760,10 @@ class SFTPLink:
         if self._eof and not self._in and not self._busy and not self._lost:
             self._lost = True
             self.channel.exit(0)
+
+    def _next_turn(self) -> None:
+        self._later = None
+        self._pump()
 
     def answer(self, kind: int | None, data: bytes) -> None:
         """The request worked on is answered (``kind`` None: dropped unanswered): sent, and the
@@ -817,6 +831,9 @@ class SFTPLink:
             return
         self._lost = True
         self._in.clear()
+        if self._later is not None and self._later.active():
+            self._later.cancel()
+        self._later = None
         if self.channel.wire is self:
             self.channel.wire = None
         if self.protocol.connected:
