@@ -117,6 +117,22 @@ def open_reading(tree: Tree, parts: list[str]) -> int:
     return fd
 
 
+def read_at(tree: Tree, fd: int, size: int, offset: int) -> bytes:
+    """At most ``size`` bytes of an open file at ``offset`` (empty at its end)."""
+    try:
+        return os.pread(fd, size, offset)
+    except OSError as e:
+        raise tree.os_error(e) from None
+
+
+def status_of(tree: Tree, fd: int) -> os.stat_result:
+    """An open file's status (``fstat``)."""
+    try:
+        return os.fstat(fd)
+    except OSError as e:
+        raise tree.os_error(e) from None
+
+
 def open_writing(
     tree: Tree,
     parts: list[str],

@@ -21,7 +21,6 @@ of filling the server's memory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import struct
 from collections.abc import Callable, Coroutine, Iterator
@@ -415,10 +414,9 @@ class HomeFiles:
 
 @implementer(ISFTPFile)
 class OpenFile:
-    """A file a client holds open. Writes are jobs on the home's queue (each charged against
-    the quota); reads of the open descriptor go to the I/O pool directly, as ``cat`` reads.
-    Closing waits for the requests still working on the descriptor, so its number is never
-    reused under them."""
+    """A file a client holds open. Every read and write is a job on the home's queue (each write
+    charged against the quota), in turn with the shell's file commands. Closing waits for the
+    requests still working on the descriptor, so its number is never reused under them."""
 
     def __init__(self, session: Session, path: str, fd: int, writing: bool, append: bool) -> None:
         self.session = session
@@ -455,16 +453,11 @@ class OpenFile:
         if offset > MAX_OFFSET:  # past any file there can be (pread would overflow)
             s.counted("read", "ok")
             raise SFTPError(FX_EOF, "End of file")
-        try:
-            data: bytes = await s.home.io(os.pread, self.fd, min(length, MAX_READ), offset)
-        except OSError as e:
-            s.counted("read", "failed")
-            reason = FsError(os.strerror(e.errno or errno.EIO))
-            raise status_of(reason) from None
+        data = await s.run(
+            "read", self.path, handles.read_at, self.fd, min(length, MAX_READ), offset
+        )
         if not data:
-            s.counted("read", "ok")
             raise SFTPError(FX_EOF, "End of file")
-        s.counted("read", "ok")
         s.moved("out", len(data))
         return data
 
@@ -487,9 +480,7 @@ class OpenFile:
         return _deferred(self._using(self._fstat))
 
     async def _fstat(self) -> dict[str, int]:
-        st = await self.session.home.io(os.fstat, self.fd)
-        self.session.counted("fstat", "ok")
-        return attributes(st)
+        return attributes(await self.session.run("fstat", self.path, handles.status_of, self.fd))
 
     def setAttrs(self, attrs: dict[str, Any]) -> Deferred[None]:
         """As :meth:`HomeFiles.setAttrs`, on the open file (a truncate, a time)."""
