@@ -382,3 +382,16 @@ def test_requests_answered_at_once_are_taken_64_a_turn(
     assert len(channel.answers()) == 64  # the rest in later turns (Clock runs them all at once)
     CLOCK.advance(0)
     assert len(channel.answers()) == 86
+
+
+def test_requests_wait_their_turn_in_the_homes_queue_with_the_shells_jobs(
+    link: tuple[SFTPLink, FakeChannel, Metrics],
+) -> None:
+    sftp, channel, _ = link
+    home = sftp.session.home
+    held = home.lock.acquire()  # a shell command's job, running
+    assert held.called
+    sftp.data_received(packet(17, struct.pack(">L", 1) + common.NS(b".")))
+    assert channel.answers() == []
+    home.lock.release()
+    assert [kind for kind, _ in channel.answers()] == [105]
