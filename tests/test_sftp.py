@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from twisted.conch.ssh import common
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
@@ -163,11 +164,15 @@ class FakeChannel:
         self.localWindowSize = self.localWindowLeft = 131072
         self.wire: Any = None
         self.out = b""
+        self.err = b""
         self.closed = False
         self.status: int | None = None
 
     def write(self, data: bytes) -> None:
         self.out += data
+
+    def writeExtended(self, kind: int, data: bytes) -> None:
+        self.err += data
 
     def loseConnection(self) -> None:
         self.closed = True
@@ -395,3 +400,32 @@ def test_requests_wait_their_turn_in_the_homes_queue_with_the_shells_jobs(
     assert channel.answers() == []
     home.lock.release()
     assert [kind for kind, _ in channel.answers()] == [105]
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (succeed("Login refused: banned until Thu Dec 10 14:02 (spam)\n"), b"Login refused"),
+        (fail(OSError("disk I/O error")), b"Service temporarily unavailable\n"),
+    ],
+)
+def test_a_login_the_gate_refuses_takes_no_request(
+    tmp_path: Path, answer: Deferred[str | None], said: bytes
+) -> None:
+    homes = Homes(FilePath(str(tmp_path / "data" / "home")), QUOTA, inline_runner)
+    channel = FakeChannel()
+    asked: list[tuple[str, str, str]] = []
+    waiting: Deferred[str | None] = Deferred()
+
+    def gate(account: Account, peer: str, key: str) -> Deferred[str | None]:
+        asked.append((account.name, peer, key))
+        return waiting
+
+    sftp_starter(homes, None, CLOCK, gate)(channel, Account("alice", ROLE_USER, False, 0.0))
+    assert asked == [("alice", "192.0.2.9", "")]
+    channel.wire.data_received(packet(1, struct.pack(">L", 3)))
+    assert channel.out == b""  # held until the gate answers
+    answer.chainDeferred(waiting)
+    assert channel.out == b"" and said in channel.err
+    assert channel.status == 1 and channel.closed
+    assert not os.path.exists(tmp_path / "data" / "home" / "alice")

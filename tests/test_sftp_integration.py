@@ -32,7 +32,7 @@ pytestmark = [
 ]
 QUOTA = 4 * 1024 * 1024
 #: The module's accounts, one per test, made at once with ``newusers``.
-USERS = ("alice", "frank", "gail", "carol", "dave", "erin", "bob", "hana")
+USERS = ("alice", "frank", "gail", "carol", "dave", "erin", "bob", "hana", "ivan")
 
 # SFTP v3 packet types and status codes (draft-ietf-secsh-filexfer-02).
 INIT, VERSION, OPEN, CLOSE, READ, WRITE = 1, 2, 3, 4, 5, 6
@@ -252,6 +252,19 @@ def test_scp_legacy_protocol_is_refused(srv: RealServer, tmp_path: Path) -> None
     )
     assert direct.returncode == 1
     assert direct.stderr == b"scp: legacy protocol not supported; use scp without -O\n"
+
+
+def test_a_banned_user_gets_no_file_transfer(srv: RealServer, tmp_path: Path) -> None:
+    home = account(srv, "ivan")
+    banned = cli(srv.data, "ban", "ivan", "1h", "testing")
+    assert banned.returncode == 0, banned.stderr
+    (tmp_path / "f").write_bytes(b"x")
+    done = sftp(srv, "ivan", "put f\n", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Login refused: banned until" in done.stderr and "(testing)" in done.stderr
+    assert not (home / "f").exists()
+    (refused,) = json_events(srv, "refused", "ivan")
+    assert refused["op"] == "start" and refused["reason"].startswith("Login refused: banned")
 
 
 def test_an_upload_over_the_quota_stores_nothing_past_it(srv: RealServer, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from shellserver.hub.local import IHub, Message
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.threads import Runner
 from shellserver.store.accounts import INITIAL_ADMIN, Account, AccountStore
+from shellserver.store.otp import OtpStore
 from shellserver.text.sanitize import careful
 from shellserver.text.wrap import hard_wrap
 
@@ -93,6 +94,8 @@ class Admin:
     metrics: Metrics
     homes: Homes
     initial_password: InitialPassword
+    #: The second factor's records (``otp reset``).
+    otp: OtpStore
 
     async def account_created(self, account: Account, by: str | None, peer: str | None) -> None:
         """A new account gets its home at once (its first command may write a file), is
@@ -187,3 +190,13 @@ async def set_locked(admin: Admin, by: str, where: str, name: str, locked: bool)
             name, Message.of(f"Your account has been locked by {careful(by)}.")
         )
     admin_action(by, where, "lock" if locked else "unlock", user=name)
+
+
+async def reset_otp(admin: Admin, by: str, where: str, name: str) -> bool:
+    """``otp reset USER``: remove a user's second factor (a lost phone and lost recovery
+    codes); False when there was none. Recorded through :func:`admin_action`, the one call
+    point of every admin action."""
+    removed = await admin.otp.disable(name)
+    if removed:
+        admin_action(by, where, "otp reset", user=name)
+    return removed

@@ -25,6 +25,7 @@ from twisted.python.filepath import FilePath
 
 from shellserver.ops.datadir import DataDir
 from shellserver.ops.threads import Runner
+from shellserver.store.otpschema import schema_otp
 from shellserver.store.passwords import (
     dummy_hash,
     hash_password,
@@ -41,7 +42,7 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 #: The account the first start makes, its password in ``<data>/initial-admin-password``.
 INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -192,8 +193,32 @@ def _schema_v2(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _schema_bans(db: sqlite3.Connection) -> None:
+    """Bans (store/bans.py): one row per target (a user, an address, a network, a key
+    fingerprint), not tied to an account, so a name can be banned before it is registered;
+    ``expires`` NULL is a permanent ban."""
+    db.execute(
+        """
+        CREATE TABLE bans (
+            target TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'address', 'network', 'key')),
+            actor TEXT NOT NULL,
+            created REAL NOT NULL,
+            expires REAL,
+            reason TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX bans_expires ON bans (expires)")
+
+
 #: MIGRATIONS[v] brings a store from version v to v + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _schema_v1, 1: _schema_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _schema_v1,
+    1: _schema_v2,
+    2: _schema_bans,
+    3: schema_otp,
+}
 
 _USER_COLS = "name, role, locked, created"
 

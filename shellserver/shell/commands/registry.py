@@ -16,6 +16,8 @@ from shellserver.hub.session import Session
 from shellserver.ops.metrics import Metrics
 from shellserver.shell.adminops import Admin
 from shellserver.shell.argsplit import CommandLine
+from shellserver.shell.bans import Bans
+from shellserver.shell.secondfactor import SecondFactor
 from shellserver.store.accounts import AccountStore
 from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 
@@ -52,8 +54,12 @@ class Services:
     shutdown: Shutdown
     #: The admin operations (``adminops``), shared with the control socket.
     admin: Admin
+    #: Bans (``ban``, ``unban``, ``bans``; the login check), shared with the control socket.
+    bans: Bans
     #: When the server started (``uptime``).
     started: float
+    #: ``otp``: the second factor's records and dialogues.
+    second_factor: SecondFactor
 
     def uptime(self) -> float:
         """Seconds since the server started, as ``uptime`` tells them."""

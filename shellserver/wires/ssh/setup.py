@@ -17,6 +17,7 @@ from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import FailedLogins
 from shellserver.store.accounts import Account, AccountStore
 from shellserver.store.auth import StoreChecker
+from shellserver.store.otp import OtpStore
 from shellserver.wires.ssh import authkeys, hostkeys
 from shellserver.wires.ssh.server import (
     PasswordChecker,
@@ -86,6 +87,7 @@ def ssh_factory(
     start: SessionStart,
     account_pacing: AccountPacing,
     metrics: Metrics,
+    otp: OtpStore,
     sftp: SubsystemStart | None = None,
 ) -> ShellSSHFactory:
     """The SSH listener's factory: passwords checked against the store (the account read once,
@@ -106,4 +108,5 @@ def ssh_factory(
         failed_logins,
         account_pacing,
         metrics,
+        otp,
     )

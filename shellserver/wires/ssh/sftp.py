@@ -29,6 +29,7 @@ from typing import Any, TypeVar, cast
 from twisted.conch.interfaces import ISFTPFile, ISFTPServer
 from twisted.conch.ssh import filetransfer
 from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.connection import EXTENDED_DATA_STDERR
 from twisted.conch.ssh.filetransfer import (
     FX_BAD_MESSAGE,
     FX_EOF,
@@ -65,7 +66,9 @@ from shellserver.files.sandbox import (
 from shellserver.files.tree import Tree
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.throttle import LogLimit
-from shellserver.store.accounts import Account
+from shellserver.shell import sessionstart
+from shellserver.shell.login import UNAVAILABLE_TEXT
+from shellserver.store.accounts import UNAVAILABLE, Account
 from shellserver.text.sanitize import careful
 
 log = Logger()
@@ -677,6 +680,8 @@ class SFTPLink:
         self._malformed_log = LogLimit(60.0)
         #: The next turn's share of requests answered at once, when one is scheduled.
         self._later: IDelayedCall | None = None
+        #: Until the login's refusals are checked (``sftp_starter``'s gate), nothing is taken.
+        self._held = True
 
     def start(self) -> None:
         """Widen the channel's window to :data:`SFTP_WINDOW` (a request up to 256 KiB must fit)
@@ -727,7 +732,13 @@ class SFTPLink:
         taken = count = 0
         try:
             buf = self._in
-            while not self._lost and not self._paused and not self._busy and len(buf) >= 4:
+            while (
+                not self._lost
+                and not self._held
+                and not self._paused
+                and not self._busy
+                and len(buf) >= 4
+            ):
                 if count == PER_TURN:  # answered at once (realpath, refusals): let others run
                     if self._later is None:
                         self._later = self.session.clock.callLater(0, self._next_turn)
@@ -751,6 +762,58 @@ class SFTPLink:
         if self._eof and not self._in and not self._busy and not self._lost:
             self._lost = True
             self.channel.exit(0)
+
+    def admitted(self, refusal: str | None) -> None:
+        """The gate's answer: requests are taken from now on, or the client is told why not
+        (stderr, exit status 1), as ``ssh host CMD`` would be."""
+        if refusal is None:
+            self.admit()
+            return
+        s = self.session
+        log.info(
+            "sftp by {user} from {peer} refused: {reason}",
+            event="refused",
+            wire="sftp",
+            op="start",
+            user=s.user,
+            peer=s.peer,
+            path="",
+            reason=refusal.strip(),
+        )
+        if not self._lost:
+            self._lost = True
+            self._in.clear()
+            self.channel.writeExtended(EXTENDED_DATA_STDERR, refusal.encode())
+            self.channel.exit(1)
+
+    def gate_failed(self, failure: Failure) -> None:
+        """The gate could not answer: refused as a login is when the store is down (one log
+        line), any other failure logged with its trace."""
+        if failure.check(*UNAVAILABLE):
+            log.warn(
+                "sftp: the store could not check {user}'s login: {error}",
+                user=self.session.user,
+                error=str(failure.value),
+            )
+        else:
+            log.failure("sftp: could not check {user}'s login", failure, user=self.session.user)
+        self.admitted(UNAVAILABLE_TEXT)
+
+    def admit(self) -> None:
+        """Let the account in: as a login does, the home is measured again first (files an
+        operator or ``addkey`` put there count), as the first job on the home's queue ahead of
+        this channel's requests."""
+        s = self.session
+        self._held = False
+        s.home.homes.measure_again(s.user)
+        log.info(
+            "sftp started by {user} from {peer}",
+            event="sftp_start",
+            wire="sftp",
+            user=s.user,
+            peer=s.peer,
+        )
+        self._pump()
 
     def _next_turn(self) -> None:
         self._later = None
@@ -831,27 +894,50 @@ class SFTPLink:
             self.protocol.connectionLost(Failure(ConnectionError("sftp channel closed")))
 
 
+#: Asks whether an account may use the subsystem from an address (with a key fingerprint, ""
+#: for a password): None, or the refusal to show (``login_gate``).
+Gate = Callable[[Account, str, str], Deferred[str | None]]
+
+
+def login_gate(start: sessionstart.SessionStart) -> Gate:
+    """The login's own refusals for file transfer: a ban (of the address, the user, or the key
+    the connection logged in with), a shutdown about to happen (admins still come in), and,
+    under ``--require-otp``, an account that has not enabled its second factor yet (it needs a
+    terminal for that, as ``ssh host CMD`` is told)."""
+
+    async def check(account: Account, peer: str, key: str) -> str | None:
+        refusal = start.login_refusal(account, peer, key)
+        if refusal:
+            return refusal + "\n"
+        if await start.second_factor.must_enrol(account):
+            return sessionstart.ENROL_FIRST
+        return None
+
+    def gate(account: Account, peer: str, key: str) -> Deferred[str | None]:
+        return ensureDeferred(check(account, peer, key))
+
+    return gate
+
+
 def sftp_starter(
-    homes: Homes, metrics: Metrics | None, clock: IReactorTime
+    homes: Homes, metrics: Metrics | None, clock: IReactorTime, gate: Gate | None = None
 ) -> Callable[[Any, Account], None]:
     """The SSH avatar's ``sftp`` subsystem: the channel gets a link to the user's own home (the
-    logged-in name, never a path, decides whose files are reached)."""
+    logged-in name, never a path, decides whose files are reached), taking no request until
+    ``gate`` lets the account in; refused, the client is told why on stderr, exit status 1."""
 
     def start(channel: Any, account: Account) -> None:
-        peer = getattr(channel.conn.transport, "peer", "?")
-        # As a login does: files put in the home meanwhile (an operator's, ``addkey``'s) count,
-        # measured as the first job on the home's queue, before any request of this channel.
-        homes.measure_again(account.name)
+        transport = channel.conn.transport
+        peer = getattr(transport, "peer", "?")
         session = Session(account, homes.home(account.name), peer, metrics, clock)
         link = SFTPLink(channel, session)
         channel.wire = link
         link.start()
-        log.info(
-            "sftp started by {user} from {peer}",
-            event="sftp_start",
-            wire="sftp",
-            user=account.name,
-            peer=peer,
-        )
+        if gate is None:
+            link.admit()
+            return
+        d = gate(account, peer, getattr(transport, "key_fingerprint", ""))
+        d.addCallback(link.admitted)
+        d.addErrback(link.gate_failed)
 
     return start
