@@ -35,15 +35,18 @@ from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.threads import Runner, inline_runner
 from shellserver.ops.throttle import FailedLogins, Registrations
+from shellserver.shell import people
 from shellserver.shell.adminops import Admin, InitialPassword
 from shellserver.shell.commands import REGISTRY
 from shellserver.shell.commands.registry import Registry, Services
 from shellserver.shell.connection import Lobby
 from shellserver.shell.login import Login
+from shellserver.shell.mutes import Mutes
 from shellserver.shell.sessionstart import Motd, Seats, SessionStart
 from shellserver.shell.shutdown import Shutdown
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import AccountStore
+from shellserver.store.audit import Ledger
 from shellserver.store.auth import make_portal
 from shellserver.terminal.discipline import IWire, Redraws, Terminal
 
@@ -129,8 +132,20 @@ def assemble(
     # Clustered, every node runs the schedule another node announces: subscribed now,
     # before the hub starts, so no announcement can come while nobody listens.
     hub.subscribe_announcements(shutdown.heard)
+    # Mutes and deletions made on another node reach this one's table and sessions likewise.
+    mutes = Mutes(store, hub, clock)
+    hub.subscribe_announcements(mutes.heard)
+    hub.subscribe_announcements(people.deletions(hub))
     admin = Admin(
-        cfg.hostname, clock, hub, store, metrics, homes, InitialPassword(initial_password, run_io)
+        cfg.hostname,
+        clock,
+        hub,
+        store,
+        metrics,
+        homes,
+        InitialPassword(initial_password, run_io),
+        Ledger(store, cfg.node, clock),
+        mutes,
     )
     failed_logins = FailedLogins()
     account_pacing = AccountPacing(clock, history=login_peers(store))

@@ -333,6 +333,7 @@ class ShellService(Service):
             self._idle.start(watch.period, now=False)
         self._probe.start()
         self._gc.start()
+        self.parts.admin.mutes.refresh()  # the mutes in force, before the first message
         if self.cluster is not None:
             self.cluster.start()
 
