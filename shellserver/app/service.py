@@ -51,6 +51,7 @@ from shellserver.ops.metrics import Metrics
 from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
+from shellserver.shell.mutes import REFRESH
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
@@ -93,6 +94,7 @@ class ShellService(Service):
         self.guards: list[Guard] = []
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
+        self._mutes: task.LoopingCall | None = None
         #: The clustered hub (``--cluster``), started and stopped with the service.
         self.cluster: RedisHub | None = None
         self.metrics = Metrics()
@@ -333,7 +335,10 @@ class ShellService(Service):
             self._idle.start(watch.period, now=False)
         self._probe.start()
         self._gc.start()
-        self.parts.admin.mutes.refresh()  # the mutes in force, before the first message
+        # The mutes in force, read now and again every minute (what an announcement missed).
+        self._mutes = task.LoopingCall(self.parts.admin.mutes.refresh)
+        self._mutes.clock = self.reactor
+        self._mutes.start(REFRESH, now=True)
         if self.cluster is not None:
             self.cluster.start()
 
@@ -343,6 +348,8 @@ class ShellService(Service):
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
+        if self._mutes is not None and self._mutes.running:
+            self._mutes.stop()
         self._probe.stop()
         self._gc.stop()
         for guard in self.guards:

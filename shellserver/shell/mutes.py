@@ -4,14 +4,12 @@ lookup, never a store round trip.
 The table is loaded from the store at start and changed at once by a mute, an unmute or a
 deletion made on this node; the other nodes hear of the change through the hub's
 announcements. An announcement lost while the cluster link is down is made good by reading
-the store again once the table is older than :data:`REFRESH` seconds (the read is started
-by the next check, in the background). A mute ends by itself: an expired entry is dropped
-when it is next looked at.
+the store again every :data:`REFRESH` seconds (the service's timer calls :meth:`refresh`).
+A mute ends by itself: an expired entry is dropped when it is next looked at.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from attrs import define, field
@@ -50,7 +48,6 @@ class Mutes:
     hub: IHub
     clock: IReactorTime
     _table: dict[str, MuteRecord] = field(init=False, factory=dict)
-    _loaded: float = field(init=False, default=-math.inf)
     _loading: bool = field(init=False, default=False)
     #: Changes made while a read of the store is under way, put back on top of what it
     #: returns (the read may have been taken before them).
@@ -58,8 +55,6 @@ class Mutes:
 
     def of(self, user: str, now: float) -> MuteRecord | None:
         """``user``'s mute if one is in force: the check every message-sending command makes."""
-        if now - self._loaded > REFRESH and not self._loading:
-            self.refresh()
         mute = self._table.get(user)
         if mute is None:
             return None
@@ -69,15 +64,17 @@ class Mutes:
         return mute
 
     def refresh(self) -> None:
-        """Read the store's mutes in the background (at start, and when the table is stale)."""
+        """Read the store's mutes in the background (at start, then every :data:`REFRESH`
+        seconds); a read still under way is not doubled."""
+        if self._loading:
+            return
         self._loading = True
         now = self.clock.seconds()
         d = self.store.run_db(active_mutes, self.store.db, now)
-        d.addCallbacks(self._loaded_from_store, self._load_failed, callbackArgs=(now,))
+        d.addCallbacks(self._loaded_from_store, self._load_failed)
 
-    def _loaded_from_store(self, found: list[MuteRecord], when: float) -> None:
+    def _loaded_from_store(self, found: list[MuteRecord]) -> None:
         self._loading = False
-        self._loaded = when
         table = {m.name: m for m in found}
         for user, change in self._pending.items():
             if change is None:
@@ -88,9 +85,8 @@ class Mutes:
         self._table = table
 
     def _load_failed(self, failure: Any) -> None:
-        """The table stays as it was; the next check after :data:`REFRESH` tries again."""
+        """The table stays as it was; the next refresh tries again."""
         self._loading = False
-        self._loaded = self.clock.seconds()
         self._pending.clear()
         log.warn("cannot read the mutes from the store: {error}", error=failure.value)
 
