@@ -251,6 +251,7 @@ def test_mute_and_unmute_answers(server: Assembly) -> None:
         "mute: you cannot do that to your own account\nroot1@testhost:~$ "
     )
     assert boss.run("unmute alice") == "unmute: alice is not muted\nroot1@testhost:~$ "
+    assert boss.run("kick alice") == "kick: alice is not logged in\nroot1@testhost:~$ "
     a = online(server, "alice")
     assert a.run("mute bob 1m") == "mute: permission denied\nalice@testhost:~$ "
     assert [r.action for r in audit.records(server.store.db, AuditQuery())] == []

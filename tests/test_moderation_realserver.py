@@ -168,3 +168,34 @@ def boss_tty(boss: RawClient) -> str:
     found = re.search(r"^boss +(tel/\d+)", out, re.M)
     assert found, out
     return found.group(1)
+
+
+def test_with_the_server_stopped_the_cli_mutes_and_records(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    r = cli(data, "newusers", "--hash-cost", "4", stdin=f"boss:{PW}:admin\nbob:{PW}\n")
+    assert r.returncode == 0, r.stderr
+    r = cli(data, "--node", "n7", "mute", "bob", "2h", "--reason", "spam")
+    assert r.returncode == 0 and re.fullmatch(r"muted bob until \d\d:\d\d \(spam\)\n", r.stdout)
+    assert cli(data, "mute", "ghost", "2h").returncode == 1
+    assert cli(data, "mute", "bob", "2").returncode == 2
+    for change in ("lock", "unlock"):
+        r = cli(data, change, "bob")
+        assert r.returncode == 0, r.stderr
+    records = json.loads(cli(data, "audit", "--json").stdout)["records"]
+    assert [(x["action"], x["target"], x["from"]) for x in records] == [
+        ("unlock", "bob", "cli"),
+        ("lock", "bob", "cli"),
+        ("mute", "bob", "cli"),
+        ("newusers", None, "cli"),
+    ]
+    assert records[2]["node"] == "n7" and records[2]["reason"] == "spam"
+    assert records[2]["expires"] > records[2]["time"]
+    # The server started on that store holds the mute.
+    srv = RealServer(tmp_path).start()
+    try:
+        bob = login(srv.port, "bob", PW)
+        assert "write: you are muted until" in run(bob, "write boss hi", "bob")
+        assert cli(data, "unmute", "bob").stdout == "unmuted bob\n"
+        assert "message saved" in run(bob, "write boss hi", "bob")
+    finally:
+        srv.stop()

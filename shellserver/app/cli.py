@@ -298,17 +298,7 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
             homes.purge_now(aside)
             target = None if args.command == "newusers" else args.name
             expires = args.until if args.command == "mute" else None
-            audit.append(
-                db,
-                time.time(),
-                operator(),
-                audit.CLI,
-                args.command,
-                target,
-                reason,
-                expires,
-                offline_node(args),
-            )
+            offline_record(db, args, args.command, target, reason, expires)
         finally:
             db.close()
         detail = result
@@ -369,6 +359,21 @@ def offline_reason(args: argparse.Namespace, result: str) -> str | None:
     if args.command == "newusers":
         return result
     return None
+
+
+def offline_record(
+    db: AccountDB,
+    args: argparse.Namespace,
+    action: str,
+    target: str | None = None,
+    reason: str | None = None,
+    expires: float | None = None,
+) -> None:
+    """One record in the audit ledger for a change made with the server stopped: by the
+    operating system user running the CLI, from ``cli``, on the node :func:`offline_node`
+    names. Called with the store open, after the change succeeded."""
+    actor, node = operator(), offline_node(args)
+    audit.append(db, time.time(), actor, audit.CLI, action, target, reason, expires, node)
 
 
 def offline_node(args: argparse.Namespace) -> str:

@@ -168,7 +168,8 @@ async def kick(admin: Admin, by: str, where: str, user: str, reason: str) -> int
     notice = Message.of(f"You have been logged out by {careful(by)}: {careful(reason)}")
     count = await admin.hub.logout_user(user, notice)
     admin_action(by, where, "kick", user=user, reason=reason, sessions=count)
-    await admin.audit(by, where, "kick", user, reason)
+    if count:  # the ledger keeps what was done: a kick of no one ended nothing
+        await admin.audit(by, where, "kick", user, reason)
     return count
 
 
