@@ -5,6 +5,7 @@ writers at once), and what deleting an account takes along, in the store and in 
 from __future__ import annotations
 
 import ast
+import json
 import sqlite3
 import threading
 import time
@@ -16,9 +17,11 @@ from harness import add_user, make_server_with, online
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 import shellserver
 from shellserver.app.assembly import Assembly
+from shellserver.app.control import PAGE, BadRequest, ControlProtocol, rfc3339
 from shellserver.hub.local import Hub
 from shellserver.ops.threads import inline_runner
 from shellserver.shell import people
@@ -372,3 +375,29 @@ def test_another_nodes_deletion_reaches_this_nodes_sessions(server: Assembly) ->
     heard("userdel", {"user": "alice"})
     assert server.hub.ignores("bob") == frozenset()
     heard("cancel", {"by": "x"})  # someone else's announcement: nothing happens
+
+
+# -- the control socket ---------------------------------------------------------------------
+
+
+def test_the_control_socket_pages_a_large_ledger_and_refuses_a_bad_mute(tmp_path: Path) -> None:
+    server = make_server_with(tmp_path, ("bob",), node="n1")
+    for n in range(400):
+        audit.append(server.store.db, T0 + n, "boss", "tel/1", "wall", None, "w" * 200, None, "n1")
+    protocol = ControlProtocol(server.control)
+    data, total = b"", 1
+    while len(data) < total:
+        page = fired(Deferred.fromCoroutine(protocol.audit(offset=len(data), limit=300)))
+        assert len(page["chunk"]) <= PAGE
+        data, total = data + page["chunk"], page["total"]
+    records = json.loads(data)["records"]
+    assert total > PAGE and len(records) == 300
+    assert records[0]["time"] == rfc3339(T0 + 399) and records[0]["from"] == "tel/1"
+    refused = fired(Deferred.fromCoroutine(protocol.mute(user="bob", seconds=0, reason="")))
+    assert isinstance(refused, Failure) and refused.check(BadRequest)
+    ghost = fired(Deferred.fromCoroutine(protocol.mute(user="ghost", seconds=60, reason="")))
+    assert isinstance(ghost, Failure) and ghost.check(NoSuchUser)
+    done = fired(Deferred.fromCoroutine(protocol.mute(user="bob", seconds=60, reason="")))
+    assert done["until"] == server.clock.seconds() + 60
+    [record] = audit.records(server.store.db, AuditQuery(actor=None, target="bob"))
+    assert (record.origin, record.action, record.reason) == ("cli", "mute", None)
