@@ -232,3 +232,17 @@ def test_with_the_server_stopped_the_cli_mutes_and_records(tmp_path: Path) -> No
         assert "message saved" in run(bob, "write boss hi", "bob")
     finally:
         srv.stop()
+
+
+def test_a_refused_newusers_with_the_server_stopped_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    assert cli(data, "newusers", "--hash-cost", "4", stdin=f"dave:{PW}:admin\n").returncode == 0
+    r = cli(data, "newusers", "--hash-cost", "4", stdin=f"dave:{PW}:user\n")
+    assert (r.returncode, r.stderr) == (
+        1,
+        "shellserver newusers: dave is the last administrator\n",
+    )
+    records = json.loads(cli(data, "audit", "--json").stdout)["records"]
+    assert [x["reason"] for x in records] == ["1 created, 0 updated"]  # the refused one: none

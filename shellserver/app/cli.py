@@ -291,7 +291,8 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
                     result = _offline_change(args, db, password, entries)
                     reason = offline_reason(args, result)
             except BaseException:
-                homes.restore_now(args.name, aside)
+                if aside is not None:  # only userdel sets a home aside (newusers has no name)
+                    homes.restore_now(args.name, aside)
                 raise
             if args.command == "useradd":
                 homes.purge_now(homes.set_aside_now(args.name))
