@@ -69,6 +69,7 @@ def test_the_end_of_a_mute_shows_its_day_only_when_it_is_not_today() -> None:
     now = time.mktime((2026, 12, 7, 14, 0, 0, 0, 0, -1))
     assert format_until(now + 32 * 60, now) == "14:32"
     assert format_until(now + 3 * 86400, now) == "Thu Dec 10 14:00"
+    assert format_until(now + 11 * 3600, now) == "Tue Dec 08 01:00"  # tomorrow, not "01:00"
 
 
 # -- the ledger -----------------------------------------------------------------------------

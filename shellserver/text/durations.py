@@ -1,5 +1,5 @@
 """Durations as operators type them (``90s``, ``30m``, ``12h``, ``7d``) and the end of one as
-a user reads it (``14:32``, or ``Thu Dec 10 14:02`` when it is not within the day)."""
+a user reads it (``14:32``, or ``Thu Dec 10 14:02`` when it is not today)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ def parse_duration(text: str) -> float | None:
 
 
 def format_until(when: float, now: float) -> str:
-    """``14:32`` when ``when`` is less than a day away (what the reader needs), else the day as
-    well (``Thu Dec 10 14:02``), so a long mute is never read as ending today."""
-    if when - now < 86400:
-        return time.strftime("%H:%M", time.localtime(when))
-    return time.strftime("%a %b %d %H:%M", time.localtime(when))
+    """``14:32`` when ``when`` is later today (all the reader needs), else the day as well
+    (``Thu Dec 10 14:02``), so a mute that ends tomorrow is never read as ending today."""
+    end, today = time.localtime(when), time.localtime(now)
+    if end[:3] == today[:3]:
+        return time.strftime("%H:%M", end)
+    return time.strftime("%a %b %d %H:%M", end)
