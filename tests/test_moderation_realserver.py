@@ -143,6 +143,8 @@ def test_admin_actions_are_audited_and_a_muted_user_only_reads(srv: RealServer) 
     assert r.returncode == 0 and r.stdout == "unmuted bob\n", r
     r = cli(data, "unmute", "bob")
     assert r.returncode == 1 and "bob is not muted" in r.stderr
+    r = cli(data, "passwd", "alice", "--password-stdin", stdin="another password\n")
+    assert r.returncode == 0, r.stderr
 
     run(boss, "shutdown +30 maintenance", "boss")
     settle(boss, "boss")
@@ -171,6 +173,7 @@ def test_admin_actions_are_audited_and_a_muted_user_only_reads(srv: RealServer) 
         (op, "cli", "useradd", "carol", None, "solo"),
         (op, "cli", "mute", "bob", "cooling off", "solo"),
         (op, "cli", "unmute", "bob", None, "solo"),
+        (op, "cli", "passwd", "alice", None, "solo"),
         ("boss", tty, "shutdown", None, "maintenance", "solo"),
         ("boss", tty, "shutdown cancel", None, None, "solo"),
     ]
@@ -181,12 +184,12 @@ def test_admin_actions_are_audited_and_a_muted_user_only_reads(srv: RealServer) 
     by_boss = json.loads(cli(data, "audit", "--json", "--actor", "boss").stdout)["records"]
     assert {x["actor"] for x in by_boss} == {"boss"} and len(by_boss) == 8
     on_alice = json.loads(cli(data, "audit", "--json", "--target", "alice").stdout)["records"]
-    assert [x["action"] for x in on_alice] == ["unmute", "mute"]
+    assert [x["action"] for x in on_alice] == ["passwd", "unmute", "mute"]
     last = json.loads(cli(data, "audit", "--json", "--limit", "2", "--since", "1d").stdout)
     assert [x["action"] for x in last["records"]] == ["shutdown cancel", "shutdown"]
     table = cli(data, "audit", "--target", "alice").stdout.splitlines()
     assert table[0].split() == ["TIME", "ACTOR", "FROM", "ACTION", "TARGET", "NODE", "REASON"]
-    assert table[2].split()[2:7] == ["boss", tty, "mute", "alice", "solo"]
+    assert table[3].split()[2:7] == ["boss", tty, "mute", "alice", "solo"]
     assert cli(data, "audit", "--since", "5").returncode == 2
 
     # The ledger outlives the server: read with it stopped, as the operator would.
