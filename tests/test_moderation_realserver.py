@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from realserver import RawClient, RealServer, have_telnet, login
 
 pytestmark = pytest.mark.integration
@@ -219,7 +221,14 @@ def test_with_the_server_stopped_the_cli_mutes_and_records(tmp_path: Path) -> No
     for change in ("lock", "unlock"):
         r = cli(data, change, "bob")
         assert r.returncode == 0, r.stderr
+    key = Ed25519PrivateKey.generate().public_key()
+    line = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + " bob@laptop\n"
+    r = cli(data, "addkey", "bob", stdin=line)
+    assert r.returncode == 0, r.stderr
+    fingerprint = r.stdout.split()[2]
     records = json.loads(cli(data, "audit", "--json").stdout)["records"]
+    assert (records[0]["action"], records[0]["target"]) == ("addkey", "bob")
+    assert records.pop(0)["reason"] == fingerprint
     assert [(x["action"], x["target"], x["from"]) for x in records] == [
         ("unlock", "bob", "cli"),
         ("lock", "bob", "cli"),
