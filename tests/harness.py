@@ -35,7 +35,9 @@ def make_server(tmp_path: Path, **overrides: Any) -> Assembly:
     ``tmp_path``. Keywords are ``Config`` fields, or parts to use instead of the defaults
     (``hub``, ``clock``, ``stop``, ``registry``, ``run_io``, ``initial_password``, ``store``)."""
     parts = {key: overrides.pop(key) for key in PARTS if key in overrides}
-    config = evolve(Config(hostname="testhost", hash_cost=COST), **overrides)
+    # Sessions end with their connections unless a test asks for --linger: most tests
+    # drop a connection to end a session, as they did before sessions could be detached.
+    config = evolve(Config(hostname="testhost", hash_cost=COST, linger=0), **overrides)
     clock = parts.pop("clock", None)
     clock = Clock() if clock is None else clock
     store = parts.pop("store", None)

@@ -37,6 +37,7 @@ from shellserver.ops.threads import Runner, inline_runner
 from shellserver.ops.throttle import FailedLogins, Registrations
 from shellserver.shell import people
 from shellserver.shell.adminops import Admin, InitialPassword
+from shellserver.shell.bans import Bans
 from shellserver.shell.commands import REGISTRY
 from shellserver.shell.commands.registry import Registry, Services
 from shellserver.shell.connection import Lobby
@@ -48,6 +49,7 @@ from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import AccountStore
 from shellserver.store.audit import Ledger
 from shellserver.store.auth import make_portal
+from shellserver.store.bans import BanStore
 from shellserver.terminal.discipline import IWire, Redraws, Terminal
 
 #: Logins read from the history to know where an account's owner logs in from (pacing.py).
@@ -67,6 +69,7 @@ class Assembly:
     metrics: Metrics
     shutdown: Shutdown
     admin: Admin
+    bans: Bans
     admission: Admission
     failed_logins: FailedLogins
     account_pacing: AccountPacing
@@ -147,6 +150,10 @@ def assemble(
         Ledger(store, cfg.node, clock),
         mutes,
     )
+    # Admission refuses banned addresses and the session start banned logins, both from
+    # this one in-memory list; other nodes' bans reach it through the hub's announcements.
+    bans = Bans(clock, hub, BanStore(store), admission.bans)
+    hub.subscribe_announcements(bans.heard)
     failed_logins = FailedLogins()
     account_pacing = AccountPacing(clock, history=login_peers(store))
     registrations = Registrations(cfg.max_registrations)
@@ -162,6 +169,7 @@ def assemble(
         registry=registry,
         shutdown=shutdown,
         admin=admin,
+        bans=bans,
         started=started,
     )
     login = Login(
@@ -187,9 +195,11 @@ def assemble(
         trouble=trouble,
         redraws=redraws,
         seats=seats,
+        linger=cfg.linger,
+        max_output=cfg.max_output,
     )
     lobby = Lobby(login, start, admission, clock, cfg.login_timeout)
-    control = Controlled(cfg, clock, hub, store, shutdown, admin, started)
+    control = Controlled(cfg, clock, hub, store, shutdown, admin, bans, started)
     return Assembly(
         config=cfg,
         clock=clock,
@@ -199,6 +209,7 @@ def assemble(
         metrics=metrics,
         shutdown=shutdown,
         admin=admin,
+        bans=bans,
         admission=admission,
         failed_logins=failed_logins,
         account_pacing=account_pacing,

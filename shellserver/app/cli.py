@@ -15,6 +15,7 @@ import pwd
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NoReturn
 
 from twisted.internet import defer, task
@@ -28,10 +29,13 @@ from shellserver import __version__
 from shellserver.app import control
 from shellserver.app.config import DATA_ENV, default_data, default_hostname, parse_node
 from shellserver.files.homefs import Homes
+from shellserver.ops.bans import BadBan, Ban
 from shellserver.ops.datadir import DataDir, DataDirLocked
 from shellserver.ops.threads import inline_runner
+from shellserver.shell.bans import bans_table, check_target, read_ban
 from shellserver.shell.shutdown import invalid_time, parse_when
 from shellserver.store import audit
+from shellserver.store import bans as store_bans
 from shellserver.store.accounts import (
     INITIAL_ADMIN,
     ROLE_ADMIN,
@@ -67,8 +71,12 @@ OFFLINE_COMMANDS = frozenset(
         "mute",
         "unmute",
         "audit",
+        "ban",
+        "unban",
+        "bans",
     }
 )
+BAN_COMMANDS = frozenset({"ban", "unban", "bans"})
 DEFAULT_COST = 14
 
 
@@ -99,6 +107,12 @@ def parser() -> argparse.ArgumentParser:
         "--data",
         default=default_data(),
         help=f"the server's data directory [default: %(default)s; ${DATA_ENV} sets it]",
+    )
+    p.add_argument(
+        "--homes",
+        metavar="DIR",
+        help="where the homes live [default: what the server last ran with on DATA, "
+        "else DATA/home]",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -141,6 +155,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
     s.add_argument("name", metavar="USER")
+    s = sub.add_parser(
+        "ban",
+        help="ban TARGET [DURATION] [REASON...]: a user, address, network or SHA256: key "
+        "fingerprint, for 90s, 30m, 12h, 7d or perm (the default)",
+    )
+    s.add_argument("words", nargs="+", metavar="TARGET [DURATION] [REASON...]")
+    s = sub.add_parser("unban", help="lift the ban of TARGET")
+    s.add_argument("target")
+    s = sub.add_parser("bans", help="list the bans: target, by, when, until, reason")
+    s.add_argument("--json", action="store_true", help="one JSON object (see docs/admin.md)")
     s = sub.add_parser("backup", help="copy the store to FILE (SQLite online backup)")
     s.add_argument("file", help="written by the server while it runs: a path it may write")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -261,12 +285,57 @@ def backup_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     return f"store copied to {args.file} ({counted(size, 'byte')})"
 
 
+def bans_offline(args: argparse.Namespace, datadir: DataDir) -> str:
+    """ban, unban and bans on the store of a stopped server, holding the lock so none starts
+    meanwhile; the next start reads them."""
+    datadir.create()
+    try:
+        datadir.lock()
+    except DataDirLocked:
+        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
+    try:
+        db = AccountDB.open(datadir.db_path.path)
+        try:
+            now = time.time()
+            if args.command == "bans":
+                listed = store_bans.active_bans(db, now)
+                if args.json:
+                    return json.dumps(control.bans_document(listed))
+                return bans_table(listed).rstrip("\n")
+            if args.command == "ban":
+                made = read_ban(args.words, operator(), now)
+                try:
+                    store_bans.add_ban(db, made)
+                except store_bans.TooManyBans as e:
+                    raise refuse(str(e)) from None
+                result = made.answer()
+            else:
+                lifted = store_bans.remove_ban(db, args.target)
+                if lifted is None:
+                    raise refuse(f"{args.target} is not banned")
+                result = f"unbanned {lifted.target}"
+        finally:
+            db.close()
+        with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
+            Logger(observer=textFileLogObserver(f)).info(
+                "admin {command} by {who} (command line, server stopped): {detail}",
+                command=args.command,
+                who=operator(),
+                detail=result,
+            )
+        return result
+    finally:
+        datadir.unlock()
+
+
 def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     """Change the store directly, holding the data dir's lock so no server starts meanwhile."""
     if args.command == "backup":
         return backup_offline(args, datadir)
     if args.command == "audit":
         return audit_offline(args, datadir)
+    if args.command in BAN_COMMANDS:
+        return bans_offline(args, datadir)
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
     entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
     key = read_key() if args.command == "addkey" else b""
@@ -277,7 +346,7 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
     try:
         db = AccountDB.open(datadir.db_path.path)
-        homes = Homes(datadir.home_root, 0, inline_runner)
+        homes = Homes(datadir.home_root, 0, inline_runner, inside=datadir.homes is not None)
         # userdel is all or nothing: the home moves aside first and comes back on failure;
         # a new account never inherits a leftover home.
         aside = homes.set_aside_now(args.name) if args.command == "userdel" else None
@@ -554,6 +623,8 @@ async def _online(
     if cmd in ("lock", "unlock"):
         await call(control.Lock, name=args.name, locked=cmd == "lock")
         return locked_text(args)
+    if cmd in BAN_COMMANDS:
+        return await _bans(call, args)
     if cmd == "backup":
         r = await call(control.Backup, path=args.file, force=args.force)
         return f"store copied to {args.file} ({counted(r['size'], 'byte')})"
@@ -591,6 +662,39 @@ async def _audit(call: Callable[..., Any], args: argparse.Namespace) -> str:
             raise refuse("the ledger's answer was cut short; try again")
     document = json.loads(data)
     return json.dumps(document) if args.json else audit_table(document)
+
+
+async def _bans(call: Callable[..., Any], args: argparse.Namespace) -> str:
+    if args.command == "ban":
+        return str((await call(control.Ban, words=args.words))["answer"])
+    if args.command == "unban":
+        lifted = (await call(control.Unban, target=args.target))["target"]
+        if not lifted:
+            raise refuse(f"{args.target} is not banned")
+        return f"unbanned {lifted}"
+    data, total = b"", 1
+    while len(data) < total:
+        r = await call(control.Bans, offset=len(data))
+        data, total = data + r["chunk"], r["total"]
+        if not r["chunk"] and len(data) < total:
+            raise refuse("the ban list changed while reading it; try again")
+    document = json.loads(data)
+    if args.json:
+        return json.dumps(document)
+    return bans_table([ban_of(entry) for entry in document["bans"]]).rstrip("\n")
+
+
+def ban_of(entry: dict[str, Any]) -> Ban:
+    """A ban of the ``bans --json`` document, back as a ban for the table."""
+    until = entry["until"]
+    return Ban(
+        entry["target"],
+        entry["kind"],
+        entry["by"],
+        datetime.fromisoformat(entry["when"]).timestamp(),
+        None if until is None else datetime.fromisoformat(until).timestamp(),
+        entry["reason"],
+    )
 
 
 async def _shutdown(call: Callable[..., Any], args: argparse.Namespace) -> str:
@@ -720,6 +824,17 @@ def check_arguments(args: argparse.Namespace) -> None:
                 )
         if not 1 <= args.limit <= audit.MAX_LIMIT:
             raise Failed(USAGE, f"--limit takes 1 to {audit.MAX_LIMIT}")
+    if args.command == "ban":
+        try:
+            read_ban(args.words, operator(), time.time())
+        except BadBan as e:
+            usage = "shellserver ban TARGET [DURATION] [REASON...]"
+            raise Failed(USAGE, f"{e}\nUsage: {usage}") from None
+    if args.command == "unban":
+        try:
+            args.target = check_target(args.target)
+        except BadBan as e:
+            raise Failed(USAGE, f"{e}\nUsage: shellserver unban TARGET") from None
     if args.command == "wall":
         args.wall_text = " ".join(args.text)
         if not args.wall_text.strip():
@@ -753,6 +868,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except Failed as e:
         _die(args.command, e)
     datadir = DataDir(FilePath(os.path.abspath(args.data)))
+    datadir.homes = (
+        FilePath(os.path.abspath(args.homes)) if args.homes else datadir.recorded_homes()
+    )
     try:
         if args.control is None and args.command in OFFLINE_COMMANDS and not datadir.is_locked():
             print(run_offline(args, datadir))

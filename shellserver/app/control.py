@@ -23,8 +23,11 @@ from twisted.python.failure import Failure
 
 from shellserver.app.config import Config
 from shellserver.hub.local import IHub
+from shellserver.ops.bans import BadBan
+from shellserver.ops.bans import Ban as BanRecord
 from shellserver.shell import adminops
 from shellserver.shell import shutdown as shutdown_
+from shellserver.shell.bans import Bans as BanService
 from shellserver.shell.shutdown import invalid_time, parse_when
 from shellserver.store.accounts import (
     ROLE_ADMIN,
@@ -38,6 +41,7 @@ from shellserver.store.accounts import (
 )
 from shellserver.store.audit import AuditQuery, record_dict
 from shellserver.store.backup import BackupError, backup_store
+from shellserver.store.bans import TooManyBans
 from shellserver.text.durations import MAX_DURATION
 from shellserver.wires.ssh.authkeys import AddKeyRefused
 
@@ -59,6 +63,7 @@ class Controlled:
     store: AccountStore
     shutdown: shutdown_.Shutdown
     admin: adminops.Admin
+    bans: BanService
     #: When the server started (``status``'s uptime).
     started: float
 
@@ -249,6 +254,48 @@ class Backup(amp.Command):
     errors = _ERRORS
 
 
+class Ban(amp.Command):
+    """``ban TARGET [DURATION] [REASON...]`` as the session's command reads its words; answers
+    the same ``banned ... until ...`` line. A bad target or duration is BAD_REQUEST."""
+
+    arguments = [(b"words", amp.ListOf(amp.Unicode()))]
+    response = [(b"answer", amp.Unicode())]
+    errors = _ERRORS
+
+
+class Unban(amp.Command):
+    """Lift a ban; ``target`` comes back canonical, "" when it was not banned."""
+
+    arguments = [(b"target", amp.Unicode())]
+    response = [(b"target", amp.Unicode())]
+    errors = _ERRORS
+
+
+class Bans(amp.Command):
+    """A page of the bans' JSON document (``bans --json``); offset 0 takes a fresh snapshot."""
+
+    arguments = [(b"offset", amp.Integer())]
+    response = [(b"chunk", amp.String()), (b"total", amp.Integer())]
+
+
+def bans_document(bans: list[BanRecord]) -> dict[str, Any]:
+    """The stable ``bans --json`` schema (docs/admin.md): one object per ban, times as RFC 3339,
+    ``until`` null for a permanent ban."""
+    return {
+        "bans": [
+            {
+                "target": ban.target,
+                "kind": ban.kind,
+                "by": ban.by,
+                "when": rfc3339(ban.created),
+                "until": None if ban.expires is None else rfc3339(ban.expires),
+                "reason": ban.reason,
+            }
+            for ban in bans
+        ]
+    }
+
+
 def rfc3339(when: float) -> str:
     """Local time with the offset as RFC 3339 writes it: ``2026-11-26T11:28:57+00:00``."""
     return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
@@ -269,6 +316,7 @@ def who_document(server: Controlled, sessions: list[Any]) -> dict[str, Any]:
                 "peer": s.peer,
                 "term": s.term,
                 "node": s.node or server.config.node,
+                "detached": s.detached,
             }
             for s in sessions
         ]
@@ -290,6 +338,7 @@ class ControlProtocol(amp.AMP):
         self.ssh = ssh
         self._who = b""
         self._audit = b""
+        self._bans = b""
         self._batch: list[bytes] = []
 
     # -- quiet connections ---------------------------------------------------------
@@ -381,6 +430,34 @@ class ControlProtocol(amp.AMP):
         """
         who, where = self._caller()
         return {"sessions": await adminops.kick(self.server.admin, who, where, user, reason)}
+
+    @Ban.responder
+    async def ban(self, words: list[str]) -> dict[str, Any]:
+        """The caller's OS user is who the ended sessions are told of and the log records."""
+        who, where = self._caller()
+        try:
+            made = await self.server.bans.ban(who, where, words)
+        except (BadBan, TooManyBans) as e:
+            raise BadRequest(str(e)) from None
+        return {"answer": made.answer()}
+
+    @Unban.responder
+    async def unban(self, target: str) -> dict[str, Any]:
+        """ "" when nothing was banned: the CLI says so and exits 1."""
+        who, where = self._caller()
+        try:
+            lifted = await self.server.bans.unban(who, where, target)
+        except BadBan as e:
+            raise BadRequest(str(e)) from None
+        return {"target": "" if lifted is None else lifted.target}
+
+    @Bans.responder
+    async def bans(self, offset: int) -> dict[str, Any]:
+        """Paged as ``who`` is: up to 10,000 bans may not fit one AMP value."""
+        if offset == 0:
+            document = bans_document(await self.server.bans.listing())
+            self._bans = json.dumps(document, separators=(",", ":")).encode()
+        return {"chunk": self._bans[offset : offset + PAGE], "total": len(self._bans)}
 
     @Shutdown.responder
     async def shutdown(

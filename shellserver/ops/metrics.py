@@ -55,6 +55,8 @@ ALWAYS_SHOWN = (("tel", "admin"), ("tel", "user"))
 MESSAGE_KINDS = ("write", "wall", "room")
 #: The reactor-lag histogram reaches from 1 ms (normal) to 5 s (a stall worth paging for).
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: The HTTP statuses the pages listener answers with, each its own series.
+PAGE_STATUSES = (200, 206, 301, 304, 404, 405, 416, 500)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
@@ -105,7 +107,30 @@ class Metrics:
             registry=r,
         )
 
+        pages = Counter(
+            "shellserver_pages_requests",
+            "Answers of the personal pages listener (--pages), by HTTP status.",
+            ["status"],
+            registry=r,
+        )
+        #: The statuses the pages give; any other is counted as "other" (labels stay bounded).
+        self._page_status = {code: pages.labels(status=str(code)) for code in PAGE_STATUSES}
+        self._page_other = pages.labels(status="other")
+        self._page_bytes = Counter(
+            "shellserver_pages_sent_bytes",
+            "Body bytes the personal pages listener (--pages) handed to its connections.",
+            registry=r,
+        )
+
     # -- the hot paths: one attribute read and one inc ----------------------------
+
+    def page_answered(self, status: int) -> None:
+        """One answer of the pages listener, by status (a bounded set of labels)."""
+        self._page_status.get(status, self._page_other).inc()
+
+    def page_bytes(self, count: int) -> None:
+        """Body bytes of the pages listener, counted per chunk (64 KiB), not per byte."""
+        self._page_bytes.inc(count)
 
     def login(self, ok: bool) -> None:
         """A password login's result; the children are bound once, since ``.labels()`` costs."""

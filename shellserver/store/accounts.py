@@ -42,7 +42,7 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 #: The account the first start makes, its password in ``<data>/initial-admin-password``.
 INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -193,11 +193,31 @@ def _schema_v2(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _schema_bans(db: sqlite3.Connection) -> None:
+    """Bans (store/bans.py): one row per target (a user, an address, a network, a key
+    fingerprint), not tied to an account, so a name can be banned before it is registered;
+    ``expires`` NULL is a permanent ban."""
+    db.execute(
+        """
+        CREATE TABLE bans (
+            target TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'address', 'network', 'key')),
+            actor TEXT NOT NULL,
+            created REAL NOT NULL,
+            expires REAL,
+            reason TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX bans_expires ON bans (expires)")
+
+
 #: MIGRATIONS[v] brings a store from version v to v + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _schema_v1,
     1: _schema_v2,
-    2: schema_moderation,
+    2: _schema_bans,
+    3: schema_moderation,
 }
 
 _USER_COLS = "name, role, locked, created"

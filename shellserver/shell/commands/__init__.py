@@ -1,6 +1,15 @@
 """The shell's commands. Importing this package registers them all in ``REGISTRY``."""
 
-from shellserver.shell.commands import account, admin, files, info, mailbox, messaging, rooms
+from shellserver.shell.commands import (
+    account,
+    admin,
+    bans,
+    files,
+    info,
+    mailbox,
+    messaging,
+    rooms,
+)
 from shellserver.shell.commands.registry import REGISTRY, Command, Context, Registry, UsageError
 
 __all__ = [
@@ -11,6 +20,7 @@ __all__ = [
     "UsageError",
     "account",
     "admin",
+    "bans",
     "files",
     "info",
     "mailbox",

@@ -16,6 +16,7 @@ from shellserver.hub.session import Session
 from shellserver.ops.metrics import Metrics
 from shellserver.shell.adminops import Admin
 from shellserver.shell.argsplit import CommandLine
+from shellserver.shell.bans import Bans
 from shellserver.shell.mutes import muted_text
 from shellserver.store.accounts import AccountStore
 from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
@@ -53,6 +54,8 @@ class Services:
     shutdown: Shutdown
     #: The admin operations (``adminops``), shared with the control socket.
     admin: Admin
+    #: Bans (``ban``, ``unban``, ``bans``; the login check), shared with the control socket.
+    bans: Bans
     #: When the server started (``uptime``).
     started: float
 

@@ -40,7 +40,7 @@ from shellserver.shell.login import LOGGED_NAME
 from shellserver.store.accounts import Account, AccountLocked
 from shellserver.store.auth import AccountRealm, Accounts
 from shellserver.text.sanitize import careful
-from shellserver.wires.ssh.hostkeys import HostKeyFiles, HostKeys
+from shellserver.wires.ssh.hostkeys import HostKeyFiles, HostKeys, fingerprint
 from shellserver.wires.ssh.session import Channel, Request, SSHWire
 
 log = Logger()
@@ -654,9 +654,16 @@ class UserAuth(userauth.SSHUserAuthServer):
             d: Deferred[Any] = super().auth_publickey(packet)
             return d
         user: bytes = self.user or b""
-        return Deferred.fromCoroutine(
+        d = Deferred.fromCoroutine(
             self._counted(user, lambda: super(UserAuth, self).auth_publickey(packet))
         )
+        return d.addCallback(self._key_used, blob)
+
+    def _key_used(self, result: Any, blob: bytes) -> Any:
+        """The key a login succeeded with is remembered on the connection (its fingerprint),
+        so its sessions can be checked against, and ended by, a ban of that key."""
+        self._shell_transport().key_fingerprint = fingerprint(Key.fromString(blob, type="blob"))
+        return result
 
     async def _counted(self, user: bytes, check: Callable[[], Deferred[Any]]) -> Any:
         """telnet's rule: a check slot per address, the answer timed from the arrival; a
@@ -736,6 +743,8 @@ class ShellTransport(transport.SSHServerTransport):
     _stalled: Stalled | None = None
     #: The connection is lost (a password waiting for its account's turn is then dropped).
     gone = False
+    #: The fingerprint of the key the login succeeded with ("" for a password).
+    key_fingerprint = ""
     _tcp_paused = False
     _dropped = False
 

@@ -272,11 +272,15 @@ class SSHWire(Fronted):
 class SSHSeat:
     """A session over one SSH channel, counted among the server's seats while it lasts."""
 
-    def __init__(self, start: SessionStart, wire: SSHWire) -> None:
+    def __init__(self, start: SessionStart, wire: SSHWire, key: str = "") -> None:
         self.start = start
         self.wire = wire
+        #: The fingerprint of the key the connection logged in with ("" for a password).
+        self.key = key
         self.terminal = Terminal(wire, start.redraws)
         self.session: Session | None = None
+        #: A shell (not ``ssh host CMD``): its session may outlive a lost connection.
+        self.interactive = False
         wire.receiver = self.terminal
         if wire.pty:
             self.terminal.mode_changed(True)
@@ -289,8 +293,9 @@ class SSHSeat:
         start.seats.add(self)
         terminal.on_disconnect = self._lost
         mode = sessionstart.Mode.INTERACTIVE if command is None else sessionstart.Mode.COMMAND
+        self.interactive = command is None
         try:
-            session = await sessionstart.begin(start, account, terminal, wire, mode)
+            session = await sessionstart.begin(start, account, terminal, wire, mode, key=self.key)
         except UNAVAILABLE as e:
             start.trouble.unavailable(e, "login")
             terminal.write(UNAVAILABLE_TEXT)
@@ -312,7 +317,8 @@ class SSHSeat:
         self.start.seats.discard(self)
         session, self.session = self.session, None
         if session is not None:
-            sessionstart.end(self.start, session, self.wire)
+            # ``ssh host CMD`` never detaches.
+            sessionstart.lost(self.start, session, self.terminal, self.wire, self.interactive)
 
     def crashed(self, failure: Failure) -> None:
         """A bug in the session start or the command: logged with its traceback, the client gets
@@ -330,9 +336,10 @@ def session_starter(
 
     def seat_channel(channel: Channel, account: Account, request: Request) -> None:
         peer = getattr(channel.conn.transport, "peer", "?")
+        key = getattr(channel.conn.transport, "key_fingerprint", "")
         wire = SSHWire(channel, request, peer, clock, max_line, max_output)
         channel.wire = wire
-        seat = SSHSeat(start, wire)
+        seat = SSHSeat(start, wire, key)
         d = Deferred.fromCoroutine(seat.run(account, request.command))
         d.addErrback(seat.crashed)
 
