@@ -273,17 +273,21 @@ def test_session_actions_are_recorded_with_the_tty_and_the_node(server: Assembly
     boss.run("shutdown +10 soon")
     boss.run("shutdown -c")
     boss.run("userdel carol")
+    assert boss.run("ban 203.0.113.0/24 2h spam").startswith("banned 203.0.113.0/24 until")
+    assert boss.run("unban 203.0.113.0/24") == "unbanned 203.0.113.0/24\nroot1@testhost:~$ "
     found = audit.records(server.store.db, AuditQuery())
     tty = next(iter(server.hub.local_sessions())).tty
-    assert [(r.actor, r.origin, r.node) for r in found] == [("root1", tty, "n1")] * 9
+    assert [(r.actor, r.origin, r.node) for r in found] == [("root1", tty, "n1")] * 11
     assert [(r.action, r.target, r.reason) for r in reversed(found)] == [
         ("kick", "alice", "bye"), ("mute", "bob", "noisy"), ("unmute", "bob", None),
         ("lock", "carol", None), ("unlock", "carol", None), ("wall", None, "hi all"),
         ("shutdown", None, "soon"), ("shutdown cancel", None, None), ("userdel", "carol", None),
+        ("ban", "203.0.113.0/24", "spam"), ("unban", "203.0.113.0/24", None),
     ]  # fmt: skip
-    mute, shutdown = found[7], found[2]
+    mute, shutdown, ban, unban = found[9], found[4], found[1], found[0]
     assert mute.expires == mute.at + 3600
     assert shutdown.expires == shutdown.at + 600
+    assert ban.expires == ban.at + 7200 and unban.expires is None
 
 
 # -- saved messages -------------------------------------------------------------------------

@@ -147,6 +147,9 @@ def test_admin_actions_are_audited_and_a_muted_user_only_reads(srv: RealServer) 
     assert r.returncode == 1 and "bob is not muted" in r.stderr
     r = cli(data, "passwd", "alice", "--password-stdin", stdin="another password\n")
     assert r.returncode == 0, r.stderr
+    r = cli(data, "ban", "carol", "30m", "evading")
+    assert r.returncode == 0, r.stderr
+    assert cli(data, "unban", "carol").returncode == 0
 
     run(boss, "shutdown +30 maintenance", "boss")
     settle(boss, "boss")
@@ -176,6 +179,8 @@ def test_admin_actions_are_audited_and_a_muted_user_only_reads(srv: RealServer) 
         (op, "cli", "mute", "bob", "cooling off", "solo"),
         (op, "cli", "unmute", "bob", None, "solo"),
         (op, "cli", "passwd", "alice", None, "solo"),
+        (op, "cli", "ban", "carol", "evading", "solo"),
+        (op, "cli", "unban", "carol", None, "solo"),
         ("boss", tty, "shutdown", None, "maintenance", "solo"),
         ("boss", tty, "shutdown cancel", None, None, "solo"),
     ]
@@ -221,6 +226,8 @@ def test_with_the_server_stopped_the_cli_mutes_and_records(tmp_path: Path) -> No
     for change in ("lock", "unlock"):
         r = cli(data, change, "bob")
         assert r.returncode == 0, r.stderr
+    assert cli(data, "ban", "198.51.100.7", "perm", "scanner").returncode == 0
+    assert cli(data, "unban", "198.51.100.7").returncode == 0
     key = Ed25519PrivateKey.generate().public_key()
     line = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + " bob@laptop\n"
     r = cli(data, "addkey", "bob", stdin=line)
@@ -230,13 +237,16 @@ def test_with_the_server_stopped_the_cli_mutes_and_records(tmp_path: Path) -> No
     assert (records[0]["action"], records[0]["target"]) == ("addkey", "bob")
     assert records.pop(0)["reason"] == fingerprint
     assert [(x["action"], x["target"], x["from"]) for x in records] == [
+        ("unban", "198.51.100.7", "cli"),
+        ("ban", "198.51.100.7", "cli"),
         ("unlock", "bob", "cli"),
         ("lock", "bob", "cli"),
         ("mute", "bob", "cli"),
         ("newusers", None, "cli"),
     ]
-    assert records[2]["node"] == "n7" and records[2]["reason"] == "spam"
-    assert records[2]["expires"] > records[2]["time"]
+    assert (records[1]["reason"], records[1]["expires"]) == ("scanner", None)  # perm
+    assert records[4]["node"] == "n7" and records[4]["reason"] == "spam"
+    assert records[4]["expires"] > records[4]["time"]
     # The server started on that store holds the mute.
     srv = RealServer(tmp_path).start()
     try:

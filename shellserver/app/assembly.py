@@ -139,6 +139,8 @@ def assemble(
     mutes = Mutes(store, hub, clock)
     hub.subscribe_announcements(mutes.heard)
     hub.subscribe_announcements(people.deletions(hub))
+    # Every admin action is recorded here: the admin operations', the bans'.
+    ledger = Ledger(store, cfg.node, clock)
     admin = Admin(
         cfg.hostname,
         clock,
@@ -147,12 +149,12 @@ def assemble(
         metrics,
         homes,
         InitialPassword(initial_password, run_io),
-        Ledger(store, cfg.node, clock),
+        ledger,
         mutes,
     )
     # Admission refuses banned addresses and the session start banned logins, both from
     # this one in-memory list; other nodes' bans reach it through the hub's announcements.
-    bans = Bans(clock, hub, BanStore(store), admission.bans)
+    bans = Bans(clock, hub, BanStore(store), admission.bans, ledger)
     hub.subscribe_announcements(bans.heard)
     failed_logins = FailedLogins()
     account_pacing = AccountPacing(clock, history=login_peers(store))

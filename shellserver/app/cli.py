@@ -309,11 +309,14 @@ def bans_offline(args: argparse.Namespace, datadir: DataDir) -> str:
                 except store_bans.TooManyBans as e:
                     raise refuse(str(e)) from None
                 result = made.answer()
+                reason = made.reason or None
+                offline_record(db, args, "ban", made.target, reason, made.expires)
             else:
                 lifted = store_bans.remove_ban(db, args.target)
                 if lifted is None:
                     raise refuse(f"{args.target} is not banned")
                 result = f"unbanned {lifted.target}"
+                offline_record(db, args, "unban", lifted.target)
         finally:
             db.close()
         with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
