@@ -43,6 +43,7 @@ from shellserver.shell.commands.registry import Registry, Services
 from shellserver.shell.connection import Lobby
 from shellserver.shell.login import Login
 from shellserver.shell.mutes import Mutes
+from shellserver.shell.secondfactor import SecondFactor
 from shellserver.shell.sessionstart import Motd, Seats, SessionStart
 from shellserver.shell.shutdown import Shutdown
 from shellserver.shell.trouble import Trouble
@@ -50,6 +51,7 @@ from shellserver.store.accounts import AccountStore
 from shellserver.store.audit import Ledger
 from shellserver.store.auth import make_portal
 from shellserver.store.bans import BanStore
+from shellserver.store.otp import OtpDB, OtpStore
 from shellserver.terminal.discipline import IWire, Redraws, Terminal
 
 #: Logins read from the history to know where an account's owner logs in from (pacing.py).
@@ -75,6 +77,8 @@ class Assembly:
     account_pacing: AccountPacing
     registrations: Registrations
     portal: Portal
+    #: The second factor's records and dialogues (``otp``, the login's code, SSH's).
+    second_factor: SecondFactor
     trouble: Trouble
     redraws: Redraws
     #: Every live connection with a terminal.
@@ -141,6 +145,7 @@ def assemble(
     hub.subscribe_announcements(people.deletions(hub))
     # Every admin action is recorded here: the admin operations', the bans'.
     ledger = Ledger(store, cfg.node, clock)
+    otp = OtpStore(OtpDB(store.db), store.run_db, store.run_hash, store.hash_cost)
     admin = Admin(
         cfg.hostname,
         clock,
@@ -151,6 +156,7 @@ def assemble(
         InitialPassword(initial_password, run_io),
         ledger,
         mutes,
+        otp,
     )
     # Admission refuses banned addresses and the session start banned logins, both from
     # this one in-memory list; other nodes' bans reach it through the hub's announcements.
@@ -160,6 +166,12 @@ def assemble(
     account_pacing = AccountPacing(clock, history=login_peers(store))
     registrations = Registrations(cfg.max_registrations)
     portal = make_portal(store)
+    second_factor = SecondFactor(
+        otp,
+        clock,
+        cfg.hostname,
+        cfg.require_otp,
+    )
     services = Services(
         hostname=cfg.hostname,
         clustered=cfg.cluster is not None,
@@ -173,6 +185,7 @@ def assemble(
         admin=admin,
         bans=bans,
         started=started,
+        second_factor=second_factor,
     )
     login = Login(
         hostname=cfg.hostname,
@@ -186,6 +199,7 @@ def assemble(
         metrics=metrics,
         trouble=trouble,
         account_created=admin.account_created,
+        second_factor=second_factor,
     )
     start = SessionStart(
         services=services,
@@ -197,6 +211,7 @@ def assemble(
         trouble=trouble,
         redraws=redraws,
         seats=seats,
+        second_factor=second_factor,
         linger=cfg.linger,
         max_output=cfg.max_output,
     )
@@ -217,6 +232,7 @@ def assemble(
         account_pacing=account_pacing,
         registrations=registrations,
         portal=portal,
+        second_factor=second_factor,
         trouble=trouble,
         redraws=redraws,
         seats=seats,

@@ -50,6 +50,7 @@ from shellserver.store.accounts import (
 )
 from shellserver.store.backup import BackupError, backup_store
 from shellserver.store.mutes import clear_mute, set_mute
+from shellserver.store.otp import OtpDB
 from shellserver.store.passwords import MAX_COST, MIN_COST, hash_password
 from shellserver.text.durations import DURATION_FORMS, format_until, parse_duration
 from shellserver.text.sanitize import careful
@@ -74,6 +75,7 @@ OFFLINE_COMMANDS = frozenset(
         "ban",
         "unban",
         "bans",
+        "otp-reset",
     }
 )
 BAN_COMMANDS = frozenset({"ban", "unban", "bans"})
@@ -152,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lock", help="lock an account (its sessions are logged out)")
     s.add_argument("name")
     s = sub.add_parser("unlock", help="unlock a locked account")
+    s.add_argument("name")
+    s = sub.add_parser("otp-reset", help="remove an account's second factor (TOTP)")
     s.add_argument("name")
     s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
     s.add_argument("name", metavar="USER")
@@ -371,7 +375,8 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
             homes.purge_now(aside)
             target = None if args.command == "newusers" else args.name
             expires = args.until if args.command == "mute" else None
-            offline_record(db, args, args.command, target, reason, expires)
+            action = "otp reset" if args.command == "otp-reset" else args.command
+            offline_record(db, args, action, target, reason, expires)
         finally:
             db.close()
         detail = result
@@ -511,6 +516,16 @@ def locked_text(args: argparse.Namespace) -> str:
     return f"{args.name} is {args.command}ed"
 
 
+def otp_reset_text(name: str) -> str:
+    """What ``otp-reset`` prints, running or stopped (the session's ``otp reset`` words)."""
+    return f"second factor of {name} removed"
+
+
+def no_second_factor(name: str) -> str:
+    """``otp-reset`` of an account that has none: refused (exit 1), one wording both ways."""
+    return f"{name} has no second factor"
+
+
 def added_text(name: str, fingerprint: str) -> str:
     """One wording for addkey whether the server runs or not, so one script works either way."""
     return f"added key {fingerprint} to {name}'s ~/.ssh/authorized_keys"
@@ -534,6 +549,12 @@ def _offline_change(
         if args.command in ("lock", "unlock"):
             db.set_locked(args.name, args.command == "lock")
             return locked_text(args)
+        if args.command == "otp-reset":
+            if db.get(args.name) is None:
+                raise NoSuchUser(args.name)
+            if not OtpDB(db).disable(args.name):
+                raise refuse(no_second_factor(args.name))
+            return otp_reset_text(args.name)
         created = db.apply_batch(entries)
         return f"{len(created)} created, {len(entries) - len(created)} updated"
     except LastAdmin as e:
@@ -626,6 +647,11 @@ async def _online(
     if cmd in ("lock", "unlock"):
         await call(control.Lock, name=args.name, locked=cmd == "lock")
         return locked_text(args)
+    if cmd == "otp-reset":
+        r = await call(control.OtpReset, name=args.name)
+        if not r["removed"]:
+            raise refuse(no_second_factor(args.name))
+        return otp_reset_text(args.name)
     if cmd in BAN_COMMANDS:
         return await _bans(call, args)
     if cmd == "backup":

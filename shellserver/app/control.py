@@ -188,6 +188,15 @@ class Lock(amp.Command):
     errors = _ERRORS
 
 
+class OtpReset(amp.Command):
+    """``otp-reset``: remove an account's second factor, as the session's ``otp reset`` does;
+    ``removed`` is false when it had none."""
+
+    arguments = [(b"name", amp.Unicode())]
+    response = [(b"removed", amp.Boolean())]
+    errors = _ERRORS
+
+
 class AddKey(amp.Command):
     """Append one public key line to USER's ~/.ssh/authorized_keys; answers its fingerprint."""
 
@@ -525,6 +534,15 @@ class ControlProtocol(amp.AMP):
         who, where = self._caller()
         await adminops.set_locked(self.server.admin, who, where, name, locked)
         return {}
+
+    @OtpReset.responder
+    async def otp_reset(self, name: str) -> dict[str, Any]:
+        """Through adminops, logged as the session's ``otp reset`` is; an unknown account is
+        NO_SUCH_USER, as for the other account commands."""
+        who, where = self._caller()
+        if await self.server.store.get(name) is None:
+            raise NoSuchUser(name)
+        return {"removed": await adminops.reset_otp(self.server.admin, who, where, name)}
 
     @AddKey.responder
     async def addkey(self, name: str, key: bytes) -> dict[str, Any]:

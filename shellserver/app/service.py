@@ -172,6 +172,7 @@ class ShellService(Service):
                 ),
                 parts.account_pacing,
                 parts.metrics,
+                parts.second_factor.otp,
             )
             for description in cfg.ssh:
                 self.ports.append(self._listen(description, ssh, "ssh"))

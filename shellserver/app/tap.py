@@ -232,6 +232,13 @@ class Options(usage.Options):
             _count("max-registrations"),
         ],
         ["hash-cost", None, 14, "scrypt cost (log2 n) for new password hashes.", _hash_cost],
+        [
+            "require-otp",
+            None,
+            "none",
+            "none|admin|all: who must enable a second factor (TOTP) at their next login.",
+            _choice("require-otp", "none", "admin", "all"),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -355,6 +362,7 @@ class Options(usage.Options):
             max_output=self["max-output"],
             max_registrations=self["max-registrations"],
             hash_cost=self["hash-cost"],
+            require_otp=self["require-otp"],
         )
 
 

@@ -24,6 +24,7 @@ from shellserver.shell.mutes import Mutes
 from shellserver.store.accounts import INITIAL_ADMIN, Account, AccountStore
 from shellserver.store.audit import CLI, Ledger
 from shellserver.store.mutes import MuteRecord
+from shellserver.store.otp import OtpStore
 from shellserver.text.sanitize import careful
 from shellserver.text.wrap import hard_wrap
 
@@ -110,6 +111,8 @@ class Admin:
     ledger: Ledger
     #: The mutes in force, in memory, refreshed on change.
     mutes: Mutes
+    #: The second factor's records (``otp reset``).
+    otp: OtpStore
 
     async def audit(
         self,
@@ -252,3 +255,14 @@ async def unmute(admin: Admin, by: str, where: str, user: str) -> bool:
         admin_action(by, where, "unmute", user=user)
         await admin.audit(by, where, "unmute", user)
     return ended
+
+
+async def reset_otp(admin: Admin, by: str, where: str, name: str) -> bool:
+    """``otp reset USER``: remove a user's second factor (a lost phone and lost recovery
+    codes); False when there was none. Logged through :func:`admin_action` and recorded in
+    the audit ledger, as every admin action is."""
+    removed = await admin.otp.disable(name)
+    if removed:
+        admin_action(by, where, "otp reset", user=name)
+        await admin.audit(by, where, "otp reset", name)
+    return removed

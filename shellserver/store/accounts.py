@@ -26,6 +26,7 @@ from twisted.python.filepath import FilePath
 from shellserver.ops.datadir import DataDir
 from shellserver.ops.threads import Runner
 from shellserver.store.moderation_schema import schema_moderation
+from shellserver.store.otpschema import schema_otp
 from shellserver.store.passwords import (
     dummy_hash,
     hash_password,
@@ -42,7 +43,7 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 #: The account the first start makes, its password in ``<data>/initial-admin-password``.
 INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -217,7 +218,8 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _schema_v1,
     1: _schema_v2,
     2: _schema_bans,
-    3: schema_moderation,
+    3: schema_otp,
+    4: schema_moderation,
 }
 
 _USER_COLS = "name, role, locked, created"

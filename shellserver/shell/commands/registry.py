@@ -18,6 +18,7 @@ from shellserver.shell.adminops import Admin
 from shellserver.shell.argsplit import CommandLine
 from shellserver.shell.bans import Bans
 from shellserver.shell.mutes import muted_text
+from shellserver.shell.secondfactor import SecondFactor
 from shellserver.store.accounts import AccountStore
 from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 
@@ -58,6 +59,8 @@ class Services:
     bans: Bans
     #: When the server started (``uptime``).
     started: float
+    #: ``otp``: the second factor's records and dialogues.
+    second_factor: SecondFactor
 
     def uptime(self) -> float:
         """Seconds since the server started, as ``uptime`` tells them."""

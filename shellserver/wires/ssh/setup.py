@@ -17,6 +17,7 @@ from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import FailedLogins
 from shellserver.store.accounts import Account, AccountStore
 from shellserver.store.auth import StoreChecker
+from shellserver.store.otp import OtpStore
 from shellserver.wires.ssh import authkeys, hostkeys
 from shellserver.wires.ssh.server import (
     PasswordChecker,
@@ -85,6 +86,7 @@ def ssh_factory(
     start: SessionStart,
     account_pacing: AccountPacing,
     metrics: Metrics,
+    otp: OtpStore,
 ) -> ShellSSHFactory:
     """The SSH listener's factory: passwords checked against the store (the account read once,
     taken by the realm), keys against each home's ``authorized_keys`` on the I/O pool, under
@@ -103,4 +105,5 @@ def ssh_factory(
         failed_logins,
         account_pacing,
         metrics,
+        otp,
     )
