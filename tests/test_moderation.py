@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from harness import add_user, make_server_with, online
+from test_otp import enable
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -406,3 +407,15 @@ def test_the_control_socket_pages_a_large_ledger_and_refuses_a_bad_mute(tmp_path
     assert done["until"] == server.clock.seconds() + 60
     [record] = audit.records(server.store.db, AuditQuery(actor=None, target="bob"))
     assert (record.origin, record.action, record.reason) == ("cli", "mute", None)
+
+
+def test_an_otp_reset_is_recorded_and_a_reset_of_nothing_is_not(server: Assembly) -> None:
+    server.clock.advance(T0)  # type: ignore[attr-defined]
+    enable(server, online(server, "alice"))
+    root = online(server, "root1")
+    assert "otp: second factor of alice removed" in root.run("otp reset alice")
+    assert "alice has no second factor" in root.run("otp reset alice")
+    [record] = audit.records(server.store.db, AuditQuery())
+    fields = (record.actor, record.action, record.target, record.node)
+    assert fields == ("root1", "otp reset", "alice", "n1")
+    assert record.origin.startswith("tel/")
