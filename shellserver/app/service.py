@@ -51,6 +51,7 @@ from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.proxyheader import PREFIX, is_proxied, listen_endpoint
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
+from shellserver.shell.mutes import REFRESH
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.wires.pages.site import pages_site
 from shellserver.wires.ssh import session as ssh_session
@@ -103,6 +104,7 @@ class ShellService(Service):
         self.guards: list[Guard] = []
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
+        self._mutes: task.LoopingCall | None = None
         self._ban_reload: task.LoopingCall | None = None
         #: The clustered hub (``--cluster``), started and stopped with the service.
         self.cluster: RedisHub | None = None
@@ -371,6 +373,10 @@ class ShellService(Service):
             self._idle.start(watch.period, now=False)
         self._probe.start()
         self._gc.start()
+        # The mutes in force, read now and again every minute (what an announcement missed).
+        self._mutes = task.LoopingCall(self.parts.admin.mutes.refresh)
+        self._mutes.clock = self.reactor
+        self._mutes.start(REFRESH, now=True)
         self._ban_reload = task.LoopingCall(self.parts.bans.reload)
         self._ban_reload.clock = self.reactor
         self._ban_reload.start(BAN_RELOAD, now=False)
@@ -383,6 +389,8 @@ class ShellService(Service):
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
+        if self._mutes is not None and self._mutes.running:
+            self._mutes.stop()
         if self._ban_reload is not None and self._ban_reload.running:
             self._ban_reload.stop()
         self._probe.stop()
