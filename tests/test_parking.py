@@ -56,8 +56,10 @@ def test_a_restart_parks_every_session_and_the_next_start_takes_them_back(
     alice_tty = [x for x in s.hub.local_sessions() if x.user == "alice"][0].tty
     bob.drop()  # detached before the restart: what it holds is parked too
     alice.run("write bob kept across the restart")
-    parked = result(s.restart.restart("root", "test"))
+    parked = result(s.restart.restart("root", "tel/9 from 10.0.0.3"))
     assert parked == 2
+    audited = s.store.db._db.execute("SELECT actor, origin, action FROM audit").fetchall()
+    assert ("root", "tel/9", "restart") in audited
     assert "The server is restarting; reconnect to resume this session." in alice.output()
     assert alice.disconnecting and s.hub.local_sessions() == []
     assert not stopped

@@ -54,10 +54,12 @@ from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.proxyheader import PREFIX, is_proxied, listen_endpoint
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
 from shellserver.shell import parking
+from shellserver.shell.mutes import REFRESH
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.wires.pages.site import pages_site
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
+from shellserver.wires.ssh import sftp as ssh_sftp
 from shellserver.wires.telnet.protocol import TelnetFactory
 from shellserver.wires.web.hosts import HostPolicy
 from shellserver.wires.web.page import web_site
@@ -108,6 +110,7 @@ class ShellService(Service):
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
         self._sweep: task.LoopingCall | None = None
+        self._mutes: task.LoopingCall | None = None
         self._ban_reload: task.LoopingCall | None = None
         #: The clustered hub (``--cluster``), started and stopped with the service.
         self.cluster: RedisHub | None = None
@@ -177,6 +180,9 @@ class ShellService(Service):
                 parts.account_pacing,
                 parts.metrics,
                 parts.second_factor.otp,
+                ssh_sftp.sftp_starter(
+                    parts.homes, parts.metrics, self.reactor, ssh_sftp.login_gate(parts.start)
+                ),
             )
             for description in cfg.ssh:
                 self.ports.append(self._listen(description, ssh, "ssh"))
@@ -373,6 +379,10 @@ class ShellService(Service):
             self._idle.start(watch.period, now=False)
         self._probe.start()
         self._gc.start()
+        # The mutes in force, read now and again every minute (what an announcement missed).
+        self._mutes = task.LoopingCall(self.parts.admin.mutes.refresh)
+        self._mutes.clock = self.reactor
+        self._mutes.start(REFRESH, now=True)
         self._ban_reload = task.LoopingCall(self.parts.bans.reload)
         self._ban_reload.clock = self.reactor
         self._ban_reload.start(BAN_RELOAD, now=False)
@@ -413,6 +423,8 @@ class ShellService(Service):
             self._idle.stop()
         if self._sweep is not None and self._sweep.running:
             self._sweep.stop()
+        if self._mutes is not None and self._mutes.running:
+            self._mutes.stop()
         if self._ban_reload is not None and self._ban_reload.running:
             self._ban_reload.stop()
         self._probe.stop()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from twisted.logger import Logger
@@ -332,10 +332,18 @@ class Restart:
     stop the process (status 0, for its supervisor to start it again). Made by the assembly
     with the same ``stop`` as the shutdown's."""
 
-    def __init__(self, start: SessionStart, node: str, stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        start: SessionStart,
+        node: str,
+        stop: Callable[[], None],
+        audit: Callable[[str, str, str], Awaitable[None]],
+    ) -> None:
         self.start = start
         self.node = node
         self.stop = stop
+        #: The ledger's record of the action (``Admin.audit``).
+        self.audit = audit
         self._running = False
 
     async def restart(self, by: str, where: str, what: str = "restart") -> int:
@@ -349,6 +357,7 @@ class Restart:
         log.info("{what} asked by {by} ({where})", event=what, what=what, by=by, where=where)
         parked = 0
         try:
+            await self.audit(by, where, what)
             if linger > 0:
                 parked = await park_node(self.start, self.node, linger)
         finally:
