@@ -15,6 +15,7 @@ from realserver import PASSWORD, RealServer, login, register
 from shellserver.ops.bans import Ban
 from shellserver.ops.datadir import DataDir
 from shellserver.shell import people
+from shellserver.store import audit, mutes, parked
 from shellserver.store import bans as store_bans
 from shellserver.store.accounts import ROLE_ADMIN, AccountDB
 from shellserver.store.otp import OtpDB
@@ -39,7 +40,7 @@ def cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def filled_data_dir(tmp_path: Path) -> Path:
     """A stopped server's data dir: accounts, logins, a saved message, an ignore, a ban, a second
-    factor with recovery codes, host keys."""
+    factor with recovery codes, an audit record, a mute, a parked session, host keys."""
     from twisted.python.filepath import FilePath
 
     data = tmp_path / "data"
@@ -55,6 +56,9 @@ def filled_data_dir(tmp_path: Path) -> Path:
     assert people.add_ignore(db, "alice", "bob") == people.ADDED
     store_bans.add_ban(db, Ban("10.0.0.0/8", "network", "admin", 50.0, None, "spam"))
     assert OtpDB(db).enable("alice", "JBSWY3DPEHPK3PXP", 7, ["h1", "h2"], 60.0)
+    assert audit.append(db, 70.0, "admin", "cli", "ban", "10.0.0.0/8", "spam", None, "a") == 1
+    mutes.set_mute(db, "bob", 9e9, "flooding", "admin", 80.0)
+    assert parked.park(db, [("a", "alice", "tel/3", 90.0, 9e9, '{"cwd": "/"}')]) == 1
     db.close()
     load_or_create(FilePath(str(data / "ssh")))
     return data
@@ -67,13 +71,16 @@ def test_a_stopped_servers_store_is_copied_whole(tmp_path: Path, postgres: Postg
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"copied {data}/accounts.sqlite3 to {url}:",
+        "  audit: 1",
         "  bans: 1",
         "  host_keys: 2",
         "  logins: 3",
         "  users: 3",
         "  ignores: 1",
         "  messages: 1",
+        "  mutes: 1",
         "  otp: 1",
+        "  parked: 1",
         "  otp_recovery: 2",
     ]
     source = AccountDB.open(str(data / "accounts.sqlite3"))
@@ -87,6 +94,12 @@ def test_a_stopped_servers_store_is_copied_whole(tmp_path: Path, postgres: Postg
         assert store_bans.active_bans(target, 70.0) == store_bans.active_bans(source, 70.0)
         assert OtpDB(target).recovery_hashes("alice") == OtpDB(source).recovery_hashes("alice")
         assert OtpDB(target).enabled("alice")
+        query = audit.AuditQuery()
+        assert audit.records(target, query) == audit.records(source, query)
+        assert mutes.active_mutes(target, 100.0) == mutes.active_mutes(source, 100.0)
+        assert parked.parked_of(target, "alice", 100.0) == parked.parked_of(source, "alice", 100.0)
+        # New rows continue after the copied ids in every table that has them.
+        assert audit.append(target, 110.0, "admin", "cli", "unban", None, None, None, "a") == 2
         # The ids went along, and new rows continue after them.
         assert target.record_login("bob", "tel/1", "10.0.0.2", 50.0) == 4
         keys = target.host_keys()

@@ -35,17 +35,21 @@ from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.threads import Runner, inline_runner
 from shellserver.ops.throttle import FailedLogins, Registrations
+from shellserver.shell import people
 from shellserver.shell.adminops import Admin, InitialPassword
 from shellserver.shell.bans import Bans
 from shellserver.shell.commands import REGISTRY
 from shellserver.shell.commands.registry import Registry, Services
 from shellserver.shell.connection import Lobby
 from shellserver.shell.login import Login
+from shellserver.shell.mutes import Mutes
+from shellserver.shell.parking import Restart
 from shellserver.shell.secondfactor import SecondFactor
 from shellserver.shell.sessionstart import Motd, Seats, SessionStart
 from shellserver.shell.shutdown import Shutdown
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import AccountStore
+from shellserver.store.audit import Ledger
 from shellserver.store.auth import make_portal
 from shellserver.store.bans import BanStore
 from shellserver.store.otp import OtpDB, OtpStore
@@ -88,6 +92,8 @@ class Assembly:
     #: The in-band login wires' way in (``lobby.new_connection``).
     lobby: Lobby
     control: Controlled
+    #: ``restart``, ``drain``, ``SIGHUP``: park every session, then stop.
+    restart: Restart
 
     def new_connection(self, wire: IWire) -> Terminal:
         """A telnet or browser connection arrived (the wires' factories call this)."""
@@ -136,6 +142,12 @@ def assemble(
     # Clustered, every node runs the schedule another node announces: subscribed now,
     # before the hub starts, so no announcement can come while nobody listens.
     hub.subscribe_announcements(shutdown.heard)
+    # Mutes and deletions made on another node reach this one's table and sessions likewise.
+    mutes = Mutes(store, hub, clock)
+    hub.subscribe_announcements(mutes.heard)
+    hub.subscribe_announcements(people.deletions(hub))
+    # Every admin action is recorded here: the admin operations', the bans'.
+    ledger = Ledger(store, cfg.node, clock)
     otp = OtpStore(OtpDB(store.db), store.run_db, store.run_hash, store.hash_cost)
     admin = Admin(
         cfg.hostname,
@@ -145,11 +157,13 @@ def assemble(
         metrics,
         homes,
         InitialPassword(initial_password, run_io),
+        ledger,
+        mutes,
         otp,
     )
     # Admission refuses banned addresses and the session start banned logins, both from
     # this one in-memory list; other nodes' bans reach it through the hub's announcements.
-    bans = Bans(clock, hub, BanStore(store), admission.bans)
+    bans = Bans(clock, hub, BanStore(store), admission.bans, ledger)
     hub.subscribe_announcements(bans.heard)
     failed_logins = FailedLogins()
     account_pacing = AccountPacing(clock, history=login_peers(store))
@@ -205,7 +219,8 @@ def assemble(
         max_output=cfg.max_output,
     )
     lobby = Lobby(login, start, admission, clock, cfg.login_timeout)
-    control = Controlled(cfg, clock, hub, store, shutdown, admin, bans, started)
+    restart = Restart(start, hub.node, stop, admin.audit)
+    control = Controlled(cfg, clock, hub, store, shutdown, admin, bans, started, restart)
     return Assembly(
         config=cfg,
         clock=clock,
@@ -230,4 +245,5 @@ def assemble(
         start=start,
         lobby=lobby,
         control=control,
+        restart=restart,
     )

@@ -28,6 +28,7 @@ from shellserver.ops.bans import Ban as BanRecord
 from shellserver.shell import adminops
 from shellserver.shell import shutdown as shutdown_
 from shellserver.shell.bans import Bans as BanService
+from shellserver.shell.parking import Restart
 from shellserver.shell.shutdown import invalid_time, parse_when
 from shellserver.store.accounts import (
     ROLE_ADMIN,
@@ -39,8 +40,10 @@ from shellserver.store.accounts import (
     UserExists,
     username_problem,
 )
+from shellserver.store.audit import AuditQuery, record_dict
 from shellserver.store.backup import BackupError, backup_store
 from shellserver.store.bans import TooManyBans
+from shellserver.text.durations import MAX_DURATION
 from shellserver.wires.ssh.authkeys import AddKeyRefused
 
 if TYPE_CHECKING:
@@ -64,6 +67,8 @@ class Controlled:
     bans: BanService
     #: When the server started (``status``'s uptime).
     started: float
+    #: ``restart`` and ``drain``: park every session, then stop.
+    restart: Restart
 
 
 class BadRequest(Exception):
@@ -137,6 +142,15 @@ class Kick(amp.Command):
     response = [(b"sessions", amp.Integer())]
 
 
+class RestartNode(amp.Command):
+    """``restart`` (a server alone or a node) or ``drain`` (a node of a cluster): every session
+    parked in the store, then the process stops with status 0; answers how many were parked."""
+
+    arguments = [(b"drain", amp.Boolean())]
+    response = [(b"parked", amp.Integer())]
+    errors = _ERRORS
+
+
 class Shutdown(amp.Command):
     """``when`` as typed (``+MIN``, ``now``, ``HH:MM``), read in the server's clock and time
     zone; ``minutes`` is the older form of ``+MIN``."""
@@ -203,6 +217,38 @@ class AddKey(amp.Command):
 
     arguments = [(b"name", amp.Unicode()), (b"key", amp.String())]
     response = [(b"fingerprint", amp.Unicode())]
+    errors = _ERRORS
+
+
+class Mute(amp.Command):
+    """``mute`` from the operator's shell: the same path as in a session; ``seconds`` from now,
+    an empty ``reason`` for none. Answers when the mute ends, NO_SUCH_USER for no account."""
+
+    arguments = [(b"user", amp.Unicode()), (b"seconds", amp.Float()), (b"reason", amp.Unicode())]
+    response = [(b"until", amp.Float())]
+    errors = _ERRORS
+
+
+class Unmute(amp.Command):
+    """``unmute``; ``ended`` is False when the user was not muted."""
+
+    arguments = [(b"user", amp.Unicode())]
+    response = [(b"ended", amp.Boolean())]
+    errors = _ERRORS
+
+
+class Audit(amp.Command):
+    """A page of the ``audit --json`` document; offset 0 runs the query (the rest page through
+    that same answer, as ``Who`` does)."""
+
+    arguments = [
+        (b"offset", amp.Integer()),
+        (b"since", amp.Float(optional=True)),
+        (b"actor", amp.Unicode(optional=True)),
+        (b"target", amp.Unicode(optional=True)),
+        (b"limit", amp.Integer()),
+    ]
+    response = [(b"chunk", amp.String()), (b"total", amp.Integer())]
     errors = _ERRORS
 
 
@@ -315,6 +361,7 @@ class ControlProtocol(amp.AMP):
         self.server = server
         self.ssh = ssh
         self._who = b""
+        self._audit = b""
         self._bans = b""
         self._batch: list[bytes] = []
 
@@ -404,6 +451,15 @@ class ControlProtocol(amp.AMP):
             self._who = json.dumps(document, separators=(",", ":")).encode()
         return {"chunk": self._who[offset : offset + PAGE], "total": len(self._who)}
 
+    @RestartNode.responder
+    async def restart(self, drain: bool) -> dict[str, Any]:
+        """A drain is for a node of a cluster (the others keep serving); a restart for any."""
+        if drain and self.server.config.cluster is None:
+            raise BadRequest("drain is for a node of a cluster; use restart")
+        who, where = self._caller()
+        what = "drain" if drain else "restart"
+        return {"parked": await self.server.restart.restart(who, where, what)}
+
     @Kick.responder
     async def kick(self, user: str, reason: str) -> dict[str, Any]:
         """The caller's OS user is the name the kicked sessions are told of and the admin log
@@ -441,7 +497,7 @@ class ControlProtocol(amp.AMP):
         return {"chunk": self._bans[offset : offset + PAGE], "total": len(self._bans)}
 
     @Shutdown.responder
-    def shutdown(
+    async def shutdown(
         self, text: str, cancel: bool, minutes: int | None = None, when: str | None = None
     ) -> dict[str, Any]:
         """``when`` is parsed with the server's clock and time zone, so HH:MM means the server's
@@ -453,6 +509,7 @@ class ControlProtocol(amp.AMP):
         if cancel:
             if not schedule.cancel(who, "control", where):
                 raise NoShutdown("no shutdown is scheduled")
+            await self.server.admin.audit(who, where, "shutdown cancel")
             return {}
         delay: float | None = minutes
         if when is not None:
@@ -461,6 +518,9 @@ class ControlProtocol(amp.AMP):
                 raise BadRequest(invalid_time(when))
         if delay is None or delay < 0:
             raise BadRequest("minutes must be 0 or more")
+        # Recorded first: ``shutdown now`` stops the server right after scheduling.
+        expires = self.server.clock.seconds() + delay * 60
+        await self.server.admin.audit(who, where, "shutdown", None, text or None, expires)
         return {"at": schedule.schedule(delay, text, who, "control", where)}
 
     @UserAdd.responder
@@ -528,7 +588,43 @@ class ControlProtocol(amp.AMP):
         except AddKeyRefused as e:
             raise BadRequest(str(e)) from None
         adminops.admin_action(who, where, "addkey", user=name, key=fingerprint)
+        await self.server.admin.audit(who, where, "addkey", name, fingerprint)
         return {"fingerprint": fingerprint}
+
+    @Mute.responder
+    async def mute(self, user: str, seconds: float, reason: str) -> dict[str, Any]:
+        """Checked here as well as in the CLI, since any AMP client may call the socket."""
+        if not seconds > 0 or seconds > MAX_DURATION:
+            raise BadRequest(f"the duration must be more than 0 and at most {MAX_DURATION} s")
+        if username_problem(user) is not None:
+            raise NoSuchUser(user)
+        who, where = self._caller()
+        record = await adminops.mute(self.server.admin, who, where, user, seconds, reason or None)
+        return {"until": record.until}
+
+    @Unmute.responder
+    async def unmute(self, user: str) -> dict[str, Any]:
+        """``ended`` False: there was no mute to end (the CLI says so, exit 1)."""
+        who, where = self._caller()
+        return {"ended": await adminops.unmute(self.server.admin, who, where, user)}
+
+    @Audit.responder
+    async def audit(
+        self,
+        offset: int,
+        limit: int,
+        since: float | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+    ) -> dict[str, Any]:
+        """The ledger's records, newest first, as one JSON document read in pages; the query is
+        bounded (at most ``MAX_LIMIT`` records), so the answer held between pages is too."""
+        if offset == 0:
+            query = AuditQuery(since, actor, target, limit)
+            found = await self.server.admin.ledger.records(query)
+            document = {"records": [record_dict(r, rfc3339) for r in found]}
+            self._audit = json.dumps(document, separators=(",", ":")).encode()
+        return {"chunk": self._audit[offset : offset + PAGE], "total": len(self._audit)}
 
     @Backup.responder
     async def backup(self, path: str, force: bool) -> dict[str, Any]:
@@ -547,6 +643,7 @@ class ControlProtocol(amp.AMP):
         # On the database thread: between two store calls, never alongside one.
         size: int = await store.run_db(backup_store, store.db.path, path, force)
         adminops.admin_action(who, where, "backup", file=path, size=size)
+        await self.server.admin.audit(who, where, "backup", None, path)
         return {"size": size}
 
     @NewUsersPage.responder
@@ -592,6 +689,8 @@ class ControlProtocol(amp.AMP):
                 Account(name, roles[name], False, now), who, where
             )
         adminops.admin_action(who, where, "newusers", created=len(created), total=len(entries))
+        summary = f"{len(created)} created, {len(entries) - len(created)} updated"
+        await self.server.admin.audit(who, where, "newusers", None, summary)
         return {"created": len(created), "updated": len(entries) - len(created)}
 
 

@@ -227,6 +227,30 @@ return tty
 """
 )
 
+#: ARGV: prefix, all, node, tty. That very name, if no node holds it (a parked session
+#: taken back keeps its name); '' when it is taken. Numbers past the counter are claimed
+#: by moving the counter, the skipped ones made free (at most 10,000 of them).
+CLAIM_TTY = (
+    _COMMON
+    + r"""
+local node, tty = ARGV[3], ARGV[4]
+local kind, n = string.match(tty, '^(%w+)/(%d+)$')
+if not kind then return '' end
+local free = P..'tk:'..kind..':free'
+if redis.call('ZREM', free, n) == 1 then
+  redis.call('SADD', P..'tty:'..node, tty)
+  return tty
+end
+local nxt = tonumber(redis.call('GET', P..'tk:'..kind..':next') or '0')
+local want = tonumber(n)
+if want < nxt or want - nxt > 10000 then return '' end
+for i = nxt, want - 1 do redis.call('ZADD', free, i, tostring(i)) end
+redis.call('SET', P..'tk:'..kind..':next', want + 1)
+redis.call('SADD', P..'tty:'..node, tty)
+return tty
+"""
+)
+
 #: ARGV: prefix, all, node, id, user, record. Publishes "att" with the record.
 ATTACH = (
     _COMMON
@@ -287,9 +311,29 @@ local n = redis.call('ZCARD', key)
 local out = {'ok'}
 if n >= limit then
   if not replace then return {'refuse'} end
-  for _, m in ipairs(redis.call('ZRANGE', key, 0, n - limit)) do
-    redis.call('ZREM', key, m)
-    table.insert(out, m)
+  -- Detached sessions go first (oldest first), then the oldest attached ones: the record's
+  -- twelfth field says detached (a claim without a record yet counts as attached).
+  local detached, attached = {}, {}
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local owner, sid = string.match(m, '^(.*)/(%d+)$')
+    local rec = owner and redis.call('HGET', P..'s:'..owner, sid)
+    local ok, fields = false, nil
+    if rec then ok, fields = pcall(cjson.decode, rec) end
+    if ok and type(fields) == 'table' and fields[12] == true then
+      table.insert(detached, m)
+    else
+      table.insert(attached, m)
+    end
+  end
+  local need = n - limit + 1
+  for _, group in ipairs({detached, attached}) do
+    for _, m in ipairs(group) do
+      if need > 0 then
+        redis.call('ZREM', key, m)
+        table.insert(out, m)
+        need = need - 1
+      end
+    end
   end
 end
 redis.call('ZADD', key, now, node..'/'..id)

@@ -3,8 +3,9 @@
 What happens once a user is authenticated and asks for a shell or a command
 is handed to ``start`` (a :class:`SessionStart`): ``session.py`` makes the
 channel a wire and enters the shared session start (``sessionstart.py``).
-Everything SSH can do besides a session (port, agent and X11 forwarding,
-subsystems such as sftp) is refused.
+The ``sftp`` subsystem is handed to ``sftp`` (``sftp.py``); everything else
+SSH can do besides a session (port, agent and X11 forwarding, other
+subsystems, legacy ``scp``) is refused.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from shellserver.store.auth import AccountRealm, Accounts
 from shellserver.store.otp import OtpStore, Verdict
 from shellserver.text.sanitize import careful
 from shellserver.wires.ssh.hostkeys import HostKeyFiles, HostKeys, fingerprint
-from shellserver.wires.ssh.session import Channel, Request, SSHWire
+from shellserver.wires.ssh.session import Channel, ChannelSide, Request
 
 log = Logger()
 
@@ -161,6 +162,10 @@ def key_problem(blob: bytes) -> str | None:
 #: Attaches an authenticated session channel to a session (``session.session_starter``),
 #: called once per channel on ``shell`` or ``exec``.
 SessionStart = Callable[[Channel, Account, Request], None]
+#: Attaches an authenticated session channel to the ``sftp`` subsystem (``sftp.sftp_starter``).
+SubsystemStart = Callable[[Any, Account], None]
+#: What ``scp -O`` (the legacy protocol: an exec of ``scp -t`` or ``scp -f``) is told.
+LEGACY_SCP = "scp: legacy protocol not supported; use scp without -O\n"
 
 
 # -- the session channel ------------------------------------------------------------------
@@ -177,8 +182,11 @@ class SessionChannel(SSHChannel):
         super().__init__(*args, **kw)
         self.request = Request()
         self.started = False
-        #: The session's wire once a shell or command has started (``session.py``).
-        self.wire: SSHWire | None = None
+        #: The session's wire once a shell or command has started (``session.py``), or the
+        #: SFTP link (``sftp.py``).
+        self.wire: ChannelSide | None = None
+        #: Set by the SFTP link: it gives the window back itself, as it takes requests.
+        self.manual_window = False
 
     @property
     def user(self) -> ShellAvatar:
@@ -235,9 +243,33 @@ class SessionChannel(SSHChannel):
         command, _ = _string(data)
         if len(command) > MAX_COMMAND:
             return 0
+        if command.split(b" ", 1)[0] == b"scp" and not self.started:
+            self.started = True
+            conn: Any = self.conn
+            conn.transport.factory.clock.callLater(0, self._refuse_legacy_scp)  # after the answer
+            return 1
         return self._start(command.decode("utf-8", "replace"))
 
-    # subsystem (sftp), x11-req and auth-agent-req have no handler: conch answers failure.
+    def _refuse_legacy_scp(self) -> None:
+        """``scp -O``: the message on stderr and exit status 1; OpenSSH's ``scp`` without ``-O``
+        uses the ``sftp`` subsystem instead."""
+        if self.localClosed:
+            return
+        self.writeExtended(connection.EXTENDED_DATA_STDERR, LEGACY_SCP.encode())
+        self.exit(1)
+
+    def request_subsystem(self, data: bytes) -> int:
+        """``sftp`` (OpenSSH's ``sftp``, ``scp``, ``sshfs``) on the user's sandboxed home, when
+        the server offers it; every other subsystem is refused."""
+        name, _ = _string(data)
+        start = self.user.sftp
+        if name != b"sftp" or start is None or self.started:
+            return 0
+        self.started = True
+        start(self, self.user.account)
+        return 1
+
+    # x11-req and auth-agent-req have no handler: conch answers failure.
 
     def _start(self, command: str | None) -> int:
         if self.started:
@@ -442,10 +474,14 @@ def _parse_size(data: bytes) -> tuple[int, int]:
 class ShellAvatar(ConchUser):
     """An authenticated account over SSH: sessions only."""
 
-    def __init__(self, account: Account, start: SessionStart) -> None:
+    def __init__(
+        self, account: Account, start: SessionStart, sftp: SubsystemStart | None = None
+    ) -> None:
         super().__init__()
         self.account = account
         self.start = start
+        #: Starts the ``sftp`` subsystem on a channel; None: refused.
+        self.sftp = sftp
         self.channelLookup[b"session"] = SessionChannel
         #: Channels opened on this connection and not yet closed.
         self.channels: set[SessionChannel] = set()
@@ -491,13 +527,16 @@ class ShellAvatar(ConchUser):
 
 
 def ShellRealm(
-    store: Accounts, start: SessionStart, checked: dict[str, Account] | None = None
+    store: Accounts,
+    start: SessionStart,
+    checked: dict[str, Account] | None = None,
+    sftp: SubsystemStart | None = None,
 ) -> AccountRealm:
     """``auth.AccountRealm`` serving conch avatars: locked or deleted accounts get none, and
     the avatar's logout ends the sessions of the connection."""
 
     def avatar(account: Account) -> tuple[object, Callable[[], None]]:
-        made = ShellAvatar(account, start)
+        made = ShellAvatar(account, start, sftp)
         return made, made.logout
 
     return AccountRealm(store, checked, {IConchUser: avatar})
@@ -538,6 +577,13 @@ class Connection(connection.SSHConnection):
         """More than the window or a packet allows is a malformed packet (conch logs an error
         line for each and goes on reading)."""
         self._check_size(packet[:4], packet[4:8])
+        (local,) = struct.unpack(">L", packet[:4])
+        channel = self.channels[local]
+        if getattr(channel, "manual_window", False):  # SFTP: the window comes back as it reads
+            data, _ = _string(packet[4:])
+            channel.localWindowLeft -= len(data)
+            channel.dataReceived(data)
+            return
         super().ssh_CHANNEL_DATA(packet)
 
     def ssh_CHANNEL_EXTENDED_DATA(self, packet: bytes) -> None:

@@ -25,6 +25,7 @@ from shellserver.wires.ssh.server import (
     SessionStart,
     ShellRealm,
     ShellSSHFactory,
+    SubsystemStart,
     make_factory,
 )
 
@@ -89,10 +90,12 @@ def ssh_factory(
     account_pacing: AccountPacing,
     metrics: Metrics,
     otp: OtpStore,
+    sftp: SubsystemStart | None = None,
 ) -> ShellSSHFactory:
     """The SSH listener's factory: passwords checked against the store (the account read once,
     taken by the realm), keys against each home's ``authorized_keys`` on the I/O pool, under
-    the same admission, failed-login slots, pacing and counters as telnet's logins."""
+    the same admission, failed-login slots, pacing and counters as telnet's logins; ``sftp``
+    serves the subsystem of that name (none: refused)."""
     checked: dict[str, Account] = {}  # the password checker's account, taken by the realm
     return make_factory(
         keys,
@@ -100,7 +103,7 @@ def ssh_factory(
             PasswordChecker(StoreChecker(store, checked)),
             authkeys.AuthorizedKeysChecker(authkeys.home_reader(home_root, run_io), run_io),
         ],
-        ShellRealm(store, start, checked),
+        ShellRealm(store, start, checked, sftp),
         clock,
         login_timeout,
         admission,
