@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from conftest import StoreMaker
 from harness import Client, make_server_with, online
 from twisted.internet.defer import Deferred
 
@@ -148,3 +149,27 @@ def test_state_of_a_detached_session_keeps_what_it_held(tmp_path: Path) -> None:
     assert state["writes"][0][0] == "bob" and state["messages"] == 1
     held = parking.held_of(state, 1000, lambda h: None, lambda: 0.0)
     assert isinstance(held, HeldOutput) and "hi" in held.framed()
+
+
+def test_the_parked_table_on_both_stores(store_maker: StoreMaker) -> None:
+    """Parked sessions are written, listed, taken once, and go with their account, on SQLite
+    and on PostgreSQL alike."""
+    db = store_maker.open()
+    for name in ("alice", "bob", "carol"):
+        db.create(name, "h")
+    rows = [
+        ("a", "alice", "tel/1", 10.0, 100.0, '{"cwd": "work"}'),
+        ("b", "bob", "tel/2", 10.0, 100.0, "{}"),
+        ("a", "carol", "tel/3", 10.0, 20.0, "{}"),
+        ("a", "nobody-here", "tel/4", 10.0, 100.0, "{}"),  # no account: skipped
+    ]
+    assert parked_store.park(db, rows) == 3
+    mine = parked_store.parked_of(db, "alice", 15.0)
+    assert [(p.owner, p.tty, p.state) for p in mine] == [("alice", "tel/1", '{"cwd": "work"}')]
+    assert [p.owner for p in parked_store.take_of_node(db, "a", 15.0)] == ["alice", "carol"]
+    assert parked_store.take_of_node(db, "a", 15.0) == []  # taken once
+    bob = parked_store.parked_of(db, "bob", 15.0)[0]
+    db.delete("bob")  # the account goes, and its parked session with it
+    assert parked_store.take(db, bob.id) is None
+    assert parked_store.park(db, [("a", "carol", "tel/3", 30.0, 40.0, "{}")]) == 1
+    assert [p.owner for p in parked_store.take_expired(db, 50.0)] == ["carol"]
