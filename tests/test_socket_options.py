@@ -1,10 +1,11 @@
 """The send-buffer cap and TCP_NODELAY reach the real socket on every wire.
 
 A real client connects to the real server (``twistd -n shellserver``) on each wire: plain
-and TLS telnet, the browser's WebSocket over plain TCP and TLS, and SSH. The test then
-takes a duplicate of the server's own accepted socket (``pidfd_getfd``, Linux 5.6+: the
-descriptor whose peer is our client) and reads the options back with ``getsockopt``, so
-what is checked is the kernel's view, not what the code believes it set.
+and TLS telnet, the browser's WebSocket over plain TCP and TLS, and SSH, and the plain ones
+again behind ``haproxy:`` (the PROXY protocol's wrapper between the protocol and its socket).
+The test then takes a duplicate of the server's own accepted socket (``pidfd_getfd``,
+Linux 5.6+: the descriptor whose peer is our client) and reads the options back with
+``getsockopt``, so what is checked is the kernel's view, not what the code believes it set.
 
 Under ``ssl:`` endpoints Twisted's ``getHandle()`` is the OpenSSL connection, not the
 socket: before the fix a TLS connection kept Linux's autotuned send buffer (up to 4 MiB)
@@ -107,6 +108,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServ
         "--web", "tcp:0:interface=127.0.0.1",
         "--web", f"ssl:0:interface=127.0.0.1:{tls_args}",
         "--ssh", "tcp:0:interface=127.0.0.1",
+        # behind a load balancer speaking the PROXY protocol: one more wrapper to walk
+        "--telnet", "haproxy:tcp:0:interface=127.0.0.1",
+        "--ssh", "haproxy:tcp:0:interface=127.0.0.1",
+        "--web", "haproxy:tcp:0:interface=127.0.0.1",
     ).start()  # fmt: skip
     try:
         yield srv, cert
@@ -150,12 +155,48 @@ def _ssh(srv: RealServer, cert: Path) -> socket.socket | ssl.SSLSocket:
     return sock
 
 
+#: What a load balancer sends first on each connection (the PROXY protocol, version 1).
+PROXY_HEADER = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 23\r\n"
+
+
+def _proxied(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(PROXY_HEADER)
+    return sock
+
+
+def _telnet_haproxy(srv: RealServer, cert: Path) -> socket.socket | ssl.SSLSocket:
+    sock = _proxied(srv.listening("telnet")[2])
+    read_until(sock, b"login: ")
+    return sock
+
+
+def _ssh_haproxy(srv: RealServer, cert: Path) -> socket.socket | ssl.SSLSocket:
+    deadline = time.monotonic() + 10
+    while len(srv.listening("ssh")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sock = _proxied(srv.listening("ssh")[1])
+    read_until(sock, b"SSH-2.0-shellserver")
+    return sock
+
+
+def _web_haproxy(srv: RealServer, cert: Path) -> socket.socket | ssl.SSLSocket:
+    port = srv.listening("web")[2]
+    sock = _proxied(port)
+    websocket(sock, port)
+    return sock
+
+
 WIRES: dict[str, Callable[[RealServer, Path], socket.socket | ssl.SSLSocket]] = {
     "telnet": _telnet,
     "telnet-tls": _telnet_tls,
     "web": _web,
     "web-tls": _web_tls,
     "ssh": _ssh,
+    "telnet-haproxy": _telnet_haproxy,
+    "ssh-haproxy": _ssh_haproxy,
+    "web-haproxy": _web_haproxy,
 }
 
 
