@@ -48,7 +48,7 @@ def negotiate(answers: TelnetAnswers, chunk: int = 0) -> tuple[TelnetParser, lis
     events: list[object] = []
     to_client = parser.start()
     for _ in range(10):
-        step = chunk or len(to_client)
+        step = chunk or len(to_client) or 1
         pieces = [to_client[i : i + step] for i in range(0, len(to_client), step)]
         reply = b"".join(answers.feed(p) for p in pieces)
         if not reply:
