@@ -43,7 +43,9 @@ from shellserver.wires.telnet.events import (
 #: Own text up to this long that does not end a line (a prompt) is kept encoded with the
 #: text: it is sent again as is, after each command and message.
 _KEEP_SENT = 256
-_LEADS = frozenset({"", "\n", "\r\x1b[K"})
+#: The usual leads before a message: none, a new line, the prompt's line erased (line mode),
+#: the editor's one-row line erased (character mode).
+_LEADS = frozenset({"", "\n", "\r\x1b[K", "\r\x1b[J"})
 
 
 def _attached(wire: IWire) -> ILineReceiver:
