@@ -28,10 +28,9 @@ import socket
 import sys
 import time
 
+from kinds import TelnetAnswers
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
-
-from kinds import TelnetAnswers
 
 from shellserver.terminal.discipline import ILineReceiver, IWire, Redraws, Terminal
 from shellserver.text.message import Message
