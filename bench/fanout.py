@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--char-mode", action="store_true", help="terminals in character mode")
     p.add_argument("--profile", help="cProfile the timed part into this file")
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds between walls, untimed: at 0.05 or more every line is drawn again at "
+        "once, as for messages at a human pace; closer walls are paced (one redraw per "
+        "session per 50 ms, the rest at the end of the interval)",
+    )
     args = p.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -125,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             profile.disable()
         spent += time.process_time() - t
         drain()
+        if args.gap:
+            time.sleep(args.gap)
+            turns()  # the paced redraws due by now, untimed
+            drain()
     n = len(floors) or len(terms)
     per = spent / (args.walls * n) * 1e6
     if profile is not None:
