@@ -449,7 +449,7 @@ class Terminal:
             self._at_bol = not self._prompt
             self._reprinted = True
         elif editor is not None:
-            self._editor.redraw()
+            editor.redraw()
             self._flush()
         elif self._prompt:
             self.wire.send(self._prompt)
