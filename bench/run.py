@@ -30,6 +30,8 @@ BIN = Path(sys.executable).parent
 PASSWORD = "benchpass1"
 SERVERS = ("cfloor", "floor", "shellserver")
 _FLOOR = re.compile(r"floor listening on port (\d+)")
+#: shellserver's first telnet listener (bench/cluster.py reads it too).
+_LISTENING = re.compile(r"telnet listening on .*port=(\d+)")
 #: The session kinds shellserver is measured with (``loadgen.KINDS``); the floors speak line
 #: mode only. A run of another kind than line mode is listed as ``shellserver-KIND``.
 KINDS = ("line", "char", "tls", "ssh", "web")
