@@ -35,7 +35,9 @@ def make_server(tmp_path: Path, **overrides: Any) -> Assembly:
     ``tmp_path``. Keywords are ``Config`` fields, or parts to use instead of the defaults
     (``hub``, ``clock``, ``stop``, ``registry``, ``run_io``, ``initial_password``, ``store``)."""
     parts = {key: overrides.pop(key) for key in PARTS if key in overrides}
-    config = evolve(Config(hostname="testhost", hash_cost=COST), **overrides)
+    # Sessions end with their connections unless a test asks for --linger: most tests
+    # drop a connection to end a session, as they did before sessions could be detached.
+    config = evolve(Config(hostname="testhost", hash_cost=COST, linger=0), **overrides)
     clock = parts.pop("clock", None)
     clock = Clock() if clock is None else clock
     store = parts.pop("store", None)
@@ -49,7 +51,9 @@ def make_server(tmp_path: Path, **overrides: Any) -> Assembly:
     homes = Homes(FilePath(str(home_root)), config.quota, inline_runner)
     stop = parts.pop("stop", lambda: None)
     spent = parts.pop("initial_password", str(tmp_path / "initial-admin-password"))
-    return assemble(config, clock, store, hub, homes, stop, spent, **parts)
+    server = assemble(config, clock, store, hub, homes, stop, spent, **parts)
+    server.admin.mutes.refresh()  # as the service does at its start
+    return server
 
 
 def add_user(

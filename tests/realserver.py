@@ -51,7 +51,7 @@ class RealServer:
         cmd = [
             *prefix, "shellserver",
             "--telnet", "tcp:0:interface=127.0.0.1", "--data", str(self.data),
-            "--hostname", "testhost", "--hash-cost", "4", *self.args,
+            "--hostname", "testhost", "--hash-cost", "4", "--linger", "0", *self.args,
         ]  # fmt: skip
         limit = self.fd_limit
 

@@ -14,6 +14,7 @@ from harness import Client, add_user, make_server
 from realserver import RawClient, RealServer
 
 from shellserver.ops.admission import (
+    FAIR_SHARE,
     FD_HEADROOM,
     MADE_ROOM,
     MIN_STALL_AGE,
@@ -158,7 +159,7 @@ def test_stalled_connections_are_closed_first_to_make_room(tmp_path: Path) -> No
     server = make_server(tmp_path, max_unauth=4, max_unauth_per_addr=0)
     server.admission.random = Draws()  # type: ignore[assignment]
     clock = server.clock
-    stalled = [Client(server, peer="10.9.9.9") for _ in range(2)]
+    stalled = [Client(server, peer=f"10.9.9.{i}") for i in range(2)]  # one an address
     typing = [Client(server, peer="10.8.8.8") for _ in range(2)]
     for t in typing:
         t.send("alice")
@@ -178,6 +179,32 @@ def test_stalled_connections_are_closed_first_to_make_room(tmp_path: Path) -> No
     third = Client(server, peer="10.0.0.3")
     assert "login: " in third.output() and second.disconnecting and not first.disconnecting
     assert server.admission.unauth == 4
+
+
+def test_an_address_holding_more_than_its_share_gives_up_a_young_stalled_connection() -> None:
+    """Before any stalled connection has had MIN_STALL_AGE, a newcomer still gets in when
+    another address holds FAIR_SHARE (2) more stalled connections than the newcomer's waits
+    with: a flood that reconnects faster than MIN_STALL_AGE cannot keep a clean address out."""
+    assert FAIR_SHARE == 2
+    a = Admission(0, 4, 0, random=Draws())  # type: ignore[arg-type]
+    closed: list[str] = []
+
+    def connect(peer: str) -> str | None:
+        refusal = a.admit(peer, 0.0)
+        if refusal is None:
+            a.stalled(peer, 0.0, lambda: closed.append(peer))
+        return refusal
+
+    for peer in ["10.9.9.9", "10.9.9.9", "10.9.9.9", "10.7.7.7"]:
+        assert connect(peer) is None
+    assert connect("10.0.0.1") is None  # 10.9.9.9 holds 3 stalled, 10.0.0.1 waits with none
+    assert closed == ["10.9.9.9"]
+    assert connect("10.0.0.1") == TOO_MANY_UNAUTH  # 2 against the 1 it waits with: its share
+    assert connect("10.0.0.2") is None  # 2 against none
+    assert closed == ["10.9.9.9"] * 2
+    assert connect("10.0.0.3") == TOO_MANY_UNAUTH  # one each now: nobody holds more
+    assert closed == ["10.9.9.9"] * 2 and a.unauth == 4
+    assert a.penalties.left("10.9.9.9", 0.0) == 10  # closed for room: penalised as ever
 
 
 def test_addresses_whose_connections_stall_are_refused_for_a_growing_time() -> None:

@@ -158,3 +158,20 @@ def test_processes_writing_at_once_stay_within_the_quota(tmp_path: Path) -> None
     used = walk.measure(str(root / "alice")).bytes
     assert used <= 100_000  # unshared, each process would have let ~100 KB through: 300 KB
     assert used == (600 - sum(refused)) * 1000
+
+
+def test_homes_given_their_own_root_keep_temp_files_trash_and_locks_inside_it(
+    tmp_path: Path,
+) -> None:
+    """``--homes DIR`` may be a mount point: what must share its filesystem (temp files
+    renamed into a home, the trash) or be seen by other machines (locks) lives inside it,
+    under names no user can have."""
+    mount = tmp_path / "mnt"
+    homes = Homes(FilePath(str(mount)), 1000, inline_runner, shared=True, inside=True)
+    assert (homes.tmp, homes.trash, homes.locks) == tuple(
+        str(mount / name) for name in (".tmp", ".trash", ".locks")
+    )
+    write(homes, "one", 10)
+    assert (mount / ".locks" / "alice").is_file() and not (tmp_path / "homelocks").exists()
+    beside = node(tmp_path / "data" / "home")
+    assert beside.locks == str(tmp_path / "data" / "homelocks")

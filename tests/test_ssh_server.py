@@ -230,6 +230,17 @@ def test_subsystems_agent_x11_and_malformed_requests_are_refused(kind: bytes, da
     assert started.calls == []
 
 
+def test_the_sftp_subsystem_starts_once_when_the_server_offers_it() -> None:
+    calls: list[tuple[object, Account]] = []
+    avatar = ShellAvatar(ALICE, Started(), lambda ch, account: calls.append((ch, account)))
+    ch = avatar.lookupChannel(b"session", 65536, 32768, b"")
+    assert ch.requestReceived(b"subsystem", common.NS(b"netconf")) == 0
+    assert ch.requestReceived(b"subsystem", common.NS(b"sftp")) == 1
+    assert calls == [(ch, ALICE)]
+    assert ch.requestReceived(b"subsystem", common.NS(b"sftp")) == 0
+    assert ch.requestReceived(b"shell", b"") == 0
+
+
 def test_a_hostile_term_and_size_are_tamed() -> None:
     ch, started = channel()
     ch.requestReceived(b"pty-req", pty_req(b"\x1b]0;owned\x07" + b"x" * 500, 0, 2**31))
@@ -342,7 +353,7 @@ def test_ssh_connections_without_a_key_exchange_are_closed_first_to_make_room(
     monkeypatch.setattr(transport.SSHTransportBase, "_newKeys", lambda self: None)
     for proto, _ in keyed:
         proto._newKeys()  # the key exchange completed
-    banner_only = [connect(factory, "203.0.113.9") for _ in range(2)]
+    banner_only = [connect(factory, f"203.0.113.{i}") for i in range(2)]  # one an address
     assert connect(factory, "192.0.2.1")[1].value() == TOO_MANY_UNAUTH.encode() + b"\r\n"
     clock.advance(MIN_STALL_AGE)
     newcomer, newcomer_wire = connect(factory, "192.0.2.1")
@@ -350,7 +361,7 @@ def test_ssh_connections_without_a_key_exchange_are_closed_first_to_make_room(
     first_wire = banner_only[0][1]
     assert first_wire.disconnecting and MADE_ROOM.encode() in first_wire.value()
     assert not any(wire.disconnecting for _, wire in keyed)
-    assert admission.unauth == 4 and admission.penalties.left("203.0.113.9", clock.seconds()) > 0
+    assert admission.unauth == 4 and admission.penalties.left("203.0.113.0", clock.seconds()) > 0
     banner_only[0][0].connectionLost(Failure(ConnectionError()))
     assert admission.unauth == 4  # its slot was given back when it was closed, once
     # Under pressure the login grace is short for SSH too: 10 s for one let in at a full house.

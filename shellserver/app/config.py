@@ -59,6 +59,8 @@ class Config:
     """Everything tunable about a running server; defaults are those docs/admin.md lists."""
 
     data: str = field(factory=default_data)
+    #: ``--homes``: where the homes live, if not ``<data>/home`` (a shared filesystem).
+    homes: str | None = None
     telnet: tuple[str, ...] = ("tcp:2323",)
     #: ``--ssh`` listeners; none unless given.
     ssh: tuple[str, ...] = ()
@@ -67,6 +69,8 @@ class Config:
     web: tuple[str, ...] = ()
     #: ``--web-origin``: origins and host names the page is served under (empty: our own).
     web_origins: tuple[str, ...] = ()
+    #: ``--pages``: the personal pages' listeners (``/~USER/``); empty = off.
+    pages: tuple[str, ...] = ()
     #: ``--metrics``: where Prometheus scrapes ``/metrics``; None = off.
     metrics: str | None = None
     hostname: str = field(factory=default_hostname)
@@ -79,6 +83,8 @@ class Config:
     max_sessions: int = 10
     on_max: str = "refuse"
     idle_timeout: int = 3600
+    #: ``--linger``: seconds a session whose connection was lost waits, detached (0: off).
+    linger: int = 300
     motd: str | None = None
     quota: int = 10 * 1024**2
     max_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -92,5 +98,7 @@ class Config:
     max_output: int = 256 * 1024
     max_registrations: int = 5
     hash_cost: int = 14
+    #: ``--require-otp``: who must have a second factor (``none``, ``admin``, ``all``).
+    require_otp: str = "none"
     login_timeout: float = 60.0
     max_line: int = 4096

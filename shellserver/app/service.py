@@ -22,7 +22,6 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,10 +49,14 @@ from shellserver.ops.lagprobe import LagProbe
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
+from shellserver.ops.proxyheader import PREFIX, is_proxied, listen_endpoint
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
+from shellserver.shell.mutes import REFRESH
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
+from shellserver.wires.pages.site import pages_site
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
+from shellserver.wires.ssh import sftp as ssh_sftp
 from shellserver.wires.telnet.protocol import TelnetFactory
 from shellserver.wires.web.hosts import HostPolicy
 from shellserver.wires.web.page import web_site
@@ -62,10 +65,18 @@ log = Logger()
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 #: The page's HTTP connections when ``--max-unauth`` is 0 (unlimited): they still need a cap.
 DEFAULT_WEB_HTTP = 200
+#: Seconds between two reloads of the bans from the store: a clustered node that missed
+#: another node's announcement (Redis was away) holds its ban within this time.
+BAN_RELOAD = 60.0
+#: The personal pages' HTTP connections (at most a quarter of ``--max-connections``).
+PAGES_HTTP = 500
 
 
 def with_backlog(description: str) -> str:
-    """Listen with a deep accept queue: a burst of logins must not meet SYN drops."""
+    """Listen with a deep accept queue: a burst of logins must not meet SYN drops (also
+    under the PROXY header's ``haproxy:``)."""
+    if is_proxied(description):
+        return PREFIX + with_backlog(description[len(PREFIX) :])
     kind = description.split(":", 1)[0]
     if kind in ("tcp", "tcp6", "unix", "ssl") and "backlog=" not in description:
         return description + ":backlog=1024"
@@ -93,6 +104,8 @@ class ShellService(Service):
         self.guards: list[Guard] = []
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
+        self._mutes: task.LoopingCall | None = None
+        self._ban_reload: task.LoopingCall | None = None
         #: The clustered hub (``--cluster``), started and stopped with the service.
         self.cluster: RedisHub | None = None
         self.metrics = Metrics()
@@ -122,7 +135,8 @@ class ShellService(Service):
         cfg = self.config
         # Clustered, the lock and the control socket are this node's (datadir.py says how).
         node = cfg.node if cfg.cluster is not None else None
-        self.datadir = datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node)
+        homes = FilePath(os.path.abspath(cfg.homes)) if cfg.homes else None
+        self.datadir = datadir = DataDir(FilePath(os.path.abspath(cfg.data)), node, homes)
         control = self._control_endpoint()
         locked = False
         try:
@@ -159,6 +173,10 @@ class ShellService(Service):
                 ),
                 parts.account_pacing,
                 parts.metrics,
+                parts.second_factor.otp,
+                ssh_sftp.sftp_starter(
+                    parts.homes, parts.metrics, self.reactor, ssh_sftp.login_gate(parts.start)
+                ),
             )
             for description in cfg.ssh:
                 self.ports.append(self._listen(description, ssh, "ssh"))
@@ -174,6 +192,17 @@ class ShellService(Service):
             self.guards.append(site)
             for description in cfg.web:
                 self.ports.append(self._listen(description, site, "web"))
+        if cfg.pages:
+            pages = pages_site(
+                parts.homes.root.path,
+                self.reactor,
+                parts.metrics,
+                shares.pages,
+                cfg.max_unauth_per_addr,
+            )
+            self.guards.append(pages)
+            for description in cfg.pages:
+                self.ports.append(self._listen(description, pages, "pages"))
         if cfg.metrics is not None:
             scrapes = metrics_site(
                 self.metrics.registry, self.reactor, shares.metrics, self.metrics.renders.inc
@@ -187,12 +216,14 @@ class ShellService(Service):
             datadir.create()
             if not locked:
                 datadir.lock()
+            datadir.remember_homes()
             self.db.connect()
         except (OSError, DataDirLocked, StoreError) as e:
             raise SystemExit(f"shellserver: {e}") from None
         if datadir.alone:  # else the open records may be other nodes' live sessions
             self.db.close_open_logins(time.time())
         created = ensure_initial_admin(self.db, datadir, cfg.hash_cost)
+        parts.bans.load_now(self.db)  # the first connection already meets them
         datadir.end_startup()
         if created is not None:
             log.warn("Created account 'admin'; its password is in {path}", path=created.path)
@@ -236,7 +267,14 @@ class ShellService(Service):
             self.reactor,
             store,
             hub,
-            Homes(self.datadir.home_root, cfg.quota, io, shared=cfg.cluster is not None),
+            Homes(
+                self.datadir.home_root,
+                cfg.quota,
+                io,
+                # Another node may work in them: clustered, or on a filesystem others share.
+                shared=cfg.cluster is not None or cfg.homes is not None,
+                inside=cfg.homes is not None,
+            ),
             self.reactor.stop,
             self.datadir.admin_password_path.path,
             metrics=self.metrics,
@@ -246,12 +284,14 @@ class ShellService(Service):
 
     def _shares(self) -> Shares:
         """The connection limit split between the listeners (``admission.split_connections``):
-        the page's HTTP connections (at most ``--max-unauth``) and the metrics listener
-        (at most 16) have caps of their own, so neither can take the descriptors logins need."""
+        the page's HTTP connections (at most ``--max-unauth``), the metrics listener
+        (at most 16) and the personal pages (at most 500) have caps of their own, so none
+        can take the descriptors logins need."""
         cfg = self.config
         web_http = (cfg.max_unauth or DEFAULT_WEB_HTTP) if cfg.web else 0
         metrics = METRICS_CONNECTIONS if cfg.metrics is not None else 0
-        return split_connections(self._connection_limit(), web_http, metrics)
+        pages = PAGES_HTTP if cfg.pages else 0
+        return split_connections(self._connection_limit(), web_http, metrics, pages)
 
     def _connection_limit(self) -> int:
         """``--max-connections``, with the descriptor limit raised to fit.
@@ -306,7 +346,7 @@ class ShellService(Service):
                 sock.remove()  # left by a server that died: we hold the lock, so it is not in use
         results: list[Any] = []
         try:
-            endpoint = serverFromString(self.reactor, with_backlog(description))
+            endpoint = listen_endpoint(self.reactor, with_backlog(description))
             endpoint.listen(factory).addBoth(results.append)
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"shellserver: bad listen endpoint {description!r}: {e}") from None
@@ -333,6 +373,13 @@ class ShellService(Service):
             self._idle.start(watch.period, now=False)
         self._probe.start()
         self._gc.start()
+        # The mutes in force, read now and again every minute (what an announcement missed).
+        self._mutes = task.LoopingCall(self.parts.admin.mutes.refresh)
+        self._mutes.clock = self.reactor
+        self._mutes.start(REFRESH, now=True)
+        self._ban_reload = task.LoopingCall(self.parts.bans.reload)
+        self._ban_reload.clock = self.reactor
+        self._ban_reload.start(BAN_RELOAD, now=False)
         if self.cluster is not None:
             self.cluster.start()
 
@@ -342,6 +389,10 @@ class ShellService(Service):
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
+        if self._mutes is not None and self._mutes.running:
+            self._mutes.stop()
+        if self._ban_reload is not None and self._ban_reload.running:
+            self._ban_reload.stop()
         self._probe.stop()
         self._gc.stop()
         for guard in self.guards:
@@ -350,6 +401,9 @@ class ShellService(Service):
         self.parts.shutdown.final_notice()
         for connection in list(self.parts.seats):
             connection.terminal.close()
+        for session in self.parts.hub.local_sessions():
+            if session.detached:  # ended as attached ones are: held writes saved as mail
+                session.disconnect()
         d: defer.Deferred[Any] = defer.gatherResults(stopped, consumeErrors=True)
         d.addBoth(lambda _: self._wait_for_connections(3.0))
         if self.cluster is not None:

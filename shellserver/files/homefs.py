@@ -113,7 +113,15 @@ class Home:
 @define(eq=False)
 class Homes:
     """All homes, under ``<data>/home``; their temp files in ``<data>/tmp``, removed
-    homes in ``<data>/trash`` until they are gone."""
+    homes in ``<data>/trash`` until they are gone.
+
+    With ``inside`` (``--homes DIR``: the root may be a mount point of a shared
+    filesystem), those live in the root itself as ``.tmp``, ``.trash`` and
+    ``.locks``: on the homes' filesystem, so a rename into a home never crosses
+    filesystems, and shared with the other machines, so their locks meet. No
+    user name starts with a dot, and ``~other`` is never expanded, so no user
+    path reaches them.
+    """
 
     root: FilePath[str]
     quota: int
@@ -121,26 +129,33 @@ class Homes:
     clock: Any = None
     #: Other processes (clustered nodes on this data dir) work on these homes too.
     shared: bool = field(default=False, kw_only=True)
+    #: Temp files, trash and locks inside the root (``--homes``), not beside it.
+    inside: bool = field(default=False, kw_only=True)
     _homes: dict[str, Home] = field(factory=dict)
     _nospace_logged: float | None = None
+
+    def _aside(self, name: str) -> str:
+        if self.inside:
+            return os.path.join(self.root.path, "." + name)
+        return os.path.join(os.path.dirname(self.root.path), name)
 
     @property
     def tmp(self) -> str:
         """Temp files for atomic replace and spilled output go in ``<data>/tmp``, beside the homes
         but outside every user's namespace, so a half-written file is never visible or counted in a
         home."""
-        return os.path.join(os.path.dirname(self.root.path), "tmp")
+        return self._aside("tmp")
 
     @property
     def trash(self) -> str:
         """Where userdel moves a home before deleting the account, a name no user path can reach,
         so the step can be undone by a rename if the account row cannot be deleted."""
-        return os.path.join(os.path.dirname(self.root.path), "trash")
+        return self._aside("trash")
 
     @property
     def locks(self) -> str:
         """Shared homes' lock files (files/shared.py), outside every user's namespace."""
-        return shared.lock_dir(os.path.dirname(self.root.path))
+        return self._aside("locks" if self.inside else "homelocks")
 
     async def _changed(self, user: str) -> None:
         """The home was replaced or moved: other processes measure it again."""

@@ -3,7 +3,8 @@
 A home's usage is measured once and then kept up to date by each operation
 (tree.py), which is only right while this process is the home's only
 writer. With several nodes on one data dir, each job on a home runs under an
-exclusive ``flock`` of ``<data>/homelocks/USER``: one process at a time works
+exclusive ``flock`` of ``<data>/homelocks/USER`` (``DIR/.locks/USER`` with
+``--homes DIR``, ``Homes.locks``): one process at a time works
 on a home, so a quota check and the write it allows stay one step across
 processes. The lock file also holds a stamp, renewed by every job that
 changed the home's usage; a process that finds a stamp it did not see last
@@ -27,12 +28,6 @@ from shellserver.files.tree import Tree, Usage
 
 T = TypeVar("T")
 STAMP_SIZE = 16
-
-
-def lock_dir(data: str) -> str:
-    """``<data>/homelocks``: beside the homes, outside every user's namespace, so a user can
-    neither see nor plant a lock file."""
-    return os.path.join(data, "homelocks")
 
 
 def _snapshot(usage: Usage | None) -> tuple[int, int] | None:

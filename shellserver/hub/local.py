@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -20,7 +20,7 @@ from shellserver.hub.fanout import Fanout
 from shellserver.hub.record import Delivery as Delivery
 from shellserver.hub.record import SessionInfo
 from shellserver.hub.rooms import Member, RoomInfo, RoomTable
-from shellserver.hub.session import Session
+from shellserver.hub.session import HoldingPort, Session
 from shellserver.text.message import Message as Message  # re-exported: where callers find it
 
 
@@ -48,6 +48,10 @@ class IHub(Interface):
 
     def local_sessions() -> list[Session]:
         """This node's own live sessions (the idle scan, the shutdown's last notice)."""
+
+    def detached_here(user: str) -> list[Session]:
+        """``user``'s detached sessions on this node, oldest first: a login here may resume
+        one."""
 
     def counts() -> tuple[int, int]:
         """(sessions, users) online, at once (``status``, the wall counters)."""
@@ -107,7 +111,7 @@ class IHub(Interface):
 
     def announce(kind: str, fields: dict[str, Any]) -> None:
         """Tell the other nodes (their announcement subscribers): a shutdown scheduled or
-        cancelled."""
+        cancelled, a mute made or ended, an account deleted."""
 
     def subscribe_announcements(callback: Callable[[str, dict[str, Any]], None]) -> None:
         """Call ``callback(kind, fields)`` for every other node's :meth:`announce` from now on.
@@ -276,6 +280,10 @@ class Hub:
         Redis."""
         return self._by_id.get(session_id)
 
+    def detached_here(self, user: str) -> list[Session]:
+        """Those of the per-user table whose connection was lost, in login order."""
+        return [s for s in self._by_user.get(user, ()) if s.detached_at is not None]
+
     def local_of(self, user: str) -> list[Session]:
         """This node's sessions of ``user`` (a copy), which the clustered hub merges with its
         mirror of the other nodes'."""
@@ -326,7 +334,9 @@ class Hub:
             return succeed([])
         if not replace:
             return succeed(None)
-        return succeed(list(mine[: len(mine) - limit + 1]))
+        # Detached sessions go first (oldest first), then the oldest attached ones.
+        older = sorted(mine, key=lambda s: s.detached_at is None)
+        return succeed(list(older[: len(mine) - limit + 1]))
 
     def release(self, user: str, session_id: int) -> None:
         """Nothing to free: :meth:`admit` claimed nothing here."""
@@ -360,10 +370,14 @@ class Hub:
         session = self._by_id.get(session_id)
         if session is None or not session.terminal.connected:
             return Delivery.GONE
-        if sender is not None and (
-            not session.mesg or sender in self._ignores.get(session.user, _NOBODY)
-        ):
-            return Delivery.REFUSED
+        if sender is not None:
+            if not session.mesg or sender in self._ignores.get(session.user, _NOBODY):
+                return Delivery.REFUSED
+            if session.detached_at is not None:  # held, and saved as mail if never resumed
+                port = cast(HoldingPort, session.terminal)
+                return (
+                    Delivery.DELIVERED if port.notify_write(message, sender) else Delivery.DROPPED
+                )
         return Delivery.DELIVERED if session.deliver(message) else Delivery.DROPPED
 
     def broadcast(self, message: Message) -> Deferred[tuple[int, int]]:

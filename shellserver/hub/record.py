@@ -67,6 +67,10 @@ class SessionInfo(Protocol):
     def doing(self) -> str:
         """The command now running (sanitised, cut short) for ``w``'s WHAT column."""
 
+    @property
+    def detached(self) -> bool:
+        """Its connection was lost and it waits to be resumed: ``who`` shows ``(detached)``."""
+
     def idle(self, now: float) -> float:
         """Seconds since the last line at ``now``: a method, so each caller passes its own clock
         and tests need no real time."""
@@ -97,6 +101,7 @@ class SessionRecord:
     last_active: float
     mesg: bool
     doing: str
+    detached: bool = False
 
     def idle(self, now: float) -> float:
         """As :meth:`SessionInfo.idle`, from the last activity the node published, which lags by
@@ -120,6 +125,7 @@ class SessionRecord:
             s.last_active,
             s.mesg,
             s.doing,
+            s.detached,
         )
 
     def to_json(self) -> str:
@@ -138,6 +144,7 @@ class SessionRecord:
                 self.last_active,
                 self.mesg,
                 self.doing,
+                self.detached,
             ],
             separators=(",", ":"),
         )
@@ -166,6 +173,8 @@ class SessionRecord:
                 float(f[8]),
                 bool(f[9]),
                 str(f[10]),
+                # A node of the version before detached sessions sends eleven fields.
+                bool(f[11]) if len(f) > 11 else False,
             )
         except (TypeError, IndexError, KeyError) as e:
             raise ValueError(f"not a session record: {e}") from None

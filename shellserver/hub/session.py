@@ -48,6 +48,15 @@ class SessionPort(Protocol):
         """End the connection after pending output (kick, lock, idle, shutdown)."""
 
 
+class HoldingPort(SessionPort, Protocol):
+    """The port of a detached session (``shellserver.shell.detach.HeldOutput``): it holds what
+    is sent, and tells a ``write`` apart, which is saved to the mailbox if the session is never
+    resumed."""
+
+    def notify_write(self, message: Message, sender: str) -> bool:
+        """A ``write`` line from ``sender``, held; False when dropped (over the limit)."""
+
+
 @define(eq=False)
 class Session:
     """Per-connection state (the seed's "companion object", attached at login).
@@ -70,11 +79,21 @@ class Session:
     login_record: int | None = None
     #: The node this session lives on (``--node``); "" for a server that is not clustered.
     node: str = ""
+    #: The fingerprint of the SSH key it logged in with (``SHA256:…``); "" for a password.
+    key: str = ""
     #: ``last_active`` at the time of the idle warning, so one idle stretch warns once.
     idle_warned: float = -1.0
     #: Lines this session may send (commands, and the lines of a multi-line ``write``);
     #: unlimited unless the connection sets ``--cmd-burst``/``--cmd-rate``.
     bucket: TokenBucket = UNLIMITED
+    #: When its connection was lost, while it waits (``--linger``) to be resumed; None while a
+    #: connection shows it. ``terminal`` is then the port that holds what is sent to it.
+    detached_at: float | None = None
+
+    @property
+    def detached(self) -> bool:
+        """No connection shows this session now: ``who`` says ``(detached)``."""
+        return self.detached_at is not None
 
     @property
     def is_admin(self) -> bool:

@@ -16,8 +16,12 @@ Connections that make no progress (telnet and the browser: no login name
 typed yet; SSH: no key exchange completed) are *stalled*. When a newcomer
 would be refused (a full house, or the early drop), the oldest stalled
 connection that has had ``MIN_STALL_AGE`` seconds is closed instead to make
-room, and every connection the server closes without a login (closed so, or
-timed out at the login grace) counts against its address's penalty
+room. Where none has had it yet, an address holding at least two more stalled
+connections than the newcomer's address holds waiting ones gives up its oldest
+(``FAIR_SHARE``): a flood from a few addresses that reconnects faster than
+``MIN_STALL_AGE`` cannot keep a clean address out. Every connection the server
+closes without a login (closed so, or timed out at the login grace) counts
+against its address's penalty
 (``penalties.py``): an address that keeps connections stalled is refused at
 once for a growing time, so a flood of half-open connections from a few
 addresses churns among themselves and then stops, while a clean address gets
@@ -34,6 +38,7 @@ from random import Random
 from attrs import define, field
 from twisted.logger import Logger
 
+from shellserver.ops.bans import BanList
 from shellserver.ops.penalties import Penalties
 from shellserver.ops.throttle import LogLimit
 
@@ -48,6 +53,10 @@ MADE_ROOM = "Too many connections waiting to log in; closing those that sent not
 
 #: A stalled connection is closed to make room only once it has had this long to make progress.
 MIN_STALL_AGE = 2.0
+
+#: Before any stalled connection has had ``MIN_STALL_AGE``, an address holding this many more
+#: stalled connections than the newcomer's address holds waiting ones gives up its oldest.
+FAIR_SHARE = 2
 
 #: The chance of a random early drop at half of ``--max-unauth`` (OpenSSH's ``rate``).
 EARLY_DROP = 0.30
@@ -86,13 +95,33 @@ class Admission:
     _penalised_log: LogLimit = field(factory=LogLimit)
     #: Stalled connections, oldest first.
     _stalled: dict[Stalled, None] = field(factory=dict)
+    #: How many of ``_stalled`` each address holds.
+    _stalled_by_addr: Counter[str] = field(factory=Counter)
+    #: Addresses and networks banned: refused before anything else, and not counted.
+    bans: BanList = field(factory=BanList)
+    _banned_log: LogLimit = field(factory=LogLimit)
 
     def admit(self, peer: str, now: float = 0.0) -> str | None:
         """Count a new connection from ``peer``; or say why it is refused (and count nothing).
 
         Where a full house or the early drop would refuse it, the oldest stalled
         connection is closed instead, if one has had its chance (``MIN_STALL_AGE``).
+        A banned address is refused first, before any prompt, and logged apart from the
+        limits' refusals (at most a line a minute).
         """
+        ban = self.bans.address(peer, now)
+        if ban is not None:
+            count = self._banned_log.due(now)
+            if count:
+                log.info(
+                    "refused {count} connection(s) from banned addresses; latest from {peer} "
+                    "(ban {target})",
+                    event="banned_refused",
+                    count=count,
+                    peer=peer,
+                    target=ban.target,
+                )
+            return ban.address_refusal()
         if self.penalties.refused(peer, now):
             return self._refuse(PENALISED)
         if self.max_connections and self.connections >= self.max_connections:
@@ -104,7 +133,7 @@ class Admission:
         if (
             self.max_unauth
             and self.unauth >= self.max_unauth
-            and (yours_full or not self._make_room(now))
+            and (yours_full or not self._make_room(peer, now))
         ):
             return self._refuse(TOO_MANY_UNAUTH)
         if yours_full:
@@ -113,7 +142,7 @@ class Admission:
         if (
             pressure is not None
             and self.random.random() < EARLY_DROP + (1 - EARLY_DROP) * pressure
-            and not self._make_room(now)
+            and not self._make_room(peer, now)
         ):
             return self._refuse(TOO_MANY_UNAUTH)
         self.connections += 1
@@ -142,30 +171,47 @@ class Admission:
         giving back its slot (this does that) when the room is needed."""
         entry = Stalled(peer, now, close)
         self._stalled[entry] = None
+        self._stalled_by_addr[peer] += 1
         return entry
 
     def progressed(self, entry: Stalled | None) -> None:
         """The connection made progress (a login name, a key exchange): no longer stalled.
         Also when it ends for any other reason."""
-        if entry is not None:
-            self._stalled.pop(entry, None)
+        if entry is not None and entry in self._stalled:
+            del self._stalled[entry]
+            self._forget_stalled(entry.peer)
 
     def timed_out(self, peer: str, now: float) -> None:
         """A connection of ``peer`` reached its login grace without logging in: penalised."""
         self._penalise(peer, now, "timed out")
 
-    def _make_room(self, now: float) -> bool:
-        """Close the oldest stalled connection, if it has had its chance; True if one was."""
+    def _make_room(self, peer: str, now: float) -> bool:
+        """Close a stalled connection for ``peer``'s newcomer; True if one was.
+
+        The oldest, if it has had its chance; otherwise the oldest of the address with the
+        most stalled connections, if that holds ``FAIR_SHARE`` more than ``peer`` waits with.
+        """
         if not self._stalled:
             return False
-        oldest = next(iter(self._stalled))
-        if now - oldest.since < MIN_STALL_AGE:
-            return False
-        del self._stalled[oldest]
-        self.gone(oldest.peer, logged_in=False)
-        self._penalise(oldest.peer, now, "stalled")
-        oldest.close()
+        victim = next(iter(self._stalled))
+        if now - victim.since < MIN_STALL_AGE:
+            busiest, held = max(self._stalled_by_addr.items(), key=lambda item: item[1])
+            if held < self._unauth_by_addr.get(peer, 0) + FAIR_SHARE:
+                return False
+            victim = next(s for s in self._stalled if s.peer == busiest)
+        del self._stalled[victim]
+        self._forget_stalled(victim.peer)
+        self.gone(victim.peer, logged_in=False)
+        self._penalise(victim.peer, now, "stalled")
+        victim.close()
         return True
+
+    def _forget_stalled(self, peer: str) -> None:
+        left = self._stalled_by_addr[peer] - 1
+        if left > 0:
+            self._stalled_by_addr[peer] = left
+        else:
+            del self._stalled_by_addr[peer]
 
     def _penalise(self, peer: str, now: float, why: str) -> None:
         if not self.penalties.stalled(peer, now):
@@ -242,8 +288,9 @@ def raise_fd_limit(max_connections: int) -> tuple[int, int]:
 class Shares:
     """``--max-connections`` split between the listeners, so none takes another's descriptors.
 
-    The web page's plain HTTP connections and the metrics listener each get a
-    cap of their own out of the total (at most a quarter of it each); the
+    The web page's plain HTTP connections, the metrics listener and the personal
+    pages each get a cap of their own out of the total (at most a quarter of it
+    each); the
     login wires (telnet, SSH and the browser's WebSocket, which admission
     counts together) share the rest.
     """
@@ -251,14 +298,17 @@ class Shares:
     logins: int
     web_http: int = 0
     metrics: int = 0
+    #: The personal pages' HTTP connections (``--pages``).
+    pages: int = 0
 
 
-def split_connections(total: int, web_http: int, metrics: int) -> Shares:
-    """Reserve ``web_http`` and ``metrics`` (0: no such listener) out of ``total``."""
+def split_connections(total: int, web_http: int, metrics: int, pages: int = 0) -> Shares:
+    """Reserve ``web_http``, ``metrics`` and ``pages`` (0: no such listener) out of ``total``."""
     quarter = max(1, total // 4)
     web = min(web_http, quarter) if web_http else 0
     scrape = min(metrics, quarter) if metrics else 0
-    return Shares(max(1, total - web - scrape), web, scrape)
+    published = min(pages, quarter) if pages else 0
+    return Shares(max(1, total - web - scrape - published), web, scrape, published)
 
 
 def connection_limit(max_connections: int, fd_soft_limit: int) -> int:

@@ -17,6 +17,11 @@ node running (it could take ``shellserver.lock`` exclusively) is
 
 All locks are ``flock(2)``: released by the kernel when the process dies, so
 a ``kill -9`` never leaves a data dir claimed.
+
+The homes live in ``<data>/home`` unless ``--homes DIR`` puts them elsewhere
+(a shared filesystem, for nodes on several machines). The server records
+that choice in ``<data>/homes``, so the CLI on the same data dir finds the
+homes without being told again.
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ class DataDir:
     path: FilePath[str]
     #: This node's name when clustered (per-node lock and control socket); None: a server alone.
     node: str | None = None
+    #: ``--homes``: the homes' root elsewhere than ``<data>/home``; None: inside the data dir.
+    homes: FilePath[str] | None = None
     _lock_fd: int | None = field(default=None, init=False)
     _node_fd: int | None = field(default=None, init=False)
     _startup_fd: int | None = field(default=None, init=False)
@@ -100,8 +107,34 @@ class DataDir:
 
     @property
     def home_root(self) -> FilePath[str]:
-        """Where the homes live; inside the 0700 directory, so no other OS user can reach them."""
-        return self.path.child("home")
+        """Where the homes live: ``--homes``, else inside the 0700 directory, so no other OS
+        user can reach them."""
+        return self.path.child("home") if self.homes is None else self.homes
+
+    @property
+    def homes_note(self) -> FilePath[str]:
+        """Where the server writes its ``--homes`` for the CLI (absent: ``<data>/home``)."""
+        return self.path.child("homes")
+
+    def remember_homes(self) -> None:
+        """Record (or forget) ``--homes`` for the CLI: called by the server once it holds the
+        data dir, so the CLI's userdel and addkey reach the homes the server uses."""
+        note = self.homes_note
+        if self.homes is None:
+            if note.exists():
+                note.remove()
+            return
+        tmp = note.siblingExtension(".tmp")
+        tmp.setContent(self.homes.path.encode() + b"\n")
+        os.replace(tmp.path, note.path)
+
+    def recorded_homes(self) -> FilePath[str] | None:
+        """The ``--homes`` the server last ran with on this data dir, if any."""
+        try:
+            text = self.homes_note.getContent().decode().strip()
+        except OSError:
+            return None
+        return FilePath(text) if text else None
 
     @property
     def lock_path(self) -> FilePath[str]:

@@ -1,4 +1,4 @@
-"""Bounded HTTP for the page (``--web``) and the metrics (``--metrics``) listeners.
+"""Bounded HTTP for the page (``--web``), the personal pages (``--pages``) and the metrics.
 
 ``twisted.web`` answers pipelined requests one after the other, but it writes
 each answer into the transport as soon as it is rendered: a client that sends
@@ -165,7 +165,7 @@ class Counted(ProtocolWrapper):
         self.counted = self.factory.enter(self)
         if not self.counted:
             super().makeConnection(transport)
-            transport.write(BUSY)
+            transport.write(self.factory.busy)
             transport.loseConnection()
             return
         cap_send_buffer(transport)
@@ -234,8 +234,11 @@ class Guard(WrappingFactory):
         per_address: int,
         request_timeout: float = REQUEST_TIMEOUT,
         response_timeout: float = RESPONSE_TIMEOUT,
+        busy: bytes = BUSY,
     ) -> None:
         super().__init__(site)
+        #: The whole answer (status line to body) a refused connection gets.
+        self.busy = busy
         self.clock = clock
         self.total = total
         self.per_address = per_address

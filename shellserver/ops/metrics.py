@@ -55,6 +55,8 @@ ALWAYS_SHOWN = (("tel", "admin"), ("tel", "user"))
 MESSAGE_KINDS = ("write", "wall", "room")
 #: The reactor-lag histogram reaches from 1 ms (normal) to 5 s (a stall worth paging for).
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: The HTTP statuses the pages listener answers with, each its own series.
+PAGE_STATUSES = (200, 206, 301, 304, 404, 405, 416, 500)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
@@ -98,6 +100,21 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        moved = Counter(
+            "shellserver_sftp_bytes",
+            "File content moved over SFTP (sftp, scp, sshfs), by direction: in is uploads.",
+            ["direction"],
+            registry=r,
+        )
+        self._sftp_in = moved.labels(direction="in")
+        self._sftp_out = moved.labels(direction="out")
+        self._sftp_ops = Counter(
+            "shellserver_sftp_operations",
+            "SFTP requests by operation and result (ok, failed, or refused by the sandbox or a "
+            "limit).",
+            ["op", "result"],
+            registry=r,
+        )
         #: Counted when a scrape is rendered (scrapes within a second share one: metricspage.py).
         self.renders = Counter(
             "shellserver_metrics_renders",
@@ -105,7 +122,30 @@ class Metrics:
             registry=r,
         )
 
+        pages = Counter(
+            "shellserver_pages_requests",
+            "Answers of the personal pages listener (--pages), by HTTP status.",
+            ["status"],
+            registry=r,
+        )
+        #: The statuses the pages give; any other is counted as "other" (labels stay bounded).
+        self._page_status = {code: pages.labels(status=str(code)) for code in PAGE_STATUSES}
+        self._page_other = pages.labels(status="other")
+        self._page_bytes = Counter(
+            "shellserver_pages_sent_bytes",
+            "Body bytes the personal pages listener (--pages) handed to its connections.",
+            registry=r,
+        )
+
     # -- the hot paths: one attribute read and one inc ----------------------------
+
+    def page_answered(self, status: int) -> None:
+        """One answer of the pages listener, by status (a bounded set of labels)."""
+        self._page_status.get(status, self._page_other).inc()
+
+    def page_bytes(self, count: int) -> None:
+        """Body bytes of the pages listener, counted per chunk (64 KiB), not per byte."""
+        self._page_bytes.inc(count)
 
     def login(self, ok: bool) -> None:
         """A password login's result; the children are bound once, since ``.labels()`` costs."""
@@ -124,6 +164,15 @@ class Metrics:
     def message(self, kind: str, delivered: bool) -> None:
         """One copy of one message (a ``write``)."""
         self._messages.get(kind, self._other)[0 if delivered else 1] += 1
+
+    def sftp_bytes(self, direction: str, size: int) -> None:
+        """File content moved over SFTP: ``in`` (uploads) or ``out`` (downloads)."""
+        (self._sftp_in if direction == "in" else self._sftp_out).inc(size)
+
+    def sftp_operation(self, op: str, result: str) -> None:
+        """One SFTP request's result; ``op`` and ``result`` come from a fixed set, never from the
+        client, so the series stay bounded."""
+        self._sftp_ops.labels(op=op, result=result).inc()
 
     # -- runners that measure the store and the hashing pool ------------------------
 

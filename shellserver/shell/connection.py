@@ -179,7 +179,7 @@ class Connection:
         session, self.session = self.session, None
         self._release()
         if session is not None:
-            sessionstart.end(self.lobby.start, session, self.wire)
+            sessionstart.lost(self.lobby.start, session, self.terminal, self.wire, True)
 
     def _release(self) -> None:
         self._progressed()  # gone: no longer stalled either

@@ -26,10 +26,24 @@ from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import bucket_for
 from shellserver.shell import people
 from shellserver.shell.commands.registry import Services
+from shellserver.shell.detach import (
+    RESUME_ONE,
+    RESUME_WHICH,
+    HeldOutput,
+    idle_words,
+)
 from shellserver.shell.dispatch import Shell
+from shellserver.shell.secondfactor import SecondFactor, enrol
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import UNAVAILABLE, Account
-from shellserver.terminal.discipline import IWire, Redraws, Terminal
+from shellserver.terminal.discipline import (
+    Disconnected,
+    EndOfInput,
+    Interrupted,
+    IWire,
+    Redraws,
+    Terminal,
+)
 from shellserver.text.sanitize import careful, careful_lines
 from shellserver.text.timefmt import format_login_time
 
@@ -37,6 +51,10 @@ log = Logger()
 
 #: What a user gets when the login record cannot be written (:meth:`unavailable`'s outcome).
 LOGGED_IN_UNRECORDED = "logged in without a login record"
+#: ``ssh host CMD`` by an account that must first enable a second factor (``--require-otp``).
+ENROL_FIRST = (
+    "A second factor is required for this account: log in with a terminal to enable it.\n"
+)
 #: Bytes of the motd read at most: a huge file must not fill every login's output.
 MOTD_LIMIT = 16 * 1024
 
@@ -136,12 +154,23 @@ class SessionStart:
     #: Prompts drawn again after messages, once per reactor turn (each new Terminal's).
     redraws: Redraws
     seats: Seats
+    #: ``--require-otp``: who must enable a second factor before the first prompt.
+    second_factor: SecondFactor
     #: Session ids, unique in this process.
     ids: Iterator[int] = field(factory=lambda: itertools.count(1))
+    #: ``--linger``: how long a session whose connection was lost waits, detached, to be
+    #: resumed (0: it ends with its connection).
+    linger: float = 0.0
+    #: ``--max-output``: what a detached session holds at most.
+    max_output: int = 256 * 1024
 
-    def login_refusal(self, account: Account) -> str | None:
-        """Why ``account`` may not log in now (a shutdown about to happen), or None; admins
-        may still come in, to cancel it."""
+    def login_refusal(self, account: Account, peer: str = "", key: str = "") -> str | None:
+        """Why ``account`` may not log in now, or None: a ban (of the address, the user, or
+        the SSH key it logged in with), or a shutdown about to happen, which admins may
+        still come in through, to cancel it."""
+        banned = self.services.bans.login_refusal(account.name, peer, key)
+        if banned is not None:
+            return banned
         if account.is_admin:
             return None
         return self.services.shutdown.login_refusal()
@@ -154,10 +183,12 @@ async def begin(
     wire: IWire,
     mode: Mode = Mode.INTERACTIVE,
     still_wanted: Callable[[], bool] = lambda: True,
+    key: str = "",
 ) -> Session | None:
     """Attach a session for ``account`` on ``terminal``; None when the login is refused.
+    ``key`` is the fingerprint of the SSH key it logged in with ("" for a password).
 
-    Applies the shutdown refusal and ``--max-sessions``/``--on-max``, records
+    Applies the bans, the shutdown refusal and ``--max-sessions``/``--on-max``, records
     the login, and (interactive) greets with the motd, last login, shutdown
     notice and saved message count, then hands the terminal to the shell.
     ``still_wanted`` is asked once the login is recorded (the wire may have
@@ -167,15 +198,29 @@ async def begin(
     """
     name = account.name
     await start.services.hub.ready()  # a cluster node that has just started joins first
-    refusal = start.login_refusal(account)
+    refusal = start.login_refusal(account, wire.peer, key)
     if refusal:
         terminal.write(refusal + "\n")
         return None
+    # Before any resume: a session detached while it was enrolling must not be a way to a
+    # prompt without the second factor.
+    enrolling = await start.second_factor.must_enrol(account)
+    if enrolling and mode is Mode.COMMAND:
+        terminal.write(ENROL_FIRST)
+        return None
+    if mode is Mode.INTERACTIVE and start.linger > 0 and not enrolling:
+        resumed = await _offer_resume(start, account, terminal, wire, still_wanted, key)
+        if isinstance(resumed, Session):
+            return resumed
+        if resumed is False:
+            return None
     session_id = next(start.ids)
     if not await _make_room(start, terminal, wire, name, session_id):
         return None
     try:
-        return await _start(start, account, terminal, wire, mode, still_wanted, session_id)
+        return await _start(
+            start, account, terminal, wire, mode, still_wanted, session_id, key, enrolling
+        )
     except BaseException:
         start.services.hub.release(name, session_id)
         raise
@@ -189,6 +234,8 @@ async def _start(
     mode: Mode,
     still_wanted: Callable[[], bool],
     session_id: int,
+    key: str,
+    enrolling: bool = False,
 ) -> Session | None:
     name = account.name
     services = start.services
@@ -211,6 +258,7 @@ async def _start(
         terminal=terminal,
         last_active=now,
         bucket=bucket_for(start.cmd_rate, start.cmd_burst),
+        key=key,
     )
     if not services.hub.sessions_of_now(name):
         # The user's first session: their home is measured again before their first
@@ -253,8 +301,38 @@ async def _start(
         terminal.write(new_messages)
         shell = Shell(services, session, terminal)
         terminal.on_eof = shell.logout
-        terminal.set_handler(shell.line, shell.prompt, shell.complete)
+        if enrolling:
+            d = Deferred.fromCoroutine(_enrol_then_shell(start, account, terminal, shell))
+            d.addErrback(_enrolment_failed, start.trouble, terminal)
+        else:
+            terminal.set_handler(shell.line, shell.prompt, shell.complete)
     return session
+
+
+async def _enrol_then_shell(
+    start: SessionStart, account: Account, terminal: Terminal, shell: Shell
+) -> None:
+    """``--require-otp``: the enable steps in place of the shell; the prompt only after them.
+    Refused (or given up), the session ends; a hang-up meanwhile simply ends it."""
+    try:
+        done = await enrol(start.second_factor, account, terminal.write, terminal.read_line)
+    except (Disconnected, EndOfInput, Interrupted):
+        done = False
+    if not terminal.connected:
+        return
+    if done:
+        terminal.set_handler(shell.line, shell.prompt, shell.complete)
+    else:
+        terminal.close()
+
+
+def _enrolment_failed(failure: Failure, trouble: Trouble, terminal: Terminal) -> None:
+    error = failure.value
+    if failure.check(*UNAVAILABLE) is not None and error is not None:
+        trouble.unavailable(error, "enabling a second factor", "session closed")
+    else:
+        log.failure("enabling a second factor failed", failure)
+    terminal.close()
 
 
 async def _make_room(
@@ -277,8 +355,152 @@ async def _make_room(
     return True
 
 
+def lost(
+    start: SessionStart, session: Session, terminal: Terminal, wire: IWire, interactive: bool
+) -> None:
+    """The connection of ``session`` is gone. Lost by the client (not closed by the server)
+    from an interactive session with ``--linger`` on: the session waits, detached, to be
+    resumed; otherwise it ends."""
+    if interactive and start.linger > 0 and terminal.dropped and session.terminal is terminal:
+        _detach(start, session, terminal, wire.kind)
+    elif session.terminal is terminal:  # else it was resumed elsewhere and lives on
+        end(start, session, wire)
+
+
+def _detach(start: SessionStart, session: Session, terminal: Terminal, kind: str) -> None:
+    services = start.services
+    history, line = terminal.leftover()
+    held = HeldOutput(
+        terminal.width,
+        terminal.height,
+        start.max_output,
+        lambda held: _end_detached(start, session, held, kind),
+        services.clock.seconds,
+        history,
+        line,
+    )
+    session.terminal = held
+    session.detached_at = services.clock.seconds()
+    held.timer = services.clock.callLater(start.linger, held.close)
+    d = services.hub.changed(session)
+    d.addErrback(lambda f: None)  # clustered and Redis away: published when it is back
+    log.info(
+        "{user} detached from {tty}; kept {linger:.0f} s",
+        event="detach",
+        user=session.user,
+        tty=session.tty,
+        peer=session.peer,
+        wire=kind,
+        linger=start.linger,
+    )
+
+
+def _end_detached(start: SessionStart, session: Session, held: HeldOutput, kind: str) -> None:
+    """The detached session ends unresumed (linger over, ``n``, kick, lock, idle, shutdown):
+    its held ``write`` messages go to the mailbox, then it ends as any session does."""
+    held.done = True
+    if held.timer is not None and held.timer.active():
+        held.timer.cancel()
+    held.timer = None
+    services = start.services
+    for w in held.mail():
+        body = people.to_blob(w.text)
+        d = people.run(services.store, people.save_message, session.user, w.sender, body, w.sent)
+        d.addErrback(lambda f: log.failure("saving a held message failed", f))
+    _ended(start, session, kind)
+
+
+async def _offer_resume(
+    start: SessionStart,
+    account: Account,
+    terminal: Terminal,
+    wire: IWire,
+    still_wanted: Callable[[], bool],
+    key: str,
+) -> Session | bool | None:
+    """Ask about this user's detached sessions on this node: the resumed session, False
+    when the login was abandoned meanwhile, None for a new session (none detached, or
+    ``n``: the detached one then ends)."""
+    services = start.services
+    waiting = services.hub.detached_here(account.name)
+    if not waiting:
+        return None
+    now = services.clock.seconds()
+    if len(waiting) == 1:
+        s = waiting[0]
+        answer = await terminal.read_line(
+            RESUME_ONE.format(tty=s.tty, idle=idle_words(s.idle(now)))
+        )
+        choice = None if answer.strip().lower() in ("n", "no") else s
+    else:
+        terminal.write(f"You have {len(waiting)} detached sessions:\n")
+        for i, s in enumerate(waiting, 1):
+            terminal.write(f"  {i}  {s.tty} (idle {idle_words(s.idle(now))})\n")
+        choice = None
+        while True:
+            answer = (await terminal.read_line(RESUME_WHICH)).strip().lower()
+            if answer in ("n", "no"):
+                break
+            if answer in ("", "y", "yes"):
+                answer = "1"
+            if answer.isdigit() and 1 <= int(answer) <= len(waiting):
+                choice = waiting[int(answer) - 1]
+                break
+            terminal.write(f"Answer a number from 1 to {len(waiting)}, or n for a new session.\n")
+    if choice is None:
+        for s in waiting[:1] if len(waiting) == 1 else []:
+            s.terminal.close()  # n: that one ends, its held writes saved as mail
+        return None
+    held = choice.terminal
+    if not isinstance(held, HeldOutput) or held.done:
+        return None  # ended while the user answered: a new session
+    if not terminal.connected or not still_wanted():
+        return False
+    _resume(start, choice, held, terminal, wire, key)
+    return choice
+
+
+def _resume(
+    start: SessionStart,
+    session: Session,
+    held: HeldOutput,
+    terminal: Terminal,
+    wire: IWire,
+    key: str,
+) -> None:
+    held.done = True
+    if held.timer is not None and held.timer.active():
+        held.timer.cancel()
+    held.timer = None
+    services = start.services
+    session.terminal = terminal
+    session.detached_at = None
+    session.peer = wire.peer
+    session.term = wire.term
+    session.key = key  # a ban of the key it now uses ends it
+    d = services.hub.changed(session)
+    d.addErrback(lambda f: None)  # clustered and Redis away: published when it is back
+    log.info(
+        "{user} resumed {tty} from {peer}",
+        event="resume",
+        user=session.user,
+        tty=session.tty,
+        peer=session.peer,
+        wire=wire.kind,
+    )
+    terminal.write(held.framed())
+    shell = Shell(services, session, terminal)
+    terminal.on_eof = shell.logout
+    terminal.set_handler(shell.line, shell.prompt, shell.complete)
+    terminal.resume_input(held.history, held.line)
+
+
 def end(start: SessionStart, session: Session, wire: IWire) -> None:
     """The connection of ``session`` is gone: detach it, leave its rooms, record the logout."""
+    _ended(start, session, wire.kind)
+
+
+def _ended(start: SessionStart, session: Session, kind: str) -> None:
     services = start.services
     d = services.hub.detach(session)
     d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
@@ -291,7 +513,7 @@ def end(start: SessionStart, session: Session, wire: IWire) -> None:
         user=session.user,
         tty=session.tty,
         peer=session.peer,
-        wire=wire.kind,
+        wire=kind,
     )
 
 

@@ -277,6 +277,7 @@ class Terminal:
         "_tick",
         "_typeahead",
         "connected",
+        "dropped",
         "on_disconnect",
         "on_eof",
         "state",
@@ -326,6 +327,9 @@ class Terminal:
         #: False once the connection is gone (set by the machine's ``end``); the hub
         #: and commands read it, so it stays a plain attribute.
         self.connected = True
+        #: Set as the connection ends: True when the client went without the server closing
+        #: (no logout, kick or shutdown), so the session may be kept, detached.
+        self.dropped = False
         #: The machine's state (:mod:`.lifecycle`), set only by its outputs: the hot
         #: paths read this attribute instead of calling the machine.
         self.state = READY
@@ -782,6 +786,7 @@ class Terminal:
 
     def _end(self) -> None:
         self._machine = ENDED_MACHINE  # no cycle through our own (see ENDED_MACHINE)
+        self.dropped = self._live  # not closing: the client went, the server did not close
         self.connected = False
         self._live = False
         self._stash = None
@@ -801,6 +806,27 @@ class Terminal:
         self._handler_prompt = str
         if on_disconnect is not None:
             on_disconnect()
+
+    def leftover(self) -> tuple[list[str], str]:
+        """The line editor's history and the line being typed (empty in line mode, where the
+        client edits, and while a hidden answer is typed): what a resumed session gets back."""
+        editor = self._editor
+        if editor is None:
+            return [], ""
+        line = "" if editor.hidden or not editor.active else editor.buf
+        return list(editor.history), line
+
+    def resume_input(self, history: list[str], line: str) -> None:
+        """A resumed session's history and half-typed line, after its prompt was shown: the
+        line comes back as if typed again (line mode has neither: the client edits)."""
+        editor = self._editor
+        if editor is None:
+            return
+        for old in history:
+            editor.remember(old)
+        if line and self._prompt is not None and editor.active and not editor.hidden:
+            editor.type_in(line)
+            self._flush()
 
     # -- character mode --------------------------------------------------------
 

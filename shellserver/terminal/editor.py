@@ -171,6 +171,11 @@ class LineEditor:
             self._hist_bytes -= _blen(history[0])
             del history[0]
 
+    def type_in(self, text: str) -> None:
+        """Put ``text`` on the line at the cursor as if typed (a resumed session's half-typed
+        line), within the line's byte limit."""
+        self._insert(text)
+
     @property
     def history_bytes(self) -> int:
         """What the history holds, in bytes, so memory per session can be checked."""

@@ -184,6 +184,10 @@ class RedisHub:
         """This node's own: the local table's (``IHub.local_sessions``)."""
         return self.local.local_sessions()
 
+    def detached_here(self, user: str) -> list[Session]:
+        """This node's own, from the local table (``IHub.detached_here``)."""
+        return self.local.detached_here(user)
+
     def counts(self) -> tuple[int, int]:
         """From the local table and the mirror, without Redis (``IHub.counts``)."""
         here, _ = self.local.counts()
@@ -348,6 +352,6 @@ def cluster_hub(url: RedisURL, node: str, reactor: IReactorTime) -> RedisHub:
     def heard(channel: str, data: bytes) -> None:
         hub.received(channel, data)
 
-    link = RedisLink(url.host, url.port, url.db, reactor, up, down, heard)
+    link = RedisLink(url.host, url.port, url.db, reactor, up, down, heard, url=url)
     hub = RedisHub(node, link, reactor)
     return hub

@@ -52,7 +52,7 @@ class Presence:
     mirror: Mirror
     #: Put back in Redis with the sessions whenever this node republishes.
     ignore_lists: IgnoreLists
-    _published: dict[int, tuple[bool, str, int]] = field(init=False, factory=dict)
+    _published: dict[int, tuple[bool, str, int, bool, str]] = field(init=False, factory=dict)
     _beat: LoopingCall | None = field(init=False, default=None)
     _updates: LoopingCall | None = field(init=False, default=None)
     _started: bool = field(init=False, default=False)
@@ -377,7 +377,14 @@ class Presence:
         return len(self._live)
 
 
-def _state(session: Session) -> tuple[bool, str, int]:
+def _state(session: Session) -> tuple[bool, str, int, bool, str]:
     """What other nodes see of a session that can change; idle in 10 s steps, so a session
-    typing steadily is published once per ``UPDATES`` at most, and an idle one not at all."""
-    return session.mesg, session.doing, int(session.last_active // 10)
+    typing steadily is published once per ``UPDATES`` at most, and an idle one not at all.
+    Detached or resumed (from another address) is told as well."""
+    return (
+        session.mesg,
+        session.doing,
+        int(session.last_active // 10),
+        session.detached,
+        session.peer,
+    )

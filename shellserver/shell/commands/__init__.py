@@ -1,6 +1,16 @@
 """The shell's commands. Importing this package registers them all in ``REGISTRY``."""
 
-from shellserver.shell.commands import account, admin, files, info, mailbox, messaging, rooms
+from shellserver.shell.commands import (
+    account,
+    admin,
+    bans,
+    files,
+    info,
+    mailbox,
+    messaging,
+    rooms,
+    secondfactor,
+)
 from shellserver.shell.commands.registry import REGISTRY, Command, Context, Registry, UsageError
 
 __all__ = [
@@ -11,9 +21,11 @@ __all__ = [
     "UsageError",
     "account",
     "admin",
+    "bans",
     "files",
     "info",
     "mailbox",
     "messaging",
     "rooms",
+    "secondfactor",
 ]

@@ -52,7 +52,8 @@ def session_rows(ctx: Context, sessions: list[SessionInfo], what: bool) -> str:
     lines = [header.rstrip()]
     for s in sessions:
         login = time.strftime("%b %d %H:%M", time.localtime(s.login_time))
-        row = f"{s.user:<12} {s.tty:<8} {login:<12} {format_idle(s.idle(now)):>5} "
+        tty = f"{s.tty} (detached)" if s.detached else s.tty
+        row = f"{s.user:<12} {tty:<8} {login:<12} {format_idle(s.idle(now)):>5} "
         row += "+   " if s.mesg else "-   "
         if what:
             row += f" {s.doing[:20]:<20}"

@@ -63,11 +63,37 @@ class Request:
     command: str | None = None
 
 
+class ChannelSide(Protocol):
+    """What a session channel (``server.SessionChannel``) hands the client's input and its flow
+    to: a session's :class:`SSHWire`, or the SFTP link (``sftp.SFTPLink``)."""
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client."""
+
+    def eof_received(self) -> None:
+        """The client closed its input."""
+
+    def resize(self, cols: int, rows: int) -> None:
+        """The client's window size changed."""
+
+    def pause(self) -> None:
+        """Output cannot go out now (window or connection full)."""
+
+    def resume(self) -> None:
+        """Output can go out again."""
+
+    def abort(self) -> None:
+        """Drop the whole connection."""
+
+    def connection_lost(self) -> None:
+        """The channel or its connection is gone."""
+
+
 class Channel(Protocol):
     """What the wire uses of conch's session channel (``server.SessionChannel``)."""
 
     conn: Any
-    wire: SSHWire | None
+    wire: ChannelSide | None
 
     def write(self, data: bytes) -> None:
         """Bytes for the client, within the window (``SessionChannel.write`` holds the rest and
@@ -272,11 +298,15 @@ class SSHWire(Fronted):
 class SSHSeat:
     """A session over one SSH channel, counted among the server's seats while it lasts."""
 
-    def __init__(self, start: SessionStart, wire: SSHWire) -> None:
+    def __init__(self, start: SessionStart, wire: SSHWire, key: str = "") -> None:
         self.start = start
         self.wire = wire
+        #: The fingerprint of the key the connection logged in with ("" for a password).
+        self.key = key
         self.terminal = Terminal(wire, start.redraws)
         self.session: Session | None = None
+        #: A shell (not ``ssh host CMD``): its session may outlive a lost connection.
+        self.interactive = False
         wire.receiver = self.terminal
         if wire.pty:
             self.terminal.mode_changed(True)
@@ -289,8 +319,9 @@ class SSHSeat:
         start.seats.add(self)
         terminal.on_disconnect = self._lost
         mode = sessionstart.Mode.INTERACTIVE if command is None else sessionstart.Mode.COMMAND
+        self.interactive = command is None
         try:
-            session = await sessionstart.begin(start, account, terminal, wire, mode)
+            session = await sessionstart.begin(start, account, terminal, wire, mode, key=self.key)
         except UNAVAILABLE as e:
             start.trouble.unavailable(e, "login")
             terminal.write(UNAVAILABLE_TEXT)
@@ -312,7 +343,8 @@ class SSHSeat:
         self.start.seats.discard(self)
         session, self.session = self.session, None
         if session is not None:
-            sessionstart.end(self.start, session, self.wire)
+            # ``ssh host CMD`` never detaches.
+            sessionstart.lost(self.start, session, self.terminal, self.wire, self.interactive)
 
     def crashed(self, failure: Failure) -> None:
         """A bug in the session start or the command: logged with its traceback, the client gets
@@ -330,9 +362,10 @@ def session_starter(
 
     def seat_channel(channel: Channel, account: Account, request: Request) -> None:
         peer = getattr(channel.conn.transport, "peer", "?")
+        key = getattr(channel.conn.transport, "key_fingerprint", "")
         wire = SSHWire(channel, request, peer, clock, max_line, max_output)
         channel.wire = wire
-        seat = SSHSeat(start, wire)
+        seat = SSHSeat(start, wire, key)
         d = Deferred.fromCoroutine(seat.run(account, request.command))
         d.addErrback(seat.crashed)
 
