@@ -106,7 +106,7 @@ $(CFLOOR): bench/cfloor.c $(STAMP)
 # (bench-cluster). Exits 1 when a target is missed.
 bench: $(BENCH_STAMP) $(CFLOOR) install
 	$(BIN)/python bench/run.py --sizes 1000,10000 --sweep 100,300,3000 --repeat 3 \
-		--kinds line,char,tls,ssh,web --mix char:60,ssh:30,web:10 \
+		--kinds line,char,tls,ssh,web --mix char:60,ssh:30,web:10 --timeout 900 \
 		--json bench/last-run.json --plot docs/img/bench.png; \
 	status=$$?; $(BENCH_CLUSTER) || exit $$?; exit $$status
 
