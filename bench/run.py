@@ -416,6 +416,47 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def plot_kinds(results: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
+    """CPU per wall delivery, per write and RSS per session against N for every session kind
+    measured, with both floors: the per-kind figure of docs/performance.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (
+        ("wall_cpu_per_delivery_us", "server CPU per wall delivery", "µs"),
+        ("write_cpu_us", "server CPU per write", "µs"),
+        ("rss_per_session_kib", "RSS per logged-in session", "KiB"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+    names = ["cfloor", "floor", "shellserver"]
+    names += [entry_name("shellserver", k) for k in (*KINDS[1:], MIXED)]
+    for name in names:
+        runs = results.get(name, {})
+        for ax, (key, _, _) in zip(axes, keys, strict=True):
+            ns = sorted(n for n in runs if key in runs[n])
+            if ns:
+                label = {"cfloor": "C floor", "shellserver": "shellserver-line"}.get(name, name)
+                style = "^:" if name == "cfloor" else "s--" if name == "floor" else "o-"
+                ax.plot(ns, [runs[n][key] for n in ns], style, label=label)
+    for ax, (_, title, unit) in zip(axes, keys, strict=True):
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.set_xscale("log")
+        ax.set_xlabel("logged-in sessions (N)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    axes[2].legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def _kinds_plot_path(path: Path) -> Path:
+    return path.with_name(path.stem + "-kinds" + path.suffix)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,10000", help="N for full runs, comma separated")
@@ -446,7 +487,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, help="write the PNG here (needs matplotlib)")
     p.add_argument("--profile", type=Path, help="py-spy shellserver into this directory (raw)")
     p.add_argument("--no-gate", action="store_true", help="exit 0 even when a target is missed")
+    p.add_argument(
+        "--replot", type=Path, help="only draw the per-kind plot (--plot) from this --json file"
+    )
     args = p.parse_args(argv)
+    if args.replot:
+        saved = json.loads(args.replot.read_text())["results"]
+        loaded = {name: {int(n): r for n, r in runs.items()} for name, runs in saved.items()}
+        plot_kinds(loaded, args.plot or Path("bench-kinds.png"))
+        return 0
     kinds = [k for k in args.kinds.split(",") if k]
     if args.char_mode and "char" not in kinds:
         kinds.append("char")
@@ -489,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(results, args.plot)
         print(f"\nplot: {args.plot}")
+        if sessions:
+            plot_kinds(results, _kinds_plot_path(args.plot))
+            print(f"plot: {_kinds_plot_path(args.plot)}")
     if not ok:
         print("\nsome targets were missed", file=sys.stderr)
     return 0 if ok or args.no_gate else 1
