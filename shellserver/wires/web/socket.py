@@ -63,8 +63,9 @@ def frame(text: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-#: The common leads before a message (terminal.py), framed once.
-_LEADS = {lead: frame(lead) for lead in ("\n", "\r\x1b[K")}
+#: The common leads before a message (terminal/discipline.py), framed once: a new line, the
+#: prompt's line erased (line mode), the editor's one-row line erased (character mode).
+_LEADS = {lead: frame(lead) for lead in ("\n", "\r\x1b[K", "\r\x1b[J")}
 
 
 class FrameLimit:
