@@ -261,7 +261,10 @@ class WireFactory:
     def buildProtocol(self, request: Request) -> WebWire:
         """A wire for this socket, left on the request so :class:`Socket` can put the frame
         limit in front of it and tell admission about it."""
-        wire = WebWire(self.attach, self.clock, _peer(request), self.max_output, self.pinger)
+        resume = b"resume" in (request.args or {})  # the page that reconnects by itself
+        wire = WebWire(
+            self.attach, self.clock, _peer(request), self.max_output, self.pinger, resume
+        )
         request.wire = wire  # type: ignore[attr-defined]
         return wire
 
