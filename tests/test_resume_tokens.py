@@ -328,3 +328,30 @@ def test_a_page_that_never_sends_its_token_meets_the_login_timeout(tmp_path: Pat
 
 def test_the_token_frame_is_binary_apart_from_output() -> None:
     assert control("2abc") == b"\x82\x042abc"
+
+
+def test_a_token_resume_meets_the_shutdown_refusal_and_a_ban_ends_its_token(
+    tmp_path: Path,
+) -> None:
+    s = server(tmp_path)
+    page = Page(s)
+    page.present("")
+    page.login()
+    (token,) = page.tokens
+    page.drop()
+    root = online(s, "root1", peer="10.0.0.3")
+    root.run("shutdown +3")  # within five minutes: new logins are refused, resumes too
+    again = Page(s, peer="10.0.0.9")
+    shown = again.present(token)
+    assert "new logins are refused" in shown and "alice@testhost" not in shown
+    assert again.sock.closed == [1000]
+    root.run("shutdown -c")
+    page = Page(s, peer="10.0.0.9")  # the refused resume spent its token: log in again
+    page.present("")
+    assert "Resume it? [Y/n] " in page.login()
+    page.line("y")
+    (token,) = page.tokens
+    page.drop()
+    root.run("ban alice 1h")  # the ban ends the detached session, and its token with it
+    assert len(s.start.tokens) == 0
+    assert Page(s, peer="10.0.0.8").present(token).endswith("login: ")

@@ -12,6 +12,7 @@ saying why, where Chromium, its driver or Selenium is missing; under CI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -283,10 +284,8 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     for s in (src, dst):
-        try:
+        with contextlib.suppress(OSError):
             s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 @pytest.mark.integration
