@@ -51,7 +51,9 @@ def make_server(tmp_path: Path, **overrides: Any) -> Assembly:
     homes = Homes(FilePath(str(home_root)), config.quota, inline_runner)
     stop = parts.pop("stop", lambda: None)
     spent = parts.pop("initial_password", str(tmp_path / "initial-admin-password"))
-    return assemble(config, clock, store, hub, homes, stop, spent, **parts)
+    server = assemble(config, clock, store, hub, homes, stop, spent, **parts)
+    server.admin.mutes.refresh()  # as the service does at its start
+    return server
 
 
 def add_user(

@@ -28,13 +28,15 @@ def _ping(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))  # up, perhaps with a password
     except OSError:
         return False
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    """``args`` go to redis-server after ours (``--requirepass``, ``--unixsocket``, TLS)."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
@@ -44,6 +46,7 @@ class RedisServer:
         self.log = workdir / "redis.log"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.args = args
 
     @property
     def url(self) -> str:
@@ -55,7 +58,7 @@ class RedisServer:
         cmd = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            "--daemonize", "no", "--logfile", str(self.log),
+            "--daemonize", "no", "--logfile", str(self.log), *self.args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

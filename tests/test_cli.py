@@ -40,7 +40,9 @@ def test_status_who_wall_kick(server: RealServer) -> None:
     assert r.returncode == 0
     doc = json.loads(r.stdout)
     [s] = doc["sessions"]
-    assert set(s) == {"user", "tty", "role", "login", "idle_s", "mesg", "peer", "term", "node"}
+    assert set(s) == {
+        "user", "tty", "role", "login", "idle_s", "mesg", "peer", "term", "node", "detached"
+    }  # fmt: skip
     assert (s["user"], s["tty"], s["role"], s["mesg"], s["peer"], s["term"]) == (
         "admin", "tel/0", "admin", True, "127.0.0.1", ""
     )  # fmt: skip

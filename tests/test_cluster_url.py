@@ -1,4 +1,5 @@
-"""`--cluster redis://HOST[:PORT][/DB]` and `--node NAME`: parsed, or one line saying why."""
+"""`--cluster URL` (redis://, rediss://, unix://, with a password or an ACL user) and
+`--node NAME`: parsed, or one line saying why that never shows the password."""
 
 from __future__ import annotations
 
@@ -18,27 +19,77 @@ from shellserver.hub.cluster.url import RedisURL, parse_redis_url
         ("REDIS://h:1", RedisURL("h", 1, 0), "redis://h:1/0"),
         ("redis://[::1]", RedisURL("::1", 6379, 0), "redis://[::1]:6379/0"),
         ("redis://[::1]:7000/3", RedisURL("::1", 7000, 3), "redis://[::1]:7000/3"),
+        (
+            "redis://:pw@h:1/2",
+            RedisURL("h", 1, 2, password="pw"),
+            "redis://:***@h:1/2",
+        ),
+        (
+            "redis://alice:p%40ss%3Aw@h/0",
+            RedisURL("h", 6379, 0, user="alice", password="p@ss:w"),
+            "redis://alice:***@h:6379/0",
+        ),
+        (
+            "rediss://:pw@cache.example.org:6380/1?ca=/etc/ssl/redis-ca.pem",
+            RedisURL(
+                "cache.example.org", 6380, 1, "rediss", password="pw", ca="/etc/ssl/redis-ca.pem"
+            ),
+            "rediss://:***@cache.example.org:6380/1?ca=/etc/ssl/redis-ca.pem",
+        ),
+        ("rediss://h", RedisURL("h", 6379, 0, "rediss"), "rediss://h:6379/0"),
+        (
+            "unix:///run/redis/redis.sock?db=3",
+            RedisURL("", 6379, 3, "unix", "/run/redis/redis.sock"),
+            "unix:///run/redis/redis.sock?db=3",
+        ),
+        (
+            "unix://:pw@/run/redis.sock",
+            RedisURL("", 6379, 0, "unix", "/run/redis.sock", password="pw"),
+            "unix://:***@/run/redis.sock?db=0",
+        ),
+        (
+            "unix:///run/redis.sock?db=1&password=pw&user=bob",
+            RedisURL("", 6379, 1, "unix", "/run/redis.sock", "bob", "pw"),
+            "unix://bob:***@/run/redis.sock?db=1",
+        ),
     ],
 )
 def test_good_urls(text: str, url: RedisURL, canonical: str | None) -> None:
     assert parse_redis_url(text) == url
     if canonical is not None:
         assert str(url) == canonical
-    assert parse_redis_url(str(url)) == url  # the canonical form reads back the same
+    assert parse_redis_url(url.show(hidden=False)) == url  # the canonical form reads back
+    assert repr(url) == f"RedisURL({str(url)!r})"
+    if url.password is not None:
+        assert url.password not in str(url) + repr(url)
+
+
+def test_auth_arguments() -> None:
+    assert parse_redis_url("redis://h").auth() == ()
+    assert parse_redis_url("redis://:pw@h").auth() == ("pw",)
+    assert parse_redis_url("redis://u:pw@h").auth() == ("u", "pw")
 
 
 @pytest.mark.parametrize(
     "text, why",
     [
         ("127.0.0.1:6379", "not a Redis URL"),
-        ("rediss://h:6379/0", "not a Redis URL: rediss://"),
         ("http://h/", "not a Redis URL: http://"),
-        ("unix:///tmp/redis.sock", "not a Redis URL"),
+        ("redis+tls://h/", "not a Redis URL: redis+tls://"),
         ("redis://", "no host"),
         ("redis://:6379/0", "no host"),
-        ("redis://user:secret@h:6379/0", "user or password"),
-        ("redis://h:6379/0?timeout=1", "query"),
-        ("redis://h:6379/0#x", "query or fragment"),
+        ("redis://user@h:6379/0", "a user needs a password"),
+        ("redis://:@h:6379/0", "an empty password"),
+        ("redis://h:6379/0?timeout=1", "unknown option ?timeout="),
+        ("redis://h:6379/0?ca=/x.pem", "?ca= is for TLS (rediss://)"),
+        ("rediss://h:6379/0?ca=", "?ca= names no file"),
+        ("rediss://h:6379/0?ca=a&ca=b", "given twice"),
+        ("redis://h:6379/0#x", "fragment"),
+        ("unix://host/run/redis.sock", "has no host"),
+        ("unix://run/redis.sock", "has no host"),
+        ("unix:///run/redis.sock?db=x", "database"),
+        ("unix:///run/redis.sock?timeout=1", "unknown option"),
+        ("unix:///run/redis.sock?user=bob", "a user needs a password"),
         ("redis://h:0/0", "port"),
         ("redis://h:65536/0", "port"),
         ("redis://h:http/0", "port"),
@@ -59,6 +110,27 @@ def test_bad_urls_are_one_line_saying_what_is_expected(text: str, why: str) -> N
         parse_redis_url(text)
     assert why in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "redis://:hunter2@h/x",
+        "redis://bob:hunter2@h:0/0",
+        "redis://hunter2@h/0",
+        "rediss://:hunter2@h/0?nope=1",
+        "redis://:hun/ter2@h/0",
+        "redis://:hunter2@",
+        "unix://:hunter2@/s?db=x",
+        "unix:///s?password=hunter2&db=x",
+        "http://:hunter2@h/",
+    ],
+)
+def test_errors_never_show_the_password(text: str) -> None:
+    with pytest.raises(ValueError) as e:
+        parse_redis_url(text)
+    assert "hunter2" not in str(e.value)
+    assert "ter2" not in str(e.value)
 
 
 def test_node_names() -> None:

@@ -1,4 +1,5 @@
-"""Contracts with Twisted's and CPython's internals that two speed tricks rest on.
+"""Contracts with Twisted's and CPython's internals that two speed tricks (and the PROXY
+header's listeners, last below) rest on.
 
 ``output.py`` writes messages straight into the socket when Twisted holds nothing for the
 client, which it learns from attributes of ``tcp.Connection`` that are not Twisted's public
@@ -269,3 +270,37 @@ def test_the_switches_are_read_from_the_environment() -> None:
     env["SHELLSERVER_GC_POLICY"] = "1"
     on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert on.stdout.split() == ["True", "True"], on.stderr
+
+
+def test_twisted_proxy_header_parsing_as_proxyheader_uses_it() -> None:
+    """``ops/proxyheader.py`` holds the wrapped protocol until the header is read, so it drives
+    Twisted's PROXY parsers itself (modules Twisted does not export): each ``feed`` gives
+    ``(None, None)`` until a header is complete, then ``(info, what followed)``, and raises
+    ``InvalidProxyHeader`` for a bad one; the wrapper keeps ``_parser`` and ``_proxyInfo``,
+    and its ``getPeer`` answers from ``_proxyInfo``."""
+    from twisted.internet.address import IPv4Address
+    from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+    from twisted.protocols.haproxy._v1parser import V1Parser
+    from twisted.protocols.haproxy._v2parser import V2Parser
+    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+
+    fix = f"{TWISTED}: fix shellserver/ops/proxyheader.py"
+    line = b"PROXY TCP4 192.0.2.1 10.0.0.1 5000 2323\r\n"
+    v1 = V1Parser()
+    assert v1.feed(line[:10]) == (None, None), fix
+    info, rest = v1.feed(line[10:] + b"x")
+    assert info is not None and info.source == IPv4Address("TCP", "192.0.2.1", 5000), fix
+    assert rest == b"x", fix
+    with pytest.raises(InvalidProxyHeader):
+        V1Parser().feed(b"PROXY " + b"x" * 200)
+    body = socket.inet_aton("192.0.2.2") + socket.inet_aton("10.0.0.1") + b"\x13\x88\x09\x13"
+    header = V2Parser.PREFIX + b"\x21\x11\x00\x0c" + body
+    v2 = V2Parser()
+    assert v2.feed(header[:20]) == (None, None), fix
+    info, rest = v2.feed(header[20:] + b"y")
+    assert info is not None and info.source == IPv4Address("TCP", "192.0.2.2", 5000), fix
+    assert rest == b"y", fix
+    wrapper = HAProxyProtocolWrapper(HAProxyWrappingFactory(Factory()), Protocol())
+    assert wrapper._parser is None and wrapper._proxyInfo is None, fix
+    wrapper._proxyInfo = info
+    assert wrapper.getPeer() == info.source, fix

@@ -113,3 +113,33 @@ async def test_own_output_goes_through_once_a_session_runs(
     while not got.endswith(b"$ "):
         got += client.recv(100)
     assert got == b"login: alice@host:~$ "
+
+
+@pytest_twisted.ensureDeferred
+async def test_written_through_under_a_proxy_header_listener() -> None:
+    """A ``haproxy:`` listener's wrapper only passes bytes on once the header is read: the
+    socket beneath it is written straight into, as a plain connection's is."""
+    from twisted.protocols.haproxy._v2parser import V2Parser
+
+    from shellserver.ops.proxyheader import ProxyHeaderFactory
+
+    Held.made = []
+    factory = ProxyHeaderFactory(Factory.forProtocol(Held), reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    try:
+        body = socket.inet_aton("192.0.2.5") + socket.inet_aton("10.0.0.1") + b"\x13\x88\x09\x13"
+        client.sendall(V2Parser.PREFIX + b"\x21\x11\x00\x0c" + body)
+        await deferLater(reactor, 0.1, lambda: None)
+        (server,) = Held.made
+        assert server.transport.getPeer().host == "192.0.2.5"
+        assert server.out.post(b"hello\r\n")
+        tcp = server.transport.transport
+        assert tcp.dataBuffer == b"" and tcp._tempDataBuffer == []  # nothing left for Twisted
+        client.settimeout(2)
+        assert client.recv(100) == b"hello\r\n"  # there before any reactor turn
+    finally:
+        client.close()
+        for server in Held.made:
+            server.transport.abortConnection()
+        await port.stopListening()

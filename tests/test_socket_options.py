@@ -1,7 +1,9 @@
 """The send-buffer cap and TCP_NODELAY reach the real socket on every wire.
 
 A real client connects to the real server (``twistd -n shellserver``) on each wire: plain
-and TLS telnet, the browser's WebSocket over plain TCP and TLS, and SSH. The test then
+and TLS telnet, the browser's WebSocket over plain TCP and TLS, and SSH, and the three plain
+ones behind the PROXY header (``haproxy:`` listeners, whose wrapper stands between the wire and
+its socket). The test then
 takes a duplicate of the server's own accepted socket (``pidfd_getfd``, Linux 5.6+: the
 descriptor whose peer is our client) and reads the options back with ``getsockopt``, so
 what is checked is the kernel's view, not what the code believes it set.
@@ -107,6 +109,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServ
         "--web", "tcp:0:interface=127.0.0.1",
         "--web", f"ssl:0:interface=127.0.0.1:{tls_args}",
         "--ssh", "tcp:0:interface=127.0.0.1",
+        "--telnet", "haproxy:tcp:0:interface=127.0.0.1",
+        "--web", "haproxy:tcp:0:interface=127.0.0.1",
+        "--ssh", "haproxy:tcp:0:interface=127.0.0.1",
     ).start()  # fmt: skip
     try:
         yield srv, cert
@@ -150,12 +155,48 @@ def _ssh(srv: RealServer, cert: Path) -> socket.socket | ssl.SSLSocket:
     return sock
 
 
+def proxied(port: int) -> socket.socket:
+    """A connection to a ``haproxy:`` listener, opened with the PROXY v2 header a balancer
+    sends (naming another client)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    body = socket.inet_aton("192.0.2.9") + socket.inet_aton("127.0.0.1")
+    body += port.to_bytes(2, "big") + port.to_bytes(2, "big")
+    sock.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + len(body).to_bytes(2, "big") + body)
+    return sock
+
+
+def _telnet_proxied(srv: RealServer, cert: Path) -> socket.socket | ssl.SSLSocket:
+    sock = proxied(srv.listening("telnet")[2])
+    read_until(sock, b"login: ")
+    return sock
+
+
+def _web_proxied(srv: RealServer, cert: Path) -> socket.socket | ssl.SSLSocket:
+    port = srv.listening("web")[2]
+    sock = proxied(port)
+    websocket(sock, port)
+    return sock
+
+
+def _ssh_proxied(srv: RealServer, cert: Path) -> socket.socket | ssl.SSLSocket:
+    deadline = time.monotonic() + 10
+    while len(srv.listening("ssh")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sock = proxied(srv.listening("ssh")[1])
+    read_until(sock, b"SSH-2.0-shellserver")
+    return sock
+
+
 WIRES: dict[str, Callable[[RealServer, Path], socket.socket | ssl.SSLSocket]] = {
     "telnet": _telnet,
     "telnet-tls": _telnet_tls,
     "web": _web,
     "web-tls": _web_tls,
     "ssh": _ssh,
+    "telnet-proxied": _telnet_proxied,
+    "web-proxied": _web_proxied,
+    "ssh-proxied": _ssh_proxied,
 }
 
 

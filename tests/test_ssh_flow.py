@@ -191,7 +191,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Assembly, Any, Made]]:
         keys, server.store, home_root, inline_runner, R, 60.0, server.admission,
         server.failed_logins,
         ssh_session.session_starter(server.start, R, 4096, 256 * 1024),
-        server.account_pacing, server.metrics,
+        server.account_pacing, server.metrics, server.second_factor.otp,
     )  # fmt: skip
     made = Made()
     build = factory.buildProtocol

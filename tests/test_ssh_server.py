@@ -230,6 +230,17 @@ def test_subsystems_agent_x11_and_malformed_requests_are_refused(kind: bytes, da
     assert started.calls == []
 
 
+def test_the_sftp_subsystem_starts_once_when_the_server_offers_it() -> None:
+    calls: list[tuple[object, Account]] = []
+    avatar = ShellAvatar(ALICE, Started(), lambda ch, account: calls.append((ch, account)))
+    ch = avatar.lookupChannel(b"session", 65536, 32768, b"")
+    assert ch.requestReceived(b"subsystem", common.NS(b"netconf")) == 0
+    assert ch.requestReceived(b"subsystem", common.NS(b"sftp")) == 1
+    assert calls == [(ch, ALICE)]
+    assert ch.requestReceived(b"subsystem", common.NS(b"sftp")) == 0
+    assert ch.requestReceived(b"shell", b"") == 0
+
+
 def test_a_hostile_term_and_size_are_tamed() -> None:
     ch, started = channel()
     ch.requestReceived(b"pty-req", pty_req(b"\x1b]0;owned\x07" + b"x" * 500, 0, 2**31))

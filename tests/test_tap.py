@@ -94,7 +94,8 @@ def test_cluster_and_node() -> None:
     "args, message",
     [
         (["--cluster", "localhost:6379"], "--cluster: not a Redis URL"),
-        (["--cluster", "redis://u:p@h/0"], "--cluster: a user or password"),
+        (["--cluster", "redis://u@h/0"], "--cluster: a user needs a password"),
+        (["--cluster", "rediss://h/0?ca=/nonexistent/ca.pem"], "--cluster: cannot read the CA"),
         (["--cluster", "redis://h:99999"], "--cluster: the port"),
         (["--node", "a/b"], "--node: not a node name: 'a/b'"),
         (["--node", ""], "--node: not a node name"),
@@ -103,6 +104,15 @@ def test_cluster_and_node() -> None:
 def test_bad_cluster_and_node(args: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse(*args)
+
+
+def test_cluster_password_is_kept_but_never_shown() -> None:
+    cfg = parse("--cluster", "redis://node:hunter2@h:6390/1").config
+    assert cfg.cluster is not None and cfg.cluster.auth() == ("node", "hunter2")
+    assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg.cluster)
+    with pytest.raises(UsageError) as e:
+        parse("--cluster", "redis://node:hunter2@h:99999/1")
+    assert "hunter2" not in str(e.value) and "node:***@h" in str(e.value)
 
 
 def test_a_host_name_that_is_no_node_name_needs_node_when_clustered(

@@ -35,18 +35,23 @@ from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.threads import Runner, inline_runner
 from shellserver.ops.throttle import FailedLogins, Registrations
+from shellserver.shell import people
 from shellserver.shell.adminops import Admin, InitialPassword
 from shellserver.shell.bans import Bans
 from shellserver.shell.commands import REGISTRY
 from shellserver.shell.commands.registry import Registry, Services
 from shellserver.shell.connection import Lobby
 from shellserver.shell.login import Login
+from shellserver.shell.mutes import Mutes
+from shellserver.shell.secondfactor import SecondFactor
 from shellserver.shell.sessionstart import Motd, Seats, SessionStart
 from shellserver.shell.shutdown import Shutdown
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import AccountStore
+from shellserver.store.audit import Ledger
 from shellserver.store.auth import make_portal
 from shellserver.store.bans import BanStore
+from shellserver.store.otp import OtpDB, OtpStore
 from shellserver.terminal.discipline import IWire, Redraws, Terminal
 
 #: Logins read from the history to know where an account's owner logs in from (pacing.py).
@@ -72,6 +77,8 @@ class Assembly:
     account_pacing: AccountPacing
     registrations: Registrations
     portal: Portal
+    #: The second factor's records and dialogues (``otp``, the login's code, SSH's).
+    second_factor: SecondFactor
     trouble: Trouble
     redraws: Redraws
     #: Every live connection with a terminal.
@@ -132,17 +139,39 @@ def assemble(
     # Clustered, every node runs the schedule another node announces: subscribed now,
     # before the hub starts, so no announcement can come while nobody listens.
     hub.subscribe_announcements(shutdown.heard)
+    # Mutes and deletions made on another node reach this one's table and sessions likewise.
+    mutes = Mutes(store, hub, clock)
+    hub.subscribe_announcements(mutes.heard)
+    hub.subscribe_announcements(people.deletions(hub))
+    # Every admin action is recorded here: the admin operations', the bans'.
+    ledger = Ledger(store, cfg.node, clock)
+    otp = OtpStore(OtpDB(store.db), store.run_db, store.run_hash, store.hash_cost)
     admin = Admin(
-        cfg.hostname, clock, hub, store, metrics, homes, InitialPassword(initial_password, run_io)
+        cfg.hostname,
+        clock,
+        hub,
+        store,
+        metrics,
+        homes,
+        InitialPassword(initial_password, run_io),
+        ledger,
+        mutes,
+        otp,
     )
     # Admission refuses banned addresses and the session start banned logins, both from
     # this one in-memory list; other nodes' bans reach it through the hub's announcements.
-    bans = Bans(clock, hub, BanStore(store), admission.bans)
+    bans = Bans(clock, hub, BanStore(store), admission.bans, ledger)
     hub.subscribe_announcements(bans.heard)
     failed_logins = FailedLogins()
     account_pacing = AccountPacing(clock, history=login_peers(store))
     registrations = Registrations(cfg.max_registrations)
     portal = make_portal(store)
+    second_factor = SecondFactor(
+        otp,
+        clock,
+        cfg.hostname,
+        cfg.require_otp,
+    )
     services = Services(
         hostname=cfg.hostname,
         clustered=cfg.cluster is not None,
@@ -156,6 +185,7 @@ def assemble(
         admin=admin,
         bans=bans,
         started=started,
+        second_factor=second_factor,
     )
     login = Login(
         hostname=cfg.hostname,
@@ -169,6 +199,7 @@ def assemble(
         metrics=metrics,
         trouble=trouble,
         account_created=admin.account_created,
+        second_factor=second_factor,
     )
     start = SessionStart(
         services=services,
@@ -180,6 +211,7 @@ def assemble(
         trouble=trouble,
         redraws=redraws,
         seats=seats,
+        second_factor=second_factor,
         linger=cfg.linger,
         max_output=cfg.max_output,
     )
@@ -200,6 +232,7 @@ def assemble(
         account_pacing=account_pacing,
         registrations=registrations,
         portal=portal,
+        second_factor=second_factor,
         trouble=trouble,
         redraws=redraws,
         seats=seats,

@@ -27,13 +27,14 @@ from twisted.python.filepath import FilePath
 
 from shellserver import __version__
 from shellserver.app import control
-from shellserver.app.config import DATA_ENV, default_data, parse_node
+from shellserver.app.config import DATA_ENV, default_data, default_hostname, parse_node
 from shellserver.files.homefs import Homes
 from shellserver.ops.bans import BadBan, Ban
 from shellserver.ops.datadir import DataDir, DataDirLocked
 from shellserver.ops.threads import inline_runner
 from shellserver.shell.bans import bans_table, check_target, read_ban
 from shellserver.shell.shutdown import invalid_time, parse_when
+from shellserver.store import audit
 from shellserver.store import bans as store_bans
 from shellserver.store.accounts import (
     INITIAL_ADMIN,
@@ -48,7 +49,11 @@ from shellserver.store.accounts import (
     username_problem,
 )
 from shellserver.store.backup import BackupError, backup_store
+from shellserver.store.mutes import clear_mute, set_mute
+from shellserver.store.otp import OtpDB
 from shellserver.store.passwords import MAX_COST, MIN_COST, hash_password
+from shellserver.text.durations import DURATION_FORMS, format_until, parse_duration
+from shellserver.text.sanitize import careful
 from shellserver.text.timefmt import format_idle, format_uptime
 from shellserver.text.words import counted
 from shellserver.wires.ssh import authkeys
@@ -64,9 +69,13 @@ OFFLINE_COMMANDS = frozenset(
         "unlock",
         "addkey",
         "backup",
+        "mute",
+        "unmute",
+        "audit",
         "ban",
         "unban",
         "bans",
+        "otp-reset",
     }
 )
 BAN_COMMANDS = frozenset({"ban", "unban", "bans"})
@@ -146,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s = sub.add_parser("unlock", help="unlock a locked account")
     s.add_argument("name")
+    s = sub.add_parser("otp-reset", help="remove an account's second factor (TOTP)")
+    s.add_argument("name")
     s = sub.add_parser("addkey", help="add the SSH public key on stdin to USER's authorized_keys")
     s.add_argument("name", metavar="USER")
     s = sub.add_parser(
@@ -161,6 +172,25 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("backup", help="copy the store to FILE (SQLite online backup)")
     s.add_argument("file", help="written by the server while it runs: a path it may write")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    s = sub.add_parser("mute", help="stop USER sending messages for DURATION (90s, 30m, 12h, 7d)")
+    s.add_argument("name", metavar="USER")
+    s.add_argument("duration", metavar="DURATION")
+    s.add_argument("--reason", default="")
+    s = sub.add_parser("unmute", help="end USER's mute")
+    s.add_argument("name", metavar="USER")
+    s = sub.add_parser("audit", help="the audit ledger of admin actions, newest first")
+    s.add_argument(
+        "--since", metavar="DURATION", help="only the last DURATION (90s, 30m, 12h, 7d)"
+    )
+    s.add_argument("--actor", metavar="NAME", help="only actions by NAME")
+    s.add_argument("--target", metavar="NAME", help="only actions on NAME")
+    s.add_argument("--json", action="store_true", help="one JSON object (see docs/admin.md)")
+    s.add_argument(
+        "--limit",
+        type=int,
+        default=audit.DEFAULT_LIMIT,
+        help=f"at most this many records [default: %(default)s, at most {audit.MAX_LIMIT}]",
+    )
     return p
 
 
@@ -283,11 +313,14 @@ def bans_offline(args: argparse.Namespace, datadir: DataDir) -> str:
                 except store_bans.TooManyBans as e:
                     raise refuse(str(e)) from None
                 result = made.answer()
+                reason = made.reason or None
+                offline_record(db, args, "ban", made.target, reason, made.expires)
             else:
                 lifted = store_bans.remove_ban(db, args.target)
                 if lifted is None:
                     raise refuse(f"{args.target} is not banned")
                 result = f"unbanned {lifted.target}"
+                offline_record(db, args, "unban", lifted.target)
         finally:
             db.close()
         with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
@@ -306,6 +339,8 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     """Change the store directly, holding the data dir's lock so no server starts meanwhile."""
     if args.command == "backup":
         return backup_offline(args, datadir)
+    if args.command == "audit":
+        return audit_offline(args, datadir)
     if args.command in BAN_COMMANDS:
         return bans_offline(args, datadir)
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
@@ -325,15 +360,23 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         try:
             try:
                 if args.command == "addkey":
-                    result = _offline_addkey(args.name, db, datadir, key)
+                    result, reason = _offline_addkey(args.name, db, datadir, key)
+                elif args.command in ("mute", "unmute"):
+                    result, reason = _offline_mute(args, db)
                 else:
                     result = _offline_change(args, db, password, entries)
+                    reason = offline_reason(args, result)
             except BaseException:
-                homes.restore_now(args.name, aside)
+                if aside is not None:  # only userdel sets a home aside (newusers has no name)
+                    homes.restore_now(args.name, aside)
                 raise
             if args.command == "useradd":
                 homes.purge_now(homes.set_aside_now(args.name))
             homes.purge_now(aside)
+            target = None if args.command == "newusers" else args.name
+            expires = args.until if args.command == "mute" else None
+            action = "otp reset" if args.command == "otp-reset" else args.command
+            offline_record(db, args, action, target, reason, expires)
         finally:
             db.close()
         detail = result
@@ -355,19 +398,132 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
         datadir.unlock()
 
 
-def _offline_addkey(name: str, db: AccountDB, datadir: DataDir, key: bytes) -> str:
+def _offline_addkey(
+    name: str, db: AccountDB, datadir: DataDir, key: bytes
+) -> tuple[str, str | None]:
     if db.get(name) is None:
         raise refuse(f"user '{name}' does not exist")
     try:
         fingerprint = authkeys.add_key(datadir.home_root, name, key)
     except authkeys.AddKeyRefused as e:
         raise refuse(str(e)) from None
-    return added_text(name, fingerprint)
+    return added_text(name, fingerprint), fingerprint
+
+
+def _offline_mute(args: argparse.Namespace, db: AccountDB) -> tuple[str, str | None]:
+    now = time.time()
+    if args.command == "unmute":
+        if not clear_mute(db, args.name, now):
+            raise refuse(f"{args.name} is not muted")
+        return f"unmuted {args.name}", None
+    args.until = now + args.seconds
+    try:
+        set_mute(db, args.name, args.until, args.reason or None, operator(), now)
+    except NoSuchUser:
+        raise refuse(f"user '{args.name}' does not exist") from None
+    return muted_text(args.name, args.until, args.reason, now), args.reason or None
+
+
+def muted_text(name: str, until: float, reason: str, now: float) -> str:
+    """``muted bob until 14:32 (spam)``: one wording whether the server runs or not."""
+    return f"muted {name} until {format_until(until, now)}" + (f" ({reason})" if reason else "")
+
+
+def offline_reason(args: argparse.Namespace, result: str) -> str | None:
+    """The ledger's reason for an account change made with the server stopped: what the
+    control socket records for the same change."""
+    if args.command == "useradd" and args.admin:
+        return "role admin"
+    if args.command == "newusers":
+        return result
+    return None
+
+
+def offline_record(
+    db: AccountDB,
+    args: argparse.Namespace,
+    action: str,
+    target: str | None = None,
+    reason: str | None = None,
+    expires: float | None = None,
+) -> None:
+    """One record in the audit ledger for a change made with the server stopped: by the
+    operating system user running the CLI, from ``cli``, on the node :func:`offline_node`
+    names. Called with the store open, after the change succeeded."""
+    actor, node = operator(), offline_node(args)
+    audit.append(db, time.time(), actor, audit.CLI, action, target, reason, expires, node)
+
+
+def offline_node(args: argparse.Namespace) -> str:
+    """The node named in the ledger for a change made with the server stopped: ``--node``, or
+    the name a server started here without one would have (the host's)."""
+    return str(args.node) if args.node is not None else default_hostname()
+
+
+def audit_offline(args: argparse.Namespace, datadir: DataDir) -> str:
+    """Read the ledger of a stopped server, holding the lock so none starts meanwhile."""
+    if not datadir.db_path.exists():
+        raise refuse(f"there is no store at {datadir.db_path.path}")
+    try:
+        datadir.lock()
+    except DataDirLocked:
+        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
+    try:
+        db = AccountDB.open(datadir.db_path.path)
+        try:
+            found = audit.records(db, audit_query(args))
+        finally:
+            db.close()
+    finally:
+        datadir.unlock()
+    document = {"records": [audit.record_dict(r, control.rfc3339) for r in found]}
+    return json.dumps(document) if args.json else audit_table(document)
+
+
+def audit_query(args: argparse.Namespace) -> audit.AuditQuery:
+    """The filters as the ledger takes them (``--since`` checked in ``check_arguments``)."""
+    since = None if args.since_seconds is None else time.time() - args.since_seconds
+    return audit.AuditQuery(since, args.actor, args.target, args.limit)
+
+
+def audit_table(document: dict[str, Any]) -> str:
+    """The records as a table, newest first; every field an admin typed is sanitised, since
+    it reaches the operator's terminal."""
+    rows = [
+        f"{'TIME':<19} {'ACTOR':<12} {'FROM':<8} {'ACTION':<15} {'TARGET':<12} {'NODE':<10} REASON"
+    ]
+    for r in document["records"]:
+        reason = careful(r["reason"] or "")
+        if r["expires"] is not None:
+            reason = (reason + " " if reason else "") + f"(until {_plain_time(r['expires'])})"
+        rows.append(
+            f"{_plain_time(r['time']):<19} {careful(r['actor']):<12} {careful(r['from']):<8} "
+            f"{careful(r['action']):<15} {careful(r['target'] or '-'):<12} "
+            f"{careful(r['node']):<10} {reason}".rstrip()
+        )
+    if len(rows) == 1:
+        return "no audit records"
+    return "\n".join(rows)
+
+
+def _plain_time(stamp: str) -> str:
+    """``2026-12-07 20:31:02`` from RFC 3339's ``2026-12-07T20:31:02+00:00``."""
+    return stamp[:19].replace("T", " ")
 
 
 def locked_text(args: argparse.Namespace) -> str:
     """``bob is locked``: what ``lock`` says in a session, without the command's name."""
     return f"{args.name} is {args.command}ed"
+
+
+def otp_reset_text(name: str) -> str:
+    """What ``otp-reset`` prints, running or stopped (the session's ``otp reset`` words)."""
+    return f"second factor of {name} removed"
+
+
+def no_second_factor(name: str) -> str:
+    """``otp-reset`` of an account that has none: refused (exit 1), one wording both ways."""
+    return f"{name} has no second factor"
 
 
 def added_text(name: str, fingerprint: str) -> str:
@@ -393,6 +549,12 @@ def _offline_change(
         if args.command in ("lock", "unlock"):
             db.set_locked(args.name, args.command == "lock")
             return locked_text(args)
+        if args.command == "otp-reset":
+            if db.get(args.name) is None:
+                raise NoSuchUser(args.name)
+            if not OtpDB(db).disable(args.name):
+                raise refuse(no_second_factor(args.name))
+            return otp_reset_text(args.name)
         created = db.apply_batch(entries)
         return f"{len(created)} created, {len(entries) - len(created)} updated"
     except LastAdmin as e:
@@ -485,11 +647,25 @@ async def _online(
     if cmd in ("lock", "unlock"):
         await call(control.Lock, name=args.name, locked=cmd == "lock")
         return locked_text(args)
+    if cmd == "otp-reset":
+        r = await call(control.OtpReset, name=args.name)
+        if not r["removed"]:
+            raise refuse(no_second_factor(args.name))
+        return otp_reset_text(args.name)
     if cmd in BAN_COMMANDS:
         return await _bans(call, args)
     if cmd == "backup":
         r = await call(control.Backup, path=args.file, force=args.force)
         return f"store copied to {args.file} ({counted(r['size'], 'byte')})"
+    if cmd == "mute":
+        r = await call(control.Mute, user=args.name, seconds=args.seconds, reason=args.reason)
+        return muted_text(args.name, r["until"], args.reason, time.time())
+    if cmd == "unmute":
+        if not (await call(control.Unmute, user=args.name))["ended"]:
+            raise refuse(f"{args.name} is not muted")
+        return f"unmuted {args.name}"
+    if cmd == "audit":
+        return await _audit(call, args)
     raw = json.dumps(entries).encode()
     batch = ""
     for i in range(0, len(raw), control.PAGE):
@@ -498,6 +674,23 @@ async def _online(
         ]
     r = await call(control.NewUsersCommit, batch=batch)
     return f"{r['created']} created, {r['updated']} updated"
+
+
+async def _audit(call: Callable[..., Any], args: argparse.Namespace) -> str:
+    query = audit_query(args)
+    filters = {
+        k: v
+        for k, v in (("since", query.since), ("actor", query.actor), ("target", query.target))
+        if v is not None
+    }
+    data, total = b"", 1
+    while len(data) < total:
+        r = await call(control.Audit, offset=len(data), limit=query.limit, **filters)
+        data, total = data + r["chunk"], r["total"]
+        if not r["chunk"] and len(data) < total:
+            raise refuse("the ledger's answer was cut short; try again")
+    document = json.loads(data)
+    return json.dumps(document) if args.json else audit_table(document)
 
 
 async def _bans(call: Callable[..., Any], args: argparse.Namespace) -> str:
@@ -642,6 +835,24 @@ def check_arguments(args: argparse.Namespace) -> None:
         if parse_when(args.when, time.time()) is None:
             usage = "shellserver shutdown [+MIN|now|HH:MM] [TEXT...] | shellserver shutdown -c"
             raise Failed(USAGE, f"{invalid_time(args.when)}\nUsage: {usage}")
+    if args.command in ("mute", "unmute"):
+        problem = username_problem(args.name)
+        if problem is not None:
+            raise refuse(problem)
+    if args.command == "mute":
+        args.seconds = parse_duration(args.duration)
+        if args.seconds is None:
+            raise Failed(USAGE, f"invalid duration '{args.duration}' (use {DURATION_FORMS})")
+    if args.command == "audit":
+        args.since_seconds = None
+        if args.since is not None:
+            args.since_seconds = parse_duration(args.since)
+            if args.since_seconds is None:
+                raise Failed(
+                    USAGE, f"--since: invalid duration '{args.since}' (use {DURATION_FORMS})"
+                )
+        if not 1 <= args.limit <= audit.MAX_LIMIT:
+            raise Failed(USAGE, f"--limit takes 1 to {audit.MAX_LIMIT}")
     if args.command == "ban":
         try:
             read_ban(args.words, operator(), time.time())

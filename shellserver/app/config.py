@@ -98,5 +98,7 @@ class Config:
     max_output: int = 256 * 1024
     max_registrations: int = 5
     hash_cost: int = 14
+    #: ``--require-otp``: who must have a second factor (``none``, ``admin``, ``all``).
+    require_otp: str = "none"
     login_timeout: float = 60.0
     max_line: int = 4096

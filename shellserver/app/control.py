@@ -39,8 +39,10 @@ from shellserver.store.accounts import (
     UserExists,
     username_problem,
 )
+from shellserver.store.audit import AuditQuery, record_dict
 from shellserver.store.backup import BackupError, backup_store
 from shellserver.store.bans import TooManyBans
+from shellserver.text.durations import MAX_DURATION
 from shellserver.wires.ssh.authkeys import AddKeyRefused
 
 if TYPE_CHECKING:
@@ -186,11 +188,52 @@ class Lock(amp.Command):
     errors = _ERRORS
 
 
+class OtpReset(amp.Command):
+    """``otp-reset``: remove an account's second factor, as the session's ``otp reset`` does;
+    ``removed`` is false when it had none."""
+
+    arguments = [(b"name", amp.Unicode())]
+    response = [(b"removed", amp.Boolean())]
+    errors = _ERRORS
+
+
 class AddKey(amp.Command):
     """Append one public key line to USER's ~/.ssh/authorized_keys; answers its fingerprint."""
 
     arguments = [(b"name", amp.Unicode()), (b"key", amp.String())]
     response = [(b"fingerprint", amp.Unicode())]
+    errors = _ERRORS
+
+
+class Mute(amp.Command):
+    """``mute`` from the operator's shell: the same path as in a session; ``seconds`` from now,
+    an empty ``reason`` for none. Answers when the mute ends, NO_SUCH_USER for no account."""
+
+    arguments = [(b"user", amp.Unicode()), (b"seconds", amp.Float()), (b"reason", amp.Unicode())]
+    response = [(b"until", amp.Float())]
+    errors = _ERRORS
+
+
+class Unmute(amp.Command):
+    """``unmute``; ``ended`` is False when the user was not muted."""
+
+    arguments = [(b"user", amp.Unicode())]
+    response = [(b"ended", amp.Boolean())]
+    errors = _ERRORS
+
+
+class Audit(amp.Command):
+    """A page of the ``audit --json`` document; offset 0 runs the query (the rest page through
+    that same answer, as ``Who`` does)."""
+
+    arguments = [
+        (b"offset", amp.Integer()),
+        (b"since", amp.Float(optional=True)),
+        (b"actor", amp.Unicode(optional=True)),
+        (b"target", amp.Unicode(optional=True)),
+        (b"limit", amp.Integer()),
+    ]
+    response = [(b"chunk", amp.String()), (b"total", amp.Integer())]
     errors = _ERRORS
 
 
@@ -303,6 +346,7 @@ class ControlProtocol(amp.AMP):
         self.server = server
         self.ssh = ssh
         self._who = b""
+        self._audit = b""
         self._bans = b""
         self._batch: list[bytes] = []
 
@@ -425,7 +469,7 @@ class ControlProtocol(amp.AMP):
         return {"chunk": self._bans[offset : offset + PAGE], "total": len(self._bans)}
 
     @Shutdown.responder
-    def shutdown(
+    async def shutdown(
         self, text: str, cancel: bool, minutes: int | None = None, when: str | None = None
     ) -> dict[str, Any]:
         """``when`` is parsed with the server's clock and time zone, so HH:MM means the server's
@@ -437,6 +481,7 @@ class ControlProtocol(amp.AMP):
         if cancel:
             if not schedule.cancel(who, "control", where):
                 raise NoShutdown("no shutdown is scheduled")
+            await self.server.admin.audit(who, where, "shutdown cancel")
             return {}
         delay: float | None = minutes
         if when is not None:
@@ -445,6 +490,9 @@ class ControlProtocol(amp.AMP):
                 raise BadRequest(invalid_time(when))
         if delay is None or delay < 0:
             raise BadRequest("minutes must be 0 or more")
+        # Recorded first: ``shutdown now`` stops the server right after scheduling.
+        expires = self.server.clock.seconds() + delay * 60
+        await self.server.admin.audit(who, where, "shutdown", None, text or None, expires)
         return {"at": schedule.schedule(delay, text, who, "control", where)}
 
     @UserAdd.responder
@@ -487,6 +535,15 @@ class ControlProtocol(amp.AMP):
         await adminops.set_locked(self.server.admin, who, where, name, locked)
         return {}
 
+    @OtpReset.responder
+    async def otp_reset(self, name: str) -> dict[str, Any]:
+        """Through adminops, logged as the session's ``otp reset`` is; an unknown account is
+        NO_SUCH_USER, as for the other account commands."""
+        who, where = self._caller()
+        if await self.server.store.get(name) is None:
+            raise NoSuchUser(name)
+        return {"removed": await adminops.reset_otp(self.server.admin, who, where, name)}
+
     @AddKey.responder
     async def addkey(self, name: str, key: bytes) -> dict[str, Any]:
         """The SSH wire's own code parses and appends the key, as login reads it, so a key that
@@ -503,7 +560,43 @@ class ControlProtocol(amp.AMP):
         except AddKeyRefused as e:
             raise BadRequest(str(e)) from None
         adminops.admin_action(who, where, "addkey", user=name, key=fingerprint)
+        await self.server.admin.audit(who, where, "addkey", name, fingerprint)
         return {"fingerprint": fingerprint}
+
+    @Mute.responder
+    async def mute(self, user: str, seconds: float, reason: str) -> dict[str, Any]:
+        """Checked here as well as in the CLI, since any AMP client may call the socket."""
+        if not seconds > 0 or seconds > MAX_DURATION:
+            raise BadRequest(f"the duration must be more than 0 and at most {MAX_DURATION} s")
+        if username_problem(user) is not None:
+            raise NoSuchUser(user)
+        who, where = self._caller()
+        record = await adminops.mute(self.server.admin, who, where, user, seconds, reason or None)
+        return {"until": record.until}
+
+    @Unmute.responder
+    async def unmute(self, user: str) -> dict[str, Any]:
+        """``ended`` False: there was no mute to end (the CLI says so, exit 1)."""
+        who, where = self._caller()
+        return {"ended": await adminops.unmute(self.server.admin, who, where, user)}
+
+    @Audit.responder
+    async def audit(
+        self,
+        offset: int,
+        limit: int,
+        since: float | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+    ) -> dict[str, Any]:
+        """The ledger's records, newest first, as one JSON document read in pages; the query is
+        bounded (at most ``MAX_LIMIT`` records), so the answer held between pages is too."""
+        if offset == 0:
+            query = AuditQuery(since, actor, target, limit)
+            found = await self.server.admin.ledger.records(query)
+            document = {"records": [record_dict(r, rfc3339) for r in found]}
+            self._audit = json.dumps(document, separators=(",", ":")).encode()
+        return {"chunk": self._audit[offset : offset + PAGE], "total": len(self._audit)}
 
     @Backup.responder
     async def backup(self, path: str, force: bool) -> dict[str, Any]:
@@ -518,6 +611,7 @@ class ControlProtocol(amp.AMP):
         # On the database thread: between two store calls, never alongside one.
         size: int = await store.run_db(backup_store, store.db.path, path, force)
         adminops.admin_action(who, where, "backup", file=path, size=size)
+        await self.server.admin.audit(who, where, "backup", None, path)
         return {"size": size}
 
     @NewUsersPage.responder
@@ -563,6 +657,8 @@ class ControlProtocol(amp.AMP):
                 Account(name, roles[name], False, now), who, where
             )
         adminops.admin_action(who, where, "newusers", created=len(created), total=len(entries))
+        summary = f"{len(created)} created, {len(entries) - len(created)} updated"
+        await self.server.admin.audit(who, where, "newusers", None, summary)
         return {"created": len(created), "updated": len(entries) - len(created)}
 
 

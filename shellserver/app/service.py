@@ -22,7 +22,6 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,11 +49,14 @@ from shellserver.ops.lagprobe import LagProbe
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
+from shellserver.ops.proxyheader import PREFIX, is_proxied, listen_endpoint
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
+from shellserver.shell.mutes import REFRESH
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.wires.pages.site import pages_site
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
+from shellserver.wires.ssh import sftp as ssh_sftp
 from shellserver.wires.telnet.protocol import TelnetFactory
 from shellserver.wires.web.hosts import HostPolicy
 from shellserver.wires.web.page import web_site
@@ -71,7 +73,10 @@ PAGES_HTTP = 500
 
 
 def with_backlog(description: str) -> str:
-    """Listen with a deep accept queue: a burst of logins must not meet SYN drops."""
+    """Listen with a deep accept queue: a burst of logins must not meet SYN drops (also
+    under the PROXY header's ``haproxy:``)."""
+    if is_proxied(description):
+        return PREFIX + with_backlog(description[len(PREFIX) :])
     kind = description.split(":", 1)[0]
     if kind in ("tcp", "tcp6", "unix", "ssl") and "backlog=" not in description:
         return description + ":backlog=1024"
@@ -99,6 +104,7 @@ class ShellService(Service):
         self.guards: list[Guard] = []
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
+        self._mutes: task.LoopingCall | None = None
         self._ban_reload: task.LoopingCall | None = None
         #: The clustered hub (``--cluster``), started and stopped with the service.
         self.cluster: RedisHub | None = None
@@ -167,6 +173,10 @@ class ShellService(Service):
                 ),
                 parts.account_pacing,
                 parts.metrics,
+                parts.second_factor.otp,
+                ssh_sftp.sftp_starter(
+                    parts.homes, parts.metrics, self.reactor, ssh_sftp.login_gate(parts.start)
+                ),
             )
             for description in cfg.ssh:
                 self.ports.append(self._listen(description, ssh, "ssh"))
@@ -336,7 +346,7 @@ class ShellService(Service):
                 sock.remove()  # left by a server that died: we hold the lock, so it is not in use
         results: list[Any] = []
         try:
-            endpoint = serverFromString(self.reactor, with_backlog(description))
+            endpoint = listen_endpoint(self.reactor, with_backlog(description))
             endpoint.listen(factory).addBoth(results.append)
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"shellserver: bad listen endpoint {description!r}: {e}") from None
@@ -363,6 +373,10 @@ class ShellService(Service):
             self._idle.start(watch.period, now=False)
         self._probe.start()
         self._gc.start()
+        # The mutes in force, read now and again every minute (what an announcement missed).
+        self._mutes = task.LoopingCall(self.parts.admin.mutes.refresh)
+        self._mutes.clock = self.reactor
+        self._mutes.start(REFRESH, now=True)
         self._ban_reload = task.LoopingCall(self.parts.bans.reload)
         self._ban_reload.clock = self.reactor
         self._ban_reload.start(BAN_RELOAD, now=False)
@@ -375,6 +389,8 @@ class ShellService(Service):
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
+        if self._mutes is not None and self._mutes.running:
+            self._mutes.stop()
         if self._ban_reload is not None and self._ban_reload.running:
             self._ban_reload.stop()
         self._probe.stop()

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
@@ -22,6 +21,7 @@ from shellserver.app.config import (
     parse_size,
 )
 from shellserver.hub.cluster.url import RedisURL, parse_redis_url
+from shellserver.ops.proxyheader import listen_endpoint
 from shellserver.store.passwords import MAX_COST, MIN_COST
 
 
@@ -71,17 +71,24 @@ def _choice(option: str, *choices: str) -> Callable[[str], str]:
 
 def _endpoint(option: str, text: str) -> str:
     try:
-        serverFromString(MemoryReactor(), text)
+        listen_endpoint(MemoryReactor(), text)
     except Exception as e:
         raise usage.UsageError(f"--{option}: not a listen endpoint: {text!r} ({e})") from None
     return text
 
 
 def _cluster(text: str) -> RedisURL:
+    """The URL, and for ``rediss://…?ca=FILE`` the CA file read now: a file that is missing
+    or holds no certificate is a usage error at start, not an outage after it."""
+    from shellserver.hub.cluster.link import tls_options
+
     try:
-        return parse_redis_url(text)
+        url = parse_redis_url(text)
+        if url.tls:
+            tls_options(url)
     except ValueError as e:
         raise usage.UsageError(f"--cluster: {e}") from None
+    return url
 
 
 def _node(text: str) -> str:
@@ -130,7 +137,8 @@ class Options(usage.Options):
             "cluster",
             None,
             None,
-            "Join a cluster of nodes through Redis: redis://HOST[:PORT][/DB] [off].",
+            "Join a cluster of nodes through Redis: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], "
+            "rediss://…[?ca=FILE] (TLS) or unix:///PATH?db=N [off].",
             _cluster,
         ],
         [
@@ -224,6 +232,13 @@ class Options(usage.Options):
             _count("max-registrations"),
         ],
         ["hash-cost", None, 14, "scrypt cost (log2 n) for new password hashes.", _hash_cost],
+        [
+            "require-otp",
+            None,
+            "none",
+            "none|admin|all: who must enable a second factor (TOTP) at their next login.",
+            _choice("require-otp", "none", "admin", "all"),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -255,15 +270,18 @@ class Options(usage.Options):
             raise SystemExit(1) from None
 
     def opt_telnet(self, endpoint: str) -> None:
-        """Telnet listen endpoint, e.g. tcp:2323 (repeatable) [default: tcp:2323]."""
+        """Telnet listen endpoint, e.g. tcp:2323, or haproxy:tcp:2323 behind a load balancer
+        sending the PROXY header (repeatable) [default: tcp:2323]."""
         self["telnet"].append(_endpoint("telnet", endpoint))
 
     def opt_ssh(self, endpoint: str) -> None:
-        """SSH listen endpoint, e.g. tcp:2222 (repeatable) [default: none]."""
+        """SSH listen endpoint, e.g. tcp:2222, or haproxy:tcp:2222 behind a load balancer
+        (repeatable) [default: none]."""
         self["ssh"].append(_endpoint("ssh", endpoint))
 
     def opt_web(self, endpoint: str) -> None:
-        """Browser terminal (page and WebSocket), e.g. tcp:8080 (repeatable) [off]."""
+        """Browser terminal (page and WebSocket), e.g. tcp:8080, or haproxy:tcp:8080 behind a
+        load balancer (repeatable) [off]."""
         self["web"].append(_endpoint("web", endpoint))
 
     def opt_web_origin(self, url: str) -> None:
@@ -344,6 +362,7 @@ class Options(usage.Options):
             max_output=self["max-output"],
             max_registrations=self["max-registrations"],
             hash_cost=self["hash-cost"],
+            require_otp=self["require-otp"],
         )
 
 

@@ -111,7 +111,7 @@ class IHub(Interface):
 
     def announce(kind: str, fields: dict[str, Any]) -> None:
         """Tell the other nodes (their announcement subscribers): a shutdown scheduled or
-        cancelled."""
+        cancelled, a mute made or ended, an account deleted."""
 
     def subscribe_announcements(callback: Callable[[str, dict[str, Any]], None]) -> None:
         """Call ``callback(kind, fields)`` for every other node's :meth:`announce` from now on.

@@ -100,6 +100,21 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        moved = Counter(
+            "shellserver_sftp_bytes",
+            "File content moved over SFTP (sftp, scp, sshfs), by direction: in is uploads.",
+            ["direction"],
+            registry=r,
+        )
+        self._sftp_in = moved.labels(direction="in")
+        self._sftp_out = moved.labels(direction="out")
+        self._sftp_ops = Counter(
+            "shellserver_sftp_operations",
+            "SFTP requests by operation and result (ok, failed, or refused by the sandbox or a "
+            "limit).",
+            ["op", "result"],
+            registry=r,
+        )
         #: Counted when a scrape is rendered (scrapes within a second share one: metricspage.py).
         self.renders = Counter(
             "shellserver_metrics_renders",
@@ -149,6 +164,15 @@ class Metrics:
     def message(self, kind: str, delivered: bool) -> None:
         """One copy of one message (a ``write``)."""
         self._messages.get(kind, self._other)[0 if delivered else 1] += 1
+
+    def sftp_bytes(self, direction: str, size: int) -> None:
+        """File content moved over SFTP: ``in`` (uploads) or ``out`` (downloads)."""
+        (self._sftp_in if direction == "in" else self._sftp_out).inc(size)
+
+    def sftp_operation(self, op: str, result: str) -> None:
+        """One SFTP request's result; ``op`` and ``result`` come from a fixed set, never from the
+        client, so the series stay bounded."""
+        self._sftp_ops.labels(op=op, result=result).inc()
 
     # -- runners that measure the store and the hashing pool ------------------------
 

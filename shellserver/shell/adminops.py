@@ -1,8 +1,9 @@
 """What an administrator can do, whether from a session or from the control socket.
 
 Each operation logs who did it and from where (an operator must be able to answer
-"who did this") and goes through the hub, so online sessions see the effect: a
-kicked, locked or deleted user is told and logged out.
+"who did this"), writes one record to the audit ledger (``admin.ledger.record``), and
+goes through the hub, so online sessions see the effect: a kicked, locked or deleted
+user is told and logged out, a muted one is refused on every node.
 """
 
 from __future__ import annotations
@@ -18,11 +19,24 @@ from shellserver.files.homefs import Homes
 from shellserver.hub.local import IHub, Message
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.threads import Runner
+from shellserver.shell import people
+from shellserver.shell.mutes import Mutes
 from shellserver.store.accounts import INITIAL_ADMIN, Account, AccountStore
+from shellserver.store.audit import CLI, Ledger
+from shellserver.store.mutes import MuteRecord
+from shellserver.store.otp import OtpStore
 from shellserver.text.sanitize import careful
 from shellserver.text.wrap import hard_wrap
 
 log = Logger()
+
+
+def origin_of(where: str) -> str:
+    """The ledger's "from" for an admin log's ``where``: the session's tty (``tel/3`` of
+    ``tel/3 from 192.0.2.1``), or ``cli`` for the control socket (``control socket, pid 42``)."""
+    if where.startswith("control"):
+        return CLI
+    return where.split(" ", 1)[0] or CLI
 
 
 def admin_action(who: str, where: str, action: str, **details: object) -> None:
@@ -93,6 +107,26 @@ class Admin:
     metrics: Metrics
     homes: Homes
     initial_password: InitialPassword
+    #: Where every admin action is recorded (``ledger.record(actor, origin, action, ...)``).
+    ledger: Ledger
+    #: The mutes in force, in memory, refreshed on change.
+    mutes: Mutes
+    #: The second factor's records (``otp reset``).
+    otp: OtpStore
+
+    async def audit(
+        self,
+        by: str,
+        where: str,
+        action: str,
+        target: str | None = None,
+        reason: str | None = None,
+        expires: float | None = None,
+    ) -> None:
+        """One record in the ledger for an action logged with :func:`admin_action`'s ``by``
+        and ``where`` (the tty, or ``cli``, is read from ``where``). Never raises: the action
+        is done by then."""
+        await self.ledger.record(by, origin_of(where), action, target, reason, expires)
 
     async def account_created(self, account: Account, by: str | None, peer: str | None) -> None:
         """A new account gets its home at once (its first command may write a file), is
@@ -128,6 +162,7 @@ async def wall(admin: Admin, by: str, tty: str, where: str, text: str) -> int:
     reached, dropped = await admin.hub.broadcast(message)
     admin.metrics.messages("wall", reached, dropped)
     admin_action(by, where, "wall", text=text, reached=reached)
+    await admin.audit(by, where, "wall", reason=text)
     return reached
 
 
@@ -136,6 +171,8 @@ async def kick(admin: Admin, by: str, where: str, user: str, reason: str) -> int
     notice = Message.of(f"You have been logged out by {careful(by)}: {careful(reason)}")
     count = await admin.hub.logout_user(user, notice)
     admin_action(by, where, "kick", user=user, reason=reason, sessions=count)
+    if count:  # the ledger keeps what was done: a kick of no one ended nothing
+        await admin.audit(by, where, "kick", user, reason)
     return count
 
 
@@ -146,6 +183,7 @@ async def add_user(
     account = await admin.store.create_user(name, password, role)
     await admin.account_created(account, by=by, peer=where)
     admin_action(by, where, "useradd", user=name, role=role)
+    await admin.audit(by, where, "useradd", name, "role admin" if role == "admin" else None)
     return account
 
 
@@ -153,6 +191,7 @@ async def set_password(admin: Admin, by: str, where: str, name: str, password: s
     """Raises NoSuchUser."""
     await admin.store.set_password(name, password)
     admin_action(by, where, "passwd", user=name)
+    await admin.audit(by, where, "passwd", name)
     await admin.initial_password.spent(name)
 
 
@@ -171,10 +210,16 @@ async def delete_user(admin: Admin, by: str, where: str, name: str) -> None:
         await homes.restore(name, aside)
         raise
     admin_action(by, where, "userdel", user=name)
+    await admin.audit(by, where, "userdel", name)
     await admin.initial_password.spent(name)
     await admin.hub.logout_user(
         name, Message.of(f"Your account has been deleted by {careful(by)}.")
     )
+    # The store forgot the name (ignore lists, mute, unread messages it sent) in the
+    # deletion; the running sessions here and on every other node forget it now.
+    people.forget_user(admin.hub, name)
+    admin.mutes.forget(name)
+    admin.hub.announce(people.USER_DELETED, {"user": name})
     await homes.purge(aside)
 
 
@@ -186,4 +231,38 @@ async def set_locked(admin: Admin, by: str, where: str, name: str, locked: bool)
         await admin.hub.logout_user(
             name, Message.of(f"Your account has been locked by {careful(by)}.")
         )
-    admin_action(by, where, "lock" if locked else "unlock", user=name)
+    action = "lock" if locked else "unlock"
+    admin_action(by, where, action, user=name)
+    await admin.audit(by, where, action, name)
+
+
+async def mute(
+    admin: Admin, by: str, where: str, user: str, seconds: float, reason: str | None
+) -> MuteRecord:
+    """Raises NoSuchUser. The user keeps reading; what they send is refused until the mute
+    ends, on every node (``Mutes``)."""
+    until = admin.clock.seconds() + seconds
+    record = await admin.mutes.mute(user, until, reason, by)
+    admin_action(by, where, "mute", user=user, reason=reason or "", until=until)
+    await admin.audit(by, where, "mute", user, reason, until)
+    return record
+
+
+async def unmute(admin: Admin, by: str, where: str, user: str) -> bool:
+    """False when ``user`` was not muted (nothing is recorded then: nothing was done)."""
+    ended = await admin.mutes.unmute(user)
+    if ended:
+        admin_action(by, where, "unmute", user=user)
+        await admin.audit(by, where, "unmute", user)
+    return ended
+
+
+async def reset_otp(admin: Admin, by: str, where: str, name: str) -> bool:
+    """``otp reset USER``: remove a user's second factor (a lost phone and lost recovery
+    codes); False when there was none. Logged through :func:`admin_action` and recorded in
+    the audit ledger, as every admin action is."""
+    removed = await admin.otp.disable(name)
+    if removed:
+        admin_action(by, where, "otp reset", user=name)
+        await admin.audit(by, where, "otp reset", name)
+    return removed

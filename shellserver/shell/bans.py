@@ -32,8 +32,9 @@ from shellserver.ops.bans import (
     make_ban,
     parse_target,
 )
-from shellserver.shell.adminops import admin_action
+from shellserver.shell.adminops import admin_action, origin_of
 from shellserver.store.accounts import AccountDB, username_problem
+from shellserver.store.audit import Ledger
 from shellserver.store.bans import BanStore, load_index
 from shellserver.text.sanitize import careful
 from shellserver.text.timefmt import format_login_time
@@ -108,6 +109,8 @@ class Bans:
     hub: IHub
     store: BanStore
     memory: BanList
+    #: Where each ban and unban is recorded.
+    ledger: Ledger
 
     # -- admin actions -------------------------------------------------------------------
 
@@ -119,7 +122,7 @@ class Bans:
         self.memory.add(ban)
         self.hub.announce(BANNED, ban.to_fields())
         ended = self.end_here(ban)
-        self.audit(by, where, "ban", ban, sessions=ended)
+        await self.audit(by, where, "ban", ban, sessions=ended)
         return ban
 
     async def unban(self, by: str, where: str, target: str) -> Ban | None:
@@ -131,16 +134,17 @@ class Bans:
         if ban is None:
             return None
         self.hub.announce(UNBANNED, {"target": canonical})
-        self.audit(by, where, "unban", ban)
+        await self.audit(by, where, "unban", ban)
         return ban
 
     async def listing(self) -> list[Ban]:
         """The bans in force, oldest first (expired ones are pruned on the way)."""
         return await self.store.active(self.clock.seconds())
 
-    def audit(self, by: str, where: str, action: str, ban: Ban, **details: object) -> None:
+    async def audit(self, by: str, where: str, action: str, ban: Ban, **details: object) -> None:
         """The one call point of every ban and unban (who, from where, what, until when, why):
-        the admin log today, the audit ledger's record too once it exists."""
+        the admin log, and one record in the audit ledger (an unban records what it lifted,
+        without its end: nothing ends any more)."""
         admin_action(
             by,
             where,
@@ -151,6 +155,9 @@ class Bans:
             reason=ban.reason,
             **details,
         )
+        expires = ban.expires if action == "ban" else None
+        reason = (ban.reason or None) if action == "ban" else None
+        await self.ledger.record(by, origin_of(where), action, ban.target, reason, expires)
 
     # -- this node -----------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 #: Commands whose first argument is a user online now.
-USER_COMMANDS = frozenset({"write", "finger", "kick", "ignore", "unignore"})
+USER_COMMANDS = frozenset({"write", "finger", "kick", "ignore", "unignore", "mute", "unmute"})
 #: Commands whose arguments are files in the home.
 FILE_COMMANDS = frozenset(
     {"ls", "cd", "cat", "mkdir", "rmdir", "rm", "touch", "mv", "cp", "echo", "more", "less"}

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.throttle import FailedLogins, Registrations, TokenBucket
+from shellserver.shell.secondfactor import CODE_PROMPT, SecondFactor
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import (
     UNAVAILABLE,
@@ -26,6 +27,7 @@ from shellserver.store.accounts import (
     username_problem,
 )
 from shellserver.store.auth import IAccount
+from shellserver.store.otp import Verdict
 from shellserver.terminal.discipline import Interrupted, Terminal
 from shellserver.text.sanitize import careful
 
@@ -49,6 +51,8 @@ class Login:
     metrics: Metrics
     trouble: Trouble
     account_created: Callable[[Account, str | None, str | None], Awaitable[None]]
+    #: The second factor: a password login of an account that has one asks for a code.
+    second_factor: SecondFactor
 
     def banner(self) -> str:
         """The first thing a connection sees: where it is and, when open, how to sign up."""
@@ -122,8 +126,9 @@ async def login_dialogue(
             return None
         arrived = login.clock.seconds()
         wrong = False
+        found: Account | None = None
         try:
-            account = await authenticate(login, name, password)
+            found = await authenticate(login, name, password)
         except UnauthorizedLogin:
             wrong = True
             failed(login, name, peer, "incorrect")
@@ -135,13 +140,26 @@ async def login_dialogue(
             login.trouble.unavailable(e, "login")
             term.write(UNAVAILABLE_TEXT)
             continue
-        else:
-            login.metrics.login(True)
-            login.account_pacing.succeeded(account.name, peer)
-            return account
         finally:
             login.failed_logins.finished(peer, login.clock.seconds(), failed=wrong)
             login.account_pacing.finished(name, failed=wrong)
+        if found is not None:
+            try:
+                outcome = await second_factor(login, term, found, peer)
+            except Interrupted:
+                continue
+            except UNAVAILABLE as e:
+                login.trouble.unavailable(e, "login")
+                term.write(UNAVAILABLE_TEXT)
+                continue
+            if outcome is None:
+                term.write(TOO_MANY)
+                return None
+            passed, arrived = outcome
+            if passed:
+                login.metrics.login(True)
+                login.account_pacing.succeeded(found.name, peer)
+                return found
         failures += 1
         # The answer comes at a moment fixed by when the password arrived, not by how long
         # its hash took: a hash at another cost, or none, cannot be told apart by timing.
@@ -151,6 +169,41 @@ async def login_dialogue(
         term.write("Login incorrect\n")
         if failures >= MAX_TRIES:
             return None
+
+
+async def second_factor(
+    login: Login, term: Terminal, account: Account, peer: str
+) -> tuple[bool, float] | None:
+    """After the right password: whether the login may go on (no code needed, or the right
+    one typed) and when the code arrived; None when the address is blocked meanwhile.
+
+    The code is checked as a password is: in a failed-login slot of the address and
+    in the account's turn, and a wrong one counts as a failed login for both.
+    """
+    factor = login.second_factor
+    if not await factor.otp.enabled(account.name):
+        return True, login.clock.seconds()
+    typed = await term.read_line(CODE_PROMPT, hidden=True)
+    name = account.name
+    if not await login.failed_logins.attempt(peer, login.clock.seconds()):
+        return None
+    if not await login.account_pacing.turn(name, peer, lambda: term.connected):
+        login.failed_logins.finished(peer, login.clock.seconds(), failed=False)
+        return None
+    arrived = login.clock.seconds()
+    wrong = False
+    try:
+        verdict = await factor.otp.verify(name, typed, arrived)
+        wrong = not verdict.accepted and verdict is not Verdict.NOT_ENABLED
+    finally:
+        login.failed_logins.finished(peer, login.clock.seconds(), failed=wrong)
+        login.account_pacing.finished(name, failed=wrong)
+    if wrong:
+        failed(login, name, peer, f"verification code {verdict.value}")
+        return False, arrived
+    if verdict is Verdict.RECOVERY:
+        log.info("{user} used a recovery code", event="otp_recovery_used", user=name)
+    return True, arrived
 
 
 def failed(login: Login, name: str, peer: str, reason: str) -> None:

@@ -9,6 +9,7 @@ at login and kept there while the user has a session, so checking one is a dict 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
@@ -23,6 +24,9 @@ from shellserver.store.accounts import AccountDB, AccountStore, LoginRecord, use
 #: Saved messages kept per recipient, read or not: a bound on what others can make the store
 #: hold for one user.
 MAILBOX_LIMIT = 100
+#: Unread saved messages from one sender in one mailbox: one pest cannot fill a mailbox and
+#: crowd out everyone else's messages.
+SENDER_LIMIT = 20
 #: Bytes (UTF-8) of one saved message.
 MESSAGE_LIMIT = 4096
 #: Names on one user's ignore list.
@@ -33,6 +37,10 @@ SAVED = "saved"
 NO_USER = "no-user"
 IGNORED = "ignored"
 FULL = "full"
+
+#: The announcement a node makes when it deletes an account: every node takes the name out of
+#: its users' ignore lists (and mutes), so a name created again inherits nothing.
+USER_DELETED = "userdel"
 
 # What ``ignore`` comes to.
 ADDED = "added"
@@ -74,7 +82,13 @@ def _mailbox_state(conn: sqlite3.Connection, recipient: str, sender: str) -> str
     (count,) = conn.execute(
         "SELECT count(*) FROM messages WHERE recipient=?", (recipient,)
     ).fetchone()
-    return FULL if count >= MAILBOX_LIMIT else SAVED
+    if count >= MAILBOX_LIMIT:
+        return FULL
+    (from_sender,) = conn.execute(
+        "SELECT count(*) FROM messages WHERE recipient=? AND sender=? AND read=0",
+        (recipient, sender),
+    ).fetchone()
+    return FULL if from_sender >= SENDER_LIMIT else SAVED
 
 
 def mailbox_state(db: AccountDB, recipient: str, sender: str) -> str:
@@ -83,7 +97,8 @@ def mailbox_state(db: AccountDB, recipient: str, sender: str) -> str:
 
 
 def save_message(db: AccountDB, recipient: str, sender: str, body: bytes, when: float) -> str:
-    """Check and save in one transaction, so two senders cannot overfill a mailbox."""
+    """Check and save in one write transaction (``BEGIN IMMEDIATE``), so two senders, or one
+    sender's two sessions, cannot overfill a mailbox or pass the per-sender limit together."""
     with _tx(db):
         state = _mailbox_state(_conn(db), recipient, sender)
         if state == SAVED:
@@ -222,3 +237,27 @@ async def session_ended(hub: IHub, metrics: Metrics, session: Session) -> None:
         metrics.messages("room", reached, dropped)
     if not await hub.sessions_of(session.user):
         hub.set_ignores(session.user, None)
+
+
+def forget_user(hub: IHub, name: str) -> int:
+    """``name``'s account was deleted: take it out of the ignore lists of this node's users,
+    so a session that outlives the deletion does not go on ignoring whoever takes the name
+    next (the store's lists lose it in the deletion itself). How many lists changed."""
+    changed = 0
+    for user in {s.user for s in hub.local_sessions()}:
+        names = hub.ignores(user)
+        if name in names:
+            hub.set_ignores(user, (names - {name}) or None)
+            changed += 1
+    return changed
+
+
+def deletions(hub: IHub) -> Callable[[str, dict[str, Any]], None]:
+    """The subscriber (``IHub.subscribe_announcements``) through which another node's
+    deletion of an account reaches this node's sessions."""
+
+    def heard(kind: str, fields: dict[str, Any]) -> None:
+        if kind == USER_DELETED:
+            forget_user(hub, str(fields["user"]))
+
+    return heard

@@ -34,9 +34,17 @@ from shellserver.shell.detach import (
 )
 from shellserver.shell.dispatch import Shell
 from shellserver.shell.resume import ResumeChannel, ResumeTokens
+from shellserver.shell.secondfactor import SecondFactor, enrol
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import UNAVAILABLE, Account
-from shellserver.terminal.discipline import IWire, Redraws, Terminal
+from shellserver.terminal.discipline import (
+    Disconnected,
+    EndOfInput,
+    Interrupted,
+    IWire,
+    Redraws,
+    Terminal,
+)
 from shellserver.text.sanitize import careful, careful_lines
 from shellserver.text.timefmt import format_login_time
 
@@ -44,6 +52,10 @@ log = Logger()
 
 #: What a user gets when the login record cannot be written (:meth:`unavailable`'s outcome).
 LOGGED_IN_UNRECORDED = "logged in without a login record"
+#: ``ssh host CMD`` by an account that must first enable a second factor (``--require-otp``).
+ENROL_FIRST = (
+    "A second factor is required for this account: log in with a terminal to enable it.\n"
+)
 #: Bytes of the motd read at most: a huge file must not fill every login's output.
 MOTD_LIMIT = 16 * 1024
 
@@ -143,6 +155,8 @@ class SessionStart:
     #: Prompts drawn again after messages, once per reactor turn (each new Terminal's).
     redraws: Redraws
     seats: Seats
+    #: ``--require-otp``: who must enable a second factor before the first prompt.
+    second_factor: SecondFactor
     #: Session ids, unique in this process.
     ids: Iterator[int] = field(factory=lambda: itertools.count(1))
     #: ``--linger``: how long a session whose connection was lost waits, detached, to be
@@ -198,7 +212,13 @@ async def begin(
     if refusal:
         terminal.write(refusal + "\n")
         return None
-    if mode is Mode.INTERACTIVE and start.linger > 0:
+    # Before any resume: a session detached while it was enrolling must not be a way to a
+    # prompt without the second factor.
+    enrolling = await start.second_factor.must_enrol(account)
+    if enrolling and mode is Mode.COMMAND:
+        terminal.write(ENROL_FIRST)
+        return None
+    if mode is Mode.INTERACTIVE and start.linger > 0 and not enrolling:
         resumed = await _offer_resume(start, account, terminal, wire, still_wanted, key)
         if isinstance(resumed, Session):
             return resumed
@@ -208,7 +228,9 @@ async def begin(
     if not await _make_room(start, terminal, wire, name, session_id):
         return None
     try:
-        return await _start(start, account, terminal, wire, mode, still_wanted, session_id, key)
+        return await _start(
+            start, account, terminal, wire, mode, still_wanted, session_id, key, enrolling
+        )
     except BaseException:
         start.services.hub.release(name, session_id)
         raise
@@ -223,6 +245,7 @@ async def _start(
     still_wanted: Callable[[], bool],
     session_id: int,
     key: str,
+    enrolling: bool = False,
 ) -> Session | None:
     name = account.name
     services = start.services
@@ -288,18 +311,50 @@ async def _start(
         terminal.write(new_messages)
         shell = Shell(services, session, terminal)
         terminal.on_eof = shell.logout
-        terminal.set_handler(shell.line, shell.prompt, shell.complete)
-        _give_token(start, session, wire)
+        if enrolling:
+            d = Deferred.fromCoroutine(_enrol_then_shell(start, account, terminal, shell, wire))
+            d.addErrback(_enrolment_failed, start.trouble, terminal)
+        else:
+            terminal.set_handler(shell.line, shell.prompt, shell.complete)
+            _give_token(start, shell.session, wire)
     return session
 
 
 def _give_token(start: SessionStart, session: Session, wire: IWire) -> None:
     """A new resume token for a client that takes them (the browser page), which it
-    presents if its socket drops; any token the session had before is worthless now."""
+    presents if its socket drops; any token the session had before is worthless now.
+    Only once the session has its shell: never to one still enrolling a second factor."""
     if start.linger > 0 and isinstance(wire, ResumeChannel) and wire.takes_tokens:
         wire.send_token(start.tokens.issue(session))
     else:
         start.tokens.forget(session)
+
+
+async def _enrol_then_shell(
+    start: SessionStart, account: Account, terminal: Terminal, shell: Shell, wire: IWire
+) -> None:
+    """``--require-otp``: the enable steps in place of the shell; the prompt only after them.
+    Refused (or given up), the session ends; a hang-up meanwhile simply ends it."""
+    try:
+        done = await enrol(start.second_factor, account, terminal.write, terminal.read_line)
+    except (Disconnected, EndOfInput, Interrupted):
+        done = False
+    if not terminal.connected:
+        return
+    if done:
+        terminal.set_handler(shell.line, shell.prompt, shell.complete)
+        _give_token(start, shell.session, wire)
+    else:
+        terminal.close()
+
+
+def _enrolment_failed(failure: Failure, trouble: Trouble, terminal: Terminal) -> None:
+    error = failure.value
+    if failure.check(*UNAVAILABLE) is not None and error is not None:
+        trouble.unavailable(error, "enabling a second factor", "session closed")
+    else:
+        log.failure("enabling a second factor failed", failure)
+    terminal.close()
 
 
 async def _make_room(

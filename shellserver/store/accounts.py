@@ -25,6 +25,8 @@ from twisted.python.filepath import FilePath
 
 from shellserver.ops.datadir import DataDir
 from shellserver.ops.threads import Runner
+from shellserver.store.moderation_schema import schema_moderation
+from shellserver.store.otpschema import schema_otp
 from shellserver.store.passwords import (
     dummy_hash,
     hash_password,
@@ -41,7 +43,7 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 #: The account the first start makes, its password in ``<data>/initial-admin-password``.
 INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -216,6 +218,8 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _schema_v1,
     1: _schema_v2,
     2: _schema_bans,
+    3: schema_otp,
+    4: schema_moderation,
 }
 
 _USER_COLS = "name, role, locked, created"
@@ -391,9 +395,17 @@ class AccountDB:
         self._update_keeping_an_admin("UPDATE users SET locked=? WHERE name=?", int(locked), name)
 
     def delete(self, name: str) -> None:
-        """The account's messages and ignore entries go with it (foreign-key cascades), in the
-        same transaction; refused when it is the last administrator."""
-        self._update_keeping_an_admin("DELETE FROM users WHERE name=?", name)
+        """The account's mailbox, its mute and every ignore entry naming it go with it
+        (foreign-key cascades), and so do the messages it sent that are still unread, in the
+        same transaction: a name created again later inherits none of them. Refused when it is
+        the last administrator."""
+        with self._transaction():
+            before = self._admins()
+            if self._db.execute("DELETE FROM users WHERE name=?", (name,)).rowcount == 0:
+                raise NoSuchUser(name)
+            if before and not self._admins():
+                raise LastAdmin.of(name)
+            self._db.execute("DELETE FROM messages WHERE sender=? AND read=0", (name,))
 
     def users(self) -> list[Account]:
         """Every account, sorted by name so a listing is stable from one call to the next."""

@@ -39,6 +39,7 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
+from shellserver.ops.proxyheader import beneath_header
 from shellserver.ops.sockets import cap_send_buffer, interactive
 
 #: The switch, read once at start: ``0`` (or off, no, false) sends everything through the
@@ -79,6 +80,8 @@ class Output:
     _waiters: list[Deferred[None]] | None = None
     #: The socket of a plain TCP transport, written straight into (:meth:`_put`).
     _sock: socket.socket | None = None
+    #: That TCP transport (under a PROXY-header listener's wrapper, the one beneath it).
+    _tcp: Any = None
     #: Own output written through too (:meth:`_put`), once a session runs on the wire. Before
     #: that (the telnet negotiation, the login dialogue) the many small writes of a turn are
     #: better joined by the transport into one send: a login storm cost more CPU otherwise.
@@ -87,8 +90,10 @@ class Output:
     def __attrs_post_init__(self) -> None:
         cap_send_buffer(self.transport)
         interactive(self.transport)
-        if _write_through(self.transport):
-            self._sock = self.transport.socket  # type: ignore[attr-defined]
+        tcp_transport = beneath_header(self.transport)
+        if _write_through(tcp_transport):
+            self._tcp = tcp_transport
+            self._sock = self._tcp.socket
 
     def _put(self, data: bytes) -> None:
         """Someone else's message: ``transport.write``, but straight into the kernel when
@@ -109,7 +114,7 @@ class Output:
         (``_writeDisconnected``: the socket takes nothing more)."""
         sock = self._sock
         if sock is not None:
-            t: Any = self.transport
+            t: Any = self._tcp
             if (
                 not t.dataBuffer
                 and not t._tempDataBuffer

@@ -352,6 +352,6 @@ def cluster_hub(url: RedisURL, node: str, reactor: IReactorTime) -> RedisHub:
     def heard(channel: str, data: bytes) -> None:
         hub.received(channel, data)
 
-    link = RedisLink(url.host, url.port, url.db, reactor, up, down, heard)
+    link = RedisLink(url.host, url.port, url.db, reactor, up, down, heard, url=url)
     hub = RedisHub(node, link, reactor)
     return hub

@@ -8,9 +8,10 @@ local behaviour (``write: cluster unavailable``) instead of hanging.
 Two connections: one for commands (request, reply, in order) and one in
 subscriber mode (RESP2 allows nothing but (UN)SUBSCRIBE and PING on it). Each is
 kept by its own Twisted ``ClientService``: it connects through a client endpoint
-(built from the ``redis://`` URL as an endpoint string, so TLS or a unix socket is a
-different string), runs ``prepareConnection`` (SELECT on the command connection,
-SUBSCRIBE again on the subscriber) and retries on ``backoffPolicy`` (0.1 s doubling
+(built from the URL: TCP, TLS with the server's certificate and name checked, or a unix
+socket; :func:`endpoint_for`), runs ``prepareConnection`` (``AUTH`` when the URL has a
+password, then SELECT on the command connection, SUBSCRIBE again on the subscriber) and
+retries on ``backoffPolicy`` (0.1 s doubling
 to 5 s, jittered). The link is *up* only when both are prepared, and losing either
 is an outage: :mod:`shellserver.hub.cluster.linkstate` is the machine that says so
 (its table lists every state and transition). The wire format is
@@ -38,6 +39,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from attrs import define, field
+from OpenSSL.SSL import Error as SSLError
+from service_identity import VerificationError
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import (
@@ -50,7 +53,13 @@ from twisted.internet.defer import (
 from twisted.internet.defer import (
     TimeoutError as DeferredTimeout,
 )
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString, quoteStringArgument
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    UNIXClientEndpoint,
+    clientFromString,
+    quoteStringArgument,
+    wrapClientTLS,
+)
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.internet.interfaces import (
@@ -63,6 +72,7 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import Logger, LogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -78,6 +88,9 @@ from shellserver.hub.local import ClusterUnavailable as ClusterUnavailable  # wh
 _log = Logger()
 
 TIMEOUT = 2.0
+#: While the link stays down, the "unavailable" line is said again at most this often (a
+#: wrong password is an outage that lasts until an operator notices).
+REMIND = 60.0
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 
@@ -111,13 +124,48 @@ def endpoint_description(url: RedisURL, timeout: float) -> str:
 def endpoint_for(reactor: Any, url: RedisURL, timeout: float) -> IStreamClientEndpoint:
     """Where the link connects: an address through its endpoint string; a host name through
     ``HostnameEndpoint``, which (unlike ``tcp:``, IPv4 only) tries every address the name has,
-    IPv6 and IPv4, as the link did before it ran on ``ClientService``."""
+    IPv6 and IPv4, as the link did before it ran on ``ClientService``; a unix socket by its
+    path. ``rediss://`` puts TLS over the TCP endpoint (:func:`tls_options`).
+
+    Raises ValueError when the CA file of ``?ca=`` cannot be read."""
+    seconds = max(1, math.ceil(timeout))
+    if url.scheme == "unix":
+        return UNIXClientEndpoint(reactor, url.path, timeout=seconds)
+    endpoint: IStreamClientEndpoint
     if isIPAddress(url.host) or isIPv6Address(url.host):
-        endpoint: IStreamClientEndpoint = clientFromString(
-            reactor, endpoint_description(url, timeout)
-        )
-        return endpoint
-    return HostnameEndpoint(reactor, url.host, url.port, timeout=max(1, math.ceil(timeout)))
+        endpoint = clientFromString(reactor, endpoint_description(url, timeout))
+    else:
+        endpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=seconds)
+    if url.tls:
+        endpoint = wrapClientTLS(tls_options(url), endpoint)
+    return endpoint
+
+
+def tls_options(url: RedisURL) -> Any:
+    """TLS client options for ``rediss://``: the server's certificate must chain to the CA of
+    ``?ca=FILE`` (else to the system's trusted authorities) and name the URL's host (a name,
+    or an IP address in the certificate's subjectAltName), as any TLS client checks.
+
+    Raises ValueError naming the file when it cannot be read or holds no PEM certificate."""
+    root = None
+    if url.ca is not None:
+        try:
+            with open(url.ca, "rb") as f:
+                pem = f.read(1024 * 1024)
+            root = Certificate.loadPEM(pem)
+        except OSError as e:
+            raise ValueError(f"cannot read the CA file {url.ca}: {e.strerror}") from None
+        except Exception:
+            raise ValueError(f"the CA file {url.ca} holds no PEM certificate") from None
+    return optionsForClientTLS(url.host, trustRoot=root)
+
+
+def _auth_hint(why: str) -> str:
+    """Redis's refusal of ``AUTH`` (or of a command without it), with what to check: the
+    words differ between versions and say nothing of where the password comes from."""
+    if why.startswith(("WRONGPASS", "NOAUTH", "ERR invalid password", "ERR AUTH", "NOPERM")):
+        return f"{why.rstrip('.')}: check the user and password in the cluster URL"
+    return why
 
 
 class _Connection(Protocol):
@@ -138,12 +186,16 @@ class _Connection(Protocol):
         self.accepted = False
         #: why we closed it: the server is not speaking RESP2 (not Redis, or a broken one)
         self.broken = ""
+        #: why the connection was lost, when it says more than "lost" (a TLS failure)
+        self.lost = ""
 
     @property
     def why(self) -> str:
         """The reason the link's one "unavailable" line gives, so an operator can tell a
         server that is not Redis from a lost connection."""
-        return f"not RESP2 from the server: {self.broken}" if self.broken else "connection lost"
+        if self.broken:
+            return f"not RESP2 from the server: {self.broken}"
+        return self.lost or "connection lost"
 
     def connectionMade(self) -> None:
         """Counted as open at once, so that a stop closes it even before it is prepared."""
@@ -197,7 +249,7 @@ class _Connection(Protocol):
             elif failure.check(ClusterUnavailable):
                 why = self.why
             else:
-                why = failure.getErrorMessage() or repr(failure)
+                why = _auth_hint(failure.getErrorMessage() or repr(failure))
             if not ready.called:  # else cancelled: the link is stopping, nothing to say
                 ready.errback(failure)
                 self.link._failed(why)
@@ -212,6 +264,10 @@ class _Connection(Protocol):
         """Waiting callers fail now instead of at their timeout, and the link learns
         it lost a connection (an outage if it was prepared)."""
         self.connected = False
+        if reason.check(SSLError):
+            self.lost = f"TLS failed: {_tls_reason(reason.value)}"
+        elif reason.check(VerificationError):
+            self.lost = f"TLS failed: the certificate does not name {self.link.target.host}"
         self.failAll()
         self.gone.callback(None)
         self.link._lost(self)
@@ -227,8 +283,18 @@ class _Commands(_Connection):
         self._waiting: deque[Deferred[Any]] = deque()
 
     def handshake(self) -> Deferred[None]:
-        """A reconnected connection is on db 0: select the cluster's db before use."""
-        return self.execute("SELECT", self.link.db).addCallback(_nothing)
+        """A reconnected connection is on db 0 and not authenticated: ``AUTH`` (when the URL
+        has a password), then select the cluster's db before use."""
+        auth = self.link.target.auth()
+        if not auth:
+            return self.execute("SELECT", self.link.db).addCallback(_nothing)
+        self.what = "AUTH"
+
+        def select(_: object) -> Deferred[None]:
+            self.what = "SELECT"
+            return self.execute("SELECT", self.link.db).addCallback(_nothing)
+
+        return self.execute("AUTH", *auth).addCallback(select)
 
     def execute(self, *args: Arg) -> Deferred[Any]:
         """Send one command; fires with its reply, or fails with RedisReplyError."""
@@ -274,21 +340,30 @@ class _Subscriber(_Connection):
         """A new subscriber connection hears nothing until it subscribes again (PING
         when there is nothing to subscribe, to check that Redis answers)."""
         wanted = sorted(self.link._channels)
-        self.what = "SUBSCRIBE" if wanted else "PING"
-        d = self.request(self.what, *wanted)
+        auth = self.link.target.auth()
+
+        def subscribe(_: object) -> Deferred[None]:
+            self.what = "SUBSCRIBE" if wanted else "PING"
+            return self.request(self.what, *wanted)
 
         def done(_: None) -> None:
             self.subscribed = set(wanted)
 
+        if auth:
+            self.what = "AUTH"
+            d = self.request("AUTH", *auth, replies=1).addCallback(subscribe)
+        else:
+            d = subscribe(None)
         return d.addCallback(done)
 
-    def request(self, *args: Arg) -> Deferred[None]:
-        """Send ``SUBSCRIBE``/``UNSUBSCRIBE`` with channels, or ``PING``."""
+    def request(self, *args: Arg, replies: int = 0) -> Deferred[None]:
+        """Send ``SUBSCRIBE``/``UNSUBSCRIBE`` with channels (a reply per channel), ``PING``,
+        or ``AUTH`` (``replies=1``)."""
         if not self.connected:
             return fail(ClusterUnavailable("cluster unavailable"))
         data = encode(args)
         d: Deferred[None] = Deferred()
-        self._expect.append((d, [max(1, len(args) - 1)]))
+        self._expect.append((d, [replies or max(1, len(args) - 1)]))
         self.transport.write(data)
         return d
 
@@ -417,7 +492,8 @@ class _GatedEndpoint:
 
 class _Service(ClientService):
     """A ClientService that keeps quiet: its own logger says "Scheduling retry N ..." on
-    every attempt, and the link says one line per outage instead."""
+    every attempt, and the link says one line per outage (repeated once a minute while it
+    lasts) instead."""
 
     _log = Logger(observer=LogPublisher())
 
@@ -475,6 +551,8 @@ class RedisLink:
     on_down: Callable[[], None]
     on_message: Callable[[str, bytes], None]
     timeout: float = TIMEOUT
+    #: The whole URL (TLS, unix socket, AUTH); by default plain TCP to host, port and db.
+    url: RedisURL | None = None
 
     #: Where the machine is: stopped, connecting, up or down (written by its transitions).
     state: str = field(default="stopped", init=False)
@@ -489,11 +567,14 @@ class RedisLink:
     #: What the caller wants subscribed, and what Redis has confirmed on this connection.
     _channels: set[str] = field(factory=set, init=False)
     _subscribed: set[str] = field(factory=set, init=False)
+    #: When the "unavailable" line was last said (see :data:`REMIND`).
+    _said_at: float = field(default=0.0, init=False)
+    _target: RedisURL = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._machine = LinkMachine(self)
-        url = RedisURL(self.host, self.port, self.db)
-        endpoint = endpoint_for(self.reactor, url, self.timeout)
+        self._target = self.url or RedisURL(self.host, self.port, self.db)
+        endpoint = endpoint_for(self.reactor, self._target, self.timeout)
         for make in (lambda: _Commands(self), lambda: _Subscriber(self)):
             build = _Build(make)
             self._services.append(
@@ -513,8 +594,13 @@ class RedisLink:
 
     @property
     def address(self) -> str:
-        """How log lines name the Redis server (the canonical URL)."""
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        """How log lines name the Redis server: the canonical URL, its password hidden."""
+        return str(self._target)
+
+    @property
+    def target(self) -> RedisURL:
+        """Where the link connects and who it is there (``url``, or host, port and db)."""
+        return self._target
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -606,7 +692,11 @@ class RedisLink:
             self._machine.connected()
 
     def _failed(self, why: str) -> None:
-        """An attempt failed: not connected, or not prepared."""
+        """An attempt failed: not connected, or not prepared. While the link stays down the
+        line is said again once every :data:`REMIND` seconds, so an outage that lasts (a
+        wrong password) is still in the recent log."""
+        if self.state == "down" and self.reactor.seconds() - self._said_at >= REMIND:
+            self._log_down(why, "still ")
         self._machine.failed(why)
 
     def _lost(self, proto: _Connection) -> None:
@@ -656,10 +746,12 @@ class RedisLink:
     def _went_down(self) -> None:
         self._safely(self.on_down)
 
-    def _log_down(self, why: str) -> None:
+    def _log_down(self, why: str, still: str = "") -> None:
+        self._said_at = self.reactor.seconds()
         _log.warn(
-            "cluster: {address} unavailable ({why}); acting locally, reconnecting",
+            "cluster: {address} {still}unavailable ({why}); acting locally, reconnecting",
             address=self.address,
+            still=still,
             why=why,
         )
 
@@ -674,6 +766,17 @@ class RedisLink:
             fn(*args)
         except Exception:
             _log.failure("cluster: the {name} callback failed", name=getattr(fn, "__name__", fn))
+
+
+def _tls_reason(error: object) -> str:
+    """OpenSSL's reason in a few words (its last: ``certificate verify failed``), not its
+    list of tuples."""
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], list):
+        reasons = [str(item[2]) for item in args[0] if isinstance(item, tuple) and len(item) == 3]
+        if reasons and reasons[-1]:
+            return reasons[-1]
+    return str(error) or type(error).__name__
 
 
 def _prepare(client: IProtocol) -> Deferred[None]:

@@ -9,6 +9,7 @@ from shellserver.shell.commands import (
     mailbox,
     messaging,
     rooms,
+    secondfactor,
 )
 from shellserver.shell.commands.registry import REGISTRY, Command, Context, Registry, UsageError
 
@@ -26,4 +27,5 @@ __all__ = [
     "mailbox",
     "messaging",
     "rooms",
+    "secondfactor",
 ]

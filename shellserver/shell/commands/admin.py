@@ -1,4 +1,5 @@
-"""Administrators' commands in a session: kick, useradd, userdel, lock, unlock, shutdown."""
+"""Administrators' commands in a session: kick, useradd, userdel, lock, unlock, mute, unmute,
+shutdown."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shellserver.store.accounts import (
     UserExists,
     username_problem,
 )
+from shellserver.text.durations import DURATION_FORMS, format_until, parse_duration
 from shellserver.text.sanitize import careful
 from shellserver.text.words import counted
 
@@ -149,6 +151,59 @@ async def unlock(ctx: Context, args: list[str]) -> None:
 
 
 @command(
+    "mute",
+    usage="mute USER DURATION [REASON...]",
+    admin=True,
+    help=f"""
+Stop USER sending messages for DURATION ({DURATION_FORMS}).
+
+USER keeps reading, but write (saved messages too), say and topic are refused
+with the time the mute ends and REASON, on every node. 'unmute USER' ends it
+early; a mute ends by itself.
+""",
+)
+async def mute(ctx: Context, args: list[str]) -> None:
+    """IRC's quiet for the shell: a muted user stays logged in and reads, but sends nothing to
+    anyone until the mute ends. A bare number is a usage error, as for ``shutdown``: seconds or
+    minutes would be a guess.
+    """
+    if len(args) < 2:
+        raise UsageError()
+    user, length = args[0], args[1]
+    seconds = parse_duration(length)
+    if seconds is None:
+        raise UsageError(f"invalid duration '{careful(length)}' (use {DURATION_FORMS})")
+    if user == ctx.session.user:
+        ctx.fail("you cannot do that to your own account")
+        return
+    reason = " ".join(args[2:]) or None
+    try:
+        record = await adminops.mute(
+            ctx.server.admin, ctx.session.user, ctx.where(), user, seconds, reason
+        )
+    except NoSuchUser:
+        ctx.fail(f"user '{careful(user)}' does not exist")
+        return
+    why = f" ({careful(reason)})" if reason else ""
+    until = format_until(record.until, ctx.now())
+    ctx.write(f"muted {careful(user)} until {until}{why}\n")
+
+
+@command("unmute", usage="unmute USER", admin=True, help="End USER's mute now.")
+async def unmute(ctx: Context, args: list[str]) -> None:
+    """Ends a mute before its time, on every node; saying so when there was none, so a typo in
+    the name is not taken for success.
+    """
+    if len(args) != 1:
+        raise UsageError()
+    user = args[0]
+    if not await adminops.unmute(ctx.server.admin, ctx.session.user, ctx.where(), user):
+        ctx.fail(f"{careful(user)} is not muted")
+        return
+    ctx.write(f"unmuted {careful(user)}\n")
+
+
+@command(
     "shutdown",
     usage=USAGE,
     admin=True,
@@ -162,7 +217,7 @@ left, then every minute for the last 10. New logins are refused in the last
 5 minutes. 'shutdown -c' cancels and tells everyone.
 """,
 )
-def shutdown(ctx: Context, args: list[str]) -> None:
+async def shutdown(ctx: Context, args: list[str]) -> None:
     """shutdown(8)'s time forms (+MIN, HH:MM, now) and ``-c``, for the server rather than the
     machine; the countdown, warnings and login refusal live in ``shell.shutdown``. A bare number is
     a usage error, not a message: taken as text it would stop the server in a minute.
@@ -174,6 +229,8 @@ def shutdown(ctx: Context, args: list[str]) -> None:
             raise UsageError()
         if not schedule.cancel(me.user, me.tty, ctx.where()):
             ctx.fail("no shutdown is scheduled")
+            return
+        await ctx.server.admin.audit(me.user, ctx.where(), "shutdown cancel")
         return
     minutes: float = 1
     if args:
@@ -181,7 +238,11 @@ def shutdown(ctx: Context, args: list[str]) -> None:
         if parsed is None:
             raise UsageError(invalid_time(args[0]))
         minutes = parsed
-    at = schedule.schedule(minutes, " ".join(args[1:]), me.user, me.tty, ctx.where())
+    text = " ".join(args[1:])
+    # Recorded first: ``shutdown now`` stops the server right after scheduling.
+    expires = ctx.now() + minutes * 60
+    await ctx.server.admin.audit(me.user, ctx.where(), "shutdown", None, text or None, expires)
+    at = schedule.schedule(minutes, text, me.user, me.tty, ctx.where())
     if minutes:
         stamp = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(at))
         ctx.write(f"Shutdown scheduled for {stamp}, use 'shutdown -c' to cancel.\n")

@@ -36,6 +36,8 @@ async def write_offline(ctx: Context, user: str, words: list[str]) -> None:
     if len(body) > MESSAGE_LIMIT:
         ctx.fail(f"message too long to save (at most {MESSAGE_LIMIT} bytes)")
         return
+    if ctx.refuse_if_muted():  # muted while composing
+        return
     _report(ctx, shown, await people.run(store, people.save_message, user, me, body, ctx.now()))
 
 

@@ -45,6 +45,8 @@ async def write(ctx: Context, args: list[str]) -> None:
     if not me.mesg:
         ctx.fail("you have write permission turned off")
         return
+    if ctx.refuse_if_muted():  # online or saved, nothing is sent while muted
+        return
     user, rest = args[0], args[1:]
     tty = rest.pop(0) if rest and "/" in rest[0] and _TTY.fullmatch(rest[0]) else None
     sessions = ctx.server.hub.sessions_of_now(user)  # the hot path: no Deferred
@@ -79,6 +81,8 @@ async def write(ctx: Context, args: list[str]) -> None:
             await deferLater(ctx.server.clock, delay)
         me.bucket.take(ctx.now())
         me.last_active = ctx.now()
+        if ctx.refuse_if_muted():  # muted while typing: the rest is not sent
+            break
         if not await _send(ctx, target, careful(line) + "\n"):
             return
     await _send(ctx, target, "EOF\n", gone_ok=True)

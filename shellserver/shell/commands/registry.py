@@ -17,6 +17,8 @@ from shellserver.ops.metrics import Metrics
 from shellserver.shell.adminops import Admin
 from shellserver.shell.argsplit import CommandLine
 from shellserver.shell.bans import Bans
+from shellserver.shell.mutes import muted_text
+from shellserver.shell.secondfactor import SecondFactor
 from shellserver.store.accounts import AccountStore
 from shellserver.terminal.discipline import Disconnected, EndOfInput, Interrupted, Terminal
 
@@ -57,6 +59,8 @@ class Services:
     bans: Bans
     #: When the server started (``uptime``).
     started: float
+    #: ``otp``: the second factor's records and dialogues.
+    second_factor: SecondFactor
 
     def uptime(self) -> float:
         """Seconds since the server started, as ``uptime`` tells them."""
@@ -170,6 +174,17 @@ class Context:
     def where(self) -> str:
         """For the admin log: which session, from which address."""
         return f"{self.session.tty} from {self.session.peer}"
+
+    def refuse_if_muted(self) -> bool:
+        """True, and the sender told (``write: you are muted until 14:32 (spam)``), when this
+        session's user is muted: every command that sends others a message asks first. A dict
+        lookup in memory, never a store round trip."""
+        now = self.server.clock.seconds()
+        mute = self.server.admin.mutes.of(self.session.user, now)
+        if mute is None:
+            return False
+        self.fail(muted_text(mute, now))
+        return True
 
     def fail(self, message: str) -> None:
         """``name: message`` — the form Unix commands complain in; the exit status is 1."""

@@ -116,7 +116,7 @@ async def say(ctx: Context, args: list[str]) -> None:
     if len(args) < 2:
         raise UsageError()
     room = args[0]
-    if not _room_arg(ctx, room):
+    if not _room_arg(ctx, room) or ctx.refuse_if_muted():
         return
     text = " ".join(args[1:])
     if len(text.encode("utf-8", "surrogateescape")) > MAX_SAY:
@@ -173,6 +173,8 @@ async def topic(ctx: Context, args: list[str]) -> None:
     me = ctx.session
     if me.user != info.creator and not me.is_admin:
         ctx.fail("permission denied")
+        return
+    if ctx.refuse_if_muted():
         return
     text = " ".join(args[1:])
     if len(text.encode("utf-8", "surrogateescape")) > MAX_TOPIC:

@@ -3,8 +3,9 @@
 What happens once a user is authenticated and asks for a shell or a command
 is handed to ``start`` (a :class:`SessionStart`): ``session.py`` makes the
 channel a wire and enters the shared session start (``sessionstart.py``).
-Everything SSH can do besides a session (port, agent and X11 forwarding,
-subsystems such as sftp) is refused.
+The ``sftp`` subsystem is handed to ``sftp`` (``sftp.py``); everything else
+SSH can do besides a session (port, agent and X11 forwarding, other
+subsystems, legacy ``scp``) is refused.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from attrs import frozen
 from twisted.conch.avatar import ConchUser
-from twisted.conch.error import ConchError, IgnoreAuthentication
+from twisted.conch.error import ConchError, IgnoreAuthentication, NotEnoughAuthentication
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import common, connection, factory, transport, userauth
 from twisted.conch.ssh.channel import SSHChannel
@@ -37,11 +39,13 @@ from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.sockets import tune
 from shellserver.ops.throttle import FailedLogins, LogLimit
 from shellserver.shell.login import LOGGED_NAME
+from shellserver.shell.secondfactor import CODE_PROMPT
 from shellserver.store.accounts import Account, AccountLocked
 from shellserver.store.auth import AccountRealm, Accounts
+from shellserver.store.otp import OtpStore, Verdict
 from shellserver.text.sanitize import careful
 from shellserver.wires.ssh.hostkeys import HostKeyFiles, HostKeys, fingerprint
-from shellserver.wires.ssh.session import Channel, Request, SSHWire
+from shellserver.wires.ssh.session import Channel, ChannelSide, Request
 
 log = Logger()
 
@@ -158,6 +162,10 @@ def key_problem(blob: bytes) -> str | None:
 #: Attaches an authenticated session channel to a session (``session.session_starter``),
 #: called once per channel on ``shell`` or ``exec``.
 SessionStart = Callable[[Channel, Account, Request], None]
+#: Attaches an authenticated session channel to the ``sftp`` subsystem (``sftp.sftp_starter``).
+SubsystemStart = Callable[[Any, Account], None]
+#: What ``scp -O`` (the legacy protocol: an exec of ``scp -t`` or ``scp -f``) is told.
+LEGACY_SCP = "scp: legacy protocol not supported; use scp without -O\n"
 
 
 # -- the session channel ------------------------------------------------------------------
@@ -174,8 +182,11 @@ class SessionChannel(SSHChannel):
         super().__init__(*args, **kw)
         self.request = Request()
         self.started = False
-        #: The session's wire once a shell or command has started (``session.py``).
-        self.wire: SSHWire | None = None
+        #: The session's wire once a shell or command has started (``session.py``), or the
+        #: SFTP link (``sftp.py``).
+        self.wire: ChannelSide | None = None
+        #: Set by the SFTP link: it gives the window back itself, as it takes requests.
+        self.manual_window = False
 
     @property
     def user(self) -> ShellAvatar:
@@ -232,9 +243,33 @@ class SessionChannel(SSHChannel):
         command, _ = _string(data)
         if len(command) > MAX_COMMAND:
             return 0
+        if command.split(b" ", 1)[0] == b"scp" and not self.started:
+            self.started = True
+            conn: Any = self.conn
+            conn.transport.factory.clock.callLater(0, self._refuse_legacy_scp)  # after the answer
+            return 1
         return self._start(command.decode("utf-8", "replace"))
 
-    # subsystem (sftp), x11-req and auth-agent-req have no handler: conch answers failure.
+    def _refuse_legacy_scp(self) -> None:
+        """``scp -O``: the message on stderr and exit status 1; OpenSSH's ``scp`` without ``-O``
+        uses the ``sftp`` subsystem instead."""
+        if self.localClosed:
+            return
+        self.writeExtended(connection.EXTENDED_DATA_STDERR, LEGACY_SCP.encode())
+        self.exit(1)
+
+    def request_subsystem(self, data: bytes) -> int:
+        """``sftp`` (OpenSSH's ``sftp``, ``scp``, ``sshfs``) on the user's sandboxed home, when
+        the server offers it; every other subsystem is refused."""
+        name, _ = _string(data)
+        start = self.user.sftp
+        if name != b"sftp" or start is None or self.started:
+            return 0
+        self.started = True
+        start(self, self.user.account)
+        return 1
+
+    # x11-req and auth-agent-req have no handler: conch answers failure.
 
     def _start(self, command: str | None) -> int:
         if self.started:
@@ -439,10 +474,14 @@ def _parse_size(data: bytes) -> tuple[int, int]:
 class ShellAvatar(ConchUser):
     """An authenticated account over SSH: sessions only."""
 
-    def __init__(self, account: Account, start: SessionStart) -> None:
+    def __init__(
+        self, account: Account, start: SessionStart, sftp: SubsystemStart | None = None
+    ) -> None:
         super().__init__()
         self.account = account
         self.start = start
+        #: Starts the ``sftp`` subsystem on a channel; None: refused.
+        self.sftp = sftp
         self.channelLookup[b"session"] = SessionChannel
         #: Channels opened on this connection and not yet closed.
         self.channels: set[SessionChannel] = set()
@@ -488,13 +527,16 @@ class ShellAvatar(ConchUser):
 
 
 def ShellRealm(
-    store: Accounts, start: SessionStart, checked: dict[str, Account] | None = None
+    store: Accounts,
+    start: SessionStart,
+    checked: dict[str, Account] | None = None,
+    sftp: SubsystemStart | None = None,
 ) -> AccountRealm:
     """``auth.AccountRealm`` serving conch avatars: locked or deleted accounts get none, and
     the avatar's logout ends the sessions of the connection."""
 
     def avatar(account: Account) -> tuple[object, Callable[[], None]]:
-        made = ShellAvatar(account, start)
+        made = ShellAvatar(account, start, sftp)
         return made, made.logout
 
     return AccountRealm(store, checked, {IConchUser: avatar})
@@ -535,6 +577,13 @@ class Connection(connection.SSHConnection):
         """More than the window or a packet allows is a malformed packet (conch logs an error
         line for each and goes on reading)."""
         self._check_size(packet[:4], packet[4:8])
+        (local,) = struct.unpack(">L", packet[:4])
+        channel = self.channels[local]
+        if getattr(channel, "manual_window", False):  # SFTP: the window comes back as it reads
+            data, _ = _string(packet[4:])
+            channel.localWindowLeft -= len(data)
+            channel.dataReceived(data)
+            return
         super().ssh_CHANNEL_DATA(packet)
 
     def ssh_CHANNEL_EXTENDED_DATA(self, packet: bytes) -> None:
@@ -574,6 +623,20 @@ class Connection(connection.SSHConnection):
         super().ssh_CHANNEL_OPEN(packet)
 
 
+@frozen
+class HalfDone:
+    """A right password whose account has a second factor: the portal's result (and the
+    avatar in it) held until the code is right, let go otherwise."""
+
+    user: bytes
+    name: str
+    result: tuple[Any, Any, Callable[[], None]]
+
+    def logout(self) -> None:
+        """The login will not complete: the avatar's logout, as conch would call it."""
+        self.result[2]()
+
+
 class UserAuth(userauth.SSHUserAuthServer):
     """Password failures pause and count toward the per-address lockout, as telnet's do.
 
@@ -592,7 +655,27 @@ class UserAuth(userauth.SSHUserAuthServer):
         self.clock = factory.clock
         self.password_failures = 0
         self.key_queries = 0
+        #: A right password of an account with a second factor, waiting for its code.
+        self.half: HalfDone | None = None
+        #: The client's answer to our code prompt, while we wait for it.
+        self.answer: Deferred[bytes] | None = None
         super().serviceStarted()
+
+    def serviceStopped(self) -> None:
+        """The connection went during a login: a code prompt still waiting is abandoned and
+        the avatar of a half-done login let go."""
+        self._abandon()
+        super().serviceStopped()
+
+    def _abandon(self) -> None:
+        """Forget a half-done login (its avatar let go) and a code prompt waiting for its
+        answer (answered silently: the client moved on, or left)."""
+        half, self.half = self.half, None
+        if half is not None:
+            half.logout()
+        answer, self.answer = self.answer, None
+        if answer is not None:
+            answer.errback(IgnoreAuthentication())
 
     def _shell_transport(self) -> ShellTransport:
         wire: Any = self.transport
@@ -606,6 +689,10 @@ class UserAuth(userauth.SSHUserAuthServer):
         if kind != b"none" and failed is not None and failed.blocked(t.peer, self.clock.seconds()):
             log.info("SSH login refused: {peer} is blocked after failed logins", peer=t.peer)
             return fail(UnauthorizedLogin("address blocked"))
+        if self.answer is not None or (self.half is not None and kind != b"keyboard-interactive"):
+            self._abandon()  # another request: the code prompt and the half-done login lapse
+        if kind == b"keyboard-interactive":
+            return self.auth_keyboard_interactive(user)
         d: Deferred[Any] = super().tryAuth(kind, user, data)
         return d
 
@@ -619,8 +706,83 @@ class UserAuth(userauth.SSHUserAuthServer):
             return fail(UnauthorizedLogin("malformed password request"))
         creds = UsernamePassword(user, password)
         return Deferred.fromCoroutine(
-            self._counted(user, lambda: self.portal.login(creds, None, IConchUser))
+            self._counted(user, lambda: Deferred.fromCoroutine(self._password(user, creds)))
         )
+
+    async def _password(self, user: bytes, creds: UsernamePassword) -> Any:
+        """The password through the portal; for an account with a second factor it is only
+        half the login: held, and answered with partial success naming keyboard-interactive,
+        the method the code is then asked through (OpenSSH's ``AuthenticationMethods
+        password,keyboard-interactive``)."""
+        result = await self.portal.login(creds, None, IConchUser)
+        otp = self._shell_transport().factory.otp
+        avatar = result[1]
+        if (
+            otp is not None
+            and isinstance(avatar, ShellAvatar)
+            and await otp.enabled(avatar.account.name)
+        ):
+            self.half = HalfDone(user, avatar.account.name, result)
+            raise NotEnoughAuthentication()
+        return result
+
+    def _ebMaybeBadAuth(self, reason: Failure) -> None:
+        """Partial success: the password was right and a code must follow, so the only method
+        named is keyboard-interactive."""
+        reason.trap(NotEnoughAuthentication)
+        t = self._shell_transport()
+        t.sendPacket(userauth.MSG_USERAUTH_FAILURE, common.NS(b"keyboard-interactive") + b"\xff")
+
+    def auth_keyboard_interactive(self, user: bytes) -> Deferred[Any]:
+        """The verification code, asked once the password was right (the only use of
+        keyboard-interactive here: without a right password first it fails at once)."""
+        half = self.half
+        if half is None or half.user != user:
+            return fail(UnauthorizedLogin("keyboard-interactive without a password first"))
+        self.half = None
+        return Deferred.fromCoroutine(self._code(half))
+
+    async def _code(self, half: HalfDone) -> Any:
+        answer: Deferred[bytes] = Deferred()
+        self.answer = answer
+        prompt = common.NS(CODE_PROMPT.encode()) + b"\x00"  # echo off
+        self._shell_transport().sendPacket(
+            userauth.MSG_USERAUTH_INFO_REQUEST,
+            common.NS(b"") + common.NS(b"") + common.NS(b"") + struct.pack(">L", 1) + prompt,
+        )
+        try:
+            typed = await answer
+        except BaseException:
+            half.logout()
+            raise
+        return await self._counted(
+            half.user, lambda: Deferred.fromCoroutine(self._check_code(half, typed))
+        )
+
+    async def _check_code(self, half: HalfDone, typed: bytes) -> Any:
+        otp = self._shell_transport().factory.otp
+        assert otp is not None  # a half-done login needs one
+        code = typed.decode("utf-8", "replace")
+        verdict = await otp.verify(half.name, code, self.clock.seconds())
+        if verdict.accepted or verdict is Verdict.NOT_ENABLED:
+            if verdict is Verdict.RECOVERY:
+                log.info("{user} used a recovery code", event="otp_recovery_used", user=half.name)
+            return half.result
+        half.logout()
+        raise UnauthorizedLogin(f"verification code {verdict.value}")
+
+    def ssh_USERAUTH_INFO_RESPONSE(self, packet: bytes) -> None:
+        """The client's answer to the code prompt: one string (a client answering another
+        number of prompts gives a wrong code). Unasked for, it is ignored."""
+        answer, self.answer = self.answer, None
+        if answer is None:
+            return
+        try:
+            (count,) = struct.unpack(">L", packet[:4])
+            typed, _ = _string(packet[4:])
+        except (ValueError, struct.error):
+            count, typed = 0, b""
+        answer.callback(typed if count == 1 else b"")
 
     def auth_publickey(self, packet: bytes) -> Deferred[Any]:
         """A signed key that fails counts as a failed login; a query (no signature) does not,
@@ -673,7 +835,7 @@ class UserAuth(userauth.SSHUserAuthServer):
         pacing = t.factory.account_pacing
         name = user.decode("utf-8", "replace")
         method = self.method  # another request on the connection may change it meanwhile
-        password = method == b"password"
+        password = method in (b"password", b"keyboard-interactive")
         arrived = self.clock.seconds()
         if failed is not None and not await failed.attempt(t.peer, arrived):
             raise UnauthorizedLogin("address blocked")
@@ -695,7 +857,13 @@ class UserAuth(userauth.SSHUserAuthServer):
                 event="login_failed",
                 user=careful(user.decode("utf-8", "replace")[:LOGGED_NAME]),
                 peer=t.peer,
-                reason="locked" if str(e) == "account locked" else "incorrect",
+                reason=(
+                    "locked"
+                    if str(e) == "account locked"
+                    else str(e)
+                    if str(e).startswith("verification code")
+                    else "incorrect"
+                ),
                 wire="ssh",
                 method=method.decode("ascii", "replace"),
             )
@@ -987,7 +1155,11 @@ class ShellSSHFactory(factory.SSHFactory):
         failed_logins: FailedLogins | None = None,
         account_pacing: AccountPacing | None = None,
         metrics: Metrics | None = None,
+        otp: OtpStore | None = None,
     ) -> None:
+        #: The second factor's records: a password login of an account with one then asks
+        #: for a code through keyboard-interactive (None: no second factor, as in some tests).
+        self.otp = otp
         self.failed_logins = failed_logins
         self.account_pacing = account_pacing
         self.keys = keys
@@ -1045,10 +1217,11 @@ def make_factory(
     failed_logins: FailedLogins | None = None,
     account_pacing: AccountPacing | None = None,
     metrics: Metrics | None = None,
+    otp: OtpStore | None = None,
 ) -> ShellSSHFactory:
     """The ``--ssh`` factory from its parts, with a portal over the given checkers and realm, so
     the assembly need not know conch's cred plumbing."""
     portal = Portal(realm, checkers)
     return ShellSSHFactory(
-        keys, portal, clock, login_timeout, admission, failed_logins, account_pacing, metrics
+        keys, portal, clock, login_timeout, admission, failed_logins, account_pacing, metrics, otp
     )

@@ -63,11 +63,37 @@ class Request:
     command: str | None = None
 
 
+class ChannelSide(Protocol):
+    """What a session channel (``server.SessionChannel``) hands the client's input and its flow
+    to: a session's :class:`SSHWire`, or the SFTP link (``sftp.SFTPLink``)."""
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client."""
+
+    def eof_received(self) -> None:
+        """The client closed its input."""
+
+    def resize(self, cols: int, rows: int) -> None:
+        """The client's window size changed."""
+
+    def pause(self) -> None:
+        """Output cannot go out now (window or connection full)."""
+
+    def resume(self) -> None:
+        """Output can go out again."""
+
+    def abort(self) -> None:
+        """Drop the whole connection."""
+
+    def connection_lost(self) -> None:
+        """The channel or its connection is gone."""
+
+
 class Channel(Protocol):
     """What the wire uses of conch's session channel (``server.SessionChannel``)."""
 
     conn: Any
-    wire: SSHWire | None
+    wire: ChannelSide | None
 
     def write(self, data: bytes) -> None:
         """Bytes for the client, within the window (``SessionChannel.write`` holds the rest and

@@ -17,12 +17,14 @@ from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import FailedLogins
 from shellserver.store.accounts import Account, AccountStore
 from shellserver.store.auth import StoreChecker
+from shellserver.store.otp import OtpStore
 from shellserver.wires.ssh import authkeys, hostkeys
 from shellserver.wires.ssh.server import (
     PasswordChecker,
     SessionStart,
     ShellRealm,
     ShellSSHFactory,
+    SubsystemStart,
     make_factory,
 )
 
@@ -85,10 +87,13 @@ def ssh_factory(
     start: SessionStart,
     account_pacing: AccountPacing,
     metrics: Metrics,
+    otp: OtpStore,
+    sftp: SubsystemStart | None = None,
 ) -> ShellSSHFactory:
     """The SSH listener's factory: passwords checked against the store (the account read once,
     taken by the realm), keys against each home's ``authorized_keys`` on the I/O pool, under
-    the same admission, failed-login slots, pacing and counters as telnet's logins."""
+    the same admission, failed-login slots, pacing and counters as telnet's logins; ``sftp``
+    serves the subsystem of that name (none: refused)."""
     checked: dict[str, Account] = {}  # the password checker's account, taken by the realm
     return make_factory(
         keys,
@@ -96,11 +101,12 @@ def ssh_factory(
             PasswordChecker(StoreChecker(store, checked)),
             authkeys.AuthorizedKeysChecker(authkeys.home_reader(home_root, run_io), run_io),
         ],
-        ShellRealm(store, start, checked),
+        ShellRealm(store, start, checked, sftp),
         clock,
         login_timeout,
         admission,
         failed_logins,
         account_pacing,
         metrics,
+        otp,
     )
