@@ -355,3 +355,20 @@ def test_a_token_resume_meets_the_shutdown_refusal_and_a_ban_ends_its_token(
     root.run("ban alice 1h")  # the ban ends the detached session, and its token with it
     assert len(s.start.tokens) == 0
     assert Page(s, peer="10.0.0.8").present(token).endswith("login: ")
+
+
+def test_no_token_while_a_second_factor_is_enrolled_one_once_it_is(tmp_path: Path) -> None:
+    pyotp = pytest.importorskip("pyotp")
+    from test_otp import T0, now, secret_of
+
+    s = make_server_with(tmp_path, (), linger=LINGER, require_otp="admin")
+    s.clock.advance(T0)  # type: ignore[attr-defined]
+    page = Page(s)
+    page.present("")
+    out = page.login("root1")
+    assert out.endswith("Verification code: ") and page.tokens == []  # no way round the steps
+    out = page.line(pyotp.TOTP(secret_of(out)).at(now(s)))
+    assert "Second factor enabled" in out and out.endswith("root1@testhost:~$ ")
+    (token,) = page.tokens
+    page.drop()
+    assert "root1@testhost:~$ " in Page(s, peer="10.0.0.9").present(token)
