@@ -43,6 +43,7 @@ from shellserver.shell.commands.registry import Registry, Services
 from shellserver.shell.connection import Lobby
 from shellserver.shell.login import Login
 from shellserver.shell.mutes import Mutes
+from shellserver.shell.parking import Restart
 from shellserver.shell.secondfactor import SecondFactor
 from shellserver.shell.sessionstart import Motd, Seats, SessionStart
 from shellserver.shell.shutdown import Shutdown
@@ -91,6 +92,8 @@ class Assembly:
     #: The in-band login wires' way in (``lobby.new_connection``).
     lobby: Lobby
     control: Controlled
+    #: ``restart``, ``drain``, ``SIGHUP``: park every session, then stop.
+    restart: Restart
 
     def new_connection(self, wire: IWire) -> Terminal:
         """A telnet or browser connection arrived (the wires' factories call this)."""
@@ -216,7 +219,8 @@ def assemble(
         max_output=cfg.max_output,
     )
     lobby = Lobby(login, start, admission, clock, cfg.login_timeout)
-    control = Controlled(cfg, clock, hub, store, shutdown, admin, bans, started)
+    restart = Restart(start, hub.node, stop, admin.audit)
+    control = Controlled(cfg, clock, hub, store, shutdown, admin, bans, started, restart)
     return Assembly(
         config=cfg,
         clock=clock,
@@ -241,4 +245,5 @@ def assemble(
         start=start,
         lobby=lobby,
         control=control,
+        restart=restart,
     )

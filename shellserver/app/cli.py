@@ -137,6 +137,16 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("kick", help="end all of USER's sessions")
     s.add_argument("user")
     s.add_argument("--reason", default="no reason given")
+    sub.add_parser(
+        "restart",
+        help="park every session in the store and stop (status 0) for the supervisor to start "
+        "the server again; the sessions are then resumable",
+    )
+    sub.add_parser(
+        "drain",
+        help="restart for one node of a cluster (--node NAME): its sessions are resumable on "
+        "any node",
+    )
     s = sub.add_parser("shutdown", help="shutdown [+MIN|now|HH:MM] [TEXT], or shutdown -c")
     s.add_argument("-c", dest="cancel", action="store_true", help="cancel a scheduled shutdown")
     s.add_argument("words", nargs="*", metavar="[+MIN|now|HH:MM] [TEXT]")
@@ -633,6 +643,9 @@ async def _online(
         if not r["sessions"]:
             raise refuse(f"{args.user} is not logged in")
         return f"ended {counted(r['sessions'], 'session')} of {args.user}"
+    if cmd in ("restart", "drain"):
+        r = await call(control.RestartNode, drain=cmd == "drain")
+        return f"parked {counted(r['parked'], 'session')}; stopping for a restart"
     if cmd == "shutdown":
         return await _shutdown(call, args)
     if cmd == "useradd":

@@ -28,6 +28,7 @@ from shellserver.ops.bans import Ban as BanRecord
 from shellserver.shell import adminops
 from shellserver.shell import shutdown as shutdown_
 from shellserver.shell.bans import Bans as BanService
+from shellserver.shell.parking import Restart
 from shellserver.shell.shutdown import invalid_time, parse_when
 from shellserver.store.accounts import (
     ROLE_ADMIN,
@@ -66,6 +67,8 @@ class Controlled:
     bans: BanService
     #: When the server started (``status``'s uptime).
     started: float
+    #: ``restart`` and ``drain``: park every session, then stop.
+    restart: Restart
 
 
 class BadRequest(Exception):
@@ -134,6 +137,15 @@ class Kick(amp.Command):
 
     arguments = [(b"user", amp.Unicode()), (b"reason", amp.Unicode())]
     response = [(b"sessions", amp.Integer())]
+
+
+class RestartNode(amp.Command):
+    """``restart`` (a server alone or a node) or ``drain`` (a node of a cluster): every session
+    parked in the store, then the process stops with status 0; answers how many were parked."""
+
+    arguments = [(b"drain", amp.Boolean())]
+    response = [(b"parked", amp.Integer())]
+    errors = _ERRORS
 
 
 class Shutdown(amp.Command):
@@ -431,6 +443,15 @@ class ControlProtocol(amp.AMP):
             document = who_document(self.server, sessions)
             self._who = json.dumps(document, separators=(",", ":")).encode()
         return {"chunk": self._who[offset : offset + PAGE], "total": len(self._who)}
+
+    @RestartNode.responder
+    async def restart(self, drain: bool) -> dict[str, Any]:
+        """A drain is for a node of a cluster (the others keep serving); a restart for any."""
+        if drain and self.server.config.cluster is None:
+            raise BadRequest("drain is for a node of a cluster; use restart")
+        who, where = self._caller()
+        what = "drain" if drain else "restart"
+        return {"parked": await self.server.restart.restart(who, where, what)}
 
     @Kick.responder
     async def kick(self, user: str, reason: str) -> dict[str, Any]:

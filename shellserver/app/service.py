@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
+import threading
 import time
 from typing import Any
 
@@ -51,6 +53,7 @@ from shellserver.ops.metricspage import MAX_CONNECTIONS as METRICS_CONNECTIONS
 from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.proxyheader import PREFIX, is_proxied, listen_endpoint
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
+from shellserver.shell import parking
 from shellserver.shell.mutes import REFRESH
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.wires.pages.site import pages_site
@@ -68,6 +71,8 @@ DEFAULT_WEB_HTTP = 200
 #: Seconds between two reloads of the bans from the store: a clustered node that missed
 #: another node's announcement (Redis was away) holds its ban within this time.
 BAN_RELOAD = 60.0
+#: Seconds between two sweeps of parked sessions no one resumed in time.
+PARKED_SWEEP = 60.0
 #: The personal pages' HTTP connections (at most a quarter of ``--max-connections``).
 PAGES_HTTP = 500
 
@@ -104,6 +109,7 @@ class ShellService(Service):
         self.guards: list[Guard] = []
         self.pools: list[WorkerPool] = []
         self._idle: task.LoopingCall | None = None
+        self._sweep: task.LoopingCall | None = None
         self._mutes: task.LoopingCall | None = None
         self._ban_reload: task.LoopingCall | None = None
         #: The clustered hub (``--cluster``), started and stopped with the service.
@@ -382,6 +388,32 @@ class ShellService(Service):
         self._ban_reload.start(BAN_RELOAD, now=False)
         if self.cluster is not None:
             self.cluster.start()
+        self._sweep = task.LoopingCall(self._sweep_parked)
+        self._sweep.clock = self.reactor
+        self._sweep.start(PARKED_SWEEP, now=False)
+        d = defer.Deferred.fromCoroutine(self._unpark())
+        d.addErrback(lambda f: log.failure("taking back the parked sessions failed", f))
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self._sighup)
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        """``kill -HUP``: a restart (every session parked, then the stop), from the reactor."""
+        self.reactor.callFromThread(self._restart_now)
+
+    def _restart_now(self) -> None:
+        d = defer.Deferred.fromCoroutine(self.parts.restart.restart("SIGHUP", "signal", "restart"))
+        d.addErrback(lambda f: log.failure("restart failed", f))
+
+    async def _unpark(self) -> None:
+        """This node's sessions parked by its last restart, detached again (a server alone
+        takes every node's: it is the only one)."""
+        await self.parts.hub.ready()
+        node = self.config.node if self.config.cluster is not None else None
+        await parking.restore_node(self.parts.start, node)
+
+    def _sweep_parked(self) -> None:
+        d = defer.Deferred.fromCoroutine(parking.sweep(self.parts.start))
+        d.addErrback(lambda f: log.failure("sweeping parked sessions failed", f))
 
     def stopService(self) -> defer.Deferred[None]:
         """The final notice, then close every connection (aborting the stuck) before the store
@@ -389,6 +421,8 @@ class ShellService(Service):
         super().stopService()
         if self._idle is not None and self._idle.running:
             self._idle.stop()
+        if self._sweep is not None and self._sweep.running:
+            self._sweep.stop()
         if self._mutes is not None and self._mutes.running:
             self._mutes.stop()
         if self._ban_reload is not None and self._ban_reload.running:

@@ -40,6 +40,10 @@ class IHub(Interface):
         """A free terminal name such as ``tel/3`` (lowest free number, like ptys), unique
         across the cluster."""
 
+    def claim_tty(tty: str) -> Deferred[str | None]:
+        """That very name (a parked session taken back keeps its tty) if no session holds it,
+        else None (the caller then allocates another)."""
+
     def attach(session: Session) -> Deferred[None]:
         """Make this node's ``session`` reachable (from every node)."""
 
@@ -233,6 +237,26 @@ class Hub:
             number = self._next_tty.get(kind, 0)
             self._next_tty[kind] = number + 1
         return f"{kind}/{number}"
+
+    def claim_tty(self, tty: str) -> Deferred[str | None]:
+        """One process: the name is free when its number is in the free heap or past the
+        counter (the numbers skipped then become free; at most 10,000 of them)."""
+        kind, _, number = tty.partition("/")
+        if not number.isdigit() or len(number) > 9:
+            return succeed(None)
+        n = int(number)
+        free = self._free.setdefault(kind, [])
+        if n in free:
+            free.remove(n)
+            heapq.heapify(free)
+            return succeed(tty)
+        nxt = self._next_tty.get(kind, 0)
+        if n < nxt or n - nxt > 10_000:
+            return succeed(None)
+        for skipped in range(nxt, n):
+            heapq.heappush(free, skipped)
+        self._next_tty[kind] = n + 1
+        return succeed(tty)
 
     def release_tty(self, tty: str) -> None:
         """Return a name's number to the free heap. Anything but ``kind/N`` is ignored (a cluster

@@ -24,7 +24,7 @@ from shellserver.hub.local import ClusterUnavailable, Message
 from shellserver.hub.session import Session
 from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import bucket_for
-from shellserver.shell import people
+from shellserver.shell import parking, people
 from shellserver.shell.commands.registry import Services
 from shellserver.shell.detach import (
     RESUME_ONE,
@@ -168,6 +168,11 @@ class SessionStart:
     tokens: ResumeTokens = field(
         default=Factory(lambda self: ResumeTokens(self.linger), takes_self=True)
     )
+
+    def end_detached(self, session: Session, held: HeldOutput, kind: str) -> None:
+        """A detached session ends unresumed: for parking's restored sessions (see
+        :func:`end_detached`)."""
+        end_detached(self, session, held, kind)
 
     def login_refusal(self, account: Account, peer: str = "", key: str = "") -> str | None:
         """Why ``account`` may not log in now, or None: a ban (of the address, the user, or
@@ -396,7 +401,7 @@ def _detach(start: SessionStart, session: Session, terminal: Terminal, kind: str
         terminal.width,
         terminal.height,
         start.max_output,
-        lambda held: _end_detached(start, session, held, kind),
+        lambda held: end_detached(start, session, held, kind),
         services.clock.seconds,
         history,
         line,
@@ -417,7 +422,7 @@ def _detach(start: SessionStart, session: Session, terminal: Terminal, kind: str
     )
 
 
-def _end_detached(start: SessionStart, session: Session, held: HeldOutput, kind: str) -> None:
+def end_detached(start: SessionStart, session: Session, held: HeldOutput, kind: str) -> None:
     """The detached session ends unresumed (linger over, ``n``, kick, lock, idle, shutdown):
     its held ``write`` messages go to the mailbox, then it ends as any session does."""
     held.done = True
@@ -444,6 +449,10 @@ async def _offer_resume(
     when the login was abandoned meanwhile, None for a new session (none detached, or
     ``n``: the detached one then ends)."""
     services = start.services
+    # Sessions parked by a node that is not running (drained, stopped) become this node's
+    # detached ones first, so one question covers them all.
+    for row in await parking.take_for(start, account.name):
+        await parking.take(start, row)
     waiting = services.hub.detached_here(account.name)
     if not waiting:
         return None

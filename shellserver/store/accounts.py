@@ -43,7 +43,7 @@ ROLES = (ROLE_USER, ROLE_ADMIN)
 #: The account the first start makes, its password in ``<data>/initial-admin-password``.
 INITIAL_ADMIN = "admin"
 RESERVED_NAMES = frozenset({"new", "root", "admin", "guest", "system", "nobody", "all"})
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Used with fullmatch: ``$`` alone would accept a trailing newline ("evil\n").
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -213,6 +213,27 @@ def _schema_bans(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX bans_expires ON bans (expires)")
 
 
+def _schema_parked(db: sqlite3.Connection) -> None:
+    """Sessions parked by a restart or a drain (store/parked.py); they go with their account
+    (``ON DELETE CASCADE``), so a name registered again never resumes another person's
+    session."""
+    db.execute(
+        """
+        CREATE TABLE parked (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            node TEXT NOT NULL,
+            owner TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+            tty TEXT NOT NULL,
+            parked REAL NOT NULL,
+            until REAL NOT NULL,
+            state TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX parked_owner ON parked (owner)")
+    db.execute("CREATE INDEX parked_node ON parked (node)")
+
+
 #: MIGRATIONS[v] brings a store from version v to v + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _schema_v1,
@@ -220,6 +241,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _schema_bans,
     3: schema_otp,
     4: schema_moderation,
+    5: _schema_parked,
 }
 
 _USER_COLS = "name, role, locked, created"

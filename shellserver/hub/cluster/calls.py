@@ -25,7 +25,7 @@ log = Logger(namespace="shellserver.hub.cluster.hub")
 
 #: Every script the parts run, loaded once per link.
 _SCRIPTS = (
-    "HEARTBEAT", "REAP_SELF", "RESET_SELF", "REPUBLISH", "SNAPSHOT", "ALLOCATE_TTY",
+    "HEARTBEAT", "REAP_SELF", "RESET_SELF", "REPUBLISH", "SNAPSHOT", "ALLOCATE_TTY", "CLAIM_TTY",
     "ATTACH", "UPDATE", "DETACH", "ADMIT", "RELEASE", "SET_IGNORES", "JOIN", "PART",
     "ROOM", "ROOM_LIST", "SET_TOPIC", "DELIVER",
 )  # fmt: skip

@@ -184,6 +184,10 @@ class RedisHub:
         """This node's own: the local table's (``IHub.local_sessions``)."""
         return self.local.local_sessions()
 
+    def claim_tty(self, tty: str) -> Deferred[str | None]:
+        """Presence claims it cluster-wide (``IHub.claim_tty``)."""
+        return self.presence.claim_tty(tty)
+
     def detached_here(self, user: str) -> list[Session]:
         """This node's own, from the local table (``IHub.detached_here``)."""
         return self.local.detached_here(user)

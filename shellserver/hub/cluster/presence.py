@@ -269,6 +269,21 @@ class Presence:
         d.addErrback(offline)
         return d
 
+    def claim_tty(self, tty: str) -> Deferred[str | None]:
+        """That name cluster-wide if no node holds it, else None; None too while Redis cannot
+        say (a name claimed in an outage could be another node's)."""
+        if not self.calls.available:
+            return succeed(None)
+        d = self.calls.run("CLAIM_TTY", tty)
+        d.addCallback(lambda got: got.decode() or None)
+
+        def offline(failure: Failure) -> None:
+            failure.trap(ClusterUnavailable)
+            return None
+
+        d.addErrback(offline)
+        return d
+
     def _fallback_tty(self, kind: str) -> str:
         """Redis unreachable: a name no other node can hand out (``tel/NODE.N``)."""
         return f"{kind}/{self.node}.{self.local.take_tty(kind).partition('/')[2]}"

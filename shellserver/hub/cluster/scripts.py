@@ -227,6 +227,30 @@ return tty
 """
 )
 
+#: ARGV: prefix, all, node, tty. That very name, if no node holds it (a parked session
+#: taken back keeps its name); '' when it is taken. Numbers past the counter are claimed
+#: by moving the counter, the skipped ones made free (at most 10,000 of them).
+CLAIM_TTY = (
+    _COMMON
+    + r"""
+local node, tty = ARGV[3], ARGV[4]
+local kind, n = string.match(tty, '^(%w+)/(%d+)$')
+if not kind then return '' end
+local free = P..'tk:'..kind..':free'
+if redis.call('ZREM', free, n) == 1 then
+  redis.call('SADD', P..'tty:'..node, tty)
+  return tty
+end
+local nxt = tonumber(redis.call('GET', P..'tk:'..kind..':next') or '0')
+local want = tonumber(n)
+if want < nxt or want - nxt > 10000 then return '' end
+for i = nxt, want - 1 do redis.call('ZADD', free, i, tostring(i)) end
+redis.call('SET', P..'tk:'..kind..':next', want + 1)
+redis.call('SADD', P..'tty:'..node, tty)
+return tty
+"""
+)
+
 #: ARGV: prefix, all, node, id, user, record. Publishes "att" with the record.
 ATTACH = (
     _COMMON
