@@ -372,3 +372,35 @@ def test_no_token_while_a_second_factor_is_enrolled_one_once_it_is(tmp_path: Pat
     (token,) = page.tokens
     page.drop()
     assert "root1@testhost:~$ " in Page(s, peer="10.0.0.9").present(token)
+
+
+def test_after_a_restart_the_page_is_told_to_come_back_and_its_token_still_works(
+    tmp_path: Path,
+) -> None:
+    from test_parking import first_start, result
+    from test_parking import server as restarted
+
+    from shellserver.shell import parking
+
+    stopped: list[int] = []
+    s = first_start(tmp_path, stopped)
+    page = Page(s)
+    page.present("")
+    page.login()
+    page.keys("echo half")
+    (token,) = page.tokens
+    assert result(s.restart.restart("root", "cli")) == 1
+    assert "The server is restarting" in page.output()
+    assert page.sock.closed == [1012]  # not a goodbye: the page reconnects by itself
+    page.drop()
+    stored = s.store.db._db.execute("SELECT state FROM parked").fetchone()[0]
+    assert token not in stored  # only its digest is parked
+    s.store.db.close()
+    again = restarted(tmp_path)
+    assert result(parking.restore_node(again.start, None)) == 1
+    back = Page(again, peer="10.0.0.9")
+    shown = back.present(token)
+    assert "login:" not in shown and "Resume" not in shown
+    assert shown.rstrip().endswith("alice@testhost:~$ echo half")
+    assert len(back.tokens) == 1 and back.tokens[0] != token
+    assert Page(again, peer="10.0.0.8").present(token).endswith("login: ")  # spent

@@ -52,6 +52,8 @@ def test_the_limits_in_the_doc_are_the_servers() -> None:
     assert web.MAX_FRAME == 64 * 1024 and "**64 KiB**" in DOC and "65536 bytes" in DOC
     assert (web.CLOSE_NORMAL, web.CLOSE_UNSUPPORTED, web.CLOSE_TOO_BIG) == (1000, 1003, 1009)
     assert "(close code 1003)" in DOC and "(code 1009)" in DOC and "code 1000" in DOC
+    assert web.CLOSE_RESTART == 1012 and "code **1012**" in DOC.replace("\n", " ")
+    assert "1012" not in PAGE_JS  # not a goodbye: the page comes back, as after a drop
     assert web.PING_INTERVAL == 30.0 and "ping every 30 s" in DOC
     assert "clamped to 20–500 columns and 5–200 rows" in DOC.replace("\n", " ").lower()
     from shellserver.terminal.discipline import clamp_size

@@ -56,6 +56,10 @@ class ResumeChannel(Protocol):
     def send_token(self, token: str) -> None:
         """Hand the client its new token (after a login, after each resume)."""
 
+    def coming_back(self) -> None:
+        """The next close is a restart's, not a goodbye: the client is told to reconnect
+        (the browser's close code 1012) and resume with its token."""
+
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
@@ -105,6 +109,25 @@ class ResumeTokens:
         if detached is not None and now >= detached + self.linger:
             return None
         return session
+
+    def parked(self, session: Session) -> str:
+        """``session``'s live token as a restart parks it: its SHA-256 in hex ("" without one),
+        never the token itself, so the store holds nothing a page could present."""
+        digest = self._by_session.get(session.id)
+        return "" if digest is None else digest.hex()
+
+    def unparked(self, session: Session, digest_hex: str) -> None:
+        """The next start takes a parked session back with the token its page still holds:
+        the page reconnects and presents it as after any dropped socket."""
+        try:
+            digest = bytes.fromhex(digest_hex)
+        except ValueError:
+            return
+        if len(digest) != hashlib.sha256().digest_size or digest in self._by_digest:
+            return
+        self.forget(session)
+        self._by_digest[digest] = session
+        self._by_session[session.id] = digest
 
     def forget(self, session: Session) -> None:
         """``session`` ended or resumed: its token, if it had one, names nothing now."""

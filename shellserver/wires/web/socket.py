@@ -45,8 +45,10 @@ from shellserver.wires.output import Fronted, Output
 #: Largest message the client may send: a keystroke or a paste is far less, and Twisted
 #: would otherwise gather a message of any size. A bigger one closes the socket.
 MAX_FRAME = 64 * 1024
-#: Close codes (RFC 6455, section 7.4.1).
+#: Close codes (RFC 6455, section 7.4.1; 1012 from IANA's registry).
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_TOO_BIG = 1000, 1003, 1009
+#: The server restarts: the page reconnects by itself and resumes with its token.
+CLOSE_RESTART = 1012
 #: An empty ping frame, and how often every open socket gets one.
 PING, PING_INTERVAL = b"\x89\x00", 30.0
 
@@ -206,6 +208,8 @@ class WebWire(Fronted):
         self._awaiting_token = resume
         self._first: Deferred[str | None] | None = None
         self._first_token: str | None = None
+        #: The code of the close frame a ``close()`` sends: a goodbye, or a restart's.
+        self._close_code = CLOSE_NORMAL
 
     # -- WebSocketProtocol (twisted.web.websocket) --------------------------
 
@@ -266,6 +270,11 @@ class WebWire(Fronted):
         """The page's new resume token, as a binary frame in order with the output."""
         if self.takes_tokens and not self._closing:
             self._out.write(control("2" + token))
+
+    def coming_back(self) -> None:
+        """A restart closes this socket: 1012, which the page takes as a reason to reconnect,
+        where 1000 (a logout, a kick) is a goodbye."""
+        self._close_code = CLOSE_RESTART
 
     def _token_arrived(self, token: str) -> None:
         self._awaiting_token = False
@@ -391,7 +400,7 @@ class WebWire(Fronted):
             self.abort()
             return
         self._closing = True
-        self._goodbye(CLOSE_NORMAL)
+        self._goodbye(self._close_code)
 
     def abort(self) -> None:
         """Drop the connection now: a browser that does not read its close frame, or the

@@ -26,7 +26,8 @@
   // tab or a closed one never sees it. It is spent as it is sent.
   const TOKEN = "shellserver-resume-token";
   // Close codes the server sends when it ends the connection on purpose (logout, kick,
-  // shutdown, a failed login; a frame it refuses): nothing to come back to.
+  // shutdown, a failed login; a frame it refuses): nothing to come back to. A restart's close
+  // (its own code) is not among them: the page comes back as after a drop.
   const ON_PURPOSE = [1000, 1003, 1009];
   const MAX_DELAY = 30;
   const decoder = new TextDecoder();
