@@ -198,3 +198,64 @@ def test_a_dropped_socket_resumes_with_its_token_and_an_old_token_is_refused(
         assert any(e.get("event") == "resume" and e.get("via") == "token" for e in srv.events())
     finally:
         srv.stop()
+
+
+@pytest.mark.integration
+def test_after_shellserver_restart_the_token_resumes_on_the_next_start(tmp_path: Path) -> None:
+    """The restart closes the socket with 1012 (come back), parks the token's digest with the
+    session, and the server started again resumes the session for that token."""
+    pytest.importorskip("websocket", reason="websocket-client is not installed (selenium's)")
+    import websocket
+    from test_ssh_integration import CLI
+
+    data = tmp_path / "data"
+
+    def start(name: str) -> RealServer:
+        (tmp_path / name).mkdir()
+        srv = RealServer(
+            tmp_path / name, "--data", str(data), "--linger", "300",
+            "--web", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        srv.data = data
+        return srv.start()
+
+    first = start("first")
+    try:
+        alice = register(first.port, "alice")
+        alice.send_line("logout")
+        assert alice.closed()
+        page = Socket(f"ws://127.0.0.1:{first.web_port}/ws")
+        page.until("login: ")
+        page.send("alice\r")
+        page.until("Password: ")
+        page.send("correct horse\r")
+        page.until("alice@testhost:~$ ")
+        page.send("echo kept")
+        page.until("echo kept")
+        (token,) = page.tokens
+        run = subprocess.run(
+            [CLI, "--data", str(data), "restart"], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        page.until("The server is restarting; reconnect to resume this session.")
+        while True:
+            opcode, payload = page.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+        assert int.from_bytes(payload[:2], "big") == 1012
+        assert first.proc is not None and first.proc.wait(20) == 0
+    finally:
+        first.stop()
+    second = start("second")
+    try:
+        deadline = time.monotonic() + 10
+        while "detached again, resumable" not in second.log_text():
+            assert time.monotonic() < deadline, second.log_text()
+            time.sleep(0.05)
+        back = Socket(f"ws://127.0.0.1:{second.web_port}/ws", token)
+        shown = back.until("alice@testhost:~$ echo kept")
+        assert "login:" not in shown and "Resume" not in shown
+        back.send("\x15logout\r")
+        back.until("logout")
+    finally:
+        second.stop()
