@@ -330,6 +330,15 @@ def test_the_page_comes_back_by_itself_to_its_session_with_what_was_sent(
             )
             time.sleep(0.05)
         assert banner.text.startswith("reconnecting…"), banner.text
+        # "reconnect now" tries at once (the next try by itself is seconds away), and keeps
+        # the screen: this is the same session coming back, not a new login.
+        tried = proxy.accepts
+        browser.find_element("id", "reconnect").click()
+        deadline = time.monotonic() + 0.9
+        while proxy.accepts == tried:
+            assert time.monotonic() < deadline, "reconnect now did not try at once"
+            time.sleep(0.02)
+        assert "alice@testhost:~$ echo half" in screen(browser)
         bob = register(srv.port, "bob")
         deadline = time.monotonic() + 10
         while True:

@@ -34,6 +34,8 @@
   let socket = null;
   let retries = 0;
   let timer = null;
+  // True from a lost socket until the page is connected again: the screen is kept.
+  let coming = false;
 
   function send(text) {
     if (socket !== null && socket.readyState === WebSocket.OPEN) socket.send(text);
@@ -81,6 +83,13 @@
       clearTimeout(timer);
       timer = null;
     }
+    if (socket !== null) {
+      // A try still under way (the button pressed meanwhile): it must not open behind us.
+      const old = socket;
+      socket = null;
+      old.onopen = old.onmessage = old.onclose = null;
+      old.close();
+    }
     const url = new URL("ws?resume", location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(url.href);
@@ -88,6 +97,7 @@
     socket = ws;
     ws.onopen = function () {
       retries = 0;
+      coming = false;
       showBanner(null);
       send("2" + takeToken());
       sendSize();
@@ -105,6 +115,7 @@
       if (socket !== ws) return;
       socket = null;
       if (ON_PURPOSE.includes(event.code)) {
+        coming = false;
         takeToken(); // the session is over: its token names nothing
         showBanner("disconnected — ", "reconnect", false);
         reconnectButton.focus();
@@ -113,6 +124,7 @@
       // Lost (no close frame, or a server going away): try again after 1, 2, 4 … 30 s.
       const delay = Math.min(MAX_DELAY, 2 ** retries);
       retries += 1;
+      coming = true;
       showBanner("reconnecting… ", "reconnect now", true);
       timer = setTimeout(connect, delay * 1000);
     };
@@ -126,7 +138,7 @@
     fit.fit();
   });
   reconnectButton.addEventListener("click", function () {
-    if (timer === null) term.reset(); // after a goodbye: a new login on a clean screen
+    if (!coming) term.reset(); // after a goodbye: a new login on a clean screen
     connect();
   });
   connect();
