@@ -37,7 +37,10 @@ def test_the_page_sends_exactly_the_frames_the_doc_lists() -> None:
     # The token: first, on a /ws?resume socket, spent as it is sent; the server's binary
     # "2" frames are kept in sessionStorage only.
     assert 'new URL("ws?resume", location.href)' in PAGE_JS
-    assert PAGE_JS.index('send("2" + takeToken())') < PAGE_JS.index("sendSize();\n      term")
+    opened = PAGE_JS[PAGE_JS.index("ws.onopen") :]
+    assert (
+        opened.index("sendSize();") < opened.index('send("2" + takeToken());') < opened.index("};")
+    )  # on open: the size, then the token, before any key can be sent
     assert "sessionStorage" in PAGE_JS and "localStorage" not in PAGE_JS
     assert 'if (text[0] === "2") keepToken(text.slice(1));' in PAGE_JS
     # Only the closes the doc calls on purpose stop the page from coming back by itself,

@@ -99,8 +99,8 @@
       retries = 0;
       coming = false;
       showBanner(null);
+      sendSize(); // first, so a resumed session is drawn at this width
       send("2" + takeToken());
-      sendSize();
       term.focus();
     };
     ws.onmessage = function (event) {
