@@ -333,6 +333,22 @@ async def test_max_sessions_across_nodes(cluster: Any, redis: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_replace_ends_a_detached_session_before_an_older_attached_one(
+    cluster: Any,
+) -> None:
+    a, b = await cluster("a", "b")
+    older = await a.login("alice")
+    newer = await a.login("alice")
+    newer.detached_at = reactor.seconds()  # its connection was lost: it waits, detached
+    await a.hub.changed(newer)
+    await until(lambda: bool((r := b.hub.mirror.get("a", newer.id)) and r.detached))
+    ended = await b.hub.admit("alice", 7, 2, True)
+    assert [(s.node, s.id) for s in ended] == [("a", newer.id)]
+    b.hub.release("alice", 7)
+    assert older.terminal.connected
+
+
+@pytest_twisted.ensureDeferred
 async def test_rooms_across_nodes(cluster: Any) -> None:
     a, b = await cluster("a", "b")
     alice = await a.login("alice")

@@ -311,9 +311,29 @@ local n = redis.call('ZCARD', key)
 local out = {'ok'}
 if n >= limit then
   if not replace then return {'refuse'} end
-  for _, m in ipairs(redis.call('ZRANGE', key, 0, n - limit)) do
-    redis.call('ZREM', key, m)
-    table.insert(out, m)
+  -- Detached sessions go first (oldest first), then the oldest attached ones: the record's
+  -- twelfth field says detached (a claim without a record yet counts as attached).
+  local detached, attached = {}, {}
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local owner, sid = string.match(m, '^(.*)/(%d+)$')
+    local rec = owner and redis.call('HGET', P..'s:'..owner, sid)
+    local ok, fields = false, nil
+    if rec then ok, fields = pcall(cjson.decode, rec) end
+    if ok and type(fields) == 'table' and fields[12] == true then
+      table.insert(detached, m)
+    else
+      table.insert(attached, m)
+    end
+  end
+  local need = n - limit + 1
+  for _, group in ipairs({detached, attached}) do
+    for _, m in ipairs(group) do
+      if need > 0 then
+        redis.call('ZREM', key, m)
+        table.insert(out, m)
+        need = need - 1
+      end
+    end
   end
 end
 redis.call('ZADD', key, now, node..'/'..id)
