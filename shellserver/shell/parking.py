@@ -31,6 +31,7 @@ from shellserver.ops.throttle import bucket_for
 from shellserver.shell import people
 from shellserver.shell.commands.registry import Services
 from shellserver.shell.detach import HeldOutput, HeldWrite
+from shellserver.shell.resume import ResumeChannel, ResumeTokens
 from shellserver.store import parked as parked_store
 from shellserver.store.parked import Parked
 from shellserver.terminal.discipline import Terminal
@@ -68,6 +69,10 @@ class SessionStart(Protocol):
 
     def end_detached(self, session: Session, held: HeldOutput, kind: str) -> None:
         """End a detached session unresumed (its held writes to the mailbox)."""
+
+    @property
+    def tokens(self) -> ResumeTokens:
+        """The browser pages' resume tokens: parked and taken back with their sessions."""
 
 
 #: Told to every session before its connection closes for a restart or a drain.
@@ -149,7 +154,9 @@ async def park_node(start: SessionStart, node: str, linger: float) -> int:
     rows = []
     for session in sessions:
         rooms = await hub.rooms_of(session.id)
-        state = json.dumps(state_of(session, rooms), separators=(",", ":"))
+        kept = state_of(session, rooms)
+        kept["resume"] = start.tokens.parked(session)  # the page comes back with its token
+        state = json.dumps(kept, separators=(",", ":"))
         rows.append((node, session.user, session.tty, now, now + linger, state))
     written: int = await people.run(services.store, parked_store.park, rows)
     notice = Message.of("\n" + RESTARTING)
@@ -163,6 +170,8 @@ async def park_node(start: SessionStart, node: str, linger: float) -> int:
             port.timer = None
         else:
             port.notify(notice)
+            if isinstance(port, Terminal) and isinstance(port.wire, ResumeChannel):
+                port.wire.coming_back()  # a browser page reconnects by itself
             port.close()
         with contextlib.suppress(ClusterUnavailable):
             await hub.detach(session)
@@ -249,6 +258,7 @@ async def restore(start: SessionStart, row: Parked) -> Session | None:
     )
     session.terminal = held
     session.detached_at = row.parked
+    start.tokens.unparked(session, str(state.get("resume", "")))
     ignores: list[str] = await people.run(services.store, people.ignore_list, row.owner)
     await people.attach(hub, session, frozenset(ignores))
     for room in state.get("rooms", [])[:MAX_ROOMS_PER_SESSION]:

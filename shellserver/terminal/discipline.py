@@ -353,6 +353,12 @@ class Terminal:
         return int(self.wire.height)
 
     @property
+    def live(self) -> bool:
+        """Neither closing nor closed: a session shown here may still be taken over by its
+        resume token, one whose goodbye is on its way may not."""
+        return self._live
+
+    @property
     def character_mode(self) -> bool:
         """Whether keys are edited here (the line editor exists) or by the client."""
         return self._editor is not None
