@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from attrs import field, frozen
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -55,6 +56,8 @@ LOGGED_IN_UNRECORDED = "logged in without a login record"
 ENROL_FIRST = (
     "A second factor is required for this account: log in with a terminal to enable it.\n"
 )
+#: Seconds the resume question waits for an answer before the connection is closed.
+RESUME_TIMEOUT = 60.0
 #: Bytes of the motd read at most: a huge file must not fill every login's output.
 MOTD_LIMIT = 16 * 1024
 
@@ -437,8 +440,8 @@ async def _offer_resume(
     now = services.clock.seconds()
     if len(waiting) == 1:
         s = waiting[0]
-        answer = await terminal.read_line(
-            RESUME_ONE.format(tty=s.tty, idle=idle_words(s.idle(now)))
+        answer = await _ask(
+            start, terminal, RESUME_ONE.format(tty=s.tty, idle=idle_words(s.idle(now)))
         )
         choice = None if answer.strip().lower() in ("n", "no") else s
     else:
@@ -447,7 +450,7 @@ async def _offer_resume(
             terminal.write(f"  {i}  {s.tty} (idle {idle_words(s.idle(now))})\n")
         choice = None
         while True:
-            answer = (await terminal.read_line(RESUME_WHICH)).strip().lower()
+            answer = (await _ask(start, terminal, RESUME_WHICH)).strip().lower()
             if answer in ("n", "no"):
                 break
             if answer in ("", "y", "yes"):
@@ -467,6 +470,21 @@ async def _offer_resume(
         return False
     _resume(start, choice, held, terminal, wire, key)
     return choice
+
+
+async def _ask(start: SessionStart, terminal: Terminal, question: str) -> str:
+    """The resume question, answered within ``RESUME_TIMEOUT``: an SSH login has no login
+    timeout left by then, and a connection must not wait at the question for ever."""
+    d = terminal.read_line(question)
+    d.addTimeout(RESUME_TIMEOUT, start.services.clock)
+    try:
+        return await d
+    except Interrupted:  # ^C: no, a new session
+        return "n"
+    except defer.TimeoutError:
+        terminal.write(f"\nNo answer in {RESUME_TIMEOUT:.0f} seconds.\n")
+        terminal.close()
+        raise Disconnected() from None
 
 
 def _resume(
