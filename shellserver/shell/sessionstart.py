@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver.hub.local import ClusterUnavailable, Message
+from shellserver.hub.record import SessionInfo
 from shellserver.hub.session import Session
 from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import bucket_for
@@ -426,15 +427,17 @@ async def _offer_resume(
     still_wanted: Callable[[], bool],
     key: str,
 ) -> Session | bool | None:
-    """Ask about this user's detached sessions on this node: the resumed session, False
-    when the login was abandoned meanwhile, None for a new session (none detached, or
-    ``n``: the detached one then ends)."""
+    """Ask about this user's detached sessions, on this node and (clustered) on the others:
+    the resumed session, False when the login was abandoned meanwhile, None for a new
+    session (none detached, or ``n``: the detached one then ends)."""
     services = start.services
-    # Sessions parked by a node that is not running (drained, stopped) become this node's
-    # detached ones first, so one question covers them all.
+    hub = services.hub
+    # Sessions parked by a node that is not running (drained, stopped), or handed over to
+    # this one, become this node's detached ones first, so one question covers them all.
     for row in await parking.take_for(start, account.name):
         await parking.take(start, row)
-    waiting = services.hub.detached_here(account.name)
+    waiting: list[SessionInfo] = list(hub.detached_here(account.name))
+    waiting += [s for s in hub.sessions_of_now(account.name) if s.detached and s.node != hub.node]
     if not waiting:
         return None
     now = services.clock.seconds()
@@ -460,16 +463,29 @@ async def _offer_resume(
                 break
             terminal.write(f"Answer a number from 1 to {len(waiting)}, or n for a new session.\n")
     if choice is None:
-        for s in waiting[:1] if len(waiting) == 1 else []:
-            s.terminal.close()  # n: that one ends, its held writes saved as mail
+        if len(waiting) == 1:  # n: that one ends, its held writes saved as mail
+            await _end_detached_anywhere(start, waiting[0])
         return None
-    held = choice.terminal
+    session = choice if isinstance(choice, Session) else None
+    if session is None:  # on another node: it parks it for us, and we take it
+        session = await parking.fetch(start, choice, account.name)
+        if session is None:
+            terminal.write("That session could not be taken over; starting a new one.\n")
+            return None
+    held = session.terminal
     if not isinstance(held, HeldOutput) or held.done:
         return None  # ended while the user answered: a new session
     if not terminal.connected or not still_wanted():
         return False
-    _resume(start, choice, held, terminal, wire, key)
-    return choice
+    _resume(start, session, held, terminal, wire, key)
+    return session
+
+
+async def _end_detached_anywhere(start: SessionStart, s: SessionInfo) -> None:
+    if isinstance(s, Session):
+        s.terminal.close()
+    else:  # its node ends it, and saves its held writes there
+        await start.services.hub.end_session(s, None)
 
 
 async def _ask(start: SessionStart, terminal: Terminal, question: str) -> str:
