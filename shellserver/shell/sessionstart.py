@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from attrs import Factory, field, frozen
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver.hub.local import ClusterUnavailable, Message
+from shellserver.hub.record import SessionInfo
 from shellserver.hub.session import Session
 from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import bucket_for
@@ -56,6 +58,8 @@ LOGGED_IN_UNRECORDED = "logged in without a login record"
 ENROL_FIRST = (
     "A second factor is required for this account: log in with a terminal to enable it.\n"
 )
+#: Seconds the resume question waits for an answer before the connection is closed.
+RESUME_TIMEOUT = 60.0
 #: Bytes of the motd read at most: a huge file must not fill every login's output.
 MOTD_LIMIT = 16 * 1024
 
@@ -445,22 +449,24 @@ async def _offer_resume(
     still_wanted: Callable[[], bool],
     key: str,
 ) -> Session | bool | None:
-    """Ask about this user's detached sessions on this node: the resumed session, False
-    when the login was abandoned meanwhile, None for a new session (none detached, or
-    ``n``: the detached one then ends)."""
+    """Ask about this user's detached sessions, on this node and (clustered) on the others:
+    the resumed session, False when the login was abandoned meanwhile, None for a new
+    session (none detached, or ``n``: the detached one then ends)."""
     services = start.services
-    # Sessions parked by a node that is not running (drained, stopped) become this node's
-    # detached ones first, so one question covers them all.
+    hub = services.hub
+    # Sessions parked by a node that is not running (drained, stopped), or handed over to
+    # this one, become this node's detached ones first, so one question covers them all.
     for row in await parking.take_for(start, account.name):
         await parking.take(start, row)
-    waiting = services.hub.detached_here(account.name)
+    waiting: list[SessionInfo] = list(hub.detached_here(account.name))
+    waiting += [s for s in hub.sessions_of_now(account.name) if s.detached and s.node != hub.node]
     if not waiting:
         return None
     now = services.clock.seconds()
     if len(waiting) == 1:
         s = waiting[0]
-        answer = await terminal.read_line(
-            RESUME_ONE.format(tty=s.tty, idle=idle_words(s.idle(now)))
+        answer = await _ask(
+            start, terminal, RESUME_ONE.format(tty=s.tty, idle=idle_words(s.idle(now)))
         )
         choice = None if answer.strip().lower() in ("n", "no") else s
     else:
@@ -469,7 +475,7 @@ async def _offer_resume(
             terminal.write(f"  {i}  {s.tty} (idle {idle_words(s.idle(now))})\n")
         choice = None
         while True:
-            answer = (await terminal.read_line(RESUME_WHICH)).strip().lower()
+            answer = (await _ask(start, terminal, RESUME_WHICH)).strip().lower()
             if answer in ("n", "no"):
                 break
             if answer in ("", "y", "yes"):
@@ -479,16 +485,44 @@ async def _offer_resume(
                 break
             terminal.write(f"Answer a number from 1 to {len(waiting)}, or n for a new session.\n")
     if choice is None:
-        for s in waiting[:1] if len(waiting) == 1 else []:
-            s.terminal.close()  # n: that one ends, its held writes saved as mail
+        if len(waiting) == 1:  # n: that one ends, its held writes saved as mail
+            await _end_detached_anywhere(start, waiting[0])
         return None
-    held = choice.terminal
+    session = choice if isinstance(choice, Session) else None
+    if session is None:  # on another node: it parks it for us, and we take it
+        session = await parking.fetch(start, choice, account.name)
+        if session is None:
+            terminal.write("That session could not be taken over; starting a new one.\n")
+            return None
+    held = session.terminal
     if not isinstance(held, HeldOutput) or held.done:
         return None  # ended while the user answered: a new session
     if not terminal.connected or not still_wanted():
         return False
-    resume(start, choice, terminal, wire, key, "question")
-    return choice
+    resume(start, session, terminal, wire, key, "question")
+    return session
+
+
+async def _end_detached_anywhere(start: SessionStart, s: SessionInfo) -> None:
+    if isinstance(s, Session):
+        s.terminal.close()
+    else:  # its node ends it, and saves its held writes there
+        await start.services.hub.end_session(s, None)
+
+
+async def _ask(start: SessionStart, terminal: Terminal, question: str) -> str:
+    """The resume question, answered within ``RESUME_TIMEOUT``: an SSH login has no login
+    timeout left by then, and a connection must not wait at the question for ever."""
+    d = terminal.read_line(question)
+    d.addTimeout(RESUME_TIMEOUT, start.services.clock)
+    try:
+        return await d
+    except Interrupted:  # ^C: no, a new session
+        return "n"
+    except defer.TimeoutError:
+        terminal.write(f"\nNo answer in {RESUME_TIMEOUT:.0f} seconds.\n")
+        terminal.close()
+        raise Disconnected() from None
 
 
 async def resume_by_token(

@@ -326,6 +326,8 @@ class SSHSeat:
             start.trouble.unavailable(e, "login")
             terminal.write(UNAVAILABLE_TEXT)
             session = None
+        except (Disconnected, EndOfInput):  # gone, or ^D, at a question before the shell
+            session = None
         if session is None:
             wire.status = FAILED
             terminal.close()
