@@ -95,11 +95,18 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install -q ".[test,bench]"
 	touch $(BENCH_STAMP)
 
+# The C floor (bench/cfloor.c), built with the system compiler.
+CFLOOR := $(BIN)/shellserver-cfloor
+$(CFLOOR): bench/cfloor.c $(STAMP)
+	cc -O2 -Wall -o $@ bench/cfloor.c
+
 # Load runs on loopback (bench/README.md): N = 1,000 and 10,000 against the
-# floor and shellserver, a sweep for the plot, medians of 3 alternating runs;
-# then the two-node run (bench-cluster). Exits 1 when a target is missed.
-bench: $(BENCH_STAMP) install
+# C floor, the Twisted floor and shellserver (every session kind, and a mix),
+# a sweep for the plot, medians of 3 alternating runs; then the two-node run
+# (bench-cluster). Exits 1 when a target is missed.
+bench: $(BENCH_STAMP) $(CFLOOR) install
 	$(BIN)/python bench/run.py --sizes 1000,10000 --sweep 100,300,3000 --repeat 3 \
+		--kinds line,char,tls,ssh,web --mix char:60,ssh:30,web:10 --timeout 900 \
 		--json bench/last-run.json --plot docs/img/bench.png; \
 	status=$$?; $(BENCH_CLUSTER) || exit $$?; exit $$status
 

@@ -9,6 +9,12 @@ the timed part), each a line-mode terminal showing a prompt; a wall is a
 ``Message`` notified to every terminal and the reactor turns that send it
 (the prompts drawn again at the end of the turn included).
 
+``--char-mode``: the other ends answer the telnet negotiation as netkit telnet
+does (``kinds.TelnetAnswers``), so every terminal is in character mode, as
+telnet(1), PuTTY, SSH with a pty and the browser get it: a message erases the
+input line and draws it again after. ``--profile FILE``: cProfile of the timed
+part only, written to FILE (read it with ``python -m pstats FILE``).
+
 Usage: ``python bench/fanout.py [--sessions 2000] [--walls 200]``. To compare
 two versions of the code, put one first on ``PYTHONPATH``.
 """
@@ -16,11 +22,13 @@ two versions of the code, put one first on ``PYTHONPATH``.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import resource
 import socket
 import sys
 import time
 
+from kinds import TelnetAnswers
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 
@@ -35,6 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--walls", type=int, default=200)
     p.add_argument(
         "--floor", action="store_true", help="the floor's delivery: one transport write"
+    )
+    p.add_argument("--char-mode", action="store_true", help="terminals in character mode")
+    p.add_argument("--profile", help="cProfile the timed part into this file")
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds between walls, untimed: at 0.05 or more every line is drawn again at "
+        "once, as for messages at a human pace; closer walls are paced (one redraw per "
+        "session per 50 ms, the rest at the end of the interval)",
     )
     args = p.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -80,7 +98,22 @@ def main(argv: list[str] | None = None) -> int:
                 pass
 
     turns()
+    if args.char_mode:
+        for peer in peers:
+            answers = TelnetAnswers()
+            for _ in range(3):  # the offers, then the terminal type asked for
+                try:
+                    reply = answers.feed(peer.recv(65536))
+                except BlockingIOError:
+                    reply = b""
+                if reply:
+                    peer.send(reply)
+                turns()
+        modes = {term.character_mode for term in terms}
+        if modes != {True}:
+            raise SystemExit(f"fanout: not every terminal is in character mode: {modes}")
     drain()
+    profile = cProfile.Profile() if args.profile else None
     spent = 0.0
     for i in range(args.walls):
         message = Message.of(
@@ -88,17 +121,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         data = message.text.replace("\n", "\r\n").encode()
         t = time.process_time()
+        if profile is not None:
+            profile.enable()
         if args.floor:  # bench/floor.py's wall: the bytes, one write per recipient
             for proto in floors:
                 proto.transport.write(data)  # type: ignore[union-attr]
         for term in terms:
             term.notify(message)
         turns()
+        if profile is not None:
+            profile.disable()
         spent += time.process_time() - t
         drain()
+        if args.gap:
+            time.sleep(args.gap)
+            turns()  # the paced redraws due by now, untimed
+            drain()
     n = len(floors) or len(terms)
     per = spent / (args.walls * n) * 1e6
-    who = "floor" if args.floor else "ours"
+    if profile is not None:
+        profile.dump_stats(args.profile)
+    who = "floor" if args.floor else "char" if args.char_mode else "ours"
     print(f"wall {who:5s} {per:6.2f} µs per delivery ({n} sessions, real transports and sockets)")
     return 0
 

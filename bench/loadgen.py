@@ -1,10 +1,15 @@
 """The load generator: logs in N sessions on a loopback server and measures it from outside.
 
-It is its own process (asyncio, raw sockets, no telnet negotiation — like
-``nc``), drives shellserver and the floor with exactly the same lines, and
-reads the server's CPU (``utime + stime``) and RSS from ``/proc/<pid>``
+It is its own process (asyncio), drives shellserver and the floors with
+exactly the same lines, and reads the server's CPU (``utime + stime``) and RSS from ``/proc/<pid>``
 around each phase. Everything is bounded: a fixed number of sessions,
 walls, writes and storm logins, and ``--timeout`` seconds in all.
+
+Sessions ``u0``… are of one ``--kind`` (or a ``--mix`` of kinds): telnet in
+line mode (raw sockets, no negotiation, like ``nc``: the floors speak only
+this), telnet in character mode answering the negotiation as netkit telnet
+does, the same over TLS, SSH with a pty (asyncssh), or the browser page's
+WebSocket protocol. ``boss`` and ``probe`` are always line-mode telnet.
 
 Phases, in order:
 
@@ -26,17 +31,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
-import re
 import resource
+import ssl
 import sys
 import time
 from typing import Any
 
+from kinds import Scanner, TelnetAnswers, WsReader, ws_handshake, ws_text
+
 PASSWORD = "benchpass1"
-_MARK = re.compile(rb"~([wm])(\d+)~")
 _TICK = os.sysconf("SC_CLK_TCK")
-_DO_ECHO_SGA = b"\xff\xfd\x01\xff\xfd\x03"
 
 
 class Proc:
@@ -66,39 +72,33 @@ class Proc:
         raise RuntimeError("no VmRSS")
 
 
-class Client(asyncio.Protocol):
-    """One session. Buffers text while logging in; afterwards only scans for markers."""
+class Session:
+    """One logged-in session of any kind. Buffers text while logging in; afterwards only
+    scans for markers (:class:`kinds.Scanner`, which skips the echo of its own)."""
 
-    def __init__(self, gen: Generator, char_mode: bool = False) -> None:
+    #: What Enter sends: a telnet client in line mode sends CR LF, in character mode CR NUL
+    #: (netkit telnet's default); a pty or the browser page a bare CR.
+    enter = b"\r\n"
+
+    def __init__(self, gen: Generator, echoes: bool = False) -> None:
         self.gen = gen
-        self.char_mode = char_mode
         self.buf = bytearray()
         self.want: bytes | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.scanning = False
-        self.tail = b""
-        self.transport: asyncio.Transport | None = None
+        self.scanner = Scanner(echoes)
         self.lost = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        if self.char_mode:  # accept the server's WILL ECHO and WILL SGA, as telnet(1) does
-            transport.write(_DO_ECHO_SGA)
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def lose(self) -> None:
         self.lost = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("server closed the connection"))
 
-    def data_received(self, data: bytes) -> None:
+    def output(self, data: bytes) -> None:
+        """Terminal output from the server (telnet commands and WebSocket frames taken out)."""
         if self.scanning:
-            s = self.tail + data if self.tail else data
-            end = 0
-            for m in _MARK.finditer(s):
-                self.gen.mark(m.group(1), int(m.group(2)))
-                end = m.end()
-            self.tail = s[end:][-24:]
+            for kind, n in self.scanner.scan(data):
+                self.gen.mark(kind, n)
             return
         self.buf += data
         if self.want is not None and self.want in self.buf:
@@ -122,13 +122,141 @@ class Client(asyncio.Protocol):
         await self.waiter
 
     def send(self, line: str) -> None:
-        assert self.transport is not None
-        self.transport.write(line.encode() + b"\r\n")
+        """Type ``line`` and Enter, in one piece (as a paste would come)."""
+        self.scanner.typed(line)
+        self.put(line.encode() + self.enter)
+
+    def put(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     def scan(self) -> None:
         """From now on only markers matter; nothing is kept."""
         self.buf = bytearray()
         self.scanning = True
+
+
+class Client(Session, asyncio.Protocol):
+    """A telnet session over TCP or TLS: in line mode it never answers the negotiation (like
+    ``nc``); in character mode it answers as netkit telnet does (:class:`kinds.TelnetAnswers`)."""
+
+    def __init__(self, gen: Generator, char_mode: bool = False) -> None:
+        super().__init__(gen, echoes=char_mode)
+        self.answers = TelnetAnswers() if char_mode else None
+        if char_mode:
+            self.enter = b"\r\0"
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lose()
+
+    def data_received(self, data: bytes) -> None:
+        if self.answers is not None and b"\xff" in data:
+            reply = self.answers.feed(data)
+            if reply and self.transport is not None:
+                self.transport.write(reply)
+        self.output(data)
+
+    def put(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class WebClient(Session, asyncio.Protocol):
+    """The browser page's protocol (docs/web-protocol.md): the window size first, then
+    keystrokes in ``0`` frames; terminal output in text frames."""
+
+    enter = b"\r"
+
+    def __init__(self, gen: Generator, port: int) -> None:
+        super().__init__(gen, echoes=True)
+        self.port = port
+        self.frames = WsReader()
+        self.upgraded = False
+        self.head = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(ws_handshake("127.0.0.1", self.port))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lose()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.upgraded:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.head.startswith(b"HTTP/1.1 101"):
+                self.lose()
+                return
+            data, self.head, self.upgraded = self.head[end + 4 :], b"", True
+            assert self.transport is not None
+            self.transport.write(ws_text(b"180 24"))
+        text, replies = self.frames.feed(data)
+        if replies and self.transport is not None:
+            self.transport.write(replies)
+        if text:
+            self.output(text)
+
+    def put(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(ws_text(b"0" + data))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class SSHSession(Session):
+    """An SSH session with a pty (asyncssh): one connection, one session channel, 80×24."""
+
+    enter = b"\r"
+
+    def __init__(self, gen: Generator) -> None:
+        super().__init__(gen, echoes=True)
+        self.conn: Any = None
+        self.chan: Any = None
+
+    async def open(self, port: int, name: str) -> None:
+        import asyncssh
+
+        gen = self
+
+        class Channel(asyncssh.SSHClientSession):  # type: ignore[misc]
+            def data_received(self, data: bytes, datatype: Any) -> None:
+                gen.output(data)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                gen.lose()
+
+        self.conn = await asyncssh.connect(
+            "127.0.0.1", port, username=name, password=PASSWORD, known_hosts=None,
+            client_keys=None, agent_path=None, preferred_auth="password",
+        )  # fmt: skip
+        self.chan, _ = await self.conn.create_session(
+            Channel, term_type="xterm", term_size=(80, 24), encoding=None
+        )
+
+    def put(self, data: bytes) -> None:
+        self.chan.write(data)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 class Markers:
@@ -183,15 +311,42 @@ class Generator(Markers):
         super().__init__()
         self.args = args
         self.proc = Proc(args.pid)
-        self.users: list[Client] = []
+        self.users: list[Session] = []
+        self.rotation = mix_rotation(args.mix) if args.mix else []
 
     # -- sessions ---------------------------------------------------------
 
     async def login(self, name: str, char_mode: bool = False) -> Client:
+        """A telnet session in line mode (or character mode), logged in at its prompt."""
+        client = await self.session("char" if char_mode else "line", name)
+        assert isinstance(client, Client)
+        return client
+
+    async def session(self, kind: str, name: str) -> Session:
+        """A session of ``kind`` (:data:`KINDS`) logged in as ``name``, at its prompt."""
         loop = asyncio.get_running_loop()
-        _, client = await loop.create_connection(
-            lambda: Client(self, char_mode), "127.0.0.1", self.args.port
-        )
+        a = self.args
+        if kind == "ssh":
+            ssh = SSHSession(self)
+            await ssh.open(a.ssh_port, name)
+            await ssh.expect(b":~$ ")
+            return ssh
+        client: Session
+        if kind == "web":
+            _, client = await loop.create_connection(
+                lambda: WebClient(self, a.web_port), "127.0.0.1", a.web_port
+            )
+        elif kind == "tls":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            _, client = await loop.create_connection(
+                lambda: Client(self, True), "127.0.0.1", a.tls_port, ssl=context
+            )
+        else:
+            _, client = await loop.create_connection(
+                lambda: Client(self, kind == "char"), "127.0.0.1", a.port
+            )
         await client.expect(b"login: ")
         client.send(name)
         await client.expect(b"Password: ")
@@ -199,16 +354,25 @@ class Generator(Markers):
         await client.expect(b":~$ ")
         return client
 
-    async def login_many(self, names: list[str], concurrency: int) -> list[Client]:
+    def kind_of(self, i: int) -> str:
+        """Session ``u{i}``'s kind: ``--kind``, or by ``--mix``'s shares (every tenth session
+        in the same rotation, so any N has the shares to within one in ten)."""
+        return self.rotation[i % len(self.rotation)] if self.rotation else self.args.kind
+
+    async def login_many(
+        self, names: list[str], concurrency: int, mixed: bool = True
+    ) -> list[Session]:
+        """``names`` logged in, ``concurrency`` at a time: of the run's kinds (``mixed``) or
+        telnet in line mode (the storm's)."""
         sem = asyncio.Semaphore(concurrency)
 
-        async def one(name: str) -> Client:
+        async def one(i: int, name: str) -> Session:
             async with sem:
-                c = await self.login(name, self.args.char_mode)
+                c = await self.session(self.kind_of(i) if mixed else "line", name)
                 c.scan()
                 return c
 
-        return list(await asyncio.gather(*(one(n) for n in names)))
+        return list(await asyncio.gather(*(one(i, n) for i, n in enumerate(names))))
 
     # -- phases -----------------------------------------------------------
 
@@ -327,12 +491,34 @@ class Generator(Markers):
         print("ready", flush=True)
         await reader.readline()
         n = self.args.storm
-        clients = await self.login_many([f"s{i}" for i in range(n)], n)
+        clients = await self.login_many([f"s{i}" for i in range(n)], n, mixed=False)
         print("done", flush=True)
         await reader.read()  # the parent closes stdin when the probe has finished
         for c in clients:
-            assert c.transport is not None
-            c.transport.close()
+            c.close()
+
+
+#: The session kinds: telnet in line mode (never negotiates, like ``nc``), telnet in character
+#: mode (answers like netkit telnet), the same over TLS, SSH with a pty, the browser's WebSocket.
+KINDS = ("line", "char", "tls", "ssh", "web")
+
+
+def mix_rotation(spec: str) -> list[str]:
+    """``char:60,ssh:30,web:10`` as a rotation of kinds in the smallest whole shares (here
+    6, 3, 1 in ten), interleaved so that any run of sessions has about the same mix."""
+    shares: list[tuple[str, int]] = []
+    for part in spec.split(","):
+        kind, _, share = part.strip().partition(":")
+        if kind not in KINDS or not share.isdigit() or int(share) <= 0:
+            raise ValueError(f"{part!r} is not KIND:SHARE with KIND one of {', '.join(KINDS)}")
+        shares.append((kind, int(share)))
+    step = math.gcd(*(n for _, n in shares))
+    counts = {kind: n // step for kind, n in shares}
+    total = sum(counts.values())
+    # the k-th session of a kind goes at (k + 0.5) / count of the rotation: interleaved
+    slots = sorted(((k + 0.5) / n, kind) for kind, n in counts.items() for k in range(n))
+    assert len(slots) == total
+    return [kind for _, kind in slots]
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -363,12 +549,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=200, help="writes in flight")
     p.add_argument("--storm", type=int, default=0, help="logins at once during the probe")
     p.add_argument("--timeout", type=float, default=300.0, help="the whole run, in seconds")
+    p.add_argument("--kind", choices=KINDS, default="line", help="what sessions u0... are")
     p.add_argument(
-        "--char-mode",
-        action="store_true",
-        help="sessions u0... accept WILL ECHO/SGA (character mode); they echo typed text, "
-        "so use it with --writes 0 --storm 0",
+        "--mix", default="", help="sessions u0... of several kinds, e.g. char:60,ssh:30,web:10"
     )
+    p.add_argument("--char-mode", action="store_true", help="the same as --kind char")
+    p.add_argument("--tls-port", type=int, default=0, help="the server's ssl: telnet listener")
+    p.add_argument("--ssh-port", type=int, default=0)
+    p.add_argument("--web-port", type=int, default=0)
     p.add_argument("--storm-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -378,9 +566,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    if args.char_mode and (args.writes or args.storm):
-        print("loadgen: --char-mode echoes the markers back; use --writes 0 --storm 0")
+    if args.char_mode:
+        args.kind = "char"
+    try:
+        kinds = set(mix_rotation(args.mix)) if args.mix else {args.kind}
+    except ValueError as e:
+        print(f"loadgen: --mix: {e}", file=sys.stderr)
         return 2
+    for kind, port in (("tls", args.tls_port), ("ssh", args.ssh_port), ("web", args.web_port)):
+        if kind in kinds and not port:
+            print(f"loadgen: {kind} sessions need --{kind}-port", file=sys.stderr)
+            return 2
     if args.storm_child:
         asyncio.run(asyncio.wait_for(Generator(args).storm_child(), args.timeout))
         return 0

@@ -171,3 +171,23 @@ def test_idle_words() -> None:
         "0 seconds", "1 second", "59 seconds", "1 minute", "2 minutes", "1 hour", "2 hours",
         "1 day",
     ]  # fmt: skip
+
+
+def test_the_resume_question_waits_a_minute_at_most_and_ctrl_c_says_no(tmp_path: Path) -> None:
+    s = server(tmp_path)
+    online(s, "alice").drop()
+    waiting = Client(s, peer="10.0.0.9")
+    assert "Resume it? [Y/n] " in waiting.login("alice")
+    s.clock.advance(60)
+    assert "No answer in 60 seconds." in waiting.output() and waiting.disconnecting
+    again = Client(s, peer="10.0.0.8")
+    assert "Resume it? [Y/n] " in again.login("alice")
+    again.send_bytes(b"\x03")  # ^C: a new session, the detached one ends
+    assert "alice@testhost:~$ " in again.output()
+    assert not [x for x in s.hub.local_sessions() if x.detached]
+
+
+def test_own_output_held_alone_is_framed_as_output() -> None:
+    held = HeldOutput(80, 24, 1000, lambda h: None, lambda: 0.0)
+    held.write("done copying\n")
+    assert held.framed() == "--- output while you were away ---\ndone copying\n---\n"

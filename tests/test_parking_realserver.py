@@ -107,3 +107,38 @@ def test_a_drained_nodes_session_is_resumed_through_another_node(tmp_path: Path)
         again.expect("alice@testhost:~/drained$ ")
         again.send_line("logout")
     assert "drain asked by" in cluster["a"].log_text()
+
+
+def test_a_session_detached_on_one_node_is_resumed_through_another(tmp_path: Path) -> None:
+    from clusternodes import eventually, running
+
+    with running(tmp_path, "ab", "--linger", "300", users=["alice", "bob"]) as cluster:
+        alice = cluster.login("a", "alice")
+        alice.send_line("mkdir moved")
+        alice.expect("alice@testhost:~$ ")
+        alice.send_line("cd moved")
+        alice.expect("alice@testhost:~/moved$ ")
+        tty = [s["tty"] for s in cluster.who_json("a") if s["user"] == "alice"][0]
+        alice.sock.close()  # the connection is lost: detached on node a
+        assert eventually(
+            lambda: any(s["user"] == "alice" and s["detached"] for s in cluster.who_json("b")),
+            10,
+        )
+        bob = cluster.login("b", "bob")
+        bob.send_line("write alice caught you on the other node")
+        bob.expect("bob@testhost:~$ ")
+        again = cluster.connect("b")
+        again.expect("login: ")
+        again.send_line("alice")
+        again.expect("Password: ")
+        again.send_line("correct horse")
+        again.expect(f"You have a detached session on {tty} (idle ")
+        again.send_line("y")
+        again.expect("--- 1 message while you were away ---")
+        again.expect("caught you on the other node")
+        again.expect("alice@testhost:~/moved$ ")
+        sessions = cluster.who_json("a")
+        mine = [s for s in sessions if s["user"] == "alice"]
+        assert [(s["node"], s["detached"]) for s in mine] == [("b", False)]
+        again.send_line("logout")
+    assert "handed over to node b" in cluster["a"].log_text()

@@ -274,3 +274,66 @@ def test_a_session_with_a_full_history_is_freed_when_its_connection_goes(
     alive = [o for o in gc.get_objects() if isinstance(o, Terminal | LineEditor) and id(o) in ids]
     assert alive == []
     assert not [call for call in c.clock.getDelayedCalls() if call.active() and call.time < 1]
+
+
+def test_a_message_in_character_mode_is_one_write_with_the_line_drawn_again() -> None:
+    term, wire = char_mode()
+    term.text_received("hello world\x1b[D\x1b[D\x1b[D")  # the cursor three from the end
+    before = sent(wire)
+    wire.clock.advance(PACE)  # the last whole drawing long ago: the next is drawn at once
+    assert term.notify(Message.of("Broadcast from bob: hi"))
+    assert wire.out == []  # held till the end of the turn
+    wire.clock.advance(0)
+    assert len(wire.out) == 1  # erased, the message, the line again: one write
+    block = sent(wire)
+    assert block.startswith("\r\x1b[JBroadcast from bob: hi\r\n")
+    assert block.endswith("$ hello world\r\x1b[10C")
+    shown = drawn(wire, before + block, 80)
+    assert [r.rstrip() for r in shown.display[:2]] == ["Broadcast from bob: hi", "$ hello world"]
+    assert (shown.cursor.y, shown.cursor.x) == (1, 10)
+    term.text_received("X")  # editing goes on where the cursor was
+    wire.clock.advance(PACE)  # (the line after an insertion is drawn again once per interval)
+    shown = drawn(wire, before + block + sent(wire), 80)
+    assert shown.display[1].rstrip() == "$ hello woXrld"
+
+
+def test_a_long_line_wrapped_is_erased_whole_before_the_message() -> None:
+    term, wire = char_mode()
+    wire.width = 20
+    term.resized()
+    term.text_received("x" * 45)  # three rows: "$ " and 45 characters at 20 columns
+    before = sent(wire)
+    wire.clock.advance(PACE)
+    term.notify(Message.of("hi"))
+    wire.clock.advance(0)
+    assert len(wire.out) == 1
+    shown = drawn(wire, before + sent(wire), 20)
+    rows = [r.rstrip() for r in shown.display if r.strip()]
+    assert rows == ["hi", "$ " + "x" * 18, "x" * 20, "x" * 7]
+
+
+def test_a_held_message_the_wire_drops_leaves_the_line_as_drawn() -> None:
+    term, wire = char_mode()
+    term.text_received("abc")
+    before = sent(wire)
+    wire.clock.advance(PACE)
+    assert term.notify(Message.of("lost"))
+    wire.accept = False  # the client stopped reading before the end of the turn
+    wire.clock.advance(0)
+    assert wire.out == []
+    wire.accept = True
+    term.text_received("d")
+    shown = drawn(wire, "$ " + before + sent(wire), 80)
+    assert [r.rstrip() for r in shown.display if r.strip()] == ["$ abcd"]
+
+
+def test_a_message_then_own_output_in_the_same_turn_keeps_their_order() -> None:
+    term, wire = char_mode()
+    term.text_received("ab")
+    before = sent(wire)
+    wire.clock.advance(PACE)
+    term.notify(Message.of("first"))
+    term.write("second\n")  # own output before the end of the turn: the message goes first
+    wire.clock.advance(PACE)  # the line's second drawing in the interval waits for its end
+    shown = drawn(wire, before + sent(wire), 80)
+    assert [r.rstrip() for r in shown.display if r.strip()] == ["first", "second", "$ ab"]

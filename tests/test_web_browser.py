@@ -12,9 +12,13 @@ saying why, where Chromium, its driver or Selenium is missing; under CI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+import struct
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,4 +215,172 @@ def test_the_reconnect_bar_hides_no_line_of_the_terminal(tmp_path: Path, browser
         again = browser.execute_script(_GEOMETRY)
         assert again["screen"]["top"] == before["screen"]["top"], (before, again)
     finally:
+        srv.stop()
+
+
+class CutProxy:
+    """A TCP proxy in front of the web listener that the test can cut: ``down()`` resets every
+    connection through it and refuses new ones (the network is gone), ``up()`` lets them
+    through again. The browser only ever talks to the proxy."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up_now = True
+        self.lock = threading.Lock()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.accepts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepts += 1
+                if not self.up_now:
+                    _reset(client)
+                    continue
+                server = socket.create_connection(("127.0.0.1", self.target))
+                self.pairs.append((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def down(self) -> None:
+        with self.lock:
+            self.up_now = False
+            for client, server in self.pairs:
+                _reset(client)
+                _reset(server)
+            self.pairs.clear()
+
+    def up(self) -> None:
+        with self.lock:
+            self.up_now = True
+
+    def close(self) -> None:
+        self.listener.close()
+        self.down()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a reset, as a dropped network looks once noticed: no close frame. The
+    shutdown wakes the pump threads blocked on it, so the close really happens."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.integration
+def test_the_page_comes_back_by_itself_to_its_session_with_what_was_sent(
+    tmp_path: Path, browser: Any
+) -> None:
+    """The page's socket is cut under it: it shows ``reconnecting…``, tries again by itself,
+    and once the network is back presents its token and is in its session again, showing
+    the ``write`` that came meanwhile and the half-typed line, without anything typed."""
+    from selenium.webdriver.common.keys import Keys
+
+    srv = RealServer(tmp_path, "--web", "tcp:0:interface=127.0.0.1", "--linger", "300").start()
+    proxy = CutProxy(srv.web_port)
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        wait_for(browser, "login:")
+        for line, prompt in [
+            ("new", "Username:"),
+            ("alice", "Password:"),
+            ("correct horse", "Password again:"),
+            ("correct horse", "alice@testhost:~$"),
+        ]:
+            type_keys(browser, line + Keys.ENTER)
+            wait_for(browser, prompt)
+        type_keys(browser, "echo half")
+        wait_for(browser, "alice@testhost:~$ echo half")
+        token_of = "return sessionStorage.getItem('shellserver-resume-token')"
+        token = browser.execute_script(token_of)
+        assert token and len(token) == 22
+        assert browser.execute_script("return localStorage.length") == 0
+        logins = screen(browser).count("login:")
+        accepted = proxy.accepts
+        proxy.down()
+        banner = browser.find_element("id", "banner")
+        deadline = time.monotonic() + 10
+        while not (banner.is_displayed() and proxy.accepts > accepted + 1):
+            assert time.monotonic() < deadline, (
+                "the page did not try again by itself",
+                banner.is_displayed(),
+                proxy.accepts - accepted,
+                browser.get_log("browser"),
+            )
+            time.sleep(0.05)
+        assert banner.text.startswith("reconnecting…"), banner.text
+        # "reconnect now" tries at once (the next try by itself is seconds away), and keeps
+        # the screen: this is the same session coming back, not a new login.
+        tried = proxy.accepts
+        browser.find_element("id", "reconnect").click()
+        deadline = time.monotonic() + 0.9
+        while proxy.accepts == tried:
+            assert time.monotonic() < deadline, "reconnect now did not try at once"
+            time.sleep(0.02)
+        assert "alice@testhost:~$ echo half" in screen(browser)
+        bob = register(srv.port, "bob")
+        deadline = time.monotonic() + 10
+        while True:
+            bob.send_line("who")
+            if "(detached)" in bob.expect("bob@testhost:~$ "):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        bob.send_line("write alice sent while the page was away")
+        bob.expect("bob@testhost:~$ ")
+        proxy.up()
+        shown = wait_for(browser, "sent while the page was away", timeout=40)
+        shown = wait_for(browser, "---\nalice@testhost:~$ echo half")
+        assert "--- 1 message while you were away ---" in shown
+        assert shown.count("login:") == logins  # no login asked, nor a question
+        assert "Resume it?" not in shown and "Password" not in shown.split("half")[-1]
+        assert not banner.is_displayed()
+        renewed = browser.execute_script(token_of)
+        assert renewed and renewed != token  # spent, and a new one for the next drop
+        bob.send_line("who")
+        listing = bob.expect("bob@testhost:~$ ")
+        assert "(detached)" not in listing and listing.count("alice ") == 1
+        # It is the same session, live: typing goes on where the line was left.
+        type_keys(browser, "ed" + Keys.ENTER)
+        wait_for(browser, "\nhalfed\nalice@testhost:~$")
+        # A reload keeps the tab's sessionStorage: the new page resumes the session too.
+        browser.refresh()
+        shown = wait_for(browser, "alice@testhost:~$")
+        assert "login:" not in shown and "Last login" not in shown
+        type_keys(browser, "echo after reload" + Keys.ENTER)
+        wait_for(browser, "\nafter reload\nalice@testhost:~$")
+        # A logout is on purpose: the page does not come back, and keeps no token.
+        type_keys(browser, "logout" + Keys.ENTER)
+        banner = browser.find_element("id", "banner")  # the reloaded page's
+        deadline = time.monotonic() + 10
+        while not banner.text.startswith("disconnected — reconnect"):
+            assert time.monotonic() < deadline, banner.text
+            time.sleep(0.05)
+        assert browser.execute_script(token_of) is None
+        problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert all("WebSocket" in p or "ws?resume" in p for p in problems), problems
+        bob.close()
+    finally:
+        proxy.close()
         srv.stop()

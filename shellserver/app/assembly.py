@@ -220,6 +220,7 @@ def assemble(
     )
     lobby = Lobby(login, start, admission, clock, cfg.login_timeout)
     restart = Restart(start, hub.node, stop, admin.audit)
+    hub.subscribe_announcements(restart.heard)  # another node takes a detached session over
     control = Controlled(cfg, clock, hub, store, shutdown, admin, bans, started, restart)
     return Assembly(
         config=cfg,

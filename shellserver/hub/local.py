@@ -117,6 +117,11 @@ class IHub(Interface):
         """Tell the other nodes (their announcement subscribers): a shutdown scheduled or
         cancelled, a mute made or ended, an account deleted."""
 
+    def hand_over(to: SessionInfo, node: str) -> Deferred[None]:
+        """Ask the node that holds the detached session ``to`` to park it in the store for
+        ``node`` (where its user just logged in), as an announcement of kind ``hand`` with
+        the fields ``i`` (its id) and ``to`` (``node``), heard by that node alone."""
+
     def subscribe_announcements(callback: Callable[[str, dict[str, Any]], None]) -> None:
         """Call ``callback(kind, fields)`` for every other node's :meth:`announce` from now on.
 
@@ -322,6 +327,11 @@ class Hub:
         """Nothing to tell: there is no other node, and this node acts on its own shutdown
         directly."""
         pass  # no other node
+
+    def hand_over(self, to: SessionInfo, node: str) -> Deferred[None]:
+        """One process holds every session: its own subscribers hear the request at once."""
+        self.announced("hand", {"i": to.id, "to": node, "origin": self.node})
+        return succeed(None)
 
     def subscribe_announcements(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
         """Kept here, in this node's own table, so the clustered hub that holds it hands other

@@ -12,6 +12,7 @@ from shellserver.hub.session import Session
 from shellserver.ops.admission import MADE_ROOM, Admission, Stalled
 from shellserver.shell import sessionstart
 from shellserver.shell.login import STORE_DOWN_TEXT, UNAVAILABLE_TEXT, Login, login_dialogue
+from shellserver.shell.resume import ResumeChannel
 from shellserver.shell.sessionstart import SessionStart
 from shellserver.store.accounts import UNAVAILABLE, Account, StoreUnavailable
 from shellserver.terminal.discipline import Disconnected, EndOfInput, IWire, Terminal
@@ -104,6 +105,8 @@ class Connection:
 
     async def _run(self) -> None:
         try:
+            if isinstance(self.wire, ResumeChannel) and await self._resumed(self.wire):
+                return
             banner = True
             while True:
                 account = await login_dialogue(
@@ -126,6 +129,37 @@ class Connection:
             self._close()
         except Disconnected:
             pass
+
+    async def _resumed(self, wire: ResumeChannel) -> bool:
+        """A browser page presents its resume token before any login: True when that resumed
+        its session (or refused it for good, closing); False for the login dialogue. A token
+        that is not a live one counts as a failed login of the address, so guessing meets
+        the same block as guessing passwords, and is logged."""
+        token = await wire.first_token()
+        if not token:
+            return False
+        self._progressed()
+        login, peer = self.lobby.login, self.wire.peer
+        if not await login.failed_logins.attempt(peer, self.lobby.clock.seconds()):
+            return False  # blocked: the login dialogue says so and closes
+        try:
+            resumed = await sessionstart.resume_by_token(
+                self.lobby.start, token, self.terminal, self.wire, self._logging_in
+            )
+        except BaseException:
+            login.failed_logins.finished(peer, self.lobby.clock.seconds(), failed=False)
+            raise
+        now = self.lobby.clock.seconds()
+        login.failed_logins.finished(peer, now, failed=resumed is None)
+        if resumed is None:
+            self.lobby.start.tokens.refused(peer, now)
+        if isinstance(resumed, Session):
+            self.session = resumed
+            return True
+        if resumed is False:
+            self._close()
+            return True
+        return False
 
     async def _begin(self, account: Account) -> bool:
         """Attach a session; False when the login is refused after all."""

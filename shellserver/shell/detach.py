@@ -133,7 +133,7 @@ class HeldOutput:
         when nothing was held."""
         if not self.texts:
             return ""
-        count = counted(self.messages, "message")
+        count = counted(self.messages, "message") if self.messages else "output"
         if self.dropped:
             count += f" ({self.dropped} more dropped)"
         body = "".join(self.texts)

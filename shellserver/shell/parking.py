@@ -22,15 +22,19 @@ import json
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from shellserver.hub.local import ClusterUnavailable, Message
+from shellserver.hub.record import SessionInfo
 from shellserver.hub.rooms import MAX_MEMBERS, MAX_ROOMS_PER_SESSION
 from shellserver.hub.session import Session
 from shellserver.ops.throttle import bucket_for
 from shellserver.shell import people
 from shellserver.shell.commands.registry import Services
 from shellserver.shell.detach import HeldOutput, HeldWrite
+from shellserver.shell.resume import ResumeChannel, ResumeTokens
 from shellserver.store import parked as parked_store
 from shellserver.store.parked import Parked
 from shellserver.terminal.discipline import Terminal
@@ -69,11 +73,19 @@ class SessionStart(Protocol):
     def end_detached(self, session: Session, held: HeldOutput, kind: str) -> None:
         """End a detached session unresumed (its held writes to the mailbox)."""
 
+    @property
+    def tokens(self) -> ResumeTokens:
+        """The browser pages' resume tokens: parked and taken back with their sessions."""
+
 
 #: Told to every session before its connection closes for a restart or a drain.
 RESTARTING = "The server is restarting; reconnect to resume this session."
 #: Seconds between parking and the stop: the CLI's answer goes out first.
 STOP_DELAY = 0.2
+#: How long a login waits for another node to hand a detached session over, and how often
+#: it looks in the store meanwhile.
+HAND_OVER_WAIT = 5.0
+HAND_OVER_POLL = 0.1
 #: The state's version: a node that meets another version does not guess (the row is swept).
 STATE_VERSION = 1
 
@@ -149,7 +161,9 @@ async def park_node(start: SessionStart, node: str, linger: float) -> int:
     rows = []
     for session in sessions:
         rooms = await hub.rooms_of(session.id)
-        state = json.dumps(state_of(session, rooms), separators=(",", ":"))
+        kept = state_of(session, rooms)
+        kept["resume"] = start.tokens.parked(session)  # the page comes back with its token
+        state = json.dumps(kept, separators=(",", ":"))
         rows.append((node, session.user, session.tty, now, now + linger, state))
     written: int = await people.run(services.store, parked_store.park, rows)
     notice = Message.of("\n" + RESTARTING)
@@ -163,6 +177,8 @@ async def park_node(start: SessionStart, node: str, linger: float) -> int:
             port.timer = None
         else:
             port.notify(notice)
+            if isinstance(port, Terminal) and isinstance(port.wire, ResumeChannel):
+                port.wire.coming_back()  # a browser page reconnects by itself
             port.close()
         with contextlib.suppress(ClusterUnavailable):
             await hub.detach(session)
@@ -249,6 +265,7 @@ async def restore(start: SessionStart, row: Parked) -> Session | None:
     )
     session.terminal = held
     session.detached_at = row.parked
+    start.tokens.unparked(session, str(state.get("resume", "")))
     ignores: list[str] = await people.run(services.store, people.ignore_list, row.owner)
     await people.attach(hub, session, frozenset(ignores))
     for room in state.get("rooms", [])[:MAX_ROOMS_PER_SESSION]:
@@ -280,11 +297,69 @@ async def take_for(start: SessionStart, user: str) -> list[Parked]:
     """``user``'s parked sessions that no running node will take back: those of nodes that are
     not live (a drained node, a stopped one). A server alone took its own at start."""
     services = start.services
-    live = set(services.hub.nodes())
+    hub = services.hub
+    live = set(hub.nodes()) - {hub.node}  # rows for this node are handed over to it
     rows: list[Parked] = await people.run(
         services.store, parked_store.parked_of, user, services.clock.seconds()
     )
     return [r for r in rows if r.node not in live]
+
+
+async def park_one(start: SessionStart, session_id: int, node: str) -> bool:
+    """Another node asks for one of our detached sessions (its user logged in there): park it
+    in the store for ``node``, for the rest of its linger, and let go of it here."""
+    services = start.services
+    hub = services.hub
+    found = [s for s in hub.local_sessions() if s.id == session_id]
+    if not found or not isinstance(found[0].terminal, HeldOutput) or found[0].terminal.done:
+        return False
+    session = found[0]
+    held = session.terminal
+    assert isinstance(held, HeldOutput)
+    rooms = await hub.rooms_of(session.id)
+    state = json.dumps(state_of(session, rooms), separators=(",", ":"))
+    if held.done:  # resumed or ended here while the rooms were read
+        return False
+    since = session.detached_at or services.clock.seconds()
+    row = (node, session.user, session.tty, since, since + start.linger, state)
+    held.done = True
+    if held.timer is not None and held.timer.active():
+        held.timer.cancel()
+    held.timer = None
+    session.terminal = PARKED_PORT
+    try:
+        await people.run(services.store, parked_store.park, [row])
+    finally:
+        with contextlib.suppress(ClusterUnavailable):
+            await hub.detach(session)
+    log.info(
+        "{user}'s detached {tty} handed over to node {node}",
+        event="handed_over",
+        user=session.user,
+        tty=session.tty,
+        node=node,
+    )
+    return True
+
+
+async def fetch(start: SessionStart, record: SessionInfo, user: str) -> Session | None:
+    """Take over ``record``, a detached session of ``user`` on another node: ask that node to
+    park it for this one, wait for the row (``HAND_OVER_WAIT`` at most), take it. None when
+    it did not come (the node is away, or the session ended meanwhile)."""
+    services = start.services
+    hub = services.hub
+    await hub.hand_over(record, hub.node)
+    deadline = services.clock.seconds() + HAND_OVER_WAIT
+    while True:
+        rows: list[Parked] = await people.run(
+            services.store, parked_store.parked_of, user, services.clock.seconds()
+        )
+        for row in rows:
+            if row.node == hub.node and row.tty == record.tty:
+                return await take(start, row)
+        if services.clock.seconds() >= deadline:
+            return None
+        await deferLater(services.clock, HAND_OVER_POLL)
 
 
 async def take(start: SessionStart, row: Parked) -> Session | None:
@@ -345,6 +420,17 @@ class Restart:
         #: The ledger's record of the action (``Admin.audit``).
         self.audit = audit
         self._running = False
+
+    def heard(self, kind: str, fields: dict[str, Any]) -> None:
+        """Another node asks for one of our detached sessions (``IHub.hand_over``)."""
+        if kind != "hand":
+            return
+        try:
+            session_id, node = int(fields["i"]), str(fields["to"])
+        except (KeyError, TypeError, ValueError):
+            return
+        d = Deferred.fromCoroutine(park_one(self.start, session_id, node))
+        d.addErrback(lambda f: log.failure("handing a session over failed", f))
 
     async def restart(self, by: str, where: str, what: str = "restart") -> int:
         """Park, then stop; how many sessions were parked. Without ``--linger`` there is

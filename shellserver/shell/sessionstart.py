@@ -15,12 +15,14 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from attrs import field, frozen
+from attrs import Factory, field, frozen
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shellserver.hub.local import ClusterUnavailable, Message
+from shellserver.hub.record import SessionInfo
 from shellserver.hub.session import Session
 from shellserver.ops.threads import Runner
 from shellserver.ops.throttle import bucket_for
@@ -33,6 +35,7 @@ from shellserver.shell.detach import (
     idle_words,
 )
 from shellserver.shell.dispatch import Shell
+from shellserver.shell.resume import ResumeChannel, ResumeTokens
 from shellserver.shell.secondfactor import SecondFactor, enrol
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import UNAVAILABLE, Account
@@ -55,6 +58,8 @@ LOGGED_IN_UNRECORDED = "logged in without a login record"
 ENROL_FIRST = (
     "A second factor is required for this account: log in with a terminal to enable it.\n"
 )
+#: Seconds the resume question waits for an answer before the connection is closed.
+RESUME_TIMEOUT = 60.0
 #: Bytes of the motd read at most: a huge file must not fill every login's output.
 MOTD_LIMIT = 16 * 1024
 
@@ -163,6 +168,10 @@ class SessionStart:
     linger: float = 0.0
     #: ``--max-output``: what a detached session holds at most.
     max_output: int = 256 * 1024
+    #: The browser pages' resume tokens, one per session at most (``resume.py``).
+    tokens: ResumeTokens = field(
+        default=Factory(lambda self: ResumeTokens(self.linger), takes_self=True)
+    )
 
     def end_detached(self, session: Session, held: HeldOutput, kind: str) -> None:
         """A detached session ends unresumed: for parking's restored sessions (see
@@ -173,10 +182,15 @@ class SessionStart:
         """Why ``account`` may not log in now, or None: a ban (of the address, the user, or
         the SSH key it logged in with), or a shutdown about to happen, which admins may
         still come in through, to cancel it."""
-        banned = self.services.bans.login_refusal(account.name, peer, key)
+        return self.refusal(account.name, account.is_admin, peer, key)
+
+    def refusal(self, user: str, is_admin: bool, peer: str, key: str) -> str | None:
+        """:meth:`login_refusal` by name and role: a resume by token has a session, not an
+        account, and must meet the same bans and shutdown."""
+        banned = self.services.bans.login_refusal(user, peer, key)
         if banned is not None:
             return banned
-        if account.is_admin:
+        if is_admin:
             return None
         return self.services.shutdown.login_refusal()
 
@@ -307,15 +321,26 @@ async def _start(
         shell = Shell(services, session, terminal)
         terminal.on_eof = shell.logout
         if enrolling:
-            d = Deferred.fromCoroutine(_enrol_then_shell(start, account, terminal, shell))
+            d = Deferred.fromCoroutine(_enrol_then_shell(start, account, terminal, shell, wire))
             d.addErrback(_enrolment_failed, start.trouble, terminal)
         else:
             terminal.set_handler(shell.line, shell.prompt, shell.complete)
+            _give_token(start, shell.session, wire)
     return session
 
 
+def _give_token(start: SessionStart, session: Session, wire: IWire) -> None:
+    """A new resume token for a client that takes them (the browser page), which it
+    presents if its socket drops; any token the session had before is worthless now.
+    Only once the session has its shell: never to one still enrolling a second factor."""
+    if start.linger > 0 and isinstance(wire, ResumeChannel) and wire.takes_tokens:
+        wire.send_token(start.tokens.issue(session))
+    else:
+        start.tokens.forget(session)
+
+
 async def _enrol_then_shell(
-    start: SessionStart, account: Account, terminal: Terminal, shell: Shell
+    start: SessionStart, account: Account, terminal: Terminal, shell: Shell, wire: IWire
 ) -> None:
     """``--require-otp``: the enable steps in place of the shell; the prompt only after them.
     Refused (or given up), the session ends; a hang-up meanwhile simply ends it."""
@@ -327,6 +352,7 @@ async def _enrol_then_shell(
         return
     if done:
         terminal.set_handler(shell.line, shell.prompt, shell.complete)
+        _give_token(start, shell.session, wire)
     else:
         terminal.close()
 
@@ -423,22 +449,24 @@ async def _offer_resume(
     still_wanted: Callable[[], bool],
     key: str,
 ) -> Session | bool | None:
-    """Ask about this user's detached sessions on this node: the resumed session, False
-    when the login was abandoned meanwhile, None for a new session (none detached, or
-    ``n``: the detached one then ends)."""
+    """Ask about this user's detached sessions, on this node and (clustered) on the others:
+    the resumed session, False when the login was abandoned meanwhile, None for a new
+    session (none detached, or ``n``: the detached one then ends)."""
     services = start.services
-    # Sessions parked by a node that is not running (drained, stopped) become this node's
-    # detached ones first, so one question covers them all.
+    hub = services.hub
+    # Sessions parked by a node that is not running (drained, stopped), or handed over to
+    # this one, become this node's detached ones first, so one question covers them all.
     for row in await parking.take_for(start, account.name):
         await parking.take(start, row)
-    waiting = services.hub.detached_here(account.name)
+    waiting: list[SessionInfo] = list(hub.detached_here(account.name))
+    waiting += [s for s in hub.sessions_of_now(account.name) if s.detached and s.node != hub.node]
     if not waiting:
         return None
     now = services.clock.seconds()
     if len(waiting) == 1:
         s = waiting[0]
-        answer = await terminal.read_line(
-            RESUME_ONE.format(tty=s.tty, idle=idle_words(s.idle(now)))
+        answer = await _ask(
+            start, terminal, RESUME_ONE.format(tty=s.tty, idle=idle_words(s.idle(now)))
         )
         choice = None if answer.strip().lower() in ("n", "no") else s
     else:
@@ -447,7 +475,7 @@ async def _offer_resume(
             terminal.write(f"  {i}  {s.tty} (idle {idle_words(s.idle(now))})\n")
         choice = None
         while True:
-            answer = (await terminal.read_line(RESUME_WHICH)).strip().lower()
+            answer = (await _ask(start, terminal, RESUME_WHICH)).strip().lower()
             if answer in ("n", "no"):
                 break
             if answer in ("", "y", "yes"):
@@ -457,31 +485,113 @@ async def _offer_resume(
                 break
             terminal.write(f"Answer a number from 1 to {len(waiting)}, or n for a new session.\n")
     if choice is None:
-        for s in waiting[:1] if len(waiting) == 1 else []:
-            s.terminal.close()  # n: that one ends, its held writes saved as mail
+        if len(waiting) == 1:  # n: that one ends, its held writes saved as mail
+            await _end_detached_anywhere(start, waiting[0])
         return None
-    held = choice.terminal
+    session = choice if isinstance(choice, Session) else None
+    if session is None:  # on another node: it parks it for us, and we take it
+        session = await parking.fetch(start, choice, account.name)
+        if session is None:
+            terminal.write("That session could not be taken over; starting a new one.\n")
+            return None
+    held = session.terminal
     if not isinstance(held, HeldOutput) or held.done:
         return None  # ended while the user answered: a new session
     if not terminal.connected or not still_wanted():
         return False
-    _resume(start, choice, held, terminal, wire, key)
-    return choice
+    resume(start, session, terminal, wire, key, "question")
+    return session
 
 
-def _resume(
+async def _end_detached_anywhere(start: SessionStart, s: SessionInfo) -> None:
+    if isinstance(s, Session):
+        s.terminal.close()
+    else:  # its node ends it, and saves its held writes there
+        await start.services.hub.end_session(s, None)
+
+
+async def _ask(start: SessionStart, terminal: Terminal, question: str) -> str:
+    """The resume question, answered within ``RESUME_TIMEOUT``: an SSH login has no login
+    timeout left by then, and a connection must not wait at the question for ever."""
+    d = terminal.read_line(question)
+    d.addTimeout(RESUME_TIMEOUT, start.services.clock)
+    try:
+        return await d
+    except Interrupted:  # ^C: no, a new session
+        return "n"
+    except defer.TimeoutError:
+        terminal.write(f"\nNo answer in {RESUME_TIMEOUT:.0f} seconds.\n")
+        terminal.close()
+        raise Disconnected() from None
+
+
+async def resume_by_token(
+    start: SessionStart,
+    token: str,
+    terminal: Terminal,
+    wire: IWire,
+    still_wanted: Callable[[], bool] = lambda: True,
+) -> Session | bool | None:
+    """The session a browser page's resume token names, resumed on this connection without a
+    login or a question: the session; False when the resume is refused after all (a ban, a
+    shutdown: said on the terminal) or the connection went meanwhile; None when the token
+    is not a live one (the caller counts and logs that, and asks for a login)."""
+    services = start.services
+    await services.hub.ready()
+    session = start.tokens.take(token, services.clock.seconds())
+    if session is None or not _resumable(session):
+        return None
+    refusal = start.refusal(session.user, session.is_admin, wire.peer, "")
+    if refusal:
+        terminal.write(refusal + "\n")
+        return False
+    if not terminal.connected or not still_wanted():
+        return False
+    terminal.write("\n")  # below whatever the page still shows of the session
+    resume(start, session, terminal, wire, "", "token")
+    return session
+
+
+def _resumable(session: Session) -> bool:
+    """Still there to resume: detached and waiting, or shown by a connection the server has
+    not yet seen go (a browser's dropped socket is often noticed only by the browser)."""
+    port = session.terminal
+    if isinstance(port, HeldOutput):
+        return not port.done
+    return isinstance(port, Terminal) and port.live
+
+
+#: What a connection shows when a browser page's token takes its session away from it.
+TAKEN_OVER = "\nThis session was resumed from another connection.\n"
+
+
+def resume(
     start: SessionStart,
     session: Session,
-    held: HeldOutput,
     terminal: Terminal,
     wire: IWire,
     key: str,
+    via: str,
 ) -> None:
-    held.done = True
-    if held.timer is not None and held.timer.active():
-        held.timer.cancel()
-    held.timer = None
+    """Give ``session`` the new connection's terminal: the one way back, whether the user
+    answered the question (``via`` ``question``) or a page presented its token
+    (``token``). The held output is shown framed, then the prompt and the half-typed line
+    come back; a session still shown by a connection the server did not yet see go is
+    taken from it (that connection is told and closed, and the session lives on)."""
     services = start.services
+    port = session.terminal
+    old: Terminal | None = None
+    if isinstance(port, HeldOutput):
+        held = port
+        held.done = True
+        if held.timer is not None and held.timer.active():
+            held.timer.cancel()
+        held.timer = None
+        framed, (history, line) = held.framed(), (held.history, held.line)
+    else:
+        assert isinstance(port, Terminal)  # _resumable said so
+        old = port
+        framed, (history, line) = "", old.leftover()
     session.terminal = terminal
     session.detached_at = None
     session.peer = wire.peer
@@ -496,12 +606,17 @@ def _resume(
         tty=session.tty,
         peer=session.peer,
         wire=wire.kind,
+        via=via,
     )
-    terminal.write(held.framed())
+    if old is not None:  # after the session moved: its close ends nothing now
+        old.write(TAKEN_OVER)
+        old.close()
+    terminal.write(framed)
     shell = Shell(services, session, terminal)
     terminal.on_eof = shell.logout
     terminal.set_handler(shell.line, shell.prompt, shell.complete)
-    terminal.resume_input(held.history, held.line)
+    terminal.resume_input(history, line)
+    _give_token(start, session, wire)
 
 
 def end(start: SessionStart, session: Session, wire: IWire) -> None:
@@ -511,6 +626,7 @@ def end(start: SessionStart, session: Session, wire: IWire) -> None:
 
 def _ended(start: SessionStart, session: Session, kind: str) -> None:
     services = start.services
+    start.tokens.forget(session)
     d = services.hub.detach(session)
     d.addErrback(lambda f: log.failure("detaching {tty} failed", f, tty=session.tty))
     ended = Deferred.fromCoroutine(people.session_ended(services.hub, services.metrics, session))

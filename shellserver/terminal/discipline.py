@@ -303,7 +303,9 @@ class Terminal:
         self._redraw_due = False
         # Line mode: the message held until the end of the turn, to go out with the prompt.
         self._stash: Message | None = None
-        self._stash_lead = ""
+        #: The lead of a message held in line mode; None for one held in character mode,
+        #: whose lead (erasing the line) is worked out when it is sent.
+        self._stash_lead: str | None = ""
         #: The client will send nothing more (an SSH channel's EOF): after the lines already
         #: typed, a read ends with EndOfInput and the shell logs out.
         self._input_ended = False
@@ -351,6 +353,12 @@ class Terminal:
         return int(self.wire.height)
 
     @property
+    def live(self) -> bool:
+        """Neither closing nor closed: a session shown here may still be taken over by its
+        resume token, one whose goodbye is on its way may not."""
+        return self._live
+
+    @property
     def character_mode(self) -> bool:
         """Whether keys are edited here (the line editor exists) or by the client."""
         return self._editor is not None
@@ -390,14 +398,18 @@ class Terminal:
             return False
         editor = self._editor
         if editor is not None and self._prompt is not None:
-            saved = editor.geometry()
-            editor.suspend()
-            lead = editor.screen.take()
-            if not lead and not self._at_bol and not self._redraw_due:
-                lead = "\n"
-            sent = self.wire.send_message(lead, message)
-            if not sent:
-                editor.restore(saved)
+            if self._stash is not None:
+                self._unstash()  # a burst: the first message goes out alone, as it was
+            if not self._redraw_due and not self.wire.backlogged:
+                # As in line mode: held till the end of the turn (settle), then the line
+                # erased, the message and the line drawn again go in one write, not two.
+                # The erasing is worked out then, from where the drawing stands then.
+                self._stash = message
+                self._stash_lead = None
+                self._redraw_due = True  # where the line ends is seen when it is sent
+                self._redraws.add(self)
+                return True
+            if not self._erase_and_send(message, not self._redraw_due):
                 return False
         else:
             if self._redraw_due:
@@ -437,13 +449,17 @@ class Terminal:
                 self._unstash()
             return
         stash = self._stash
-        if stash is not None:
+        editor = self._editor
+        if stash is not None and self._stash_lead is None and editor is not None:
             self._stash = None
-            self.wire.send_message(self._stash_lead, stash, self._prompt)
+            self._erase_and_send(stash, True, redraw=True)
+        elif stash is not None:
+            self._stash = None
+            self.wire.send_message(self._stash_lead or "", stash, self._prompt)
             self._at_bol = not self._prompt
             self._reprinted = True
-        elif self._editor is not None:
-            self._editor.redraw()
+        elif editor is not None:
+            editor.redraw()
             self._flush()
         elif self._prompt:
             self.wire.send(self._prompt)
@@ -455,8 +471,40 @@ class Terminal:
     def _unstash(self) -> None:
         """The held message alone, now: something other than its prompt comes next."""
         stash, self._stash = self._stash, None
-        if stash is not None:
-            self.wire.send_message(self._stash_lead, stash)
+        if stash is None:
+            return
+        if self._stash_lead is None and self._editor is not None:
+            self._erase_and_send(stash, True)
+        else:
+            self.wire.send_message(self._stash_lead or "", stash)
+
+    def _erase_and_send(self, message: Message, first: bool, redraw: bool = False) -> bool:
+        """Character mode: the prompt and line erased, ``message``, and (``redraw``) the line
+        drawn again, in one write. ``first``: no message went above the line since it was
+        last drawn, so a line not ended yet is ended before the message. False, with the
+        drawing as it was, when the wire dropped the message."""
+        editor = self._editor
+        assert editor is not None
+        saved = editor.geometry()
+        editor.suspend()
+        screen = editor.screen
+        lead = screen.take()
+        if not lead and not self._at_bol and first:
+            lead = "\n"
+        after = ""
+        if redraw:
+            editor.redraw()
+            if editor.stale:
+                self._pace()  # as _flush: now, or at the end of the interval
+            after = screen.take()
+        if not self.wire.send_message(lead, message, after):
+            editor.restore(saved)
+            return False
+        self._at_bol = True
+        if after:
+            self._at_bol = after.endswith("\n")
+            self._reprinted = False
+        return True
 
     def drain(self) -> Deferred[None]:
         """Fires when own output may continue: the client is reading (see ``Context.drain``)."""

@@ -117,6 +117,12 @@ class Courier:
         d = self.calls.send(to.node, {"op": "end", "i": to.id, "t": text})
         return quietly(d, "ending a session")
 
+    def hand_over(self, to: SessionInfo, node: str) -> Deferred[None]:
+        """An announcement of kind ``hand`` to ``to``'s node alone: park that detached session
+        for ``node``. Lost in an outage, as any message: the asking node then gives up."""
+        body = {"op": "ann", "n": self.node, "k": "hand", "f": {"i": to.id, "to": node}}
+        return quietly(self.calls.send(to.node, body), "handing over a session")
+
     def announce(self, kind: str, fields: dict[str, Any]) -> None:
         """Tell every other node (a shutdown scheduled or cancelled), so all run the same
         countdown; not heard while Redis is away."""

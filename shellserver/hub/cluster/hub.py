@@ -284,6 +284,10 @@ class RedisHub:
         """To every other node (``IHub.announce``)."""
         self.courier.announce(kind, fields)
 
+    def hand_over(self, to: SessionInfo, node: str) -> Deferred[None]:
+        """To ``to``'s node alone, as an announcement (``IHub.hand_over``)."""
+        return self.courier.hand_over(to, node)
+
     def subscribe_announcements(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
         """Held by this node's local table, which :meth:`_on_announce` hands other nodes'
         announcements to (``IHub.subscribe_announcements``)."""

@@ -327,6 +327,8 @@ class SSHSeat:
             down = isinstance(e, StoreUnavailable)
             terminal.write(STORE_DOWN_TEXT if down else UNAVAILABLE_TEXT)
             session = None
+        except (Disconnected, EndOfInput):  # gone, or ^D, at a question before the shell
+            session = None
         if session is None:
             wire.status = FAILED
             terminal.close()

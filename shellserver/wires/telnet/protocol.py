@@ -43,7 +43,9 @@ from shellserver.wires.telnet.events import (
 #: Own text up to this long that does not end a line (a prompt) is kept encoded with the
 #: text: it is sent again as is, after each command and message.
 _KEEP_SENT = 256
-_LEADS = frozenset({"", "\n", "\r\x1b[K"})
+#: The usual leads before a message: none, a new line, the prompt's line erased (line mode),
+#: the editor's one-row line erased (character mode).
+_LEADS = frozenset({"", "\n", "\r\x1b[K", "\r\x1b[J"})
 
 
 def _attached(wire: IWire) -> ILineReceiver:
@@ -180,8 +182,8 @@ class TelnetProtocol(Fronted, Protocol):
         then ``after`` (own text: the prompt drawn again), all in one transport write."""
         if lead in _LEADS:  # the usual leads: one block, encoded once for all recipients
             data = message.encoded_after(self.kind, lead, encode)
-            if after:  # the prompt, nearly always the one sent last: its bytes are kept
-                data += self._sent_data if after is self._sent_text else self._own(after)
+            if after:  # the prompt (or the editor's line), nearly always the one sent last
+                data += self._own(after)
             return self._out.post(data)
         chunks = [encode(lead), message.encoded(self.kind, encode)]
         if after:
@@ -190,7 +192,9 @@ class TelnetProtocol(Fronted, Protocol):
 
     def _own(self, text: str) -> bytes:
         """Own text encoded; a short text sent again (the prompt) reuses its encoding."""
-        if text is self._sent_text:  # the same prompt again (after messages, after a command)
+        if text is self._sent_text or text == self._sent_text:
+            # the same prompt again (after messages, after a command), or the editor's line
+            # drawn again after a message: made anew each time, equal to the last one
             return self._sent_data
         data = encode(text)
         if len(text) <= _KEEP_SENT and not text.endswith("\n"):

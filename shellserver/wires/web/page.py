@@ -243,6 +243,13 @@ def _limit_frames(request: Request, wire: WebWire) -> None:
     channel.dataReceived = received  # type: ignore[method-assign]
 
 
+def _asks_to_resume(request: Request) -> bool:
+    """``/ws?resume``: the client takes resume tokens and sends its own first. Read from the
+    query itself: Twisted's ``args`` leave out a name without ``=``."""
+    query = request.uri.partition(b"?")[2]
+    return any(part.partition(b"=")[0] == b"resume" for part in query.split(b"&"))
+
+
 def _peer(request: Request) -> str:
     return getattr(request.getClientAddress(), "host", None) or "local"
 
@@ -261,7 +268,10 @@ class WireFactory:
     def buildProtocol(self, request: Request) -> WebWire:
         """A wire for this socket, left on the request so :class:`Socket` can put the frame
         limit in front of it and tell admission about it."""
-        wire = WebWire(self.attach, self.clock, _peer(request), self.max_output, self.pinger)
+        resume = _asks_to_resume(request)  # the page that reconnects by itself
+        wire = WebWire(
+            self.attach, self.clock, _peer(request), self.max_output, self.pinger, resume
+        )
         request.wire = wire  # type: ignore[attr-defined]
         return wire
 

@@ -7,9 +7,11 @@ client. The page (``page.py``) speaks a tiny protocol:
 
 - client to server, text frames only: ``"0" + keystrokes`` (what xterm.js's
   ``onData`` gives: text, escape sequences, CR for Enter) or ``"1" + "COLS ROWS"``
-  for a resize;
-- server to client: text frames of terminal output (UTF-8, CR LF line ends),
-  nothing else.
+  for a resize; a page that opened ``/ws?resume`` sends ``"2" + token`` first (its
+  resume token, empty when it has none), and the login waits for it;
+- server to client: text frames of terminal output (UTF-8, CR LF line ends), and
+  for a ``?resume`` page binary frames of ``"2" + token``, its new resume token
+  (``shell/resume.py``).
 
 The page is always in character mode: the server's line editor draws and
 echoes, exactly as for a telnet client that accepted WILL ECHO and WILL SGA.
@@ -30,19 +32,23 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shellserver.terminal.discipline import ILineReceiver, IWire, clamp_size
+from shellserver.shell.resume import MAX_TOKEN
+from shellserver.terminal.discipline import Disconnected, ILineReceiver, IWire, clamp_size
 from shellserver.text.message import Message
 from shellserver.wires.output import Fronted, Output
 
 #: Largest message the client may send: a keystroke or a paste is far less, and Twisted
 #: would otherwise gather a message of any size. A bigger one closes the socket.
 MAX_FRAME = 64 * 1024
-#: Close codes (RFC 6455, section 7.4.1).
+#: Close codes (RFC 6455, section 7.4.1; 1012 from IANA's registry).
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_TOO_BIG = 1000, 1003, 1009
+#: The server restarts: the page reconnects by itself and resumes with its token.
+CLOSE_RESTART = 1012
 #: An empty ping frame, and how often every open socket gets one.
 PING, PING_INTERVAL = b"\x89\x00", 30.0
 
@@ -63,8 +69,19 @@ def frame(text: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-#: The common leads before a message (terminal.py), framed once.
-_LEADS = {lead: frame(lead) for lead in ("\n", "\r\x1b[K")}
+def control(text: str) -> bytes:
+    """One unmasked binary frame: the server's word to the page (its resume token), apart
+    from terminal output, so nothing printed in the terminal can pass for one."""
+    payload = text.encode("utf-8")
+    n = len(payload)
+    if n < 126:
+        return bytes((0x82, n)) + payload
+    return struct.pack("!BBH", 0x82, 126, n) + payload
+
+
+#: The common leads before a message (terminal/discipline.py), framed once: a new line, the
+#: prompt's line erased (line mode), the editor's one-row line erased (character mode).
+_LEADS = {lead: frame(lead) for lead in ("\n", "\r\x1b[K", "\r\x1b[J")}
 
 
 class FrameLimit:
@@ -170,6 +187,7 @@ class WebWire(Fronted):
         peer: str,
         max_output: int = 256 * 1024,
         pinger: Pinger | None = None,
+        resume: bool = False,
     ) -> None:
         self._attach = attach
         self._pinger = pinger
@@ -185,6 +203,14 @@ class WebWire(Fronted):
         self._raw: Any = None
         self._closing = False
         self._close_call: IDelayedCall | None = None
+        #: The page opened ``/ws?resume``: it sends ``"2" + token`` first and takes tokens.
+        self.takes_tokens = resume
+        #: Waiting for that first ``"2"`` message (the login waits for it too).
+        self._awaiting_token = resume
+        self._first: Deferred[str | None] | None = None
+        self._first_token: str | None = None
+        #: The code of the close frame a ``close()`` sends: a goodbye, or a restart's.
+        self._close_code = CLOSE_NORMAL
 
     # -- WebSocketProtocol (twisted.web.websocket) --------------------------
 
@@ -210,11 +236,16 @@ class WebWire(Fronted):
         self.receiver.mode_changed(True)
 
     def textMessageReceived(self, message: str) -> None:
-        """The page's two kinds of frame: keystrokes ("0") and a resize ("1")."""
+        """The page's kinds of frame: keystrokes ("0"), a resize ("1"), and a ``?resume``
+        page's token ("2"), which comes first; keys before it mean it has none."""
         receiver = self.receiver
         if receiver is None or self._closing:
             return
         kind, body = message[:1], message[1:]
+        if self._awaiting_token and kind != "1":
+            self._token_arrived(body[: MAX_TOKEN + 1] if kind == "2" else "")
+            if kind == "2" or self.receiver is None or self._closing:
+                return
         if kind == "0":
             if "\n" in body:  # a pasted LF is Enter, as on a tty; CR LF is one Enter
                 body = body.replace("\r\n", "\r").replace("\n", "\r")
@@ -223,6 +254,35 @@ class WebWire(Fronted):
         elif kind == "1":
             self._resize(body)
         # Anything else is a client that does not speak our page's protocol: ignored.
+
+    # -- ResumeChannel (shell/resume.py) -------------------------------------
+
+    def first_token(self) -> Deferred[str | None]:
+        """The token the page presents before its login ("" for none); None at once for a
+        client that did not open ``/ws?resume``."""
+        if not self.takes_tokens:
+            return succeed(None)
+        if not self._awaiting_token:
+            return succeed(self._first_token)
+        self._first = Deferred()
+        return self._first
+
+    def send_token(self, token: str) -> None:
+        """The page's new resume token, as a binary frame in order with the output."""
+        if self.takes_tokens and not self._closing:
+            self._out.write(control("2" + token))
+
+    def coming_back(self) -> None:
+        """A restart closes this socket: 1012, which the page takes as a reason to reconnect,
+        where 1000 (a logout, a kick) is a goodbye."""
+        self._close_code = CLOSE_RESTART
+
+    def _token_arrived(self, token: str) -> None:
+        self._awaiting_token = False
+        self._first_token = token
+        first, self._first = self._first, None
+        if first is not None:
+            first.callback(token)
 
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         """The page sends only text frames: a binary frame is not our page (a probe, a
@@ -241,6 +301,9 @@ class WebWire(Fronted):
         if self._close_call is not None and self._close_call.active():
             self._close_call.cancel()
         self._close_call = None
+        first, self._first = self._first, None
+        if first is not None:
+            first.errback(Disconnected())
         receiver, self.receiver = self.receiver, None  # no cycle left for the collector
         if receiver is None:
             return
@@ -338,7 +401,7 @@ class WebWire(Fronted):
             self.abort()
             return
         self._closing = True
-        self._goodbye(CLOSE_NORMAL)
+        self._goodbye(self._close_code)
 
     def abort(self) -> None:
         """Drop the connection now: a browser that does not read its close frame, or the
