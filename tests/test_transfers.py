@@ -104,12 +104,12 @@ def sftp(
 
 def ended(channel: Channel, text: str) -> bool:
     """The channel was told ``text`` on stderr, closed with status 1 and takes no request."""
-    return (
-        text in channel.err.decode()
-        and channel.status == 1
-        and channel.closed
-        and channel.wire is None
-    )
+    link = channel.wire
+    if not (text in channel.err.decode() and channel.status == 1 and channel.closed):
+        return False
+    channel.out = b""
+    link.data_received(packet(17, struct.pack(">L", 8) + struct.pack(">L", 1) + b"."))
+    return channel.out == b"" and link not in link.transfers
 
 
 @pytest.fixture
@@ -174,9 +174,18 @@ def test_an_ended_channel_closes_its_connection_when_it_was_the_only_one(
     assert ended(channel, "You have been logged out by root1: spam\n")
     assert len(server.transfers) == 0
     transport = channel.conn.transport
-    assert transport.lost and not transport.transport.aborted
-    server.clock.advance(HANG_UP_TIMEOUT)  # the client never let go: dropped
+    assert not transport.lost  # the client has not closed its side yet: it prints the text
+    channel.wire.connection_lost()  # it has
+    assert transport.lost and not transport.transport.aborted and channel.wire is None
+    server.clock.advance(HANG_UP_TIMEOUT)  # the client never let go of the connection: dropped
     assert transport.transport.aborted
+
+
+def test_an_ended_channel_the_client_does_not_close_is_dropped(server: Assembly) -> None:
+    channel = sftp(server, "bob")
+    channel.wire.end("bye\n", "kicked")
+    server.clock.advance(HANG_UP_TIMEOUT)
+    assert channel.conn.transport.transport.aborted
 
 
 def test_an_ended_channel_leaves_the_connections_other_channels_alone(
@@ -187,7 +196,9 @@ def test_an_ended_channel_leaves_the_connections_other_channels_alone(
     other.wire = object()  # a shell session still running on the same connection
     channel = sftp(server, "bob", conn=conn)
     channel.wire.end("bye\n", "kicked")
-    assert ended(channel, "bye\n") and not conn.transport.lost
+    assert ended(channel, "bye\n")
+    channel.wire.connection_lost()
+    assert not conn.transport.lost
 
 
 def test_a_closed_channel_leaves_the_registry(server: Assembly) -> None:

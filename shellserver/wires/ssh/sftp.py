@@ -219,6 +219,9 @@ class SFTPLink:
         self._later: IDelayedCall | None = None
         #: Until the login's refusals are checked (``sftp_starter``'s gate), nothing is taken.
         self._held = True
+        #: Once :meth:`end` has closed the channel: the timer that drops a client that does
+        #: not close it too.
+        self._ended: IDelayedCall | None = None
 
     def start(self) -> None:
         """Widen the channel's window to :data:`SFTP_WINDOW` (a request up to 256 KiB must fit)
@@ -436,8 +439,9 @@ class SFTPLink:
     def end(self, text: str, why: str) -> None:
         """A kick, lock, ban, deletion, the idle timeout or the stop: the client is told
         ``text`` on stderr (OpenSSH's ``sftp`` prints it), the channel ends with exit status 1
-        and no further request is taken; when no other channel of the connection is in use, the
-        connection is closed too (dropped if it has not gone :data:`HANG_UP_TIMEOUT` later)."""
+        and no further request is taken. Once the client has closed the channel too (so it has
+        printed the text), the connection is closed when no other channel of it is in use; a
+        client that has not closed it :data:`HANG_UP_TIMEOUT` seconds later is dropped."""
         if self._lost:
             return
         s = self.session
@@ -453,7 +457,23 @@ class SFTPLink:
         if text:
             channel.writeExtended(EXTENDED_DATA_STDERR, text.encode("utf-8", "replace"))
         channel.exit(1)
-        self.connection_lost()
+        self._ended = s.clock.callLater(HANG_UP_TIMEOUT, self._not_closed)
+        self._stop()
+
+    def _not_closed(self) -> None:
+        """The client never closed the ended channel: its whole connection is dropped."""
+        self._ended = None
+        self.abort()
+
+    def _closed_after_end(self) -> None:
+        """The ended channel is closed on both sides: the connection goes too when no other
+        channel of it is in use (a shell session of the same connection keeps it)."""
+        ended, self._ended = self._ended, None
+        if ended is None:
+            return
+        if ended.active():
+            ended.cancel()
+        channel = self.channel
         conn = channel.conn
         others = [
             c
@@ -461,10 +481,17 @@ class SFTPLink:
             if c is not channel and getattr(c, "wire", None) is not None
         ]
         if not others:
-            hang_up(conn.transport, s.clock)
+            hang_up(conn.transport, self.session.clock)
 
     def connection_lost(self) -> None:
         """The channel or connection is gone: open files are closed once their requests end."""
+        self._closed_after_end()
+        self._stop()
+        if self.channel.wire is self:
+            self.channel.wire = None
+
+    def _stop(self) -> None:
+        """No request is taken from now on; open files are closed once their requests end."""
         if self.transfers is not None:
             self.transfers.discard(self)
         if self._lost and not self.protocol.connected:
@@ -474,8 +501,6 @@ class SFTPLink:
         if self._later is not None and self._later.active():
             self._later.cancel()
         self._later = None
-        if self.channel.wire is self:
-            self.channel.wire = None
         if self.protocol.connected:
             self.protocol.connectionLost(Failure(ConnectionError("sftp channel closed")))
 
@@ -484,9 +509,9 @@ def hang_up(transport: Any, clock: IReactorTime) -> None:
     """Close an SSH connection (a disconnect message, then the socket once written), and drop
     it if it is still there :data:`HANG_UP_TIMEOUT` seconds later."""
     socket = getattr(transport, "transport", None)
+    if socket is None or getattr(socket, "disconnected", False):
+        return  # gone already
     transport.loseConnection()
-    if socket is None:
-        return
 
     def drop() -> None:
         if not getattr(socket, "disconnected", True):
