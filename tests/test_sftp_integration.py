@@ -519,3 +519,28 @@ def test_a_running_sftp_is_closed_by_a_ban_of_its_address(srv: RealServer, tmp_p
     # nina herself is not banned: from another address her sftp works
     again = sftp(srv, "nina", "put f h\n", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def test_an_idle_sftp_is_closed_and_a_stop_closes_a_busy_one(tmp_path: Path) -> None:
+    work = tmp_path / "idle"
+    work.mkdir()
+    server = RealServer(
+        work, "--ssh", "tcp:0:interface=127.0.0.1", "--idle-timeout", "4", runner="twist-json"
+    ).start()
+    try:
+        made = cli(server.data, "newusers", "--hash-cost", "4", stdin=b"alice:alicepass123\n")
+        assert made.returncode == 0, made.stderr
+        home = account(server, "alice")
+        (tmp_path / "f").write_bytes(b"x")
+        idle = interactive_sftp(server, "alice", tmp_path)
+        ended_by(idle, "Idle for 4 seconds; logging you out.", home)
+        busy = interactive_sftp(server, "alice", tmp_path)
+        server.stop()
+        busy.expect("The system is going down NOW!")
+        busy.close(force=True)
+    finally:
+        server.stop()
+    assert [e["why"] for e in server.events() if e.get("event") == "sftp_end"] == [
+        "idle",
+        "the server stops",
+    ]
