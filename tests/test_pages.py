@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from realserver import TWISTD, RealServer, register
+from test_ssh_integration import cli
 from twisted.python import usage
 
 from shellserver.app.tap import Options
@@ -502,3 +503,29 @@ def test_a_client_that_stops_reading_a_large_file_is_cut_off(tmp_path: Path) -> 
         assert cut >= 1
     finally:
         srv.stop()
+
+
+@pages_integration
+def test_a_locked_or_banned_users_pages_answer_like_a_missing_users(pages: RealServer) -> None:
+    _publish(pages, "alice")
+    missing = _curl(pages, "/~nobody/")
+    assert _status(missing) == 404
+
+    def answer(path: str) -> bytes:
+        result = _curl(pages, path)
+        return b"\r\n".join(
+            line for line in result.stdout.split(b"\r\n") if not line.startswith(b"Date:")
+        )
+
+    assert _status(_curl(pages, "/~alice/")) == 200
+    for action, undo in (("lock", "unlock"), ("ban", "unban")):
+        done = cli(pages.data, action, "alice")
+        assert done.returncode == 0, done.stderr
+        for path in ("/~alice/", "/~alice/docs/notes.txt"):
+            assert answer(path) == answer("/~nobody/"), (action, path)
+        done = cli(pages.data, undo, "alice")
+        assert done.returncode == 0, done.stderr
+        assert _status(_curl(pages, "/~alice/")) == 200, undo
+    done = cli(pages.data, "userdel", "alice")
+    assert done.returncode == 0, done.stderr
+    assert answer("/~alice/") == answer("/~nobody/")

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from realserver import RealServer
@@ -32,7 +33,10 @@ pytestmark = [
 ]
 QUOTA = 4 * 1024 * 1024
 #: The module's accounts, one per test, made at once with ``newusers``.
-USERS = ("alice", "frank", "gail", "carol", "dave", "erin", "bob", "hana", "ivan")
+USERS = (
+    "alice", "frank", "gail", "carol", "dave", "erin", "bob", "hana", "ivan",
+    "kate", "liam", "mona", "nina",
+)  # fmt: skip
 
 # SFTP v3 packet types and status codes (draft-ietf-secsh-filexfer-02).
 INIT, VERSION, OPEN, CLOSE, READ, WRITE = 1, 2, 3, 4, 5, 6
@@ -442,3 +446,101 @@ def test_sshfs_mounts_a_home(srv: RealServer, tmp_path: Path) -> None:
         assert not (home / "link").is_symlink()
     finally:
         subprocess.run(["fusermount3", "-u", str(mount)], capture_output=True, timeout=30)
+
+
+# -- a running sftp ends with its user's sessions ------------------------------------------------
+
+
+def interactive_sftp(srv: RealServer, user: str, cwd: Path, source: str = "127.0.0.1") -> Any:
+    """OpenSSH's ``sftp`` at its prompt, in a terminal (pexpect), connected from ``source``."""
+    pexpect = pytest.importorskip("pexpect")
+    args = ["sftp", *client_options(srv), "-o", f"BindAddress={source}",
+            "-P", str(ssh_port(srv)), f"{user}@127.0.0.1"]  # fmt: skip
+    child = pexpect.spawn(args[0], args[1:], timeout=30, cwd=str(cwd))
+    child.expect("sftp> ")
+    child.sendline("put f")  # one upload works while the account is in good standing
+    child.expect("sftp> ")
+    return child
+
+
+def ended_by(child: Any, notice: str, home: Path) -> None:
+    """The server closed the running sftp: the client printed ``notice`` (the channel's stderr),
+    its next command finds the connection gone, and nothing more reaches the home."""
+    pexpect = pytest.importorskip("pexpect")
+    try:
+        child.expect(re.escape(notice))
+        child.sendline("put f g")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus != 0
+    finally:
+        child.close(force=True)
+    assert (home / "f").exists() and not (home / "g").exists()
+
+
+@pytest.mark.parametrize(
+    ("user", "action", "notice"),
+    [
+        ("kate", ("kick", "kate", "--reason", "spam"), "You have been logged out by "),
+        ("liam", ("lock", "liam"), "Your account has been locked by "),
+        ("mona", ("ban", "mona", "1h", "troll"), "banned mona until "),
+    ],
+)
+def test_a_running_sftp_is_closed_when_its_user_is_kicked_locked_or_banned(
+    srv: RealServer, tmp_path: Path, user: str, action: tuple[str, ...], notice: str
+) -> None:
+    home = account(srv, user)
+    (tmp_path / "f").write_bytes(b"x" * 1000)
+    child = interactive_sftp(srv, user, tmp_path)
+    done = cli(srv.data, *action)
+    assert done.returncode == 0, done.stderr
+    ended_by(child, notice, home)
+    deadline = time.monotonic() + 5
+    while not json_events(srv, "sftp_end", user) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (event,) = json_events(srv, "sftp_end", user)
+    assert event["peer"] == "127.0.0.1"
+    again = sftp(srv, user, "ls\n", cwd=tmp_path)
+    # A kick ends what runs; a lock or a ban also refuses the next connection.
+    assert (again.returncode == 0) == (action[0] == "kick"), again.stderr
+
+
+def test_a_running_sftp_is_closed_by_a_ban_of_its_address(srv: RealServer, tmp_path: Path) -> None:
+    home = account(srv, "nina")
+    (tmp_path / "f").write_bytes(b"x")
+    child = interactive_sftp(srv, "nina", tmp_path, source="127.0.0.2")
+    try:
+        banned = cli(srv.data, "ban", "127.0.0.2", "1h", "flood")
+        assert banned.returncode == 0, banned.stderr
+        ended_by(child, "banned 127.0.0.2 until ", home)
+    finally:
+        lifted = cli(srv.data, "unban", "127.0.0.2")
+        assert lifted.returncode == 0, lifted.stderr
+    # nina herself is not banned: from another address her sftp works
+    again = sftp(srv, "nina", "put f h\n", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_an_idle_sftp_is_closed_and_a_stop_closes_a_busy_one(tmp_path: Path) -> None:
+    work = tmp_path / "idle"
+    work.mkdir()
+    server = RealServer(
+        work, "--ssh", "tcp:0:interface=127.0.0.1", "--idle-timeout", "4", runner="twist-json"
+    ).start()
+    try:
+        made = cli(server.data, "newusers", "--hash-cost", "4", stdin=b"alice:alicepass123\n")
+        assert made.returncode == 0, made.stderr
+        home = account(server, "alice")
+        (tmp_path / "f").write_bytes(b"x")
+        idle = interactive_sftp(server, "alice", tmp_path)
+        ended_by(idle, "Idle for 4 seconds; logging you out.", home)
+        busy = interactive_sftp(server, "alice", tmp_path)
+        server.stop()
+        busy.expect("The system is going down NOW!")
+        busy.close(force=True)
+    finally:
+        server.stop()
+    assert [e["why"] for e in server.events() if e.get("event") == "sftp_end"] == [
+        "idle",
+        "the server stops",
+    ]

@@ -41,12 +41,14 @@ from shellserver.shell.bans import Bans
 from shellserver.shell.commands import REGISTRY
 from shellserver.shell.commands.registry import Registry, Services
 from shellserver.shell.connection import Lobby
+from shellserver.shell.locks import Locks
 from shellserver.shell.login import Login
 from shellserver.shell.mutes import Mutes
 from shellserver.shell.parking import Restart
 from shellserver.shell.secondfactor import SecondFactor
 from shellserver.shell.sessionstart import Motd, Seats, SessionStart
 from shellserver.shell.shutdown import Shutdown
+from shellserver.shell.transfers import Transfers
 from shellserver.shell.trouble import Trouble
 from shellserver.store.accounts import AccountStore
 from shellserver.store.audit import Ledger
@@ -94,6 +96,10 @@ class Assembly:
     control: Controlled
     #: ``restart``, ``drain``, ``SIGHUP``: park every session, then stop.
     restart: Restart
+    #: This node's live file transfers (SFTP channels): the stop and the idle scan end them.
+    transfers: Transfers
+    #: The locked accounts in memory (refreshed by the service; the pages read it).
+    locks: Locks
 
     def new_connection(self, wire: IWire) -> Terminal:
         """A telnet or browser connection arrived (the wires' factories call this)."""
@@ -145,6 +151,12 @@ def assemble(
     # Mutes and deletions made on another node reach this one's table and sessions likewise.
     mutes = Mutes(store, hub, clock)
     hub.subscribe_announcements(mutes.heard)
+    # File transfers end with the sessions (kick, lock, userdel, bans) on every node, and
+    # the locked accounts every node holds in memory follow each lock and unlock.
+    transfers = Transfers()
+    hub.subscribe_announcements(transfers.heard)
+    locks = Locks(store)
+    hub.subscribe_announcements(locks.heard)
     hub.subscribe_announcements(people.deletions(hub))
     # Every admin action is recorded here: the admin operations', the bans'.
     ledger = Ledger(store, cfg.node, clock)
@@ -160,10 +172,12 @@ def assemble(
         ledger,
         mutes,
         otp,
+        transfers,
+        locks,
     )
     # Admission refuses banned addresses and the session start banned logins, both from
     # this one in-memory list; other nodes' bans reach it through the hub's announcements.
-    bans = Bans(clock, hub, BanStore(store), admission.bans, ledger)
+    bans = Bans(clock, hub, BanStore(store), admission.bans, ledger, transfers)
     hub.subscribe_announcements(bans.heard)
     failed_logins = FailedLogins()
     account_pacing = AccountPacing(clock, history=login_peers(store))
@@ -247,4 +261,6 @@ def assemble(
         lobby=lobby,
         control=control,
         restart=restart,
+        transfers=transfers,
+        locks=locks,
     )

@@ -54,6 +54,7 @@ from shellserver.ops.metricspage import metrics_endpoint, metrics_site
 from shellserver.ops.proxyheader import PREFIX, is_proxied, listen_endpoint
 from shellserver.ops.threads import WorkerPool, make_pool, pool_runner
 from shellserver.shell import parking
+from shellserver.shell.locks import pages_hidden
 from shellserver.shell.mutes import REFRESH
 from shellserver.store.accounts import AccountDB, AccountStore, StoreError, ensure_initial_admin
 from shellserver.store.health import StoreProbe
@@ -72,6 +73,8 @@ DEFAULT_WEB_HTTP = 200
 #: Seconds between two reloads of the bans from the store: a clustered node that missed
 #: another node's announcement (Redis was away) holds its ban within this time.
 BAN_RELOAD = 60.0
+#: What an SFTP channel is told when the server stops (a session gets the final notice).
+STOPPING_TEXT = "The system is going down NOW!\n"
 #: Seconds between two sweeps of parked sessions no one resumed in time.
 PARKED_SWEEP = 60.0
 #: The personal pages' HTTP connections (at most a quarter of ``--max-connections``).
@@ -186,7 +189,11 @@ class ShellService(Service):
                 parts.metrics,
                 parts.second_factor.otp,
                 ssh_sftp.sftp_starter(
-                    parts.homes, parts.metrics, self.reactor, ssh_sftp.login_gate(parts.start)
+                    parts.homes,
+                    parts.metrics,
+                    self.reactor,
+                    ssh_sftp.login_gate(parts.start, parts.locks),
+                    parts.transfers,
                 ),
             )
             for description in cfg.ssh:
@@ -210,6 +217,7 @@ class ShellService(Service):
                 parts.metrics,
                 shares.pages,
                 cfg.max_unauth_per_addr,
+                pages_hidden(parts.locks, parts.admission.bans, self.reactor),
             )
             self.guards.append(pages)
             for description in cfg.pages:
@@ -238,6 +246,7 @@ class ShellService(Service):
             self.db.close_open_logins(time.time())
         created = ensure_initial_admin(self.db, datadir, cfg.hash_cost)
         parts.bans.load_now(self.db)  # the first connection already meets them
+        parts.locks.load_now(self.db)  # and the first page request, the locks
         datadir.end_startup()
         if created is not None:
             log.warn("Created account 'admin'; its password is in {path}", path=created.path)
@@ -397,15 +406,16 @@ class ShellService(Service):
             pool.start()
         watch = IdleWatch(self.parts.hub, self.config.idle_timeout)
         if self.config.idle_timeout > 0:
-            self._idle = task.LoopingCall(lambda: watch.scan(self.reactor.seconds()))
+            self._idle = task.LoopingCall(self._idle_scan, watch)
             self._idle.clock = self.reactor
             self._idle.start(watch.period, now=False)
         self._probe.start()
         if self._store_probe is not None:
             self._store_probe.start()
         self._gc.start()
-        # The mutes in force, read now and again every minute (what an announcement missed).
-        self._mutes = task.LoopingCall(self.parts.admin.mutes.refresh)
+        # The mutes and locks in force, read now and again every minute (what an
+        # announcement missed).
+        self._mutes = task.LoopingCall(self._refresh)
         self._mutes.clock = self.reactor
         self._mutes.start(REFRESH, now=True)
         self._ban_reload = task.LoopingCall(self.parts.bans.reload)
@@ -420,6 +430,19 @@ class ShellService(Service):
         d.addErrback(lambda f: log.failure("taking back the parked sessions failed", f))
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, self._sighup)
+
+    def _idle_scan(self, watch: IdleWatch) -> None:
+        """Idle sessions are warned, then logged out; an SFTP channel that took no request for
+        the whole timeout is closed, told the same logout notice (it has no screen to warn)."""
+        now = self.reactor.seconds()
+        watch.scan(now)
+        notice = watch.logout_notice.text
+        self.parts.transfers.end_idle(now, watch.timeout, lambda: notice)
+
+    def _refresh(self) -> None:
+        """The mutes and the locked accounts, read again from the store."""
+        self.parts.admin.mutes.refresh()
+        self.parts.locks.refresh()
 
     def _sighup(self, signum: int, frame: Any) -> None:
         """``kill -HUP``: a restart (every session parked, then the stop), from the reactor."""
@@ -462,6 +485,7 @@ class ShellService(Service):
         self.parts.shutdown.final_notice()
         for connection in list(self.parts.seats):
             connection.terminal.close()
+        self.parts.transfers.end_all(STOPPING_TEXT, "the server stops")
         for session in self.parts.hub.local_sessions():
             if session.detached:  # ended as attached ones are: held writes saved as mail
                 session.disconnect()

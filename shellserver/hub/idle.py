@@ -67,6 +67,12 @@ class IdleWatch:
         span = counted(minutes, "minute") if minutes else counted(int(self.timeout), "second")
         self._logout = Message.of(f"Idle for {span}; logging you out.")
 
+    @property
+    def logout_notice(self) -> Message:
+        """``Idle for 1 hour; logging you out.``: what an idle session is told (and an idle
+        file transfer, which the service ends from the same scan)."""
+        return self._logout
+
     def warning(self, left: float) -> Message:
         """The warning for ``left`` seconds to go."""
         said = time_left(left)

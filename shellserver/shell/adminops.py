@@ -3,7 +3,10 @@
 Each operation logs who did it and from where (an operator must be able to answer
 "who did this"), writes one record to the audit ledger (``admin.ledger.record``), and
 goes through the hub, so online sessions see the effect: a kicked, locked or deleted
-user is told and logged out, a muted one is refused on every node.
+user is told and logged out, a muted one is refused on every node. A kick, a lock and a
+deletion also end the user's file transfers (``shell/transfers.py``), here at once and on
+the other nodes through the :data:`~shellserver.shell.transfers.END_TRANSFERS`
+announcement.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from shellserver.hub.local import IHub, Message
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.threads import Runner
 from shellserver.shell import people
+from shellserver.shell.locks import LOCKED, Locks
 from shellserver.shell.mutes import Mutes
+from shellserver.shell.transfers import END_TRANSFERS, Transfers
 from shellserver.store.accounts import INITIAL_ADMIN, Account, AccountStore
 from shellserver.store.audit import CLI, Ledger
 from shellserver.store.mutes import MuteRecord
@@ -113,6 +118,17 @@ class Admin:
     mutes: Mutes
     #: The second factor's records (``otp reset``).
     otp: OtpStore
+    #: This node's live file transfers, ended with the user's sessions.
+    transfers: Transfers
+    #: The locked accounts, in memory (the personal pages withhold theirs).
+    locks: Locks
+
+    def end_transfers(self, user: str, notice: Message, why: str) -> int:
+        """End ``user``'s file transfers here and tell every other node to end theirs; how many
+        ended here (another node's are not counted: the announcement is not answered)."""
+        text = notice.text
+        self.hub.announce(END_TRANSFERS, {"user": user, "text": text, "why": why})
+        return self.transfers.end_user(user, text, why)
 
     async def audit(
         self,
@@ -170,6 +186,7 @@ async def kick(admin: Admin, by: str, where: str, user: str, reason: str) -> int
     """Log ``user`` out everywhere, telling them who did it and why; the sessions ended."""
     notice = Message.of(f"You have been logged out by {careful(by)}: {careful(reason)}")
     count = await admin.hub.logout_user(user, notice)
+    count += admin.end_transfers(user, notice, f"kicked by {by}")
     admin_action(by, where, "kick", user=user, reason=reason, sessions=count)
     if count:  # the ledger keeps what was done: a kick of no one ended nothing
         await admin.audit(by, where, "kick", user, reason)
@@ -212,9 +229,10 @@ async def delete_user(admin: Admin, by: str, where: str, name: str) -> None:
     admin_action(by, where, "userdel", user=name)
     await admin.audit(by, where, "userdel", name)
     await admin.initial_password.spent(name)
-    await admin.hub.logout_user(
-        name, Message.of(f"Your account has been deleted by {careful(by)}.")
-    )
+    deleted = Message.of(f"Your account has been deleted by {careful(by)}.")
+    await admin.hub.logout_user(name, deleted)
+    admin.end_transfers(name, deleted, f"account deleted by {by}")
+    admin.locks.set(name, False)
     # The store forgot the name (ignore lists, mute, unread messages it sent) in the
     # deletion; the running sessions here and on every other node forget it now.
     people.forget_user(admin.hub, name)
@@ -227,10 +245,12 @@ async def set_locked(admin: Admin, by: str, where: str, name: str, locked: bool)
     """Raises NoSuchUser, or LastAdmin when locking the last administrator who can log in.
     Locking also ends the user's sessions."""
     await admin.store.set_locked(name, locked)
+    admin.locks.set(name, locked)
+    admin.hub.announce(LOCKED, {"user": name, "locked": locked})
     if locked:
-        await admin.hub.logout_user(
-            name, Message.of(f"Your account has been locked by {careful(by)}.")
-        )
+        notice = Message.of(f"Your account has been locked by {careful(by)}.")
+        await admin.hub.logout_user(name, notice)
+        admin.end_transfers(name, notice, f"account locked by {by}")
     action = "lock" if locked else "unlock"
     admin_action(by, where, action, user=name)
     await admin.audit(by, where, action, name)

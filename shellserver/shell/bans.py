@@ -4,7 +4,8 @@ A ban is written to the store (the truth every node shares), put in this
 node's in-memory :class:`~shellserver.ops.bans.BanList` at once, and announced
 to the other nodes through the hub; each node then ends its own sessions the
 ban covers (by user, by address or network, by the key they logged in with),
-telling them who did it and why, as ``kick`` does. A node that missed an
+telling them who did it and why, as ``kick`` does, and its file transfers
+(``shell/transfers.py``) that the ban covers. A node that missed an
 announcement (Redis was away) catches up at its next periodic reload.
 
 Every ban and unban goes through :meth:`Bans.audit`, the one place an admin
@@ -33,6 +34,7 @@ from shellserver.ops.bans import (
     parse_target,
 )
 from shellserver.shell.adminops import admin_action, origin_of
+from shellserver.shell.transfers import Transfers
 from shellserver.store.accounts import AccountDB, username_problem
 from shellserver.store.audit import Ledger
 from shellserver.store.bans import BanStore, load_index
@@ -111,6 +113,8 @@ class Bans:
     memory: BanList
     #: Where each ban and unban is recorded.
     ledger: Ledger
+    #: This node's live file transfers: a ban ends those it covers, as it ends sessions.
+    transfers: Transfers
 
     # -- admin actions -------------------------------------------------------------------
 
@@ -162,7 +166,8 @@ class Bans:
     # -- this node -----------------------------------------------------------------------
 
     def end_here(self, ban: Ban) -> int:
-        """End this node's sessions that ``ban`` covers, each told why; how many."""
+        """End this node's sessions and file transfers that ``ban`` covers, each told why;
+        how many."""
         now = self.clock.seconds()
         if not ban.active(now):
             return 0
@@ -173,6 +178,8 @@ class Bans:
                 notice = notice or kicked_notice(ban)
                 self.hub.end_session(session, notice)
                 ended += 1
+        if len(self.transfers):
+            ended += self.transfers.end_banned(ban, kicked_notice(ban).text)
         if ended:
             log.info(
                 "ended {count} session(s) covered by the ban of {target}",

@@ -591,6 +591,12 @@ class AccountDB:
         """Asked at start: an empty store gets its first ``admin``."""
         return int(_first(self.sql.execute("SELECT count(*) FROM users")))
 
+    def locked_names(self) -> list[str]:
+        """The locked accounts' names, which every node holds in memory (the personal pages
+        withhold theirs). Bounded by the accounts; only an administrator locks one."""
+        rows = self._db.execute("SELECT name FROM users WHERE locked=1 ORDER BY name").fetchall()
+        return [str(row[0]) for row in rows]
+
     def apply_batch(self, entries: Sequence[tuple[str, str, str | None]]) -> list[str]:
         """Create or update every (name, hash, role) in one transaction: all or nothing.
 

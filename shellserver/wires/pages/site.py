@@ -11,8 +11,10 @@ or storage) and ``X-Content-Type-Options: nosniff``.
 
 What is served is decided by ``files/public.py``: the path is checked
 lexically, then opened one component at a time without following links;
-a missing user, a missing file, a link, ``..`` (plain or encoded) all get the
-one :data:`NOT_FOUND` answer, so a visitor cannot tell which accounts exist.
+a missing user, a missing file, a link, ``..`` (plain or encoded), and a user
+whose account is locked or banned (``hidden``: asked in memory, never the store)
+all get the one :data:`NOT_FOUND` answer, so a visitor cannot tell which accounts
+exist, nor which are locked.
 ``/~USER`` is redirected to ``/~USER/`` without looking at the disk, for the
 same reason. A directory answers with its ``index.html``; there are no
 listings.
@@ -200,10 +202,14 @@ class Pages(Resource):
 
     isLeaf = True
 
-    def __init__(self, homes: str, clock: IReactorTime) -> None:
+    def __init__(
+        self, homes: str, clock: IReactorTime, hidden: Callable[[str], bool] = lambda _: False
+    ) -> None:
         super().__init__()
         self.homes = homes
         self.clock = clock
+        #: Whose pages are withheld (locked or banned accounts): asked in memory, per request.
+        self.hidden = hidden
         self._refusals = LogLimit()
 
     def render(self, request: Request) -> bytes | int:
@@ -221,6 +227,8 @@ class Pages(Resource):
             if not rest:  # /~user: the same redirect for every name, nothing looked up
                 return self.redirect(request, [first])
             names = components(rest)
+            if self.hidden(user):
+                raise NotPublished
             found = open_published(self.homes, user, names, slash=rest[-1] == "")
         except NotPublished:
             self._note_escape(request, rest)
@@ -331,8 +339,9 @@ def pages_site(
     metrics: Metrics,
     max_http: int,
     max_http_per_address: int,
+    hidden: Callable[[str], bool] = lambda _: False,
 ) -> Guard:
     """The listener's factory: the pages of the homes under ``homes``, behind the connection
-    counts."""
-    site = PagesSite(Pages(homes, clock), metrics)
+    counts; ``hidden`` users' pages (locked, banned) answer as a missing user's."""
+    site = PagesSite(Pages(homes, clock, hidden), metrics)
     return Guard(site, clock, max_http, max_http_per_address, busy=BUSY)

@@ -39,7 +39,9 @@ from shellserver.files.homefs import Homes
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.throttle import LogLimit
 from shellserver.shell import sessionstart
+from shellserver.shell.locks import Locks
 from shellserver.shell.login import UNAVAILABLE_TEXT
+from shellserver.shell.transfers import Transfers
 from shellserver.store.accounts import UNAVAILABLE, Account
 from shellserver.text.sanitize import careful
 from shellserver.wires.ssh.sftpfiles import (
@@ -68,6 +70,11 @@ _conch_log = Logger(observer=cast(ILogObserver, _warnings_only))
 MAX_MESSAGE = 256 * 1024 + 1024
 #: The channel's window for SFTP: room for one largest request and the next on its way.
 SFTP_WINDOW = 2 * MAX_MESSAGE
+#: What a channel of a connection whose account was locked since it logged in is told.
+LOCKED_TEXT = "Your account is locked; contact an administrator.\n"
+#: Seconds a channel ended by a kick, lock, ban, idle timeout or shutdown may take to close
+#: its connection before it is dropped (a client that does not read).
+HANG_UP_TIMEOUT = 10.0
 #: Requests taken in one turn of the event loop at most: those answered at once (realpath,
 #: refusals, malformed ones) would otherwise keep it busy with a whole window of them.
 PER_TURN = 64
@@ -184,11 +191,21 @@ class FileTransfer(filetransfer.FileTransferServer):
 class SFTPLink:
     """Between a session channel and the protocol: whole requests in, answers out, both bounded
     (see the module's docstring). It stands where a shell session's wire would, so the channel
-    pauses and resumes it as its window and connection allow."""
+    pauses and resumes it as its window and connection allow. Once let in, it is one of the
+    node's file transfers (``shell/transfers.py``), which a kick, lock, ban, deletion, the idle
+    timeout or the stop ends through :meth:`end`."""
 
-    def __init__(self, channel: Any, session: Session) -> None:
+    def __init__(
+        self, channel: Any, session: Session, transfers: Transfers | None = None, key: str = ""
+    ) -> None:
         self.channel = channel
         self.session = session
+        #: Where this channel is known while it runs (None: nothing can end it but the client).
+        self.transfers = transfers
+        #: The fingerprint of the key the connection logged in with, "" for a password.
+        self.key = key
+        #: When a request was last taken (the idle timeout counts from it).
+        self.last_active = session.clock.seconds()
         self.protocol = FileTransfer(HomeFiles(session), self)
         self._in = bytearray()
         #: A request is being worked on; the next waits for its answer.
@@ -202,6 +219,9 @@ class SFTPLink:
         self._later: IDelayedCall | None = None
         #: Until the login's refusals are checked (``sftp_starter``'s gate), nothing is taken.
         self._held = True
+        #: Once :meth:`end` has closed the channel: the timer that drops a client that does
+        #: not close it too.
+        self._ended: IDelayedCall | None = None
 
     def start(self) -> None:
         """Widen the channel's window to :data:`SFTP_WINDOW` (a request up to 256 KiB must fit)
@@ -271,6 +291,8 @@ class SFTPLink:
                     break
                 packet = bytes(buf[4 : 4 + length])
                 del buf[: 4 + length]
+                if not taken:
+                    self.last_active = self.session.clock.seconds()
                 taken += 4 + length
                 count += 1
                 self._busy = True
@@ -325,6 +347,9 @@ class SFTPLink:
         this channel's requests."""
         s = self.session
         self._held = False
+        self.last_active = s.clock.seconds()
+        if self.transfers is not None:
+            self.transfers.add(self)
         s.home.homes.measure_again(s.user)
         log.info(
             "sftp started by {user} from {peer}",
@@ -399,8 +424,76 @@ class SFTPLink:
         if transport is not None:
             transport.abortConnection()
 
+    # -- one of the node's file transfers ------------------------------------------------
+
+    @property
+    def user(self) -> str:
+        """The account the channel logged in as (``Transfer``)."""
+        return self.session.user
+
+    @property
+    def peer(self) -> str:
+        """The client's address (``Transfer``: address and network bans)."""
+        return self.session.peer
+
+    def end(self, text: str, why: str) -> None:
+        """A kick, lock, ban, deletion, the idle timeout or the stop: the client is told
+        ``text`` on stderr (OpenSSH's ``sftp`` prints it), the channel ends with exit status 1
+        and no further request is taken. Once the client has closed the channel too (so it has
+        printed the text), the connection is closed when no other channel of it is in use; a
+        client that has not closed it :data:`HANG_UP_TIMEOUT` seconds later is dropped."""
+        if self._lost:
+            return
+        s = self.session
+        log.info(
+            "sftp by {user} from {peer} ended: {why}",
+            event="sftp_end",
+            wire="sftp",
+            user=s.user,
+            peer=s.peer,
+            why=why,
+        )
+        channel = self.channel
+        if text:
+            channel.writeExtended(EXTENDED_DATA_STDERR, text.encode("utf-8", "replace"))
+        channel.exit(1)
+        self._ended = s.clock.callLater(HANG_UP_TIMEOUT, self._not_closed)
+        self._stop()
+
+    def _not_closed(self) -> None:
+        """The client never closed the ended channel: its whole connection is dropped."""
+        self._ended = None
+        self.abort()
+
+    def _closed_after_end(self) -> None:
+        """The ended channel is closed on both sides: the connection goes too when no other
+        channel of it is in use (a shell session of the same connection keeps it)."""
+        ended, self._ended = self._ended, None
+        if ended is None:
+            return
+        if ended.active():
+            ended.cancel()
+        channel = self.channel
+        conn = channel.conn
+        others = [
+            c
+            for c in getattr(conn, "channels", {}).values()
+            if c is not channel and getattr(c, "wire", None) is not None
+        ]
+        if not others:
+            hang_up(conn.transport, self.session.clock)
+
     def connection_lost(self) -> None:
         """The channel or connection is gone: open files are closed once their requests end."""
+        self._closed_after_end()
+        self._stop()
+        if self.channel.wire is self:
+            self.channel.wire = None
+
+    def _stop(self) -> None:
+        """No request is taken from now on; open files are closed once their requests end."""
+        if self.transfers is not None:
+            self.transfers.discard(self)
         if self._lost and not self.protocol.connected:
             return
         self._lost = True
@@ -408,10 +501,23 @@ class SFTPLink:
         if self._later is not None and self._later.active():
             self._later.cancel()
         self._later = None
-        if self.channel.wire is self:
-            self.channel.wire = None
         if self.protocol.connected:
             self.protocol.connectionLost(Failure(ConnectionError("sftp channel closed")))
+
+
+def hang_up(transport: Any, clock: IReactorTime) -> None:
+    """Close an SSH connection (a disconnect message, then the socket once written), and drop
+    it if it is still there :data:`HANG_UP_TIMEOUT` seconds later."""
+    socket = getattr(transport, "transport", None)
+    if socket is None or getattr(socket, "disconnected", False):
+        return  # gone already
+    transport.loseConnection()
+
+    def drop() -> None:
+        if not getattr(socket, "disconnected", True):
+            socket.abortConnection()
+
+    clock.callLater(HANG_UP_TIMEOUT, drop)
 
 
 #: Asks whether an account may use the subsystem from an address (with a key fingerprint, ""
@@ -419,13 +525,16 @@ class SFTPLink:
 Gate = Callable[[Account, str, str], Deferred[str | None]]
 
 
-def login_gate(start: sessionstart.SessionStart) -> Gate:
+def login_gate(start: sessionstart.SessionStart, locks: Locks | None = None) -> Gate:
     """The login's own refusals for file transfer: a ban (of the address, the user, or the key
-    the connection logged in with), a shutdown about to happen (admins still come in), and,
-    under ``--require-otp``, an account that has not enabled its second factor yet (it needs a
+    the connection logged in with), a shutdown about to happen (admins still come in), an
+    account locked since the connection logged in (``locks``, in memory), and, under
+    ``--require-otp``, an account that has not enabled its second factor yet (it needs a
     terminal for that, as ``ssh host CMD`` is told)."""
 
     async def check(account: Account, peer: str, key: str) -> str | None:
+        if locks is not None and account.name in locks:
+            return LOCKED_TEXT
         refusal = start.login_refusal(account, peer, key)
         if refusal:
             return refusal + "\n"
@@ -440,23 +549,29 @@ def login_gate(start: sessionstart.SessionStart) -> Gate:
 
 
 def sftp_starter(
-    homes: Homes, metrics: Metrics | None, clock: IReactorTime, gate: Gate | None = None
+    homes: Homes,
+    metrics: Metrics | None,
+    clock: IReactorTime,
+    gate: Gate | None = None,
+    transfers: Transfers | None = None,
 ) -> Callable[[Any, Account], None]:
     """The SSH avatar's ``sftp`` subsystem: the channel gets a link to the user's own home (the
     logged-in name, never a path, decides whose files are reached), taking no request until
-    ``gate`` lets the account in; refused, the client is told why on stderr, exit status 1."""
+    ``gate`` lets the account in; refused, the client is told why on stderr, exit status 1.
+    Let in, it is one of ``transfers`` until its channel closes."""
 
     def start(channel: Any, account: Account) -> None:
         transport = channel.conn.transport
         peer = getattr(transport, "peer", "?")
+        key = getattr(transport, "key_fingerprint", "")
         session = Session(account, homes.home(account.name), peer, metrics, clock)
-        link = SFTPLink(channel, session)
+        link = SFTPLink(channel, session, transfers, key)
         channel.wire = link
         link.start()
         if gate is None:
             link.admit()
             return
-        d = gate(account, peer, getattr(transport, "key_fingerprint", ""))
+        d = gate(account, peer, key)
         d.addCallback(link.admitted)
         d.addErrback(link.gate_failed)
 
