@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 DIST ?= dist
 
-.PHONY: run cli test lint install bench bench-cluster clean assets dist changelog
+.PHONY: run cli test lint install bench bench-cluster bench-detached clean assets dist changelog
 
 # Before 0.2.0 the distribution was called shellserver (another project's name on the package
 # index): an older .venv drops it before installing txshellserver.
@@ -108,7 +108,7 @@ bench: $(BENCH_STAMP) $(CFLOOR) install
 	$(BIN)/python bench/run.py --sizes 1000,10000 --sweep 100,300,3000 --repeat 3 \
 		--kinds line,char,tls,ssh,web --mix char:60,ssh:30,web:10 --timeout 900 \
 		--json bench/last-run.json --plot docs/img/bench.png; \
-	status=$$?; $(BENCH_CLUSTER) || exit $$?; exit $$status
+	status=$$?; $(BENCH_CLUSTER) || exit $$?; $(BENCH_DETACHED) || exit $$?; exit $$status
 
 # Two nodes on Redis against one (bench/cluster.py): its own redis-server on loopback;
 # N sessions (CLUSTER_N, 1,000 by default), medians of 3 runs.
@@ -117,6 +117,11 @@ BENCH_CLUSTER = $(BIN)/python bench/cluster.py --sessions $(CLUSTER_N) --repeat 
 	--json bench/last-cluster.json
 bench-cluster: $(BENCH_STAMP) install
 	$(BENCH_CLUSTER)
+
+# What a detached session costs against an idle attached one (bench/detached.py).
+BENCH_DETACHED = $(BIN)/python bench/detached.py -n 2000
+bench-detached: $(BENCH_STAMP) install
+	$(BENCH_DETACHED)
 
 # The browser terminal's xterm.js, refreshed from npm (webassets/package-lock.json pins the
 # versions with integrity hashes); the copies in shellserver/wires/web/assets/vendor/ are

@@ -6,11 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import Client, make_server_with, online
+from twisted.internet.task import Clock
 
-from shellserver.shell.detach import HeldOutput, HeldWrite, idle_words
+from shellserver.shell.detach import HeldOutput, HeldWrite, Lingering, idle_words
 from shellserver.text.message import Message
 
 LINGER = 300
+
+
+def _at(now: float) -> Clock:
+    clock = Clock()
+    clock.advance(now)
+    return clock
 
 
 def server(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
@@ -147,7 +154,7 @@ def test_several_detached_sessions_are_listed_to_choose_from(tmp_path: Path) -> 
 
 
 def test_mail_is_one_message_per_conversation_without_header_or_eof() -> None:
-    held = HeldOutput(80, 24, 10_000, lambda h: None, lambda: 5.0)
+    held = HeldOutput(80, 24, 10_000, "alice", "tel", lambda h: None, _at(5.0))
     for text in [
         "Message from bob@h on tel/1 at 12:00 ...\n",
         "line one\n",
@@ -188,6 +195,25 @@ def test_the_resume_question_waits_a_minute_at_most_and_ctrl_c_says_no(tmp_path:
 
 
 def test_own_output_held_alone_is_framed_as_output() -> None:
-    held = HeldOutput(80, 24, 1000, lambda h: None, lambda: 0.0)
+    held = HeldOutput(80, 24, 1000, "alice", "tel", lambda h: None, Clock())
     held.write("done copying\n")
     assert held.framed() == "--- output while you were away ---\ndone copying\n---\n"
+
+
+def test_one_heap_ends_the_lingering_sessions_in_their_order() -> None:
+    clock = Clock()
+    ended: list[str] = []
+    lingering = Lingering(clock)
+    ports = {
+        name: HeldOutput(80, 24, 100, name, "tel", lambda h: ended.append(h.user), clock)
+        for name in ("a", "b", "c")
+    }
+    for name, until in (("a", 30.0), ("b", 10.0), ("c", 20.0)):
+        ports[name].until = until
+        lingering.add(ports[name])
+    ports["c"].let_go()  # resumed meanwhile: skipped when its time comes
+    clock.advance(10)
+    assert ended == ["b"]
+    clock.advance(20)
+    assert ended == ["b", "a"] and len(lingering) == 0
+    assert clock.getDelayedCalls() == []  # one timer at most, none once the heap is empty

@@ -9,6 +9,7 @@ from typing import Any
 from conftest import StoreMaker
 from harness import Client, make_server_with, online
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from shellserver.app.assembly import Assembly
 from shellserver.ops.threads import inline_runner
@@ -147,7 +148,7 @@ def test_state_of_a_detached_session_keeps_what_it_held(tmp_path: Path) -> None:
     [session] = [x for x in s.hub.local_sessions() if x.user == "alice"]
     state = parking.state_of(session, [])
     assert state["writes"][0][0] == "bob" and state["messages"] == 1
-    held = parking.held_of(state, 1000, lambda h: None, lambda: 0.0)
+    held = parking.held_of(state, 1000, "alice", "tel", lambda h: None, Clock())
     assert isinstance(held, HeldOutput) and "hi" in held.framed()
 
 

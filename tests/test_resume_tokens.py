@@ -116,7 +116,7 @@ def server(tmp_path: Path, **overrides: object) -> Assembly:
 
 
 def session(sid: int, detached_at: float | None = None) -> Session:
-    held = HeldOutput(80, 24, 1000, lambda h: None, lambda: 0.0)
+    held = HeldOutput(80, 24, 1000, "alice", "tel", lambda h: None, Clock())
     return Session(
         id=sid, user="alice", role="user", tty=f"web/{sid}", peer="10.0.0.1",
         login_time=0.0, terminal=held, last_active=0.0, detached_at=detached_at,

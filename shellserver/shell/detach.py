@@ -20,16 +20,21 @@ end of ``ssh host CMD``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from attrs import define, field
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 from shellserver.text.words import counted
 
 if TYPE_CHECKING:
     from shellserver.text.message import Message
+
+log = Logger()
 
 #: The question for one detached session, before the shell starts.
 RESUME_ONE = "You have a detached session on {tty} (idle {idle}). Resume it? [Y/n] "
@@ -71,29 +76,36 @@ class HeldOutput:
 
     ``history`` and ``line`` are what the lost terminal's line editor had, for the
     terminal that resumes the session; ``end`` ends the session for good (its
-    caller saves the held ``write`` messages first).
+    caller saves the held ``write`` messages first). Lean on purpose, since a server
+    may hold thousands: no timer (one :class:`Lingering` heap per node ends them), no
+    closure (``end`` is shared, the session found by ``user``), and its lists made only
+    when something is held.
     """
 
     width: int
     height: int
     #: ``--max-output``: what a client that is not reading may have held, here too.
     limit: int
+    #: Whose session this is, and the kind of its last wire (the end's log line).
+    user: str
+    kind: str
+    #: Ends the session this port belongs to: one callable shared by every held port.
     end: Callable[[HeldOutput], None]
     #: The time, for when a held ``write`` was sent.
-    now: Callable[[], float]
-    history: list[str] = field(factory=list)
+    clock: IReactorTime
+    history: tuple[str, ...] = ()
     line: str = ""
-    #: Held text, in order: messages and the session's own output.
-    texts: list[str] = field(factory=list)
+    #: Held text, in order: messages and the session's own output (None: nothing yet).
+    texts: list[str] | None = None
     size: int = 0
     #: Messages held, and messages dropped past ``limit``.
     messages: int = 0
     dropped: int = 0
     #: The ``write`` messages among them, saved to the mailbox if the session is not resumed.
-    writes: list[HeldWrite] = field(factory=list)
-    #: The linger timer; cancelled on resume.
-    timer: IDelayedCall | None = None
-    #: Set once the session was resumed or ended: a late ``close()`` does nothing.
+    writes: list[HeldWrite] | None = None
+    #: When the linger is over (the clock's seconds).
+    until: float = 0.0
+    #: Set once the session was resumed, parked or ended: a late ``close()`` does nothing.
     done: bool = False
 
     @property
@@ -119,14 +131,23 @@ class HeldOutput:
         ``write``, to be saved to the mailbox if the session ends unresumed."""
         if not self.notify(message):
             return False
-        self.writes.append(HeldWrite(sender, self.now(), message.text))
+        if self.writes is None:
+            self.writes = []
+        self.writes.append(HeldWrite(sender, self.clock.seconds(), message.text))
         return True
 
     def close(self) -> None:
-        """Kick, lock, idle timeout, shutdown: the detached session ends as an attached one
-        would."""
+        """Kick, lock, idle timeout, shutdown, the linger's end: the detached session ends as
+        an attached one would."""
         if not self.done:
             self.end(self)
+
+    def let_go(self) -> None:
+        """Resumed, parked or ended: nothing more is held, and what was is let go of (the
+        linger heap may keep this port until its time)."""
+        self.done = True
+        self.texts = self.writes = None
+        self.history = ()
 
     def framed(self) -> str:
         """What the user sees on resuming: the held text between the two frame lines; empty
@@ -147,7 +168,7 @@ class HeldOutput:
         and the ``EOF``, from its sender at the time of its first line."""
         out: list[HeldWrite] = []
         open_: dict[str, HeldWrite] = {}
-        for w in self.writes:
+        for w in self.writes or ():
             text = w.text
             if text.startswith(_WRITE_HEADER):
                 _, _, text = text.partition("\n")
@@ -170,5 +191,49 @@ class HeldOutput:
         if self.size + size > self.limit:
             return False
         self.size += size
+        if self.texts is None:
+            self.texts = []
         self.texts.append(text)
         return True
+
+
+@define(eq=False)
+class Lingering:
+    """When each detached session's linger is over: one heap and one timer per node, not a
+    timer per session (a ``DelayedCall`` with its arguments costs several times a held port).
+    A port resumed or ended meanwhile is skipped when its time comes."""
+
+    clock: IReactorTime
+    _heap: list[tuple[float, int, HeldOutput]] = field(factory=list)
+    _order: Iterator[int] = field(factory=itertools.count)
+    _call: IDelayedCall | None = None
+
+    def add(self, held: HeldOutput) -> None:
+        """Watch ``held`` until ``held.until``."""
+        heapq.heappush(self._heap, (held.until, next(self._order), held))
+        if self._heap[0][2] is held:
+            self._arm()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _arm(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self._heap:
+            delay = max(0.0, self._heap[0][0] - self.clock.seconds())
+            self._call = self.clock.callLater(delay, self._due)
+
+    def _due(self) -> None:
+        self._call = None
+        now = self.clock.seconds()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, held = heapq.heappop(heap)
+            if not held.done:
+                try:
+                    held.close()
+                except Exception:
+                    log.failure("ending a detached session failed")
+        self._arm()

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -33,7 +34,7 @@ from shellserver.hub.session import Session
 from shellserver.ops.throttle import bucket_for
 from shellserver.shell import people
 from shellserver.shell.commands.registry import Services
-from shellserver.shell.detach import HeldOutput, HeldWrite
+from shellserver.shell.detach import HeldOutput, HeldWrite, Lingering
 from shellserver.shell.resume import ResumeChannel, ResumeTokens
 from shellserver.store import parked as parked_store
 from shellserver.store.parked import Parked
@@ -70,8 +71,13 @@ class SessionStart(Protocol):
     def max_output(self) -> int:
         """``--max-output``: what a detached session holds at most."""
 
-    def end_detached(self, session: Session, held: HeldOutput, kind: str) -> None:
-        """End a detached session unresumed (its held writes to the mailbox)."""
+    @property
+    def held_end(self) -> Callable[[HeldOutput], None]:
+        """How a held port ends its session (shared by every held port)."""
+
+    @property
+    def lingering(self) -> Lingering:
+        """When each detached session's linger is over (one heap for the node)."""
 
     @property
     def tokens(self) -> ResumeTokens:
@@ -117,9 +123,9 @@ def state_of(session: Session, rooms: list[str]) -> dict[str, Any]:
     held output kept (detached)."""
     port = session.terminal
     if isinstance(port, HeldOutput):
-        history, line = port.history, port.line
-        texts, messages, dropped = port.texts, port.messages, port.dropped
-        writes = [[w.sender, w.sent, w.text] for w in port.writes]
+        history, line = list(port.history), port.line
+        texts, messages, dropped = list(port.texts or ()), port.messages, port.dropped
+        writes = [[w.sender, w.sent, w.text] for w in port.writes or ()]
     elif isinstance(port, Terminal):
         history, line = port.leftover()
         texts, messages, dropped, writes = [], 0, 0, []
@@ -171,10 +177,7 @@ async def park_node(start: SessionStart, node: str, linger: float) -> int:
         port = session.terminal
         session.terminal = PARKED_PORT  # its connection's end no longer ends it
         if isinstance(port, HeldOutput):
-            port.done = True
-            if port.timer is not None and port.timer.active():
-                port.timer.cancel()
-            port.timer = None
+            port.let_go()
         else:
             port.notify(notice)
             if isinstance(port, Terminal) and isinstance(port.wire, ResumeChannel):
@@ -193,24 +196,33 @@ async def park_node(start: SessionStart, node: str, linger: float) -> int:
 
 
 def held_of(
-    state: dict[str, Any], limit: int, end: Callable[[HeldOutput], None], now: Callable[[], float]
+    state: dict[str, Any],
+    limit: int,
+    user: str,
+    kind: str,
+    end: Callable[[HeldOutput], None],
+    clock: IReactorTime,
+    until: float = 0.0,
 ) -> HeldOutput:
     """A detached session's port again, from its parked state."""
     held = HeldOutput(
         int(state.get("width", 80)),
         int(state.get("height", 24)),
         limit,
+        user,
+        kind,
         end,
-        now,
-        [str(x) for x in state.get("history", [])],
+        clock,
+        tuple(str(x) for x in state.get("history", [])),
         str(state.get("line", "")),
+        until=until,
     )
     for text in state.get("texts", []):
-        held.texts.append(str(text))
-        held.size += len(str(text).encode("utf-8", "surrogateescape"))
+        held._hold(str(text))
     held.messages = int(state.get("messages", 0))
     held.dropped = int(state.get("dropped", 0))
-    held.writes = [HeldWrite(str(s), float(t), str(x)) for s, t, x in state.get("writes", [])]
+    writes = [HeldWrite(str(s), float(t), str(x)) for s, t, x in state.get("writes", [])]
+    held.writes = writes or None
     return held
 
 
@@ -239,7 +251,6 @@ async def restore(start: SessionStart, row: Parked) -> Session | None:
     tty = await hub.claim_tty(row.tty)
     if tty is None:
         tty = await hub.allocate_tty(row.tty.partition("/")[0])
-    now = services.clock.seconds()
     session = Session(
         id=next(start.ids),
         node=hub.node,
@@ -260,8 +271,11 @@ async def restore(start: SessionStart, row: Parked) -> Session | None:
     held = held_of(
         state,
         start.max_output,
-        lambda held: start.end_detached(session, held, tty.partition("/")[0]),
-        services.clock.seconds,
+        row.owner,
+        tty.partition("/")[0],
+        start.held_end,
+        services.clock,
+        row.until,
     )
     session.terminal = held
     session.detached_at = row.parked
@@ -272,7 +286,7 @@ async def restore(start: SessionStart, row: Parked) -> Session | None:
         await hub.join_room(
             str(room), session.id, session.user, tty, MAX_ROOMS_PER_SESSION, MAX_MEMBERS
         )
-    held.timer = services.clock.callLater(max(0.0, row.until - now), held.close)
+    start.lingering.add(held)
     return session
 
 
@@ -322,10 +336,7 @@ async def park_one(start: SessionStart, session_id: int, node: str) -> bool:
         return False
     since = session.detached_at or services.clock.seconds()
     row = (node, session.user, session.tty, since, since + start.linger, state)
-    held.done = True
-    if held.timer is not None and held.timer.active():
-        held.timer.cancel()
-    held.timer = None
+    held.let_go()
     session.terminal = PARKED_PORT
     try:
         await people.run(services.store, parked_store.park, [row])
@@ -387,7 +398,7 @@ async def _save_mail(start: SessionStart, row: Parked) -> None:
     if state is None:
         return
     services = start.services
-    held = held_of(state, start.max_output, lambda h: None, services.clock.seconds)
+    held = held_of(state, start.max_output, row.owner, "", lambda h: None, services.clock)
     for w in held.mail():
         await people.run(
             services.store,

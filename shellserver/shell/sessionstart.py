@@ -32,6 +32,7 @@ from shellserver.shell.detach import (
     RESUME_ONE,
     RESUME_WHICH,
     HeldOutput,
+    Lingering,
     idle_words,
 )
 from shellserver.shell.dispatch import Shell
@@ -172,11 +173,49 @@ class SessionStart:
     tokens: ResumeTokens = field(
         default=Factory(lambda self: ResumeTokens(self.linger), takes_self=True)
     )
+    #: When each detached session's linger is over: one heap for the node.
+    lingering: Lingering = field(
+        default=Factory(lambda self: Lingering(self.services.clock), takes_self=True)
+    )
+    #: How a held port ends its session: one bound method shared by every held port.
+    held_end: Callable[[HeldOutput], None] = field(
+        default=Factory(lambda self: self.end_held, takes_self=True)
+    )
 
-    def end_detached(self, session: Session, held: HeldOutput, kind: str) -> None:
-        """A detached session ends unresumed: for parking's restored sessions (see
-        :func:`end_detached`)."""
-        end_detached(self, session, held, kind)
+    def end_held(self, held: HeldOutput) -> None:
+        """The detached session whose port is ``held`` ends unresumed (found by its user, so
+        no port holds its session: no cycle for the collector)."""
+        for session in self.services.hub.detached_here(held.user):
+            if session.terminal is held:
+                end_detached(self, session, held, held.kind)
+                return
+        held.let_go()  # not in the table any more: nothing else to end
+
+    def hold(
+        self,
+        session: Session,
+        history: list[str],
+        line: str,
+        width: int,
+        height: int,
+        kind: str,
+        until: float,
+    ) -> HeldOutput:
+        """A held port for ``session`` until ``until``, watched by the node's heap."""
+        held = HeldOutput(
+            width,
+            height,
+            self.max_output,
+            session.user,
+            kind,
+            self.held_end,
+            self.services.clock,
+            tuple(history),
+            line,
+            until=until,
+        )
+        self.lingering.add(held)
+        return held
 
     def login_refusal(self, account: Account, peer: str = "", key: str = "") -> str | None:
         """Why ``account`` may not log in now, or None: a ban (of the address, the user, or
@@ -401,18 +440,12 @@ def lost(
 def _detach(start: SessionStart, session: Session, terminal: Terminal, kind: str) -> None:
     services = start.services
     history, line = terminal.leftover()
-    held = HeldOutput(
-        terminal.width,
-        terminal.height,
-        start.max_output,
-        lambda held: end_detached(start, session, held, kind),
-        services.clock.seconds,
-        history,
-        line,
+    now = services.clock.seconds()
+    held = start.hold(
+        session, history, line, terminal.width, terminal.height, kind, now + start.linger
     )
     session.terminal = held
-    session.detached_at = services.clock.seconds()
-    held.timer = services.clock.callLater(start.linger, held.close)
+    session.detached_at = now
     d = services.hub.changed(session)
     d.addErrback(lambda f: None)  # clustered and Redis away: published when it is back
     log.info(
@@ -429,12 +462,10 @@ def _detach(start: SessionStart, session: Session, terminal: Terminal, kind: str
 def end_detached(start: SessionStart, session: Session, held: HeldOutput, kind: str) -> None:
     """The detached session ends unresumed (linger over, ``n``, kick, lock, idle, shutdown):
     its held ``write`` messages go to the mailbox, then it ends as any session does."""
-    held.done = True
-    if held.timer is not None and held.timer.active():
-        held.timer.cancel()
-    held.timer = None
+    mail = held.mail()
+    held.let_go()
     services = start.services
-    for w in held.mail():
+    for w in mail:
         body = people.to_blob(w.text)
         d = people.run(services.store, people.save_message, session.user, w.sender, body, w.sent)
         d.addErrback(lambda f: log.failure("saving a held message failed", f))
@@ -583,11 +614,8 @@ def resume(
     old: Terminal | None = None
     if isinstance(port, HeldOutput):
         held = port
-        held.done = True
-        if held.timer is not None and held.timer.active():
-            held.timer.cancel()
-        held.timer = None
-        framed, (history, line) = held.framed(), (held.history, held.line)
+        framed, (history, line) = held.framed(), (list(held.history), held.line)
+        held.let_go()
     else:
         assert isinstance(port, Terminal)  # _resumable said so
         old = port
