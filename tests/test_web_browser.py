@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -26,6 +27,8 @@ from typing import Any
 
 import pytest
 from realserver import RealServer, register
+
+CLI = str(Path(sys.executable).with_name("shellserver"))
 
 DOCS_SCREENSHOT = Path(__file__).parent.parent / "docs" / "img" / "web-terminal.png"
 FLAGS = [
