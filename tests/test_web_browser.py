@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -247,7 +248,11 @@ class CutProxy:
                 if not self.up_now:
                     _reset(client)
                     continue
-                server = socket.create_connection(("127.0.0.1", self.target))
+                try:
+                    server = socket.create_connection(("127.0.0.1", self.target))
+                except OSError:  # nothing listens there (a server restarting): a reset
+                    _reset(client)
+                    continue
                 self.pairs.append((client, server))
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=_pump, args=(a, b), daemon=True).start()
@@ -387,3 +392,68 @@ def test_the_page_comes_back_by_itself_to_its_session_with_what_was_sent(
     finally:
         proxy.close()
         srv.stop()
+
+
+@pytest.mark.integration
+def test_the_page_comes_back_by_itself_after_shellserver_restart(
+    tmp_path: Path, browser: Any
+) -> None:
+    """``shellserver restart`` parks the session and stops the server; it is started again
+    (as systemd would) and the page, which never reloads, takes its session back by itself
+    with a ``write`` sent while the server was away, nothing typed."""
+    from selenium.webdriver.common.keys import Keys
+
+    data = tmp_path / "data"
+    args = ("--web", "tcp:0:interface=127.0.0.1", "--linger", "300")
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = RealServer(first_dir, "--data", str(data), *args).start()
+    first.data = data
+    proxy = CutProxy(first.web_port)
+    second: RealServer | None = None
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        wait_for(browser, "login:")
+        for line, prompt in [
+            ("new", "Username:"),
+            ("alice", "Password:"),
+            ("correct horse", "Password again:"),
+            ("correct horse", "alice@testhost:~$"),
+        ]:
+            type_keys(browser, line + Keys.ENTER)
+            wait_for(browser, prompt)
+        type_keys(browser, "echo half")
+        wait_for(browser, "alice@testhost:~$ echo half")
+        logins = screen(browser).count("login:")
+        done = subprocess.run(
+            [CLI, "--data", str(data), "restart"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert first.proc is not None and first.proc.wait(20) == 0
+        second = RealServer(second_dir, "--data", str(data), *args).start()
+        second.data = data
+        deadline = time.monotonic() + 10
+        while "detached again, resumable" not in second.log_text():
+            assert time.monotonic() < deadline, second.log_text()
+            time.sleep(0.05)
+        bob = register(second.port, "bob")
+        bob.send_line("write alice sent while the server restarted")
+        bob.expect("bob@testhost:~$ ")
+        banner = browser.find_element("id", "banner")  # the page tries by itself, and waits
+        deadline = time.monotonic() + 15
+        while not (banner.is_displayed() and banner.text.startswith("reconnecting")):
+            assert time.monotonic() < deadline, banner.text
+            time.sleep(0.05)
+        proxy.target = second.web_port
+        shown = wait_for(browser, "sent while the server restarted", timeout=45)
+        shown = wait_for(browser, "---\nalice@testhost:~$ echo half")
+        assert "The server is restarting; reconnect to resume this session." in shown
+        assert shown.count("login:") == logins and "Resume it?" not in shown
+        type_keys(browser, "ed" + Keys.ENTER)
+        wait_for(browser, "\nhalfed\nalice@testhost:~$")
+    finally:
+        proxy.close()
+        first.stop()
+        if second is not None:
+            second.stop()
