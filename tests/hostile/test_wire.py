@@ -72,12 +72,14 @@ def _sink(arena: Arena, name: str) -> Peer:
 def test_never_reading_clients_during_wall_and_write_floods(arena: Arena) -> None:
     sinks = [_sink(arena, f"sink{i}") for i in range(3)]
     admin = arena.admin()
-    writers = [arena.register(f"flooder{i}") for i in range(3)]
+    writers = [arena.register(f"flooder{i}") for i in range(5)]
     text = "w" * 3000
     admin.send_bytes(b"".join(f"wall {text}\r\n".encode() for _ in range(30)))
     for w in writers:
-        # 3 x 70 x 3 KB to sink0, over the kernel's send buffer (64 KiB, booked twice), the
-        # transport's (64 KiB) and --max-output (256 KiB) together, which fill in that order.
+        # 5 x 40 x 3 KB to sink0 (a paste of 70 lines runs the command bucket's burst of
+        # 40; the rest are refused), over the kernel's send buffer (64 KiB, booked twice),
+        # the transport's (64 KiB) and --max-output (256 KiB) together, which fill in that
+        # order: 600 KB, with the walls' 90 KB, against about 450 KB.
         w.send_bytes(b"".join(f"write sink0 {text}\r\n".encode() for _ in range(70)))
     arena.bystanders_ok()  # during the flood
     time.sleep(0.3)
