@@ -8,6 +8,10 @@ another on that data dir, it measures N sessions on:
 - ``1 node``: one clustered node (``--cluster redis://… --node a``), every session on it;
 - ``2 nodes``: nodes ``a`` and ``b``, the sessions split half and half (``u0`` on
   ``a``, ``u1`` on ``b``, …), ``boss`` on ``a``.
+- ``2 machines``: the same two nodes as two machines would run them: each its own data
+  dir, the store in a PostgreSQL server of the bench's own (``bench/postgres.py``; the
+  accounts put there with ``shellserver store copy``), the homes in a shared directory
+  (``--homes``). Skipped, with a line saying why, where PostgreSQL is not installed.
 
 The generator is this process (asyncio, raw sockets, ``bench/loadgen.py``'s
 ``Client``), so the nodes' CPU is theirs alone. For each setup: N logins; walls
@@ -50,10 +54,11 @@ from pathlib import Path
 from typing import Any
 
 import loadgen
+import postgres
 from loadgen import Client, Markers, Proc, _pct
 from run import _LISTENING, BIN, PASSWORD, SERVER_OPTIONS, machine
 
-SETUPS = ("alone", "1 node", "2 nodes")
+SETUPS = ("alone", "1 node", "2 nodes", "2 machines")
 NODES = ("a", "b")
 
 
@@ -154,11 +159,20 @@ class Redis:
 class Node:
     """One ``twistd -n shellserver`` on the shared data dir: clustered when ``cluster`` is set."""
 
-    def __init__(self, name: str, data: Path, workdir: Path, cluster: str | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        data: Path,
+        workdir: Path,
+        cluster: str | None,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.data = data
         self.workdir = workdir
         self.cluster = cluster
+        #: More options: a machine's ``--store`` and ``--homes``.
+        self.extra = tuple(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -174,7 +188,7 @@ class Node:
         cmd = [
             str(BIN / "twistd"), "-n", "--pidfile=", "--logfile", str(log), "shellserver",
             "--telnet", "tcp:0:interface=127.0.0.1", "--data", str(self.data),
-            "--hostname", "benchhost", *clustered, *SERVER_OPTIONS,
+            "--hostname", "benchhost", *clustered, *SERVER_OPTIONS, *self.extra,
         ]  # fmt: skip
         out = open(self.workdir / "stdout.log", "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
@@ -371,12 +385,23 @@ async def _write_phase(
 
 
 def run_setup(
-    setup: str, args: argparse.Namespace, data: Path, tmp: Path, redis: Redis, db: int
+    setup: str,
+    args: argparse.Namespace,
+    data: Path,
+    tmp: Path,
+    redis: Redis,
+    db: int,
+    store: str | None = None,
 ) -> dict[str, Any]:
     cluster = None if setup == "alone" else redis.url(db)
-    names = NODES[:2] if setup == "2 nodes" else NODES[:1]
+    names = NODES[:2] if setup.startswith("2 ") else NODES[:1]
     work = Path(tempfile.mkdtemp(prefix=setup.replace(" ", "") + "-", dir=tmp))
-    nodes = [Node(nm, data, work / nm, cluster) for nm in names]
+    if setup == "2 machines":
+        assert store is not None
+        machine_args = ["--store", store, "--homes", str(tmp / "homes")]
+        nodes = [Node(nm, work / f"data-{nm}", work / nm, cluster, machine_args) for nm in names]
+    else:
+        nodes = [Node(nm, data, work / nm, cluster) for nm in names]
     spies: list[subprocess.Popen[bytes]] = []
     try:
         for node in nodes:  # one after another: a node starts under startup.lock
@@ -451,7 +476,7 @@ _REDIS = ("login_cpu_us", "wall_cpu_us", "same_cpu_us", "cross_cpu_us")
 
 def table(results: dict[str, dict[str, Any]], n: int) -> str:
     """Rows: metrics; columns: each setup, two nodes' per-node figures, and 2 nodes ÷ 1 node."""
-    alone, one, two = (results.get(s, {}) for s in SETUPS)
+    alone, one, two = (results.get(s, {}) for s in SETUPS[:3])
     lines = [
         f"N = {n:,}; medians per figure. Per node: that node's CPU over the operations it took "
         "part in; all nodes: every node's CPU over every operation (a login, a wall delivery, "
@@ -495,6 +520,54 @@ def table(results: dict[str, dict[str, Any]], n: int) -> str:
     return "\n".join(lines)
 
 
+def _postgres_store(
+    chosen: list[str], data: Path, tmp: Path, stack: contextlib.ExitStack
+) -> str | None:
+    """For ``2 machines``: a PostgreSQL server of our own with the accounts copied into it
+    (``store copy``); None, said on stderr, where PostgreSQL is not installed."""
+    if "2 machines" not in chosen:
+        return None
+    try:
+        server = postgres.Postgres(tmp / "postgres").start()
+    except RuntimeError as e:
+        print(f"cluster bench: 2 machines skipped: {e}", file=sys.stderr)
+        return None
+    stack.callback(server.stop)
+    url = server.url()
+    subprocess.run(
+        [str(BIN / "shellserver"), "--data", str(data), "store", "copy", "--to", url],
+        check=True,
+        capture_output=True,
+    )
+    return url
+
+
+def machines_table(results: dict[str, dict[str, Any]], n: int) -> str:
+    """One machine on SQLite (``alone``) against two machines on PostgreSQL, per node."""
+    alone, two = results.get("alone", {}), results["2 machines"]
+    lines = [
+        f"N = {n:,}; two machines: each node its own data dir, the store in PostgreSQL, the "
+        "homes shared; against one server alone on SQLite.\n",
+        "| metric | alone (SQLite) | 2 machines: a | 2 machines: b | 2 machines: all | "
+        "all ÷ alone |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label, fmt in ROWS:
+        if key not in two:
+            continue
+
+        def cell(r: dict[str, Any], k: str, fmt: str = fmt) -> str:
+            v = r.get(k)
+            return "" if v is None else fmt.format(v)
+
+        ratio = f"{two[key] / alone[key]:.2f}×" if alone.get(key) else ""
+        lines.append(
+            f"| {label} | {cell(alone, key)} | {cell(two, key + '@a')} | "
+            f"{cell(two, key + '@b')} | {cell(two, key)} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
 def _calls(r: dict[str, Any], key: str) -> str:
     if key + "@evalsha" not in r:
         return ""
@@ -535,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="shellserver-cluster-bench-") as tmp:
             redis = Redis(Path(tmp) / "redis")
+            stack = contextlib.ExitStack()
             try:
                 redis.start()
                 data = Path(tmp) / "data"
@@ -555,14 +629,18 @@ def main(argv: list[str] | None = None) -> int:
                     check=True,
                     capture_output=True,
                 )
+                store = _postgres_store(chosen, data, Path(tmp), stack)
                 for r in range(args.repeat):
                     for db, setup in enumerate(SETUPS):  # a fresh Redis db for each run
-                        if setup not in chosen:
+                        if setup not in chosen or (setup == "2 machines" and store is None):
                             continue
                         runs[setup].append(
-                            run_setup(setup, args, data, Path(tmp), redis, r * 3 + db)
+                            run_setup(
+                                setup, args, data, Path(tmp), redis, r * len(SETUPS) + db, store
+                            )
                         )
             finally:
+                stack.close()
                 redis.stop()
     except (RuntimeError, subprocess.SubprocessError, OSError) as e:
         print(f"cluster bench: {e}", file=sys.stderr)
@@ -570,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {s: _median(rs) for s, rs in runs.items() if rs}
     print(f"machine: {machine()}\n")
     print(table(results, args.sessions))
+    if "2 machines" in results:
+        print()
+        print(machines_table(results, args.sessions))
     if args.json:
         args.json.write_text(
             json.dumps(
