@@ -528,11 +528,12 @@ def _postgres_store(
     if "2 machines" not in chosen:
         return None
     try:
-        server = postgres.Postgres(tmp / "postgres").start()
+        server = postgres.Postgres()
+        stack.callback(server.stop)
+        server.start()
     except RuntimeError as e:
         print(f"cluster bench: 2 machines skipped: {e}", file=sys.stderr)
         return None
-    stack.callback(server.stop)
     url = server.url()
     subprocess.run(
         [str(BIN / "shellserver"), "--data", str(data), "store", "copy", "--to", url],

@@ -1,5 +1,6 @@
 """A PostgreSQL server of the bench's own (``bench/cluster.py``'s two-machine setup):
-``initdb`` and ``postgres`` in a temp dir, on a free loopback port, stopped at the end.
+``initdb`` and ``postgres`` in a temp dir, on a free loopback port, stopped and removed at
+the end.
 
 PostgreSQL refuses to run as root: run as root, the server runs as ``nobody``, its
 directory given to that user. Debian's binaries are found in ``/usr/lib/postgresql/*/bin``.
@@ -14,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,13 +38,14 @@ def bindir() -> Path | None:
 class Postgres:
     """One PostgreSQL cluster, trust authentication on loopback only (a bench, not a service)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         found = bindir()
         if found is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
         self.bin = found
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
+        # A directory of its own in the system's temp dir: the server's user (``nobody``
+        # when we are root) must reach it, which a private temp dir of ours would not let.
+        self.workdir = workdir = Path(tempfile.mkdtemp(prefix="shellserver-bench-pg-"))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
@@ -88,13 +91,13 @@ class Postgres:
         raise RuntimeError("postgres did not start in time")
 
     def stop(self) -> None:
-        """A fast shutdown; SIGKILL if it lingers."""
+        """A fast shutdown (SIGKILL if it lingers), and its directory removed."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -140,6 +140,9 @@ class Machines:
         copied = cli(sqlite_data, "store", "copy", "--to", self.url)
         assert copied.returncode == 0, copied.stderr
         self.copied = copied.stdout
+        # The homes move as files (their keys, ~/.ssh/authorized_keys, with them), as the
+        # operator's guide says: onto the filesystem the machines share.
+        shutil.copytree(sqlite_data / "home", self.homes, symlinks=True)
         self.redis.start()
         cluster = f"redis://:{SECRET}@127.0.0.1:{self.redis.port}/0"
         for name, address in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
