@@ -377,16 +377,22 @@ def bans_offline(args: argparse.Namespace, datadir: DataDir) -> str:
                 offline_record(db, args, "unban", lifted.target)
         finally:
             db.close()
-        with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
-            Logger(observer=textFileLogObserver(f)).info(
-                "admin {command} by {who} (command line, server stopped): {detail}",
-                command=args.command,
-                who=operator(),
-                detail=result,
-            )
+        log_offline(datadir, args.command, result)
         return result
     finally:
         datadir.unlock()
+
+
+def log_offline(datadir: DataDir, command: str, detail: str) -> None:
+    """One line in ``<data>/admin.log`` for a change made with the server stopped: the server's
+    own log is not there to take it."""
+    with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
+        Logger(observer=textFileLogObserver(f)).info(
+            "admin {command} by {who} (command line, server stopped): {detail}",
+            command=command,
+            who=operator(),
+            detail=detail,
+        )
 
 
 def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
@@ -440,13 +446,7 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
             if spent.exists():
                 spent.remove()
                 detail += f"; removed {spent.path}"
-        with open(datadir.path.child("admin.log").path, "a", encoding="utf-8") as f:
-            Logger(observer=textFileLogObserver(f)).info(
-                "admin {command} by {who} (command line, server stopped): {detail}",
-                command=args.command,
-                who=operator(),
-                detail=detail,
-            )
+        log_offline(datadir, args.command, detail)
         return result
     finally:
         datadir.unlock()
