@@ -14,7 +14,8 @@ import os
 import pwd
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -295,20 +296,33 @@ def operator() -> str:
         return f"uid {os.getuid()}"
 
 
-def backup_offline(args: argparse.Namespace, datadir: DataDir) -> str:
-    """Copy the store of a stopped server, holding the lock so none starts meanwhile."""
-    if not datadir.db_path.exists():
-        raise refuse(f"there is no store at {datadir.db_path.path}")
+@contextmanager
+def held(datadir: DataDir, existing: bool = False) -> Iterator[None]:
+    """The data dir claimed for a change made with the server stopped (no server starts
+    meanwhile), and let go after it; ``existing``: there must be a store already (a backup, the
+    ledger), else the data dir is made as a server would make it."""
+    if existing:
+        if not datadir.db_path.exists():
+            raise refuse(f"there is no store at {datadir.db_path.path}")
+    else:
+        datadir.create()
     try:
         datadir.lock()
     except DataDirLocked:
         raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
     try:
-        size = backup_store(datadir.db_path.path, args.file, args.force)
-    except BackupError as e:
-        raise refuse(str(e)) from None
+        yield
     finally:
         datadir.unlock()
+
+
+def backup_offline(args: argparse.Namespace, datadir: DataDir) -> str:
+    """Copy the store of a stopped server, holding the lock so none starts meanwhile."""
+    with held(datadir, existing=True):
+        try:
+            size = backup_store(datadir.db_path.path, args.file, args.force)
+        except BackupError as e:
+            raise refuse(str(e)) from None
     return f"store copied to {args.file} ({counted(size, 'byte')})"
 
 
@@ -346,12 +360,7 @@ def store_copy(args: argparse.Namespace, datadir: DataDir) -> str:
 def bans_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     """ban, unban and bans on the store of a stopped server, holding the lock so none starts
     meanwhile; the next start reads them."""
-    datadir.create()
-    try:
-        datadir.lock()
-    except DataDirLocked:
-        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
-    try:
+    with held(datadir):
         db = AccountDB.open(datadir.db_path.path)
         try:
             now = time.time()
@@ -379,8 +388,6 @@ def bans_offline(args: argparse.Namespace, datadir: DataDir) -> str:
             db.close()
         log_offline(datadir, args.command, result)
         return result
-    finally:
-        datadir.unlock()
 
 
 def log_offline(datadir: DataDir, command: str, detail: str) -> None:
@@ -406,12 +413,7 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     password = read_password(args) if args.command in ("useradd", "passwd") else ""
     entries = read_newusers(args.hash_cost) if args.command == "newusers" else []
     key = read_key() if args.command == "addkey" else b""
-    datadir.create()
-    try:
-        datadir.lock()
-    except DataDirLocked:
-        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
-    try:
+    with held(datadir):
         db = AccountDB.open(datadir.db_path.path)
         homes = Homes(datadir.home_root, 0, inline_runner, inside=datadir.homes is not None)
         # userdel is all or nothing: the home moves aside first and comes back on failure;
@@ -448,8 +450,6 @@ def run_offline(args: argparse.Namespace, datadir: DataDir) -> str:
                 detail += f"; removed {spent.path}"
         log_offline(datadir, args.command, detail)
         return result
-    finally:
-        datadir.unlock()
 
 
 def _offline_addkey(
@@ -516,20 +516,12 @@ def offline_node(args: argparse.Namespace) -> str:
 
 def audit_offline(args: argparse.Namespace, datadir: DataDir) -> str:
     """Read the ledger of a stopped server, holding the lock so none starts meanwhile."""
-    if not datadir.db_path.exists():
-        raise refuse(f"there is no store at {datadir.db_path.path}")
-    try:
-        datadir.lock()
-    except DataDirLocked:
-        raise Failed(UNREACHABLE, "the server is starting; try again in a moment") from None
-    try:
+    with held(datadir, existing=True):
         db = AccountDB.open(datadir.db_path.path)
         try:
             found = audit.records(db, audit_query(args))
         finally:
             db.close()
-    finally:
-        datadir.unlock()
     document = {"records": [audit.record_dict(r, control.rfc3339) for r in found]}
     return json.dumps(document) if args.json else audit_table(document)
 
