@@ -217,3 +217,14 @@ def test_one_heap_ends_the_lingering_sessions_in_their_order() -> None:
     clock.advance(20)
     assert ended == ["b", "a"] and len(lingering) == 0
     assert clock.getDelayedCalls() == []  # one timer at most, none once the heap is empty
+
+
+def test_a_wall_held_by_many_is_measured_once() -> None:
+    """Each held port counts the message's UTF-8 size, worked out once for all of them."""
+    wall = Message("é" * 100 + "\n")
+    ports = [HeldOutput(80, 24, 1000, "a", "tel", lambda h: None, Clock()) for _ in range(3)]
+    for port in ports:
+        assert port.notify(wall)
+    assert [port.size for port in ports] == [201, 201, 201] and wall.size() == 201
+    assert not ports[0].notify(Message("x" * 800))  # 201 + 801 > 1000: dropped, counted
+    assert ports[0].dropped == 1 and ports[0].size == 201

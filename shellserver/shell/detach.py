@@ -116,11 +116,11 @@ class HeldOutput:
     def write(self, text: str) -> None:
         """The session's own output (a command that ends after the connection): held, not
         counted as a message."""
-        self._hold(text)
+        self._hold(text, len(text.encode("utf-8", "surrogateescape")))
 
     def notify(self, message: Message) -> bool:
         """A wall, a room line, a notice: held; False (dropped) past the limit."""
-        if not self._hold(message.text):
+        if not self._hold(message.text, message.size()):
             self.dropped += 1
             return False
         self.messages += 1
@@ -186,8 +186,7 @@ class HeldOutput:
             current.text += text
         return [w for w in out if w.text.strip()]
 
-    def _hold(self, text: str) -> bool:
-        size = len(text.encode("utf-8", "surrogateescape"))
+    def _hold(self, text: str, size: int) -> bool:
         if self.size + size > self.limit:
             return False
         self.size += size

@@ -218,7 +218,7 @@ def held_of(
         until=until,
     )
     for text in state.get("texts", []):
-        held._hold(str(text))
+        held.write(str(text))
     held.messages = int(state.get("messages", 0))
     held.dropped = int(state.get("dropped", 0))
     writes = [HeldWrite(str(s), float(t), str(x)) for s, t, x in state.get("writes", [])]

@@ -16,7 +16,7 @@ class Message:
     pair of slots holds; a dict is made for a second encoding only.
     """
 
-    __slots__ = ("_data", "_key", "_more", "text")
+    __slots__ = ("_data", "_key", "_more", "_size", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -32,6 +32,16 @@ class Message:
         if not text.endswith("\n"):
             text += "\n"
         return cls(text)
+
+    def size(self) -> int:
+        """The text's length in UTF-8, worked out once for every recipient that holds it (a
+        wall to thousands of detached sessions). Left unset until asked, so a ``write`` line,
+        which nobody holds, pays nothing for it."""
+        try:
+            return self._size
+        except AttributeError:
+            self._size: int = len(self.text.encode("utf-8", "surrogateescape"))
+            return self._size
 
     def __repr__(self) -> str:
         return f"Message(text={self.text!r})"
