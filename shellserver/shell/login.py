@@ -76,6 +76,19 @@ STORE_DOWN_TEXT = "Service temporarily unavailable; please try again later.\n"
 TOO_MANY_REGISTRATIONS = "Too many accounts created from your address; try again later.\n"
 
 
+def said_unavailable(login: Login, term: Terminal, error: Exception, what: str) -> bool:
+    """A store or disk failure during a login or a registration, said to the user and logged
+    once a minute: True when the connection closes (the store cannot be reached), False when
+    it stays at ``login:`` (a full disk, a moment's trouble)."""
+    if isinstance(error, StoreUnavailable):
+        login.trouble.unavailable(error, what, "store down")
+        term.write(STORE_DOWN_TEXT)
+        return True
+    login.trouble.unavailable(error, what)
+    term.write(UNAVAILABLE_TEXT)
+    return False
+
+
 async def login_dialogue(
     login: Login,
     term: Terminal,
@@ -112,13 +125,9 @@ async def login_dialogue(
                     continue
                 try:
                     account = await register(login, term, peer)
-                except StoreUnavailable as e:
-                    login.trouble.unavailable(e, "registration", "store down")
-                    term.write(STORE_DOWN_TEXT)
-                    return None
                 except UNAVAILABLE as e:
-                    login.trouble.unavailable(e, "registration")
-                    term.write(UNAVAILABLE_TEXT)
+                    if said_unavailable(login, term, e, "registration"):
+                        return None
                     continue
                 if account is not None:
                     return account
@@ -145,13 +154,9 @@ async def login_dialogue(
             failed(login, name, peer, "locked")
             term.write("Your account is locked; contact an administrator.\n")
             return None
-        except StoreUnavailable as e:
-            login.trouble.unavailable(e, "login", "store down")
-            term.write(STORE_DOWN_TEXT)
-            return None
         except UNAVAILABLE as e:
-            login.trouble.unavailable(e, "login")
-            term.write(UNAVAILABLE_TEXT)
+            if said_unavailable(login, term, e, "login"):
+                return None
             continue
         finally:
             login.failed_logins.finished(peer, login.clock.seconds(), failed=wrong)
@@ -161,13 +166,9 @@ async def login_dialogue(
                 outcome = await second_factor(login, term, found, peer)
             except Interrupted:
                 continue
-            except StoreUnavailable as e:
-                login.trouble.unavailable(e, "login", "store down")
-                term.write(STORE_DOWN_TEXT)
-                return None
             except UNAVAILABLE as e:
-                login.trouble.unavailable(e, "login")
-                term.write(UNAVAILABLE_TEXT)
+                if said_unavailable(login, term, e, "login"):
+                    return None
                 continue
             if outcome is None:
                 term.write(TOO_MANY)
