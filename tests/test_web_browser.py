@@ -95,6 +95,21 @@ def wait_for(driver: Any, text: str, timeout: float = 15.0) -> str:
         time.sleep(0.05)
 
 
+def register_in_page(driver: Any, name: str) -> None:
+    """``new`` at the page's ``login:``, then the name and the password twice, typed as a user
+    would, up to the first prompt."""
+    from selenium.webdriver.common.keys import Keys
+
+    for line, prompt in [
+        ("new", "Username:"),
+        (name, "Password:"),
+        ("correct horse", "Password again:"),
+        ("correct horse", f"{name}@testhost:~$"),
+    ]:
+        type_keys(driver, line + Keys.ENTER)
+        wait_for(driver, prompt)
+
+
 def type_keys(driver: Any, text: str) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -110,14 +125,7 @@ def test_the_page_in_a_real_browser(tmp_path: Path, browser: Any) -> None:
     try:
         browser.get(f"http://127.0.0.1:{srv.web_port}/")
         wait_for(browser, "login:")
-        for line, prompt in [
-            ("new", "Username:"),
-            ("alice", "Password:"),
-            ("correct horse", "Password again:"),
-            ("correct horse", "alice@testhost:~$"),
-        ]:
-            type_keys(browser, line + Keys.ENTER)
-            wait_for(browser, prompt)
+        register_in_page(browser, "alice")
         assert "correct horse" not in screen(browser)  # passwords are not echoed
         type_keys(browser, "who" + Keys.ENTER)
         shown = wait_for(browser, "web/0")
@@ -181,14 +189,7 @@ def test_the_reconnect_bar_hides_no_line_of_the_terminal(tmp_path: Path, browser
     try:
         browser.get(f"http://127.0.0.1:{srv.web_port}/")
         wait_for(browser, "login:")
-        for line, prompt in [
-            ("new", "Username:"),
-            ("alice", "Password:"),
-            ("correct horse", "Password again:"),
-            ("correct horse", "alice@testhost:~$"),
-        ]:
-            type_keys(browser, line + Keys.ENTER)
-            wait_for(browser, prompt)
+        register_in_page(browser, "alice")
         # Fill the screen, so the top row holds text that the bar could cover.
         for i in range(40):
             type_keys(browser, f"echo line{i}" + Keys.ENTER)
@@ -310,14 +311,7 @@ def test_the_page_comes_back_by_itself_to_its_session_with_what_was_sent(
     try:
         browser.get(f"http://127.0.0.1:{proxy.port}/")
         wait_for(browser, "login:")
-        for line, prompt in [
-            ("new", "Username:"),
-            ("alice", "Password:"),
-            ("correct horse", "Password again:"),
-            ("correct horse", "alice@testhost:~$"),
-        ]:
-            type_keys(browser, line + Keys.ENTER)
-            wait_for(browser, prompt)
+        register_in_page(browser, "alice")
         type_keys(browser, "echo half")
         wait_for(browser, "alice@testhost:~$ echo half")
         token_of = "return sessionStorage.getItem('shellserver-resume-token')"
@@ -415,14 +409,7 @@ def test_the_page_comes_back_by_itself_after_shellserver_restart(
     try:
         browser.get(f"http://127.0.0.1:{proxy.port}/")
         wait_for(browser, "login:")
-        for line, prompt in [
-            ("new", "Username:"),
-            ("alice", "Password:"),
-            ("correct horse", "Password again:"),
-            ("correct horse", "alice@testhost:~$"),
-        ]:
-            type_keys(browser, line + Keys.ENTER)
-            wait_for(browser, prompt)
+        register_in_page(browser, "alice")
         type_keys(browser, "echo half")
         wait_for(browser, "alice@testhost:~$ echo half")
         logins = screen(browser).count("login:")
