@@ -42,6 +42,7 @@ def test_the_docs_cite_no_document_the_reader_lacks() -> None:
         text = path.read_text()
         assert "SPEC" not in text, path
         assert "§" not in text, path
+        assert not re.search(r"\bissues?\b", text, re.I), path
 
 
 def test_addkey_prints_what_the_admin_guide_quotes(tmp_path: Path) -> None:
