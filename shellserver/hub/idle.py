@@ -69,7 +69,7 @@ class IdleWatch:
 
     @property
     def logout_notice(self) -> Message:
-        """``Idle for 1 hour; logging you out.``: what an idle session is told (and an idle
+        """``Idle for 60 minutes; logging you out.``: what an idle session is told (and an idle
         file transfer, which the service ends from the same scan)."""
         return self._logout
 
