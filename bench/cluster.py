@@ -102,9 +102,12 @@ class Redis:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int) -> str:
+        """The URL a node's ``--cluster`` takes: a database number per run keeps runs apart."""
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self, timeout: float = 10.0) -> Redis:
+        """Start a throwaway redis-server without persistence, so no run reads another's state, and
+        wait until it answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -127,6 +130,7 @@ class Redis:
         raise RuntimeError(f"redis-server did not answer PING in {timeout} s")
 
     def stop(self) -> None:
+        """Stop it, so no redis-server outlives the bench."""
         _stop(self.proc)
 
     def command(self, line: str) -> bytes:
@@ -178,10 +182,12 @@ class Node:
 
     @property
     def pid(self) -> int:
+        """The node's process, whose CPU the meter reads from /proc."""
         assert self.proc is not None
         return self.proc.pid
 
     def start(self, timeout: float = 60.0) -> Node:
+        """Start the node as users run it (``twistd -n shellserver``) and wait until it listens."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / "server.log"
         clustered = ["--cluster", self.cluster, "--node", self.name] if self.cluster else []
@@ -208,6 +214,7 @@ class Node:
         raise RuntimeError(f"node {self.name} did not start listening in {timeout} s ({log})")
 
     def stop(self) -> None:
+        """Stop the node, so no server outlives the bench, on failure too."""
         _stop(self.proc)
 
 
@@ -223,6 +230,7 @@ class Meter:
         self.redis_proc = Proc(redis.proc.pid) if redis and redis.proc else None
 
     def read(self) -> dict[str, Any]:
+        """One snapshot of every counter: phases are measured as the difference of two."""
         snap: dict[str, Any] = {name: p.cpu() for name, p in self.nodes.items()}
         snap["t"] = time.perf_counter()
         if self.redis_proc is not None and self.redis is not None:
@@ -239,6 +247,7 @@ class Driver(Markers):
         self.args = args
 
     async def login(self, port: int, name: str) -> Client:
+        """One telnet session logged in on ``port``, its markers counted by this driver."""
         loop = asyncio.get_running_loop()
         _, client = await loop.create_connection(
             lambda: Client(self),  # type: ignore[arg-type]  # duck-typed: mark()
@@ -310,6 +319,8 @@ def _costs(
 async def drive(
     args: argparse.Namespace, nodes: list[Node], redis: Redis | None
 ) -> dict[str, Any]:
+    """The phases on one setup (logins, walls, same-node and cross-node writes) and what each
+    cost every process, so setups compare figure by figure."""
     n, driver = args.sessions, Driver(args)
     meter = Meter(nodes, redis if nodes[0].cluster else None)
     out: dict[str, Any] = {}
@@ -393,6 +404,8 @@ def run_setup(
     db: int,
     store: str | None = None,
 ) -> dict[str, Any]:
+    """One setup from nothing (its nodes, data dirs and store) to its figures, its processes
+    stopped whatever happens, so setups cannot leak into each other."""
     cluster = None if setup == "alone" else redis.url(db)
     names = NODES[:2] if setup.startswith("2 ") else NODES[:1]
     work = Path(tempfile.mkdtemp(prefix=setup.replace(" ", "") + "-", dir=tmp))
@@ -576,6 +589,8 @@ def _calls(r: dict[str, Any], key: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every setup, ``--repeat`` times, alternating, and the table of medians: alternating keeps
+    a busy machine's drift from favouring one setup."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sessions", type=int, default=1000, help="N, split half/half on two nodes")
     p.add_argument("--walls", type=int, default=20, help="at least this many walls")

@@ -25,19 +25,25 @@ from twisted.protocols.basic import LineReceiver
 
 
 class FloorProtocol(LineReceiver):
+    """One connection of the floor: just enough of shellserver's dialogue for the same load
+    generator, so the bench can say how much of shellserver's cost is Twisted's own."""
+
     MAX_LENGTH = 4096
     factory: FloorFactory
 
     def connectionMade(self) -> None:
+        """Ask for the name, as shellserver's telnet wire does: the generator logs in unchanged."""
         self.name = b""
         self.state = 0  # 0: login, 1: password, 2: logged in
         self.transport.write(b"login: ")
 
     def connectionLost(self, reason: object = None) -> None:
+        """Leave the table, so walls and writes never reach a gone connection."""
         if self.state == 2 and self.factory.users.get(self.name) is self:
             del self.factory.users[self.name]
 
     def lineReceived(self, line: bytes) -> None:
+        """Login name, then any password, then commands: the dialogue the generator expects."""
         if self.state == 2:
             self.command(line)
         elif self.state == 0:
@@ -51,6 +57,8 @@ class FloorProtocol(LineReceiver):
             self.transport.write(self.prompt)
 
     def command(self, line: bytes) -> None:
+        """The few commands the load uses, with shellserver's texts, and the prompt after each,
+        which the generator waits for."""
         verb, _, rest = line.partition(b" ")
         if verb == b"write":
             user, _, text = rest.partition(b" ")
@@ -71,6 +79,8 @@ class FloorProtocol(LineReceiver):
 
 
 class FloorFactory(Factory):
+    """Holds the connection table, the one piece of state a chat server cannot do without."""
+
     protocol = FloorProtocol
 
     def __init__(self) -> None:
@@ -78,6 +88,8 @@ class FloorFactory(Factory):
 
 
 def main() -> None:
+    """Listen on an ephemeral loopback port and say which, so ``run.py`` can start it like a
+    server."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     port = reactor.listenTCP(0, FloorFactory(), backlog=1024, interface="127.0.0.1")  # type: ignore[attr-defined]

@@ -28,6 +28,8 @@ def _name(frame: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the functions with the most samples, inclusive and own, so a profile of a whole run
+    reads as a short list."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("profile", type=Path)
     p.add_argument("--top", type=int, default=25)

@@ -149,6 +149,7 @@ class WsReader:
         self.closed = False
 
     def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        """Take whatever bytes arrived, whole frames or not: TCP cuts frames anywhere."""
         buf = self._buf + data if self._buf else data
         text, replies = bytearray(), bytearray()
         i, n = 0, len(buf)

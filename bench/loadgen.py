@@ -90,6 +90,7 @@ class Session:
         self.lost = False
 
     def lose(self) -> None:
+        """The connection is gone: a waiting ``expect`` fails at once, not hanging the run."""
         self.lost = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("server closed the connection"))
@@ -113,6 +114,8 @@ class Session:
             self.waiter.set_result(None)
 
     async def expect(self, want: bytes) -> None:
+        """Wait until the server has sent ``want`` (a prompt): the login dialogue goes at the
+        server's pace, not on timers."""
         if self.lost:
             raise ConnectionError("server closed the connection")
         self.want = want
@@ -127,9 +130,11 @@ class Session:
         self.put(line.encode() + self.enter)
 
     def put(self, data: bytes) -> None:
+        """Send raw bytes as this kind of session does (telnet, WebSocket frame, SSH channel)."""
         raise NotImplementedError
 
     def close(self) -> None:
+        """Close the connection the way this kind of session does."""
         raise NotImplementedError
 
     def scan(self) -> None:
@@ -150,13 +155,16 @@ class Client(Session, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport: the session writes through it."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The server closed: fail whoever waits, so the run reports it instead of hanging."""
         self.lose()
 
     def data_received(self, data: bytes) -> None:
+        """Answer telnet negotiation as a real client does (character mode); the rest is output."""
         if self.answers is not None and b"\xff" in data:
             reply = self.answers.feed(data)
             if reply and self.transport is not None:
@@ -164,10 +172,12 @@ class Client(Session, asyncio.Protocol):
         self.output(data)
 
     def put(self, data: bytes) -> None:
+        """Telnet sends bytes as they are."""
         assert self.transport is not None
         self.transport.write(data)
 
     def close(self) -> None:
+        """Close the TCP connection."""
         if self.transport is not None:
             self.transport.close()
 
@@ -187,14 +197,17 @@ class WebClient(Session, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start the WebSocket upgrade, as the browser page does."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(ws_handshake("127.0.0.1", self.port))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The server closed: fail whoever waits, so the run reports it instead of hanging."""
         self.lose()
 
     def data_received(self, data: bytes) -> None:
+        """The upgrade's answer first, then frames, whose text is the terminal's output."""
         if not self.upgraded:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
@@ -213,10 +226,12 @@ class WebClient(Session, asyncio.Protocol):
             self.output(text)
 
     def put(self, data: bytes) -> None:
+        """Keystrokes go as the page sends them: a text frame, ``0`` then the data."""
         assert self.transport is not None
         self.transport.write(ws_text(b"0" + data))
 
     def close(self) -> None:
+        """Close the TCP connection."""
         if self.transport is not None:
             self.transport.close()
 
@@ -232,6 +247,8 @@ class SSHSession(Session):
         self.chan: Any = None
 
     async def open(self, port: int, name: str) -> None:
+        """Log in over SSH with a pty and a shell, as OpenSSH's client would, through asyncssh so
+        one generator process holds thousands of them."""
         import asyncssh
 
         gen = self
@@ -252,9 +269,11 @@ class SSHSession(Session):
         )
 
     def put(self, data: bytes) -> None:
+        """Keystrokes go into the session channel."""
         self.chan.write(data)
 
     def close(self) -> None:
+        """Close the SSH connection."""
         if self.conn is not None:
             self.conn.close()
 
@@ -273,6 +292,8 @@ class Markers:
         self.writes_left = 0
 
     def mark(self, kind: bytes, n: int) -> None:
+        """A session saw marker ``n``: count a wall down or time a write, on the generator's loop
+        with no locking since everything runs on it."""
         if kind == b"w":
             left = self.wall_left.get(n)
             if left is None:
@@ -307,6 +328,9 @@ class Markers:
 
 
 class Generator(Markers):
+    """The load against one server: logs N sessions in, then runs the phases and measures each
+    through the server's /proc entries."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__()
         self.args = args
@@ -377,6 +401,7 @@ class Generator(Markers):
     # -- phases -----------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
+        """Every phase in order, and the figures the bench prints: one server, one N, one run."""
         a, proc, out = self.args, self.proc, {}
         boss = await self.login("boss")
         probe = await self.login("probe")
@@ -414,6 +439,8 @@ class Generator(Markers):
         return out
 
     async def write_phase(self) -> dict[str, float]:
+        """``--writes`` writes between random pairs, at most ``--window`` in flight, each timed
+        to its arrival: CPU per write and its latency under load."""
         a, n = self.args, len(self.users)
         self.window = asyncio.Semaphore(max(1, min(a.window, n // 2)))
         self.writes_done = asyncio.get_running_loop().create_future()
@@ -538,6 +565,8 @@ def _own_cpu() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the load against a server already listening and print its figures as JSON for
+    ``run.py`` to collect."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--pid", type=int, required=True, help="the server process, for /proc")

@@ -39,6 +39,8 @@ CASES = {
 
 
 def run(lines: int, profile: bool) -> dict[str, float]:
+    """CPU per line for each case through the whole stack in one process (no sockets), so a
+    change's cost shows without the load run's noise."""
     with tempfile.TemporaryDirectory() as tmp:
         server = make_server(Path(tmp), cmd_rate=0.0)
         add_user(server, "alice", admin=True)
@@ -124,6 +126,7 @@ def spread(lines: int, sessions: int, profile: bool) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print microseconds per command: a quick before/after comparison of a change."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lines", type=int, default=20000)
     p.add_argument("--profile", action="store_true", help="cProfile the write loop")

@@ -124,6 +124,8 @@ class Server:
         raise RuntimeError(f"{self.kind} did not start listening in {timeout} s")
 
     def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL), so no process outlives the bench, on failure
+        too."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.terminate()
@@ -369,6 +371,8 @@ def kind_table(
 
 
 def machine() -> str:
+    """The machine the figures come from (CPU, cores, memory, kernel, Python, Twisted), printed
+    with them: figures mean nothing without it."""
     import os
 
     import twisted
@@ -389,6 +393,8 @@ def machine() -> str:
 
 
 def plot(results: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
+    """CPU per wall delivery and RSS per session against N for each server, so how each grows
+    shows at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -458,6 +464,8 @@ def _kinds_plot_path(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every server at every N, alternating, then the tables, the JSON and the plot; exit 1
+    when a target is missed, so the bench can gate a change."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,10000", help="N for full runs, comma separated")
     p.add_argument("--sweep", default="", help="more N for the plot (login, RSS, wall only)")

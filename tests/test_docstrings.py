@@ -8,7 +8,9 @@ classes and functions, and the methods of classes (overrides of Twisted's
 needs). Functions nested inside functions are exempt: they are details of their
 enclosing function, not part of any interface. Like tests/test_layers.py, the
 test reads both trees there may be: the installed package the suite runs
-against and the checkout beside the tests.
+against and the checkout beside the tests. In a checkout, the code beside the
+package is held to the same rule: the twistd plugin, and the benches, whose
+figures the performance notes rest on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import shellserver
 INSTALLED = Path(shellserver.__file__).parent
 CHECKOUT = Path(__file__).resolve().parent.parent / "shellserver"
 TREES = [INSTALLED] + ([CHECKOUT] if CHECKOUT.is_dir() and CHECKOUT != INSTALLED else [])
+#: Outside the package, in a checkout: the twistd plugin and the benches.
+BESIDE = [p for p in (CHECKOUT.parent / "twisted", CHECKOUT.parent / "bench") if p.is_dir()]
 
 Definition = ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -64,6 +68,14 @@ def missing(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("root", TREES, ids=lambda p: str(p))
 def test_every_public_class_and_function_has_a_docstring(root: Path) -> None:
+    lacking = missing(root)
+    assert lacking == [], f"{len(lacking)} public definitions without a docstring:\n" + "\n".join(
+        lacking
+    )
+
+
+@pytest.mark.parametrize("root", BESIDE, ids=lambda p: p.name)
+def test_the_code_beside_the_package_has_docstrings_too(root: Path) -> None:
     lacking = missing(root)
     assert lacking == [], f"{len(lacking)} public definitions without a docstring:\n" + "\n".join(
         lacking

@@ -42,18 +42,27 @@ def module_name(root: Path, path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def absolute(package: str, level: int, module: str | None) -> str:
+    """The module a ``from`` import names, its dots resolved: a relative import counts too."""
+    if level == 0:
+        return module or ""
+    base = package.split(".")[: len(package.split(".")) - (level - 1)]
+    return ".".join(base + ([module] if module else []))
+
+
 def imports(root: Path) -> dict[str, set[str]]:
     """Each module of the tree under ``root`` and the package modules it imports."""
     names = {module_name(root, path): path for path in root.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in names.items():
         deps: set[str] = set()
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module in names:
-                deps.add(node.module)
-                deps.update(
-                    full for a in node.names if (full := f"{node.module}.{a.name}") in names
-                )
+            if isinstance(node, ast.ImportFrom):
+                source = absolute(package, node.level, node.module)
+                if source in names:
+                    deps.add(source)
+                deps.update(full for a in node.names if (full := f"{source}.{a.name}") in names)
             elif isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names if a.name in names)
         graph[name] = deps - {name}
@@ -98,6 +107,27 @@ def test_no_module_imports_itself_through_others(root: Path) -> None:
             if name not in seen:
                 seen.add(name)
                 todo.extend(graph[name])
+
+
+def test_relative_imports_are_read(tmp_path: Path) -> None:
+    """A relative import is an import too: ``from ..shell import x`` must not slip past."""
+    root = tmp_path / "shellserver"
+    for folder in ("hub", "shell"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "shell" / "dispatch.py").write_text("")
+    session = "from . import record\nfrom ..shell import dispatch\n"
+    (root / "hub" / "session.py").write_text(session)
+    (root / "hub" / "record.py").write_text("from .. import shell\n")
+    graph = imports(root)
+    assert graph["shellserver.hub.session"] == {
+        "shellserver.hub",
+        "shellserver.hub.record",
+        "shellserver.shell",
+        "shellserver.shell.dispatch",
+    }
+    assert graph["shellserver.hub.record"] == {"shellserver", "shellserver.shell"}
 
 
 def test_the_table_is_ordered() -> None:

@@ -17,6 +17,8 @@ from twisted.conch.ssh.keys import Key
 from twisted.cred.portal import Portal
 from twisted.internet.task import Clock
 
+from shellserver.ops.admission import Admission
+from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.threads import inline_runner
 from shellserver.ops.throttle import FailedLogins
@@ -59,7 +61,15 @@ class Setup:
         portal = Portal(ShellRealm(store, self.started), [PasswordChecker(StoreChecker(store))])
         keys = HostKeys((Key(ed25519.Ed25519PrivateKey.generate()),))
         self.factory = ShellSSHFactory(
-            keys, portal, self.clock, 60, None, self.failed, self.pacing, None, self.otp
+            keys,
+            portal,
+            self.clock,
+            60,
+            Admission(),
+            self.failed,
+            self.pacing,
+            Metrics(),
+            self.otp,
         )
 
     def connection(self, peer: str = "192.0.2.9") -> tuple[UserAuth, Recorded]:

@@ -22,6 +22,7 @@ from shellserver.files.sandbox import EACCES, EDQUOT, ENAMETOOLONG, FsError
 from shellserver.files.tree import Tree
 from shellserver.ops.metrics import Metrics
 from shellserver.ops.threads import inline_runner
+from shellserver.shell.transfers import Transfers
 from shellserver.store.accounts import ROLE_USER, Account
 from shellserver.wires.ssh.sftp import MAX_MESSAGE, SFTP_WINDOW, SFTPLink, sftp_starter
 
@@ -195,12 +196,18 @@ def packet(kind: int, body: bytes) -> bytes:
     return struct.pack(">LB", len(body) + 1, kind) + body
 
 
+def let_in(account: Account, peer: str, key: str) -> Deferred[str | None]:
+    """The gate's answer for an account nothing refuses: these tests are about the files."""
+    return succeed(None)
+
+
 @pytest.fixture
 def link(tmp_path: Path) -> tuple[SFTPLink, FakeChannel, Metrics]:
     homes = Homes(FilePath(str(tmp_path / "data" / "home")), QUOTA, inline_runner)
     channel = FakeChannel()
     metrics = Metrics()
-    sftp_starter(homes, metrics, CLOCK)(channel, Account("alice", ROLE_USER, False, 0.0))
+    start = sftp_starter(homes, metrics, CLOCK, let_in, Transfers())
+    start(channel, Account("alice", ROLE_USER, False, 0.0))
     assert isinstance(channel.wire, SFTPLink)
     channel.wire.data_received(packet(1, struct.pack(">L", 3)))
     assert channel.answers()[0][0] == 2  # VERSION
@@ -421,7 +428,8 @@ def test_a_login_the_gate_refuses_takes_no_request(
         asked.append((account.name, peer, key))
         return waiting
 
-    sftp_starter(homes, None, CLOCK, gate)(channel, Account("alice", ROLE_USER, False, 0.0))
+    start = sftp_starter(homes, Metrics(), CLOCK, gate, Transfers())
+    start(channel, Account("alice", ROLE_USER, False, 0.0))
     assert asked == [("alice", "192.0.2.9", "")]
     channel.wire.data_received(packet(1, struct.pack(">L", 3)))
     assert channel.out == b""  # held until the gate answers

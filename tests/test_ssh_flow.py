@@ -34,6 +34,7 @@ from shellserver.app.assembly import Assembly
 from shellserver.ops.threads import inline_runner
 from shellserver.wires.ssh import session as ssh_session
 from shellserver.wires.ssh import setup as ssh_setup
+from shellserver.wires.ssh import sftp as ssh_sftp
 from shellserver.wires.ssh.hostkeys import HostKeys
 from shellserver.wires.ssh.server import SessionChannel, ShellTransport
 from shellserver.wires.ssh.session import Request, SSHWire
@@ -192,6 +193,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Assembly, Any, Made]]:
         server.failed_logins,
         ssh_session.session_starter(server.start, R, 4096, 256 * 1024),
         server.account_pacing, server.metrics, server.second_factor.otp,
+        ssh_sftp.sftp_starter(
+            server.homes, server.metrics, R, ssh_sftp.login_gate(server.start, server.locks),
+            server.transfers,
+        ),
     )  # fmt: skip
     made = Made()
     build = factory.buildProtocol

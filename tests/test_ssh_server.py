@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,13 @@ from shellserver.ops.admission import (
     TOO_MANY_UNAUTH,
     Admission,
 )
+from shellserver.ops.metrics import Metrics
 from shellserver.ops.pacing import AccountPacing
 from shellserver.ops.threads import inline_runner
 from shellserver.ops.throttle import FailedLogins
 from shellserver.store.accounts import ROLE_USER, Account, AccountDB, AccountStore
 from shellserver.store.auth import StoreChecker
+from shellserver.store.otp import OtpDB, OtpStore
 from shellserver.store.passwords import hash_password
 from shellserver.wires.ssh import authkeys
 from shellserver.wires.ssh import server as server_module
@@ -290,6 +293,40 @@ def keys() -> HostKeys:
     return HostKeys((Key(ed25519.Ed25519PrivateKey.generate()),))
 
 
+@pytest.fixture(scope="module")
+def otp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtpStore]:
+    """The second factor's records, over a store of their own: nobody here has one."""
+    db = AccountDB.open(str(tmp_path_factory.mktemp("otp") / "accounts.sqlite3"))
+    try:
+        yield OtpStore(OtpDB(db), inline_runner, inline_runner, 4)
+    finally:
+        db.close()
+
+
+def ssh_factory(
+    keys: HostKeys,
+    portal: Portal,
+    clock: Clock,
+    otp: OtpStore,
+    admission: Admission | None = None,
+    failed: FailedLogins | None = None,
+    pacing: AccountPacing | None = None,
+) -> ShellSSHFactory:
+    """A factory with every part the service gives one: fresh real ones but those a test
+    watches."""
+    return ShellSSHFactory(
+        keys,
+        portal,
+        clock,
+        60,
+        Admission() if admission is None else admission,
+        FailedLogins() if failed is None else failed,
+        AccountPacing(clock) if pacing is None else pacing,
+        Metrics(),
+        otp,
+    )
+
+
 def connect(factory: ShellSSHFactory, host: str = "192.0.2.7") -> tuple[Any, StringTransport]:
     proto = factory.buildProtocol(IPv4Address("TCP", host, 5555))
     wire = StringTransport(peerAddress=IPv4Address("TCP", host, 5555))
@@ -297,11 +334,9 @@ def connect(factory: ShellSSHFactory, host: str = "192.0.2.7") -> tuple[Any, Str
     return proto, wire
 
 
-def test_pre_auth_limits_count_ssh_connections(keys: HostKeys) -> None:
+def test_pre_auth_limits_count_ssh_connections(keys: HostKeys, otp: OtpStore) -> None:
     admission = Admission(max_unauth_per_addr=1)
-    factory = ShellSSHFactory(
-        keys, Portal(ShellRealm(Lookup(succeed), Started())), Clock(), 60, admission
-    )
+    factory = ssh_factory(keys, nobody(), Clock(), otp, admission)
     first, first_wire = connect(factory)
     assert first_wire.value().startswith(b"SSH-2.0-shellserver\r\n")
     seen: list[dict[str, Any]] = []
@@ -322,11 +357,11 @@ def test_pre_auth_limits_count_ssh_connections(keys: HostKeys) -> None:
     assert (admission.unauth, admission.connections) == (0, 0)
 
 
-def test_unauthenticated_connections_end_at_the_login_timeout(keys: HostKeys) -> None:
+def test_unauthenticated_connections_end_at_the_login_timeout(
+    keys: HostKeys, otp: OtpStore
+) -> None:
     clock = Clock()
-    factory = ShellSSHFactory(
-        keys, Portal(ShellRealm(Lookup(succeed), Started())), clock, 60, None
-    )
+    factory = ssh_factory(keys, nobody(), clock, otp)
     slow, slow_wire = connect(factory)
     quick, quick_wire = connect(factory)
     quick.setService(connection.SSHConnection())
@@ -340,14 +375,12 @@ def test_unauthenticated_connections_end_at_the_login_timeout(keys: HostKeys) ->
 
 
 def test_ssh_connections_without_a_key_exchange_are_closed_first_to_make_room(
-    keys: HostKeys, monkeypatch: pytest.MonkeyPatch
+    keys: HostKeys, otp: OtpStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
     admission = Admission(0, 4, 0)
     admission.random = NeverDrop()  # type: ignore[assignment]
-    factory = ShellSSHFactory(
-        keys, Portal(ShellRealm(Lookup(succeed), Started())), clock, 60, admission
-    )
+    factory = ssh_factory(keys, nobody(), clock, otp, admission)
     keyed = [connect(factory, "198.51.100.5") for _ in range(2)]  # the oldest
     # conch's own switch to the new keys stands aside: only our hook on it runs here.
     monkeypatch.setattr(transport.SSHTransportBase, "_newKeys", lambda self: None)
@@ -381,17 +414,17 @@ class NeverDrop:
         return 1.0
 
 
-def test_no_group_exchange_without_moduli(keys: HostKeys) -> None:
-    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
+def test_no_group_exchange_without_moduli(keys: HostKeys, otp: OtpStore) -> None:
+    factory = ssh_factory(keys, nobody(), Clock(), otp)
     proto, _ = connect(factory)
     assert proto.supportedKeyExchanges
     assert not [k for k in proto.supportedKeyExchanges if b"group-exchange" in k]
     assert proto.supportedPublicKeys == [b"ssh-ed25519"]
 
 
-def test_no_compression_is_offered(keys: HostKeys) -> None:
+def test_no_compression_is_offered(keys: HostKeys, otp: OtpStore) -> None:
     """conch inflates a zlib packet whole, before authentication: 1 MiB in, ~1 GB out."""
-    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
+    factory = ssh_factory(keys, nobody(), Clock(), otp)
     proto, _ = connect(factory)
     assert proto.supportedCompressions == [b"none"]
 
@@ -443,7 +476,8 @@ def test_password_failures_pause_and_count_toward_the_lockout(
         db.create("alice", hash_password("alicepass1", 4), ROLE_USER)
         clock, failed = Clock(), FailedLogins()
         portal = Portal(ShellRealm(store, Started()), [PasswordChecker(StoreChecker(store))])
-        factory = ShellSSHFactory(keys, portal, clock, 60, None, failed)
+        otp = OtpStore(OtpDB(db), inline_runner, inline_runner, 4)
+        factory = ssh_factory(keys, portal, clock, otp, failed=failed)
 
         def connection(peer: str = "192.0.2.9") -> tuple[UserAuth, AuthTransport]:
             auth = UserAuth()
@@ -491,7 +525,8 @@ def test_ssh_passwords_on_a_paced_account_wait_their_turn(keys: HostKeys, tmp_pa
         clock = Clock()
         pacing = AccountPacing(clock)
         portal = Portal(ShellRealm(store, Started()), [PasswordChecker(StoreChecker(store))])
-        factory = ShellSSHFactory(keys, portal, clock, 60, None, FailedLogins(), pacing)
+        otp = OtpStore(OtpDB(db), inline_runner, inline_runner, 4)
+        factory = ssh_factory(keys, portal, clock, otp, pacing=pacing)
 
         def attempt(peer: str, password: bytes) -> AuthTransport:
             auth = UserAuth()
@@ -573,12 +608,12 @@ def publickey_request(user: bytes, blob: bytes, kind: bytes = b"ssh-ed25519") ->
     )  # fmt: skip
 
 
-def key_auth(keys: HostKeys, listed: bytes) -> tuple[UserAuth, AuthTransport]:
+def key_auth(keys: HostKeys, otp: OtpStore, listed: bytes) -> tuple[UserAuth, AuthTransport]:
     line = Key.fromString(listed).toString("openssh")
     stamp = authkeys.Stamp(1, 1, len(line), 0, 0)
     checker = authkeys.AuthorizedKeysChecker(lambda user, known: succeed((stamp, line)))
     portal = Portal(ShellRealm(Lookup(succeed), Started()), [checker])
-    factory = ShellSSHFactory(keys, portal, Clock(), 60)
+    factory = ssh_factory(keys, portal, Clock(), otp)
     auth = UserAuth()
     wire = AuthTransport(factory, "192.0.2.9")
     auth.transport = wire  # type: ignore[assignment]
@@ -586,11 +621,11 @@ def key_auth(keys: HostKeys, listed: bytes) -> tuple[UserAuth, AuthTransport]:
     return auth, wire
 
 
-def test_a_connection_gets_six_public_key_queries(keys: HostKeys) -> None:
+def test_a_connection_gets_six_public_key_queries(keys: HostKeys, otp: OtpStore) -> None:
     """Queries for a listed key are answered "sign with it" and are no failure: without a
     cap one connection could ask forever (each a read of the file)."""
     blob = Key(ed25519.Ed25519PrivateKey.generate()).public().blob()
-    auth, wire = key_auth(keys, blob)
+    auth, wire = key_auth(keys, otp, blob)
     for _ in range(MAX_KEY_QUERIES):
         auth.ssh_USERAUTH_REQUEST(publickey_request(b"alice", blob))
     assert wire.sent == [userauth.MSG_USERAUTH_PK_OK] * MAX_KEY_QUERIES
@@ -600,10 +635,10 @@ def test_a_connection_gets_six_public_key_queries(keys: HostKeys) -> None:
 
 
 def test_a_malformed_key_blob_is_a_malformed_packet_and_an_unknown_type_a_refusal(
-    keys: HostKeys,
+    keys: HostKeys, otp: OtpStore
 ) -> None:
     blob = Key(ed25519.Ed25519PrivateKey.generate()).public().blob()
-    auth, wire = key_auth(keys, blob)
+    auth, wire = key_auth(keys, otp, blob)
     for bad in (common.NS(b"ssh-ed25519") + common.NS(b"x" * 7), b"\x00\x00", blob[:-3]):
         with pytest.raises(MalformedPacket):
             auth.ssh_USERAUTH_REQUEST(publickey_request(b"alice", bad))
@@ -617,10 +652,10 @@ def test_a_malformed_key_blob_is_a_malformed_packet_and_an_unknown_type_a_refusa
 
 
 def test_malformed_packets_are_one_line_a_minute_per_address_and_drop_the_connection(
-    keys: HostKeys,
+    keys: HostKeys, otp: OtpStore
 ) -> None:
     clock = Clock()
-    factory = ShellSSHFactory(keys, nobody(), clock, 60)
+    factory = ssh_factory(keys, nobody(), clock, otp)
     seen: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(seen.append)
     try:
@@ -650,9 +685,9 @@ def test_malformed_packets_are_one_line_a_minute_per_address_and_drop_the_connec
 
 
 def test_an_authentication_answered_after_the_connection_is_gone_starts_nothing(
-    keys: HostKeys,
+    keys: HostKeys, otp: OtpStore
 ) -> None:
-    factory = ShellSSHFactory(keys, nobody(), Clock(), 60)
+    factory = ssh_factory(keys, nobody(), Clock(), otp)
     proto, _ = connect(factory)
     proto.connectionLost(None)
     logged_out: list[bool] = []

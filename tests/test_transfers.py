@@ -239,7 +239,11 @@ def test_a_channel_opened_on_a_connection_made_before_the_lock_is_refused(
     admin.run("lock bob")
     channel = Channel(Conn("10.0.0.1", ""))
     start = sftp_starter(
-        server.homes, None, server.clock, login_gate(server.start, server.locks), server.transfers
+        server.homes,
+        server.metrics,
+        server.clock,
+        login_gate(server.start, server.locks),
+        server.transfers,
     )
     start(channel, account)  # the connection authenticated while bob was not locked
     assert channel.err == b"Your account is locked; contact an administrator.\n"

@@ -686,7 +686,7 @@ class UserAuth(userauth.SSHUserAuthServer):
         clients send first to list methods) without checking anything, as telnet's login."""
         t = self._shell_transport()
         failed = t.factory.failed_logins
-        if kind != b"none" and failed is not None and failed.blocked(t.peer, self.clock.seconds()):
+        if kind != b"none" and failed.blocked(t.peer, self.clock.seconds()):
             log.info("SSH login refused: {peer} is blocked after failed logins", peer=t.peer)
             return fail(UnauthorizedLogin("address blocked"))
         if self.answer is not None or (self.half is not None and kind != b"keyboard-interactive"):
@@ -717,11 +717,7 @@ class UserAuth(userauth.SSHUserAuthServer):
         result = await self.portal.login(creds, None, IConchUser)
         otp = self._shell_transport().factory.otp
         avatar = result[1]
-        if (
-            otp is not None
-            and isinstance(avatar, ShellAvatar)
-            and await otp.enabled(avatar.account.name)
-        ):
+        if isinstance(avatar, ShellAvatar) and await otp.enabled(avatar.account.name):
             self.half = HalfDone(user, avatar.account.name, result)
             raise NotEnoughAuthentication()
         return result
@@ -761,7 +757,6 @@ class UserAuth(userauth.SSHUserAuthServer):
 
     async def _check_code(self, half: HalfDone, typed: bytes) -> Any:
         otp = self._shell_transport().factory.otp
-        assert otp is not None  # a half-done login needs one
         code = typed.decode("utf-8", "replace")
         verdict = await otp.verify(half.name, code, self.clock.seconds())
         if verdict.accepted or verdict is Verdict.NOT_ENABLED:
@@ -837,12 +832,11 @@ class UserAuth(userauth.SSHUserAuthServer):
         method = self.method  # another request on the connection may change it meanwhile
         password = method in (b"password", b"keyboard-interactive")
         arrived = self.clock.seconds()
-        if failed is not None and not await failed.attempt(t.peer, arrived):
+        if not await failed.attempt(t.peer, arrived):
             raise UnauthorizedLogin("address blocked")
-        if password and pacing is not None:
+        if password:
             if not await pacing.turn(name, t.peer, lambda: not t.gone):
-                if failed is not None:
-                    failed.finished(t.peer, self.clock.seconds(), failed=False)
+                failed.finished(t.peer, self.clock.seconds(), failed=False)
                 raise UnauthorizedLogin("connection gone")
             arrived = self.clock.seconds()
         wrong = False
@@ -855,8 +849,7 @@ class UserAuth(userauth.SSHUserAuthServer):
             raise IgnoreAuthentication() from None
         except UnauthorizedLogin as e:
             wrong = True
-            if metrics is not None:
-                metrics.login(False)
+            metrics.login(False)
             log.info(
                 "failed login for {user} from {peer}: {reason}",
                 event="login_failed",
@@ -874,9 +867,8 @@ class UserAuth(userauth.SSHUserAuthServer):
             )
             raise
         finally:
-            if failed is not None:
-                failed.finished(t.peer, self.clock.seconds(), failed=wrong)
-            if password and pacing is not None:
+            failed.finished(t.peer, self.clock.seconds(), failed=wrong)
+            if password:
                 pacing.finished(name, failed=wrong)
             if wrong:
                 delay = PASSWORD_DELAYS[min(self.password_failures, len(PASSWORD_DELAYS) - 1)]
@@ -884,10 +876,8 @@ class UserAuth(userauth.SSHUserAuthServer):
                 wait = arrived + delay - self.clock.seconds()
                 if wait > 0:
                     await deferLater(self.clock, wait)
-        if metrics is not None:
-            metrics.login(True)
-        if pacing is not None:
-            pacing.succeeded(name, t.peer)
+        metrics.login(True)
+        pacing.succeeded(name, t.peer)
         return result
 
 
@@ -930,9 +920,9 @@ class ShellTransport(transport.SSHServerTransport):
         wire: Any = self.transport
         self.peer = getattr(wire.getPeer(), "host", "?")
         now = f.clock.seconds()
-        refusal = f.admission.admit(self.peer, now) if f.admission is not None else None
+        refusal = f.admission.admit(self.peer, now)
         if refusal is not None:
-            count = f.admission.refusals_to_log(f.clock.seconds()) if f.admission else 0
+            count = f.admission.refusals_to_log(f.clock.seconds())
             if count:
                 log.warn(
                     "refused {count} connection(s) over the limits; latest from {peer}: {why}",
@@ -946,10 +936,8 @@ class ShellTransport(transport.SSHServerTransport):
         self._admitted = self._counted = True
         tune(wire)  # the pause comes at a known point, and no Nagle delay (output.py)
         wire.registerProducer(self, True)
-        grace = f.login_timeout
-        if f.admission is not None:
-            self._stalled = f.admission.stalled(self.peer, now, self._make_room)
-            grace = f.admission.login_grace(grace)
+        self._stalled = f.admission.stalled(self.peer, now, self._make_room)
+        grace = f.admission.login_grace(f.login_timeout)
         self._timer = f.clock.callLater(grace, self._timed_out)
         super().connectionMade()
 
@@ -966,8 +954,7 @@ class ShellTransport(transport.SSHServerTransport):
         self._flow_changed()
 
     def _progressed(self) -> None:
-        if self.factory.admission is not None:
-            self.factory.admission.progressed(self._stalled)
+        self.factory.admission.progressed(self._stalled)
         self._stalled = None
 
     def _give_back(self) -> None:
@@ -975,8 +962,7 @@ class ShellTransport(transport.SSHServerTransport):
         self._progressed()
         if self._counted:
             self._counted = False
-            if self.factory.admission is not None:
-                self.factory.admission.gone(self.peer, self._logged_in)
+            self.factory.admission.gone(self.peer, self._logged_in)
 
     # -- flow control: the socket and key exchanges -------------------------------------
 
@@ -1069,7 +1055,7 @@ class ShellTransport(transport.SSHServerTransport):
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self.factory.admission is not None and self._counted:
+        if self._counted:
             self.factory.admission.timed_out(self.peer, self.factory.clock.seconds())
         self._give_back()
         self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"login timed out")
@@ -1108,7 +1094,7 @@ class ShellTransport(transport.SSHServerTransport):
                 self._timer.cancel()
             self._timer = None
             self._progressed()
-            if self.factory.admission is not None and self._counted:
+            if self._counted:
                 self.factory.admission.logged_in(self.peer)
         super().setService(service)
 
@@ -1156,14 +1142,14 @@ class ShellSSHFactory(factory.SSHFactory):
         portal: Portal,
         clock: Any,
         login_timeout: float,
-        admission: Admission | None = None,
-        failed_logins: FailedLogins | None = None,
-        account_pacing: AccountPacing | None = None,
-        metrics: Metrics | None = None,
-        otp: OtpStore | None = None,
+        admission: Admission,
+        failed_logins: FailedLogins,
+        account_pacing: AccountPacing,
+        metrics: Metrics,
+        otp: OtpStore,
     ) -> None:
         #: The second factor's records: a password login of an account with one then asks
-        #: for a code through keyboard-interactive (None: no second factor, as in some tests).
+        #: for a code through keyboard-interactive.
         self.otp = otp
         self.failed_logins = failed_logins
         self.account_pacing = account_pacing
@@ -1175,7 +1161,7 @@ class ShellSSHFactory(factory.SSHFactory):
         self.primes = None
         #: Malformed-packet log lines, at most one a minute per address.
         self.malformed_log = PeerLogLimit()
-        #: Login counters (ok and failed, as telnet's are counted), when the service provides them.
+        #: Login counters (ok and failed, as telnet's are counted).
         self.metrics = metrics
 
     @property
@@ -1218,11 +1204,11 @@ def make_factory(
     realm: IRealm,
     clock: Any,
     login_timeout: float,
-    admission: Admission | None = None,
-    failed_logins: FailedLogins | None = None,
-    account_pacing: AccountPacing | None = None,
-    metrics: Metrics | None = None,
-    otp: OtpStore | None = None,
+    admission: Admission,
+    failed_logins: FailedLogins,
+    account_pacing: AccountPacing,
+    metrics: Metrics,
+    otp: OtpStore,
 ) -> ShellSSHFactory:
     """The ``--ssh`` factory from its parts, with a portal over the given checkers and realm, so
     the assembly need not know conch's cred plumbing."""

@@ -90,12 +90,12 @@ def ssh_factory(
     account_pacing: AccountPacing,
     metrics: Metrics,
     otp: OtpStore,
-    sftp: SubsystemStart | None = None,
+    sftp: SubsystemStart,
 ) -> ShellSSHFactory:
     """The SSH listener's factory: passwords checked against the store (the account read once,
     taken by the realm), keys against each home's ``authorized_keys`` on the I/O pool, under
     the same admission, failed-login slots, pacing and counters as telnet's logins; ``sftp``
-    serves the subsystem of that name (none: refused)."""
+    serves the subsystem of that name."""
     checked: dict[str, Account] = {}  # the password checker's account, taken by the realm
     return make_factory(
         keys,

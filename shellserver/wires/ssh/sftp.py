@@ -196,11 +196,11 @@ class SFTPLink:
     timeout or the stop ends through :meth:`end`."""
 
     def __init__(
-        self, channel: Any, session: Session, transfers: Transfers | None = None, key: str = ""
+        self, channel: Any, session: Session, transfers: Transfers, key: str = ""
     ) -> None:
         self.channel = channel
         self.session = session
-        #: Where this channel is known while it runs (None: nothing can end it but the client).
+        #: Where this channel is known while it runs, so every path that ends sessions ends it.
         self.transfers = transfers
         #: The fingerprint of the key the connection logged in with, "" for a password.
         self.key = key
@@ -348,8 +348,7 @@ class SFTPLink:
         s = self.session
         self._held = False
         self.last_active = s.clock.seconds()
-        if self.transfers is not None:
-            self.transfers.add(self)
+        self.transfers.add(self)
         s.home.homes.measure_again(s.user)
         log.info(
             "sftp started by {user} from {peer}",
@@ -492,8 +491,7 @@ class SFTPLink:
 
     def _stop(self) -> None:
         """No request is taken from now on; open files are closed once their requests end."""
-        if self.transfers is not None:
-            self.transfers.discard(self)
+        self.transfers.discard(self)
         if self._lost and not self.protocol.connected:
             return
         self._lost = True
@@ -550,10 +548,10 @@ def login_gate(start: sessionstart.SessionStart, locks: Locks | None = None) -> 
 
 def sftp_starter(
     homes: Homes,
-    metrics: Metrics | None,
+    metrics: Metrics,
     clock: IReactorTime,
-    gate: Gate | None = None,
-    transfers: Transfers | None = None,
+    gate: Gate,
+    transfers: Transfers,
 ) -> Callable[[Any, Account], None]:
     """The SSH avatar's ``sftp`` subsystem: the channel gets a link to the user's own home (the
     logged-in name, never a path, decides whose files are reached), taking no request until
@@ -568,9 +566,6 @@ def sftp_starter(
         link = SFTPLink(channel, session, transfers, key)
         channel.wire = link
         link.start()
-        if gate is None:
-            link.admit()
-            return
         d = gate(account, peer, key)
         d.addCallback(link.admitted)
         d.addErrback(link.gate_failed)

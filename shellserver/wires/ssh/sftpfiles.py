@@ -112,7 +112,7 @@ class Session:
         account: Account,
         home: Home,
         peer: str,
-        metrics: Metrics | None,
+        metrics: Metrics,
         clock: IReactorTime,
     ) -> None:
         self.user = account.name
@@ -127,12 +127,11 @@ class Session:
 
     def counted(self, op: str, result: str) -> None:
         """One request's result in the metrics (``ok``, ``failed`` or ``refused``)."""
-        if self.metrics is not None:
-            self.metrics.sftp_operation(op, result)
+        self.metrics.sftp_operation(op, result)
 
     def moved(self, direction: str, size: int) -> None:
         """File content in (uploads) or out (downloads), in the metrics."""
-        if self.metrics is not None and size:
+        if size:
             self.metrics.sftp_bytes(direction, size)
 
     def refused(self, op: str, path: str, reason: str) -> None:
