@@ -231,6 +231,36 @@ async def test_hung_redis_times_out(
     assert await link.call("PING") == b"PONG"
 
 
+@pytest_twisted.ensureDeferred
+async def test_hung_redis_times_out_every_command_with_one_timer(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    """Commands waiting on a paused Redis share one timer (not one each), and every one of
+    them still fails with ClusterUnavailable within the timeout, the link dropped once."""
+    link = make_link(redis_server.port, timeout=1.0)
+    await until(lambda: link.available)
+    assert await link.call("PING") == b"PONG"
+    redis_server.pause()
+    try:
+        timers = len(reactor.getDelayedCalls())
+        started = time.monotonic()
+        calls = [link.call("GET", f"k{i}") for i in range(200)]
+        assert len(reactor.getDelayedCalls()) - timers <= 1
+        await deferLater(reactor, 0.3, lambda: None)
+        later = [link.call("GET", f"late{i}") for i in range(50)]  # the same timer still
+        assert len(reactor.getDelayedCalls()) - timers <= 1
+        errors = [await failure_of(d) for d in calls + later]
+        took = time.monotonic() - started
+        assert all(isinstance(e, ClusterUnavailable) for e in errors)
+        assert str(errors[0]) == "cluster unavailable: Redis did not answer"
+        assert 0.9 < took < 3.0
+        assert events.downs == 1 and not link.available
+    finally:
+        redis_server.resume()
+    await until(lambda: events.ups == 2, timeout=10)
+    assert await link.call("PING") == b"PONG"
+
+
 def test_default_timeout_is_two_seconds() -> None:
     link = RedisLink("127.0.0.1", 1, 0, reactor, lambda: None, lambda: None, lambda c, d: None)
     assert link.timeout == 2.0
