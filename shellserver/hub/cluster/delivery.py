@@ -69,7 +69,8 @@ class Courier:
                 deadline,
             ],
         )
-        return d.addCallback(_OUTCOMES.__getitem__).addErrback(_unavailable)
+        # one entry for both (an unknown answer's KeyError passes _unavailable by anyway)
+        return d.addCallbacks(_OUTCOMES.__getitem__, _unavailable)
 
     def broadcast(self, message: Message) -> Deferred[tuple[int, int]]:
         """A wall: this node's sessions at once, the others' through one publish; the count
