@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import struct
 import termios
 import time
@@ -19,6 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
+from shellserver.hub.cluster import scripts
 from shellserver.hub.cluster.link import (
     ClusterUnavailable,
     RedisLink,
@@ -259,6 +261,42 @@ async def test_hung_redis_times_out_every_command_with_one_timer(
         redis_server.resume()
     await until(lambda: events.ups == 2, timeout=10)
     assert await link.call("PING") == b"PONG"
+
+
+@pytest_twisted.ensureDeferred
+async def test_deliver_script_decides_in_redis_time(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    """The DELIVER script, each answer: past the sender's deadline (Redis's clock) 'late' and
+    nothing published; no such session 'gone'; mesg n or an ignoring recipient 'refused'
+    (a notice, with no sender, still goes through); no node listening 'gone'; else 'ok'."""
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    await link.subscribe("ss:3:node:b")
+    deliver = link.script(scripts.DELIVER)
+    seconds, micros = await link.call("TIME")
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+
+    def args(sender: str, deadline: int = now_ms + 60_000, channel: str = "ss:3:node:b") -> Any:
+        return deliver([], ["ss:", "ss:3:all", "b", "12", sender, channel, b"{}", deadline])
+
+    await link.call("DEL", "ss:s:b", "ss:ign")
+    assert await args("ann") == b"gone"
+    record = ["b", 12, "bob", "user", "tel/1", "", "", 0, 0, True, ""]
+    await link.call("HSET", "ss:s:b", "12", json.dumps(record))
+    assert await args("ann", deadline=now_ms - 1_000) == b"late"
+    assert await args("ann") == b"ok"
+    assert await args("ann", channel="ss:3:node:nobody") == b"gone"
+    await link.call("HSET", "ss:ign", "bob", json.dumps(["zed", "ann"]))
+    assert await args("ann") == b"refused"
+    assert await args("cat") == b"ok"
+    assert await args("") == b"ok"  # a notice
+    record[9] = False  # mesg n
+    await link.call("HSET", "ss:s:b", "12", json.dumps(record))
+    assert await args("cat") == b"refused"
+    assert await args("") == b"ok"
+    await until(lambda: len(events.messages) == 4)
+    assert events.messages == [("ss:3:node:b", b"{}")] * 4
 
 
 def test_default_timeout_is_two_seconds() -> None:
