@@ -28,6 +28,10 @@ recipient is on it); ``all nodes`` is every node's CPU over every delivery,
 so on two nodes it is the cluster's cost per delivery, to read against
 ``1 node``. Redis's CPU is over every delivery too.
 
+``--profile DIR`` runs py-spy on every node for the whole run; with ``--profile-phase
+PHASE`` (``logins``, ``walls``, ``same``, ``cross``) only while that phase runs, so a phase's
+profile is not mixed with the others' (files ``SETUP-NODE-PHASE.txt``).
+
 Bounded: a fixed count of everything, ``--timeout`` per setup; every process
 it starts is stopped at the end, on failure too (and, on Linux, when this
 process dies: they get SIGTERM with their parent). Exit status 0, or 2 when a
@@ -49,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +63,18 @@ from loadgen import Client, Markers, Proc, _pct
 from run import _LISTENING, BIN, PASSWORD, SERVER_OPTIONS, machine
 
 SETUPS = ("alone", "1 node", "2 nodes", "2 machines")
+#: What ``--profile-phase`` may name: the whole run, or one phase of it.
+PHASES = ("all", "logins", "walls", "same", "cross")
+
+#: ``--profile-phase``'s spies around one phase: given the phase's name.
+Phase = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
+
+
+@contextlib.asynccontextmanager
+async def _no_spies(_name: str) -> AsyncIterator[None]:
+    yield
+
+
 NODES = ("a", "b")
 
 
@@ -317,7 +333,7 @@ def _costs(
 
 
 async def drive(
-    args: argparse.Namespace, nodes: list[Node], redis: Redis | None
+    args: argparse.Namespace, nodes: list[Node], redis: Redis | None, phase: Phase = _no_spies
 ) -> dict[str, Any]:
     """The phases on one setup (logins, walls, same-node and cross-node writes) and what each
     cost every process, so setups compare figure by figure."""
@@ -334,9 +350,10 @@ async def drive(
         async with sem:
             return await driver.login(nodes[i % len(nodes)].port, f"u{i}")
 
-    before = meter.read()
-    users = list(await asyncio.gather(*(one(i) for i in range(n))))
-    after = meter.read()
+    async with phase("logins"):
+        before = meter.read()
+        users = list(await asyncio.gather(*(one(i) for i in range(n))))
+        after = meter.read()
     out["login_per_s"] = n / (after["t"] - before["t"])
     logins = {nm: len(homes[k]) for k, nm in enumerate(names)}
     _costs(out, "login_cpu_us", before, after, logins, n)
@@ -345,9 +362,10 @@ async def drive(
 
     # walls: every user and boss (who is on the first node) gets each
     walls = max(args.walls, args.deliveries // (n + 1))
-    before = meter.read()
-    lat = await driver.walls(boss, n + 1, walls)
-    after = meter.read()
+    async with phase("walls"):
+        before = meter.read()
+        lat = await driver.walls(boss, n + 1, walls)
+        after = meter.read()
     got = {nm: walls * (len(homes[k]) + (k == 0)) for k, nm in enumerate(names)}
     _costs(out, "wall_cpu_us", before, after, got, walls * (n + 1))
     out["wall_p50_ms"] = _pct(lat, 50) * 1e3
@@ -358,14 +376,16 @@ async def drive(
         s, t = _pick(homes[k % len(homes)], k // len(homes))
         return users[s], f"u{t}"
 
-    await _write_phase(out, "same", driver, meter, same, args.writes, names)
+    async with phase("same"):
+        await _write_phase(out, "same", driver, meter, same, args.writes, names)
     if len(nodes) == 2:
 
         def cross(k: int) -> tuple[Client, str]:
             a, b = homes
             return users[a[k % len(a)]], f"u{b[(k * 7919 + 1) % len(b)]}"
 
-        await _write_phase(out, "cross", driver, meter, cross, args.writes, names)
+        async with phase("cross"):
+            await _write_phase(out, "cross", driver, meter, cross, args.writes, names)
     out["gen_cpu_s"] = loadgen._own_cpu() - gen0
     for c in [boss, *users]:
         if c.transport is not None:
@@ -416,16 +436,34 @@ def run_setup(
     else:
         nodes = [Node(nm, data, work / nm, cluster) for nm in names]
     spies: list[subprocess.Popen[bytes]] = []
+    tag = setup.replace(" ", "")
+
+    @contextlib.asynccontextmanager
+    async def phase(name: str) -> AsyncIterator[None]:
+        """py-spy on every node for the phase ``--profile-phase`` names, and only then."""
+        if not args.profile or args.profile_phase != name:
+            yield
+            return
+        procs = [_spy(node.pid, args.profile / f"{tag}-{node.name}-{name}.txt") for node in nodes]
+        await asyncio.sleep(1.0)  # py-spy attaches before the phase starts
+        try:
+            yield
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGINT)  # it writes its file and exits
+            for proc in procs:
+                proc.wait(30)
+
     try:
         for node in nodes:  # one after another: a node starts under startup.lock
             node.start()
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
+        if args.profile and args.profile_phase == "all":
             for node in nodes:
-                out = args.profile / f"{setup.replace(' ', '')}-{node.name}.txt"
-                spies.append(_spy(node.pid, out))
+                spies.append(_spy(node.pid, args.profile / f"{tag}-{node.name}.txt"))
         t = time.monotonic()
-        result = asyncio.run(asyncio.wait_for(drive(args, nodes, redis), args.timeout))
+        result = asyncio.run(asyncio.wait_for(drive(args, nodes, redis, phase), args.timeout))
         result["elapsed_s"] = time.monotonic() - t
     except TimeoutError:
         raise RuntimeError(f"{setup}: not done in {args.timeout:g} s (logs in {work})") from None
@@ -604,6 +642,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write every result here")
     p.add_argument("--setups", default=",".join(SETUPS), help="which, comma separated")
     p.add_argument("--profile", type=Path, help="py-spy every node into this directory (raw)")
+    p.add_argument(
+        "--profile-phase",
+        choices=PHASES,
+        default="all",
+        help="with --profile: only during this phase (files SETUP-NODE-PHASE.txt)",
+    )
     args = p.parse_args(argv)
     if args.sessions < 4:
         p.error("--sessions must be at least 4 (two per node)")

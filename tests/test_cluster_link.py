@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import struct
 import termios
 import time
@@ -19,6 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
+from shellserver.hub.cluster import scripts
 from shellserver.hub.cluster.link import (
     ClusterUnavailable,
     RedisLink,
@@ -229,6 +231,72 @@ async def test_hung_redis_times_out(
         redis_server.resume()
     await until(lambda: events.ups == 2, timeout=10)
     assert await link.call("PING") == b"PONG"
+
+
+@pytest_twisted.ensureDeferred
+async def test_hung_redis_times_out_every_command_with_one_timer(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    """Commands waiting on a paused Redis share one timer (not one each), and every one of
+    them still fails with ClusterUnavailable within the timeout, the link dropped once."""
+    link = make_link(redis_server.port, timeout=1.0)
+    await until(lambda: link.available)
+    assert await link.call("PING") == b"PONG"
+    redis_server.pause()
+    try:
+        timers = len(reactor.getDelayedCalls())
+        started = time.monotonic()
+        calls = [link.call("GET", f"k{i}") for i in range(200)]
+        assert len(reactor.getDelayedCalls()) - timers <= 1
+        await deferLater(reactor, 0.3, lambda: None)
+        later = [link.call("GET", f"late{i}") for i in range(50)]  # the same timer still
+        assert len(reactor.getDelayedCalls()) - timers <= 1
+        errors = [await failure_of(d) for d in calls + later]
+        took = time.monotonic() - started
+        assert all(isinstance(e, ClusterUnavailable) for e in errors)
+        assert str(errors[0]) == "cluster unavailable: Redis did not answer"
+        assert 0.9 < took < 3.0
+        assert events.downs == 1 and not link.available
+    finally:
+        redis_server.resume()
+    await until(lambda: events.ups == 2, timeout=10)
+    assert await link.call("PING") == b"PONG"
+
+
+@pytest_twisted.ensureDeferred
+async def test_deliver_script_decides_in_redis_time(
+    redis_server: RedisServer, make_link: Any, events: Events
+) -> None:
+    """The DELIVER script, each answer: past the sender's deadline (Redis's clock) 'late' and
+    nothing published; no such session 'gone'; mesg n or an ignoring recipient 'refused'
+    (a notice, with no sender, still goes through); no node listening 'gone'; else 'ok'."""
+    link = make_link(redis_server.port)
+    await until(lambda: link.available)
+    await link.subscribe("ss:3:node:b")
+    deliver = link.script(scripts.DELIVER)
+    seconds, micros = await link.call("TIME")
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+
+    def args(sender: str, deadline: int = now_ms + 60_000, channel: str = "ss:3:node:b") -> Any:
+        return deliver([], ["ss:", "ss:3:all", "b", "12", sender, channel, b"{}", deadline])
+
+    await link.call("DEL", "ss:s:b", "ss:ign")
+    assert await args("ann") == b"gone"
+    record = ["b", 12, "bob", "user", "tel/1", "", "", 0, 0, True, ""]
+    await link.call("HSET", "ss:s:b", "12", json.dumps(record))
+    assert await args("ann", deadline=now_ms - 1_000) == b"late"
+    assert await args("ann") == b"ok"
+    assert await args("ann", channel="ss:3:node:nobody") == b"gone"
+    await link.call("HSET", "ss:ign", "bob", json.dumps(["zed", "ann"]))
+    assert await args("ann") == b"refused"
+    assert await args("cat") == b"ok"
+    assert await args("") == b"ok"  # a notice
+    record[9] = False  # mesg n
+    await link.call("HSET", "ss:s:b", "12", json.dumps(record))
+    assert await args("cat") == b"refused"
+    assert await args("") == b"ok"
+    await until(lambda: len(events.messages) == 4)
+    assert events.messages == [("ss:3:node:b", b"{}")] * 4
 
 
 def test_default_timeout_is_two_seconds() -> None:

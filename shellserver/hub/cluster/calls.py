@@ -8,6 +8,7 @@ scripts. They are kept here once, so each part is handed this and nothing of the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from attrs import define, field
@@ -98,9 +99,24 @@ class Calls:
         return self.link.publish(self.names.all, dump(body))
 
 
+#: One encoder for every event: ``json.dumps`` with options builds a new one per call, which
+#: cost more than the encoding itself.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+#: The encoder's own string quoting (C), for the hot ``dlv`` event built by hand.
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def dump(body: dict[str, Any]) -> bytes:
     """An event as the other nodes read it: compact JSON, text as UTF-8."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(body).encode()
+
+
+def dump_deliver(session: int, text: str, sender: str | None) -> bytes:
+    """The ``dlv`` event, the one every cross-node ``write`` sends: the same bytes as
+    ``dump({"op": "dlv", "i": session, "t": text, "s": sender})``, put together directly
+    (about a quarter of the cost), since its shape never changes."""
+    who = "null" if sender is None else _quote(sender)
+    return f'{{"op":"dlv","i":{int(session)},"t":{_quote(text)},"s":{who}}}'.encode()
 
 
 def quietly(d: Deferred[Any], what: str) -> Deferred[None]:

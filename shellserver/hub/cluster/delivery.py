@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from shellserver.hub.cluster.calls import Calls, dump, quietly
+from shellserver.hub.cluster.calls import Calls, dump_deliver, quietly
 from shellserver.hub.cluster.link import Script
 from shellserver.hub.cluster.mirror import Mirror
 from shellserver.hub.local import ClusterUnavailable, Detach, Hub
@@ -52,7 +52,7 @@ class Courier:
         if not link.available:
             return succeed(Delivery.UNAVAILABLE)
         names = calls.names
-        body = dump({"op": "dlv", "i": to.id, "t": message.text, "s": sender})
+        body = dump_deliver(to.id, message.text, sender)
         # Redis decides (the mirror may be a moment behind a mesg n), and drops the message if
         # it runs only after we stopped waiting (a paused Redis): at most once, never late.
         deadline = int((self.clock.seconds() + calls.redis_offset + link.timeout) * 1000)
@@ -69,7 +69,8 @@ class Courier:
                 deadline,
             ],
         )
-        return d.addCallback(_OUTCOMES.__getitem__).addErrback(_unavailable)
+        # one entry for both (an unknown answer's KeyError passes _unavailable by anyway)
+        return d.addCallbacks(_OUTCOMES.__getitem__, _unavailable)
 
     def broadcast(self, message: Message) -> Deferred[tuple[int, int]]:
         """A wall: this node's sessions at once, the others' through one publish; the count

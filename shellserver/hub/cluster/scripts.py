@@ -462,12 +462,16 @@ return 1
 #: One message to a session on another node, decided where the truth is: 'gone' (no such
 #: session), 'refused' (its mesg n, or its user ignores the sender, as Redis has them now),
 #: 'late' (the sender gave up waiting before Redis ran this: never shown after "unavailable"),
-#: else published, 'ok'.
-DELIVER = (
-    _COMMON
-    + r"""
+#: else published, 'ok'. It runs for every cross-node ``write``, so it does not start with
+#: ``_COMMON``: Lua makes that prologue's functions anew on every run, which cost Redis a fifth
+#: of this script's time (8.5-10 against 7.5 µs a call); it needs only the prefix and the time.
+DELIVER = r"""
+local P = ARGV[1]
 local node, id, sender = ARGV[3], ARGV[4], ARGV[5]
-if now_ms() > tonumber(ARGV[8]) then return 'late' end
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[8]) then
+  return 'late'
+end
 local rec = redis.call('HGET', P..'s:'..node, id)
 if not rec then return 'gone' end
 if sender ~= '' then
@@ -483,4 +487,3 @@ end
 if redis.call('PUBLISH', ARGV[6], ARGV[7]) == 0 then return 'gone' end
 return 'ok'
 """
-)
