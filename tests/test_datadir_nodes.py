@@ -1,4 +1,4 @@
-"""One data dir, several nodes (SPEC §13): one lock per node name, and none beside a server alone.
+"""One data dir, several nodes: one lock per node name, and none beside a server alone.
 
 The holders are other processes (real ``flock`` across processes), started
 with a tiny script that takes the lock, says so, and keeps it until its

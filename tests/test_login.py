@@ -1,4 +1,4 @@
-"""The login dialogue over a real TelnetProtocol (no sockets): SPEC §3."""
+"""The login dialogue over a real TelnetProtocol (no sockets)."""
 
 from __future__ import annotations
 

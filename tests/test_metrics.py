@@ -1,4 +1,4 @@
-"""Metrics (SPEC §12) without sockets: counters where things happen, gauges read at scrape time."""
+"""Metrics without sockets: counters where things happen, gauges read at scrape time."""
 
 from __future__ import annotations
 

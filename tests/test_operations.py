@@ -1,4 +1,4 @@
-"""Operations on the real server (SPEC §12): /metrics under a little load, the JSON log, backup."""
+"""Operations on the real server: /metrics under a little load, the JSON log, backup."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-account pacing of password checks (SPEC §3): distributed guessing meets a slow pace."""
+"""Per-account pacing of password checks: distributed guessing meets a slow pace."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Saved messages and ignore lists (SPEC §11) through the whole stack, without sockets."""
+"""Saved messages and ignore lists through the whole stack, without sockets."""
 
 from __future__ import annotations
 

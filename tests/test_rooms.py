@@ -1,4 +1,4 @@
-"""Rooms (SPEC §11): the table, and the commands through the whole stack without sockets."""
+"""Rooms: the table, and the commands through the whole stack without sockets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""People and rooms (SPEC §11) on the real server over loopback: saved messages across a
+"""People and rooms on the real server over loopback: saved messages across a
 restart, ignore lists, every room command, a room of 500 sessions with a member that never
 reads, and a store made by the previous schema migrated at start."""
 
@@ -141,7 +141,7 @@ def test_every_room_command_on_loopback(people_server: RealServer) -> None:
 
 
 def _connect(port: int, name: str, i: int, rcvbuf: int | None = None) -> RawClient:
-    """From its own loopback address: logins under way count per address (SPEC §3)."""
+    """From its own loopback address: logins under way count per address."""
     c = RawClient.__new__(RawClient)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((f"127.3.{i // 200}.{i % 200 + 1}", 0))

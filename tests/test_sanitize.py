@@ -1,4 +1,4 @@
-"""util-linux careful text (SPEC §7) and wall's column wrap."""
+"""util-linux careful text and wall's column wrap."""
 
 from __future__ import annotations
 

@@ -157,7 +157,7 @@ def test_shutdown_now_and_usage(server: Assembly, stops: list[str]) -> None:
     assert admin.run("shutdown +x").startswith("shutdown: invalid time '+x'\nUsage:")
     a = online(server, "alice")
     admin.run("shutdown now bye all")
-    # The admin's text is shown with the final notice, as with "+MIN TEXT" (SPEC §4).
+    # The admin's text is shown with the final notice, as with "+MIN TEXT".
     assert "The system is going down NOW!\nbye all\n" in a.output()
     assert stops == ["stop"]
 

@@ -1,4 +1,4 @@
-"""Per-address limits keep bounded memory, whatever the number of addresses (SPEC §7)."""
+"""Per-address limits keep bounded memory, whatever the number of addresses."""
 
 from __future__ import annotations
 

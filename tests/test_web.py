@@ -1,4 +1,4 @@
-"""The browser terminal (SPEC §10): frames, Origin, the page, and ``/ws`` on the real server.
+"""The browser terminal: frames, Origin, the page, and ``/ws`` on the real server.
 
 The protocol-level tests talk to the real ``twistd -n shellserver --web`` with
 Twisted's own ``WebSocketClientEndpoint`` (tests/webclient.py); the browser

@@ -26,7 +26,7 @@ BYSTANDER_DEADLINE = 1.0
 #: The worst round trip the stall probe may see while an attack runs (see :meth:`Arena.watch`).
 STALL_LIMIT = 0.1
 PROBE = Path(__file__).with_name("stallprobe.py")
-#: Bytes that must never reach another person's terminal raw (SPEC §7).
+#: Bytes that must never reach another person's terminal raw.
 DANGEROUS = [
     b"\x1b",
     b"\x07",

@@ -1,4 +1,4 @@
-"""Escape injection in every user-controlled field reaches others only as notation (SPEC §7)."""
+"""Escape injection in every user-controlled field reaches others only as notation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Own output to a client that never reads (SPEC §7): streamed, bounded, then aborted."""
+"""Own output to a client that never reads: streamed, bounded, then aborted."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Garbage on the wire, floods and abrupt disconnects: the attacker may lose its connection,
-nobody else notices (SPEC §7)."""
+nobody else notices."""
 
 from __future__ import annotations
 
