@@ -36,7 +36,15 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-from shellserver.terminal.editor import COMPLETE, EOF, INTERRUPT, LINE, WHOLE, LineEditor
+from shellserver.terminal.editor import (
+    COMPLETE,
+    EOF,
+    ERASE_ROW,
+    INTERRUPT,
+    LINE,
+    WHOLE,
+    LineEditor,
+)
 from shellserver.terminal.keys import KeyParser
 from shellserver.terminal.lifecycle import (
     BACKLOGGED,
@@ -452,6 +460,17 @@ class Terminal:
         editor = self._editor
         if stash is not None and self._stash_lead is None and editor is not None:
             self._stash = None
+            if self._tick is None:
+                # The usual case (a short line on one row, drawn again at once): the editor's
+                # kept string, the same bytes _erase_and_send builds part by part.
+                now = self._redraws.clock.seconds()
+                if now - self._paced_at >= PACE:
+                    after = editor.redraw_row()
+                    if after is not None:
+                        self._paced_at = now  # a whole drawing, as _pace counts one
+                        if self.wire.send_message(ERASE_ROW, stash, after):
+                            self._at_bol = self._reprinted = False
+                        return
             self._erase_and_send(stash, True, redraw=True)
         elif stash is not None:
             self._stash = None

@@ -41,6 +41,10 @@ MAX_LISTED = 100
 
 #: ``LineEditor.stale``: the cursor to place, or the whole line to draw again.
 CURSOR, WHOLE = 1, 2
+#: The erasing of prompt and line when they stand on one row (:meth:`LineEditor.suspend`
+#: from row 0): to its start, then everything below.
+ERASE_ROW = "\r\x1b[J"
+_ERASE_LEN = len(ERASE_ROW)
 
 # What key() asks the terminal to do.
 LINE, EOF, INTERRUPT, COMPLETE = "line", "eof", "interrupt", "complete"
@@ -78,6 +82,8 @@ class LineEditor:
         "_drawn",
         "_hist_bytes",
         "_hist_i",
+        "_kept",
+        "_kept_buf",
         "_kill",
         "_row",
         "_saved",
@@ -126,6 +132,10 @@ class LineEditor:
         self._drawn = False
         self._row = 0
         self._col = 0
+        #: :meth:`redraw_row`'s string, made for the line ``_kept_buf`` (None: not made yet,
+        #: or the prompt, hiding or width changed since) under the prompt and width of then.
+        self._kept: str | None = None
+        self._kept_buf: str | None = None
         #: Set by the terminal: whole-line redraws and cursor moves wait for :meth:`refresh`.
         self.defer = False
         #: Deferred drawing: :data:`CURSOR` (the cursor to place), :data:`WHOLE` (the line to
@@ -140,6 +150,7 @@ class LineEditor:
         """Begin a line after ``prompt``; ``drawn`` when the prompt is already on screen."""
         self.prompt = prompt
         self.hidden = hidden
+        self._kept_buf = None
         self.active = True
         self._set("", 0)
         self._hist_i = len(self.history)
@@ -208,6 +219,44 @@ class LineEditor:
         if self.active:
             self._render()
 
+    def redraw_row(self) -> str | None:
+        """A message's usual case made cheap: what :meth:`suspend`, :meth:`redraw` and the
+        terminal's :meth:`refresh` write for a line that stands on one row with the cursor
+        at its end (its erasing is :data:`ERASE_ROW`), or None where they must work it out.
+
+        Every recipient of a wall would otherwise build the same few screen parts anew;
+        here they are one string, kept while the line (``buf``, a new string whenever it
+        changes), the prompt and the width stay the same. Only plain ASCII that fits the
+        row is kept: wide, combining or control characters, a hidden answer, a ^R search,
+        a line that wraps, pending screen output or a deferred drawing take the general
+        path. The drawing ends where it stood, so nothing here changes."""
+        if (
+            not self._drawn
+            or not self.active
+            or self._row
+            or self.stale
+            or self._search is not None
+            or not self.screen.empty
+        ):
+            return None
+        buf = self.buf
+        if buf is not self._kept_buf:
+            self._kept_buf = buf
+            self._kept = self._keep(buf)
+        kept = self._kept
+        if kept is None or self.pos != len(buf) or self._col != len(kept) - _ERASE_LEN:
+            return None
+        return kept
+
+    def _keep(self, buf: str) -> str | None:
+        """:meth:`redraw_row`'s string for ``buf``, if the line is plain enough for one."""
+        if self.hidden:
+            return None
+        text = self.prompt + buf
+        if len(text) >= self.width or not (text.isascii() and text.isprintable()):
+            return None
+        return ERASE_ROW + text
+
     def refresh(self) -> None:
         """Do the deferred drawing: the whole line again, or only the cursor moved."""
         stale, self.stale = self.stale, 0
@@ -223,6 +272,7 @@ class LineEditor:
             return
         self.suspend()
         self.width = width
+        self._kept_buf = None
         self.redraw()
 
     def finish(self, mark: str = "", newline: bool = True) -> None:

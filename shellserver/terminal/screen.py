@@ -16,6 +16,11 @@ class Screen:
     def __init__(self) -> None:
         self._parts: list[str] = []
 
+    @property
+    def empty(self) -> bool:
+        """Nothing collected: the editor's kept drawing may go out alone (``redraw_row``)."""
+        return not self._parts
+
     def write(self, text: str) -> None:
         """Text at the cursor; empty text adds nothing, so callers need not check."""
         if text:
