@@ -160,6 +160,8 @@ class Machines:
                 "--max-sessions", "0",
                 "--cmd-rate", "0",
                 "--max-unauth-per-addr", "0",
+                # A login in the outage is refused after a second rather than five.
+                "--store-wait", "1",
             )  # fmt: skip
             srv.address = address  # type: ignore[attr-defined]
             self.nodes[name] = srv
