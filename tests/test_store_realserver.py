@@ -58,7 +58,7 @@ def wait_for_gauge(port: int, value: float, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while store_up(port) != value:
         assert time.monotonic() < deadline, f"shellserver_store_up never became {value}"
-        time.sleep(0.5)
+        time.sleep(0.1)
 
 
 def test_store_down_refuses_logins_keeps_sessions_and_comes_back(
