@@ -72,13 +72,14 @@ def _detached_count(data: Path) -> int:
     return sum(1 for s in json.loads(done.stdout)["sessions"] if s.get("detached"))
 
 
-def measure(n: int, detached: bool, workdir: Path) -> dict[str, float]:
-    """One fresh server: its idle RSS, then with ``n`` sessions of the kind asked."""
+def measure(n: int, detached: bool, workdir: Path, settle: float = 1.0) -> dict[str, float]:
+    """One fresh server: its idle RSS, then with ``n`` sessions of the kind asked (each
+    reading taken ``settle`` seconds after what it measures, twice that for the attached)."""
     names = [f"u{i}" for i in range(n)]
     server = Server("shellserver", workdir, [*names, "boss"]).start()
     assert server.proc is not None
     try:
-        time.sleep(1.0)
+        time.sleep(settle)
         base = _pid_rss(server.proc.pid)
         loop = asyncio.new_event_loop()
         held = loop.run_until_complete(_many(server.port, names, detached))
@@ -88,8 +89,8 @@ def measure(n: int, detached: bool, workdir: Path) -> dict[str, float]:
             while _detached_count(workdir / "data") < n:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the sessions were not all detached in time")
-                time.sleep(0.5)
-            time.sleep(1.0)
+                time.sleep(min(0.5, settle))
+            time.sleep(settle)
             result["rss"] = _pid_rss(server.proc.pid)
             subprocess.run(
                 [str(BIN / "shellserver"), "--data", str(workdir / "data"), "wall", "x" * 100],
@@ -97,10 +98,10 @@ def measure(n: int, detached: bool, workdir: Path) -> dict[str, float]:
                 timeout=60,
                 check=True,
             )
-            time.sleep(1.0)
+            time.sleep(settle)
             result["rss_held"] = _pid_rss(server.proc.pid)
         else:
-            time.sleep(2.0)
+            time.sleep(2 * settle)
             result["rss"] = _pid_rss(server.proc.pid)
         for _, writer in held:  # type: ignore[misc]
             writer.close()
@@ -114,10 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     """Both runs, the table, and whether the detached session is within its target."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-n", type=int, default=2000, help="sessions per run [2000]")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds the server is left before each reading of its memory [1.0]",
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-detached-") as tmp:
-        attached = measure(args.n, False, Path(tmp) / "attached")
-        detached = measure(args.n, True, Path(tmp) / "detached")
+        attached = measure(args.n, False, Path(tmp) / "attached", args.settle)
+        detached = measure(args.n, True, Path(tmp) / "detached", args.settle)
     kib = 1024 * args.n
     a = (attached["rss"] - attached["base"]) / kib
     d = (detached["rss"] - detached["base"]) / kib

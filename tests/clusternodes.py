@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -113,12 +114,18 @@ class Cluster:
         return self.nodes[name]
 
     def start(self, users: Iterable[str] = ()) -> Cluster:
-        """Redis, the accounts (``boss`` and ``users``), then the nodes one by one."""
+        """Redis, the accounts (``boss`` and ``users``), then the nodes, started together as
+        an operator's service manager would (each takes its turn at the data dir, as nodes
+        do); returns once every one has joined."""
         try:
             self.redis.start()
             newusers(self.data, users)
-            for srv in self.nodes.values():
-                joined(srv.start())
+            with ThreadPoolExecutor(len(self.nodes) or 1) as starting:
+                for started in [
+                    starting.submit(lambda srv: joined(srv.start()), srv)
+                    for srv in self.nodes.values()
+                ]:
+                    started.result()
         except BaseException:
             self.stop()
             raise

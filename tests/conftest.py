@@ -127,18 +127,15 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of the test's own, which it may stop and start (an outage)."""
-    workdir = Path(tempfile.mkdtemp(prefix="shellserver-pg-"))
+def own_postgres(postgres: PostgresServer) -> Iterator[PostgresServer]:
+    """A PostgreSQL server the test may stop and start (an outage): the run's one server,
+    which no other test uses meanwhile (they run one at a time, each on a database of its
+    own), started again after the test if it left it stopped. An ``initdb`` costs seconds."""
     try:
-        server = PostgresServer(workdir)
-    except BaseException:
-        os.rmdir(workdir)
-        raise
-    try:
-        yield server.start()
+        yield postgres
     finally:
-        server.cleanup()
+        if postgres.proc is None:
+            postgres.start()
 
 
 class StoreMaker:

@@ -68,7 +68,7 @@ def test_bench_smoke_every_session_kind_and_the_mix_produce_numbers(tmp_path: Pa
 def test_bench_detached_sessions_against_attached_ones_prints_its_table() -> None:
     """A tiny run of ``make bench-detached``: both servers start, the sessions detach, the
     table and the verdict come out (the figures themselves are the bench's business)."""
-    cmd = [sys.executable, str(ROOT / "bench" / "detached.py"), "-n", "40"]
+    cmd = [sys.executable, str(ROOT / "bench" / "detached.py"), "-n", "40", "--settle", "0.1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert "attached KiB/session" in done.stdout, done.stdout + done.stderr
     assert "detached <= attached: " in done.stdout

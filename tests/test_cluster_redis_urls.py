@@ -329,38 +329,43 @@ def test_a_node_never_shows_the_password(
     redis = redis_at("--requirepass", SECRET)
     for name in ("node", "wrong"):
         (tmp_path / name).mkdir()
-    srv = RealServer(
-        tmp_path / "node",
-        "--cluster", f"redis://:{SECRET}@127.0.0.1:{redis.port}/0", "--node", "a",
-        "--metrics", "tcp:0:interface=127.0.0.1",
-    ).start()  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while "cluster: connected to" not in srv.log_text():
-            assert time.monotonic() < deadline, srv.log_text()
-            time.sleep(0.1)
-        assert f"connected to redis://:***@127.0.0.1:{redis.port}/0" in srv.log_text()
-        alice = register(srv.port, "alice")
-        shown = [srv.log_text()]
-        for args in (["status"], ["who", "--json"]):
-            r = subprocess.run(
-                [cli, "--data", str(srv.data), *args], capture_output=True, text=True, timeout=60
-            )
-            assert r.returncode == 0, r.stderr
-            shown += [r.stdout, r.stderr]
-        assert "in a cluster of 1 live node" in shown[1]
-        with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics") as page:
-            shown.append(page.read().decode())
-        alice.close()
-        for text in shown:
-            assert SECRET not in text
-    finally:
-        srv.stop()
-
+    # The node with the wrong password starts first: its logins wait (5 s at most) for a
+    # cluster it never joins, and that wait runs out while the first node is looked at.
     wrong = RealServer(
         tmp_path / "wrong", "--cluster", f"redis://:x{SECRET}@127.0.0.1:{redis.port}/0"
     ).start()
     try:
+        srv = RealServer(
+            tmp_path / "node",
+            "--cluster", f"redis://:{SECRET}@127.0.0.1:{redis.port}/0", "--node", "a",
+            "--metrics", "tcp:0:interface=127.0.0.1",
+        ).start()  # fmt: skip
+        try:
+            deadline = time.monotonic() + 15
+            while "cluster: connected to" not in srv.log_text():
+                assert time.monotonic() < deadline, srv.log_text()
+                time.sleep(0.1)
+            assert f"connected to redis://:***@127.0.0.1:{redis.port}/0" in srv.log_text()
+            alice = register(srv.port, "alice")
+            shown = [srv.log_text()]
+            for args in (["status"], ["who", "--json"]):
+                r = subprocess.run(
+                    [cli, "--data", str(srv.data), *args],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert r.returncode == 0, r.stderr
+                shown += [r.stdout, r.stderr]
+            assert "in a cluster of 1 live node" in shown[1]
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics") as page:
+                shown.append(page.read().decode())
+            alice.close()
+            for text in shown:
+                assert SECRET not in text
+        finally:
+            srv.stop()
+
         bob = register(wrong.port, "bob")  # serving alone meanwhile
         bob.close()
         deadline = time.monotonic() + 15

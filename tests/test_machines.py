@@ -160,6 +160,8 @@ class Machines:
                 "--max-sessions", "0",
                 "--cmd-rate", "0",
                 "--max-unauth-per-addr", "0",
+                # A login in the outage is refused after a second rather than five.
+                "--store-wait", "1",
             )  # fmt: skip
             srv.address = address  # type: ignore[attr-defined]
             self.nodes[name] = srv
@@ -223,11 +225,15 @@ backend nodes
         self.redis.stop()
 
 
-@pytest.fixture
-def machines(tmp_path: Path, own_postgres: PostgresServer) -> Iterator[Machines]:
+@pytest.fixture(scope="module")
+def machines(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> Iterator[Machines]:
+    """One set-up for the module's tests: none of them touches what another looks at (their
+    own accounts' sessions and files), and the outage test starts PostgreSQL again itself."""
     if HAPROXY is None:
         pytest.skip("haproxy is not installed (apt-get install haproxy)")
-    setup = Machines(tmp_path, own_postgres)
+    setup = Machines(tmp_path_factory.mktemp("machines"), postgres)
     try:
         yield setup.start()
     finally:

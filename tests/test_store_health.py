@@ -77,3 +77,34 @@ def test_a_check_waiting_on_a_stalled_thread_is_not_asked_again(tmp_path: Path) 
     assert len(held) == 2
     probe.stop()
     db.close()
+
+
+def test_store_wait_sets_the_checks_period_and_the_pools_wait(tmp_path: Path) -> None:
+    """``--store-wait 1``: a check every second, and PostgreSQL waited for a second; 5 s
+    unless given; nonsense refused with the range."""
+    from twisted.python.usage import UsageError
+
+    from shellserver.app.tap import Options
+    from shellserver.store.postgres import PostgresAccountDB, parse_postgres_url
+
+    default = Options()
+    default.parseOptions([])
+    assert default.config.store_wait == PERIOD == 5.0
+    options = Options()
+    options.parseOptions(["--store-wait", "1"])
+    assert options.config.store_wait == 1.0
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(UsageError, match=r"^--store-wait takes a number of seconds from"):
+            Options().parseOptions(["--store-wait", bad])
+    pg = PostgresAccountDB(parse_postgres_url("postgresql://app@db/shell"), wait=1.0)
+    assert pg.postgres.wait == 1.0
+    db = AccountDB.open(str(tmp_path / "a.sqlite3"))
+    clock = Clock()
+    seen: list[bool] = []
+    probe = StoreProbe(db, inline_runner, clock, seen.append, period=1.0)
+    probe.start()
+    clock.advance(1.0)
+    clock.advance(1.0)
+    assert seen == [True, True, True]
+    probe.stop()
+    db.close()

@@ -136,7 +136,7 @@ def test_a_newer_schema_is_refused(postgres: PostgresServer) -> None:
 def test_an_outage_is_unavailable_and_the_pool_comes_back(own_postgres: PostgresServer) -> None:
     """PostgreSQL stopped: each call says StoreUnavailable within the wait; started again on
     the same port: the next calls work, on new connections the pool made by itself."""
-    db = PostgresAccountDB(parse_postgres_url(own_postgres.new_database()), size=2, wait=2.0)
+    db = PostgresAccountDB(parse_postgres_url(own_postgres.new_database()), size=2, wait=1.0)
     db.connect()
     try:
         db.create("alice", "h")
@@ -148,7 +148,7 @@ def test_an_outage_is_unavailable_and_the_pool_comes_back(own_postgres: Postgres
             db.create("bob", "h")
         own_postgres.start()
         deadline = time.monotonic() + 15
-        while True:  # each call waits up to 2 s for the pool's next attempt to connect
+        while True:  # each call waits up to 1 s for the pool's next attempt to connect
             try:
                 account = db.get("alice")
                 break

@@ -80,6 +80,10 @@ class Config:
     #: ``--store``: the PostgreSQL the store lives in; None = the embedded SQLite file in the
     #: data dir.
     store: PostgresURL | None = None
+    #: ``--store-wait``: seconds a store call waits for PostgreSQL before the store counts as
+    #: down (a login then hears "Service temporarily unavailable"), and between two checks of
+    #: the store (the ``shellserver_store_up`` gauge, the log's outage and its end).
+    store_wait: float = 5.0
     #: ``--node``: this server's name in who --json and, clustered, in the per-node files of the
     #: data dir (``lock-NODE``, ``control-NODE.sock``); one server alone is named after its host.
     node: str = field(factory=default_hostname)

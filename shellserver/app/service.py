@@ -276,7 +276,7 @@ class ShellService(Service):
         else:
             from shellserver.store.postgres import POOL_SIZE, PostgresAccountDB
 
-            self.db = PostgresAccountDB(cfg.store)
+            self.db = PostgresAccountDB(cfg.store, wait=cfg.store_wait)
             db_threads = POOL_SIZE
         db_pool = make_pool("shellserver-db", db_threads)
         hash_pool = make_pool("shellserver-hash", max(1, (os.cpu_count() or 2) - 1))
@@ -293,6 +293,7 @@ class ShellService(Service):
             pool_runner(self.reactor, db_pool),
             self.reactor,
             lambda up: self.metrics.store_up.set(1 if up else 0),
+            period=cfg.store_wait,
         )
         hub: IHub = Hub(node=cfg.node, clock=self.reactor)
         if cfg.cluster is not None:

@@ -51,6 +51,18 @@ def _rate(text: str) -> float:
     return value
 
 
+def _store_wait(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 3600:
+        raise usage.UsageError(
+            f"--store-wait takes a number of seconds from 0.1 to 3600, not {text!r}"
+        )
+    return value
+
+
 def _size(option: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -157,6 +169,14 @@ class Options(usage.Options):
             "postgresql://USER[:PASS]@HOST[:PORT]/DB[?sslmode=...] "
             "[default: the embedded SQLite file in the data dir].",
             _store,
+        ],
+        [
+            "store-wait",
+            None,
+            5.0,
+            "Seconds a store call waits for PostgreSQL before the store counts as down (a "
+            "login is then refused), and between two checks of the store.",
+            _store_wait,
         ],
         [
             "node",
@@ -351,6 +371,7 @@ class Options(usage.Options):
             homes=self["homes"],
             cluster=self["cluster"],
             store=self["store"],
+            store_wait=float(self["store-wait"]),
             node=node,
             telnet=tuple(self["telnet"]) or ("tcp:2323",),
             ssh=tuple(self["ssh"]),

@@ -29,15 +29,17 @@ class StoreProbe:
     clock: IReactorTime
     #: Told True or False after every check (the gauge's ``set``).
     report: Callable[[bool], None]
+    #: Seconds between two checks (``--store-wait``).
+    period: float = PERIOD
     up: bool = field(default=True, init=False)
     _busy: bool = field(default=False, init=False)
     _loop: LoopingCall | None = field(default=None, init=False)
 
     def start(self) -> None:
-        """Check now and every :data:`PERIOD` seconds."""
+        """Check now and every ``period`` seconds."""
         loop = self._loop = LoopingCall(self.check)
         loop.clock = self.clock
-        loop.start(PERIOD, now=True)
+        loop.start(self.period, now=True)
 
     def stop(self) -> None:
         """At the service's stop, before the store closes."""

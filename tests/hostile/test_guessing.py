@@ -193,13 +193,20 @@ def test_distributed_ssh_guessing_is_paced_and_the_owners_key_is_not(arena: Aren
 def test_a_paced_account_still_answers_login_incorrect(arena: Arena) -> None:
     """The pace is not a lockout and tells nothing new: the same words, later."""
     arena.register("fern", source="127.0.0.1").close()
-    for _ in range(10):
-        with contextlib.closing(arena.connect()) as c:
+    # Ten wrong passwords from ten addresses at once (each waits out its own failure delay).
+    guessers = [arena.connect() for _ in range(10)]
+    try:
+        for c in guessers:
             c.expect("login: ")
             c.send_line("fern")
             c.expect("Password: ")
+        for c in guessers:
             c.send_line("not-the-password")
+        for c in guessers:
             c.expect("Login incorrect\nlogin: ", timeout=5)
+    finally:
+        for c in guessers:
+            c.close()
     with contextlib.closing(arena.connect()) as late:
         late.expect("login: ")
         late.send_line("fern")
