@@ -199,7 +199,10 @@ async def second_factor(
     in the account's turn, and a wrong one counts as a failed login for both.
     """
     factor = login.second_factor
-    if not await factor.otp.enabled(account.name):
+    needed = account.otp  # read with the password's hash, in the same trip to the store
+    if needed is None:
+        needed = await factor.otp.enabled(account.name)
+    if not needed:
         return True, login.clock.seconds()
     typed = await term.read_line(CODE_PROMPT, hidden=True)
     name = account.name

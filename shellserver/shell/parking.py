@@ -37,6 +37,7 @@ from shellserver.shell.commands.registry import Services
 from shellserver.shell.detach import HeldOutput, HeldWrite, Lingering
 from shellserver.shell.resume import ResumeChannel, ResumeTokens
 from shellserver.store import parked as parked_store
+from shellserver.store.accounts import AccountDB, LoginRecord
 from shellserver.store.parked import Parked
 from shellserver.terminal.discipline import Terminal
 
@@ -307,16 +308,29 @@ async def restore_node(start: SessionStart, node: str | None) -> int:
     return restored
 
 
-async def take_for(start: SessionStart, user: str) -> list[Parked]:
+#: :func:`people.login_state`'s answer: the ignore list, the unread count, the previous login.
+LoginState = tuple[frozenset[str], int, LoginRecord | None]
+
+
+def _parked_and_state(db: AccountDB, user: str, now: float) -> tuple[list[Parked], LoginState]:
+    """On the database thread: the user's parked sessions and :func:`people.login_state`."""
+    return parked_store.parked_of(db, user, now), people.login_state(db, user)
+
+
+async def take_for(start: SessionStart, user: str) -> tuple[list[Parked], LoginState]:
     """``user``'s parked sessions that no running node will take back: those of nodes that are
-    not live (a drained node, a stopped one). A server alone took its own at start."""
+    not live (a drained node, a stopped one). A server alone took its own at start.
+
+    With them, in the same trip to the store (each trip is a thread hand-off and a reactor
+    wake-up), what the session's start reads (:func:`people.login_state`): an interactive
+    login asks both, and nearly always finds no parked session."""
     services = start.services
     hub = services.hub
     live = set(hub.nodes()) - {hub.node}  # rows for this node are handed over to it
-    rows: list[Parked] = await people.run(
-        services.store, parked_store.parked_of, user, services.clock.seconds()
+    rows, state = await people.run(
+        services.store, _parked_and_state, user, services.clock.seconds()
     )
-    return [r for r in rows if r.node not in live]
+    return [r for r in rows if r.node not in live], state
 
 
 async def park_one(start: SessionStart, session_id: int, node: str) -> bool:

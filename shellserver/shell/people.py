@@ -207,11 +207,14 @@ def new_messages_notice(unread: int) -> str:
 
 
 async def session_starting(
-    store: AccountStore, user: str
+    store: AccountStore,
+    user: str,
+    known: tuple[frozenset[str], int, LoginRecord | None] | None = None,
 ) -> tuple[frozenset[str], str, LoginRecord | None]:
     """Before the session is made: the user's ignore list (for ``attach``), the login notice,
-    the previous login ("Last login: ...")."""
-    ignores, unread, previous = await run(store, login_state, user)
+    the previous login ("Last login: ..."). ``known``: :func:`login_state` read in the same
+    instant by an earlier trip of this login (saves a trip to the store)."""
+    ignores, unread, previous = known if known is not None else await run(store, login_state, user)
     return ignores, new_messages_notice(unread), previous
 
 

@@ -13,7 +13,7 @@ import enum
 import itertools
 import os
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Literal, Protocol
 
 from attrs import Factory, field, frozen
 from twisted.internet import defer
@@ -266,18 +266,20 @@ async def begin(
     if enrolling and mode is Mode.COMMAND:
         terminal.write(ENROL_FIRST)
         return None
+    known: parking.LoginState | None = None  # read with the parked sessions, if still true
     if mode is Mode.INTERACTIVE and start.linger > 0 and not enrolling:
         resumed = await _offer_resume(start, account, terminal, wire, still_wanted, key)
         if isinstance(resumed, Session):
             return resumed
         if resumed is False:
             return None
+        known = resumed if isinstance(resumed, tuple) else None
     session_id = next(start.ids)
     if not await _make_room(start, terminal, wire, name, session_id):
         return None
     try:
         return await _start(
-            start, account, terminal, wire, mode, still_wanted, session_id, key, enrolling
+            start, account, terminal, wire, mode, still_wanted, session_id, key, enrolling, known
         )
     except BaseException:
         start.services.hub.release(name, session_id)
@@ -294,10 +296,13 @@ async def _start(
     session_id: int,
     key: str,
     enrolling: bool = False,
+    known: parking.LoginState | None = None,
 ) -> Session | None:
     name = account.name
     services = start.services
-    ignores, new_messages, previous = await people.session_starting(start.services.store, name)
+    ignores, new_messages, previous = await people.session_starting(
+        start.services.store, name, known
+    )
     motd = await start.motd.read() if mode is Mode.INTERACTIVE else ""
     if not terminal.connected:  # gone while the store answered: allocate nothing
         start.services.hub.release(name, session_id)
@@ -479,20 +484,23 @@ async def _offer_resume(
     wire: IWire,
     still_wanted: Callable[[], bool],
     key: str,
-) -> Session | bool | None:
+) -> Session | Literal[False] | parking.LoginState | None:
     """Ask about this user's detached sessions, on this node and (clustered) on the others:
     the resumed session, False when the login was abandoned meanwhile, None for a new
-    session (none detached, or ``n``: the detached one then ends)."""
+    session (``n``: the detached one then ends), or, when nothing was detached and no
+    question asked, what the new session's start reads from the store, read in the same
+    trip as the parked sessions."""
     services = start.services
     hub = services.hub
     # Sessions parked by a node that is not running (drained, stopped), or handed over to
     # this one, become this node's detached ones first, so one question covers them all.
-    for row in await parking.take_for(start, account.name):
+    rows, state = await parking.take_for(start, account.name)
+    for row in rows:
         await parking.take(start, row)
     waiting: list[SessionInfo] = list(hub.detached_here(account.name))
     waiting += [s for s in hub.sessions_of_now(account.name) if s.detached and s.node != hub.node]
     if not waiting:
-        return None
+        return None if rows else state
     now = services.clock.seconds()
     if len(waiting) == 1:
         s = waiting[0]

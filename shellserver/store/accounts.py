@@ -123,6 +123,9 @@ class Account:
     role: str
     locked: bool
     created: float
+    #: Whether a password login of the account needs a second code, when read with the
+    #: password's hash at login (in the same trip to the store); None where not read.
+    otp: bool | None = field(default=None, eq=False)
 
     @property
     def is_admin(self) -> bool:
@@ -385,7 +388,7 @@ class IAccountDB(Interface):
         """The account without its hash."""
 
     def get_hash(name: str) -> tuple[Account, str] | None:
-        """The account and its hash in one read."""
+        """The account (with :attr:`Account.otp`) and its hash in one read."""
 
     def create(
         name: str, pw_hash: str, role: str = ROLE_USER, now: float | None = None
@@ -505,9 +508,13 @@ class AccountDB:
     def get_hash(self, name: str) -> tuple[Account, str] | None:
         """The account and its hash in one read, so a login costs one trip to the database."""
         row = self.sql.execute(
-            f"SELECT {_USER_COLS}, pw_hash FROM users WHERE name=?", (name,)
+            f"SELECT {_USER_COLS}, pw_hash, "
+            'EXISTS (SELECT 1 FROM otp WHERE otp."user"=users.name) FROM users WHERE name=?',
+            (name,),
         ).fetchone()
-        return None if row is None else (_account(row), row[4])
+        if row is None:
+            return None
+        return Account(row[0], row[1], bool(row[2]), row[3], bool(row[5])), row[4]
 
     def create(
         self, name: str, pw_hash: str, role: str = ROLE_USER, now: float | None = None

@@ -1,0 +1,45 @@
+"""How many trips to the store a plain password login makes: each is a thread hand-off and a
+reactor wake-up, the largest part of a login's cost after the password check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import COST, Client, add_user, make_server
+from twisted.internet.defer import Deferred
+
+from shellserver.ops.threads import inline_runner
+from shellserver.store.accounts import AccountDB, AccountStore
+
+
+class Counting:
+    """An inline runner that records which store functions ran."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        self.calls.append(f.__name__)
+        return inline_runner(f, *args, **kwargs)
+
+
+@pytest.mark.parametrize("linger", [0, 300])
+def test_a_password_login_without_a_second_factor_asks_the_store_three_times(
+    tmp_path: Path, linger: int
+) -> None:
+    runner = Counting()
+    db = AccountDB.open(str(tmp_path / "accounts.sqlite3"))
+    store = AccountStore(db, runner, inline_runner, COST)
+    server = make_server(tmp_path, store=store, linger=linger)
+    add_user(server, "alice")
+    client = Client(server)
+    runner.calls.clear()
+    out = client.login("alice")
+    assert out.rstrip().endswith("$"), out
+    # The account, its hash and whether it has a second factor; (with --linger) its parked
+    # sessions together with what the session's start reads; the login record.
+    middle = "_parked_and_state" if linger else "login_state"
+    assert runner.calls == ["_read_and_check_cheap", middle, "_take_logins"], runner.calls
