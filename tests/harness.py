@@ -4,6 +4,7 @@ StringTransport."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,18 @@ def hold_db_call(server: Assembly, call: str) -> Deferred[Any]:
 
     server.store.run_db = run_db
     return pending
+
+
+class Counting:
+    """An inline runner that records which store functions ran (how many trips a path makes
+    to the store: each is a thread hand-off and a reactor wake-up in the real server)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        self.calls.append(f.__name__)
+        return inline_runner(f, *args, **kwargs)
 
 
 class Client:

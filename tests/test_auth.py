@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import Counting
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from shellserver.ops.threads import inline_runner
 from shellserver.store.accounts import Account, AccountDB, AccountLocked, AccountStore, LoginFailed
 from shellserver.store.auth import IAccount, make_portal
 from shellserver.store.passwords import hash_password, is_cheap
-
-
-class Counting:
-    """An inline runner that records which store functions ran."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __call__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
-        self.calls.append(f.__name__)
-        return inline_runner(f, *args, **kwargs)
 
 
 @pytest.fixture
