@@ -76,7 +76,10 @@ class RealServer:
                     self.metrics_port = int(metrics.group(1)) if metrics else 0
                     web = _WEB.search(text)
                     self.web_port = int(web.group(1)) if web else 0
-                    if web or "--web" not in self.args:
+                    # Each listener logs its own line: wait for every one asked for.
+                    if (web or "--web" not in self.args) and (
+                        metrics or "--metrics" not in self.args
+                    ):
                         return self
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode() if self.proc.stdout else ""
